@@ -1,0 +1,76 @@
+/* ferry's GError domain and the libvirt-compatible view of its codes. */
+#include "util/error.h"
+
+#include <string.h>
+
+G_DEFINE_QUARK(ferry-error-quark, ferry_error)
+
+const char *ferry_error_prefix(int code)
+{
+    switch (code) {
+    case FERRY_ERR_INTERNAL_ERROR:
+        return "internal error: ";
+    case FERRY_ERR_NO_SUPPORT:
+        return "this function is not supported by the connection driver: ";
+    case FERRY_ERR_NO_CONNECT:
+        return "no connection driver available: ";
+    case FERRY_ERR_INVALID_ARG:
+        return "invalid argument: ";
+    case FERRY_ERR_OPERATION_FAILED:
+        return "operation failed: ";
+    case FERRY_ERR_XML_ERROR:
+        return "XML error: ";
+    case FERRY_ERR_DOM_EXIST:
+        return "operation failed: ";
+    case FERRY_ERR_OPERATION_DENIED:
+        return "operation forbidden: ";
+    case FERRY_ERR_CONF_SYNTAX:
+        return "configuration file syntax error: ";
+    case FERRY_ERR_NO_DOMAIN:
+        return "Domain not found: ";
+    case FERRY_ERR_AUTH_FAILED:
+        return "authentication failed: ";
+    case FERRY_ERR_OPERATION_INVALID:
+        return "Requested operation is not valid: ";
+    case FERRY_ERR_CONFIG_UNSUPPORTED:
+        return "unsupported configuration: ";
+    case FERRY_ERR_OPERATION_TIMEOUT:
+        return "Timed out during operation: ";
+    case FERRY_ERR_ARGUMENT_UNSUPPORTED:
+        return "argument unsupported: ";
+    case FERRY_ERR_OPERATION_ABORTED:
+        return "operation aborted: ";
+    case FERRY_ERR_MIGRATE_UNSAFE:
+        return "Unsafe migration: ";
+    case FERRY_ERR_OPERATION_UNSUPPORTED:
+        return "Operation not supported: ";
+    default:
+        return "";
+    }
+}
+
+int ferry_error_default_origin(int code)
+{
+    switch (code) {
+    case FERRY_ERR_RPC:
+    case FERRY_ERR_AUTH_FAILED:
+    case FERRY_ERR_AUTH_CANCELLED:
+        return FERRY_FROM_RPC;
+    case FERRY_ERR_NO_CONNECT:
+    case FERRY_ERR_CONF_SYNTAX:
+        return FERRY_FROM_CONF;
+    case FERRY_ERR_SYSTEM_ERROR:
+        return FERRY_FROM_RPC;
+    default:
+        return FERRY_FROM_DOMAIN;
+    }
+}
+
+void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *what = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "%s: %s", what, g_strerror(errnum));
+}

@@ -1,0 +1,62 @@
+/* ferry's one GError domain. Codes are libvirt's virErrorNumber values, so the
+ * RPC boundary can hand them to libvirt clients without a second table. */
+#pragma once
+
+#include <glib.h>
+
+#define FERRY_ERROR (ferry_error_quark())
+GQuark ferry_error_quark(void);
+
+/* virErrorNumber values (libvirt's public ABI; see shared/spec/WIRE.md §2). */
+typedef enum {
+    FERRY_ERR_INTERNAL_ERROR = 1,
+    FERRY_ERR_NO_MEMORY = 2,
+    FERRY_ERR_NO_SUPPORT = 3,
+    FERRY_ERR_NO_CONNECT = 5,
+    FERRY_ERR_INVALID_CONN = 6,
+    FERRY_ERR_INVALID_DOMAIN = 7,
+    FERRY_ERR_INVALID_ARG = 8,
+    FERRY_ERR_OPERATION_FAILED = 9,
+    FERRY_ERR_XML_ERROR = 27,
+    FERRY_ERR_DOM_EXIST = 28,
+    FERRY_ERR_OPERATION_DENIED = 29,
+    FERRY_ERR_CONF_SYNTAX = 33,
+    FERRY_ERR_SYSTEM_ERROR = 38,
+    FERRY_ERR_RPC = 39,
+    FERRY_ERR_NO_DOMAIN = 42,
+    FERRY_ERR_AUTH_FAILED = 45,
+    FERRY_ERR_OPERATION_INVALID = 55,
+    FERRY_ERR_OPERATION_TIMEOUT = 68,
+    FERRY_ERR_CONFIG_UNSUPPORTED = 67,
+    FERRY_ERR_MIGRATE_PERSIST_FAILED = 69,
+    FERRY_ERR_ARGUMENT_UNSUPPORTED = 74,
+    FERRY_ERR_OPERATION_ABORTED = 78,
+    FERRY_ERR_AUTH_CANCELLED = 79,
+    FERRY_ERR_MIGRATE_UNSAFE = 81,
+    FERRY_ERR_OPERATION_UNSUPPORTED = 84,
+    FERRY_ERR_MIGRATE_FINISH_OK = 93,
+} FerryErrorCode;
+
+/* virErrorDomain values: where an error came from. */
+typedef enum {
+    FERRY_FROM_NONE = 0,
+    FERRY_FROM_CONF = 6,
+    FERRY_FROM_RPC = 7,
+    FERRY_FROM_QEMU = 10,
+    FERRY_FROM_TEST = 12,
+    FERRY_FROM_REMOTE = 13,
+    FERRY_FROM_DOMAIN = 20,
+    FERRY_FROM_STREAMS = 38,
+} FerryErrorOrigin;
+
+/* The text libvirt puts in front of a message of this code ("Domain not found: "),
+ * so users read the same words they know from libvirt. Empty for codes that
+ * carry their whole text themselves. */
+const char *ferry_error_prefix(int code);
+
+/* Which virErrorDomain a code is reported from when nothing more specific is known. */
+int ferry_error_default_origin(int code);
+
+/* Sets *error to a FERRY_ERROR with the OS error's text appended:
+ * "cannot connect to 127.0.0.1:16509: Connection refused". */
+void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
