@@ -1,0 +1,447 @@
+/* Reader and writer threads of one connection, its send queue, the request
+ * limit and the keepalive state. */
+#include "rpc/rpc-connection.h"
+
+#include <string.h>
+
+#include "rpc/rpc-keepalive.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "rpc.connection"
+
+/* Small messages are read ahead into this buffer, several per syscall;
+ * large payloads are read straight into their own message buffer. */
+#define RX_BUFFER_SIZE (64 * 1024)
+/* The writer hands the kernel up to this much per writev. */
+#define TX_BATCH_MESSAGES 64
+#define TX_BATCH_BYTES (4 * 1024 * 1024)
+
+struct RpcConnection {
+    gint ref;
+    RpcTransport *transport;
+    const RpcConnectionHandler *handler;
+    gpointer user_data;
+
+    GMutex lock;
+    GCond cond; /* broadcast on every state change below */
+    GQueue send_queue;
+    gboolean closed;
+    gboolean close_after_flush;
+    gboolean started;
+    gboolean done; /* both threads exited and on_close ran */
+    guint threads_running;
+    GError *close_reason;
+    guint request_limit;
+    guint requests_in_flight;
+
+    /* keepalive, under lock: reset by the reader, advanced by the ticker */
+    gint64 last_rx_us;
+    gint pings_unanswered;
+    guint ka_interval;
+    guint ka_count;
+
+    guint64 bytes_rx;
+    guint8 *rxbuf;
+    gsize rx_start, rx_end;
+};
+
+RpcConnection *rpc_connection_new(RpcTransport *transport, const RpcConnectionHandler *handler,
+                                  gpointer user_data)
+{
+    RpcConnection *conn = g_new0(RpcConnection, 1);
+    conn->ref = 1;
+    conn->transport = transport;
+    conn->handler = handler;
+    conn->user_data = user_data;
+    g_mutex_init(&conn->lock);
+    g_cond_init(&conn->cond);
+    g_queue_init(&conn->send_queue);
+    conn->rxbuf = g_malloc(RX_BUFFER_SIZE);
+    conn->last_rx_us = g_get_monotonic_time();
+    return conn;
+}
+
+RpcConnection *rpc_connection_ref(RpcConnection *conn)
+{
+    g_atomic_int_inc(&conn->ref);
+    return conn;
+}
+
+void rpc_connection_unref(RpcConnection *conn)
+{
+    if (!conn || !g_atomic_int_dec_and_test(&conn->ref))
+        return;
+    g_queue_clear_full(&conn->send_queue, (GDestroyNotify)rpc_message_free);
+    rpc_transport_free(conn->transport);
+    g_clear_error(&conn->close_reason);
+    g_mutex_clear(&conn->lock);
+    g_cond_clear(&conn->cond);
+    g_free(conn->rxbuf);
+    g_free(conn);
+}
+
+static void close_locked(RpcConnection *conn, const GError *why)
+{
+    if (conn->closed)
+        return;
+    conn->closed = TRUE;
+    if (why)
+        conn->close_reason = g_error_copy(why);
+    rpc_transport_shutdown(conn->transport);
+    g_cond_broadcast(&conn->cond);
+}
+
+void rpc_connection_close(RpcConnection *conn, const GError *why)
+{
+    g_mutex_lock(&conn->lock);
+    close_locked(conn, why);
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_close_after_flush(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    conn->close_after_flush = TRUE;
+    g_cond_broadcast(&conn->cond);
+    g_mutex_unlock(&conn->lock);
+}
+
+gboolean rpc_connection_is_closed(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gboolean closed = conn->closed;
+    g_mutex_unlock(&conn->lock);
+    return closed;
+}
+
+void rpc_connection_wait_closed(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    while (conn->started && !conn->done)
+        g_cond_wait(&conn->cond, &conn->lock);
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_send(RpcConnection *conn, RpcMessage *msg)
+{
+    g_mutex_lock(&conn->lock);
+    if (conn->closed) {
+        g_mutex_unlock(&conn->lock);
+        rpc_message_free(msg);
+        return;
+    }
+    g_queue_push_tail(&conn->send_queue, msg);
+    g_cond_broadcast(&conn->cond);
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_set_request_limit(RpcConnection *conn, guint limit)
+{
+    g_mutex_lock(&conn->lock);
+    conn->request_limit = limit;
+    g_cond_broadcast(&conn->cond);
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_request_begin(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    conn->requests_in_flight++;
+    g_mutex_unlock(&conn->lock);
+}
+
+static void request_end_locked(RpcConnection *conn)
+{
+    if (conn->requests_in_flight > 0)
+        conn->requests_in_flight--;
+    g_cond_broadcast(&conn->cond);
+}
+
+void rpc_connection_request_end(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    request_end_locked(conn);
+    g_mutex_unlock(&conn->lock);
+}
+
+RpcTransport *rpc_connection_get_transport(RpcConnection *conn)
+{
+    return conn->transport;
+}
+
+const char *rpc_connection_get_peer(RpcConnection *conn)
+{
+    return conn->transport->peer;
+}
+
+guint64 rpc_connection_get_bytes_received(RpcConnection *conn)
+{
+    /* Written by the reader only; a slightly stale value is fine for statistics. */
+    return conn->bytes_rx;
+}
+
+/* ---- reading ---- */
+
+/* Reads at least one more byte into the read-ahead buffer. Returns bytes read,
+ * 0 at end of stream, -1 on error. */
+static gssize rx_fill(RpcConnection *conn, GError **error)
+{
+    if (conn->rx_start == conn->rx_end) {
+        conn->rx_start = conn->rx_end = 0;
+    } else if (conn->rx_end == RX_BUFFER_SIZE) {
+        memmove(conn->rxbuf, conn->rxbuf + conn->rx_start, conn->rx_end - conn->rx_start);
+        conn->rx_end -= conn->rx_start;
+        conn->rx_start = 0;
+    }
+    gssize n = rpc_transport_read(conn->transport, conn->rxbuf + conn->rx_end,
+                                  RX_BUFFER_SIZE - conn->rx_end, error);
+    if (n > 0) {
+        conn->rx_end += n;
+        conn->bytes_rx += n;
+    }
+    return n;
+}
+
+/* Returns the next message, or NULL: with *error set on failure, unset at a
+ * clean end of stream between messages. */
+static RpcMessage *read_message(RpcConnection *conn, GError **error)
+{
+    while (conn->rx_end - conn->rx_start < RPC_LEN_WORD_SIZE) {
+        gsize had = conn->rx_end - conn->rx_start;
+        gssize n = rx_fill(conn, error);
+        if (n < 0)
+            return NULL;
+        if (n == 0) {
+            if (had > 0)
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                            "%s closed the connection in the middle of a message length word",
+                            conn->transport->peer);
+            return NULL;
+        }
+    }
+
+    guint32 len_be;
+    memcpy(&len_be, conn->rxbuf + conn->rx_start, 4);
+    guint32 len = GUINT32_FROM_BE(len_be);
+    if (!rpc_message_check_length(len, error))
+        return NULL;
+
+    g_autoptr(RpcMessage) msg = rpc_message_new(len - RPC_PAYLOAD_OFFSET);
+    gsize got = 0;
+    while (got < len) {
+        gsize avail = conn->rx_end - conn->rx_start;
+        if (avail > 0) {
+            gsize take = MIN(avail, len - got);
+            memcpy(msg->buf + got, conn->rxbuf + conn->rx_start, take);
+            conn->rx_start += take;
+            got += take;
+            continue;
+        }
+        gssize n;
+        if (len - got >= RX_BUFFER_SIZE / 2) {
+            /* Large payload: straight into the message, no intermediate copy. */
+            n = rpc_transport_read(conn->transport, msg->buf + got, len - got, error);
+            if (n > 0) {
+                got += n;
+                conn->bytes_rx += n;
+            }
+        } else {
+            n = rx_fill(conn, error);
+        }
+        if (n < 0)
+            return NULL;
+        if (n == 0) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                        "%s closed the connection after %zu of a %u byte message",
+                        conn->transport->peer, got, len);
+            return NULL;
+        }
+    }
+    msg->len = len;
+    if (!rpc_message_decode_header(msg, error))
+        return NULL;
+    return g_steal_pointer(&msg);
+}
+
+static void handle_keepalive(RpcConnection *conn, RpcMessage *msg)
+{
+    if (msg->header.type == RPC_MESSAGE && msg->header.proc == KEEPALIVE_PROC_PING) {
+        RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
+                       .proc = KEEPALIVE_PROC_PONG, .type = RPC_MESSAGE, .serial = 0,
+                       .status = RPC_OK};
+        rpc_connection_send(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
+    } else if (!(msg->header.type == RPC_MESSAGE && msg->header.proc == KEEPALIVE_PROC_PONG)) {
+        FERRY_DEBUG("%s: dropping keepalive message type %u proc %d", conn->transport->peer,
+                    msg->header.type, msg->header.proc);
+    }
+    rpc_message_free(msg);
+}
+
+static void thread_exit(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gboolean last = --conn->threads_running == 0;
+    g_mutex_unlock(&conn->lock);
+    if (last) {
+        if (conn->handler->on_close)
+            conn->handler->on_close(conn, conn->close_reason, conn->user_data);
+        g_mutex_lock(&conn->lock);
+        conn->done = TRUE;
+        g_cond_broadcast(&conn->cond);
+        g_mutex_unlock(&conn->lock);
+    }
+    rpc_connection_unref(conn);
+}
+
+static gpointer reader_thread(gpointer data)
+{
+    RpcConnection *conn = data;
+    for (;;) {
+        g_mutex_lock(&conn->lock);
+        while (!conn->closed && conn->request_limit > 0 &&
+               conn->requests_in_flight >= conn->request_limit)
+            g_cond_wait(&conn->cond, &conn->lock);
+        gboolean closed = conn->closed;
+        g_mutex_unlock(&conn->lock);
+        if (closed)
+            break;
+
+        g_autoptr(GError) error = NULL;
+        RpcMessage *msg = read_message(conn, &error);
+        if (!msg) {
+            if (error && !rpc_connection_is_closed(conn))
+                FERRY_INFO("closing connection from %s: %s", conn->transport->peer,
+                           error->message);
+            rpc_connection_close(conn, error);
+            break;
+        }
+        g_mutex_lock(&conn->lock);
+        conn->last_rx_us = g_get_monotonic_time();
+        conn->pings_unanswered = 0;
+        g_mutex_unlock(&conn->lock);
+
+        if (msg->header.prog == KEEPALIVE_PROGRAM)
+            handle_keepalive(conn, msg);
+        else
+            conn->handler->on_message(conn, msg, conn->user_data);
+    }
+    thread_exit(conn);
+    return NULL;
+}
+
+/* ---- writing ---- */
+
+static gpointer writer_thread(gpointer data)
+{
+    RpcConnection *conn = data;
+    RpcMessage *batch[TX_BATCH_MESSAGES];
+    struct iovec iov[TX_BATCH_MESSAGES];
+
+    g_mutex_lock(&conn->lock);
+    for (;;) {
+        while (!conn->closed && !conn->close_after_flush && g_queue_is_empty(&conn->send_queue))
+            g_cond_wait(&conn->cond, &conn->lock);
+        if (conn->closed)
+            break;
+        if (g_queue_is_empty(&conn->send_queue)) {
+            /* close_after_flush and everything is written */
+            close_locked(conn, NULL);
+            break;
+        }
+        int n = 0;
+        gsize bytes = 0;
+        while (n < TX_BATCH_MESSAGES && bytes < TX_BATCH_BYTES &&
+               !g_queue_is_empty(&conn->send_queue)) {
+            RpcMessage *m = g_queue_pop_head(&conn->send_queue);
+            batch[n] = m;
+            iov[n].iov_base = m->buf;
+            iov[n].iov_len = m->len;
+            bytes += m->len;
+            n++;
+        }
+        g_mutex_unlock(&conn->lock);
+
+        g_autoptr(GError) error = NULL;
+        gboolean ok = rpc_transport_writev(conn->transport, iov, n, &error);
+
+        g_mutex_lock(&conn->lock);
+        for (int i = 0; i < n; i++) {
+            if (batch[i]->completes_request)
+                request_end_locked(conn);
+            rpc_message_free(batch[i]);
+        }
+        if (!ok) {
+            if (!conn->closed)
+                FERRY_INFO("closing connection to %s: %s", conn->transport->peer,
+                           error->message);
+            close_locked(conn, error);
+            break;
+        }
+    }
+    g_mutex_unlock(&conn->lock);
+    thread_exit(conn);
+    return NULL;
+}
+
+void rpc_connection_start(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    g_assert(!conn->started);
+    conn->started = TRUE;
+    conn->threads_running = 2;
+    g_mutex_unlock(&conn->lock);
+    /* Detached: the last thread out reports the close; rpc_connection_wait_closed
+     * is the join. */
+    g_thread_unref(g_thread_new("rpc-read", reader_thread, rpc_connection_ref(conn)));
+    g_thread_unref(g_thread_new("rpc-write", writer_thread, rpc_connection_ref(conn)));
+}
+
+/* ---- keepalive ---- */
+
+void rpc_connection_start_keepalive(RpcConnection *conn, guint interval, guint count)
+{
+    if (interval == 0)
+        return;
+    g_mutex_lock(&conn->lock);
+    gboolean already = conn->ka_interval > 0;
+    conn->ka_interval = interval;
+    conn->ka_count = count;
+    conn->last_rx_us = g_get_monotonic_time();
+    g_mutex_unlock(&conn->lock);
+    if (!already)
+        rpc_keepalive_register(conn);
+}
+
+gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
+{
+    g_mutex_lock(&conn->lock);
+    if (conn->closed) {
+        g_mutex_unlock(&conn->lock);
+        return FALSE;
+    }
+    gint pings = conn->pings_unanswered;
+    gint64 silence = now_us - conn->last_rx_us;
+    gint64 due = (gint64)conn->ka_interval * G_USEC_PER_SEC * (pings + 1);
+    if (silence >= due) {
+        if ((guint)pings >= conn->ka_count) {
+            g_autoptr(GError) error =
+                g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
+                            "connection to %s closed due to keepalive timeout: no answer to "
+                            "%u pings in %" G_GINT64_FORMAT " seconds",
+                            conn->transport->peer, conn->ka_count, silence / G_USEC_PER_SEC);
+            FERRY_WARN("%s", error->message);
+            close_locked(conn, error);
+            g_mutex_unlock(&conn->lock);
+            return FALSE;
+        }
+        conn->pings_unanswered++;
+        RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
+                       .proc = KEEPALIVE_PROC_PING, .type = RPC_MESSAGE, .serial = 0,
+                       .status = RPC_OK};
+        g_queue_push_tail(&conn->send_queue, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
+        g_cond_broadcast(&conn->cond);
+    }
+    g_mutex_unlock(&conn->lock);
+    return TRUE;
+}

@@ -1,0 +1,93 @@
+/* One RPC message on the wire: the length word, the 24-byte header and the
+ * payload, held in one buffer so payload bytes are read and written in place
+ * (no copy between the socket and the XDR decoder, or the VMM and a stream). */
+#pragma once
+
+#include <glib.h>
+#include <rpc/rpc.h>
+
+#include "rpc/rpc_protocol.h"
+
+#define RPC_LEN_WORD_SIZE 4
+#define RPC_HEADER_SIZE 24
+#define RPC_PAYLOAD_OFFSET (RPC_LEN_WORD_SIZE + RPC_HEADER_SIZE) /* 28 */
+/* Largest length word accepted: 32 MiB of header + payload plus the word itself. */
+#define RPC_MAX_WIRE_LENGTH (RPC_MESSAGE_MAX + RPC_LEN_WORD_SIZE)
+
+typedef struct {
+    guint32 prog;
+    guint32 vers;
+    gint32 proc;
+    guint32 type;   /* rpc_message_type */
+    guint32 serial;
+    guint32 status; /* rpc_message_status */
+} RpcHeader;
+
+/* Lifetime: owned by exactly one holder at a time; handing it to a
+ * connection's send queue transfers ownership. */
+typedef struct RpcMessage {
+    RpcHeader header;
+    guint8 *buf;   /* length word + header + payload */
+    gsize len;     /* bytes in use; equals the length word once encoded */
+    gsize cap;     /* bytes allocated */
+    /* Set on a reply: once written, the connection counts one request less
+     * (max_client_requests flow control). */
+    gboolean completes_request;
+} RpcMessage;
+
+RpcMessage *rpc_message_new(gsize payload_capacity);
+void rpc_message_free(RpcMessage *msg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcMessage, rpc_message_free)
+
+/* Makes room for a payload of payload_len bytes (keeps existing bytes). */
+void rpc_message_reserve(RpcMessage *msg, gsize payload_len);
+
+static inline guint8 *rpc_message_payload(RpcMessage *msg)
+{
+    return msg->buf + RPC_PAYLOAD_OFFSET;
+}
+
+static inline gsize rpc_message_payload_len(const RpcMessage *msg)
+{
+    return msg->len > RPC_PAYLOAD_OFFSET ? msg->len - RPC_PAYLOAD_OFFSET : 0;
+}
+
+/* Writes the length word and msg->header for a payload of payload_len bytes
+ * already in place (e.g. read straight from a VMM socket). */
+void rpc_message_seal(RpcMessage *msg, gsize payload_len);
+
+/* Encodes msg->header and an XDR payload (filter may be xdr_void). */
+gboolean rpc_message_encode(RpcMessage *msg, xdrproc_t filter, void *data, GError **error);
+
+/* Checks a length word read off the socket. */
+gboolean rpc_message_check_length(guint32 length, GError **error);
+
+/* Decodes and validates the header of a complete message in msg->buf. */
+gboolean rpc_message_decode_header(RpcMessage *msg, GError **error);
+
+/* Decodes the payload; on success the caller frees with xdr_free(filter, data). */
+gboolean rpc_message_decode(RpcMessage *msg, xdrproc_t filter, void *data, GError **error);
+
+/* A message answering `call` (same prog, vers, proc, serial). */
+RpcMessage *rpc_message_new_reply_to(const RpcHeader *call, guint32 type, guint32 status);
+
+/* Fills an rpc_error from a GError: the one place errors become libvirt
+ * errors. Free with xdr_free(xdr_rpc_error, err). */
+void rpc_error_from_gerror(rpc_error *err, const GError *gerr);
+
+/* The error a peer sent, as a GError in the FERRY_REMOTE_ERROR domain (its
+ * message is complete and is never prefixed again). */
+GError *rpc_error_to_gerror(const rpc_error *err);
+
+/* Encodes an ERROR reply (REPLY or STREAM type) for `call`. */
+RpcMessage *rpc_message_new_error(const RpcHeader *call, guint32 type, const GError *gerr);
+
+/* Errors received from a peer keep their code and full text here. */
+#define FERRY_REMOTE_ERROR (ferry_remote_error_quark())
+GQuark ferry_remote_error_quark(void);
+
+const char *rpc_message_type_name(guint32 type);
+
+/* The XDR filter of an empty payload (libtirpc's xdr_void has no arguments). */
+bool_t rpc_xdr_void(XDR *xdr, void *data);
+#define RPC_XDR_VOID ((xdrproc_t)rpc_xdr_void)

@@ -1,0 +1,443 @@
+/* Listeners, accept loop, client bookkeeping and call dispatch to workers. */
+#include "rpc/rpc-server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "rpc.server"
+
+typedef struct {
+    int fd;
+    RpcListenerOptions options;
+    char *description;
+} RpcListener;
+
+struct RpcServer {
+    RpcServerConfig config;
+    GArray *programs; /* RpcServerProgram */
+    GPtrArray *listeners;
+    RpcServerClientInitFunc client_init;
+    gpointer client_init_data;
+
+    GMutex lock;
+    GCond cond;
+    GHashTable *clients; /* RpcServerClient* set, each holding a ref */
+    gboolean stopping;
+
+    GThreadPool *workers;
+    GThread *accept_thread;
+    int wake_fd;
+};
+
+struct RpcServerClient {
+    gint ref;
+    RpcServer *server;
+    RpcConnection *conn;
+    gboolean readonly;
+    int auth_type;
+    gpointer priv;
+    GDestroyNotify priv_destroy;
+    void (*close_hook)(RpcServerClient *client, gpointer priv);
+};
+
+typedef struct {
+    RpcServerClient *client;
+    RpcMessage *msg;
+    const RpcServerProgram *program;
+} RpcJob;
+
+/* ---- clients ---- */
+
+RpcServerClient *rpc_server_client_ref(RpcServerClient *client)
+{
+    g_atomic_int_inc(&client->ref);
+    return client;
+}
+
+void rpc_server_client_unref(RpcServerClient *client)
+{
+    if (!client || !g_atomic_int_dec_and_test(&client->ref))
+        return;
+    if (client->priv_destroy)
+        client->priv_destroy(client->priv);
+    rpc_connection_unref(client->conn);
+    g_free(client);
+}
+
+RpcConnection *rpc_server_client_get_connection(RpcServerClient *client)
+{
+    return client->conn;
+}
+
+RpcServer *rpc_server_client_get_server(RpcServerClient *client)
+{
+    return client->server;
+}
+
+const char *rpc_server_client_get_peer(RpcServerClient *client)
+{
+    return rpc_connection_get_peer(client->conn);
+}
+
+gboolean rpc_server_client_is_readonly(RpcServerClient *client)
+{
+    return client->readonly;
+}
+
+int rpc_server_client_get_auth_type(RpcServerClient *client)
+{
+    return client->auth_type;
+}
+
+RpcTransport *rpc_server_client_get_transport(RpcServerClient *client)
+{
+    return rpc_connection_get_transport(client->conn);
+}
+
+void rpc_server_client_set_private(RpcServerClient *client, gpointer priv, GDestroyNotify destroy)
+{
+    client->priv = priv;
+    client->priv_destroy = destroy;
+}
+
+gpointer rpc_server_client_get_private(RpcServerClient *client)
+{
+    return client->priv;
+}
+
+void rpc_server_client_set_close_hook(RpcServerClient *client,
+                                      void (*hook)(RpcServerClient *client, gpointer priv))
+{
+    client->close_hook = hook;
+}
+
+void rpc_server_client_reply(RpcServerClient *client, RpcMessage *reply)
+{
+    reply->completes_request = TRUE;
+    rpc_connection_send(client->conn, reply);
+}
+
+void rpc_server_client_send(RpcServerClient *client, RpcMessage *msg)
+{
+    rpc_connection_send(client->conn, msg);
+}
+
+void rpc_server_client_start_keepalive(RpcServerClient *client)
+{
+    rpc_connection_start_keepalive(client->conn, client->server->config.keepalive_interval,
+                                   client->server->config.keepalive_count);
+}
+
+void rpc_server_client_close(RpcServerClient *client)
+{
+    rpc_connection_close(client->conn, NULL);
+}
+
+static void worker_run(gpointer data, gpointer user_data)
+{
+    RpcJob *job = data;
+    job->program->call(job->client, job->msg, job->program->data);
+    rpc_server_client_unref(job->client);
+    g_free(job);
+}
+
+static void reply_error_now(RpcServerClient *client, RpcMessage *call, int code,
+                            const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+
+static void reply_error_now(RpcServerClient *client, RpcMessage *call, int code,
+                            const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *text = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_autoptr(GError) error = g_error_new_literal(FERRY_ERROR, code, text);
+    FERRY_INFO("%s: %s", rpc_server_client_get_peer(client), text);
+    RpcHeader h = call->header;
+    h.type = RPC_REPLY;
+    rpc_connection_request_begin(client->conn);
+    rpc_server_client_reply(client, rpc_message_new_error(&h, RPC_REPLY, error));
+}
+
+static const RpcServerProgram *find_program(RpcServer *server, guint32 prog, guint32 vers)
+{
+    for (guint i = 0; i < server->programs->len; i++) {
+        const RpcServerProgram *p = &g_array_index(server->programs, RpcServerProgram, i);
+        if (p->prog == prog && p->vers == vers)
+            return p;
+    }
+    return NULL;
+}
+
+static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer user_data)
+{
+    RpcServerClient *client = user_data;
+    RpcServer *server = client->server;
+    const RpcServerProgram *program = find_program(server, msg->header.prog, msg->header.vers);
+
+    switch (msg->header.type) {
+    case RPC_CALL:
+        if (!program) {
+            reply_error_now(client, msg, FERRY_ERR_RPC, "Cannot find program %u version %u",
+                            msg->header.prog, msg->header.vers);
+            break;
+        }
+        if (msg->header.status != RPC_OK) {
+            reply_error_now(client, msg, FERRY_ERR_RPC,
+                            "malformed call: status %u instead of OK (procedure %d)",
+                            msg->header.status, msg->header.proc);
+            break;
+        }
+        rpc_connection_request_begin(conn);
+        RpcJob *job = g_new(RpcJob, 1);
+        job->client = rpc_server_client_ref(client);
+        job->msg = g_steal_pointer(&msg);
+        job->program = program;
+        g_thread_pool_push(server->workers, job, NULL);
+        break;
+    case RPC_CALL_WITH_FDS:
+        reply_error_now(client, msg, FERRY_ERR_RPC,
+                        "file descriptor passing is not supported (procedure %d)",
+                        msg->header.proc);
+        break;
+    case RPC_STREAM:
+    case RPC_STREAM_HOLE:
+        if (program && program->stream) {
+            program->stream(client, g_steal_pointer(&msg), program->data);
+            break;
+        }
+        FERRY_DEBUG("%s: dropping stream packet for program %u", rpc_connection_get_peer(conn),
+                    msg->header.prog);
+        break;
+    default:
+        /* REPLY or MESSAGE from a client means nothing to a server: drop it. */
+        FERRY_INFO("%s: dropping unexpected %s message (program %u procedure %d)",
+                   rpc_connection_get_peer(conn), rpc_message_type_name(msg->header.type),
+                   msg->header.prog, msg->header.proc);
+        break;
+    }
+    rpc_message_free(msg);
+}
+
+static void client_on_close(RpcConnection *conn, const GError *why, gpointer user_data)
+{
+    RpcServerClient *client = user_data;
+    RpcServer *server = client->server;
+    FERRY_DEBUG("client %s disconnected%s%s", rpc_connection_get_peer(conn), why ? ": " : "",
+                why ? why->message : "");
+    if (client->close_hook)
+        client->close_hook(client, client->priv);
+
+    g_mutex_lock(&server->lock);
+    gboolean had = g_hash_table_remove(server->clients, client);
+    g_cond_broadcast(&server->cond);
+    g_mutex_unlock(&server->lock);
+    if (had)
+        rpc_server_client_unref(client);
+}
+
+static const RpcConnectionHandler client_handler = {
+    .on_message = client_on_message,
+    .on_close = client_on_close,
+};
+
+/* ---- accepting ---- */
+
+static void accept_client(RpcServer *server, RpcListener *listener)
+{
+    int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            FERRY_WARN("accept on %s failed: %s", listener->description, g_strerror(errno));
+        if (errno == EMFILE || errno == ENFILE)
+            g_usleep(100 * 1000); /* let some descriptors free up before retrying */
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    g_mutex_lock(&server->lock);
+    guint count = g_hash_table_size(server->clients);
+    if (server->stopping || count >= server->config.max_clients) {
+        g_mutex_unlock(&server->lock);
+        RpcTransport *t = rpc_transport_new_socket(fd);
+        FERRY_WARN("refusing connection from %s on %s: %u clients already connected "
+                   "(max_clients)",
+                   t->peer, listener->description, count);
+        rpc_transport_free(t);
+        return;
+    }
+
+    RpcServerClient *client = g_new0(RpcServerClient, 1);
+    client->ref = 1; /* held by server->clients */
+    client->server = server;
+    client->readonly = listener->options.readonly;
+    client->auth_type = listener->options.auth_type;
+    client->conn = rpc_connection_new(rpc_transport_new_socket(fd), &client_handler, client);
+    rpc_connection_set_request_limit(client->conn, server->config.max_client_requests);
+    g_hash_table_add(server->clients, client);
+    g_mutex_unlock(&server->lock);
+
+    FERRY_DEBUG("new client %s on %s", rpc_connection_get_peer(client->conn),
+                listener->description);
+    if (server->client_init)
+        server->client_init(client, server->client_init_data);
+    rpc_connection_start(client->conn);
+}
+
+static gpointer accept_thread(gpointer data)
+{
+    RpcServer *server = data;
+    guint n = server->listeners->len;
+    g_autofree struct pollfd *pfds = g_new0(struct pollfd, n + 1);
+    for (guint i = 0; i < n; i++) {
+        pfds[i].fd = ((RpcListener *)server->listeners->pdata[i])->fd;
+        pfds[i].events = POLLIN;
+    }
+    pfds[n].fd = server->wake_fd;
+    pfds[n].events = POLLIN;
+
+    for (;;) {
+        if (poll(pfds, n + 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            FERRY_ERROR_LOG("poll on listeners failed: %s", g_strerror(errno));
+            break;
+        }
+        if (pfds[n].revents)
+            break;
+        for (guint i = 0; i < n; i++)
+            if (pfds[i].revents & POLLIN)
+                accept_client(server, server->listeners->pdata[i]);
+    }
+    return NULL;
+}
+
+/* ---- server ---- */
+
+static void listener_free(gpointer data)
+{
+    RpcListener *l = data;
+    close(l->fd);
+    g_free(l->description);
+    g_free(l);
+}
+
+RpcServer *rpc_server_new(const RpcServerConfig *config)
+{
+    RpcServer *server = g_new0(RpcServer, 1);
+    server->config = *config;
+    if (server->config.max_workers == 0)
+        server->config.max_workers = 20;
+    if (server->config.max_clients == 0)
+        server->config.max_clients = 5000;
+    server->programs = g_array_new(FALSE, TRUE, sizeof(RpcServerProgram));
+    server->listeners = g_ptr_array_new_with_free_func(listener_free);
+    server->clients = g_hash_table_new(NULL, NULL);
+    g_mutex_init(&server->lock);
+    g_cond_init(&server->cond);
+    server->wake_fd = eventfd(0, EFD_CLOEXEC);
+    server->workers = g_thread_pool_new(worker_run, server, server->config.max_workers, FALSE, NULL);
+    return server;
+}
+
+void rpc_server_add_program(RpcServer *server, const RpcServerProgram *program)
+{
+    g_array_append_val(server->programs, *program);
+}
+
+void rpc_server_set_client_init(RpcServer *server, RpcServerClientInitFunc func, gpointer data)
+{
+    server->client_init = func;
+    server->client_init_data = data;
+}
+
+void rpc_server_add_listener(RpcServer *server, int fd, const RpcListenerOptions *options)
+{
+    RpcListener *l = g_new0(RpcListener, 1);
+    l->fd = fd;
+    l->options = *options;
+    l->description = g_strdup(options->description ? options->description : "socket");
+    l->options.description = l->description;
+    g_ptr_array_add(server->listeners, l);
+}
+
+gboolean rpc_server_start(RpcServer *server, GError **error)
+{
+    if (server->wake_fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot create the server's wakeup eventfd");
+        return FALSE;
+    }
+    server->accept_thread = g_thread_new("rpc-accept", accept_thread, server);
+    return TRUE;
+}
+
+void rpc_server_stop(RpcServer *server)
+{
+    g_mutex_lock(&server->lock);
+    if (server->stopping) {
+        g_mutex_unlock(&server->lock);
+        return;
+    }
+    server->stopping = TRUE;
+    g_mutex_unlock(&server->lock);
+
+    if (server->accept_thread) {
+        guint64 one = 1;
+        if (write(server->wake_fd, &one, sizeof(one)) < 0)
+            FERRY_WARN("cannot wake the accept thread: %s", g_strerror(errno));
+        g_thread_join(server->accept_thread);
+        server->accept_thread = NULL;
+    }
+
+    /* Close every client and wait until each has reported its close. */
+    g_mutex_lock(&server->lock);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, server->clients);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        rpc_connection_close(((RpcServerClient *)key)->conn, NULL);
+    while (g_hash_table_size(server->clients) > 0)
+        g_cond_wait(&server->cond, &server->lock);
+    g_mutex_unlock(&server->lock);
+
+    /* Calls still running finish (their replies are dropped). */
+    g_thread_pool_free(server->workers, FALSE, TRUE);
+    server->workers = NULL;
+}
+
+void rpc_server_free(RpcServer *server)
+{
+    if (!server)
+        return;
+    rpc_server_stop(server);
+    g_ptr_array_free(server->listeners, TRUE);
+    g_array_free(server->programs, TRUE);
+    g_hash_table_destroy(server->clients);
+    g_mutex_clear(&server->lock);
+    g_cond_clear(&server->cond);
+    if (server->wake_fd >= 0)
+        close(server->wake_fd);
+    g_free(server);
+}
+
+guint rpc_server_count_clients(RpcServer *server)
+{
+    g_mutex_lock(&server->lock);
+    guint n = g_hash_table_size(server->clients);
+    g_mutex_unlock(&server->lock);
+    return n;
+}
+
+const RpcServerConfig *rpc_server_get_config(RpcServer *server)
+{
+    return &server->config;
+}

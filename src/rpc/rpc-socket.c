@@ -1,0 +1,192 @@
+/* Socket creation for listeners and clients, with errors that name the address. */
+#include "rpc/rpc-socket.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+static void tune_tcp(int fd)
+{
+    int one = 1;
+    /* RPC calls are small and latency-bound; streams batch their own writes. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    g_snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(addr && *addr ? addr : NULL, portstr, &hints, &res);
+    if (rc != 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                    "cannot resolve listen address '%s': %s", addr, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot create a socket for %s:%u", addr, port);
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+        ferry_set_error_errno(error, errno, "cannot listen on %s:%u", addr, port);
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    if (bound_port) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        getsockname(fd, (struct sockaddr *)&ss, &sl);
+        *bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                               : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    }
+    return fd;
+}
+
+static gboolean fill_sockaddr_un(struct sockaddr_un *sun, const char *path, GError **error)
+{
+    memset(sun, 0, sizeof(*sun));
+    sun->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun->sun_path)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "UNIX socket path '%s' is longer than %zu bytes", path,
+                    sizeof(sun->sun_path) - 1);
+        return FALSE;
+    }
+    strcpy(sun->sun_path, path);
+    return TRUE;
+}
+
+int rpc_socket_listen_unix(const char *path, guint mode, GError **error)
+{
+    struct sockaddr_un sun;
+    if (!fill_sockaddr_un(&sun, path, error))
+        return -1;
+
+    g_autofree char *dir = g_path_get_dirname(path);
+    if (g_mkdir_with_parents(dir, 0755) < 0) {
+        ferry_set_error_errno(error, errno, "cannot create socket directory %s", dir);
+        return -1;
+    }
+
+    /* A socket file that answers belongs to a live daemon: never steal it. */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(probe);
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "another daemon is already listening on %s", path);
+            return -1;
+        }
+        close(probe);
+    }
+    unlink(path);
+
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot create a UNIX socket for %s", path);
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
+        ferry_set_error_errno(error, errno, "cannot listen on %s", path);
+        close(fd);
+        return -1;
+    }
+    if (chmod(path, mode) < 0) {
+        ferry_set_error_errno(error, errno, "cannot set mode %o on %s", mode, path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GError **error)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    char portstr[16];
+    g_snprintf(portstr, sizeof(portstr), "%u", port);
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "unable to resolve '%s': %s",
+                    host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    int last_errno = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+            last_errno = errno;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int pr;
+        do {
+            pr = poll(&pfd, 1, timeout_ms > 0 ? timeout_ms : -1);
+        } while (pr < 0 && errno == EINTR);
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (pr == 0)
+            soerr = ETIMEDOUT;
+        else
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr != 0) {
+            last_errno = soerr;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        /* Back to blocking: each connection has its own reader and writer threads. */
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+        tune_tcp(fd);
+        break;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        ferry_set_error_errno(error, last_errno ? last_errno : ECONNREFUSED,
+                              "unable to connect to server at '%s:%u'", host, port);
+    return fd;
+}
+
+int rpc_socket_connect_unix(const char *path, GError **error)
+{
+    struct sockaddr_un sun;
+    if (!fill_sockaddr_un(&sun, path, error))
+        return -1;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot create a UNIX socket");
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        ferry_set_error_errno(error, errno, "failed to connect to socket '%s'", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}

@@ -1,0 +1,50 @@
+/* A byte transport under the message layer: a TCP or UNIX socket, later with
+ * TLS and SASL layers, behind one table of operations so the code above never
+ * asks which it has. Blocking I/O: one thread reads while another writes. */
+#pragma once
+
+#include <glib.h>
+#include <sys/uio.h>
+
+typedef struct RpcTransport RpcTransport;
+
+typedef struct {
+    /* Reads up to len bytes; 0 at end of stream, -1 with *error on failure. */
+    gssize (*read)(RpcTransport *t, void *buf, gsize len, GError **error);
+    /* Writes every byte of the vector, or fails. */
+    gboolean (*writev)(RpcTransport *t, const struct iovec *iov, int iovcnt, GError **error);
+    /* Wakes blocked readers and writers; later I/O fails. Safe from any thread. */
+    void (*shutdown)(RpcTransport *t);
+    void (*free)(RpcTransport *t);
+} RpcTransportOps;
+
+/* Lifetime: owned by its RpcConnection, freed with it. */
+struct RpcTransport {
+    const RpcTransportOps *ops;
+    int fd;
+    char *peer;        /* "127.0.0.1:40122", "unix:/run/x.sock (pid 12 uid 0)" */
+    gboolean is_unix;
+    gboolean is_secure; /* TLS, or a UNIX socket */
+    gint64 peer_uid;   /* UNIX sockets: the peer's uid, else -1 */
+    gint64 peer_pid;
+};
+
+/* Takes ownership of fd (a connected stream socket). */
+RpcTransport *rpc_transport_new_socket(int fd);
+
+static inline gssize rpc_transport_read(RpcTransport *t, void *buf, gsize len, GError **error)
+{
+    return t->ops->read(t, buf, len, error);
+}
+
+static inline gboolean rpc_transport_writev(RpcTransport *t, const struct iovec *iov, int iovcnt,
+                                            GError **error)
+{
+    return t->ops->writev(t, iov, iovcnt, error);
+}
+
+gboolean rpc_transport_write_all(RpcTransport *t, const void *buf, gsize len, GError **error);
+/* Reads exactly len bytes; a short stream is an error naming what was expected. */
+gboolean rpc_transport_read_all(RpcTransport *t, void *buf, gsize len, GError **error);
+void rpc_transport_shutdown(RpcTransport *t);
+void rpc_transport_free(RpcTransport *t);
