@@ -1,0 +1,952 @@
+/* The REMOTE program's procedure table and handlers. */
+#include "remote/remote-dispatch.h"
+
+#include <string.h>
+
+#include "driver/driver.h"
+#include "remote/remote-convert.h"
+#include "remote/remote_protocol.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "remote.dispatch"
+
+#define FEATURE_PROGRAM_KEEPALIVE 10
+#define EVENT_ID_LIFECYCLE 0
+#define EVENT_ID_MAX 64
+#define CONNECT_RO 1 /* CONNECT_OPEN flags bit: read-only */
+#define LIB_VERSION 9000000ULL /* the libvirt protocol level we speak */
+
+/* One registered event callback of a client. */
+typedef struct {
+    int callback_id;
+    int event_id;
+    gboolean legacy;     /* registered with 167: events go out as 107 */
+    gboolean has_filter; /* only events of this domain */
+    guint8 uuid[16];
+} RemoteEventCallback;
+
+/* Per-client state. Lifetime: owned by the RpcServerClient (its private
+ * data); the driver listener is removed by the close hook, before it dies. */
+typedef struct {
+    GMutex lock;
+    RpcServerClient *client; /* not a reference: we live inside it */
+    gboolean authenticated;
+    gboolean readonly;
+    Driver *driver;
+    GArray *callbacks; /* RemoteEventCallback */
+    int next_callback_id;
+    guint listener_id;
+    Driver *listener_driver;
+} RemoteSession;
+
+typedef struct {
+    RpcServerClient *client;
+    RemoteSession *session;
+    RpcMessage *call;
+    Driver *drv;
+} RemoteContext;
+
+typedef gboolean (*RemoteHandler)(RemoteContext *ctx, void *args, void *ret, GError **error);
+
+enum {
+    PROC_PREAUTH = 1 << 0,  /* allowed before authentication */
+    PROC_NO_OPEN = 1 << 1,  /* allowed before CONNECT_OPEN */
+    PROC_WRITE = 1 << 2,    /* refused on a read-only connection */
+};
+
+typedef struct {
+    int proc;
+    const char *name;
+    xdrproc_t args_filter;
+    gsize args_size;
+    xdrproc_t ret_filter;
+    gsize ret_size;
+    RemoteHandler handler;
+    guint flags;
+} RemoteProcedure;
+
+/* ---- sessions ---- */
+
+static void session_free(gpointer data)
+{
+    RemoteSession *s = data;
+    g_array_unref(s->callbacks);
+    g_mutex_clear(&s->lock);
+    g_free(s);
+}
+
+static void session_on_close(RpcServerClient *client, gpointer priv)
+{
+    RemoteSession *s = priv;
+    g_mutex_lock(&s->lock);
+    Driver *drv = s->listener_driver;
+    guint id = s->listener_id;
+    s->listener_driver = NULL;
+    s->listener_id = 0;
+    g_mutex_unlock(&s->lock);
+    if (drv)
+        driver_event_unlisten(drv, id);
+}
+
+static void session_init(RpcServerClient *client, gpointer data)
+{
+    RemoteSession *s = g_new0(RemoteSession, 1);
+    g_mutex_init(&s->lock);
+    s->client = client;
+    s->authenticated = rpc_server_client_get_auth_type(client) == REMOTE_AUTH_NONE;
+    s->readonly = rpc_server_client_is_readonly(client);
+    s->callbacks = g_array_new(FALSE, FALSE, sizeof(RemoteEventCallback));
+    s->next_callback_id = 1;
+    rpc_server_client_set_private(client, s, session_free);
+    rpc_server_client_set_close_hook(client, session_on_close);
+}
+
+/* ---- events ---- */
+
+static void send_event_message(RemoteSession *s, int proc, xdrproc_t filter, void *data)
+{
+    RpcMessage *msg = rpc_message_new(256);
+    msg->header = (RpcHeader){.prog = REMOTE_PROGRAM, .vers = REMOTE_PROTOCOL_VERSION,
+                              .proc = proc, .type = RPC_MESSAGE, .serial = 0, .status = RPC_OK};
+    g_autoptr(GError) error = NULL;
+    if (!rpc_message_encode(msg, filter, data, &error)) {
+        FERRY_WARN("cannot encode event %d: %s", proc, error->message);
+        rpc_message_free(msg);
+        return;
+    }
+    rpc_server_client_send(s->client, msg);
+}
+
+static void session_on_lifecycle(const DriverDomain *dom, int event, int detail, gpointer data)
+{
+    RemoteSession *s = data;
+    remote_nonnull_domain rdom;
+    remote_domain_from_driver(dom, &rdom);
+
+    g_mutex_lock(&s->lock);
+    for (guint i = 0; i < s->callbacks->len; i++) {
+        RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
+        if (cb->event_id != EVENT_ID_LIFECYCLE)
+            continue;
+        if (cb->has_filter && memcmp(cb->uuid, dom->uuid, 16) != 0)
+            continue;
+        if (cb->legacy) {
+            remote_domain_event_lifecycle_msg m = {.dom = rdom, .event = event, .detail = detail};
+            send_event_message(s, REMOTE_PROC_DOMAIN_EVENT_LIFECYCLE,
+                               (xdrproc_t)xdr_remote_domain_event_lifecycle_msg, &m);
+        } else {
+            remote_domain_event_callback_lifecycle_msg m = {
+                .callbackID = cb->callback_id,
+                .msg = {.dom = rdom, .event = event, .detail = detail}};
+            send_event_message(s, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_LIFECYCLE,
+                               (xdrproc_t)xdr_remote_domain_event_callback_lifecycle_msg, &m);
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    g_free(rdom.name);
+}
+
+/* Adds a callback; starts listening to the driver on the first one. */
+static int session_add_callback(RemoteContext *ctx, int event_id, gboolean legacy,
+                                const guint8 *uuid, GError **error)
+{
+    if (event_id < 0 || event_id >= EVENT_ID_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "unsupported event ID %d",
+                    event_id);
+        return -1;
+    }
+    RemoteSession *s = ctx->session;
+    g_mutex_lock(&s->lock);
+    if (legacy) {
+        for (guint i = 0; i < s->callbacks->len; i++) {
+            RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
+            if (cb->legacy && cb->event_id == event_id) {
+                g_mutex_unlock(&s->lock);
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                            "domain event %d already registered", event_id);
+                return -1;
+            }
+        }
+    }
+    RemoteEventCallback cb = {.callback_id = s->next_callback_id++, .event_id = event_id,
+                              .legacy = legacy, .has_filter = uuid != NULL};
+    if (uuid)
+        memcpy(cb.uuid, uuid, 16);
+    g_array_append_val(s->callbacks, cb);
+    gboolean need_listener = s->listener_id == 0;
+    if (need_listener)
+        s->listener_driver = ctx->drv;
+    g_mutex_unlock(&s->lock);
+    if (need_listener) {
+        guint id = driver_event_listen(ctx->drv, session_on_lifecycle, s);
+        g_mutex_lock(&s->lock);
+        s->listener_id = id;
+        g_mutex_unlock(&s->lock);
+    }
+    return cb.callback_id;
+}
+
+static gboolean session_remove_callback(RemoteSession *s, gboolean legacy, int id,
+                                        GError **error)
+{
+    g_mutex_lock(&s->lock);
+    for (guint i = 0; i < s->callbacks->len; i++) {
+        RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
+        if (legacy ? (cb->legacy && cb->event_id == id) : (!cb->legacy && cb->callback_id == id)) {
+            g_array_remove_index(s->callbacks, i);
+            g_mutex_unlock(&s->lock);
+            return TRUE;
+        }
+    }
+    g_mutex_unlock(&s->lock);
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                legacy ? "domain event %d not registered" : "no domain event callback with id %d",
+                id);
+    return FALSE;
+}
+
+/* ---- helpers ---- */
+
+static gboolean not_supported(RemoteContext *ctx, GError **error)
+{
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "procedure %d in the %s driver",
+                ctx->call->header.proc, ctx->drv->ops->name);
+    return FALSE;
+}
+
+#define NEED_OP(op)                                                                            \
+    do {                                                                                       \
+        if (!ctx->drv->ops->op)                                                                \
+            return not_supported(ctx, error);                                                  \
+    } while (0)
+
+static char *strdup_malloc(const char *s)
+{
+    return g_strdup(s ? s : "");
+}
+
+/* ---- connection procedures ---- */
+
+static gboolean h_auth_list(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_auth_list_ret *ret = r;
+    ret->types.types_len = 1;
+    ret->types.types_val = g_new(remote_auth_type, 1);
+    ret->types.types_val[0] = rpc_server_client_get_auth_type(ctx->client);
+    return TRUE;
+}
+
+static gboolean h_connect_open(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_open_args *args = a;
+    const char *name = args->name ? *args->name : NULL;
+    Driver *drv = driver_registry_open(name, error);
+    if (!drv)
+        return FALSE;
+    g_mutex_lock(&ctx->session->lock);
+    ctx->session->driver = drv;
+    /* Only bit 0 (read-only) means anything to a daemon; the rest is client-internal. */
+    if (args->flags & CONNECT_RO)
+        ctx->session->readonly = TRUE;
+    g_mutex_unlock(&ctx->session->lock);
+    FERRY_DEBUG("%s opened '%s'%s", rpc_server_client_get_peer(ctx->client), name ? name : "",
+                (args->flags & CONNECT_RO) ? " read-only" : "");
+    return TRUE;
+}
+
+static gboolean h_connect_close(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    g_mutex_lock(&ctx->session->lock);
+    ctx->session->driver = NULL;
+    g_mutex_unlock(&ctx->session->lock);
+    return TRUE;
+}
+
+static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_supports_feature_args *args = a;
+    remote_connect_supports_feature_ret *ret = r;
+    switch (args->feature) {
+    case FEATURE_PROGRAM_KEEPALIVE:
+        /* Asking is how a client says it answers pings: only then do we send them. */
+        rpc_server_client_start_keepalive(ctx->client);
+        ret->supported = 1;
+        break;
+    case 9:  /* TYPED_PARAM_STRING */
+    case 11: /* XML_MIGRATABLE */
+    case 14: /* REMOTE_EVENT_CALLBACK */
+    case 15: /* REMOTE_CLOSE_CALLBACK */
+    case 16: /* NETWORK_UPDATE_HAS_CORRECT_ORDER */
+        ret->supported = 1;
+        break;
+    default:
+        ret->supported = 0;
+        break;
+    }
+    return TRUE;
+}
+
+static gboolean h_void_ok(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return TRUE;
+}
+
+static gboolean h_get_type(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_type_ret *)r)->type = strdup_malloc(ctx->drv->ops->type);
+    return TRUE;
+}
+
+static gboolean h_get_version(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_version_ret *)r)->hv_ver = ctx->drv->ops->version;
+    return TRUE;
+}
+
+static gboolean h_get_lib_version(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_lib_version_ret *)r)->lib_ver = LIB_VERSION;
+    return TRUE;
+}
+
+static gboolean h_get_hostname(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_hostname_ret *)r)->hostname = driver_node_get_hostname();
+    return TRUE;
+}
+
+static gboolean h_get_uri(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_uri_ret *)r)->uri = strdup_malloc(ctx->drv->ops->canonical_uri);
+    return TRUE;
+}
+
+static gboolean h_get_capabilities(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_capabilities);
+    char *caps = ctx->drv->ops->get_capabilities(ctx->drv, error);
+    ((remote_connect_get_capabilities_ret *)r)->capabilities = caps;
+    return caps != NULL;
+}
+
+static gboolean h_get_sysinfo(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_connect_get_sysinfo_ret *)r)->sysinfo =
+        g_strdup("<sysinfo type='smbios'>\n  <system>\n    <entry name='manufacturer'>ferry"
+                 "</entry>\n    <entry name='product'>ferryd</entry>\n  </system>\n</sysinfo>\n");
+    return TRUE;
+}
+
+static gboolean h_is_secure(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    RpcTransport *t = rpc_server_client_get_transport(ctx->client);
+    ((remote_connect_is_secure_ret *)r)->secure = t->is_secure ? 1 : 0;
+    return TRUE;
+}
+
+static gboolean h_node_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_node_get_info_ret *ret = r;
+    DriverNodeInfo info;
+    if (!driver_node_get_info(&info, error))
+        return FALSE;
+    memset(ret->model, 0, sizeof(ret->model));
+    memcpy(ret->model, info.model, MIN(sizeof(ret->model), sizeof(info.model)));
+    ret->memory = info.memory_kib;
+    ret->cpus = info.cpus;
+    ret->mhz = info.mhz;
+    ret->nodes = info.nodes;
+    ret->sockets = info.sockets;
+    ret->cores = info.cores;
+    ret->threads = info.threads;
+    return TRUE;
+}
+
+static gboolean h_node_get_security_model(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    /* Empty model and doi: "no security driver", virsh then skips those lines. */
+    return TRUE;
+}
+
+/* ---- domain lists ---- */
+
+static GPtrArray *list_domains(RemoteContext *ctx, guint flags, GError **error)
+{
+    if (!ctx->drv->ops->list_all_domains) {
+        not_supported(ctx, error);
+        return NULL;
+    }
+    return ctx->drv->ops->list_all_domains(ctx->drv, flags, error);
+}
+
+#define LIST_ACTIVE 1
+#define LIST_INACTIVE 2
+
+static gboolean h_list_all_domains(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_list_all_domains_args *args = a;
+    remote_connect_list_all_domains_ret *ret = r;
+    g_autoptr(GPtrArray) doms = list_domains(ctx, args->flags, error);
+    if (!doms)
+        return FALSE;
+    if (doms->len > REMOTE_DOMAIN_LIST_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC, "too many domains (%u) for one reply",
+                    doms->len);
+        return FALSE;
+    }
+    ret->ret = doms->len;
+    if (args->need_results) {
+        ret->domains.domains_len = doms->len;
+        ret->domains.domains_val = g_new0(remote_nonnull_domain, MAX(doms->len, 1));
+        for (guint i = 0; i < doms->len; i++)
+            remote_domain_from_driver(doms->pdata[i], &ret->domains.domains_val[i]);
+    }
+    return TRUE;
+}
+
+static gboolean h_num_of_domains(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_ACTIVE, error);
+    if (!doms)
+        return FALSE;
+    ((remote_connect_num_of_domains_ret *)r)->num = doms->len;
+    return TRUE;
+}
+
+static gboolean h_num_of_defined_domains(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_INACTIVE, error);
+    if (!doms)
+        return FALSE;
+    ((remote_connect_num_of_defined_domains_ret *)r)->num = doms->len;
+    return TRUE;
+}
+
+static gboolean check_list_max(int max, GError **error)
+{
+    if (max < 0 || max > REMOTE_DOMAIN_LIST_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "requested list size %d is out of range 0..%d", max, REMOTE_DOMAIN_LIST_MAX);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean h_list_domains(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_list_domains_args *args = a;
+    remote_connect_list_domains_ret *ret = r;
+    if (!check_list_max(args->maxids, error))
+        return FALSE;
+    g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_ACTIVE, error);
+    if (!doms)
+        return FALSE;
+    guint n = MIN(doms->len, (guint)args->maxids);
+    ret->ids.ids_len = n;
+    ret->ids.ids_val = g_new0(int, MAX(n, 1));
+    for (guint i = 0; i < n; i++)
+        ret->ids.ids_val[i] = ((DriverDomain *)doms->pdata[i])->id;
+    return TRUE;
+}
+
+static gboolean h_list_defined_domains(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_list_defined_domains_args *args = a;
+    remote_connect_list_defined_domains_ret *ret = r;
+    if (!check_list_max(args->maxnames, error))
+        return FALSE;
+    g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_INACTIVE, error);
+    if (!doms)
+        return FALSE;
+    guint n = MIN(doms->len, (guint)args->maxnames);
+    ret->names.names_len = n;
+    ret->names.names_val = g_new0(remote_nonnull_string, MAX(n, 1));
+    for (guint i = 0; i < n; i++)
+        ret->names.names_val[i] = g_strdup(((DriverDomain *)doms->pdata[i])->name);
+    return TRUE;
+}
+
+static gboolean reply_domain(DriverDomain *dom, remote_nonnull_domain *out)
+{
+    if (!dom)
+        return FALSE;
+    remote_domain_from_driver(dom, out);
+    driver_domain_free(dom);
+    return TRUE;
+}
+
+static gboolean h_lookup_by_name(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(lookup_by_name);
+    return reply_domain(ctx->drv->ops->lookup_by_name(
+                            ctx->drv, ((remote_domain_lookup_by_name_args *)a)->name, error),
+                        &((remote_domain_lookup_by_name_ret *)r)->dom);
+}
+
+static gboolean h_lookup_by_uuid(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(lookup_by_uuid);
+    return reply_domain(
+        ctx->drv->ops->lookup_by_uuid(
+            ctx->drv, (const guint8 *)((remote_domain_lookup_by_uuid_args *)a)->uuid, error),
+        &((remote_domain_lookup_by_uuid_ret *)r)->dom);
+}
+
+static gboolean h_lookup_by_id(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(lookup_by_id);
+    return reply_domain(
+        ctx->drv->ops->lookup_by_id(ctx->drv, ((remote_domain_lookup_by_id_args *)a)->id, error),
+        &((remote_domain_lookup_by_id_ret *)r)->dom);
+}
+
+/* ---- one domain ---- */
+
+/* The args of every per-domain procedure start with the domain. */
+#define ARG_DOMAIN(args_type)                                                                  \
+    g_auto(DriverDomain) dom = {0};                                                            \
+    remote_domain_to_driver(&((args_type *)a)->dom, &dom)
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DriverDomain, driver_domain_clear)
+
+static gboolean h_get_state(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_state);
+    ARG_DOMAIN(remote_domain_flags_args);
+    remote_domain_get_state_ret *ret = r;
+    return ctx->drv->ops->get_state(ctx->drv, &dom, &ret->state, &ret->reason, error);
+}
+
+static gboolean h_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_info);
+    ARG_DOMAIN(remote_domain_args);
+    remote_domain_get_info_ret *ret = r;
+    DriverDomainInfo info;
+    if (!ctx->drv->ops->get_info(ctx->drv, &dom, &info, error))
+        return FALSE;
+    ret->state = (u_char)info.state;
+    ret->maxMem = info.max_mem_kib;
+    ret->memory = info.memory_kib;
+    ret->nrVirtCpu = (u_short)info.vcpus;
+    ret->cpuTime = info.cpu_time_ns;
+    return TRUE;
+}
+
+static gboolean h_get_max_memory(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_info);
+    ARG_DOMAIN(remote_domain_args);
+    DriverDomainInfo info;
+    if (!ctx->drv->ops->get_info(ctx->drv, &dom, &info, error))
+        return FALSE;
+    ((remote_domain_get_max_memory_ret *)r)->memory = info.max_mem_kib;
+    return TRUE;
+}
+
+static gboolean h_get_xml_desc(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_xml_desc);
+    ARG_DOMAIN(remote_domain_flags_args);
+    char *xml = ctx->drv->ops->get_xml_desc(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                            error);
+    ((remote_domain_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_get_os_type(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_os_type);
+    ARG_DOMAIN(remote_domain_args);
+    char *type = ctx->drv->ops->get_os_type(ctx->drv, &dom, error);
+    ((remote_domain_get_os_type_ret *)r)->type = type;
+    return type != NULL;
+}
+
+#define INT_QUERY(fn, op)                                                                      \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                  \
+    {                                                                                          \
+        NEED_OP(op);                                                                           \
+        ARG_DOMAIN(remote_domain_args);                                                        \
+        int v = ctx->drv->ops->op(ctx->drv, &dom, error);                                      \
+        ((remote_int_ret *)r)->value = v;                                                      \
+        return v >= 0;                                                                         \
+    }
+
+INT_QUERY(h_is_active, is_active)
+INT_QUERY(h_is_persistent, is_persistent)
+INT_QUERY(h_get_autostart, get_autostart)
+
+static gboolean h_is_updated(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    /* Live and persistent configs never diverge on this driver. */
+    ((remote_int_ret *)r)->value = 0;
+    return TRUE;
+}
+
+static gboolean h_has_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(lookup_by_uuid);
+    ARG_DOMAIN(remote_domain_flags_args);
+    /* Validate the domain exists; managed save does not exist on this driver. */
+    g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
+    ((remote_int_ret *)r)->value = 0;
+    return found != NULL;
+}
+
+static gboolean h_snapshot_num(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(lookup_by_uuid);
+    ARG_DOMAIN(remote_domain_flags_args);
+    g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
+    ((remote_int_ret *)r)->value = 0;
+    return found != NULL;
+}
+
+static gboolean h_set_autostart(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(set_autostart);
+    ARG_DOMAIN(remote_domain_set_autostart_args);
+    return ctx->drv->ops->set_autostart(ctx->drv, &dom,
+                                        ((remote_domain_set_autostart_args *)a)->autostart != 0,
+                                        error);
+}
+
+static gboolean h_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(define_xml);
+    return reply_domain(
+        ctx->drv->ops->define_xml(ctx->drv, ((remote_domain_define_xml_args *)a)->xml, 0, error),
+        &((remote_domain_ret *)r)->dom);
+}
+
+static gboolean h_define_xml_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(define_xml);
+    remote_domain_define_xml_flags_args *args = a;
+    return reply_domain(ctx->drv->ops->define_xml(ctx->drv, args->xml, args->flags, error),
+                        &((remote_domain_ret *)r)->dom);
+}
+
+static gboolean h_create_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(create_xml);
+    remote_domain_create_xml_args *args = a;
+    return reply_domain(ctx->drv->ops->create_xml(ctx->drv, args->xml_desc, args->flags, error),
+                        &((remote_domain_ret *)r)->dom);
+}
+
+static gboolean h_create(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(create);
+    ARG_DOMAIN(remote_domain_args);
+    g_autoptr(DriverDomain) started = ctx->drv->ops->create(ctx->drv, &dom, 0, error);
+    return started != NULL;
+}
+
+static gboolean h_create_with_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(create);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return reply_domain(
+        ctx->drv->ops->create(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags, error),
+        &((remote_domain_ret *)r)->dom);
+}
+
+static gboolean h_undefine(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(undefine);
+    ARG_DOMAIN(remote_domain_args);
+    return ctx->drv->ops->undefine(ctx->drv, &dom, 0, error);
+}
+
+static gboolean h_undefine_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(undefine);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->undefine(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags, error);
+}
+
+static gboolean h_destroy(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(destroy);
+    ARG_DOMAIN(remote_domain_args);
+    return ctx->drv->ops->destroy(ctx->drv, &dom, 0, error);
+}
+
+static gboolean h_destroy_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(destroy);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->destroy(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags, error);
+}
+
+#define DOMAIN_ACTION(fn, op)                                                                  \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                  \
+    {                                                                                          \
+        NEED_OP(op);                                                                           \
+        ARG_DOMAIN(remote_domain_args);                                                        \
+        return ctx->drv->ops->op(ctx->drv, &dom, error);                                       \
+    }
+
+DOMAIN_ACTION(h_suspend, suspend)
+DOMAIN_ACTION(h_resume, resume)
+DOMAIN_ACTION(h_shutdown, shutdown)
+
+/* ---- events ---- */
+
+static gboolean h_event_callback_register(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_domain_event_callback_register_any_args *args = a;
+    const guint8 *uuid = args->dom ? (const guint8 *)args->dom->uuid : NULL;
+    int id = session_add_callback(ctx, args->eventID, FALSE, uuid, error);
+    ((remote_connect_domain_event_callback_register_any_ret *)r)->callbackID = id;
+    return id >= 0;
+}
+
+static gboolean h_event_callback_deregister(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return session_remove_callback(
+        ctx->session, FALSE,
+        ((remote_connect_domain_event_callback_deregister_any_args *)a)->callbackID, error);
+}
+
+static gboolean h_event_register(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    int event_id = ((remote_connect_domain_event_register_any_args *)a)->eventID;
+    return session_add_callback(ctx, event_id, TRUE, NULL, error) >= 0;
+}
+
+static gboolean h_event_deregister(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return session_remove_callback(ctx->session, TRUE,
+                                   ((remote_connect_domain_event_register_any_args *)a)->eventID,
+                                   error);
+}
+
+/* ---- the table ---- */
+
+#define X(t) ((xdrproc_t)xdr_##t), sizeof(t)
+#define VOID RPC_XDR_VOID, 0
+
+static const RemoteProcedure procedures[] = {
+    {REMOTE_PROC_AUTH_LIST, "AUTH_LIST", VOID, X(remote_auth_list_ret), h_auth_list,
+     PROC_PREAUTH | PROC_NO_OPEN},
+    {REMOTE_PROC_CONNECT_OPEN, "CONNECT_OPEN", X(remote_connect_open_args), VOID, h_connect_open,
+     PROC_NO_OPEN},
+    {REMOTE_PROC_CONNECT_CLOSE, "CONNECT_CLOSE", VOID, VOID, h_connect_close, PROC_NO_OPEN},
+    {REMOTE_PROC_CONNECT_SUPPORTS_FEATURE, "CONNECT_SUPPORTS_FEATURE",
+     X(remote_connect_supports_feature_args), X(remote_connect_supports_feature_ret),
+     h_supports_feature, PROC_NO_OPEN},
+    {REMOTE_PROC_CONNECT_GET_TYPE, "CONNECT_GET_TYPE", VOID, X(remote_connect_get_type_ret),
+     h_get_type, 0},
+    {REMOTE_PROC_CONNECT_GET_VERSION, "CONNECT_GET_VERSION", VOID,
+     X(remote_connect_get_version_ret), h_get_version, 0},
+    {REMOTE_PROC_CONNECT_GET_LIB_VERSION, "CONNECT_GET_LIB_VERSION", VOID,
+     X(remote_connect_get_lib_version_ret), h_get_lib_version, 0},
+    {REMOTE_PROC_CONNECT_GET_HOSTNAME, "CONNECT_GET_HOSTNAME", VOID,
+     X(remote_connect_get_hostname_ret), h_get_hostname, 0},
+    {REMOTE_PROC_CONNECT_GET_URI, "CONNECT_GET_URI", VOID, X(remote_connect_get_uri_ret),
+     h_get_uri, 0},
+    {REMOTE_PROC_CONNECT_GET_CAPABILITIES, "CONNECT_GET_CAPABILITIES", VOID,
+     X(remote_connect_get_capabilities_ret), h_get_capabilities, 0},
+    {REMOTE_PROC_CONNECT_GET_SYSINFO, "CONNECT_GET_SYSINFO", X(remote_connect_get_sysinfo_args),
+     X(remote_connect_get_sysinfo_ret), h_get_sysinfo, 0},
+    {REMOTE_PROC_CONNECT_IS_SECURE, "CONNECT_IS_SECURE", VOID, X(remote_connect_is_secure_ret),
+     h_is_secure, 0},
+    {REMOTE_PROC_NODE_GET_INFO, "NODE_GET_INFO", VOID, X(remote_node_get_info_ret),
+     h_node_get_info, 0},
+    {REMOTE_PROC_NODE_GET_SECURITY_MODEL, "NODE_GET_SECURITY_MODEL", VOID,
+     X(remote_node_get_security_model_ret), h_node_get_security_model, 0},
+    {REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK, "CONNECT_REGISTER_CLOSE_CALLBACK", VOID, VOID,
+     h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_UNREGISTER_CLOSE_CALLBACK, "CONNECT_UNREGISTER_CLOSE_CALLBACK", VOID,
+     VOID, h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_DOMAINS, "CONNECT_LIST_ALL_DOMAINS",
+     X(remote_connect_list_all_domains_args), X(remote_connect_list_all_domains_ret),
+     h_list_all_domains, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DOMAINS, "CONNECT_NUM_OF_DOMAINS", VOID,
+     X(remote_connect_num_of_domains_ret), h_num_of_domains, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_DOMAINS, "CONNECT_NUM_OF_DEFINED_DOMAINS", VOID,
+     X(remote_connect_num_of_defined_domains_ret), h_num_of_defined_domains, 0},
+    {REMOTE_PROC_CONNECT_LIST_DOMAINS, "CONNECT_LIST_DOMAINS",
+     X(remote_connect_list_domains_args), X(remote_connect_list_domains_ret), h_list_domains, 0},
+    {REMOTE_PROC_CONNECT_LIST_DEFINED_DOMAINS, "CONNECT_LIST_DEFINED_DOMAINS",
+     X(remote_connect_list_defined_domains_args), X(remote_connect_list_defined_domains_ret),
+     h_list_defined_domains, 0},
+    {REMOTE_PROC_DOMAIN_LOOKUP_BY_NAME, "DOMAIN_LOOKUP_BY_NAME",
+     X(remote_domain_lookup_by_name_args), X(remote_domain_lookup_by_name_ret), h_lookup_by_name,
+     0},
+    {REMOTE_PROC_DOMAIN_LOOKUP_BY_UUID, "DOMAIN_LOOKUP_BY_UUID",
+     X(remote_domain_lookup_by_uuid_args), X(remote_domain_lookup_by_uuid_ret), h_lookup_by_uuid,
+     0},
+    {REMOTE_PROC_DOMAIN_LOOKUP_BY_ID, "DOMAIN_LOOKUP_BY_ID", X(remote_domain_lookup_by_id_args),
+     X(remote_domain_lookup_by_id_ret), h_lookup_by_id, 0},
+    {REMOTE_PROC_DOMAIN_GET_STATE, "DOMAIN_GET_STATE", X(remote_domain_flags_args),
+     X(remote_domain_get_state_ret), h_get_state, 0},
+    {REMOTE_PROC_DOMAIN_GET_INFO, "DOMAIN_GET_INFO", X(remote_domain_args),
+     X(remote_domain_get_info_ret), h_get_info, 0},
+    {REMOTE_PROC_DOMAIN_GET_MAX_MEMORY, "DOMAIN_GET_MAX_MEMORY", X(remote_domain_args),
+     X(remote_domain_get_max_memory_ret), h_get_max_memory, 0},
+    {REMOTE_PROC_DOMAIN_GET_XML_DESC, "DOMAIN_GET_XML_DESC", X(remote_domain_flags_args),
+     X(remote_domain_get_xml_desc_ret), h_get_xml_desc, 0},
+    {REMOTE_PROC_DOMAIN_GET_OS_TYPE, "DOMAIN_GET_OS_TYPE", X(remote_domain_args),
+     X(remote_domain_get_os_type_ret), h_get_os_type, 0},
+    {REMOTE_PROC_DOMAIN_IS_ACTIVE, "DOMAIN_IS_ACTIVE", X(remote_domain_args), X(remote_int_ret),
+     h_is_active, 0},
+    {REMOTE_PROC_DOMAIN_IS_PERSISTENT, "DOMAIN_IS_PERSISTENT", X(remote_domain_args),
+     X(remote_int_ret), h_is_persistent, 0},
+    {REMOTE_PROC_DOMAIN_IS_UPDATED, "DOMAIN_IS_UPDATED", X(remote_domain_args), X(remote_int_ret),
+     h_is_updated, 0},
+    {REMOTE_PROC_DOMAIN_GET_AUTOSTART, "DOMAIN_GET_AUTOSTART", X(remote_domain_args),
+     X(remote_int_ret), h_get_autostart, 0},
+    {REMOTE_PROC_DOMAIN_SET_AUTOSTART, "DOMAIN_SET_AUTOSTART",
+     X(remote_domain_set_autostart_args), VOID, h_set_autostart, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_HAS_MANAGED_SAVE_IMAGE, "DOMAIN_HAS_MANAGED_SAVE_IMAGE",
+     X(remote_domain_flags_args), X(remote_int_ret), h_has_managed_save, 0},
+    {REMOTE_PROC_DOMAIN_SNAPSHOT_NUM, "DOMAIN_SNAPSHOT_NUM", X(remote_domain_flags_args),
+     X(remote_int_ret), h_snapshot_num, 0},
+    {REMOTE_PROC_DOMAIN_DEFINE_XML, "DOMAIN_DEFINE_XML", X(remote_domain_define_xml_args),
+     X(remote_domain_ret), h_define_xml, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "DOMAIN_DEFINE_XML_FLAGS",
+     X(remote_domain_define_xml_flags_args), X(remote_domain_ret), h_define_xml_flags,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_CREATE_XML, "DOMAIN_CREATE_XML", X(remote_domain_create_xml_args),
+     X(remote_domain_ret), h_create_xml, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_CREATE, "DOMAIN_CREATE", X(remote_domain_args), VOID, h_create,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_CREATE_WITH_FLAGS, "DOMAIN_CREATE_WITH_FLAGS",
+     X(remote_domain_flags_args), X(remote_domain_ret), h_create_with_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_UNDEFINE, "DOMAIN_UNDEFINE", X(remote_domain_args), VOID, h_undefine,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_UNDEFINE_FLAGS, "DOMAIN_UNDEFINE_FLAGS", X(remote_domain_flags_args),
+     VOID, h_undefine_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_DESTROY, "DOMAIN_DESTROY", X(remote_domain_args), VOID, h_destroy,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_DESTROY_FLAGS, "DOMAIN_DESTROY_FLAGS", X(remote_domain_flags_args), VOID,
+     h_destroy_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SUSPEND, "DOMAIN_SUSPEND", X(remote_domain_args), VOID, h_suspend,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESUME, "DOMAIN_RESUME", X(remote_domain_args), VOID, h_resume,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SHUTDOWN, "DOMAIN_SHUTDOWN", X(remote_domain_args), VOID, h_shutdown,
+     PROC_WRITE},
+    {REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
+     "CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY",
+     X(remote_connect_domain_event_callback_register_any_args),
+     X(remote_connect_domain_event_callback_register_any_ret), h_event_callback_register, 0},
+    {REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY,
+     "CONNECT_DOMAIN_EVENT_CALLBACK_DEREGISTER_ANY",
+     X(remote_connect_domain_event_callback_deregister_any_args), VOID,
+     h_event_callback_deregister, 0},
+    {REMOTE_PROC_CONNECT_DOMAIN_EVENT_REGISTER_ANY, "CONNECT_DOMAIN_EVENT_REGISTER_ANY",
+     X(remote_connect_domain_event_register_any_args), VOID, h_event_register, 0},
+    {REMOTE_PROC_CONNECT_DOMAIN_EVENT_DEREGISTER_ANY, "CONNECT_DOMAIN_EVENT_DEREGISTER_ANY",
+     X(remote_connect_domain_event_register_any_args), VOID, h_event_deregister, 0},
+};
+
+#define PROC_TABLE_SIZE 512
+static const RemoteProcedure *proc_index[PROC_TABLE_SIZE];
+static GOnce index_once = G_ONCE_INIT;
+
+static gpointer build_index(gpointer data)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(procedures); i++) {
+        g_assert(procedures[i].proc > 0 && procedures[i].proc < PROC_TABLE_SIZE);
+        proc_index[procedures[i].proc] = &procedures[i];
+    }
+    return NULL;
+}
+
+static const RemoteProcedure *find_procedure(int proc)
+{
+    g_once(&index_once, build_index, NULL);
+    return proc > 0 && proc < PROC_TABLE_SIZE ? proc_index[proc] : NULL;
+}
+
+gboolean remote_dispatch_has_procedure(int proc)
+{
+    return find_procedure(proc) != NULL;
+}
+
+/* Checks whether this client may make this call now. */
+static gboolean check_access(RemoteContext *ctx, const RemoteProcedure *p, GError **error)
+{
+    RemoteSession *s = ctx->session;
+    g_mutex_lock(&s->lock);
+    gboolean authenticated = s->authenticated;
+    gboolean readonly = s->readonly;
+    ctx->drv = s->driver;
+    g_mutex_unlock(&s->lock);
+
+    if (!authenticated && !(p->flags & PROC_PREAUTH)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC, "authentication required");
+        return FALSE;
+    }
+    if (!ctx->drv && !(p->flags & PROC_NO_OPEN)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                    "connection not open: call CONNECT_OPEN before %s", p->name);
+        return FALSE;
+    }
+    if (readonly && (p->flags & PROC_WRITE)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents %s", p->name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+{
+    g_autoptr(RpcMessage) msg = call;
+    g_autoptr(GError) error = NULL;
+    RemoteContext ctx = {.client = client,
+                         .session = rpc_server_client_get_private(client),
+                         .call = msg};
+    const RemoteProcedure *p = find_procedure(msg->header.proc);
+    RpcMessage *reply = NULL;
+
+    if (!p) {
+        g_set_error(&error, FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
+                    msg->header.proc);
+    } else if (check_access(&ctx, p, &error)) {
+        g_autofree void *args = g_malloc0(MAX(p->args_size, 1));
+        g_autofree void *ret = g_malloc0(MAX(p->ret_size, 1));
+        if (rpc_message_decode(msg, p->args_filter, args, &error)) {
+            gboolean ok = p->handler(&ctx, args, ret, &error);
+            xdr_free(p->args_filter, args);
+            if (ok) {
+                reply = rpc_message_new(256);
+                reply->header = msg->header;
+                reply->header.type = RPC_REPLY;
+                reply->header.status = RPC_OK;
+                if (!rpc_message_encode(reply, p->ret_filter, ret, &error))
+                    g_clear_pointer(&reply, rpc_message_free);
+            }
+            xdr_free(p->ret_filter, ret);
+        }
+    }
+
+    if (!reply) {
+        if (!error)
+            g_set_error(&error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                        "procedure %d failed without saying why", msg->header.proc);
+        FERRY_DEBUG("%s: %s (proc %d) failed: %s", rpc_server_client_get_peer(client),
+                    p ? p->name : "?", msg->header.proc, error->message);
+        reply = rpc_message_new_error(&msg->header, RPC_REPLY, error);
+    }
+    rpc_server_client_reply(client, reply);
+}
+
+void remote_dispatch_register(RpcServer *server)
+{
+    RpcServerProgram prog = {
+        .prog = REMOTE_PROGRAM,
+        .vers = REMOTE_PROTOCOL_VERSION,
+        .call = remote_call,
+        .stream = NULL,
+    };
+    rpc_server_add_program(server, &prog);
+    rpc_server_set_client_init(server, session_init, NULL);
+}

@@ -13,7 +13,7 @@ const char *ferry_error_prefix(int code)
     case FERRY_ERR_NO_SUPPORT:
         return "this function is not supported by the connection driver: ";
     case FERRY_ERR_NO_CONNECT:
-        return "no connection driver available: ";
+        return "";
     case FERRY_ERR_INVALID_ARG:
         return "invalid argument: ";
     case FERRY_ERR_OPERATION_FAILED:

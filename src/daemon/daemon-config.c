@@ -1,0 +1,343 @@
+/* Parser for libvirtd.conf-style files: `key = value` lines, where a value is
+ * an integer, a "quoted string" or a [list, of, "strings"], and # comments. */
+#include "daemon/daemon-config.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+typedef enum { KEY_BOOL, KEY_UINT, KEY_INT, KEY_STRING, KEY_LIST, KEY_AUTH, KEY_PERMS } KeyKind;
+
+typedef struct {
+    const char *name;
+    KeyKind kind;
+    gsize offset;
+    gint64 min, max; /* integers */
+} KeyDef;
+
+#define K(name, kind) {#name, kind, G_STRUCT_OFFSET(DaemonConfig, name), 0, G_MAXUINT32}
+#define KR(name, kind, lo, hi) {#name, kind, G_STRUCT_OFFSET(DaemonConfig, name), lo, hi}
+
+static const KeyDef keys[] = {
+    K(listen_tcp, KEY_BOOL),
+    K(listen_tls, KEY_BOOL),
+    K(listen_addr, KEY_STRING),
+    KR(tcp_port, KEY_UINT, 0, 65535),
+    KR(tls_port, KEY_UINT, 0, 65535),
+    K(unix_sock_dir, KEY_STRING),
+    K(unix_sock_ro_perms, KEY_PERMS),
+    K(unix_sock_rw_perms, KEY_PERMS),
+    K(auth_tcp, KEY_AUTH),
+    K(auth_tls, KEY_AUTH),
+    K(auth_unix_rw, KEY_AUTH),
+    K(auth_unix_ro, KEY_AUTH),
+    K(key_file, KEY_STRING),
+    K(cert_file, KEY_STRING),
+    K(ca_file, KEY_STRING),
+    K(crl_file, KEY_STRING),
+    K(tls_no_verify_certificate, KEY_BOOL),
+    K(tls_allowed_dn_list, KEY_LIST),
+    K(tls_priority, KEY_STRING),
+    K(sasl_allowed_username_list, KEY_LIST),
+    KR(max_clients, KEY_UINT, 1, 100000),
+    KR(max_client_requests, KEY_UINT, 1, 10000),
+    KR(max_workers, KEY_UINT, 1, 1000),
+    KR(min_workers, KEY_UINT, 0, 1000),
+    KR(keepalive_interval, KEY_INT, -1, 3600),
+    KR(keepalive_count, KEY_UINT, 0, 1000),
+    KR(log_level, KEY_UINT, 1, 4),
+    K(domain_config_dir, KEY_STRING),
+    K(domain_run_dir, KEY_STRING),
+    K(vmm_binary, KEY_STRING),
+    KR(migration_port_min, KEY_UINT, 1, 65535),
+    KR(migration_port_max, KEY_UINT, 1, 65535),
+    K(migration_address, KEY_STRING),
+};
+
+/* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an
+ * operator's existing file loads, and ignored. */
+static const char *const ignored_keys[] = {
+    "unix_sock_group", "unix_sock_admin_perms", "mdns_adv", "mdns_name", "listen_tls_port",
+    "min_workers", "prio_workers", "max_queued_clients", "max_anonymous_clients",
+    "access_drivers", "host_uuid", "host_uuid_source", "log_filters", "log_outputs",
+    "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
+    "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
+    "audit_level", "audit_logging", "ovs_timeout", "tcp_min_ssf", "auth_unix_ro_perms",
+    NULL};
+
+DaemonConfig *daemon_config_new_defaults(void)
+{
+    DaemonConfig *cfg = g_new0(DaemonConfig, 1);
+    gboolean root = geteuid() == 0;
+    cfg->listen_tcp = FALSE;
+    cfg->listen_tls = FALSE;
+    cfg->listen_addr = g_strdup("0.0.0.0");
+    cfg->tcp_port = 16509;
+    cfg->tls_port = 16514;
+    cfg->unix_sock_dir = root ? g_strdup("/var/run/libvirt")
+                              : g_build_filename(g_get_user_runtime_dir(), "libvirt", NULL);
+    cfg->unix_sock_ro_perms = 0777;
+    cfg->unix_sock_rw_perms = root ? 0700 : 0700;
+    cfg->auth_tcp = g_strdup("sasl");
+    cfg->auth_tls = g_strdup("none");
+    cfg->auth_unix_rw = g_strdup("none");
+    cfg->auth_unix_ro = g_strdup("none");
+    cfg->key_file = g_strdup("/etc/pki/libvirt/private/serverkey.pem");
+    cfg->cert_file = g_strdup("/etc/pki/libvirt/servercert.pem");
+    cfg->ca_file = g_strdup("/etc/pki/CA/cacert.pem");
+    cfg->crl_file = NULL;
+    cfg->max_clients = 5000;
+    cfg->max_client_requests = 5;
+    cfg->max_workers = 20;
+    cfg->min_workers = 5;
+    cfg->keepalive_interval = 5;
+    cfg->keepalive_count = 5;
+    cfg->log_level = 3;
+    cfg->domain_config_dir = root ? g_strdup("/etc/ferry/sim")
+                                  : g_build_filename(g_get_user_config_dir(), "ferry", "sim", NULL);
+    cfg->domain_run_dir = root ? g_strdup("/run/ferry/sim")
+                               : g_build_filename(g_get_user_runtime_dir(), "ferry", "sim", NULL);
+    cfg->vmm_binary = NULL; /* found next to ferryd, or on PATH */
+    cfg->migration_port_min = 49152;
+    cfg->migration_port_max = 49215;
+    cfg->migration_address = NULL;
+    return cfg;
+}
+
+void daemon_config_free(DaemonConfig *cfg)
+{
+    if (!cfg)
+        return;
+    for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
+        gpointer field = G_STRUCT_MEMBER_P(cfg, keys[i].offset);
+        if (keys[i].kind == KEY_STRING || keys[i].kind == KEY_AUTH)
+            g_free(*(char **)field);
+        else if (keys[i].kind == KEY_LIST)
+            g_strfreev(*(char ***)field);
+    }
+    g_free(cfg);
+}
+
+typedef struct {
+    const char *p;
+    const char *origin;
+    int line;
+} Parser;
+
+static void skip_blank(Parser *ps, gboolean newlines)
+{
+    for (;;) {
+        if (*ps->p == '#') {
+            while (*ps->p && *ps->p != '\n')
+                ps->p++;
+        } else if (*ps->p == ' ' || *ps->p == '\t' || *ps->p == '\r') {
+            ps->p++;
+        } else if (newlines && *ps->p == '\n') {
+            ps->line++;
+            ps->p++;
+        } else {
+            return;
+        }
+    }
+}
+
+static gboolean syntax_error(Parser *ps, GError **error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+static gboolean syntax_error(Parser *ps, GError **error, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "%s:%d: %s", ps->origin, ps->line,
+                msg);
+    return FALSE;
+}
+
+static char *parse_string(Parser *ps, GError **error)
+{
+    char quote = *ps->p;
+    if (quote != '"' && quote != '\'') {
+        syntax_error(ps, error, "expected a quoted string");
+        return NULL;
+    }
+    const char *start = ++ps->p;
+    while (*ps->p && *ps->p != quote && *ps->p != '\n')
+        ps->p++;
+    if (*ps->p != quote) {
+        syntax_error(ps, error, "unterminated string");
+        return NULL;
+    }
+    char *s = g_strndup(start, ps->p - start);
+    ps->p++;
+    return s;
+}
+
+typedef struct {
+    enum { VAL_INT, VAL_STRING, VAL_LIST } type;
+    gint64 i;
+    char *s;
+    GPtrArray *list;
+} Value;
+
+static void value_clear(Value *v)
+{
+    g_free(v->s);
+    if (v->list)
+        g_ptr_array_unref(v->list);
+}
+
+static gboolean parse_value(Parser *ps, Value *v, GError **error)
+{
+    if (*ps->p == '"' || *ps->p == '\'') {
+        v->type = VAL_STRING;
+        return (v->s = parse_string(ps, error)) != NULL;
+    }
+    if (*ps->p == '[') {
+        ps->p++;
+        v->type = VAL_LIST;
+        v->list = g_ptr_array_new_with_free_func(g_free);
+        for (;;) {
+            skip_blank(ps, TRUE);
+            if (*ps->p == ']') {
+                ps->p++;
+                return TRUE;
+            }
+            char *s = parse_string(ps, error);
+            if (!s)
+                return FALSE;
+            g_ptr_array_add(v->list, s);
+            skip_blank(ps, TRUE);
+            if (*ps->p == ',')
+                ps->p++;
+            else if (*ps->p != ']')
+                return syntax_error(ps, error, "expected ',' or ']' in a list");
+        }
+    }
+    const char *start = ps->p;
+    if (*ps->p == '-')
+        ps->p++;
+    while (g_ascii_isdigit(*ps->p))
+        ps->p++;
+    if (ps->p == start || (ps->p == start + 1 && *start == '-'))
+        return syntax_error(ps, error, "expected a number, a \"string\" or a [list]");
+    g_autofree char *num = g_strndup(start, ps->p - start);
+    v->type = VAL_INT;
+    v->i = g_ascii_strtoll(num, NULL, 10);
+    return TRUE;
+}
+
+static gboolean apply_value(DaemonConfig *cfg, Parser *ps, const KeyDef *k, Value *v,
+                            GError **error)
+{
+    gpointer field = G_STRUCT_MEMBER_P(cfg, k->offset);
+    switch (k->kind) {
+    case KEY_BOOL:
+        if (v->type != VAL_INT || (v->i != 0 && v->i != 1))
+            return syntax_error(ps, error, "%s must be 0 or 1", k->name);
+        *(gboolean *)field = v->i == 1;
+        return TRUE;
+    case KEY_UINT:
+    case KEY_INT:
+        if (v->type != VAL_INT)
+            return syntax_error(ps, error, "%s must be a number", k->name);
+        if (v->i < k->min || v->i > k->max)
+            return syntax_error(ps, error, "%s = %" G_GINT64_FORMAT " is out of range %" G_GINT64_FORMAT
+                                "..%" G_GINT64_FORMAT,
+                                k->name, v->i, k->min, k->max);
+        if (k->kind == KEY_UINT)
+            *(guint *)field = (guint)v->i;
+        else
+            *(int *)field = (int)v->i;
+        return TRUE;
+    case KEY_STRING:
+        if (v->type != VAL_STRING)
+            return syntax_error(ps, error, "%s must be a \"string\"", k->name);
+        g_free(*(char **)field);
+        *(char **)field = g_steal_pointer(&v->s);
+        return TRUE;
+    case KEY_AUTH:
+        if (v->type != VAL_STRING ||
+            (strcmp(v->s, "none") != 0 && strcmp(v->s, "sasl") != 0))
+            return syntax_error(ps, error, "%s must be \"none\" or \"sasl\"", k->name);
+        g_free(*(char **)field);
+        *(char **)field = g_steal_pointer(&v->s);
+        return TRUE;
+    case KEY_PERMS: {
+        /* libvirt writes socket modes as strings: "0770" */
+        char *end = NULL;
+        guint64 mode = v->type == VAL_STRING ? g_ascii_strtoull(v->s, &end, 8) : G_MAXUINT64;
+        if (v->type != VAL_STRING || !end || *end || mode > 0777)
+            return syntax_error(ps, error, "%s must be an octal mode string like \"0770\"",
+                                k->name);
+        *(guint *)field = (guint)mode;
+        return TRUE;
+    }
+    case KEY_LIST:
+        if (v->type != VAL_LIST)
+            return syntax_error(ps, error, "%s must be a [\"list\", \"of strings\"]", k->name);
+        g_strfreev(*(char ***)field);
+        g_ptr_array_add(v->list, NULL);
+        *(char ***)field = (char **)g_ptr_array_steal(v->list, NULL);
+        return TRUE;
+    }
+    return FALSE;
+}
+
+gboolean daemon_config_load_data(DaemonConfig *cfg, const char *text, const char *origin,
+                                 GError **error)
+{
+    Parser ps = {.p = text, .origin = origin, .line = 1};
+    for (;;) {
+        skip_blank(&ps, TRUE);
+        if (!*ps.p)
+            return TRUE;
+        const char *start = ps.p;
+        while (g_ascii_isalnum(*ps.p) || *ps.p == '_')
+            ps.p++;
+        if (ps.p == start)
+            return syntax_error(&ps, error, "expected a key name");
+        g_autofree char *name = g_strndup(start, ps.p - start);
+        skip_blank(&ps, FALSE);
+        if (*ps.p != '=')
+            return syntax_error(&ps, error, "expected '=' after %s", name);
+        ps.p++;
+        skip_blank(&ps, FALSE);
+        Value v = {0};
+        if (!parse_value(&ps, &v, error)) {
+            value_clear(&v);
+            return FALSE;
+        }
+        skip_blank(&ps, FALSE);
+        if (*ps.p && *ps.p != '\n') {
+            value_clear(&v);
+            return syntax_error(&ps, error, "unexpected text after the value of %s", name);
+        }
+
+        const KeyDef *k = NULL;
+        for (guint i = 0; i < G_N_ELEMENTS(keys) && !k; i++)
+            if (strcmp(keys[i].name, name) == 0)
+                k = &keys[i];
+        gboolean ok = TRUE;
+        if (k)
+            ok = apply_value(cfg, &ps, k, &v, error);
+        else if (!g_strv_contains(ignored_keys, name))
+            ok = syntax_error(&ps, error, "unknown configuration key '%s'", name);
+        value_clear(&v);
+        if (!ok)
+            return FALSE;
+    }
+}
+
+gboolean daemon_config_load_file(DaemonConfig *cfg, const char *path, GError **error)
+{
+    g_autofree char *text = NULL;
+    g_autoptr(GError) local = NULL;
+    if (!g_file_get_contents(path, &text, NULL, &local)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read config file: %s",
+                    local->message);
+        return FALSE;
+    }
+    return daemon_config_load_data(cfg, text, path, error);
+}

@@ -1,0 +1,60 @@
+/* ferryd's configuration: libvirtd.conf's key names and meanings where one
+ * exists, a few ferry keys otherwise (docs/configuration.md lists them). */
+#pragma once
+
+#include <glib.h>
+
+typedef struct {
+    /* listeners */
+    gboolean listen_tcp;
+    gboolean listen_tls;
+    char *listen_addr;
+    guint tcp_port;
+    guint tls_port;
+    char *unix_sock_dir;
+    guint unix_sock_ro_perms;
+    guint unix_sock_rw_perms;
+    /* authentication: "none" or "sasl" */
+    char *auth_tcp;
+    char *auth_tls;
+    char *auth_unix_rw;
+    char *auth_unix_ro;
+    /* TLS */
+    char *key_file;
+    char *cert_file;
+    char *ca_file;
+    char *crl_file;
+    gboolean tls_no_verify_certificate;
+    char **tls_allowed_dn_list;
+    char *tls_priority;
+    char **sasl_allowed_username_list;
+    /* limits */
+    guint max_clients;
+    guint max_client_requests;
+    guint max_workers;
+    guint min_workers;
+    int keepalive_interval;
+    guint keepalive_count;
+    /* logging */
+    guint log_level;
+    /* ferry: where domain configs and runtime state live, and the VMM */
+    char *domain_config_dir;
+    char *domain_run_dir;
+    char *vmm_binary;
+    /* migration (qemu.conf names) */
+    guint migration_port_min;
+    guint migration_port_max;
+    char *migration_address;
+} DaemonConfig;
+
+/* Defaults: libvirt's, with paths for root or for the current user. */
+DaemonConfig *daemon_config_new_defaults(void);
+void daemon_config_free(DaemonConfig *cfg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(DaemonConfig, daemon_config_free)
+
+/* Applies a config file; an unknown key or a bad value is an error naming
+ * the file, the line and the key. */
+gboolean daemon_config_load_file(DaemonConfig *cfg, const char *path, GError **error);
+/* Same, from text (for tests). */
+gboolean daemon_config_load_data(DaemonConfig *cfg, const char *text, const char *origin,
+                                 GError **error);

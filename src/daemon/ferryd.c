@@ -1,0 +1,241 @@
+/* ferryd: the daemon's main: options, config, pid file, listeners, signals. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "daemon/daemon-config.h"
+#include "driver/sim/sim-driver.h"
+#include "remote/remote-dispatch.h"
+#include "remote/remote_protocol.h"
+#include "rpc/rpc-server.h"
+#include "rpc/rpc-socket.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "ferryd"
+
+typedef struct {
+    char *config_path;
+    char *pid_path;
+    gboolean listen;
+    gboolean verbose;
+    gboolean version;
+} DaemonOptions;
+
+static int auth_type_of(const char *name)
+{
+    return g_strcmp0(name, "sasl") == 0 ? REMOTE_AUTH_SASL : REMOTE_AUTH_NONE;
+}
+
+/* Holds the pid file locked for the daemon's lifetime: a second daemon with
+ * the same pid file is refused, a stale one left by a crash is taken over. */
+static int pid_file_acquire(const char *path, GError **error)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot open pid file %s", path);
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char buf[32] = "";
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[n > 0 ? n : 0] = '\0';
+        g_strstrip(buf);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "pid file %s is locked: another ferryd is running (pid %s)", path,
+                    *buf ? buf : "unknown");
+        close(fd);
+        return -1;
+    }
+    g_autofree char *pid = g_strdup_printf("%d\n", getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, strlen(pid), 0) < 0) {
+        ferry_set_error_errno(error, errno, "cannot write pid file %s", path);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static gboolean add_unix_listener(RpcServer *server, const char *path, guint mode,
+                                  gboolean readonly, const char *auth, GError **error)
+{
+    int fd = rpc_socket_listen_unix(path, mode, error);
+    if (fd < 0)
+        return FALSE;
+    g_autofree char *desc = g_strdup_printf("unix %s", path);
+    RpcListenerOptions opts = {.readonly = readonly, .auth_type = auth_type_of(auth),
+                               .description = desc};
+    rpc_server_add_listener(server, fd, &opts);
+    FERRY_INFO("listening on %s%s", path, readonly ? " (read-only)" : "");
+    return TRUE;
+}
+
+static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
+                                const DaemonOptions *opts, GPtrArray *unix_paths, GError **error)
+{
+    g_autofree char *rw = g_build_filename(cfg->unix_sock_dir, "libvirt-sock", NULL);
+    g_autofree char *ro = g_build_filename(cfg->unix_sock_dir, "libvirt-sock-ro", NULL);
+    if (!add_unix_listener(server, rw, cfg->unix_sock_rw_perms, FALSE, cfg->auth_unix_rw, error))
+        return FALSE;
+    g_ptr_array_add(unix_paths, g_strdup(rw));
+    if (!add_unix_listener(server, ro, cfg->unix_sock_ro_perms, TRUE, cfg->auth_unix_ro, error))
+        return FALSE;
+    g_ptr_array_add(unix_paths, g_strdup(ro));
+
+    if (opts->listen && cfg->listen_tcp) {
+        if (auth_type_of(cfg->auth_tcp) == REMOTE_AUTH_SASL) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
+                        "auth_tcp = \"sasl\" is not available in this build; set "
+                        "auth_tcp = \"none\" (plain TCP has no authentication then)");
+            return FALSE;
+        }
+        guint16 bound = 0;
+        int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tcp_port, &bound, error);
+        if (fd < 0)
+            return FALSE;
+        g_autofree char *desc = g_strdup_printf("tcp %s:%u", cfg->listen_addr, bound);
+        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth_type_of(cfg->auth_tcp),
+                                 .description = desc};
+        rpc_server_add_listener(server, fd, &lo);
+        FERRY_INFO("listening on %s", desc);
+    }
+    if (opts->listen && cfg->listen_tls) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
+                    "listen_tls = 1 is not available in this build yet; set listen_tls = 0");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static char *find_vmm_binary(const DaemonConfig *cfg)
+{
+    if (cfg->vmm_binary)
+        return g_strdup(cfg->vmm_binary);
+    /* Beside ferryd in a build tree or an install, else on PATH. */
+    g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+    if (self) {
+        g_autofree char *dir = g_path_get_dirname(self);
+        const char *candidates[] = {"ferry-vmm", "../vmm/ferry-vmm", NULL};
+        for (int i = 0; candidates[i]; i++) {
+            g_autofree char *p = g_build_filename(dir, candidates[i], NULL);
+            if (g_file_test(p, G_FILE_TEST_IS_EXECUTABLE))
+                return g_canonicalize_filename(p, NULL);
+        }
+    }
+    char *onpath = g_find_program_in_path("ferry-vmm");
+    return onpath ? onpath : g_strdup("ferry-vmm");
+}
+
+static gboolean on_signal(gpointer data)
+{
+    FERRY_INFO("signal received, shutting down");
+    g_main_loop_quit(data);
+    return G_SOURCE_CONTINUE;
+}
+
+static int run(const DaemonOptions *opts)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(DaemonConfig) cfg = daemon_config_new_defaults();
+    if (opts->config_path && !daemon_config_load_file(cfg, opts->config_path, &error)) {
+        fprintf(stderr, "ferryd: %s\n", error->message);
+        return 2;
+    }
+    ferry_log_set_level(opts->verbose ? MIN(cfg->log_level, (guint)FERRY_LOG_INFO)
+                                      : cfg->log_level);
+
+    int pid_fd = -1;
+    if (opts->pid_path && (pid_fd = pid_file_acquire(opts->pid_path, &error)) < 0) {
+        fprintf(stderr, "ferryd: %s\n", error->message);
+        return 1;
+    }
+
+    g_autofree char *vmm = find_vmm_binary(cfg);
+    SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
+                               .run_dir = cfg->domain_run_dir,
+                               .vmm_binary = vmm};
+    Driver *sim = sim_driver_open(&sim_cfg, &error);
+    if (!sim) {
+        fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);
+        return 1;
+    }
+    driver_registry_add(sim);
+
+    RpcServerConfig scfg = {
+        .max_clients = cfg->max_clients,
+        .max_client_requests = cfg->max_client_requests,
+        .max_workers = cfg->max_workers,
+        .keepalive_interval = cfg->keepalive_interval > 0 ? (guint)cfg->keepalive_interval : 0,
+        .keepalive_count = cfg->keepalive_count,
+    };
+    RpcServer *server = rpc_server_new(&scfg);
+    remote_dispatch_register(server);
+
+    g_autoptr(GPtrArray) unix_paths = g_ptr_array_new_with_free_func(g_free);
+    int rc = 0;
+    if (!setup_listeners(server, cfg, opts, unix_paths, &error) ||
+        !rpc_server_start(server, &error)) {
+        fprintf(stderr, "ferryd: %s\n", error->message);
+        rc = 1;
+    } else {
+        GMainLoop *loop = g_main_loop_new(NULL, FALSE);
+        guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
+        guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
+        FERRY_INFO("ferryd %s ready (pid %d)", "0.1.0", getpid());
+        g_main_loop_run(loop);
+        g_source_remove(s1);
+        g_source_remove(s2);
+        g_main_loop_unref(loop);
+    }
+
+    rpc_server_free(server);
+    driver_registry_clear();
+    sim_driver_close(sim);
+    for (guint i = 0; i < unix_paths->len; i++)
+        unlink(unix_paths->pdata[i]);
+    if (pid_fd >= 0) {
+        unlink(opts->pid_path);
+        close(pid_fd);
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    DaemonOptions opts = {0};
+    GOptionEntry entries[] = {
+        {"config", 'f', 0, G_OPTION_ARG_FILENAME, &opts.config_path,
+         "configuration file (libvirtd.conf keys)", "FILE"},
+        {"listen", 'l', 0, G_OPTION_ARG_NONE, &opts.listen,
+         "listen for TCP/TLS connections (listen_tcp, listen_tls)", NULL},
+        {"pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opts.pid_path, "write and lock a pid file",
+         "FILE"},
+        {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opts.verbose, "log informational messages", NULL},
+        {"version", 'V', 0, G_OPTION_ARG_NONE, &opts.version, "print the version and exit", NULL},
+        {NULL}};
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- the ferry virtualization daemon");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_autoptr(GError) error = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        fprintf(stderr, "ferryd: %s (see --help)\n", error->message);
+        return 2;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "ferryd: unexpected argument '%s' (see --help)\n", argv[1]);
+        return 2;
+    }
+    if (opts.version) {
+        printf("ferryd 0.1.0\n");
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    int rc = run(&opts);
+    g_free(opts.config_path);
+    g_free(opts.pid_path);
+    return rc;
+}

@@ -1,0 +1,236 @@
+/* Driver registry, lifecycle-event fan-out and host facts. */
+#include "driver/driver.h"
+
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "util/error.h"
+
+typedef struct {
+    DriverEventFunc func;
+    gpointer data;
+} DriverListener;
+
+static GPtrArray *registry;
+static GMutex registry_lock;
+
+void driver_domain_clear(DriverDomain *dom)
+{
+    g_clear_pointer(&dom->name, g_free);
+}
+
+void driver_domain_free(DriverDomain *dom)
+{
+    if (!dom)
+        return;
+    driver_domain_clear(dom);
+    g_free(dom);
+}
+
+void driver_init(Driver *drv, const DriverOps *ops, gpointer priv)
+{
+    drv->ops = ops;
+    drv->priv = priv;
+    g_mutex_init(&drv->event_lock);
+    drv->listeners = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    drv->next_listener_id = 1;
+}
+
+void driver_clear(Driver *drv)
+{
+    g_clear_pointer(&drv->listeners, g_hash_table_destroy);
+    g_mutex_clear(&drv->event_lock);
+}
+
+void driver_registry_add(Driver *drv)
+{
+    g_mutex_lock(&registry_lock);
+    if (!registry)
+        registry = g_ptr_array_new();
+    g_ptr_array_add(registry, drv);
+    g_mutex_unlock(&registry_lock);
+}
+
+void driver_registry_clear(void)
+{
+    g_mutex_lock(&registry_lock);
+    g_clear_pointer(&registry, g_ptr_array_unref);
+    g_mutex_unlock(&registry_lock);
+}
+
+Driver *driver_registry_open(const char *uri, GError **error)
+{
+    g_mutex_lock(&registry_lock);
+    Driver *found = NULL;
+    if (registry && registry->len > 0) {
+        if (!uri || !*uri) {
+            found = registry->pdata[0];
+        } else {
+            const char *colon = strchr(uri, ':');
+            g_autofree char *scheme = colon ? g_strndup(uri, colon - uri) : g_strdup(uri);
+            for (guint i = 0; i < registry->len && !found; i++) {
+                Driver *d = registry->pdata[i];
+                if (g_ascii_strcasecmp(d->ops->name, scheme) == 0)
+                    found = d;
+            }
+        }
+    }
+    g_mutex_unlock(&registry_lock);
+    if (!found) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_CONNECT,
+                    "no connection driver available for %s", uri && *uri ? uri : "(default)");
+        return NULL;
+    }
+    /* A driver URI names a path like /system; other paths are a typo worth reporting. */
+    if (uri && *uri) {
+        const char *rest = strchr(uri, ':') + 1;
+        g_autofree char *path = NULL;
+        if (g_str_has_prefix(rest, "//")) {
+            const char *p = strchr(rest + 2, '/');
+            path = g_strdup(p ? p : "");
+        } else {
+            path = g_strdup(rest);
+        }
+        char *q = strpbrk(path, "?#");
+        if (q)
+            *q = '\0';
+        if (*path && strcmp(path, "/") != 0 && strcmp(path, "/system") != 0 &&
+            strcmp(path, "/session") != 0) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_CONNECT,
+                        "no connection driver available for %s: unexpected path '%s', try %s",
+                        uri, path, found->ops->canonical_uri);
+            return NULL;
+        }
+    }
+    return found;
+}
+
+guint driver_event_listen(Driver *drv, DriverEventFunc func, gpointer data)
+{
+    DriverListener *l = g_new(DriverListener, 1);
+    l->func = func;
+    l->data = data;
+    g_mutex_lock(&drv->event_lock);
+    guint id = drv->next_listener_id++;
+    g_hash_table_insert(drv->listeners, GUINT_TO_POINTER(id), l);
+    g_mutex_unlock(&drv->event_lock);
+    return id;
+}
+
+void driver_event_unlisten(Driver *drv, guint id)
+{
+    g_mutex_lock(&drv->event_lock);
+    g_hash_table_remove(drv->listeners, GUINT_TO_POINTER(id));
+    g_mutex_unlock(&drv->event_lock);
+}
+
+void driver_event_emit(Driver *drv, const DriverDomain *dom, int event, int detail)
+{
+    /* Listeners only queue a message, so calling them under the lock keeps
+     * unlisten simple: after it returns, the listener is never called again. */
+    g_mutex_lock(&drv->event_lock);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, drv->listeners);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        DriverListener *l = value;
+        l->func(dom, event, detail, l->data);
+    }
+    g_mutex_unlock(&drv->event_lock);
+}
+
+/* ---- host facts ---- */
+
+static guint64 read_meminfo_kib(void)
+{
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents("/proc/meminfo", &text, NULL, NULL))
+        return 0;
+    const char *p = strstr(text, "MemTotal:");
+    return p ? g_ascii_strtoull(p + strlen("MemTotal:"), NULL, 10) : 0;
+}
+
+static int read_cpu_mhz(void)
+{
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents("/proc/cpuinfo", &text, NULL, NULL))
+        return 0;
+    const char *p = strstr(text, "cpu MHz");
+    if (!p || !(p = strchr(p, ':')))
+        return 0;
+    return (int)g_ascii_strtod(p + 1, NULL);
+}
+
+gboolean driver_node_get_info(DriverNodeInfo *info, GError **error)
+{
+    memset(info, 0, sizeof(*info));
+    struct utsname u;
+    uname(&u);
+    g_strlcpy(info->model, u.machine, sizeof(info->model));
+    info->memory_kib = read_meminfo_kib();
+    info->cpus = (int)g_get_num_processors();
+    info->mhz = read_cpu_mhz();
+    info->nodes = 1;
+    info->sockets = 1;
+    info->cores = info->cpus;
+    info->threads = 1;
+    return TRUE;
+}
+
+char *driver_node_get_hostname(void)
+{
+    char buf[256];
+    if (gethostname(buf, sizeof(buf)) < 0)
+        return g_strdup("localhost");
+    buf[sizeof(buf) - 1] = '\0';
+    return g_strdup(buf);
+}
+
+static char *host_uuid(void)
+{
+    g_autofree char *id = NULL;
+    if (g_file_get_contents("/etc/machine-id", &id, NULL, NULL)) {
+        g_strstrip(id);
+        if (strlen(id) == 32)
+            return g_strdup_printf("%.8s-%.4s-%.4s-%.4s-%.12s", id, id + 8, id + 12, id + 16,
+                                   id + 20);
+    }
+    return g_strdup("00000000-0000-0000-0000-000000000000");
+}
+
+char *driver_node_format_capabilities(const char *guest_xml)
+{
+    DriverNodeInfo info;
+    driver_node_get_info(&info, NULL);
+    g_autofree char *uuid = host_uuid();
+    GString *s = g_string_new("<capabilities>\n\n  <host>\n");
+    g_string_append_printf(s, "    <uuid>%s</uuid>\n", uuid);
+    g_string_append_printf(s,
+                           "    <cpu>\n      <arch>%s</arch>\n"
+                           "      <topology sockets='1' dies='1' cores='%d' threads='1'/>\n"
+                           "    </cpu>\n",
+                           info.model, info.cpus);
+    g_string_append(s, "    <power_management/>\n"
+                       "    <migration_features>\n      <live/>\n"
+                       "      <uri_transports>\n        <uri_transport>tcp</uri_transport>\n"
+                       "        <uri_transport>tls</uri_transport>\n      </uri_transports>\n"
+                       "    </migration_features>\n");
+    g_string_append_printf(s,
+                           "    <topology>\n      <cells num='1'>\n        <cell id='0'>\n"
+                           "          <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n"
+                           "          <cpus num='%d'>\n",
+                           info.memory_kib, info.cpus);
+    for (int i = 0; i < info.cpus; i++)
+        g_string_append_printf(s,
+                               "            <cpu id='%d' socket_id='0' die_id='0' core_id='%d' "
+                               "siblings='%d'/>\n",
+                               i, i, i);
+    g_string_append(s, "          </cpus>\n        </cell>\n      </cells>\n    </topology>\n"
+                       "    <secmodel>\n      <model>none</model>\n      <doi>0</doi>\n"
+                       "    </secmodel>\n  </host>\n\n");
+    if (guest_xml)
+        g_string_append(s, guest_xml);
+    g_string_append(s, "\n</capabilities>\n");
+    return g_string_free(s, FALSE);
+}

@@ -1,0 +1,16 @@
+/* The "sim" driver: domains run as ferry-vmm processes, one per running VM,
+ * controlled over QMP. URI: sim:///system. */
+#pragma once
+
+#include "driver/driver.h"
+
+typedef struct {
+    const char *config_dir; /* persistent domain configs */
+    const char *run_dir;    /* runtime state of running instances, VMM sockets */
+    const char *vmm_binary; /* ferry-vmm */
+} SimDriverConfig;
+
+/* Loads configs and finds running VMs again; the driver is then registered. */
+Driver *sim_driver_open(const SimDriverConfig *config, GError **error);
+/* Leaves running VMs running (a restarted daemon finds them again). */
+void sim_driver_close(Driver *drv);

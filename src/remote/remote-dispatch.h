@@ -1,0 +1,14 @@
+/* Server side of the REMOTE program: decodes each call, checks that the
+ * client may make it (authenticated, connection open, not read-only), runs
+ * the driver function and encodes the reply; errors become libvirt errors
+ * here, once. */
+#pragma once
+
+#include "rpc/rpc-server.h"
+
+/* Registers the REMOTE program on the server and attaches per-client state
+ * to every new client. */
+void remote_dispatch_register(RpcServer *server);
+
+/* Procedures implemented, for tests: TRUE if proc has a handler. */
+gboolean remote_dispatch_has_procedure(int proc);
