@@ -939,6 +939,27 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
     rpc_server_client_reply(client, reply);
 }
 
+GArray *remote_dispatch_list_procedures(void)
+{
+    GArray *a = g_array_new(FALSE, FALSE, sizeof(int));
+    for (guint i = 0; i < G_N_ELEMENTS(procedures); i++)
+        g_array_append_val(a, procedures[i].proc);
+    return a;
+}
+
+gboolean remote_dispatch_get_filters(int proc, xdrproc_t *args, gsize *args_size,
+                                     xdrproc_t *ret, gsize *ret_size)
+{
+    const RemoteProcedure *p = find_procedure(proc);
+    if (!p)
+        return FALSE;
+    *args = p->args_filter;
+    *args_size = p->args_size;
+    *ret = p->ret_filter;
+    *ret_size = p->ret_size;
+    return TRUE;
+}
+
 void remote_dispatch_register(RpcServer *server)
 {
     RpcServerProgram prog = {

@@ -12,3 +12,9 @@ void remote_dispatch_register(RpcServer *server);
 
 /* Procedures implemented, for tests: TRUE if proc has a handler. */
 gboolean remote_dispatch_has_procedure(int proc);
+
+/* For tests: the numbers of all implemented procedures, and the XDR filters
+ * and struct sizes of one. */
+GArray *remote_dispatch_list_procedures(void);
+gboolean remote_dispatch_get_filters(int proc, xdrproc_t *args, gsize *args_size,
+                                     xdrproc_t *ret, gsize *ret_size);
