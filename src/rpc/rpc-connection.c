@@ -26,6 +26,8 @@ struct RpcConnection {
     GMutex lock;
     GCond cond; /* broadcast on every state change below */
     GQueue send_queue;
+    gsize queued_bytes;
+    RpcMessagePool *rx_pool;
     gboolean closed;
     gboolean close_after_flush;
     gboolean started;
@@ -73,6 +75,7 @@ void rpc_connection_unref(RpcConnection *conn)
     if (!conn || !g_atomic_int_dec_and_test(&conn->ref))
         return;
     g_queue_clear_full(&conn->send_queue, (GDestroyNotify)rpc_message_free);
+    rpc_message_pool_unref(conn->rx_pool);
     rpc_transport_free(conn->transport);
     g_clear_error(&conn->close_reason);
     g_mutex_clear(&conn->lock);
@@ -123,6 +126,13 @@ void rpc_connection_wait_closed(RpcConnection *conn)
     g_mutex_unlock(&conn->lock);
 }
 
+static void enqueue_locked(RpcConnection *conn, RpcMessage *msg)
+{
+    g_queue_push_tail(&conn->send_queue, msg);
+    conn->queued_bytes += msg->len;
+    g_cond_broadcast(&conn->cond);
+}
+
 void rpc_connection_send(RpcConnection *conn, RpcMessage *msg)
 {
     g_mutex_lock(&conn->lock);
@@ -131,9 +141,41 @@ void rpc_connection_send(RpcConnection *conn, RpcMessage *msg)
         rpc_message_free(msg);
         return;
     }
-    g_queue_push_tail(&conn->send_queue, msg);
-    g_cond_broadcast(&conn->cond);
+    enqueue_locked(conn, msg);
     g_mutex_unlock(&conn->lock);
+}
+
+gsize rpc_connection_get_queued_bytes(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gsize n = conn->queued_bytes;
+    g_mutex_unlock(&conn->lock);
+    return n;
+}
+
+gboolean rpc_connection_wait_send_space(RpcConnection *conn, gsize limit, gint64 deadline_us)
+{
+    g_mutex_lock(&conn->lock);
+    while (!conn->closed && conn->queued_bytes > limit) {
+        if (deadline_us) {
+            if (!g_cond_wait_until(&conn->cond, &conn->lock, deadline_us))
+                break;
+        } else {
+            g_cond_wait(&conn->cond, &conn->lock);
+        }
+    }
+    gboolean open = !conn->closed;
+    g_mutex_unlock(&conn->lock);
+    return open;
+}
+
+void rpc_connection_set_rx_pool(RpcConnection *conn, RpcMessagePool *pool)
+{
+    g_mutex_lock(&conn->lock);
+    RpcMessagePool *old = conn->rx_pool;
+    conn->rx_pool = pool ? rpc_message_pool_ref(pool) : NULL;
+    g_mutex_unlock(&conn->lock);
+    rpc_message_pool_unref(old);
 }
 
 void rpc_connection_set_request_limit(RpcConnection *conn, guint limit)
@@ -227,7 +269,18 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
     if (!rpc_message_check_length(len, error))
         return NULL;
 
-    g_autoptr(RpcMessage) msg = rpc_message_new(len - RPC_PAYLOAD_OFFSET);
+    g_autoptr(RpcMessage) msg = NULL;
+    if (len > RX_BUFFER_SIZE / 2) {
+        /* A pool may be set while we run (when a stream negotiates it). */
+        g_mutex_lock(&conn->lock);
+        RpcMessagePool *pool = conn->rx_pool ? rpc_message_pool_ref(conn->rx_pool) : NULL;
+        g_mutex_unlock(&conn->lock);
+        if (pool && len - RPC_PAYLOAD_OFFSET <= rpc_message_pool_get_capacity(pool))
+            msg = rpc_message_pool_take(pool);
+        rpc_message_pool_unref(pool);
+    }
+    if (!msg)
+        msg = rpc_message_new(len - RPC_PAYLOAD_OFFSET);
     gsize got = 0;
     while (got < len) {
         gsize avail = conn->rx_end - conn->rx_start;
@@ -369,8 +422,10 @@ static gpointer writer_thread(gpointer data)
         for (int i = 0; i < n; i++) {
             if (batch[i]->completes_request)
                 request_end_locked(conn);
+            conn->queued_bytes -= batch[i]->len;
             rpc_message_free(batch[i]);
         }
+        g_cond_broadcast(&conn->cond);
         if (!ok) {
             if (!conn->closed)
                 FERRY_INFO("closing connection to %s: %s", conn->transport->peer,
@@ -439,8 +494,7 @@ gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
         RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
                        .proc = KEEPALIVE_PROC_PING, .type = RPC_MESSAGE, .serial = 0,
                        .status = RPC_OK};
-        g_queue_push_tail(&conn->send_queue, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
-        g_cond_broadcast(&conn->cond);
+        enqueue_locked(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
     }
     g_mutex_unlock(&conn->lock);
     return TRUE;

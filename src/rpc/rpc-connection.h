@@ -37,6 +37,15 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcConnection, rpc_connection_unref)
 /* Queues msg (ownership passes) and returns at once. Dropped if closed. */
 void rpc_connection_send(RpcConnection *conn, RpcMessage *msg);
 
+/* Bytes queued and not yet written. */
+gsize rpc_connection_get_queued_bytes(RpcConnection *conn);
+/* Waits until at most `limit` bytes are queued, the connection closes, or
+ * the monotonic deadline (0 = none) passes. FALSE once closed. Data streams
+ * call this before queueing, so their memory stays bounded. */
+gboolean rpc_connection_wait_send_space(RpcConnection *conn, gsize limit, gint64 deadline_us);
+/* Large incoming messages that fit the pool's capacity are read into its buffers. */
+void rpc_connection_set_rx_pool(RpcConnection *conn, RpcMessagePool *pool);
+
 /* Shuts the transport down; queued messages are dropped. why may be NULL. */
 void rpc_connection_close(RpcConnection *conn, const GError *why);
 /* Lets the writer send what is queued, then closes. */

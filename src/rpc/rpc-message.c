@@ -15,12 +15,90 @@ RpcMessage *rpc_message_new(gsize payload_capacity)
     return msg;
 }
 
+struct RpcMessagePool {
+    gint ref;
+    gsize capacity; /* payload bytes */
+    guint max_cached;
+    GMutex lock;
+    GPtrArray *cached; /* free messages, used as a stack */
+};
+
+RpcMessagePool *rpc_message_pool_new(gsize payload_capacity, guint max_cached)
+{
+    RpcMessagePool *pool = g_new0(RpcMessagePool, 1);
+    pool->ref = 1;
+    pool->capacity = payload_capacity;
+    pool->max_cached = max_cached;
+    g_mutex_init(&pool->lock);
+    pool->cached = g_ptr_array_new();
+    return pool;
+}
+
+RpcMessagePool *rpc_message_pool_ref(RpcMessagePool *pool)
+{
+    g_atomic_int_inc(&pool->ref);
+    return pool;
+}
+
+static void message_free_now(RpcMessage *msg)
+{
+    g_free(msg->buf);
+    g_free(msg);
+}
+
+void rpc_message_pool_unref(RpcMessagePool *pool)
+{
+    if (!pool || !g_atomic_int_dec_and_test(&pool->ref))
+        return;
+    for (guint i = 0; i < pool->cached->len; i++)
+        message_free_now(pool->cached->pdata[i]);
+    g_ptr_array_free(pool->cached, TRUE);
+    g_mutex_clear(&pool->lock);
+    g_free(pool);
+}
+
+gsize rpc_message_pool_get_capacity(RpcMessagePool *pool)
+{
+    return pool->capacity;
+}
+
+RpcMessage *rpc_message_pool_take(RpcMessagePool *pool)
+{
+    g_mutex_lock(&pool->lock);
+    RpcMessage *msg = pool->cached->len ? g_ptr_array_steal_index_fast(pool->cached, pool->cached->len - 1)
+                                        : NULL;
+    g_mutex_unlock(&pool->lock);
+    if (!msg) {
+        msg = g_new0(RpcMessage, 1);
+        msg->cap = RPC_PAYLOAD_OFFSET + pool->capacity;
+        msg->buf = g_malloc(msg->cap);
+    } else {
+        memset(&msg->header, 0, sizeof(msg->header));
+    }
+    msg->len = 0;
+    msg->completes_request = FALSE;
+    msg->pool = rpc_message_pool_ref(pool);
+    return msg;
+}
+
 void rpc_message_free(RpcMessage *msg)
 {
     if (!msg)
         return;
-    g_free(msg->buf);
-    g_free(msg);
+    RpcMessagePool *pool = msg->pool;
+    if (pool) {
+        msg->pool = NULL;
+        g_mutex_lock(&pool->lock);
+        gboolean keep = pool->cached->len < pool->max_cached &&
+                        msg->cap >= RPC_PAYLOAD_OFFSET + pool->capacity;
+        if (keep)
+            g_ptr_array_add(pool->cached, msg);
+        g_mutex_unlock(&pool->lock);
+        rpc_message_pool_unref(pool);
+        if (keep)
+            return;
+    }
+    message_free_now(msg);
 }
 
 void rpc_message_reserve(RpcMessage *msg, gsize payload_len)

@@ -25,6 +25,8 @@ typedef struct {
 
 /* Lifetime: owned by exactly one holder at a time; handing it to a
  * connection's send queue transfers ownership. */
+typedef struct RpcMessagePool RpcMessagePool;
+
 typedef struct RpcMessage {
     RpcHeader header;
     guint8 *buf;   /* length word + header + payload */
@@ -33,11 +35,23 @@ typedef struct RpcMessage {
     /* Set on a reply: once written, the connection counts one request less
      * (max_client_requests flow control). */
     gboolean completes_request;
+    /* Where rpc_message_free returns the buffer (hot-path reuse), or NULL. */
+    RpcMessagePool *pool;
 } RpcMessage;
 
 RpcMessage *rpc_message_new(gsize payload_capacity);
 void rpc_message_free(RpcMessage *msg);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcMessage, rpc_message_free)
+
+/* A pool of message buffers of one capacity, so a data stream allocates
+ * nothing per packet. Lifetime: refcounted; every message taken from it holds
+ * a reference until it is freed (returned). */
+RpcMessagePool *rpc_message_pool_new(gsize payload_capacity, guint max_cached);
+RpcMessagePool *rpc_message_pool_ref(RpcMessagePool *pool);
+void rpc_message_pool_unref(RpcMessagePool *pool);
+gsize rpc_message_pool_get_capacity(RpcMessagePool *pool);
+/* A message with room for the pool's payload capacity; rpc_message_free returns it. */
+RpcMessage *rpc_message_pool_take(RpcMessagePool *pool);
 
 /* Makes room for a payload of payload_len bytes (keeps existing bytes). */
 void rpc_message_reserve(RpcMessage *msg, gsize payload_len);

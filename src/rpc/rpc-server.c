@@ -217,8 +217,14 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer use
         FERRY_DEBUG("%s: dropping stream packet for program %u", rpc_connection_get_peer(conn),
                     msg->header.prog);
         break;
+    case RPC_MESSAGE:
+        if (program && program->message) {
+            program->message(client, g_steal_pointer(&msg), program->data);
+            break;
+        }
+        /* fall through */
     default:
-        /* REPLY or MESSAGE from a client means nothing to a server: drop it. */
+        /* REPLY, or a MESSAGE nobody handles, means nothing to a server: drop it. */
         FERRY_INFO("%s: dropping unexpected %s message (program %u procedure %d)",
                    rpc_connection_get_peer(conn), rpc_message_type_name(msg->header.type),
                    msg->header.prog, msg->header.proc);

@@ -19,6 +19,9 @@ typedef struct {
     /* STREAM packets, in the client's reader thread and in order; takes
      * ownership. NULL: stream packets are dropped. */
     void (*stream)(RpcServerClient *client, RpcMessage *msg, gpointer data);
+    /* MESSAGE packets (e.g. ferry's stream credit), in the reader thread;
+     * takes ownership. NULL: dropped. */
+    void (*message)(RpcServerClient *client, RpcMessage *msg, gpointer data);
     gpointer data;
 } RpcServerProgram;
 

@@ -1,0 +1,641 @@
+/* The tunnel stream's state machine, its two pumps and its flow control.
+ *
+ *   C = client role (made the opening call), S = server role (answered it)
+ *
+ *                 data both ways: STREAM/CONTINUE; credit back (ferry peers)
+ *        +----------------------------- OPEN ------------------------------+
+ *        |                               |                                 |
+ *   C: VMM EOF                      S: VMM EOF                    S: FINISH (STREAM/OK) in
+ *   send FINISH (STREAM/OK)         send EOF marker                drain sink, shut VMM's
+ *        |                          (empty CONTINUE),              write side, send OK
+ *        v                          stay OPEN                            |
+ *    FINISHING --- C: OK in (confirmation) ---------------------------> DONE
+ *
+ *   C: abort()          -> send ABORT (STREAM/ERROR, empty) -> ABORTING
+ *                          OK in, or no answer within the grace -> ABORTED
+ *   S: ABORT in         -> send OK ------------------------------> ABORTED
+ *   S: abort() / local failure -> send STREAM/ERROR + remote_error -> FAILED
+ *   C: local failure    -> send ABORT ---------------------------> FAILED
+ *   C: STREAM/ERROR in  -> send nothing more -------------------> FAILED
+ *   connection closed   -> FAILED (ABORTING -> ABORTED)
+ *
+ * DONE, ABORTED and FAILED are terminal: the VMM socket is shut down, the
+ * pumps stop, and packets that still arrive are dropped. Data packets are
+ * never answered (WIRE.md section 3); only finish and abort are confirmed.
+ *
+ * Flow control. Credit mode (two ferryd): each side may have at most the
+ * peer's window of bytes in flight that the peer has not yet written to its
+ * VMM; the receiver grants credit back after each write. So a stalled VMM
+ * stops the sender without growing memory, while the connection keeps
+ * carrying keepalives and calls. Plain mode (a libvirt peer): the sender
+ * keeps at most send_queue_limit bytes queued; the receiver queues `window`
+ * bytes for its VMM and then stops reading the connection. */
+#include "tunnel/tunnel-stream.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "tunnel.stream"
+
+/* How long an abort waits for the peer's confirmation before giving up. */
+#define ABORT_GRACE_US (2 * G_USEC_PER_SEC)
+/* Pumps re-check the state at least this often while they wait. */
+#define POLL_US (100 * 1000)
+
+typedef enum {
+    ST_OPEN,
+    ST_FINISHING,
+    ST_ABORTING,
+    ST_DONE,
+    ST_ABORTED,
+    ST_FAILED,
+} StreamState;
+
+static const char *const state_names[] = {"open", "finishing", "aborting",
+                                          "done", "aborted",   "failed"};
+
+struct TunnelStream {
+    gint ref;
+    RpcConnection *conn;
+    RpcHeader header; /* prog/vers/proc/serial of the opening call, type STREAM */
+    int vmm_fd;
+    TunnelStreamConfig cfg;
+    char *peer_name;
+    char *vmm_name;
+    RpcMessagePool *pool;
+
+    GMutex lock;
+    GCond cond;
+    StreamState state;
+    GError *error;
+    gboolean peer_acked;
+    guint threads;
+    gboolean finish_requested; /* S: the peer sent FINISH */
+    gboolean in_eof;           /* C: the peer sent its EOF marker */
+    gboolean in_eof_handled;
+    gint64 abort_deadline_us;
+    GQueue sink_queue; /* RpcMessage, payload for the VMM */
+    gsize sink_bytes;
+    gint64 send_credit;
+    guint64 bandwidth;
+    gint64 bw_start_us;
+    guint64 bw_start_bytes;
+    TunnelStats stats;
+};
+
+static gboolean is_terminal(StreamState s)
+{
+    return s == ST_DONE || s == ST_ABORTED || s == ST_FAILED;
+}
+
+static gboolean is_running(StreamState s)
+{
+    return s == ST_OPEN || s == ST_FINISHING;
+}
+
+TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_call, int vmm_fd,
+                                const TunnelStreamConfig *config)
+{
+    TunnelStream *ts = g_new0(TunnelStream, 1);
+    ts->ref = 1;
+    ts->conn = rpc_connection_ref(conn);
+    ts->header = *opening_call;
+    ts->header.type = RPC_STREAM;
+    ts->vmm_fd = vmm_fd;
+    ts->cfg = *config;
+    ts->peer_name = g_strdup(config->peer_name ? config->peer_name : "peer");
+    ts->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
+    ts->cfg.peer_name = ts->peer_name;
+    ts->cfg.vmm_name = ts->vmm_name;
+    if (ts->cfg.packet_size == 0)
+        ts->cfg.packet_size = RPC_MESSAGE_LEGACY_PAYLOAD_MAX;
+    if (ts->cfg.window == 0)
+        ts->cfg.window = 4 * ts->cfg.packet_size;
+    if (ts->cfg.send_queue_limit == 0)
+        ts->cfg.send_queue_limit = 4 * ts->cfg.packet_size;
+    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 16);
+    g_mutex_init(&ts->lock);
+    g_cond_init(&ts->cond);
+    g_queue_init(&ts->sink_queue);
+    ts->send_credit = (gint64)ts->cfg.peer_window;
+    ts->bandwidth = ts->cfg.bandwidth;
+    ts->stats.started_us = g_get_monotonic_time();
+    ts->bw_start_us = ts->stats.started_us;
+    return ts;
+}
+
+TunnelStream *tunnel_stream_ref(TunnelStream *ts)
+{
+    g_atomic_int_inc(&ts->ref);
+    return ts;
+}
+
+void tunnel_stream_unref(TunnelStream *ts)
+{
+    if (!ts || !g_atomic_int_dec_and_test(&ts->ref))
+        return;
+    g_queue_clear_full(&ts->sink_queue, (GDestroyNotify)rpc_message_free);
+    if (ts->vmm_fd >= 0)
+        close(ts->vmm_fd);
+    rpc_message_pool_unref(ts->pool);
+    rpc_connection_unref(ts->conn);
+    g_clear_error(&ts->error);
+    g_mutex_clear(&ts->lock);
+    g_cond_clear(&ts->cond);
+    g_free(ts->peer_name);
+    g_free(ts->vmm_name);
+    g_free(ts);
+}
+
+guint32 tunnel_stream_get_serial(TunnelStream *ts)
+{
+    return ts->header.serial;
+}
+
+/* ---- sending control packets (under the lock; the queue never blocks) ---- */
+
+static void send_control_locked(TunnelStream *ts, guint32 status)
+{
+    RpcMessage *m = rpc_message_new(0);
+    m->header = ts->header;
+    m->header.status = status;
+    rpc_message_seal(m, 0);
+    rpc_connection_send(ts->conn, m);
+}
+
+static void send_error_locked(TunnelStream *ts, const GError *why)
+{
+    rpc_connection_send(ts->conn, rpc_message_new_error(&ts->header, RPC_STREAM, why));
+}
+
+static void send_credit_locked(TunnelStream *ts, guint64 bytes)
+{
+    RpcMessage *m = rpc_message_new(8);
+    m->header = (RpcHeader){.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
+                            .proc = FERRY_TUNNEL_PROC_CREDIT, .type = RPC_MESSAGE,
+                            .serial = ts->header.serial, .status = RPC_OK};
+    guint64 be = GUINT64_TO_BE(bytes);
+    memcpy(rpc_message_payload(m), &be, 8);
+    rpc_message_seal(m, 8);
+    rpc_connection_send(ts->conn, m);
+}
+
+static char *moved(TunnelStream *ts)
+{
+    g_autofree char *out = g_format_size_full(ts->stats.bytes_out, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *in = g_format_size_full(ts->stats.bytes_in, G_FORMAT_SIZE_IEC_UNITS);
+    return g_strdup_printf("%s sent, %s received", out, in);
+}
+
+/* Enters a terminal state (or ABORTING): records why, shuts the VMM socket
+ * down so both pumps wake up, drops what the VMM will never get. */
+static void end_locked(TunnelStream *ts, StreamState state, const GError *why)
+{
+    if (is_terminal(ts->state))
+        return;
+    FERRY_DEBUG("stream serial %u: %s -> %s%s%s", ts->header.serial, state_names[ts->state],
+                state_names[state], why ? ": " : "", why ? why->message : "");
+    ts->state = state;
+    if (why && !ts->error)
+        ts->error = g_error_copy(why);
+    if (ts->vmm_fd >= 0)
+        shutdown(ts->vmm_fd, SHUT_RDWR);
+    g_queue_clear_full(&ts->sink_queue, (GDestroyNotify)rpc_message_free);
+    g_queue_init(&ts->sink_queue);
+    ts->sink_bytes = 0;
+    if (is_terminal(state))
+        ts->stats.ended_us = g_get_monotonic_time();
+    g_cond_broadcast(&ts->cond);
+}
+
+/* A local failure: tell the peer the way the protocol allows for our role. */
+static void fail_locked(TunnelStream *ts, GError *why)
+{
+    if (!is_running(ts->state) && ts->state != ST_ABORTING) {
+        g_error_free(why);
+        return;
+    }
+    if (ts->cfg.role == TUNNEL_ROLE_SERVER)
+        send_error_locked(ts, why);
+    else if (ts->state != ST_ABORTING)
+        send_control_locked(ts, RPC_ERROR); /* abort: the client never sends an error body */
+    end_locked(ts, ST_FAILED, why);
+    g_error_free(why);
+}
+
+/* ---- pump: VMM -> peer ---- */
+
+static void throttle(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    while (is_running(ts->state) && ts->bandwidth > 0) {
+        guint64 sent = ts->stats.bytes_out - ts->bw_start_bytes;
+        gint64 due = ts->bw_start_us + (gint64)(sent * (double)G_USEC_PER_SEC / ts->bandwidth);
+        gint64 now = g_get_monotonic_time();
+        if (now >= due)
+            break;
+        g_cond_wait_until(&ts->cond, &ts->lock, MIN(due, now + POLL_US));
+    }
+    g_mutex_unlock(&ts->lock);
+}
+
+/* Waits for credit (credit mode) or queue space (plain mode). Returns the
+ * bytes we may read now, or 0 when the stream stopped. */
+static gsize wait_to_send(TunnelStream *ts)
+{
+    for (;;) {
+        g_mutex_lock(&ts->lock);
+        if (ts->cfg.credit) {
+            while (ts->state == ST_OPEN && ts->send_credit <= 0)
+                g_cond_wait(&ts->cond, &ts->lock);
+        }
+        gboolean open = ts->state == ST_OPEN;
+        gsize room = ts->cfg.packet_size;
+        if (ts->cfg.credit)
+            room = MIN(room, (gsize)MAX(ts->send_credit, 0));
+        g_mutex_unlock(&ts->lock);
+        if (!open)
+            return 0;
+        if (ts->cfg.credit)
+            return room;
+        if (rpc_connection_wait_send_space(ts->conn, ts->cfg.send_queue_limit,
+                                           g_get_monotonic_time() + POLL_US) &&
+            rpc_connection_get_queued_bytes(ts->conn) <= ts->cfg.send_queue_limit)
+            return room;
+        if (rpc_connection_is_closed(ts->conn))
+            return 0; /* connection_closed() reports it */
+    }
+}
+
+static gssize read_vmm(TunnelStream *ts, void *buf, gsize len)
+{
+    for (;;) {
+        gssize n = read(ts->vmm_fd, buf, len);
+        if (n >= 0 || errno != EINTR)
+            return n;
+    }
+}
+
+static gpointer pump_out_thread(gpointer data)
+{
+    TunnelStream *ts = data;
+    for (;;) {
+        gsize room = wait_to_send(ts);
+        if (room == 0)
+            break;
+        RpcMessage *msg = rpc_message_pool_take(ts->pool);
+        gssize n = read_vmm(ts, rpc_message_payload(msg), room);
+        int err = errno;
+
+        g_mutex_lock(&ts->lock);
+        if (!is_running(ts->state)) {
+            g_mutex_unlock(&ts->lock);
+            rpc_message_free(msg);
+            break;
+        }
+        if (n > 0) {
+            msg->header = ts->header;
+            msg->header.status = RPC_CONTINUE;
+            rpc_message_seal(msg, n);
+            ts->send_credit -= n;
+            ts->stats.bytes_out += n;
+            ts->stats.packets_out++;
+            rpc_connection_send(ts->conn, msg);
+            g_mutex_unlock(&ts->lock);
+            throttle(ts);
+            continue;
+        }
+        rpc_message_free(msg);
+        if (n == 0) {
+            /* The VMM closed its end: all its bytes are queued. */
+            if (ts->cfg.role == TUNNEL_ROLE_CLIENT) {
+                send_control_locked(ts, RPC_OK);
+                ts->state = ST_FINISHING;
+                g_cond_broadcast(&ts->cond);
+            } else {
+                send_control_locked(ts, RPC_CONTINUE); /* empty CONTINUE: end of our data */
+            }
+        } else {
+            g_autofree char *m = moved(ts);
+            fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                        "cannot read from the %s after %s: %s", ts->vmm_name, m,
+                                        g_strerror(err)));
+        }
+        g_mutex_unlock(&ts->lock);
+        break;
+    }
+    tunnel_stream_unref(ts);
+    return NULL;
+}
+
+/* ---- sink: peer -> VMM ---- */
+
+static gboolean write_vmm(TunnelStream *ts, const guint8 *buf, gsize len, int *err)
+{
+    while (len > 0) {
+        gssize n = send(ts->vmm_fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK)
+            n = write(ts->vmm_fd, buf, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            *err = errno;
+            return FALSE;
+        }
+        buf += n;
+        len -= n;
+    }
+    return TRUE;
+}
+
+static gboolean sink_has_work(TunnelStream *ts)
+{
+    if (!g_queue_is_empty(&ts->sink_queue))
+        return TRUE;
+    if (ts->cfg.role == TUNNEL_ROLE_SERVER)
+        return ts->finish_requested;
+    return ts->in_eof && !ts->in_eof_handled;
+}
+
+static gpointer sink_thread(gpointer data)
+{
+    TunnelStream *ts = data;
+    g_mutex_lock(&ts->lock);
+    for (;;) {
+        while (is_running(ts->state) && !sink_has_work(ts))
+            g_cond_wait(&ts->cond, &ts->lock);
+        if (!is_running(ts->state))
+            break;
+
+        RpcMessage *msg = g_queue_pop_head(&ts->sink_queue);
+        if (msg) {
+            gsize len = rpc_message_payload_len(msg);
+            ts->sink_bytes -= len;
+            g_cond_broadcast(&ts->cond); /* a plain-mode reader may wait for room */
+            g_mutex_unlock(&ts->lock);
+            int err = 0;
+            gboolean ok = write_vmm(ts, rpc_message_payload(msg), len, &err);
+            rpc_message_free(msg);
+            g_mutex_lock(&ts->lock);
+            if (!ok) {
+                g_autofree char *m = moved(ts);
+                fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                            "cannot write to the %s after %s: %s", ts->vmm_name,
+                                            m, g_strerror(err)));
+                break;
+            }
+            ts->stats.bytes_in += len;
+            if (ts->cfg.credit && is_running(ts->state))
+                send_credit_locked(ts, len);
+            continue;
+        }
+
+        /* Queue drained. */
+        shutdown(ts->vmm_fd, SHUT_WR); /* the VMM reads EOF: no more input */
+        if (ts->cfg.role == TUNNEL_ROLE_SERVER) {
+            send_control_locked(ts, RPC_OK); /* finish confirmed: all data written */
+            ts->peer_acked = TRUE;
+            end_locked(ts, ST_DONE, NULL);
+            break;
+        }
+        ts->in_eof_handled = TRUE;
+    }
+    g_mutex_unlock(&ts->lock);
+    tunnel_stream_unref(ts);
+    return NULL;
+}
+
+void tunnel_stream_start(TunnelStream *ts)
+{
+    g_thread_unref(g_thread_new("tunnel-out", pump_out_thread, tunnel_stream_ref(ts)));
+    g_thread_unref(g_thread_new("tunnel-sink", sink_thread, tunnel_stream_ref(ts)));
+}
+
+/* ---- incoming packets ---- */
+
+static void protocol_error_locked(TunnelStream *ts, const char *what)
+{
+    fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "protocol error from the %s: %s",
+                                ts->peer_name, what));
+}
+
+static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp)
+{
+    gsize len = rpc_message_payload_len(*msgp);
+    if (len == 0) {
+        if (ts->cfg.role == TUNNEL_ROLE_CLIENT) {
+            ts->in_eof = TRUE;
+            g_cond_broadcast(&ts->cond);
+        }
+        return;
+    }
+    if (ts->finish_requested || ts->in_eof) {
+        protocol_error_locked(ts, "data after the end of the stream");
+        return;
+    }
+    if (ts->cfg.credit) {
+        if (ts->sink_bytes + len > ts->cfg.window) {
+            protocol_error_locked(ts, "more data than the credit it was granted");
+            return;
+        }
+    } else {
+        /* Plain peer: hold the reader here; TCP pushes back on the sender. */
+        while (ts->state == ST_OPEN && ts->sink_bytes + len > ts->cfg.window &&
+               ts->sink_bytes > 0)
+            g_cond_wait(&ts->cond, &ts->lock);
+        if (!is_running(ts->state))
+            return;
+    }
+    ts->sink_bytes += len;
+    ts->stats.packets_in++;
+    g_queue_push_tail(&ts->sink_queue, g_steal_pointer(msgp));
+    g_cond_broadcast(&ts->cond);
+}
+
+void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
+{
+    g_autoptr(RpcMessage) msg = msg_in;
+    g_mutex_lock(&ts->lock);
+    if (is_terminal(ts->state)) {
+        /* Late packet for a stream that is over: dropped, never answered. */
+        g_mutex_unlock(&ts->lock);
+        return;
+    }
+
+    if (msg->header.prog == FERRY_TUNNEL_PROGRAM) {
+        if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT && rpc_message_payload_len(msg) == 8) {
+            guint64 be;
+            memcpy(&be, rpc_message_payload(msg), 8);
+            ts->send_credit += (gint64)GUINT64_FROM_BE(be);
+            g_cond_broadcast(&ts->cond);
+        }
+        g_mutex_unlock(&ts->lock);
+        return;
+    }
+
+    if (msg->header.type != RPC_STREAM) {
+        protocol_error_locked(ts, msg->header.type == RPC_STREAM_HOLE
+                                      ? "a hole packet on a stream that is not sparse"
+                                      : "an unexpected message type on the stream");
+        g_mutex_unlock(&ts->lock);
+        return;
+    }
+
+    gboolean client = ts->cfg.role == TUNNEL_ROLE_CLIENT;
+    switch (msg->header.status) {
+    case RPC_CONTINUE:
+        if (ts->state == ST_OPEN || ts->state == ST_FINISHING)
+            deliver_continue_locked(ts, &msg);
+        break;
+    case RPC_OK:
+        if (client) {
+            ts->peer_acked = TRUE;
+            if (ts->state == ST_FINISHING)
+                end_locked(ts, ST_DONE, NULL);
+            else if (ts->state == ST_ABORTING)
+                end_locked(ts, ST_ABORTED, NULL);
+            else
+                protocol_error_locked(ts, "a confirmation nobody asked for");
+        } else {
+            ts->finish_requested = TRUE; /* the sink confirms once everything is written */
+            g_cond_broadcast(&ts->cond);
+        }
+        break;
+    case RPC_ERROR:
+        ts->peer_acked = TRUE;
+        if (client) {
+            rpc_error err;
+            memset(&err, 0, sizeof(err));
+            g_autoptr(GError) why = NULL;
+            if (rpc_message_decode(msg, (xdrproc_t)xdr_rpc_error, &err, NULL)) {
+                why = rpc_error_to_gerror(&err);
+                xdr_free((xdrproc_t)xdr_rpc_error, (char *)&err);
+            } else {
+                why = g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "the %s failed the stream",
+                                  ts->peer_name);
+            }
+            end_locked(ts, ts->state == ST_ABORTING ? ST_ABORTED : ST_FAILED, why);
+        } else {
+            /* The client's abort: its body is always empty (WIRE.md pitfall 5). */
+            g_autofree char *m = moved(ts);
+            g_autoptr(GError) why = g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                "the %s aborted the stream after %s",
+                                                ts->peer_name, m);
+            send_control_locked(ts, RPC_OK);
+            end_locked(ts, ST_ABORTED, why);
+        }
+        break;
+    default:
+        protocol_error_locked(ts, "an unknown stream status");
+        break;
+    }
+    g_mutex_unlock(&ts->lock);
+}
+
+/* ---- control ---- */
+
+void tunnel_stream_abort(TunnelStream *ts, const GError *why)
+{
+    g_mutex_lock(&ts->lock);
+    if (is_running(ts->state)) {
+        if (ts->cfg.role == TUNNEL_ROLE_CLIENT) {
+            send_control_locked(ts, RPC_ERROR);
+            ts->abort_deadline_us = g_get_monotonic_time() + ABORT_GRACE_US;
+            end_locked(ts, ST_ABORTING, why);
+        } else {
+            send_error_locked(ts, why);
+            end_locked(ts, ST_ABORTED, why);
+        }
+    }
+    g_mutex_unlock(&ts->lock);
+}
+
+void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why)
+{
+    g_mutex_lock(&ts->lock);
+    if (!is_terminal(ts->state)) {
+        g_autofree char *m = moved(ts);
+        g_autoptr(GError) e = g_error_new(
+            FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the connection to the %s closed after %s%s%s",
+            ts->peer_name, m, why ? ": " : "", why ? why->message : "");
+        end_locked(ts, ts->state == ST_ABORTING ? ST_ABORTED : ST_FAILED, e);
+    }
+    g_mutex_unlock(&ts->lock);
+}
+
+gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error)
+{
+    g_mutex_lock(&ts->lock);
+    for (;;) {
+        if (is_terminal(ts->state))
+            break;
+        gint64 until = deadline_us;
+        if (ts->state == ST_ABORTING && (!until || ts->abort_deadline_us < until))
+            until = ts->abort_deadline_us;
+        if (!until) {
+            g_cond_wait(&ts->cond, &ts->lock);
+            continue;
+        }
+        if (!g_cond_wait_until(&ts->cond, &ts->lock, until)) {
+            if (ts->state == ST_ABORTING && g_get_monotonic_time() >= ts->abort_deadline_us) {
+                FERRY_INFO("stream serial %u: the %s did not confirm the abort", ts->header.serial,
+                           ts->peer_name);
+                end_locked(ts, ST_ABORTED, NULL);
+                break;
+            }
+            if (deadline_us && g_get_monotonic_time() >= deadline_us) {
+                g_mutex_unlock(&ts->lock);
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                            "the stream to the %s did not end in time", ts->peer_name);
+                return FALSE;
+            }
+        }
+    }
+    gboolean ok = ts->state == ST_DONE;
+    if (!ok) {
+        if (ts->error)
+            g_propagate_error(error, g_error_copy(ts->error));
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED, "the stream was aborted");
+    }
+    g_mutex_unlock(&ts->lock);
+    return ok;
+}
+
+gboolean tunnel_stream_is_over(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    gboolean over = is_terminal(ts->state);
+    g_mutex_unlock(&ts->lock);
+    return over;
+}
+
+gboolean tunnel_stream_peer_acknowledged_end(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    gboolean acked = ts->peer_acked;
+    g_mutex_unlock(&ts->lock);
+    return acked;
+}
+
+void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats)
+{
+    g_mutex_lock(&ts->lock);
+    *stats = ts->stats;
+    g_mutex_unlock(&ts->lock);
+}
+
+void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second)
+{
+    g_mutex_lock(&ts->lock);
+    ts->bandwidth = bytes_per_second;
+    ts->bw_start_us = g_get_monotonic_time();
+    ts->bw_start_bytes = ts->stats.bytes_out;
+    g_cond_broadcast(&ts->cond);
+    g_mutex_unlock(&ts->lock);
+}

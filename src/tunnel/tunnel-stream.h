@@ -1,0 +1,81 @@
+/* A tunnelled stream: the bytes of a local VMM socket carried inside STREAM
+ * packets of an RPC connection, in both directions, with libvirt's finish and
+ * abort handshakes and, between two ferryd, credit-based flow control.
+ * The state machine is drawn at the top of tunnel-stream.c. */
+#pragma once
+
+#include <glib.h>
+
+#include "rpc/rpc-connection.h"
+
+/* ferry's own program for messages only ferry peers exchange (negotiated in
+ * the migration cookie, never sent to a plain libvirt peer). */
+#define FERRY_TUNNEL_PROGRAM 0x66657279u /* "fery" */
+#define FERRY_TUNNEL_VERSION 1
+#define FERRY_TUNNEL_PROC_CREDIT 1 /* MESSAGE, serial = stream serial, payload: unsigned hyper */
+
+typedef enum {
+    TUNNEL_ROLE_CLIENT, /* made the opening call: sends finish/abort */
+    TUNNEL_ROLE_SERVER, /* answered it: confirms finish/abort, may send errors */
+} TunnelRole;
+
+typedef struct {
+    TunnelRole role;
+    /* Credit mode: the peer is a ferryd. We may send at most peer_window bytes
+     * it has not yet written to its VMM; we grant back what we write. */
+    gboolean credit;
+    gsize window;      /* bytes we accept in flight toward us (credit) or queue (plain) */
+    gsize peer_window; /* initial credit the peer grants us */
+    gsize packet_size; /* payload bytes per data packet we send */
+    gsize send_queue_limit; /* plain mode: bytes we leave in the connection's queue */
+    guint64 bandwidth; /* bytes per second we send, 0 = unlimited */
+    const char *peer_name; /* "destination ferryd", for messages */
+    const char *vmm_name;  /* "source VMM", for messages */
+} TunnelStreamConfig;
+
+typedef struct {
+    guint64 bytes_out; /* VMM -> peer */
+    guint64 bytes_in;  /* peer -> VMM */
+    guint64 packets_out;
+    guint64 packets_in;
+    gint64 started_us;
+    gint64 ended_us;
+} TunnelStats;
+
+typedef struct TunnelStream TunnelStream;
+
+/* Lifetime: refcounted. The creator holds one reference; each of the two
+ * pump threads holds one while it runs. The stream owns vmm_fd from now on
+ * and closes it when both pumps have stopped. */
+TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_call, int vmm_fd,
+                                const TunnelStreamConfig *config);
+TunnelStream *tunnel_stream_ref(TunnelStream *ts);
+void tunnel_stream_unref(TunnelStream *ts);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelStream, tunnel_stream_unref)
+
+void tunnel_stream_start(TunnelStream *ts);
+
+/* A STREAM packet, or a FERRY_TUNNEL credit MESSAGE, for this stream, in the
+ * connection's reader thread; takes ownership. In credit mode it never waits
+ * on the VMM; in plain mode it waits while `window` bytes are queued (the
+ * kernel then pushes back on the peer, as libvirt does). */
+void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg);
+
+/* Waits until the stream is over: TRUE when it finished cleanly (both
+ * handshake halves done), FALSE with the cause otherwise. deadline_us is
+ * monotonic, 0 = no deadline (then FALSE with OPERATION_TIMEOUT). */
+gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error);
+
+/* Cancels at once: shuts the VMM socket down, tells the peer (abort or
+ * error packet, queued, never waited for) and returns. */
+void tunnel_stream_abort(TunnelStream *ts, const GError *why);
+
+/* The RPC connection under the stream is gone. */
+void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why);
+
+gboolean tunnel_stream_is_over(TunnelStream *ts);
+/* TRUE once the abort was confirmed by the peer (or the peer reported an error). */
+gboolean tunnel_stream_peer_acknowledged_end(TunnelStream *ts);
+void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats);
+void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second);
+guint32 tunnel_stream_get_serial(TunnelStream *ts);

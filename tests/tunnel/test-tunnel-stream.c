@@ -1,0 +1,420 @@
+/* The tunnel stream over real sockets: two RPC connections on a socketpair,
+ * each with a "VMM" socketpair whose far end the test drives. */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rpc/rpc-connection.h"
+#include "tunnel/tunnel-stream.h"
+#include "util/error.h"
+
+#define MIB (1024 * 1024)
+
+typedef struct {
+    RpcConnection *conn;
+    TunnelStream *ts;
+    GMutex lock;
+} Side;
+
+static void side_on_message(RpcConnection *conn, RpcMessage *msg, gpointer data)
+{
+    Side *side = data;
+    g_mutex_lock(&side->lock);
+    TunnelStream *ts = side->ts ? tunnel_stream_ref(side->ts) : NULL;
+    g_mutex_unlock(&side->lock);
+    if (ts && (msg->header.type == RPC_STREAM || msg->header.prog == FERRY_TUNNEL_PROGRAM)) {
+        tunnel_stream_deliver(ts, msg);
+    } else {
+        rpc_message_free(msg);
+    }
+    tunnel_stream_unref(ts);
+}
+
+static void side_on_close(RpcConnection *conn, const GError *why, gpointer data)
+{
+    Side *side = data;
+    g_mutex_lock(&side->lock);
+    TunnelStream *ts = side->ts ? tunnel_stream_ref(side->ts) : NULL;
+    g_mutex_unlock(&side->lock);
+    if (ts)
+        tunnel_stream_connection_closed(ts, why);
+    tunnel_stream_unref(ts);
+}
+
+static const RpcConnectionHandler handler = {.on_message = side_on_message,
+                                             .on_close = side_on_close};
+
+typedef struct {
+    Side client, server;
+    int vmm_src; /* the test's end of the source VMM socket */
+    int vmm_dst; /* the test's end of the destination VMM socket */
+    int raw_server_fd; /* when the server side is "frozen": nobody reads this */
+} Tunnel;
+
+static const RpcHeader opening = {.prog = 0x20008086, .vers = 1, .proc = 304, .serial = 9};
+
+static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, guint64 bandwidth)
+{
+    memset(t, 0, sizeof(*t));
+    g_mutex_init(&t->client.lock);
+    g_mutex_init(&t->server.lock);
+    int rpc[2], a[2], b[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b), 0);
+    t->vmm_src = a[0];
+    t->vmm_dst = b[0];
+
+    TunnelStreamConfig cc = {.role = TUNNEL_ROLE_CLIENT, .credit = credit, .window = 4 * MIB,
+                             .peer_window = 4 * MIB, .packet_size = credit ? MIB : 262120,
+                             .bandwidth = bandwidth, .peer_name = "destination ferryd",
+                             .vmm_name = "source VMM"};
+    TunnelStreamConfig sc = cc;
+    sc.role = TUNNEL_ROLE_SERVER;
+    sc.peer_name = "source ferryd";
+    sc.vmm_name = "destination VMM";
+
+    t->client.conn = rpc_connection_new(rpc_transport_new_socket(rpc[0]), &handler, &t->client);
+    t->client.ts = tunnel_stream_new(t->client.conn, &opening, a[1], &cc);
+    if (frozen_server) {
+        t->raw_server_fd = rpc[1];
+        close(b[1]);
+    } else {
+        t->raw_server_fd = -1;
+        t->server.conn = rpc_connection_new(rpc_transport_new_socket(rpc[1]), &handler, &t->server);
+        t->server.ts = tunnel_stream_new(t->server.conn, &opening, b[1], &sc);
+        rpc_connection_start(t->server.conn);
+        tunnel_stream_start(t->server.ts);
+    }
+    rpc_connection_start(t->client.conn);
+    tunnel_stream_start(t->client.ts);
+}
+
+static void side_teardown(Side *s)
+{
+    if (!s->conn)
+        return;
+    rpc_connection_close(s->conn, NULL);
+    rpc_connection_wait_closed(s->conn);
+    g_mutex_lock(&s->lock);
+    TunnelStream *ts = g_steal_pointer(&s->ts);
+    g_mutex_unlock(&s->lock);
+    tunnel_stream_unref(ts);
+    rpc_connection_unref(s->conn);
+    g_mutex_clear(&s->lock);
+}
+
+static void tunnel_teardown(Tunnel *t)
+{
+    side_teardown(&t->client);
+    side_teardown(&t->server);
+    close(t->vmm_src);
+    close(t->vmm_dst);
+    if (t->raw_server_fd >= 0)
+        close(t->raw_server_fd);
+}
+
+static guint64 fill(guint8 *buf, gsize len, guint64 seed)
+{
+    guint64 x = seed;
+    for (gsize i = 0; i < len; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        buf[i] = (guint8)(x >> 56);
+    }
+    return x;
+}
+
+typedef struct {
+    int fd;
+    gsize total;
+    guint64 seed;
+    gboolean ok;
+    int delay_ms;
+} Job;
+
+static gpointer writer_job(gpointer data)
+{
+    Job *j = data;
+    guint8 *buf = g_malloc(MIB);
+    guint64 seed = j->seed;
+    gsize left = j->total;
+    j->ok = TRUE;
+    while (left > 0) {
+        gsize n = MIN(left, (gsize)MIB);
+        seed = fill(buf, n, seed);
+        for (gsize off = 0; off < n;) {
+            ssize_t w = send(j->fd, buf + off, n - off, MSG_NOSIGNAL);
+            if (w < 0) {
+                j->ok = FALSE;
+                g_free(buf);
+                return NULL;
+            }
+            off += w;
+        }
+        left -= n;
+    }
+    g_free(buf);
+    return NULL;
+}
+
+/* Reads exactly total bytes, checks them against the same pseudo-random
+ * sequence, then answers "OK" and half-closes: like a VMM's final reply. */
+static gpointer reader_job(gpointer data)
+{
+    Job *j = data;
+    if (j->delay_ms)
+        g_usleep(j->delay_ms * 1000);
+    guint8 *buf = g_malloc(MIB), *want = g_malloc(MIB);
+    guint64 seed = j->seed;
+    gsize left = j->total;
+    j->ok = TRUE;
+    while (left > 0 && j->ok) {
+        gsize n = MIN(left, (gsize)MIB);
+        seed = fill(want, n, seed);
+        for (gsize off = 0; off < n;) {
+            ssize_t r = read(j->fd, buf + off, n - off);
+            if (r <= 0) {
+                j->ok = FALSE;
+                break;
+            }
+            off += r;
+        }
+        if (j->ok && memcmp(buf, want, n) != 0)
+            j->ok = FALSE;
+        left -= n;
+    }
+    if (j->ok)
+        j->ok = write(j->fd, "OK", 2) == 2;
+    shutdown(j->fd, SHUT_WR);
+    g_free(buf);
+    g_free(want);
+    return NULL;
+}
+
+/* The source VMM's side: send everything, wait for "OK" + EOF, then close. */
+static void run_migration(Tunnel *t, gsize total, int dst_delay_ms)
+{
+    Job w = {.fd = t->vmm_src, .total = total, .seed = 42};
+    Job r = {.fd = t->vmm_dst, .total = total, .seed = 42, .delay_ms = dst_delay_ms};
+    GThread *wt = g_thread_new("w", writer_job, &w);
+    GThread *rt = g_thread_new("r", reader_job, &r);
+    g_thread_join(wt);
+    char reply[8];
+    gsize got = 0;
+    ssize_t n;
+    while ((n = read(t->vmm_src, reply + got, sizeof(reply) - got)) > 0)
+        got += n;
+    g_thread_join(rt);
+    ck_assert(w.ok);
+    ck_assert(r.ok);
+    ck_assert_uint_eq(got, 2);
+    ck_assert(memcmp(reply, "OK", 2) == 0);
+    shutdown(t->vmm_src, SHUT_WR); /* the source VMM is done: EOF to the pump */
+}
+
+static void check_both_done(Tunnel *t, gsize total)
+{
+    gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    g_autoptr(GError) e1 = NULL, e2 = NULL;
+    ck_assert_msg(tunnel_stream_wait(t->client.ts, deadline, &e1), "%s", e1 ? e1->message : "");
+    ck_assert_msg(tunnel_stream_wait(t->server.ts, deadline, &e2), "%s", e2 ? e2->message : "");
+    TunnelStats cs, ss;
+    tunnel_stream_get_stats(t->client.ts, &cs);
+    tunnel_stream_get_stats(t->server.ts, &ss);
+    ck_assert_uint_eq(cs.bytes_out, total);
+    ck_assert_uint_eq(ss.bytes_in, total);
+    ck_assert_uint_eq(ss.bytes_out, 2);
+    ck_assert_uint_eq(cs.bytes_in, 2);
+}
+
+START_TEST(test_plain_stream_carries_every_byte_and_finishes)
+{
+    Tunnel t;
+    tunnel_setup(&t, FALSE, FALSE, 0);
+    run_migration(&t, 64 * MIB, 0);
+    check_both_done(&t, 64 * MIB);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_credit_stream_carries_every_byte_and_finishes)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    run_migration(&t, 64 * MIB, 0);
+    check_both_done(&t, 64 * MIB);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+typedef struct {
+    Tunnel *t;
+    gboolean over_credit;
+    gboolean stop;
+} Watch;
+
+/* While the destination VMM stalls, the sender never has more than the
+ * window in flight beyond what the destination VMM took. */
+static gpointer watch_job(gpointer data)
+{
+    Watch *w = data;
+    while (!g_atomic_int_get(&w->stop)) {
+        TunnelStats cs, ss;
+        tunnel_stream_get_stats(w->t->client.ts, &cs);
+        tunnel_stream_get_stats(w->t->server.ts, &ss);
+        if (cs.bytes_out > ss.bytes_in + 4 * MIB + MIB)
+            w->over_credit = TRUE;
+        g_usleep(1000);
+    }
+    return NULL;
+}
+
+START_TEST(test_stalled_vmm_bounds_memory_and_keeps_keepalive_alive)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    /* keepalive 1 s x 1: dies within ~2 s unless PONGs keep flowing */
+    rpc_connection_start_keepalive(t.client.conn, 1, 1);
+    Watch w = {.t = &t};
+    GThread *wt = g_thread_new("watch", watch_job, &w);
+    run_migration(&t, 32 * MIB, 3000);
+    g_atomic_int_set(&w.stop, TRUE);
+    g_thread_join(wt);
+    ck_assert(!w.over_credit);
+    ck_assert(!rpc_connection_is_closed(t.client.conn));
+    check_both_done(&t, 32 * MIB);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_abort_returns_promptly_with_a_frozen_peer)
+{
+    Tunnel t;
+    tunnel_setup(&t, FALSE, TRUE, 0);
+    Job w = {.fd = t.vmm_src, .total = 256 * MIB, .seed = 1};
+    GThread *wt = g_thread_new("w", writer_job, &w);
+    g_usleep(300 * 1000); /* socket buffers toward the frozen peer are full now */
+    gint64 start = g_get_monotonic_time();
+    g_autoptr(GError) why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                "migration canceled by client");
+    tunnel_stream_abort(t.client.ts, why);
+    ck_assert_int_lt(g_get_monotonic_time() - start, 100 * 1000);
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_int_lt(g_get_monotonic_time() - start, 5 * G_USEC_PER_SEC);
+    ck_assert_str_eq(e->message, "migration canceled by client");
+    ck_assert(!tunnel_stream_peer_acknowledged_end(t.client.ts));
+    g_thread_join(wt);
+    ck_assert(!w.ok); /* the source VMM saw its socket shut down */
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_abort_handshake_with_a_live_peer)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    ck_assert_int_eq(write(t.vmm_src, "hello", 5), 5);
+    g_usleep(100 * 1000);
+    g_autoptr(GError) why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED, "stop");
+    tunnel_stream_abort(t.client.ts, why);
+    g_autoptr(GError) e1 = NULL, e2 = NULL;
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    ck_assert(!tunnel_stream_wait(t.client.ts, deadline, &e1));
+    ck_assert(!tunnel_stream_wait(t.server.ts, deadline, &e2));
+    ck_assert(tunnel_stream_peer_acknowledged_end(t.client.ts)); /* confirmation arrived */
+    ck_assert_ptr_nonnull(strstr(e2->message, "the source ferryd aborted the stream after"));
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_destination_vmm_failure_reaches_the_source_with_its_cause)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    close(t.vmm_dst); /* the destination VMM dies */
+    t.vmm_dst = -1;
+    Job w = {.fd = t.vmm_src, .total = 16 * MIB, .seed = 3};
+    GThread *wt = g_thread_new("w", writer_job, &w);
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_msg(strstr(e->message, "cannot write to the destination VMM after") != NULL, "%s",
+                  e->message);
+    g_thread_join(wt);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_lost_connection_fails_the_stream_naming_the_peer)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
+    g_usleep(100 * 1000);
+    rpc_connection_close(t.server.conn, NULL);
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_msg(strstr(e->message, "the connection to the destination ferryd closed after 4 bytes sent"),
+                  "%s", e->message);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_bandwidth_limit_is_enforced_by_the_tunnel)
+{
+    Tunnel t;
+    tunnel_setup(&t, TRUE, FALSE, 20 * MIB);
+    gint64 start = g_get_monotonic_time();
+    run_migration(&t, 10 * MIB, 0);
+    check_both_done(&t, 10 * MIB);
+    /* 10 MiB at 20 MiB/s cannot take less than ~0.5 s (upper bounds are not tested). */
+    ck_assert_int_ge(g_get_monotonic_time() - start, 450 * 1000);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+START_TEST(test_late_packets_after_the_end_are_dropped)
+{
+    Tunnel t;
+    tunnel_setup(&t, FALSE, FALSE, 0);
+    run_migration(&t, MIB, 0);
+    check_both_done(&t, MIB);
+    RpcMessage *late = rpc_message_new(4);
+    late->header = opening;
+    late->header.type = RPC_STREAM;
+    late->header.status = RPC_CONTINUE;
+    memcpy(rpc_message_payload(late), "late", 4);
+    rpc_message_seal(late, 4);
+    tunnel_stream_deliver(t.server.ts, late);
+    TunnelStats ss;
+    tunnel_stream_get_stats(t.server.ts, &ss);
+    ck_assert_uint_eq(ss.bytes_in, MIB);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tunnel-stream");
+    TCase *tc = tcase_create("stream");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_plain_stream_carries_every_byte_and_finishes);
+    tcase_add_test(tc, test_credit_stream_carries_every_byte_and_finishes);
+    tcase_add_test(tc, test_stalled_vmm_bounds_memory_and_keeps_keepalive_alive);
+    tcase_add_test(tc, test_abort_returns_promptly_with_a_frozen_peer);
+    tcase_add_test(tc, test_abort_handshake_with_a_live_peer);
+    tcase_add_test(tc, test_destination_vmm_failure_reaches_the_source_with_its_cause);
+    tcase_add_test(tc, test_lost_connection_fails_the_stream_naming_the_peer);
+    tcase_add_test(tc, test_bandwidth_limit_is_enforced_by_the_tunnel);
+    tcase_add_test(tc, test_late_packets_after_the_end_are_dropped);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
