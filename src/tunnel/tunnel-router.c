@@ -1,0 +1,211 @@
+/* Serial -> stream routing with early-packet holding. */
+#include "tunnel/tunnel-router.h"
+
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "tunnel.router"
+
+/* Packets a slot holds before its stream is attached; more is a peer that
+ * streams before the opening call's reply, which the protocol forbids. */
+#define MAX_EARLY_PACKETS 64
+
+typedef struct {
+    gint ref;
+    guint32 serial;
+    gint32 proc;
+    TunnelStream *ts;   /* NULL until attached */
+    GQueue early;       /* RpcMessage */
+    gboolean cancelled;
+} Slot;
+
+struct TunnelRouter {
+    GMutex lock;
+    GHashTable *slots; /* serial -> Slot* (ref) */
+    gboolean closed;
+    GError *close_reason;
+};
+
+struct TunnelBinding {
+    TunnelRouter *router;
+    RpcConnection *conn;
+    RpcHeader header;
+    Slot *slot;
+};
+
+static Slot *slot_ref(Slot *s)
+{
+    g_atomic_int_inc(&s->ref);
+    return s;
+}
+
+static void slot_unref(gpointer data)
+{
+    Slot *s = data;
+    if (!s || !g_atomic_int_dec_and_test(&s->ref))
+        return;
+    g_queue_clear_full(&s->early, (GDestroyNotify)rpc_message_free);
+    tunnel_stream_unref(s->ts);
+    g_free(s);
+}
+
+TunnelRouter *tunnel_router_new(void)
+{
+    TunnelRouter *r = g_new0(TunnelRouter, 1);
+    g_mutex_init(&r->lock);
+    r->slots = g_hash_table_new_full(NULL, NULL, NULL, slot_unref);
+    return r;
+}
+
+void tunnel_router_free(TunnelRouter *router)
+{
+    if (!router)
+        return;
+    g_hash_table_destroy(router->slots);
+    g_clear_error(&router->close_reason);
+    g_mutex_clear(&router->lock);
+    g_free(router);
+}
+
+TunnelBinding *tunnel_router_reserve(TunnelRouter *router, RpcConnection *conn,
+                                     const RpcHeader *opening_call)
+{
+    Slot *s = g_new0(Slot, 1);
+    s->ref = 1;
+    s->serial = opening_call->serial;
+    s->proc = opening_call->proc;
+    g_queue_init(&s->early);
+
+    TunnelBinding *b = g_new0(TunnelBinding, 1);
+    b->router = router;
+    b->conn = rpc_connection_ref(conn);
+    b->header = *opening_call;
+    b->slot = slot_ref(s);
+
+    g_mutex_lock(&router->lock);
+    g_hash_table_replace(router->slots, GUINT_TO_POINTER(s->serial), s);
+    g_mutex_unlock(&router->lock);
+    return b;
+}
+
+RpcConnection *tunnel_binding_get_connection(TunnelBinding *binding)
+{
+    return binding->conn;
+}
+
+const RpcHeader *tunnel_binding_get_header(TunnelBinding *binding)
+{
+    return &binding->header;
+}
+
+void tunnel_binding_attach(TunnelBinding *b, TunnelStream *ts)
+{
+    TunnelRouter *r = b->router;
+    g_mutex_lock(&r->lock);
+    b->slot->ts = tunnel_stream_ref(ts);
+    /* Under the lock, so the reader cannot overtake the early packets. */
+    RpcMessage *m;
+    while ((m = g_queue_pop_head(&b->slot->early)))
+        tunnel_stream_deliver(ts, m);
+    gboolean closed = r->closed;
+    GError *why = r->close_reason ? g_error_copy(r->close_reason) : NULL;
+    g_mutex_unlock(&r->lock);
+    if (closed)
+        tunnel_stream_connection_closed(ts, why);
+    g_clear_error(&why);
+}
+
+static void remove_slot(TunnelRouter *r, Slot *s)
+{
+    g_mutex_lock(&r->lock);
+    if (g_hash_table_lookup(r->slots, GUINT_TO_POINTER(s->serial)) == s)
+        g_hash_table_remove(r->slots, GUINT_TO_POINTER(s->serial));
+    g_mutex_unlock(&r->lock);
+}
+
+void tunnel_binding_cancel(TunnelBinding *b)
+{
+    b->slot->cancelled = TRUE;
+    remove_slot(b->router, b->slot);
+}
+
+void tunnel_binding_free(TunnelBinding *b)
+{
+    if (!b)
+        return;
+    slot_unref(b->slot);
+    rpc_connection_unref(b->conn);
+    g_free(b);
+}
+
+gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
+{
+    g_mutex_lock(&router->lock);
+    Slot *s = g_hash_table_lookup(router->slots, GUINT_TO_POINTER(msg->header.serial));
+    if (s && msg->header.prog != FERRY_TUNNEL_PROGRAM && msg->header.proc != s->proc)
+        s = NULL;
+    if (!s) {
+        g_mutex_unlock(&router->lock);
+        FERRY_DEBUG("dropping a packet for unknown stream serial %u", msg->header.serial);
+        rpc_message_free(msg);
+        return FALSE;
+    }
+    if (!s->ts) {
+        if (g_queue_get_length(&s->early) >= MAX_EARLY_PACKETS) {
+            g_mutex_unlock(&router->lock);
+            FERRY_WARN("dropping a packet for stream serial %u: its stream is not open yet",
+                       msg->header.serial);
+            rpc_message_free(msg);
+            return FALSE;
+        }
+        g_queue_push_tail(&s->early, msg);
+        g_mutex_unlock(&router->lock);
+        return TRUE;
+    }
+    TunnelStream *ts = tunnel_stream_ref(s->ts);
+    gboolean over = tunnel_stream_is_over(ts);
+    if (over)
+        g_hash_table_remove(router->slots, GUINT_TO_POINTER(msg->header.serial));
+    g_mutex_unlock(&router->lock);
+
+    if (over)
+        rpc_message_free(msg); /* late packet for a finished stream */
+    else
+        tunnel_stream_deliver(ts, msg);
+    tunnel_stream_unref(ts);
+    return !over;
+}
+
+static GPtrArray *snapshot_streams(TunnelRouter *r)
+{
+    GPtrArray *streams = g_ptr_array_new_with_free_func((GDestroyNotify)tunnel_stream_unref);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, r->slots);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        Slot *s = value;
+        if (s->ts)
+            g_ptr_array_add(streams, tunnel_stream_ref(s->ts));
+    }
+    return streams;
+}
+
+void tunnel_router_connection_closed(TunnelRouter *router, const GError *why)
+{
+    g_mutex_lock(&router->lock);
+    router->closed = TRUE;
+    if (why && !router->close_reason)
+        router->close_reason = g_error_copy(why);
+    g_autoptr(GPtrArray) streams = snapshot_streams(router);
+    g_mutex_unlock(&router->lock);
+    for (guint i = 0; i < streams->len; i++)
+        tunnel_stream_connection_closed(streams->pdata[i], why);
+}
+
+void tunnel_router_abort_all(TunnelRouter *router, const GError *why)
+{
+    g_mutex_lock(&router->lock);
+    g_autoptr(GPtrArray) streams = snapshot_streams(router);
+    g_mutex_unlock(&router->lock);
+    for (guint i = 0; i < streams->len; i++)
+        tunnel_stream_abort(streams->pdata[i], why);
+}

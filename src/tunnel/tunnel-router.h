@@ -1,0 +1,39 @@
+/* Routes the STREAM packets (and ferry credit messages) of one RPC
+ * connection to their tunnel streams by the opening call's serial.
+ *
+ * A slot is reserved before the opening call's reply is sent (server) or
+ * before the call goes out (client), so no packet is lost in between: packets
+ * that arrive before a stream is attached wait in the slot. Packets for an
+ * unknown serial, or for a stream that is over, are dropped without reply.
+ *
+ * Lifetime: the router belongs to the connection's owner (a server session
+ * or a client peer) and is freed after the connection's reader has stopped.
+ * A binding is held by whoever will create the stream; it keeps the
+ * connection alive. */
+#pragma once
+
+#include "tunnel/tunnel-stream.h"
+
+typedef struct TunnelRouter TunnelRouter;
+typedef struct TunnelBinding TunnelBinding;
+
+TunnelRouter *tunnel_router_new(void);
+void tunnel_router_free(TunnelRouter *router);
+
+TunnelBinding *tunnel_router_reserve(TunnelRouter *router, RpcConnection *conn,
+                                     const RpcHeader *opening_call);
+/* Takes ownership of msg. Returns FALSE (and drops it) when no slot matches. */
+gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg);
+/* Fails every stream of the router: its connection is gone. */
+void tunnel_router_connection_closed(TunnelRouter *router, const GError *why);
+/* Aborts every stream (e.g. the daemon is stopping). */
+void tunnel_router_abort_all(TunnelRouter *router, const GError *why);
+
+RpcConnection *tunnel_binding_get_connection(TunnelBinding *binding);
+const RpcHeader *tunnel_binding_get_header(TunnelBinding *binding);
+/* Attaches the stream and hands it the packets that already arrived. */
+void tunnel_binding_attach(TunnelBinding *binding, TunnelStream *ts);
+/* Gives the slot up (the call failed, no stream will come). */
+void tunnel_binding_cancel(TunnelBinding *binding);
+void tunnel_binding_free(TunnelBinding *binding);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelBinding, tunnel_binding_free)
