@@ -13,6 +13,7 @@ typedef struct {
 } DriverListener;
 
 static GPtrArray *registry;
+static const MigrationPeerOps *peer_ops;
 static GMutex registry_lock;
 
 void driver_domain_clear(DriverDomain *dom)
@@ -26,6 +27,21 @@ void driver_domain_free(DriverDomain *dom)
         return;
     driver_domain_clear(dom);
     g_free(dom);
+}
+
+void driver_job_info_clear(DriverJobInfo *info)
+{
+    g_clear_pointer(&info->error_message, g_free);
+}
+
+void driver_set_migration_peer_ops(const MigrationPeerOps *ops)
+{
+    peer_ops = ops;
+}
+
+const MigrationPeerOps *driver_get_migration_peer_ops(void)
+{
+    return peer_ops;
 }
 
 void driver_init(Driver *drv, const DriverOps *ops, gpointer priv)

@@ -6,7 +6,10 @@
 
 #include <glib.h>
 
+#include "driver/driver-params.h"
+
 typedef struct Driver Driver;
+typedef struct TunnelBinding TunnelBinding;
 
 /* A domain as the RPC layer names it. */
 typedef struct {
@@ -32,6 +35,38 @@ typedef struct {
     guint64 memory_kib;
     int cpus, mhz, nodes, sockets, cores, threads;
 } DriverNodeInfo;
+
+/* virDomainJobType / virDomainJobOperation values */
+enum {
+    DRIVER_JOB_NONE = 0,
+    DRIVER_JOB_BOUNDED = 1,
+    DRIVER_JOB_UNBOUNDED = 2,
+    DRIVER_JOB_COMPLETED = 3,
+    DRIVER_JOB_FAILED = 4,
+    DRIVER_JOB_CANCELLED = 5,
+};
+#define DRIVER_JOB_OPERATION_MIGRATION_IN 4
+#define DRIVER_JOB_OPERATION_MIGRATION_OUT 5
+#define DRIVER_JOB_STATS_COMPLETED 1 /* GET_JOB_STATS flag: the last finished job */
+
+/* A job's progress, as GET_JOB_INFO and GET_JOB_STATS report it. */
+typedef struct {
+    int type;
+    int operation;
+    guint64 time_elapsed_ms;
+    guint64 data_total, data_processed, data_remaining;
+    guint64 memory_total, memory_processed, memory_remaining;
+    guint64 memory_bps;
+    guint64 memory_dirty_rate; /* pages per second */
+    guint64 memory_iteration;
+    guint64 memory_page_size;
+    guint64 downtime_ms;
+    guint64 setup_time_ms;
+    gboolean has_downtime;
+    char *error_message; /* failed jobs */
+} DriverJobInfo;
+
+void driver_job_info_clear(DriverJobInfo *info);
 
 /* Each function fails with a FERRY_ERROR whose text a user can act on. A
  * driver may leave an entry NULL: the dispatcher then answers "not supported". */
@@ -71,7 +106,64 @@ typedef struct {
     gboolean (*suspend)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*resume)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*shutdown)(Driver *drv, const DriverDomain *dom, GError **error);
+
+    /* Jobs: answered promptly while a migration streams. */
+    gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
+                             DriverJobInfo *info, GError **error);
+    gboolean (*abort_job)(Driver *drv, const DriverDomain *dom, GError **error);
+    gboolean (*migrate_set_max_speed)(Driver *drv, const DriverDomain *dom, guint64 mib_per_s,
+                                      GError **error);
+    gboolean (*migrate_get_max_speed)(Driver *drv, const DriverDomain *dom, guint64 *mib_per_s,
+                                      GError **error);
+
+    /* Migration protocol version 3 with params. Cookies are opaque bytes
+     * exchanged between the two drivers. */
+    char *(*migrate_begin)(Driver *drv, const DriverDomain *dom, GPtrArray *params, guint flags,
+                           GBytes **cookie_out, GError **error);
+    /* binding: the stream of a tunnelled prepare (NULL otherwise); the driver
+     * creates the server-side stream on it before returning. */
+    gboolean (*migrate_prepare)(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
+                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
+                                GError **error);
+    /* Peer-to-peer: the source driver runs the whole migration. */
+    gboolean (*migrate_perform)(Driver *drv, const DriverDomain *dom, const char *dconnuri,
+                                GPtrArray *params, GBytes *cookie_in, guint flags,
+                                GBytes **cookie_out, GError **error);
+    DriverDomain *(*migrate_finish)(Driver *drv, GPtrArray *params, GBytes *cookie_in,
+                                    guint flags, gboolean cancelled, GBytes **cookie_out,
+                                    GError **error);
+    gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
+                                GBytes *cookie_in, guint flags, gboolean cancelled,
+                                GError **error);
 } DriverOps;
+
+/* How a source driver reaches the destination daemon for peer-to-peer
+ * migration: implemented by src/remote (it speaks RPC), handed to drivers at
+ * start so the driver layer never touches sockets. */
+typedef struct MigrationPeer MigrationPeer;
+typedef struct {
+    /* Connects, authenticates and opens the destination URI. */
+    MigrationPeer *(*open)(const char *uri, GError **error);
+    void (*close)(MigrationPeer *peer);
+    /* 1 supported, 0 not, -1 error */
+    int (*supports_feature)(MigrationPeer *peer, int feature, GError **error);
+    /* PREPARE_TUNNEL3_PARAMS; on success *binding is where the caller
+     * attaches its client-side stream. */
+    gboolean (*prepare_tunnel)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
+                               guint flags, GBytes **cookie_out, TunnelBinding **binding,
+                               GError **error);
+    /* PREPARE3_PARAMS (proxy mode): returns the destination's uri_out. */
+    gboolean (*prepare)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in, guint flags,
+                        GBytes **cookie_out, char **uri_out, GError **error);
+    DriverDomain *(*finish)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
+                            guint flags, gboolean cancelled, GBytes **cookie_out,
+                            GError **error);
+    /* A short name for messages: "destination ferryd at 127.0.0.1:16509" */
+    const char *(*describe)(MigrationPeer *peer);
+} MigrationPeerOps;
+
+void driver_set_migration_peer_ops(const MigrationPeerOps *ops);
+const MigrationPeerOps *driver_get_migration_peer_ops(void);
 
 /* Lifetime: a driver lives from registration until driver_registry_shutdown(). */
 struct Driver {
