@@ -262,6 +262,10 @@ static DomainObj *add_common(DomainList *list, DomainDef **defp, const AddReques
                              DomainDef **old_def, GError **error)
 {
     DomainDef *def = *defp;
+    /* A new member is locked before the list is, so even an object nobody
+     * can see yet follows the one lock order. Dropped if not needed. */
+    DomainObj *fresh = domain_obj_new();
+    domain_obj_lock(fresh);
     DomainObj *twin = lock_list_and_twin(list, def->uuid);
     DomainObj *ret = NULL;
 
@@ -290,8 +294,7 @@ static DomainObj *add_common(DomainList *list, DomainDef **defp, const AddReques
                         "domain '%s' is already active", def->name);
             goto out;
         }
-        ret = domain_obj_new();
-        domain_obj_lock(ret); /* unpublished: cannot block */
+        ret = g_steal_pointer(&fresh);
         ListEntry *e = member_add(list, ret, def, FALSE);
         attach_instance(list, ret, e, def, req->id, req->instance_id);
     } else if (twin) {
@@ -312,8 +315,7 @@ static DomainObj *add_common(DomainList *list, DomainDef **defp, const AddReques
         }
         ret = g_steal_pointer(&twin); /* locked, and our reference is the caller's */
     } else {
-        ret = domain_obj_new();
-        domain_obj_lock(ret);
+        ret = g_steal_pointer(&fresh);
         ListEntry *e = member_add(list, ret, def, TRUE);
         if (req->live)
             attach_instance(list, ret, e, def, req->id, req->instance_id);
@@ -325,6 +327,7 @@ static DomainObj *add_common(DomainList *list, DomainDef **defp, const AddReques
 out:
     g_mutex_unlock(&list->lock);
     domain_obj_end(twin);
+    domain_obj_end(fresh);
     return ret;
 }
 
