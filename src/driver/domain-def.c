@@ -346,11 +346,12 @@ static gboolean parse_name(DomainDef *def, const xmlNode *n, GError **error)
     return TRUE;
 }
 
-static gboolean parse_uuid(DomainDef *def, const xmlNode *n, GError **error)
+static gboolean parse_uuid(DomainDef *def, const xmlNode *n, gboolean *given, GError **error)
 {
     g_autofree char *text = node_text_stripped(n);
     if (!text[0]) /* libvirt generates one for an empty element too */
         return TRUE;
+    *given = TRUE;
     if (!ferry_uuid_parse(text, def->uuid, NULL))
         return xml_fail(error,
                         "invalid value '%s' for <uuid>: expected a UUID such as "
@@ -545,14 +546,21 @@ static const char *const modelled_names[N_ELS] = {
     "vcpu", "os",    "on_poweroff", "on_reboot",  "on_crash", "devices",
 };
 
-static gboolean parse_child(DomainDef *def, ModelledElement el, xmlNode *n, gboolean *has_current,
+/* What the checks after the last element need to know. */
+typedef struct {
+    gboolean seen[N_ELS];
+    gboolean has_uuid;
+    gboolean has_current;
+} ParseState;
+
+static gboolean parse_child(DomainDef *def, ModelledElement el, xmlNode *n, ParseState *ps,
                             GError **error)
 {
     switch (el) {
     case EL_NAME:
         return parse_name(def, n, error);
     case EL_UUID:
-        return parse_uuid(def, n, error);
+        return parse_uuid(def, n, &ps->has_uuid, error);
     case EL_TITLE: {
         g_autofree char *t = node_text(n);
         if (strchr(t, '\n'))
@@ -570,7 +578,7 @@ static gboolean parse_child(DomainDef *def, ModelledElement el, xmlNode *n, gboo
     case EL_MEMORY:
         return parse_memory(n, &def->memory_kib, error);
     case EL_CURRENT_MEMORY:
-        *has_current = TRUE;
+        ps->has_current = TRUE;
         return parse_memory(n, &def->current_memory_kib, error);
     case EL_VCPU:
         return parse_vcpu(def, n, error);
@@ -640,8 +648,7 @@ DomainDef *domain_def_parse_node(xmlNode *root, GError **error)
         return NULL;
     }
 
-    gboolean seen[N_ELS] = {FALSE};
-    gboolean has_uuid = FALSE, has_current = FALSE;
+    ParseState ps = {{FALSE}};
     for (xmlNode *n = root->children; n; n = n->next) {
         if (n->type != XML_ELEMENT_NODE)
             continue; /* text, comments and PIs between elements are layout */
@@ -654,22 +661,20 @@ DomainDef *domain_def_parse_node(xmlNode *root, GError **error)
             kept_add(def->kept, kept_group_for(n), n);
             continue;
         }
-        if (seen[el]) {
+        if (ps.seen[el]) {
             xml_fail(error, "duplicate <%s> element in domain XML", modelled_names[el]);
             return NULL;
         }
-        seen[el] = TRUE;
-        if (!parse_child(def, (ModelledElement)el, n, &has_current, error))
+        ps.seen[el] = TRUE;
+        if (!parse_child(def, (ModelledElement)el, n, &ps, error))
             return NULL;
-        if (el == EL_UUID && !ferry_uuid_is_null(def->uuid))
-            has_uuid = TRUE;
     }
 
-    if (!seen[EL_NAME]) {
+    if (!ps.seen[EL_NAME]) {
         xml_fail(error, "missing <name> element in domain XML");
         return NULL;
     }
-    if (!seen[EL_MEMORY]) {
+    if (!ps.seen[EL_MEMORY]) {
         xml_fail(error, "missing <memory> element in domain XML");
         return NULL;
     }
@@ -678,7 +683,7 @@ DomainDef *domain_def_parse_node(xmlNode *root, GError **error)
         return NULL;
     }
     /* libvirt treats a zero balloon as "not set". */
-    if (!has_current || def->current_memory_kib == 0)
+    if (!ps.has_current || def->current_memory_kib == 0)
         def->current_memory_kib = def->memory_kib;
     if (def->current_memory_kib > def->memory_kib) {
         xml_fail(error,
@@ -687,9 +692,9 @@ DomainDef *domain_def_parse_node(xmlNode *root, GError **error)
                  def->current_memory_kib, def->memory_kib);
         return NULL;
     }
-    if (!seen[EL_VCPU])
+    if (!ps.seen[EL_VCPU])
         def->vcpus = def->vcpus_current = 1;
-    if (!has_uuid)
+    if (!ps.has_uuid)
         ferry_uuid_generate(def->uuid);
     return g_steal_pointer(&def);
 }

@@ -419,7 +419,7 @@ static void load_config(DomainStore *store, DomainList *list, const char *file)
     domain_obj_end(obj);
 }
 
-static DomainObj *load_state(DomainStore *store, DomainList *list, SavedState *s)
+static DomainObj *load_state(DomainList *list, SavedState *s)
 {
     g_autoptr(GError) err = NULL;
     g_autofree char *name = g_strdup(s->live_def->name);
@@ -482,7 +482,7 @@ GPtrArray *domain_store_load(DomainStore *store, DomainList *list, GError **erro
             SavedState *s = saved->pdata[i];
             if (s->incoming != (pass == 1))
                 continue;
-            DomainObj *obj = load_state(store, list, s);
+            DomainObj *obj = load_state(list, s);
             if (obj)
                 g_ptr_array_add(restored, obj);
         }

@@ -193,6 +193,12 @@ START_TEST(test_minimal_xml_gets_libvirt_defaults)
     ck_assert_ptr_nonnull(strstr(xml, "<vcpu placement='static'>1</vcpu>"));
     assert_round_trip(def, -1, 0);
 
+    /* A UUID that is given is kept, even the null one. */
+    g_autoptr(DomainDef) null_uuid = parse_ok("<domain type='sim'><name>m</name><memory>1024"
+                                              "</memory><uuid>00000000000000000000000000000000"
+                                              "</uuid></domain>");
+    ck_assert(ferry_uuid_is_null(null_uuid->uuid));
+
     /* Two parses without <uuid> get two different UUIDs. */
     g_autoptr(DomainDef) other =
         parse_ok("<domain type='sim'><name>m</name><memory>1024</memory></domain>");
