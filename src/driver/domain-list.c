@@ -648,19 +648,26 @@ static int compare_ints(gconstpointer a, gconstpointer b)
     return (x > y) - (x < y);
 }
 
-GPtrArray *domain_list_get_instances(DomainList *list)
+/* The ids that key an id table, ascending. list->lock held. */
+static GArray *sorted_ids(GHashTable *ids_table)
 {
-    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)domain_obj_unref);
-    g_autoptr(GArray) ids = g_array_new(FALSE, FALSE, sizeof(int));
-    g_mutex_lock(&list->lock);
+    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int));
     GHashTableIter it;
     gpointer key;
-    g_hash_table_iter_init(&it, list->used_ids);
+    g_hash_table_iter_init(&it, ids_table);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         int id = GPOINTER_TO_INT(key);
         g_array_append_val(ids, id);
     }
     g_array_sort(ids, compare_ints);
+    return ids;
+}
+
+GPtrArray *domain_list_get_instances(DomainList *list)
+{
+    GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)domain_obj_unref);
+    g_mutex_lock(&list->lock);
+    g_autoptr(GArray) ids = sorted_ids(list->used_ids);
     for (guint i = 0; i < ids->len; i++) {
         int id = g_array_index(ids, int, i);
         g_ptr_array_add(out,
@@ -688,17 +695,9 @@ int domain_list_count_inactive(DomainList *list)
 
 GArray *domain_list_active_ids(DomainList *list)
 {
-    GArray *ids = g_array_new(FALSE, FALSE, sizeof(int));
     g_mutex_lock(&list->lock);
-    GHashTableIter it;
-    gpointer key;
-    g_hash_table_iter_init(&it, list->by_id);
-    while (g_hash_table_iter_next(&it, &key, NULL)) {
-        int id = GPOINTER_TO_INT(key);
-        g_array_append_val(ids, id);
-    }
+    GArray *ids = sorted_ids(list->by_id);
     g_mutex_unlock(&list->lock);
-    g_array_sort(ids, compare_ints);
     return ids;
 }
 
