@@ -1,0 +1,173 @@
+/* Migration stream I/O. Sockets are driven with MSG_DONTWAIT plus poll() on the
+ * socket and the cancel eventfd, so no call ever blocks beyond a cancel, and an
+ * inherited fd's flags (shared with whoever passed it) are never changed. */
+#include "vmm/vmm-stream.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+/* Bytes per send call: large enough that the stream is never the bottleneck,
+ * small enough that pacing and progress stay smooth. */
+#define STREAM_CHUNK (4u << 20)
+#define STREAM_IOV_BATCH 64
+
+void vmm_stream_init(VmmStream *stream, int fd, int cancel_fd, const gint64 *max_bandwidth)
+{
+    memset(stream, 0, sizeof(*stream));
+    stream->fd = fd;
+    stream->cancel_fd = cancel_fd;
+    stream->max_bandwidth = max_bandwidth;
+    stream->state = VMM_STREAM_OK;
+}
+
+static gboolean stream_fail(VmmStream *s, VmmStreamState state, int err)
+{
+    if (s->state == VMM_STREAM_OK) {
+        s->state = state;
+        s->err = err;
+    }
+    return FALSE;
+}
+
+/* Waits for fd to be ready (events) or timeout_ms (-1 = no limit); FALSE on cancel. */
+static gboolean stream_wait(VmmStream *s, short events, int timeout_ms)
+{
+    struct pollfd p[2] = {
+        {.fd = s->cancel_fd, .events = POLLIN},
+        {.fd = s->fd, .events = events},
+    };
+    for (;;) {
+        int n = poll(p, events ? 2 : 1, timeout_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0 && (p[0].revents & POLLIN))
+            return stream_fail(s, VMM_STREAM_CANCELLED, 0);
+        /* Ready, timed out, or POLLERR/POLLHUP: the next I/O call reports which. */
+        return TRUE;
+    }
+}
+
+/* How many bytes the bandwidth cap lets through now; 0 after having waited. */
+static gsize stream_pace(VmmStream *s, gsize want)
+{
+    gint64 rate = s->max_bandwidth ? __atomic_load_n(s->max_bandwidth, __ATOMIC_RELAXED) : 0;
+    if (rate <= 0)
+        return want;
+    gint64 now = g_get_monotonic_time();
+    if (rate != s->pace_rate) {
+        s->pace_rate = rate;
+        s->pace_start = now;
+        s->pace_bytes = 0;
+    }
+    /* A 50 ms burst keeps writes large without breaking the average. */
+    double burst = MAX(rate / 20.0, 65536.0);
+    double allowed = burst + (double)(now - s->pace_start) * rate / G_USEC_PER_SEC - s->pace_bytes;
+    if (allowed >= MIN((double)want, 65536.0))
+        return MIN(want, (gsize)allowed);
+    double wait_us = (MIN((double)want, 65536.0) - allowed) * G_USEC_PER_SEC / rate;
+    stream_wait(s, 0, (int)MAX(1.0, wait_us / 1000.0));
+    return 0;
+}
+
+gboolean vmm_stream_writev(VmmStream *stream, const struct iovec *iov, int iovcnt)
+{
+    VmmStream *s = stream;
+    int idx = 0;
+    gsize off = 0;
+    while (s->state == VMM_STREAM_OK) {
+        while (idx < iovcnt && off == iov[idx].iov_len) {
+            idx++;
+            off = 0;
+        }
+        if (idx == iovcnt)
+            return TRUE;
+
+        gsize limit = stream_pace(s, STREAM_CHUNK);
+        if (limit == 0)
+            continue;
+        struct iovec batch[STREAM_IOV_BATCH];
+        int n = 0;
+        gsize total = 0, boff = off;
+        for (int i = idx; i < iovcnt && n < STREAM_IOV_BATCH && total < limit; i++) {
+            gsize len = MIN(iov[i].iov_len - boff, limit - total);
+            if (len) {
+                batch[n].iov_base = (char *)iov[i].iov_base + boff;
+                batch[n].iov_len = len;
+                n++;
+                total += len;
+            }
+            boff = 0;
+        }
+        struct msghdr msg = {.msg_iov = batch, .msg_iovlen = n};
+        ssize_t rc = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                stream_wait(s, POLLOUT, -1);
+                continue;
+            }
+            return stream_fail(s, VMM_STREAM_ERROR, errno);
+        }
+        s->pace_bytes += (guint64)rc;
+        __atomic_store_n(&s->sent, s->sent + (guint64)rc, __ATOMIC_RELAXED);
+        gsize left = (gsize)rc;
+        while (left) {
+            gsize step = MIN(left, iov[idx].iov_len - off);
+            off += step;
+            left -= step;
+            if (off == iov[idx].iov_len) {
+                idx++;
+                off = 0;
+            }
+        }
+    }
+    return FALSE;
+}
+
+gboolean vmm_stream_write(VmmStream *stream, const void *buf, gsize len)
+{
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    return vmm_stream_writev(stream, &iov, 1);
+}
+
+gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len)
+{
+    VmmStream *s = stream;
+    gsize got = 0;
+    while (s->state == VMM_STREAM_OK) {
+        if (got == len)
+            return TRUE;
+        ssize_t rc = recv(s->fd, (char *)buf + got, len - got, MSG_DONTWAIT);
+        if (rc == 0)
+            return stream_fail(s, VMM_STREAM_CLOSED, 0);
+        if (rc < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                stream_wait(s, POLLIN, -1);
+                continue;
+            }
+            return stream_fail(s, VMM_STREAM_ERROR, errno);
+        }
+        got += (gsize)rc;
+        __atomic_store_n(&s->received, s->received + (guint64)rc, __ATOMIC_RELAXED);
+    }
+    return FALSE;
+}
+
+gsize vmm_stream_read_pending(VmmStream *stream, void *buf, gsize len)
+{
+    gsize got = 0;
+    while (got < len) {
+        ssize_t rc = recv(stream->fd, (char *)buf + got, len - got, MSG_DONTWAIT);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc <= 0)
+            break;
+        got += (gsize)rc;
+    }
+    return got;
+}
