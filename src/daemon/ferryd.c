@@ -158,7 +158,10 @@ static int run(const DaemonOptions *opts)
     g_autofree char *vmm = find_vmm_binary(cfg);
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
-                               .vmm_binary = vmm};
+                               .vmm_binary = vmm,
+                               .migration_port_min = cfg->migration_port_min,
+                               .migration_port_max = cfg->migration_port_max,
+                               .migration_address = cfg->migration_address};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {
         fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);

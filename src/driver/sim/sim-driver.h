@@ -8,6 +8,9 @@ typedef struct {
     const char *config_dir; /* persistent domain configs */
     const char *run_dir;    /* runtime state of running instances, VMM sockets */
     const char *vmm_binary; /* ferry-vmm */
+    guint migration_port_min; /* proxy-mode data connections (qemu.conf names) */
+    guint migration_port_max;
+    const char *migration_address;
 } SimDriverConfig;
 
 /* Loads configs and finds running VMs again; the driver is then registered. */
