@@ -2,6 +2,7 @@
 #include "driver/sim/sim-vmm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -99,10 +100,16 @@ SimVm *sim_vm_spawn(const DomainDef *def, const SimVmSpawnOptions *o, GError **e
 
     GPid pid = 0;
     g_autoptr(GError) spawn_error = NULL;
+    /* The VMM's own early errors (bad arguments) land in its log too. */
+    int log_fd = open(o->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     /* No DO_NOT_REAP_CHILD: GLib double-forks, so the VM is not our child and
      * outlives us; we learn its end from the monitor socket. */
-    gboolean ok = g_spawn_async(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDOUT_TO_DEV_NULL,
-                                NULL, NULL, &pid, &spawn_error);
+    gboolean ok = g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)argv->pdata, NULL,
+                                                   G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, -1, -1,
+                                                   log_fd, NULL, NULL, 0, &pid, NULL, NULL, NULL,
+                                                   &spawn_error);
+    if (log_fd >= 0)
+        close(log_fd);
     g_ptr_array_free(argv, TRUE);
     if (!ok) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "cannot start %s: %s",
@@ -112,8 +119,15 @@ SimVm *sim_vm_spawn(const DomainDef *def, const SimVmSpawnOptions *o, GError **e
 
     SimVm *vm = vm_new(pid, o->instance_id, o->on_gone, o->data);
     g_autoptr(GError) qmp_error = NULL;
-    vm->qmp = qmp_client_connect(o->qmp_path, START_TIMEOUT_MS, on_qmp_event, on_qmp_close, vm,
-                                 &qmp_error);
+    /* Short attempts, so a VMM that exits at once is reported at once. */
+    gint64 deadline = g_get_monotonic_time() + START_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    while (!vm->qmp && g_get_monotonic_time() < deadline) {
+        g_clear_error(&qmp_error);
+        vm->qmp = qmp_client_connect(o->qmp_path, 200, on_qmp_event, on_qmp_close, vm,
+                                     &qmp_error);
+        if (!vm->qmp && !pid_alive(pid))
+            break;
+    }
     if (!vm->qmp) {
         g_autofree char *line = last_log_line(o->log_path);
         if (pid_alive(pid))
