@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -97,21 +98,29 @@ int rpc_socket_listen_unix(const char *path, guint mode, GError **error)
         }
         close(probe);
     }
-    unlink(path);
+    /* Bind and listen under a temporary name, then rename into place: the
+     * path appears only once a client can connect to it. */
+    g_autofree char *tmp = g_strdup_printf("%s.%d.tmp", path, (int)getpid());
+    struct sockaddr_un tmp_sun;
+    if (!fill_sockaddr_un(&tmp_sun, tmp, error))
+        return -1;
+    unlink(tmp);
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         ferry_set_error_errno(error, errno, "cannot create a UNIX socket for %s", path);
         return -1;
     }
-    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 128) < 0) {
+    if (bind(fd, (struct sockaddr *)&tmp_sun, sizeof(tmp_sun)) < 0 || listen(fd, 128) < 0) {
         ferry_set_error_errno(error, errno, "cannot listen on %s", path);
         close(fd);
+        unlink(tmp);
         return -1;
     }
-    if (chmod(path, mode) < 0) {
-        ferry_set_error_errno(error, errno, "cannot set mode %o on %s", mode, path);
+    if (chmod(tmp, mode) < 0 || rename(tmp, path) < 0) {
+        ferry_set_error_errno(error, errno, "cannot put socket %s in place", path);
         close(fd);
+        unlink(tmp);
         return -1;
     }
     return fd;

@@ -83,7 +83,6 @@ static gpointer hostname_worker(gpointer data)
 
 START_TEST(test_calls_from_eight_threads_on_one_connection)
 {
-    start_daemon();
     RpcClient *c = open_client();
     GThread *t[8];
     for (int i = 0; i < 8; i++)
@@ -91,13 +90,11 @@ START_TEST(test_calls_from_eight_threads_on_one_connection)
     for (int i = 0; i < 8; i++)
         ck_assert(GPOINTER_TO_INT(g_thread_join(t[i])));
     rpc_client_free(c);
-    stop_daemon();
 }
 END_TEST
 
 START_TEST(test_server_errors_arrive_with_code_and_text)
 {
-    start_daemon();
     RpcClient *c = open_client();
     g_autoptr(GError) e = NULL;
     ck_assert(!rpc_client_call(c, REMOTE_PROGRAM, 1, 9999, NULL, NULL, NULL, NULL, 5000, &e));
@@ -113,7 +110,6 @@ START_TEST(test_server_errors_arrive_with_code_and_text)
     ck_assert_int_eq(e->code, FERRY_ERR_NO_CONNECT);
     ck_assert_str_eq(e->message, "no connection driver available for xen:///system");
     rpc_client_free(c);
-    stop_daemon();
 }
 END_TEST
 
@@ -176,10 +172,16 @@ END_TEST
 int main(void)
 {
     Suite *s = suite_create("rpc-client");
+    /* The daemon is stopped by the fixture even when a check fails, so it
+     * never outlives the test holding its output pipes. */
+    TCase *td = tcase_create("with-daemon");
+    tcase_set_timeout(td, 60);
+    tcase_add_checked_fixture(td, start_daemon, stop_daemon);
+    tcase_add_test(td, test_calls_from_eight_threads_on_one_connection);
+    tcase_add_test(td, test_server_errors_arrive_with_code_and_text);
+    suite_add_tcase(s, td);
     TCase *tc = tcase_create("client");
     tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test_calls_from_eight_threads_on_one_connection);
-    tcase_add_test(tc, test_server_errors_arrive_with_code_and_text);
     tcase_add_test(tc, test_call_times_out_against_a_silent_peer);
     tcase_add_test(tc, test_pending_call_fails_when_the_peer_closes);
     tcase_add_test(tc, test_client_keepalive_drops_a_dead_peer);
