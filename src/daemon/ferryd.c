@@ -11,6 +11,7 @@
 #include "daemon/daemon-config.h"
 #include "driver/sim/sim-driver.h"
 #include "remote/remote-dispatch.h"
+#include "remote/remote-migration-peer.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-server.h"
 #include "rpc/rpc-socket.h"
@@ -156,6 +157,7 @@ static int run(const DaemonOptions *opts)
     }
 
     g_autofree char *vmm = find_vmm_binary(cfg);
+    driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
                                .vmm_binary = vmm,

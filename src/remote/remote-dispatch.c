@@ -6,6 +6,7 @@
 #include "driver/driver.h"
 #include "remote/remote-convert.h"
 #include "remote/remote_protocol.h"
+#include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -38,6 +39,7 @@ typedef struct {
     int next_callback_id;
     guint listener_id;
     Driver *listener_driver;
+    TunnelRouter *router; /* streams opened by this client's calls */
 } RemoteSession;
 
 typedef struct {
@@ -71,6 +73,7 @@ typedef struct {
 static void session_free(gpointer data)
 {
     RemoteSession *s = data;
+    tunnel_router_free(s->router);
     g_array_unref(s->callbacks);
     g_mutex_clear(&s->lock);
     g_free(s);
@@ -87,6 +90,10 @@ static void session_on_close(RpcServerClient *client, gpointer priv)
     g_mutex_unlock(&s->lock);
     if (drv)
         driver_event_unlisten(drv, id);
+    g_autoptr(GError) why = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                        "the client %s disconnected",
+                                        rpc_server_client_get_peer(client));
+    tunnel_router_connection_closed(s->router, why);
 }
 
 static void session_init(RpcServerClient *client, gpointer data)
@@ -98,6 +105,7 @@ static void session_init(RpcServerClient *client, gpointer data)
     s->readonly = rpc_server_client_is_readonly(client);
     s->callbacks = g_array_new(FALSE, FALSE, sizeof(RemoteEventCallback));
     s->next_callback_id = 1;
+    s->router = tunnel_router_new();
     rpc_server_client_set_private(client, s, session_free);
     rpc_server_client_set_close_hook(client, session_on_close);
 }
@@ -272,6 +280,12 @@ static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError 
         /* Asking is how a client says it answers pings: only then do we send them. */
         rpc_server_client_start_keepalive(ctx->client);
         ret->supported = 1;
+        break;
+    case 3:  /* MIGRATION_V2 */
+    case 4:  /* MIGRATION_P2P */
+    case 6:  /* MIGRATION_V3 */
+    case 13: /* MIGRATION_PARAMS */
+        ret->supported = ctx->session->driver && ctx->session->driver->ops->migrate_perform ? 1 : 0;
         break;
     case 9:  /* TYPED_PARAM_STRING */
     case 11: /* XML_MIGRATABLE */
@@ -725,6 +739,234 @@ static gboolean h_event_deregister(RemoteContext *ctx, void *a, void *r, GError 
                                    error);
 }
 
+/* ---- jobs ---- */
+
+static gboolean h_get_job_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_job_info);
+    ARG_DOMAIN(remote_domain_args);
+    remote_domain_get_job_info_ret *ret = r;
+    DriverJobInfo info = {0};
+    if (!ctx->drv->ops->get_job_info(ctx->drv, &dom, 0, &info, error))
+        return FALSE;
+    ret->type = info.type;
+    ret->timeElapsed = info.time_elapsed_ms;
+    ret->dataTotal = info.data_total;
+    ret->dataProcessed = info.data_processed;
+    ret->dataRemaining = info.data_remaining;
+    ret->memTotal = info.memory_total;
+    ret->memProcessed = info.memory_processed;
+    ret->memRemaining = info.memory_remaining;
+    driver_job_info_clear(&info);
+    return TRUE;
+}
+
+static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_job_info);
+    ARG_DOMAIN(remote_domain_flags_args);
+    remote_domain_get_job_stats_ret *ret = r;
+    DriverJobInfo info = {0};
+    if (!ctx->drv->ops->get_job_info(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                     &info, error))
+        return FALSE;
+    ret->type = info.type;
+    g_autoptr(GPtrArray) params = driver_params_new();
+    if (info.type != DRIVER_JOB_NONE) {
+        driver_params_add_int(params, "operation", info.operation);
+        driver_params_add_ullong(params, "time_elapsed", info.time_elapsed_ms);
+        if (info.has_downtime)
+            driver_params_add_ullong(params, "downtime", info.downtime_ms);
+        driver_params_add_ullong(params, "setup_time", info.setup_time_ms);
+        driver_params_add_ullong(params, "data_total", info.data_total);
+        driver_params_add_ullong(params, "data_processed", info.data_processed);
+        driver_params_add_ullong(params, "data_remaining", info.data_remaining);
+        driver_params_add_ullong(params, "memory_total", info.memory_total);
+        driver_params_add_ullong(params, "memory_processed", info.memory_processed);
+        driver_params_add_ullong(params, "memory_remaining", info.memory_remaining);
+        driver_params_add_ullong(params, "memory_bps", info.memory_bps);
+        driver_params_add_ullong(params, "memory_dirty_rate", info.memory_dirty_rate);
+        driver_params_add_ullong(params, "memory_iteration", info.memory_iteration);
+        driver_params_add_ullong(params, "memory_page_size", info.memory_page_size);
+        if (info.error_message)
+            driver_params_add_string(params, "errmsg", info.error_message);
+    }
+    driver_job_info_clear(&info);
+    remote_params_from_driver(params, &ret->params.params_val, &ret->params.params_len);
+    return TRUE;
+}
+
+static gboolean h_abort_job(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(abort_job);
+    ARG_DOMAIN(remote_domain_args);
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+}
+
+static gboolean h_abort_job_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(abort_job);
+    ARG_DOMAIN(remote_domain_flags_args);
+    if (((remote_domain_flags_args *)a)->flags) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "abort flags 0x%x (post-copy) are not supported",
+                    ((remote_domain_flags_args *)a)->flags);
+        return FALSE;
+    }
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+}
+
+static gboolean h_set_max_speed(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_set_max_speed);
+    ARG_DOMAIN(remote_domain_migrate_set_max_speed_args);
+    return ctx->drv->ops->migrate_set_max_speed(
+        ctx->drv, &dom, ((remote_domain_migrate_set_max_speed_args *)a)->bandwidth, error);
+}
+
+static gboolean h_get_max_speed(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_get_max_speed);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_get_max_speed(
+        ctx->drv, &dom, &((remote_domain_migrate_get_max_speed_ret *)r)->bandwidth, error);
+}
+
+/* ---- migration, version 3 with params ---- */
+
+static gboolean h_migrate_begin3_params(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_begin);
+    ARG_DOMAIN(remote_domain_migrate_begin3_params_args);
+    remote_domain_migrate_begin3_params_args *args = a;
+    remote_domain_migrate_begin3_params_ret *ret = r;
+    g_autoptr(GPtrArray) params =
+        remote_params_to_driver(args->params.params_val, args->params.params_len, error);
+    if (!params)
+        return FALSE;
+    g_autoptr(GBytes) cookie = NULL;
+    char *xml = ctx->drv->ops->migrate_begin(ctx->drv, &dom, params, args->flags, &cookie, error);
+    if (!xml)
+        return FALSE;
+    ret->xml = xml;
+    remote_cookie_from_bytes(cookie, &ret->cookie_out.cookie_out_val,
+                             &ret->cookie_out.cookie_out_len);
+    return TRUE;
+}
+
+static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int pn,
+                               char *cookie_val, u_int cookie_len, guint flags,
+                               TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
+                               GError **error)
+{
+    NEED_OP(migrate_prepare);
+    g_autoptr(GPtrArray) params = remote_params_to_driver(pv, pn, error);
+    if (!params)
+        return FALSE;
+    g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
+    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
+                                          cookie_out, uri_out, error);
+}
+
+static gboolean h_migrate_prepare3_params(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_migrate_prepare3_params_args *args = a;
+    remote_domain_migrate_prepare3_params_ret *ret = r;
+    g_autoptr(GBytes) cookie = NULL;
+    char *uri_out = NULL;
+    if (!prepare_common(ctx, args->params.params_val, args->params.params_len,
+                        args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len, args->flags,
+                        NULL, &cookie, &uri_out, error))
+        return FALSE;
+    remote_cookie_from_bytes(cookie, &ret->cookie_out.cookie_out_val,
+                             &ret->cookie_out.cookie_out_len);
+    if (uri_out) {
+        ret->uri_out = g_new(char *, 1);
+        *ret->uri_out = uri_out;
+    }
+    return TRUE;
+}
+
+/* The stream is registered (its slot reserved) before the driver runs, and
+ * the reply is queued after it returns: a data packet right behind the reply
+ * always finds its stream. */
+static gboolean h_migrate_prepare_tunnel3_params(RemoteContext *ctx, void *a, void *r,
+                                                 GError **error)
+{
+    remote_domain_migrate_prepare_tunnel3_params_args *args = a;
+    remote_domain_migrate_prepare_tunnel3_params_ret *ret = r;
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    g_autoptr(GBytes) cookie = NULL;
+    if (!prepare_common(ctx, args->params.params_val, args->params.params_len,
+                        args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len, args->flags,
+                        binding, &cookie, NULL, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    remote_cookie_from_bytes(cookie, &ret->cookie_out.cookie_out_val,
+                             &ret->cookie_out.cookie_out_len);
+    return TRUE;
+}
+
+static gboolean h_migrate_perform3_params(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_perform);
+    ARG_DOMAIN(remote_domain_migrate_perform3_params_args);
+    remote_domain_migrate_perform3_params_args *args = a;
+    remote_domain_migrate_perform3_params_ret *ret = r;
+    g_autoptr(GPtrArray) params =
+        remote_params_to_driver(args->params.params_val, args->params.params_len, error);
+    if (!params)
+        return FALSE;
+    g_autoptr(GBytes) cookie_in =
+        remote_cookie_to_bytes(args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len);
+    g_autoptr(GBytes) cookie_out = NULL;
+    const char *dconnuri = args->dconnuri ? *args->dconnuri : NULL;
+    if (!ctx->drv->ops->migrate_perform(ctx->drv, &dom, dconnuri, params, cookie_in, args->flags,
+                                        &cookie_out, error))
+        return FALSE;
+    remote_cookie_from_bytes(cookie_out, &ret->cookie_out.cookie_out_val,
+                             &ret->cookie_out.cookie_out_len);
+    return TRUE;
+}
+
+static gboolean h_migrate_finish3_params(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_finish);
+    remote_domain_migrate_finish3_params_args *args = a;
+    remote_domain_migrate_finish3_params_ret *ret = r;
+    g_autoptr(GPtrArray) params =
+        remote_params_to_driver(args->params.params_val, args->params.params_len, error);
+    if (!params)
+        return FALSE;
+    g_autoptr(GBytes) cookie_in =
+        remote_cookie_to_bytes(args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len);
+    g_autoptr(GBytes) cookie_out = NULL;
+    DriverDomain *dom = ctx->drv->ops->migrate_finish(ctx->drv, params, cookie_in, args->flags,
+                                                      args->cancelled != 0, &cookie_out, error);
+    if (!reply_domain(dom, &ret->dom))
+        return FALSE;
+    remote_cookie_from_bytes(cookie_out, &ret->cookie_out.cookie_out_val,
+                             &ret->cookie_out.cookie_out_len);
+    return TRUE;
+}
+
+static gboolean h_migrate_confirm3_params(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_confirm);
+    ARG_DOMAIN(remote_domain_migrate_confirm3_params_args);
+    remote_domain_migrate_confirm3_params_args *args = a;
+    g_autoptr(GPtrArray) params =
+        remote_params_to_driver(args->params.params_val, args->params.params_len, error);
+    if (!params)
+        return FALSE;
+    g_autoptr(GBytes) cookie_in =
+        remote_cookie_to_bytes(args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len);
+    return ctx->drv->ops->migrate_confirm(ctx->drv, &dom, params, cookie_in, args->flags,
+                                          args->cancelled != 0, error);
+}
+
 /* ---- the table ---- */
 
 #define X(t) ((xdrproc_t)xdr_##t), sizeof(t)
@@ -844,6 +1086,36 @@ static const RemoteProcedure procedures[] = {
      X(remote_connect_domain_event_register_any_args), VOID, h_event_register, 0},
     {REMOTE_PROC_CONNECT_DOMAIN_EVENT_DEREGISTER_ANY, "CONNECT_DOMAIN_EVENT_DEREGISTER_ANY",
      X(remote_connect_domain_event_register_any_args), VOID, h_event_deregister, 0},
+    {REMOTE_PROC_DOMAIN_GET_JOB_INFO, "DOMAIN_GET_JOB_INFO", X(remote_domain_args),
+     X(remote_domain_get_job_info_ret), h_get_job_info, 0},
+    {REMOTE_PROC_DOMAIN_GET_JOB_STATS, "DOMAIN_GET_JOB_STATS", X(remote_domain_flags_args),
+     X(remote_domain_get_job_stats_ret), h_get_job_stats, 0},
+    {REMOTE_PROC_DOMAIN_ABORT_JOB, "DOMAIN_ABORT_JOB", X(remote_domain_args), VOID, h_abort_job,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_ABORT_JOB_FLAGS, "DOMAIN_ABORT_JOB_FLAGS", X(remote_domain_flags_args),
+     VOID, h_abort_job_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_SPEED, "DOMAIN_MIGRATE_SET_MAX_SPEED",
+     X(remote_domain_migrate_set_max_speed_args), VOID, h_set_max_speed, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_SPEED, "DOMAIN_MIGRATE_GET_MAX_SPEED",
+     X(remote_domain_flags_args), X(remote_domain_migrate_get_max_speed_ret), h_get_max_speed, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS, "DOMAIN_MIGRATE_BEGIN3_PARAMS",
+     X(remote_domain_migrate_begin3_params_args), X(remote_domain_migrate_begin3_params_ret),
+     h_migrate_begin3_params, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_PREPARE3_PARAMS, "DOMAIN_MIGRATE_PREPARE3_PARAMS",
+     X(remote_domain_migrate_prepare3_params_args), X(remote_domain_migrate_prepare3_params_ret),
+     h_migrate_prepare3_params, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS, "DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS",
+     X(remote_domain_migrate_prepare_tunnel3_params_args),
+     X(remote_domain_migrate_prepare_tunnel3_params_ret), h_migrate_prepare_tunnel3_params,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_PERFORM3_PARAMS, "DOMAIN_MIGRATE_PERFORM3_PARAMS",
+     X(remote_domain_migrate_perform3_params_args), X(remote_domain_migrate_perform3_params_ret),
+     h_migrate_perform3_params, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS, "DOMAIN_MIGRATE_FINISH3_PARAMS",
+     X(remote_domain_migrate_finish3_params_args), X(remote_domain_migrate_finish3_params_ret),
+     h_migrate_finish3_params, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_CONFIRM3_PARAMS, "DOMAIN_MIGRATE_CONFIRM3_PARAMS",
+     X(remote_domain_migrate_confirm3_params_args), VOID, h_migrate_confirm3_params, PROC_WRITE},
 };
 
 #define PROC_TABLE_SIZE 512
@@ -960,14 +1232,37 @@ gboolean remote_dispatch_get_filters(int proc, xdrproc_t *args, gsize *args_size
     return TRUE;
 }
 
+/* STREAM packets and ferry credit messages go to the client's streams; a
+ * packet for an unknown or finished stream is dropped unanswered. */
+static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpointer data)
+{
+    RemoteSession *s = rpc_server_client_get_private(client);
+    tunnel_router_deliver(s->router, msg);
+}
+
+static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+{
+    g_autoptr(RpcMessage) msg = call;
+    g_autoptr(GError) error = g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
+                                          msg->header.proc);
+    rpc_server_client_reply(client, rpc_message_new_error(&msg->header, RPC_REPLY, error));
+}
+
 void remote_dispatch_register(RpcServer *server)
 {
     RpcServerProgram prog = {
         .prog = REMOTE_PROGRAM,
         .vers = REMOTE_PROTOCOL_VERSION,
         .call = remote_call,
-        .stream = NULL,
+        .stream = remote_stream_packet,
     };
     rpc_server_add_program(server, &prog);
+    RpcServerProgram ferry = {
+        .prog = FERRY_TUNNEL_PROGRAM,
+        .vers = FERRY_TUNNEL_VERSION,
+        .call = ferry_tunnel_call,
+        .message = remote_stream_packet,
+    };
+    rpc_server_add_program(server, &ferry);
     rpc_server_set_client_init(server, session_init, NULL);
 }

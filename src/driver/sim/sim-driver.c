@@ -66,7 +66,7 @@ gboolean sim_check_active(DomainObj *obj, GError **error)
 static void instance_free(gpointer data)
 {
     SimInstance *inst = data;
-    sim_vm_free(inst->vm);
+    sim_vm_unref(inst->vm);
     driver_job_info_clear(&inst->completed);
     g_free(inst);
 }
@@ -408,6 +408,8 @@ static gboolean sim_destroy(Driver *drv, const DriverDomain *dom, guint flags, G
         return FALSE;
     }
     SimInstance *inst = domain_obj_get_priv(obj);
+    if (inst && inst->job)
+        sim_migration_abort_locked(sd, obj, "the domain was destroyed");
     if (inst)
         sim_vm_kill(inst->vm);
     DriverDomain d = {0};
@@ -589,6 +591,7 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
     sd->migration_address = g_strdup(config->migration_address);
     sim_driver_register_migration(&sim_ops);
     driver_init(&sd->base, &sim_ops, sd);
+    sim_migration_init(sd);
     sd->list = domain_list_new();
     sd->reaper = g_thread_pool_new(reaper_run, sd, 1, FALSE, NULL);
     sd->store = domain_store_new(config->config_dir, config->run_dir, error);
@@ -628,6 +631,7 @@ void sim_driver_close(Driver *drv)
     }
     if (sd->reaper)
         g_thread_pool_free(sd->reaper, FALSE, TRUE);
+    sim_migration_shutdown(sd);
     domain_list_free(sd->list);
     domain_store_free(sd->store);
     driver_clear(drv);

@@ -38,7 +38,16 @@ typedef struct {
     GThreadPool *reaper; /* handles "VMM gone" notices off the QMP threads */
     guint migration_port_min, migration_port_max;
     char *migration_address;
+    char *daemon_id; /* random per daemon run: tells a local migration apart */
+    GMutex migration_lock;
+    GHashTable *incoming;  /* domain name -> SimMigrationJob* (ref), destination side */
+    GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
 } SimDriver;
+
+void sim_migration_init(SimDriver *sd);
+void sim_migration_shutdown(SimDriver *sd);
+/* Aborts the migration job of obj (locked), if any: destroy during a migration. */
+void sim_migration_abort_locked(SimDriver *sd, DomainObj *obj, const char *why);
 
 /* The priv of a running DomainObj. Lifetime: the instance's; freed by
  * domain_obj_set_priv(obj, NULL, NULL) when the instance ends. */

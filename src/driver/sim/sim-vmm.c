@@ -17,6 +17,7 @@
 #define START_TIMEOUT_MS 20000
 
 struct SimVm {
+    gint ref;
     pid_t pid;
     QmpClient *qmp;
     char *instance_id;
@@ -66,6 +67,7 @@ static gboolean pid_alive(pid_t pid)
 static SimVm *vm_new(pid_t pid, const char *instance_id, SimVmGoneFunc on_gone, gpointer data)
 {
     SimVm *vm = g_new0(SimVm, 1);
+    vm->ref = 1;
     vm->pid = pid;
     vm->instance_id = g_strdup(instance_id);
     vm->on_gone = on_gone;
@@ -171,9 +173,15 @@ void sim_vm_kill(SimVm *vm)
         g_usleep(10 * 1000);
 }
 
-void sim_vm_free(SimVm *vm)
+SimVm *sim_vm_ref(SimVm *vm)
 {
-    if (!vm)
+    g_atomic_int_inc(&vm->ref);
+    return vm;
+}
+
+void sim_vm_unref(SimVm *vm)
+{
+    if (!vm || !g_atomic_int_dec_and_test(&vm->ref))
         return;
     /* After this no callback runs: the gone callback never sees a freed vm. */
     qmp_client_free(vm->qmp);

@@ -34,8 +34,12 @@ SimVm *sim_vm_attach(pid_t pid, const char *qmp_path, const char *instance_id,
                      SimVmGoneFunc on_gone, gpointer data, GError **error);
 /* Kills the process and waits (bounded) until it is gone. */
 void sim_vm_kill(SimVm *vm);
-/* Drops the monitor connection without touching the process. */
-void sim_vm_free(SimVm *vm);
+/* Lifetime: refcounted; a migration holds a reference while it runs without
+ * the domain lock. The last unref drops the monitor connection (the process
+ * is not touched). */
+SimVm *sim_vm_ref(SimVm *vm);
+void sim_vm_unref(SimVm *vm);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SimVm, sim_vm_unref)
 
 pid_t sim_vm_get_pid(SimVm *vm);
 QmpClient *sim_vm_get_qmp(SimVm *vm);
