@@ -21,7 +21,7 @@ typedef struct {
 
 static void receiver_stream_error(Receiver *r, GError **error)
 {
-    g_autofree char *moved = g_format_size_full(r->st.received, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *moved = vmm_stream_format_bytes(r->st.received);
     switch (r->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
@@ -29,7 +29,8 @@ static void receiver_stream_error(Receiver *r, GError **error)
         break;
     case VMM_STREAM_CLOSED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "incoming migration failed: sender closed the connection after %s", moved);
+                    "incoming migration failed: sender closed the connection after %s (end of file)",
+                    moved);
         break;
     default:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,

@@ -28,7 +28,7 @@ typedef struct {
 
 static void sender_stream_error(Sender *s, GError **error)
 {
-    g_autofree char *moved = g_format_size_full(s->st.sent, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *moved = vmm_stream_format_bytes(s->st.sent);
     switch (s->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
@@ -36,7 +36,8 @@ static void sender_stream_error(Sender *s, GError **error)
         break;
     case VMM_STREAM_CLOSED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "migration failed: receiver closed the connection after %s", moved);
+                    "migration failed: receiver closed the connection after %s (end of file)",
+                    moved);
         break;
     default:
         if (s->st.err == EPIPE || s->st.err == ECONNRESET)

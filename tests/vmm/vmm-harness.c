@@ -83,6 +83,9 @@ void harness_finish(void)
 void harness_setup(void)
 {
     static int counter;
+    /* Not inherited across fork: the test process itself adopts the VMMs whose
+     * intermediate parent it killed, so it can reap them. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     harness_dir = g_strdup_printf("%s/t%d.%d", harness_root, (int)getpid(), counter++);
     ck_assert_int_eq(mkdir(harness_dir, 0700), 0);
     harness_vmms = g_ptr_array_new();
@@ -135,7 +138,10 @@ void harness_teardown(void)
             if (got == 0)
                 g_usleep(10000);
         }
-        if (got == 0) {
+        if (got < 0) {
+            g_string_append_printf(failures, "VMM '%s' (pid %d) is not our child: %s; ", v->name,
+                                   (int)v->pid, g_strerror(errno));
+        } else if (got == 0) {
             kill(v->pid, SIGKILL);
             waitpid(v->pid, &status, 0);
             g_string_append_printf(failures, "VMM '%s' did not exit after quit; ", v->name);
