@@ -318,10 +318,10 @@ static JsonNode *cmd_migrate_incoming(VmmQmpServer *s, JsonObject *args, gpointe
                                       GError **error)
 {
     VmmMachine *m = data;
-    if (json_object_has_member(args, "exit-on-error"))
-        m->exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
     if (!vmm_machine_listen_incoming(m, json_object_get_string_member(args, "uri"), error))
         return NULL;
+    /* Read when the migration ends, on this thread, so setting it now is in time. */
+    m->exit_on_error = json_object_get_boolean_member_with_default(args, "exit-on-error", TRUE);
     return vmm_qmp_return_object(NULL);
 }
 

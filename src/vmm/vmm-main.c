@@ -104,6 +104,8 @@ static gboolean main_write_pidfile(const char *path, GError **error)
 
 /* The VM must survive its parent: no terminal, no inherited stdin/stdout, and
  * its own session so a signal to the daemon's process group misses it. */
+static gboolean main_detached; /* stderr now goes to the log, not to our caller */
+
 static gboolean main_detach(const char *log_path, GError **error)
 {
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -125,6 +127,7 @@ static gboolean main_detach(const char *log_path, GError **error)
     if (log_fd >= 0) {
         dup2(log_fd, STDERR_FILENO);
         close(log_fd);
+        main_detached = TRUE;
     }
     close(null_fd);
     if (getsid(0) != getpid())
@@ -240,9 +243,9 @@ int main(int argc, char **argv)
     if (error) {
         fprintf(stderr, "ferry-vmm: %s\n", error->message);
         fflush(stderr);
-        if (caller_stderr >= 0) {
+        if (main_detached && caller_stderr >= 0) {
             g_autofree char *line = g_strdup_printf("ferry-vmm: %s\n", error->message);
-            if (fcntl(caller_stderr, F_GETFD) >= 0 && write(caller_stderr, line, strlen(line)) < 0) {
+            if (write(caller_stderr, line, strlen(line)) < 0) {
                 /* the caller is gone; the log has it */
             }
         }
