@@ -103,7 +103,7 @@ static void qmp_client_dispatch(QmpClient *c, const char *text, GError **error)
         if (deliver) {
             g_autoptr(JsonObject) empty = NULL;
             JsonObject *d = data && JSON_NODE_HOLDS_OBJECT(data) ? json_node_get_object(data)
-                                                                   : (empty = json_object_new());
+                                                                 : (empty = json_object_new());
             c->on_event(c, name, d, stamp, c->user_data);
         }
         return;
@@ -258,17 +258,17 @@ static gboolean qmp_client_send(QmpClient *c, const char *text, int fd, gint64 d
     if (!ok && done > 0) {
         g_mutex_lock(&c->lock);
         if (!c->send_error)
-            c->send_error = g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                                        "QMP connection closed after a partial write: %s",
-                                        (*error)->message);
+            c->send_error =
+                g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                            "QMP connection closed after a partial write: %s", (*error)->message);
         g_mutex_unlock(&c->lock);
         shutdown(c->fd, SHUT_RDWR);
     }
     return ok;
 }
 
-static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *arguments,
-                                 int fd, int timeout_ms, GError **error)
+static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *arguments, int fd,
+                                 int timeout_ms, GError **error)
 {
     gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     QmpPending p = {0};
@@ -359,8 +359,8 @@ static int qmp_client_open_socket(const char *path, gint64 deadline, GError **er
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(addr.sun_path)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "QMP socket path '%s' is too long", path);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "QMP socket path '%s' is too long",
+                    path);
         return -1;
     }
     strcpy(addr.sun_path, path);
@@ -422,8 +422,8 @@ QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventF
     g_autoptr(GError) local = NULL;
     g_autoptr(JsonNode) ret = qmp_client_execute(c, "qmp_capabilities", NULL, (int)left_ms, &local);
     if (!ret) {
-        g_set_error(error, FERRY_ERROR, local->code, "QMP capabilities negotiation on '%s' failed: %s",
-                    socket_path, local->message);
+        g_set_error(error, FERRY_ERROR, local->code,
+                    "QMP capabilities negotiation on '%s' failed: %s", socket_path, local->message);
         qmp_client_free(c);
         return NULL;
     }

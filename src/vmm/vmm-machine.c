@@ -48,7 +48,7 @@ struct _VmmMachine {
 
 static const char *machine_state_name(MachineRunState state)
 {
-    static const char *const names[] = {"running",     "paused",         "inmigrate",
+    static const char *const names[] = {"running",        "paused",      "inmigrate",
                                         "finish-migrate", "postmigrate", "internal-error",
                                         "shutdown"};
     return names[state];

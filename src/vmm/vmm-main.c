@@ -166,7 +166,8 @@ static int main_run(MainOptions *o, GError **error)
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "invalid --uuid '%s'", o->uuid);
         return 2;
     }
-    if (o->incoming && !g_str_equal(o->incoming, "defer") && !g_str_has_prefix(o->incoming, "unix:")) {
+    if (o->incoming && !g_str_equal(o->incoming, "defer") &&
+        !g_str_has_prefix(o->incoming, "unix:")) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "--incoming must be 'defer' or 'unix:PATH'");
         return 2;
@@ -216,7 +217,8 @@ int main(int argc, char **argv)
     GOptionEntry entries[] = {
         {"name", 0, 0, G_OPTION_ARG_STRING, &o.name, "VM name (default ferry-vm)", "NAME"},
         {"uuid", 0, 0, G_OPTION_ARG_STRING, &o.uuid, "VM UUID (default: random)", "UUID"},
-        {"memory", 0, 0, G_OPTION_ARG_STRING, &o.memory, "guest RAM size (K/M/G/T suffix)", "BYTES"},
+        {"memory", 0, 0, G_OPTION_ARG_STRING, &o.memory, "guest RAM size (K/M/G/T suffix)",
+         "BYTES"},
         {"vcpus", 0, 0, G_OPTION_ARG_INT, &o.vcpus, "vCPUs = workload threads (default 1)", "N"},
         {"qmp", 0, 0, G_OPTION_ARG_FILENAME, &o.qmp, "UNIX socket to serve QMP on", "PATH"},
         {"seed", 0, 0, G_OPTION_ARG_STRING, &o.seed, "seed of RAM contents (default 1)", "N"},
@@ -226,7 +228,8 @@ int main(int argc, char **argv)
          "random (default) or sequential", "PATTERN"},
         {"incoming", 0, 0, G_OPTION_ARG_STRING, &o.incoming,
          "start paused, waiting for an incoming migration", "defer|unix:PATH"},
-        {"pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o.pidfile, "write the pid here once ready", "PATH"},
+        {"pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o.pidfile, "write the pid here once ready",
+         "PATH"},
         {"log", 0, 0, G_OPTION_ARG_FILENAME, &o.log, "append log lines (stderr) to FILE", "FILE"},
         {"debug", 0, 0, G_OPTION_ARG_NONE, &o.debug, "log debug lines", NULL},
         {NULL},

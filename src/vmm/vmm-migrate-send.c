@@ -19,8 +19,8 @@
 typedef struct {
     VmmMigration *m;
     VmmStream st;
-    GByteArray *cmd;     /* header + round + range table of the command being built */
-    struct iovec *iov;   /* [0] = cmd, then one per range, pointing into guest RAM */
+    GByteArray *cmd;   /* header + round + range table of the command being built */
+    struct iovec *iov; /* [0] = cmd, then one per range, pointing into guest RAM */
     guint nranges;
     guint64 npages;      /* pages in the command being built */
     guint64 round_pages; /* pages in the current round */
@@ -136,7 +136,8 @@ static gboolean sender_flush_pages(Sender *s, guint round, GError **error)
     vmm_wire_put_u32(s->cmd->data + VMM_WIRE_HEADER_SIZE + 4, s->nranges);
     for (guint i = 0; i < s->nranges; i++) {
         guint8 range[VMM_WIRE_RANGE_SIZE];
-        guint64 first = (guint64)((guint8 *)s->iov[i + 1].iov_base - s->m->mem->base) / VMM_PAGE_SIZE;
+        guint64 first =
+            (guint64)((guint8 *)s->iov[i + 1].iov_base - s->m->mem->base) / VMM_PAGE_SIZE;
         vmm_wire_put_u64(range, first);
         vmm_wire_put_u64(range + 8, s->iov[i + 1].iov_len / VMM_PAGE_SIZE);
         g_byte_array_append(s->cmd, range, sizeof(range));

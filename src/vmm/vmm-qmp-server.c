@@ -30,7 +30,7 @@ typedef struct {
     FerryJsonSplitter *splitter;
     GByteArray *out;
     gboolean negotiated;
-    GQueue pending_fds;        /* fds received with SCM_RIGHTS, not yet claimed by getfd */
+    GQueue pending_fds; /* fds received with SCM_RIGHTS, not yet claimed by getfd */
     gboolean close_when_flushed;
 } QmpConn;
 
@@ -439,8 +439,10 @@ static gboolean qmp_conn_readable(gint fd, GIOCondition cond, gpointer data)
         struct cmsghdr align;
     } control;
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof(control)};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = &control,
+                         .msg_controllen = sizeof(control)};
 
     ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0 && (errno == EAGAIN || errno == EINTR || errno == EWOULDBLOCK))

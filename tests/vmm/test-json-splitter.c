@@ -5,9 +5,8 @@
 #include "util/json-splitter.h"
 #include "vmm-harness.h"
 
-static const char *const stream =
-    "{\"execute\": \"a\", \"arguments\": {\"s\": \"}{\\\"[\"}}\r\n"
-    "  [1, {\"x\": [2]}]{\"event\":\"E\"}\n";
+static const char *const stream = "{\"execute\": \"a\", \"arguments\": {\"s\": \"}{\\\"[\"}}\r\n"
+                                  "  [1, {\"x\": [2]}]{\"event\":\"E\"}\n";
 
 static void expect_values(FerryJsonSplitter *s, GPtrArray *out)
 {

@@ -44,8 +44,8 @@ static gpointer worker_main(gpointer data)
     for (int i = 0; i < 100; i++) {
         gboolean name = (i + w->index) % 2 == 0;
         g_autoptr(GError) error = NULL;
-        g_autoptr(JsonNode) ret = qmp_client_execute(w->v->qmp, name ? "query-name" : "query-uuid",
-                                                     NULL, 10000, &error);
+        g_autoptr(JsonNode) ret =
+            qmp_client_execute(w->v->qmp, name ? "query-name" : "query-uuid", NULL, 10000, &error);
         if (!ret)
             continue;
         JsonObject *o = json_node_get_object(ret);

@@ -16,8 +16,8 @@
 
 static void start_pair(const char *memory, const char *dirty_rate, TestVmm **src, TestVmm **dst)
 {
-    *src = test_vmm_start("src", "--memory", memory, "--vcpus", "2", "--seed", "7",
-                          "--dirty-rate", dirty_rate, NULL);
+    *src = test_vmm_start("src", "--memory", memory, "--vcpus", "2", "--seed", "7", "--dirty-rate",
+                          dirty_rate, NULL);
     *dst = test_vmm_start("dst", "--memory", memory, "--vcpus", "2", "--incoming", "defer", NULL);
     ck_assert_str_eq(test_vmm_status(*dst), "inmigrate");
 }
@@ -43,12 +43,14 @@ static void check_completed(TestVmm *src, TestVmm *dst, JsonObject *out, JsonObj
     ck_assert_msg(g_str_equal(test_json_str(in, "status"), "completed"), "destination: %s",
                   json_object_get_string_member_with_default(in, "error-desc", "?"));
     ck_assert_int_ge(test_json_int(out, "ram.dirty-sync-count"), 2);
-    ck_assert_int_eq(test_json_int(out, "ram.dirty-sync-count"), test_json_int(out, "ferry.rounds"));
+    ck_assert_int_eq(test_json_int(out, "ram.dirty-sync-count"),
+                     test_json_int(out, "ferry.rounds"));
     ck_assert_int_eq(test_json_int(out, "ram.total"), memory);
     ck_assert_int_eq(test_json_int(out, "ram.remaining"), 0);
     ck_assert_int_eq(test_json_int(out, "ram.page-size"), 4096);
     ck_assert_int_ge(test_json_int(out, "ram.normal-bytes"), memory);
-    ck_assert_int_eq(test_json_int(out, "ram.normal-bytes"), test_json_int(out, "ram.normal") * 4096);
+    ck_assert_int_eq(test_json_int(out, "ram.normal-bytes"),
+                     test_json_int(out, "ram.normal") * 4096);
     ck_assert_int_ge(test_json_int(out, "ram.transferred"), test_json_int(out, "ram.normal-bytes"));
     ck_assert_int_eq(test_json_int(in, "ram.transferred"), test_json_int(out, "ram.transferred"));
     ck_assert_int_eq(test_json_int(in, "ram.normal"), test_json_int(out, "ram.normal"));
@@ -82,7 +84,8 @@ START_TEST(test_migrate_live_over_socketpair_copies_every_byte)
     json_node_unref(test_vmm_exec(src, "migrate-set-parameters",
                                   "{'downtime-limit': 5, 'max-bandwidth': %d}", 256 * MiB));
     connect_by_socketpair(src, dst);
-    json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
+    json_node_unref(
+        test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'fd:mig'}"));
 
     g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 30000);
@@ -120,8 +123,8 @@ START_TEST(test_migrate_live_over_unix_socket)
 
     /* The migrated VM moves on again (ping-pong), running this time. */
     json_node_unref(test_vmm_exec(dst, "cont", NULL));
-    TestVmm *back = test_vmm_start("back", "--memory", "64M", "--vcpus", "2", "--incoming", "defer",
-                                   NULL);
+    TestVmm *back =
+        test_vmm_start("back", "--memory", "64M", "--vcpus", "2", "--incoming", "defer", NULL);
     g_autofree char *path2 = harness_path("back.sock");
     json_node_unref(test_vmm_exec(back, "migrate-incoming", "{'uri': 'unix:%s'}", path2));
     json_node_unref(test_vmm_exec(dst, "migrate", "{'uri': 'unix:%s'}", path2));
@@ -218,7 +221,8 @@ START_TEST(test_migrate_detects_flipped_byte_in_transit)
     Relay relay = {.src = a[1], .dst = b[1], .flip_at = 5 * MiB + 1234};
     relay.thread = g_thread_new("relay", relay_main, &relay);
 
-    json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
+    json_node_unref(
+        test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'fd:mig'}"));
     g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 30000);
     g_autoptr(JsonObject) in = test_vmm_wait_migration(dst, 10000);
@@ -231,8 +235,10 @@ START_TEST(test_migrate_detects_flipped_byte_in_transit)
     ck_assert_str_eq(test_json_str(in, "status"), "failed");
     const char *out_err = test_json_str(out, "error-desc");
     const char *in_err = test_json_str(in, "error-desc");
-    ck_assert_msg(strstr(out_err, "guest memory digest mismatch after migration: sent "), "%s", out_err);
-    ck_assert_msg(strstr(in_err, "guest memory digest mismatch after migration: sent "), "%s", in_err);
+    ck_assert_msg(strstr(out_err, "guest memory digest mismatch after migration: sent "), "%s",
+                  out_err);
+    ck_assert_msg(strstr(in_err, "guest memory digest mismatch after migration: sent "), "%s",
+                  in_err);
     /* Both name the same two digests, the sent one being the source's memory. */
     ck_assert(strstr(out_err, strstr(in_err, "sent ")));
     g_autofree char *src_digest = test_vmm_digest(src);
@@ -258,7 +264,8 @@ START_TEST(test_migrate_receiver_killed_fails_sender_promptly)
     g_autofree char *path = harness_path("mig.sock");
     json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'unix:%s'}", path));
     /* Slow enough to be caught mid-way: 128 MiB at 32 MiB/s. */
-    json_node_unref(test_vmm_exec(src, "migrate-set-parameters", "{'max-bandwidth': %d}", 32 * MiB));
+    json_node_unref(
+        test_vmm_exec(src, "migrate-set-parameters", "{'max-bandwidth': %d}", 32 * MiB));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'unix:%s'}", path));
     json_object_unref(test_vmm_wait_progress(src, 8 * MiB, 10000));
 
@@ -266,7 +273,8 @@ START_TEST(test_migrate_receiver_killed_fails_sender_promptly)
     gint64 t0 = g_get_monotonic_time();
     g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 5000);
     gint64 elapsed_ms = (g_get_monotonic_time() - t0) / 1000;
-    ck_assert_msg(elapsed_ms < 2000, "the sender noticed after %" G_GINT64_FORMAT " ms", elapsed_ms);
+    ck_assert_msg(elapsed_ms < 2000, "the sender noticed after %" G_GINT64_FORMAT " ms",
+                  elapsed_ms);
     ck_assert_int_eq(WTERMSIG(test_vmm_wait_exit(dst, 5000)), SIGKILL);
 
     ck_assert_str_eq(test_json_str(out, "status"), "failed");
@@ -274,8 +282,8 @@ START_TEST(test_migrate_receiver_killed_fails_sender_promptly)
     ck_assert_msg(g_str_has_prefix(err, "migration failed: receiver closed the connection after "),
                   "%s", err);
     /* Dead while we wrote (EPIPE/ECONNRESET) or while we waited for its answer (EOF). */
-    ck_assert_msg(strstr(err, " MiB (Connection reset by peer)") || strstr(err, " MiB (Broken pipe)") ||
-                      strstr(err, " MiB (end of file)"),
+    ck_assert_msg(strstr(err, " MiB (Connection reset by peer)") ||
+                      strstr(err, " MiB (Broken pipe)") || strstr(err, " MiB (end of file)"),
                   "%s", err);
     ck_assert(test_vmm_has_event(src, "MIGRATION", "failed"));
 
@@ -294,7 +302,8 @@ START_TEST(test_migrate_cancel_while_receiver_frozen)
     start_pair("128M", "20M", &src, &dst);
     g_autofree char *path = harness_path("mig.sock");
     json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'unix:%s'}", path));
-    json_node_unref(test_vmm_exec(src, "migrate-set-parameters", "{'max-bandwidth': %d}", 16 * MiB));
+    json_node_unref(
+        test_vmm_exec(src, "migrate-set-parameters", "{'max-bandwidth': %d}", 16 * MiB));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'unix:%s'}", path));
     json_object_unref(test_vmm_wait_progress(src, 4 * MiB, 10000));
 
@@ -324,8 +333,8 @@ START_TEST(test_migrate_cancel_while_receiver_frozen)
     ck_assert_int_eq(WEXITSTATUS(status), 1);
 
     /* The source is whole: a new migration to a new destination succeeds. */
-    TestVmm *dst2 = test_vmm_start("dst2", "--memory", "128M", "--vcpus", "2", "--incoming", "defer",
-                                   NULL);
+    TestVmm *dst2 =
+        test_vmm_start("dst2", "--memory", "128M", "--vcpus", "2", "--incoming", "defer", NULL);
     g_autofree char *path2 = harness_path("mig2.sock");
     json_node_unref(test_vmm_exec(dst2, "migrate-incoming", "{'uri': 'unix:%s'}", path2));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'unix:%s'}", path2));
@@ -338,17 +347,22 @@ END_TEST
 START_TEST(test_migrate_refuses_memory_size_mismatch)
 {
     TestVmm *src = test_vmm_start("src", "--memory", "64M", "--vcpus", "2", NULL);
-    TestVmm *dst = test_vmm_start("dst", "--memory", "32M", "--vcpus", "2", "--incoming", "defer", NULL);
+    TestVmm *dst =
+        test_vmm_start("dst", "--memory", "32M", "--vcpus", "2", "--incoming", "defer", NULL);
     connect_by_socketpair(src, dst);
-    json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
+    json_node_unref(
+        test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:mig', 'exit-on-error': false}"));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'fd:mig'}"));
     g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 10000);
     g_autoptr(JsonObject) in = test_vmm_wait_migration(dst, 10000);
     ck_assert_str_eq(test_json_str(out, "status"), "failed");
     ck_assert_str_eq(test_json_str(in, "status"), "failed");
-    const char *want = "guest memory size mismatch: source 67108864 bytes, destination 33554432 bytes";
-    ck_assert_msg(strstr(test_json_str(out, "error-desc"), want), "%s", test_json_str(out, "error-desc"));
-    ck_assert_msg(strstr(test_json_str(in, "error-desc"), want), "%s", test_json_str(in, "error-desc"));
+    const char *want =
+        "guest memory size mismatch: source 67108864 bytes, destination 33554432 bytes";
+    ck_assert_msg(strstr(test_json_str(out, "error-desc"), want), "%s",
+                  test_json_str(out, "error-desc"));
+    ck_assert_msg(strstr(test_json_str(in, "error-desc"), want), "%s",
+                  test_json_str(in, "error-desc"));
     ck_assert_str_eq(test_vmm_status(src), "running");
     ck_assert(!test_vmm_has_event(src, "STOP", NULL));
 }

@@ -153,22 +153,34 @@ START_TEST(test_qmp_bad_input_gets_error_reply)
                      "GenericError", "Invalid parameter type for 'uri', expected: string", "e");
     raw_expect_error(r, "{\"execute\": \"stop\", \"arguments\": {\"now\": true}, \"id\": \"f\"}",
                      "GenericError", "Parameter 'now' is unexpected", "f");
-    raw_expect_error(r, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:10.0.0.1:4444\"}, \"id\": \"g\"}",
+    raw_expect_error(r,
+                     "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"tcp:10.0.0.1:4444\"}, "
+                     "\"id\": \"g\"}",
                      "GenericError", "unix:PATH", "g");
-    raw_expect_error(r, "{\"execute\": \"getfd\", \"arguments\": {\"fdname\": \"x\"}, \"id\": \"h\"}",
+    raw_expect_error(r,
+                     "{\"execute\": \"getfd\", \"arguments\": {\"fdname\": \"x\"}, \"id\": \"h\"}",
                      "GenericError", "No file descriptor supplied via SCM_RIGHTS", "h");
-    raw_expect_error(r, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"fd:nothing\"}, \"id\": \"i\"}",
-                     "GenericError", "'nothing' has not been found", "i");
-    raw_expect_error(r, "{\"execute\": \"migrate-incoming\", \"arguments\": {\"uri\": \"unix:/x\"}, \"id\": \"j\"}",
-                     "GenericError", "'-incoming' was not specified", "j");
-    raw_expect_error(r, "{\"execute\": \"ferry-set-workload\", \"arguments\": {\"pattern\": \"zigzag\"}, \"id\": \"k\"}",
+    raw_expect_error(
+        r, "{\"execute\": \"migrate\", \"arguments\": {\"uri\": \"fd:nothing\"}, \"id\": \"i\"}",
+        "GenericError", "'nothing' has not been found", "i");
+    raw_expect_error(
+        r,
+        "{\"execute\": \"migrate-incoming\", \"arguments\": {\"uri\": \"unix:/x\"}, \"id\": \"j\"}",
+        "GenericError", "'-incoming' was not specified", "j");
+    raw_expect_error(r,
+                     "{\"execute\": \"ferry-set-workload\", \"arguments\": {\"pattern\": "
+                     "\"zigzag\"}, \"id\": \"k\"}",
                      "GenericError", "'random' or 'sequential'", "k");
-    raw_expect_error(r, "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"max-bandwidth\": -1}, \"id\": \"l\"}",
+    raw_expect_error(r,
+                     "{\"execute\": \"migrate-set-parameters\", \"arguments\": {\"max-bandwidth\": "
+                     "-1}, \"id\": \"l\"}",
                      "GenericError", "non-negative", "l");
     raw_expect_error(r, "[1, 2, 3]", "GenericError", "QMP input must be a JSON object", NULL);
-    raw_expect_error(r, "{\"exec\": \"stop\"}", "GenericError", "QMP input member 'exec' is unexpected", NULL);
+    raw_expect_error(r, "{\"exec\": \"stop\"}", "GenericError",
+                     "QMP input member 'exec' is unexpected", NULL);
     raw_expect_error(r, "{\"id\": \"m\"}", "GenericError", "QMP input lacks member 'execute'", "m");
-    raw_expect_error(r, "{\"execute\": [\"stop\"]}", "GenericError", "'execute' must be a string", NULL);
+    raw_expect_error(r, "{\"execute\": [\"stop\"]}", "GenericError", "'execute' must be a string",
+                     NULL);
     raw_expect_error(r, "{\"execute\": \"stop\", \"arguments\": []}", "GenericError",
                      "'arguments' must be an object", NULL);
     raw_expect_error(r, "{\"execute\": }", "GenericError", "JSON parse error", NULL);
@@ -181,8 +193,9 @@ START_TEST(test_qmp_bad_input_gets_error_reply)
     /* Still serving, state untouched. */
     raw_send(r, "{\"execute\": \"query-status\"}");
     g_autoptr(JsonObject) status = raw_reply(r);
-    ck_assert_str_eq(json_object_get_string_member(json_object_get_object_member(status, "return"), "status"),
-                     "running");
+    ck_assert_str_eq(
+        json_object_get_string_member(json_object_get_object_member(status, "return"), "status"),
+        "running");
     raw_close(r);
     test_vmm_reconnect(v);
     ck_assert_str_eq(test_vmm_status(v), "running");
@@ -259,7 +272,8 @@ END_TEST
 
 START_TEST(test_vmm_quit_exits_cleanly_and_removes_its_files)
 {
-    TestVmm *v = test_vmm_start("vm", "--memory", "32M", "--dirty-rate", "10M", "--vcpus", "3", NULL);
+    TestVmm *v =
+        test_vmm_start("vm", "--memory", "32M", "--dirty-rate", "10M", "--vcpus", "3", NULL);
     g_autofree char *pid_text = NULL;
     ck_assert(g_file_get_contents(v->pidfile, &pid_text, NULL, NULL));
     ck_assert_int_eq(atoi(pid_text), v->pid);
@@ -305,7 +319,8 @@ END_TEST
 START_TEST(test_vmm_survives_parent_death)
 {
     GPid parent;
-    TestVmm *v = test_vmm_start_via_parent("vm", &parent, "--memory", "16M", "--dirty-rate", "1M", NULL);
+    TestVmm *v =
+        test_vmm_start_via_parent("vm", &parent, "--memory", "16M", "--dirty-rate", "1M", NULL);
     g_autofree char *before = test_vmm_digest(v);
     ck_assert_int_eq(kill(parent, SIGKILL), 0);
     ck_assert_int_eq(waitpid(parent, NULL, 0), parent);
@@ -322,7 +337,8 @@ END_TEST
 
 START_TEST(test_vmm_stop_freezes_guest_memory_and_cont_resumes)
 {
-    TestVmm *v = test_vmm_start("vm", "--memory", "32M", "--dirty-rate", "20M", "--seed", "3", NULL);
+    TestVmm *v =
+        test_vmm_start("vm", "--memory", "32M", "--dirty-rate", "20M", "--seed", "3", NULL);
     json_node_unref(test_vmm_exec(v, "stop", NULL));
     ck_assert(test_vmm_wait_event(v, "STOP", 1000));
     ck_assert_str_eq(test_vmm_status(v), "paused");
@@ -391,10 +407,12 @@ START_TEST(test_vmm_rejects_bad_command_line)
                            "not a positive multiple of 4096");
     check_bad_command_line((const char *[]){"--memory", "16Q", "--qmp", qmp, NULL},
                            "invalid memory size");
-    check_bad_command_line((const char *[]){"--memory", "16M", "--qmp", qmp, "--dirty-pattern", "zigzag", NULL},
-                           "--dirty-pattern");
-    check_bad_command_line((const char *[]){"--memory", "16M", "--qmp", qmp, "--incoming", "tcp:1", NULL},
-                           "--incoming");
+    check_bad_command_line(
+        (const char *[]){"--memory", "16M", "--qmp", qmp, "--dirty-pattern", "zigzag", NULL},
+        "--dirty-pattern");
+    check_bad_command_line(
+        (const char *[]){"--memory", "16M", "--qmp", qmp, "--incoming", "tcp:1", NULL},
+        "--incoming");
     ck_assert(!g_file_test(qmp, G_FILE_TEST_EXISTS));
 }
 END_TEST

@@ -214,8 +214,8 @@ static GPtrArray *test_vmm_argv(TestVmm *v, va_list ap)
     const char *bin = g_getenv("FERRY_VMM");
     ck_assert_msg(bin != NULL, "FERRY_VMM (path of ferry-vmm) is not set");
     GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
-    const char *fixed[] = {bin, "--name", v->name, "--qmp", v->qmp_path, "--log", v->log_path,
-                           "--pidfile", v->pidfile};
+    const char *fixed[] = {bin,     "--name",    v->name,     "--qmp",   v->qmp_path,
+                           "--log", v->log_path, "--pidfile", v->pidfile};
     for (guint i = 0; i < G_N_ELEMENTS(fixed); i++)
         g_ptr_array_add(argv, g_strdup(fixed[i]));
     const char *arg;
@@ -228,8 +228,8 @@ static GPtrArray *test_vmm_argv(TestVmm *v, va_list ap)
 static void test_vmm_connect(TestVmm *v)
 {
     g_autoptr(GError) error = NULL;
-    v->qmp = qmp_client_connect(v->qmp_path, 30000, test_vmm_on_event, test_vmm_on_close, v,
-                                &error);
+    v->qmp =
+        qmp_client_connect(v->qmp_path, 30000, test_vmm_on_event, test_vmm_on_close, v, &error);
     if (!v->qmp)
         harness_dump_log(v);
     ck_assert_msg(v->qmp != NULL, "cannot connect to VMM '%s': %s", v->name, error->message);
@@ -369,7 +369,8 @@ char *test_vmm_exec_fail(TestVmm *v, const char *command, const char *args_fmt, 
     g_autoptr(JsonObject) args = test_parse_args(args_fmt, ap);
     va_end(ap);
     g_autoptr(GError) error = NULL;
-    g_autoptr(JsonNode) ret = qmp_client_execute(v->qmp, command, args, TEST_QMP_TIMEOUT_MS, &error);
+    g_autoptr(JsonNode) ret =
+        qmp_client_execute(v->qmp, command, args, TEST_QMP_TIMEOUT_MS, &error);
     ck_assert_msg(ret == NULL, "%s on VMM '%s' succeeded, expected an error", command, v->name);
     return g_strdup(error->message);
 }

@@ -75,23 +75,23 @@ void test_vmm_reconnect(TestVmm *v);
 gint64 test_json_int(JsonObject *o, const char *path);
 const char *test_json_str(JsonObject *o, const char *path);
 
-#define TEST_RUN_SUITE(suite_func)                                          \
-    int main(void)                                                          \
-    {                                                                       \
-        harness_init();                                                     \
-        SRunner *sr = srunner_create(suite_func());                         \
-        srunner_run_all(sr, CK_NORMAL);                                     \
-        int failed = srunner_ntests_failed(sr);                             \
-        srunner_free(sr);                                                   \
-        harness_finish();                                                   \
-        return failed ? 1 : 0;                                              \
+#define TEST_RUN_SUITE(suite_func)                                                                 \
+    int main(void)                                                                                 \
+    {                                                                                              \
+        harness_init();                                                                            \
+        SRunner *sr = srunner_create(suite_func());                                                \
+        srunner_run_all(sr, CK_NORMAL);                                                            \
+        int failed = srunner_ntests_failed(sr);                                                    \
+        srunner_free(sr);                                                                          \
+        harness_finish();                                                                          \
+        return failed ? 1 : 0;                                                                     \
     }
 
-#define TEST_ADD(suite, test, timeout_s)                                    \
-    do {                                                                    \
-        TCase *tc_ = tcase_create(#test);                                   \
-        tcase_add_checked_fixture(tc_, harness_setup, harness_teardown);    \
-        tcase_set_timeout(tc_, (timeout_s));                                \
-        tcase_add_test(tc_, test);                                          \
-        suite_add_tcase((suite), tc_);                                      \
+#define TEST_ADD(suite, test, timeout_s)                                                           \
+    do {                                                                                           \
+        TCase *tc_ = tcase_create(#test);                                                          \
+        tcase_add_checked_fixture(tc_, harness_setup, harness_teardown);                           \
+        tcase_set_timeout(tc_, (timeout_s));                                                       \
+        tcase_add_test(tc_, test);                                                                 \
+        suite_add_tcase((suite), tc_);                                                             \
     } while (0)
