@@ -256,8 +256,16 @@ START_TEST(test_qmp_getfd_and_closefd_manage_named_fds)
     json_node_unref(test_vmm_exec(v, "closefd", "{'fdname': 'one'}"));
     g_autofree char *again = test_vmm_exec_fail(v, "closefd", "{'fdname': 'one'}");
     ck_assert_msg(strstr(again, "File descriptor named 'one' not found"), "%s", again);
-    g_autofree char *digit = test_vmm_exec_fail(v, "getfd", "{'fdname': '1x'}");
-    ck_assert_msg(strstr(digit, "not starting with a digit"), "%s", digit);
+    /* A refused getfd consumes its fd: the next getfd without one gets none. */
+    ck_assert_int_eq(pipe(p), 0);
+    g_autoptr(GError) refused_fd = NULL;
+    ck_assert(!qmp_client_pass_fd(v->qmp, "1x", p[0], TEST_QMP_TIMEOUT_MS, &refused_fd));
+    ck_assert_msg(strstr(refused_fd->message, "not starting with a digit"), "%s",
+                  refused_fd->message);
+    close(p[0]);
+    close(p[1]);
+    g_autofree char *none = test_vmm_exec_fail(v, "getfd", "{'fdname': 'two'}");
+    ck_assert_msg(strstr(none, "No file descriptor supplied"), "%s", none);
 
     /* A pipe cannot carry a migration (both directions are needed). */
     ck_assert_int_eq(pipe(p), 0);
