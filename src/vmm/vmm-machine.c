@@ -281,12 +281,12 @@ static JsonNode *cmd_migrate(VmmQmpServer *s, JsonObject *args, gpointer data, G
 gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GError **error)
 {
     VmmMachine *m = machine;
-    if (machine_get_state(m) != RUN_INMIGRATE) {
+    if (!m->incoming) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "'-incoming' was not specified on the command line");
         return FALSE;
     }
-    if (vmm_migration_has_started(m->migration)) {
+    if (machine_get_state(m) != RUN_INMIGRATE || vmm_migration_has_started(m->migration)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "The incoming migration has already been started");
         return FALSE;
