@@ -1,6 +1,6 @@
 /* QMP client. A reader thread owns the receiving side: it splits the stream
  * into messages, hands replies to the waiting callers by id, delivers events,
- * and reports the end of the connection once. Senders share a write lock. */
+ * and reports the end of the connection once. Senders take turns on the socket. */
 #include "driver/qmp.h"
 
 #include <errno.h>
@@ -31,7 +31,6 @@ struct _QmpClient {
     QmpEventFunc on_event;
     QmpCloseFunc on_close;
     gpointer user_data;
-    GMutex write_lock;
 
     GMutex lock; /* everything below */
     GCond cond;
@@ -43,6 +42,7 @@ struct _QmpClient {
     gboolean closed;    /* the connection ended */
     gboolean freeing;   /* qmp_client_free() called: no callback any more */
     gboolean self_free; /* ...from a callback, on the reader thread */
+    gboolean writing;   /* a caller is sending; the others wait for it */
     GError *close_error;
     GError *send_error; /* why a sender broke the stream, for the close report */
 };
@@ -58,7 +58,6 @@ static void qmp_client_unref(QmpClient *c)
     g_clear_error(&c->close_error);
     g_clear_error(&c->send_error);
     g_mutex_clear(&c->lock);
-    g_mutex_clear(&c->write_lock);
     g_cond_clear(&c->cond);
     g_free(c);
 }
@@ -103,7 +102,7 @@ static void qmp_client_dispatch(QmpClient *c, const char *text, GError **error)
         if (deliver) {
             g_autoptr(JsonObject) empty = NULL;
             JsonObject *d = data && JSON_NODE_HOLDS_OBJECT(data) ? json_node_get_object(data)
-                                                                   : (empty = json_object_new());
+                                                                 : (empty = json_object_new());
             c->on_event(c, name, d, stamp, c->user_data);
         }
         return;
@@ -206,14 +205,35 @@ static gpointer qmp_client_reader(gpointer data)
 
 /* ---- sending ---- */
 
+/* Waits, up to deadline, for the socket to be ours to write on. */
+static gboolean qmp_client_take_writer(QmpClient *c, gint64 deadline, GError **error)
+{
+    g_mutex_lock(&c->lock);
+    while (c->writing && !c->closed) {
+        if (deadline < 0)
+            g_cond_wait(&c->cond, &c->lock);
+        else if (!g_cond_wait_until(&c->cond, &c->lock, deadline))
+            break;
+    }
+    gboolean busy = c->writing;
+    c->writing = TRUE;
+    g_mutex_unlock(&c->lock);
+    if (busy)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                    "another QMP command is still being sent to the VMM");
+    return !busy;
+}
+
 /* Writes text whole (with fd attached to its first byte), giving up at deadline.
- * A message cut in the middle breaks the stream, so the connection is then closed. */
+ * Callers take turns, each waiting only up to its own deadline. A message cut
+ * in the middle breaks the stream, so the connection is then closed. */
 static gboolean qmp_client_send(QmpClient *c, const char *text, int fd, gint64 deadline,
                                 GError **error)
 {
     gsize len = strlen(text), done = 0;
     gboolean ok = TRUE;
-    g_mutex_lock(&c->write_lock);
+    if (!qmp_client_take_writer(c, deadline, error))
+        return FALSE;
     while (done < len) {
         struct iovec iov = {.iov_base = (char *)text + done, .iov_len = len - done};
         union {
@@ -254,21 +274,22 @@ static gboolean qmp_client_send(QmpClient *c, const char *text, int fd, gint64 d
         if (deadline < 0)
             poll(&p, 1, -1);
     }
-    g_mutex_unlock(&c->write_lock);
-    if (!ok && done > 0) {
-        g_mutex_lock(&c->lock);
-        if (!c->send_error)
-            c->send_error = g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                                        "QMP connection closed after a partial write: %s",
-                                        (*error)->message);
-        g_mutex_unlock(&c->lock);
+
+    g_mutex_lock(&c->lock);
+    c->writing = FALSE;
+    g_cond_broadcast(&c->cond);
+    if (!ok && done > 0 && !c->send_error)
+        c->send_error =
+            g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "QMP connection closed after a partial write: %s", (*error)->message);
+    g_mutex_unlock(&c->lock);
+    if (!ok && done > 0)
         shutdown(c->fd, SHUT_RDWR);
-    }
     return ok;
 }
 
-static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *arguments,
-                                 int fd, int timeout_ms, GError **error)
+static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *arguments, int fd,
+                                 int timeout_ms, GError **error)
 {
     gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     QmpPending p = {0};
@@ -359,8 +380,8 @@ static int qmp_client_open_socket(const char *path, gint64 deadline, GError **er
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(addr.sun_path)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "QMP socket path '%s' is too long", path);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "QMP socket path '%s' is too long",
+                    path);
         return -1;
     }
     strcpy(addr.sun_path, path);
@@ -399,7 +420,6 @@ QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventF
     c->on_close = on_close;
     c->user_data = user_data;
     g_mutex_init(&c->lock);
-    g_mutex_init(&c->write_lock);
     g_cond_init(&c->cond);
     c->pending = g_hash_table_new(g_int64_hash, g_int64_equal);
     c->reader = g_thread_new("qmp-reader", qmp_client_reader, c);
@@ -422,8 +442,8 @@ QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventF
     g_autoptr(GError) local = NULL;
     g_autoptr(JsonNode) ret = qmp_client_execute(c, "qmp_capabilities", NULL, (int)left_ms, &local);
     if (!ret) {
-        g_set_error(error, FERRY_ERROR, local->code, "QMP capabilities negotiation on '%s' failed: %s",
-                    socket_path, local->message);
+        g_set_error(error, FERRY_ERROR, local->code,
+                    "QMP capabilities negotiation on '%s' failed: %s", socket_path, local->message);
         qmp_client_free(c);
         return NULL;
     }

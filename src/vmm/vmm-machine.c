@@ -48,7 +48,7 @@ struct _VmmMachine {
 
 static const char *machine_state_name(MachineRunState state)
 {
-    static const char *const names[] = {"running",     "paused",         "inmigrate",
+    static const char *const names[] = {"running",        "paused",      "inmigrate",
                                         "finish-migrate", "postmigrate", "internal-error",
                                         "shutdown"};
     return names[state];
@@ -281,12 +281,12 @@ static JsonNode *cmd_migrate(VmmQmpServer *s, JsonObject *args, gpointer data, G
 gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GError **error)
 {
     VmmMachine *m = machine;
-    if (machine_get_state(m) != RUN_INMIGRATE) {
+    if (!m->incoming) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "'-incoming' was not specified on the command line");
         return FALSE;
     }
-    if (vmm_migration_has_started(m->migration)) {
+    if (machine_get_state(m) != RUN_INMIGRATE || vmm_migration_has_started(m->migration)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "The incoming migration has already been started");
         return FALSE;
@@ -318,10 +318,10 @@ static JsonNode *cmd_migrate_incoming(VmmQmpServer *s, JsonObject *args, gpointe
                                       GError **error)
 {
     VmmMachine *m = data;
-    if (json_object_has_member(args, "exit-on-error"))
-        m->exit_on_error = json_object_get_boolean_member(args, "exit-on-error");
     if (!vmm_machine_listen_incoming(m, json_object_get_string_member(args, "uri"), error))
         return NULL;
+    /* Read when the migration ends, on this thread, so setting it now is in time. */
+    m->exit_on_error = json_object_get_boolean_member_with_default(args, "exit-on-error", TRUE);
     return vmm_qmp_return_object(NULL);
 }
 

@@ -104,6 +104,8 @@ static gboolean main_write_pidfile(const char *path, GError **error)
 
 /* The VM must survive its parent: no terminal, no inherited stdin/stdout, and
  * its own session so a signal to the daemon's process group misses it. */
+static gboolean main_detached; /* stderr now goes to the log, not to our caller */
+
 static gboolean main_detach(const char *log_path, GError **error)
 {
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -125,6 +127,7 @@ static gboolean main_detach(const char *log_path, GError **error)
     if (log_fd >= 0) {
         dup2(log_fd, STDERR_FILENO);
         close(log_fd);
+        main_detached = TRUE;
     }
     close(null_fd);
     if (getsid(0) != getpid())
@@ -163,7 +166,8 @@ static int main_run(MainOptions *o, GError **error)
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "invalid --uuid '%s'", o->uuid);
         return 2;
     }
-    if (o->incoming && !g_str_equal(o->incoming, "defer") && !g_str_has_prefix(o->incoming, "unix:")) {
+    if (o->incoming && !g_str_equal(o->incoming, "defer") &&
+        !g_str_has_prefix(o->incoming, "unix:")) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "--incoming must be 'defer' or 'unix:PATH'");
         return 2;
@@ -213,7 +217,8 @@ int main(int argc, char **argv)
     GOptionEntry entries[] = {
         {"name", 0, 0, G_OPTION_ARG_STRING, &o.name, "VM name (default ferry-vm)", "NAME"},
         {"uuid", 0, 0, G_OPTION_ARG_STRING, &o.uuid, "VM UUID (default: random)", "UUID"},
-        {"memory", 0, 0, G_OPTION_ARG_STRING, &o.memory, "guest RAM size (K/M/G/T suffix)", "BYTES"},
+        {"memory", 0, 0, G_OPTION_ARG_STRING, &o.memory, "guest RAM size (K/M/G/T suffix)",
+         "BYTES"},
         {"vcpus", 0, 0, G_OPTION_ARG_INT, &o.vcpus, "vCPUs = workload threads (default 1)", "N"},
         {"qmp", 0, 0, G_OPTION_ARG_FILENAME, &o.qmp, "UNIX socket to serve QMP on", "PATH"},
         {"seed", 0, 0, G_OPTION_ARG_STRING, &o.seed, "seed of RAM contents (default 1)", "N"},
@@ -223,7 +228,8 @@ int main(int argc, char **argv)
          "random (default) or sequential", "PATTERN"},
         {"incoming", 0, 0, G_OPTION_ARG_STRING, &o.incoming,
          "start paused, waiting for an incoming migration", "defer|unix:PATH"},
-        {"pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o.pidfile, "write the pid here once ready", "PATH"},
+        {"pidfile", 0, 0, G_OPTION_ARG_FILENAME, &o.pidfile, "write the pid here once ready",
+         "PATH"},
         {"log", 0, 0, G_OPTION_ARG_FILENAME, &o.log, "append log lines (stderr) to FILE", "FILE"},
         {"debug", 0, 0, G_OPTION_ARG_NONE, &o.debug, "log debug lines", NULL},
         {NULL},
@@ -240,9 +246,9 @@ int main(int argc, char **argv)
     if (error) {
         fprintf(stderr, "ferry-vmm: %s\n", error->message);
         fflush(stderr);
-        if (caller_stderr >= 0) {
+        if (main_detached && caller_stderr >= 0) {
             g_autofree char *line = g_strdup_printf("ferry-vmm: %s\n", error->message);
-            if (fcntl(caller_stderr, F_GETFD) >= 0 && write(caller_stderr, line, strlen(line)) < 0) {
+            if (write(caller_stderr, line, strlen(line)) < 0) {
                 /* the caller is gone; the log has it */
             }
         }

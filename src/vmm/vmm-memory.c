@@ -105,15 +105,15 @@ VmmMemory *vmm_memory_new(guint64 size, gboolean fill, guint64 seed, GError **er
         return NULL;
     }
     if (ftruncate(fd, (off_t)size) < 0) {
-        ferry_set_error_errno(error, errno, "cannot size guest memory to %" G_GUINT64_FORMAT " bytes",
-                              size);
+        ferry_set_error_errno(error, errno,
+                              "cannot size guest memory to %" G_GUINT64_FORMAT " bytes", size);
         close(fd);
         return NULL;
     }
     void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
-        ferry_set_error_errno(error, errno, "cannot map %" G_GUINT64_FORMAT " bytes of guest memory",
-                              size);
+        ferry_set_error_errno(error, errno,
+                              "cannot map %" G_GUINT64_FORMAT " bytes of guest memory", size);
         close(fd);
         return NULL;
     }
@@ -183,7 +183,8 @@ static void memory_hash_page(const guint64 *w, guint64 index, guint64 *hi, guint
         d = memory_rotl((d ^ w[i + 3]) * p, 29);
     }
     *lo = vmm_prng_mix(a + memory_rotl(b, 17) + memory_rotl(c, 31) + memory_rotl(d, 47) + index);
-    *hi = vmm_prng_mix((a ^ memory_rotl(b, 13)) + (memory_rotl(c, 23) ^ memory_rotl(d, 41)) + ~index);
+    *hi =
+        vmm_prng_mix((a ^ memory_rotl(b, 13)) + (memory_rotl(c, 23) ^ memory_rotl(d, 41)) + ~index);
 }
 
 static gpointer memory_digest_job(gpointer data)

@@ -7,8 +7,8 @@
 #define VMM_PAGE_SIZE 4096u
 
 typedef struct {
-    int fd;        /* the memfd; owned */
-    guint8 *base;  /* its mapping, size bytes */
+    int fd;       /* the memfd; owned */
+    guint8 *base; /* its mapping, size bytes */
     guint64 size;
     guint64 npages;
     /* One bit per page, set by writers after they wrote (release) and taken by

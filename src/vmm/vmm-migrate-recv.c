@@ -21,15 +21,17 @@ typedef struct {
 
 static void receiver_stream_error(Receiver *r, GError **error)
 {
-    g_autofree char *moved = g_format_size_full(r->st.received, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *moved = vmm_stream_format_bytes(r->st.received);
     switch (r->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                     "incoming migration cancelled after receiving %s", moved);
         break;
     case VMM_STREAM_CLOSED:
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "incoming migration failed: sender closed the connection after %s", moved);
+        g_set_error(
+            error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+            "incoming migration failed: sender closed the connection after %s (end of file)",
+            moved);
         break;
     default:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
@@ -70,8 +72,7 @@ static gboolean receiver_refuse(Receiver *r, GError **error, const char *fmt, ..
     return FALSE;
 }
 
-static JsonObject *receiver_read_json(Receiver *r, guint64 length, const char *what,
-                                      GError **error)
+static JsonObject *receiver_read_json(Receiver *r, guint64 length, const char *what, GError **error)
 {
     if (length > VMM_WIRE_MAX_JSON) {
         receiver_refuse(r, error, "%s is %" G_GUINT64_FORMAT " bytes, more than the %u allowed",
@@ -101,9 +102,11 @@ static gboolean receiver_read_header(Receiver *r, VmmWireHeader *h, GError **err
         return FALSE;
     }
     if (!vmm_wire_decode_header(hdr, h))
-        return receiver_refuse(r, error,
-                               "the stream is not a ferry-vmm migration stream (bad magic after %" G_GUINT64_FORMAT " bytes)",
-                               r->st.received - VMM_WIRE_HEADER_SIZE);
+        return receiver_refuse(
+            r, error,
+            "the stream is not a ferry-vmm migration stream (bad magic after %" G_GUINT64_FORMAT
+            " bytes)",
+            r->st.received - VMM_WIRE_HEADER_SIZE);
     return TRUE;
 }
 
@@ -132,18 +135,23 @@ static gboolean receiver_hello(Receiver *r, GError **error)
     gint64 vcpus = receiver_get_int(hello, "vcpus");
     gint64 page_size = receiver_get_int(hello, "page-size");
     if (protocol != VMM_WIRE_PROTOCOL)
-        return receiver_refuse(r, error, "unsupported migration protocol version %" G_GINT64_FORMAT
-                               " (this VMM speaks %d)", protocol, VMM_WIRE_PROTOCOL);
+        return receiver_refuse(r, error,
+                               "unsupported migration protocol version %" G_GINT64_FORMAT
+                               " (this VMM speaks %d)",
+                               protocol, VMM_WIRE_PROTOCOL);
     if (page_size != VMM_PAGE_SIZE)
-        return receiver_refuse(r, error, "page size mismatch: source %" G_GINT64_FORMAT
-                               ", destination %u", page_size, VMM_PAGE_SIZE);
+        return receiver_refuse(r, error,
+                               "page size mismatch: source %" G_GINT64_FORMAT ", destination %u",
+                               page_size, VMM_PAGE_SIZE);
     if (memory != (gint64)m->mem->size)
-        return receiver_refuse(r, error, "guest memory size mismatch: source %" G_GINT64_FORMAT
+        return receiver_refuse(r, error,
+                               "guest memory size mismatch: source %" G_GINT64_FORMAT
                                " bytes, destination %" G_GUINT64_FORMAT " bytes",
                                memory, m->mem->size);
     if (vcpus != (gint64)m->vcpus)
-        return receiver_refuse(r, error, "vCPU count mismatch: source %" G_GINT64_FORMAT
-                               ", destination %u", vcpus, m->vcpus);
+        return receiver_refuse(r, error,
+                               "vCPU count mismatch: source %" G_GINT64_FORMAT ", destination %u",
+                               vcpus, m->vcpus);
     receiver_reply(r, VMM_WIRE_OK, NULL);
     return TRUE;
 }
@@ -155,8 +163,8 @@ static gboolean receiver_pages(Receiver *r, guint64 length, GError **error)
     VmmMigration *m = r->m;
     guint8 prefix[VMM_WIRE_PAGES_PREFIX];
     if (length < sizeof(prefix))
-        return receiver_refuse(r, error, "page data command of %" G_GUINT64_FORMAT " bytes is too short",
-                               length);
+        return receiver_refuse(
+            r, error, "page data command of %" G_GUINT64_FORMAT " bytes is too short", length);
     if (!vmm_stream_read(&r->st, prefix, sizeof(prefix))) {
         receiver_stream_error(r, error);
         return FALSE;
@@ -176,14 +184,16 @@ static gboolean receiver_pages(Receiver *r, guint64 length, GError **error)
         guint64 first = vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE);
         guint64 count = vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE + 8);
         if (count == 0 || first >= m->mem->npages || count > m->mem->npages - first)
-            return receiver_refuse(r, error, "page range %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
+            return receiver_refuse(r, error,
+                                   "page range %" G_GUINT64_FORMAT "+%" G_GUINT64_FORMAT
                                    " is outside guest memory (%" G_GUINT64_FORMAT " pages)",
                                    first, count, m->mem->npages);
         pages += count;
     }
     if (pages > VMM_WIRE_MAX_PAGE_DATA / VMM_PAGE_SIZE ||
         length != sizeof(prefix) + table_len + pages * VMM_PAGE_SIZE)
-        return receiver_refuse(r, error, "page data command length %" G_GUINT64_FORMAT
+        return receiver_refuse(r, error,
+                               "page data command length %" G_GUINT64_FORMAT
                                " does not match its %" G_GUINT64_FORMAT " pages",
                                length, pages);
     for (guint32 i = 0; i < nranges; i++) {

@@ -19,8 +19,8 @@
 typedef struct {
     VmmMigration *m;
     VmmStream st;
-    GByteArray *cmd;     /* header + round + range table of the command being built */
-    struct iovec *iov;   /* [0] = cmd, then one per range, pointing into guest RAM */
+    GByteArray *cmd;   /* header + round + range table of the command being built */
+    struct iovec *iov; /* [0] = cmd, then one per range, pointing into guest RAM */
     guint nranges;
     guint64 npages;      /* pages in the command being built */
     guint64 round_pages; /* pages in the current round */
@@ -28,7 +28,7 @@ typedef struct {
 
 static void sender_stream_error(Sender *s, GError **error)
 {
-    g_autofree char *moved = g_format_size_full(s->st.sent, G_FORMAT_SIZE_IEC_UNITS);
+    g_autofree char *moved = vmm_stream_format_bytes(s->st.sent);
     switch (s->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
@@ -36,7 +36,8 @@ static void sender_stream_error(Sender *s, GError **error)
         break;
     case VMM_STREAM_CLOSED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "migration failed: receiver closed the connection after %s", moved);
+                    "migration failed: receiver closed the connection after %s (end of file)",
+                    moved);
         break;
     default:
         if (s->st.err == EPIPE || s->st.err == ECONNRESET)
@@ -135,7 +136,8 @@ static gboolean sender_flush_pages(Sender *s, guint round, GError **error)
     vmm_wire_put_u32(s->cmd->data + VMM_WIRE_HEADER_SIZE + 4, s->nranges);
     for (guint i = 0; i < s->nranges; i++) {
         guint8 range[VMM_WIRE_RANGE_SIZE];
-        guint64 first = (guint64)((guint8 *)s->iov[i + 1].iov_base - s->m->mem->base) / VMM_PAGE_SIZE;
+        guint64 first =
+            (guint64)((guint8 *)s->iov[i + 1].iov_base - s->m->mem->base) / VMM_PAGE_SIZE;
         vmm_wire_put_u64(range, first);
         vmm_wire_put_u64(range + 8, s->iov[i + 1].iov_len / VMM_PAGE_SIZE);
         g_byte_array_append(s->cmd, range, sizeof(range));

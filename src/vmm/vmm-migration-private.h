@@ -22,9 +22,9 @@ struct _VmmMigration {
     VmmMigrationStatus status; /* what query-migrate shows */
     GThread *thread;           /* set from start until the finish ran on the main thread */
     guint finish_source;
-    int cancel_fd;             /* eventfd, readable = cancel */
+    int cancel_fd; /* eventfd, readable = cancel */
     gboolean cancel_requested;
-    int fd;                    /* stream socket; the thread closes it under the lock */
+    int fd; /* stream socket; the thread closes it under the lock */
     int listen_fd;
     char *listen_path;
     char *connect_path;

@@ -30,7 +30,7 @@ typedef struct {
     FerryJsonSplitter *splitter;
     GByteArray *out;
     gboolean negotiated;
-    GQueue pending_fds;        /* fds received with SCM_RIGHTS, not yet claimed by getfd */
+    GQueue pending_fds; /* fds received with SCM_RIGHTS, not yet claimed by getfd */
     gboolean close_when_flushed;
 } QmpConn;
 
@@ -264,12 +264,16 @@ static JsonNode *qmp_cmd_getfd(VmmQmpServer *s, JsonObject *args, gpointer user_
                                GError **error)
 {
     const char *name = json_object_get_string_member(args, "fdname");
+    /* The fd that came with this command is this command's, even if it fails:
+     * left queued, it would end up under the next getfd's name. */
+    gpointer fd = g_queue_pop_head(&s->conn->pending_fds);
     if (g_ascii_isdigit(name[0]) || name[0] == '\0') {
+        if (fd)
+            close(GPOINTER_TO_INT(fd) - 1);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "Parameter 'fdname' expects a name not starting with a digit");
         return NULL;
     }
-    gpointer fd = g_queue_pop_head(&s->conn->pending_fds);
     if (!fd) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "No file descriptor supplied via SCM_RIGHTS");
@@ -439,8 +443,10 @@ static gboolean qmp_conn_readable(gint fd, GIOCondition cond, gpointer data)
         struct cmsghdr align;
     } control;
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-    struct msghdr msg = {
-        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof(control)};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = &control,
+                         .msg_controllen = sizeof(control)};
 
     ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0 && (errno == EAGAIN || errno == EINTR || errno == EWOULDBLOCK))

@@ -28,7 +28,8 @@ static gboolean socket_fill_addr(struct sockaddr_un *addr, const char *path, GEr
 }
 
 /* A socket file nobody listens on is what a killed process leaves behind. */
-static gboolean socket_remove_stale(const char *path, const struct sockaddr_un *addr, GError **error)
+static gboolean socket_remove_stale(const char *path, const struct sockaddr_un *addr,
+                                    GError **error)
 {
     struct stat st;
     if (lstat(path, &st) < 0)

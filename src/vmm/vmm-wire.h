@@ -13,7 +13,7 @@
 #define VMM_WIRE_MAX_JSON (64u << 10)
 #define VMM_WIRE_MAX_PAGE_DATA (64u << 20)
 #define VMM_WIRE_MAX_RANGES 16384u
-#define VMM_WIRE_RANGE_SIZE 16 /* u64 first page, u64 page count */
+#define VMM_WIRE_RANGE_SIZE 16  /* u64 first page, u64 page count */
 #define VMM_WIRE_PAGES_PREFIX 8 /* u32 round, u32 range count */
 
 typedef enum {

@@ -24,7 +24,7 @@ struct _VmmWorkload {
     guint64 dirtied; /* atomic: pages dirtied since boot */
 
     GMutex lock; /* protects everything below */
-    GCond wake;   /* workers wait on it */
+    GCond wake;  /* workers wait on it */
     GCond parked_cond;
     guint parked; /* workers inside a wait: not touching guest memory */
     gboolean paused;
@@ -64,8 +64,8 @@ static void workload_wait(VmmWorkload *w, gint64 end_time)
 
 static void workload_dirty_page(VmmMemory *mem, guint64 page, guint64 *rng)
 {
-    guint64 offset = (vmm_prng_next(rng) % (VMM_PAGE_SIZE / WORKLOAD_WRITE_BYTES)) *
-                     WORKLOAD_WRITE_BYTES;
+    guint64 offset =
+        (vmm_prng_next(rng) % (VMM_PAGE_SIZE / WORKLOAD_WRITE_BYTES)) * WORKLOAD_WRITE_BYTES;
     guint64 *p = (guint64 *)(mem->base + page * VMM_PAGE_SIZE + offset);
     for (guint i = 0; i < WORKLOAD_WRITE_BYTES / 8; i++)
         p[i] = vmm_prng_next(rng);

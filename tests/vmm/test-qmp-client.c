@@ -1,0 +1,214 @@
+/* The daemon's QMP client against a real ferry-vmm: it notices a dead VMM at
+ * once (exactly one close callback), matches replies to concurrent callers,
+ * times out on a frozen VMM, and can be freed from anywhere. */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "util/error.h"
+#include "vmm-harness.h"
+
+START_TEST(test_qmp_client_close_callback_fires_when_vmm_killed)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    test_vmm_signal(v, SIGKILL);
+    gint64 t0 = g_get_monotonic_time();
+    g_mutex_lock(&v->lock);
+    while (v->closes == 0 && g_cond_wait_until(&v->cond, &v->lock, t0 + 2 * G_USEC_PER_SEC))
+        ;
+    g_mutex_unlock(&v->lock);
+    ck_assert_msg(v->closes == 1, "close callback ran %d times", v->closes);
+    ck_assert_int_lt(g_get_monotonic_time() - t0, G_USEC_PER_SEC);
+    ck_assert_msg(strstr(v->close_message, "closed by the VMM"), "%s", v->close_message);
+    ck_assert(!qmp_client_is_connected(v->qmp));
+
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonNode) ret = qmp_client_execute(v->qmp, "query-status", NULL, 1000, &error);
+    ck_assert(ret == NULL);
+    ck_assert_msg(strstr(error->message, "closed by the VMM"), "%s", error->message);
+    ck_assert_int_eq(WTERMSIG(test_vmm_wait_exit(v, 5000)), SIGKILL);
+    g_usleep(100000);
+    ck_assert_int_eq(v->closes, 1);
+}
+END_TEST
+
+typedef struct {
+    TestVmm *v;
+    int index;
+    int ok;
+} Worker;
+
+static gpointer worker_main(gpointer data)
+{
+    Worker *w = data;
+    for (int i = 0; i < 100; i++) {
+        gboolean name = (i + w->index) % 2 == 0;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(JsonNode) ret =
+            qmp_client_execute(w->v->qmp, name ? "query-name" : "query-uuid", NULL, 10000, &error);
+        if (!ret)
+            continue;
+        JsonObject *o = json_node_get_object(ret);
+        /* A reply for another caller's command would carry the other member. */
+        if (name ? json_object_has_member(o, "name") : json_object_has_member(o, "UUID"))
+            w->ok++;
+        if (w->index == 0 && i % 10 == 0) {
+            json_node_unref(qmp_client_execute(w->v->qmp, "stop", NULL, 10000, NULL));
+            json_node_unref(qmp_client_execute(w->v->qmp, "cont", NULL, 10000, NULL));
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_qmp_client_matches_replies_of_concurrent_callers)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", "--uuid",
+                                "6f1e1c3a-9a41-4c2b-8e55-0c7d2b1f9a10", NULL);
+    Worker workers[4];
+    GThread *threads[4];
+    for (int i = 0; i < 4; i++) {
+        workers[i] = (Worker){.v = v, .index = i};
+        threads[i] = g_thread_new("worker", worker_main, &workers[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        g_thread_join(threads[i]);
+        ck_assert_int_eq(workers[i].ok, 100);
+    }
+    /* Events were delivered alongside. */
+    ck_assert(test_vmm_wait_event(v, "STOP", 1000));
+    ck_assert(test_vmm_wait_event(v, "RESUME", 1000));
+    g_autoptr(JsonObject) uuid = test_vmm_query(v, "query-uuid");
+    ck_assert_str_eq(test_json_str(uuid, "UUID"), "6f1e1c3a-9a41-4c2b-8e55-0c7d2b1f9a10");
+}
+END_TEST
+
+START_TEST(test_qmp_client_times_out_on_frozen_vmm)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    test_vmm_signal(v, SIGSTOP);
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonNode) ret = qmp_client_execute(v->qmp, "query-name", NULL, 300, &error);
+    gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert(ret == NULL);
+    ck_assert(g_error_matches(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT));
+    ck_assert_msg(ms >= 290 && ms < 2000, "timed out after %" G_GINT64_FORMAT " ms", ms);
+
+    /* Thawed: the late reply is dropped, the next command gets its own. */
+    test_vmm_signal(v, SIGCONT);
+    g_autoptr(JsonObject) status = test_vmm_query(v, "query-status");
+    ck_assert_str_eq(test_json_str(status, "status"), "running");
+    ck_assert(qmp_client_is_connected(v->qmp));
+}
+END_TEST
+
+START_TEST(test_qmp_client_error_reply_becomes_gerror)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    g_autoptr(GError) e1 = NULL;
+    g_autoptr(JsonNode) r1 = qmp_client_execute(v->qmp, "no-such-thing", NULL, 5000, &e1);
+    ck_assert(r1 == NULL);
+    ck_assert(g_error_matches(e1, FERRY_ERROR, FERRY_ERR_OPERATION_UNSUPPORTED));
+    ck_assert_str_eq(e1->message, "The command no-such-thing has not been found");
+
+    g_autoptr(JsonObject) args = json_object_new();
+    json_object_set_int_member(args, "uri", 3);
+    g_autoptr(GError) e2 = NULL;
+    g_autoptr(JsonNode) r2 = qmp_client_execute(v->qmp, "migrate", args, 5000, &e2);
+    ck_assert(r2 == NULL);
+    ck_assert(g_error_matches(e2, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED));
+    ck_assert_str_eq(e2->message, "Invalid parameter type for 'uri', expected: string");
+
+    JsonObject *greeting = qmp_client_get_greeting(v->qmp);
+    ck_assert(greeting && json_object_has_member(greeting, "version"));
+}
+END_TEST
+
+static void free_on_close(QmpClient *client, const GError *error, gpointer user_data)
+{
+    qmp_client_free(client);
+    g_atomic_int_set((gint *)user_data, 1);
+}
+
+START_TEST(test_qmp_client_can_be_freed_from_its_close_callback)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    test_vmm_disconnect(v); /* one client at a time: ours takes the harness's place */
+    gint closed = 0;
+    g_autoptr(GError) error = NULL;
+    QmpClient *c = qmp_client_connect(v->qmp_path, 10000, NULL, free_on_close, &closed, &error);
+    ck_assert_msg(c != NULL, "%s", error ? error->message : "");
+    test_vmm_signal(v, SIGKILL);
+    for (int i = 0; i < 200 && !g_atomic_int_get(&closed); i++)
+        g_usleep(10000);
+    ck_assert(g_atomic_int_get(&closed));
+    test_vmm_wait_exit(v, 5000);
+    /* The reader thread releases the client after the callback: give it a moment
+     * so LeakSanitizer, at exit, sees it gone. */
+    g_usleep(100000);
+}
+END_TEST
+
+typedef struct {
+    QmpClient *c;
+    GError *error;
+    gint64 returned_us;
+} Caller;
+
+static gpointer caller_main(gpointer data)
+{
+    Caller *caller = data;
+    JsonNode *ret = qmp_client_execute(caller->c, "query-status", NULL, -1, &caller->error);
+    if (ret)
+        json_node_unref(ret);
+    caller->returned_us = g_get_monotonic_time();
+    return NULL;
+}
+
+START_TEST(test_qmp_client_free_wakes_waiting_callers)
+{
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    test_vmm_signal(v, SIGSTOP);
+    Caller caller = {.c = v->qmp};
+    GThread *t = g_thread_new("caller", caller_main, &caller);
+    g_usleep(200000);
+    gint64 t0 = g_get_monotonic_time();
+    test_vmm_disconnect(v);
+    g_thread_join(t);
+    ck_assert(caller.error != NULL);
+    ck_assert_int_lt(caller.returned_us - t0, G_USEC_PER_SEC);
+    g_error_free(caller.error);
+    test_vmm_signal(v, SIGCONT);
+    test_vmm_reconnect(v);
+    ck_assert_str_eq(test_vmm_status(v), "running");
+}
+END_TEST
+
+START_TEST(test_qmp_client_connect_gives_up_after_timeout)
+{
+    g_autofree char *path = harness_path("nobody.qmp");
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(GError) error = NULL;
+    QmpClient *c = qmp_client_connect(path, 300, NULL, NULL, NULL, &error);
+    gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert(c == NULL);
+    ck_assert_msg(strstr(error->message, path) && strstr(error->message, "No such file"), "%s",
+                  error->message);
+    ck_assert_msg(ms >= 290 && ms < 2000, "gave up after %" G_GINT64_FORMAT " ms", ms);
+}
+END_TEST
+
+static Suite *client_suite(void)
+{
+    Suite *s = suite_create("qmp-client");
+    TEST_ADD(s, test_qmp_client_close_callback_fires_when_vmm_killed, 30);
+    TEST_ADD(s, test_qmp_client_matches_replies_of_concurrent_callers, 30);
+    TEST_ADD(s, test_qmp_client_times_out_on_frozen_vmm, 30);
+    TEST_ADD(s, test_qmp_client_error_reply_becomes_gerror, 30);
+    TEST_ADD(s, test_qmp_client_can_be_freed_from_its_close_callback, 30);
+    TEST_ADD(s, test_qmp_client_free_wakes_waiting_callers, 30);
+    TEST_ADD(s, test_qmp_client_connect_gives_up_after_timeout, 30);
+    return s;
+}
+
+TEST_RUN_SUITE(client_suite)
