@@ -32,6 +32,7 @@ void driver_domain_free(DriverDomain *dom)
 void driver_job_info_clear(DriverJobInfo *info)
 {
     g_clear_pointer(&info->error_message, g_free);
+    g_clear_pointer(&info->digest, g_free);
 }
 
 void driver_set_migration_peer_ops(const MigrationPeerOps *ops)

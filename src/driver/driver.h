@@ -64,6 +64,7 @@ typedef struct {
     guint64 setup_time_ms;
     gboolean has_downtime;
     char *error_message; /* failed jobs */
+    char *digest;        /* ferry: the guest memory digest a migration moved and verified */
 } DriverJobInfo;
 
 void driver_job_info_clear(DriverJobInfo *info);

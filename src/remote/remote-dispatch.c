@@ -790,6 +790,8 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
         driver_params_add_ullong(params, "memory_page_size", info.memory_page_size);
         if (info.error_message)
             driver_params_add_string(params, "errmsg", info.error_message);
+        if (info.digest)
+            driver_params_add_string(params, "ferry_digest", info.digest);
     }
     driver_job_info_clear(&info);
     remote_params_from_driver(params, &ret->params.params_val, &ret->params.params_len);

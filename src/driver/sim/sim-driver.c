@@ -66,6 +66,7 @@ gboolean sim_check_active(DomainObj *obj, GError **error)
 static void instance_free(gpointer data)
 {
     SimInstance *inst = data;
+    sim_migration_job_unref(inst->job);
     sim_vm_unref(inst->vm);
     driver_job_info_clear(&inst->completed);
     g_free(inst);

@@ -126,6 +126,11 @@ static void job_unref(SimMigrationJob *job)
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SimMigrationJob, job_unref)
 
+void sim_migration_job_unref(SimMigrationJob *job)
+{
+    job_unref(job);
+}
+
 static void job_request_abort(SimMigrationJob *job, GError *why)
 {
     g_mutex_lock(&job->lock);
@@ -229,12 +234,13 @@ static JsonObject *wait_vmm_migration_end(SimVm *vm, int timeout_ms)
 }
 
 static void save_completed(SimDriver *sd, const guint8 *uuid, SimMigrationJob *job, int type,
-                           const GError *error)
+                           const GError *error, const char *digest)
 {
     DriverJobInfo *done = g_new0(DriverJobInfo, 1);
     g_mutex_lock(&job->lock);
     *done = job->info;
     done->error_message = error ? g_strdup(error->message) : NULL;
+    done->digest = g_strdup(digest);
     g_mutex_unlock(&job->lock);
     done->type = type;
     done->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
@@ -400,6 +406,7 @@ static gboolean sim_get_job_info(Driver *drv, const DriverDomain *dom, guint fla
         if (done) {
             *info = *done;
             info->error_message = g_strdup(done->error_message);
+            info->digest = g_strdup(done->digest);
         }
         g_mutex_unlock(&sd->migration_lock);
         return TRUE;
@@ -412,6 +419,7 @@ static gboolean sim_get_job_info(Driver *drv, const DriverDomain *dom, guint fla
         g_mutex_lock(&inst->job->lock);
         *info = inst->job->info;
         info->error_message = NULL;
+        info->digest = NULL;
         info->time_elapsed_ms = (g_get_monotonic_time() - inst->job->start_us) / 1000;
         g_mutex_unlock(&inst->job->lock);
     }
@@ -705,7 +713,7 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         job_unref(o->job);
     }
     if (success) {
-        save_completed(sd, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL);
+        save_completed(sd, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
         sim_vm_set_stopping(o->vm);
         g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "quit", NULL, NULL);
         sim_vm_kill(o->vm);
@@ -727,7 +735,7 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
     } else {
         gboolean cancelled = g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED);
         save_completed(sd, o->uuid, o->job,
-                       cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why);
+                       cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
         if (domain_obj_is_active(obj)) {
             g_autofree char *status = sim_vm_query_status(o->vm, NULL);
             if (!o->was_paused && status && !g_str_equal(status, "running")) {
@@ -885,15 +893,13 @@ static void incoming_discard(SimDriver *sd, SimMigrationJob *job, const char *wh
     if (obj) {
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
         SimInstance *inst = domain_obj_get_priv(obj);
-        if (inst) {
-            inst->job = NULL;
+        if (inst)
             sim_vm_kill(inst->vm);
-        }
+        /* Ending the instance drops its reference on the job. */
         sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
         if (!domain_obj_is_removed(obj))
             domain_list_remove(sd->list, obj);
         domain_obj_end(obj);
-        job_unref(job); /* the instance's reference */
     }
     incoming_forget(sd, job);
 }
@@ -1127,6 +1133,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         inst->job = NULL;
         job_unref(job);
     }
+    save_completed(sd, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL, digest);
     domain_store_save_state(sd->store, obj, NULL);
     DriverDomain *d = g_new0(DriverDomain, 1);
     sim_domain_ref_of(obj, d);
@@ -1190,6 +1197,12 @@ void sim_driver_register_migration(DriverOps *ops)
     ops->migrate_confirm = sim_migrate_confirm;
 }
 
+static void completed_free(gpointer data)
+{
+    driver_job_info_clear(data);
+    g_free(data);
+}
+
 void sim_migration_init(SimDriver *sd)
 {
     g_mutex_init(&sd->migration_lock);
@@ -1198,7 +1211,7 @@ void sim_migration_init(SimDriver *sd)
     sd->daemon_id = ferry_uuid_to_string(id);
     sd->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                          (GDestroyNotify)job_unref);
-    sd->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    sd->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
 }
 
 void sim_migration_shutdown(SimDriver *sd)

@@ -44,6 +44,7 @@ typedef struct {
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
 } SimDriver;
 
+void sim_migration_job_unref(SimMigrationJob *job);
 void sim_migration_init(SimDriver *sd);
 void sim_migration_shutdown(SimDriver *sd);
 /* Aborts the migration job of obj (locked), if any: destroy during a migration. */
