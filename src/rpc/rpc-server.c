@@ -184,7 +184,7 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer use
     const RpcServerProgram *program = find_program(server, msg->header.prog, msg->header.vers);
 
     switch (msg->header.type) {
-    case RPC_CALL:
+    case RPC_CALL: {
         if (!program) {
             reply_error_now(client, msg, FERRY_ERR_RPC, "Cannot find program %u version %u",
                             msg->header.prog, msg->header.vers);
@@ -203,6 +203,7 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer use
         job->program = program;
         g_thread_pool_push(server->workers, job, NULL);
         break;
+    }
     case RPC_CALL_WITH_FDS:
         reply_error_now(client, msg, FERRY_ERR_RPC,
                         "file descriptor passing is not supported (procedure %d)",

@@ -334,3 +334,67 @@ def pid_alive(pid):
         return True
     except ProcessLookupError:
         return False
+
+
+# ---- migration ----
+
+JOB_STATS = r"""
+import json, sys, libvirt
+conn = libvirt.open(sys.argv[1])
+dom = conn.lookupByName(sys.argv[2])
+flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED if sys.argv[3] == "completed" else 0
+print(json.dumps(dom.jobStats(flags)))
+"""
+
+
+def job_stats(daemon, name, completed=True):
+    import json
+    p = subprocess.run(["/usr/bin/python3", "-c", JOB_STATS, daemon.tcp_uri, name,
+                        "completed" if completed else "current"],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError(p.stderr)
+    return json.loads(p.stdout)
+
+
+def start_migration(src, dst, name, *flags, extra_env=None):
+    """virsh migrate in the background; returns the Popen."""
+    env = dict(os.environ)
+    env.pop("LIBVIRT_DEFAULT_URI", None)
+    args = ["virsh", "-c", src.tcp_uri, "migrate", "--p2p", "--tunnelled", *flags, name, dst.tcp_uri]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def migrate(src, dst, name, *flags, timeout=180):
+    p = start_migration(src, dst, name, *flags)
+    out, err = p.communicate(timeout=timeout)
+    return p.returncode, out, err
+
+
+def wait_data_processed(daemon, name, at_least, timeout=60):
+    """Waits until a running migration of `name` moved `at_least` bytes."""
+    import re
+
+    def moved():
+        rc, out, _ = virsh(daemon.tcp_uri, "domjobinfo", name, check=False)
+        m = re.search(r"Data processed:\s+([\d.]+) (\w+)", out)
+        if not m:
+            return 0
+        units = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+        return float(m.group(1)) * units.get(m.group(2), 1)
+    return wait_for(lambda: moved() >= at_least, timeout, 0.1)
+
+
+def fd_count(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def vmm_pids(daemon):
+    import xml.etree.ElementTree as ET
+    pids = []
+    for path in instance_files(daemon).values():
+        try:
+            pids.append(int(ET.parse(path).getroot().get("pid")))
+        except (OSError, ValueError, TypeError, ET.ParseError):
+            pass
+    return pids

@@ -528,6 +528,18 @@ static void reattach(SimDriver *sd, DomainObj *obj)
 {
     domain_obj_lock(obj);
     g_autoptr(GError) error = NULL;
+    if (domain_obj_is_hidden(obj)) {
+        /* An incoming migration whose daemon died: its stream is gone for good. */
+        FERRY_WARN("domain '%s': dropping an incoming migration left by the previous daemon",
+                   domain_obj_get_name(obj));
+        if (obj->pid > 0)
+            kill(obj->pid, SIGKILL);
+        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
+        if (!domain_obj_is_removed(obj))
+            domain_list_remove(sd->list, obj);
+        domain_obj_unlock(obj);
+        return;
+    }
     SimVm *vm = obj->qmp_path ? sim_vm_attach(obj->pid, obj->qmp_path, obj->instance_id,
                                               on_vm_gone, sd, &error)
                               : NULL;

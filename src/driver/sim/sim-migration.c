@@ -542,9 +542,21 @@ static gboolean require_feature(Outgoing *o, int feature, const char *what, GErr
 /* Runs prepare on the destination and the stream until the VMM is done. */
 static gboolean outgoing_run(Outgoing *o, GError **error)
 {
+    /* Everything cleaned up automatically is declared before the first goto. */
     const char *phase = "perform";
     g_autoptr(GError) e = NULL;
+    g_autoptr(GBytes) cookie = NULL;
+    g_autoptr(GError) early_abort = NULL;
+    g_autoptr(JsonNode) r1 = NULL;
+    g_autoptr(JsonNode) r2 = NULL;
+    g_autoptr(JsonObject) qm = NULL;
+    g_autofree char *peer_name = NULL;
     int sv[2] = {-1, -1};
+    Cookie dc;
+    TunnelStreamConfig cfg;
+    TunnelStream *ts = NULL;
+    JsonObject *params = NULL, *margs = NULL, *ferry = NULL;
+    const char *st = NULL;
 
     if (!require_feature(o, FEATURE_MIGRATION_P2P, "peer-to-peer migration", &e) ||
         !require_feature(o, FEATURE_MIGRATION_V3, "migration protocol version 3", &e) ||
@@ -568,22 +580,20 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     sv[1] = -1;
 
     phase = "prepare";
-    g_autoptr(GBytes) cookie = cookie_format(o->sd, o->name, o->uuid, TRUE, NULL, 0);
+    cookie = cookie_format(o->sd, o->name, o->uuid, TRUE, NULL, 0);
     if (!o->ops->prepare_tunnel(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
                                 &o->binding, &e)) {
         g_prefix_error(&e, "the destination refused: ");
         goto fail;
     }
     phase = "perform";
-    Cookie dc;
     cookie_parse(o->dest_cookie, &dc);
-    TunnelStreamConfig cfg;
-    g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
+    peer_name = g_strdup(o->ops->describe(o->peer));
     tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
     cookie_clear(&dc);
     g_mutex_lock(&o->job->lock);
     cfg.bandwidth = o->job->bandwidth;
-    TunnelStream *ts = tunnel_stream_new(tunnel_binding_get_connection(o->binding),
+    ts = tunnel_stream_new(tunnel_binding_get_connection(o->binding),
                                          tunnel_binding_get_header(o->binding), sv[0], &cfg);
     sv[0] = -1;
     o->job->ts = ts;
@@ -591,20 +601,20 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     tunnel_binding_attach(o->binding, ts);
     tunnel_stream_start(ts);
     /* An abort that came during prepare reaches the stream now. */
-    g_autoptr(GError) early_abort = job_abort_error(o->job);
+    early_abort = job_abort_error(o->job);
     if (early_abort)
         tunnel_stream_abort(ts, early_abort);
 
     /* The tunnel enforces the bandwidth; the VMM sends as fast as it can. */
-    JsonObject *params = json_object_new();
+    params = json_object_new();
     json_object_set_int_member(params, "max-bandwidth", 0);
-    g_autoptr(JsonNode) r1 = sim_vm_qmp(o->vm, "migrate-set-parameters", params, &e);
+    r1 = sim_vm_qmp(o->vm, "migrate-set-parameters", params, &e);
     json_object_unref(params);
     if (!r1)
         goto fail;
-    JsonObject *margs = json_object_new();
+    margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:migrate");
-    g_autoptr(JsonNode) r2 = sim_vm_qmp(o->vm, "migrate", margs, &e);
+    r2 = sim_vm_qmp(o->vm, "migrate", margs, &e);
     json_object_unref(margs);
     if (!r2)
         goto fail;
@@ -612,41 +622,43 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     for (;;) {
         g_autoptr(GError) se = NULL;
         gboolean done = tunnel_stream_wait(ts, g_get_monotonic_time() + POLL_MS * 1000, &se);
-        g_autoptr(JsonObject) qm = query_migrate(o->vm, NULL);
-        if (qm)
-            job_update_from_vmm(o->job, qm);
-        const char *st = json_str(qm, "status");
+        g_autoptr(JsonObject) progress = query_migrate(o->vm, NULL);
+        if (progress)
+            job_update_from_vmm(o->job, progress);
+        const char *vmm_status = json_str(progress, "status");
         g_autoptr(GError) aborted = job_abort_error(o->job);
         if (aborted) {
             e = g_steal_pointer(&aborted);
             goto fail;
         }
-        if (st && (g_str_equal(st, "failed") || g_str_equal(st, "cancelled"))) {
-            const char *desc = json_str(qm, "error-desc");
+        /* A failed stream holds the root cause; the VMM only sees its socket close. */
+        if (!done && !g_error_matches(se, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+            e = g_steal_pointer(&se);
+            goto fail;
+        }
+        if (vmm_status &&
+            (g_str_equal(vmm_status, "failed") || g_str_equal(vmm_status, "cancelled"))) {
+            const char *desc = json_str(progress, "error-desc");
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
-                        desc ? desc : st);
+                        desc ? desc : vmm_status);
             goto fail;
         }
         if (done)
             break;
-        if (!g_error_matches(se, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            e = g_steal_pointer(&se);
-            goto fail;
-        }
     }
 
     /* The stream ended cleanly; the VMM decides whether the migration did. */
-    g_autoptr(JsonObject) qm = wait_vmm_migration_end(o->vm, 10000);
+    qm = wait_vmm_migration_end(o->vm, 10000);
     if (qm)
         job_update_from_vmm(o->job, qm);
-    const char *st = json_str(qm, "status");
+    st = json_str(qm, "status");
     if (!st || !g_str_equal(st, "completed")) {
         const char *desc = json_str(qm, "error-desc");
         g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                     desc ? desc : (st ? st : "no status"));
         goto fail;
     }
-    JsonObject *ferry = json_object_has_member(qm, "ferry")
+    ferry = json_object_has_member(qm, "ferry")
                             ? json_object_get_object_member(qm, "ferry")
                             : NULL;
     o->digest = g_strdup(json_str(ferry, "digest"));
@@ -979,9 +991,14 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     }
     int sv[2] = {-1, -1};
     g_autoptr(GError) e = NULL;
+    g_autoptr(JsonNode) r = NULL;
+    SimInstance *inst = NULL;
+    JsonObject *margs = NULL;
+    TunnelStreamConfig cfg;
+    SimMigrationJob *job = NULL;
     if (!sim_instance_start(sd, obj, TRUE, &e))
         goto fail;
-    SimInstance *inst = domain_obj_get_priv(obj);
+    inst = domain_obj_get_priv(obj);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
@@ -990,17 +1007,16 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
         goto fail;
     close(sv[1]);
     sv[1] = -1;
-    JsonObject *margs = json_object_new();
+    margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:incoming");
     json_object_set_boolean_member(margs, "exit-on-error", FALSE);
-    g_autoptr(JsonNode) r = sim_vm_qmp(inst->vm, "migrate-incoming", margs, &e);
+    r = sim_vm_qmp(inst->vm, "migrate-incoming", margs, &e);
     json_object_unref(margs);
     if (!r)
         goto fail;
 
-    TunnelStreamConfig cfg;
     tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd", "destination VMM", &cfg);
-    SimMigrationJob *job = job_new(sd, DRIVER_JOB_OPERATION_MIGRATION_IN);
+    job = job_new(sd, DRIVER_JOB_OPERATION_MIGRATION_IN);
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
     job->ts = tunnel_stream_new(tunnel_binding_get_connection(binding),
@@ -1073,19 +1089,27 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     }
 
     g_autoptr(GError) e = NULL;
+    g_autoptr(SimVm) vm = NULL;
+    g_autoptr(JsonObject) qm = NULL;
+    g_autofree char *digest = NULL;
+    DomainObj *obj = NULL;
+    SimInstance *inst = NULL;
+    const char *st = NULL;
+    JsonObject *ferry = NULL;
+    DriverDomain *d = NULL;
     if (!tunnel_stream_wait(job->ts, g_get_monotonic_time() + FINISH_WAIT_S * G_USEC_PER_SEC,
                             &e)) {
         g_prefix_error(&e, "the migration stream did not end cleanly: ");
         goto fail;
     }
-    DomainObj *obj = domain_list_lookup_by_instance(sd->list, job->instance_id, &e);
+    obj = domain_list_lookup_by_instance(sd->list, job->instance_id, &e);
     if (!obj)
         goto fail;
-    SimInstance *inst = domain_obj_get_priv(obj);
-    g_autoptr(SimVm) vm = inst ? sim_vm_ref(inst->vm) : NULL;
+    inst = domain_obj_get_priv(obj);
+    vm = inst ? sim_vm_ref(inst->vm) : NULL;
     domain_obj_unlock(obj);
-    g_autoptr(JsonObject) qm = vm ? wait_vmm_migration_end(vm, 10000) : NULL;
-    const char *st = json_str(qm, "status");
+    qm = vm ? wait_vmm_migration_end(vm, 10000) : NULL;
+    st = json_str(qm, "status");
     if (!st || !g_str_equal(st, "completed")) {
         const char *desc = json_str(qm, "error-desc");
         g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "destination VMM: %s",
@@ -1093,10 +1117,10 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         domain_obj_unref(obj);
         goto fail;
     }
-    JsonObject *ferry = json_object_has_member(qm, "ferry")
+    ferry = json_object_has_member(qm, "ferry")
                             ? json_object_get_object_member(qm, "ferry")
                             : NULL;
-    g_autofree char *digest = g_strdup(json_str(ferry, "digest"));
+    digest = g_strdup(json_str(ferry, "digest"));
 
     domain_obj_lock(obj);
     if (pxml || (flags & MIG_PERSIST_DEST)) {
@@ -1135,7 +1159,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     }
     save_completed(sd, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL, digest);
     domain_store_save_state(sd->store, obj, NULL);
-    DriverDomain *d = g_new0(DriverDomain, 1);
+    d = g_new0(DriverDomain, 1);
     sim_domain_ref_of(obj, d);
     *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj), FALSE,
                                 digest, 0);
