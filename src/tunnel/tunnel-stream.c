@@ -118,7 +118,8 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
         ts->cfg.window = 4 * ts->cfg.packet_size;
     if (ts->cfg.send_queue_limit == 0)
         ts->cfg.send_queue_limit = 4 * ts->cfg.packet_size;
-    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 16);
+    /* Enough buffers for a window in flight each way; more are allocated and freed. */
+    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 32);
     g_mutex_init(&ts->lock);
     g_cond_init(&ts->cond);
     g_queue_init(&ts->sink_queue);
@@ -425,6 +426,8 @@ static gpointer sink_thread(gpointer data)
 
 void tunnel_stream_start(TunnelStream *ts)
 {
+    /* Incoming data packets land in reused buffers too (principle 1). */
+    rpc_connection_set_rx_pool(ts->conn, ts->pool);
     g_thread_unref(g_thread_new("tunnel-out", pump_out_thread, tunnel_stream_ref(ts)));
     g_thread_unref(g_thread_new("tunnel-sink", sink_thread, tunnel_stream_ref(ts)));
 }
