@@ -33,6 +33,11 @@ typedef struct RpcMessage {
     /* Set on a reply: once written, the connection counts one request less
      * (max_client_requests flow control). */
     gboolean completes_request;
+    /* Called by the connection's writer once this message is written, before
+     * anything queued after it (e.g. switching a SASL layer on after the last
+     * authentication reply). Not called if the message is dropped. */
+    void (*after_write)(gpointer data);
+    gpointer after_write_data;
 } RpcMessage;
 
 RpcMessage *rpc_message_new(gsize payload_capacity);
