@@ -319,6 +319,18 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
     if (status == RPC_SASL_CONTINUE && ++a->steps > MAX_STEPS)
         return auth_fail(a, client, o, error, "more than %u SASL steps", MAX_STEPS);
 
+    /* Copied now: out belongs to the session, which success releases. */
+    *complete = status == RPC_SASL_COMPLETE;
+    if (out) {
+        *nil = 0;
+        *data_len = outlen;
+        *data_val = outlen ? g_memdup2(out, outlen) : NULL;
+    } else {
+        *nil = 1;
+        *data_len = 0;
+        *data_val = NULL;
+    }
+
     if (status == RPC_SASL_COMPLETE) {
         RpcTransport *t = rpc_server_client_get_transport(client);
         RpcTransport *inner = rpc_sasl_transport_get_inner(t);
@@ -347,16 +359,6 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
             o->layer = TRUE;
         }
         g_clear_pointer(&a->sasl, rpc_sasl_unref);
-    }
-    *complete = status == RPC_SASL_COMPLETE;
-    if (out) {
-        *nil = 0;
-        *data_len = outlen;
-        *data_val = outlen ? g_memdup2(out, outlen) : NULL;
-    } else {
-        *nil = 1;
-        *data_len = 0;
-        *data_val = NULL;
     }
     return TRUE;
 }

@@ -566,8 +566,15 @@ static gboolean h_get_max_memory(RemoteContext *ctx, void *a, void *r, GError **
     return TRUE;
 }
 
+#define DOMAIN_XML_SECURE 1 /* VIR_DOMAIN_XML_SECURE: include passwords */
+
 static gboolean h_get_xml_desc(RemoteContext *ctx, void *a, void *r, GError **error)
 {
+    if ((((remote_domain_flags_args *)a)->flags & DOMAIN_XML_SECURE) && ctx->session->readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents DOMAIN_GET_XML_DESC with VIR_DOMAIN_XML_SECURE");
+        return FALSE;
+    }
     NEED_OP(get_xml_desc);
     ARG_DOMAIN(remote_domain_flags_args);
     char *xml = ctx->drv->ops->get_xml_desc(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,

@@ -126,13 +126,11 @@ gboolean rpc_sasl_client_global_init(GError **error)
 
 void rpc_sasl_global_done(void)
 {
-    g_mutex_lock(&global_lock);
-    if (server_inited)
-        sasl_server_done();
-    if (client_inited)
-        sasl_client_done();
-    server_inited = client_inited = FALSE;
-    g_mutex_unlock(&global_lock);
+    /* Deliberately not sasl_server_done()/sasl_client_done(): sessions can
+     * outlive the server (a connection is freed by whichever thread drops
+     * its last reference), and unloading the plugins turns what the
+     * DIGEST-MD5 plugin keeps in static storage (ciphers fetched from
+     * OpenSSL, never freed) into leaks. The library stays loaded until exit. */
 }
 
 /* ---- sessions ---- */

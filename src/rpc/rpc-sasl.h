@@ -15,7 +15,7 @@ typedef struct RpcSasl RpcSasl;
  * SASL_CONF_PATH or the library default), "libvirt" as libvirtd. */
 gboolean rpc_sasl_server_global_init(const char *appname, GError **error);
 gboolean rpc_sasl_client_global_init(GError **error);
-/* Releases the library state (at exit, after every session is gone). */
+/* At exit. Keeps the library loaded (see the .c file for why). */
 void rpc_sasl_global_done(void);
 
 /* What a client answers when its mechanism asks; NULL fields are "not
