@@ -122,6 +122,8 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if getattr(self, "logf", None) and not self.logf.closed:
+            self.logf.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
