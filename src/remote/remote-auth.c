@@ -259,6 +259,38 @@ static gboolean auth_fail(RemoteAuth *a, RpcServerClient *client, RemoteAuthOutc
     return FALSE;
 }
 
+static gboolean sasl_init_locked(RemoteAuth *a, RpcServerClient *client,
+                                 remote_auth_sasl_init_ret *ret, RemoteAuthOutcome *o,
+                                 GError **error)
+{
+    if (a->done)
+        return auth_fail(a, client, o, error, "the client is already authenticated");
+    g_clear_pointer(&a->sasl, rpc_sasl_unref);
+    a->steps = 0;
+
+    g_autoptr(GError) err = NULL;
+    RpcTransport *t = rpc_server_client_get_transport(client);
+    RpcTransport *inner = rpc_sasl_transport_get_inner(t);
+    g_autoptr(RpcSasl) sasl = rpc_sasl_server_new(SASL_SERVICE, t, &err);
+    if (!sasl)
+        return auth_fail(a, client, o, error, "%s", err->message);
+    /* TLS counts as the layer's strength; a UNIX socket needs none. */
+    guint external = rpc_tls_transport_get_key_bits(inner);
+    gboolean secure = inner->is_secure;
+    if ((external && !rpc_sasl_set_external_ssf(sasl, external, &err)) ||
+        !rpc_sasl_set_security(sasl, secure ? 0 : MIN_SSF_PLAIN, MAX_SSF, secure, &err))
+        return auth_fail(a, client, o, error, "%s", err->message);
+    char *mechs = rpc_sasl_list_mechanisms(sasl, &err);
+    if (!mechs)
+        return auth_fail(a, client, o, error, "%s%s", err->message,
+                         secure ? "" : " (plain TCP needs a mechanism with a security layer, "
+                                       "SSF >= 56, e.g. DIGEST-MD5 or GSSAPI, in mech_list)");
+    FERRY_DEBUG("%s: offering SASL mechanisms %s", rpc_server_client_get_peer(client), mechs);
+    ret->mechlist = mechs;
+    a->sasl = g_steal_pointer(&sasl);
+    return TRUE;
+}
+
 gboolean remote_auth_sasl_init(RemoteAuth *a, RpcServerClient *client,
                                remote_auth_sasl_init_ret *ret, RemoteAuthOutcome *o,
                                GError **error)
@@ -266,42 +298,7 @@ gboolean remote_auth_sasl_init(RemoteAuth *a, RpcServerClient *client,
     if (!a)
         return auth_fail(NULL, client, o, error, "SASL is not offered on this socket");
     g_mutex_lock(&a->lock);
-    gboolean ok = FALSE;
-    g_autoptr(GError) err = NULL;
-    if (a->done) {
-        auth_fail(a, client, o, error, "the client is already authenticated");
-        goto out;
-    }
-    g_clear_pointer(&a->sasl, rpc_sasl_unref);
-    a->steps = 0;
-
-    RpcTransport *t = rpc_server_client_get_transport(client);
-    RpcTransport *inner = rpc_sasl_transport_get_inner(t);
-    g_autoptr(RpcSasl) sasl = rpc_sasl_server_new(SASL_SERVICE, t, &err);
-    if (!sasl) {
-        auth_fail(a, client, o, error, "%s", err->message);
-        goto out;
-    }
-    /* TLS counts as the layer's strength; a UNIX socket needs none. */
-    guint external = rpc_tls_transport_get_key_bits(inner);
-    gboolean secure = inner->is_secure;
-    if ((external && !rpc_sasl_set_external_ssf(sasl, external, &err)) ||
-        !rpc_sasl_set_security(sasl, secure ? 0 : MIN_SSF_PLAIN, MAX_SSF, secure, &err)) {
-        auth_fail(a, client, o, error, "%s", err->message);
-        goto out;
-    }
-    char *mechs = rpc_sasl_list_mechanisms(sasl, &err);
-    if (!mechs) {
-        auth_fail(a, client, o, error, "%s%s", err->message,
-                  secure ? "" : " (plain TCP needs a mechanism with a security layer, "
-                                "SSF >= 56, e.g. DIGEST-MD5 or GSSAPI, in mech_list)");
-        goto out;
-    }
-    FERRY_DEBUG("%s: offering SASL mechanisms %s", rpc_server_client_get_peer(client), mechs);
-    ret->mechlist = mechs;
-    a->sasl = g_steal_pointer(&sasl);
-    ok = TRUE;
-out:
+    gboolean ok = sasl_init_locked(a, client, ret, o, error);
     g_mutex_unlock(&a->lock);
     return ok;
 }

@@ -570,7 +570,10 @@ static gboolean h_get_max_memory(RemoteContext *ctx, void *a, void *r, GError **
 
 static gboolean h_get_xml_desc(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    if ((((remote_domain_flags_args *)a)->flags & DOMAIN_XML_SECURE) && ctx->session->readonly) {
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((((remote_domain_flags_args *)a)->flags & DOMAIN_XML_SECURE) && readonly) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
                     "read only access prevents DOMAIN_GET_XML_DESC with VIR_DOMAIN_XML_SECURE");
         return FALSE;

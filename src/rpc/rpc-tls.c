@@ -20,7 +20,9 @@
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
 /* Ciphertext read ahead per recv(): several records per syscall. */
 #define RX_AHEAD_SIZE (64 * 1024)
-/* Ciphertext collected before one send(): about eight full records. */
+/* Ciphertext collected before one send() in bulk writes: about eight full
+ * records. Allocated by the first write that spans several records, so idle
+ * and control-only connections never carry it. */
 #define TX_BUFFER_SIZE (136 * 1024)
 /* Plaintext record size; gnutls' default maximum. */
 #define RECORD_SIZE (16 * 1024)
@@ -54,8 +56,6 @@ typedef struct {
     guint8 *tx;
     gsize tx_len;
     int tx_errno;
-    guint8 *stage; /* small plaintext pieces gathered into one record */
-    gsize stage_len;
 } RpcTlsTransport;
 
 static const RpcTransportOps tls_ops;
@@ -419,7 +419,9 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len
         goto fail;
     return len;
 fail:
-    gnutls_transport_set_errno(t->session, t->tx_errno);
+    /* errno, not gnutls_transport_set_errno(): that field is shared by the
+     * reading and the writing thread, errno is per thread. */
+    errno = t->tx_errno;
     return -1;
 }
 
@@ -431,12 +433,8 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
         do {
             n = recv(t->base.fd, t->rx, RX_AHEAD_SIZE, 0);
         } while (n < 0 && errno == EINTR);
-        if (n < 0) {
-            gnutls_transport_set_errno(t->session, errno);
-            return -1;
-        }
-        if (n == 0)
-            return 0;
+        if (n <= 0)
+            return n; /* errno tells gnutls why */
         t->rx_start = 0;
         t->rx_end = n;
     }
@@ -457,8 +455,6 @@ static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned int ms)
         int n = poll(&pfd, 1, timeout);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            gnutls_transport_set_errno(t->session, errno);
         return n > 0 ? 1 : n;
     }
 }
@@ -504,45 +500,57 @@ static gboolean send_record(RpcTlsTransport *t, const guint8 *p, gsize len, GErr
     return TRUE;
 }
 
-static gboolean stage_flush(RpcTlsTransport *t, GError **error)
+typedef struct {
+    guint8 buf[RECORD_SIZE];
+    gsize len;
+} Stage;
+
+static gboolean stage_flush(RpcTlsTransport *t, Stage *st, GError **error)
 {
-    if (t->stage_len == 0)
+    if (st->len == 0)
         return TRUE;
-    gsize len = t->stage_len;
-    t->stage_len = 0;
-    return send_record(t, t->stage, len, error);
+    gsize len = st->len;
+    st->len = 0;
+    return send_record(t, st->buf, len, error);
 }
 
-/* Encrypts the whole vector into records of up to 16 KiB (small pieces share
- * a record) and hands the kernel up to TX_BUFFER_SIZE of them per send(). */
+/* Encrypts the whole vector into records of up to 16 KiB, small pieces
+ * sharing a record (gathered on the stack: no allocation per message). A
+ * vector spanning several records is corked: the records collect in the tx
+ * buffer and reach the kernel up to TX_BUFFER_SIZE per send(). */
 static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovcnt,
                            GError **error)
 {
     RpcTlsTransport *t = (RpcTlsTransport *)base;
-    if (!t->tx) {
-        t->tx = g_malloc(TX_BUFFER_SIZE);
-        t->stage = g_malloc(RECORD_SIZE);
+    gsize total = 0;
+    for (int i = 0; i < iovcnt; i++)
+        total += iov[i].iov_len;
+    if (total > RECORD_SIZE) {
+        if (!t->tx)
+            t->tx = g_malloc(TX_BUFFER_SIZE);
+        t->corked = TRUE;
     }
-    t->corked = TRUE;
     t->tx_errno = 0;
+
+    Stage st;
+    st.len = 0;
     gboolean ok = TRUE;
     for (int i = 0; ok && i < iovcnt; i++) {
         const guint8 *p = iov[i].iov_base;
         gsize len = iov[i].iov_len;
         if (len < SMALL_PIECE) {
-            if (t->stage_len + len > RECORD_SIZE)
-                ok = stage_flush(t, error);
+            if (st.len + len > RECORD_SIZE)
+                ok = stage_flush(t, &st, error);
             if (ok) {
-                memcpy(t->stage + t->stage_len, p, len);
-                t->stage_len += len;
+                memcpy(st.buf + st.len, p, len);
+                st.len += len;
             }
         } else {
-            ok = stage_flush(t, error) && send_record(t, p, len, error);
+            ok = stage_flush(t, &st, error) && send_record(t, p, len, error);
         }
     }
     if (ok)
-        ok = stage_flush(t, error);
-    t->stage_len = 0;
+        ok = stage_flush(t, &st, error);
     t->corked = FALSE;
     if (ok && !tx_flush(t)) {
         ferry_set_error_errno(error, t->tx_errno, "cannot write to %s", base->peer);
@@ -567,7 +575,6 @@ static void tls_free(RpcTransport *base)
     g_free(t->peer_dn);
     g_free(t->rx);
     g_free(t->tx);
-    g_free(t->stage);
     g_free(base->peer);
     g_free(t);
 }
@@ -682,6 +689,9 @@ static gboolean do_handshake(RpcTlsTransport *t, GError **error)
     }
     gnutls_cipher_algorithm_t cipher = gnutls_cipher_get(t->session);
     t->key_bits = gnutls_cipher_get_key_size(cipher) * 8;
+    char *desc = gnutls_session_get_desc(t->session);
+    FERRY_DEBUG("TLS session with %s: %s", t->base.peer, desc ? desc : "?");
+    gnutls_free(desc);
     return TRUE;
 }
 

@@ -119,6 +119,15 @@ class Pki:
             self.sign(name, key, "ca", text)
         self.sign("server-otherca", "server", "ca2", self.TEMPLATES["server"])
         self.sign("client-otherca", "client", "ca2", self.TEMPLATES["client"])
+        self.sign("client-revoked", "client", "ca",
+                  self.TEMPLATES["client"].replace("cn = y", "cn = revoked"))
+        # Revocation lists: one naming the revoked client, one naming the server.
+        crl = self._template("crl", "crl_next_update = 30\ncrl_number = 1\n")
+        for out, cert in (("crl-client.pem", "client-revoked"), ("crl-server.pem", "server")):
+            self._certtool("--generate-crl", "--load-ca-privkey", self.path("cakey.pem"),
+                           "--load-ca-certificate", self.path("cacert.pem"),
+                           "--load-certificate", self.path(cert + ".pem"),
+                           "--template", crl, "--outfile", self.path(out))
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -251,6 +260,20 @@ class TlsTest(PkiTestCase):
         self.assertEqual(rc, 1)
         self.assertIn("refused our TLS session after the handshake", err)
         self.wait_log(d, "client certificate required: the client sent none")
+
+    def test_revoked_certificates(self):
+        d = self.tls_daemon(extra=f'crl_file = "{self.pki.path("crl-client.pem")}"\n')
+        self.check_refused_by_server(
+            d, self.pki.client_dir("client-revoked"),
+            "client certificate 'C=GB,O=x,CN=revoked' has been revoked (CA revocation list)",
+            params="")
+        ft.virsh(self.tls_uri(d, self.pki.client_dir()), "list")  # the others get in
+        # The client side reads DIR/cacrl.pem: here it revokes the server's certificate.
+        pkidir = self.pki.client_dir()
+        shutil.copy(self.pki.path("crl-server.pem"), os.path.join(pkidir, "cacrl.pem"))
+        rc, _, err = probe(self.tls_uri(d, pkidir), check=False)
+        self.assertEqual(rc, 1)
+        self.assertIn("certificate of 127.0.0.1 has been revoked", err)
 
     def test_dn_not_in_allow_list(self):
         d = self.tls_daemon(extra='tls_allowed_dn_list = ["C=GB,O=x,CN=admin*", "C=DE,*"]\n')
@@ -626,6 +649,23 @@ class SaslTest(SaslTestCase):
                            check=False)
         self.assertEqual(rc, 1)
         self.assertIn("cannot read auth file /nonexistent/auth.conf", err)
+
+    def test_sasl_on_the_unix_socket(self):
+        d = self.sasl_daemon(extra='auth_unix_rw = "sasl"\n')
+        authfile = os.path.join(self.sasl_dir, "default.conf")
+        with open(authfile, "w") as f:
+            f.write("[credentials-c]\nauthname=alice\npassword=secret1\n"
+                    "[auth-libvirt-default]\ncredentials=c\n")
+        _, out, _ = virsh_env(d.unix_uri, "hostname", env={"LIBVIRT_AUTH_FILE": authfile})
+        self.assertEqual(out.strip(), socket.gethostname())
+        self.wait_log(d, "unix peer")
+        self.assertRegex(d.log(), r"unix peer .* authenticated as 'alice'")
+        # Without credentials: refused; the read-only socket keeps auth_unix_ro = "none".
+        rc, _, _ = virsh_env(d.unix_uri, "hostname", env={"LIBVIRT_AUTH_FILE": "/nonexistent"},
+                             check=False)
+        self.assertNotEqual(rc, 0)
+        _, out, _ = virsh_env(f"sim+unix:///system?socket={d.sock_ro}", "hostname")
+        self.assertEqual(out.strip(), socket.gethostname())
 
     def test_ferry_client_digest_md5_over_tcp(self):
         d = self.sasl_daemon()
