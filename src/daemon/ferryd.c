@@ -81,6 +81,28 @@ static gboolean add_unix_listener(RpcServer *server, const char *path, guint mod
 static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
                                 const DaemonOptions *opts, GPtrArray *unix_paths, GError **error)
 {
+    /* TLS files first: a bad one stops ferryd before it listens anywhere. */
+    g_autoptr(RpcTlsContext) tls = NULL;
+    if (opts->listen && cfg->listen_tls) {
+        RpcTlsConfig tc = {
+            .ca_file = cfg->ca_file,
+            .crl_file = cfg->crl_file,
+            .cert_file = cfg->cert_file,
+            .key_file = cfg->key_file,
+            .verify_peer = !cfg->tls_no_verify_certificate,
+            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
+            .priority = cfg->tls_priority,
+            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
+        };
+        g_autoptr(GError) tls_error = NULL;
+        tls = rpc_tls_context_new_server(&tc, &tls_error);
+        if (!tls) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
+                        "cannot set up TLS (listen_tls = 1): %s", tls_error->message);
+            return FALSE;
+        }
+    }
+
     g_autofree char *rw = g_build_filename(cfg->unix_sock_dir, "libvirt-sock", NULL);
     g_autofree char *ro = g_build_filename(cfg->unix_sock_dir, "libvirt-sock-ro", NULL);
     if (!add_unix_listener(server, rw, cfg->unix_sock_rw_perms, FALSE, cfg->auth_unix_rw, error))
@@ -105,24 +127,7 @@ static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
             FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
                        "the traffic is not encrypted", desc);
     }
-    if (opts->listen && cfg->listen_tls) {
-        RpcTlsConfig tc = {
-            .ca_file = cfg->ca_file,
-            .crl_file = cfg->crl_file,
-            .cert_file = cfg->cert_file,
-            .key_file = cfg->key_file,
-            .verify_peer = !cfg->tls_no_verify_certificate,
-            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
-            .priority = cfg->tls_priority,
-            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
-        };
-        g_autoptr(GError) tls_error = NULL;
-        g_autoptr(RpcTlsContext) tls = rpc_tls_context_new_server(&tc, &tls_error);
-        if (!tls) {
-            g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                        "cannot set up TLS (listen_tls = 1): %s", tls_error->message);
-            return FALSE;
-        }
+    if (tls) {
         guint16 bound = 0;
         int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tls_port, &bound, error);
         if (fd < 0)
@@ -232,8 +237,7 @@ static int run(const DaemonOptions *opts)
     }
 
     rpc_server_free(server);
-    if (sasl)
-        remote_auth_global_done();
+    remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)

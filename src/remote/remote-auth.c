@@ -339,6 +339,10 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
                              MIN_SSF_PLAIN);
         if (!user)
             return auth_fail(a, client, o, error, "the mechanism named no user");
+        if (ssf > 0 && !rpc_sasl_transport_is_sasl(t))
+            return auth_fail(a, client, o, error,
+                             "a security layer was negotiated but this listener has no "
+                             "SASL layer slot (RpcListenerOptions.sasl_layer)");
         if (!user_allowed(user))
             return auth_fail(a, client, o, error,
                              "user '%s' is not in sasl_allowed_username_list", user);
