@@ -91,8 +91,8 @@ int main(int argc, char **argv)
     }
     Accept a = {.ctx = sctx, .fd = accept(lfd, NULL, NULL)};
     GThread *th = g_thread_new("server", server_side, &a);
-    RpcTransport *ct = tls ? rpc_tls_client_handshake(cctx, cfd, "127.0.0.1", &e)
-                           : rpc_transport_new_socket(cfd);
+    RpcTransport *ct =
+        tls ? rpc_tls_client_handshake(cctx, cfd, "127.0.0.1", &e) : rpc_transport_new_socket(cfd);
     g_thread_join(th);
     if (!ct) {
         fprintf(stderr, "client handshake: %s\n", e->message);

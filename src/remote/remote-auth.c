@@ -27,8 +27,8 @@
 #define FAILURE_TABLE_MAX 4096
 
 struct RemoteAuth {
-    GMutex lock;     /* a client may pipeline auth calls; they run one at a time */
-    RpcSasl *sasl;   /* from INIT until success or failure */
+    GMutex lock;   /* a client may pipeline auth calls; they run one at a time */
+    RpcSasl *sasl; /* from INIT until success or failure */
     gboolean done;
     guint steps;
 };
@@ -250,9 +250,8 @@ static gboolean auth_fail(RemoteAuth *a, RpcServerClient *client, RemoteAuthOutc
     g_autofree char *host = peer_host(client);
     o->reply_delay_us = record_failure(host);
     FERRY_WARN("authentication failed for %s (user '%s', mechanism %s): %s%s",
-               rpc_server_client_get_peer(client), user ? user : "unknown",
-               mech ? mech : "none", why,
-               o->reply_delay_us ? " (repeated failure: answer delayed)" : "");
+               rpc_server_client_get_peer(client), user ? user : "unknown", mech ? mech : "none",
+               why, o->reply_delay_us ? " (repeated failure: answer delayed)" : "");
     if (a)
         g_clear_pointer(&a->sasl, rpc_sasl_unref);
     g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED, "authentication failed");
@@ -283,8 +282,9 @@ static gboolean sasl_init_locked(RemoteAuth *a, RpcServerClient *client,
     char *mechs = rpc_sasl_list_mechanisms(sasl, &err);
     if (!mechs)
         return auth_fail(a, client, o, error, "%s%s", err->message,
-                         secure ? "" : " (plain TCP needs a mechanism with a security layer, "
-                                       "SSF >= 56, e.g. DIGEST-MD5 or GSSAPI, in mech_list)");
+                         secure ? ""
+                                : " (plain TCP needs a mechanism with a security layer, "
+                                  "SSF >= 56, e.g. DIGEST-MD5 or GSSAPI, in mech_list)");
     FERRY_DEBUG("%s: offering SASL mechanisms %s", rpc_server_client_get_peer(client), mechs);
     ret->mechlist = mechs;
     a->sasl = g_steal_pointer(&sasl);
@@ -292,8 +292,7 @@ static gboolean sasl_init_locked(RemoteAuth *a, RpcServerClient *client,
 }
 
 gboolean remote_auth_sasl_init(RemoteAuth *a, RpcServerClient *client,
-                               remote_auth_sasl_init_ret *ret, RemoteAuthOutcome *o,
-                               GError **error)
+                               remote_auth_sasl_init_ret *ret, RemoteAuthOutcome *o, GError **error)
 {
     if (!a)
         return auth_fail(NULL, client, o, error, "SASL is not offered on this socket");
@@ -306,8 +305,7 @@ gboolean remote_auth_sasl_init(RemoteAuth *a, RpcServerClient *client,
 /* Shared tail of START and STEP: the reply fields and, on success, the checks. */
 static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatus status,
                             const char *out, gsize outlen, GError *err, int *complete, int *nil,
-                            u_int *data_len, char **data_val, RemoteAuthOutcome *o,
-                            GError **error)
+                            u_int *data_len, char **data_val, RemoteAuthOutcome *o, GError **error)
 {
     if (status == RPC_SASL_FAILED)
         return auth_fail(a, client, o, error, "%s", err->message);
@@ -344,11 +342,11 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
                              "a security layer was negotiated but this listener has no "
                              "SASL layer slot (RpcListenerOptions.sasl_layer)");
         if (!user_allowed(user))
-            return auth_fail(a, client, o, error,
-                             "user '%s' is not in sasl_allowed_username_list", user);
+            return auth_fail(a, client, o, error, "user '%s' is not in sasl_allowed_username_list",
+                             user);
         FERRY_INFO("%s authenticated as '%s' with SASL %s (SSF %u%s)",
-                   rpc_server_client_get_peer(client), user, rpc_sasl_get_mechanism(a->sasl),
-                   ssf, ssf ? ", security layer on" : "");
+                   rpc_server_client_get_peer(client), user, rpc_sasl_get_mechanism(a->sasl), ssf,
+                   ssf ? ", security layer on" : "");
         g_autofree char *host = peer_host(client);
         forget_failures(host);
         a->done = TRUE;
@@ -380,8 +378,8 @@ gboolean remote_auth_sasl_start(RemoteAuth *a, RpcServerClient *client,
         const char *out = NULL;
         gsize outlen = 0;
         const char *in = args->nil ? NULL : args->data.data_val ? args->data.data_val : "";
-        RpcSaslStatus st = rpc_sasl_server_start(a->sasl, args->mech, in, args->data.data_len,
-                                                 &out, &outlen, &err);
+        RpcSaslStatus st = rpc_sasl_server_start(a->sasl, args->mech, in, args->data.data_len, &out,
+                                                 &outlen, &err);
         ok = finish_step(a, client, st, out, outlen, err, &ret->complete, &ret->nil,
                          &ret->data.data_len, &ret->data.data_val, o, error);
     }
@@ -391,8 +389,7 @@ gboolean remote_auth_sasl_start(RemoteAuth *a, RpcServerClient *client,
 
 gboolean remote_auth_sasl_step(RemoteAuth *a, RpcServerClient *client,
                                const remote_auth_sasl_step_args *args,
-                               remote_auth_sasl_step_ret *ret, RemoteAuthOutcome *o,
-                               GError **error)
+                               remote_auth_sasl_step_ret *ret, RemoteAuthOutcome *o, GError **error)
 {
     if (!a)
         return auth_fail(NULL, client, o, error, "SASL is not offered on this socket");

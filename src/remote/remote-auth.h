@@ -22,9 +22,9 @@ void remote_auth_free(RemoteAuth *auth);
 
 /* What a handler tells the dispatcher to do with its reply. */
 typedef struct {
-    gboolean authenticated;  /* the client may now make every call */
-    gboolean layer;          /* switch the SSF layer's encoding on once the reply is out */
-    gint64 reply_delay_us;   /* > 0: send the (failure) reply this much later */
+    gboolean authenticated; /* the client may now make every call */
+    gboolean layer;         /* switch the SSF layer's encoding on once the reply is out */
+    gint64 reply_delay_us;  /* > 0: send the (failure) reply this much later */
 } RemoteAuthOutcome;
 
 /* auth may be NULL (the socket does not offer SASL): the call fails. Every

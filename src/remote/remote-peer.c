@@ -58,8 +58,8 @@ gboolean remote_peer_lookup_credentials(const char *path, const char *host,
     g_autoptr(GKeyFile) kf = g_key_file_new();
     g_autoptr(GError) err = NULL;
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &err)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read auth file %s: %s",
-                    path, err->message);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read auth file %s: %s", path,
+                    err->message);
         return FALSE;
     }
     g_autofree char *group = g_strdup_printf("auth-libvirt-%s", host ? host : "localhost");
@@ -78,8 +78,8 @@ gboolean remote_peer_lookup_credentials(const char *path, const char *host,
     g_autofree char *cgroup = g_strdup_printf("credentials-%s", g_strstrip(name));
     if (!g_key_file_has_group(kf, cgroup)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX,
-                    "auth file %s: [%s] names credentials '%s' but there is no [%s]", path,
-                    group, name, cgroup);
+                    "auth file %s: [%s] names credentials '%s' but there is no [%s]", path, group,
+                    name, cgroup);
         return FALSE;
     }
     out->authname = g_key_file_get_string(kf, cgroup, "authname", NULL);
@@ -158,8 +158,7 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
 
     /* Credentials: the auth file, then the caller. */
     RemotePeerCredentials file = {0};
-    g_autofree char *path = remote_peer_find_auth_file(o->authfile ? o->authfile
-                                                                   : uri->authfile);
+    g_autofree char *path = remote_peer_find_auth_file(o->authfile ? o->authfile : uri->authfile);
     if (path && !remote_peer_lookup_credentials(path, host, &file, error))
         return FALSE;
     if (!file.authname)
@@ -204,7 +203,8 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
         return FALSE;
     FERRY_DEBUG("SASL with %s: mechanism %s", host, mech);
 
-    remote_auth_sasl_start_args sargs = {.mech = (char *)mech, .nil = out == NULL,
+    remote_auth_sasl_start_args sargs = {.mech = (char *)mech,
+                                         .nil = out == NULL,
                                          .data = {.data_len = outlen, .data_val = (char *)out}};
     remote_auth_sasl_start_ret sret = {0};
     if (!call(c, REMOTE_PROC_AUTH_SASL_START, (xdrproc_t)xdr_remote_auth_sasl_start_args, &sargs,
@@ -275,8 +275,8 @@ static RpcTransport *connect_transport(const RemoteUri *uri, const RemotePeerOpt
                                        int timeout, GError **error)
 {
     if (uri->transport == REMOTE_URI_UNIX) {
-        g_autofree char *path = uri->socket ? g_strdup(uri->socket)
-                                            : remote_uri_default_socket(o->readonly);
+        g_autofree char *path =
+            uri->socket ? g_strdup(uri->socket) : remote_uri_default_socket(o->readonly);
         int fd = rpc_socket_connect_unix(path, error);
         return fd < 0 ? NULL : rpc_transport_new_socket(fd);
     }
@@ -309,8 +309,7 @@ static RpcTransport *connect_transport(const RemoteUri *uri, const RemotePeerOpt
     return t;
 }
 
-RpcClient *remote_peer_open(const char *uri_text, const RemotePeerOptions *options,
-                            GError **error)
+RpcClient *remote_peer_open(const char *uri_text, const RemotePeerOptions *options, GError **error)
 {
     static const RemotePeerOptions defaults = {0};
     const RemotePeerOptions *o = options ? options : &defaults;
@@ -359,8 +358,8 @@ RpcClient *remote_peer_open(const char *uri_text, const RemotePeerOptions *optio
 
     char *name = uri->name;
     remote_connect_open_args oa = {.name = &name, .flags = o->readonly ? CONNECT_RO : 0};
-    if (!call(c, REMOTE_PROC_CONNECT_OPEN, (xdrproc_t)xdr_remote_connect_open_args, &oa, NULL,
-              NULL, timeout, error))
+    if (!call(c, REMOTE_PROC_CONNECT_OPEN, (xdrproc_t)xdr_remote_connect_open_args, &oa, NULL, NULL,
+              timeout, error))
         return NULL;
     return g_steal_pointer(&c);
 }

@@ -18,10 +18,10 @@ typedef struct {
     /* The auth file; NULL: the URI's authfile=, then $LIBVIRT_AUTH_FILE,
      * $XDG_CONFIG_HOME/libvirt/auth.conf, /etc/libvirt/auth.conf. */
     const char *authfile;
-    gboolean readonly;           /* CONNECT_OPEN's read-only bit */
-    int timeout_ms;              /* connect, handshake, each setup call; 0: 30 s */
-    guint keepalive_interval;    /* 0: 5 s, as libvirt's client */
-    guint keepalive_count;       /* 0: 5 */
+    gboolean readonly;        /* CONNECT_OPEN's read-only bit */
+    int timeout_ms;           /* connect, handshake, each setup call; 0: 30 s */
+    guint keepalive_interval; /* 0: 5 s, as libvirt's client */
+    guint keepalive_count;    /* 0: 5 */
     gboolean no_keepalive;
     const RpcClientCallbacks *callbacks;
 } RemotePeerOptions;

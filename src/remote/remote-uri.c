@@ -7,10 +7,12 @@
 #include "util/error.h"
 
 /* Parameters the libvirt client consumes (removed from the CONNECT_OPEN name). */
+/* clang-format off */
 static const char *const consumed[] = {
     "pkipath", "no_verify", "no_sanity", "tls_priority", "auth", "name", "socket",
     "command", "netcat", "keyfile", "sshauth", "known_hosts", "known_hosts_verify",
     "mode", "proxy", "no_tty", "authfile", NULL};
+/* clang-format on */
 
 void remote_uri_free(RemoteUri *u)
 {
@@ -140,8 +142,8 @@ RemoteUri *remote_uri_parse(const char *uri, GError **error)
         if (!**p)
             continue;
         char *eq = strchr(*p, '=');
-        g_autofree char *key = eq ? g_uri_unescape_segment(*p, eq, NULL)
-                                  : g_uri_unescape_string(*p, NULL);
+        g_autofree char *key =
+            eq ? g_uri_unescape_segment(*p, eq, NULL) : g_uri_unescape_string(*p, NULL);
         g_autofree char *value = eq ? g_uri_unescape_string(eq + 1, NULL) : g_strdup("");
         if (!key || !value) {
             bad(error, uri, "a query parameter has a bad %-escape");
@@ -179,8 +181,7 @@ RemoteUri *remote_uri_parse(const char *uri, GError **error)
         g_string_append(name, "://");
         g_string_append(name, path);
         for (guint i = 0; i < kept->len; i++)
-            g_string_append_printf(name, "%c%s", i == 0 ? '?' : '&',
-                                   (const char *)kept->pdata[i]);
+            g_string_append_printf(name, "%c%s", i == 0 ? '?' : '&', (const char *)kept->pdata[i]);
         if (fragment)
             g_string_append_printf(name, "#%s", fragment);
         u->name = g_string_free(name, FALSE);

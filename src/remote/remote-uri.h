@@ -16,19 +16,19 @@ typedef enum {
 #define REMOTE_URI_TLS_PORT 16514
 
 typedef struct {
-    char *driver;                /* "sim", "qemu", "remote" */
+    char *driver; /* "sim", "qemu", "remote" */
     RemoteUriTransport transport;
-    char *user;                  /* NULL if none */
-    char *host;                  /* NULL for UNIX */
-    guint16 port;                /* the default of the transport if not given */
-    char *name;                  /* for CONNECT_OPEN: "sim:///system?foo=bar"; "" for remote:// */
+    char *user;   /* NULL if none */
+    char *host;   /* NULL for UNIX */
+    guint16 port; /* the default of the transport if not given */
+    char *name;   /* for CONNECT_OPEN: "sim:///system?foo=bar"; "" for remote:// */
     /* consumed parameters (NULL / FALSE when absent) */
     char *pkipath;
     gboolean no_verify;
     gboolean no_sanity;
     char *tls_priority;
-    char *socket;                /* UNIX: the socket path */
-    char *auth;                  /* "sasl", "sasl.DIGEST-MD5", "polkit" */
+    char *socket; /* UNIX: the socket path */
+    char *auth;   /* "sasl", "sasl.DIGEST-MD5", "polkit" */
     char *authfile;
 } RemoteUri;
 

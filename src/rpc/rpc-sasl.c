@@ -171,8 +171,7 @@ RpcSasl *rpc_sasl_server_new(const char *service, RpcTransport *transport, GErro
     g_autoptr(RpcSasl) s = sasl_new(TRUE);
     g_autofree char *local = addr_string(transport->fd, TRUE);
     g_autofree char *remote = addr_string(transport->fd, FALSE);
-    int rc = sasl_server_new(service, NULL, NULL, local, remote, NULL, SASL_SUCCESS_DATA,
-                             &s->conn);
+    int rc = sasl_server_new(service, NULL, NULL, local, remote, NULL, SASL_SUCCESS_DATA, &s->conn);
     if (rc != SASL_OK) {
         s->conn = NULL;
         set_sasl_error(error, s, rc, "cannot start a SASL server session");
@@ -301,8 +300,8 @@ gboolean rpc_sasl_set_external_ssf(RpcSasl *s, guint ssf, GError **error)
     return TRUE;
 }
 
-gboolean rpc_sasl_set_security(RpcSasl *s, guint min_ssf, guint max_ssf,
-                               gboolean allow_plaintext, GError **error)
+gboolean rpc_sasl_set_security(RpcSasl *s, guint min_ssf, guint max_ssf, gboolean allow_plaintext,
+                               GError **error)
 {
     sasl_security_properties_t sp = {
         .min_ssf = min_ssf,
@@ -389,8 +388,8 @@ RpcSaslStatus rpc_sasl_client_start(RpcSasl *s, const char *mechlist, const char
         s->mech = g_strdup(m);
     }
     *mech = s->mech;
-    g_autofree char *what = g_strdup_printf("cannot start SASL with the server's mechanisms '%s'",
-                                            mechlist);
+    g_autofree char *what =
+        g_strdup_printf("cannot start SASL with the server's mechanisms '%s'", mechlist);
     return step_result(s, rc, o, ol, out, outlen, what, error);
 }
 
@@ -443,8 +442,7 @@ typedef struct {
 static const RpcTransportOps sasl_ops;
 
 /* Decodes encoded bytes into the plaintext buffer (which is empty). */
-static gboolean decode_into_plain(RpcSaslTransport *t, const guint8 *in, gsize len,
-                                  GError **error)
+static gboolean decode_into_plain(RpcSaslTransport *t, const guint8 *in, gsize len, GError **error)
 {
     const char *out = NULL;
     unsigned outlen = 0;
@@ -452,9 +450,8 @@ static gboolean decode_into_plain(RpcSaslTransport *t, const guint8 *in, gsize l
     int rc = sasl_decode(t->sasl->conn, (const char *)in, len, &out, &outlen);
     g_mutex_unlock(&t->sasl->lock);
     if (rc != SASL_OK) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
-                    "cannot decode SASL data from %s: %s", t->base.peer,
-                    sasl_errdetail(t->sasl->conn));
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC, "cannot decode SASL data from %s: %s",
+                    t->base.peer, sasl_errdetail(t->sasl->conn));
         return FALSE;
     }
     if (outlen > t->plain_cap) {
@@ -605,8 +602,7 @@ void rpc_sasl_transport_start_decoding(RpcTransport *base, RpcSasl *sasl)
     t->sasl = rpc_sasl_ref(sasl);
     const void *v = NULL;
     t->max_out = SASL_MAX_BUFFER;
-    if (sasl_getprop(sasl->conn, SASL_MAXOUTBUF, &v) == SASL_OK && v &&
-        *(const unsigned *)v > 0)
+    if (sasl_getprop(sasl->conn, SASL_MAXOUTBUF, &v) == SASL_OK && v && *(const unsigned *)v > 0)
         t->max_out = *(const unsigned *)v;
     if (rpc_sasl_get_ssf(sasl) >= 56)
         base->is_secure = TRUE;

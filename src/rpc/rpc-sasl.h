@@ -24,8 +24,8 @@ typedef struct {
     const char *authname; /* who logs in */
     const char *username; /* authorization id; NULL: the same as authname */
     const char *password;
-    const char *realm;    /* NULL: the first realm the server offers */
-    const char *origin;   /* where these came from, for error messages */
+    const char *realm;  /* NULL: the first realm the server offers */
+    const char *origin; /* where these came from, for error messages */
 } RpcSaslCredentials;
 
 /* Sessions. `transport` gives the local and remote addresses (not kept). */

@@ -163,8 +163,8 @@ static void set_verify_error(GError **error, unsigned status, gnutls_x509_crt_t 
 {
     time_t now = time(NULL);
     if (status & (GNUTLS_CERT_SIGNER_NOT_FOUND | GNUTLS_CERT_SIGNER_NOT_CA)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
-                    "%s is not signed by the CA in %s", who, ca_file);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED, "%s is not signed by the CA in %s",
+                    who, ca_file);
     } else if (status & GNUTLS_CERT_REVOKED) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
                     "%s has been revoked (CA revocation list)", who);
@@ -196,8 +196,8 @@ static void set_verify_error(GError **error, unsigned status, gnutls_x509_crt_t 
     } else {
         gnutls_datum_t out = {0};
         gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0);
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED, "%s failed verification: %s",
-                    who, out.data ? (const char *)out.data : "unknown reason");
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED, "%s failed verification: %s", who,
+                    out.data ? (const char *)out.data : "unknown reason");
         gnutls_free(out.data);
     }
 }
@@ -217,8 +217,8 @@ static gboolean check_own_cert(const char *cert_file, const char *ca_file, const
     g_autofree char *who = g_strdup_printf("%s '%s'", role, cert_file);
     if (gnutls_x509_crt_get_expiration_time(cert) < now) {
         g_autofree char *when = format_time(gnutls_x509_crt_get_expiration_time(cert));
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                    "%s has expired (valid until %s)", who, when);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "%s has expired (valid until %s)",
+                    who, when);
         ok = FALSE;
     } else if (gnutls_x509_crt_get_activation_time(cert) > now) {
         g_autofree char *when = format_time(gnutls_x509_crt_get_activation_time(cert));
@@ -259,8 +259,8 @@ static RpcTlsContext *context_new(const RpcTlsConfig *cfg, gboolean server, GErr
     ctx->ref = 1;
     ctx->server = server;
     ctx->verify_peer = cfg->verify_peer;
-    ctx->timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms
-                                                : DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    ctx->timeout_ms =
+        cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
     ctx->ca_file = g_strdup(cfg->ca_file);
     ctx->allowed_dn_list = cfg->allowed_dn_list ? g_strdupv((char **)cfg->allowed_dn_list) : NULL;
 
@@ -275,15 +275,14 @@ static RpcTlsContext *context_new(const RpcTlsConfig *cfg, gboolean server, GErr
     if (cfg->ca_file && (need_ca || g_file_test(cfg->ca_file, G_FILE_TEST_EXISTS))) {
         if (!check_readable(ca_role, cfg->ca_file, error))
             return NULL;
-        rc = gnutls_certificate_set_x509_trust_file(ctx->creds, cfg->ca_file,
-                                                    GNUTLS_X509_FMT_PEM);
+        rc = gnutls_certificate_set_x509_trust_file(ctx->creds, cfg->ca_file, GNUTLS_X509_FMT_PEM);
         if (rc < 0) {
             set_tls_error(error, rc, "cannot load %s '%s'", ca_role, cfg->ca_file);
             return NULL;
         }
         if (rc == 0) {
-            g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                        "%s '%s' holds no certificate", ca_role, cfg->ca_file);
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "%s '%s' holds no certificate",
+                        ca_role, cfg->ca_file);
             return NULL;
         }
     } else if (need_ca) {
@@ -295,8 +294,7 @@ static RpcTlsContext *context_new(const RpcTlsConfig *cfg, gboolean server, GErr
     if (cfg->crl_file && (server || g_file_test(cfg->crl_file, G_FILE_TEST_EXISTS))) {
         if (!check_readable(crl_role, cfg->crl_file, error))
             return NULL;
-        rc = gnutls_certificate_set_x509_crl_file(ctx->creds, cfg->crl_file,
-                                                  GNUTLS_X509_FMT_PEM);
+        rc = gnutls_certificate_set_x509_crl_file(ctx->creds, cfg->crl_file, GNUTLS_X509_FMT_PEM);
         if (rc < 0) {
             set_tls_error(error, rc, "cannot load %s '%s'", crl_role, cfg->crl_file);
             return NULL;
@@ -325,8 +323,8 @@ static RpcTlsContext *context_new(const RpcTlsConfig *cfg, gboolean server, GErr
             return NULL;
         }
         if (rc < 0) {
-            set_tls_error(error, rc, "cannot load %s '%s' with %s '%s'", cert_role,
-                          cfg->cert_file, key_role, cfg->key_file);
+            set_tls_error(error, rc, "cannot load %s '%s' with %s '%s'", cert_role, cfg->cert_file,
+                          key_role, cfg->key_file);
             return NULL;
         }
         if (!cfg->skip_own_cert_checks &&
@@ -340,8 +338,8 @@ static RpcTlsContext *context_new(const RpcTlsConfig *cfg, gboolean server, GErr
     rc = gnutls_priority_init(&ctx->priority, prio, &err_pos);
     if (rc < 0) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "TLS priority string '%s' is invalid at '%s': %s", prio,
-                    err_pos ? err_pos : "", gnutls_strerror(rc));
+                    "TLS priority string '%s' is invalid at '%s': %s", prio, err_pos ? err_pos : "",
+                    gnutls_strerror(rc));
         return NULL;
     }
     return g_steal_pointer(&ctx);
@@ -490,8 +488,8 @@ static gboolean send_record(RpcTlsTransport *t, const guint8 *p, gsize len, GErr
             if (t->tx_errno)
                 ferry_set_error_errno(error, t->tx_errno, "cannot write to %s", t->base.peer);
             else
-                g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                            "cannot write to %s: %s", t->base.peer, gnutls_strerror(n));
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot write to %s: %s",
+                            t->base.peer, gnutls_strerror(n));
             return FALSE;
         }
         p += n;
@@ -518,8 +516,7 @@ static gboolean stage_flush(RpcTlsTransport *t, Stage *st, GError **error)
  * sharing a record (gathered on the stack: no allocation per message). A
  * vector spanning several records is corked: the records collect in the tx
  * buffer and reach the kernel up to TX_BUFFER_SIZE per send(). */
-static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovcnt,
-                           GError **error)
+static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovcnt, GError **error)
 {
     RpcTlsTransport *t = (RpcTlsTransport *)base;
     gsize total = 0;
@@ -617,8 +614,8 @@ static RpcTlsTransport *session_new(RpcTlsContext *ctx, int fd, const char *host
 
     /* No TLS 1.3 session tickets from the server: a ticket arriving with the
      * confirmation byte makes the libvirt client fail (WIRE.md pitfall 13). */
-    int rc = gnutls_init(&t->session, ctx->server ? GNUTLS_SERVER | GNUTLS_NO_TICKETS
-                                                  : GNUTLS_CLIENT);
+    int rc =
+        gnutls_init(&t->session, ctx->server ? GNUTLS_SERVER | GNUTLS_NO_TICKETS : GNUTLS_CLIENT);
     if (rc < 0) {
         set_tls_error(error, rc, "cannot start a TLS session with %s", t->base.peer);
         t->session = NULL;
@@ -683,8 +680,8 @@ static gboolean do_handshake(RpcTlsTransport *t, GError **error)
         return FALSE;
     }
     if (rc < 0) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                    "TLS handshake with %s failed: %s", t->base.peer, gnutls_strerror(rc));
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "TLS handshake with %s failed: %s",
+                    t->base.peer, gnutls_strerror(rc));
         return FALSE;
     }
     gnutls_cipher_algorithm_t cipher = gnutls_cipher_get(t->session);
@@ -718,8 +715,8 @@ static gboolean verify_peer(RpcTlsTransport *t, gnutls_x509_crt_t cert, const ch
 {
     gnutls_typed_vdata_st purpose = {
         .type = GNUTLS_DT_KEY_PURPOSE_OID,
-        .data = (unsigned char *)(server_cert ? GNUTLS_KP_TLS_WWW_SERVER
-                                              : GNUTLS_KP_TLS_WWW_CLIENT),
+        .data =
+            (unsigned char *)(server_cert ? GNUTLS_KP_TLS_WWW_SERVER : GNUTLS_KP_TLS_WWW_CLIENT),
     };
     unsigned status = 0;
     int rc = gnutls_certificate_verify_peers(t->session, &purpose, 1, &status);
@@ -760,8 +757,7 @@ static gboolean server_checks(RpcTlsTransport *t, GError **error)
             allowed = g_pattern_match_simple(*p, t->peer_dn);
         if (!allowed) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
-                        "client certificate DN '%s' is not in tls_allowed_dn_list",
-                        t->peer_dn);
+                        "client certificate DN '%s' is not in tls_allowed_dn_list", t->peer_dn);
             goto out;
         }
     }
@@ -782,8 +778,8 @@ static gboolean client_checks(RpcTlsTransport *t, const char *hostname, GError *
         return TRUE;
     }
     if (!cert) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
-                    "server %s sent no certificate", t->base.peer);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED, "server %s sent no certificate",
+                    t->base.peer);
         return FALSE;
     }
     gboolean ok = FALSE;
@@ -793,8 +789,8 @@ static gboolean client_checks(RpcTlsTransport *t, const char *hostname, GError *
     if (!gnutls_x509_crt_check_hostname2(cert, hostname, 0)) {
         g_autofree char *names = cert_names(cert);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
-                    "certificate of %s does not match the host name '%s': it is for %s",
-                    hostname, hostname, names);
+                    "certificate of %s does not match the host name '%s': it is for %s", hostname,
+                    hostname, names);
         goto out;
     }
     ok = TRUE;
@@ -868,8 +864,8 @@ RpcTransport *rpc_tls_client_handshake(RpcTlsContext *ctx, int fd, const char *h
     }
     if (byte != 1) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
-                    "server %s sent %#x instead of the TLS confirmation byte 0x01",
-                    t->base.peer, byte);
+                    "server %s sent %#x instead of the TLS confirmation byte 0x01", t->base.peer,
+                    byte);
         goto fail;
     }
     return &t->base;

@@ -11,9 +11,9 @@
 typedef struct RpcTlsContext RpcTlsContext;
 
 typedef struct {
-    const char *ca_file;    /* required unless verify_peer is FALSE (client side) */
-    const char *crl_file;   /* optional; a missing file is ignored on the client side */
-    const char *cert_file;  /* server: required; client: optional (with key_file) */
+    const char *ca_file;   /* required unless verify_peer is FALSE (client side) */
+    const char *crl_file;  /* optional; a missing file is ignored on the client side */
+    const char *cert_file; /* server: required; client: optional (with key_file) */
     const char *key_file;
     /* Server: request and check the client's certificate (tls_no_verify_certificate = 0).
      * Client: check the server's certificate and host name (no_verify=0). */
@@ -21,7 +21,7 @@ typedef struct {
     /* Server: glob patterns a client certificate's DN must match one of
      * (tls_allowed_dn_list); NULL allows every DN the CA signed. */
     const char *const *allowed_dn_list;
-    const char *priority;   /* gnutls priority string; NULL = "NORMAL" */
+    const char *priority; /* gnutls priority string; NULL = "NORMAL" */
     /* Skip the load-time checks of our own certificate (validity, signed by
      * the CA); the URI parameter no_sanity=1 on the client side. */
     gboolean skip_own_cert_checks;

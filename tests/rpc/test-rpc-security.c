@@ -147,9 +147,8 @@ static void bulk_both_ways(RpcTransport *a, RpcTransport *b)
 {
     Side wa = {.t = a, .seed = 7}, rb = {.t = b, .seed = 7};
     Side wb = {.t = b, .seed = 99}, ra = {.t = a, .seed = 99};
-    GThread *th[4] = {
-        g_thread_new("wa", bulk_writer, &wa), g_thread_new("rb", bulk_reader, &rb),
-        g_thread_new("wb", bulk_writer, &wb), g_thread_new("ra", bulk_reader, &ra)};
+    GThread *th[4] = {g_thread_new("wa", bulk_writer, &wa), g_thread_new("rb", bulk_reader, &rb),
+                      g_thread_new("wb", bulk_writer, &wb), g_thread_new("ra", bulk_reader, &ra)};
     for (int i = 0; i < 4; i++)
         g_thread_join(th[i]);
     Side *sides[] = {&wa, &rb, &wb, &ra};
@@ -179,7 +178,10 @@ static RpcTlsContext *server_context(guint timeout_ms)
 {
     g_autofree char *ca = path_in("cacert.pem"), *cert = path_in("server-cert.pem"),
                     *key = path_in("server-key.pem");
-    RpcTlsConfig cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = TRUE,
+    RpcTlsConfig cfg = {.ca_file = ca,
+                        .cert_file = cert,
+                        .key_file = key,
+                        .verify_peer = TRUE,
                         .handshake_timeout_ms = timeout_ms};
     g_autoptr(GError) e = NULL;
     RpcTlsContext *ctx = rpc_tls_context_new_server(&cfg, &e);
@@ -240,8 +242,8 @@ START_TEST(tls_missing_files_are_named)
     make_pki();
     g_autofree char *ca = path_in("cacert.pem"), *cert = path_in("server-cert.pem"),
                     *key = path_in("client-key.pem");
-    RpcTlsConfig cfg = {.ca_file = ca, .cert_file = cert, .key_file = "/nonexistent/key.pem",
-                        .verify_peer = TRUE};
+    RpcTlsConfig cfg = {
+        .ca_file = ca, .cert_file = cert, .key_file = "/nonexistent/key.pem", .verify_peer = TRUE};
     g_autoptr(GError) e = NULL;
     ck_assert_ptr_null(rpc_tls_context_new_server(&cfg, &e));
     ck_assert_str_eq(e->message,

@@ -61,8 +61,7 @@ int main(int argc, char **argv)
     GOptionEntry entries[] = {
         {"readonly", 'r', 0, G_OPTION_ARG_NONE, &readonly, "open read-only", NULL},
         {"authfile", 'a', 0, G_OPTION_ARG_FILENAME, &authfile, "libvirt auth file", "FILE"},
-        {"password", 'p', 0, G_OPTION_ARG_STRING, &password_arg, "password callback answer",
-         "PW"},
+        {"password", 'p', 0, G_OPTION_ARG_STRING, &password_arg, "password callback answer", "PW"},
         {NULL}};
     g_autoptr(GOptionContext) octx = g_option_context_new("URI [hostname|secure|define]");
     g_option_context_add_main_entries(octx, entries, NULL);
@@ -71,8 +70,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: %s\n", error ? error->message : "no URI");
         return 2;
     }
-    RemotePeerOptions opts = {.readonly = readonly, .authfile = authfile,
-                              .get_credential = get_credential, .timeout_ms = 15000};
+    RemotePeerOptions opts = {.readonly = readonly,
+                              .authfile = authfile,
+                              .get_credential = get_credential,
+                              .timeout_ms = 15000};
     RpcClient *c = remote_peer_open(argv[1], &opts, &error);
     int rc = 0;
     if (!c || !run(c, argc > 2 ? argv[2] : "hostname", &error)) {
