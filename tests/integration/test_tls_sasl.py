@@ -317,16 +317,28 @@ class TlsTest(PkiTestCase):
         self.assertIn(f"certificate of 127.0.0.1 is not signed by the CA in {pkidir}/cacert.pem",
                       err)
 
-    def gnutls_serv(self, cert):
-        """A bare gnutls server with a certificate ferryd would refuse to load."""
-        port = ft.free_port()
-        p = subprocess.Popen(["gnutls-serv", "--port", str(port), "--x509certfile",
-                              self.pki.path(cert + ".pem"), "--x509keyfile",
-                              self.pki.path("serverkey.pem")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.addCleanup(lambda: (p.kill(), p.wait()))
-        wait_port(port)
-        return port
+    def bare_tls_server(self, cert):
+        """A TLS server on 127.0.0.1 with a certificate ferryd would refuse to load
+        (OpenSSL, from this process): the client must refuse it after the handshake."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.pki.path(cert + ".pem"), self.pki.path("serverkey.pem"))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(10)
+
+        def serve():
+            try:
+                conn, _ = listener.accept()
+                with ctx.wrap_socket(conn, server_side=True) as s:
+                    s.recv(1)
+            except (OSError, ssl.SSLError):
+                pass  # the client gives up during or after the handshake
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (t.join(15), listener.close()))
+        return listener.getsockname()[1]
 
     def test_expired_and_not_yet_valid_server_certificates(self):
         pkidir = self.pki.client_dir()
@@ -336,7 +348,7 @@ class TlsTest(PkiTestCase):
                            ("server-future",
                             "certificate of 127.0.0.1 is not yet valid (valid from "
                             "2090-01-01 00:00:00 UTC)")):
-            port = self.gnutls_serv(cert)
+            port = self.bare_tls_server(cert)
             rc, _, err = probe(f"sim+tls://127.0.0.1:{port}/system?pkipath={pkidir}",
                                check=False)
             self.assertEqual(rc, 1, cert)
