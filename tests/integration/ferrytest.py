@@ -33,7 +33,7 @@ def free_port():
 class Daemon:
     """One ferryd with its own config, sockets and state under a temp dir."""
 
-    def __init__(self, extra_conf="", listen=True, name="ferryd"):
+    def __init__(self, extra_conf="", listen=True, name="ferryd", env=None):
         self.dir = tempfile.mkdtemp(prefix="ferry-test-")
         self.port = free_port()
         self.sock_dir = os.path.join(self.dir, "sock")
@@ -43,6 +43,7 @@ class Daemon:
         self.log_path = os.path.join(self.dir, name + ".log")
         self.name = name
         self.listen = listen
+        self.env = env or {}  # extra environment (e.g. SASL_CONF_PATH)
         with open(self.conf, "w") as f:
             f.write(
                 f'listen_tcp = 1\nlisten_addr = "127.0.0.1"\ntcp_port = {self.port}\n'
@@ -63,6 +64,7 @@ class Daemon:
     def start(self, timeout=15):
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.update(self.env)
         args = [FERRYD, "--config", self.conf, "--pid-file", os.path.join(self.dir, "ferryd.pid")]
         if self.listen:
             args.append("--listen")
@@ -121,7 +123,7 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.proc and not self.logf.closed:
+        if getattr(self, "logf", None) and not self.logf.closed:
             self.logf.close()
         # VMs outlive their daemon by design: end the ones this daemon started.
         import xml.etree.ElementTree as ET
