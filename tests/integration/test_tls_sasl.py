@@ -827,5 +827,70 @@ class TlsReadOnlyTest(PkiTestCase):
         self.assertIn("read only access prevents", err)
 
 
+
+# ---- migration over TLS + SASL: the tunnel is encrypted ----
+
+M64 = (1 << 64) - 1
+
+
+def _mix(x):
+    x = (x + 0x9E3779B97F4A7C15) & M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def guest_page0_prefix(seed, words=8):
+    """The first bytes of a ferry-vmm guest's RAM, as its seeded fill writes them
+    (src/vmm/vmm-prng.h, fill block 0): real guest memory to look for on the wire."""
+    state = _mix(seed ^ _mix(0))
+    out = b""
+    for _ in range(words):
+        state = (state + 0xA0761D6478BD642F) & M64
+        t = state * (state ^ 0xE7037ED1A0B428DB)
+        out += (((t >> 64) ^ t) & M64).to_bytes(8, "little")
+    return out
+
+
+class MigrationEncryptionTest(SaslTestCase):
+    SEED = 4242
+
+    def migrate_through_relay(self, dest, dest_port, uri_scheme, uri_params, src_env):
+        src = self.start_daemon(env=src_env)
+        xml = ft.write_file(src.dir, "vm.xml", ft.domain_xml("secret-vm", memory_mib=32,
+                                                              seed=self.SEED))
+        ft.virsh(src.tcp_uri, "define", xml)
+        ft.virsh(src.tcp_uri, "start", "secret-vm")
+        relay = Relay(dest_port)
+        try:
+            duri = f"{uri_scheme}://127.0.0.1:{relay.port}/system{uri_params}"
+            rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tunnelled",
+                                  "secret-vm", duri, check=False, timeout=180)
+        finally:
+            captured = relay.stop()
+        self.assertEqual(rc, 0, err)
+        self.assertIn("secret-vm", ft.virsh(dest.unix_uri, "list", "--name")[1])
+        ft.virsh(dest.unix_uri, "destroy", "secret-vm")
+        return captured
+
+    def test_guest_memory_is_visible_on_plain_tcp(self):
+        dest = self.start_daemon()
+        captured = self.migrate_through_relay(dest, dest.port, "sim+tcp", "", None)
+        self.assertGreater(len(captured), 32 << 20)
+        self.assertIn(guest_page0_prefix(self.SEED), captured)
+
+    def test_guest_memory_is_not_visible_over_tls_and_sasl(self):
+        dest = self.sasl_daemon()
+        pkidir = self.pki.client_dir()
+        captured = self.migrate_through_relay(dest, dest.tls_port, "sim+tls",
+                                              f"?pkipath={pkidir}",
+                                              {"LIBVIRT_AUTH_FILE": self.authfile})
+        self.assertGreater(len(captured), 32 << 20)
+        self.assertNotIn(guest_page0_prefix(self.SEED), captured)
+        self.assertNotIn(guest_page0_prefix(self.SEED)[:16], captured)
+        self.assertNotIn(b"FMIG", captured)  # not even the VMM's framing
+        self.assertNotIn(b"secret-vm", captured)
+
+
 if __name__ == "__main__":
     unittest.main()
