@@ -190,9 +190,12 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     a.flags = flags;
     a.cancelled = cancelled ? 1 : 0;
     remote_domain_migrate_finish3_params_ret r = {0};
-    gboolean ok = call(peer, REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
-                       (xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, &a,
-                       (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r, error);
+    /* A cancelled finish only drops the incoming VM: a peer that takes long is stuck. */
+    gboolean ok = rpc_client_call(peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                                  REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
+                                  (xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, &a,
+                                  (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r,
+                                  cancelled ? 10000 : CALL_TIMEOUT_MS, error);
     xdr_free((xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, (char *)&a);
     if (!ok)
         return NULL;

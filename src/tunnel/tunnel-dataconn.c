@@ -27,6 +27,7 @@ struct TunnelDataListener {
     guint16 port;
     char *token;
     char *what;
+    gboolean used; /* the token admits one connection only */
 };
 
 char *tunnel_data_token_new(void)
@@ -133,18 +134,21 @@ int tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GErro
         RpcTransport *t = rpc_transport_new_socket(fd); /* for the peer's name */
         guint8 hello[HELLO_LEN];
         gint64 hello_deadline = MIN(deadline_us, g_get_monotonic_time() + HELLO_TIMEOUT_MS * 1000);
-        if (read_with_deadline(fd, hello, sizeof(hello), hello_deadline) &&
-            token_matches(hello, l->token)) {
+        gboolean valid = read_with_deadline(fd, hello, sizeof(hello), hello_deadline) &&
+                         token_matches(hello, l->token);
+        if (valid && !l->used) {
             guint8 ok = 1;
             if (send(fd, &ok, 1, MSG_NOSIGNAL) == 1) {
+                l->used = TRUE;
                 FERRY_INFO("data connection for %s from %s accepted", l->what, t->peer);
                 t->fd = -1; /* keep the socket */
                 rpc_transport_free(t);
                 return fd;
             }
         }
-        FERRY_WARN("refused a connection from %s on port %u: it does not carry the token of %s",
-                   t->peer, l->port, l->what);
+        FERRY_WARN("refused a connection from %s on port %u: %s", t->peer, l->port,
+                   valid ? "the token of this migration was used already"
+                         : "it does not carry the token of this migration");
         rpc_transport_free(t);
     }
 }

@@ -23,7 +23,9 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
                                              GError **error);
 guint16 tunnel_data_listener_get_port(TunnelDataListener *listener);
 /* Waits for the connection that presented the token; returns its fd (the
- * caller owns it) or -1. deadline_us monotonic. Wakes early if cancelled. */
+ * caller owns it) or -1. The token works once: called again, it refuses
+ * (and logs) every connection until the deadline. deadline_us monotonic.
+ * Returns at once with OPERATION_ABORTED once cancelled. */
 int tunnel_data_listener_accept(TunnelDataListener *listener, gint64 deadline_us, GError **error);
 void tunnel_data_listener_cancel(TunnelDataListener *listener);
 void tunnel_data_listener_free(TunnelDataListener *listener);
