@@ -196,6 +196,28 @@ static int run(const DaemonOptions *opts)
         return 1;
     }
 
+    /* Encrypted proxy-mode data connections use the daemon's own certificate,
+     * when it has one (whether or not it listens for TLS clients). */
+    g_autoptr(RpcTlsContext) migration_tls = NULL;
+    if (g_file_test(cfg->cert_file, G_FILE_TEST_EXISTS) &&
+        g_file_test(cfg->key_file, G_FILE_TEST_EXISTS) &&
+        g_file_test(cfg->ca_file, G_FILE_TEST_EXISTS)) {
+        RpcTlsConfig tc = {
+            .ca_file = cfg->ca_file,
+            .crl_file = cfg->crl_file,
+            .cert_file = cfg->cert_file,
+            .key_file = cfg->key_file,
+            .verify_peer = !cfg->tls_no_verify_certificate,
+            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
+            .priority = cfg->tls_priority,
+            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
+        };
+        g_autoptr(GError) tls_error = NULL;
+        migration_tls = rpc_tls_context_new_server(&tc, &tls_error);
+        if (!migration_tls)
+            FERRY_WARN("encrypted migration data connections are unavailable: %s",
+                       tls_error->message);
+    }
     g_autofree char *vmm = find_vmm_binary(cfg);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
@@ -203,7 +225,8 @@ static int run(const DaemonOptions *opts)
                                .vmm_binary = vmm,
                                .migration_port_min = cfg->migration_port_min,
                                .migration_port_max = cfg->migration_port_max,
-                               .migration_address = cfg->migration_address};
+                               .migration_address = cfg->migration_address,
+                               .migration_tls = migration_tls};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {
         fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);

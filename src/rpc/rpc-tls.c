@@ -557,6 +557,17 @@ static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovc
     return ok;
 }
 
+void rpc_tls_transport_close_write(RpcTransport *base)
+{
+    RpcTlsTransport *t = (RpcTlsTransport *)base;
+    /* close_notify: the peer reads a clean end of stream; its sending half
+     * stays usable (a relay ends one direction at a time). */
+    int rc;
+    do {
+        rc = gnutls_bye(t->session, GNUTLS_SHUT_WR);
+    } while (rc == GNUTLS_E_INTERRUPTED || rc == GNUTLS_E_AGAIN);
+}
+
 static void tls_shutdown(RpcTransport *base)
 {
     shutdown(base->fd, SHUT_RDWR);

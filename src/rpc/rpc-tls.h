@@ -58,6 +58,8 @@ gboolean rpc_tls_transport_is_tls(RpcTransport *t);
 guint rpc_tls_transport_get_key_bits(RpcTransport *t);
 /* The peer certificate's DN ("C=GB,O=x,CN=y"), NULL if none or not TLS. */
 const char *rpc_tls_transport_get_peer_dn(RpcTransport *t);
+/* Ends our sending half with close_notify (writer thread only). */
+void rpc_tls_transport_close_write(RpcTransport *t);
 
 /* Where a client finds its files, as libvirt: with pkipath, DIR/cacert.pem,
  * DIR/cacrl.pem, DIR/clientcert.pem, DIR/clientkey.pem; else for root

@@ -7,6 +7,7 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "rpc/rpc-socket.h"
@@ -28,6 +29,7 @@ struct TunnelDataListener {
     char *token;
     char *what;
     gboolean used; /* the token admits one connection only */
+    RpcTlsContext *tls;
 };
 
 char *tunnel_data_token_new(void)
@@ -43,8 +45,8 @@ char *tunnel_data_token_new(void)
 }
 
 TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, guint port_max,
-                                             const char *token, const char *what,
-                                             GError **error)
+                                             const char *token, RpcTlsContext *tls,
+                                             const char *what, GError **error)
 {
     g_autoptr(GError) last = NULL;
     for (guint port = port_min; port <= port_max; port++) {
@@ -59,6 +61,7 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
         l->wake_fd = eventfd(0, EFD_CLOEXEC);
         l->token = g_strdup(token);
         l->what = g_strdup(what);
+        l->tls = tls ? rpc_tls_context_ref(tls) : NULL;
         return l;
     }
     g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
@@ -72,28 +75,6 @@ guint16 tunnel_data_listener_get_port(TunnelDataListener *l)
     return l->port;
 }
 
-/* Reads exactly len bytes within the deadline. */
-static gboolean read_with_deadline(int fd, guint8 *buf, gsize len, gint64 deadline_us)
-{
-    gsize got = 0;
-    while (got < len) {
-        gint64 left_ms = (deadline_us - g_get_monotonic_time()) / 1000;
-        if (left_ms <= 0)
-            return FALSE;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = poll(&p, 1, (int)left_ms);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return FALSE;
-        gssize n = recv(fd, buf + got, len - got, 0);
-        if (n <= 0)
-            return FALSE;
-        got += n;
-    }
-    return TRUE;
-}
-
 static gboolean token_matches(const guint8 *hello, const char *token)
 {
     if (memcmp(hello, MAGIC, MAGIC_LEN) != 0)
@@ -105,7 +86,52 @@ static gboolean token_matches(const guint8 *hello, const char *token)
     return diff == 0;
 }
 
-int tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GError **error)
+static void set_timeouts(int fd, int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+/* The hello of one connection: TLS first if asked, then the token. Returns
+ * the transport, or NULL with why it was refused. */
+static RpcTransport *check_connection(TunnelDataListener *l, int fd, const char **why)
+{
+    /* A stranger must not hold the listener: bound every read and write. */
+    set_timeouts(fd, HELLO_TIMEOUT_MS);
+    RpcTransport *t = NULL;
+    if (l->tls) {
+        g_autoptr(GError) e = NULL;
+        t = rpc_tls_server_handshake(l->tls, fd, &e);
+        if (!t) {
+            *why = "no valid TLS session";
+            FERRY_DEBUG("data connection TLS handshake failed: %s", e->message);
+            return NULL;
+        }
+    } else {
+        t = rpc_transport_new_socket(fd);
+    }
+    guint8 hello[HELLO_LEN];
+    gboolean valid = rpc_transport_read_all(t, hello, sizeof(hello), NULL) &&
+                     token_matches(hello, l->token);
+    if (!valid || l->used) {
+        *why = valid ? "the token of this migration was used already"
+                     : "it does not carry the token of this migration";
+        rpc_transport_free(t);
+        return NULL;
+    }
+    static const guint8 ok = 1;
+    if (!rpc_transport_write_all(t, &ok, 1, NULL)) {
+        *why = "it went away during the hello";
+        rpc_transport_free(t);
+        return NULL;
+    }
+    set_timeouts(fd, 0);
+    return t;
+}
+
+RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us,
+                                          GError **error)
 {
     for (;;) {
         gint64 left_ms = (deadline_us - g_get_monotonic_time()) / 1000;
@@ -113,43 +139,36 @@ int tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GErro
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
                         "the source did not open the data connection for %s on port %u",
                         l->what, l->port);
-            return -1;
+            return NULL;
         }
         struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN}, {.fd = l->wake_fd, .events = POLLIN}};
         int r = poll(p, 2, (int)MIN(left_ms, 1000));
         if (r < 0 && errno != EINTR) {
             ferry_set_error_errno(error, errno, "cannot wait for the data connection");
-            return -1;
+            return NULL;
         }
         if (p[1].revents) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                         "waiting for the data connection of %s was canceled", l->what);
-            return -1;
+            return NULL;
         }
         if (r <= 0 || !(p[0].revents & POLLIN))
             continue;
         int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
-        RpcTransport *t = rpc_transport_new_socket(fd); /* for the peer's name */
-        guint8 hello[HELLO_LEN];
-        gint64 hello_deadline = MIN(deadline_us, g_get_monotonic_time() + HELLO_TIMEOUT_MS * 1000);
-        gboolean valid = read_with_deadline(fd, hello, sizeof(hello), hello_deadline) &&
-                         token_matches(hello, l->token);
-        if (valid && !l->used) {
-            guint8 ok = 1;
-            if (send(fd, &ok, 1, MSG_NOSIGNAL) == 1) {
-                l->used = TRUE;
-                FERRY_INFO("data connection for %s from %s accepted", l->what, t->peer);
-                t->fd = -1; /* keep the socket */
-                rpc_transport_free(t);
-                return fd;
-            }
+        RpcTransport *named = rpc_transport_new_socket(dup(fd)); /* for the peer's name */
+        g_autofree char *peer = g_strdup(named->peer);
+        rpc_transport_free(named);
+        const char *why = NULL;
+        RpcTransport *t = check_connection(l, fd, &why);
+        if (t) {
+            l->used = TRUE;
+            FERRY_INFO("data connection for %s from %s accepted%s", l->what, peer,
+                       l->tls ? " (TLS)" : "");
+            return t;
         }
-        FERRY_WARN("refused a connection from %s on port %u: %s", t->peer, l->port,
-                   valid ? "the token of this migration was used already"
-                         : "it does not carry the token of this migration");
-        rpc_transport_free(t);
+        FERRY_WARN("refused a connection from %s on port %u: %s", peer, l->port, why);
     }
 }
 
@@ -166,30 +185,51 @@ void tunnel_data_listener_free(TunnelDataListener *l)
         return;
     close(l->fd);
     close(l->wake_fd);
+    rpc_tls_context_unref(l->tls);
     g_free(l->token);
     g_free(l->what);
     g_free(l);
 }
 
-int tunnel_data_connect(const char *host, guint16 port, const char *token, int timeout_ms,
-                        GError **error)
+RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *token, gboolean tls,
+                                  const char *pkipath, int timeout_ms, GError **error)
 {
+    g_autoptr(RpcTlsContext) ctx = NULL;
+    if (tls) {
+        g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
+        rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
+        RpcTlsConfig cfg = {.ca_file = ca, .crl_file = crl, .cert_file = cert, .key_file = key,
+                            .verify_peer = TRUE, .handshake_timeout_ms = (guint)timeout_ms};
+        ctx = rpc_tls_context_new_client(&cfg, error);
+        if (!ctx) {
+            g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
+            return NULL;
+        }
+    }
     int fd = rpc_socket_connect_tcp(host, port, timeout_ms, error);
     if (fd < 0) {
         g_prefix_error(error, "cannot open the migration data connection: ");
-        return -1;
+        return NULL;
     }
+    RpcTransport *t = tls ? rpc_tls_client_handshake(ctx, fd, host, error)
+                          : rpc_transport_new_socket(fd);
+    if (!t) {
+        g_prefix_error(error, "TLS on the migration data connection to %s:%u failed: ", host,
+                       port);
+        return NULL;
+    }
+    set_timeouts(t->fd, timeout_ms);
     guint8 hello[HELLO_LEN];
     memcpy(hello, MAGIC, MAGIC_LEN);
     memcpy(hello + MAGIC_LEN, token, TUNNEL_DATA_TOKEN_LEN);
     guint8 ok = 0;
-    if (send(fd, hello, sizeof(hello), MSG_NOSIGNAL) != (ssize_t)sizeof(hello) ||
-        !read_with_deadline(fd, &ok, 1, g_get_monotonic_time() + timeout_ms * 1000LL) ||
-        ok != 1) {
+    if (!rpc_transport_write_all(t, hello, sizeof(hello), NULL) ||
+        !rpc_transport_read_all(t, &ok, 1, NULL) || ok != 1) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "the destination at %s:%u refused the migration data connection", host, port);
-        close(fd);
-        return -1;
+        rpc_transport_free(t);
+        return NULL;
     }
-    return fd;
+    set_timeouts(t->fd, 0);
+    return t;
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -21,6 +22,8 @@ struct TunnelRelay {
     gint ref;
     int vmm_fd;
     int net_fd;
+    RpcTransport *net;
+    gboolean tls;
     char *vmm_name;
     char *peer_name;
     GMutex lock;
@@ -39,12 +42,14 @@ typedef struct {
     gboolean outbound; /* VMM -> network */
 } Direction;
 
-TunnelRelay *tunnel_relay_new(int vmm_fd, int net_fd, const TunnelRelayConfig *config)
+TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
 {
     TunnelRelay *r = g_new0(TunnelRelay, 1);
     r->ref = 1;
     r->vmm_fd = vmm_fd;
-    r->net_fd = net_fd;
+    r->net = net;
+    r->net_fd = net->fd;
+    r->tls = rpc_tls_transport_is_tls(net);
     r->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
     r->peer_name = g_strdup(config->peer_name ? config->peer_name : "data connection");
     r->bandwidth = config->bandwidth;
@@ -65,7 +70,7 @@ void tunnel_relay_unref(TunnelRelay *r)
     if (!r || !g_atomic_int_dec_and_test(&r->ref))
         return;
     close(r->vmm_fd);
-    close(r->net_fd);
+    rpc_transport_free(r->net);
     g_clear_error(&r->error);
     g_mutex_clear(&r->lock);
     g_cond_clear(&r->cond);
@@ -93,7 +98,7 @@ static void fail_locked(TunnelRelay *r, GError *why)
         r->error = why;
         why = NULL;
         shutdown(r->vmm_fd, SHUT_RDWR);
-        shutdown(r->net_fd, SHUT_RDWR);
+        rpc_transport_shutdown(r->net);
         g_cond_broadcast(&r->cond);
     }
     g_clear_error(&why);
@@ -113,6 +118,95 @@ static void throttle(TunnelRelay *r)
     g_mutex_unlock(&r->lock);
 }
 
+static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
+{
+    g_autofree char *o = format_size(r->stats.bytes_out);
+    g_autofree char *i = format_size(r->stats.bytes_in);
+    return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot %s the %s after %s sent, %s "
+                       "received: %s", verb, hop, o, i, g_strerror(err));
+}
+
+static void count(TunnelRelay *r, gboolean outbound, gsize n)
+{
+    g_mutex_lock(&r->lock);
+    if (outbound)
+        r->stats.bytes_out += n;
+    else
+        r->stats.bytes_in += n;
+    g_mutex_unlock(&r->lock);
+}
+
+static gboolean relay_failed(TunnelRelay *r)
+{
+    g_mutex_lock(&r->lock);
+    gboolean failed = r->failed;
+    g_mutex_unlock(&r->lock);
+    return failed;
+}
+
+/* Over TLS: one buffer per direction, each byte copied once (into or out of
+ * the encryption). */
+static GError *copy_direction(TunnelRelay *r, gboolean outbound)
+{
+    const char *in_name = outbound ? r->vmm_name : r->peer_name;
+    const char *out_name = outbound ? r->peer_name : r->vmm_name;
+    g_autofree guint8 *buf = g_malloc(256 * 1024);
+    for (;;) {
+        gssize n;
+        g_autoptr(GError) e = NULL;
+        if (outbound) {
+            do {
+                n = read(r->vmm_fd, buf, 256 * 1024);
+            } while (n < 0 && errno == EINTR);
+        } else {
+            n = rpc_transport_read(r->net, buf, 256 * 1024, &e);
+        }
+        if (n <= 0) {
+            int err = n < 0 ? (outbound ? errno : ECONNRESET) : 0;
+            if (relay_failed(r))
+                return NULL;
+            if (n == 0) {
+                if (outbound)
+                    rpc_tls_transport_close_write(r->net);
+                else
+                    shutdown(r->vmm_fd, SHUT_WR);
+                return NULL;
+            }
+            if (e)
+                return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from the %s: %s",
+                                   in_name, e->message);
+            return io_error(r, "read from", in_name, err);
+        }
+        gboolean ok;
+        int err = EPIPE;
+        if (outbound) {
+            ok = rpc_transport_write_all(r->net, buf, n, &e);
+        } else {
+            ok = TRUE;
+            for (gssize off = 0; off < n && ok;) {
+                gssize w = send(r->vmm_fd, buf + off, n - off, MSG_NOSIGNAL);
+                if (w < 0 && errno == EINTR)
+                    continue;
+                if (w <= 0) {
+                    err = w < 0 ? errno : EPIPE;
+                    ok = FALSE;
+                } else {
+                    off += w;
+                }
+            }
+        }
+        if (!ok) {
+            if (e)
+                return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot write to the %s: %s",
+                                   out_name, e->message);
+            return io_error(r, "write to", out_name, err);
+        }
+        count(r, outbound, n);
+        if (outbound)
+            throttle(r);
+    }
+}
+
 static gpointer direction_thread(gpointer data)
 {
     Direction *d = data;
@@ -124,7 +218,9 @@ static gpointer direction_thread(gpointer data)
     int pipefd[2];
     GError *why = NULL;
 
-    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+    if (r->tls) {
+        why = copy_direction(r, d->outbound);
+    } else if (pipe2(pipefd, O_CLOEXEC) < 0) {
         ferry_set_error_errno(&why, errno, "cannot create the relay pipe");
     } else {
         fcntl(pipefd[1], F_SETPIPE_SZ, CHUNK); /* fewer, larger splices */
@@ -134,20 +230,13 @@ static gpointer direction_thread(gpointer data)
                 continue;
             if (n < 0 || n == 0) {
                 int err = errno;
-                g_mutex_lock(&r->lock);
-                gboolean failed = r->failed;
-                g_mutex_unlock(&r->lock);
-                if (failed)
+                if (relay_failed(r))
                     break; /* the other direction or an abort already said why */
                 if (n == 0) {
                     shutdown(out, SHUT_WR); /* pass the end of stream on */
                     break;
                 }
-                g_autofree char *o = format_size(r->stats.bytes_out);
-                g_autofree char *i = format_size(r->stats.bytes_in);
-                why = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                                  "cannot read from the %s after %s sent, %s received: %s",
-                                  in_name, o, i, g_strerror(err));
+                why = io_error(r, "read from", in_name, err);
                 break;
             }
             gssize left = n;
@@ -156,24 +245,14 @@ static gpointer direction_thread(gpointer data)
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w <= 0) {
-                    int err = w < 0 ? errno : EPIPE;
-                    g_autofree char *o = format_size(r->stats.bytes_out);
-                    g_autofree char *i = format_size(r->stats.bytes_in);
-                    why = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                                      "cannot write to the %s after %s sent, %s received: %s",
-                                      out_name, o, i, g_strerror(err));
+                    why = io_error(r, "write to", out_name, w < 0 ? errno : EPIPE);
                     break;
                 }
                 left -= w;
             }
             if (why)
                 break;
-            g_mutex_lock(&r->lock);
-            if (d->outbound)
-                r->stats.bytes_out += n;
-            else
-                r->stats.bytes_in += n;
-            g_mutex_unlock(&r->lock);
+            count(r, d->outbound, n);
             if (d->outbound)
                 throttle(r);
         }

@@ -1,10 +1,13 @@
 /* Proxy mode's data plane: a VMM socket relayed to a data connection that
- * the two daemons own, both directions, with splice() through a pipe so the
- * bytes never enter user space. Every failure names the hop (VMM side or
+ * the two daemons own, both directions. Plaintext moves with splice()
+ * through a pipe, so the bytes never enter user space; over TLS each byte is
+ * copied once, into the encryption. Every failure names the hop (VMM side or
  * network side), the OS error and the bytes moved. */
 #pragma once
 
 #include <glib.h>
+
+#include "rpc/rpc-transport.h"
 
 typedef struct TunnelRelay TunnelRelay;
 
@@ -19,9 +22,10 @@ typedef struct {
     guint64 bytes_in;  /* network -> VMM */
 } TunnelRelayStats;
 
-/* Takes ownership of both sockets. Lifetime: refcounted; each direction's
- * thread holds a reference while it runs; the sockets close with the last. */
-TunnelRelay *tunnel_relay_new(int vmm_fd, int net_fd, const TunnelRelayConfig *config);
+/* Takes ownership of the VMM socket and the data connection's transport
+ * (a plain socket, or TLS). Lifetime: refcounted; each direction's thread
+ * holds a reference while it runs; both close with the last. */
+TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config);
 TunnelRelay *tunnel_relay_ref(TunnelRelay *relay);
 void tunnel_relay_unref(TunnelRelay *relay);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelRelay, tunnel_relay_unref)

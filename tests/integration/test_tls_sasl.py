@@ -892,5 +892,34 @@ class MigrationEncryptionTest(SaslTestCase):
         self.assertNotIn(b"secret-vm", captured)
 
 
+class ProxyTlsTest(PkiTestCase):
+    """virsh migrate --p2p --tls: proxy mode with an encrypted data connection."""
+
+    def test_proxy_mode_data_connection_over_tls(self):
+        dest = self.tls_daemon()
+        src = self.start_daemon()
+        ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "v.xml", ft.domain_xml("vm1", seed=7)))
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        duri = self.tls_uri(dest, self.pki.client_dir())
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tls", "vm1", duri,
+                              check=False, timeout=180)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("vm1", ft.virsh(dest.unix_uri, "list", "--name")[1])
+        self.assertRegex(dest.log(), r"data connection for the migration of domain 'vm1' from "
+                                     r"127\.0\.0\.1:\d+ accepted \(TLS\)")
+        ft.virsh(dest.unix_uri, "destroy", "vm1")
+
+    def test_tls_data_connection_needs_certificates_on_the_destination(self):
+        dest = self.start_daemon(extra_conf='cert_file = "/nonexistent/servercert.pem"\n')
+        src = self.start_daemon()
+        ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "v.xml", ft.domain_xml("vm1")))
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tls", "vm1",
+                              dest.tcp_uri, check=False, timeout=180)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("no TLS certificate for encrypted migration data", err)
+        self.assertRegex(ft.virsh(src.tcp_uri, "domstate", "vm1")[1], r"running")
+
+
 if __name__ == "__main__":
     unittest.main()

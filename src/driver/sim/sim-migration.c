@@ -39,6 +39,7 @@
 #define MIG_UNSAFE (1u << 9)
 #define MIG_ABORT_ON_ERROR (1u << 12)
 #define MIG_AUTO_CONVERGE (1u << 13)
+#define MIG_TLS (1u << 16)
 
 /* Features the destination must have (virDrvFeature). */
 #define FEATURE_MIGRATION_P2P 4
@@ -88,8 +89,7 @@ static const char *const refused_flags[] = {
     [13] = "AUTO_CONVERGE",
     [14] = "RDMA_PIN_ALL",
     [15] = "POSTCOPY",
-    [16] = "TLS (encrypted data connections are not available yet; --tunnelled over a TLS "
-           "connection between the daemons is encrypted)",
+    [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = "PARALLEL",
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
     [19] = "POSTCOPY_RESUME",
@@ -464,6 +464,12 @@ static gboolean check_flags_and_params(guint flags, GPtrArray *params, GError **
             return FALSE;
         }
     }
+    if ((flags & MIG_TLS) && (flags & MIG_TUNNELLED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag TLS is not supported with --tunnelled: the tunnel is "
+                    "encrypted by the TLS of the daemons' connection (use a sim+tls:// URI)");
+        return FALSE;
+    }
     if (flags >> G_N_ELEMENTS(refused_flags)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "unknown migration flags 0x%x", flags);
@@ -596,6 +602,7 @@ typedef struct {
     gboolean prepared;     /* the destination has an incoming VM to finish or drop */
     char *dconn_host;      /* the destination's host, as the URI names it */
     char *migrate_uri;     /* proxy mode: where to open the data connection */
+    char *dconn_pkipath;   /* proxy mode with --tls: the client files, as the URI says */
     char *digest;
     guint64 downtime_ms;
 } Outgoing;
@@ -617,6 +624,7 @@ static void outgoing_clear(Outgoing *o)
     g_free(o->digest);
     g_free(o->dconn_host);
     g_free(o->migrate_uri);
+    g_free(o->dconn_pkipath);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -697,7 +705,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     g_autofree char *uri_out = NULL;
     g_autofree char *data_host = NULL;
     guint data_port = 0;
-    int data_fd = -1;
+    RpcTransport *data_t = NULL;
     TunnelRelayConfig rcfg;
     g_autofree char *data_name = NULL;
 
@@ -770,17 +778,18 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
             g_free(data_host);
             data_host = g_strdup(o->dconn_host);
         }
-        data_fd = tunnel_data_connect(data_host, (guint16)data_port, token, 10000, &e);
-        if (data_fd < 0)
+        data_t = tunnel_data_connect(data_host, (guint16)data_port, token,
+                                     (o->flags & MIG_TLS) != 0, o->dconn_pkipath, 10000, &e);
+        if (!data_t)
             goto fail;
-        data_name = g_strdup_printf("data connection to the destination ferryd at %s:%u",
-                                    data_host, data_port);
+        data_name = g_strdup_printf("%sdata connection to the destination ferryd at %s:%u",
+                                    (o->flags & MIG_TLS) ? "TLS " : "", data_host, data_port);
         rcfg = (TunnelRelayConfig){.vmm_name = "source VMM", .peer_name = data_name};
         g_mutex_lock(&o->job->lock);
         rcfg.bandwidth = o->job->bandwidth;
-        o->job->relay = tunnel_relay_new(sv[0], data_fd, &rcfg);
+        o->job->relay = tunnel_relay_new(sv[0], data_t, &rcfg);
         sv[0] = -1;
-        data_fd = -1;
+        data_t = NULL;
         tunnel_relay_start(o->job->relay);
         g_mutex_unlock(&o->job->lock);
     }
@@ -854,8 +863,7 @@ fail:
         close(sv[0]);
     if (sv[1] >= 0)
         close(sv[1]);
-    if (data_fd >= 0)
-        close(data_fd);
+    rpc_transport_free(data_t);
     if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
         g_propagate_error(error, g_steal_pointer(&e));
     else
@@ -989,6 +997,12 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     g_autoptr(GUri) duri = g_uri_parse(dconnuri, G_URI_FLAGS_ENCODED_QUERY, NULL);
     const char *dhost = duri ? g_uri_get_host(duri) : NULL;
     o.dconn_host = g_strdup(dhost && *dhost ? dhost : "127.0.0.1"); /* +unix: this host */
+    const char *dquery = duri ? g_uri_get_query(duri) : NULL;
+    if (dquery) {
+        g_autoptr(GHashTable) q = g_uri_parse_params(dquery, -1, "&", G_URI_PARAMS_NONE, NULL);
+        if (q)
+            o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
+    }
 
     DomainObj *obj = sim_lookup(sd, dom, error);
     if (!obj)
@@ -1141,14 +1155,14 @@ static gpointer incoming_accept_thread(gpointer data)
 {
     SimMigrationJob *job = data;
     g_autoptr(GError) e = NULL;
-    int fd = tunnel_data_listener_accept(
+    RpcTransport *t = tunnel_data_listener_accept(
         job->listener, g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC, &e);
     g_mutex_lock(&job->lock);
     TunnelRelay *relay = NULL;
-    if (fd >= 0) {
+    if (t) {
         TunnelRelayConfig rc = {.vmm_name = "destination VMM",
                                 .peer_name = "data connection from the source ferryd"};
-        job->relay = tunnel_relay_new(job->pending_vmm_fd, fd, &rc);
+        job->relay = tunnel_relay_new(job->pending_vmm_fd, t, &rc);
         job->pending_vmm_fd = -1;
         tunnel_relay_start(job->relay);
         relay = tunnel_relay_ref(job->relay);
@@ -1162,10 +1176,10 @@ static gpointer incoming_accept_thread(gpointer data)
      * is refused and logged (the token was single-use). */
     while (relay && !tunnel_relay_is_over(relay)) {
         g_autoptr(GError) more = NULL;
-        int extra = tunnel_data_listener_accept(job->listener,
-                                                g_get_monotonic_time() + 500 * 1000, &more);
-        if (extra >= 0)
-            close(extra);
+        RpcTransport *extra = tunnel_data_listener_accept(job->listener,
+                                                          g_get_monotonic_time() + 500 * 1000,
+                                                          &more);
+        rpc_transport_free(extra);
         if (g_error_matches(more, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
             break;
     }
@@ -1265,9 +1279,18 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
                                                     : "0.0.0.0";
         guint pmin = uri_port ? uri_port : sd->migration_port_min;
         guint pmax = uri_port ? uri_port : sd->migration_port_max;
+        if ((flags & MIG_TLS) && !sd->migration_tls) {
+            g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                        "this destination has no TLS certificate for encrypted migration data "
+                        "(set cert_file, key_file and ca_file)");
+            job_unref(job);
+            goto fail;
+        }
         job->token = tunnel_data_token_new();
         g_autofree char *what = g_strdup_printf("the migration of domain '%s'", name);
-        job->listener = tunnel_data_listener_new(listen_addr, pmin, pmax, job->token, what, &e);
+        job->listener = tunnel_data_listener_new(listen_addr, pmin, pmax, job->token,
+                                                 (flags & MIG_TLS) ? sd->migration_tls : NULL,
+                                                 what, &e);
         if (!job->listener) {
             job_unref(job);
             goto fail;
