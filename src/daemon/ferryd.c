@@ -79,22 +79,29 @@ static gboolean add_unix_listener(RpcServer *server, const char *path, guint mod
     return TRUE;
 }
 
+/* The daemon's TLS server settings, for its listener and for encrypted
+ * migration data connections alike. */
+static RpcTlsConfig server_tls_config(const DaemonConfig *cfg)
+{
+    return (RpcTlsConfig){
+        .ca_file = cfg->ca_file,
+        .crl_file = cfg->crl_file,
+        .cert_file = cfg->cert_file,
+        .key_file = cfg->key_file,
+        .verify_peer = !cfg->tls_no_verify_certificate,
+        .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
+        .priority = cfg->tls_priority,
+        .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
+    };
+}
+
 static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
                                 const DaemonOptions *opts, GPtrArray *unix_paths, GError **error)
 {
     /* TLS files first: a bad one stops ferryd before it listens anywhere. */
     g_autoptr(RpcTlsContext) tls = NULL;
     if (opts->listen && cfg->listen_tls) {
-        RpcTlsConfig tc = {
-            .ca_file = cfg->ca_file,
-            .crl_file = cfg->crl_file,
-            .cert_file = cfg->cert_file,
-            .key_file = cfg->key_file,
-            .verify_peer = !cfg->tls_no_verify_certificate,
-            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
-            .priority = cfg->tls_priority,
-            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
-        };
+        RpcTlsConfig tc = server_tls_config(cfg);
         g_autoptr(GError) tls_error = NULL;
         tls = rpc_tls_context_new_server(&tc, &tls_error);
         if (!tls) {
@@ -202,16 +209,7 @@ static int run(const DaemonOptions *opts)
     if (g_file_test(cfg->cert_file, G_FILE_TEST_EXISTS) &&
         g_file_test(cfg->key_file, G_FILE_TEST_EXISTS) &&
         g_file_test(cfg->ca_file, G_FILE_TEST_EXISTS)) {
-        RpcTlsConfig tc = {
-            .ca_file = cfg->ca_file,
-            .crl_file = cfg->crl_file,
-            .cert_file = cfg->cert_file,
-            .key_file = cfg->key_file,
-            .verify_peer = !cfg->tls_no_verify_certificate,
-            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
-            .priority = cfg->tls_priority,
-            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
-        };
+        RpcTlsConfig tc = server_tls_config(cfg);
         g_autoptr(GError) tls_error = NULL;
         migration_tls = rpc_tls_context_new_server(&tc, &tls_error);
         if (!migration_tls)

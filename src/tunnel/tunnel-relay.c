@@ -79,17 +79,6 @@ void tunnel_relay_unref(TunnelRelay *r)
     g_free(r);
 }
 
-static char *format_size(guint64 bytes)
-{
-    char *s = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
-    char *nbsp = strstr(s, "\u00a0");
-    if (nbsp) {
-        *nbsp = ' ';
-        memmove(nbsp + 1, nbsp + 2, strlen(nbsp + 2) + 1);
-    }
-    return s;
-}
-
 /* Records the first failure and stops both directions. */
 static void fail_locked(TunnelRelay *r, GError *why)
 {
@@ -120,8 +109,8 @@ static void throttle(TunnelRelay *r)
 
 static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
 {
-    g_autofree char *o = format_size(r->stats.bytes_out);
-    g_autofree char *i = format_size(r->stats.bytes_in);
+    g_autofree char *o = ferry_format_size(r->stats.bytes_out);
+    g_autofree char *i = ferry_format_size(r->stats.bytes_in);
     return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot %s the %s after %s sent, %s "
                        "received: %s", verb, hop, o, i, g_strerror(err));
 }

@@ -186,23 +186,10 @@ static void send_credit_locked(TunnelStream *ts, guint64 bytes)
     rpc_connection_send(ts->conn, m);
 }
 
-/* "1.2 GiB" with a plain space (GLib puts a no-break space there), so
- * messages stay greppable. */
-static char *format_size(guint64 bytes)
-{
-    char *s = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
-    char *nbsp = strstr(s, "\u00a0");
-    if (nbsp) {
-        *nbsp = ' ';
-        memmove(nbsp + 1, nbsp + 2, strlen(nbsp + 2) + 1);
-    }
-    return s;
-}
-
 static char *moved(TunnelStream *ts)
 {
-    g_autofree char *out = format_size(ts->stats.bytes_out);
-    g_autofree char *in = format_size(ts->stats.bytes_in);
+    g_autofree char *out = ferry_format_size(ts->stats.bytes_out);
+    g_autofree char *in = ferry_format_size(ts->stats.bytes_in);
     return g_strdup_printf("%s sent, %s received", out, in);
 }
 

@@ -74,3 +74,14 @@ void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...)
     va_end(ap);
     g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "%s: %s", what, g_strerror(errnum));
 }
+
+char *ferry_format_size(guint64 bytes)
+{
+    char *s = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+    char *nbsp = strstr(s, "\u00a0");
+    if (nbsp) {
+        *nbsp = ' ';
+        memmove(nbsp + 1, nbsp + 2, strlen(nbsp + 2) + 1);
+    }
+    return s;
+}

@@ -57,6 +57,10 @@ const char *ferry_error_prefix(int code);
 /* Which virErrorDomain a code is reported from when nothing more specific is known. */
 int ferry_error_default_origin(int code);
 
+/* "1.2 GiB", "16 bytes": IEC units with a plain space (GLib's own formatter
+ * puts a no-break space there, which breaks grep on logs and messages). */
+char *ferry_format_size(guint64 bytes);
+
 /* Sets *error to a FERRY_ERROR with the OS error's text appended:
  * "cannot connect to 127.0.0.1:16509: Connection refused". */
 void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
