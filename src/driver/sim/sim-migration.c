@@ -1130,21 +1130,29 @@ static gboolean incoming_claim(SimMigrationJob *job)
 static gpointer incoming_watchdog(gpointer data)
 {
     SimMigrationJob *job = data;
+    SimDriver *sd = job->sd;
     g_autoptr(GError) e = NULL;
     gboolean clean = job_transport_wait(job, 0, &e);
     gint64 deadline = g_get_monotonic_time() +
                       (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
     g_mutex_lock(&job->lock);
-    while (!job->claimed && g_get_monotonic_time() < deadline)
+    while (!job->claimed && !g_atomic_int_get(&sd->stopping) &&
+           g_get_monotonic_time() < deadline)
         g_cond_wait_until(&job->cond, &job->lock, deadline);
     g_mutex_unlock(&job->lock);
-    if (incoming_claim(job)) {
+    gboolean stopping = g_atomic_int_get(&sd->stopping);
+    /* A stopping daemon leaves the VM to its successor, which drops it. */
+    if (!stopping && incoming_claim(job)) {
         g_autofree char *why = g_strdup_printf(
             "the source did not finish the migration (%s)",
             clean ? "no finish call after the stream ended" : e->message);
         incoming_discard(job->sd, job, why);
     }
     job_unref(job);
+    g_mutex_lock(&sd->migration_lock);
+    sd->watchdogs--;
+    g_cond_broadcast(&sd->watchdogs_cond);
+    g_mutex_unlock(&sd->migration_lock);
     return NULL;
 }
 
@@ -1307,6 +1315,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
 
     g_mutex_lock(&sd->migration_lock);
     g_hash_table_replace(sd->incoming, g_strdup(name), job_ref(job));
+    sd->watchdogs++;
     g_mutex_unlock(&sd->migration_lock);
     g_thread_unref(g_thread_new("incoming-watchdog", incoming_watchdog, job_ref(job)));
 
@@ -1521,6 +1530,7 @@ static void completed_free(gpointer data)
 void sim_migration_init(SimDriver *sd)
 {
     g_mutex_init(&sd->migration_lock);
+    g_cond_init(&sd->watchdogs_cond);
     guint8 id[16];
     ferry_uuid_generate(id);
     sd->daemon_id = ferry_uuid_to_string(id);
@@ -1531,8 +1541,25 @@ void sim_migration_init(SimDriver *sd)
 
 void sim_migration_shutdown(SimDriver *sd)
 {
+    /* Wake every watchdog, wait until none runs: they use the domain list. */
+    g_atomic_int_set(&sd->stopping, TRUE);
+    g_mutex_lock(&sd->migration_lock);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, sd->incoming);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        SimMigrationJob *job = value;
+        g_mutex_lock(&job->lock);
+        g_cond_broadcast(&job->cond);
+        g_mutex_unlock(&job->lock);
+        job_transport_abort(job, NULL);
+    }
+    while (sd->watchdogs > 0)
+        g_cond_wait(&sd->watchdogs_cond, &sd->migration_lock);
+    g_mutex_unlock(&sd->migration_lock);
     g_clear_pointer(&sd->incoming, g_hash_table_destroy);
     g_clear_pointer(&sd->completed, g_hash_table_destroy);
     g_free(sd->daemon_id);
+    g_cond_clear(&sd->watchdogs_cond);
     g_mutex_clear(&sd->migration_lock);
 }

@@ -44,6 +44,9 @@ typedef struct {
     GMutex migration_lock;
     GHashTable *incoming;  /* domain name -> SimMigrationJob* (ref), destination side */
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
+    GCond watchdogs_cond;
+    guint watchdogs;       /* incoming watchdog threads running (under migration_lock) */
+    gint stopping;         /* atomic: the daemon is stopping, watchdogs leave at once */
 } SimDriver;
 
 void sim_migration_job_unref(SimMigrationJob *job);
