@@ -1,4 +1,4 @@
-/* Guest RAM: a memfd filled with seeded pseudo-random data, the dirty-page bitmap
+/* Guest RAM: anonymous memory (transparent huge pages) filled with seeded pseudo-random data, the dirty-page bitmap
  * the migration sender consumes, and the digest that proves two RAMs are equal. */
 #pragma once
 
@@ -7,8 +7,7 @@
 #define VMM_PAGE_SIZE 4096u
 
 typedef struct {
-    int fd;       /* the memfd; owned */
-    guint8 *base; /* its mapping, size bytes */
+    guint8 *base; /* size bytes, 2 MiB aligned; owned */
     guint64 size;
     guint64 npages;
     /* One bit per page, set by writers after they wrote (release) and taken by
