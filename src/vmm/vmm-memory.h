@@ -1,8 +1,10 @@
-/* Guest RAM: anonymous memory (transparent huge pages) filled with seeded pseudo-random data, the dirty-page bitmap
- * the migration sender consumes, and the digest that proves two RAMs are equal. */
+/* Guest RAM: anonymous memory (transparent huge pages) filled with seeded pseudo-random data, the
+ * dirty-page bitmap the migration sender consumes, and the digest that proves two RAMs are equal.
+ */
 #pragma once
 
 #include <glib.h>
+#include <sys/uio.h>
 
 #define VMM_PAGE_SIZE 4096u
 
@@ -45,4 +47,19 @@ guint64 vmm_memory_dirty_count(VmmMemory *mem);
 
 /* Uses up to 8 threads; several GB/s in an optimised build. */
 void vmm_memory_digest(VmmMemory *mem, VmmDigest *out);
+
+/* The same digest kept up to date page by page during a migration, so that the
+ * final one costs nothing however large RAM is: each side hashes a page when it
+ * sends or receives it, and the digest is the sum of the latest hash of every
+ * page (a page never hashed is hashed at the end). It equals vmm_memory_digest()
+ * as long as every write to a page was followed by hashing it again, which the
+ * dirty bitmap guarantees for the sender and stop-and-copy makes final.
+ * 16 bytes per page (0.4% of RAM) plus one bit; not thread-safe. */
+typedef struct _VmmPageHashes VmmPageHashes;
+
+VmmPageHashes *vmm_page_hashes_new(VmmMemory *mem);
+void vmm_page_hashes_free(VmmPageHashes *hashes);
+/* Hashes the pages of iov (page-aligned pieces of guest RAM) as they are now. */
+void vmm_page_hashes_update_iov(VmmPageHashes *hashes, const struct iovec *iov, int iovcnt);
+void vmm_page_hashes_digest(VmmPageHashes *hashes, VmmDigest *out);
 char *vmm_digest_to_string(const VmmDigest *digest);

@@ -5,13 +5,15 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 
 /* Bytes per send call: large enough that the stream is never the bottleneck,
  * small enough that pacing and progress stay smooth. */
 #define STREAM_CHUNK (4u << 20)
-#define STREAM_IOV_BATCH 64
+/* Scattered dirty pages are one iovec each: as many per call as the kernel takes. */
+#define STREAM_IOV_BATCH IOV_MAX
 
 void vmm_stream_init(VmmStream *stream, int fd, int cancel_fd, const gint64 *max_bandwidth)
 {
@@ -133,14 +135,32 @@ gboolean vmm_stream_write(VmmStream *stream, const void *buf, gsize len)
     return vmm_stream_writev(stream, &iov, 1);
 }
 
-gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len)
+gboolean vmm_stream_readv(VmmStream *stream, const struct iovec *iov, int iovcnt)
 {
     VmmStream *s = stream;
-    gsize got = 0;
+    int idx = 0;
+    gsize off = 0;
     while (s->state == VMM_STREAM_OK) {
-        if (got == len)
+        while (idx < iovcnt && off == iov[idx].iov_len) {
+            idx++;
+            off = 0;
+        }
+        if (idx == iovcnt)
             return TRUE;
-        ssize_t rc = recv(s->fd, (char *)buf + got, len - got, MSG_DONTWAIT);
+
+        struct iovec batch[STREAM_IOV_BATCH];
+        int n = 0;
+        gsize boff = off;
+        for (int i = idx; i < iovcnt && n < STREAM_IOV_BATCH; i++) {
+            if (iov[i].iov_len > boff) {
+                batch[n].iov_base = (char *)iov[i].iov_base + boff;
+                batch[n].iov_len = iov[i].iov_len - boff;
+                n++;
+            }
+            boff = 0;
+        }
+        struct msghdr msg = {.msg_iov = batch, .msg_iovlen = n};
+        ssize_t rc = recvmsg(s->fd, &msg, MSG_DONTWAIT);
         if (rc == 0)
             return stream_fail(s, VMM_STREAM_CLOSED, 0);
         if (rc < 0) {
@@ -152,10 +172,25 @@ gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len)
             }
             return stream_fail(s, VMM_STREAM_ERROR, errno);
         }
-        got += (gsize)rc;
         __atomic_store_n(&s->received, s->received + (guint64)rc, __ATOMIC_RELAXED);
+        gsize left = (gsize)rc;
+        while (left) {
+            gsize step = MIN(left, iov[idx].iov_len - off);
+            off += step;
+            left -= step;
+            if (off == iov[idx].iov_len) {
+                idx++;
+                off = 0;
+            }
+        }
     }
     return FALSE;
+}
+
+gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    return vmm_stream_readv(stream, &iov, 1);
 }
 
 gsize vmm_stream_read_pending(VmmStream *stream, void *buf, gsize len)

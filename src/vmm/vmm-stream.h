@@ -34,6 +34,8 @@ void vmm_stream_init(VmmStream *stream, int fd, int cancel_fd, const gint64 *max
 /* Writes everything in iov; FALSE on failure (stream->state says why). */
 gboolean vmm_stream_writev(VmmStream *stream, const struct iovec *iov, int iovcnt);
 gboolean vmm_stream_write(VmmStream *stream, const void *buf, gsize len);
+/* Fills everything in iov (scatter: straight into guest pages). */
+gboolean vmm_stream_readv(VmmStream *stream, const struct iovec *iov, int iovcnt);
 gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len);
 /* Reads what the peer already sent, without waiting; for salvaging a last
  * message after a write failed. Returns bytes read (0 if none). */
