@@ -308,6 +308,7 @@ void vmm_memory_digest(VmmMemory *mem, VmmDigest *out)
 struct _VmmPageHashes {
     VmmMemory *mem;
     VmmDigest *page; /* latest hash of each page where hashed says so */
+    guint64 page_bytes;
     guint64 *hashed; /* one bit per page */
     guint64 nhashed; /* pages with a hash */
     VmmDigest sum;   /* of page[] over the hashed pages */
@@ -317,8 +318,13 @@ VmmPageHashes *vmm_page_hashes_new(VmmMemory *mem)
 {
     VmmPageHashes *h = g_new0(VmmPageHashes, 1);
     h->mem = mem;
-    /* Large enough for calloc to map fresh zero pages: untouched until used. */
-    h->page = g_new0(VmmDigest, mem->npages);
+    /* Huge pages too: the table is written at the pace of the stream. */
+    h->page_bytes =
+        (mem->npages * sizeof(VmmDigest) + MEMORY_ALIGN - 1) & ~(guint64)(MEMORY_ALIGN - 1);
+    g_autoptr(GError) error = NULL;
+    h->page = (VmmDigest *)memory_map(h->page_bytes, &error);
+    if (!h->page)
+        g_error("%s", error->message); /* out of memory, as g_malloc() */
     h->hashed = g_new0(guint64, mem->nwords);
     return h;
 }
@@ -327,7 +333,7 @@ void vmm_page_hashes_free(VmmPageHashes *hashes)
 {
     if (!hashes)
         return;
-    g_free(hashes->page);
+    munmap(hashes->page, hashes->page_bytes);
     g_free(hashes->hashed);
     g_free(hashes);
 }
