@@ -36,9 +36,13 @@ static inline void vmm_memory_mark_dirty(VmmMemory *mem, guint64 page)
     __atomic_fetch_or(&mem->dirty[page / 64], 1ULL << (page % 64), __ATOMIC_RELEASE);
 }
 
-/* Returns the dirty bits of one bitmap word and clears them. */
+/* Returns the dirty bits of one bitmap word and clears them. A bit set while
+ * this runs is either taken or left for the next round; a clean word costs a
+ * plain load, not a locked write. */
 static inline guint64 vmm_memory_dirty_take_word(VmmMemory *mem, guint64 word)
 {
+    if (__atomic_load_n(&mem->dirty[word], __ATOMIC_RELAXED) == 0)
+        return 0;
     return __atomic_exchange_n(&mem->dirty[word], 0, __ATOMIC_ACQ_REL);
 }
 

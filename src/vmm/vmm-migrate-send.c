@@ -141,7 +141,10 @@ static gboolean sender_json_command(Sender *s, guint16 type, JsonObject *obj, co
 static gboolean sender_write_window(Sender *s, const struct iovec *win, int n, int first_data)
 {
     vmm_page_hashes_update_iov(s->hashes, win + first_data, n - first_data);
-    return vmm_stream_writev(&s->st, win, n);
+    /* The header and range table by copy: their buffer is reused. */
+    if (first_data && !vmm_stream_writev(&s->st, win, first_data))
+        return FALSE;
+    return vmm_stream_write_pages(&s->st, win + first_data, n - first_data);
 }
 
 /* Writes the command built in cmd and iov[1..nranges]: the header and range
@@ -362,9 +365,11 @@ gboolean vmm_migration_send(VmmMigration *m, GError **error)
                                    VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
     s.iov = g_new0(struct iovec, VMM_WIRE_MAX_RANGES + 1);
     s.hashes = vmm_page_hashes_new(m->mem);
+    vmm_stream_init(&s.st, -1, -1, NULL); /* for vmm_stream_clear, should we fail first */
     gboolean ok = sender_run(&s, error);
     vmm_migration_stream_done(m);
     vmm_page_hashes_free(s.hashes);
+    vmm_stream_clear(&s.st);
     g_byte_array_unref(s.cmd);
     g_free(s.iov);
     return ok;
