@@ -16,7 +16,8 @@
 #define SEND_MIN_SAMPLE (256u << 10)
 #define SEND_MAX_ERROR_TEXT 4096
 /* Page data goes out in pieces this large, each hashed just before it is
- * written, so the kernel copies it while it is still in the CPU cache. */
+ * handed to the socket, so that it is still in the CPU cache when the kernel
+ * copies it into the receiver. */
 #define SEND_WINDOW (1u << 20)
 
 typedef struct {
