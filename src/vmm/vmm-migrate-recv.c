@@ -12,11 +12,15 @@
 
 #define FERRY_LOG_MODULE "vmm.migration"
 #define RECV_SOCKET_BUFFER (4 << 20)
+/* Page data is read in pieces this large, each hashed right after it landed,
+ * while it is still in the CPU cache. */
+#define RECV_WINDOW (1u << 20)
 
 typedef struct {
     VmmMigration *m;
     VmmStream st;
-    guint8 *table; /* range table of the current PAGES command */
+    guint8 *table;         /* range table of the current PAGES command */
+    VmmPageHashes *hashes; /* of every page as last received: the final digest */
 } Receiver;
 
 static void receiver_stream_error(Receiver *r, GError **error)
@@ -156,6 +160,44 @@ static gboolean receiver_hello(Receiver *r, GError **error)
     return TRUE;
 }
 
+static gboolean receiver_read_window(Receiver *r, struct iovec *win, int n)
+{
+    if (!vmm_stream_readv(&r->st, win, n))
+        return FALSE;
+    vmm_page_hashes_update_iov(r->hashes, win, n);
+    return TRUE;
+}
+
+/* Reads the page data of the checked ranges in the table straight into their
+ * pages, window by window, and hashes each window as it lands. */
+static gboolean receiver_read_pages(Receiver *r, guint32 nranges)
+{
+    guint8 *base = r->m->mem->base;
+    struct iovec win[RECV_WINDOW / VMM_PAGE_SIZE];
+    int n = 0;
+    gsize bytes = 0;
+    for (guint32 i = 0; i < nranges; i++) {
+        guint8 *p = base + vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE) * VMM_PAGE_SIZE;
+        gsize left = vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE + 8) * VMM_PAGE_SIZE;
+        while (left) {
+            gsize take = MIN(left, RECV_WINDOW - bytes);
+            win[n].iov_base = p;
+            win[n].iov_len = take;
+            n++;
+            bytes += take;
+            p += take;
+            left -= take;
+            if (bytes == RECV_WINDOW) {
+                if (!receiver_read_window(r, win, n))
+                    return FALSE;
+                n = 0;
+                bytes = 0;
+            }
+        }
+    }
+    return n == 0 || receiver_read_window(r, win, n);
+}
+
 /* Ranges are checked against guest RAM before a byte of data is read, and the
  * data goes straight to its pages. */
 static gboolean receiver_pages(Receiver *r, guint64 length, GError **error)
@@ -196,13 +238,9 @@ static gboolean receiver_pages(Receiver *r, guint64 length, GError **error)
                                "page data command length %" G_GUINT64_FORMAT
                                " does not match its %" G_GUINT64_FORMAT " pages",
                                length, pages);
-    for (guint32 i = 0; i < nranges; i++) {
-        guint64 first = vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE);
-        guint64 count = vmm_wire_get_u64(r->table + i * VMM_WIRE_RANGE_SIZE + 8);
-        if (!vmm_stream_read(&r->st, m->mem->base + first * VMM_PAGE_SIZE, count * VMM_PAGE_SIZE)) {
-            receiver_stream_error(r, error);
-            return FALSE;
-        }
+    if (!receiver_read_pages(r, nranges)) {
+        receiver_stream_error(r, error);
+        return FALSE;
     }
     g_mutex_lock(&m->lock);
     m->pages += pages;
@@ -223,8 +261,9 @@ static gboolean receiver_complete(Receiver *r, guint64 length, GError **error)
     if (!sent || !device || !JSON_NODE_HOLDS_OBJECT(device))
         return receiver_refuse(r, error, "the final state lacks the digest or the device state");
 
+    /* Every page as it arrived last; pages never sent are hashed now. */
     VmmDigest digest;
-    vmm_memory_digest(m->mem, &digest);
+    vmm_page_hashes_digest(r->hashes, &digest);
     g_autofree char *received = vmm_digest_to_string(&digest);
     if (g_strcmp0(sent, received) != 0)
         return receiver_refuse(r, error,
@@ -323,8 +362,10 @@ gboolean vmm_migration_receive(VmmMigration *m, GError **error)
 {
     Receiver r = {.m = m};
     r.table = g_malloc((gsize)VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
+    r.hashes = vmm_page_hashes_new(m->mem);
     gboolean ok = receiver_run(&r, error);
     vmm_migration_stream_done(m);
+    vmm_page_hashes_free(r.hashes);
     g_free(r.table);
     return ok;
 }

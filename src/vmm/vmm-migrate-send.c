@@ -15,6 +15,10 @@
 /* Rounds that moved less than this say little about throughput. */
 #define SEND_MIN_SAMPLE (256u << 10)
 #define SEND_MAX_ERROR_TEXT 4096
+/* Page data goes out in pieces this large, each hashed just before it is
+ * handed to the socket, so that it is still in the CPU cache when the kernel
+ * copies it into the receiver. */
+#define SEND_WINDOW (1u << 20)
 
 typedef struct {
     VmmMigration *m;
@@ -22,8 +26,9 @@ typedef struct {
     GByteArray *cmd;   /* header + round + range table of the command being built */
     struct iovec *iov; /* [0] = cmd, then one per range, pointing into guest RAM */
     guint nranges;
-    guint64 npages;      /* pages in the command being built */
-    guint64 round_pages; /* pages in the current round */
+    guint64 npages;        /* pages in the command being built */
+    guint64 round_pages;   /* pages in the current round */
+    VmmPageHashes *hashes; /* of every page as last sent: the final digest */
 } Sender;
 
 static void sender_stream_error(Sender *s, GError **error)
@@ -98,6 +103,17 @@ static gboolean sender_wait_reply(Sender *s, const char *what, GError **error)
     return TRUE;
 }
 
+/* After a command went out (written) or failed to: its answer, or why not. */
+static gboolean sender_sent(Sender *s, gboolean written, const char *what, GError **error)
+{
+    if (!written) {
+        if (!sender_salvage_refusal(s, error))
+            sender_stream_error(s, error);
+        return FALSE;
+    }
+    return sender_wait_reply(s, what, error);
+}
+
 /* Sends one command (iov[0] must start with room for the header) and waits for its answer. */
 static gboolean sender_command(Sender *s, guint16 type, struct iovec *iov, int iovcnt,
                                const char *what, GError **error)
@@ -106,12 +122,7 @@ static gboolean sender_command(Sender *s, guint16 type, struct iovec *iov, int i
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
     vmm_wire_encode_header(iov[0].iov_base, type, len - VMM_WIRE_HEADER_SIZE);
-    if (!vmm_stream_writev(&s->st, iov, iovcnt)) {
-        if (!sender_salvage_refusal(s, error))
-            sender_stream_error(s, error);
-        return FALSE;
-    }
-    return sender_wait_reply(s, what, error);
+    return sender_sent(s, vmm_stream_writev(&s->st, iov, iovcnt), what, error);
 }
 
 static gboolean sender_json_command(Sender *s, guint16 type, JsonObject *obj, const char *what,
@@ -125,6 +136,47 @@ static gboolean sender_json_command(Sender *s, guint16 type, JsonObject *obj, co
     memcpy(buf + VMM_WIRE_HEADER_SIZE, text, len);
     struct iovec iov = {.iov_base = buf, .iov_len = VMM_WIRE_HEADER_SIZE + len};
     return sender_command(s, type, &iov, 1, what, error);
+}
+
+/* Hashes the page data in win[first_data..n) and writes all of win. */
+static gboolean sender_write_window(Sender *s, const struct iovec *win, int n, int first_data)
+{
+    vmm_page_hashes_update_iov(s->hashes, win + first_data, n - first_data);
+    /* The header and range table by copy: their buffer is reused. */
+    if (first_data && !vmm_stream_writev(&s->st, win, first_data))
+        return FALSE;
+    return vmm_stream_write_pages(&s->st, win + first_data, n - first_data);
+}
+
+/* Writes the command built in cmd and iov[1..nranges]: the header and range
+ * table, then the page data window by window, each window hashed first. */
+static gboolean sender_write_pages(Sender *s)
+{
+    struct iovec win[SEND_WINDOW / VMM_PAGE_SIZE + 1];
+    int n = 0, first_data = 1; /* win[0] is the header and range table */
+    gsize bytes = 0;
+    win[n++] = s->iov[0];
+    for (guint i = 1; i <= s->nranges; i++) {
+        guint8 *p = s->iov[i].iov_base;
+        gsize left = s->iov[i].iov_len;
+        while (left) {
+            gsize take = MIN(left, SEND_WINDOW - bytes);
+            win[n].iov_base = p;
+            win[n].iov_len = take;
+            n++;
+            bytes += take;
+            p += take;
+            left -= take;
+            if (bytes == SEND_WINDOW) {
+                if (!sender_write_window(s, win, n, first_data))
+                    return FALSE;
+                n = 0;
+                first_data = 0;
+                bytes = 0;
+            }
+        }
+    }
+    return n == 0 || sender_write_window(s, win, n, first_data);
 }
 
 static gboolean sender_flush_pages(Sender *s, guint round, GError **error)
@@ -144,7 +196,9 @@ static gboolean sender_flush_pages(Sender *s, guint round, GError **error)
     }
     s->iov[0].iov_base = s->cmd->data;
     s->iov[0].iov_len = s->cmd->len;
-    if (!sender_command(s, VMM_WIRE_PAGES, s->iov, (int)s->nranges + 1, "page data", error))
+    vmm_wire_encode_header(s->cmd->data, VMM_WIRE_PAGES,
+                           s->cmd->len - VMM_WIRE_HEADER_SIZE + s->npages * VMM_PAGE_SIZE);
+    if (!sender_sent(s, sender_write_pages(s), "page data", error))
         return FALSE;
 
     g_mutex_lock(&s->m->lock);
@@ -281,8 +335,9 @@ static gboolean sender_run(Sender *s, GError **error)
         json_object_unref(device);
         return FALSE;
     }
+    /* Every page was hashed when it was last sent, and the guest is stopped. */
     VmmDigest digest;
-    vmm_memory_digest(mem, &digest);
+    vmm_page_hashes_digest(s->hashes, &digest);
     g_autofree char *hex = vmm_digest_to_string(&digest);
     g_mutex_lock(&m->lock);
     m->rounds = round;
@@ -310,8 +365,12 @@ gboolean vmm_migration_send(VmmMigration *m, GError **error)
     s.cmd = g_byte_array_sized_new(VMM_WIRE_HEADER_SIZE + VMM_WIRE_PAGES_PREFIX +
                                    VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
     s.iov = g_new0(struct iovec, VMM_WIRE_MAX_RANGES + 1);
+    s.hashes = vmm_page_hashes_new(m->mem);
+    vmm_stream_init(&s.st, -1, -1, NULL); /* for vmm_stream_clear, should we fail first */
     gboolean ok = sender_run(&s, error);
     vmm_migration_stream_done(m);
+    vmm_page_hashes_free(s.hashes);
+    vmm_stream_clear(&s.st);
     g_byte_array_unref(s.cmd);
     g_free(s.iov);
     return ok;
