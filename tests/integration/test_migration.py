@@ -54,7 +54,8 @@ class HappyPathTest(MigrationCase):
         self.start_vm(self.a, "vm1", memory_mib=128, dirty_rate="20MiB")
         uuid = ft.virsh(self.a.tcp_uri, "domuuid", "vm1")[1].strip()
         fds_a = ft.fd_count(self.a.proc.pid)
-        rc, out, err = ft.migrate(self.a, self.b, "vm1", "--live", "--verbose")
+        # 128 MiB at 64 MiB/s: long enough for virsh's 500 ms progress polls.
+        rc, out, err = ft.migrate(self.a, self.b, "vm1", "--live", "--verbose", "--bandwidth", "64")
         self.assertEqual(rc, 0, err)
         progress = [int(x) for x in re.findall(r"Migration: \[\s*(\d+) %\]", err)]
         self.assertGreaterEqual(len(progress), 2, err)
