@@ -2,6 +2,8 @@
 #include "tunnel/tunnel-dataconn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -157,6 +159,8 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
         int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
         if (fd < 0)
             continue;
+        int one = 1; /* replies are small and awaited: never hold them back */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         RpcTransport *named = rpc_transport_new_socket(dup(fd)); /* for the peer's name */
         g_autofree char *peer = g_strdup(named->peer);
         rpc_transport_free(named);

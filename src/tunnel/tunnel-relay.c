@@ -230,7 +230,9 @@ static gpointer direction_thread(gpointer data)
             }
             gssize left = n;
             while (left > 0) {
-                gssize w = splice(pipefd[0], NULL, out, NULL, left, SPLICE_F_MOVE | SPLICE_F_MORE);
+                /* No SPLICE_F_MORE here: it corks the socket, and the VMMs'
+                 * protocol waits for every small reply. */
+                gssize w = splice(pipefd[0], NULL, out, NULL, left, SPLICE_F_MOVE);
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w <= 0) {
