@@ -689,6 +689,10 @@ def summarize(runs, case, workload):
     gib = lambda r: r["transferred"] / GIB  # noqa: E731
     s["gib"] = med(gib(r) for r in ok)
     s["mibps"] = med(r["transferred"] / r["stream_s"] / MIB for r in ok if r["stream_s"])
+    # The downtime is mostly the VMMs' digests of all RAM (nothing is left to
+    # copy for an idle guest): without it, what the transport itself sustains.
+    s["mibps_copy"] = med(r["transferred"] / (r["stream_s"] - (r["downtime_ms"] or 0) / 1000) / MIB
+                          for r in ok if r["stream_s"] and r["stream_s"] > (r["downtime_ms"] or 0) / 1000)
     s["stream_s"] = med(r["stream_s"] for r in ok)
     s["total_s"] = med(r["total_s"] for r in conv)
     s["boot_s"] = med(r.get("dst_boot_s") for r in ok)
@@ -730,7 +734,7 @@ def report(runs, ceilings, wall):
         print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
               f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s")
     print()
-    header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "stream s", "total s", "dst boot s",
+    header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
               "downtime ms", "rounds", "relay CPU s/GiB src / dst", "ferryd peak RSS MiB src / dst",
               "job-info ms med / max", "VMM CPU s/GiB src / dst", "host busy %"]
     rows, table = [], {}
@@ -743,7 +747,7 @@ def report(runs, ceilings, wall):
                 continue
             rows.append([
                 workload_title(w), CASE_TITLES[c], f"{s['ok']}/{s['conv']}", num(s["gib"], ".2f"),
-                num(s["mibps"], ".0f"), num(s["stream_s"], ".2f"), num(s["total_s"], ".2f"), num(s["boot_s"], ".1f"),
+                num(s["mibps"], ".0f"), num(s["mibps_copy"], ".0f"), num(s["stream_s"], ".2f"), num(s["total_s"], ".2f"), num(s["boot_s"], ".1f"),
                 num(s["downtime_ms"], ".0f"), num(s["rounds"], ".0f"),
                 pair(s["cpu_src"], s["cpu_dst"], ".2f"), pair(s["rss_src"], s["rss_dst"], ".1f"),
                 pair(s["ji_med"], s["ji_max"], ".1f"), pair(s["vmm_src"], s["vmm_dst"], ".2f"),
@@ -766,22 +770,23 @@ def report(runs, ceilings, wall):
             o = table.get((c, w))
             if o and o.get("ok"):
                 rt = ratio(fe["mibps"], o["mibps"])
-                line = f"  throughput ferry / {c:<10} {num(rt, '.2f')}x"
+                line = (f"  throughput ferry / {c:<10} {num(rt, '.2f')}x"
+                        f"  (w/o downtime {num(ratio(fe['mibps_copy'], o['mibps_copy']), '.2f')}x)")
                 if target:
-                    line += f"   (target >= {target}x: {'met' if rt and rt >= target else 'MISSED'})"
+                    line += f"   target >= {target}x: {'met' if rt and rt >= target else 'MISSED'}"
                 print(line)
         for c in ("socat", "socat-256k"):
             o = table.get((c, w))
             if o and o.get("ok") and fe["cpu_relay"] is not None and o["cpu_relay"] is not None:
                 print(f"  relay CPU  ferry / {c:<10} {num(ratio(fe['cpu_relay'], o['cpu_relay']), '.2f')}x"
-                      f"   ({fe['cpu_relay']:.2f} vs {o['cpu_relay']:.2f} s/GiB, both relay processes)")
+                      f"  ({fe['cpu_relay']:.2f} vs {o['cpu_relay']:.2f} s/GiB, both relay processes)")
         if fe["rss_max"] is not None:
             print(f"  ferryd peak RSS, max of all runs and both daemons: {fe['rss_max']:.1f} MiB"
-                  f"   (target <= 64 MiB: {'met' if fe['rss_max'] <= 64 else 'MISSED'})")
+                  f"   target <= 64 MiB: {'met' if fe['rss_max'] <= 64 else 'MISSED'}")
         if fe["ji_max"] is not None:
             print(f"  job-info while streaming: median {fe['ji_med']:.1f} ms, max {fe['ji_max']:.1f} ms"
-                  f" over {fe['ji_n']} calls   (target max <= 100 ms: "
-                  f"{'met' if fe['ji_max'] <= 100 else 'MISSED'})")
+                  f" over {fe['ji_n']} calls   target max <= 100 ms: "
+                  f"{'met' if fe['ji_max'] <= 100 else 'MISSED'}")
         else:
             print("  job-info while streaming: no call landed during the stream")
     failed = [r for r in runs if not r["ok"]]
