@@ -39,6 +39,7 @@ static const KeyDef keys[] = {
     K(tls_no_verify_certificate, KEY_BOOL),
     K(tls_allowed_dn_list, KEY_LIST),
     K(tls_priority, KEY_STRING),
+    KR(tls_handshake_timeout, KEY_UINT, 1, 3600),
     K(sasl_allowed_username_list, KEY_LIST),
     KR(max_clients, KEY_UINT, 1, 100000),
     KR(max_client_requests, KEY_UINT, 1, 10000),
@@ -87,6 +88,8 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->cert_file = g_strdup("/etc/pki/libvirt/servercert.pem");
     cfg->ca_file = g_strdup("/etc/pki/CA/cacert.pem");
     cfg->crl_file = NULL;
+    cfg->tls_priority = g_strdup("NORMAL");
+    cfg->tls_handshake_timeout = 10;
     cfg->max_clients = 5000;
     cfg->max_client_requests = 5;
     cfg->max_workers = 20;

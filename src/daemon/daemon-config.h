@@ -27,6 +27,7 @@ typedef struct {
     gboolean tls_no_verify_certificate;
     char **tls_allowed_dn_list;
     char *tls_priority;
+    guint tls_handshake_timeout; /* ferry: seconds a TLS client has to finish its handshake */
     char **sasl_allowed_username_list;
     /* limits */
     guint max_clients;

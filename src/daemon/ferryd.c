@@ -10,11 +10,13 @@
 
 #include "daemon/daemon-config.h"
 #include "driver/sim/sim-driver.h"
+#include "remote/remote-auth.h"
 #include "remote/remote-dispatch.h"
 #include "remote/remote-migration-peer.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-server.h"
 #include "rpc/rpc-socket.h"
+#include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -70,7 +72,8 @@ static gboolean add_unix_listener(RpcServer *server, const char *path, guint mod
         return FALSE;
     g_autofree char *desc = g_strdup_printf("unix %s", path);
     RpcListenerOptions opts = {.readonly = readonly, .auth_type = auth_type_of(auth),
-                               .description = desc};
+                               .description = desc,
+                               .sasl_layer = auth_type_of(auth) == REMOTE_AUTH_SASL};
     rpc_server_add_listener(server, fd, &opts);
     FERRY_INFO("listening on %s%s", path, readonly ? " (read-only)" : "");
     return TRUE;
@@ -79,6 +82,28 @@ static gboolean add_unix_listener(RpcServer *server, const char *path, guint mod
 static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
                                 const DaemonOptions *opts, GPtrArray *unix_paths, GError **error)
 {
+    /* TLS files first: a bad one stops ferryd before it listens anywhere. */
+    g_autoptr(RpcTlsContext) tls = NULL;
+    if (opts->listen && cfg->listen_tls) {
+        RpcTlsConfig tc = {
+            .ca_file = cfg->ca_file,
+            .crl_file = cfg->crl_file,
+            .cert_file = cfg->cert_file,
+            .key_file = cfg->key_file,
+            .verify_peer = !cfg->tls_no_verify_certificate,
+            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
+            .priority = cfg->tls_priority,
+            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
+        };
+        g_autoptr(GError) tls_error = NULL;
+        tls = rpc_tls_context_new_server(&tc, &tls_error);
+        if (!tls) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
+                        "cannot set up TLS (listen_tls = 1): %s", tls_error->message);
+            return FALSE;
+        }
+    }
+
     g_autofree char *rw = g_build_filename(cfg->unix_sock_dir, "libvirt-sock", NULL);
     g_autofree char *ro = g_build_filename(cfg->unix_sock_dir, "libvirt-sock-ro", NULL);
     if (!add_unix_listener(server, rw, cfg->unix_sock_rw_perms, FALSE, cfg->auth_unix_rw, error))
@@ -89,28 +114,43 @@ static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
     g_ptr_array_add(unix_paths, g_strdup(ro));
 
     if (opts->listen && cfg->listen_tcp) {
-        if (auth_type_of(cfg->auth_tcp) == REMOTE_AUTH_SASL) {
-            g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                        "auth_tcp = \"sasl\" is not available in this build; set "
-                        "auth_tcp = \"none\" (plain TCP has no authentication then)");
-            return FALSE;
-        }
         guint16 bound = 0;
         int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tcp_port, &bound, error);
         if (fd < 0)
             return FALSE;
+        int auth = auth_type_of(cfg->auth_tcp);
         g_autofree char *desc = g_strdup_printf("tcp %s:%u", cfg->listen_addr, bound);
-        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth_type_of(cfg->auth_tcp),
-                                 .description = desc};
+        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth, .description = desc,
+                                 .sasl_layer = auth == REMOTE_AUTH_SASL};
         rpc_server_add_listener(server, fd, &lo);
-        FERRY_INFO("listening on %s", desc);
+        FERRY_INFO("listening on %s (auth %s)", desc, cfg->auth_tcp);
+        if (auth == REMOTE_AUTH_NONE)
+            FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
+                       "the traffic is not encrypted", desc);
     }
-    if (opts->listen && cfg->listen_tls) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "listen_tls = 1 is not available in this build yet; set listen_tls = 0");
-        return FALSE;
+    if (tls) {
+        guint16 bound = 0;
+        int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tls_port, &bound, error);
+        if (fd < 0)
+            return FALSE;
+        int auth = auth_type_of(cfg->auth_tls);
+        g_autofree char *desc = g_strdup_printf("tls %s:%u", cfg->listen_addr, bound);
+        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth, .description = desc,
+                                 .tls = tls, .sasl_layer = auth == REMOTE_AUTH_SASL};
+        rpc_server_add_listener(server, fd, &lo);
+        FERRY_INFO("listening on %s (auth %s%s)", desc, cfg->auth_tls,
+                   cfg->tls_no_verify_certificate ? ", client certificates not verified" : "");
     }
     return TRUE;
+}
+
+/* SASL is set up once, if any listener that will open uses it. */
+static gboolean uses_sasl(const DaemonConfig *cfg, const DaemonOptions *opts)
+{
+    return auth_type_of(cfg->auth_unix_rw) == REMOTE_AUTH_SASL ||
+           auth_type_of(cfg->auth_unix_ro) == REMOTE_AUTH_SASL ||
+           (opts->listen && cfg->listen_tcp && auth_type_of(cfg->auth_tcp) == REMOTE_AUTH_SASL) ||
+           (opts->listen && cfg->listen_tls && auth_type_of(cfg->auth_tls) == REMOTE_AUTH_SASL);
 }
 
 static char *find_vmm_binary(const DaemonConfig *cfg)
@@ -156,6 +196,28 @@ static int run(const DaemonOptions *opts)
         return 1;
     }
 
+    /* Encrypted proxy-mode data connections use the daemon's own certificate,
+     * when it has one (whether or not it listens for TLS clients). */
+    g_autoptr(RpcTlsContext) migration_tls = NULL;
+    if (g_file_test(cfg->cert_file, G_FILE_TEST_EXISTS) &&
+        g_file_test(cfg->key_file, G_FILE_TEST_EXISTS) &&
+        g_file_test(cfg->ca_file, G_FILE_TEST_EXISTS)) {
+        RpcTlsConfig tc = {
+            .ca_file = cfg->ca_file,
+            .crl_file = cfg->crl_file,
+            .cert_file = cfg->cert_file,
+            .key_file = cfg->key_file,
+            .verify_peer = !cfg->tls_no_verify_certificate,
+            .allowed_dn_list = (const char *const *)cfg->tls_allowed_dn_list,
+            .priority = cfg->tls_priority,
+            .handshake_timeout_ms = cfg->tls_handshake_timeout * 1000,
+        };
+        g_autoptr(GError) tls_error = NULL;
+        migration_tls = rpc_tls_context_new_server(&tc, &tls_error);
+        if (!migration_tls)
+            FERRY_WARN("encrypted migration data connections are unavailable: %s",
+                       tls_error->message);
+    }
     g_autofree char *vmm = find_vmm_binary(cfg);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
@@ -163,7 +225,8 @@ static int run(const DaemonOptions *opts)
                                .vmm_binary = vmm,
                                .migration_port_min = cfg->migration_port_min,
                                .migration_port_max = cfg->migration_port_max,
-                               .migration_address = cfg->migration_address};
+                               .migration_address = cfg->migration_address,
+                               .migration_tls = migration_tls};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {
         fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);
@@ -183,7 +246,10 @@ static int run(const DaemonOptions *opts)
 
     g_autoptr(GPtrArray) unix_paths = g_ptr_array_new_with_free_func(g_free);
     int rc = 0;
-    if (!setup_listeners(server, cfg, opts, unix_paths, &error) ||
+    gboolean sasl = uses_sasl(cfg, opts);
+    if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
+                                          &error)) ||
+        !setup_listeners(server, cfg, opts, unix_paths, &error) ||
         !rpc_server_start(server, &error)) {
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
@@ -199,6 +265,7 @@ static int run(const DaemonOptions *opts)
     }
 
     rpc_server_free(server);
+    remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)

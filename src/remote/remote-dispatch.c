@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "driver/driver.h"
+#include "remote/remote-auth.h"
 #include "remote/remote-convert.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
@@ -34,6 +35,7 @@ typedef struct {
     RpcServerClient *client; /* not a reference: we live inside it */
     gboolean authenticated;
     gboolean readonly;
+    RemoteAuth *auth; /* SASL sockets only */
     Driver *driver;
     GArray *callbacks; /* RemoteEventCallback */
     int next_callback_id;
@@ -47,6 +49,7 @@ typedef struct {
     RemoteSession *session;
     RpcMessage *call;
     Driver *drv;
+    RemoteAuthOutcome auth; /* set by the AUTH_SASL_* handlers */
 } RemoteContext;
 
 typedef gboolean (*RemoteHandler)(RemoteContext *ctx, void *args, void *ret, GError **error);
@@ -74,6 +77,7 @@ static void session_free(gpointer data)
 {
     RemoteSession *s = data;
     tunnel_router_free(s->router);
+    remote_auth_free(s->auth);
     g_array_unref(s->callbacks);
     g_mutex_clear(&s->lock);
     g_free(s);
@@ -103,6 +107,8 @@ static void session_init(RpcServerClient *client, gpointer data)
     s->client = client;
     s->authenticated = rpc_server_client_get_auth_type(client) == REMOTE_AUTH_NONE;
     s->readonly = rpc_server_client_is_readonly(client);
+    if (rpc_server_client_get_auth_type(client) == REMOTE_AUTH_SASL)
+        s->auth = remote_auth_new();
     s->callbacks = g_array_new(FALSE, FALSE, sizeof(RemoteEventCallback));
     s->next_callback_id = 1;
     s->router = tunnel_router_new();
@@ -243,6 +249,21 @@ static gboolean h_auth_list(RemoteContext *ctx, void *a, void *r, GError **error
     ret->types.types_val = g_new(remote_auth_type, 1);
     ret->types.types_val[0] = rpc_server_client_get_auth_type(ctx->client);
     return TRUE;
+}
+
+static gboolean h_auth_sasl_init(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return remote_auth_sasl_init(ctx->session->auth, ctx->client, r, &ctx->auth, error);
+}
+
+static gboolean h_auth_sasl_start(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return remote_auth_sasl_start(ctx->session->auth, ctx->client, a, r, &ctx->auth, error);
+}
+
+static gboolean h_auth_sasl_step(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return remote_auth_sasl_step(ctx->session->auth, ctx->client, a, r, &ctx->auth, error);
 }
 
 static gboolean h_connect_open(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -559,8 +580,18 @@ static gboolean h_get_max_memory(RemoteContext *ctx, void *a, void *r, GError **
     return TRUE;
 }
 
+#define DOMAIN_XML_SECURE 1 /* VIR_DOMAIN_XML_SECURE: include passwords */
+
 static gboolean h_get_xml_desc(RemoteContext *ctx, void *a, void *r, GError **error)
 {
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((((remote_domain_flags_args *)a)->flags & DOMAIN_XML_SECURE) && readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents DOMAIN_GET_XML_DESC with VIR_DOMAIN_XML_SECURE");
+        return FALSE;
+    }
     NEED_OP(get_xml_desc);
     ARG_DOMAIN(remote_domain_flags_args);
     char *xml = ctx->drv->ops->get_xml_desc(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
@@ -977,6 +1008,12 @@ static gboolean h_migrate_confirm3_params(RemoteContext *ctx, void *a, void *r, 
 static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_AUTH_LIST, "AUTH_LIST", VOID, X(remote_auth_list_ret), h_auth_list,
      PROC_PREAUTH | PROC_NO_OPEN},
+    {REMOTE_PROC_AUTH_SASL_INIT, "AUTH_SASL_INIT", VOID, X(remote_auth_sasl_init_ret),
+     h_auth_sasl_init, PROC_PREAUTH | PROC_NO_OPEN},
+    {REMOTE_PROC_AUTH_SASL_START, "AUTH_SASL_START", X(remote_auth_sasl_start_args),
+     X(remote_auth_sasl_start_ret), h_auth_sasl_start, PROC_PREAUTH | PROC_NO_OPEN},
+    {REMOTE_PROC_AUTH_SASL_STEP, "AUTH_SASL_STEP", X(remote_auth_sasl_step_args),
+     X(remote_auth_sasl_step_ret), h_auth_sasl_step, PROC_PREAUTH | PROC_NO_OPEN},
     {REMOTE_PROC_CONNECT_OPEN, "CONNECT_OPEN", X(remote_connect_open_args), VOID, h_connect_open,
      PROC_NO_OPEN},
     {REMOTE_PROC_CONNECT_CLOSE, "CONNECT_CLOSE", VOID, VOID, h_connect_close, PROC_NO_OPEN},
@@ -1190,6 +1227,11 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
         if (rpc_message_decode(msg, p->args_filter, args, &error)) {
             gboolean ok = p->handler(&ctx, args, ret, &error);
             xdr_free(p->args_filter, args);
+            if (ctx.auth.authenticated) {
+                g_mutex_lock(&ctx.session->lock);
+                ctx.session->authenticated = TRUE;
+                g_mutex_unlock(&ctx.session->lock);
+            }
             if (ok) {
                 reply = rpc_message_new(256);
                 reply->header = msg->header;
@@ -1210,7 +1252,15 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
                     p ? p->name : "?", msg->header.proc, error->message);
         reply = rpc_message_new_error(&msg->header, RPC_REPLY, error);
     }
-    rpc_server_client_reply(client, reply);
+    if (ctx.auth.layer) {
+        /* The SASL layer encodes what follows this reply, not the reply. */
+        reply->after_write = remote_auth_layer_reply_written;
+        reply->after_write_data = rpc_server_client_get_transport(client);
+    }
+    if (ctx.auth.reply_delay_us > 0)
+        remote_auth_reply_later(client, reply, ctx.auth.reply_delay_us);
+    else
+        rpc_server_client_reply(client, reply);
 }
 
 GArray *remote_dispatch_list_procedures(void)

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "remote/remote-convert.h"
+#include "remote/remote-peer.h"
+#include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-client.h"
 #include "tunnel/tunnel-router.h"
@@ -49,50 +51,6 @@ static void peer_on_close(RpcClient *client, const GError *why, gpointer data)
     tunnel_router_connection_closed(peer->router, why);
 }
 
-/* The CONNECT_OPEN name for a URI, as the libvirt client derives it:
- * scheme without its transport, no host or port, path and the query that is
- * not the client's own. */
-static char *open_name(GUri *uri)
-{
-    g_autofree char *scheme = g_strdup(g_uri_get_scheme(uri));
-    char *plus = strchr(scheme, '+');
-    if (plus)
-        *plus = '\0';
-    if (g_str_equal(scheme, "remote"))
-        return g_strdup("");
-    GString *name = g_string_new(scheme);
-    g_string_append(name, "://");
-    g_string_append(name, g_uri_get_path(uri));
-    const char *query = g_uri_get_query(uri);
-    if (query) {
-        g_auto(GStrv) parts = g_strsplit(query, "&", -1);
-        gboolean first = TRUE;
-        for (char **p = parts; *p; p++) {
-            static const char *const consumed[] = {"socket=", "pkipath=", "no_verify=",
-                                                   "no_sanity=", "auth=", "authfile=",
-                                                   "keepalive_interval=", NULL};
-            gboolean skip = FALSE;
-            for (int i = 0; consumed[i]; i++)
-                skip |= g_str_has_prefix(*p, consumed[i]);
-            if (skip || !**p)
-                continue;
-            g_string_append_c(name, first ? '?' : '&');
-            g_string_append(name, *p);
-            first = FALSE;
-        }
-    }
-    return g_string_free(name, FALSE);
-}
-
-static char *query_param(GUri *uri, const char *key)
-{
-    const char *query = g_uri_get_query(uri);
-    if (!query)
-        return NULL;
-    g_autoptr(GHashTable) params = g_uri_parse_params(query, -1, "&", G_URI_PARAMS_NONE, NULL);
-    return params ? g_strdup(g_hash_table_lookup(params, key)) : NULL;
-}
-
 static gboolean call(MigrationPeer *peer, int proc, xdrproc_t args_filter, void *args,
                      xdrproc_t ret_filter, void *ret, GError **error)
 {
@@ -115,81 +73,31 @@ static void peer_close(MigrationPeer *peer)
     g_free(peer);
 }
 
+/* A short description of the destination for messages. */
+static char *describe_uri(const char *uri_text)
+{
+    g_autoptr(RemoteUri) uri = remote_uri_parse(uri_text, NULL);
+    if (uri && uri->transport == REMOTE_URI_UNIX)
+        return g_strdup_printf("destination ferryd at %s", uri->socket ? uri->socket : "(default socket)");
+    if (uri && uri->host)
+        return g_strdup_printf("destination ferryd at %s:%u", uri->host, uri->port);
+    return g_strdup_printf("destination ferryd at %s", uri_text);
+}
+
 static MigrationPeer *peer_open(const char *uri_text, GError **error)
 {
-    g_autoptr(GError) local = NULL;
-    g_autoptr(GUri) uri = g_uri_parse(uri_text, G_URI_FLAGS_ENCODED_QUERY, &local);
-    if (!uri) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "cannot parse destination URI '%s': %s", uri_text, local->message);
-        return NULL;
-    }
-    const char *scheme = g_uri_get_scheme(uri);
-    const char *transport = strchr(scheme, '+') ? strchr(scheme, '+') + 1 : NULL;
-    const char *host = g_uri_get_host(uri);
     MigrationPeer *peer = g_new0(MigrationPeer, 1);
     peer->router = tunnel_router_new();
+    peer->description = describe_uri(uri_text);
     RpcClientCallbacks cb = {.on_stream = peer_on_stream, .on_event = peer_on_event,
                              .on_close = peer_on_close, .data = peer};
-
-    if (transport && g_str_equal(transport, "unix")) {
-        g_autofree char *path = query_param(uri, "socket");
-        if (!path)
-            path = g_strdup("/var/run/libvirt/libvirt-sock");
-        peer->description = g_strdup_printf("destination ferryd at %s", path);
-        peer->client = rpc_client_connect_unix(path, &cb, error);
-    } else if (transport && g_str_equal(transport, "tcp")) {
-        if (!host || !*host) {
-            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                        "destination URI '%s' has no host", uri_text);
-            peer_close(peer);
-            return NULL;
-        }
-        int port = g_uri_get_port(uri) > 0 ? g_uri_get_port(uri) : 16509;
-        peer->description = g_strdup_printf("destination ferryd at %s:%d", host, port);
-        peer->client = rpc_client_connect_tcp(host, (guint16)port, 10000, &cb, error);
-    } else {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "transport '%s' of destination URI '%s' is not supported (use +tcp or +unix)",
-                    transport ? transport : "tls", uri_text);
-        peer_close(peer);
-        return NULL;
-    }
+    /* Transport, TLS, SASL from the auth file, keepalive and CONNECT_OPEN,
+     * exactly as the libvirt client would reach that URI. */
+    RemotePeerOptions opts = {.timeout_ms = 30000, .keepalive_interval = KEEPALIVE_INTERVAL,
+                              .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb};
+    peer->client = remote_peer_open(uri_text, &opts, error);
     if (!peer->client) {
-        g_prefix_error(error, "cannot reach the destination: ");
-        peer_close(peer);
-        return NULL;
-    }
-
-    remote_auth_list_ret auth = {0};
-    if (!call(peer, REMOTE_PROC_AUTH_LIST, NULL, NULL, (xdrproc_t)xdr_remote_auth_list_ret, &auth,
-              error)) {
-        peer_close(peer);
-        return NULL;
-    }
-    gboolean needs_sasl = auth.types.types_len > 0 && auth.types.types_val[0] == REMOTE_AUTH_SASL;
-    xdr_free((xdrproc_t)xdr_remote_auth_list_ret, (char *)&auth);
-    if (needs_sasl) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_AUTH_FAILED,
-                    "the %s requires SASL authentication, which this source cannot do yet",
-                    peer->description);
-        peer_close(peer);
-        return NULL;
-    }
-
-    remote_connect_supports_feature_args fa = {.feature = 10};
-    remote_connect_supports_feature_ret fr = {0};
-    if (call(peer, REMOTE_PROC_CONNECT_SUPPORTS_FEATURE,
-             (xdrproc_t)xdr_remote_connect_supports_feature_args, &fa,
-             (xdrproc_t)xdr_remote_connect_supports_feature_ret, &fr, NULL) &&
-        fr.supported)
-        rpc_client_start_keepalive(peer->client, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT);
-
-    g_autofree char *name = open_name(uri);
-    remote_connect_open_args oa = {.name = &name, .flags = 0};
-    if (!call(peer, REMOTE_PROC_CONNECT_OPEN, (xdrproc_t)xdr_remote_connect_open_args, &oa, NULL,
-              NULL, error)) {
-        g_prefix_error(error, "the %s refused to open '%s': ", peer->description, name);
+        g_prefix_error(error, "cannot reach the %s: ", peer->description);
         peer_close(peer);
         return NULL;
     }
@@ -282,9 +190,12 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     a.flags = flags;
     a.cancelled = cancelled ? 1 : 0;
     remote_domain_migrate_finish3_params_ret r = {0};
-    gboolean ok = call(peer, REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
-                       (xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, &a,
-                       (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r, error);
+    /* A cancelled finish only drops the incoming VM: a peer that takes long is stuck. */
+    gboolean ok = rpc_client_call(peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                                  REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
+                                  (xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, &a,
+                                  (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r,
+                                  cancelled ? 10000 : CALL_TIMEOUT_MS, error);
     xdr_free((xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, (char *)&a);
     if (!ok)
         return NULL;

@@ -412,11 +412,16 @@ static gpointer writer_thread(gpointer data)
             iov[n].iov_len = m->len;
             bytes += m->len;
             n++;
+            if (m->after_write)
+                break; /* what follows must be written after its hook ran */
         }
         g_mutex_unlock(&conn->lock);
 
         g_autoptr(GError) error = NULL;
         gboolean ok = rpc_transport_writev(conn->transport, iov, n, &error);
+
+        if (ok && batch[n - 1]->after_write)
+            batch[n - 1]->after_write(batch[n - 1]->after_write_data);
 
         g_mutex_lock(&conn->lock);
         for (int i = 0; i < n; i++) {

@@ -37,6 +37,11 @@ typedef struct RpcMessage {
     gboolean completes_request;
     /* Where rpc_message_free returns the buffer (hot-path reuse), or NULL. */
     RpcMessagePool *pool;
+    /* Called by the connection's writer once this message is written, before
+     * anything queued after it (e.g. switching a SASL layer on after the last
+     * authentication reply). Not called if the message is dropped. */
+    void (*after_write)(gpointer data);
+    gpointer after_write_data;
 } RpcMessage;
 
 RpcMessage *rpc_message_new(gsize payload_capacity);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rpc/rpc-sasl.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -30,6 +31,7 @@ struct RpcServer {
     GMutex lock;
     GCond cond;
     GHashTable *clients; /* RpcServerClient* set, each holding a ref */
+    GHashTable *handshakes; /* RpcHandshake* set: TLS handshakes in progress */
     gboolean stopping;
 
     GThreadPool *workers;
@@ -53,6 +55,13 @@ typedef struct {
     RpcMessage *msg;
     const RpcServerProgram *program;
 } RpcJob;
+
+/* A TLS connection accepted and not yet confirmed; its thread owns it. */
+typedef struct {
+    RpcServer *server;
+    RpcListener *listener;
+    int fd;
+} RpcHandshake;
 
 /* ---- clients ---- */
 
@@ -258,6 +267,64 @@ static const RpcConnectionHandler client_handler = {
 
 /* ---- accepting ---- */
 
+/* Registers and starts a client on a ready transport (ownership passes). */
+static void add_client(RpcServer *server, RpcListener *listener, RpcTransport *transport)
+{
+    if (listener->options.sasl_layer)
+        transport = rpc_sasl_transport_new(transport);
+
+    g_mutex_lock(&server->lock);
+    if (server->stopping) {
+        g_mutex_unlock(&server->lock);
+        rpc_transport_free(transport);
+        return;
+    }
+    RpcServerClient *client = g_new0(RpcServerClient, 1);
+    client->ref = 1; /* held by server->clients */
+    client->server = server;
+    client->readonly = listener->options.readonly;
+    client->auth_type = listener->options.auth_type;
+    client->conn = rpc_connection_new(transport, &client_handler, client);
+    rpc_connection_set_request_limit(client->conn, server->config.max_client_requests);
+    g_hash_table_add(server->clients, client);
+    g_mutex_unlock(&server->lock);
+
+    FERRY_DEBUG("new client %s on %s", rpc_connection_get_peer(client->conn),
+                listener->description);
+    if (server->client_init)
+        server->client_init(client, server->client_init_data);
+    rpc_connection_start(client->conn);
+}
+
+static gpointer handshake_thread(gpointer data)
+{
+    RpcHandshake *h = data;
+    RpcServer *server = h->server;
+    g_autoptr(GError) error = NULL;
+    RpcTransport *t = rpc_tls_server_handshake(h->listener->options.tls, h->fd, &error);
+    if (t) {
+        FERRY_DEBUG("TLS client %s on %s: DN '%s'", t->peer, h->listener->description,
+                    rpc_tls_transport_get_peer_dn(t) ? rpc_tls_transport_get_peer_dn(t) : "");
+        add_client(server, h->listener, t);
+    } else {
+        RpcTransport peer = {0};
+        rpc_transport_init_socket(&peer, h->fd);
+        FERRY_WARN("refused TLS connection from %s on %s: %s", peer.peer,
+                   h->listener->description, error->message);
+        g_free(peer.peer);
+    }
+
+    /* Last touch of the server: rpc_server_stop waits for this. */
+    g_mutex_lock(&server->lock);
+    g_hash_table_remove(server->handshakes, h);
+    if (!t)
+        close(h->fd); /* under the lock: stop never shuts down a reused number */
+    g_cond_broadcast(&server->cond);
+    g_mutex_unlock(&server->lock);
+    g_free(h);
+    return NULL;
+}
+
 static void accept_client(RpcServer *server, RpcListener *listener)
 {
     int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
@@ -272,7 +339,7 @@ static void accept_client(RpcServer *server, RpcListener *listener)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
     g_mutex_lock(&server->lock);
-    guint count = g_hash_table_size(server->clients);
+    guint count = g_hash_table_size(server->clients) + g_hash_table_size(server->handshakes);
     if (server->stopping || count >= server->config.max_clients) {
         g_mutex_unlock(&server->lock);
         RpcTransport *t = rpc_transport_new_socket(fd);
@@ -282,22 +349,18 @@ static void accept_client(RpcServer *server, RpcListener *listener)
         rpc_transport_free(t);
         return;
     }
-
-    RpcServerClient *client = g_new0(RpcServerClient, 1);
-    client->ref = 1; /* held by server->clients */
-    client->server = server;
-    client->readonly = listener->options.readonly;
-    client->auth_type = listener->options.auth_type;
-    client->conn = rpc_connection_new(rpc_transport_new_socket(fd), &client_handler, client);
-    rpc_connection_set_request_limit(client->conn, server->config.max_client_requests);
-    g_hash_table_add(server->clients, client);
+    if (listener->options.tls) {
+        RpcHandshake *h = g_new0(RpcHandshake, 1);
+        h->server = server;
+        h->listener = listener;
+        h->fd = fd;
+        g_hash_table_add(server->handshakes, h);
+        g_mutex_unlock(&server->lock);
+        g_thread_unref(g_thread_new("rpc-tls-handshake", handshake_thread, h));
+        return;
+    }
     g_mutex_unlock(&server->lock);
-
-    FERRY_DEBUG("new client %s on %s", rpc_connection_get_peer(client->conn),
-                listener->description);
-    if (server->client_init)
-        server->client_init(client, server->client_init_data);
-    rpc_connection_start(client->conn);
+    add_client(server, listener, rpc_transport_new_socket(fd));
 }
 
 static gpointer accept_thread(gpointer data)
@@ -334,6 +397,7 @@ static void listener_free(gpointer data)
 {
     RpcListener *l = data;
     close(l->fd);
+    rpc_tls_context_unref(l->options.tls);
     g_free(l->description);
     g_free(l);
 }
@@ -349,6 +413,7 @@ RpcServer *rpc_server_new(const RpcServerConfig *config)
     server->programs = g_array_new(FALSE, TRUE, sizeof(RpcServerProgram));
     server->listeners = g_ptr_array_new_with_free_func(listener_free);
     server->clients = g_hash_table_new(NULL, NULL);
+    server->handshakes = g_hash_table_new(NULL, NULL);
     g_mutex_init(&server->lock);
     g_cond_init(&server->cond);
     server->wake_fd = eventfd(0, EFD_CLOEXEC);
@@ -374,6 +439,8 @@ void rpc_server_add_listener(RpcServer *server, int fd, const RpcListenerOptions
     l->options = *options;
     l->description = g_strdup(options->description ? options->description : "socket");
     l->options.description = l->description;
+    if (l->options.tls)
+        rpc_tls_context_ref(l->options.tls);
     g_ptr_array_add(server->listeners, l);
 }
 
@@ -405,10 +472,17 @@ void rpc_server_stop(RpcServer *server)
         server->accept_thread = NULL;
     }
 
-    /* Close every client and wait until each has reported its close. */
+    /* Abort TLS handshakes in progress and wait for their threads. */
     g_mutex_lock(&server->lock);
     GHashTableIter it;
     gpointer key;
+    g_hash_table_iter_init(&it, server->handshakes);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        shutdown(((RpcHandshake *)key)->fd, SHUT_RDWR);
+    while (g_hash_table_size(server->handshakes) > 0)
+        g_cond_wait(&server->cond, &server->lock);
+
+    /* Close every client and wait until each has reported its close. */
     g_hash_table_iter_init(&it, server->clients);
     while (g_hash_table_iter_next(&it, &key, NULL))
         rpc_connection_close(((RpcServerClient *)key)->conn, NULL);
@@ -429,6 +503,7 @@ void rpc_server_free(RpcServer *server)
     g_ptr_array_free(server->listeners, TRUE);
     g_array_free(server->programs, TRUE);
     g_hash_table_destroy(server->clients);
+    g_hash_table_destroy(server->handshakes);
     g_mutex_clear(&server->lock);
     g_cond_clear(&server->cond);
     if (server->wake_fd >= 0)

@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "rpc/rpc-connection.h"
+#include "rpc/rpc-tls.h"
 
 typedef struct RpcServer RpcServer;
 typedef struct RpcServerClient RpcServerClient;
@@ -37,6 +38,14 @@ typedef struct {
     gboolean readonly;
     int auth_type;              /* remote_auth_type offered on this socket */
     const char *description;    /* "tcp 0.0.0.0:16509", for logs */
+    /* TLS: each accepted connection does its handshake (bounded by the
+     * context's timeout) in a thread of its own, never in the accept
+     * thread; pending handshakes count against max_clients. The listener
+     * takes a reference. NULL: plain socket. */
+    RpcTlsContext *tls;
+    /* Wrap each connection's transport in a SASL layer slot (switched on
+     * by the authentication code once SASL completes). */
+    gboolean sasl_layer;
 } RpcListenerOptions;
 
 /* Called for every new client before it starts reading, e.g. to attach the

@@ -81,7 +81,13 @@ static const RpcTransportOps socket_ops = {
 RpcTransport *rpc_transport_new_socket(int fd)
 {
     RpcTransport *t = g_new0(RpcTransport, 1);
+    rpc_transport_init_socket(t, fd);
     t->ops = &socket_ops;
+    return t;
+}
+
+void rpc_transport_init_socket(RpcTransport *t, int fd)
+{
     t->fd = fd;
     t->peer_uid = -1;
     t->peer_pid = -1;
@@ -108,7 +114,6 @@ RpcTransport *rpc_transport_new_socket(int fd)
     } else {
         t->peer = g_strdup_printf("fd %d", fd);
     }
-    return t;
 }
 
 gboolean rpc_transport_write_all(RpcTransport *t, const void *buf, gsize len, GError **error)

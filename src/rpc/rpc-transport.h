@@ -31,6 +31,9 @@ struct RpcTransport {
 
 /* Takes ownership of fd (a connected stream socket). */
 RpcTransport *rpc_transport_new_socket(int fd);
+/* For other transports over a socket: fills fd, peer, is_unix, is_secure
+ * (UNIX only), peer_uid and peer_pid from the socket; leaves ops alone. */
+void rpc_transport_init_socket(RpcTransport *t, int fd);
 
 static inline gssize rpc_transport_read(RpcTransport *t, void *buf, gsize len, GError **error)
 {

@@ -33,7 +33,8 @@ def free_port():
 class Daemon:
     """One ferryd with its own config, sockets and state under a temp dir."""
 
-    def __init__(self, extra_conf="", listen=True, name="ferryd"):
+    def __init__(self, extra_conf="", listen=True, name="ferryd", env=None, host="127.0.0.1",
+                 prefix=None):
         self.dir = tempfile.mkdtemp(prefix="ferry-test-")
         self.port = free_port()
         self.sock_dir = os.path.join(self.dir, "sock")
@@ -43,18 +44,21 @@ class Daemon:
         self.log_path = os.path.join(self.dir, name + ".log")
         self.name = name
         self.listen = listen
+        self.env = env or {}  # extra environment (e.g. SASL_CONF_PATH)
+        self.host = host      # where it listens (a test namespace's address, or loopback)
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NS]
         with open(self.conf, "w") as f:
             f.write(
-                f'listen_tcp = 1\nlisten_addr = "127.0.0.1"\ntcp_port = {self.port}\n'
+                f'listen_tcp = 1\nlisten_addr = "{host}"\ntcp_port = {self.port}\n'
                 f'auth_tcp = "none"\nunix_sock_dir = "{self.sock_dir}"\n'
                 f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.dir}/run"\n'
-                f'log_level = 2\n' + extra_conf
+                f'migration_address = "{host}"\nlog_level = 2\n' + extra_conf
             )
         self.proc = None
 
     @property
     def tcp_uri(self):
-        return f"sim+tcp://127.0.0.1:{self.port}/system"
+        return f"sim+tcp://{self.host}:{self.port}/system"
 
     @property
     def unix_uri(self):
@@ -63,17 +67,18 @@ class Daemon:
     def start(self, timeout=15):
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
+        env.update(self.env)
         args = [FERRYD, "--config", self.conf, "--pid-file", os.path.join(self.dir, "ferryd.pid")]
         if self.listen:
             args.append("--listen")
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(self.prefix + args, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ferryd exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) if self.listen else \
+                with socket.create_connection((self.host, self.port), timeout=1) if self.listen else \
                         socket.socket(socket.AF_UNIX) as s:
                     if not self.listen:
                         s.connect(self.sock)
@@ -121,7 +126,7 @@ class Daemon:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if self.proc and not self.logf.closed:
+        if getattr(self, "logf", None) and not self.logf.closed:
             self.logf.close()
         # VMs outlive their daemon by design: end the ones this daemon started.
         import xml.etree.ElementTree as ET
@@ -357,16 +362,17 @@ def job_stats(daemon, name, completed=True):
     return json.loads(p.stdout)
 
 
-def start_migration(src, dst, name, *flags, extra_env=None):
-    """virsh migrate in the background; returns the Popen."""
+def start_migration(src, dst, name, *flags, tunnelled=True):
+    """virsh migrate in the background (proxy mode with tunnelled=False); returns the Popen."""
     env = dict(os.environ)
     env.pop("LIBVIRT_DEFAULT_URI", None)
-    args = ["virsh", "-c", src.tcp_uri, "migrate", "--p2p", "--tunnelled", *flags, name, dst.tcp_uri]
+    mode = ["--tunnelled"] if tunnelled else []
+    args = ["virsh", "-c", src.tcp_uri, "migrate", "--p2p", *mode, *flags, name, dst.tcp_uri]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def migrate(src, dst, name, *flags, timeout=180):
-    p = start_migration(src, dst, name, *flags)
+def migrate(src, dst, name, *flags, timeout=180, tunnelled=True):
+    p = start_migration(src, dst, name, *flags, tunnelled=tunnelled)
     out, err = p.communicate(timeout=timeout)
     return p.returncode, out, err
 

@@ -59,7 +59,8 @@ class HappyPathTest(MigrationCase):
         progress = [int(x) for x in re.findall(r"Migration: \[\s*(\d+) %\]", err)]
         self.assertGreaterEqual(len(progress), 2, err)
         self.assertEqual(progress[-1], 100)
-        self.assertEqual(progress, sorted(progress))
+        # A new round can step back (freshly dirtied pages); values stay within 0..100.
+        self.assertTrue(all(0 <= x <= 100 for x in progress), progress)
 
         self.assertEqual(state(self.b, "vm1"), "running (migrated)")
         self.assertEqual(ft.virsh(self.b.tcp_uri, "domuuid", "vm1")[1].strip(), uuid)

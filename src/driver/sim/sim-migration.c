@@ -19,6 +19,8 @@
 #include <libxml/tree.h>
 
 #include "driver/sim/sim-private.h"
+#include "tunnel/tunnel-dataconn.h"
+#include "tunnel/tunnel-relay.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -37,6 +39,7 @@
 #define MIG_UNSAFE (1u << 9)
 #define MIG_ABORT_ON_ERROR (1u << 12)
 #define MIG_AUTO_CONVERGE (1u << 13)
+#define MIG_TLS (1u << 16)
 
 /* Features the destination must have (virDrvFeature). */
 #define FEATURE_MIGRATION_P2P 4
@@ -50,6 +53,7 @@
 #define POLL_MS 200
 #define FINISH_WAIT_S 60
 #define ORPHAN_GRACE_S 15
+#define DATA_CONNECT_WAIT_S 60
 
 typedef enum { JOB_RUNNING, JOB_DONE } JobPhase;
 
@@ -62,7 +66,13 @@ struct SimMigrationJob {
     DriverJobInfo info; /* last snapshot for GET_JOB_INFO: never blocks */
     gboolean abort_requested;
     GError *abort_reason;
+    /* The transport: a tunnelled stream, or proxy mode's relay. */
     TunnelStream *ts;
+    TunnelRelay *relay;
+    TunnelDataListener *listener; /* destination, proxy: until the source connects */
+    int pending_vmm_fd;           /* destination, proxy: the VMM's end, until then */
+    GError *transport_error;      /* destination, proxy: the data connection never came */
+    char *token;                  /* proxy: the data connection's one-time token */
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
     /* destination */
     char *name;
@@ -79,7 +89,7 @@ static const char *const refused_flags[] = {
     [13] = "AUTO_CONVERGE",
     [14] = "RDMA_PIN_ALL",
     [15] = "POSTCOPY",
-    [16] = "TLS (with --tunnelled, the tunnel is protected by the TLS of the daemons' connection)",
+    [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = "PARALLEL",
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
     [19] = "POSTCOPY_RESUME",
@@ -87,7 +97,8 @@ static const char *const refused_flags[] = {
 };
 
 static const char *const supported_params[] = {"destination_name", "destination_xml",
-                                               "persistent_xml", "bandwidth", NULL};
+                                               "persistent_xml", "bandwidth", "migrate_uri",
+                                               "listen_address", NULL};
 
 /* ---- jobs ---- */
 
@@ -98,6 +109,7 @@ static SimMigrationJob *job_new(SimDriver *sd, int operation)
     g_mutex_init(&job->lock);
     g_cond_init(&job->cond);
     job->operation = operation;
+    job->pending_vmm_fd = -1;
     job->start_us = g_get_monotonic_time();
     job->info.type = DRIVER_JOB_UNBOUNDED;
     job->info.operation = operation;
@@ -116,6 +128,12 @@ static void job_unref(SimMigrationJob *job)
     if (!job || !g_atomic_int_dec_and_test(&job->ref))
         return;
     tunnel_stream_unref(job->ts);
+    tunnel_relay_unref(job->relay);
+    tunnel_data_listener_free(job->listener);
+    if (job->pending_vmm_fd >= 0)
+        close(job->pending_vmm_fd);
+    g_clear_error(&job->transport_error);
+    g_free(job->token);
     g_clear_error(&job->abort_reason);
     driver_job_info_clear(&job->info);
     g_mutex_clear(&job->lock);
@@ -131,6 +149,75 @@ void sim_migration_job_unref(SimMigrationJob *job)
     job_unref(job);
 }
 
+/* ---- the job's transport: a tunnelled stream or a proxy relay ---- */
+
+static void job_transport_abort(SimMigrationJob *job, const GError *why)
+{
+    g_mutex_lock(&job->lock);
+    TunnelStream *ts = job->ts ? tunnel_stream_ref(job->ts) : NULL;
+    TunnelRelay *relay = job->relay ? tunnel_relay_ref(job->relay) : NULL;
+    if (job->listener)
+        tunnel_data_listener_cancel(job->listener);
+    g_mutex_unlock(&job->lock);
+    if (ts && !tunnel_stream_is_over(ts))
+        tunnel_stream_abort(ts, why);
+    if (relay)
+        tunnel_relay_abort(relay, why);
+    tunnel_stream_unref(ts);
+    tunnel_relay_unref(relay);
+}
+
+/* TRUE when the transport ended cleanly; FALSE with the cause (or
+ * OPERATION_TIMEOUT once deadline_us, monotonic, passed; 0 = no deadline). */
+static gboolean job_transport_wait(SimMigrationJob *job, gint64 deadline_us, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    while (!job->ts && !job->relay && !job->transport_error) {
+        if (!deadline_us) {
+            g_cond_wait(&job->cond, &job->lock);
+        } else if (!g_cond_wait_until(&job->cond, &job->lock, deadline_us)) {
+            g_mutex_unlock(&job->lock);
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                        "the data connection is not open yet");
+            return FALSE;
+        }
+    }
+    if (job->transport_error) {
+        g_propagate_error(error, g_error_copy(job->transport_error));
+        g_mutex_unlock(&job->lock);
+        return FALSE;
+    }
+    TunnelStream *ts = job->ts ? tunnel_stream_ref(job->ts) : NULL;
+    TunnelRelay *relay = job->relay ? tunnel_relay_ref(job->relay) : NULL;
+    g_mutex_unlock(&job->lock);
+    gboolean ok = ts ? tunnel_stream_wait(ts, deadline_us, error)
+                     : tunnel_relay_wait(relay, deadline_us, error);
+    tunnel_stream_unref(ts);
+    tunnel_relay_unref(relay);
+    return ok;
+}
+
+/* Whether the peer is known to have heard the end: a stream knows (its
+ * finish/abort was confirmed); a relay cannot tell, so assume it did. */
+static gboolean job_transport_peer_acked(SimMigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean acked = job->ts ? tunnel_stream_peer_acknowledged_end(job->ts) : TRUE;
+    g_mutex_unlock(&job->lock);
+    return acked;
+}
+
+static void job_transport_set_bandwidth(SimMigrationJob *job, guint64 bytes_per_second)
+{
+    g_mutex_lock(&job->lock);
+    job->bandwidth = bytes_per_second;
+    if (job->ts)
+        tunnel_stream_set_bandwidth(job->ts, bytes_per_second);
+    if (job->relay)
+        tunnel_relay_set_bandwidth(job->relay, bytes_per_second);
+    g_mutex_unlock(&job->lock);
+}
+
 static void job_request_abort(SimMigrationJob *job, GError *why)
 {
     g_mutex_lock(&job->lock);
@@ -139,17 +226,13 @@ static void job_request_abort(SimMigrationJob *job, GError *why)
         job->abort_reason = why;
         why = NULL;
     }
-    TunnelStream *ts = job->ts ? tunnel_stream_ref(job->ts) : NULL;
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
     g_clear_error(&why);
-    if (ts) {
-        /* Shuts the sockets down and tells the peer: never waits on it. */
-        g_autoptr(GError) e = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
-                                                  "migration aborted");
-        tunnel_stream_abort(ts, e);
-        tunnel_stream_unref(ts);
-    }
+    /* Shuts the sockets down and tells the peer: never waits on it. */
+    g_autoptr(GError) e = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                              "migration aborted");
+    job_transport_abort(job, e);
 }
 
 static GError *job_abort_error(SimMigrationJob *job)
@@ -196,6 +279,11 @@ static void job_update_from_vmm(SimMigrationJob *job, JsonObject *qm)
         i->memory_dirty_rate = json_u64(ram, "dirty-pages-rate");
         i->memory_iteration = json_u64(ram, "dirty-sync-count");
         i->memory_page_size = json_u64(ram, "page-size");
+        /* Until pre-copy runs, everything is still to send (virsh would show 100%). */
+        const char *st = json_str(qm, "status");
+        if ((st && g_str_equal(st, "setup")) ||
+            (i->memory_processed == 0 && i->memory_remaining == 0))
+            i->memory_remaining = i->memory_total;
         i->data_total = i->memory_total;
         i->data_processed = i->memory_processed;
         i->data_remaining = i->memory_remaining;
@@ -259,16 +347,19 @@ typedef struct {
     guint64 packet;
     char *digest;
     guint64 downtime_ms;
+    char *token;
 } Cookie;
 
 static void cookie_clear(Cookie *c)
 {
     g_free(c->daemon_id);
     g_free(c->digest);
+    g_free(c->token);
 }
 
 static GBytes *cookie_format(SimDriver *sd, const char *name, const guint8 *uuid,
-                             gboolean tunnel, const char *digest, guint64 downtime_ms)
+                             gboolean tunnel, const char *digest, guint64 downtime_ms,
+                             const char *token)
 {
     g_autofree char *u = ferry_uuid_to_string(uuid);
     g_autofree char *host = driver_node_get_hostname();
@@ -280,6 +371,8 @@ static GBytes *cookie_format(SimDriver *sd, const char *name, const guint8 *uuid
     if (tunnel)
         g_string_append_printf(s, "  <tunnel credit='yes' window='%d' packet='%d'/>\n",
                                FERRY_WINDOW, FERRY_PACKET_SIZE);
+    if (token)
+        g_string_append_printf(s, "  <data token='%s'/>\n", token);
     if (digest)
         g_string_append_printf(s, "  <statistics digest='%s' downtime='%" G_GUINT64_FORMAT "'/>\n",
                                digest, downtime_ms);
@@ -325,6 +418,8 @@ static void cookie_parse(GBytes *bytes, Cookie *c)
                 c->credit = g_strcmp0(a, "yes") == 0;
                 c->window = w ? g_ascii_strtoull(w, NULL, 10) : 0;
                 c->packet = b ? g_ascii_strtoull(b, NULL, 10) : 0;
+            } else if (xmlStrEqual(n->name, BAD_CAST "data")) {
+                c->token = prop(n, "token");
             } else if (xmlStrEqual(n->name, BAD_CAST "statistics")) {
                 c->digest = prop(n, "digest");
                 a = prop(n, "downtime");
@@ -368,6 +463,12 @@ static gboolean check_flags_and_params(guint flags, GPtrArray *params, GError **
                         "migration flag %s is not supported", refused_flags[bit]);
             return FALSE;
         }
+    }
+    if ((flags & MIG_TLS) && (flags & MIG_TUNNELLED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag TLS is not supported with --tunnelled: the tunnel is "
+                    "encrypted by the TLS of the daemons' connection (use a sim+tls:// URI)");
+        return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
@@ -462,13 +563,8 @@ static gboolean sim_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 
     if (ok) {
         SimInstance *inst = domain_obj_get_priv(obj);
         inst->max_speed_mib = mib;
-        if (inst->job) {
-            g_mutex_lock(&inst->job->lock);
-            inst->job->bandwidth = mib * 1024 * 1024;
-            if (inst->job->ts)
-                tunnel_stream_set_bandwidth(inst->job->ts, inst->job->bandwidth);
-            g_mutex_unlock(&inst->job->lock);
-        }
+        if (inst->job)
+            job_transport_set_bandwidth(inst->job, mib * 1024 * 1024);
     }
     domain_obj_end(obj);
     return ok;
@@ -503,6 +599,10 @@ typedef struct {
     GPtrArray *dparams;
     GBytes *dest_cookie;
     TunnelBinding *binding;
+    gboolean prepared;     /* the destination has an incoming VM to finish or drop */
+    char *dconn_host;      /* the destination's host, as the URI names it */
+    char *migrate_uri;     /* proxy mode: where to open the data connection */
+    char *dconn_pkipath;   /* proxy mode with --tls: the client files, as the URI says */
     char *digest;
     guint64 downtime_ms;
 } Outgoing;
@@ -522,9 +622,54 @@ static void outgoing_clear(Outgoing *o)
     if (o->dest_cookie)
         g_bytes_unref(o->dest_cookie);
     g_free(o->digest);
+    g_free(o->dconn_host);
+    g_free(o->migrate_uri);
+    g_free(o->dconn_pkipath);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
+
+/* "tcp://host:port", "tcp:host:port", "tcp://[v6]:port" -> host, port (0 if absent). */
+static gboolean parse_tcp_uri(const char *uri, char **host, guint *port, GError **error)
+{
+    const char *p = uri;
+    if (g_str_has_prefix(p, "tcp://"))
+        p += 6;
+    else if (g_str_has_prefix(p, "tcp:"))
+        p += 4;
+    else {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration URI '%s' is not tcp://HOST[:PORT]", uri);
+        return FALSE;
+    }
+    g_autofree char *rest = g_strdup(p);
+    char *slash = strchr(rest, '/');
+    if (slash)
+        *slash = '\0';
+    char *colon = NULL;
+    if (rest[0] == '[') {
+        char *close = strchr(rest, ']');
+        if (!close) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "bad address in '%s'", uri);
+            return FALSE;
+        }
+        *close = '\0';
+        colon = close[1] == ':' ? close + 1 : NULL;
+        *host = g_strdup(rest + 1);
+    } else {
+        colon = strrchr(rest, ':');
+        if (colon)
+            *colon = '\0';
+        *host = g_strdup(rest);
+    }
+    *port = colon ? (guint)g_ascii_strtoull(colon + 1, NULL, 10) : 0;
+    return TRUE;
+}
+
+static gboolean is_wildcard(const char *host)
+{
+    return !host || !*host || g_str_equal(host, "0.0.0.0") || g_str_equal(host, "::");
+}
 
 static gboolean require_feature(Outgoing *o, int feature, const char *what, GError **error)
 {
@@ -557,6 +702,12 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     TunnelStream *ts = NULL;
     JsonObject *params = NULL, *margs = NULL, *ferry = NULL;
     const char *st = NULL;
+    g_autofree char *uri_out = NULL;
+    g_autofree char *data_host = NULL;
+    guint data_port = 0;
+    RpcTransport *data_t = NULL;
+    TunnelRelayConfig rcfg;
+    g_autofree char *data_name = NULL;
 
     if (!require_feature(o, FEATURE_MIGRATION_P2P, "peer-to-peer migration", &e) ||
         !require_feature(o, FEATURE_MIGRATION_V3, "migration protocol version 3", &e) ||
@@ -580,30 +731,72 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     sv[1] = -1;
 
     phase = "prepare";
-    cookie = cookie_format(o->sd, o->name, o->uuid, TRUE, NULL, 0);
-    if (!o->ops->prepare_tunnel(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
-                                &o->binding, &e)) {
-        g_prefix_error(&e, "the destination refused: ");
-        goto fail;
+    cookie = cookie_format(o->sd, o->name, o->uuid, TRUE, NULL, 0, NULL);
+    if (o->flags & MIG_TUNNELLED) {
+        if (!o->ops->prepare_tunnel(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
+                                    &o->binding, &e)) {
+            g_prefix_error(&e, "the destination refused: ");
+            goto fail;
+        }
+        o->prepared = TRUE;
+        phase = "perform";
+        cookie_parse(o->dest_cookie, &dc);
+        peer_name = g_strdup(o->ops->describe(o->peer));
+        tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
+        cookie_clear(&dc);
+        g_mutex_lock(&o->job->lock);
+        cfg.bandwidth = o->job->bandwidth;
+        ts = tunnel_stream_new(tunnel_binding_get_connection(o->binding),
+                               tunnel_binding_get_header(o->binding), sv[0], &cfg);
+        sv[0] = -1;
+        o->job->ts = ts;
+        g_mutex_unlock(&o->job->lock);
+        tunnel_binding_attach(o->binding, ts);
+        tunnel_stream_start(ts);
+    } else {
+        /* Proxy mode: the destination relays a data connection of its own. */
+        if (!o->ops->prepare(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
+                             &uri_out, &e)) {
+            g_prefix_error(&e, "the destination refused: ");
+            goto fail;
+        }
+        o->prepared = TRUE;
+        phase = "perform";
+        cookie_parse(o->dest_cookie, &dc);
+        g_autofree char *token = g_strdup(dc.token);
+        cookie_clear(&dc);
+        const char *target = o->migrate_uri ? o->migrate_uri : uri_out;
+        if (!token || strlen(token) != TUNNEL_DATA_TOKEN_LEN || !target) {
+            g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the destination gave no data connection (uri '%s')",
+                        target ? target : "");
+            goto fail;
+        }
+        if (!parse_tcp_uri(target, &data_host, &data_port, &e))
+            goto fail;
+        if (is_wildcard(data_host)) {
+            g_free(data_host);
+            data_host = g_strdup(o->dconn_host);
+        }
+        data_t = tunnel_data_connect(data_host, (guint16)data_port, token,
+                                     (o->flags & MIG_TLS) != 0, o->dconn_pkipath, 10000, &e);
+        if (!data_t)
+            goto fail;
+        data_name = g_strdup_printf("%sdata connection to the destination ferryd at %s:%u",
+                                    (o->flags & MIG_TLS) ? "TLS " : "", data_host, data_port);
+        rcfg = (TunnelRelayConfig){.vmm_name = "source VMM", .peer_name = data_name};
+        g_mutex_lock(&o->job->lock);
+        rcfg.bandwidth = o->job->bandwidth;
+        o->job->relay = tunnel_relay_new(sv[0], data_t, &rcfg);
+        sv[0] = -1;
+        data_t = NULL;
+        tunnel_relay_start(o->job->relay);
+        g_mutex_unlock(&o->job->lock);
     }
-    phase = "perform";
-    cookie_parse(o->dest_cookie, &dc);
-    peer_name = g_strdup(o->ops->describe(o->peer));
-    tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
-    cookie_clear(&dc);
-    g_mutex_lock(&o->job->lock);
-    cfg.bandwidth = o->job->bandwidth;
-    ts = tunnel_stream_new(tunnel_binding_get_connection(o->binding),
-                                         tunnel_binding_get_header(o->binding), sv[0], &cfg);
-    sv[0] = -1;
-    o->job->ts = ts;
-    g_mutex_unlock(&o->job->lock);
-    tunnel_binding_attach(o->binding, ts);
-    tunnel_stream_start(ts);
-    /* An abort that came during prepare reaches the stream now. */
+    /* An abort that came during prepare reaches the transport now. */
     early_abort = job_abort_error(o->job);
     if (early_abort)
-        tunnel_stream_abort(ts, early_abort);
+        job_transport_abort(o->job, early_abort);
 
     /* The tunnel enforces the bandwidth; the VMM sends as fast as it can. */
     params = json_object_new();
@@ -621,7 +814,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
 
     for (;;) {
         g_autoptr(GError) se = NULL;
-        gboolean done = tunnel_stream_wait(ts, g_get_monotonic_time() + POLL_MS * 1000, &se);
+        gboolean done = job_transport_wait(o->job, g_get_monotonic_time() + POLL_MS * 1000, &se);
         g_autoptr(JsonObject) progress = query_migrate(o->vm, NULL);
         if (progress)
             job_update_from_vmm(o->job, progress);
@@ -670,6 +863,7 @@ fail:
         close(sv[0]);
     if (sv[1] >= 0)
         close(sv[1]);
+    rpc_transport_free(data_t);
     if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
         g_propagate_error(error, g_steal_pointer(&e));
     else
@@ -680,34 +874,30 @@ fail:
 
 /* After a failure: stop the stream and the VMM's migration, and tell the
  * destination to drop its incoming VM (if it can still hear us). */
-static void outgoing_cancel(Outgoing *o, const GError *why)
+/* Returns what the destination said about the failure, if anything useful. */
+static char *outgoing_cancel(Outgoing *o, const GError *why)
 {
-    g_mutex_lock(&o->job->lock);
-    TunnelStream *ts = o->job->ts ? tunnel_stream_ref(o->job->ts) : NULL;
-    g_mutex_unlock(&o->job->lock);
-    if (ts && !tunnel_stream_is_over(ts))
-        tunnel_stream_abort(ts, why);
+    char *report = NULL;
+    job_transport_abort(o->job, why);
     g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "migrate_cancel", NULL, NULL);
     g_autoptr(JsonObject) qm = wait_vmm_migration_end(o->vm, 10000);
-    if (ts)
-        tunnel_stream_wait(ts, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+    job_transport_wait(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
 
-    if (o->binding) {
-        gboolean peer_alive = !ts || tunnel_stream_peer_acknowledged_end(ts);
-        if (peer_alive) {
+    if (o->prepared) {
+        if (job_transport_peer_acked(o->job)) {
             g_autoptr(GBytes) cookie_out = NULL;
             g_autoptr(GError) fe = NULL;
             g_autoptr(DriverDomain) d = o->ops->finish(o->peer, o->dparams, NULL, o->destflags,
                                                        TRUE, &cookie_out, &fe);
-            if (fe)
-                FERRY_DEBUG("finish (cancelled) on the destination: %s", fe->message);
+            if (fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK)
+                report = g_strdup(fe->message);
         } else {
             /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
             FERRY_INFO("the %s does not answer; closing the connection",
                        o->ops->describe(o->peer));
         }
     }
-    tunnel_stream_unref(ts);
+    return report;
 }
 
 /* Confirm, on the source: the VM now runs on exactly one host. */
@@ -776,12 +966,6 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
                     "only peer-to-peer migration is supported (use --p2p)");
         return FALSE;
     }
-    if (!(flags & MIG_TUNNELLED)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "peer-to-peer migration without --tunnelled (proxy mode) is not "
-                    "supported yet");
-        return FALSE;
-    }
     if (!check_flags_and_params(flags, params, error))
         return FALSE;
     if (!dconnuri || !*dconnuri) {
@@ -795,12 +979,13 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
                     "no way to reach a destination daemon");
         return FALSE;
     }
-    const char *dname = NULL, *dxml = NULL, *pxml = NULL;
+    const char *dname = NULL, *dxml = NULL, *pxml = NULL, *muri = NULL;
     guint64 bandwidth_mib = 0;
     gboolean has_bandwidth = FALSE;
     if (!driver_params_get_string(params, "destination_name", &dname, error) ||
         !driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "persistent_xml", &pxml, error) ||
+        !driver_params_get_string(params, "migrate_uri", &muri, error) ||
         !driver_params_get_ullong(params, "bandwidth", &bandwidth_mib, &has_bandwidth, error))
         return FALSE;
 
@@ -808,6 +993,16 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     o.sd = sd;
     o.ops = ops;
     o.flags = flags;
+    o.migrate_uri = g_strdup(muri);
+    g_autoptr(GUri) duri = g_uri_parse(dconnuri, G_URI_FLAGS_ENCODED_QUERY, NULL);
+    const char *dhost = duri ? g_uri_get_host(duri) : NULL;
+    o.dconn_host = g_strdup(dhost && *dhost ? dhost : "127.0.0.1"); /* +unix: this host */
+    const char *dquery = duri ? g_uri_get_query(duri) : NULL;
+    if (dquery) {
+        g_autoptr(GHashTable) q = g_uri_parse_params(dquery, -1, "&", G_URI_PARAMS_NONE, NULL);
+        if (q)
+            o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
+    }
 
     DomainObj *obj = sim_lookup(sd, dom, error);
     if (!obj)
@@ -864,7 +1059,7 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     }
     if (ok) {
         g_autoptr(GBytes) fcookie = cookie_format(sd, o.name, o.uuid, FALSE, o.digest,
-                                                  o.downtime_ms);
+                                                  o.downtime_ms, NULL);
         g_autoptr(GBytes) fout = NULL;
         g_autoptr(DriverDomain) d = ops->finish(o.peer, o.dparams, fcookie, o.destflags, FALSE,
                                                 &fout, &e);
@@ -878,7 +1073,12 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
     } else if (o.peer) {
-        outgoing_cancel(&o, e);
+        g_autofree char *report = outgoing_cancel(&o, e);
+        if (report && !g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+            char *both = g_strdup_printf("%s; the destination reports: %s", e->message, report);
+            g_free(e->message);
+            e->message = both;
+        }
     }
     outgoing_confirm(&o, ok, e);
     if (!ok) {
@@ -931,7 +1131,7 @@ static gpointer incoming_watchdog(gpointer data)
 {
     SimMigrationJob *job = data;
     g_autoptr(GError) e = NULL;
-    gboolean clean = tunnel_stream_wait(job->ts, 0, &e);
+    gboolean clean = job_transport_wait(job, 0, &e);
     gint64 deadline = g_get_monotonic_time() +
                       (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
     g_mutex_lock(&job->lock);
@@ -948,27 +1148,72 @@ static gpointer incoming_watchdog(gpointer data)
     return NULL;
 }
 
+/* Proxy mode, destination: waits for the source's data connection, then
+ * relays it to the incoming VMM. A connection without the token is refused
+ * by the listener and the wait goes on. */
+static gpointer incoming_accept_thread(gpointer data)
+{
+    SimMigrationJob *job = data;
+    g_autoptr(GError) e = NULL;
+    RpcTransport *t = tunnel_data_listener_accept(
+        job->listener, g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC, &e);
+    g_mutex_lock(&job->lock);
+    TunnelRelay *relay = NULL;
+    if (t) {
+        TunnelRelayConfig rc = {.vmm_name = "destination VMM",
+                                .peer_name = "data connection from the source ferryd"};
+        job->relay = tunnel_relay_new(job->pending_vmm_fd, t, &rc);
+        job->pending_vmm_fd = -1;
+        tunnel_relay_start(job->relay);
+        relay = tunnel_relay_ref(job->relay);
+    } else {
+        job->transport_error = g_steal_pointer(&e);
+    }
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+
+    /* While the data flows, the port stays ours: anything else that connects
+     * is refused and logged (the token was single-use). */
+    while (relay && !tunnel_relay_is_over(relay)) {
+        g_autoptr(GError) more = NULL;
+        RpcTransport *extra = tunnel_data_listener_accept(job->listener,
+                                                          g_get_monotonic_time() + 500 * 1000,
+                                                          &more);
+        rpc_transport_free(extra);
+        if (g_error_matches(more, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
+            break;
+    }
+    tunnel_relay_unref(relay);
+    g_mutex_lock(&job->lock);
+    tunnel_data_listener_free(job->listener);
+    job->listener = NULL;
+    g_mutex_unlock(&job->lock);
+    job_unref(job);
+    return NULL;
+}
+
 static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in,
                                     guint flags, TunnelBinding *binding, GBytes **cookie_out,
                                     char **uri_out, GError **error)
 {
     SimDriver *sd = sim_driver_of(drv);
-    if (!binding) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "migration without --tunnelled (proxy mode) is not supported yet");
-        return FALSE;
-    }
     if (!check_flags_and_params(flags, params, error))
         return FALSE;
-    const char *dxml = NULL, *dname = NULL;
+    const char *dxml = NULL, *dname = NULL, *muri = NULL, *laddr = NULL;
     if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
-        !driver_params_get_string(params, "destination_name", &dname, error))
+        !driver_params_get_string(params, "destination_name", &dname, error) ||
+        !driver_params_get_string(params, "migrate_uri", &muri, error) ||
+        !driver_params_get_string(params, "listen_address", &laddr, error))
         return FALSE;
     if (!dxml) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "migration parameter 'destination_xml' is missing");
         return FALSE;
     }
+    g_autofree char *uri_host = NULL;
+    guint uri_port = 0;
+    if (!binding && muri && !parse_tcp_uri(muri, &uri_host, &uri_port, error))
+        return FALSE;
     g_autoptr(DomainDef) def = domain_def_parse_string(dxml, error);
     if (!def)
         return FALSE;
@@ -996,6 +1241,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     JsonObject *margs = NULL;
     TunnelStreamConfig cfg;
     SimMigrationJob *job = NULL;
+    const char *listen_addr = NULL;
     if (!sim_instance_start(sd, obj, TRUE, &e))
         goto fail;
     inst = domain_obj_get_priv(obj);
@@ -1015,26 +1261,62 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     if (!r)
         goto fail;
 
-    tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd", "destination VMM", &cfg);
     job = job_new(sd, DRIVER_JOB_OPERATION_MIGRATION_IN);
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
-    job->ts = tunnel_stream_new(tunnel_binding_get_connection(binding),
-                                tunnel_binding_get_header(binding), sv[0], &cfg);
-    sv[0] = -1;
+    if (binding) {
+        tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd", "destination VMM", &cfg);
+        job->ts = tunnel_stream_new(tunnel_binding_get_connection(binding),
+                                    tunnel_binding_get_header(binding), sv[0], &cfg);
+        sv[0] = -1;
+        tunnel_binding_attach(binding, job->ts);
+        tunnel_stream_start(job->ts);
+    } else {
+        /* Where to listen: the params, then migration_address, then everywhere. */
+        listen_addr = laddr ? laddr
+                            : !is_wildcard(uri_host) ? uri_host
+                            : sd->migration_address ? sd->migration_address
+                                                    : "0.0.0.0";
+        guint pmin = uri_port ? uri_port : sd->migration_port_min;
+        guint pmax = uri_port ? uri_port : sd->migration_port_max;
+        if ((flags & MIG_TLS) && !sd->migration_tls) {
+            g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                        "this destination has no TLS certificate for encrypted migration data "
+                        "(set cert_file, key_file and ca_file)");
+            job_unref(job);
+            goto fail;
+        }
+        job->token = tunnel_data_token_new();
+        g_autofree char *what = g_strdup_printf("the migration of domain '%s'", name);
+        job->listener = tunnel_data_listener_new(listen_addr, pmin, pmax, job->token,
+                                                 (flags & MIG_TLS) ? sd->migration_tls : NULL,
+                                                 what, &e);
+        if (!job->listener) {
+            job_unref(job);
+            goto fail;
+        }
+        job->pending_vmm_fd = sv[0];
+        sv[0] = -1;
+        guint16 port = tunnel_data_listener_get_port(job->listener);
+        /* A wildcard address tells the source to use the host it reached us by. */
+        *uri_out = strchr(listen_addr, ':') ? g_strdup_printf("tcp://[%s]:%u", listen_addr, port)
+                                            : g_strdup_printf("tcp://%s:%u", listen_addr, port);
+        g_thread_unref(g_thread_new("incoming-accept", incoming_accept_thread, job_ref(job)));
+    }
     inst->job = job; /* the instance's reference */
-    tunnel_binding_attach(binding, job->ts);
-    tunnel_stream_start(job->ts);
 
     g_mutex_lock(&sd->migration_lock);
     g_hash_table_replace(sd->incoming, g_strdup(name), job_ref(job));
     g_mutex_unlock(&sd->migration_lock);
     g_thread_unref(g_thread_new("incoming-watchdog", incoming_watchdog, job_ref(job)));
 
-    *cookie_out = cookie_format(sd, name, domain_obj_get_uuid(obj), src.ferry, NULL, 0);
+    *cookie_out = cookie_format(sd, name, domain_obj_get_uuid(obj), src.ferry && binding, NULL,
+                                0, job->token);
     domain_store_save_state(sd->store, obj, NULL);
-    FERRY_INFO("prepared incoming migration of domain '%s'%s (%s flow control)", name,
-               local ? " from this daemon" : "", cfg.credit ? "credit" : "plain");
+    FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
+               local ? " from this daemon" : "",
+               binding ? (cfg.credit ? "tunnel, credit flow control" : "tunnel, plain")
+                       : *uri_out);
     cookie_clear(&src);
     domain_obj_end(obj);
     return TRUE;
@@ -1081,10 +1363,20 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         return NULL;
     }
     if (cancelled) {
-        tunnel_stream_abort(job->ts, NULL);
+        /* If our side of the transport failed first, say how: the source may
+         * only have seen its connection drop. */
+        g_autoptr(GError) why = NULL;
+        gboolean failed_here = !job_transport_wait(job, g_get_monotonic_time(), &why) &&
+                               !g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT);
+        job_transport_abort(job, NULL);
         incoming_discard(sd, job, "the source canceled the migration");
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_MIGRATE_FINISH_OK,
-                    "migration successfully aborted");
+        if (failed_here)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "incoming migration of domain '%s' failed on the destination: %s", dname,
+                        why->message);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_MIGRATE_FINISH_OK,
+                        "migration successfully aborted");
         return NULL;
     }
 
@@ -1097,8 +1389,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     const char *st = NULL;
     JsonObject *ferry = NULL;
     DriverDomain *d = NULL;
-    if (!tunnel_stream_wait(job->ts, g_get_monotonic_time() + FINISH_WAIT_S * G_USEC_PER_SEC,
-                            &e)) {
+    if (!job_transport_wait(job, g_get_monotonic_time() + FINISH_WAIT_S * G_USEC_PER_SEC, &e)) {
         g_prefix_error(&e, "the migration stream did not end cleanly: ");
         goto fail;
     }
@@ -1162,7 +1453,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     d = g_new0(DriverDomain, 1);
     sim_domain_ref_of(obj, d);
     *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj), FALSE,
-                                digest, 0);
+                                digest, 0, NULL);
     domain_obj_end(obj);
     incoming_forget(sd, job);
     FERRY_INFO("incoming migration of domain '%s' finished (digest %s verified by the VMM)",
@@ -1189,7 +1480,7 @@ static char *sim_migrate_begin(Driver *drv, const DriverDomain *dom, GPtrArray *
     if (sim_check_active(obj, error)) {
         xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
         *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj),
-                                    TRUE, NULL, 0);
+                                    TRUE, NULL, 0, NULL);
     }
     domain_obj_end(obj);
     return xml;

@@ -5,6 +5,7 @@
 #include "driver/domain-store.h"
 #include "driver/driver.h"
 #include "driver/sim/sim-vmm.h"
+#include "rpc/rpc-tls.h"
 
 /* virDomainEventType and the details ferry sends. */
 enum {
@@ -39,6 +40,7 @@ typedef struct {
     guint migration_port_min, migration_port_max;
     char *migration_address;
     char *daemon_id; /* random per daemon run: tells a local migration apart */
+    RpcTlsContext *migration_tls; /* the daemon's server TLS, for --tls data connections */
     GMutex migration_lock;
     GHashTable *incoming;  /* domain name -> SimMigrationJob* (ref), destination side */
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */

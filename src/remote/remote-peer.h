@@ -1,0 +1,54 @@
+/* Connecting to another daemon by libvirt URI, as the libvirt client does:
+ * transport (UNIX, TCP, TLS with libvirt's certificate files), AUTH_LIST,
+ * the SASL exchange with credentials from a libvirt auth file, keepalive
+ * (feature 10) and CONNECT_OPEN. The source daemon of a peer-to-peer
+ * migration reaches its destination with this. */
+#pragma once
+
+#include <glib.h>
+
+#include "rpc/rpc-client.h"
+
+typedef struct {
+    /* Asked for a SASL credential the auth file does not hold: what is
+     * "authname", "password", "username" or "realm"; host is the URI's host.
+     * Returns a new string, or NULL for "none". May be NULL. */
+    char *(*get_credential)(const char *what, const char *host, gpointer data);
+    gpointer data;
+    /* The auth file; NULL: the URI's authfile=, then $LIBVIRT_AUTH_FILE,
+     * $XDG_CONFIG_HOME/libvirt/auth.conf, /etc/libvirt/auth.conf. */
+    const char *authfile;
+    gboolean readonly;        /* CONNECT_OPEN's read-only bit */
+    int timeout_ms;           /* connect, handshake, each setup call; 0: 30 s */
+    guint keepalive_interval; /* 0: 5 s, as libvirt's client */
+    guint keepalive_count;    /* 0: 5 */
+    gboolean no_keepalive;
+    const RpcClientCallbacks *callbacks;
+} RemotePeerOptions;
+
+/* Returns a connected, authenticated and opened client, or NULL with an
+ * error naming the problem (and the file, for certificates and auth files). */
+RpcClient *remote_peer_open(const char *uri, const RemotePeerOptions *options, GError **error);
+
+/* ---- libvirt auth files, exposed for tests and tools ---- */
+
+typedef struct {
+    char *authname;
+    char *username;
+    char *password;
+    char *realm;
+    char *path; /* the file they came from */
+} RemotePeerCredentials;
+
+/* The auth file to read: explicit if given, else $LIBVIRT_AUTH_FILE, else
+ * the first existing of $XDG_CONFIG_HOME/libvirt/auth.conf and
+ * /etc/libvirt/auth.conf; NULL if none. */
+char *remote_peer_find_auth_file(const char *explicit_path);
+
+/* Looks up [auth-libvirt-HOST] (else [auth-libvirt-default]) and its
+ * [credentials-NAME] group in path. Nothing found is not an error (the
+ * fields stay NULL); an unreadable or malformed file, or a missing
+ * credentials group, is. */
+gboolean remote_peer_lookup_credentials(const char *path, const char *host,
+                                        RemotePeerCredentials *out, GError **error);
+void remote_peer_credentials_clear(RemotePeerCredentials *creds);

@@ -1,0 +1,46 @@
+/* Proxy mode's data connection between two daemons: the destination listens
+ * on a port of its migration range, the source connects and proves with the
+ * migration's one-time token that it belongs to that migration. Anything else
+ * connecting there is refused and logged; the listener keeps waiting.
+ *
+ * Wire: the source sends "FERRYDC1" and the 32-character token; the
+ * destination answers the single byte 0x01; then the VMMs' bytes flow. With
+ * TLS (`virsh migrate --tls`), a TLS session with the daemons' certificates
+ * comes first (libvirt's checks and confirmation byte) and the token travels
+ * inside it. */
+#pragma once
+
+#include <glib.h>
+
+#include "rpc/rpc-tls.h"
+#include "rpc/rpc-transport.h"
+
+#define TUNNEL_DATA_TOKEN_LEN 32
+
+typedef struct TunnelDataListener TunnelDataListener;
+
+/* A fresh random token (TUNNEL_DATA_TOKEN_LEN hex characters). */
+char *tunnel_data_token_new(void);
+
+/* Binds the first free port in [port_min, port_max] on addr ("0.0.0.0",
+ * "127.0.0.1", "::") and starts accepting. */
+/* tls: the daemon's server context for an encrypted data connection, or NULL. */
+TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, guint port_max,
+                                             const char *token, RpcTlsContext *tls,
+                                             const char *what, GError **error);
+guint16 tunnel_data_listener_get_port(TunnelDataListener *listener);
+/* Waits for the connection that presented the token; returns its fd (the
+ * caller owns it) or -1. The token works once: called again, it refuses
+ * (and logs) every connection until the deadline. deadline_us monotonic.
+ * Returns at once with OPERATION_ABORTED once cancelled. */
+RpcTransport *tunnel_data_listener_accept(TunnelDataListener *listener, gint64 deadline_us,
+                                          GError **error);
+void tunnel_data_listener_cancel(TunnelDataListener *listener);
+void tunnel_data_listener_free(TunnelDataListener *listener);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataListener, tunnel_data_listener_free)
+
+/* Connects to host:port and presents the token; with tls, over TLS with the
+ * client files of pkipath (NULL: libvirt's default locations), the server's
+ * certificate checked against host. */
+RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *token, gboolean tls,
+                                  const char *pkipath, int timeout_ms, GError **error);

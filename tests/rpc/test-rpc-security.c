@@ -1,0 +1,491 @@
+/* TLS and SASL transports in-process: bulk transfers in both directions at
+ * once through each (records and encoded blocks split and joined at every
+ * size), a silent TLS peer timed out, DIGEST-MD5's security layer really
+ * changing the bytes; plus client URI parsing and libvirt auth files. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "remote/remote-peer.h"
+#include "remote/remote-uri.h"
+#include "rpc/rpc-sasl.h"
+#include "rpc/rpc-tls.h"
+#include "util/error.h"
+
+static char *tmpdir;
+
+static char *path_in(const char *name)
+{
+    return g_build_filename(tmpdir, name, NULL);
+}
+
+static void run_ok(const char *cmd)
+{
+    ck_assert_msg(system(cmd) == 0, "command failed: %s", cmd);
+}
+
+static void write_file(const char *name, const char *text)
+{
+    g_autofree char *p = path_in(name);
+    ck_assert(g_file_set_contents(p, text, -1, NULL));
+}
+
+/* A CA, a server certificate for 127.0.0.1 and a client certificate. */
+static void make_pki(void)
+{
+    write_file("ca.info", "cn = unit CA\nca\ncert_signing_key\nexpiration_days = 2\n");
+    write_file("server.info", "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
+                              "encryption_key\nsigning_key\nexpiration_days = 2\n");
+    write_file("client.info", "country = GB\norganization = unit\ncn = client\n"
+                              "tls_www_client\nencryption_key\nsigning_key\n"
+                              "expiration_days = 2\n");
+    g_autofree char *cmd = g_strdup_printf(
+        "cd '%s' && for k in ca server client; do certtool --generate-privkey --bits 2048 "
+        "--outfile $k-key.pem >/dev/null 2>&1 || exit 1; done && "
+        "certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info "
+        "--outfile cacert.pem >/dev/null 2>&1 && "
+        "for k in server client; do certtool --generate-certificate --load-privkey $k-key.pem "
+        "--load-ca-certificate cacert.pem --load-ca-privkey ca-key.pem --template $k.info "
+        "--outfile $k-cert.pem >/dev/null 2>&1 || exit 1; done",
+        tmpdir);
+    run_ok(cmd);
+}
+
+static void setup(void)
+{
+    tmpdir = g_dir_make_tmp("ferry-security-XXXXXX", NULL);
+    ck_assert_ptr_nonnull(tmpdir);
+}
+
+static void teardown(void)
+{
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", tmpdir);
+    run_ok(cmd);
+    g_clear_pointer(&tmpdir, g_free);
+}
+
+/* ---- bulk transfer through any pair of transports ---- */
+
+#define BULK_BYTES (6 * 1024 * 1024 + 12345)
+
+static guint8 pattern(gsize i, guint8 seed)
+{
+    return (guint8)((i * 131 + seed) % 251);
+}
+
+typedef struct {
+    RpcTransport *t;
+    guint8 seed;
+    gboolean ok;
+    char *why;
+} Side;
+
+/* Writes BULK_BYTES in vectors of pieces from 1 byte to 200 KiB. */
+static gpointer bulk_writer(gpointer data)
+{
+    Side *s = data;
+    guint8 *buf = g_malloc(BULK_BYTES);
+    for (gsize i = 0; i < BULK_BYTES; i++)
+        buf[i] = pattern(i, s->seed);
+    static const gsize sizes[] = {1, 28, 4000, 4095, 4096, 16384, 16385, 70000, 200 * 1024, 3};
+    gsize off = 0, k = 0;
+    s->ok = TRUE;
+    while (off < BULK_BYTES && s->ok) {
+        struct iovec iov[8];
+        int n = 0;
+        while (n < 8 && off < BULK_BYTES) {
+            gsize len = MIN(sizes[k++ % G_N_ELEMENTS(sizes)], BULK_BYTES - off);
+            iov[n].iov_base = buf + off;
+            iov[n].iov_len = len;
+            off += len;
+            n++;
+        }
+        g_autoptr(GError) e = NULL;
+        if (!rpc_transport_writev(s->t, iov, n, &e)) {
+            s->ok = FALSE;
+            s->why = g_strdup(e->message);
+        }
+    }
+    g_free(buf);
+    return NULL;
+}
+
+static gpointer bulk_reader(gpointer data)
+{
+    Side *s = data;
+    guint8 *buf = g_malloc(256 * 1024);
+    gsize got = 0;
+    s->ok = TRUE;
+    while (got < BULK_BYTES) {
+        g_autoptr(GError) e = NULL;
+        gssize n = rpc_transport_read(s->t, buf, MIN(256 * 1024, BULK_BYTES - got), &e);
+        if (n <= 0) {
+            s->ok = FALSE;
+            s->why = g_strdup_printf("read returned %zd after %zu bytes: %s", n, got,
+                                     e ? e->message : "end of stream");
+            break;
+        }
+        for (gssize i = 0; i < n; i++) {
+            if (buf[i] != pattern(got + i, s->seed)) {
+                s->ok = FALSE;
+                s->why = g_strdup_printf("byte %zu differs", got + i);
+                break;
+            }
+        }
+        if (!s->ok)
+            break;
+        got += n;
+    }
+    g_free(buf);
+    return NULL;
+}
+
+/* a -> b and b -> a at the same time: one reader and one writer per transport. */
+static void bulk_both_ways(RpcTransport *a, RpcTransport *b)
+{
+    Side wa = {.t = a, .seed = 7}, rb = {.t = b, .seed = 7};
+    Side wb = {.t = b, .seed = 99}, ra = {.t = a, .seed = 99};
+    GThread *th[4] = {g_thread_new("wa", bulk_writer, &wa), g_thread_new("rb", bulk_reader, &rb),
+                      g_thread_new("wb", bulk_writer, &wb), g_thread_new("ra", bulk_reader, &ra)};
+    for (int i = 0; i < 4; i++)
+        g_thread_join(th[i]);
+    Side *sides[] = {&wa, &rb, &wb, &ra};
+    for (int i = 0; i < 4; i++) {
+        ck_assert_msg(sides[i]->ok, "side %d: %s", i, sides[i]->why);
+        g_free(sides[i]->why);
+    }
+}
+
+/* ---- TLS ---- */
+
+typedef struct {
+    RpcTlsContext *ctx;
+    int fd;
+    RpcTransport *t;
+    GError *error;
+} ServerHandshake;
+
+static gpointer server_handshake(gpointer data)
+{
+    ServerHandshake *h = data;
+    h->t = rpc_tls_server_handshake(h->ctx, h->fd, &h->error);
+    return NULL;
+}
+
+static RpcTlsContext *server_context(guint timeout_ms)
+{
+    g_autofree char *ca = path_in("cacert.pem"), *cert = path_in("server-cert.pem"),
+                    *key = path_in("server-key.pem");
+    RpcTlsConfig cfg = {.ca_file = ca,
+                        .cert_file = cert,
+                        .key_file = key,
+                        .verify_peer = TRUE,
+                        .handshake_timeout_ms = timeout_ms};
+    g_autoptr(GError) e = NULL;
+    RpcTlsContext *ctx = rpc_tls_context_new_server(&cfg, &e);
+    ck_assert_msg(ctx != NULL, "%s", e ? e->message : "");
+    return ctx;
+}
+
+START_TEST(tls_bulk_both_directions)
+{
+    make_pki();
+    g_autoptr(RpcTlsContext) sctx = server_context(5000);
+    g_autofree char *ca = path_in("cacert.pem"), *cert = path_in("client-cert.pem"),
+                    *key = path_in("client-key.pem");
+    RpcTlsConfig ccfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = TRUE};
+    g_autoptr(GError) e = NULL;
+    g_autoptr(RpcTlsContext) cctx = rpc_tls_context_new_client(&ccfg, &e);
+    ck_assert_msg(cctx != NULL, "%s", e ? e->message : "");
+
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    ServerHandshake h = {.ctx = sctx, .fd = sv[0]};
+    GThread *th = g_thread_new("hs", server_handshake, &h);
+    RpcTransport *client = rpc_tls_client_handshake(cctx, sv[1], "127.0.0.1", &e);
+    g_thread_join(th);
+    ck_assert_msg(h.t != NULL, "server: %s", h.error ? h.error->message : "");
+    ck_assert_msg(client != NULL, "client: %s", e ? e->message : "");
+    ck_assert_str_eq(rpc_tls_transport_get_peer_dn(h.t), "C=GB,O=unit,CN=client");
+    ck_assert_uint_ge(rpc_tls_transport_get_key_bits(client), 128);
+    ck_assert(client->is_secure);
+
+    bulk_both_ways(client, h.t);
+    rpc_transport_free(client);
+    rpc_transport_free(h.t);
+}
+END_TEST
+
+START_TEST(tls_silent_client_times_out)
+{
+    make_pki();
+    g_autoptr(RpcTlsContext) sctx = server_context(300);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    gint64 start = g_get_monotonic_time();
+    g_autoptr(GError) e = NULL;
+    RpcTransport *t = rpc_tls_server_handshake(sctx, sv[0], &e);
+    gint64 took_ms = (g_get_monotonic_time() - start) / 1000;
+    ck_assert_ptr_null(t);
+    ck_assert_msg(strstr(e->message, "did not complete within 300 ms"), "%s", e->message);
+    ck_assert_int_ge(took_ms, 250);
+    ck_assert_int_lt(took_ms, 3000);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
+START_TEST(tls_missing_files_are_named)
+{
+    make_pki();
+    g_autofree char *ca = path_in("cacert.pem"), *cert = path_in("server-cert.pem"),
+                    *key = path_in("client-key.pem");
+    RpcTlsConfig cfg = {
+        .ca_file = ca, .cert_file = cert, .key_file = "/nonexistent/key.pem", .verify_peer = TRUE};
+    g_autoptr(GError) e = NULL;
+    ck_assert_ptr_null(rpc_tls_context_new_server(&cfg, &e));
+    ck_assert_str_eq(e->message,
+                     "cannot read key_file '/nonexistent/key.pem': No such file or directory");
+    g_clear_error(&e);
+    cfg.key_file = key; /* the client's key: not the server certificate's */
+    ck_assert_ptr_null(rpc_tls_context_new_server(&cfg, &e));
+    ck_assert_msg(strstr(e->message, "is not the key of cert_file"), "%s", e->message);
+}
+END_TEST
+
+/* ---- SASL ---- */
+
+static void sasl_config(void)
+{
+    g_autofree char *db = path_in("sasldb");
+    g_autofree char *cmd =
+        g_strdup_printf("printf secret1 | saslpasswd2 -f '%s' -a libvirt -p alice", db);
+    run_ok(cmd);
+    g_autofree char *conf = g_strdup_printf("mech_list: digest-md5\nsasldb_path: %s\n", db);
+    write_file("libvirt.conf", conf);
+    g_setenv("SASL_CONF_PATH", tmpdir, TRUE);
+}
+
+/* Runs the exchange between two sessions directly, as the RPC calls would
+ * (each side's output stays valid until that side's next call). */
+static void authenticate(RpcSasl *server, RpcSasl *client)
+{
+    g_autoptr(GError) e = NULL;
+    g_autofree char *mechs = rpc_sasl_list_mechanisms(server, &e);
+    ck_assert_msg(mechs != NULL, "%s", e ? e->message : "");
+    const char *mech = NULL, *cout = NULL, *sout = NULL;
+    gsize coutlen = 0, soutlen = 0;
+    RpcSaslStatus c = rpc_sasl_client_start(client, mechs, &mech, &cout, &coutlen, &e);
+    ck_assert_msg(c != RPC_SASL_FAILED, "%s", e ? e->message : "");
+    ck_assert_str_eq(mech, "DIGEST-MD5");
+    RpcSaslStatus s = rpc_sasl_server_start(server, mech, cout, coutlen, &sout, &soutlen, &e);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_msg(s != RPC_SASL_FAILED, "server: %s", e ? e->message : "");
+        c = rpc_sasl_client_step(client, sout, soutlen, &cout, &coutlen, &e);
+        ck_assert_msg(c != RPC_SASL_FAILED, "client: %s", e ? e->message : "");
+        if (s == RPC_SASL_COMPLETE)
+            break;
+        s = rpc_sasl_server_step(server, cout, coutlen, &sout, &soutlen, &e);
+    }
+    ck_assert_int_eq(s, RPC_SASL_COMPLETE);
+    ck_assert_int_eq(c, RPC_SASL_COMPLETE);
+    ck_assert_str_eq(rpc_sasl_get_username(server), "alice");
+    ck_assert_uint_ge(rpc_sasl_get_ssf(server), 56);
+    ck_assert_uint_eq(rpc_sasl_get_ssf(server), rpc_sasl_get_ssf(client));
+}
+
+START_TEST(sasl_layer_bulk_both_directions)
+{
+    sasl_config();
+    g_autoptr(GError) e = NULL;
+    ck_assert(rpc_sasl_server_global_init("libvirt", &e));
+    ck_assert(rpc_sasl_client_global_init(&e));
+
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    RpcTransport *st = rpc_sasl_transport_new(rpc_transport_new_socket(sv[0]));
+    RpcTransport *ct = rpc_sasl_transport_new(rpc_transport_new_socket(sv[1]));
+    ck_assert(rpc_sasl_transport_is_sasl(st));
+
+    RpcSaslCredentials creds = {.authname = "alice", .password = "secret1"};
+    g_autoptr(RpcSasl) server = rpc_sasl_server_new("libvirt", st, &e);
+    g_autoptr(RpcSasl) client = rpc_sasl_client_new("libvirt", "localhost", ct, &creds, &e);
+    ck_assert_msg(server && client, "%s", e ? e->message : "");
+    /* A UNIX socket needs no layer; ask for one, as plain TCP does. */
+    ck_assert(rpc_sasl_set_security(server, 56, 100000, FALSE, &e));
+    ck_assert(rpc_sasl_set_security(client, 56, 100000, FALSE, &e));
+    authenticate(server, client);
+
+    rpc_sasl_transport_start_decoding(st, server);
+    rpc_sasl_transport_start_encoding(st);
+    rpc_sasl_transport_start_decoding(ct, client);
+    rpc_sasl_transport_start_encoding(ct);
+
+    /* The layer changes the bytes: what the raw socket carries is not the text. */
+    static const char text[] = "a known string that must not appear in the clear";
+    ck_assert(rpc_transport_write_all(ct, text, sizeof(text), &e));
+    guint8 raw[4096];
+    gssize n = recv(sv[0], raw, sizeof(raw), MSG_PEEK);
+    ck_assert_int_gt(n, (gssize)sizeof(text));
+    ck_assert_ptr_null(memmem(raw, n, "known string", 12));
+    char back[sizeof(text)];
+    ck_assert(rpc_transport_read_all(st, back, sizeof(back), &e));
+    ck_assert_str_eq(back, text);
+
+    bulk_both_ways(ct, st);
+    rpc_transport_free(st);
+    rpc_transport_free(ct);
+    g_clear_pointer(&server, rpc_sasl_unref);
+    g_clear_pointer(&client, rpc_sasl_unref);
+    rpc_sasl_global_done();
+}
+END_TEST
+
+/* ---- URIs ---- */
+
+START_TEST(uri_names_as_libvirt)
+{
+    static const struct {
+        const char *uri, *name;
+        RemoteUriTransport transport;
+        guint16 port;
+    } cases[] = {
+        {"sim+tcp://127.0.0.1:31601/system", "sim:///system", REMOTE_URI_TCP, 31601},
+        {"sim+tcp://127.0.0.1:31601/", "sim:///", REMOTE_URI_TCP, 31601},
+        {"sim+tcp://127.0.0.1:31601", "sim://", REMOTE_URI_TCP, 31601},
+        {"sim+tcp://127.0.0.1:31601/system?foo=bar&no_verify=1", "sim:///system?foo=bar",
+         REMOTE_URI_TCP, 31601},
+        {"qemu+tcp://127.0.0.1/system", "qemu:///system", REMOTE_URI_TCP, 16509},
+        {"remote+tcp://127.0.0.1:31601/", "", REMOTE_URI_TCP, 31601},
+        {"sim+tls://user@host.example/system", "sim:///system", REMOTE_URI_TLS, 16514},
+        {"sim://host.example/system", "sim:///system", REMOTE_URI_TLS, 16514},
+        {"sim+tls://[::1]:999/system?pkipath=/a%20b&x=1#frag", "sim:///system?x=1#frag",
+         REMOTE_URI_TLS, 999},
+        {"sim+unix:///system?socket=/tmp/s", "sim:///system", REMOTE_URI_UNIX, 16514},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(GError) e = NULL;
+        g_autoptr(RemoteUri) u = remote_uri_parse(cases[i].uri, &e);
+        ck_assert_msg(u != NULL, "%s: %s", cases[i].uri, e ? e->message : "");
+        ck_assert_str_eq(u->name, cases[i].name);
+        ck_assert_int_eq(u->transport, cases[i].transport);
+        if (cases[i].transport != REMOTE_URI_UNIX)
+            ck_assert_uint_eq(u->port, cases[i].port);
+    }
+    g_autoptr(GError) e = NULL;
+    g_autoptr(RemoteUri) u =
+        remote_uri_parse("sim+tls://fred@[::1]:999/system?pkipath=/a%20b&no_verify=1&"
+                         "tls_priority=NORMAL&auth=sasl.SCRAM-SHA-256&authfile=/f",
+                         &e);
+    ck_assert_ptr_nonnull(u);
+    ck_assert_str_eq(u->host, "::1");
+    ck_assert_str_eq(u->user, "fred");
+    ck_assert_str_eq(u->pkipath, "/a b");
+    ck_assert(u->no_verify);
+    ck_assert_str_eq(u->tls_priority, "NORMAL");
+    ck_assert_str_eq(u->auth, "sasl.SCRAM-SHA-256");
+    ck_assert_str_eq(u->authfile, "/f");
+    g_autoptr(RemoteUri) s = remote_uri_parse("sim+unix:///system?socket=/tmp/x.sock", &e);
+    ck_assert_str_eq(s->socket, "/tmp/x.sock");
+
+    ck_assert_ptr_null(remote_uri_parse("sim+ssh://h/system", &e));
+    ck_assert_msg(strstr(e->message, "transport '+ssh' is not supported"), "%s", e->message);
+    g_clear_error(&e);
+    ck_assert_ptr_null(remote_uri_parse("sim+tcp:///system", &e));
+    ck_assert_msg(strstr(e->message, "needs a host"), "%s", e->message);
+    g_clear_error(&e);
+    ck_assert_ptr_null(remote_uri_parse("sim+tcp://h:99999/", &e));
+    g_clear_error(&e);
+    ck_assert_ptr_null(remote_uri_parse("nonsense", &e));
+}
+END_TEST
+
+START_TEST(tls_client_file_locations)
+{
+    g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
+    rpc_tls_client_locate_files("/pki", &ca, &crl, &cert, &key);
+    ck_assert_str_eq(ca, "/pki/cacert.pem");
+    ck_assert_str_eq(crl, "/pki/cacrl.pem");
+    ck_assert_str_eq(cert, "/pki/clientcert.pem");
+    ck_assert_str_eq(key, "/pki/clientkey.pem");
+    g_free(ca), g_free(crl), g_free(cert), g_free(key);
+    rpc_tls_client_locate_files(NULL, &ca, &crl, &cert, &key);
+    if (geteuid() == 0) {
+        ck_assert_str_eq(ca, "/etc/pki/CA/cacert.pem");
+        ck_assert_str_eq(cert, "/etc/pki/libvirt/clientcert.pem");
+        ck_assert_str_eq(key, "/etc/pki/libvirt/private/clientkey.pem");
+    }
+}
+END_TEST
+
+/* ---- auth files ---- */
+
+START_TEST(auth_file_lookup)
+{
+    write_file("auth.conf", "# libvirt auth file\n"
+                            "[credentials-a]\nauthname=alice\npassword=secret1\n\n"
+                            "[credentials-d]\nauthname=dave\npassword=pw\nrealm=r\n\n"
+                            "[auth-libvirt-127.0.0.1]\ncredentials=a\n\n"
+                            "[auth-libvirt-default]\ncredentials=d\n\n"
+                            "[auth-libvirt-broken]\ncredentials=nope\n");
+    g_autofree char *path = path_in("auth.conf");
+    RemotePeerCredentials c;
+    g_autoptr(GError) e = NULL;
+    ck_assert(remote_peer_lookup_credentials(path, "127.0.0.1", &c, &e));
+    ck_assert_str_eq(c.authname, "alice");
+    ck_assert_str_eq(c.password, "secret1");
+    remote_peer_credentials_clear(&c);
+    ck_assert(remote_peer_lookup_credentials(path, "other.example", &c, &e));
+    ck_assert_str_eq(c.authname, "dave");
+    ck_assert_str_eq(c.realm, "r");
+    remote_peer_credentials_clear(&c);
+    ck_assert(!remote_peer_lookup_credentials(path, "broken", &c, &e));
+    ck_assert_msg(strstr(e->message, "no [credentials-nope]"), "%s", e->message);
+    g_clear_error(&e);
+    g_autofree char *missing = path_in("missing.conf");
+    ck_assert(!remote_peer_lookup_credentials(missing, "h", &c, &e));
+    ck_assert_msg(strstr(e->message, "cannot read auth file"), "%s", e->message);
+
+    g_setenv("LIBVIRT_AUTH_FILE", path, TRUE);
+    g_autofree char *found = remote_peer_find_auth_file(NULL);
+    ck_assert_str_eq(found, path);
+    g_autofree char *explicit_path = remote_peer_find_auth_file("/x/auth.conf");
+    ck_assert_str_eq(explicit_path, "/x/auth.conf");
+    g_unsetenv("LIBVIRT_AUTH_FILE");
+}
+END_TEST
+
+static Suite *security_suite(void)
+{
+    Suite *s = suite_create("rpc-security");
+    TCase *tc = tcase_create("tls");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, tls_bulk_both_directions);
+    tcase_add_test(tc, tls_silent_client_times_out);
+    tcase_add_test(tc, tls_missing_files_are_named);
+    tcase_add_test(tc, tls_client_file_locations);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("sasl");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, sasl_layer_bulk_both_directions);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("client");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, uri_names_as_libvirt);
+    tcase_add_test(tc, auth_file_lookup);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(security_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
