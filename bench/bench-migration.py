@@ -22,7 +22,10 @@ import tempfile
 import threading
 import time
 
-import libvirt
+try:
+    import libvirt
+except ImportError:
+    raise SystemExit("bench: needs python3-libvirt: run it with /usr/bin/python3 (bench/run does)")
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -50,11 +53,11 @@ CASES = env_list("BENCH_CASES", "direct socat socat-256k ferry")
 WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty")
 JOBINFO_CALLS = int(os.environ.get("BENCH_JOBINFO_CALLS", "50"))
 JOBINFO_INTERVAL = float(os.environ.get("BENCH_JOBINFO_INTERVAL_MS", "20")) / 1000
-# A migration still running after this many seconds of stream is cancelled and
-# reported as not converged (its throughput so far still counts): a relay
-# slower than the guest dirties memory never converges, and the VMM would go
-# on for 30 rounds.
-CONVERGE_S = float(os.environ.get("BENCH_CONVERGE_S", "20" if QUICK else "45"))
+# A migration still running this many seconds after `migrate` is cancelled and
+# counted as not converged (its throughput so far still counts): through a
+# relay slower than the guest dirties memory it never converges, and the VMM
+# would go on for 30 rounds.
+CONVERGE_S = float(os.environ.get("BENCH_CONVERGE_S", "15" if QUICK else "30"))
 RESULTS = os.environ.get("BENCH_RESULTS")  # optional: raw runs as JSON
 KEEP = os.environ.get("BENCH_KEEP", "0") not in ("", "0")  # keep temp dirs (debugging)
 
@@ -118,13 +121,13 @@ class Reaper:
     def strays(self, under):
         """PIDs of processes whose command line names a path under `under`: the
         VMMs a ferryd started (they detach from it on purpose) or left behind."""
-        pids = []
+        pids, needle = [], os.path.join(under, "").encode()
         for entry in os.listdir("/proc"):
             if not entry.isdigit() or int(entry) == os.getpid():
                 continue
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if under.encode() in f.read():
+                    if needle in f.read():
                         pids.append(int(entry))
             except OSError:
                 pass
