@@ -1,0 +1,878 @@
+#!/usr/bin/python3
+"""Migration throughput benchmark: ferry-vmm -> ferry-vmm directly over a UNIX
+socket (the ceiling), through a socat TCP relay (what users do today), and
+tunnelled through two ferryd (virsh migrate --live --p2p --tunnelled), in one
+run, interleaved, medians of BENCH_REPS runs. Run by bench/run (make bench),
+never by make check. Needs /usr/bin/python3 (python3-libvirt) and socat.
+
+Every process it starts is ended by PID and every temp dir removed, also on
+failure or Ctrl-C. Only 127.0.0.1 and free ports are used."""
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+try:
+    import libvirt
+except ImportError:
+    raise SystemExit("bench: needs python3-libvirt: run it with /usr/bin/python3 (bench/run does)")
+
+GIB = 1 << 30
+MIB = 1 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def parse_size(text):
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", text, re.I)
+    if not m:
+        raise SystemExit(f"bench: bad size '{text}' (e.g. 4G, 300MiB, 1048576)")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
+
+
+def env_list(name, default):
+    return [x for x in os.environ.get(name, default).replace(",", " ").split() if x]
+
+
+QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
+IDLE_MEMORY = parse_size(os.environ.get("BENCH_IDLE_MEMORY", "1G" if QUICK else "4G"))
+DIRTY_MEMORY = parse_size(os.environ.get("BENCH_DIRTY_MEMORY", "1G" if QUICK else "2G"))
+DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
+VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
+CASES = env_list("BENCH_CASES", "direct socat socat-256k ferry")
+WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty")
+JOBINFO_CALLS = int(os.environ.get("BENCH_JOBINFO_CALLS", "50"))
+JOBINFO_INTERVAL = float(os.environ.get("BENCH_JOBINFO_INTERVAL_MS", "20")) / 1000
+# A migration still running this many seconds after `migrate` is cancelled and
+# counted as not converged (its throughput so far still counts): through a
+# relay slower than the guest dirties memory it never converges, and the VMM
+# would go on for 30 rounds.
+CONVERGE_S = float(os.environ.get("BENCH_CONVERGE_S", "15" if QUICK else "30"))
+RESULTS = os.environ.get("BENCH_RESULTS")  # optional: raw runs as JSON
+KEEP = os.environ.get("BENCH_KEEP", "0") not in ("", "0")  # keep temp dirs (debugging)
+
+CASE_TITLES = {
+    "direct": "direct (VMM -> VMM, unix socket)",
+    "socat": "socat relay (default -b 8192)",
+    "socat-256k": "socat relay (-b 262144)",
+    "ferry": "ferry tunnelled (2x ferryd, TCP)",
+}
+# Rows kept for modes that are not benchmarked yet.
+RESERVED = [
+    "ferry tunnelled + TLS",
+    "stunnel relay (TLS, like ferry + TLS)",
+    "ferry proxy (--p2p, no --tunnelled)",
+]
+
+WORKLOAD_SPECS = {
+    "idle": (IDLE_MEMORY, 0),
+    "dirty": (DIRTY_MEMORY, DIRTY_RATE),
+}
+
+
+def fmt_size(n):
+    return f"{n / GIB:g}GiB" if n % GIB == 0 else f"{n / MIB:g}MiB"
+
+
+def workload_title(w):
+    mem, rate = WORKLOAD_SPECS[w]
+    return f"{w} {fmt_size(mem)}" + (f" @{rate / MIB:g}MiB/s" if rate else "")
+
+
+# ---- processes: every one is registered and ended by PID ----
+
+class Reaper:
+    """Remembers everything the bench starts; ends it by PID at exit."""
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="ferry-bench-mig-")
+        self.procs = []  # Popen of our children
+        self.lock = threading.Lock()
+
+    def spawn(self, args, log_path, **kw):
+        with open(log_path, "ab") as log:
+            p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 **kw)
+        with self.lock:
+            self.procs.append(p)
+        return p
+
+    def end(self, p, timeout=10):
+        """SIGTERM, then SIGKILL; reaps. Returns the exit code."""
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def strays(self, under):
+        """PIDs of processes whose command line names a path under `under`: the
+        VMMs a ferryd started (they detach from it on purpose) or left behind."""
+        pids, needle = [], os.path.join(under, "").encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if needle in f.read():
+                        pids.append(int(entry))
+            except OSError:
+                pass
+        return pids
+
+    def kill_under(self, under):
+        for pid in self.strays(under):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self):
+        with self.lock:
+            procs, self.procs = self.procs, []
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        if os.path.isdir(self.root):
+            self.kill_under(self.root)
+            if KEEP:
+                print(f"bench: kept {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
+
+
+REAPER = None
+
+
+def on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+# ---- /proc ----
+
+def cpu_seconds(pid):
+    """utime + stime of a process (all its threads), or None once it is gone.
+    A zombie still reports its times until it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def vm_hwm_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def host_cpu():
+    """(busy, total) jiffies of the whole host: others' load shows here too."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v[:8]) - idle, sum(v[:8])
+
+
+class CpuWatch:
+    """CPU seconds each named process spends between start() and stop(). A
+    sampler keeps the last reading of processes that may exit on their own (a
+    source VMM quits after success; the reading is at most `period` old)."""
+
+    def __init__(self, pids, period=0.05):
+        self.pids = {k: v for k, v in pids.items() if v}
+        self.base, self.last = {}, {}
+        self.period = period
+        self.stop_event = threading.Event()
+        self.thread = None
+
+    def start(self):
+        self.host = host_cpu()
+        for name, pid in self.pids.items():
+            self.base[name] = self.last[name] = cpu_seconds(pid)
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def rebase(self, name):
+        """Counts `name` from now on."""
+        self.base[name] = cpu_seconds(self.pids[name]) if name in self.pids else None
+
+    def _sample(self):
+        while not self.stop_event.wait(self.period):
+            for name, pid in self.pids.items():
+                v = cpu_seconds(pid)
+                if v is not None:
+                    self.last[name] = v
+
+    def stop(self):
+        self.stop_event.set()
+        self.thread.join()
+        busy, total = host_cpu()
+        self.host_busy = (busy - self.host[0]) / max(1, total - self.host[1])
+        out = {}
+        for name, pid in self.pids.items():
+            v = cpu_seconds(pid)
+            if v is None:
+                v = self.last[name]
+            out[name] = None if v is None or self.base[name] is None else v - self.base[name]
+        return out
+
+
+# ---- small clients ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    if not pred():
+        raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def unix_listening(path):
+    try:
+        with open("/proc/net/unix") as f:
+            for line in f:
+                parts = line.split()
+                # Flags 00010000 = __SO_ACCEPTCON: a listening socket.
+                if len(parts) >= 8 and parts[-1] == path and int(parts[3], 16) & 0x10000:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def tcp_listening(port):
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1].endswith(f":{port:04X}") and parts[3] == "0A":
+                return True
+    return False
+
+
+class Qmp:
+    """A QMP client that keeps the events it reads."""
+
+    def __init__(self, path, timeout=60):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("QMP connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, cmd, **args):
+        self.sock.settimeout(60)
+        msg = {"execute": cmd}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\r\n")
+        while True:
+            r = self._read()
+            if "return" in r:
+                return r["return"]
+            if "error" in r:
+                raise RuntimeError(f"QMP {cmd}: {r['error']['desc']}")
+            self.events.append(r)
+
+    def wait_event(self, name, pred, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e.get("event") == name and pred(e.get("data", {})):
+                    return e
+            self.events.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                self.events.append(self._read())
+            except socket.timeout:
+                return None
+
+    def close(self):
+        self.sock.close()
+
+
+# ---- one run of each case ----
+
+MIGRATION_END = ("completed", "failed", "cancelled")
+
+
+def vmm_args(build, d, role, memory, rate):
+    args = [os.path.join(build, "src/vmm/ferry-vmm"), "--memory", str(memory),
+            "--qmp", os.path.join(d, role + ".qmp"), "--name", "bench", "--vcpus", str(VCPUS),
+            "--seed", "1", "--pidfile", os.path.join(d, role + ".pid"),
+            "--log", os.path.join(d, role + ".log")]
+    if role == "src":
+        args += ["--dirty-rate", str(rate)]
+    else:
+        args += ["--incoming", "defer"]
+    return args
+
+
+def run_vmm_case(build, d, case, memory, rate):
+    """direct, socat, socat-256k: the bench drives both VMMs over QMP."""
+    r = {}
+    t = time.monotonic()
+    src = REAPER.spawn(vmm_args(build, d, "src", memory, rate), os.path.join(d, "src.out"))
+    dst = REAPER.spawn(vmm_args(build, d, "dst", memory, rate), os.path.join(d, "dst.out"))
+    for role, p in (("src", src), ("dst", dst)):
+        wait_until(lambda: os.path.exists(os.path.join(d, role + ".pid")) or p.poll() is not None,
+                   120, f"{role} VMM to boot")
+        if p.poll() is not None:
+            raise RuntimeError(f"{role} VMM exited with {p.returncode}")
+    r["vmm_boot_s"] = time.monotonic() - t
+    qs, qd = Qmp(os.path.join(d, "src.qmp")), Qmp(os.path.join(d, "dst.qmp"))
+    try:
+        dst_sock = os.path.join(d, "dst-mig.sock")
+        qd.execute("migrate-incoming", uri="unix:" + dst_sock)
+        wait_until(lambda: unix_listening(dst_sock), 10, "the destination VMM to listen")
+        relays = {}
+        target = dst_sock
+        if case.startswith("socat"):
+            buf = ["-b", "262144"] if case == "socat-256k" else []
+            port = free_port()
+            src_sock = os.path.join(d, "src-mig.sock")
+            relays["socat-dst"] = REAPER.spawn(
+                ["socat", *buf, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"UNIX-CONNECT:{dst_sock}"],
+                os.path.join(d, "socat-dst.log"))
+            relays["socat-src"] = REAPER.spawn(
+                ["socat", *buf, f"UNIX-LISTEN:{src_sock}", f"TCP:127.0.0.1:{port}"],
+                os.path.join(d, "socat-src.log"))
+            wait_until(lambda: tcp_listening(port), 10, "socat to listen on TCP")
+            wait_until(lambda: unix_listening(src_sock), 10, "socat to listen on its UNIX socket")
+            target = src_sock
+        relay_names = {"socat-src": "src", "socat-dst": "dst"}
+        watch = CpuWatch({"vmm-src": src.pid, "vmm-dst": dst.pid,
+                          **{relay_names[k]: p.pid for k, p in relays.items()}})
+        watch.start()
+        t0 = time.monotonic()
+        qs.execute("migrate", uri="unix:" + target)
+        end = lambda e: e.get("status") in MIGRATION_END  # noqa: E731
+        converged = qs.wait_event("MIGRATION", end, CONVERGE_S) is not None
+        r["total_s"] = time.monotonic() - t0
+        m = qs.execute("query-migrate")
+        if not converged:  # measured so far; then cancel (the destination VMM exits)
+            qs.execute("migrate_cancel")
+            qs.wait_event("MIGRATION", end, 60)
+            md = {"status": "completed"}
+        else:
+            # The destination answers once it verified the digest.
+            qd.wait_event("MIGRATION", end, 30)
+            md = qd.execute("query-migrate")
+        # A relay exits when both directions closed: give it a moment.
+        for p in relays.values():
+            try:
+                wait_until(lambda: proc_state(p.pid) in (None, "Z"), 5, "socat to exit")
+            except RuntimeError:
+                pass
+        cpu = watch.stop()
+        for name, p in relays.items():
+            REAPER.end(p)
+        if converged and (m.get("status") != "completed" or md.get("status") != "completed"):
+            raise RuntimeError(f"migration {m.get('status')}/{md.get('status')}: "
+                               f"{m.get('error-desc') or md.get('error-desc')}")
+        sd, dd = m.get("ferry", {}).get("digest"), md.get("ferry", {}).get("digest")
+        if converged and (not sd or sd != dd):
+            raise RuntimeError(f"digest mismatch: source {sd}, destination {dd}")
+        ram = m["ram"]
+        r.update(converged=converged, transferred=ram["transferred"],
+                 stream_s=(m["total-time"] - m["setup-time"]) / 1000,
+                 downtime_ms=m.get("downtime") if converged else None,
+                 rounds=ram["dirty-sync-count"], digest=sd,
+                 relay_cpu={k: cpu[k] for k in ("src", "dst") if k in cpu},
+                 vmm_cpu={"src": cpu["vmm-src"], "dst": cpu["vmm-dst"]}, rss_kib={}, jobinfo_ms=[],
+                 host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(d))
+        for q in (qs, qd):
+            try:
+                q.execute("quit")
+            except (OSError, RuntimeError, EOFError):
+                pass
+    finally:
+        qs.close()
+        qd.close()
+    for p in (src, dst):
+        REAPER.end(p)
+    return r
+
+
+FERRYD_CONF = """listen_tcp = 1
+listen_addr = "127.0.0.1"
+tcp_port = {port}
+auth_tcp = "none"
+unix_sock_dir = "{d}/sock"
+domain_config_dir = "{d}/config"
+domain_run_dir = "{d}/run"
+"""
+
+
+def start_ferryd(build, d):
+    os.makedirs(d)
+    port = free_port()
+    conf = os.path.join(d, "ferryd.conf")
+    with open(conf, "w") as f:
+        f.write(FERRYD_CONF.format(port=port, d=d))
+    p = REAPER.spawn([os.path.join(build, "src/daemon/ferryd"), "--config", conf, "--listen",
+                      "--pid-file", os.path.join(d, "ferryd.pid")], os.path.join(d, "ferryd.log"))
+
+    def up():
+        if p.poll() is not None:
+            raise RuntimeError(f"ferryd exited with {p.returncode}: see {d}/ferryd.log")
+        return tcp_listening(port)
+    wait_until(up, 15, "ferryd to listen")
+    return p, f"sim+tcp://127.0.0.1:{port}/system"
+
+
+def domain_xml(memory, rate):
+    meta = ("  <metadata><ferry:workload xmlns:ferry='http://ferry.dev/xmlns/domain/1' "
+            f"dirty-rate='{rate}' seed='1'/></metadata>\n")
+    return (f"<domain type='sim'>\n  <name>bench</name>\n"
+            f"  <memory unit='KiB'>{memory // 1024}</memory>\n  <vcpu>{VCPUS}</vcpu>\n"
+            f"  <os><type>hvm</type></os>\n{meta}</domain>\n")
+
+
+def instance_pid(d):
+    """PID of the (single) running VM instance of the ferryd whose dir is `d`."""
+    import xml.etree.ElementTree as ET
+    run = os.path.join(d, "run")
+    for f in os.listdir(run) if os.path.isdir(run) else []:
+        if f.endswith(".xml"):
+            try:
+                return int(ET.parse(os.path.join(run, f)).getroot().get("pid"))
+            except (OSError, ValueError, TypeError, ET.ParseError):
+                pass
+    return None
+
+
+def incoming_boot_s(log_dir):
+    """Seconds the destination VMM took to boot, from its log (None if not found)."""
+    for name in sorted(os.listdir(log_dir)):
+        if name.endswith(".log"):
+            try:
+                with open(os.path.join(log_dir, name), errors="replace") as fh:
+                    m = re.search(r"waiting for an incoming migration in (\d+) ms", fh.read())
+            except OSError:
+                continue
+            if m:
+                return int(m.group(1)) / 1000
+    return None
+
+
+def poll_job_info(uri, ready, stop, out, mark):
+    """GET_JOB_INFO round trips while data flows: only calls that saw an
+    active job with bytes moved count. mark["stream"]: when bytes first moved."""
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName("bench")
+        ready.set()
+        while not stop.is_set() and len(out) < JOBINFO_CALLS:
+            t = time.perf_counter()
+            info = dom.jobInfo()
+            dt = time.perf_counter() - t
+            if info[0] == libvirt.VIR_DOMAIN_JOB_UNBOUNDED and info[4] > 0:
+                mark.setdefault("stream", time.monotonic())
+                out.append(dt * 1000)
+            elif out:
+                break  # the job is over
+            stop.wait(JOBINFO_INTERVAL)
+    finally:
+        ready.set()
+        conn.close()
+
+
+def run_ferry_case(build, d, memory, rate):
+    r = {}
+    da, db = os.path.join(d, "a"), os.path.join(d, "b")
+    fa, uri_a = start_ferryd(build, da)
+    fb, uri_b = start_ferryd(build, db)
+    try:
+        ca = libvirt.open(uri_a)
+        try:
+            dom = ca.defineXML(domain_xml(memory, rate))
+            dom.create()
+        finally:
+            ca.close()
+        src_vmm = instance_pid(da)
+        lat, mark = [], {}
+        ready, stop = threading.Event(), threading.Event()
+        poller = threading.Thread(target=poll_job_info, args=(uri_a, ready, stop, lat, mark),
+                                  daemon=True)
+        poller.start()
+        ready.wait(30)
+        watch = CpuWatch({"src": fa.pid, "dst": fb.pid, "vmm-src": src_vmm})
+        watch.start()
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        t0 = time.monotonic()
+        mig = subprocess.Popen(["virsh", "-c", uri_a, "migrate", "--live", "--p2p", "--tunnelled",
+                                "bench", uri_b], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+        REAPER.procs.append(mig)
+        # The cut counts from the first bytes moved, as for the VMM cases: the
+        # prepare phase (the destination VMM boots) is not part of the stream.
+        converged, rebased = None, False
+        while converged is None:
+            try:
+                out, err = mig.communicate(timeout=0.1)
+                converged = True
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if not rebased and "stream" in mark:
+                    watch.rebase("vmm-src")  # its vCPUs ran during prepare too
+                    rebased = True
+                if now - mark.get("stream", now) >= CONVERGE_S or now - t0 >= CONVERGE_S + 300:
+                    converged = False
+        r["total_s"] = time.monotonic() - t0
+        if not converged:  # measured so far; then abort the job
+            s = None
+            c = libvirt.open(uri_a)
+            try:
+                dom = c.lookupByName("bench")
+                s = dom.jobStats()
+                dom.abortJob()
+            except libvirt.libvirtError:
+                pass  # the job ended meanwhile: see how below
+            finally:
+                c.close()
+            out, err = mig.communicate(timeout=120)
+            if mig.returncode == 0:  # it finished before the abort landed
+                converged = True
+            elif "stream" not in mark:
+                raise RuntimeError(f"no bytes moved within {CONVERGE_S + 300:g}s: {err.strip()}")
+            elif s is None:
+                raise RuntimeError(f"virsh migrate failed ({mig.returncode}): {err.strip()}")
+        stop.set()
+        poller.join(30)
+        cpu = watch.stop()
+        rss = {"src": vm_hwm_kib(fa.pid), "dst": vm_hwm_kib(fb.pid)}
+        if converged:
+            if mig.returncode != 0:
+                raise RuntimeError(f"virsh migrate failed ({mig.returncode}): {err.strip()}")
+            stats = {}
+            for side, uri in (("src", uri_a), ("dst", uri_b)):
+                c = libvirt.open(uri)
+                try:
+                    stats[side] = c.lookupByName("bench").jobStats(
+                        libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                finally:
+                    c.close()
+            s = stats["src"]
+            if s.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+                raise RuntimeError(f"source job not completed: {s}")
+            sd, dd = s.get("ferry_digest"), stats["dst"].get("ferry_digest")
+            if not sd or sd != dd:
+                raise RuntimeError(f"digest mismatch: source {sd}, destination {dd}")
+        else:
+            sd = None
+        bps = s.get("memory_bps")
+        r.update(converged=converged, transferred=s["data_processed"],
+                 stream_s=s["data_processed"] / bps if bps else None,
+                 downtime_ms=s.get("downtime") if converged else None,
+                 rounds=s.get("memory_iteration"), digest=sd,
+                 relay_cpu={"src": cpu["src"], "dst": cpu["dst"]},
+                 vmm_cpu={"src": cpu.get("vmm-src"), "dst": None},
+                 rss_kib=rss, jobinfo_ms=lat, job_time_s=s.get("time_elapsed", 0) / 1000,
+                 host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(os.path.join(db, "run")))
+        # The destination VMM's CPU is left out in ferry mode: ferryd starts it
+        # during prepare, so its boot cannot be told apart from the migration.
+    finally:
+        for p in (fa, fb):
+            REAPER.end(p, 20)
+        REAPER.kill_under(d)  # the VMMs outlive their ferryd by design
+    return r
+
+
+def run_one(build, case, workload, rep):
+    memory, rate = WORKLOAD_SPECS[workload]
+    d = os.path.join(REAPER.root, f"{workload}-{case}-{rep}")
+    os.makedirs(d)
+    r = {"case": case, "workload": workload, "rep": rep}
+    try:
+        if case == "ferry":
+            r.update(run_ferry_case(build, d, memory, rate))
+        else:
+            r.update(run_vmm_case(build, d, case, memory, rate))
+        r["ok"] = True
+    except Exception as e:  # a failed run is reported, the others go on
+        r["ok"] = False
+        r["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        REAPER.kill_under(d)
+        if not KEEP:
+            shutil.rmtree(d, ignore_errors=True)
+    return r
+
+
+def socket_ceiling(kind, size=1 << 30, chunk=4 << 20):
+    """MiB/s one process pair moves through one socket on this machine right
+    now (the kernel's copy cost, no VMM, no relay): the context for the table."""
+    if kind == "unix":
+        a, b = socket.socketpair()
+    else:
+        with socket.socket() as lst:
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(1)
+            a = socket.create_connection(lst.getsockname())
+            b, _ = lst.accept()
+    pid = os.fork()
+    if pid == 0:  # the receiver
+        try:
+            a.close()
+            mv, got = memoryview(bytearray(chunk)), 0
+            while got < size:
+                n = b.recv_into(mv)
+                if not n:
+                    break
+                got += n
+        finally:
+            os._exit(0)
+    b.close()
+    data = b"\1" * chunk
+    t = time.perf_counter()
+    try:
+        for _ in range(size // chunk):
+            a.sendall(data)
+        os.waitpid(pid, 0)
+    finally:
+        a.close()
+    return size / (time.perf_counter() - t) / MIB
+
+
+# ---- report ----
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def num(v, spec):
+    return "-" if v is None else f"{v:{spec}}"
+
+
+def pair(a, b, spec):
+    if a is None and b is None:
+        return "-"
+    return f"{num(a, spec)} / {num(b, spec)}"
+
+
+def summarize(runs, case, workload):
+    mine = [r for r in runs if r["case"] == case and r["workload"] == workload]
+    ok = [r for r in mine if r["ok"]]
+    conv = [r for r in ok if r["converged"]]
+    s = {"n": len(mine), "ok": len(ok), "conv": len(conv)}
+    if not ok:
+        return s
+    gib = lambda r: r["transferred"] / GIB  # noqa: E731
+    s["gib"] = med(gib(r) for r in ok)
+    s["mibps"] = med(r["transferred"] / r["stream_s"] / MIB for r in ok if r["stream_s"])
+    # The downtime is mostly the VMMs' digests of all RAM (nothing is left to
+    # copy for an idle guest): without it, what the transport itself sustains.
+    s["mibps_copy"] = med(r["transferred"] / (r["stream_s"] - (r["downtime_ms"] or 0) / 1000) / MIB
+                          for r in ok if r["stream_s"] and r["stream_s"] > (r["downtime_ms"] or 0) / 1000)
+    s["stream_s"] = med(r["stream_s"] for r in ok)
+    s["total_s"] = med(r["total_s"] for r in conv)
+    s["boot_s"] = med(r.get("dst_boot_s") for r in ok)
+    s["downtime_ms"] = med(r["downtime_ms"] for r in conv)
+    s["rounds"] = med(r["rounds"] for r in ok)
+    for side in ("src", "dst"):
+        s[f"cpu_{side}"] = med(r["relay_cpu"][side] / gib(r) for r in ok
+                               if r["relay_cpu"].get(side) is not None)
+        s[f"vmm_{side}"] = med(r["vmm_cpu"][side] / gib(r) for r in ok
+                               if r["vmm_cpu"].get(side) is not None)
+        s[f"rss_{side}"] = med(r["rss_kib"][side] / 1024 for r in ok if r["rss_kib"].get(side))
+    s["rss_max"] = max((v / 1024 for r in ok for v in r["rss_kib"].values() if v), default=None)
+    s["cpu_relay"] = med(sum(r["relay_cpu"].values()) / gib(r) for r in ok
+                         if r["relay_cpu"] and None not in r["relay_cpu"].values())
+    lat = [x for r in ok for x in r["jobinfo_ms"]]
+    s["ji_n"] = len(lat)
+    s["ji_med"] = statistics.median(lat) if lat else None
+    s["ji_max"] = max(lat) if lat else None
+    s["busy"] = med(r["host_busy"] * 100 for r in ok)
+    return s
+
+
+def print_table(header, rows):
+    """A Markdown table, padded so that it also reads in a terminal."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    print(line(header))
+    print("| " + " | ".join("-" * w for w in widths) + " |")
+    for row in rows:
+        print(line(row))
+
+
+def report(runs, ceilings, wall):
+    print()
+    print(f"Live migration, medians of {REPS} interleaved run(s) per row; {os.cpu_count()} cores "
+          f"shared by both VMMs, the relays and the bench; guest {VCPUS} vCPUs; "
+          f"stream cut at {CONVERGE_S:g}s; {wall:.0f}s in all")
+    if ceilings["unix"]:
+        print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
+              f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s")
+    print()
+    header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
+              "downtime ms", "rounds", "relay CPU s/GiB src / dst", "ferryd peak RSS MiB src / dst",
+              "job-info ms med / max", "VMM CPU s/GiB src / dst", "host busy %"]
+    rows, table = [], {}
+    for w in WORKLOADS:
+        for c in CASES:
+            s = table[(c, w)] = summarize(runs, c, w)
+            if not s["ok"]:
+                rows.append([workload_title(w), CASE_TITLES[c], f"0/{s['n']}", "all runs failed"]
+                            + [""] * (len(header) - 4))
+                continue
+            rows.append([
+                workload_title(w), CASE_TITLES[c], f"{s['ok']}/{s['conv']}", num(s["gib"], ".2f"),
+                num(s["mibps"], ".0f"), num(s["mibps_copy"], ".0f"), num(s["stream_s"], ".2f"), num(s["total_s"], ".2f"), num(s["boot_s"], ".1f"),
+                num(s["downtime_ms"], ".0f"), num(s["rounds"], ".0f"),
+                pair(s["cpu_src"], s["cpu_dst"], ".2f"), pair(s["rss_src"], s["rss_dst"], ".1f"),
+                pair(s["ji_med"], s["ji_max"], ".1f"), pair(s["vmm_src"], s["vmm_dst"], ".2f"),
+                num(s["busy"], ".0f")])
+    for title in RESERVED:
+        rows.append(["(later)", title] + ["-"] * (len(header) - 2))
+    print_table(header, rows)
+    print()
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    print("Ratios (of medians) and targets")
+    for w in WORKLOADS:
+        fe = table.get(("ferry", w))
+        if not fe or not fe.get("ok"):
+            continue
+        print(f"{workload_title(w)}:")
+        for c, target in (("socat", 1.5), ("socat-256k", None), ("direct", None)):
+            o = table.get((c, w))
+            if o and o.get("ok"):
+                rt = ratio(fe["mibps"], o["mibps"])
+                line = (f"  throughput ferry / {c:<10} {num(rt, '.2f')}x"
+                        f"  (w/o downtime {num(ratio(fe['mibps_copy'], o['mibps_copy']), '.2f')}x)")
+                if target:
+                    line += f"   target >= {target}x: {'met' if rt and rt >= target else 'MISSED'}"
+                print(line)
+        for c in ("socat", "socat-256k"):
+            o = table.get((c, w))
+            if o and o.get("ok") and fe["cpu_relay"] is not None and o["cpu_relay"] is not None:
+                print(f"  relay CPU  ferry / {c:<10} {num(ratio(fe['cpu_relay'], o['cpu_relay']), '.2f')}x"
+                      f"  ({fe['cpu_relay']:.2f} vs {o['cpu_relay']:.2f} s/GiB, both relay processes)")
+        if fe["rss_max"] is not None:
+            print(f"  ferryd peak RSS, max of all runs and both daemons: {fe['rss_max']:.1f} MiB"
+                  f"   target <= 64 MiB: {'met' if fe['rss_max'] <= 64 else 'MISSED'}")
+        if fe["ji_max"] is not None:
+            print(f"  job-info while streaming: median {fe['ji_med']:.1f} ms, max {fe['ji_max']:.1f} ms"
+                  f" over {fe['ji_n']} calls   target max <= 100 ms: "
+                  f"{'met' if fe['ji_max'] <= 100 else 'MISSED'}")
+        else:
+            print("  job-info while streaming: no call landed during the stream")
+    failed = [r for r in runs if not r["ok"]]
+    if failed:
+        print()
+        print("FAILED runs:")
+        for r in failed:
+            print(f"  {workload_title(r['workload'])}, {r['case']} #{r['rep']}: {r['error']}")
+    return not failed
+
+
+def main():
+    global REAPER
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: bench-migration.py BUILD_DIR")
+    build = os.path.abspath(sys.argv[1])
+    for exe in ("src/daemon/ferryd", "src/vmm/ferry-vmm"):
+        if not os.access(os.path.join(build, exe), os.X_OK):
+            raise SystemExit(f"bench: {build}/{exe} is missing: build first (make bench)")
+    if any(c.startswith("socat") for c in CASES) and not shutil.which("socat"):
+        raise SystemExit("bench: socat is missing (scripts/setup installs it)")
+    for c in CASES:
+        if c not in CASE_TITLES:
+            raise SystemExit(f"bench: unknown case '{c}' (known: {' '.join(CASE_TITLES)})")
+    for w in WORKLOADS:
+        if w not in WORKLOAD_SPECS:
+            raise SystemExit(f"bench: unknown workload '{w}' (known: idle dirty)")
+    sys.stdout.reconfigure(line_buffering=True)
+    REAPER = Reaper()
+    atexit.register(REAPER.cleanup)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
+
+    runs, ceilings = [], {"unix": [], "tcp": []}
+    start = time.monotonic()
+    total = REPS * len(WORKLOADS) * len(CASES)
+    print(f"Migration benchmark: {total} migrations ({REPS} x {' '.join(WORKLOADS)} x {' '.join(CASES)})",
+          file=sys.stderr)
+    for rep in range(1, REPS + 1):
+        for kind in ceilings:
+            ceilings[kind].append(socket_ceiling(kind))
+        for w in WORKLOADS:
+            for c in CASES:
+                r = run_one(build, c, w, rep)
+                runs.append(r)
+                if r["ok"]:
+                    detail = (f"{r['transferred'] / r['stream_s'] / MIB:.0f} MiB/s, {r['stream_s']:.2f}s stream"
+                              + (f", {r['total_s']:.2f}s total" if r["converged"] else ", not converged"))
+                else:
+                    detail = r["error"]
+                print(f"  [{len(runs)}/{total}] {workload_title(w)}, {c} #{rep}: "
+                      f"{'ok' if r['ok'] else 'FAILED'}: {detail}", file=sys.stderr, flush=True)
+    ok = report(runs, ceilings, time.monotonic() - start)
+    if RESULTS:
+        with open(RESULTS, "w") as fh:
+            json.dump({"ceilings": ceilings, "runs": runs}, fh, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
