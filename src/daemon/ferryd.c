@@ -1,6 +1,7 @@
 /* ferryd: the daemon's main: options, config, pid file, listeners, signals. */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
@@ -304,6 +305,11 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Stream buffers (1 MiB) are allocated in one thread and freed in another.
+     * A fixed mmap threshold gives them back to the system when freed; glibc's
+     * moving threshold would keep them in per-thread arenas, and the daemon's
+     * memory would grow with the bytes it streamed. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     int rc = run(&opts);
     g_free(opts.config_path);
     g_free(opts.pid_path);

@@ -118,8 +118,9 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
         ts->cfg.window = 4 * ts->cfg.packet_size;
     if (ts->cfg.send_queue_limit == 0)
         ts->cfg.send_queue_limit = 4 * ts->cfg.packet_size;
-    /* Enough buffers for a window in flight each way; more are allocated and freed. */
-    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 32);
+    /* A few buffers kept for reuse; the window's worth beyond them is
+     * allocated and given back to the system (mmap'd, see ferryd's main). */
+    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 8);
     g_mutex_init(&ts->lock);
     g_cond_init(&ts->cond);
     g_queue_init(&ts->sink_queue);

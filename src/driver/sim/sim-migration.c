@@ -916,9 +916,9 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
     }
     if (success) {
         save_completed(sd, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
-        sim_vm_set_stopping(o->vm);
-        g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "quit", NULL, NULL);
-        sim_vm_kill(o->vm);
+        /* The guest runs on the destination: end ours without waiting under
+         * the domain lock (job-info and the client are waiting on it). */
+        sim_vm_kill_nowait(o->vm);
         DriverDomain d = {0};
         sim_domain_ref_of(obj, &d);
         gboolean hidden = domain_obj_is_hidden(obj);

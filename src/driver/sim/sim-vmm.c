@@ -59,9 +59,17 @@ static char *last_log_line(const char *path)
     return g_strdup(last ? last + 1 : text);
 }
 
+/* A zombie is gone for us: it runs no more, and init may reap it late. */
 static gboolean pid_alive(pid_t pid)
 {
-    return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM);
+    if (pid <= 0 || (kill(pid, 0) < 0 && errno != EPERM))
+        return FALSE;
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return FALSE;
+    const char *p = strrchr(text, ')');
+    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
 static SimVm *vm_new(pid_t pid, const char *instance_id, SimVmGoneFunc on_gone, gpointer data)
@@ -165,12 +173,17 @@ SimVm *sim_vm_attach(pid_t pid, const char *qmp_path, const char *instance_id,
 
 void sim_vm_kill(SimVm *vm)
 {
+    sim_vm_kill_nowait(vm);
+    /* Bounded wait so a destroy returns with the VM gone. */
+    for (int i = 0; i < 500 && pid_alive(vm->pid); i++)
+        g_usleep(10 * 1000);
+}
+
+void sim_vm_kill_nowait(SimVm *vm)
+{
     sim_vm_set_stopping(vm);
     if (pid_alive(vm->pid))
         kill(vm->pid, SIGKILL);
-    /* init reaps it; bounded wait so a destroy returns with the VM gone. */
-    for (int i = 0; i < 500 && pid_alive(vm->pid); i++)
-        g_usleep(10 * 1000);
 }
 
 SimVm *sim_vm_ref(SimVm *vm)

@@ -34,6 +34,8 @@ SimVm *sim_vm_attach(pid_t pid, const char *qmp_path, const char *instance_id,
                      SimVmGoneFunc on_gone, gpointer data, GError **error);
 /* Kills the process and waits (bounded) until it is gone. */
 void sim_vm_kill(SimVm *vm);
+/* Kills the process without waiting (a VM that already handed its guest over). */
+void sim_vm_kill_nowait(SimVm *vm);
 /* Lifetime: refcounted; a migration holds a reference while it runs without
  * the domain lock. The last unref drops the monitor connection (the process
  * is not touched). */
