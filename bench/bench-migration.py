@@ -49,7 +49,8 @@ IDLE_MEMORY = parse_size(os.environ.get("BENCH_IDLE_MEMORY", "1G" if QUICK else 
 DIRTY_MEMORY = parse_size(os.environ.get("BENCH_DIRTY_MEMORY", "1G" if QUICK else "2G"))
 DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
-CASES = env_list("BENCH_CASES", "direct socat socat-256k ferry ferry-proxy")
+CASES = env_list("BENCH_CASES",
+                 "direct socat socat-256k ferry ferry-proxy stunnel ferry-tls ferry-proxy-tls")
 WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty")
 JOBINFO_CALLS = int(os.environ.get("BENCH_JOBINFO_CALLS", "50"))
 JOBINFO_INTERVAL = float(os.environ.get("BENCH_JOBINFO_INTERVAL_MS", "20")) / 1000
@@ -67,12 +68,12 @@ CASE_TITLES = {
     "socat-256k": "socat relay (-b 262144)",
     "ferry": "ferry tunnelled (2x ferryd, TCP)",
     "ferry-proxy": "ferry proxy (2x ferryd, splice relay)",
+    "stunnel": "stunnel relay (TLS)",
+    "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
+    "ferry-proxy-tls": "ferry proxy --tls (TLS data connection)",
 }
 # Rows kept for modes that are not benchmarked yet.
-RESERVED = [
-    "ferry tunnelled + TLS",
-    "stunnel relay (TLS, like ferry + TLS)",
-]
+RESERVED = []
 
 WORKLOAD_SPECS = {
     "idle": (IDLE_MEMORY, 0),
@@ -251,6 +252,42 @@ class CpuWatch:
 
 # ---- small clients ----
 
+PKI = {}
+
+
+def make_pki(root):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made
+    with certtool, shared by stunnel and the TLS ferry cases."""
+    d = os.path.join(root, "pki")
+    os.makedirs(d)
+
+    def certtool(*args):
+        subprocess.run(["certtool", *args], check=True, capture_output=True, timeout=60)
+
+    def template(name, text):
+        path = os.path.join(d, name + ".info")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+    for k in ("ca", "server", "client"):
+        certtool("--generate-privkey", "--key-type", "rsa", "--bits", "2048",
+                 "--outfile", os.path.join(d, f"{k}key.pem"))
+    certtool("--generate-self-signed", "--load-privkey", os.path.join(d, "cakey.pem"),
+             "--template", template("ca", "cn = bench CA\nca\ncert_signing_key\nexpiration_days = 7\n"),
+             "--outfile", os.path.join(d, "cacert.pem"))
+    for name, text in (("server", "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
+                                  "encryption_key\nsigning_key\nexpiration_days = 7\n"),
+                       ("client", "cn = bench\ntls_www_client\nencryption_key\nsigning_key\n"
+                                  "expiration_days = 7\n")):
+        certtool("--generate-certificate", "--load-privkey", os.path.join(d, f"{name}key.pem"),
+                 "--load-ca-certificate", os.path.join(d, "cacert.pem"),
+                 "--load-ca-privkey", os.path.join(d, "cakey.pem"),
+                 "--template", template(name, text), "--outfile", os.path.join(d, f"{name}cert.pem"))
+    PKI.update(dir=d, ca=os.path.join(d, "cacert.pem"), cert=os.path.join(d, "servercert.pem"),
+               key=os.path.join(d, "serverkey.pem"))
+    # d is also the source daemon's pkipath: cacert.pem, clientcert.pem, clientkey.pem
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -393,7 +430,26 @@ def run_vmm_case(build, d, case, memory, rate):
             wait_until(lambda: tcp_listening(port), 10, "socat to listen on TCP")
             wait_until(lambda: unix_listening(src_sock), 10, "socat to listen on its UNIX socket")
             target = src_sock
-        relay_names = {"socat-src": "src", "socat-dst": "dst"}
+        if case == "stunnel":
+            port = free_port()
+            src_sock = os.path.join(d, "src-mig.sock")
+            confs = {
+                "stunnel-dst": (f"foreground = yes\npid =\n[mig]\naccept = 127.0.0.1:{port}\n"
+                                f"connect = {dst_sock}\ncert = {PKI['cert']}\nkey = {PKI['key']}\n"),
+                "stunnel-src": (f"foreground = yes\npid =\n[mig]\nclient = yes\n"
+                                f"accept = {src_sock}\nconnect = 127.0.0.1:{port}\n"
+                                f"CAfile = {PKI['ca']}\nverifyChain = yes\n"),
+            }
+            for name, text in confs.items():
+                conf = os.path.join(d, name + ".conf")
+                with open(conf, "w") as f:
+                    f.write(text)
+                relays[name] = REAPER.spawn(["stunnel", conf], os.path.join(d, name + ".log"))
+            wait_until(lambda: tcp_listening(port), 10, "stunnel to listen on TCP")
+            wait_until(lambda: unix_listening(src_sock), 10, "stunnel to listen on its UNIX socket")
+            target = src_sock
+        relay_names = {"socat-src": "src", "socat-dst": "dst", "stunnel-src": "src",
+                       "stunnel-dst": "dst"}
         watch = CpuWatch({"vmm-src": src.pid, "vmm-dst": dst.pid,
                           **{relay_names[k]: p.pid for k, p in relays.items()}})
         watch.start()
@@ -458,12 +514,17 @@ migration_address = "127.0.0.1"
 """
 
 
-def start_ferryd(build, d):
+def start_ferryd(build, d, tls=False):
     os.makedirs(d)
     port = free_port()
     conf = os.path.join(d, "ferryd.conf")
+    tls_port = free_port()
     with open(conf, "w") as f:
         f.write(FERRYD_CONF.format(port=port, d=d))
+        if tls:  # the daemon's certificate: for sim+tls clients and --tls data connections
+            f.write(f'listen_tls = 1\ntls_port = {tls_port}\nauth_tls = "none"\n'
+                    f'ca_file = "{PKI["ca"]}"\ncert_file = "{PKI["cert"]}"\n'
+                    f'key_file = "{PKI["key"]}"\n')
     p = REAPER.spawn([os.path.join(build, "src/daemon/ferryd"), "--config", conf, "--listen",
                       "--pid-file", os.path.join(d, "ferryd.pid")], os.path.join(d, "ferryd.log"))
 
@@ -472,6 +533,9 @@ def start_ferryd(build, d):
             raise RuntimeError(f"ferryd exited with {p.returncode}: see {d}/ferryd.log")
         return tcp_listening(port)
     wait_until(up, 15, "ferryd to listen")
+    if tls:
+        wait_until(lambda: tcp_listening(tls_port), 15, "ferryd to listen for TLS")
+        p.tls_uri = f"sim+tls://127.0.0.1:{tls_port}/system?pkipath={PKI['dir']}"
     return p, f"sim+tcp://127.0.0.1:{port}/system"
 
 
@@ -539,11 +603,15 @@ def poll_job_info(uri, ready, stop, out, every, mark):
         conn.close()
 
 
-def run_ferry_case(build, d, memory, rate, tunnelled=True):
+def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
     r = {}
     da, db = os.path.join(d, "a"), os.path.join(d, "b")
-    fa, uri_a = start_ferryd(build, da)
-    fb, uri_b = start_ferryd(build, db)
+    fa, uri_a = start_ferryd(build, da, tls)
+    fb, uri_b = start_ferryd(build, db, tls)
+    # With TLS the daemons talk over sim+tls:// (tunnelled), or proxy mode
+    # adds --tls for its data connection; the client files are in PKI['dir'].
+    dest_uri = fb.tls_uri if tls else uri_b
+    tls_flag = ["--tls"] if tls and not tunnelled else []
     try:
         ca = libvirt.open(uri_a)
         try:
@@ -565,7 +633,7 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True):
         t0 = time.monotonic()
         mode = ["--tunnelled"] if tunnelled else []  # proxy mode without it
         mig = subprocess.Popen(["virsh", "-c", uri_a, "migrate", "--live", "--p2p", *mode,
-                                "bench", uri_b], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                *tls_flag, "bench", dest_uri], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
         REAPER.procs.append(mig)
         # The cut counts from the first bytes moved, as for the VMM cases: the
@@ -648,8 +716,9 @@ def run_one(build, case, workload, rep):
     os.makedirs(d)
     r = {"case": case, "workload": workload, "rep": rep}
     try:
-        if case in ("ferry", "ferry-proxy"):
-            r.update(run_ferry_case(build, d, memory, rate, tunnelled=case == "ferry"))
+        if case.startswith("ferry"):
+            r.update(run_ferry_case(build, d, memory, rate, tunnelled="proxy" not in case,
+                                    tls=case.endswith("-tls")))
         else:
             r.update(run_vmm_case(build, d, case, memory, rate))
         r["ok"] = True
@@ -831,6 +900,17 @@ def report(runs, ceilings, wall):
         if fe["ji_all_max"] is not None:
             print(f"  job-info in any phase, from virsh migrate to its return: max {fe['ji_all_max']:.1f} ms"
                   f" over {fe['ji_all_n']} calls")
+    for w in WORKLOADS:  # over TLS (issue target: 1.5x the stunnel relay)
+        ft_, st = table.get(("ferry-tls", w)), table.get(("stunnel", w))
+        if not (ft_ and ft_.get("ok") and st and st.get("ok")):
+            continue
+        rt = ratio(ft_["mibps"], st["mibps"])
+        print(f"{workload_title(w)}, over TLS:")
+        print(f"  throughput ferry-tls / stunnel {num(rt, '.2f')}x   target >= 1.5x: "
+              f"{'met' if rt and rt >= 1.5 else 'MISSED'}")
+        fpt = table.get(("ferry-proxy-tls", w))
+        if fpt and fpt.get("ok"):
+            print(f"  throughput ferry-proxy-tls / stunnel {num(ratio(fpt['mibps'], st['mibps']), '.2f')}x")
     for w in WORKLOADS:  # proxy mode (issue targets: 2x socat, a quarter of its CPU)
         fp, so = table.get(("ferry-proxy", w)), table.get(("socat", w))
         if not (fp and fp.get("ok") and so and so.get("ok")):
@@ -872,6 +952,8 @@ def main():
     sys.stdout.reconfigure(line_buffering=True)
     REAPER = Reaper()
     atexit.register(REAPER.cleanup)
+    if any(c in ("stunnel", "ferry-tls", "ferry-proxy-tls") for c in CASES):
+        make_pki(REAPER.root)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
