@@ -840,7 +840,8 @@ def report(runs, ceilings, wall):
           f"stream cut at {CONVERGE_S:g}s; {wall:.0f}s in all")
     if ceilings["unix"]:
         print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
-              f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s")
+              f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s"
+              + (f", one gnutls TLS session {med(ceilings['tls']):.0f} MiB/s" if ceilings.get("tls") else ""))
     print()
     header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
               "downtime ms", "rounds", "relay CPU s/GiB src / dst", "ferryd peak RSS MiB src / dst",
@@ -963,9 +964,15 @@ def main():
     total = REPS * len(WORKLOADS) * len(CASES)
     print(f"Migration benchmark: {total} migrations ({REPS} x {' '.join(WORKLOADS)} x {' '.join(CASES)})",
           file=sys.stderr)
+    tls_ceiling = []
     for rep in range(1, REPS + 1):
         for kind in ceilings:
             ceilings[kind].append(socket_ceiling(kind))
+        if PKI:  # one gnutls session over loopback: the ceiling of anything over TLS
+            out = subprocess.run([os.path.join(build, "bench/bench-transport"), "tls", "1024",
+                                  PKI["dir"]], capture_output=True, text=True, timeout=300)
+            if out.returncode == 0 and out.stdout.strip():
+                tls_ceiling.append(float(out.stdout.split()[-1]))
         for w in WORKLOADS:
             for c in CASES:
                 r = run_one(build, c, w, rep)
@@ -977,6 +984,8 @@ def main():
                     detail = r["error"]
                 print(f"  [{len(runs)}/{total}] {workload_title(w)}, {c} #{rep}: "
                       f"{'ok' if r['ok'] else 'FAILED'}: {detail}", file=sys.stderr, flush=True)
+    if tls_ceiling:
+        ceilings["tls"] = tls_ceiling
     ok = report(runs, ceilings, time.monotonic() - start)
     if RESULTS:
         with open(RESULTS, "w") as fh:
