@@ -404,3 +404,14 @@ def vmm_pids(daemon):
         except (OSError, ValueError, TypeError, ET.ParseError):
             pass
     return pids
+
+
+def domstate(daemon, name):
+    """`virsh domstate --reason`, e.g. "running (booted)"."""
+    return virsh(daemon.tcp_uri, "domstate", "--reason", name)[1].strip()
+
+
+def domain_names(daemon, *flags):
+    """`virsh list --name` (add "--all" for inactive domains too)."""
+    out = virsh(daemon.tcp_uri, "list", "--name", *flags)[1]
+    return [l.strip() for l in out.splitlines() if l.strip()]

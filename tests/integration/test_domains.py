@@ -14,8 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
 
 
-def state(d, name):
-    return ft.virsh(d.tcp_uri, "domstate", "--reason", name)[1].strip()
+state = ft.domstate
 
 
 class VirshLifecycleTest(ft.DaemonTestCase):

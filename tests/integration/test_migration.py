@@ -17,13 +17,10 @@ import ferrytest as ft  # noqa: E402
 MIB = 1 << 20
 
 
-def state(d, name):
-    return ft.virsh(d.tcp_uri, "domstate", "--reason", name)[1].strip()
+state = ft.domstate
 
 
-def names(d, *flags):
-    out = ft.virsh(d.tcp_uri, "list", "--name", *flags)[1]
-    return [l.strip() for l in out.splitlines() if l.strip()]
+names = ft.domain_names
 
 
 class MigrationCase(ft.DaemonTestCase):
