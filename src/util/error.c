@@ -77,11 +77,14 @@ void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...)
 
 char *ferry_format_size(guint64 bytes)
 {
-    char *s = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
-    char *nbsp = strstr(s, "\u00a0");
-    if (nbsp) {
-        *nbsp = ' ';
-        memmove(nbsp + 1, nbsp + 2, strlen(nbsp + 2) + 1);
+    g_autofree char *text = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
+    GString *out = g_string_new(NULL);
+    for (const char *p = text; *p; p = g_utf8_next_char(p)) {
+        gunichar c = g_utf8_get_char(p);
+        if (g_unichar_isspace(c))
+            g_string_append_c(out, ' ');
+        else
+            g_string_append_unichar(out, c);
     }
-    return s;
+    return g_string_free(out, FALSE);
 }

@@ -25,7 +25,7 @@ typedef struct {
 
 static void receiver_stream_error(Receiver *r, GError **error)
 {
-    g_autofree char *moved = vmm_stream_format_bytes(r->st.received);
+    g_autofree char *moved = ferry_format_size(r->st.received);
     switch (r->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,

@@ -33,7 +33,7 @@ typedef struct {
 
 static void sender_stream_error(Sender *s, GError **error)
 {
-    g_autofree char *moved = vmm_stream_format_bytes(s->st.sent);
+    g_autofree char *moved = ferry_format_size(s->st.sent);
     switch (s->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,

@@ -341,17 +341,3 @@ gsize vmm_stream_read_pending(VmmStream *stream, void *buf, gsize len)
     }
     return got;
 }
-
-char *vmm_stream_format_bytes(guint64 bytes)
-{
-    g_autofree char *text = g_format_size_full(bytes, G_FORMAT_SIZE_IEC_UNITS);
-    GString *out = g_string_new(NULL);
-    for (const char *p = text; *p; p = g_utf8_next_char(p)) {
-        gunichar c = g_utf8_get_char(p);
-        if (g_unichar_isspace(c))
-            g_string_append_c(out, ' ');
-        else
-            g_string_append_unichar(out, c);
-    }
-    return g_string_free(out, FALSE);
-}

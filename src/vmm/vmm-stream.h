@@ -54,5 +54,3 @@ gboolean vmm_stream_read(VmmStream *stream, void *buf, gsize len);
 /* Reads what the peer already sent, without waiting; for salvaging a last
  * message after a write failed. Returns bytes read (0 if none). */
 gsize vmm_stream_read_pending(VmmStream *stream, void *buf, gsize len);
-/* "8.4 MiB", with a plain space (GLib uses U+00A0): for error texts. */
-char *vmm_stream_format_bytes(guint64 bytes);
