@@ -228,7 +228,7 @@ static gboolean sim_get_info(Driver *drv, const DriverDomain *dom, DriverDomainI
     DomainDef *def = domain_obj_get_def(obj);
     info->state = domain_obj_get_state(obj, NULL);
     info->max_mem_kib = def->memory_kib;
-    info->memory_kib = domain_obj_is_active(obj) ? def->current_memory_kib : def->current_memory_kib;
+    info->memory_kib = def->current_memory_kib;
     info->vcpus = def->vcpus;
     SimInstance *inst = domain_obj_get_priv(obj);
     info->cpu_time_ns = inst ? sim_vm_cpu_time_ns(inst->vm) : 0;

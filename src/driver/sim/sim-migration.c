@@ -273,9 +273,10 @@ static void job_update_from_vmm(SimMigrationJob *job, JsonObject *qm)
         i->memory_total = json_u64(ram, "total");
         i->memory_processed = json_u64(ram, "transferred");
         i->memory_remaining = json_u64(ram, "remaining");
-        i->memory_bps = (guint64)(json_u64(ram, "mbps") * 1000000ULL / 8);
-        if (json_object_has_member(ram, "mbps"))
-            i->memory_bps = (guint64)(json_object_get_double_member(ram, "mbps") * 1e6 / 8);
+        /* mbps is a fractional Mbit/s: read it as a double, not via json_u64. */
+        i->memory_bps = json_object_has_member(ram, "mbps")
+                            ? (guint64)(json_object_get_double_member(ram, "mbps") * 1e6 / 8)
+                            : 0;
         i->memory_dirty_rate = json_u64(ram, "dirty-pages-rate");
         i->memory_iteration = json_u64(ram, "dirty-sync-count");
         i->memory_page_size = json_u64(ram, "page-size");
