@@ -415,3 +415,19 @@ def domain_names(daemon, *flags):
     """`virsh list --name` (add "--all" for inactive domains too)."""
     out = virsh(daemon.tcp_uri, "list", "--name", *flags)[1]
     return [l.strip() for l in out.splitlines() if l.strip()]
+
+
+class MigrationFaultsMixin:
+    """For fault tests between a source self.a and a destination self.b: a VM
+    slow enough to act on mid-stream, and the check that it stayed home.
+    The test class provides start_vm(daemon, name, memory_mib=, dirty_rate=)."""
+
+    def slow_vm(self):
+        # 256 MiB at 32 MiB/s: about 8 s of stream to act in.
+        self.start_vm(self.a, "vm1", memory_mib=256, dirty_rate="4MiB")
+        virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "32")
+
+    def check_vm_stayed_on_source(self):
+        self.assertTrue(wait_for(lambda: domstate(self.a, "vm1").startswith("running"), 10),
+                        domstate(self.a, "vm1"))
+        self.assertTrue(wait_for(lambda: "vm1" not in domain_names(self.b, "--all"), 30))

@@ -225,17 +225,7 @@ class OtherClientsTest(MigrationCase):
         self.assertEqual(names(self.a), [])
 
 
-class FaultsTest(MigrationCase):
-    def slow_vm(self):
-        # 256 MiB at 32 MiB/s: about 8 s of stream to act in.
-        self.start_vm(self.a, "vm1", memory_mib=256, dirty_rate="4MiB")
-        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "32")
-
-    def check_vm_stayed_on_source(self):
-        self.assertTrue(ft.wait_for(lambda: state(self.a, "vm1").startswith("running"), 10),
-                        state(self.a, "vm1"))
-        self.assertTrue(ft.wait_for(lambda: "vm1" not in names(self.b, "--all"), 30))
-
+class FaultsTest(ft.MigrationFaultsMixin, MigrationCase):
     def test_domjobabort_mid_stream(self):
         self.slow_vm()
         p = ft.start_migration(self.a, self.b, "vm1", "--live")

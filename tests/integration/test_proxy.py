@@ -26,7 +26,7 @@ state = ft.domstate
 names = ft.domain_names
 
 
-class ProxyCase(ft.DaemonTestCase):
+class ProxyCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
     def start_pair(self, dest_conf=""):
         self.a = self.start_daemon(name="source")
         self.b = self.start_daemon(name="destination", extra_conf=dest_conf)
@@ -36,15 +36,6 @@ class ProxyCase(ft.DaemonTestCase):
                             ft.domain_xml(name, memory_mib=memory_mib, dirty_rate=dirty_rate))
         ft.virsh(d.tcp_uri, "define", xml)
         ft.virsh(d.tcp_uri, "start", name)
-
-    def slow_vm(self):
-        self.start_vm(self.a, memory_mib=256, dirty_rate="4MiB")
-        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "32")
-
-    def check_vm_stayed_on_source(self):
-        self.assertTrue(ft.wait_for(lambda: state(self.a, "vm1").startswith("running"), 10),
-                        state(self.a, "vm1"))
-        self.assertTrue(ft.wait_for(lambda: "vm1" not in names(self.b, "--all"), 30))
 
 
 class ProxyTest(ProxyCase):
