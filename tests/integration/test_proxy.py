@@ -150,7 +150,11 @@ class NetnsTest(ProxyCase):
         tag = uuid.uuid4().hex[:6]
         self.ns = f"ferry-{tag}"
         self.veth = f"fv{tag}"
-        self.src_ip, self.dst_ip = "10.213.7.1", "10.213.7.2"
+        # A /30 of its own, so two runs of this test at once (two build trees)
+        # never share an address in the root namespace.
+        n = int(tag, 16) % 16384
+        net = f"10.213.{n // 64}"
+        self.src_ip, self.dst_ip = f"{net}.{(n % 64) * 4 + 1}", f"{net}.{(n % 64) * 4 + 2}"
         cmds = [
             ["ip", "netns", "add", self.ns],
             ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
