@@ -16,23 +16,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guest  # noqa: E402
 
 MEMORY_MIB = 256
-FILL = "128M"
-PAGES = 128 * 256  # 4 KiB pages in FILL
+FILL = "64M"
+PAGES = 64 * 256  # 4 KiB pages in FILL
 BOOT_S = 180  # boot + fill under TCG on two cores shared with other builds
 
 
+# A TCG guest's kernel oopses now and then after a migration, whatever carries
+# the stream (QEMU.md: 2 in 120 on a quiet host; measured here: 1 in 4 with a
+# load average of 15-28). Such a run proves nothing either way.
+CRASH_ATTEMPTS = 5
+
+
 def retry_on_guest_crash(test):
-    """A TCG guest oopses rarely whatever the transport (QEMU.md): such a run
-    proves nothing either way, so the scenario runs once more; a second crash,
-    a FAIL or anything else fails the test."""
+    """Runs the scenario again (up to CRASH_ATTEMPTS in all) when the guest
+    kernel crashed; a FAIL, a timeout or anything else fails the test at once."""
     def run(self):
-        try:
-            test(self)
-        except guest.GuestCrashed as e:
-            print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
-                  file=sys.stderr)
-            self.stop_all()
-            test(self)
+        for attempt in range(1, CRASH_ATTEMPTS + 1):
+            try:
+                return test(self)
+            except guest.GuestCrashed as e:
+                print(f"\n{self.id()}: attempt {attempt}: the guest kernel crashed:\n{e}", file=sys.stderr)
+                self.stop_all()
+                if attempt == CRASH_ATTEMPTS:
+                    raise
     run.__name__ = test.__name__
     run.__doc__ = test.__doc__
     return run
