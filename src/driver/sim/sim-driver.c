@@ -66,9 +66,7 @@ gboolean sim_check_active(DomainObj *obj, GError **error)
 static void instance_free(gpointer data)
 {
     SimInstance *inst = data;
-    sim_migration_job_unref(inst->job);
     sim_vm_unref(inst->vm);
-    driver_job_info_clear(&inst->completed);
     g_free(inst);
 }
 
@@ -145,8 +143,8 @@ static void reaper_run(gpointer data, gpointer user_data)
             gboolean hidden = domain_obj_is_hidden(obj);
             sim_instance_end(sd, obj, shutdown ? DOMAIN_SHUTOFF_SHUTDOWN : DOMAIN_SHUTOFF_CRASHED);
             if (!hidden)
-                driver_event_emit(&sd->base, &d, SIM_EVENT_STOPPED,
-                                  shutdown ? SIM_STOPPED_SHUTDOWN : SIM_STOPPED_CRASHED);
+                driver_event_emit(&sd->base, &d, DRIVER_EVENT_STOPPED,
+                                  shutdown ? DRIVER_STOPPED_SHUTDOWN : DRIVER_STOPPED_CRASHED);
             driver_domain_clear(&d);
         }
         domain_obj_end(obj);
@@ -310,7 +308,7 @@ static DriverDomain *sim_define_xml(Driver *drv, const char *xml, guint flags, G
         domain_obj_end(obj);
         return NULL;
     }
-    sim_emit(sd, obj, SIM_EVENT_DEFINED, old ? SIM_DEFINED_UPDATED : SIM_DEFINED_ADDED);
+    sim_emit(sd, obj, DRIVER_EVENT_DEFINED, old ? DRIVER_DEFINED_UPDATED : DRIVER_DEFINED_ADDED);
     domain_def_free(old);
     return finish_lookup(obj);
 }
@@ -334,7 +332,7 @@ static gboolean sim_undefine(Driver *drv, const DriverDomain *dom, guint flags, 
     }
     domain_store_set_autostart(sd->store, name, FALSE, NULL);
     obj->autostart = FALSE;
-    sim_emit(sd, obj, SIM_EVENT_UNDEFINED, 0);
+    sim_emit(sd, obj, DRIVER_EVENT_UNDEFINED, 0);
     domain_list_undefine(sd->list, obj);
     domain_obj_end(obj);
     return TRUE;
@@ -347,7 +345,7 @@ static gboolean start_activated(SimDriver *sd, DomainObj *obj, guint flags, GErr
         domain_list_deactivate(sd->list, obj, DOMAIN_SHUTOFF_FAILED);
         return FALSE;
     }
-    sim_emit(sd, obj, SIM_EVENT_STARTED, SIM_STARTED_BOOTED);
+    sim_emit(sd, obj, DRIVER_EVENT_STARTED, DRIVER_STARTED_BOOTED);
     if (flags & 1) { /* VIR_DOMAIN_START_PAUSED */
         SimInstance *inst = domain_obj_get_priv(obj);
         g_autoptr(JsonNode) r = sim_vm_qmp(inst->vm, "stop", NULL, error);
@@ -355,7 +353,7 @@ static gboolean start_activated(SimDriver *sd, DomainObj *obj, guint flags, GErr
             return FALSE;
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_USER);
         domain_store_save_state(sd->store, obj, NULL);
-        sim_emit(sd, obj, SIM_EVENT_SUSPENDED, SIM_SUSPENDED_PAUSED);
+        sim_emit(sd, obj, DRIVER_EVENT_SUSPENDED, DRIVER_SUSPENDED_PAUSED);
     }
     return TRUE;
 }
@@ -409,15 +407,14 @@ static gboolean sim_destroy(Driver *drv, const DriverDomain *dom, guint flags, G
         return FALSE;
     }
     SimInstance *inst = domain_obj_get_priv(obj);
-    if (inst && inst->job)
-        sim_migration_abort_locked(sd, obj, "the domain was destroyed");
+    migration_engine_abort_job_locked(obj, "the domain was destroyed");
     if (inst)
         sim_vm_kill(inst->vm);
     DriverDomain d = {0};
     sim_domain_ref_of(obj, &d);
     sim_instance_end(sd, obj, DOMAIN_SHUTOFF_DESTROYED);
     domain_obj_end(obj);
-    driver_event_emit(&sd->base, &d, SIM_EVENT_STOPPED, SIM_STOPPED_DESTROYED);
+    driver_event_emit(&sd->base, &d, DRIVER_EVENT_STOPPED, DRIVER_STOPPED_DESTROYED);
     driver_domain_clear(&d);
     return TRUE;
 }
@@ -431,7 +428,7 @@ static gboolean sim_suspend(Driver *drv, const DriverDomain *dom, GError **error
     gboolean ok = FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
     if (!sim_check_active(obj, error)) {
-    } else if (inst->job) {
+    } else if (migration_engine_has_job(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "domain has a migration job in progress");
     } else if (domain_obj_get_state(obj, NULL) == DOMAIN_STATE_PAUSED) {
@@ -441,7 +438,7 @@ static gboolean sim_suspend(Driver *drv, const DriverDomain *dom, GError **error
         if (r) {
             domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_USER);
             domain_store_save_state(sd->store, obj, NULL);
-            sim_emit(sd, obj, SIM_EVENT_SUSPENDED, SIM_SUSPENDED_PAUSED);
+            sim_emit(sd, obj, DRIVER_EVENT_SUSPENDED, DRIVER_SUSPENDED_PAUSED);
             ok = TRUE;
         }
     }
@@ -458,7 +455,7 @@ static gboolean sim_resume(Driver *drv, const DriverDomain *dom, GError **error)
     gboolean ok = FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
     if (!sim_check_active(obj, error)) {
-    } else if (inst->job) {
+    } else if (migration_engine_has_job(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "domain has a migration job in progress");
     } else if (domain_obj_get_state(obj, NULL) != DOMAIN_STATE_PAUSED) {
@@ -468,7 +465,7 @@ static gboolean sim_resume(Driver *drv, const DriverDomain *dom, GError **error)
         if (r) {
             domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_UNPAUSED);
             domain_store_save_state(sd->store, obj, NULL);
-            sim_emit(sd, obj, SIM_EVENT_RESUMED, SIM_RESUMED_UNPAUSED);
+            sim_emit(sd, obj, DRIVER_EVENT_RESUMED, DRIVER_RESUMED_UNPAUSED);
             ok = TRUE;
         }
     }
@@ -553,7 +550,7 @@ static void reattach(SimDriver *sd, DomainObj *obj)
         sim_domain_ref_of(obj, &d);
         sim_instance_end(sd, obj, DOMAIN_SHUTOFF_CRASHED);
         if (!hidden)
-            driver_event_emit(&sd->base, &d, SIM_EVENT_STOPPED, SIM_STOPPED_CRASHED);
+            driver_event_emit(&sd->base, &d, DRIVER_EVENT_STOPPED, DRIVER_STOPPED_CRASHED);
         driver_domain_clear(&d);
     } else {
         SimInstance *inst = g_new0(SimInstance, 1);
@@ -593,19 +590,12 @@ static void autostart_all(SimDriver *sd)
     }
 }
 
-void sim_driver_register_migration(DriverOps *ops);
-
 Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
 {
     SimDriver *sd = g_new0(SimDriver, 1);
     sd->vmm_binary = g_strdup(config->vmm_binary);
-    sd->migration_port_min = config->migration_port_min;
-    sd->migration_port_max = config->migration_port_max;
-    sd->migration_address = g_strdup(config->migration_address);
-    sd->migration_tls = config->migration_tls ? rpc_tls_context_ref(config->migration_tls) : NULL;
-    sim_driver_register_migration(&sim_ops);
+    migration_engine_install_ops(&sim_ops);
     driver_init(&sd->base, &sim_ops, sd);
-    sim_migration_init(sd);
     sd->list = domain_list_new();
     sd->reaper = g_thread_pool_new(reaper_run, sd, 1, FALSE, NULL);
     sd->store = domain_store_new(config->config_dir, config->run_dir, error);
@@ -613,6 +603,8 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
         sim_driver_close(&sd->base);
         return NULL;
     }
+    sd->migration = migration_engine_new(&sd->base, sd->list, sd->store, &sim_migration_hooks,
+                                         sd, config->migration_data);
     g_autoptr(GPtrArray) restored = domain_store_load(sd->store, sd->list, error);
     if (!restored) {
         sim_driver_close(&sd->base);
@@ -645,12 +637,10 @@ void sim_driver_close(Driver *drv)
     }
     if (sd->reaper)
         g_thread_pool_free(sd->reaper, FALSE, TRUE);
-    sim_migration_shutdown(sd);
+    migration_engine_free(sd->migration);
     domain_list_free(sd->list);
     domain_store_free(sd->store);
     driver_clear(drv);
     g_free(sd->vmm_binary);
-    g_free(sd->migration_address);
-    rpc_tls_context_unref(sd->migration_tls);
     g_free(sd);
 }
