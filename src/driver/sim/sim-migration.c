@@ -513,7 +513,7 @@ static gboolean sim_get_job_info(Driver *drv, const DriverDomain *dom, guint fla
         g_mutex_unlock(&sd->migration_lock);
         return TRUE;
     }
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -539,7 +539,7 @@ void sim_migration_abort_locked(SimDriver *sd, DomainObj *obj, const char *why)
 
 static gboolean sim_abort_job(Driver *drv, const DriverDomain *dom, GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -557,10 +557,10 @@ static gboolean sim_abort_job(Driver *drv, const DriverDomain *dom, GError **err
 static gboolean sim_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 mib,
                                   GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
-    gboolean ok = sim_check_active(obj, error);
+    gboolean ok = hv_check_active(obj, error);
     if (ok) {
         SimInstance *inst = domain_obj_get_priv(obj);
         inst->max_speed_mib = mib;
@@ -574,7 +574,7 @@ static gboolean sim_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 
 static gboolean sim_get_max_speed(Driver *drv, const DriverDomain *dom, guint64 *mib,
                                   GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -905,7 +905,7 @@ static char *outgoing_cancel(Outgoing *o, const GError *why)
 static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
 {
     SimDriver *sd = o->sd;
-    DomainObj *obj = domain_list_lookup_by_instance(sd->list, o->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(sd->hv.list, o->instance_id, NULL);
     if (!obj) {
         FERRY_WARN("domain '%s' is gone from the source during its migration", o->name);
         return;
@@ -921,18 +921,18 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
          * the domain lock (job-info and the client are waiting on it). */
         sim_vm_kill_nowait(o->vm);
         DriverDomain d = {0};
-        sim_domain_ref_of(obj, &d);
+        hv_domain_ref_of(obj, &d);
         gboolean hidden = domain_obj_is_hidden(obj);
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_MIGRATED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_MIGRATED);
         if (!hidden)
-            driver_event_emit(&sd->base, &d, SIM_EVENT_STOPPED, SIM_STOPPED_MIGRATED);
+            driver_event_emit(&sd->hv.base, &d, HV_EVENT_STOPPED, HV_STOPPED_MIGRATED);
         if ((o->flags & MIG_UNDEFINE_SOURCE) && !domain_obj_is_removed(obj) &&
             domain_obj_is_persistent(obj)) {
-            domain_store_delete_config(sd->store, o->name, NULL);
-            domain_store_set_autostart(sd->store, o->name, FALSE, NULL);
+            domain_store_delete_config(sd->hv.store, o->name, NULL);
+            domain_store_set_autostart(sd->hv.store, o->name, FALSE, NULL);
             if (!hidden)
-                driver_event_emit(&sd->base, &d, SIM_EVENT_UNDEFINED, 0);
-            domain_list_undefine(sd->list, obj);
+                driver_event_emit(&sd->hv.base, &d, HV_EVENT_UNDEFINED, 0);
+            domain_list_undefine(sd->hv.list, obj);
         }
         driver_domain_clear(&d);
     } else {
@@ -949,9 +949,9 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
             if (status && g_str_equal(status, "running")) {
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIG_LIVE) && !o->was_paused)
-                    sim_emit(sd, obj, SIM_EVENT_RESUMED, SIM_RESUMED_MIGRATED);
+                    hv_emit(&sd->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
             }
-            domain_store_save_state(sd->store, obj, NULL);
+            domain_store_save_state(sd->hv.store, obj, NULL);
         }
     }
     domain_obj_end(obj);
@@ -1005,11 +1005,11 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
             o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
     }
 
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
-    if (!sim_check_active(obj, error) || !inst) {
+    if (!hv_check_active(obj, error) || !inst) {
         domain_obj_end(obj);
         return FALSE;
     }
@@ -1045,7 +1045,7 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     }
     if (!(flags & MIG_LIVE) && !o.was_paused) {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
-        sim_emit(sd, obj, SIM_EVENT_SUSPENDED, SIM_SUSPENDED_MIGRATED);
+        hv_emit(&sd->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_MIGRATED);
     }
     domain_obj_end(obj);
 
@@ -1102,16 +1102,16 @@ static void incoming_forget(SimDriver *sd, SimMigrationJob *job)
 /* Kills the incoming VM and drops its hidden instance. */
 static void incoming_discard(SimDriver *sd, SimMigrationJob *job, const char *why)
 {
-    DomainObj *obj = domain_list_lookup_by_instance(sd->list, job->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(sd->hv.list, job->instance_id, NULL);
     if (obj) {
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
         SimInstance *inst = domain_obj_get_priv(obj);
         if (inst)
             sim_vm_kill(inst->vm);
         /* Ending the instance drops its reference on the job. */
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
         if (!domain_obj_is_removed(obj))
-            domain_list_remove(sd->list, obj);
+            domain_list_remove(sd->hv.list, obj);
         domain_obj_end(obj);
     }
     incoming_forget(sd, job);
@@ -1223,7 +1223,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     guint uri_port = 0;
     if (!binding && muri && !parse_tcp_uri(muri, &uri_host, &uri_port, error))
         return FALSE;
-    g_autoptr(DomainDef) def = domain_def_parse_string(dxml, error);
+    g_autoptr(DomainDef) def = hv_parse_xml(&sd->hv, dxml, error);
     if (!def)
         return FALSE;
     if (dname) {
@@ -1235,7 +1235,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     gboolean local = src.daemon_id && g_str_equal(src.daemon_id, sd->daemon_id);
     g_autofree char *name = g_strdup(def->name);
 
-    DomainObj *obj = domain_list_add(sd->list, &def,
+    DomainObj *obj = domain_list_add(sd->hv.list, &def,
                                      DOMAIN_LIST_ADD_HIDDEN |
                                          (local ? DOMAIN_LIST_ADD_ALLOW_RUNNING_TWIN : 0),
                                      NULL, error);
@@ -1251,7 +1251,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     TunnelStreamConfig cfg;
     SimMigrationJob *job = NULL;
     const char *listen_addr = NULL;
-    if (!sim_instance_start(sd, obj, TRUE, &e))
+    if (!hv_instance_start(&sd->hv, obj, TRUE, &e))
         goto fail;
     inst = domain_obj_get_priv(obj);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -1322,7 +1322,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
 
     *cookie_out = cookie_format(sd, name, domain_obj_get_uuid(obj), src.ferry && binding, NULL,
                                 0, job->token);
-    domain_store_save_state(sd->store, obj, NULL);
+    domain_store_save_state(sd->hv.store, obj, NULL);
     FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
                local ? " from this daemon" : "",
                binding ? (cfg.credit ? "tunnel, credit flow control" : "tunnel, plain")
@@ -1340,9 +1340,9 @@ fail:
     if (inst)
         sim_vm_kill(inst->vm);
     if (domain_obj_is_active(obj))
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
     if (!domain_obj_is_removed(obj))
-        domain_list_remove(sd->list, obj);
+        domain_list_remove(sd->hv.list, obj);
     domain_obj_end(obj);
     cookie_clear(&src);
     g_propagate_prefixed_error(error, g_steal_pointer(&e), "cannot prepare the incoming VM: ");
@@ -1403,7 +1403,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         g_prefix_error(&e, "the migration stream did not end cleanly: ");
         goto fail;
     }
-    obj = domain_list_lookup_by_instance(sd->list, job->instance_id, &e);
+    obj = domain_list_lookup_by_instance(sd->hv.list, job->instance_id, &e);
     if (!obj)
         goto fail;
     inst = domain_obj_get_priv(obj);
@@ -1426,8 +1426,8 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     domain_obj_lock(obj);
     if (pxml || (flags & MIG_PERSIST_DEST)) {
         g_autoptr(DomainDef) pdef =
-            pxml ? domain_def_parse_string(pxml, &e) : domain_def_copy(obj->live_def);
-        if (!pdef || !domain_store_save_config(sd->store, pdef, &e)) {
+            pxml ? hv_parse_xml(&sd->hv, pxml, &e) : domain_def_copy(obj->live_def);
+        if (!pdef || !domain_store_save_config(sd->hv.store, pdef, &e)) {
             domain_obj_unlock(obj);
             domain_obj_unref(obj);
             goto fail;
@@ -1435,12 +1435,12 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         domain_def_free(obj->persistent_def);
         obj->persistent_def = g_steal_pointer(&pdef);
     }
-    if (!domain_list_reveal(sd->list, obj, &e)) {
+    if (!domain_list_reveal(sd->hv.list, obj, &e)) {
         domain_obj_unlock(obj);
         domain_obj_unref(obj);
         goto fail;
     }
-    sim_emit(sd, obj, SIM_EVENT_STARTED, SIM_STARTED_MIGRATED);
+    hv_emit(&sd->hv, obj, HV_EVENT_STARTED, HV_STARTED_MIGRATED);
     if (!(flags & MIG_PAUSED)) {
         g_autoptr(JsonNode) r = sim_vm_qmp(vm, "cont", NULL, &e);
         if (!r) {
@@ -1450,7 +1450,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
             goto fail;
         }
         domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
-        sim_emit(sd, obj, SIM_EVENT_RESUMED, SIM_RESUMED_MIGRATED);
+        hv_emit(&sd->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
     } else {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
     }
@@ -1459,9 +1459,9 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         job_unref(job);
     }
     save_completed(sd, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL, digest);
-    domain_store_save_state(sd->store, obj, NULL);
+    domain_store_save_state(sd->hv.store, obj, NULL);
     d = g_new0(DriverDomain, 1);
-    sim_domain_ref_of(obj, d);
+    hv_domain_ref_of(obj, d);
     *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj), FALSE,
                                 digest, 0, NULL);
     domain_obj_end(obj);
@@ -1483,11 +1483,11 @@ static char *sim_migrate_begin(Driver *drv, const DriverDomain *dom, GPtrArray *
     SimDriver *sd = sim_driver_of(drv);
     if (!check_flags_and_params(flags, params, error))
         return NULL;
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return NULL;
     char *xml = NULL;
-    if (sim_check_active(obj, error)) {
+    if (hv_check_active(obj, error)) {
         xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
         *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj),
                                     TRUE, NULL, 0, NULL);
