@@ -16,7 +16,7 @@ static void instance_free(gpointer data)
 {
     SimInstance *inst = data;
     sim_migration_job_unref(inst->job);
-    sim_vm_unref(inst->vm);
+    vmm_process_unref(inst->vm);
     driver_job_info_clear(&inst->completed);
     g_free(inst);
 }
@@ -28,7 +28,7 @@ static void on_vm_gone(const char *instance_id, gboolean guest_shutdown, const G
     hv_driver_vm_gone(&sd->hv, instance_id, guest_shutdown, why ? why->message : NULL);
 }
 
-static void set_instance(DomainObj *obj, SimVm *vm)
+static void set_instance(DomainObj *obj, VmmProcess *vm)
 {
     SimInstance *inst = g_new0(SimInstance, 1);
     inst->vm = vm;
@@ -46,11 +46,11 @@ static gboolean sim_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErro
     SimVmSpawnOptions opts = {.vmm_binary = sd->vmm_binary, .qmp_path = qmp, .pid_path = pid,
                               .log_path = log, .instance_id = obj->instance_id,
                               .incoming = incoming, .on_gone = on_vm_gone, .data = sd};
-    SimVm *vm = sim_vm_spawn(obj->live_def, &opts, error);
+    VmmProcess *vm = sim_vm_spawn(obj->live_def, &opts, error);
     if (!vm)
         return FALSE;
     set_instance(obj, vm);
-    obj->pid = sim_vm_get_pid(vm);
+    obj->pid = vmm_process_get_pid(vm);
     g_free(obj->qmp_path);
     obj->qmp_path = g_strdup(qmp);
     return TRUE;
@@ -58,12 +58,12 @@ static gboolean sim_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErro
 
 static gboolean sim_reattach(HvDriver *hv, DomainObj *obj, char **status, GError **error)
 {
-    SimVm *vm = sim_vm_attach(obj->pid, obj->qmp_path, obj->instance_id, on_vm_gone, hv->owner,
-                              error);
+    VmmProcess *vm = vmm_process_attach(obj->pid, "ferry-vmm", obj->qmp_path, obj->instance_id,
+                                        on_vm_gone, NULL, hv->owner, error);
     if (!vm)
         return FALSE;
     set_instance(obj, vm);
-    *status = sim_vm_query_status(vm, NULL);
+    *status = vmm_process_query_status(vm, NULL);
     return TRUE;
 }
 
@@ -74,28 +74,28 @@ static void sim_kill(HvDriver *hv, DomainObj *obj, gboolean wait)
         if (obj->pid > 0)
             kill(obj->pid, SIGKILL);
     } else if (wait) {
-        sim_vm_kill(inst->vm);
+        vmm_process_kill(inst->vm);
     } else {
-        sim_vm_kill_nowait(inst->vm);
+        vmm_process_kill_nowait(inst->vm);
     }
 }
 
 static gboolean sim_is_stopping(DomainObj *obj)
 {
     SimInstance *inst = domain_obj_get_priv(obj);
-    return inst && sim_vm_is_stopping(inst->vm);
+    return inst && vmm_process_is_stopping(inst->vm);
 }
 
 static void sim_detach(HvDriver *hv, DomainObj *obj)
 {
     SimInstance *inst = domain_obj_get_priv(obj);
-    sim_vm_set_stopping(inst->vm);
+    vmm_process_set_stopping(inst->vm);
 }
 
 static gboolean run_command(DomainObj *obj, const char *command, GError **error)
 {
     SimInstance *inst = domain_obj_get_priv(obj);
-    g_autoptr(JsonNode) r = sim_vm_qmp(inst->vm, command, NULL, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp(inst->vm, command, NULL, error);
     return r != NULL;
 }
 
@@ -117,7 +117,7 @@ static gboolean sim_shutdown(HvDriver *hv, DomainObj *obj, GError **error)
 static guint64 sim_cpu_time_ns(DomainObj *obj)
 {
     SimInstance *inst = domain_obj_get_priv(obj);
-    return sim_vm_cpu_time_ns(inst->vm);
+    return vmm_process_cpu_time_ns(inst->vm);
 }
 
 static gboolean sim_has_job(DomainObj *obj)

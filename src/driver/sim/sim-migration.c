@@ -297,9 +297,9 @@ static void job_update_from_vmm(SimMigrationJob *job, JsonObject *qm)
     g_mutex_unlock(&job->lock);
 }
 
-static JsonObject *query_migrate(SimVm *vm, GError **error)
+static JsonObject *query_migrate(VmmProcess *vm, GError **error)
 {
-    g_autoptr(JsonNode) r = sim_vm_qmp(vm, "query-migrate", NULL, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate", NULL, error);
     if (!r)
         return NULL;
     JsonObject *o = json_node_get_object(r);
@@ -307,7 +307,7 @@ static JsonObject *query_migrate(SimVm *vm, GError **error)
 }
 
 /* Waits (bounded) until the VMM's migration left setup/active/cancelling. */
-static JsonObject *wait_vmm_migration_end(SimVm *vm, int timeout_ms)
+static JsonObject *wait_vmm_migration_end(VmmProcess *vm, int timeout_ms)
 {
     gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
     for (;;) {
@@ -590,7 +590,7 @@ typedef struct {
     const MigrationPeerOps *ops;
     MigrationPeer *peer;
     SimMigrationJob *job;
-    SimVm *vm;
+    VmmProcess *vm;
     char *name;
     guint8 uuid[16];
     char *instance_id;
@@ -614,7 +614,7 @@ static void outgoing_clear(Outgoing *o)
         tunnel_binding_free(o->binding);
     if (o->peer)
         o->ops->close(o->peer);
-    sim_vm_unref(o->vm);
+    vmm_process_unref(o->vm);
     job_unref(o->job);
     g_free(o->name);
     g_free(o->instance_id);
@@ -717,7 +717,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
 
     if (!(o->flags & MIG_LIVE) && !o->was_paused) {
         /* Non-live: the VM stops first and moves as a snapshot. */
-        g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "stop", NULL, &e);
+        g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "stop", NULL, &e);
         if (!r)
             goto fail;
     }
@@ -726,7 +726,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
     }
-    if (!qmp_client_pass_fd(sim_vm_get_qmp(o->vm), "migrate", sv[1], 10000, &e))
+    if (!qmp_client_pass_fd(vmm_process_get_qmp(o->vm), "migrate", sv[1], 10000, &e))
         goto fail;
     close(sv[1]);
     sv[1] = -1;
@@ -802,13 +802,13 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     /* The tunnel enforces the bandwidth; the VMM sends as fast as it can. */
     params = json_object_new();
     json_object_set_int_member(params, "max-bandwidth", 0);
-    r1 = sim_vm_qmp(o->vm, "migrate-set-parameters", params, &e);
+    r1 = vmm_process_qmp(o->vm, "migrate-set-parameters", params, &e);
     json_object_unref(params);
     if (!r1)
         goto fail;
     margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:migrate");
-    r2 = sim_vm_qmp(o->vm, "migrate", margs, &e);
+    r2 = vmm_process_qmp(o->vm, "migrate", margs, &e);
     json_object_unref(margs);
     if (!r2)
         goto fail;
@@ -880,7 +880,7 @@ static char *outgoing_cancel(Outgoing *o, const GError *why)
 {
     char *report = NULL;
     job_transport_abort(o->job, why);
-    g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "migrate_cancel", NULL, NULL);
+    g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "migrate_cancel", NULL, NULL);
     g_autoptr(JsonObject) qm = wait_vmm_migration_end(o->vm, 10000);
     job_transport_wait(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
 
@@ -919,7 +919,7 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         save_completed(sd, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
         /* The guest runs on the destination: end ours without waiting under
          * the domain lock (job-info and the client are waiting on it). */
-        sim_vm_kill_nowait(o->vm);
+        vmm_process_kill_nowait(o->vm);
         DriverDomain d = {0};
         hv_domain_ref_of(obj, &d);
         gboolean hidden = domain_obj_is_hidden(obj);
@@ -940,11 +940,11 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         save_completed(sd, o->uuid, o->job,
                        cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
         if (domain_obj_is_active(obj)) {
-            g_autofree char *status = sim_vm_query_status(o->vm, NULL);
+            g_autofree char *status = vmm_process_query_status(o->vm, NULL);
             if (!o->was_paused && status && !g_str_equal(status, "running")) {
-                g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "cont", NULL, NULL);
+                g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "cont", NULL, NULL);
                 g_free(status);
-                status = sim_vm_query_status(o->vm, NULL);
+                status = vmm_process_query_status(o->vm, NULL);
             }
             if (status && g_str_equal(status, "running")) {
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
@@ -1023,7 +1023,7 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     guint64 mib = has_bandwidth ? bandwidth_mib : inst->max_speed_mib;
     o.job->bandwidth = mib * 1024 * 1024;
     inst->job = job_ref(o.job);
-    o.vm = sim_vm_ref(inst->vm);
+    o.vm = vmm_process_ref(inst->vm);
     o.name = g_strdup(domain_obj_get_name(obj));
     memcpy(o.uuid, domain_obj_get_uuid(obj), 16);
     o.instance_id = g_strdup(obj->instance_id);
@@ -1107,7 +1107,7 @@ static void incoming_discard(SimDriver *sd, SimMigrationJob *job, const char *wh
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
         SimInstance *inst = domain_obj_get_priv(obj);
         if (inst)
-            sim_vm_kill(inst->vm);
+            vmm_process_kill(inst->vm);
         /* Ending the instance drops its reference on the job. */
         hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
         if (!domain_obj_is_removed(obj))
@@ -1258,14 +1258,14 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
     }
-    if (!qmp_client_pass_fd(sim_vm_get_qmp(inst->vm), "incoming", sv[1], 10000, &e))
+    if (!qmp_client_pass_fd(vmm_process_get_qmp(inst->vm), "incoming", sv[1], 10000, &e))
         goto fail;
     close(sv[1]);
     sv[1] = -1;
     margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:incoming");
     json_object_set_boolean_member(margs, "exit-on-error", FALSE);
-    r = sim_vm_qmp(inst->vm, "migrate-incoming", margs, &e);
+    r = vmm_process_qmp(inst->vm, "migrate-incoming", margs, &e);
     json_object_unref(margs);
     if (!r)
         goto fail;
@@ -1338,7 +1338,7 @@ fail:
         close(sv[1]);
     inst = domain_obj_get_priv(obj);
     if (inst)
-        sim_vm_kill(inst->vm);
+        vmm_process_kill(inst->vm);
     if (domain_obj_is_active(obj))
         hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
     if (!domain_obj_is_removed(obj))
@@ -1391,7 +1391,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     }
 
     g_autoptr(GError) e = NULL;
-    g_autoptr(SimVm) vm = NULL;
+    g_autoptr(VmmProcess) vm = NULL;
     g_autoptr(JsonObject) qm = NULL;
     g_autofree char *digest = NULL;
     DomainObj *obj = NULL;
@@ -1407,7 +1407,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     if (!obj)
         goto fail;
     inst = domain_obj_get_priv(obj);
-    vm = inst ? sim_vm_ref(inst->vm) : NULL;
+    vm = inst ? vmm_process_ref(inst->vm) : NULL;
     domain_obj_unlock(obj);
     qm = vm ? wait_vmm_migration_end(vm, 10000) : NULL;
     st = json_str(qm, "status");
@@ -1442,7 +1442,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     }
     hv_emit(&sd->hv, obj, HV_EVENT_STARTED, HV_STARTED_MIGRATED);
     if (!(flags & MIG_PAUSED)) {
-        g_autoptr(JsonNode) r = sim_vm_qmp(vm, "cont", NULL, &e);
+        g_autoptr(JsonNode) r = vmm_process_qmp(vm, "cont", NULL, &e);
         if (!r) {
             g_prefix_error(&e, "cannot resume the migrated VM: ");
             domain_obj_unlock(obj);

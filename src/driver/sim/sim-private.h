@@ -31,7 +31,7 @@ void sim_migration_abort_locked(SimDriver *sd, DomainObj *obj, const char *why);
 /* The priv of a running DomainObj. Lifetime: the instance's; freed by
  * domain_obj_set_priv(obj, NULL, NULL) when the instance ends. */
 typedef struct {
-    SimVm *vm;
+    VmmProcess *vm;
     SimMigrationJob *job; /* the migration in progress, if any */
     guint64 max_speed_mib; /* MIGRATE_SET_MAX_SPEED, 0 = unlimited */
     DriverJobInfo completed; /* the last finished job (domjobinfo --completed) */
