@@ -107,6 +107,7 @@ typedef struct {
     gboolean (*suspend)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*resume)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*shutdown)(Driver *drv, const DriverDomain *dom, GError **error);
+    gboolean (*reboot)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
 
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
@@ -185,28 +186,6 @@ void driver_registry_add(Driver *drv);
 void driver_registry_clear(void);
 /* Picks the driver for a CONNECT_OPEN name ("sim:///system", "" = default). */
 Driver *driver_registry_open(const char *uri, GError **error);
-
-/* virDomainEventType and the details ferry sends. */
-enum {
-    DRIVER_EVENT_DEFINED = 0,
-    DRIVER_EVENT_UNDEFINED = 1,
-    DRIVER_EVENT_STARTED = 2,
-    DRIVER_EVENT_SUSPENDED = 3,
-    DRIVER_EVENT_RESUMED = 4,
-    DRIVER_EVENT_STOPPED = 5,
-    DRIVER_EVENT_SHUTDOWN = 6,
-};
-enum { DRIVER_DEFINED_ADDED = 0, DRIVER_DEFINED_UPDATED = 1 };
-enum { DRIVER_STARTED_BOOTED = 0, DRIVER_STARTED_MIGRATED = 1 };
-enum { DRIVER_SUSPENDED_PAUSED = 0, DRIVER_SUSPENDED_MIGRATED = 1 };
-enum { DRIVER_RESUMED_UNPAUSED = 0, DRIVER_RESUMED_MIGRATED = 1 };
-enum {
-    DRIVER_STOPPED_SHUTDOWN = 0,
-    DRIVER_STOPPED_DESTROYED = 1,
-    DRIVER_STOPPED_CRASHED = 2,
-    DRIVER_STOPPED_MIGRATED = 3,
-    DRIVER_STOPPED_FAILED = 5,
-};
 
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */

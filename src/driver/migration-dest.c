@@ -55,12 +55,12 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
 static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *why)
 {
     migration_job_cut_channel(job, NULL);
-    DomainObj *obj = domain_list_lookup_by_instance(e->list, job->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, NULL);
     if (obj) {
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
         migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
         if (!domain_obj_is_removed(obj))
-            domain_list_remove(e->list, obj);
+            domain_list_remove(e->hv->list, obj);
         domain_obj_end(obj);
     }
     incoming_forget(e, job);
@@ -174,7 +174,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     g_auto(MigrationCookie) src = {0};
     if (!migration_cookie_parse(cookie_in, &src, error))
         return FALSE;
-    g_autoptr(DomainDef) def = domain_def_parse_string(dxml, error);
+    g_autoptr(DomainDef) def = hv_parse_xml(e->hv, dxml, error);
     if (!def)
         return FALSE;
     if (dname) {
@@ -184,7 +184,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     gboolean local = src.daemon_id && g_str_equal(src.daemon_id, e->daemon_id);
     g_autofree char *name = g_strdup(def->name);
 
-    DomainObj *obj = domain_list_add(e->list, &def,
+    DomainObj *obj = domain_list_add(e->hv->list, &def,
                                      DOMAIN_LIST_ADD_HIDDEN |
                                          (local ? DOMAIN_LIST_ADD_ALLOW_RUNNING_TWIN : 0),
                                      NULL, error);
@@ -197,7 +197,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     gboolean credit = FALSE;
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
-    if (!h->start_instance(e->data, obj, &err))
+    if (!hv_instance_start(e->hv, obj, TRUE, &err))
         goto fail;
     vm = h->vm_ref(obj);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -237,7 +237,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
                                  .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
                                  .token = job->token};
     *cookie_out = migration_cookie_format(&c);
-    domain_store_save_state(e->store, obj, NULL);
+    domain_store_save_state(e->hv->store, obj, NULL);
     FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
                local ? " from this daemon" : "",
                binding ? (credit ? "tunnel, credit flow control" : "tunnel, plain") : *uri_out);
@@ -254,7 +254,7 @@ fail:
         h->vm_unref(vm);
     migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
     if (!domain_obj_is_removed(obj))
-        domain_list_remove(e->list, obj);
+        domain_list_remove(e->hv->list, obj);
     domain_obj_end(obj);
     g_propagate_prefixed_error(error, g_steal_pointer(&err), "cannot prepare the incoming VM: ");
     return FALSE;
@@ -287,15 +287,15 @@ static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, c
 {
     if (pxml || (flags & MIGRATION_PERSIST_DEST)) {
         g_autoptr(DomainDef) pdef =
-            pxml ? domain_def_parse_string(pxml, error) : domain_def_copy(obj->live_def);
-        if (!pdef || !domain_store_save_config(e->store, pdef, error))
+            pxml ? hv_parse_xml(e->hv, pxml, error) : domain_def_copy(obj->live_def);
+        if (!pdef || !domain_store_save_config(e->hv->store, pdef, error))
             return FALSE;
         domain_def_free(obj->persistent_def);
         obj->persistent_def = g_steal_pointer(&pdef);
     }
-    if (!domain_list_reveal(e->list, obj, error))
+    if (!domain_list_reveal(e->hv->list, obj, error))
         return FALSE;
-    migration_emit(e, obj, DRIVER_EVENT_STARTED, DRIVER_STARTED_MIGRATED);
+    hv_emit(e->hv, obj, HV_EVENT_STARTED, HV_STARTED_MIGRATED);
     if (flags & MIGRATION_PAUSED) {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
         return TRUE;
@@ -305,7 +305,7 @@ static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, c
         return FALSE;
     }
     domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
-    migration_emit(e, obj, DRIVER_EVENT_RESUMED, DRIVER_RESUMED_MIGRATED);
+    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
     return TRUE;
 }
 
@@ -351,7 +351,7 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         g_prefix_error(&err, "the migration stream did not end cleanly: ");
         goto fail;
     }
-    obj = domain_list_lookup_by_instance(e->list, job->instance_id, &err);
+    obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, &err);
     if (!obj)
         goto fail;
     vm = h->vm_ref(obj);
@@ -376,7 +376,7 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         g_clear_pointer(&obj->job, migration_job_unref);
     migration_save_completed(e, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL,
                              end.digest);
-    domain_store_save_state(e->store, obj, NULL);
+    domain_store_save_state(e->hv->store, obj, NULL);
     d = g_new0(DriverDomain, 1);
     d->name = g_strdup(domain_obj_get_name(obj));
     memcpy(d->uuid, domain_obj_get_uuid(obj), 16);

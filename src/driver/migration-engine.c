@@ -24,16 +24,12 @@ static void completed_free(gpointer data)
     g_free(data);
 }
 
-MigrationEngine *migration_engine_new(Driver *drv, DomainList *list, DomainStore *store,
-                                      const MigrationHooks *hooks, gpointer data,
+MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
                                       TunnelDataSettings *data_settings)
 {
     MigrationEngine *e = g_new0(MigrationEngine, 1);
-    e->drv = drv;
-    e->list = list;
-    e->store = store;
+    e->hv = hv;
     e->hooks = hooks;
-    e->data = data;
     e->data_settings = data_settings ? tunnel_data_settings_ref(data_settings)
                                      : tunnel_data_settings_new(NULL, 49152, 49215, NULL);
     g_mutex_init(&e->lock);
@@ -44,7 +40,7 @@ MigrationEngine *migration_engine_new(Driver *drv, DomainList *list, DomainStore
     e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                         (GDestroyNotify)migration_job_unref);
     e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
-    drv->migration = e;
+    hv->base.migration = e;
     return e;
 }
 
@@ -59,8 +55,8 @@ void migration_engine_free(MigrationEngine *e)
     while (e->threads > 0)
         g_cond_wait(&e->threads_cond, &e->lock);
     g_mutex_unlock(&e->lock);
-    if (e->drv->migration == e)
-        e->drv->migration = NULL;
+    if (e->hv->base.migration == e)
+        e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
     tunnel_data_settings_unref(e->data_settings);
@@ -76,25 +72,6 @@ MigrationEngine *migration_engine_of(Driver *drv, GError **error)
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
                     "this driver has no migration engine");
     return drv->migration;
-}
-
-DomainObj *migration_lookup(MigrationEngine *e, const DriverDomain *dom, GError **error)
-{
-    DomainObj *obj = domain_list_lookup_by_uuid(e->list, dom->uuid, NULL);
-    if (!obj) {
-        g_autofree char *uuid = ferry_uuid_to_string(dom->uuid);
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
-                    "no domain with matching uuid '%s' (%s)", uuid, dom->name);
-    }
-    return obj;
-}
-
-void migration_emit(MigrationEngine *e, DomainObj *obj, int event, int detail)
-{
-    DriverDomain d = {.name = g_strdup(domain_obj_get_name(obj)), .id = obj->id};
-    memcpy(d.uuid, domain_obj_get_uuid(obj), 16);
-    driver_event_emit(e->drv, &d, event, detail);
-    driver_domain_clear(&d);
 }
 
 void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJob *job,
@@ -132,13 +109,9 @@ void migration_thread_done(MigrationEngine *e)
 
 void migration_kill_instance(MigrationEngine *e, DomainObj *obj, DomainShutoffReason reason)
 {
-    gpointer vm = e->hooks->vm_ref(obj);
-    if (vm) {
-        e->hooks->kill(vm, TRUE);
-        e->hooks->vm_unref(vm);
-    }
+    e->hv->hooks->kill(e->hv, obj, TRUE);
     if (domain_obj_is_active(obj))
-        e->hooks->end_instance(e->data, obj, reason);
+        hv_instance_end(e->hv, obj, reason);
 }
 
 /* ---- the job API ---- */
@@ -162,7 +135,7 @@ static gboolean engine_get_job_info(Driver *drv, const DriverDomain *dom, guint 
         g_mutex_unlock(&e->lock);
         return TRUE;
     }
-    DomainObj *obj = migration_lookup(e, dom, error);
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return FALSE;
     if (obj->job)
@@ -187,7 +160,7 @@ gboolean migration_engine_has_job(DomainObj *obj)
 static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **error)
 {
     MigrationEngine *e = migration_engine_of(drv, error);
-    DomainObj *obj = e ? migration_lookup(e, dom, error) : NULL;
+    DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
     if (!obj)
         return FALSE;
     gboolean ok = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
@@ -209,7 +182,7 @@ static gboolean engine_set_max_speed(Driver *drv, const DriverDomain *dom, guint
     guint64 bytes = 0;
     if (!e || !migration_bandwidth_to_bytes(mib, &bytes, error))
         return FALSE;
-    DomainObj *obj = migration_lookup(e, dom, error);
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return FALSE;
     gboolean ok = domain_obj_is_active(obj);
@@ -228,7 +201,7 @@ static gboolean engine_get_max_speed(Driver *drv, const DriverDomain *dom, guint
                                      GError **error)
 {
     MigrationEngine *e = migration_engine_of(drv, error);
-    DomainObj *obj = e ? migration_lookup(e, dom, error) : NULL;
+    DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
     if (!obj)
         return FALSE;
     *mib = obj->max_speed_mib;

@@ -7,15 +7,16 @@
  * travel on tunnel channels (tunnel/tunnel-channel.h); it never sees an RPC
  * connection, a transport or a TLS context.
  *
- * A VMM driver hands the engine a MigrationHooks table at start and installs
- * the engine's DriverOps entries; see docs/migration.md for the sequences. */
+ * A VMM driver built on the hypervisor driver base (hv-driver.h) hands the
+ * engine a MigrationHooks table at start and installs the engine's DriverOps
+ * entries; the engine starts, kills and ends instances through the base (its
+ * spawn and kill hooks, hv_instance_start/end). See docs/migration.md for the
+ * sequences. */
 #pragma once
 
 #include <glib.h>
 
-#include "driver/domain-list.h"
-#include "driver/domain-store.h"
-#include "driver/driver.h"
+#include "driver/hv-driver.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct MigrationEngine MigrationEngine;
@@ -78,8 +79,13 @@ void migration_vmm_progress_clear(MigrationVmmProgress *progress);
  * called with the domain lock (marked "obj locked") must not take it again
  * nor wait for anything that needs it. Abort (domjobabort, destroy) never
  * calls a hook: it cuts the channels, and the sequence that runs the job
- * reacts. Every hook but vm_ref/vm_unref/kill reports failure with a GError
- * a user can act on; the engine adds the phase and the side. */
+ * reacts. Every hook but vm_ref/vm_unref/cancel reports failure with a GError
+ * a user can act on; the engine adds the phase and the side.
+ *
+ * Besides these, the engine uses the base's hooks: spawn (incoming) through
+ * hv_instance_start for the destination's hidden instance, kill (with obj
+ * locked: without waiting when the source hands over, waiting when an
+ * incoming VM is dropped) and hv_instance_end. */
 typedef struct {
     MigrationEndpointKind endpoint;
 
@@ -102,9 +108,6 @@ typedef struct {
      * timeout_ms, and reports it (the last state seen if the time ran out). */
     gboolean (*wait_end)(gpointer vm, int timeout_ms, MigrationVmmProgress *out,
                          GError **error);
-    /* Ends the VMM process at once; with wait, returns when it is gone
-     * (bounded). May be called with obj locked. */
-    void (*kill)(gpointer vm, gboolean wait);
 
     /* -- source -- */
     /* Starts sending the guest into endpoint, as fast as the VMM can: the
@@ -114,25 +117,18 @@ typedef struct {
     void (*cancel)(gpointer vm);
 
     /* -- destination -- */
-    /* Starts a VMM for obj's new hidden instance (obj locked, activated by
-     * the engine), ready to receive: guest paused, waiting for
-     * start_incoming. On failure nothing of it is left running. */
-    gboolean (*start_instance)(gpointer data, DomainObj *obj, GError **error);
-    /* Makes the VMM read the guest from endpoint. obj locked. */
+    /* Makes the VMM of a new incoming instance (spawned paused by the base's
+     * spawn hook with incoming=TRUE) read the guest from endpoint. obj locked. */
     gboolean (*start_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
-    /* Ends obj's instance (obj locked) after its VMM was killed or handed
-     * over: the driver's runtime files and data go, then
-     * domain_list_deactivate(obj, reason). Drops obj->job. */
-    void (*end_instance)(gpointer data, DomainObj *obj, DomainShutoffReason reason);
 } MigrationHooks;
 
-/* Lifetime: made by the driver at start, after its list and store, freed by
- * it at stop (which waits for the engine's threads). hooks and data must
- * outlive the engine. data_settings: the daemon's proxy-mode settings (a
- * reference is taken), or NULL (proxy mode then listens on every address,
- * ports from 49152). Sets drv->migration. */
-MigrationEngine *migration_engine_new(Driver *drv, DomainList *list, DomainStore *store,
-                                      const MigrationHooks *hooks, gpointer data,
+/* Lifetime: made by the driver after hv_driver_init(), freed by it after
+ * hv_driver_detach_all() and before hv_driver_cleanup() (freeing waits for
+ * the engine's threads). hooks must outlive the engine. data_settings: the
+ * daemon's proxy-mode settings (a reference is taken), or NULL (proxy mode
+ * then listens on every address, ports 49152-49215, no TLS). Sets
+ * hv->base.migration. */
+MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
                                       TunnelDataSettings *data_settings);
 void migration_engine_free(MigrationEngine *engine);
 

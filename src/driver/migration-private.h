@@ -8,11 +8,8 @@
 #include "driver/migration-params.h"
 
 struct MigrationEngine {
-    Driver *drv;
-    DomainList *list;
-    DomainStore *store;
+    HvDriver *hv;
     const MigrationHooks *hooks;
-    gpointer data; /* the driver's, for start_instance / end_instance */
     TunnelDataSettings *data_settings;
     char *daemon_id; /* random per daemon run: tells a local migration apart */
     GMutex lock;
@@ -24,9 +21,6 @@ struct MigrationEngine {
 };
 
 MigrationEngine *migration_engine_of(Driver *drv, GError **error);
-/* Looks up the domain a DriverDomain names (by UUID); locked + referenced. */
-DomainObj *migration_lookup(MigrationEngine *engine, const DriverDomain *dom, GError **error);
-void migration_emit(MigrationEngine *engine, DomainObj *obj, int event, int detail);
 /* Keeps job's outcome for `domjobinfo --completed` on the domain uuid. */
 void migration_save_completed(MigrationEngine *engine, const guint8 *uuid, MigrationJob *job,
                               int type, const GError *error, const char *digest);

@@ -303,7 +303,7 @@ static char *outgoing_cancel(Outgoing *o, const GError *why)
 static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
 {
     MigrationEngine *e = o->engine;
-    DomainObj *obj = domain_list_lookup_by_instance(e->list, o->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, o->instance_id, NULL);
     if (!obj) {
         FERRY_WARN("domain '%s' is gone from the source during its migration", o->name);
         return;
@@ -314,20 +314,20 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         migration_save_completed(e, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
         /* The guest runs on the destination: end ours without waiting under
          * the domain lock (job-info and the client are waiting on it). */
-        o->hooks->kill(o->vm, FALSE);
-        DriverDomain d = {.name = g_strdup(domain_obj_get_name(obj)), .id = obj->id};
-        memcpy(d.uuid, domain_obj_get_uuid(obj), 16);
+        e->hv->hooks->kill(e->hv, obj, FALSE);
+        DriverDomain d = {0};
+        hv_domain_ref_of(obj, &d);
         gboolean hidden = domain_obj_is_hidden(obj);
-        o->hooks->end_instance(e->data, obj, DOMAIN_SHUTOFF_MIGRATED);
+        hv_instance_end(e->hv, obj, DOMAIN_SHUTOFF_MIGRATED);
         if (!hidden)
-            driver_event_emit(e->drv, &d, DRIVER_EVENT_STOPPED, DRIVER_STOPPED_MIGRATED);
+            driver_event_emit(&e->hv->base, &d, HV_EVENT_STOPPED, HV_STOPPED_MIGRATED);
         if ((o->flags & MIGRATION_UNDEFINE_SOURCE) && !domain_obj_is_removed(obj) &&
             domain_obj_is_persistent(obj)) {
-            domain_store_delete_config(e->store, o->name, NULL);
-            domain_store_set_autostart(e->store, o->name, FALSE, NULL);
+            domain_store_delete_config(e->hv->store, o->name, NULL);
+            domain_store_set_autostart(e->hv->store, o->name, FALSE, NULL);
             if (!hidden)
-                driver_event_emit(e->drv, &d, DRIVER_EVENT_UNDEFINED, 0);
-            domain_list_undefine(e->list, obj);
+                driver_event_emit(&e->hv->base, &d, HV_EVENT_UNDEFINED, 0);
+            domain_list_undefine(e->hv->list, obj);
         }
         driver_domain_clear(&d);
     } else {
@@ -341,9 +341,9 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
             if (running == 1) {
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
-                    migration_emit(e, obj, DRIVER_EVENT_RESUMED, DRIVER_RESUMED_MIGRATED);
+                    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
             }
-            domain_store_save_state(e->store, obj, NULL);
+            domain_store_save_state(e->hv->store, obj, NULL);
         }
     }
     domain_obj_end(obj);
@@ -359,7 +359,7 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         !driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "persistent_xml", &pxml, error))
         return FALSE;
-    DomainObj *obj = migration_lookup(e, dom, error);
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return FALSE;
     gpointer vm = domain_obj_is_active(obj) ? o->hooks->vm_ref(obj) : NULL;
@@ -406,7 +406,7 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     }
     if (!(o->flags & MIGRATION_LIVE) && !o->was_paused) {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
-        migration_emit(e, obj, DRIVER_EVENT_SUSPENDED, DRIVER_SUSPENDED_MIGRATED);
+        hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_MIGRATED);
     }
     domain_obj_end(obj);
     return TRUE;
@@ -509,7 +509,7 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return NULL;
-    DomainObj *obj = migration_lookup(e, dom, error);
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return NULL;
     char *xml = NULL;

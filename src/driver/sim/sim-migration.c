@@ -14,17 +14,17 @@
 static gpointer sim_hook_vm_ref(DomainObj *obj)
 {
     SimInstance *inst = domain_obj_get_priv(obj);
-    return inst && inst->vm ? sim_vm_ref(inst->vm) : NULL;
+    return inst && inst->vm ? vmm_process_ref(inst->vm) : NULL;
 }
 
 static void sim_hook_vm_unref(gpointer vm)
 {
-    sim_vm_unref(vm);
+    vmm_process_unref(vm);
 }
 
-static gboolean run(SimVm *vm, const char *command, JsonObject *args, GError **error)
+static gboolean run(VmmProcess *vm, const char *command, JsonObject *args, GError **error)
 {
-    g_autoptr(JsonNode) r = sim_vm_qmp(vm, command, args, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, command, args, error);
     return r != NULL;
 }
 
@@ -40,7 +40,7 @@ static gboolean sim_hook_resume(gpointer vm, GError **error)
 
 static int sim_hook_is_running(gpointer vm)
 {
-    g_autofree char *status = sim_vm_query_status(vm, NULL);
+    g_autofree char *status = vmm_process_query_status(vm, NULL);
     return status ? g_str_equal(status, "running") : -1;
 }
 
@@ -117,7 +117,7 @@ static void progress_of(JsonObject *qm, MigrationVmmProgress *p)
 
 static gboolean sim_hook_progress(gpointer vm, MigrationVmmProgress *out, GError **error)
 {
-    g_autoptr(JsonNode) r = sim_vm_qmp(vm, "query-migrate", NULL, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate", NULL, error);
     JsonObject *qm = r ? json_node_get_object(r) : NULL;
     if (!qm) {
         if (r)
@@ -147,18 +147,10 @@ static gboolean sim_hook_wait_end(gpointer vm, int timeout_ms, MigrationVmmProgr
     }
 }
 
-static void sim_hook_kill(gpointer vm, gboolean wait)
-{
-    if (wait)
-        sim_vm_kill(vm);
-    else
-        sim_vm_kill_nowait(vm);
-}
-
 /* Hands the VMM its end of the socket pair as fd NAME; the fd is closed here. */
-static gboolean pass_fd(SimVm *vm, const char *name, int fd, GError **error)
+static gboolean pass_fd(VmmProcess *vm, const char *name, int fd, GError **error)
 {
-    gboolean ok = qmp_client_pass_fd(sim_vm_get_qmp(vm), name, fd, QMP_FD_TIMEOUT_MS, error);
+    gboolean ok = qmp_client_pass_fd(vmm_process_get_qmp(vm), name, fd, QMP_FD_TIMEOUT_MS, error);
     close(fd);
     return ok;
 }
@@ -186,11 +178,6 @@ static void sim_hook_cancel(gpointer vm)
     run(vm, "migrate_cancel", NULL, NULL);
 }
 
-static gboolean sim_hook_start_instance(gpointer data, DomainObj *obj, GError **error)
-{
-    return sim_instance_start(data, obj, TRUE, error);
-}
-
 static gboolean sim_hook_start_incoming(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
     if (!pass_fd(vm, "incoming", ep->fd, error))
@@ -203,11 +190,6 @@ static gboolean sim_hook_start_incoming(gpointer vm, const MigrationEndpoint *ep
     return ok;
 }
 
-static void sim_hook_end_instance(gpointer data, DomainObj *obj, DomainShutoffReason reason)
-{
-    sim_instance_end(data, obj, reason);
-}
-
 const MigrationHooks sim_migration_hooks = {
     .endpoint = MIGRATION_ENDPOINT_FD,
     .vm_ref = sim_hook_vm_ref,
@@ -217,10 +199,7 @@ const MigrationHooks sim_migration_hooks = {
     .is_running = sim_hook_is_running,
     .progress = sim_hook_progress,
     .wait_end = sim_hook_wait_end,
-    .kill = sim_hook_kill,
     .start_outgoing = sim_hook_start_outgoing,
     .cancel = sim_hook_cancel,
-    .start_instance = sim_hook_start_instance,
     .start_incoming = sim_hook_start_incoming,
-    .end_instance = sim_hook_end_instance,
 };
