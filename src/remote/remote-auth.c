@@ -400,13 +400,13 @@ gboolean remote_auth_sasl_start(RemoteAuth *a, RpcServerClient *client,
         return auth_fail(NULL, client, o, error, "SASL is not offered on this socket");
     g_mutex_lock(&a->lock);
     gboolean ok;
-    if (!a->sasl || a->done || a->steps > 0) {
-        ok = auth_fail(a, client, o, error, "AUTH_SASL_START out of order");
-    } else if (!mechanism_name_valid(args->mech)) {
+    if (!mechanism_name_valid(args->mech)) {
         ok = auth_fail(a, client, o, error,
                        "the client asked for a mechanism name that is no SASL mechanism "
                        "(%zu bytes: '%.*s')", strlen(args->mech), REMOTE_AUTH_MECH_NAME_MAX + 1,
                        args->mech);
+    } else if (!a->sasl || a->done || a->steps > 0) {
+        ok = auth_fail(a, client, o, error, "AUTH_SASL_START out of order");
     } else {
         g_autoptr(GError) err = NULL;
         const char *out = NULL;

@@ -563,12 +563,17 @@ static void register_ticker(RpcConnection *conn)
 
 gboolean rpc_connection_try_start(RpcConnection *conn, GError **error)
 {
+    /* Ours until we return: the threads may close the connection, and its
+     * owner drop it, before we are done here. */
+    g_autoptr(RpcConnection) self = rpc_connection_ref(conn);
     g_mutex_lock(&conn->lock);
     g_assert(!conn->started);
     conn->started = TRUE;
     conn->threads_running = 2;
     gboolean deadline = conn->auth_deadline_us != 0;
     g_mutex_unlock(&conn->lock);
+    if (deadline)
+        register_ticker(conn);
     /* Detached: the last thread out reports the close; rpc_connection_wait_closed
      * is the join. */
     if (!spawn(conn, "rpc-read", reader_thread, error)) {
@@ -579,8 +584,6 @@ gboolean rpc_connection_try_start(RpcConnection *conn, GError **error)
     }
     if (!spawn(conn, "rpc-write", writer_thread, error))
         return FALSE; /* the reader sees the close and exits */
-    if (deadline)
-        register_ticker(conn);
     return TRUE;
 }
 
