@@ -45,6 +45,7 @@ struct RpcConnection {
 
     /* before authentication */
     gboolean unauthenticated;
+    gboolean auth_call_pending; /* the call that authenticated has not been answered yet */
     guint32 unauth_max_message;
     guint auth_timeout_s;
     gint64 auth_deadline_us; /* 0: none */
@@ -204,6 +205,8 @@ void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message
 void rpc_connection_set_authenticated(RpcConnection *conn)
 {
     g_mutex_lock(&conn->lock);
+    if (conn->unauthenticated)
+        conn->auth_call_pending = TRUE;
     conn->unauthenticated = FALSE;
     conn->auth_deadline_us = 0;
     g_cond_broadcast(&conn->cond);
@@ -439,8 +442,10 @@ static gpointer reader_thread(gpointer data)
          * security layer it negotiated is on). */
         while (!conn->closed &&
                ((conn->request_limit > 0 && conn->requests_in_flight >= conn->request_limit) ||
-                (conn->unauthenticated && conn->requests_in_flight > 0)))
+                ((conn->unauthenticated || conn->auth_call_pending) &&
+                 conn->requests_in_flight > 0)))
             g_cond_wait(&conn->cond, &conn->lock);
+        conn->auth_call_pending = FALSE;
         gboolean closed = conn->closed;
         g_mutex_unlock(&conn->lock);
         if (closed)

@@ -60,7 +60,8 @@ void rpc_connection_set_send_limit(RpcConnection *conn, gsize bytes);
  * seconds (0 = none) the connection is closed. */
 void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message,
                                         guint timeout_s);
-/* Lifts all of the above. */
+/* Lifts all of the above, the wait for the reply of the call in progress
+ * (the one that authenticated) last. */
 void rpc_connection_set_authenticated(RpcConnection *conn);
 
 /* Bytes queued and not yet written. */
