@@ -1093,7 +1093,7 @@ def qemu_ratios(table, ratio):
 def report(runs, ceilings, wall):
     print()
     print(f"Live migration, medians of {REPS} interleaved run(s) per row; {os.cpu_count()} cores "
-          f"shared by both VMMs, the relays and the bench; guest {VCPUS} vCPUs; "
+          f"shared by both VMMs, the relays and the bench; ferry-vmm guests {VCPUS} vCPUs, the QEMU guest 1; "
           f"stream cut at {CONVERGE_S:g}s; {wall:.0f}s in all")
     if ceilings["unix"]:
         print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
