@@ -177,6 +177,11 @@ CRASH_RE = re.compile(r"Kernel panic|Oops: |BUG: unable to handle|BUG: kernel NU
                       r"general protection fault|double fault|sysrq: Trigger a crash")
 
 
+# A kernel message ("[   12.345678] text" up to its newline) that does not
+# start a line: printed into the middle of one of the workload's lines.
+KERNEL_MSG_MID_LINE_RE = re.compile(r"(?<=[^\n])\[\s*\d+\.\d+\] [^\n]*\n")
+
+
 def parse_line(line):
     """A FERRY-GUEST line as a dict: {"kind": "ready"|"verify begin"|"verify ok"|
     "verify FAIL"|"corrupt"|"status"|"error", key: value...}; numbers are ints.
@@ -191,6 +196,8 @@ def parse_line(line):
         return d
     for kv in m.group(3).split():
         k, v = kv.split("=", 1)
+        if k in d:  # never let a damaged line override the kind or the line
+            continue
         d[k] = int(v) if re.fullmatch(r"\d+", v) else v
     return d
 
@@ -209,10 +216,16 @@ class Console:
             return ""
 
     def lines(self):
+        """The log's lines as written, kernel messages included."""
         return [line.rstrip("\r") for line in self.text().split("\n")]
 
     def events(self):
-        return [e for e in map(parse_line, self.lines()) if e]
+        """The FERRY-GUEST lines, parsed (parse_line), with any kernel message
+        the serial console printed into the middle of one taken out: the
+        kernel writes its messages between two FIFO loads of a line the
+        workload wrote (a starved TCG guest warns about lost RTC interrupts)."""
+        text = KERNEL_MSG_MID_LINE_RE.sub("", self.text())
+        return [e for e in map(parse_line, (line.rstrip("\r") for line in text.split("\n"))) if e]
 
     def crash(self):
         """The console from the first crash line on, or None."""
