@@ -126,9 +126,7 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
     migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
-    g_mutex_lock(&o->job->lock);
-    cfg.bandwidth = o->job->bandwidth;
-    g_mutex_unlock(&o->job->lock);
+    /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
     migration_job_set_channel(o->job, ch);
@@ -167,9 +165,6 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
     g_autofree char *data_name = g_strdup_printf(
         "%sdata connection to the destination ferryd at %s:%u", tls ? "TLS " : "", host, port);
     TunnelRelayConfig rcfg = {.vmm_name = "source VMM", .peer_name = data_name};
-    g_mutex_lock(&o->job->lock);
-    rcfg.bandwidth = o->job->bandwidth;
-    g_mutex_unlock(&o->job->lock);
     int fd = *vmm_fd;
     *vmm_fd = -1;
     g_autoptr(TunnelChannel) ch =
@@ -270,33 +265,79 @@ fail:
     return FALSE;
 }
 
-/* After a failure: stop the channel and the VMM's migration, and tell the
- * destination to drop its incoming VM (if it can still hear us). Returns
- * what the destination said about the failure, if anything useful. */
-static char *outgoing_cancel(Outgoing *o, const GError *why)
+/* After a failure, here: stop the channel and the VMM's migration. */
+static void outgoing_stop(Outgoing *o, const GError *why)
 {
-    char *report = NULL;
     migration_job_cut_channel(o->job, why);
     o->hooks->cancel(o->vm);
     g_auto(MigrationVmmProgress) end = {0};
     o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
-    migration_job_wait_channel(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+}
 
-    if (o->prepared) {
-        if (migration_job_peer_heard_end(o->job)) {
-            g_autoptr(GBytes) cookie_out = NULL;
-            g_autoptr(GError) fe = NULL;
-            g_autoptr(DriverDomain) d = o->ops->finish(o->peer, o->dparams, NULL, o->destflags,
-                                                       TRUE, &cookie_out, &fe);
-            if (fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK)
-                report = g_strdup(fe->message);
-        } else {
-            /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
-            FERRY_INFO("the %s does not answer; closing the connection",
-                       o->ops->describe(o->peer));
-        }
+/* What the destination needs to drop its incoming VM: the peer connection
+ * and the failed job's channel. */
+typedef struct {
+    MigrationEngine *engine;
+    const MigrationPeerOps *ops;
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+    MigrationJob *job;
+    GPtrArray *dparams;
+    guint destflags;
+    gboolean prepared;
+} Farewell;
+
+static Farewell *farewell_take(Outgoing *o)
+{
+    Farewell *f = g_new0(Farewell, 1);
+    f->engine = o->engine;
+    f->ops = o->ops;
+    f->peer = g_steal_pointer(&o->peer);
+    f->binding = g_steal_pointer(&o->binding);
+    f->job = migration_job_ref(o->job);
+    f->dparams = g_ptr_array_ref(o->dparams);
+    f->destflags = o->destflags;
+    f->prepared = o->prepared;
+    return f;
+}
+
+static void farewell_free(Farewell *f)
+{
+    if (f->binding)
+        tunnel_binding_free(f->binding);
+    f->ops->close(f->peer);
+    migration_job_unref(f->job);
+    g_ptr_array_unref(f->dparams);
+    g_free(f);
+}
+
+/* Tells the destination to drop its incoming VM, if it can still hear us.
+ * Returns what it said about the failure, if anything useful. */
+static char *farewell_say(Farewell *f)
+{
+    migration_job_wait_channel(f->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+    if (!f->prepared)
+        return NULL;
+    if (!migration_job_peer_heard_end(f->job)) {
+        /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
+        FERRY_INFO("the %s does not answer; closing the connection", f->ops->describe(f->peer));
+        return NULL;
     }
-    return report;
+    g_autoptr(GBytes) cookie_out = NULL;
+    g_autoptr(GError) fe = NULL;
+    g_autoptr(DriverDomain) d =
+        f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe);
+    return fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
+}
+
+static gpointer farewell_thread(gpointer data)
+{
+    Farewell *f = data;
+    MigrationEngine *e = f->engine;
+    g_free(farewell_say(f));
+    farewell_free(f);
+    migration_thread_done(e);
+    return NULL;
 }
 
 /* Confirm, on the source: the VM now runs on exactly one host. */
@@ -487,9 +528,21 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                        " ms)",
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
+    } else if (o.peer && g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+        /* Cancel frees the source at once, whatever the peer does: our VM
+         * runs again before the destination is told (it never runs its
+         * incoming VM without our finish), which happens in the background. */
+        outgoing_stop(&o, e);
+        outgoing_confirm(&o, FALSE, e);
+        migration_thread_start(engine, "migration-farewell", farewell_thread, farewell_take(&o));
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
     } else if (o.peer) {
-        g_autofree char *report = outgoing_cancel(&o, e);
-        if (report && !g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+        outgoing_stop(&o, e);
+        Farewell *f = farewell_take(&o);
+        g_autofree char *report = farewell_say(f);
+        farewell_free(f);
+        if (report) {
             char *both = g_strdup_printf("%s; the destination reports: %s", e->message, report);
             g_free(e->message);
             e->message = both;
