@@ -297,6 +297,34 @@ class FaultsTest(ft.MigrationFaultsMixin, MigrationCase):
     def test_destination_ferryd_frozen_then_abort(self):
         self.abort_against_frozen_destination(tunnelled=True)
 
+    def test_domjobabort_while_a_frozen_destination_holds_prepare(self):
+        # The calls before the stream (open, prepare) wait up to 30 s on a stuck
+        # peer; abort does not wait for them.
+        self.start_vm(self.a, "vm1")
+        self.b.kill(signal.SIGSTOP)
+        try:
+            p = ft.start_migration(self.a, self.b, "vm1", "--live")
+            self.assertTrue(ft.wait_for(lambda: "Unbounded" in ft.virsh(
+                self.a.tcp_uri, "domjobinfo", "vm1", check=False)[1], 20))
+            ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
+            aborted = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            self.assertLess(time.monotonic() - aborted, 2.5)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("operation aborted", err)
+            self.assertEqual(state(self.a, "vm1"), "running (migration canceled)")
+        finally:
+            self.b.kill(signal.SIGCONT)
+        # Woken, the destination prepares (the calls were queued) and is told at
+        # once to drop it again.
+        self.assertTrue(ft.wait_for(
+            lambda: "dropping the incoming VM of domain 'vm1': the source canceled" in self.b.log(),
+            60), self.b.log())
+        self.assertTrue(ft.wait_for(lambda: not ft.vmm_pids(self.b), 30))
+        rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live")
+        self.assertEqual(rc, 0, err)
+        self.assert_runs_only_on(self.b, self.a, "vm1")
+
     def test_destination_vmm_killed_mid_stream(self):
         self.slow_vm()
         p = ft.start_migration(self.a, self.b, "vm1", "--live")
