@@ -29,6 +29,7 @@ check: setup $(ASAN_BUILD)/build.ninja
 	scripts/run-tests $(ASAN_BUILD)
 
 bench: all
+	scripts/setup bench
 	bench/run $(BUILD)
 
 format:
