@@ -461,6 +461,38 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp)
     g_cond_broadcast(&ts->cond);
 }
 
+/* Credit gives back bytes we sent and the peer wrote to its VMM: it can
+ * never exceed what is in flight (peer_window - send_credit), so anything
+ * more, or a credit on a stream without credit flow control, is a peer that
+ * lies; it would otherwise let us overrun its window or wrap the counter. */
+static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
+{
+    if (!ts->cfg.credit) {
+        protocol_error_locked(ts, "a credit message on a stream without credit flow control");
+        return;
+    }
+    if (rpc_message_payload_len(msg) != 8) {
+        g_autofree char *what = g_strdup_printf("a credit message of %zu bytes instead of 8",
+                                                rpc_message_payload_len(msg));
+        protocol_error_locked(ts, what);
+        return;
+    }
+    guint64 be;
+    memcpy(&be, rpc_message_payload(msg), 8);
+    guint64 credit = GUINT64_FROM_BE(be);
+    guint64 in_flight = (guint64)((gint64)ts->cfg.peer_window - ts->send_credit);
+    if (credit == 0 || credit > in_flight) {
+        g_autofree char *what = g_strdup_printf(
+            "a credit of %" G_GUINT64_FORMAT " bytes with %" G_GUINT64_FORMAT
+            " bytes in flight (window %zu bytes)",
+            credit, in_flight, ts->cfg.peer_window);
+        protocol_error_locked(ts, what);
+        return;
+    }
+    ts->send_credit += (gint64)credit;
+    g_cond_broadcast(&ts->cond);
+}
+
 void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
 {
     g_autoptr(RpcMessage) msg = msg_in;
@@ -472,12 +504,8 @@ void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
     }
 
     if (msg->header.prog == FERRY_TUNNEL_PROGRAM) {
-        if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT && rpc_message_payload_len(msg) == 8) {
-            guint64 be;
-            memcpy(&be, rpc_message_payload(msg), 8);
-            ts->send_credit += (gint64)GUINT64_FROM_BE(be);
-            g_cond_broadcast(&ts->cond);
-        }
+        if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT)
+            deliver_credit_locked(ts, msg);
         g_mutex_unlock(&ts->lock);
         return;
     }

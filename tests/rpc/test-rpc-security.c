@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../test-pki.h"
 #include "remote/remote-peer.h"
 #include "remote/remote-uri.h"
 #include "rpc/rpc-sasl.h"
@@ -35,22 +36,7 @@ static void write_file(const char *name, const char *text)
 /* A CA, a server certificate for 127.0.0.1 and a client certificate. */
 static void make_pki(void)
 {
-    write_file("ca.info", "cn = unit CA\nca\ncert_signing_key\nexpiration_days = 2\n");
-    write_file("server.info", "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
-                              "encryption_key\nsigning_key\nexpiration_days = 2\n");
-    write_file("client.info", "country = GB\norganization = unit\ncn = client\n"
-                              "tls_www_client\nencryption_key\nsigning_key\n"
-                              "expiration_days = 2\n");
-    g_autofree char *cmd = g_strdup_printf(
-        "cd '%s' && for k in ca server client; do certtool --generate-privkey --bits 2048 "
-        "--outfile $k-key.pem >/dev/null 2>&1 || exit 1; done && "
-        "certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info "
-        "--outfile cacert.pem >/dev/null 2>&1 && "
-        "for k in server client; do certtool --generate-certificate --load-privkey $k-key.pem "
-        "--load-ca-certificate cacert.pem --load-ca-privkey ca-key.pem --template $k.info "
-        "--outfile $k-cert.pem >/dev/null 2>&1 || exit 1; done",
-        tmpdir);
-    run_ok(cmd);
+    ck_assert(test_pki_make(tmpdir));
 }
 
 static void setup(void)

@@ -648,6 +648,7 @@ static gboolean parse_tcp_uri(const char *uri, char **host, guint *port, GError 
     if (slash)
         *slash = '\0';
     char *colon = NULL;
+    const char *h = rest;
     if (rest[0] == '[') {
         char *close = strchr(rest, ']');
         if (!close) {
@@ -656,14 +657,20 @@ static gboolean parse_tcp_uri(const char *uri, char **host, guint *port, GError 
         }
         *close = '\0';
         colon = close[1] == ':' ? close + 1 : NULL;
-        *host = g_strdup(rest + 1);
+        h = rest + 1;
     } else {
         colon = strrchr(rest, ':');
         if (colon)
             *colon = '\0';
-        *host = g_strdup(rest);
     }
-    *port = colon ? (guint)g_ascii_strtoull(colon + 1, NULL, 10) : 0;
+    guint64 number = 0;
+    if (colon && !g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &number, NULL)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration URI '%s': the port is not a number from 1 to 65535", uri);
+        return FALSE;
+    }
+    *host = g_strdup(h);
+    *port = (guint)number;
     return TRUE;
 }
 
