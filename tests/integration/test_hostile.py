@@ -178,5 +178,151 @@ class EventCallbackTest(ft.DaemonTestCase):
         self.assertIsNone(d.sanitizer_report())
 
 
+PREPARE_TUNNEL3_PARAMS = 304
+MIG_LIVE, MIG_P2P, MIG_TUNNELLED = 1, 2, 4
+TYPED_PARAM_STRING = 7
+
+
+def typed_params(**strings):
+    out = struct.pack(">I", len(strings))
+    for name, value in strings.items():
+        out += ft.xdr_string(name) + struct.pack(">i", TYPED_PARAM_STRING) + ft.xdr_string(value)
+    return out
+
+
+def prepare_tunnel3_args(xml):
+    return (typed_params(destination_xml=xml) + struct.pack(">I", 0) +  # no cookie
+            struct.pack(">I", MIG_LIVE | MIG_P2P | MIG_TUNNELLED))
+
+
+class EarlyStreamPacketsTest(ft.DaemonTestCase):
+    """STREAM packets with the serial of PREPARE_TUNNEL3_PARAMS sent before its
+    reply (the protocol forbids it) once held the router's lock in the call's
+    worker while waiting for a sink that only starts later: the call never
+    answered, the connection never closed and SIGTERM hung."""
+
+    def test_destination_answers_and_stops_despite_early_stream_packets(self):
+        d = self.start_daemon()
+        c = ft.RawClient(d, timeout=60)
+        c.open()
+        serial = 40
+        packet = ft.message(ft.REMOTE_PROGRAM, PREPARE_TUNNEL3_PARAMS, ft.STREAM, serial,
+                            ft.CONTINUE, b"\xa5" * 65536)
+        call = ft.message(ft.REMOTE_PROGRAM, PREPARE_TUNNEL3_PARAMS, ft.CALL, serial, ft.OK,
+                          prepare_tunnel3_args(ft.domain_xml("early", memory_mib=16)))
+        stop = threading.Event()
+
+        def flood():
+            # Far more than the plain window (256 KiB), all the time the
+            # destination prepares, before and after its slot exists.
+            try:
+                c.sock.sendall(call)
+                for _ in range(400):
+                    if stop.is_set():
+                        break
+                    c.sock.sendall(packet)
+                    time.sleep(0.005)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=flood)
+        sender.start()
+        try:
+            while True:  # the reply, among whatever the destination streams back
+                hdr, body = ft.recv_message(c.sock)
+                if hdr[3] == ft.REPLY and hdr[4] == serial:
+                    break
+        finally:
+            stop.set()
+            sender.join(30)
+        # Whatever it answered, the daemon is not wedged: others are served,
+        # the incoming domain's lock is free, and (in tearDown) SIGTERM stops it.
+        c.close()
+        self.assertTrue(hostname_works(d))
+        ft.virsh(d.tcp_uri, "list", "--all", timeout=30)
+
+
+def remote_error(message, code=1):
+    """A remote_error payload: code, domain, message, level, and the rest NULL/0."""
+    return (struct.pack(">iiI", code, 0, 1) + ft.xdr_string(message) +
+            struct.pack(">iIIIIiiI", 2, 0, 0, 0, 0, 0, 0, 0))
+
+
+class HostileDestination:
+    """Enough of a destination ferryd for a source's p2p tunnelled migration,
+    that streams data with the serial of PREPARE_TUNNEL3_PARAMS before
+    answering it. Serves one connection in a thread."""
+
+    FEATURES_SUPPORTED = {4, 6, 13}  # P2P, V3, PARAMS; no keepalive (10)
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.listener.settimeout(60)
+        self.port = self.listener.getsockname()[1]
+        self.prepared = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        conn.settimeout(60)
+        try:
+            while True:
+                hdr, body = ft.recv_message(conn)
+                prog, vers, proc, mtype, serial, status = hdr
+                if mtype != ft.CALL:
+                    continue  # the source's stream packets, if any
+                ok = lambda payload=b"": conn.sendall(  # noqa: E731
+                    ft.message(prog, proc, ft.REPLY, serial, ft.OK, payload))
+                if proc == 66:  # AUTH_LIST: none
+                    ok(struct.pack(">Ii", 1, 0))
+                elif proc == 60:  # SUPPORTS_FEATURE
+                    (feature,) = struct.unpack(">i", body[:4])
+                    ok(struct.pack(">i", 1 if feature in self.FEATURES_SUPPORTED else 0))
+                elif proc in (1, 2):  # CONNECT_OPEN, CONNECT_CLOSE
+                    ok()
+                elif proc == PREPARE_TUNNEL3_PARAMS:
+                    data = ft.message(prog, proc, ft.STREAM, serial, ft.CONTINUE, b"\x5a" * 65536)
+                    conn.sendall(data * 64)  # 4 MiB before the reply
+                    ok(struct.pack(">I", 0))  # an empty cookie: a plain libvirt peer
+                    self.prepared.set()
+                else:
+                    conn.sendall(ft.message(prog, proc, ft.REPLY, serial, ft.ERROR,
+                                            remote_error(f"procedure {proc} refused")))
+        except (OSError, EOFError, struct.error):
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.listener.close()
+
+
+class HostileDestinationTest(ft.DaemonTestCase):
+    def test_source_survives_stream_packets_before_the_prepare_reply(self):
+        src = self.start_daemon()
+        xml = ft.write_file(src.dir, "vm.xml", ft.domain_xml("vm1", memory_mib=16))
+        ft.virsh(src.tcp_uri, "define", xml)
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        dest = HostileDestination()
+        try:
+            rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tunnelled",
+                                  "vm1", f"sim+tcp://127.0.0.1:{dest.port}/system",
+                                  check=False, timeout=120)
+        finally:
+            dest.close()
+        self.assertTrue(dest.prepared.is_set())
+        self.assertNotEqual(rc, 0)
+        # The source's worker came back: it answers, and the VM is still its own.
+        self.assertTrue(ft.wait_for(lambda: ft.domstate(src, "vm1").startswith("running"), 30),
+                        ft.domstate(src, "vm1"))
+        ft.virsh(src.tcp_uri, "destroy", "vm1")
+
+
 if __name__ == "__main__":
     unittest.main()
