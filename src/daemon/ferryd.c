@@ -218,6 +218,7 @@ static int run(const DaemonOptions *opts)
                        tls_error->message);
     }
     g_autofree char *vmm = find_vmm_binary(cfg);
+    remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
@@ -225,6 +226,7 @@ static int run(const DaemonOptions *opts)
                                .migration_port_min = cfg->migration_port_min,
                                .migration_port_max = cfg->migration_port_max,
                                .migration_address = cfg->migration_address,
+                               .migration_pki_dir = cfg->migration_pki_dir,
                                .migration_tls = migration_tls};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {

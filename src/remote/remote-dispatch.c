@@ -6,6 +6,7 @@
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-convert.h"
+#include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
@@ -995,6 +996,10 @@ static gboolean h_migrate_perform3_params(RemoteContext *ctx, void *a, void *r, 
         remote_cookie_to_bytes(args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len);
     g_autoptr(GBytes) cookie_out = NULL;
     const char *dconnuri = args->dconnuri ? *args->dconnuri : NULL;
+    /* The daemon connects with its own credentials: a client must not point
+     * it at files of its choosing (confused deputy). */
+    if (dconnuri && *dconnuri && !remote_uri_check_from_client(dconnuri, error))
+        return FALSE;
     if (!ctx->drv->ops->migrate_perform(ctx->drv, &dom, dconnuri, params, cookie_in, args->flags,
                                         &cookie_out, error))
         return FALSE;

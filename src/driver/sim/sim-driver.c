@@ -602,6 +602,7 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
     sd->migration_port_min = config->migration_port_min;
     sd->migration_port_max = config->migration_port_max;
     sd->migration_address = g_strdup(config->migration_address);
+    sd->migration_pki_dir = g_strdup(config->migration_pki_dir);
     sd->migration_tls = config->migration_tls ? rpc_tls_context_ref(config->migration_tls) : NULL;
     sim_driver_register_migration(&sim_ops);
     driver_init(&sd->base, &sim_ops, sd);
@@ -651,6 +652,7 @@ void sim_driver_close(Driver *drv)
     driver_clear(drv);
     g_free(sd->vmm_binary);
     g_free(sd->migration_address);
+    g_free(sd->migration_pki_dir);
     rpc_tls_context_unref(sd->migration_tls);
     g_free(sd);
 }

@@ -11,6 +11,9 @@ typedef struct {
     guint migration_port_min; /* proxy-mode data connections (qemu.conf names) */
     guint migration_port_max;
     const char *migration_address;
+    /* The client files for TLS data connections to a destination; NULL:
+     * libvirt's client locations. */
+    const char *migration_pki_dir;
     /* The daemon's server TLS context for encrypted proxy-mode data
      * connections (virsh migrate --tls), or NULL. A reference is taken. */
     struct RpcTlsContext *migration_tls;

@@ -39,6 +39,7 @@ typedef struct {
     GThreadPool *reaper; /* handles "VMM gone" notices off the QMP threads */
     guint migration_port_min, migration_port_max;
     char *migration_address;
+    char *migration_pki_dir;
     char *daemon_id; /* random per daemon run: tells a local migration apart */
     RpcTlsContext *migration_tls; /* the daemon's server TLS, for --tls data connections */
     GMutex migration_lock;
