@@ -60,12 +60,10 @@ gboolean remote_peer_lookup_credentials(const char *path, const char *host,
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &err)) {
         /* GLib's parse errors quote the offending line: this message may
          * reach a client, so it names the file and the kind of problem only. */
-        const char *why = err->domain == G_FILE_ERROR ? g_strerror(g_file_error_to_errno(err->code))
+        const char *why = err->domain == G_FILE_ERROR ? err->message /* names the path only */
                           : err->domain == G_KEY_FILE_ERROR
                               ? "it is not in the key file format ([group] and key=value lines)"
                               : "it cannot be parsed";
-        if (err->domain == G_FILE_ERROR && err->code == G_FILE_ERROR_FAILED)
-            why = "it cannot be read";
         g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read auth file %s: %s",
                     path, why);
         return FALSE;
@@ -353,6 +351,9 @@ RpcClient *remote_peer_open(const char *uri_text, const RemotePeerOptions *optio
                     rpc_client_get_peer(c), type);
         return NULL;
     }
+    /* Read events and stream packets as they come from now on (through the
+     * layer, if SASL switched one on). */
+    rpc_client_set_authenticated(c);
 
     if (!o->no_keepalive) {
         remote_connect_supports_feature_args fa = {.feature = FEATURE_PROGRAM_KEEPALIVE};

@@ -49,10 +49,10 @@ struct TunnelDataListener {
  * connection can hold up another (a stranger trickling bytes, say). */
 typedef struct {
     TunnelDataListener *listener;
-    int fd;         /* closed by the accept loop, never by the checker */
+    int fd; /* closed by the accept loop, never by the checker */
     char *peer;
     gint64 deadline_us;
-    gboolean cut;   /* the accept loop shut it down (deadline or exit) */
+    gboolean cut; /* the accept loop shut it down (deadline or exit) */
     GThread *thread;
     /* results, written by the checker before it queues itself */
     RpcTransport *transport; /* on success; or what to free on failure */
@@ -201,16 +201,18 @@ static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
     p->peer = g_steal_pointer(&named.peer);
     p->deadline_us = g_get_monotonic_time() + HELLO_DEADLINE_US;
     if (pending->len >= MAX_PENDING) {
-        FERRY_WARN("refused a connection from %s on port %u: %u connections are in their hello "
-                   "already",
-                   p->peer, l->port, pending->len);
+        FERRY_WARN_LIMITED(
+            "refused a connection from %s on port %u: %u connections are in their hello "
+            "already",
+            p->peer, l->port, pending->len);
         pending_free(p);
         return;
     }
     g_autoptr(GError) e = NULL;
     p->thread = g_thread_try_new("data-hello", checker_thread, p, &e);
     if (!p->thread) {
-        FERRY_WARN("refused a connection from %s on port %u: %s", p->peer, l->port, e->message);
+        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
+                           e->message);
         pending_free(p);
         return;
     }
@@ -227,15 +229,14 @@ static RpcTransport *finish_check(TunnelDataListener *l, GPtrArray *pending, Pen
         FERRY_INFO("data connection for %s from %s accepted%s", l->what, p->peer,
                    l->tls ? " (TLS)" : "");
     } else {
-        FERRY_WARN("refused a connection from %s on port %u: %s", p->peer, l->port,
-                   p->cut ? "it did not finish its hello in time" : p->why);
+        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
+                           p->cut ? "it did not finish its hello in time" : p->why);
     }
     pending_free(p);
     return t;
 }
 
-RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us,
-                                          GError **error)
+RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GError **error)
 {
     g_autoptr(GPtrArray) pending = g_ptr_array_new();
     RpcTransport *accepted = NULL;
@@ -254,8 +255,8 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
         }
         if (now >= deadline_us) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
-                        "the source did not open the data connection for %s on port %u",
-                        l->what, l->port);
+                        "the source did not open the data connection for %s on port %u", l->what,
+                        l->port);
             break;
         }
         struct pollfd pf[3] = {{.fd = l->fd, .events = POLLIN},
@@ -331,8 +332,12 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
     if (tls) {
         g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
         rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
-        RpcTlsConfig cfg = {.ca_file = ca, .crl_file = crl, .cert_file = cert, .key_file = key,
-                            .verify_peer = TRUE, .handshake_timeout_ms = (guint)timeout_ms};
+        RpcTlsConfig cfg = {.ca_file = ca,
+                            .crl_file = crl,
+                            .cert_file = cert,
+                            .key_file = key,
+                            .verify_peer = TRUE,
+                            .handshake_timeout_ms = (guint)timeout_ms};
         ctx = rpc_tls_context_new_client(&cfg, error);
         if (!ctx) {
             g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
@@ -344,12 +349,11 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
         g_prefix_error(error, "cannot open the migration data connection: ");
         return NULL;
     }
-    RpcTransport *t = tls ? rpc_tls_client_handshake(ctx, fd, host, error)
-                          : rpc_transport_new_socket(fd);
+    RpcTransport *t =
+        tls ? rpc_tls_client_handshake(ctx, fd, host, error) : rpc_transport_new_socket(fd);
     if (!t) {
         close(fd); /* a failed handshake leaves the socket to us */
-        g_prefix_error(error, "TLS on the migration data connection to %s:%u failed: ", host,
-                       port);
+        g_prefix_error(error, "TLS on the migration data connection to %s:%u failed: ", host, port);
         return NULL;
     }
     set_timeouts(t->fd, timeout_ms);

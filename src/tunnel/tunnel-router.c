@@ -163,8 +163,9 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
             s->early_dropped = TRUE;
             g_mutex_unlock(&router->lock);
             if (warn)
-                FERRY_WARN("dropping packets for stream serial %u: its stream is not open yet",
-                           msg->header.serial);
+                FERRY_WARN_LIMITED("dropping packets for stream serial %u: its stream is not "
+                                   "open yet",
+                                   msg->header.serial);
             rpc_message_free(msg);
             return FALSE;
         }

@@ -142,8 +142,8 @@ START_TEST(test_a_replayed_token_is_refused)
      * accepting (as while the relay runs) and refuses. */
     AcceptJob again = {.listener = l, .deadline_us = g_get_monotonic_time() + 30 * G_USEC_PER_SEC};
     at = g_thread_new("accept", accept_thread, &again);
-    RpcTransport *replay = tunnel_data_connect("127.0.0.1", tunnel_data_listener_get_port(l),
-                                               token, FALSE, NULL, 10000, &e);
+    RpcTransport *replay = tunnel_data_connect("127.0.0.1", tunnel_data_listener_get_port(l), token,
+                                               FALSE, NULL, 10000, &e);
     ck_assert(replay == NULL);
     g_autofree char *want =
         g_strdup_printf("the destination at 127.0.0.1:%u refused the migration data connection",
@@ -180,8 +180,11 @@ static char *pki(const char *name)
 static RpcTlsContext *server_tls(void)
 {
     g_autofree char *ca = pki("cacert.pem"), *cert = pki("server-cert.pem"),
-                     *key = pki("server-key.pem");
-    RpcTlsConfig cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = TRUE,
+                    *key = pki("server-key.pem");
+    RpcTlsConfig cfg = {.ca_file = ca,
+                        .cert_file = cert,
+                        .key_file = key,
+                        .verify_peer = TRUE,
                         .handshake_timeout_ms = 5000};
     g_autoptr(GError) e = NULL;
     RpcTlsContext *ctx = rpc_tls_context_new_server(&cfg, &e);
