@@ -741,7 +741,19 @@ START_TEST(auth_file_lookup)
     ck_assert_str_eq(c.realm, "r");
     remote_peer_credentials_clear(&c);
     ck_assert(!remote_peer_lookup_credentials(path, "broken", &c, &e));
-    ck_assert_msg(strstr(e->message, "no [credentials-nope]"), "%s", e->message);
+    ck_assert_msg(strstr(e->message, "[auth-libvirt-broken] names credentials that have no "
+                                     "group of their own"),
+                  "%s", e->message);
+    ck_assert_msg(!strstr(e->message, "nope"), "%s", e->message); /* never the file's content */
+    g_clear_error(&e);
+    /* Not a key file at all: the error names the file, never quotes a line. */
+    write_file("passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    g_autofree char *passwd = path_in("passwd");
+    ck_assert(!remote_peer_lookup_credentials(passwd, "h", &c, &e));
+    g_autofree char *want = g_strdup_printf(
+        "cannot read auth file %s: it is not in the key file format ([group] and key=value lines)",
+        passwd);
+    ck_assert_str_eq(e->message, want);
     g_clear_error(&e);
     g_autofree char *missing = path_in("missing.conf");
     ck_assert(!remote_peer_lookup_credentials(missing, "h", &c, &e));
