@@ -346,7 +346,9 @@ static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError 
     case 4:  /* MIGRATION_P2P */
     case 6:  /* MIGRATION_V3 */
     case 13: /* MIGRATION_PARAMS */
-        ret->supported = ctx->session->driver && ctx->session->driver->ops->migrate_perform ? 1 : 0;
+        /* ctx->drv: the session's driver as check_access read it, under the
+         * session lock (CONNECT_OPEN/CLOSE may change it meanwhile). */
+        ret->supported = ctx->drv && ctx->drv->ops->migrate_perform ? 1 : 0;
         break;
     case 9:  /* TYPED_PARAM_STRING */
     case 11: /* XML_MIGRATABLE */
