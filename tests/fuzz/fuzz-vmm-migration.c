@@ -1,7 +1,7 @@
 /* ferry-vmm's migration protocol (docs/ferry-vmm.md), from both ends: the
  * receiver reading what a hostile sender sends (selector bit 0 clear), and
  * the sender reading what a hostile receiver answers (bit 0 set). The guest
- * has 64 KiB of RAM (16 pages), the size the seed streams were recorded with.
+ * has 16 KiB of RAM (4 pages), the size the seed streams were recorded with.
  *
  * Input: one selector byte, then the raw bytes of the peer's side of the
  * socket; after them the peer shuts its side down. The migration must then
@@ -14,7 +14,7 @@
 #include "fuzz-common.h"
 #include "vmm/vmm-migration.h"
 
-#define GUEST_RAM (64 * 1024)
+#define GUEST_RAM (16 * 1024)
 #define WAIT_US (10 * G_USEC_PER_SEC)
 
 static VmmMemory *memory;
