@@ -8,7 +8,7 @@ MESON_OPTS ?=
 # make fuzz: seconds per harness.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup demo check bench fuzz clean format
+.PHONY: all setup demo check bench fuzz soak clean format
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -47,6 +47,11 @@ fuzz: setup $(FUZZ_BUILD)/build.ninja
 
 bench: all
 	bench/run $(BUILD)
+
+# Concurrency soak (bench/soak.py): 1000 clients while 8 VMs migrate back and
+# forth between two ferryd, tunnelled and proxied; prints its table.
+soak: all
+	/usr/bin/python3 bench/soak.py $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c' 'bench/*.c')

@@ -399,10 +399,45 @@ def _unix(path):
     return c
 
 
+def synthetic_dispatch_seeds():
+    """One seed per procedure of remote_protocol.x that the recordings do not
+    reach: open, define vm1, then the call with vm1 as its domain argument
+    followed by zeros (flags), which every domain procedure's args start with."""
+    import re
+    x = open(os.path.join(os.path.dirname(__file__), "../../src/remote/remote_protocol.x")).read()
+    procs = sorted({int(n) for n in re.findall(r"REMOTE_PROC_\w+ = (\d+)", x)})
+    seen = set()
+    for f in os.listdir(os.path.join(OUT, "remote-dispatch")):
+        data = open(os.path.join(OUT, "remote-dispatch", f), "rb").read()[1:]
+        while len(data) >= 28:
+            n, prog, vers, proc, mtype, serial, status = header(data)
+            seen.add(proc)
+            data = data[max(n, 4):]
+    uuid = bytes.fromhex("c7a5fdbdedaf9455926ad65c16db1809")
+    dom = ft.xdr_string("vm1") + uuid + struct.pack(">i", -1)
+    opening = ft.message(ft.REMOTE_PROGRAM, 1, ft.CALL, 1, ft.OK, struct.pack(">I", 1)
+                         + ft.xdr_string("sim:///system") + struct.pack(">I", 0))
+    define = ft.message(ft.REMOTE_PROGRAM, PROC["DEFINE_XML"], ft.CALL, 2, ft.OK, ft.xdr_string(
+        ft.domain_xml("vm1", uuid="c7a5fdbd-edaf-9455-926a-d65c16db1809")))
+    # The SASL socket (selector 2): the start of a DIGEST-MD5 and a SCRAM exchange.
+    for mech in ("DIGEST-MD5", "SCRAM-SHA-256"):
+        start = ft.xdr_string(mech) + struct.pack(">iI", 1, 0)
+        msgs = [ft.message(ft.REMOTE_PROGRAM, 66, ft.CALL, 1), ft.message(ft.REMOTE_PROGRAM, 67, ft.CALL, 2),
+                ft.message(ft.REMOTE_PROGRAM, 68, ft.CALL, 3, ft.OK, start),
+                ft.message(ft.REMOTE_PROGRAM, 69, ft.CALL, 4, ft.OK, struct.pack(">iI", 0, 0))]
+        write("remote-dispatch", f"synthetic-sasl-{mech.lower()}", b"\x02" + b"".join(msgs))
+    for proc in procs:
+        if proc in seen:
+            continue
+        call = ft.message(ft.REMOTE_PROGRAM, proc, ft.CALL, 3, ft.OK, dom + bytes(16))
+        write("remote-dispatch", f"synthetic-proc-{proc}", b"\x00" + opening + define + call)
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="ferry-seeds-") as tmp:
         record_vmm(tmp)
         record_daemons(tmp)
+    synthetic_dispatch_seeds()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"seeds written to {OUT}: {total} bytes")
 
