@@ -17,6 +17,11 @@ void fuzz_init(void)
     const char *v = g_getenv("FUZZ_VERBOSE");
     ferry_log_set_level(v && *v == '1' ? FERRY_LOG_DEBUG : FERRY_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
+    /* GLib pool threads never exit: libFuzzer checks for leaks after each
+     * input, and a thread caught exiting has its thread-local state (libxml2
+     * keeps its globals there) reported as leaked. */
+    g_thread_pool_set_max_unused_threads(-1);
+    g_thread_pool_set_max_idle_time(0);
 }
 
 void fuzz_records_init(FuzzRecords *r, const uint8_t *data, size_t size)

@@ -11,7 +11,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Once per process: only errors are logged (FUZZ_VERBOSE=1 logs everything),
- * and a write to a closed socket is an error, not a signal. */
+ * a write to a closed socket is an error, not a signal, and GLib's pool
+ * threads stay alive between inputs. */
 void fuzz_init(void);
 
 /* A fuzz input read as a sequence of RPC messages in wire form. Each record

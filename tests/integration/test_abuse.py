@@ -1,7 +1,8 @@
 """Network-level abuse of one ferryd on every socket it has (UNIX read-write
 and read-only, TCP with SASL, TLS), all at once: bursts of connections
-sending garbage, malformed headers, truncated messages and undecodable
-arguments, slow writers, clients that never read their replies,
+sending garbage, malformed headers, truncated messages, undecodable
+arguments and 32 MiB length words, slow writers, clients that never read
+their replies or the PONGs of their PING floods,
 unauthenticated floods of AUTH_* calls and stalled TLS handshakes. Meanwhile
 a normal client's virsh calls and a tunnelled migration to a second ferryd
 must succeed, and the abused daemon's RSS must stay within a bound. Every
@@ -30,9 +31,13 @@ AUTH_LIST, AUTH_SASL_INIT, AUTH_SASL_START, AUTH_SASL_STEP = 66, 67, 68, 69
 CONNECT_OPEN, GET_HOSTNAME, GET_CAPABILITIES, LIST_ALL_DOMAINS = 1, 59, 7, 273
 PROCS = [1, 2, 7, 11, 14, 23, 59, 66, 67, 68, 69, 163, 273, 302, 303, 304, 305, 306, 307, 999]
 
-# The abused daemon's RSS may grow by at most this much over its idle value
-# (ASan's quarantine is capped at 32 MiB for the daemon below).
-RSS_GROWTH_LIMIT_KIB = 200 * 1024
+# The abused daemon's RSS may grow by at most this much over its idle value.
+# The abuse has a fixed concurrency (about 230 connections at the peak, each
+# with its threads), ASan's quarantine is capped at 32 MiB and unrequested
+# messages at 1 MiB per client; measured growth is 140-165 MiB. Unbounded
+# queues fail it by far: four PING floods of 16 MiB each queued their PONGs
+# (over 700 MiB), four 32 MiB length words allocated 128 MiB up front.
+RSS_GROWTH_LIMIT_KIB = 256 * 1024
 ABUSE_SECONDS_MAX = 60
 
 
@@ -183,6 +188,31 @@ def non_reader(t, kind, rng):
 
 
 @quiet
+def ping_flood(t, kind, rng):
+    """Keepalive PINGs, up to 16 MiB of them, from a client that never reads
+    the PONGs (before authentication on the SASL socket)."""
+    with closing(t.connect(kind)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(2)
+        chunk = ft.message(ft.KEEPALIVE_PROGRAM, 1, ft.MESSAGE, 0) * 10000
+        try:
+            for _ in range(60):
+                s.sendall(chunk)
+        except socket.timeout:
+            pass  # the daemon stopped reading us
+        time.sleep(rng.uniform(0.5, 2))
+
+
+@quiet
+def huge_length(t, kind, rng):
+    """A length word announcing the largest message allowed (32 MiB), a header,
+    then nothing more for a while."""
+    with closing(t.connect(kind)) as s:
+        s.sendall(struct.pack(">I", 32 << 20) + call(GET_HOSTNAME, 1)[4:])
+        drain(s, rng.uniform(1, 3))
+
+
+@quiet
 def sasl_flood(t, kind, rng):
     """Unauthenticated: the SASL steps with nonsense, and calls that need auth."""
     with closing(t.connect("tcp")) as s:
@@ -206,7 +236,8 @@ def tls_stall(t, kind, rng):
         drain(s, rng.uniform(0.5, 3))
 
 
-ABUSERS = [garbage, malformed_headers, truncated, undecodable_args, slow_writer, non_reader]
+ABUSERS = [garbage, malformed_headers, truncated, undecodable_args, slow_writer, non_reader,
+           ping_flood, huge_length]
 
 
 class AbuseTest(ft.DaemonTestCase):
@@ -231,7 +262,8 @@ class AbuseTest(ft.DaemonTestCase):
         asan = os.environ.get("ASAN_OPTIONS", "detect_leaks=1") + ":quarantine_size_mb=32"
         conf = self.pki.server_conf("server", tls_port,
                                     'auth_tcp = "sasl"\ntls_handshake_timeout = 2\n'
-                                    "keepalive_interval = 2\nkeepalive_count = 3\n")
+                                    "keepalive_interval = 2\nkeepalive_count = 3\n"
+                                    "max_client_send_queue = 1048576\n")
         d = self.start_daemon(name="abused", extra_conf=conf,
                               env={"SASL_CONF_PATH": self.sasl_dir, "ASAN_OPTIONS": asan})
         d.tls_port = tls_port
