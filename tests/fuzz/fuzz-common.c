@@ -116,6 +116,37 @@ gboolean fuzz_drain(int fd, gint64 deadline_us)
     }
 }
 
+static gboolean detached_thread_alive(void)
+{
+    static const char *const names[] = {"rpc-read", "rpc-write", "tunnel-out", "tunnel-sink",
+                                        "qmp-reader", NULL};
+    GDir *d = g_dir_open("/proc/self/task", 0, NULL);
+    if (!d)
+        return FALSE;
+    gboolean alive = FALSE;
+    const char *tid;
+    while (!alive && (tid = g_dir_read_name(d))) {
+        g_autofree char *path = g_strdup_printf("/proc/self/task/%s/comm", tid);
+        g_autofree char *comm = NULL;
+        if (!g_file_get_contents(path, &comm, NULL, NULL))
+            continue;
+        g_strchomp(comm);
+        alive = g_strv_contains(names, comm);
+    }
+    g_dir_close(d);
+    return alive;
+}
+
+void fuzz_wait_threads_gone(void)
+{
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (detached_thread_alive()) {
+        if (g_get_monotonic_time() > deadline)
+            fuzz_hang("a connection or stream thread is still running 10 s after its end");
+        g_usleep(100);
+    }
+}
+
 void fuzz_hang(const char *fmt, ...)
 {
     va_list ap;

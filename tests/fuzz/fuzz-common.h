@@ -41,6 +41,13 @@ int fuzz_read_exact(int fd, void *buf, size_t len, gint64 deadline_us);
  * deadline passed first. */
 gboolean fuzz_drain(int fd, gint64 deadline_us);
 
+/* Waits until no thread of the process has one of the names the library
+ * gives its per-connection and per-stream threads (rpc-read, rpc-write,
+ * tunnel-out, tunnel-sink, qmp-reader): they are detached, and libFuzzer's
+ * leak check after the input would take the thread-local state of one that
+ * is still exiting for a leak. A hang after 10 s. */
+void fuzz_wait_threads_gone(void);
+
 /* Reports a hang the way libFuzzer reports crashes: message, then abort. */
 G_NORETURN void fuzz_hang(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

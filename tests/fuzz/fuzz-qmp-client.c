@@ -83,5 +83,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         qmp_client_free(c);
     }
     g_thread_join(vmm);
+    fuzz_wait_threads_gone();
     return 0;
 }

@@ -204,5 +204,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_usleep(100);
     }
     reset_domains();
+    fuzz_wait_threads_gone();
     return 0;
 }

@@ -75,5 +75,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_thread_join(reader);
     rpc_connection_unref(conn);
     close(sv[1]);
+    fuzz_wait_threads_gone();
     return 0;
 }

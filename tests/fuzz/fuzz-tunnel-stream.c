@@ -144,5 +144,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rpc_connection_unref(conn);
     close(rpc[1]);
     close(vmm[0]);
+    fuzz_wait_threads_gone();
     return 0;
 }
