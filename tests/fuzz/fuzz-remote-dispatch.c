@@ -80,8 +80,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     g_autoptr(GError) error = NULL;
     driver_set_migration_peer_ops(remote_migration_peer_ops());
+    /* Loopback only: no input may open a port on another address. */
+    g_autoptr(TunnelDataSettings) data = tunnel_data_settings_new("127.0.0.1", 49152, 49215, NULL);
     SimDriverConfig sc = {.config_dir = config, .run_dir = run, .vmm_binary = vmm,
-                          .migration_port_min = 49152, .migration_port_max = 49215};
+                          .migration_data = data};
     driver = sim_driver_open(&sc, &error);
     if (!driver) {
         fprintf(stderr, "sim driver: %s\n", error->message);

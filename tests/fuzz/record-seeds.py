@@ -186,6 +186,51 @@ def xdr_string_at(buf, off=0):
     return buf[off + 4:off + 4 + n]
 
 
+def skip_typed_params(buf, off):
+    """Offset after a remote_typed_param<> array starting at off."""
+    (n,) = struct.unpack(">I", buf[off:off + 4])
+    off += 4
+    for _ in range(n):
+        (ln,) = struct.unpack(">I", buf[off:off + 4])
+        off += 4 + ln + (4 - ln % 4) % 4
+        (t,) = struct.unpack(">i", buf[off:off + 4])
+        off += 4
+        if t in (1, 2, 6):  # int, uint, boolean
+            off += 4
+        elif t in (3, 4, 5):  # llong, ullong, double
+            off += 8
+        elif t == 7:  # string
+            (ln,) = struct.unpack(">I", buf[off:off + 4])
+            off += 4 + ln + (4 - ln % 4) % 4
+    return off
+
+
+def opaque_at(buf, off):
+    (n,) = struct.unpack(">I", buf[off:off + 4])
+    return buf[off + 4:off + 4 + n]
+
+
+def save_cookies(s):
+    """Cookies as each side received them: in PREPARE*/FINISH3 params calls
+    (after the params), and first in their replies."""
+    calls = {}
+    for m in s.c2s:
+        n, prog, vers, proc, mtype, serial, status = header(m)
+        if prog == ft.REMOTE_PROGRAM and mtype == ft.CALL and proc in (
+                PROC["PREPARE3_PARAMS"], PROC["PREPARE_TUNNEL3_PARAMS"], PROC["FINISH3_PARAMS"]):
+            calls[serial] = proc
+            cookie = opaque_at(m[28:], skip_typed_params(m[28:], 0))
+            if cookie:
+                write("migration-cookie", f"{s.name}-call-{proc}", cookie)
+    for m in s.s2c:
+        n, prog, vers, proc, mtype, serial, status = header(m)
+        if prog == ft.REMOTE_PROGRAM and mtype == ft.REPLY and status == ft.OK and serial in calls \
+                and proc != PROC["FINISH3_PARAMS"]:
+            cookie = opaque_at(m[28:], 0)
+            if cookie:
+                write("migration-cookie", f"{s.name}-reply-{proc}", cookie)
+
+
 def save_rpc_sessions(relay, readonly_names=()):
     for s in relay.sessions:
         if not s.c2s:
@@ -212,6 +257,7 @@ def save_rpc_sessions(relay, readonly_names=()):
                     proc == PROC["GET_XML_DESC"]:
                 write("domain-xml", f"{s.name}-dumpxml-{serial}", xdr_string_at(m[28:]))
         save_tunnel(s)
+        save_cookies(s)
 
 
 def save_tunnel(s):
