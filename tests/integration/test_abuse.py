@@ -377,5 +377,29 @@ class AbuseTest(ft.DaemonTestCase):
               file=sys.stderr)
 
 
+class KeepaliveProgramTest(ft.DaemonTestCase):
+    """Found by fuzz-remote-dispatch: a CALL naming the keepalive program was
+    swallowed by the keepalive handler, and its caller waited forever.
+    libvirt takes only MESSAGEs of keepalive version 1 for keepalive."""
+
+    def test_a_call_to_the_keepalive_program_is_answered_unknown_program(self):
+        d = self.start_daemon()
+        c = ft.RawClient(d, timeout=10)
+        try:
+            c.sock.sendall(ft.message(ft.KEEPALIVE_PROGRAM, 1, ft.CALL, 5))
+            hdr, body = ft.recv_message(c.sock)
+            self.assertEqual((hdr[0], hdr[3], hdr[4], hdr[5]),
+                             (ft.KEEPALIVE_PROGRAM, ft.REPLY, 5, ft.ERROR))
+            self.assertIn("Cannot find program", ft.decode_error(body)[2])
+            # A PING of another version is not keepalive: no PONG, and the
+            # next call's reply is the next message.
+            c.sock.sendall(ft.message(ft.KEEPALIVE_PROGRAM, 1, ft.MESSAGE, 0, vers=2)
+                           + call(AUTH_LIST, 6))
+            hdr, body = ft.recv_message(c.sock)
+            self.assertEqual((hdr[0], hdr[2], hdr[4], hdr[5]), (ft.REMOTE_PROGRAM, AUTH_LIST, 6, ft.OK))
+        finally:
+            c.close()
+
+
 if __name__ == "__main__":
     unittest.main()
