@@ -20,8 +20,11 @@ static void check_terms(const MigrationCookie *c, TunnelRole role)
 {
     TunnelStreamConfig cfg;
     migration_cookie_tunnel_config(c, role, "fuzz peer", "fuzz VMM", &cfg);
-    if (cfg.packet_size == 0 || cfg.packet_size > MIGRATION_PACKET_SIZE || cfg.window == 0 ||
-        (cfg.credit && (cfg.peer_window < cfg.packet_size || cfg.peer_window > 64u << 20))) {
+    /* A credit below the packet size only makes packets smaller (the stream
+     * sends what the credit allows); zero or unbounded values would stall
+     * the stream or let a peer make us buffer without limit. */
+    if (cfg.packet_size < 65536 || cfg.packet_size > MIGRATION_PACKET_SIZE || cfg.window == 0 ||
+        (cfg.credit && (cfg.peer_window < 65536 || cfg.peer_window > 64u << 20))) {
         fprintf(stderr, "cookie gave unbounded stream terms: packet %zu window %zu peer %zu\n",
                 cfg.packet_size, cfg.window, cfg.peer_window);
         abort();
