@@ -480,6 +480,33 @@ class MigrationFaultsMixin:
         self.start_vm(self.a, "vm1", memory_mib=256, dirty_rate="4MiB")
         virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "32")
 
+    def abort_against_frozen_destination(self, tunnelled):
+        """domjobabort with the destination ferryd stopped (SIGSTOP): the source
+        VM runs again at once, the destination is told in the background, and it
+        drops its incoming VM once it runs again."""
+        self.slow_vm()
+        p = start_migration(self.a, self.b, "vm1", "--live", tunnelled=tunnelled)
+        self.assertTrue(wait_data_processed(self.a, "vm1", 16 << 20))
+        incoming = vmm_pids(self.b)
+        self.b.kill(signal.SIGSTOP)
+        try:
+            virsh(self.a.tcp_uri, "domjobabort", "vm1")
+            aborted = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            returned = time.monotonic() - aborted
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("operation aborted", err)
+            self.assertRegex(domstate(self.a, "vm1"), r"^running")
+            # The source no longer waits on the frozen peer (3 s for its abort
+            # confirmation and 2 s to close the connection when tunnelled, a
+            # 30 s cancel call in proxy mode); the target is 1 s.
+            self.assertLess(returned, 2.5)
+        finally:
+            self.b.kill(signal.SIGCONT)
+        for pid in incoming:
+            self.assertTrue(wait_for(lambda: not pid_alive(pid), 60), pid)
+        self.assertTrue(wait_for(lambda: "vm1" not in domain_names(self.b, "--all"), 10))
+
     def check_vm_stayed_on_source(self):
         self.assertTrue(wait_for(lambda: domstate(self.a, "vm1").startswith("running"), 10),
                         domstate(self.a, "vm1"))
