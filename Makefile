@@ -46,6 +46,7 @@ fuzz: setup $(FUZZ_BUILD)/build.ninja
 	FERRY_FUZZ_BUILD_DIR=$(abspath $(FUZZ_BUILD)) scripts/run-fuzz --seconds $(FUZZ_SECONDS)
 
 bench: all
+	scripts/setup bench
 	bench/run $(BUILD)
 
 # Concurrency soak (bench/soak.py): 1000 clients while 8 VMs migrate back and
