@@ -50,6 +50,9 @@ typedef struct {
     guint migration_port_min;
     guint migration_port_max;
     char *migration_address;
+    /* ferry: seconds a migration's data may stand still before it fails
+     * on either side (0: never) */
+    guint migration_stall_timeout;
 } DaemonConfig;
 
 /* Defaults: libvirt's, with paths for root or for the current user. */

@@ -348,6 +348,11 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        /* A peer or a link that went silent is noticed here, not by TCP. */
+        if (!done && !migration_job_check_moving(
+                         o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
+                         &e))
+            goto fail;
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));

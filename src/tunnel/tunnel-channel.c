@@ -142,6 +142,7 @@ struct TunnelDataSettings {
     char *address;
     guint port_min, port_max;
     RpcTlsContext *tls;
+    guint stall_timeout_s;
 };
 
 TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min,
@@ -153,6 +154,7 @@ TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min
     s->port_min = port_min;
     s->port_max = port_max;
     s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
+    s->stall_timeout_s = 10;
     return s;
 }
 
@@ -169,6 +171,16 @@ void tunnel_data_settings_unref(TunnelDataSettings *s)
     g_free(s->address);
     rpc_tls_context_unref(s->tls);
     g_free(s);
+}
+
+void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *s, guint seconds)
+{
+    s->stall_timeout_s = seconds;
+}
+
+guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *s)
+{
+    return s->stall_timeout_s;
 }
 
 const char *tunnel_data_settings_get_address(TunnelDataSettings *s)
