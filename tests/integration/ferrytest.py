@@ -216,6 +216,31 @@ class RawClient:
         self.sock.close()
 
 
+def wait_closed(sock, timeout):
+    """True if the peer closes the socket within timeout (messages are drained)."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not sock.recv(65536):
+                return True
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+    return False
+
+
+def hostname_works(d):
+    """A new client opens a connection and gets the host name."""
+    c = RawClient(d, timeout=10)
+    try:
+        c.open()
+        return c.call(59)[0][5] == OK  # GET_HOSTNAME
+    finally:
+        c.close()
+
+
 class DaemonTestCase(unittest.TestCase):
     """Starts daemons on demand and checks each for a clean, sanitizer-clean stop."""
 
