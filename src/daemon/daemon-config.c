@@ -74,6 +74,7 @@ static const KeyDef keys[] = {
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
+    K(migration_pki_dir, KEY_STRING),
 };
 
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an

@@ -53,6 +53,10 @@ typedef struct {
     /* ferry: seconds a migration's data may stand still before it fails
      * on either side (0: never) */
     guint migration_stall_timeout;
+    /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
+     * cacrl.pem) ferryd presents to a destination daemon and its data port;
+     * NULL: libvirt's client locations. A client's URI may not choose them. */
+    char *migration_pki_dir;
 } DaemonConfig;
 
 /* Defaults: libvirt's, with paths for root or for the current user. */

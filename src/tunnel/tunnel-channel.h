@@ -74,6 +74,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataSettings, tunnel_data_settings_unref)
  * (0: never). Default 10. */
 void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *settings, guint seconds);
 guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
+/* The source side's client files for encrypted data connections
+ * (migration_pki_dir); NULL: libvirt's client locations. Set once, at start. */
+void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *settings, const char *dir);
+const char *tunnel_data_settings_get_client_pki_dir(TunnelDataSettings *settings);
 
 /* The configured listen address, or "0.0.0.0". */
 const char *tunnel_data_settings_get_address(TunnelDataSettings *settings);
