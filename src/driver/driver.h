@@ -107,6 +107,7 @@ typedef struct {
     gboolean (*suspend)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*resume)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*shutdown)(Driver *drv, const DriverDomain *dom, GError **error);
+    gboolean (*reboot)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
 
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,

@@ -739,6 +739,13 @@ DOMAIN_ACTION(h_suspend, suspend)
 DOMAIN_ACTION(h_resume, resume)
 DOMAIN_ACTION(h_shutdown, shutdown)
 
+static gboolean h_reboot(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(reboot);
+    ARG_DOMAIN(remote_domain_reboot_args);
+    return ctx->drv->ops->reboot(ctx->drv, &dom, ((remote_domain_reboot_args *)a)->flags, error);
+}
+
 /* ---- events ---- */
 
 static gboolean h_event_callback_register(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1112,6 +1119,8 @@ static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_DOMAIN_RESUME, "DOMAIN_RESUME", X(remote_domain_args), VOID, h_resume,
      PROC_WRITE},
     {REMOTE_PROC_DOMAIN_SHUTDOWN, "DOMAIN_SHUTDOWN", X(remote_domain_args), VOID, h_shutdown,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_REBOOT, "DOMAIN_REBOOT", X(remote_domain_reboot_args), VOID, h_reboot,
      PROC_WRITE},
     {REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
      "CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY",

@@ -297,9 +297,9 @@ static void job_update_from_vmm(SimMigrationJob *job, JsonObject *qm)
     g_mutex_unlock(&job->lock);
 }
 
-static JsonObject *query_migrate(SimVm *vm, GError **error)
+static JsonObject *query_migrate(VmmProcess *vm, GError **error)
 {
-    g_autoptr(JsonNode) r = sim_vm_qmp(vm, "query-migrate", NULL, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate", NULL, error);
     if (!r)
         return NULL;
     JsonObject *o = json_node_get_object(r);
@@ -307,7 +307,7 @@ static JsonObject *query_migrate(SimVm *vm, GError **error)
 }
 
 /* Waits (bounded) until the VMM's migration left setup/active/cancelling. */
-static JsonObject *wait_vmm_migration_end(SimVm *vm, int timeout_ms)
+static JsonObject *wait_vmm_migration_end(VmmProcess *vm, int timeout_ms)
 {
     gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
     for (;;) {
@@ -513,7 +513,7 @@ static gboolean sim_get_job_info(Driver *drv, const DriverDomain *dom, guint fla
         g_mutex_unlock(&sd->migration_lock);
         return TRUE;
     }
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -539,7 +539,7 @@ void sim_migration_abort_locked(SimDriver *sd, DomainObj *obj, const char *why)
 
 static gboolean sim_abort_job(Driver *drv, const DriverDomain *dom, GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -557,10 +557,10 @@ static gboolean sim_abort_job(Driver *drv, const DriverDomain *dom, GError **err
 static gboolean sim_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 mib,
                                   GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
-    gboolean ok = sim_check_active(obj, error);
+    gboolean ok = hv_check_active(obj, error);
     if (ok) {
         SimInstance *inst = domain_obj_get_priv(obj);
         inst->max_speed_mib = mib;
@@ -574,7 +574,7 @@ static gboolean sim_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 
 static gboolean sim_get_max_speed(Driver *drv, const DriverDomain *dom, guint64 *mib,
                                   GError **error)
 {
-    DomainObj *obj = sim_lookup(sim_driver_of(drv), dom, error);
+    DomainObj *obj = hv_lookup(hv_driver_of(drv), dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
@@ -590,7 +590,7 @@ typedef struct {
     const MigrationPeerOps *ops;
     MigrationPeer *peer;
     SimMigrationJob *job;
-    SimVm *vm;
+    VmmProcess *vm;
     char *name;
     guint8 uuid[16];
     char *instance_id;
@@ -614,7 +614,7 @@ static void outgoing_clear(Outgoing *o)
         tunnel_binding_free(o->binding);
     if (o->peer)
         o->ops->close(o->peer);
-    sim_vm_unref(o->vm);
+    vmm_process_unref(o->vm);
     job_unref(o->job);
     g_free(o->name);
     g_free(o->instance_id);
@@ -717,7 +717,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
 
     if (!(o->flags & MIG_LIVE) && !o->was_paused) {
         /* Non-live: the VM stops first and moves as a snapshot. */
-        g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "stop", NULL, &e);
+        g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "stop", NULL, &e);
         if (!r)
             goto fail;
     }
@@ -726,7 +726,7 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
     }
-    if (!qmp_client_pass_fd(sim_vm_get_qmp(o->vm), "migrate", sv[1], 10000, &e))
+    if (!qmp_client_pass_fd(vmm_process_get_qmp(o->vm), "migrate", sv[1], 10000, &e))
         goto fail;
     close(sv[1]);
     sv[1] = -1;
@@ -802,13 +802,13 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
     /* The tunnel enforces the bandwidth; the VMM sends as fast as it can. */
     params = json_object_new();
     json_object_set_int_member(params, "max-bandwidth", 0);
-    r1 = sim_vm_qmp(o->vm, "migrate-set-parameters", params, &e);
+    r1 = vmm_process_qmp(o->vm, "migrate-set-parameters", params, &e);
     json_object_unref(params);
     if (!r1)
         goto fail;
     margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:migrate");
-    r2 = sim_vm_qmp(o->vm, "migrate", margs, &e);
+    r2 = vmm_process_qmp(o->vm, "migrate", margs, &e);
     json_object_unref(margs);
     if (!r2)
         goto fail;
@@ -880,7 +880,7 @@ static char *outgoing_cancel(Outgoing *o, const GError *why)
 {
     char *report = NULL;
     job_transport_abort(o->job, why);
-    g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "migrate_cancel", NULL, NULL);
+    g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "migrate_cancel", NULL, NULL);
     g_autoptr(JsonObject) qm = wait_vmm_migration_end(o->vm, 10000);
     job_transport_wait(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
 
@@ -905,7 +905,7 @@ static char *outgoing_cancel(Outgoing *o, const GError *why)
 static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
 {
     SimDriver *sd = o->sd;
-    DomainObj *obj = domain_list_lookup_by_instance(sd->list, o->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(sd->hv.list, o->instance_id, NULL);
     if (!obj) {
         FERRY_WARN("domain '%s' is gone from the source during its migration", o->name);
         return;
@@ -919,20 +919,20 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         save_completed(sd, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
         /* The guest runs on the destination: end ours without waiting under
          * the domain lock (job-info and the client are waiting on it). */
-        sim_vm_kill_nowait(o->vm);
+        vmm_process_kill_nowait(o->vm);
         DriverDomain d = {0};
-        sim_domain_ref_of(obj, &d);
+        hv_domain_ref_of(obj, &d);
         gboolean hidden = domain_obj_is_hidden(obj);
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_MIGRATED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_MIGRATED);
         if (!hidden)
-            driver_event_emit(&sd->base, &d, SIM_EVENT_STOPPED, SIM_STOPPED_MIGRATED);
+            driver_event_emit(&sd->hv.base, &d, HV_EVENT_STOPPED, HV_STOPPED_MIGRATED);
         if ((o->flags & MIG_UNDEFINE_SOURCE) && !domain_obj_is_removed(obj) &&
             domain_obj_is_persistent(obj)) {
-            domain_store_delete_config(sd->store, o->name, NULL);
-            domain_store_set_autostart(sd->store, o->name, FALSE, NULL);
+            domain_store_delete_config(sd->hv.store, o->name, NULL);
+            domain_store_set_autostart(sd->hv.store, o->name, FALSE, NULL);
             if (!hidden)
-                driver_event_emit(&sd->base, &d, SIM_EVENT_UNDEFINED, 0);
-            domain_list_undefine(sd->list, obj);
+                driver_event_emit(&sd->hv.base, &d, HV_EVENT_UNDEFINED, 0);
+            domain_list_undefine(sd->hv.list, obj);
         }
         driver_domain_clear(&d);
     } else {
@@ -940,18 +940,18 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         save_completed(sd, o->uuid, o->job,
                        cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
         if (domain_obj_is_active(obj)) {
-            g_autofree char *status = sim_vm_query_status(o->vm, NULL);
+            g_autofree char *status = vmm_process_query_status(o->vm, NULL);
             if (!o->was_paused && status && !g_str_equal(status, "running")) {
-                g_autoptr(JsonNode) r = sim_vm_qmp(o->vm, "cont", NULL, NULL);
+                g_autoptr(JsonNode) r = vmm_process_qmp(o->vm, "cont", NULL, NULL);
                 g_free(status);
-                status = sim_vm_query_status(o->vm, NULL);
+                status = vmm_process_query_status(o->vm, NULL);
             }
             if (status && g_str_equal(status, "running")) {
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIG_LIVE) && !o->was_paused)
-                    sim_emit(sd, obj, SIM_EVENT_RESUMED, SIM_RESUMED_MIGRATED);
+                    hv_emit(&sd->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
             }
-            domain_store_save_state(sd->store, obj, NULL);
+            domain_store_save_state(sd->hv.store, obj, NULL);
         }
     }
     domain_obj_end(obj);
@@ -1005,11 +1005,11 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
             o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
     }
 
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return FALSE;
     SimInstance *inst = domain_obj_get_priv(obj);
-    if (!sim_check_active(obj, error) || !inst) {
+    if (!hv_check_active(obj, error) || !inst) {
         domain_obj_end(obj);
         return FALSE;
     }
@@ -1023,7 +1023,7 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     guint64 mib = has_bandwidth ? bandwidth_mib : inst->max_speed_mib;
     o.job->bandwidth = mib * 1024 * 1024;
     inst->job = job_ref(o.job);
-    o.vm = sim_vm_ref(inst->vm);
+    o.vm = vmm_process_ref(inst->vm);
     o.name = g_strdup(domain_obj_get_name(obj));
     memcpy(o.uuid, domain_obj_get_uuid(obj), 16);
     o.instance_id = g_strdup(obj->instance_id);
@@ -1045,7 +1045,7 @@ static gboolean sim_migrate_perform(Driver *drv, const DriverDomain *dom, const 
     }
     if (!(flags & MIG_LIVE) && !o.was_paused) {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
-        sim_emit(sd, obj, SIM_EVENT_SUSPENDED, SIM_SUSPENDED_MIGRATED);
+        hv_emit(&sd->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_MIGRATED);
     }
     domain_obj_end(obj);
 
@@ -1102,16 +1102,16 @@ static void incoming_forget(SimDriver *sd, SimMigrationJob *job)
 /* Kills the incoming VM and drops its hidden instance. */
 static void incoming_discard(SimDriver *sd, SimMigrationJob *job, const char *why)
 {
-    DomainObj *obj = domain_list_lookup_by_instance(sd->list, job->instance_id, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(sd->hv.list, job->instance_id, NULL);
     if (obj) {
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
         SimInstance *inst = domain_obj_get_priv(obj);
         if (inst)
-            sim_vm_kill(inst->vm);
+            vmm_process_kill(inst->vm);
         /* Ending the instance drops its reference on the job. */
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
         if (!domain_obj_is_removed(obj))
-            domain_list_remove(sd->list, obj);
+            domain_list_remove(sd->hv.list, obj);
         domain_obj_end(obj);
     }
     incoming_forget(sd, job);
@@ -1223,7 +1223,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     guint uri_port = 0;
     if (!binding && muri && !parse_tcp_uri(muri, &uri_host, &uri_port, error))
         return FALSE;
-    g_autoptr(DomainDef) def = domain_def_parse_string(dxml, error);
+    g_autoptr(DomainDef) def = hv_parse_xml(&sd->hv, dxml, error);
     if (!def)
         return FALSE;
     if (dname) {
@@ -1235,7 +1235,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     gboolean local = src.daemon_id && g_str_equal(src.daemon_id, sd->daemon_id);
     g_autofree char *name = g_strdup(def->name);
 
-    DomainObj *obj = domain_list_add(sd->list, &def,
+    DomainObj *obj = domain_list_add(sd->hv.list, &def,
                                      DOMAIN_LIST_ADD_HIDDEN |
                                          (local ? DOMAIN_LIST_ADD_ALLOW_RUNNING_TWIN : 0),
                                      NULL, error);
@@ -1251,21 +1251,21 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
     TunnelStreamConfig cfg;
     SimMigrationJob *job = NULL;
     const char *listen_addr = NULL;
-    if (!sim_instance_start(sd, obj, TRUE, &e))
+    if (!hv_instance_start(&sd->hv, obj, TRUE, &e))
         goto fail;
     inst = domain_obj_get_priv(obj);
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
     }
-    if (!qmp_client_pass_fd(sim_vm_get_qmp(inst->vm), "incoming", sv[1], 10000, &e))
+    if (!qmp_client_pass_fd(vmm_process_get_qmp(inst->vm), "incoming", sv[1], 10000, &e))
         goto fail;
     close(sv[1]);
     sv[1] = -1;
     margs = json_object_new();
     json_object_set_string_member(margs, "uri", "fd:incoming");
     json_object_set_boolean_member(margs, "exit-on-error", FALSE);
-    r = sim_vm_qmp(inst->vm, "migrate-incoming", margs, &e);
+    r = vmm_process_qmp(inst->vm, "migrate-incoming", margs, &e);
     json_object_unref(margs);
     if (!r)
         goto fail;
@@ -1322,7 +1322,7 @@ static gboolean sim_migrate_prepare(Driver *drv, GPtrArray *params, GBytes *cook
 
     *cookie_out = cookie_format(sd, name, domain_obj_get_uuid(obj), src.ferry && binding, NULL,
                                 0, job->token);
-    domain_store_save_state(sd->store, obj, NULL);
+    domain_store_save_state(sd->hv.store, obj, NULL);
     FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
                local ? " from this daemon" : "",
                binding ? (cfg.credit ? "tunnel, credit flow control" : "tunnel, plain")
@@ -1338,11 +1338,11 @@ fail:
         close(sv[1]);
     inst = domain_obj_get_priv(obj);
     if (inst)
-        sim_vm_kill(inst->vm);
+        vmm_process_kill(inst->vm);
     if (domain_obj_is_active(obj))
-        sim_instance_end(sd, obj, DOMAIN_SHUTOFF_FAILED);
+        hv_instance_end(&sd->hv, obj, DOMAIN_SHUTOFF_FAILED);
     if (!domain_obj_is_removed(obj))
-        domain_list_remove(sd->list, obj);
+        domain_list_remove(sd->hv.list, obj);
     domain_obj_end(obj);
     cookie_clear(&src);
     g_propagate_prefixed_error(error, g_steal_pointer(&e), "cannot prepare the incoming VM: ");
@@ -1391,7 +1391,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     }
 
     g_autoptr(GError) e = NULL;
-    g_autoptr(SimVm) vm = NULL;
+    g_autoptr(VmmProcess) vm = NULL;
     g_autoptr(JsonObject) qm = NULL;
     g_autofree char *digest = NULL;
     DomainObj *obj = NULL;
@@ -1403,11 +1403,11 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         g_prefix_error(&e, "the migration stream did not end cleanly: ");
         goto fail;
     }
-    obj = domain_list_lookup_by_instance(sd->list, job->instance_id, &e);
+    obj = domain_list_lookup_by_instance(sd->hv.list, job->instance_id, &e);
     if (!obj)
         goto fail;
     inst = domain_obj_get_priv(obj);
-    vm = inst ? sim_vm_ref(inst->vm) : NULL;
+    vm = inst ? vmm_process_ref(inst->vm) : NULL;
     domain_obj_unlock(obj);
     qm = vm ? wait_vmm_migration_end(vm, 10000) : NULL;
     st = json_str(qm, "status");
@@ -1426,8 +1426,8 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
     domain_obj_lock(obj);
     if (pxml || (flags & MIG_PERSIST_DEST)) {
         g_autoptr(DomainDef) pdef =
-            pxml ? domain_def_parse_string(pxml, &e) : domain_def_copy(obj->live_def);
-        if (!pdef || !domain_store_save_config(sd->store, pdef, &e)) {
+            pxml ? hv_parse_xml(&sd->hv, pxml, &e) : domain_def_copy(obj->live_def);
+        if (!pdef || !domain_store_save_config(sd->hv.store, pdef, &e)) {
             domain_obj_unlock(obj);
             domain_obj_unref(obj);
             goto fail;
@@ -1435,14 +1435,14 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         domain_def_free(obj->persistent_def);
         obj->persistent_def = g_steal_pointer(&pdef);
     }
-    if (!domain_list_reveal(sd->list, obj, &e)) {
+    if (!domain_list_reveal(sd->hv.list, obj, &e)) {
         domain_obj_unlock(obj);
         domain_obj_unref(obj);
         goto fail;
     }
-    sim_emit(sd, obj, SIM_EVENT_STARTED, SIM_STARTED_MIGRATED);
+    hv_emit(&sd->hv, obj, HV_EVENT_STARTED, HV_STARTED_MIGRATED);
     if (!(flags & MIG_PAUSED)) {
-        g_autoptr(JsonNode) r = sim_vm_qmp(vm, "cont", NULL, &e);
+        g_autoptr(JsonNode) r = vmm_process_qmp(vm, "cont", NULL, &e);
         if (!r) {
             g_prefix_error(&e, "cannot resume the migrated VM: ");
             domain_obj_unlock(obj);
@@ -1450,7 +1450,7 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
             goto fail;
         }
         domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
-        sim_emit(sd, obj, SIM_EVENT_RESUMED, SIM_RESUMED_MIGRATED);
+        hv_emit(&sd->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
     } else {
         domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
     }
@@ -1459,9 +1459,9 @@ static DriverDomain *sim_migrate_finish(Driver *drv, GPtrArray *params, GBytes *
         job_unref(job);
     }
     save_completed(sd, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL, digest);
-    domain_store_save_state(sd->store, obj, NULL);
+    domain_store_save_state(sd->hv.store, obj, NULL);
     d = g_new0(DriverDomain, 1);
-    sim_domain_ref_of(obj, d);
+    hv_domain_ref_of(obj, d);
     *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj), FALSE,
                                 digest, 0, NULL);
     domain_obj_end(obj);
@@ -1483,11 +1483,11 @@ static char *sim_migrate_begin(Driver *drv, const DriverDomain *dom, GPtrArray *
     SimDriver *sd = sim_driver_of(drv);
     if (!check_flags_and_params(flags, params, error))
         return NULL;
-    DomainObj *obj = sim_lookup(sd, dom, error);
+    DomainObj *obj = hv_lookup(&sd->hv, dom, error);
     if (!obj)
         return NULL;
     char *xml = NULL;
-    if (sim_check_active(obj, error)) {
+    if (hv_check_active(obj, error)) {
         xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
         *cookie_out = cookie_format(sd, domain_obj_get_name(obj), domain_obj_get_uuid(obj),
                                     TRUE, NULL, 0, NULL);
