@@ -20,6 +20,7 @@
 #include "rpc/rpc-server.h"
 #include "rpc/rpc-socket.h"
 #include "rpc/rpc-tls.h"
+#include "tunnel/tunnel-channel.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -284,15 +285,16 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
             FERRY_WARN("encrypted migration data connections are unavailable: %s",
                        tls_error->message);
     }
+    /* Made once, shared by every driver's migration engine. */
+    g_autoptr(TunnelDataSettings) migration_data =
+        tunnel_data_settings_new(cfg->migration_address, cfg->migration_port_min,
+                                 cfg->migration_port_max, migration_tls);
     g_autofree char *vmm = find_vmm_binary(cfg);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
                                .vmm_binary = vmm,
-                               .migration_port_min = cfg->migration_port_min,
-                               .migration_port_max = cfg->migration_port_max,
-                               .migration_address = cfg->migration_address,
-                               .migration_tls = migration_tls};
+                               .migration_data = migration_data};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {
         fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);
@@ -302,6 +304,11 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
 
     RpcServerConfig scfg = {
         .max_clients = cfg->max_clients,
+        .max_anonymous_clients = cfg->max_anonymous_clients,
+        .max_queued_clients = cfg->max_queued_clients,
+        .max_anonymous_message = REMOTE_AUTH_MESSAGE_MAX,
+        .auth_timeout = cfg->auth_timeout,
+        .max_client_send_queue = cfg->max_client_send_queue,
         .max_client_requests = cfg->max_client_requests,
         .max_workers = cfg->max_workers,
         .keepalive_interval = cfg->keepalive_interval > 0 ? (guint)cfg->keepalive_interval : 0,
