@@ -110,22 +110,31 @@ static gboolean add_unix_listener(RpcServer *server, DaemonActivation *act, cons
     return TRUE;
 }
 
+/* One TCP or TLS listener, logged, with a warning when it is wide open. */
+static void add_network_listener(RpcServer *server, int fd, const char *desc, const char *name,
+                                 const DaemonConfig *cfg, const char *auth, RpcTlsContext *tls)
+{
+    int type = auth_type_of(auth);
+    add_listener(server, fd, desc, FALSE, type, tls);
+    FERRY_INFO("listening on %s (auth %s%s%s%s)", desc, auth,
+               tls && cfg->tls_no_verify_certificate ? ", client certificates not verified" : "",
+               name ? ", " : "", name ? name : "");
+    if (type == REMOTE_AUTH_NONE && !tls)
+        FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
+                   "the traffic is not encrypted", desc);
+}
+
 /* The TCP or TLS listeners: from the service manager, or opened on port. */
 static gboolean add_tcp_listeners(RpcServer *server, DaemonActivation *act, const char *name,
                                   const DaemonConfig *cfg, guint port, const char *auth,
                                   RpcTlsContext *tls, GError **error)
 {
     const char *kind = tls ? "tls" : "tcp";
-    int type = auth_type_of(auth);
     int fd;
     if (act) {
         while ((fd = daemon_activation_take(act, name)) >= 0) {
             g_autofree char *desc = daemon_socket_describe(fd, kind);
-            add_listener(server, fd, desc, FALSE, type, tls);
-            FERRY_INFO("listening on %s (auth %s, %s)", desc, auth, name);
-            if (type == REMOTE_AUTH_NONE && !tls)
-                FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access "
-                           "and the traffic is not encrypted", desc);
+            add_network_listener(server, fd, desc, name, cfg, auth, tls);
         }
         return TRUE;
     }
@@ -134,15 +143,7 @@ static gboolean add_tcp_listeners(RpcServer *server, DaemonActivation *act, cons
     if (fd < 0)
         return FALSE;
     g_autofree char *desc = g_strdup_printf("%s %s:%u", kind, cfg->listen_addr, bound);
-    add_listener(server, fd, desc, FALSE, type, tls);
-    if (tls)
-        FERRY_INFO("listening on %s (auth %s%s)", desc, auth,
-                   cfg->tls_no_verify_certificate ? ", client certificates not verified" : "");
-    else
-        FERRY_INFO("listening on %s (auth %s)", desc, auth);
-    if (type == REMOTE_AUTH_NONE && !tls)
-        FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
-                   "the traffic is not encrypted", desc);
+    add_network_listener(server, fd, desc, NULL, cfg, auth, tls);
     return TRUE;
 }
 
