@@ -1,8 +1,8 @@
 """ferry as `meson install` lays it out (docs/install.md): the files and their
 modes, the default config (every key, each loading), the man pages, the
 systemd units checked by systemd-analyze, and socket activation driven by
-systemd-socket-activate: the sockets ferryd takes by name, its readiness
-notice, bad names refused, --timeout. The Debian package and the units under a
+systemd-socket-activate: the sockets ferryd takes by name (TLS too), its
+readiness notice, bad names refused, --timeout. The Debian package and the units under a
 real systemd are tested by `make deb-check` (tests/package/deb-check)."""
 
 import os
@@ -19,6 +19,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
+from test_tls_sasl import Pki  # noqa: E402
 
 SOURCE = os.environ.get("FERRY_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 PREFIX = "/usr/local"  # the build dirs' default prefix
@@ -189,6 +190,7 @@ class ActivatedDaemon(ft.Daemon):
             "ferryd.socket", "ferryd-ro.socket", "ferryd-admin.socket", "ferryd-tcp.socket"]
         self.extra_args = list(extra_args)
         self.notify = notify
+        self.tls_port = ft.free_port()
 
     def start(self, timeout=15):
         # systemd-socket-activate hands its child a clean environment.
@@ -197,7 +199,8 @@ class ActivatedDaemon(ft.Daemon):
         env_args = [f"--setenv={v}={env[v]}" for v in SANITIZER_ENV if v in env]
         if self.notify:
             env_args.append("--setenv=NOTIFY_SOCKET=" + self.notify)
-        listen = [self.sock, self.sock_ro, self.sock_admin, f"127.0.0.1:{self.port}"]
+        listen = [self.sock, self.sock_ro, self.sock_admin, f"127.0.0.1:{self.port}",
+                  f"127.0.0.1:{self.tls_port}"]
         args = ["systemd-socket-activate"]
         listen = listen[:max(len(self.names), 1)]
         for addr in listen:
@@ -257,6 +260,21 @@ class SocketActivationTest(ft.DaemonTestCase):
         # Sockets systemd made are systemd's: ferryd leaves them at exit.
         self.assertEqual(d.stop(), 0, d.log())
         self.assertTrue(os.path.exists(d.sock))
+
+    def test_tls_socket_from_systemd(self):
+        pki = Pki()
+        try:
+            names = ["ferryd.socket", "ferryd-ro.socket", "ferryd-admin.socket",
+                     "ferryd-tcp.socket", "ferryd-tls.socket"]
+            # The config's TLS files apply; its listen_tls and tls_port do not.
+            d = self.activated(names=names, extra_conf=pki.server_conf(port=ft.free_port()))
+            uri = f"sim+tls://127.0.0.1:{d.tls_port}/system?pkipath={pki.client_dir()}"
+            self.assertIn("Id", ft.virsh(uri, "list", "--all")[1])
+            self.assertIn(f"listening on tls 127.0.0.1:{d.tls_port} (auth none, ferryd-tls.socket)",
+                          d.log())
+            self.assertEqual(d.stop(), 0, d.log())
+        finally:
+            pki.cleanup()
 
     def test_missing_unix_socket_is_created_and_tcp_stays_closed(self):
         d = self.activated(names=["ferryd.socket"])
