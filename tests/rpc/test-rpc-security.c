@@ -369,7 +369,7 @@ static void send_call(int fd, int proc, guint32 serial, xdrproc_t filter, void *
     ck_assert_int_eq(send(fd, bytes->data, bytes->len, MSG_NOSIGNAL), (gssize)bytes->len);
 }
 
-static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
+static RpcMessage *read_raw_message(int fd)
 {
     RpcTransport *t = rpc_transport_new_socket(dup(fd));
     guint32 len_be;
@@ -377,12 +377,19 @@ static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
     ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
     guint32 len = GUINT32_FROM_BE(len_be);
     ck_assert_uint_lt(len, 1024 * 1024);
-    g_autoptr(RpcMessage) m = rpc_message_new(len);
+    RpcMessage *m = rpc_message_new(len);
     memcpy(m->buf, &len_be, 4);
     ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
     rpc_transport_free(t);
     m->len = len;
     ck_assert(rpc_message_decode_header(m, &e));
+    return m;
+}
+
+static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
+{
+    g_autoptr(RpcMessage) m = read_raw_message(fd);
+    g_autoptr(GError) e = NULL;
     ck_assert_uint_eq(m->header.serial, serial);
     ck_assert_uint_eq(m->header.status, RPC_OK);
     ck_assert_msg(rpc_message_decode(m, filter, ret, &e), "%s", e ? e->message : "");
@@ -478,23 +485,6 @@ typedef struct {
     RpcSasl *sasl;
     guint8 extra[28 + 4];
 } FakeServer;
-
-static RpcMessage *read_raw_message(int fd)
-{
-    RpcTransport *t = rpc_transport_new_socket(dup(fd));
-    guint32 len_be;
-    g_autoptr(GError) e = NULL;
-    ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
-    guint32 len = GUINT32_FROM_BE(len_be);
-    ck_assert_uint_lt(len, 1024 * 1024);
-    RpcMessage *m = rpc_message_new(len);
-    memcpy(m->buf, &len_be, 4);
-    ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
-    rpc_transport_free(t);
-    m->len = len;
-    ck_assert(rpc_message_decode_header(m, &e));
-    return m;
-}
 
 static void send_raw_reply(int fd, const RpcHeader *call, xdrproc_t filter, void *ret,
                            const void *extra, gsize extra_len)
