@@ -78,6 +78,13 @@ class InstalledLayoutTest(unittest.TestCase):
         for page in ("man8/ferryd.8", "man5/ferryd.conf.5", "man1/ferry-vmm.1"):
             self.assertEqual(self.mode("share/man/" + page), 0o644, page)
 
+    def test_every_installed_command_has_a_man_page(self):
+        for bindir, sections in (("bin", "1"), ("sbin", "8")):
+            for cmd in os.listdir(os.path.join(self.root, bindir)):
+                pages = [f"man{n}/{cmd}.{n}" for n in sections + "18"]
+                self.assertTrue(any(os.path.exists(os.path.join(self.root, "share/man", p))
+                                    for p in pages), f"{bindir}/{cmd} has no man page")
+
     def test_man_pages_render_without_warnings(self):
         for page, title in (("man8/ferryd.8", "FERRYD(8)"), ("man5/ferryd.conf.5", "FERRYD.CONF(5)"),
                             ("man1/ferry-vmm.1", "FERRY-VMM(1)")):
