@@ -325,6 +325,11 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         .tls = act ? daemon_activation_has(act, DAEMON_SOCKET_TLS) : opts->listen && cfg->listen_tls,
     };
     gboolean sasl = uses_sasl(cfg, &plan);
+    /* Handlers first: a client may connect, and its owner send SIGTERM, as
+     * soon as a socket listens (the signal then ends the loop at once). */
+    GMainLoop *loop = g_main_loop_new(NULL, FALSE);
+    guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
+    guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
     if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
                                           &error)) ||
         !setup_listeners(server, cfg, &plan, act, unix_paths, &error) ||
@@ -332,9 +337,6 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        GMainLoop *loop = g_main_loop_new(NULL, FALSE);
-        guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
-        guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
         BusyCheck busy = {.server = server, .sim = sim};
         guint idle = opts->timeout > 0
                          ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
@@ -343,12 +345,12 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         daemon_notify("READY=1");
         g_main_loop_run(loop);
         daemon_notify("STOPPING=1");
-        g_source_remove(s1);
-        g_source_remove(s2);
         if (idle && g_main_context_find_source_by_id(NULL, idle))
             g_source_remove(idle);
-        g_main_loop_unref(loop);
     }
+    g_source_remove(s1);
+    g_source_remove(s2);
+    g_main_loop_unref(loop);
 
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
