@@ -73,6 +73,7 @@ static const KeyDef keys[] = {
     KR(migration_port_min, KEY_UINT, 1, 65535),
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
+    K(migration_pki_dir, KEY_STRING),
 };
 
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an

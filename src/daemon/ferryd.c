@@ -290,7 +290,9 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_autoptr(TunnelDataSettings) migration_data =
         tunnel_data_settings_new(cfg->migration_address, cfg->migration_port_min,
                                  cfg->migration_port_max, migration_tls);
+    tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
+    remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
@@ -325,8 +327,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         .tls = act ? daemon_activation_has(act, DAEMON_SOCKET_TLS) : opts->listen && cfg->listen_tls,
     };
     gboolean sasl = uses_sasl(cfg, &plan);
-    /* Handlers first: a client may connect, and its owner send SIGTERM, as
-     * soon as a socket listens (the signal then ends the loop at once). */
+    /* Before anything listens: whoever sees a socket may stop the daemon at
+     * once, and SIGTERM must then end it cleanly, not kill it. */
     GMainLoop *loop = g_main_loop_new(NULL, FALSE);
     guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
     guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);

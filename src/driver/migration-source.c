@@ -40,7 +40,7 @@ typedef struct {
     gboolean prepared;   /* the destination has an incoming VM to finish or drop */
     char *dconn_host;    /* the destination's host, as the URI names it */
     char *migrate_uri;   /* proxy mode: where to open the data connection */
-    char *dconn_pkipath; /* proxy mode with --tls: the client files, as the URI says */
+    char *dconn_pkipath; /* proxy mode with --tls: the client files (migration_pki_dir) */
     char *digest;
     guint64 downtime_ms;
 } Outgoing;
@@ -616,12 +616,8 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
     g_autoptr(GUri) duri = g_uri_parse(dconnuri, G_URI_FLAGS_ENCODED_QUERY, NULL);
     const char *dhost = duri ? g_uri_get_host(duri) : NULL;
     o.dconn_host = g_strdup(dhost && *dhost ? dhost : "127.0.0.1"); /* +unix: this host */
-    const char *dquery = duri ? g_uri_get_query(duri) : NULL;
-    if (dquery) {
-        g_autoptr(GHashTable) q = g_uri_parse_params(dquery, -1, "&", G_URI_PARAMS_NONE, NULL);
-        if (q)
-            o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
-    }
+    /* The daemon's own client files, never the client's URI's. */
+    o.dconn_pkipath = g_strdup(tunnel_data_settings_get_client_pki_dir(engine->data_settings));
     if (!outgoing_start(&o, dom, params, bandwidth, error))
         return FALSE;
 
