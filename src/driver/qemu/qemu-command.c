@@ -1,9 +1,6 @@
 /* Builds QEMU's argv from the device model. */
 #include "driver/qemu/qemu-command.h"
 
-#include <string.h>
-
-#include "util/error.h"
 #include "util/uuid.h"
 
 static void add(GPtrArray *argv, const char *arg)
@@ -27,18 +24,7 @@ static char *esc(const char *s)
     return g_strjoinv(",,", parts);
 }
 
-/* The unit a target name gives: sda -> 0, hdb -> 1, vdc -> 2. */
-static guint target_index(const char *target)
-{
-    gsize n = strlen(target);
-    guint idx = 0;
-    for (gsize i = 2; i < n; i++)
-        if (target[i] >= 'a' && target[i] <= 'z')
-            idx = idx * 26 + (guint)(target[i] - 'a') + (i > 2 ? 26 : 0);
-    return idx;
-}
-
-static gboolean add_disks(GPtrArray *argv, const QemuDomain *qd, GError **error)
+static void add_disks(GPtrArray *argv, const QemuDomain *qd)
 {
     gboolean ahci = FALSE, scsi = FALSE;
     for (guint i = 0; i < qd->disks->len; i++) {
@@ -59,35 +45,17 @@ static gboolean add_disks(GPtrArray *argv, const QemuDomain *qd, GError **error)
         add(argv, "-drive");
         g_ptr_array_add(argv, g_string_free(drive, FALSE));
 
-        guint unit = target_index(d->target);
+        guint unit = d->unit;
         GString *dev = g_string_new(NULL);
         if (g_str_equal(d->bus, "virtio")) {
-            if (d->cdrom) {
-                g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                            "unsupported configuration: <disk device='cdrom'> on bus 'virtio'");
-                g_string_free(dev, TRUE);
-                return FALSE;
-            }
             g_string_append(dev, "virtio-blk-pci");
         } else if (g_str_equal(d->bus, "ide")) {
-            if (unit > 3) {
-                g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                            "unsupported configuration: IDE disk '%s' beyond hdd", d->target);
-                g_string_free(dev, TRUE);
-                return FALSE;
-            }
             g_string_append_printf(dev, "%s,bus=ide.%u,unit=%u", d->cdrom ? "ide-cd" : "ide-hd",
                                    unit / 2, unit % 2);
         } else if (g_str_equal(d->bus, "sata")) {
             if (!ahci) {
                 addf(argv, "-device", "ahci,id=sata0");
                 ahci = TRUE;
-            }
-            if (unit > 5) {
-                g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                            "unsupported configuration: SATA disk '%s' beyond sdf", d->target);
-                g_string_free(dev, TRUE);
-                return FALSE;
             }
             g_string_append_printf(dev, "%s,bus=sata0.%u", d->cdrom ? "ide-cd" : "ide-hd", unit);
         } else {
@@ -106,7 +74,6 @@ static gboolean add_disks(GPtrArray *argv, const QemuDomain *qd, GError **error)
         add(argv, "-device");
         g_ptr_array_add(argv, g_string_free(dev, FALSE));
     }
-    return TRUE;
 }
 
 static void add_nets(GPtrArray *argv, const QemuDomain *qd)
@@ -168,7 +135,7 @@ static void add_chardevs(GPtrArray *argv, const QemuDomain *qd)
 }
 
 GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
-                              const QemuCommandOptions *o, GError **error)
+                              const QemuCommandOptions *o)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     add(argv, qd->emulator ? qd->emulator : o->emulator);
@@ -221,8 +188,7 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
         add(argv, "-usb");
     for (guint i = 0; i < qd->inputs->len; i++)
         addf(argv, "-device", "%s,id=input%u", (const char *)qd->inputs->pdata[i], i);
-    if (!add_disks(argv, qd, error))
-        return NULL;
+    add_disks(argv, qd);
     add_nets(argv, qd);
     add_chardevs(argv, qd);
     if (qd->balloon)

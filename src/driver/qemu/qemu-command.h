@@ -14,6 +14,7 @@ typedef struct {
     gboolean incoming;    /* -incoming defer: wait for migrate-incoming */
 } QemuCommandOptions;
 
-/* The argv (NULL-terminated, strings owned by the array). */
+/* The argv (NULL-terminated, strings owned by the array). Every check is
+ * qemu_domain_new()'s: a QemuDomain always makes a command line. */
 GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
-                              const QemuCommandOptions *options, GError **error);
+                              const QemuCommandOptions *options);

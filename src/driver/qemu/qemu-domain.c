@@ -83,7 +83,7 @@ static gboolean G_GNUC_PRINTF(2, 3) unsupported(GError **error, const char *fmt,
     g_autofree char *msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                "unsupported configuration: %s", msg);
+                "%s", msg);
     return FALSE;
 }
 
@@ -235,6 +235,37 @@ static const char *const disk_buses[] = {"virtio", "sata", "scsi", "ide", NULL};
 static const char *const cache_modes[] = {"default", "none",   "writethrough", "writeback",
                                           "directsync", "unsafe", NULL};
 
+/* The unit a target name gives: sda -> 0, hdb -> 1, vdaa -> 26. */
+static guint target_unit(const char *target)
+{
+    guint unit = 0;
+    for (const char *p = target + MIN(strlen(target), 2); *p; p++)
+        unit = unit * 26 + (guint)(*p - 'a') + (p > target + 2 ? 26 : 0);
+    return unit;
+}
+
+/* What QEMU's disk devices can do, checked now rather than at start. */
+static gboolean check_disk_bus(const QemuDisk *d, GError **error)
+{
+    guint max_unit = g_str_equal(d->bus, "ide") ? 3 : g_str_equal(d->bus, "sata") ? 5 : 255;
+    if (strlen(d->target) < 3 || !g_str_is_ascii(d->target) ||
+        strspn(d->target + 2, "abcdefghijklmnopqrstuvwxyz") != strlen(d->target) - 2) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_XML_ERROR,
+                    "invalid value '%s' for <disk/target dev>: expected a name like vda or sda",
+                    d->target);
+        return FALSE;
+    }
+    if (d->unit > max_unit)
+        return unsupported(error, "<disk/target dev='%s'>: bus '%s' has %u units", d->target,
+                           d->bus, max_unit + 1);
+    if (d->cdrom && g_str_equal(d->bus, "virtio"))
+        return unsupported(error, "<disk device='cdrom'> on bus 'virtio'");
+    if (d->readonly && !d->cdrom && (g_str_equal(d->bus, "ide") || g_str_equal(d->bus, "sata")))
+        return unsupported(error, "<readonly/> <disk> on bus '%s' (only a cdrom is read-only there)",
+                           d->bus);
+    return TRUE;
+}
+
 static gboolean parse_disk(QemuDomain *qd, const xmlNode *n, GError **error)
 {
     QemuDisk *d = g_new0(QemuDisk, 1);
@@ -275,7 +306,8 @@ static gboolean parse_disk(QemuDomain *qd, const xmlNode *n, GError **error)
         return FALSE;
     d->readonly = child(n, "readonly") != NULL || d->cdrom;
     d->shareable = child(n, "shareable") != NULL;
-    return parse_boot_order(n, "disk", &d->boot_order, error);
+    d->unit = target_unit(d->target);
+    return check_disk_bus(d, error) && parse_boot_order(n, "disk", &d->boot_order, error);
 }
 
 static const char *const net_types[] = {"user", "ethernet", "bridge", NULL};

@@ -16,6 +16,7 @@ typedef struct {
     char *format;     /* raw, qcow2 */
     char *bus;        /* virtio, sata, scsi, ide */
     char *target;     /* vda, sda, hda ... */
+    guint unit;       /* from the target: sda 0, sdb 1 ... */
     char *cache;      /* NULL: QEMU's default */
     gboolean readonly, shareable;
     guint boot_order; /* 0: none */

@@ -96,7 +96,7 @@ static gboolean check_accel(QemuDriver *qd, const QemuDomain *dom, GError **erro
 {
     if (dom->kvm && qd->kvm_problem) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "unsupported configuration: domain type 'kvm' cannot run on this host: %s; "
+                    "domain type 'kvm' cannot run on this host: %s; "
                     "use <domain type='qemu'> (TCG)",
                     qd->kvm_problem);
         return FALSE;
@@ -116,9 +116,7 @@ static gboolean qemu_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErr
     g_autofree char *log = log_path(hv, domain_obj_get_name(obj));
     QemuCommandOptions copts = {.emulator = qd->emulator, .qmp_path = qmp, .pid_path = pid,
                                 .vnc_path = vnc, .incoming = incoming};
-    g_autoptr(GPtrArray) argv = qemu_command_build(dom, obj->live_def, &copts, error);
-    if (!argv)
-        return FALSE;
+    g_autoptr(GPtrArray) argv = qemu_command_build(dom, obj->live_def, &copts);
     log_command(log, argv);
     VmmProcessSpawnOptions o = {.vmm_name = "QEMU", .domain_name = domain_obj_get_name(obj),
                                 .argv = (const char *const *)argv->pdata, .qmp_path = qmp,
