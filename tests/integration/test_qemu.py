@@ -23,6 +23,8 @@ import ferrytest as ft  # noqa: E402
 
 import libvirt  # noqa: E402
 
+libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors are raised; do not also print them
+
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 BOOT_TIMEOUT = 180  # a TCG boot on two shared, loaded cores
 
@@ -32,7 +34,8 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox insmod /lib/evdev.ko
 /bin/busybox insmod /lib/button.ko
-/bin/busybox acpid -c /etc/acpi
+/bin/busybox mkdir -p /var/log /var/run
+/bin/busybox acpid -f -c /etc/acpi &
 echo "MINI-GUEST ready" > /dev/ttyS0
 ( n=0; while true; do n=$((n+1)); echo "MINI-GUEST tick $n" > /dev/ttyS0; /bin/busybox sleep 1; done ) &
 while read -r line; do echo "MINI-GUEST echo $line"; done < /dev/ttyS0 > /dev/ttyS0
