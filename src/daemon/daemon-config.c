@@ -1,13 +1,28 @@
-/* Parser for libvirtd.conf-style files: `key = value` lines, where a value is
- * an integer, a "quoted string" or a [list, of, "strings"], and # comments. */
+/* Parser for libvirtd.conf-style files, in every form libvirt's own parser
+ * (virconf) accepts: `key = value` statements separated by newlines or ';',
+ * where a value is an integer (+/- sign allowed), a 'single', "double" or
+ * """triple""" quoted string, or a [list, "of", values] spanning lines with
+ * an optional trailing comma; # starts a comment. Each key takes the value
+ * types libvirtd takes for it (ports as "16509" strings, booleans as 0/1). */
 #include "daemon/daemon-config.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util/error.h"
 
-typedef enum { KEY_BOOL, KEY_UINT, KEY_INT, KEY_STRING, KEY_LIST, KEY_AUTH, KEY_PERMS } KeyKind;
+typedef enum {
+    KEY_BOOL,
+    KEY_UINT,
+    KEY_INT,
+    KEY_PORT, /* a number, or a string: "16509" or a service name */
+    KEY_STRING,
+    KEY_LIST,
+    KEY_AUTH,
+    KEY_PERMS
+} KeyKind;
 
 typedef struct {
     const char *name;
@@ -23,8 +38,8 @@ static const KeyDef keys[] = {
     K(listen_tcp, KEY_BOOL),
     K(listen_tls, KEY_BOOL),
     K(listen_addr, KEY_STRING),
-    KR(tcp_port, KEY_UINT, 0, 65535),
-    KR(tls_port, KEY_UINT, 0, 65535),
+    KR(tcp_port, KEY_PORT, 0, 65535),
+    KR(tls_port, KEY_PORT, 0, 65535),
     K(unix_sock_dir, KEY_STRING),
     K(unix_sock_ro_perms, KEY_PERMS),
     K(unix_sock_rw_perms, KEY_PERMS),
@@ -42,6 +57,10 @@ static const KeyDef keys[] = {
     KR(tls_handshake_timeout, KEY_UINT, 1, 3600),
     K(sasl_allowed_username_list, KEY_LIST),
     KR(max_clients, KEY_UINT, 1, 100000),
+    KR(max_anonymous_clients, KEY_UINT, 0, 100000),
+    KR(max_queued_clients, KEY_UINT, 1, 65535),
+    KR(auth_timeout, KEY_UINT, 0, 3600),
+    KR(max_client_send_queue, KEY_UINT, 65536, 1024 * 1024 * 1024),
     KR(max_client_requests, KEY_UINT, 1, 10000),
     KR(max_workers, KEY_UINT, 1, 1000),
     KR(min_workers, KEY_UINT, 0, 1000),
@@ -63,7 +82,7 @@ static const KeyDef keys[] = {
  * operator's existing file loads, and ignored. */
 static const char *const ignored_keys[] = {
     "unix_sock_group", "unix_sock_admin_perms", "mdns_adv", "mdns_name", "listen_tls_port",
-    "min_workers", "prio_workers", "max_queued_clients", "max_anonymous_clients",
+    "prio_workers", "admin_min_workers", "tls_no_sanity_certificate",
     "access_drivers", "host_uuid", "host_uuid_source", "log_filters", "log_outputs",
     "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
     "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
@@ -94,6 +113,10 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->tls_priority = g_strdup("NORMAL");
     cfg->tls_handshake_timeout = 10;
     cfg->max_clients = 5000;
+    cfg->max_anonymous_clients = 20;
+    cfg->max_queued_clients = 1000;
+    cfg->auth_timeout = 60;
+    cfg->max_client_send_queue = 8 * 1024 * 1024;
     cfg->max_client_requests = 5;
     cfg->max_workers = 20;
     cfg->min_workers = 5;
@@ -131,6 +154,7 @@ typedef struct {
     int line;
 } Parser;
 
+/* Blanks, and a # comment up to the end of the line. */
 static void skip_blank(Parser *ps, gboolean newlines)
 {
     for (;;) {
@@ -161,15 +185,30 @@ static gboolean syntax_error(Parser *ps, GError **error, const char *fmt, ...)
     return FALSE;
 }
 
+/* 'single', "double" (one line each) or """triple""" (may span lines) quotes,
+ * no escapes: libvirt's config syntax. */
 static char *parse_string(Parser *ps, GError **error)
 {
+    if (g_str_has_prefix(ps->p, "\"\"\"")) {
+        const char *start = ps->p + 3;
+        const char *end = strstr(start, "\"\"\"");
+        if (!end) {
+            syntax_error(ps, error, "unterminated string");
+            return NULL;
+        }
+        for (const char *q = start; q < end; q++)
+            if (*q == '\n')
+                ps->line++;
+        ps->p = end + 3;
+        return g_strndup(start, end - start);
+    }
     char quote = *ps->p;
     if (quote != '"' && quote != '\'') {
         syntax_error(ps, error, "expected a quoted string");
         return NULL;
     }
     const char *start = ++ps->p;
-    while (*ps->p && *ps->p != quote && *ps->p != '\n')
+    while (*ps->p && *ps->p != quote && *ps->p != '\n' && *ps->p != '\r')
         ps->p++;
     if (*ps->p != quote) {
         syntax_error(ps, error, "unterminated string");
@@ -180,11 +219,12 @@ static char *parse_string(Parser *ps, GError **error)
     return s;
 }
 
-typedef struct {
+typedef struct Value {
     enum { VAL_INT, VAL_STRING, VAL_LIST } type;
     gint64 i;
+    gboolean negative; /* written with a '-': libvirt's signed kind, refused for unsigned keys */
     char *s;
-    GPtrArray *list;
+    GPtrArray *list; /* Value* */
 } Value;
 
 static void value_clear(Value *v)
@@ -194,6 +234,15 @@ static void value_clear(Value *v)
         g_ptr_array_unref(v->list);
 }
 
+static void value_free(gpointer data)
+{
+    value_clear(data);
+    g_free(data);
+}
+
+/* Integers beyond this are refused rather than wrapped. */
+#define NUMBER_DIGITS_MAX 18
+
 static gboolean parse_value(Parser *ps, Value *v, GError **error)
 {
     if (*ps->p == '"' || *ps->p == '\'') {
@@ -201,36 +250,74 @@ static gboolean parse_value(Parser *ps, Value *v, GError **error)
         return (v->s = parse_string(ps, error)) != NULL;
     }
     if (*ps->p == '[') {
+        /* Any values, across lines, a trailing comma allowed; the key's kind
+         * decides whether its elements may be other than strings. */
         ps->p++;
         v->type = VAL_LIST;
-        v->list = g_ptr_array_new_with_free_func(g_free);
-        for (;;) {
-            skip_blank(ps, TRUE);
-            if (*ps->p == ']') {
-                ps->p++;
-                return TRUE;
-            }
-            char *s = parse_string(ps, error);
-            if (!s)
+        v->list = g_ptr_array_new_with_free_func(value_free);
+        skip_blank(ps, TRUE);
+        while (*ps->p != ']') {
+            Value *e = g_new0(Value, 1);
+            g_ptr_array_add(v->list, e);
+            if (!parse_value(ps, e, error))
                 return FALSE;
-            g_ptr_array_add(v->list, s);
             skip_blank(ps, TRUE);
-            if (*ps->p == ',')
+            if (*ps->p == ',') {
                 ps->p++;
-            else if (*ps->p != ']')
+                skip_blank(ps, TRUE);
+            } else if (*ps->p != ']') {
                 return syntax_error(ps, error, "expected ',' or ']' in a list");
+            }
         }
-    }
-    const char *start = ps->p;
-    if (*ps->p == '-')
         ps->p++;
+        return TRUE;
+    }
+    v->type = VAL_INT;
+    v->negative = *ps->p == '-';
+    if (*ps->p == '-' || *ps->p == '+')
+        ps->p++;
+    const char *digits = ps->p;
     while (g_ascii_isdigit(*ps->p))
         ps->p++;
-    if (ps->p == start || (ps->p == start + 1 && *start == '-'))
+    if (ps->p == digits)
         return syntax_error(ps, error, "expected a number, a \"string\" or a [list]");
-    g_autofree char *num = g_strndup(start, ps->p - start);
-    v->type = VAL_INT;
+    if (ps->p - digits > NUMBER_DIGITS_MAX)
+        return syntax_error(ps, error, "number %.*s is too large", (int)(ps->p - digits),
+                            digits);
+    g_autofree char *num = g_strndup(digits, ps->p - digits);
     v->i = g_ascii_strtoll(num, NULL, 10);
+    if (v->negative)
+        v->i = -v->i;
+    return TRUE;
+}
+
+/* A port as libvirtd writes it, "16509" or a service name ("libvirt"), or
+ * as a bare number. */
+static gboolean port_value(Parser *ps, const KeyDef *k, const Value *v, gint64 *port,
+                           GError **error)
+{
+    if (v->type == VAL_INT && !v->negative) {
+        *port = v->i;
+        return TRUE;
+    }
+    if (v->type != VAL_STRING || !*v->s)
+        return syntax_error(ps, error, "%s must be a port number or service name", k->name);
+    const char *p = v->s;
+    while (g_ascii_isdigit(*p))
+        p++;
+    if (!*p) {
+        if (p - v->s > NUMBER_DIGITS_MAX)
+            return syntax_error(ps, error, "%s = \"%s\" is out of range %" G_GINT64_FORMAT
+                                "..%" G_GINT64_FORMAT, k->name, v->s, k->min, k->max);
+        *port = g_ascii_strtoll(v->s, NULL, 10);
+        return TRUE;
+    }
+    struct servent result, *se = NULL;
+    char buf[1024];
+    if (getservbyname_r(v->s, "tcp", &result, buf, sizeof(buf), &se) != 0 || !se)
+        return syntax_error(ps, error, "%s = \"%s\" is neither a port number nor a known "
+                            "service name", k->name, v->s);
+    *port = ntohs((guint16)se->s_port);
     return TRUE;
 }
 
@@ -240,23 +327,33 @@ static gboolean apply_value(DaemonConfig *cfg, Parser *ps, const KeyDef *k, Valu
     gpointer field = G_STRUCT_MEMBER_P(cfg, k->offset);
     switch (k->kind) {
     case KEY_BOOL:
-        if (v->type != VAL_INT || (v->i != 0 && v->i != 1))
+        if (v->type != VAL_INT || v->negative || (v->i != 0 && v->i != 1))
             return syntax_error(ps, error, "%s must be 0 or 1", k->name);
         *(gboolean *)field = v->i == 1;
         return TRUE;
+    case KEY_PORT:
     case KEY_UINT:
-    case KEY_INT:
-        if (v->type != VAL_INT)
+    case KEY_INT: {
+        gint64 n = v->i;
+        if (k->kind == KEY_PORT) {
+            if (!port_value(ps, k, v, &n, error))
+                return FALSE;
+        } else if (v->type != VAL_INT) {
             return syntax_error(ps, error, "%s must be a number", k->name);
-        if (v->i < k->min || v->i > k->max)
+        } else if (k->kind == KEY_UINT && v->negative) {
+            /* libvirt reads these as unsigned: even -0 is refused */
+            return syntax_error(ps, error, "%s must not be negative", k->name);
+        }
+        if (n < k->min || n > k->max)
             return syntax_error(ps, error, "%s = %" G_GINT64_FORMAT " is out of range %" G_GINT64_FORMAT
                                 "..%" G_GINT64_FORMAT,
-                                k->name, v->i, k->min, k->max);
-        if (k->kind == KEY_UINT)
-            *(guint *)field = (guint)v->i;
+                                k->name, n, k->min, k->max);
+        if (k->kind == KEY_INT)
+            *(int *)field = (int)n;
         else
-            *(int *)field = (int)v->i;
+            *(guint *)field = (guint)n;
         return TRUE;
+    }
     case KEY_STRING:
         if (v->type != VAL_STRING)
             return syntax_error(ps, error, "%s must be a \"string\"", k->name);
@@ -280,13 +377,19 @@ static gboolean apply_value(DaemonConfig *cfg, Parser *ps, const KeyDef *k, Valu
         *(guint *)field = (guint)mode;
         return TRUE;
     }
-    case KEY_LIST:
-        if (v->type != VAL_LIST)
+    case KEY_LIST: {
+        gboolean strings = v->type == VAL_LIST;
+        for (guint i = 0; strings && i < v->list->len; i++)
+            strings = ((Value *)v->list->pdata[i])->type == VAL_STRING;
+        if (!strings)
             return syntax_error(ps, error, "%s must be a [\"list\", \"of strings\"]", k->name);
+        char **strv = g_new0(char *, v->list->len + 1);
+        for (guint i = 0; i < v->list->len; i++)
+            strv[i] = g_steal_pointer(&((Value *)v->list->pdata[i])->s);
         g_strfreev(*(char ***)field);
-        g_ptr_array_add(v->list, NULL);
-        *(char ***)field = (char **)g_ptr_array_steal(v->list, NULL);
+        *(char ***)field = strv;
         return TRUE;
+    }
     }
     return FALSE;
 }
@@ -299,9 +402,14 @@ gboolean daemon_config_load_data(DaemonConfig *cfg, const char *text, const char
         skip_blank(&ps, TRUE);
         if (!*ps.p)
             return TRUE;
-        const char *start = ps.p;
-        while (g_ascii_isalnum(*ps.p) || *ps.p == '_')
+        if (*ps.p == ';') { /* an empty statement between separators */
             ps.p++;
+            continue;
+        }
+        const char *start = ps.p;
+        if (g_ascii_isalpha(*ps.p))
+            while (g_ascii_isalnum(*ps.p) || *ps.p == '_')
+                ps.p++;
         if (ps.p == start)
             return syntax_error(&ps, error, "expected a key name");
         g_autofree char *name = g_strndup(start, ps.p - start);
@@ -316,7 +424,9 @@ gboolean daemon_config_load_data(DaemonConfig *cfg, const char *text, const char
             return FALSE;
         }
         skip_blank(&ps, FALSE);
-        if (*ps.p && *ps.p != '\n') {
+        if (*ps.p == ';') {
+            ps.p++; /* statements may also be separated by ';' */
+        } else if (*ps.p && *ps.p != '\n') {
             value_clear(&v);
             return syntax_error(&ps, error, "unexpected text after the value of %s", name);
         }

@@ -31,6 +31,10 @@ typedef struct {
     char **sasl_allowed_username_list;
     /* limits */
     guint max_clients;
+    guint max_anonymous_clients; /* connections still authenticating (0: no limit) */
+    guint max_queued_clients;    /* listen backlog */
+    guint auth_timeout;          /* ferry: seconds a client has to authenticate (0: none) */
+    guint max_client_send_queue; /* ferry: bytes of unrequested messages queued per client */
     guint max_client_requests;
     guint max_workers;
     guint min_workers;

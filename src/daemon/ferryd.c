@@ -252,6 +252,11 @@ static int run(const DaemonOptions *opts)
 
     RpcServerConfig scfg = {
         .max_clients = cfg->max_clients,
+        .max_anonymous_clients = cfg->max_anonymous_clients,
+        .max_queued_clients = cfg->max_queued_clients,
+        .max_anonymous_message = REMOTE_AUTH_MESSAGE_MAX,
+        .auth_timeout = cfg->auth_timeout,
+        .max_client_send_queue = cfg->max_client_send_queue,
         .max_client_requests = cfg->max_client_requests,
         .max_workers = cfg->max_workers,
         .keepalive_interval = cfg->keepalive_interval > 0 ? (guint)cfg->keepalive_interval : 0,

@@ -26,6 +26,9 @@
 #define FAILURE_DELAY_MAX_US (5 * G_USEC_PER_SEC)
 #define FAILURE_TABLE_MAX 4096
 
+G_STATIC_ASSERT(REMOTE_AUTH_MESSAGE_MAX >= RPC_PAYLOAD_OFFSET + 4 + 4 * 8 + 4 + 4 +
+                                              4 * REMOTE_AUTH_SASL_DATA_MAX);
+
 struct RemoteAuth {
     GMutex lock;   /* a client may pipeline auth calls; they run one at a time */
     RpcSasl *sasl; /* from INIT until success or failure */
@@ -198,8 +201,18 @@ void remote_auth_reply_later(RpcServerClient *client, RpcMessage *reply, gint64 
         delayed_send(d);
         return;
     }
-    if (!G.thread)
-        G.thread = g_thread_new("auth-delay", delay_thread, NULL);
+    if (!G.thread) {
+        g_autoptr(GError) error = NULL;
+        G.thread = g_thread_try_new("auth-delay", delay_thread, NULL, &error);
+        if (!G.thread) {
+            /* Out of threads: answer now rather than never. */
+            g_mutex_unlock(&G.lock);
+            FERRY_WARN_LIMITED("cannot start the thread that delays failed logins: %s",
+                               error->message);
+            delayed_send(d);
+            return;
+        }
+    }
     g_queue_insert_sorted(&G.delayed, d, compare_due, NULL);
     g_cond_broadcast(&G.cond);
     g_mutex_unlock(&G.lock);
@@ -249,7 +262,8 @@ static gboolean auth_fail(RemoteAuth *a, RpcServerClient *client, RemoteAuthOutc
     const char *mech = a && a->sasl ? rpc_sasl_get_mechanism(a->sasl) : NULL;
     g_autofree char *host = peer_host(client);
     o->reply_delay_us = record_failure(host);
-    FERRY_WARN("authentication failed for %s (user '%s', mechanism %s): %s%s",
+    /* The user and mechanism names come from the client; the log escapes them. */
+    FERRY_WARN_LIMITED("authentication failed for %s (user '%s', mechanism %s): %s%s",
                rpc_server_client_get_peer(client), user ? user : "unknown", mech ? mech : "none",
                why, o->reply_delay_us ? " (repeated failure: answer delayed)" : "");
     if (a)
@@ -353,13 +367,28 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
         o->authenticated = TRUE;
         if (ssf > 0) {
             /* Decode from now on (the client sends encoded bytes only after
-             * reading this reply); encode once the reply is written. */
+             * reading this reply); encode once the reply is written. Nothing
+             * after this call has been read yet: an unauthenticated
+             * connection reads one message at a time and not a byte beyond
+             * it, so plaintext sent behind this call is decoded, and fails. */
             rpc_sasl_transport_start_decoding(t, a->sasl);
             o->layer = TRUE;
         }
+        rpc_server_client_set_authenticated(client);
         g_clear_pointer(&a->sasl, rpc_sasl_unref);
     }
     return TRUE;
+}
+
+/* RFC 4422: 1 to 20 of A-Z, 0-9, '-', '_' (cyrus-sasl also matches lower case). */
+static gboolean mechanism_name_valid(const char *mech)
+{
+    gsize n = 0;
+    for (; mech[n]; n++)
+        if (n >= REMOTE_AUTH_MECH_NAME_MAX ||
+            !(g_ascii_isalnum(mech[n]) || mech[n] == '-' || mech[n] == '_'))
+            return FALSE;
+    return n > 0;
 }
 
 gboolean remote_auth_sasl_start(RemoteAuth *a, RpcServerClient *client,
@@ -371,7 +400,12 @@ gboolean remote_auth_sasl_start(RemoteAuth *a, RpcServerClient *client,
         return auth_fail(NULL, client, o, error, "SASL is not offered on this socket");
     g_mutex_lock(&a->lock);
     gboolean ok;
-    if (!a->sasl || a->done || a->steps > 0) {
+    if (!mechanism_name_valid(args->mech)) {
+        ok = auth_fail(a, client, o, error,
+                       "the client asked for a mechanism name that is no SASL mechanism "
+                       "(%zu bytes: '%.*s')", strlen(args->mech), REMOTE_AUTH_MECH_NAME_MAX + 1,
+                       args->mech);
+    } else if (!a->sasl || a->done || a->steps > 0) {
         ok = auth_fail(a, client, o, error, "AUTH_SASL_START out of order");
     } else {
         g_autoptr(GError) err = NULL;

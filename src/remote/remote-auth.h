@@ -9,6 +9,15 @@
 
 typedef struct RemoteAuth RemoteAuth;
 
+/* The largest message a client needs before it has authenticated: an
+ * AUTH_SASL_START with the longest mechanism name (20 characters, RFC 4422)
+ * and REMOTE_AUTH_SASL_DATA_MAX bytes of data, each byte an XDR int. Larger
+ * ones are refused before authentication (RpcServerConfig). */
+#define REMOTE_AUTH_MECH_NAME_MAX 20
+#define REMOTE_AUTH_MESSAGE_MAX                                                             \
+    (28 /* length word and header */ + 4 + 4 * 8 /* mechanism */ + 4 /* nil */ +            \
+     4 + 4 * REMOTE_AUTH_SASL_DATA_MAX)
+
 /* Once at start when a listener uses SASL: the cyrus-sasl server library
  * (service "libvirt", config libvirt.conf) and the allowed user names
  * (globs; NULL allows every user the mechanism accepts). */

@@ -1,5 +1,6 @@
-/* Reader and writer threads of one connection, its send queue, the request
- * limit and the keepalive state. */
+/* Reader and writer threads of one connection, its send queue and its
+ * bound, the request limit, the limits before authentication and the
+ * keepalive state. */
 #include "rpc/rpc-connection.h"
 
 #include <string.h>
@@ -16,6 +17,9 @@
 /* The writer hands the kernel up to this much per writev. */
 #define TX_BATCH_MESSAGES 64
 #define TX_BATCH_BYTES (4 * 1024 * 1024)
+/* A message's buffer starts at most this large and doubles as its bytes
+ * arrive, so a length word alone never allocates what it announces. */
+#define RX_GROW_START (256 * 1024)
 
 struct RpcConnection {
     gint ref;
@@ -36,12 +40,22 @@ struct RpcConnection {
     GError *close_reason;
     guint request_limit;
     guint requests_in_flight;
+    gsize send_limit;      /* 0: none */
+    gsize unrequested_mem; /* memory of queued messages the send limit counts */
+
+    /* before authentication */
+    gboolean unauthenticated;
+    gboolean auth_call_pending; /* the call that authenticated has not been answered yet */
+    guint32 unauth_max_message;
+    guint auth_timeout_s;
+    gint64 auth_deadline_us; /* 0: none */
 
     /* keepalive, under lock: reset by the reader, advanced by the ticker */
     gint64 last_rx_us;
     gint pings_unanswered;
     guint ka_interval;
     guint ka_count;
+    gboolean ticking; /* registered with the keepalive clock */
 
     guint64 bytes_rx;
     guint8 *rxbuf;
@@ -126,22 +140,76 @@ void rpc_connection_wait_closed(RpcConnection *conn)
     g_mutex_unlock(&conn->lock);
 }
 
-static void enqueue_locked(RpcConnection *conn, RpcMessage *msg)
+/* What the send limit counts of a message: 0 for replies (at most
+ * max_client_requests of them are ever in flight) and stream data (its
+ * stream waits for queue space or credit); the memory it holds otherwise. */
+static gsize unrequested_cost(const RpcMessage *msg)
 {
+    if (msg->completes_request ||
+        (msg->header.type == RPC_STREAM && msg->header.status == RPC_CONTINUE))
+        return 0;
+    return sizeof(RpcMessage) + msg->cap;
+}
+
+/* FALSE (and the connection closed) if msg would exceed the send limit. */
+static gboolean enqueue_locked(RpcConnection *conn, RpcMessage *msg)
+{
+    gsize cost = unrequested_cost(msg);
+    if (conn->send_limit && cost && conn->unrequested_mem + cost > conn->send_limit) {
+        g_autoptr(GError) error =
+            g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
+                        "%s does not read what it is sent: %zu bytes of messages it did not "
+                        "ask for are queued (limit %zu)",
+                        conn->transport->peer, conn->unrequested_mem, conn->send_limit);
+        FERRY_WARN_LIMITED("closing connection: %s", error->message);
+        close_locked(conn, error);
+        return FALSE;
+    }
+    conn->unrequested_mem += cost;
     g_queue_push_tail(&conn->send_queue, msg);
     conn->queued_bytes += msg->len;
     g_cond_broadcast(&conn->cond);
+    return TRUE;
 }
 
 void rpc_connection_send(RpcConnection *conn, RpcMessage *msg)
 {
     g_mutex_lock(&conn->lock);
-    if (conn->closed) {
+    if (conn->closed || !enqueue_locked(conn, msg)) {
         g_mutex_unlock(&conn->lock);
         rpc_message_free(msg);
         return;
     }
-    enqueue_locked(conn, msg);
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_set_send_limit(RpcConnection *conn, gsize bytes)
+{
+    g_mutex_lock(&conn->lock);
+    conn->send_limit = bytes;
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message,
+                                        guint timeout_s)
+{
+    g_mutex_lock(&conn->lock);
+    conn->unauthenticated = TRUE;
+    conn->unauth_max_message = max_message;
+    conn->auth_timeout_s = timeout_s;
+    conn->auth_deadline_us =
+        timeout_s ? g_get_monotonic_time() + (gint64)timeout_s * G_USEC_PER_SEC : 0;
+    g_mutex_unlock(&conn->lock);
+}
+
+void rpc_connection_set_authenticated(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    if (conn->unauthenticated)
+        conn->auth_call_pending = TRUE;
+    conn->unauthenticated = FALSE;
+    conn->auth_deadline_us = 0;
+    g_cond_broadcast(&conn->cond);
     g_mutex_unlock(&conn->lock);
 }
 
@@ -225,9 +293,9 @@ guint64 rpc_connection_get_bytes_received(RpcConnection *conn)
 
 /* ---- reading ---- */
 
-/* Reads at least one more byte into the read-ahead buffer. Returns bytes read,
- * 0 at end of stream, -1 on error. */
-static gssize rx_fill(RpcConnection *conn, GError **error)
+/* Reads at least one more byte, at most `want`, into the read-ahead buffer.
+ * Returns bytes read, 0 at end of stream, -1 on error. */
+static gssize rx_fill(RpcConnection *conn, gsize want, GError **error)
 {
     if (conn->rx_start == conn->rx_end) {
         conn->rx_start = conn->rx_end = 0;
@@ -237,7 +305,7 @@ static gssize rx_fill(RpcConnection *conn, GError **error)
         conn->rx_start = 0;
     }
     gssize n = rpc_transport_read(conn->transport, conn->rxbuf + conn->rx_end,
-                                  RX_BUFFER_SIZE - conn->rx_end, error);
+                                  MIN(want, RX_BUFFER_SIZE - conn->rx_end), error);
     if (n > 0) {
         conn->rx_end += n;
         conn->bytes_rx += n;
@@ -246,12 +314,18 @@ static gssize rx_fill(RpcConnection *conn, GError **error)
 }
 
 /* Returns the next message, or NULL: with *error set on failure, unset at a
- * clean end of stream between messages. */
+ * clean end of stream between messages. Unauthenticated, it reads exactly
+ * that message and not a byte more. */
 static RpcMessage *read_message(RpcConnection *conn, GError **error)
 {
+    g_mutex_lock(&conn->lock);
+    gboolean exact = conn->unauthenticated;
+    guint32 max_len = exact ? conn->unauth_max_message : 0;
+    g_mutex_unlock(&conn->lock);
+
     while (conn->rx_end - conn->rx_start < RPC_LEN_WORD_SIZE) {
         gsize had = conn->rx_end - conn->rx_start;
-        gssize n = rx_fill(conn, error);
+        gssize n = rx_fill(conn, exact ? RPC_LEN_WORD_SIZE - had : G_MAXSIZE, error);
         if (n < 0)
             return NULL;
         if (n == 0) {
@@ -268,6 +342,12 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
     guint32 len = GUINT32_FROM_BE(len_be);
     if (!rpc_message_check_length(len, error))
         return NULL;
+    if (max_len && len > max_len) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "message length %u exceeds the %u byte limit before authentication", len,
+                    max_len);
+        return NULL;
+    }
 
     g_autoptr(RpcMessage) msg = NULL;
     if (len > RX_BUFFER_SIZE / 2) {
@@ -280,27 +360,32 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
         rpc_message_pool_unref(pool);
     }
     if (!msg)
-        msg = rpc_message_new(len - RPC_PAYLOAD_OFFSET);
+        msg = rpc_message_new(MIN(len, RX_GROW_START) - RPC_PAYLOAD_OFFSET);
     gsize got = 0;
     while (got < len) {
+        if (got == msg->cap) {
+            /* Grow with what arrived, never to what the length word claims at once. */
+            rpc_message_reserve(msg, MIN((gsize)len, msg->cap * 2) - RPC_PAYLOAD_OFFSET);
+        }
+        gsize room = MIN(msg->cap, (gsize)len) - got;
         gsize avail = conn->rx_end - conn->rx_start;
         if (avail > 0) {
-            gsize take = MIN(avail, len - got);
+            gsize take = MIN(avail, room);
             memcpy(msg->buf + got, conn->rxbuf + conn->rx_start, take);
             conn->rx_start += take;
             got += take;
             continue;
         }
         gssize n;
-        if (len - got >= RX_BUFFER_SIZE / 2) {
+        if (room >= RX_BUFFER_SIZE / 2) {
             /* Large payload: straight into the message, no intermediate copy. */
-            n = rpc_transport_read(conn->transport, msg->buf + got, len - got, error);
+            n = rpc_transport_read(conn->transport, msg->buf + got, room, error);
             if (n > 0) {
                 got += n;
                 conn->bytes_rx += n;
             }
         } else {
-            n = rx_fill(conn, error);
+            n = rx_fill(conn, exact ? len - got : G_MAXSIZE, error);
         }
         if (n < 0)
             return NULL;
@@ -352,9 +437,15 @@ static gpointer reader_thread(gpointer data)
     RpcConnection *conn = data;
     for (;;) {
         g_mutex_lock(&conn->lock);
-        while (!conn->closed && conn->request_limit > 0 &&
-               conn->requests_in_flight >= conn->request_limit)
+        /* Unauthenticated: one call at a time, so the bytes after an
+         * authentication call are read only once its reply is written (and a
+         * security layer it negotiated is on). */
+        while (!conn->closed &&
+               ((conn->request_limit > 0 && conn->requests_in_flight >= conn->request_limit) ||
+                ((conn->unauthenticated || conn->auth_call_pending) &&
+                 conn->requests_in_flight > 0)))
             g_cond_wait(&conn->cond, &conn->lock);
+        conn->auth_call_pending = FALSE;
         gboolean closed = conn->closed;
         g_mutex_unlock(&conn->lock);
         if (closed)
@@ -364,8 +455,8 @@ static gpointer reader_thread(gpointer data)
         RpcMessage *msg = read_message(conn, &error);
         if (!msg) {
             if (error && !rpc_connection_is_closed(conn))
-                FERRY_INFO("closing connection from %s: %s", conn->transport->peer,
-                           error->message);
+                FERRY_INFO_LIMITED("closing connection from %s: %s", conn->transport->peer,
+                                   error->message);
             rpc_connection_close(conn, error);
             break;
         }
@@ -428,13 +519,14 @@ static gpointer writer_thread(gpointer data)
             if (batch[i]->completes_request)
                 request_end_locked(conn);
             conn->queued_bytes -= batch[i]->len;
+            conn->unrequested_mem -= unrequested_cost(batch[i]);
             rpc_message_free(batch[i]);
         }
         g_cond_broadcast(&conn->cond);
         if (!ok) {
             if (!conn->closed)
-                FERRY_INFO("closing connection to %s: %s", conn->transport->peer,
-                           error->message);
+                FERRY_INFO_LIMITED("closing connection to %s: %s", conn->transport->peer,
+                                   error->message);
             close_locked(conn, error);
             break;
         }
@@ -444,17 +536,67 @@ static gpointer writer_thread(gpointer data)
     return NULL;
 }
 
-void rpc_connection_start(RpcConnection *conn)
+/* Hands one reference to a new thread; on refusal the thread's share of
+ * the connection is settled here, as if it had run and exited at once. */
+static gboolean spawn(RpcConnection *conn, const char *name, GThreadFunc func, GError **error)
 {
+    g_autoptr(GError) local = NULL;
+    GThread *t = g_thread_try_new(name, func, rpc_connection_ref(conn), &local);
+    if (t) {
+        g_thread_unref(t);
+        return TRUE;
+    }
+    g_autoptr(GError) why = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                        "cannot start a thread for the connection of %s: %s",
+                                        conn->transport->peer, local->message);
+    if (error)
+        *error = g_error_copy(why);
+    rpc_connection_close(conn, why);
+    thread_exit(conn);
+    return FALSE;
+}
+
+static void register_ticker(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gboolean needed = !conn->ticking && !conn->closed;
+    conn->ticking = TRUE;
+    g_mutex_unlock(&conn->lock);
+    if (needed)
+        rpc_keepalive_register(conn);
+}
+
+gboolean rpc_connection_try_start(RpcConnection *conn, GError **error)
+{
+    /* Ours until we return: the threads may close the connection, and its
+     * owner drop it, before we are done here. */
+    g_autoptr(RpcConnection) self = rpc_connection_ref(conn);
     g_mutex_lock(&conn->lock);
     g_assert(!conn->started);
     conn->started = TRUE;
     conn->threads_running = 2;
+    gboolean deadline = conn->auth_deadline_us != 0;
     g_mutex_unlock(&conn->lock);
+    if (deadline)
+        register_ticker(conn);
     /* Detached: the last thread out reports the close; rpc_connection_wait_closed
      * is the join. */
-    g_thread_unref(g_thread_new("rpc-read", reader_thread, rpc_connection_ref(conn)));
-    g_thread_unref(g_thread_new("rpc-write", writer_thread, rpc_connection_ref(conn)));
+    if (!spawn(conn, "rpc-read", reader_thread, error)) {
+        /* The writer never starts either: settle its share too. */
+        rpc_connection_ref(conn);
+        thread_exit(conn);
+        return FALSE;
+    }
+    if (!spawn(conn, "rpc-write", writer_thread, error))
+        return FALSE; /* the reader sees the close and exits */
+    return TRUE;
+}
+
+void rpc_connection_start(RpcConnection *conn)
+{
+    g_autoptr(GError) error = NULL;
+    if (!rpc_connection_try_start(conn, &error))
+        FERRY_WARN_LIMITED("%s", error->message);
 }
 
 /* ---- keepalive ---- */
@@ -464,43 +606,63 @@ void rpc_connection_start_keepalive(RpcConnection *conn, guint interval, guint c
     if (interval == 0)
         return;
     g_mutex_lock(&conn->lock);
-    gboolean already = conn->ka_interval > 0;
     conn->ka_interval = interval;
     conn->ka_count = count;
     conn->last_rx_us = g_get_monotonic_time();
     g_mutex_unlock(&conn->lock);
-    if (!already)
-        rpc_keepalive_register(conn);
+    register_ticker(conn);
 }
 
 gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
 {
     g_mutex_lock(&conn->lock);
+    if (!conn->closed && conn->unauthenticated && conn->auth_deadline_us &&
+        now_us >= conn->auth_deadline_us) {
+        g_autoptr(GError) error =
+            g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
+                        "%s did not authenticate within %u seconds (auth_timeout)",
+                        conn->transport->peer, conn->auth_timeout_s);
+        FERRY_WARN_LIMITED("closing connection: %s", error->message);
+        close_locked(conn, error);
+    }
     if (conn->closed) {
+        conn->ticking = FALSE;
         g_mutex_unlock(&conn->lock);
         return FALSE;
     }
-    gint pings = conn->pings_unanswered;
-    gint64 silence = now_us - conn->last_rx_us;
-    gint64 due = (gint64)conn->ka_interval * G_USEC_PER_SEC * (pings + 1);
-    if (silence >= due) {
-        if ((guint)pings >= conn->ka_count) {
-            g_autoptr(GError) error =
-                g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
-                            "connection to %s closed due to keepalive timeout: no answer to "
-                            "%u pings in %" G_GINT64_FORMAT " seconds",
-                            conn->transport->peer, conn->ka_count, silence / G_USEC_PER_SEC);
-            FERRY_WARN("%s", error->message);
-            close_locked(conn, error);
-            g_mutex_unlock(&conn->lock);
-            return FALSE;
+    if (conn->ka_interval > 0) {
+        gint pings = conn->pings_unanswered;
+        gint64 silence = now_us - conn->last_rx_us;
+        gint64 due = (gint64)conn->ka_interval * G_USEC_PER_SEC * (pings + 1);
+        if (silence >= due) {
+            if ((guint)pings >= conn->ka_count) {
+                g_autoptr(GError) error = g_error_new(
+                    FERRY_ERROR, FERRY_ERR_RPC,
+                    "connection to %s closed due to keepalive timeout: no answer to "
+                    "%u pings in %" G_GINT64_FORMAT " seconds",
+                    conn->transport->peer, conn->ka_count, silence / G_USEC_PER_SEC);
+                FERRY_WARN_LIMITED("%s", error->message);
+                close_locked(conn, error);
+                conn->ticking = FALSE;
+                g_mutex_unlock(&conn->lock);
+                return FALSE;
+            }
+            conn->pings_unanswered++;
+            RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
+                           .proc = KEEPALIVE_PROC_PING, .type = RPC_MESSAGE, .serial = 0,
+                           .status = RPC_OK};
+            RpcMessage *ping = rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK);
+            if (!enqueue_locked(conn, ping)) {
+                rpc_message_free(ping);
+                conn->ticking = FALSE;
+                g_mutex_unlock(&conn->lock);
+                return FALSE;
+            }
         }
-        conn->pings_unanswered++;
-        RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
-                       .proc = KEEPALIVE_PROC_PING, .type = RPC_MESSAGE, .serial = 0,
-                       .status = RPC_OK};
-        enqueue_locked(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
     }
+    gboolean more = conn->ka_interval > 0 || (conn->unauthenticated && conn->auth_deadline_us);
+    if (!more)
+        conn->ticking = FALSE;
     g_mutex_unlock(&conn->lock);
-    return TRUE;
+    return more;
 }

@@ -28,14 +28,41 @@ typedef struct {
 /* Takes ownership of the transport. Threads start with rpc_connection_start(). */
 RpcConnection *rpc_connection_new(RpcTransport *transport, const RpcConnectionHandler *handler,
                                   gpointer user_data);
+/* Starts both threads. When the system refuses a thread (out of threads or
+ * memory) the connection is closed instead, on_close runs with the reason,
+ * and FALSE is returned with *error set: a refused connection, never an
+ * abort. */
+gboolean rpc_connection_try_start(RpcConnection *conn, GError **error);
+/* Same, for callers that learn of a refusal through on_close alone. */
 void rpc_connection_start(RpcConnection *conn);
 
 RpcConnection *rpc_connection_ref(RpcConnection *conn);
 void rpc_connection_unref(RpcConnection *conn);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcConnection, rpc_connection_unref)
 
-/* Queues msg (ownership passes) and returns at once. Dropped if closed. */
+/* Queues msg (ownership passes) and returns at once. Dropped if closed.
+ * If the messages the peer did not ask for (see set_send_limit) would exceed
+ * the limit, the connection is closed instead: a peer that does not read is
+ * dropped, not buffered. */
 void rpc_connection_send(RpcConnection *conn, RpcMessage *msg);
+
+/* Bounds the memory held by queued messages other than replies (bounded by
+ * the request limit) and stream data (bounded by its stream's window):
+ * PINGs/PONGs, events, credit and stream control packets. Counted as the
+ * memory each holds, not its wire size. 0 = no limit (the default). */
+void rpc_connection_set_send_limit(RpcConnection *conn, gsize bytes);
+
+/* Before authentication (set before start): a message longer than
+ * max_message is a protocol error; the reader takes one message at a time,
+ * reads no byte beyond it and waits for its reply to be written before it
+ * reads on, so nothing a peer sends after an authentication call is read
+ * before that call has switched a security layer on; and after timeout_s
+ * seconds (0 = none) the connection is closed. */
+void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message,
+                                        guint timeout_s);
+/* Lifts all of the above, the wait for the reply of the call in progress
+ * (the one that authenticated) last. */
+void rpc_connection_set_authenticated(RpcConnection *conn);
 
 /* Bytes queued and not yet written. */
 gsize rpc_connection_get_queued_bytes(RpcConnection *conn);
@@ -68,6 +95,7 @@ RpcTransport *rpc_connection_get_transport(RpcConnection *conn);
 const char *rpc_connection_get_peer(RpcConnection *conn);
 guint64 rpc_connection_get_bytes_received(RpcConnection *conn);
 
-/* For rpc-keepalive.c: one tick of the keepalive clock. Returns FALSE once the
- * connection is closed and needs no more ticks. */
+/* For rpc-keepalive.c: one tick of the keepalive clock (pings, and the
+ * authentication deadline). Returns FALSE once the connection is closed or
+ * needs no more ticks. */
 gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us);

@@ -1,6 +1,10 @@
 /* A single ticker thread for all keepalive connections of the process. */
 #include "rpc/rpc-keepalive.h"
 
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "rpc.keepalive"
+
 #define TICK_MS 200
 
 static GMutex registry_lock;
@@ -39,7 +43,13 @@ void rpc_keepalive_register(RpcConnection *conn)
     if (!registry)
         registry = g_ptr_array_new();
     g_ptr_array_add(registry, rpc_connection_ref(conn));
-    if (!ticker)
-        ticker = g_thread_new("rpc-keepalive", ticker_thread, NULL);
+    if (!ticker) {
+        /* Out of threads: the connections stay registered, and the next
+         * registration tries again. */
+        g_autoptr(GError) error = NULL;
+        ticker = g_thread_try_new("rpc-keepalive", ticker_thread, NULL, &error);
+        if (!ticker)
+            FERRY_ERROR_LOG("cannot start the keepalive thread: %s", error->message);
+    }
     g_mutex_unlock(&registry_lock);
 }

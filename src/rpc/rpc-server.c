@@ -1,4 +1,5 @@
-/* Listeners, accept loop, client bookkeeping and call dispatch to workers. */
+/* Listeners, the accept loop and its limits, client bookkeeping and call
+ * dispatch to workers. */
 #include "rpc/rpc-server.h"
 
 #include <errno.h>
@@ -14,6 +15,9 @@
 #include "util/log.h"
 
 #define FERRY_LOG_MODULE "rpc.server"
+
+/* Before authentication, when the server's config sets no other size. */
+#define DEFAULT_ANONYMOUS_MESSAGE_MAX (64 * 1024)
 
 typedef struct {
     int fd;
@@ -32,6 +36,8 @@ struct RpcServer {
     GCond cond;
     GHashTable *clients; /* RpcServerClient* set, each holding a ref */
     GHashTable *handshakes; /* RpcHandshake* set: TLS handshakes in progress */
+    guint anonymous;        /* clients not authenticated yet */
+    gboolean suspended;     /* the accept thread waits for room (limits reached) */
     gboolean stopping;
 
     GThreadPool *workers;
@@ -45,6 +51,7 @@ struct RpcServerClient {
     RpcConnection *conn;
     gboolean readonly;
     int auth_type;
+    gboolean authenticated; /* under server->lock */
     gpointer priv;
     GDestroyNotify priv_destroy;
     void (*close_hook)(RpcServerClient *client, gpointer priv);
@@ -104,6 +111,29 @@ gboolean rpc_server_client_is_readonly(RpcServerClient *client)
 int rpc_server_client_get_auth_type(RpcServerClient *client)
 {
     return client->auth_type;
+}
+
+/* Lets a suspended accept thread look again at the limits. */
+static void wake_accept_locked(RpcServer *server)
+{
+    if (!server->suspended)
+        return;
+    guint64 one = 1;
+    if (write(server->wake_fd, &one, sizeof(one)) < 0)
+        FERRY_WARN_LIMITED("cannot wake the accept thread: %s", g_strerror(errno));
+}
+
+void rpc_server_client_set_authenticated(RpcServerClient *client)
+{
+    RpcServer *server = client->server;
+    g_mutex_lock(&server->lock);
+    if (!client->authenticated) {
+        client->authenticated = TRUE;
+        server->anonymous--;
+        wake_accept_locked(server);
+    }
+    g_mutex_unlock(&server->lock);
+    rpc_connection_set_authenticated(client->conn);
 }
 
 RpcTransport *rpc_server_client_get_transport(RpcServerClient *client)
@@ -169,7 +199,7 @@ static void reply_error_now(RpcServerClient *client, RpcMessage *call, int code,
     g_autofree char *text = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     g_autoptr(GError) error = g_error_new_literal(FERRY_ERROR, code, text);
-    FERRY_INFO("%s: %s", rpc_server_client_get_peer(client), text);
+    FERRY_INFO_LIMITED("%s: %s", rpc_server_client_get_peer(client), text);
     RpcHeader h = call->header;
     h.type = RPC_REPLY;
     rpc_connection_request_begin(client->conn);
@@ -210,7 +240,12 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer use
         job->client = rpc_server_client_ref(client);
         job->msg = g_steal_pointer(&msg);
         job->program = program;
-        g_thread_pool_push(server->workers, job, NULL);
+        g_autoptr(GError) error = NULL;
+        /* When no new worker can start, the job still waits in the queue
+         * for a running one. */
+        if (!g_thread_pool_push(server->workers, job, &error))
+            FERRY_WARN_LIMITED("cannot start another worker thread (%s): the call waits for a "
+                               "running one", error->message);
         break;
     }
     case RPC_CALL_WITH_FDS:
@@ -235,7 +270,7 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer use
         /* fall through */
     default:
         /* REPLY, or a MESSAGE nobody handles, means nothing to a server: drop it. */
-        FERRY_INFO("%s: dropping unexpected %s message (program %u procedure %d)",
+        FERRY_INFO_LIMITED("%s: dropping unexpected %s message (program %u procedure %d)",
                    rpc_connection_get_peer(conn), rpc_message_type_name(msg->header.type),
                    msg->header.prog, msg->header.proc);
         break;
@@ -254,6 +289,9 @@ static void client_on_close(RpcConnection *conn, const GError *why, gpointer use
 
     g_mutex_lock(&server->lock);
     gboolean had = g_hash_table_remove(server->clients, client);
+    if (had && !client->authenticated)
+        server->anonymous--;
+    wake_accept_locked(server);
     g_cond_broadcast(&server->cond);
     g_mutex_unlock(&server->lock);
     if (had)
@@ -284,8 +322,15 @@ static void add_client(RpcServer *server, RpcListener *listener, RpcTransport *t
     client->server = server;
     client->readonly = listener->options.readonly;
     client->auth_type = listener->options.auth_type;
+    client->authenticated = listener->options.auth_type == 0;
     client->conn = rpc_connection_new(transport, &client_handler, client);
     rpc_connection_set_request_limit(client->conn, server->config.max_client_requests);
+    rpc_connection_set_send_limit(client->conn, server->config.max_client_send_queue);
+    if (!client->authenticated) {
+        server->anonymous++;
+        rpc_connection_set_unauthenticated(client->conn, server->config.max_anonymous_message,
+                                           server->config.auth_timeout);
+    }
     g_hash_table_add(server->clients, client);
     g_mutex_unlock(&server->lock);
 
@@ -293,7 +338,11 @@ static void add_client(RpcServer *server, RpcListener *listener, RpcTransport *t
                 listener->description);
     if (server->client_init)
         server->client_init(client, server->client_init_data);
-    rpc_connection_start(client->conn);
+    g_autoptr(GError) error = NULL;
+    /* A refused start closes the connection, and on_close forgets the client. */
+    if (!rpc_connection_try_start(client->conn, &error))
+        FERRY_WARN_LIMITED("refusing connection on %s: %s", listener->description,
+                           error->message);
 }
 
 static gpointer handshake_thread(gpointer data)
@@ -309,8 +358,8 @@ static gpointer handshake_thread(gpointer data)
     } else {
         RpcTransport peer = {0};
         rpc_transport_init_socket(&peer, h->fd);
-        FERRY_WARN("refused TLS connection from %s on %s: %s", peer.peer,
-                   h->listener->description, error->message);
+        FERRY_WARN_LIMITED("refused TLS connection from %s on %s: %s", peer.peer,
+                           h->listener->description, error->message);
         g_free(peer.peer);
     }
 
@@ -319,6 +368,7 @@ static gpointer handshake_thread(gpointer data)
     g_hash_table_remove(server->handshakes, h);
     if (!t)
         close(h->fd); /* under the lock: stop never shuts down a reused number */
+    wake_accept_locked(server);
     g_cond_broadcast(&server->cond);
     g_mutex_unlock(&server->lock);
     g_free(h);
@@ -330,7 +380,8 @@ static void accept_client(RpcServer *server, RpcListener *listener)
     int fd = accept4(listener->fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-            FERRY_WARN("accept on %s failed: %s", listener->description, g_strerror(errno));
+            FERRY_WARN_LIMITED("accept on %s failed: %s", listener->description,
+                               g_strerror(errno));
         if (errno == EMFILE || errno == ENFILE)
             g_usleep(100 * 1000); /* let some descriptors free up before retrying */
         return;
@@ -339,14 +390,9 @@ static void accept_client(RpcServer *server, RpcListener *listener)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
     g_mutex_lock(&server->lock);
-    guint count = g_hash_table_size(server->clients) + g_hash_table_size(server->handshakes);
-    if (server->stopping || count >= server->config.max_clients) {
+    if (server->stopping) {
         g_mutex_unlock(&server->lock);
-        RpcTransport *t = rpc_transport_new_socket(fd);
-        FERRY_WARN("refusing connection from %s on %s: %u clients already connected "
-                   "(max_clients)",
-                   t->peer, listener->description, count);
-        rpc_transport_free(t);
+        close(fd);
         return;
     }
     if (listener->options.tls) {
@@ -354,13 +400,45 @@ static void accept_client(RpcServer *server, RpcListener *listener)
         h->server = server;
         h->listener = listener;
         h->fd = fd;
+        g_autoptr(GError) error = NULL;
+        GThread *t = g_thread_try_new("rpc-tls-handshake", handshake_thread, h, &error);
+        if (!t) {
+            g_mutex_unlock(&server->lock);
+            RpcTransport *peer = rpc_transport_new_socket(fd);
+            FERRY_WARN_LIMITED("refusing connection from %s on %s: cannot start its TLS "
+                               "handshake thread: %s",
+                               peer->peer, listener->description, error->message);
+            rpc_transport_free(peer);
+            g_free(h);
+            return;
+        }
+        /* The thread waits for this lock before it touches the table. */
         g_hash_table_add(server->handshakes, h);
         g_mutex_unlock(&server->lock);
-        g_thread_unref(g_thread_new("rpc-tls-handshake", handshake_thread, h));
+        g_thread_unref(t);
         return;
     }
     g_mutex_unlock(&server->lock);
     add_client(server, listener, rpc_transport_new_socket(fd));
+}
+
+/* Whether one more client fits under max_clients and max_anonymous_clients;
+ * logs each change, as libvirtd does. */
+static gboolean may_accept_locked(RpcServer *server)
+{
+    guint count = g_hash_table_size(server->clients) + g_hash_table_size(server->handshakes);
+    gboolean room = count < server->config.max_clients &&
+                    (server->config.max_anonymous_clients == 0 ||
+                     server->anonymous < server->config.max_anonymous_clients);
+    if (!room && !server->suspended)
+        FERRY_INFO_LIMITED("not accepting new connections for now: %u clients (max_clients "
+                           "%u), %u not authenticated (max_anonymous_clients %u)",
+                           count, server->config.max_clients, server->anonymous,
+                           server->config.max_anonymous_clients);
+    else if (room && server->suspended)
+        FERRY_INFO_LIMITED("accepting new connections again");
+    server->suspended = !room;
+    return room;
 }
 
 static gpointer accept_thread(gpointer data)
@@ -376,14 +454,27 @@ static gpointer accept_thread(gpointer data)
     pfds[n].events = POLLIN;
 
     for (;;) {
-        if (poll(pfds, n + 1, -1) < 0) {
+        g_mutex_lock(&server->lock);
+        gboolean stopping = server->stopping;
+        gboolean accepting = may_accept_locked(server);
+        g_mutex_unlock(&server->lock);
+        if (stopping)
+            break;
+        /* Suspended: only the wake-up counts; connections wait in the backlog. */
+        struct pollfd *first = accepting ? pfds : &pfds[n];
+        if (poll(first, accepting ? n + 1 : 1, -1) < 0) {
             if (errno == EINTR)
                 continue;
             FERRY_ERROR_LOG("poll on listeners failed: %s", g_strerror(errno));
             break;
         }
-        if (pfds[n].revents)
-            break;
+        if (pfds[n].revents) {
+            guint64 count;
+            if (read(server->wake_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+                FERRY_WARN_LIMITED("cannot read the accept thread's wake-up: %s",
+                                   g_strerror(errno));
+            continue;
+        }
         for (guint i = 0; i < n; i++)
             if (pfds[i].revents & POLLIN)
                 accept_client(server, server->listeners->pdata[i]);
@@ -416,7 +507,9 @@ RpcServer *rpc_server_new(const RpcServerConfig *config)
     server->handshakes = g_hash_table_new(NULL, NULL);
     g_mutex_init(&server->lock);
     g_cond_init(&server->cond);
-    server->wake_fd = eventfd(0, EFD_CLOEXEC);
+    if (server->config.max_anonymous_message == 0)
+        server->config.max_anonymous_message = DEFAULT_ANONYMOUS_MESSAGE_MAX;
+    server->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     server->workers = g_thread_pool_new(worker_run, server, server->config.max_workers, FALSE, NULL);
     return server;
 }
@@ -441,6 +534,11 @@ void rpc_server_add_listener(RpcServer *server, int fd, const RpcListenerOptions
     l->options.description = l->description;
     if (l->options.tls)
         rpc_tls_context_ref(l->options.tls);
+    /* listen() again sets the backlog of a socket that already listens. */
+    if (server->config.max_queued_clients &&
+        listen(fd, (int)MIN(server->config.max_queued_clients, (guint)G_MAXINT)) < 0)
+        FERRY_WARN("cannot set the backlog of %s to %u (max_queued_clients): %s", l->description,
+                   server->config.max_queued_clients, g_strerror(errno));
     g_ptr_array_add(server->listeners, l);
 }
 
@@ -450,8 +548,8 @@ gboolean rpc_server_start(RpcServer *server, GError **error)
         ferry_set_error_errno(error, errno, "cannot create the server's wakeup eventfd");
         return FALSE;
     }
-    server->accept_thread = g_thread_new("rpc-accept", accept_thread, server);
-    return TRUE;
+    server->accept_thread = g_thread_try_new("rpc-accept", accept_thread, server, error);
+    return server->accept_thread != NULL;
 }
 
 void rpc_server_stop(RpcServer *server)
@@ -515,6 +613,14 @@ guint rpc_server_count_clients(RpcServer *server)
 {
     g_mutex_lock(&server->lock);
     guint n = g_hash_table_size(server->clients);
+    g_mutex_unlock(&server->lock);
+    return n;
+}
+
+guint rpc_server_count_anonymous_clients(RpcServer *server)
+{
+    g_mutex_lock(&server->lock);
+    guint n = server->anonymous;
     g_mutex_unlock(&server->lock);
     return n;
 }

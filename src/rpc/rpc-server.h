@@ -27,16 +27,32 @@ typedef struct {
 } RpcServerProgram;
 
 typedef struct {
-    guint max_clients;          /* connections beyond this are closed at once */
+    /* While max_clients are connected (pending TLS handshakes included), or
+     * max_anonymous_clients have not authenticated yet (0: no limit), the
+     * server stops accepting, as libvirtd: new connections wait in the
+     * listen backlog of max_queued_clients (0: the system's default of
+     * 128), and the kernel refuses what does not fit. */
+    guint max_clients;
+    guint max_anonymous_clients;
+    guint max_queued_clients;
     guint max_client_requests;  /* per connection; the reader pauses beyond it */
     guint max_workers;          /* worker threads running calls */
     guint keepalive_interval;   /* seconds; 0 disables server pings */
     guint keepalive_count;
+    /* Before authentication: the largest message (0: 64 KiB) and the
+     * seconds a client has to authenticate (0: no deadline). */
+    guint32 max_anonymous_message;
+    guint auth_timeout;
+    /* Per client: memory of queued messages it did not ask for (PONGs,
+     * events); beyond it the client is dropped. 0: no limit. */
+    gsize max_client_send_queue;
 } RpcServerConfig;
 
 typedef struct {
     gboolean readonly;
-    int auth_type;              /* remote_auth_type offered on this socket */
+    /* remote_auth_type offered on this socket; any but 0 (none) means a
+     * client starts unauthenticated, until rpc_server_client_set_authenticated. */
+    int auth_type;
     const char *description;    /* "tcp 0.0.0.0:16509", for logs */
     /* TLS: each accepted connection does its handshake (bounded by the
      * context's timeout) in a thread of its own, never in the accept
@@ -63,6 +79,8 @@ gboolean rpc_server_start(RpcServer *server, GError **error);
 void rpc_server_stop(RpcServer *server);
 void rpc_server_free(RpcServer *server);
 guint rpc_server_count_clients(RpcServer *server);
+/* Clients connected and not authenticated yet. */
+guint rpc_server_count_anonymous_clients(RpcServer *server);
 const RpcServerConfig *rpc_server_get_config(RpcServer *server);
 
 /* Lifetime: refcounted; the server holds one reference while connected, each
@@ -76,6 +94,10 @@ RpcServer *rpc_server_client_get_server(RpcServerClient *client);
 const char *rpc_server_client_get_peer(RpcServerClient *client);
 gboolean rpc_server_client_is_readonly(RpcServerClient *client);
 int rpc_server_client_get_auth_type(RpcServerClient *client);
+/* The client proved who it is: it stops counting against
+ * max_anonymous_clients and its connection's limits before authentication
+ * are lifted. Call it before the reply that completes authentication is sent. */
+void rpc_server_client_set_authenticated(RpcServerClient *client);
 RpcTransport *rpc_server_client_get_transport(RpcServerClient *client);
 
 /* The program layer's per-client state, destroyed when the client is freed. */

@@ -1,5 +1,12 @@
 /* Logging: one line per event on stderr, with a level set from the config
- * (log_level 1=debug .. 4=error, as libvirtd.conf) or --verbose. */
+ * (log_level 1=debug .. 4=error, as libvirtd.conf) or --verbose.
+ *
+ * Lines often quote what a peer sent (a SASL mechanism name, a user name, an
+ * error text), so every line is made safe here, whatever its source: control
+ * characters and invalid UTF-8 are escaped (\n, \x1b, ...), so a client cannot
+ * forge a line or drive the operator's terminal, and a line is cut at
+ * FERRY_LOG_LINE_MAX bytes. Events a stranger can repeat at will (a dropped
+ * packet, a refused connection) are logged through the _LIMITED macros. */
 #pragma once
 
 #include <glib.h>
@@ -11,11 +18,41 @@ typedef enum {
     FERRY_LOG_ERROR = 4,
 } FerryLogLevel;
 
+/* Longest message text of one line; the rest is cut and counted. */
+#define FERRY_LOG_LINE_MAX 2048
+
 void ferry_log_set_level(FerryLogLevel level);
 FerryLogLevel ferry_log_get_level(void);
 void ferry_log(FerryLogLevel level, const char *module, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* Makes text safe for one log line: escapes control characters, backslashes
+ * and invalid UTF-8, and cuts it after `max` input bytes (noting how many
+ * were cut). len < 0: NUL-terminated. */
+char *ferry_log_escape(const char *text, gssize len, gsize max);
+
+/* A rate limit for one call site: at most FERRY_LOG_LIMIT_BURST lines per
+ * FERRY_LOG_LIMIT_WINDOW_S seconds; the first line after a quiet spell says
+ * how many were suppressed. Zero-initialised (static) state. */
+#define FERRY_LOG_LIMIT_BURST 10
+#define FERRY_LOG_LIMIT_WINDOW_S 10
+typedef struct {
+    gint64 window_start_us;
+    guint lines;
+    guint suppressed;
+} FerryLogLimit;
+
+void ferry_log_limited(FerryLogLimit *limit, FerryLogLevel level, const char *module,
+                       const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 
 #define FERRY_DEBUG(...) ferry_log(FERRY_LOG_DEBUG, FERRY_LOG_MODULE, __VA_ARGS__)
 #define FERRY_INFO(...) ferry_log(FERRY_LOG_INFO, FERRY_LOG_MODULE, __VA_ARGS__)
 #define FERRY_WARN(...) ferry_log(FERRY_LOG_WARNING, FERRY_LOG_MODULE, __VA_ARGS__)
 #define FERRY_ERROR_LOG(...) ferry_log(FERRY_LOG_ERROR, FERRY_LOG_MODULE, __VA_ARGS__)
+
+#define FERRY_LOG_LIMITED_(level, ...)                                                   \
+    do {                                                                                 \
+        static FerryLogLimit ferry_log_limit_;                                           \
+        ferry_log_limited(&ferry_log_limit_, level, FERRY_LOG_MODULE, __VA_ARGS__);      \
+    } while (0)
+#define FERRY_INFO_LIMITED(...) FERRY_LOG_LIMITED_(FERRY_LOG_INFO, __VA_ARGS__)
+#define FERRY_WARN_LIMITED(...) FERRY_LOG_LIMITED_(FERRY_LOG_WARNING, __VA_ARGS__)

@@ -4,6 +4,7 @@ directories, and speaks the libvirt wire protocol for tests that need raw bytes.
 Every daemon a test starts is stopped by PID at the end of the test; its log is
 checked for sanitizer reports, so a leak or an overflow fails the test."""
 
+import json
 import os
 import shutil
 import signal
@@ -268,15 +269,20 @@ def write_file(directory, name, text):
 
 
 class Qmp:
-    """A minimal QMP client to look inside a ferry-vmm (digest, status)."""
+    """A small QMP client (a ferry-vmm's or a QEMU's) that keeps the events it
+    reads while waiting for replies, for wait_event()."""
 
     def __init__(self, path, timeout=10):
-        import json
-        self.json = json
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(timeout)
-        self.sock.connect(path)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
+        self.timeout = timeout
         self.buf = b""
+        self.events = []
         self._read()  # greeting
         self.execute("qmp_capabilities")
 
@@ -287,19 +293,41 @@ class Qmp:
                 raise EOFError("QMP connection closed")
             self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
-        return self.json.loads(line)
+        return json.loads(line)
 
     def execute(self, cmd, **args):
+        """Runs a command; returns its `return`, raises RuntimeError with the error's desc."""
+        self.sock.settimeout(self.timeout)
         msg = {"execute": cmd}
         if args:
             msg["arguments"] = args
-        self.sock.sendall(self.json.dumps(msg).encode() + b"\n")
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
         while True:
             r = self._read()
             if "return" in r:
                 return r["return"]
             if "error" in r:
                 raise RuntimeError(r["error"]["desc"])
+            self.events.append(r)
+
+    def wait_event(self, name, pred, timeout):
+        """The first event `name` whose data satisfies pred (those already read
+        first), or None after `timeout` s. Events looked at are consumed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for e in self.events:
+                if e.get("event") == name and pred(e.get("data", {})):
+                    self.events.remove(e)
+                    return e
+            self.events.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                self.events.append(self._read())
+            except socket.timeout:
+                return None
 
     def close(self):
         self.sock.close()

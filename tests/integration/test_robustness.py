@@ -81,20 +81,31 @@ class ManyClientsTest(ft.DaemonTestCase):
         self.assertEqual(serials, list(range(100, 100 + n)))
         c.close()
 
-    def test_max_clients_refuses_extra_connections(self):
+    def test_max_clients_makes_extra_connections_wait_in_the_backlog(self):
+        # As libvirtd: at max_clients ferryd stops accepting; a new client
+        # waits in the listen backlog and is served once another leaves.
         d = self.start_daemon(extra_conf="max_clients = 3\n")
         time.sleep(0.5)  # the harness's readiness probe must be gone first
         held = [ft.RawClient(d) for _ in range(3)]
         for c in held:
             c.open()
         extra = socket.create_connection(("127.0.0.1", d.port), timeout=5)
-        self.assertTrue(wait_closed(extra, 5))
-        extra.close()
+        extra.sendall(ft.message(ft.REMOTE_PROGRAM, GET_HOSTNAME, ft.CALL, 7))
+        extra.settimeout(1.5)
+        with self.assertRaises(socket.timeout):
+            extra.recv(1)
+        self.assertIn("not accepting new connections for now: 3 clients (max_clients 3)",
+                      d.log())
         held.pop().close()
-        time.sleep(0.3)
-        self.assertTrue(hostname_works(d))
+        extra.settimeout(10)
+        hdr, _ = ft.recv_message(extra)
+        self.assertEqual(hdr[4], 7)  # answered (an error: it never opened a connection)
+        extra.close()
         for c in held:
             c.close()
+        time.sleep(0.3)
+        self.assertTrue(hostname_works(d))
+        self.assertIn("accepting new connections again", d.log())
 
 
 class BadInputTest(ft.DaemonTestCase):

@@ -29,6 +29,52 @@ START_TEST(test_values_of_every_kind_are_applied)
 }
 END_TEST
 
+/* Every value form libvirt's own parser (virconf) and libvirtd accept for
+ * the keys ferryd knows, as libvirt's shipped libvirtd.conf writes them. */
+START_TEST(test_libvirtd_value_forms_are_accepted)
+{
+    g_autoptr(DaemonConfig) c = daemon_config_new_defaults();
+    const char *text =
+        "tcp_port = \"16509\"\n"            /* libvirtd.conf: ports are strings */
+        "tls_port = '16514'\n"
+        "listen_tls = +0; listen_tcp = 1 ; max_clients = +50\n" /* ';' separates too */
+        "listen_addr = \"\"\"192.0.2.1\"\"\"\n"   /* triple quotes */
+        "ca_file = \"\"\"/etc/pki/a\nb.pem\"\"\"\n" /* ... which may span lines */
+        "tls_allowed_dn_list = [\n  \"C=GB,*\",\n  'C=DE,*',\n]\n" /* trailing comma */
+        "sasl_allowed_username_list = []\n"
+        "keepalive_interval = +5\nkeepalive_count = 0\n"
+        "max_anonymous_clients = 0\nmax_queued_clients = 7\n"
+        "unix_sock_ro_perms = \"0777\"\n"
+        "log_filters=\"1:qemu\"   # no blanks around '=' needed\n"
+        "audit_logging = 1\n";
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(daemon_config_load_data(c, text, "t.conf", &e), "%s", e ? e->message : "");
+    ck_assert_uint_eq(c->tcp_port, 16509);
+    ck_assert_uint_eq(c->tls_port, 16514);
+    ck_assert(!c->listen_tls);
+    ck_assert(c->listen_tcp);
+    ck_assert_uint_eq(c->max_clients, 50);
+    ck_assert_str_eq(c->listen_addr, "192.0.2.1");
+    ck_assert_str_eq(c->ca_file, "/etc/pki/a\nb.pem");
+    ck_assert_uint_eq(g_strv_length(c->tls_allowed_dn_list), 2);
+    ck_assert_str_eq(c->tls_allowed_dn_list[1], "C=DE,*");
+    ck_assert_uint_eq(g_strv_length(c->sasl_allowed_username_list), 0);
+    ck_assert_int_eq(c->keepalive_interval, 5);
+    ck_assert_uint_eq(c->max_anonymous_clients, 0);
+    ck_assert_uint_eq(c->max_queued_clients, 7);
+
+    /* A port may be a service name, as getaddrinfo takes it. */
+    g_autoptr(DaemonConfig) d = daemon_config_new_defaults();
+    ck_assert_msg(daemon_config_load_data(d, "tcp_port = \"ssh\"\n", "t.conf", &e), "%s",
+                  e ? e->message : "");
+    ck_assert_uint_eq(d->tcp_port, 22);
+    /* The defaults of the limits, libvirtd's. */
+    g_autoptr(DaemonConfig) f = daemon_config_new_defaults();
+    ck_assert_uint_eq(f->max_anonymous_clients, 20);
+    ck_assert_uint_eq(f->max_queued_clients, 1000);
+}
+END_TEST
+
 static void expect_error(const char *text, const char *needle)
 {
     g_autoptr(DaemonConfig) c = daemon_config_new_defaults();
@@ -50,6 +96,18 @@ START_TEST(test_bad_input_is_named)
     expect_error("tls_allowed_dn_list = [\"a\" \"b\"]\n", "expected ',' or ']'");
     expect_error("unix_sock_rw_perms = \"0999\"\n", "octal mode");
     expect_error("tcp_port = 1 2\n", "unexpected text after the value of tcp_port");
+    /* What libvirtd refuses for these keys, ferryd refuses. */
+    expect_error("tcp_port = \"70000\"\n", "tcp_port = 70000 is out of range 0..65535");
+    expect_error("tcp_port = \"no-such-service\"\n",
+                 "tcp_port = \"no-such-service\" is neither a port number nor a known service");
+    expect_error("tcp_port = [\"1\"]\n", "tcp_port must be a port number or service name");
+    expect_error("max_clients = -0\n", "max_clients must not be negative");
+    expect_error("listen_tcp = -1\n", "listen_tcp must be 0 or 1");
+    expect_error("max_clients = \"50\"\n", "max_clients must be a number");
+    expect_error("tls_allowed_dn_list = [\"a\", 5]\n", "must be a [\"list\", \"of strings\"]");
+    expect_error("ca_file = \"\"\"abc\n", "unterminated string");
+    expect_error("_key = 1\n", "expected a key name");
+    expect_error("max_clients = 99999999999999999999\n", "is too large");
 }
 END_TEST
 
@@ -67,6 +125,7 @@ int main(void)
     Suite *s = suite_create("daemon-config");
     TCase *tc = tcase_create("parse");
     tcase_add_test(tc, test_values_of_every_kind_are_applied);
+    tcase_add_test(tc, test_libvirtd_value_forms_are_accepted);
     tcase_add_test(tc, test_bad_input_is_named);
     tcase_add_test(tc, test_missing_file_is_an_error);
     suite_add_tcase(s, tc);

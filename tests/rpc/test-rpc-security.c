@@ -3,16 +3,23 @@
  * size), a silent TLS peer timed out, DIGEST-MD5's security layer really
  * changing the bytes; plus client URI parsing and libvirt auth files. */
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "remote/remote-auth.h"
+#include "remote/remote-dispatch.h"
 #include "remote/remote-peer.h"
 #include "remote/remote-uri.h"
+#include "remote/remote_protocol.h"
 #include "rpc/rpc-sasl.h"
+#include "rpc/rpc-server.h"
+#include "rpc/rpc-socket.h"
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
+#include "util/log.h"
 
 static char *tmpdir;
 
@@ -343,6 +350,126 @@ START_TEST(sasl_layer_bulk_both_directions)
 }
 END_TEST
 
+/* ---- plaintext behind the last SASL step ---- */
+
+/* One call as raw bytes on fd, followed by `extra` bytes in the same write. */
+static void send_call(int fd, int proc, guint32 serial, xdrproc_t filter, void *args,
+                      const void *extra, gsize extra_len)
+{
+    g_autoptr(RpcMessage) m = rpc_message_new(512);
+    m->header = (RpcHeader){.prog = REMOTE_PROGRAM, .vers = REMOTE_PROTOCOL_VERSION, .proc = proc,
+                            .type = RPC_CALL, .serial = serial, .status = RPC_OK};
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(rpc_message_encode(m, filter, args, &e), "%s", e ? e->message : "");
+    g_autoptr(GByteArray) bytes = g_byte_array_new();
+    g_byte_array_append(bytes, m->buf, m->len);
+    if (extra_len)
+        g_byte_array_append(bytes, extra, extra_len);
+    ck_assert_int_eq(send(fd, bytes->data, bytes->len, MSG_NOSIGNAL), (gssize)bytes->len);
+}
+
+static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
+{
+    RpcTransport *t = rpc_transport_new_socket(dup(fd));
+    guint32 len_be;
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
+    guint32 len = GUINT32_FROM_BE(len_be);
+    ck_assert_uint_lt(len, 1024 * 1024);
+    g_autoptr(RpcMessage) m = rpc_message_new(len);
+    memcpy(m->buf, &len_be, 4);
+    ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
+    rpc_transport_free(t);
+    m->len = len;
+    ck_assert(rpc_message_decode_header(m, &e));
+    ck_assert_uint_eq(m->header.serial, serial);
+    ck_assert_uint_eq(m->header.status, RPC_OK);
+    ck_assert_msg(rpc_message_decode(m, filter, ret, &e), "%s", e ? e->message : "");
+}
+
+/* An attacker in the path appends plaintext messages to the client's last
+ * SASL step: they must go through the security layer that step switches
+ * on (and fail there), never be read as if they had. */
+START_TEST(sasl_plaintext_behind_the_last_step_is_not_parsed)
+{
+    sasl_config();
+    g_autoptr(GError) e = NULL;
+    ck_assert(remote_auth_global_init(NULL, &e));
+    ck_assert(rpc_sasl_client_global_init(&e));
+    RpcServerConfig cfg = {.max_clients = 10, .max_client_requests = 5, .max_workers = 2};
+    RpcServer *server = rpc_server_new(&cfg);
+    remote_dispatch_register(server);
+    g_autofree char *path = path_in("sock");
+    int lfd = rpc_socket_listen_unix(path, 0700, &e);
+    ck_assert_msg(lfd >= 0, "%s", e ? e->message : "");
+    RpcListenerOptions lo = {.auth_type = REMOTE_AUTH_SASL, .description = "unit",
+                             .sasl_layer = TRUE};
+    rpc_server_add_listener(server, lfd, &lo);
+    ck_assert(rpc_server_start(server, &e));
+
+    int fd = rpc_socket_connect_unix(path, &e);
+    ck_assert_msg(fd >= 0, "%s", e ? e->message : "");
+    RpcTransport *ct = rpc_transport_new_socket(dup(fd));
+    RpcSaslCredentials creds = {.authname = "alice", .password = "secret1"};
+    g_autoptr(RpcSasl) client = rpc_sasl_client_new("libvirt", "localhost", ct, &creds, &e);
+    ck_assert_msg(client != NULL, "%s", e ? e->message : "");
+    /* Ask for a layer, as a client on plain TCP does. */
+    ck_assert(rpc_sasl_set_security(client, 56, 100000, FALSE, &e));
+
+    remote_auth_sasl_init_ret init = {0};
+    send_call(fd, REMOTE_PROC_AUTH_SASL_INIT, 1, RPC_XDR_VOID, NULL, NULL, 0);
+    recv_reply(fd, 1, (xdrproc_t)xdr_remote_auth_sasl_init_ret, &init);
+    const char *mech = NULL, *out = NULL;
+    gsize outlen = 0;
+    ck_assert(rpc_sasl_client_start(client, init.mechlist, &mech, &out, &outlen, &e) !=
+              RPC_SASL_FAILED);
+    remote_auth_sasl_start_args start = {.mech = (char *)mech, .nil = out == NULL,
+                                         .data = {.data_len = outlen, .data_val = (char *)out}};
+    remote_auth_sasl_start_ret sret = {0};
+    send_call(fd, REMOTE_PROC_AUTH_SASL_START, 2, (xdrproc_t)xdr_remote_auth_sasl_start_args,
+              &start, NULL, 0);
+    recv_reply(fd, 2, (xdrproc_t)xdr_remote_auth_sasl_start_ret, &sret);
+    ck_assert_int_eq(sret.complete, 0); /* DIGEST-MD5: the challenge */
+    ck_assert(rpc_sasl_client_step(client, sret.data.data_val, sret.data.data_len, &out, &outlen,
+                                   &e) != RPC_SASL_FAILED);
+
+    /* The last step, and behind it, in the same write, plaintext PINGs. */
+    guint8 pings[3 * 28];
+    for (int i = 0; i < 3; i++) {
+        guint32 words[7] = {GUINT32_TO_BE(28), GUINT32_TO_BE(KEEPALIVE_PROGRAM),
+                            GUINT32_TO_BE(KEEPALIVE_PROTOCOL_VERSION),
+                            GUINT32_TO_BE(KEEPALIVE_PROC_PING), GUINT32_TO_BE(RPC_MESSAGE), 0, 0};
+        memcpy(pings + 28 * i, words, 28);
+    }
+    remote_auth_sasl_step_args step = {.nil = out == NULL,
+                                       .data = {.data_len = outlen, .data_val = (char *)out}};
+    remote_auth_sasl_step_ret stret = {0};
+    send_call(fd, REMOTE_PROC_AUTH_SASL_STEP, 3, (xdrproc_t)xdr_remote_auth_sasl_step_args, &step,
+              pings, sizeof(pings));
+    recv_reply(fd, 3, (xdrproc_t)xdr_remote_auth_sasl_step_ret, &stret);
+    ck_assert_int_eq(stret.complete, 1);
+
+    /* They were decoded as SASL data, which they are not: the server drops
+     * the connection. Read as plaintext, they would be answered with PONGs
+     * and the connection would stay open. */
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    guint8 buf[256];
+    gssize n = recv(fd, buf, sizeof(buf), 0);
+    ck_assert_msg(n == 0 || (n < 0 && errno == ECONNRESET),
+                  "the server answered the injected messages (%zd bytes)", n);
+
+    xdr_free((xdrproc_t)xdr_remote_auth_sasl_init_ret, &init);
+    xdr_free((xdrproc_t)xdr_remote_auth_sasl_start_ret, &sret);
+    xdr_free((xdrproc_t)xdr_remote_auth_sasl_step_ret, &stret);
+    close(fd);
+    g_clear_pointer(&client, rpc_sasl_unref);
+    rpc_transport_free(ct);
+    rpc_server_free(server);
+    remote_auth_global_done();
+}
+END_TEST
+
 /* ---- URIs ---- */
 
 START_TEST(uri_names_as_libvirt)
@@ -472,6 +599,7 @@ static Suite *security_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, sasl_layer_bulk_both_directions);
+    tcase_add_test(tc, sasl_plaintext_behind_the_last_step_is_not_parsed);
     suite_add_tcase(s, tc);
     tc = tcase_create("client");
     tcase_add_checked_fixture(tc, setup, teardown);

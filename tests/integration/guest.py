@@ -1,0 +1,410 @@
+"""The project's test guest (tests/guest/), for tests and the benchmark.
+
+`tests/guest/build-guest` (run by meson into BUILD/tests/guest/) makes a
+distribution kernel and an initramfs whose PID 1 is `ferry-workload`: it fills
+`fill` bytes of RAM with a pattern it can regenerate, rewrites one word in each
+page of a `wss`-byte working set every `dirty_ms` ms, and every `verify_s`
+seconds (0: only on request) checks every byte of it. It reports on its serial
+console (ttyS0) in lines starting with "FERRY-GUEST " (see ferry-workload.c).
+
+What is here:
+
+* paths: `GUEST_DIR`, `KERNEL`, `INITRD`, `QEMU`; `require()` fails clearly
+  when the guest was not built;
+* `kernel_cmdline(...)`: the kernel command line with the workload's parameters;
+* `domain_xml(...)`: libvirt domain XML for it (`type='qemu'`, TCG, machine
+  pc-i440fx-7.2, cpu custom qemu64, direct kernel boot, a file `<serial>`
+  console, or a UNIX socket one that also takes commands, no balloon);
+* `qemu_args(...)`: the same guest as a plain QEMU command line (QMP on a
+  UNIX socket, `-incoming defer` for a destination);
+* `Console(path)`: reads a console log as it grows: `wait_ready()`,
+  `wait_verified()` (a verification pass that began in *this* log, i.e. after a
+  migration when the log is the destination's, and its counter),
+  `wait_fail()`, `last_counter()`, `results()`. Every wait raises
+  `GuestCrashed` if the guest kernel crashed (a TCG guest oopses rarely, see
+  QEMU.md) and `VerifyFailed` if a pass found a wrong byte, so a test can tell
+  the two apart; `GuestError` for a workload that refused its parameters;
+* `ConsoleSocket(path)`: writes commands to a socket console
+  (`verify`, `corrupt [PAGE]`, `status`, `crash`);
+* `Qmp(path)` (ferrytest's): a small QMP client that keeps the events it
+  reads (`wait_event`);
+* `QemuGuest`: one QEMU process running the guest, its QMP and console, ended
+  by PID.
+
+Typical use against a driver (a ferryd or a libvirtd):
+
+    log = os.path.join(tmp, "console.log")
+    xml = guest.domain_xml("g1", memory_mib=256, console_log=log,
+                           cmdline=guest.kernel_cmdline(fill="128M", wss="16M"))
+    ... define + start, then:
+    con = guest.Console(log)
+    con.wait_ready(60)
+    before = con.last_counter()
+    ... migrate; the destination's console log is another file:
+    after = guest.Console(dst_log).wait_verified(60)   # raises on FAIL/crash
+    assert after["counter"] > before
+"""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import uuid as uuidlib
+from xml.sax.saxutils import escape, quoteattr
+
+from ferrytest import Qmp  # noqa: F401  (re-exported: a QMP client with events)
+
+BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build-asan"))
+GUEST_DIR = os.path.join(BUILD, "tests/guest")
+KERNEL = os.path.join(GUEST_DIR, "vmlinuz")
+INITRD = os.path.join(GUEST_DIR, "initramfs.gz")
+QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+MACHINE = "pc-i440fx-7.2"
+CPU_MODEL = "qemu64"
+
+# Small enough for make check on two shared cores; the benchmark's guest is
+# memory_mib=1024, fill="768M" (QEMU.md).
+DEFAULT_MEMORY_MIB = 256
+DEFAULT_FILL = "128M"
+
+
+def require():
+    """Raises RuntimeError naming what is missing (a skip would count as a failure)."""
+    for path, what in ((KERNEL, "the guest kernel"), (INITRD, "the guest initramfs")):
+        if not os.path.isfile(path):
+            raise RuntimeError(f"{what} {path} is missing: build first (ninja -C {BUILD} builds tests/guest)")
+    if not os.access(QEMU, os.X_OK):
+        raise RuntimeError(f"{QEMU} is missing (package qemu-system-x86, scripts/setup)")
+
+
+def kernel_cmdline(fill=DEFAULT_FILL, wss="16M", dirty_ms=100, verify_s=2, seed=1, corrupt_at=0, extra=""):
+    """Kernel command line. Kernel messages at warning level and above reach the
+    console (an oops does); an oops panics and the guest then stays halted, so
+    its log keeps the reason."""
+    args = (f"console=ttyS0 loglevel=5 oops=panic panic=0 ferry.fill={fill} ferry.wss={wss} "
+            f"ferry.dirty_ms={dirty_ms} ferry.verify_s={verify_s} ferry.seed={seed}")
+    if corrupt_at:
+        args += f" ferry.corrupt_at={corrupt_at}"
+    return args + (" " + extra if extra else "")
+
+
+def domain_xml(name, memory_mib=DEFAULT_MEMORY_MIB, console_log=None, console_socket=None,
+               cmdline=None, uuid=None, vcpus=1, domain_type="qemu", emulator=QEMU,
+               kernel=None, initrd=None):
+    """libvirt domain XML for the test guest (QEMU.md: what libvirt 9.0 accepts
+    for it). The console is a file (`console_log`, output only) or, with
+    `console_socket`, a UNIX socket QEMU listens on that also takes commands,
+    its output also logged to `console_log`."""
+    if console_socket:
+        log = f"\n      <log file={quoteattr(console_log)} append='off'/>" if console_log else ""
+        serial = (f"    <serial type='unix'>\n      <source mode='bind' path={quoteattr(console_socket)}/>"
+                  f"{log}\n      <target port='0'/>\n    </serial>\n")
+    elif console_log:
+        serial = (f"    <serial type='file'>\n      <source path={quoteattr(console_log)}/>\n"
+                  f"      <target port='0'/>\n    </serial>\n")
+    else:
+        raise ValueError("domain_xml needs console_log or console_socket")
+    return (
+        f"<domain type={quoteattr(domain_type)}>\n"
+        f"  <name>{escape(name)}</name>\n"
+        f"  <uuid>{uuid or uuidlib.uuid4()}</uuid>\n"
+        f"  <memory unit='MiB'>{memory_mib}</memory>\n"
+        f"  <vcpu>{vcpus}</vcpu>\n"
+        f"  <os>\n"
+        f"    <type arch='x86_64' machine='{MACHINE}'>hvm</type>\n"
+        f"    <kernel>{escape(kernel or KERNEL)}</kernel>\n"
+        f"    <initrd>{escape(initrd or INITRD)}</initrd>\n"
+        f"    <cmdline>{escape(cmdline or kernel_cmdline())}</cmdline>\n"
+        f"  </os>\n"
+        f"  <features><acpi/><apic/></features>\n"
+        f"  <cpu mode='custom' match='exact'><model fallback='allow'>{CPU_MODEL}</model></cpu>\n"
+        f"  <on_poweroff>destroy</on_poweroff>\n"
+        f"  <on_reboot>restart</on_reboot>\n"
+        f"  <on_crash>destroy</on_crash>\n"
+        f"  <devices>\n"
+        f"    <emulator>{escape(emulator)}</emulator>\n"
+        f"{serial}"
+        f"    <memballoon model='none'/>\n"
+        f"  </devices>\n"
+        f"</domain>\n")
+
+
+def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=None,
+              console_socket=None, incoming=False, vcpus=1):
+    """The guest as a plain QEMU command line (TCG: KVM does not boot here).
+    The console goes to `console_log`; with `console_socket` QEMU also listens
+    there for commands. `incoming=True` makes a destination (`-incoming defer`,
+    then QMP `migrate-incoming`)."""
+    if console_socket:
+        serial = ["-chardev", f"socket,id=ser0,path={console_socket},server=on,wait=off,"
+                              f"logfile={console_log}", "-serial", "chardev:ser0"]
+    else:
+        serial = ["-serial", f"file:{console_log}"]
+    args = [QEMU, "-machine", MACHINE, "-accel", "tcg", "-cpu", CPU_MODEL, "-m", str(memory_mib),
+            "-smp", str(vcpus), "-nodefaults", "-display", "none", "-no-user-config", *serial,
+            "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline or kernel_cmdline(),
+            "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    if incoming:
+        args += ["-incoming", "defer"]
+    return args
+
+
+# ---- the console ----
+
+class GuestCrashed(AssertionError):
+    """The guest kernel crashed (oops, panic): not a verification result."""
+
+
+class VerifyFailed(AssertionError):
+    """A verification pass found memory that is not what the guest wrote."""
+
+
+class GuestError(RuntimeError):
+    """The workload reported an error (a bad parameter, no memory)."""
+
+
+LINE_RE = re.compile(r"FERRY-GUEST (\w+)(?: (begin|ok|FAIL))?((?: \w+=\S+)*)")
+# What a crashing 6.1 kernel prints first (at loglevel 5 these reach the console).
+CRASH_RE = re.compile(r"Kernel panic|Oops|BUG: |general protection fault|Call Trace:|"
+                      r"sysrq: Trigger a crash|end trace")
+
+
+def parse_line(line):
+    """A FERRY-GUEST line as a dict: {"kind": "ready"|"verify begin"|"verify ok"|
+    "verify FAIL"|"corrupt"|"status"|"error", key: value...}; numbers are ints.
+    None for other lines."""
+    m = LINE_RE.search(line)
+    if not m:
+        return None
+    kind = m.group(1) + (" " + m.group(2) if m.group(2) else "")
+    d = {"kind": kind, "line": line[m.start():]}
+    if kind == "error":
+        d["text"] = line[m.start() + len("FERRY-GUEST error "):]
+        return d
+    for kv in m.group(3).split():
+        k, v = kv.split("=", 1)
+        d[k] = int(v) if re.fullmatch(r"\d+", v) else v
+    return d
+
+
+class Console:
+    """A guest's console log (a file QEMU writes), read as it grows."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def text(self):
+        try:
+            with open(self.path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def lines(self):
+        return [line.rstrip("\r") for line in self.text().split("\n")]
+
+    def events(self):
+        return [e for e in map(parse_line, self.lines()) if e]
+
+    def crash(self):
+        """The console from the first crash line on, or None."""
+        lines = self.lines()
+        for i, line in enumerate(lines):
+            if CRASH_RE.search(line) and not line.lstrip().startswith("FERRY-GUEST"):
+                return "\n".join(lines[max(0, i - 2):i + 30])
+        return None
+
+    def check(self):
+        """Raises GuestCrashed or GuestError if the log shows either."""
+        crash = self.crash()
+        if crash:
+            raise GuestCrashed(f"the guest kernel crashed ({self.path}):\n{crash}")
+        for e in self.events():
+            if e["kind"] == "error":
+                raise GuestError(f"the guest workload reports: {e['text']} ({self.path})")
+
+    def tail(self, n=15):
+        return "\n".join(self.lines()[-n:])
+
+    def wait_for(self, pred, timeout, what, alive=None):
+        """Polls until pred(events) returns something true, and returns it.
+        Raises GuestCrashed/GuestError as soon as the log shows them, and
+        TimeoutError (with the log's tail) after `timeout` s. `alive()`, if
+        given, returning False (QEMU exited) ends the wait early."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check()
+            r = pred(self.events())
+            if r:
+                return r
+            if alive is not None and not alive():
+                self.check()
+                raise RuntimeError(f"QEMU exited while waiting for {what}; console:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} on {self.path} within {timeout:g}s; console:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def wait_ready(self, timeout=120, alive=None):
+        """The workload's `ready` line (the pattern is in RAM)."""
+        return self.wait_for(lambda ev: next((e for e in ev if e["kind"] == "ready"), None),
+                             timeout, "FERRY-GUEST ready", alive)
+
+    def results(self):
+        """Completed verification passes in order (`verify ok` / `verify FAIL`),
+        each with `began_here`: its `begin` line is in this log too."""
+        begun, out = set(), []
+        for e in self.events():
+            if e["kind"] == "verify begin":
+                begun.add(e["pass"])
+            elif e["kind"] in ("verify ok", "verify FAIL"):
+                out.append(dict(e, began_here=e["pass"] in begun))
+        return out
+
+    def wait_verified(self, timeout=120, alive=None, after_pass=0):
+        """The first pass numbered above `after_pass` that began *and* ended in
+        this log, i.e. checked every page after this console started (for a
+        migration destination: after the move). Returns it (`counter`, `pages`,
+        `pass`); raises VerifyFailed if it, or any pass seen meanwhile, failed."""
+        def pred(ev):
+            for r in self.results():
+                if r["kind"] == "verify FAIL":
+                    raise VerifyFailed(f"the guest found wrong memory: {r['line']} ({self.path})")
+                if r["began_here"] and r["pass"] > after_pass:
+                    return r
+            return None
+        return self.wait_for(pred, timeout, "complete verification pass", alive)
+
+    def wait_fail(self, timeout=120, alive=None):
+        """The first `verify FAIL` line (for tests that corrupt on purpose)."""
+        return self.wait_for(lambda ev: next((r for r in self.results() if r["kind"] == "verify FAIL"), None),
+                             timeout, "FERRY-GUEST verify FAIL", alive)
+
+    def last_counter(self):
+        """The highest counter the log shows (every FERRY-GUEST line but errors
+        carries one), or None."""
+        values = [e["counter"] for e in self.events() if isinstance(e.get("counter"), int)]
+        return max(values) if values else None
+
+
+class ConsoleSocket:
+    """Commands to a guest whose console is a UNIX socket QEMU listens on."""
+
+    def __init__(self, path, timeout=30):
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock = socket.socket(socket.AF_UNIX)
+            try:
+                self.sock.connect(path)
+                break
+            except OSError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def send(self, command):
+        self.sock.sendall(command.encode() + b"\n")
+
+    def close(self):
+        self.sock.close()
+
+
+# ---- the guest in a plain QEMU (no daemon) ----
+
+MIGRATION_END = ("completed", "failed", "cancelled")
+
+
+class QemuGuest:
+    """One QEMU running the test guest, started by start() and ended by PID in
+    stop(). Its files live in `directory`: NAME.qmp, NAME.console.log (read by
+    .console), NAME.console.sock (with console_input=True: .send(command)),
+    NAME.qemu.log (QEMU's own stderr)."""
+
+    def __init__(self, directory, name, memory_mib=DEFAULT_MEMORY_MIB, cmdline=None, incoming=False,
+                 console_input=False):
+        base = os.path.join(directory, name)
+        self.name = name
+        self.qmp_path = base + ".qmp"
+        self.console_log = base + ".console.log"
+        self.console_socket = base + ".console.sock" if console_input else None
+        self.qemu_log = base + ".qemu.log"
+        self.args = qemu_args(self.console_log, self.qmp_path, memory_mib=memory_mib, cmdline=cmdline,
+                              console_socket=self.console_socket, incoming=incoming)
+        if incoming:  # stay paused after the migration until `cont`, as under libvirt
+            self.args.append("-S")
+        self.console = Console(self.console_log)
+        self.proc = self.qmp = self._input = None
+
+    def start(self, timeout=60):
+        with open(self.qemu_log, "ab") as log:
+            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while self.qmp is None:
+            if not self.alive():
+                raise RuntimeError(f"QEMU exited with {self.proc.returncode}: {self.qemu_stderr()}")
+            try:
+                self.qmp = Qmp(self.qmp_path, timeout=60)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def qemu_stderr(self):
+        try:
+            with open(self.qemu_log, errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    def send(self, command):
+        """Writes a command line to the guest's console (console_input=True)."""
+        if self._input is None:
+            self._input = ConsoleSocket(self.console_socket)
+        self._input.send(command)
+
+    def stop(self):
+        """Ends QEMU by PID (SIGKILL: its guest state is of no further use)."""
+        for c in (self._input, self.qmp):
+            if c is not None:
+                c.close()
+        self._input = self.qmp = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+
+
+def migrate(src, dst, socket_path, timeout=120, max_bandwidth=None, downtime_limit_ms=None):
+    """Migrates QemuGuest src into QemuGuest dst (started with incoming=True)
+    over one UNIX socket, driven by QMP as QEMU.md describes, then resumes dst.
+    Returns the source's final query-migrate; raises RuntimeError if the
+    migration did not complete within `timeout` s (after cancelling it)."""
+    for q in (src.qmp, dst.qmp):  # MIGRATION events are off by default
+        q.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+    dst.qmp.execute("migrate-incoming", uri="unix:" + socket_path)
+    # QEMU's default bandwidth cap (128 MiB/s) is below what the guest can
+    # dirty: lift it unless the caller wants one (libvirt lifts it too).
+    params = {"max-bandwidth": max_bandwidth or (1 << 40)}
+    if downtime_limit_ms is not None:
+        params["downtime-limit"] = downtime_limit_ms
+    src.qmp.execute("migrate-set-parameters", **params)
+    src.qmp.execute("migrate", uri="unix:" + socket_path)
+    ev = src.qmp.wait_event("MIGRATION", lambda d: d.get("status") in MIGRATION_END, timeout)
+    info = src.qmp.execute("query-migrate")
+    if ev is None:
+        src.qmp.execute("migrate_cancel")
+        raise RuntimeError(f"migration not finished after {timeout:g}s: {info}")
+    if ev["data"]["status"] != "completed":
+        raise RuntimeError(f"migration {ev['data']['status']}: {info.get('error-desc', info)}")
+    if dst.qmp.wait_event("MIGRATION", lambda d: d.get("status") in MIGRATION_END, 60) is None:
+        raise RuntimeError("the destination QEMU never reported the end of the migration")
+    status = dst.qmp.execute("query-status")["status"]
+    if status != "running":
+        dst.qmp.execute("cont")
+    return info

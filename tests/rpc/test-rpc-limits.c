@@ -1,0 +1,259 @@
+/* A connection's limits over a real socketpair: a length word alone
+ * allocates nothing like what it announces, a message too long before
+ * authentication is refused at its length word, a peer that does not read is
+ * dropped once its unrequested messages reach the send limit; and the log's
+ * escaping and rate limit. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rpc/rpc-connection.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+/* libasan's (its header, sanitizer/allocator_interface.h, is not always installed). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+static gsize allocated_bytes(void)
+{
+    return __sanitizer_get_current_allocated_bytes();
+}
+#else
+#include <malloc.h>
+static gsize allocated_bytes(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+#endif
+
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    gboolean closed;
+    char *why;
+    guint messages;
+} Peer;
+
+static void on_message(RpcConnection *conn, RpcMessage *msg, gpointer data)
+{
+    Peer *p = data;
+    g_mutex_lock(&p->lock);
+    p->messages++;
+    g_mutex_unlock(&p->lock);
+    rpc_message_free(msg);
+}
+
+static void on_close(RpcConnection *conn, const GError *why, gpointer data)
+{
+    Peer *p = data;
+    g_mutex_lock(&p->lock);
+    p->closed = TRUE;
+    p->why = g_strdup(why ? why->message : "");
+    g_cond_broadcast(&p->cond);
+    g_mutex_unlock(&p->lock);
+}
+
+static const RpcConnectionHandler handler = {.on_message = on_message, .on_close = on_close};
+
+/* A started connection on one end of a socketpair; *other is the raw end. */
+static RpcConnection *connection_pair(Peer *p, int *other)
+{
+    memset(p, 0, sizeof(*p));
+    g_mutex_init(&p->lock);
+    g_cond_init(&p->cond);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    *other = sv[1];
+    return rpc_connection_new(rpc_transport_new_socket(sv[0]), &handler, p);
+}
+
+static gboolean wait_closed(Peer *p, gint64 timeout_s)
+{
+    gint64 end = g_get_monotonic_time() + timeout_s * G_USEC_PER_SEC;
+    g_mutex_lock(&p->lock);
+    while (!p->closed && g_cond_wait_until(&p->cond, &p->lock, end))
+        ;
+    gboolean closed = p->closed;
+    g_mutex_unlock(&p->lock);
+    return closed;
+}
+
+static void peer_clear(Peer *p)
+{
+    g_free(p->why);
+    g_mutex_clear(&p->lock);
+    g_cond_clear(&p->cond);
+}
+
+static void put_word(guint8 *p, guint32 v)
+{
+    v = GUINT32_TO_BE(v);
+    memcpy(p, &v, 4);
+}
+
+START_TEST(length_word_alone_does_not_allocate_what_it_announces)
+{
+    Peer p;
+    int fd;
+    RpcConnection *conn = connection_pair(&p, &fd);
+    rpc_connection_start(conn);
+    gsize before = allocated_bytes();
+    /* 32 MiB announced, 1000 bytes sent. */
+    guint8 head[1000] = {0};
+    put_word(head, 32 * 1024 * 1024);
+    /* In two halves: the reader has its buffer once it counts the second. */
+    for (gsize half = 0; half < 2; half++) {
+        gsize want = (half + 1) * sizeof(head) / 2;
+        ck_assert_int_eq(write(fd, head + half * sizeof(head) / 2, sizeof(head) / 2),
+                         (gssize)sizeof(head) / 2);
+        for (int i = 0; i < 1000 && rpc_connection_get_bytes_received(conn) < want; i++)
+            g_usleep(10 * 1000);
+        ck_assert_uint_eq(rpc_connection_get_bytes_received(conn), want);
+    }
+    gsize after = allocated_bytes();
+    ck_assert_msg(after < before + 1024 * 1024, "%zu bytes allocated for 1000 received",
+                  after - before);
+    close(fd);
+    ck_assert(wait_closed(&p, 10));
+    ck_assert_ptr_nonnull(strstr(p.why, "closed the connection after 1000 of a 33554432 byte"));
+    rpc_connection_unref(conn);
+    peer_clear(&p);
+}
+END_TEST
+
+START_TEST(message_too_long_before_authentication_is_refused_at_its_length_word)
+{
+    Peer p;
+    int fd;
+    RpcConnection *conn = connection_pair(&p, &fd);
+    rpc_connection_set_unauthenticated(conn, 4096, 0);
+    rpc_connection_start(conn);
+    guint8 word[4];
+    put_word(word, 4097);
+    ck_assert_int_eq(write(fd, word, 4), 4);
+    ck_assert(wait_closed(&p, 10));
+    ck_assert_str_eq(p.why, "message length 4097 exceeds the 4096 byte limit before "
+                            "authentication");
+    close(fd);
+    rpc_connection_unref(conn);
+    peer_clear(&p);
+}
+END_TEST
+
+START_TEST(peer_that_does_not_read_is_dropped_at_the_send_limit)
+{
+    Peer p;
+    int fd;
+    RpcConnection *conn = connection_pair(&p, &fd);
+    rpc_connection_set_send_limit(conn, 256 * 1024);
+    rpc_connection_start(conn);
+    /* PINGs, never reading the PONGs: the socket buffers fill, then the queue. */
+    guint8 ping[28] = {0};
+    put_word(ping, 28);
+    put_word(ping + 4, KEEPALIVE_PROGRAM);
+    put_word(ping + 8, KEEPALIVE_PROTOCOL_VERSION);
+    put_word(ping + 12, KEEPALIVE_PROC_PING);
+    put_word(ping + 16, RPC_MESSAGE);
+    g_autoptr(GByteArray) burst = g_byte_array_new();
+    for (int i = 0; i < 4096; i++)
+        g_byte_array_append(burst, ping, sizeof(ping));
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    gsize sent = 0;
+    while (sent < 256 * 1024 * 1024 && !wait_closed(&p, 0)) {
+        gssize n = send(fd, burst->data, burst->len, MSG_NOSIGNAL);
+        if (n <= 0)
+            break;
+        sent += n;
+    }
+    ck_assert(wait_closed(&p, 10));
+    ck_assert_msg(strstr(p.why, "does not read what it is sent") &&
+                      strstr(p.why, "(limit 262144)"),
+                  "%s", p.why);
+    close(fd);
+    rpc_connection_unref(conn);
+    peer_clear(&p);
+}
+END_TEST
+
+START_TEST(log_text_is_escaped_and_cut)
+{
+    g_autofree char *a = ferry_log_escape("user\n2026 error: forged\r\x1b[31m\\", -1, 100);
+    ck_assert_str_eq(a, "user\\n2026 error: forged\\r\\x1b[31m\\\\");
+    g_autofree char *b = ferry_log_escape("caf\xc3\xa9 \xff\xfe \xc2\x9b", -1, 100);
+    ck_assert_str_eq(b, "caf\xc3\xa9 \\xff\\xfe \\xc2\\x9b"); /* C1 CSI escaped too */
+    g_autofree char *c = ferry_log_escape("0123456789", -1, 4);
+    ck_assert_str_eq(c, "0123... (6 more bytes)");
+    g_autofree char *d = ferry_log_escape("a\0b", 3, 10);
+    ck_assert_str_eq(d, "a\\x00b");
+}
+END_TEST
+
+static char *capture_stderr(void (*func)(void))
+{
+    char path[] = "/tmp/ferry-log-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    func();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    char *text = NULL;
+    ck_assert(g_file_get_contents(path, &text, NULL, NULL));
+    unlink(path);
+    return text;
+}
+
+static FerryLogLimit limit;
+
+static void log_fifteen(void)
+{
+    ferry_log_set_level(FERRY_LOG_INFO);
+    for (int i = 0; i < 15; i++)
+        ferry_log_limited(&limit, FERRY_LOG_WARNING, "unit", "refused %d\nforged", i);
+}
+
+static void log_after_the_window(void)
+{
+    limit.window_start_us -= (FERRY_LOG_LIMIT_WINDOW_S + 1) * G_USEC_PER_SEC;
+    ferry_log_limited(&limit, FERRY_LOG_WARNING, "unit", "refused again");
+}
+
+START_TEST(repeated_lines_are_rate_limited)
+{
+    g_autofree char *first = capture_stderr(log_fifteen);
+    g_auto(GStrv) lines = g_strsplit(first, "\n", -1);
+    ck_assert_uint_eq(g_strv_length(lines), FERRY_LOG_LIMIT_BURST + 1); /* + the empty tail */
+    ck_assert_ptr_nonnull(strstr(lines[9], "warning unit: refused 9\\nforged"));
+    g_autofree char *later = capture_stderr(log_after_the_window);
+    ck_assert_ptr_nonnull(strstr(later, "unit: (5 similar messages suppressed) refused again\n"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("rpc-limits");
+    TCase *tc = tcase_create("connection");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, length_word_alone_does_not_allocate_what_it_announces);
+    tcase_add_test(tc, message_too_long_before_authentication_is_refused_at_its_length_word);
+    tcase_add_test(tc, peer_that_does_not_read_is_dropped_at_the_send_limit);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("log");
+    tcase_add_test(tc, log_text_is_escaped_and_cut);
+    tcase_add_test(tc, repeated_lines_are_rate_limited);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
