@@ -19,6 +19,7 @@
 #include "rpc/rpc-server.h"
 #include "rpc/rpc-socket.h"
 #include "rpc/rpc-tls.h"
+#include "tunnel/tunnel-channel.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -218,15 +219,16 @@ static int run(const DaemonOptions *opts)
             FERRY_WARN("encrypted migration data connections are unavailable: %s",
                        tls_error->message);
     }
+    /* Made once, shared by every driver's migration engine. */
+    g_autoptr(TunnelDataSettings) migration_data =
+        tunnel_data_settings_new(cfg->migration_address, cfg->migration_port_min,
+                                 cfg->migration_port_max, migration_tls);
     g_autofree char *vmm = find_vmm_binary(cfg);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
                                .vmm_binary = vmm,
-                               .migration_port_min = cfg->migration_port_min,
-                               .migration_port_max = cfg->migration_port_max,
-                               .migration_address = cfg->migration_address,
-                               .migration_tls = migration_tls};
+                               .migration_data = migration_data};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
     if (!sim) {
         fprintf(stderr, "ferryd: cannot start the sim driver: %s\n", error->message);

@@ -7,6 +7,7 @@
  * reference, drops its own lock, locks the domain, and re-checks. */
 #include "driver/domain-list.h"
 
+#include "driver/migration-job.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -401,6 +402,8 @@ void domain_list_deactivate(DomainList *list, DomainObj *obj, DomainShutoffReaso
     obj->pid = 0;
     g_clear_pointer(&obj->qmp_path, g_free);
     g_hash_table_remove_all(obj->runtime_data);
+    g_clear_pointer(&obj->job, migration_job_unref);
+    obj->max_speed_mib = 0;
     domain_obj_set_state(obj, DOMAIN_STATE_SHUTOFF, reason);
 
     /* Nothing is left of a stopped transient or incoming domain. */

@@ -2,6 +2,8 @@
  * domain states and reasons. */
 #include "driver/domain-obj.h"
 
+#include "driver/migration-job.h"
+
 static const char *const state_names[DOMAIN_STATE_LAST] = {
     [DOMAIN_STATE_NOSTATE] = "nostate",   [DOMAIN_STATE_RUNNING] = "running",
     [DOMAIN_STATE_BLOCKED] = "blocked",   [DOMAIN_STATE_PAUSED] = "paused",
@@ -120,6 +122,7 @@ void domain_obj_unref(DomainObj *obj)
     g_free(obj->instance_id);
     g_free(obj->qmp_path);
     g_hash_table_unref(obj->runtime_data);
+    migration_job_unref(obj->job);
     g_mutex_clear(&obj->lock);
     g_free(obj);
 }

@@ -101,8 +101,8 @@ typedef enum {
  * must be locked together (local migration), lock the hidden incoming one first.
  *
  * An *instance* is one running copy of the domain: it exists from activation
- * to deactivation and owns id, instance_id, live_def, pid, qmp_path and
- * runtime_data. */
+ * to deactivation and owns id, instance_id, live_def, pid, qmp_path,
+ * runtime_data, job and max_speed_mib. */
 typedef struct {
     GMutex lock;
     gatomicrefcount refs;
@@ -123,6 +123,9 @@ typedef struct {
     pid_t pid;                /* the instance's VMM process, 0 if unknown */
     char *qmp_path;           /* the instance's QMP socket, NULL if none */
     GHashTable *runtime_data; /* string -> string, saved with the runtime state */
+    struct MigrationJob *job; /* the instance's migration (a reference), or NULL:
+                               * the migration engine's (driver/migration-job.h) */
+    guint64 max_speed_mib;    /* MIGRATE_SET_MAX_SPEED for the instance, 0 = unlimited */
 
     /* The driver's data, freed with the object (without the lock held). */
     gpointer priv;

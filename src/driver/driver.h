@@ -176,6 +176,7 @@ const MigrationPeerOps *driver_get_migration_peer_ops(void);
 struct Driver {
     const DriverOps *ops;
     gpointer priv;
+    struct MigrationEngine *migration; /* the driver's migration engine, or NULL */
     /* lifecycle listeners */
     GMutex event_lock;
     GHashTable *listeners; /* id -> DriverListener */

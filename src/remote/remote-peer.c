@@ -343,6 +343,9 @@ RpcClient *remote_peer_open(const char *uri_text, const RemotePeerOptions *optio
                     rpc_client_get_peer(c), type);
         return NULL;
     }
+    /* Read events and stream packets as they come from now on (through the
+     * layer, if SASL switched one on). */
+    rpc_client_set_authenticated(c);
 
     if (!o->no_keepalive) {
         remote_connect_supports_feature_args fa = {.feature = FEATURE_PROGRAM_KEEPALIVE};

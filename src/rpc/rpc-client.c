@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rpc/rpc-sasl.h"
 #include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -95,9 +96,17 @@ RpcClient *rpc_client_new_for_transport(RpcTransport *transport,
     g_mutex_init(&client->lock);
     g_cond_init(&client->cond);
     client->pending = g_hash_table_new(NULL, NULL);
+    gboolean sasl = rpc_sasl_transport_is_sasl(transport);
     client->conn = rpc_connection_new(transport, &client_handler, client);
+    if (sasl)
+        rpc_connection_set_client_lockstep(client->conn);
     rpc_connection_start(client->conn);
     return client;
+}
+
+void rpc_client_set_authenticated(RpcClient *client)
+{
+    rpc_connection_set_authenticated(client->conn);
 }
 
 RpcClient *rpc_client_new_for_fd(int fd, const RpcClientCallbacks *callbacks)
@@ -174,6 +183,8 @@ gboolean rpc_client_call_with_serial(RpcClient *client, guint32 prog, guint32 ve
     }
     if (serial_cb)
         serial_cb(serial, serial_data);
+    if (rpc_connection_in_client_lockstep(client->conn))
+        rpc_connection_request_begin(client->conn); /* lets the reader read its reply */
     rpc_connection_send(client->conn, msg);
 
     gint64 deadline = timeout_ms > 0 ? g_get_monotonic_time() + timeout_ms * G_TIME_SPAN_MILLISECOND

@@ -22,9 +22,16 @@ typedef struct {
 
 /* Takes ownership of a connected socket (TCP or UNIX). callbacks may be NULL. */
 RpcClient *rpc_client_new_for_fd(int fd, const RpcClientCallbacks *callbacks);
-/* Takes ownership of an already-set-up transport (e.g. TLS). */
+/* Takes ownership of an already-set-up transport (e.g. TLS). Over a SASL
+ * layer slot (rpc_sasl_transport_new) the client starts in lockstep until
+ * rpc_client_set_authenticated: it reads only replies to its calls, one at a
+ * time and not a byte beyond, so a layer switched on after a reply decodes
+ * everything the server sent after it. */
 RpcClient *rpc_client_new_for_transport(RpcTransport *transport,
                                         const RpcClientCallbacks *callbacks);
+/* Authentication is done (and a security layer switched on): events and
+ * stream packets are read as they come. */
+void rpc_client_set_authenticated(RpcClient *client);
 RpcClient *rpc_client_connect_tcp(const char *host, guint16 port, int timeout_ms,
                                   const RpcClientCallbacks *callbacks, GError **error);
 RpcClient *rpc_client_connect_unix(const char *path, const RpcClientCallbacks *callbacks,

@@ -46,6 +46,7 @@ struct RpcConnection {
     /* before authentication */
     gboolean unauthenticated;
     gboolean auth_call_pending; /* the call that authenticated has not been answered yet */
+    gboolean client_lockstep;   /* client side: read only while a call awaits its reply */
     guint32 unauth_max_message;
     guint auth_timeout_s;
     gint64 auth_deadline_us; /* 0: none */
@@ -202,12 +203,28 @@ void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message
     g_mutex_unlock(&conn->lock);
 }
 
+void rpc_connection_set_client_lockstep(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    conn->client_lockstep = TRUE;
+    g_mutex_unlock(&conn->lock);
+}
+
+gboolean rpc_connection_in_client_lockstep(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gboolean on = conn->client_lockstep;
+    g_mutex_unlock(&conn->lock);
+    return on;
+}
+
 void rpc_connection_set_authenticated(RpcConnection *conn)
 {
     g_mutex_lock(&conn->lock);
     if (conn->unauthenticated)
         conn->auth_call_pending = TRUE;
     conn->unauthenticated = FALSE;
+    conn->client_lockstep = FALSE;
     conn->auth_deadline_us = 0;
     g_cond_broadcast(&conn->cond);
     g_mutex_unlock(&conn->lock);
@@ -258,6 +275,7 @@ void rpc_connection_request_begin(RpcConnection *conn)
 {
     g_mutex_lock(&conn->lock);
     conn->requests_in_flight++;
+    g_cond_broadcast(&conn->cond); /* a reader in client lockstep may read now */
     g_mutex_unlock(&conn->lock);
 }
 
@@ -319,7 +337,7 @@ static gssize rx_fill(RpcConnection *conn, gsize want, GError **error)
 static RpcMessage *read_message(RpcConnection *conn, GError **error)
 {
     g_mutex_lock(&conn->lock);
-    gboolean exact = conn->unauthenticated;
+    gboolean exact = conn->unauthenticated || conn->client_lockstep;
     guint32 max_len = exact ? conn->unauth_max_message : 0;
     g_mutex_unlock(&conn->lock);
 
@@ -443,7 +461,8 @@ static gpointer reader_thread(gpointer data)
         while (!conn->closed &&
                ((conn->request_limit > 0 && conn->requests_in_flight >= conn->request_limit) ||
                 ((conn->unauthenticated || conn->auth_call_pending) &&
-                 conn->requests_in_flight > 0)))
+                 conn->requests_in_flight > 0) ||
+                (conn->client_lockstep && conn->requests_in_flight == 0)))
             g_cond_wait(&conn->cond, &conn->lock);
         conn->auth_call_pending = FALSE;
         gboolean closed = conn->closed;
@@ -465,10 +484,15 @@ static gpointer reader_thread(gpointer data)
         conn->pings_unanswered = 0;
         g_mutex_unlock(&conn->lock);
 
+        gboolean reply = msg->header.type == RPC_REPLY || msg->header.type == RPC_REPLY_WITH_FDS;
         if (msg->header.prog == KEEPALIVE_PROGRAM)
             handle_keepalive(conn, msg);
         else
             conn->handler->on_message(conn, msg, conn->user_data);
+        g_mutex_lock(&conn->lock);
+        if (conn->client_lockstep && reply)
+            request_end_locked(conn); /* delivered: read on only for the next call */
+        g_mutex_unlock(&conn->lock);
     }
     thread_exit(conn);
     return NULL;

@@ -64,6 +64,16 @@ void rpc_connection_set_unauthenticated(RpcConnection *conn, guint32 max_message
  * (the one that authenticated) last. */
 void rpc_connection_set_authenticated(RpcConnection *conn);
 
+/* The client's side of the same rule (set before start): the reader reads
+ * exactly one message, not a byte beyond, and only while a call awaits its
+ * reply (rpc_connection_request_begin before the call is sent; the reader
+ * ends the request when it has delivered a REPLY). So when the reply that
+ * completes authentication has been delivered, nothing after it has been
+ * read, and the caller switches its security layer on before the reader
+ * reads on. Lifted by rpc_connection_set_authenticated. */
+void rpc_connection_set_client_lockstep(RpcConnection *conn);
+gboolean rpc_connection_in_client_lockstep(RpcConnection *conn);
+
 /* Bytes queued and not yet written. */
 gsize rpc_connection_get_queued_bytes(RpcConnection *conn);
 /* Waits until at most `limit` bytes are queued, the connection closes, or

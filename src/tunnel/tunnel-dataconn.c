@@ -172,7 +172,7 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
                        l->tls ? " (TLS)" : "");
             return t;
         }
-        FERRY_WARN("refused a connection from %s on port %u: %s", peer, l->port, why);
+        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", peer, l->port, why);
     }
 }
 

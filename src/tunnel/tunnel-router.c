@@ -152,8 +152,8 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
     if (!s->ts) {
         if (g_queue_get_length(&s->early) >= MAX_EARLY_PACKETS) {
             g_mutex_unlock(&router->lock);
-            FERRY_WARN("dropping a packet for stream serial %u: its stream is not open yet",
-                       msg->header.serial);
+            FERRY_WARN_LIMITED("dropping a packet for stream serial %u: its stream is not open yet",
+                               msg->header.serial);
             rpc_message_free(msg);
             return FALSE;
         }

@@ -30,6 +30,8 @@ const char *ferry_error_prefix(int code)
         return "Domain not found: ";
     case FERRY_ERR_AUTH_FAILED:
         return "authentication failed: ";
+    case FERRY_ERR_OVERFLOW:
+        return "value too large: ";
     case FERRY_ERR_OPERATION_INVALID:
         return "Requested operation is not valid: ";
     case FERRY_ERR_CONFIG_UNSUPPORTED:

@@ -158,6 +158,19 @@ class FlagsTest(MigrationCase):
         self.assertGreaterEqual(time.monotonic() - start, 1.8)
         self.assertLessEqual(ft.job_stats(self.a, "vm1")["memory_bps"], 36 * MIB)
 
+    def test_bandwidth_that_overflows_bytes_is_refused(self):
+        # 2^44 MiB/s is 2^64 bytes/s: wrapped, it read as 0 = unlimited (issue 10 item 11).
+        self.start_vm(self.a, "vm1")
+        too_big = str(1 << 44)
+        rc, _, err = ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", too_big, check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(f"value too large: migration bandwidth {too_big} MiB/s", err)
+        self.assertEqual(ft.virsh(self.a.tcp_uri, "migrate-getspeed", "vm1")[1].strip(), "0")
+        rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live", "--bandwidth", too_big)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(f"value too large: migration bandwidth {too_big} MiB/s", err)
+        self.assert_runs_only_on(self.a, self.b, "vm1")
+
     def test_migrate_setspeed_while_running(self):
         self.start_vm(self.a, "vm1", memory_mib=128)
         ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "16")

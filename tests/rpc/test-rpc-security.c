@@ -14,6 +14,7 @@
 #include "remote/remote-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
+#include "rpc/rpc-client.h"
 #include "rpc/rpc-sasl.h"
 #include "rpc/rpc-server.h"
 #include "rpc/rpc-socket.h"
@@ -470,6 +471,191 @@ START_TEST(sasl_plaintext_behind_the_last_step_is_not_parsed)
 }
 END_TEST
 
+/* The mirror image, for ferry's client: a server (or an attacker in the
+ * path) appends a plaintext event to the reply that completes SASL. */
+typedef struct {
+    int fd;
+    RpcSasl *sasl;
+    guint8 extra[28 + 4];
+} FakeServer;
+
+static RpcMessage *read_raw_message(int fd)
+{
+    RpcTransport *t = rpc_transport_new_socket(dup(fd));
+    guint32 len_be;
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
+    guint32 len = GUINT32_FROM_BE(len_be);
+    ck_assert_uint_lt(len, 1024 * 1024);
+    RpcMessage *m = rpc_message_new(len);
+    memcpy(m->buf, &len_be, 4);
+    ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
+    rpc_transport_free(t);
+    m->len = len;
+    ck_assert(rpc_message_decode_header(m, &e));
+    return m;
+}
+
+static void send_raw_reply(int fd, const RpcHeader *call, xdrproc_t filter, void *ret,
+                           const void *extra, gsize extra_len)
+{
+    g_autoptr(RpcMessage) m = rpc_message_new(512);
+    m->header = *call;
+    m->header.type = RPC_REPLY;
+    m->header.status = RPC_OK;
+    g_autoptr(GError) e = NULL;
+    ck_assert(rpc_message_encode(m, filter, ret, &e));
+    g_autoptr(GByteArray) bytes = g_byte_array_new();
+    g_byte_array_append(bytes, m->buf, m->len);
+    if (extra_len)
+        g_byte_array_append(bytes, extra, extra_len);
+    ck_assert_int_eq(send(fd, bytes->data, bytes->len, MSG_NOSIGNAL), (gssize)bytes->len);
+}
+
+static gpointer fake_sasl_server(gpointer data)
+{
+    FakeServer *fs = data;
+    for (;;) {
+        g_autoptr(RpcMessage) call = read_raw_message(fs->fd);
+        g_autoptr(GError) e = NULL;
+        const char *out = NULL;
+        gsize outlen = 0;
+        if (call->header.proc == REMOTE_PROC_AUTH_SASL_INIT) {
+            g_autofree char *mechs = rpc_sasl_list_mechanisms(fs->sasl, &e);
+            remote_auth_sasl_init_ret r = {.mechlist = mechs};
+            send_raw_reply(fs->fd, &call->header, (xdrproc_t)xdr_remote_auth_sasl_init_ret, &r,
+                           NULL, 0);
+            continue;
+        }
+        RpcSaslStatus st;
+        if (call->header.proc == REMOTE_PROC_AUTH_SASL_START) {
+            remote_auth_sasl_start_args a = {0};
+            ck_assert(rpc_message_decode(call, (xdrproc_t)xdr_remote_auth_sasl_start_args, &a, &e));
+            st = rpc_sasl_server_start(fs->sasl, a.mech, a.nil ? NULL : a.data.data_val,
+                                       a.data.data_len, &out, &outlen, &e);
+            xdr_free((xdrproc_t)xdr_remote_auth_sasl_start_args, (char *)&a);
+        } else {
+            ck_assert_int_eq(call->header.proc, REMOTE_PROC_AUTH_SASL_STEP);
+            remote_auth_sasl_step_args a = {0};
+            ck_assert(rpc_message_decode(call, (xdrproc_t)xdr_remote_auth_sasl_step_args, &a, &e));
+            st = rpc_sasl_server_step(fs->sasl, a.nil ? NULL : a.data.data_val, a.data.data_len,
+                                      &out, &outlen, &e);
+            xdr_free((xdrproc_t)xdr_remote_auth_sasl_step_args, (char *)&a);
+        }
+        ck_assert_msg(st != RPC_SASL_FAILED, "%s", e ? e->message : "");
+        remote_auth_sasl_step_ret r = {.complete = st == RPC_SASL_COMPLETE, .nil = out == NULL,
+                                       .data = {.data_len = outlen, .data_val = (char *)out}};
+        /* START's and STEP's replies have the same layout. */
+        gboolean done = st == RPC_SASL_COMPLETE;
+        send_raw_reply(fs->fd, &call->header, (xdrproc_t)xdr_remote_auth_sasl_step_ret, &r,
+                       done ? fs->extra : NULL, done ? sizeof(fs->extra) : 0);
+        if (done)
+            return NULL;
+    }
+}
+
+typedef struct {
+    gint events;
+    gint closed;
+    char *why;
+} ClientSeen;
+
+static void seen_event(RpcClient *c, RpcMessage *msg, gpointer data)
+{
+    g_atomic_int_inc(&((ClientSeen *)data)->events);
+}
+
+static void seen_close(RpcClient *c, const GError *why, gpointer data)
+{
+    ClientSeen *seen = data;
+    seen->why = g_strdup(why ? why->message : "");
+    g_atomic_int_set(&seen->closed, 1);
+}
+
+START_TEST(sasl_client_does_not_parse_plaintext_behind_the_last_reply)
+{
+    sasl_config();
+    g_autoptr(GError) e = NULL;
+    ck_assert(rpc_sasl_server_global_init("libvirt", &e));
+    ck_assert(rpc_sasl_client_global_init(&e));
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+
+    FakeServer fs = {.fd = sv[0]};
+    RpcTransport *addr = rpc_transport_new_socket(dup(sv[0]));
+    fs.sasl = rpc_sasl_server_new("libvirt", addr, &e);
+    rpc_transport_free(addr);
+    ck_assert_msg(fs.sasl != NULL, "%s", e ? e->message : "");
+    ck_assert(rpc_sasl_set_security(fs.sasl, 56, 100000, FALSE, &e));
+    /* A plaintext event message, and 4 bytes so a decoder has a whole block. */
+    guint32 words[8] = {GUINT32_TO_BE(28), GUINT32_TO_BE(REMOTE_PROGRAM),
+                        GUINT32_TO_BE(REMOTE_PROTOCOL_VERSION), GUINT32_TO_BE(107),
+                        GUINT32_TO_BE(RPC_MESSAGE), 0, 0, 0};
+    memcpy(fs.extra, words, sizeof(fs.extra));
+    GThread *server = g_thread_new("fake-server", fake_sasl_server, &fs);
+
+    ClientSeen seen = {0};
+    RpcClientCallbacks cb = {.on_event = seen_event, .on_close = seen_close, .data = &seen};
+    RpcTransport *ct = rpc_sasl_transport_new(rpc_transport_new_socket(sv[1]));
+    RpcClient *c = rpc_client_new_for_transport(ct, &cb);
+    RpcSaslCredentials creds = {.authname = "alice", .password = "secret1"};
+    g_autoptr(RpcSasl) client = rpc_sasl_client_new("libvirt", "localhost", ct, &creds, &e);
+    ck_assert_msg(client != NULL, "%s", e ? e->message : "");
+    ck_assert(rpc_sasl_set_security(client, 56, 100000, FALSE, &e));
+
+    remote_auth_sasl_init_ret init = {0};
+    ck_assert(rpc_client_call(c, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                              REMOTE_PROC_AUTH_SASL_INIT, NULL, NULL,
+                              (xdrproc_t)xdr_remote_auth_sasl_init_ret, &init, 10000, &e));
+    const char *mech = NULL, *out = NULL;
+    gsize outlen = 0;
+    RpcSaslStatus mine = rpc_sasl_client_start(client, init.mechlist, &mech, &out, &outlen, &e);
+    ck_assert(mine != RPC_SASL_FAILED);
+    remote_auth_sasl_start_args sa = {.mech = (char *)mech, .nil = out == NULL,
+                                      .data = {.data_len = outlen, .data_val = (char *)out}};
+    remote_auth_sasl_start_ret r = {0};
+    ck_assert(rpc_client_call(c, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                              REMOTE_PROC_AUTH_SASL_START,
+                              (xdrproc_t)xdr_remote_auth_sasl_start_args, &sa,
+                              (xdrproc_t)xdr_remote_auth_sasl_start_ret, &r, 10000, &e));
+    while (!r.complete) {
+        mine = rpc_sasl_client_step(client, r.data.data_val, r.data.data_len, &out, &outlen, &e);
+        ck_assert(mine != RPC_SASL_FAILED);
+        remote_auth_sasl_step_args st = {.nil = out == NULL,
+                                         .data = {.data_len = outlen, .data_val = (char *)out}};
+        xdr_free((xdrproc_t)xdr_remote_auth_sasl_start_ret, (char *)&r);
+        memset(&r, 0, sizeof(r));
+        ck_assert(rpc_client_call(c, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                                  REMOTE_PROC_AUTH_SASL_STEP,
+                                  (xdrproc_t)xdr_remote_auth_sasl_step_args, &st,
+                                  (xdrproc_t)xdr_remote_auth_sasl_step_ret, &r, 10000, &e));
+    }
+    if (mine != RPC_SASL_COMPLETE)
+        ck_assert(rpc_sasl_client_step(client, r.data.data_val, r.data.data_len, &out, &outlen,
+                                       &e) == RPC_SASL_COMPLETE);
+    g_thread_join(server);
+    /* As remote_peer_open does: the layer on, then reading on. */
+    rpc_sasl_transport_start_decoding(ct, client);
+    rpc_sasl_transport_start_encoding(ct);
+    rpc_client_set_authenticated(c);
+
+    for (int i = 0; i < 1000 && !g_atomic_int_get(&seen.closed); i++)
+        g_usleep(10 * 1000);
+    ck_assert_int_eq(g_atomic_int_get(&seen.events), 0);
+    ck_assert(g_atomic_int_get(&seen.closed));
+    ck_assert_msg(strstr(seen.why, "cannot decode SASL data"), "%s", seen.why);
+
+    xdr_free((xdrproc_t)xdr_remote_auth_sasl_init_ret, (char *)&init);
+    xdr_free((xdrproc_t)xdr_remote_auth_sasl_start_ret, (char *)&r);
+    rpc_client_free(c);
+    g_free(seen.why);
+    g_clear_pointer(&client, rpc_sasl_unref);
+    rpc_sasl_unref(fs.sasl);
+    close(sv[0]);
+    rpc_sasl_global_done();
+}
+END_TEST
+
 /* ---- URIs ---- */
 
 START_TEST(uri_names_as_libvirt)
@@ -600,6 +786,7 @@ static Suite *security_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, sasl_layer_bulk_both_directions);
     tcase_add_test(tc, sasl_plaintext_behind_the_last_step_is_not_parsed);
+    tcase_add_test(tc, sasl_client_does_not_parse_plaintext_behind_the_last_reply);
     suite_add_tcase(s, tc);
     tc = tcase_create("client");
     tcase_add_checked_fixture(tc, setup, teardown);

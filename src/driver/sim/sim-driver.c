@@ -15,9 +15,7 @@
 static void instance_free(gpointer data)
 {
     SimInstance *inst = data;
-    sim_migration_job_unref(inst->job);
     vmm_process_unref(inst->vm);
-    driver_job_info_clear(&inst->completed);
     g_free(inst);
 }
 
@@ -125,15 +123,9 @@ static guint64 sim_cpu_time_ns(DomainObj *obj)
     return vmm_process_cpu_time_ns(inst->vm);
 }
 
-static gboolean sim_has_job(DomainObj *obj)
-{
-    SimInstance *inst = domain_obj_get_priv(obj);
-    return inst && inst->job;
-}
-
 static void sim_abort_job(HvDriver *hv, DomainObj *obj, const char *why)
 {
-    sim_migration_abort_locked(hv->owner, obj, why);
+    migration_engine_abort_job_locked(obj, why);
 }
 
 static const char *const sim_runtime_suffixes[] = {".qmp", ".pid", NULL};
@@ -150,7 +142,7 @@ static const HvDriverHooks sim_hooks = {
     .resume = sim_resume,
     .shutdown = sim_shutdown,
     .cpu_time_ns = sim_cpu_time_ns,
-    .has_job = sim_has_job,
+    .has_job = migration_engine_has_job,
     .abort_job = sim_abort_job,
     .runtime_suffixes = sim_runtime_suffixes,
 };
@@ -174,24 +166,18 @@ static DriverOps sim_ops = {
     .get_capabilities = sim_get_capabilities,
 };
 
-void sim_driver_register_migration(DriverOps *ops);
-
 Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
 {
     SimDriver *sd = g_new0(SimDriver, 1);
     sd->vmm_binary = g_strdup(config->vmm_binary);
-    sd->migration_port_min = config->migration_port_min;
-    sd->migration_port_max = config->migration_port_max;
-    sd->migration_address = g_strdup(config->migration_address);
-    sd->migration_tls = config->migration_tls ? rpc_tls_context_ref(config->migration_tls) : NULL;
     hv_driver_fill_ops(&sim_ops, &sim_hooks);
-    sim_driver_register_migration(&sim_ops);
-    sim_migration_init(sd);
+    migration_engine_install_ops(&sim_ops);
     if (!hv_driver_init(&sd->hv, &sim_ops, &sim_hooks, sd, config->config_dir, config->run_dir,
                         error)) {
         sim_driver_close(&sd->hv.base);
         return NULL;
     }
+    sd->migration = migration_engine_new(&sd->hv, &sim_migration_hooks, config->migration_data);
     return &sd->hv.base;
 }
 
@@ -201,10 +187,8 @@ void sim_driver_close(Driver *drv)
         return;
     SimDriver *sd = sim_driver_of(drv);
     hv_driver_detach_all(&sd->hv);
-    sim_migration_shutdown(sd);
+    migration_engine_free(sd->migration);
     hv_driver_cleanup(&sd->hv);
     g_free(sd->vmm_binary);
-    g_free(sd->migration_address);
-    rpc_tls_context_unref(sd->migration_tls);
     g_free(sd);
 }

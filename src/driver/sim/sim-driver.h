@@ -3,17 +3,15 @@
 #pragma once
 
 #include "driver/driver.h"
+#include "tunnel/tunnel-channel.h"
 
 typedef struct {
     const char *config_dir; /* persistent domain configs */
     const char *run_dir;    /* runtime state of running instances, VMM sockets */
     const char *vmm_binary; /* ferry-vmm */
-    guint migration_port_min; /* proxy-mode data connections (qemu.conf names) */
-    guint migration_port_max;
-    const char *migration_address;
-    /* The daemon's server TLS context for encrypted proxy-mode data
-     * connections (virsh migrate --tls), or NULL. A reference is taken. */
-    struct RpcTlsContext *migration_tls;
+    /* The daemon's settings for proxy-mode data connections: address, port
+     * range, TLS (virsh migrate --tls). A reference is taken. */
+    TunnelDataSettings *migration_data;
 } SimDriverConfig;
 
 /* Loads configs and finds running VMs again; the driver is then registered. */

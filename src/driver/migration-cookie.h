@@ -1,0 +1,50 @@
+/* The migration cookie: what two daemons tell each other about a migration
+ * (who they are, the tunnel terms, the data connection's token, what the
+ * VMM verified), and the stream settings both sides derive from it. */
+#pragma once
+
+#include <glib.h>
+
+#include "tunnel/tunnel-stream.h"
+
+/* Tunnel sizes between two ferryd: big packets, a window that keeps a
+ * loopback or LAN link busy, memory bounded whatever the VM's size. */
+#define MIGRATION_PACKET_SIZE (1024 * 1024)
+#define MIGRATION_WINDOW (8 * 1024 * 1024)
+
+typedef struct {
+    gboolean ferry;  /* the peer is a ferryd */
+    char *daemon_id; /* tells a local migration (same daemon) apart */
+    gboolean credit; /* tunnel terms offered */
+    guint64 window;
+    guint64 packet;
+    char *token; /* proxy mode: the data connection's one-time token */
+    char *digest; /* what the source VMM moved and the destination verified */
+    guint64 downtime_ms;
+} MigrationCookie;
+
+void migration_cookie_clear(MigrationCookie *cookie);
+
+/* What to put in a cookie; NULL/0/FALSE fields are left out. */
+typedef struct {
+    const char *name;
+    const guint8 *uuid;
+    const char *daemon_id;
+    gboolean tunnel; /* offer credit flow control and big packets */
+    const char *token;
+    const char *digest;
+    guint64 downtime_ms;
+} MigrationCookieContent;
+
+/* The cookie's XML, NUL-terminated as libvirt peers send it. */
+GBytes *migration_cookie_format(const MigrationCookieContent *content);
+/* An empty cookie or one that is not ferry's (a libvirt peer's) leaves
+ * cookie->ferry FALSE. A cookie that is not well-formed XML, or that carries
+ * a DOCTYPE, is refused as domain XML is. */
+gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *cookie, GError **error);
+
+/* The stream settings both sides agree on: credit and big packets only when
+ * the peer is a ferryd that offered them; the plain protocol otherwise. */
+void migration_cookie_tunnel_config(const MigrationCookie *peer, TunnelRole role,
+                                    const char *peer_name, const char *vmm_name,
+                                    TunnelStreamConfig *config);

@@ -1,0 +1,418 @@
+/* The destination side: a hidden incoming instance that becomes the visible
+ * domain only when finish sees a clean channel and a VMM that completed the
+ * migration. A watchdog kills an incoming VM whose migration the source never
+ * finishes (source died, connection lost); in proxy mode a listener waits
+ * for the source's data connection. */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "driver/migration-private.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "migration.dest"
+
+#define FINISH_WAIT_S 60
+#define ORPHAN_GRACE_S 15
+#define DATA_CONNECT_WAIT_S 60
+#define VMM_END_WAIT_MS 10000
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationCookie, migration_cookie_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationVmmProgress, migration_vmm_progress_clear)
+
+typedef struct {
+    MigrationEngine *engine;
+    MigrationJob *job;
+} JobThread;
+
+static JobThread *job_thread_new(MigrationEngine *e, MigrationJob *job)
+{
+    JobThread *t = g_new0(JobThread, 1);
+    t->engine = e;
+    t->job = migration_job_ref(job);
+    return t;
+}
+
+static void job_thread_end(JobThread *t)
+{
+    MigrationEngine *e = t->engine;
+    migration_job_unref(t->job);
+    g_free(t);
+    migration_thread_done(e);
+}
+
+static void incoming_forget(MigrationEngine *e, MigrationJob *job)
+{
+    g_mutex_lock(&e->lock);
+    if (g_hash_table_lookup(e->incoming, job->name) == job)
+        g_hash_table_remove(e->incoming, job->name);
+    g_mutex_unlock(&e->lock);
+}
+
+/* Kills the incoming VM and drops its hidden instance. */
+static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *why)
+{
+    migration_job_cut_channel(job, NULL);
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, NULL);
+    if (obj) {
+        FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
+        migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
+        if (!domain_obj_is_removed(obj))
+            domain_list_remove(e->hv->list, obj);
+        domain_obj_end(obj);
+    }
+    incoming_forget(e, job);
+}
+
+/* The destination kills an incoming VM whose source never finishes. */
+static gpointer incoming_watchdog(gpointer data)
+{
+    JobThread *t = data;
+    MigrationEngine *e = t->engine;
+    MigrationJob *job = t->job;
+    g_autoptr(GError) err = NULL;
+    gboolean clean = migration_job_wait_channel(job, 0, &err);
+    gint64 deadline = g_get_monotonic_time() +
+                      (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
+    g_mutex_lock(&job->lock);
+    while (!job->claimed && !g_atomic_int_get(&e->stopping) && g_get_monotonic_time() < deadline)
+        g_cond_wait_until(&job->cond, &job->lock, deadline);
+    g_mutex_unlock(&job->lock);
+    /* A stopping daemon leaves the VM to its successor, which drops it. */
+    if (!g_atomic_int_get(&e->stopping) && migration_job_claim(job)) {
+        g_autofree char *why = g_strdup_printf(
+            "the source did not finish the migration (%s)",
+            clean ? "no finish call after the stream ended" : err->message);
+        incoming_discard(e, job, why);
+    }
+    job_thread_end(t);
+    return NULL;
+}
+
+/* Proxy mode: waits for the source's data connection, then relays it to the
+ * incoming VMM. A connection without the token is refused by the listener
+ * and the wait goes on. */
+static gpointer incoming_accept(gpointer data)
+{
+    JobThread *t = data;
+    MigrationJob *job = t->job;
+    g_autoptr(GError) err = NULL;
+    /* The listener and the VMM's end stay the job's until the channel takes them. */
+    TunnelRelayConfig rc = {.vmm_name = "destination VMM",
+                            .peer_name = "data connection from the source ferryd"};
+    g_autoptr(TunnelChannel) ch = tunnel_channel_accept_data(
+        job->listener, g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC,
+        job->pending_vmm_fd, &rc, &err);
+    if (ch) {
+        g_mutex_lock(&job->lock);
+        job->pending_vmm_fd = -1;
+        g_mutex_unlock(&job->lock);
+        migration_job_set_channel(job, ch);
+        /* While the data flows, the port stays ours. */
+        tunnel_channel_guard_port(ch, job->listener);
+    } else {
+        migration_job_set_channel_error(job, g_steal_pointer(&err));
+    }
+    g_mutex_lock(&job->lock);
+    g_clear_pointer(&job->listener, tunnel_data_listener_free);
+    g_mutex_unlock(&job->lock);
+    job_thread_end(t);
+    return NULL;
+}
+
+/* Proxy mode: a listener for the source's data connection; *uri_out names it. */
+static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray *params,
+                                guint flags, int *vmm_fd, char **uri_out, GError **error)
+{
+    const char *muri = NULL, *laddr = NULL;
+    if (!driver_params_get_string(params, "migrate_uri", &muri, error) ||
+        !driver_params_get_string(params, "listen_address", &laddr, error))
+        return FALSE;
+    g_autofree char *uri_host = NULL;
+    guint uri_port = 0;
+    if (muri && !migration_parse_tcp_uri(muri, &uri_host, &uri_port, error))
+        return FALSE;
+    /* Where to listen: the params, then migration_address, then everywhere. */
+    const char *addr = laddr                                      ? laddr
+                       : !migration_is_wildcard_address(uri_host) ? uri_host
+                           : tunnel_data_settings_get_address(e->data_settings);
+    job->token = tunnel_data_token_new();
+    g_autofree char *what = g_strdup_printf("the migration of domain '%s'", job->name);
+    job->listener = tunnel_data_settings_listen(e->data_settings, addr, uri_port, job->token,
+                                                (flags & MIGRATION_TLS) != 0, what, error);
+    if (!job->listener)
+        return FALSE;
+    job->pending_vmm_fd = *vmm_fd;
+    *vmm_fd = -1;
+    guint16 port = tunnel_data_listener_get_port(job->listener);
+    /* A wildcard address tells the source to use the host it reached us by. */
+    *uri_out = strchr(addr, ':') ? g_strdup_printf("tcp://[%s]:%u", addr, port)
+                                 : g_strdup_printf("tcp://%s:%u", addr, port);
+    migration_thread_start(e, "incoming-accept", incoming_accept, job_thread_new(e, job));
+    return TRUE;
+}
+
+gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
+                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
+                                GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e || !migration_check_flags_and_params(flags, params, error))
+        return FALSE;
+    const MigrationHooks *h = e->hooks;
+    const char *dxml = NULL, *dname = NULL;
+    if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
+        !driver_params_get_string(params, "destination_name", &dname, error))
+        return FALSE;
+    if (!dxml) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration parameter 'destination_xml' is missing");
+        return FALSE;
+    }
+    g_auto(MigrationCookie) src = {0};
+    if (!migration_cookie_parse(cookie_in, &src, error))
+        return FALSE;
+    g_autoptr(DomainDef) def = hv_parse_xml(e->hv, dxml, error);
+    if (!def)
+        return FALSE;
+    if (dname) {
+        g_free(def->name);
+        def->name = g_strdup(dname);
+    }
+    gboolean local = src.daemon_id && g_str_equal(src.daemon_id, e->daemon_id);
+    g_autofree char *name = g_strdup(def->name);
+
+    DomainObj *obj = domain_list_add(e->hv->list, &def,
+                                     DOMAIN_LIST_ADD_HIDDEN |
+                                         (local ? DOMAIN_LIST_ADD_ALLOW_RUNNING_TWIN : 0),
+                                     NULL, error);
+    if (!obj)
+        return FALSE;
+    int sv[2] = {-1, -1};
+    g_autoptr(GError) err = NULL;
+    g_autoptr(MigrationJob) job = NULL;
+    gpointer vm = NULL;
+    gboolean credit = FALSE;
+    MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
+    MigrationCookieContent c = {0};
+    if (!hv_instance_start(e->hv, obj, TRUE, &err))
+        goto fail;
+    vm = h->vm_ref(obj);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
+        goto fail;
+    }
+    ep.fd = sv[1];
+    sv[1] = -1;
+    if (!vm || !h->start_incoming(vm, &ep, &err)) {
+        if (!vm)
+            g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
+        goto fail;
+    }
+
+    job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
+    job->name = g_strdup(name);
+    job->instance_id = g_strdup(obj->instance_id);
+    if (binding) {
+        TunnelStreamConfig cfg;
+        migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
+                                       "destination VMM", &cfg);
+        credit = cfg.credit;
+        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
+        sv[0] = -1;
+        migration_job_set_channel(job, ch);
+    } else if (!incoming_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
+        goto fail;
+    }
+    obj->job = migration_job_ref(job);
+
+    g_mutex_lock(&e->lock);
+    g_hash_table_replace(e->incoming, g_strdup(name), migration_job_ref(job));
+    g_mutex_unlock(&e->lock);
+    migration_thread_start(e, "incoming-watchdog", incoming_watchdog, job_thread_new(e, job));
+
+    c = (MigrationCookieContent){.name = name, .uuid = domain_obj_get_uuid(obj),
+                                 .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
+                                 .token = job->token};
+    *cookie_out = migration_cookie_format(&c);
+    domain_store_save_state(e->hv->store, obj, NULL);
+    FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
+               local ? " from this daemon" : "",
+               binding ? (credit ? "tunnel, credit flow control" : "tunnel, plain") : *uri_out);
+    h->vm_unref(vm);
+    domain_obj_end(obj);
+    return TRUE;
+
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (vm)
+        h->vm_unref(vm);
+    migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
+    if (!domain_obj_is_removed(obj))
+        domain_list_remove(e->hv->list, obj);
+    domain_obj_end(obj);
+    g_propagate_prefixed_error(error, g_steal_pointer(&err), "cannot prepare the incoming VM: ");
+    return FALSE;
+}
+
+/* finish with cancelled=1: the source gave up. */
+static void finish_cancelled(MigrationEngine *e, MigrationJob *job, const char *dname,
+                             GError **error)
+{
+    /* If our side of the channel failed first, say how: the source may only
+     * have seen its connection drop. */
+    g_autoptr(GError) why = NULL;
+    gboolean failed_here = !migration_job_wait_channel(job, g_get_monotonic_time(), &why) &&
+                           !g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT);
+    migration_job_cut_channel(job, NULL);
+    incoming_discard(e, job, "the source canceled the migration");
+    if (failed_here)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "incoming migration of domain '%s' failed on the destination: %s", dname,
+                    why->message);
+    else
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_MIGRATE_FINISH_OK,
+                    "migration successfully aborted");
+}
+
+/* Makes the incoming instance (obj, locked) the domain, running unless
+ * --suspend; FALSE leaves it to be discarded. */
+static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, const char *pxml,
+                              guint flags, GError **error)
+{
+    if (pxml || (flags & MIGRATION_PERSIST_DEST)) {
+        g_autoptr(DomainDef) pdef =
+            pxml ? hv_parse_xml(e->hv, pxml, error) : domain_def_copy(obj->live_def);
+        if (!pdef || !domain_store_save_config(e->hv->store, pdef, error))
+            return FALSE;
+        domain_def_free(obj->persistent_def);
+        obj->persistent_def = g_steal_pointer(&pdef);
+    }
+    if (!domain_list_reveal(e->hv->list, obj, error))
+        return FALSE;
+    hv_emit(e->hv, obj, HV_EVENT_STARTED, HV_STARTED_MIGRATED);
+    if (flags & MIGRATION_PAUSED) {
+        domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
+        return TRUE;
+    }
+    if (!e->hooks->resume(vm, error)) {
+        g_prefix_error(error, "cannot resume the migrated VM: ");
+        return FALSE;
+    }
+    domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
+    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
+    return TRUE;
+}
+
+DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cookie_in,
+                                    guint flags, gboolean cancelled, GBytes **cookie_out,
+                                    GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e)
+        return NULL;
+    const MigrationHooks *h = e->hooks;
+    const char *dname = NULL, *pxml = NULL;
+    if (!driver_params_get_string(params, "destination_name", &dname, error) ||
+        !driver_params_get_string(params, "persistent_xml", &pxml, error))
+        return NULL;
+    g_mutex_lock(&e->lock);
+    MigrationJob *found = dname ? g_hash_table_lookup(e->incoming, dname) : NULL;
+    g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
+    g_mutex_unlock(&e->lock);
+    if (!job) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
+                    "no incoming migration of domain '%s'", dname ? dname : "(unnamed)");
+        return NULL;
+    }
+    if (!migration_job_claim(job)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the incoming migration of domain '%s' was already given up", dname);
+        return NULL;
+    }
+    if (cancelled) {
+        finish_cancelled(e, job, dname, error);
+        return NULL;
+    }
+
+    g_autoptr(GError) err = NULL;
+    g_auto(MigrationVmmProgress) end = {0};
+    gpointer vm = NULL;
+    DomainObj *obj = NULL;
+    DriverDomain *d = NULL;
+    MigrationCookieContent c = {0};
+    if (!migration_job_wait_channel(job, g_get_monotonic_time() + FINISH_WAIT_S * G_USEC_PER_SEC,
+                                    &err)) {
+        g_prefix_error(&err, "the migration stream did not end cleanly: ");
+        goto fail;
+    }
+    obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, &err);
+    if (!obj)
+        goto fail;
+    vm = h->vm_ref(obj);
+    domain_obj_unlock(obj);
+    if (!vm || !h->wait_end(vm, VMM_END_WAIT_MS, &end, &err) ||
+        end.status != MIGRATION_VMM_COMPLETED) {
+        g_clear_error(&err);
+        g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "destination VMM: %s",
+                    end.error ? end.error
+                    : end.status == MIGRATION_VMM_NONE ? "not reachable"
+                                                       : "the migration did not complete");
+        goto fail;
+    }
+    migration_job_update(job, &end.counters);
+
+    domain_obj_lock(obj);
+    if (!finish_reveal(e, obj, vm, pxml, flags, &err)) {
+        domain_obj_unlock(obj);
+        goto fail;
+    }
+    if (obj->job == job)
+        g_clear_pointer(&obj->job, migration_job_unref);
+    migration_save_completed(e, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL,
+                             end.digest);
+    domain_store_save_state(e->hv->store, obj, NULL);
+    d = g_new0(DriverDomain, 1);
+    d->name = g_strdup(domain_obj_get_name(obj));
+    memcpy(d->uuid, domain_obj_get_uuid(obj), 16);
+    d->id = obj->id;
+    c = (MigrationCookieContent){.name = d->name, .uuid = d->uuid, .daemon_id = e->daemon_id,
+                                 .digest = end.digest};
+    *cookie_out = migration_cookie_format(&c);
+    domain_obj_end(obj);
+    h->vm_unref(vm);
+    incoming_forget(e, job);
+    FERRY_INFO("incoming migration of domain '%s' finished (digest %s verified by the VMM)",
+               d->name, end.digest ? end.digest : "?");
+    return d;
+
+fail:
+    if (vm)
+        h->vm_unref(vm);
+    domain_obj_unref(obj);
+    incoming_discard(e, job, err->message);
+    g_propagate_prefixed_error(error, g_steal_pointer(&err),
+                               "incoming migration of domain '%s' failed: ", dname);
+    return NULL;
+}
+
+void migration_dest_shutdown(MigrationEngine *e)
+{
+    g_mutex_lock(&e->lock);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, e->incoming);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        MigrationJob *job = value;
+        g_mutex_lock(&job->lock);
+        g_cond_broadcast(&job->cond);
+        g_mutex_unlock(&job->lock);
+        migration_job_cut_channel(job, NULL);
+    }
+    g_mutex_unlock(&e->lock);
+}

@@ -1,0 +1,223 @@
+/* The engine's life, the job API (job info, abort, speed), completed-job
+ * records, and what its two sides share. */
+#include "driver/migration-engine.h"
+
+#include <string.h>
+
+#include "driver/migration-private.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/uuid.h"
+
+#define FERRY_LOG_MODULE "migration"
+
+void migration_vmm_progress_clear(MigrationVmmProgress *p)
+{
+    g_clear_pointer(&p->error, g_free);
+    g_clear_pointer(&p->digest, g_free);
+    driver_job_info_clear(&p->counters);
+}
+
+static void completed_free(gpointer data)
+{
+    driver_job_info_clear(data);
+    g_free(data);
+}
+
+MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
+                                      TunnelDataSettings *data_settings)
+{
+    MigrationEngine *e = g_new0(MigrationEngine, 1);
+    e->hv = hv;
+    e->hooks = hooks;
+    e->data_settings = data_settings ? tunnel_data_settings_ref(data_settings)
+                                     : tunnel_data_settings_new(NULL, 49152, 49215, NULL);
+    g_mutex_init(&e->lock);
+    g_cond_init(&e->threads_cond);
+    guint8 id[16];
+    ferry_uuid_generate(id);
+    e->daemon_id = ferry_uuid_to_string(id);
+    e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                        (GDestroyNotify)migration_job_unref);
+    e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
+    hv->base.migration = e;
+    return e;
+}
+
+void migration_engine_free(MigrationEngine *e)
+{
+    if (!e)
+        return;
+    /* Wake every thread, wait until none runs: they use the domain list. */
+    g_atomic_int_set(&e->stopping, TRUE);
+    migration_dest_shutdown(e);
+    g_mutex_lock(&e->lock);
+    while (e->threads > 0)
+        g_cond_wait(&e->threads_cond, &e->lock);
+    g_mutex_unlock(&e->lock);
+    if (e->hv->base.migration == e)
+        e->hv->base.migration = NULL;
+    g_hash_table_destroy(e->incoming);
+    g_hash_table_destroy(e->completed);
+    tunnel_data_settings_unref(e->data_settings);
+    g_free(e->daemon_id);
+    g_cond_clear(&e->threads_cond);
+    g_mutex_clear(&e->lock);
+    g_free(e);
+}
+
+MigrationEngine *migration_engine_of(Driver *drv, GError **error)
+{
+    if (!drv->migration)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "this driver has no migration engine");
+    return drv->migration;
+}
+
+void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJob *job,
+                              int type, const GError *error, const char *digest)
+{
+    DriverJobInfo *done = g_new0(DriverJobInfo, 1);
+    g_mutex_lock(&job->lock);
+    *done = job->info;
+    done->error_message = error ? g_strdup(error->message) : NULL;
+    done->digest = g_strdup(digest);
+    g_mutex_unlock(&job->lock);
+    done->type = type;
+    done->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
+    g_mutex_lock(&e->lock);
+    g_hash_table_replace(e->completed, ferry_uuid_to_string(uuid), done);
+    g_mutex_unlock(&e->lock);
+}
+
+void migration_thread_start(MigrationEngine *e, const char *name, GThreadFunc func,
+                            gpointer data)
+{
+    g_mutex_lock(&e->lock);
+    e->threads++;
+    g_mutex_unlock(&e->lock);
+    g_thread_unref(g_thread_new(name, func, data));
+}
+
+void migration_thread_done(MigrationEngine *e)
+{
+    g_mutex_lock(&e->lock);
+    e->threads--;
+    g_cond_broadcast(&e->threads_cond);
+    g_mutex_unlock(&e->lock);
+}
+
+void migration_kill_instance(MigrationEngine *e, DomainObj *obj, DomainShutoffReason reason)
+{
+    e->hv->hooks->kill(e->hv, obj, TRUE);
+    if (domain_obj_is_active(obj))
+        hv_instance_end(e->hv, obj, reason);
+}
+
+/* ---- the job API ---- */
+
+static gboolean engine_get_job_info(Driver *drv, const DriverDomain *dom, guint flags,
+                                    DriverJobInfo *info, GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e)
+        return FALSE;
+    memset(info, 0, sizeof(*info));
+    if (flags & DRIVER_JOB_STATS_COMPLETED) {
+        g_autofree char *u = ferry_uuid_to_string(dom->uuid);
+        g_mutex_lock(&e->lock);
+        DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
+        if (done) {
+            *info = *done;
+            info->error_message = g_strdup(done->error_message);
+            info->digest = g_strdup(done->digest);
+        }
+        g_mutex_unlock(&e->lock);
+        return TRUE;
+    }
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    if (obj->job)
+        migration_job_get_info(obj->job, info);
+    domain_obj_end(obj);
+    return TRUE;
+}
+
+void migration_engine_abort_job_locked(DomainObj *obj, const char *why)
+{
+    if (obj->job)
+        migration_job_request_abort(obj->job,
+                                    g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                "migration job canceled: %s", why));
+}
+
+gboolean migration_engine_has_job(DomainObj *obj)
+{
+    return obj->job != NULL;
+}
+
+static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
+    if (!obj)
+        return FALSE;
+    gboolean ok = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
+    if (ok)
+        migration_job_request_abort(obj->job,
+                                    g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                        "job 'migration out' canceled by client"));
+    else
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "no job is active on the domain");
+    domain_obj_end(obj);
+    return ok;
+}
+
+static gboolean engine_set_max_speed(Driver *drv, const DriverDomain *dom, guint64 mib,
+                                     GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    guint64 bytes = 0;
+    if (!e || !migration_bandwidth_to_bytes(mib, &bytes, error))
+        return FALSE;
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    gboolean ok = domain_obj_is_active(obj);
+    if (!ok) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+    } else {
+        obj->max_speed_mib = mib;
+        if (obj->job)
+            migration_job_set_bandwidth(obj->job, bytes);
+    }
+    domain_obj_end(obj);
+    return ok;
+}
+
+static gboolean engine_get_max_speed(Driver *drv, const DriverDomain *dom, guint64 *mib,
+                                     GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
+    if (!obj)
+        return FALSE;
+    *mib = obj->max_speed_mib;
+    domain_obj_end(obj);
+    return TRUE;
+}
+
+void migration_engine_install_ops(DriverOps *ops)
+{
+    ops->get_job_info = engine_get_job_info;
+    ops->abort_job = engine_abort_job;
+    ops->migrate_set_max_speed = engine_set_max_speed;
+    ops->migrate_get_max_speed = engine_get_max_speed;
+    ops->migrate_begin = migration_source_begin;
+    ops->migrate_prepare = migration_dest_prepare;
+    ops->migrate_perform = migration_source_perform;
+    ops->migrate_finish = migration_dest_finish;
+    ops->migrate_confirm = migration_source_confirm;
+}

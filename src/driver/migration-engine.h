@@ -1,0 +1,142 @@
+/* The migration engine: everything about moving a running domain between two
+ * daemons that does not depend on the VMM. It owns the job (on the domain
+ * object), flags and parameters, the cookie, the source sequence (begin,
+ * prepare on the peer, perform, finish, confirm), the destination sequence
+ * (prepare, finish, the watchdog that drops an orphaned incoming VM, the
+ * proxy-mode listener), cancel, and the records of completed jobs. Its bytes
+ * travel on tunnel channels (tunnel/tunnel-channel.h); it never sees an RPC
+ * connection, a transport or a TLS context.
+ *
+ * A VMM driver built on the hypervisor driver base (hv-driver.h) hands the
+ * engine a MigrationHooks table at start and installs the engine's DriverOps
+ * entries; the engine starts, kills and ends instances through the base (its
+ * spawn and kill hooks, hv_instance_start/end). See docs/migration.md for the
+ * sequences. */
+#pragma once
+
+#include <glib.h>
+
+#include "driver/hv-driver.h"
+#include "tunnel/tunnel-channel.h"
+
+typedef struct MigrationEngine MigrationEngine;
+
+/* How the VMM meets the engine's channel. */
+typedef enum {
+    /* The VMM takes a connected socket: the engine makes a socket pair, keeps
+     * one end for its channel and hands the hook the other (ferry-vmm and
+     * QEMU: `getfd` then `fd:NAME`). */
+    MIGRATION_ENDPOINT_FD = 0,
+} MigrationEndpointKind;
+
+/* What start_outgoing / start_incoming connect the VMM to. */
+typedef struct {
+    MigrationEndpointKind kind;
+    /* FD: the VMM's end of the pair. The hook owns it from the call on and
+     * closes it on every path (after passing it to the VMM). */
+    int fd;
+    /* How many connections the VMM makes: 1. Several (QEMU's multifd) need
+     * an address endpoint and a channel each; until the tunnel carries
+     * several channels per migration, PARALLEL is refused by name. */
+    guint n_connections;
+} MigrationEndpoint;
+
+/* The VMM's view of its migration. */
+typedef enum {
+    MIGRATION_VMM_NONE = 0,   /* no migration started, or the VMM cannot say */
+    MIGRATION_VMM_SETUP,
+    MIGRATION_VMM_ACTIVE,
+    MIGRATION_VMM_CANCELLING,
+    MIGRATION_VMM_COMPLETED,
+    MIGRATION_VMM_FAILED,
+    MIGRATION_VMM_CANCELLED,
+} MigrationVmmStatus;
+
+typedef struct {
+    MigrationVmmStatus status;
+    char *error;  /* FAILED: the VMM's own words, or NULL */
+    char *digest; /* a digest of guest memory the VMM verified, or NULL */
+    /* The VMM's counters: data_*, memory_* (total, processed, remaining, bps,
+     * dirty rate, iteration, page size), setup_time_ms, downtime_ms and
+     * has_downtime. The engine keeps type, operation, time_elapsed_ms. */
+    DriverJobInfo counters;
+} MigrationVmmProgress;
+
+void migration_vmm_progress_clear(MigrationVmmProgress *progress);
+
+/* The hooks a VMM driver gives the engine.
+ *
+ * `vm` is the driver's handle on one running VMM, obtained with vm_ref. The
+ * engine holds that reference for as long as it drives the VMM without the
+ * domain lock; the handle must stay safe to call after its instance ended
+ * (calls then fail with an error, or do nothing).
+ *
+ * Threads and locks: the source sequence runs in the RPC worker that serves
+ * the client's PERFORM call; prepare and finish run in the workers serving the
+ * peer's calls; the destination watchdog and the proxy listener run in
+ * threads of the engine. Unless noted, a hook is called WITHOUT the domain
+ * lock and may block on the VMM (bounded: a hook never waits forever). A hook
+ * called with the domain lock (marked "obj locked") must not take it again
+ * nor wait for anything that needs it. Abort (domjobabort, destroy) never
+ * calls a hook: it cuts the channels, and the sequence that runs the job
+ * reacts. Every hook but vm_ref/vm_unref/cancel reports failure with a GError
+ * a user can act on; the engine adds the phase and the side.
+ *
+ * Besides these, the engine uses the base's hooks: spawn (incoming) through
+ * hv_instance_start for the destination's hidden instance, kill (with obj
+ * locked: without waiting when the source hands over, waiting when an
+ * incoming VM is dropped) and hv_instance_end. */
+typedef struct {
+    MigrationEndpointKind endpoint;
+
+    /* A new reference on the VMM of obj's running instance, NULL if there is
+     * none. obj locked. */
+    gpointer (*vm_ref)(DomainObj *obj);
+    void (*vm_unref)(gpointer vm);
+
+    /* -- both sides -- */
+    /* Pauses the guest's CPUs (a migration without --live). */
+    gboolean (*stop)(gpointer vm, GError **error);
+    /* Resumes the guest's CPUs: the destination after a finished migration,
+     * the source after a failed one. */
+    gboolean (*resume)(gpointer vm, GError **error);
+    /* 1 if the guest's CPUs run, 0 if not, -1 if the VMM cannot say. */
+    int (*is_running)(gpointer vm);
+    /* The VMM's state and counters now; a prompt query. */
+    gboolean (*progress)(gpointer vm, MigrationVmmProgress *out, GError **error);
+    /* Waits until the VMM's migration left SETUP/ACTIVE/CANCELLING, at most
+     * timeout_ms, and reports it (the last state seen if the time ran out). */
+    gboolean (*wait_end)(gpointer vm, int timeout_ms, MigrationVmmProgress *out,
+                         GError **error);
+
+    /* -- source -- */
+    /* Starts sending the guest into endpoint, as fast as the VMM can: the
+     * channel enforces the bandwidth. */
+    gboolean (*start_outgoing)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+    /* Asks the VMM to stop migrating; returns without waiting for it. */
+    void (*cancel)(gpointer vm);
+
+    /* -- destination -- */
+    /* Makes the VMM of a new incoming instance (spawned paused by the base's
+     * spawn hook with incoming=TRUE) read the guest from endpoint. obj locked. */
+    gboolean (*start_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+} MigrationHooks;
+
+/* Lifetime: made by the driver after hv_driver_init(), freed by it after
+ * hv_driver_detach_all() and before hv_driver_cleanup() (freeing waits for
+ * the engine's threads). hooks must outlive the engine. data_settings: the
+ * daemon's proxy-mode settings (a reference is taken), or NULL (proxy mode
+ * then listens on every address, ports 49152-49215, no TLS). Sets
+ * hv->base.migration. */
+MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
+                                      TunnelDataSettings *data_settings);
+void migration_engine_free(MigrationEngine *engine);
+
+/* Fills the job and migration entries of a driver's ops with the engine's. */
+void migration_engine_install_ops(DriverOps *ops);
+
+/* The domain is being destroyed (obj locked): its job, if any, is aborted
+ * with why. */
+void migration_engine_abort_job_locked(DomainObj *obj, const char *why);
+/* Whether obj (locked) has a migration job: lifecycle calls refuse then. */
+gboolean migration_engine_has_job(DomainObj *obj);

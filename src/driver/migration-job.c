@@ -1,0 +1,187 @@
+/* The job's state, its channel, and abort. */
+#include "driver/migration-job.h"
+
+#include <unistd.h>
+
+#include "util/error.h"
+
+MigrationJob *migration_job_new(int operation)
+{
+    MigrationJob *job = g_new0(MigrationJob, 1);
+    job->ref = 1;
+    g_mutex_init(&job->lock);
+    g_cond_init(&job->cond);
+    job->operation = operation;
+    job->pending_vmm_fd = -1;
+    job->start_us = g_get_monotonic_time();
+    job->info.type = DRIVER_JOB_UNBOUNDED;
+    job->info.operation = operation;
+    return job;
+}
+
+MigrationJob *migration_job_ref(MigrationJob *job)
+{
+    g_atomic_int_inc(&job->ref);
+    return job;
+}
+
+void migration_job_unref(MigrationJob *job)
+{
+    if (!job || !g_atomic_int_dec_and_test(&job->ref))
+        return;
+    tunnel_channel_unref(job->channel);
+    tunnel_data_listener_free(job->listener);
+    if (job->pending_vmm_fd >= 0)
+        close(job->pending_vmm_fd);
+    g_clear_error(&job->channel_error);
+    g_free(job->token);
+    g_clear_error(&job->abort_reason);
+    driver_job_info_clear(&job->info);
+    g_mutex_clear(&job->lock);
+    g_cond_clear(&job->cond);
+    g_free(job->name);
+    g_free(job->instance_id);
+    g_free(job);
+}
+
+void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel)
+{
+    g_mutex_lock(&job->lock);
+    job->channel = tunnel_channel_ref(channel);
+    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    if (early) {
+        tunnel_channel_abort(channel, early);
+        g_error_free(early);
+    }
+}
+
+void migration_job_set_channel_error(MigrationJob *job, GError *error)
+{
+    g_mutex_lock(&job->lock);
+    g_clear_error(&job->channel_error);
+    job->channel_error = error;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+}
+
+gboolean migration_job_wait_channel(MigrationJob *job, gint64 deadline_us, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    while (!job->channel && !job->channel_error) {
+        if (!deadline_us) {
+            g_cond_wait(&job->cond, &job->lock);
+        } else if (!g_cond_wait_until(&job->cond, &job->lock, deadline_us)) {
+            g_mutex_unlock(&job->lock);
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                        "the data connection is not open yet");
+            return FALSE;
+        }
+    }
+    if (job->channel_error) {
+        g_propagate_error(error, g_error_copy(job->channel_error));
+        g_mutex_unlock(&job->lock);
+        return FALSE;
+    }
+    g_autoptr(TunnelChannel) ch = tunnel_channel_ref(job->channel);
+    g_mutex_unlock(&job->lock);
+    return tunnel_channel_wait(ch, deadline_us, error);
+}
+
+void migration_job_cut_channel(MigrationJob *job, const GError *why)
+{
+    g_mutex_lock(&job->lock);
+    g_autoptr(TunnelChannel) ch = job->channel ? tunnel_channel_ref(job->channel) : NULL;
+    if (job->listener)
+        tunnel_data_listener_cancel(job->listener);
+    g_mutex_unlock(&job->lock);
+    if (ch)
+        tunnel_channel_abort(ch, why);
+}
+
+gboolean migration_job_peer_heard_end(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean heard = job->channel ? tunnel_channel_peer_acknowledged_end(job->channel) : TRUE;
+    g_mutex_unlock(&job->lock);
+    return heard;
+}
+
+void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second)
+{
+    g_mutex_lock(&job->lock);
+    job->bandwidth = bytes_per_second;
+    if (job->channel)
+        tunnel_channel_set_bandwidth(job->channel, bytes_per_second);
+    g_mutex_unlock(&job->lock);
+}
+
+void migration_job_request_abort(MigrationJob *job, GError *why)
+{
+    g_mutex_lock(&job->lock);
+    if (!job->abort_requested) {
+        job->abort_requested = TRUE;
+        job->abort_reason = why;
+        why = NULL;
+    }
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    g_clear_error(&why);
+    /* Shuts the sockets down and tells the peer: never waits on it. */
+    g_autoptr(GError) e = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                              "migration aborted");
+    migration_job_cut_channel(job, e);
+}
+
+GError *migration_job_abort_error(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    GError *e = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
+    g_mutex_unlock(&job->lock);
+    return e;
+}
+
+void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
+{
+    g_mutex_lock(&job->lock);
+    DriverJobInfo *i = &job->info;
+    i->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
+    i->data_total = c->data_total;
+    i->data_processed = c->data_processed;
+    i->data_remaining = c->data_remaining;
+    i->memory_total = c->memory_total;
+    i->memory_processed = c->memory_processed;
+    i->memory_remaining = c->memory_remaining;
+    i->memory_bps = c->memory_bps;
+    i->memory_dirty_rate = c->memory_dirty_rate;
+    i->memory_iteration = c->memory_iteration;
+    i->memory_page_size = c->memory_page_size;
+    i->setup_time_ms = c->setup_time_ms;
+    if (c->has_downtime) {
+        i->downtime_ms = c->downtime_ms;
+        i->has_downtime = TRUE;
+    }
+    g_mutex_unlock(&job->lock);
+}
+
+void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
+{
+    g_mutex_lock(&job->lock);
+    *info = job->info;
+    info->error_message = g_strdup(job->info.error_message);
+    info->digest = g_strdup(job->info.digest);
+    info->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
+    g_mutex_unlock(&job->lock);
+}
+
+gboolean migration_job_claim(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean mine = !job->claimed;
+    job->claimed = TRUE;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    return mine;
+}

@@ -1,0 +1,68 @@
+/* MigrationJob: one migration of one domain instance, on either side. It
+ * lives on the DomainObj (obj->job, a reference) while the instance runs and
+ * is shared with the threads that drive it. Its snapshot answers job queries
+ * at once, whatever the channel or the VMM are doing. */
+#pragma once
+
+#include <glib.h>
+
+#include "driver/driver.h"
+#include "tunnel/tunnel-channel.h"
+
+typedef struct MigrationJob MigrationJob;
+
+/* Locking: `lock` guards every field below it; never held across a wait on
+ * the VMM, the peer or a channel. */
+struct MigrationJob {
+    gint ref;
+    int operation; /* DRIVER_JOB_OPERATION_MIGRATION_OUT / _IN */
+    gint64 start_us;
+    GMutex lock;
+    GCond cond; /* channel set, claimed, abort requested */
+    DriverJobInfo info; /* the last snapshot */
+    gboolean abort_requested;
+    GError *abort_reason;
+    TunnelChannel *channel;
+    guint64 bandwidth; /* bytes/s, 0 = unlimited */
+    /* destination, proxy mode: until the source's data connection comes */
+    TunnelDataListener *listener;
+    int pending_vmm_fd;
+    GError *channel_error; /* the data connection never came */
+    char *token;           /* the data connection's one-time token */
+    /* destination */
+    char *name;
+    char *instance_id;
+    gboolean claimed; /* finish or the watchdog took charge of the outcome */
+};
+
+MigrationJob *migration_job_new(int operation);
+MigrationJob *migration_job_ref(MigrationJob *job);
+void migration_job_unref(MigrationJob *job);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(MigrationJob, migration_job_unref)
+
+/* Hands the job its channel (a reference is taken) and applies the job's
+ * bandwidth; an abort requested before reaches the channel now. */
+void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel);
+/* The channel has not come and never will (proxy destination). Takes error. */
+void migration_job_set_channel_error(MigrationJob *job, GError *error);
+/* TRUE when the channel ended cleanly; FALSE with the cause, or
+ * OPERATION_TIMEOUT once deadline_us (monotonic; 0 = none) passed, also while
+ * no channel exists yet. */
+gboolean migration_job_wait_channel(MigrationJob *job, gint64 deadline_us, GError **error);
+/* Cuts the channel (and a listener still waiting) without waiting. */
+void migration_job_cut_channel(MigrationJob *job, const GError *why);
+gboolean migration_job_peer_heard_end(MigrationJob *job);
+void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second);
+
+/* Records the abort (takes why; the first reason wins) and cuts the channel. */
+void migration_job_request_abort(MigrationJob *job, GError *why);
+/* A copy of the abort's reason, NULL if none was requested. */
+GError *migration_job_abort_error(MigrationJob *job);
+
+/* Takes the VMM's counters into the snapshot. */
+void migration_job_update(MigrationJob *job, const DriverJobInfo *counters);
+/* A copy of the snapshot, with the elapsed time of now. */
+void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
+
+/* Takes charge of the outcome: TRUE for the first caller only. */
+gboolean migration_job_claim(MigrationJob *job);

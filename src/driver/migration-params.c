@@ -1,0 +1,125 @@
+/* Flag and parameter policy of the migration engine. */
+#include "driver/migration-params.h"
+
+#include <string.h>
+
+#include "driver/driver-params.h"
+#include "util/error.h"
+
+static const char *const refused_flags[] = {
+    [6] = "NON_SHARED_DISK (copying disks is not carried yet)",
+    [7] = "NON_SHARED_INC (copying disks is not carried yet)",
+    [10] = "OFFLINE",
+    [11] = "COMPRESSED",
+    [13] = "AUTO_CONVERGE",
+    [14] = "RDMA_PIN_ALL",
+    [15] = "POSTCOPY",
+    [16] = NULL, /* TLS: proxy mode only, checked below */
+    [17] = "PARALLEL",
+    [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
+    [19] = "POSTCOPY_RESUME",
+    [20] = "ZEROCOPY",
+};
+
+static const char *const supported_params[] = {"destination_name", "destination_xml",
+                                               "persistent_xml", "bandwidth", "migrate_uri",
+                                               "listen_address", NULL};
+
+gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
+{
+    for (guint bit = 0; bit < G_N_ELEMENTS(refused_flags); bit++) {
+        if ((flags & (1u << bit)) && refused_flags[bit]) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                        "migration flag %s is not supported", refused_flags[bit]);
+            return FALSE;
+        }
+    }
+    if ((flags & MIGRATION_TLS) && (flags & MIGRATION_TUNNELLED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag TLS is not supported with --tunnelled: the tunnel is "
+                    "encrypted by the TLS of the daemons' connection (use a +tls URI)");
+        return FALSE;
+    }
+    if (flags >> G_N_ELEMENTS(refused_flags)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "unknown migration flags 0x%x", flags);
+        return FALSE;
+    }
+    for (guint i = 0; params && i < params->len; i++) {
+        const DriverParam *p = params->pdata[i];
+        if ((flags & MIGRATION_TUNNELLED) &&
+            (g_str_equal(p->field, "migrate_uri") || g_str_equal(p->field, "listen_address"))) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                        "migration parameter '%s' cannot be used with tunnelled migration",
+                        p->field);
+            return FALSE;
+        }
+        if (!g_strv_contains(supported_params, p->field)) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                        "migration parameter '%s' is not supported", p->field);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+gboolean migration_bandwidth_to_bytes(guint64 mib_per_s, guint64 *bytes_per_s, GError **error)
+{
+    const guint64 max_mib = G_MAXUINT64 >> 20;
+    if (mib_per_s > max_mib) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OVERFLOW,
+                    "migration bandwidth %" G_GUINT64_FORMAT
+                    " MiB/s is too large: it must be at most %" G_GUINT64_FORMAT " MiB/s",
+                    mib_per_s, max_mib);
+        return FALSE;
+    }
+    *bytes_per_s = mib_per_s << 20;
+    return TRUE;
+}
+
+gboolean migration_parse_tcp_uri(const char *uri, char **host, guint *port, GError **error)
+{
+    const char *p = uri;
+    if (g_str_has_prefix(p, "tcp://"))
+        p += 6;
+    else if (g_str_has_prefix(p, "tcp:"))
+        p += 4;
+    else {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration URI '%s' is not tcp://HOST[:PORT]", uri);
+        return FALSE;
+    }
+    g_autofree char *rest = g_strdup(p);
+    char *slash = strchr(rest, '/');
+    if (slash)
+        *slash = '\0';
+    char *colon = NULL;
+    if (rest[0] == '[') {
+        char *close = strchr(rest, ']');
+        if (!close) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "bad address in '%s'", uri);
+            return FALSE;
+        }
+        *close = '\0';
+        colon = close[1] == ':' ? close + 1 : NULL;
+        *host = g_strdup(rest + 1);
+    } else {
+        colon = strrchr(rest, ':');
+        if (colon)
+            *colon = '\0';
+        *host = g_strdup(rest);
+    }
+    guint64 n = 0;
+    if (colon && !g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &n, NULL)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "bad port in '%s'", uri);
+        g_clear_pointer(host, g_free);
+        return FALSE;
+    }
+    *port = (guint)n;
+    return TRUE;
+}
+
+gboolean migration_is_wildcard_address(const char *host)
+{
+    return !host || !*host || g_str_equal(host, "0.0.0.0") || g_str_equal(host, "::");
+}

@@ -1,0 +1,53 @@
+/* What the migration engine's files share: the engine itself and the entry
+ * points of each side. Not for drivers: they use migration-engine.h. */
+#pragma once
+
+#include "driver/migration-cookie.h"
+#include "driver/migration-engine.h"
+#include "driver/migration-job.h"
+#include "driver/migration-params.h"
+
+struct MigrationEngine {
+    HvDriver *hv;
+    const MigrationHooks *hooks;
+    TunnelDataSettings *data_settings;
+    char *daemon_id; /* random per daemon run: tells a local migration apart */
+    GMutex lock;
+    GHashTable *incoming;  /* domain name -> MigrationJob* (ref), destination side */
+    GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
+    GCond threads_cond;
+    guint threads;   /* engine threads running (under lock) */
+    gint stopping;   /* atomic: the daemon is stopping, threads leave at once */
+};
+
+MigrationEngine *migration_engine_of(Driver *drv, GError **error);
+/* Keeps job's outcome for `domjobinfo --completed` on the domain uuid. */
+void migration_save_completed(MigrationEngine *engine, const guint8 *uuid, MigrationJob *job,
+                              int type, const GError *error, const char *digest);
+/* The engine's threads: counted, so that free waits for them. */
+void migration_thread_start(MigrationEngine *engine, const char *name, GThreadFunc func,
+                            gpointer data);
+void migration_thread_done(MigrationEngine *engine);
+/* Kills the VMM of obj (locked), if any, and ends its instance. */
+void migration_kill_instance(MigrationEngine *engine, DomainObj *obj,
+                             DomainShutoffReason reason);
+
+/* migration-source.c */
+char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *params,
+                             guint flags, GBytes **cookie_out, GError **error);
+gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const char *dconnuri,
+                                  GPtrArray *params, GBytes *cookie_in, guint flags,
+                                  GBytes **cookie_out, GError **error);
+gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
+                                  GBytes *cookie_in, guint flags, gboolean cancelled,
+                                  GError **error);
+
+/* migration-dest.c */
+gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
+                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
+                                GError **error);
+DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cookie_in,
+                                    guint flags, gboolean cancelled, GBytes **cookie_out,
+                                    GError **error);
+/* Wakes the destination threads of the engine and cuts their channels. */
+void migration_dest_shutdown(MigrationEngine *engine);

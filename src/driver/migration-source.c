@@ -1,0 +1,538 @@
+/* The source side of a peer-to-peer migration.
+ *
+ * perform: open the destination, prepare there (which starts an incoming VMM
+ * and its end of the channel), carry the source VMM's migration through the
+ * channel, finish there with cancelled=0|1, then confirm here: end our VM on
+ * success, resume it on failure. At every instant the VM runs (or can
+ * resume) on exactly one host. */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "driver/migration-private.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "migration.source"
+
+#define POLL_MS 200
+#define VMM_END_WAIT_MS 10000
+#define DATA_CONNECT_TIMEOUT_MS 10000
+
+typedef struct {
+    MigrationEngine *engine;
+    const MigrationHooks *hooks;
+    const MigrationPeerOps *ops;
+    MigrationPeer *peer;
+    MigrationJob *job;
+    gpointer vm;
+    char *name;
+    guint8 uuid[16];
+    char *instance_id;
+    gboolean was_paused;
+    guint flags;
+    guint destflags;
+    GPtrArray *dparams;
+    GBytes *dest_cookie;
+    TunnelBinding *binding;
+    gboolean prepared;   /* the destination has an incoming VM to finish or drop */
+    char *dconn_host;    /* the destination's host, as the URI names it */
+    char *migrate_uri;   /* proxy mode: where to open the data connection */
+    char *dconn_pkipath; /* proxy mode with --tls: the client files, as the URI says */
+    char *digest;
+    guint64 downtime_ms;
+} Outgoing;
+
+static void outgoing_clear(Outgoing *o)
+{
+    if (o->binding)
+        tunnel_binding_free(o->binding);
+    if (o->peer)
+        o->ops->close(o->peer);
+    if (o->vm)
+        o->hooks->vm_unref(o->vm);
+    migration_job_unref(o->job);
+    g_free(o->name);
+    g_free(o->instance_id);
+    if (o->dparams)
+        g_ptr_array_unref(o->dparams);
+    if (o->dest_cookie)
+        g_bytes_unref(o->dest_cookie);
+    g_free(o->digest);
+    g_free(o->dconn_host);
+    g_free(o->migrate_uri);
+    g_free(o->dconn_pkipath);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationVmmProgress, migration_vmm_progress_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationCookie, migration_cookie_clear)
+
+static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
+{
+    MigrationCookieContent c = {.name = o->name, .uuid = o->uuid,
+                                .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
+                                .digest = o->digest, .downtime_ms = o->downtime_ms};
+    return migration_cookie_format(&c);
+}
+
+static gboolean require_feature(Outgoing *o, int feature, const char *what, GError **error)
+{
+    int r = o->ops->supports_feature(o->peer, feature, error);
+    if (r < 0)
+        return FALSE;
+    if (r == 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the %s does not support %s", o->ops->describe(o->peer), what);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static const char *vmm_error(const MigrationVmmProgress *p, const char *fallback)
+{
+    if (p->error)
+        return p->error;
+    switch (p->status) {
+    case MIGRATION_VMM_FAILED:
+        return "failed";
+    case MIGRATION_VMM_CANCELLED:
+        return "cancelled";
+    case MIGRATION_VMM_SETUP:
+        return "setup";
+    case MIGRATION_VMM_ACTIVE:
+        return "active";
+    case MIGRATION_VMM_CANCELLING:
+        return "cancelling";
+    default:
+        return fallback;
+    }
+}
+
+/* Tunnelled: prepare on the peer, then a stream channel on its connection. */
+static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
+{
+    g_autoptr(GBytes) cookie = outgoing_cookie(o, TRUE);
+    if (!o->ops->prepare_tunnel(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
+                                &o->binding, error)) {
+        g_prefix_error(error, "the destination refused: ");
+        return FALSE;
+    }
+    o->prepared = TRUE;
+    g_auto(MigrationCookie) dc = {0};
+    if (!migration_cookie_parse(o->dest_cookie, &dc, error))
+        return FALSE;
+    g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
+    TunnelStreamConfig cfg;
+    migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
+    g_mutex_lock(&o->job->lock);
+    cfg.bandwidth = o->job->bandwidth;
+    g_mutex_unlock(&o->job->lock);
+    g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
+    *vmm_fd = -1;
+    migration_job_set_channel(o->job, ch);
+    return TRUE;
+}
+
+/* Proxy mode: prepare on the peer, then a data connection it relays. */
+static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
+{
+    g_autoptr(GBytes) cookie = outgoing_cookie(o, TRUE);
+    g_autofree char *uri_out = NULL;
+    if (!o->ops->prepare(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie, &uri_out,
+                         error)) {
+        g_prefix_error(error, "the destination refused: ");
+        return FALSE;
+    }
+    o->prepared = TRUE;
+    g_auto(MigrationCookie) dc = {0};
+    if (!migration_cookie_parse(o->dest_cookie, &dc, error))
+        return FALSE;
+    const char *target = o->migrate_uri ? o->migrate_uri : uri_out;
+    if (!dc.token || strlen(dc.token) != TUNNEL_DATA_TOKEN_LEN || !target) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the destination gave no data connection (uri '%s')", target ? target : "");
+        return FALSE;
+    }
+    g_autofree char *host = NULL;
+    guint port = 0;
+    if (!migration_parse_tcp_uri(target, &host, &port, error))
+        return FALSE;
+    if (migration_is_wildcard_address(host)) {
+        g_free(host);
+        host = g_strdup(o->dconn_host);
+    }
+    gboolean tls = (o->flags & MIGRATION_TLS) != 0;
+    g_autofree char *data_name = g_strdup_printf(
+        "%sdata connection to the destination ferryd at %s:%u", tls ? "TLS " : "", host, port);
+    TunnelRelayConfig rcfg = {.vmm_name = "source VMM", .peer_name = data_name};
+    g_mutex_lock(&o->job->lock);
+    rcfg.bandwidth = o->job->bandwidth;
+    g_mutex_unlock(&o->job->lock);
+    int fd = *vmm_fd;
+    *vmm_fd = -1;
+    g_autoptr(TunnelChannel) ch =
+        tunnel_channel_connect_data(host, (guint16)port, dc.token, tls, o->dconn_pkipath,
+                                    DATA_CONNECT_TIMEOUT_MS, fd, &rcfg, error);
+    if (!ch)
+        return FALSE;
+    migration_job_set_channel(o->job, ch);
+    return TRUE;
+}
+
+/* Runs prepare on the destination and the channel until the VMM is done. */
+static gboolean outgoing_run(Outgoing *o, GError **error)
+{
+    const char *phase = "perform";
+    g_autoptr(GError) e = NULL;
+    int sv[2] = {-1, -1};
+    const MigrationHooks *h = o->hooks;
+    g_auto(MigrationVmmProgress) end = {0};
+    MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
+
+    if (!require_feature(o, MIGRATION_FEATURE_P2P, "peer-to-peer migration", &e) ||
+        !require_feature(o, MIGRATION_FEATURE_V3, "migration protocol version 3", &e) ||
+        !require_feature(o, MIGRATION_FEATURE_PARAMS, "migration parameters", &e))
+        goto fail;
+
+    /* Non-live: the VM stops first and moves as a snapshot. */
+    if (!(o->flags & MIGRATION_LIVE) && !o->was_paused && !h->stop(o->vm, &e))
+        goto fail;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
+        goto fail;
+    }
+
+    phase = "prepare";
+    if (!((o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, &sv[0], &e)
+                                           : outgoing_open_data(o, &sv[0], &e)))
+        goto fail;
+    phase = "perform";
+
+    ep.fd = sv[1];
+    sv[1] = -1;
+    if (!h->start_outgoing(o->vm, &ep, &e))
+        goto fail;
+
+    for (;;) {
+        g_autoptr(GError) ce = NULL;
+        gboolean done = migration_job_wait_channel(o->job,
+                                                   g_get_monotonic_time() + POLL_MS * 1000, &ce);
+        g_auto(MigrationVmmProgress) p = {0};
+        if (h->progress(o->vm, &p, NULL))
+            migration_job_update(o->job, &p.counters);
+        g_autoptr(GError) aborted = migration_job_abort_error(o->job);
+        if (aborted) {
+            e = g_steal_pointer(&aborted);
+            goto fail;
+        }
+        /* A failed channel holds the root cause; the VMM only sees its socket close. */
+        if (!done && !g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+            e = g_steal_pointer(&ce);
+            goto fail;
+        }
+        if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
+            g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
+                        vmm_error(&p, "failed"));
+            goto fail;
+        }
+        if (done)
+            break;
+    }
+
+    /* The channel ended cleanly; the VMM decides whether the migration did. */
+    if (!h->wait_end(o->vm, VMM_END_WAIT_MS, &end, &e)) {
+        g_prefix_error(&e, "source VMM: ");
+        goto fail;
+    }
+    migration_job_update(o->job, &end.counters);
+    if (end.status != MIGRATION_VMM_COMPLETED) {
+        g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
+                    vmm_error(&end, "no status"));
+        goto fail;
+    }
+    o->digest = g_steal_pointer(&end.digest);
+    o->downtime_ms = end.counters.downtime_ms;
+    return TRUE;
+
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
+        g_propagate_error(error, g_steal_pointer(&e));
+    else
+        g_propagate_prefixed_error(error, g_steal_pointer(&e), "migration failed in %s phase: ",
+                                   phase);
+    return FALSE;
+}
+
+/* After a failure: stop the channel and the VMM's migration, and tell the
+ * destination to drop its incoming VM (if it can still hear us). Returns
+ * what the destination said about the failure, if anything useful. */
+static char *outgoing_cancel(Outgoing *o, const GError *why)
+{
+    char *report = NULL;
+    migration_job_cut_channel(o->job, why);
+    o->hooks->cancel(o->vm);
+    g_auto(MigrationVmmProgress) end = {0};
+    o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
+    migration_job_wait_channel(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+
+    if (o->prepared) {
+        if (migration_job_peer_heard_end(o->job)) {
+            g_autoptr(GBytes) cookie_out = NULL;
+            g_autoptr(GError) fe = NULL;
+            g_autoptr(DriverDomain) d = o->ops->finish(o->peer, o->dparams, NULL, o->destflags,
+                                                       TRUE, &cookie_out, &fe);
+            if (fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK)
+                report = g_strdup(fe->message);
+        } else {
+            /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
+            FERRY_INFO("the %s does not answer; closing the connection",
+                       o->ops->describe(o->peer));
+        }
+    }
+    return report;
+}
+
+/* Confirm, on the source: the VM now runs on exactly one host. */
+static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
+{
+    MigrationEngine *e = o->engine;
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, o->instance_id, NULL);
+    if (!obj) {
+        FERRY_WARN("domain '%s' is gone from the source during its migration", o->name);
+        return;
+    }
+    if (obj->job == o->job)
+        g_clear_pointer(&obj->job, migration_job_unref);
+    if (success) {
+        migration_save_completed(e, o->uuid, o->job, DRIVER_JOB_COMPLETED, NULL, o->digest);
+        /* The guest runs on the destination: end ours without waiting under
+         * the domain lock (job-info and the client are waiting on it). */
+        e->hv->hooks->kill(e->hv, obj, FALSE);
+        DriverDomain d = {0};
+        hv_domain_ref_of(obj, &d);
+        gboolean hidden = domain_obj_is_hidden(obj);
+        hv_instance_end(e->hv, obj, DOMAIN_SHUTOFF_MIGRATED);
+        if (!hidden)
+            driver_event_emit(&e->hv->base, &d, HV_EVENT_STOPPED, HV_STOPPED_MIGRATED);
+        if ((o->flags & MIGRATION_UNDEFINE_SOURCE) && !domain_obj_is_removed(obj) &&
+            domain_obj_is_persistent(obj)) {
+            domain_store_delete_config(e->hv->store, o->name, NULL);
+            domain_store_set_autostart(e->hv->store, o->name, FALSE, NULL);
+            if (!hidden)
+                driver_event_emit(&e->hv->base, &d, HV_EVENT_UNDEFINED, 0);
+            domain_list_undefine(e->hv->list, obj);
+        }
+        driver_domain_clear(&d);
+    } else {
+        gboolean cancelled = g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED);
+        migration_save_completed(e, o->uuid, o->job,
+                                 cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
+        if (domain_obj_is_active(obj)) {
+            int running = o->hooks->is_running(o->vm);
+            if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
+                running = o->hooks->is_running(o->vm);
+            if (running == 1) {
+                domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
+                if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
+                    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
+            }
+            domain_store_save_state(e->hv->store, obj, NULL);
+        }
+    }
+    domain_obj_end(obj);
+}
+
+/* Takes the domain's job and what the destination needs to know. */
+static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *params,
+                               guint64 bandwidth, GError **error)
+{
+    MigrationEngine *e = o->engine;
+    const char *dname = NULL, *dxml = NULL, *pxml = NULL;
+    if (!driver_params_get_string(params, "destination_name", &dname, error) ||
+        !driver_params_get_string(params, "destination_xml", &dxml, error) ||
+        !driver_params_get_string(params, "persistent_xml", &pxml, error))
+        return FALSE;
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    gpointer vm = domain_obj_is_active(obj) ? o->hooks->vm_ref(obj) : NULL;
+    if (!vm) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    o->vm = vm;
+    if (obj->job) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "domain has a migration job in progress");
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    guint64 max_speed = 0;
+    if (bandwidth == G_MAXUINT64 &&
+        !migration_bandwidth_to_bytes(obj->max_speed_mib, &max_speed, error)) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
+    o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    obj->job = migration_job_ref(o->job);
+    o->name = g_strdup(domain_obj_get_name(obj));
+    memcpy(o->uuid, domain_obj_get_uuid(obj), 16);
+    o->instance_id = g_strdup(obj->instance_id);
+    o->was_paused = domain_obj_get_state(obj, NULL) == DOMAIN_STATE_PAUSED;
+    o->destflags = (o->flags & ~(MIGRATION_ABORT_ON_ERROR | MIGRATION_AUTO_CONVERGE |
+                                 MIGRATION_CHANGE_PROTECTION)) |
+                   (o->was_paused ? MIGRATION_PAUSED : 0);
+    o->dparams = driver_params_copy(params);
+    if (!dxml) {
+        g_autofree char *xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+        driver_params_add_string(o->dparams, "destination_xml", xml);
+    }
+    if (!dname)
+        driver_params_add_string(o->dparams, "destination_name", o->name);
+    if ((o->flags & MIGRATION_PERSIST_DEST) && !pxml && obj->persistent_def) {
+        g_autofree char *pers = domain_def_format(obj->persistent_def, -1,
+                                                  DOMAIN_DEF_FORMAT_INACTIVE |
+                                                      DOMAIN_DEF_FORMAT_MIGRATABLE);
+        driver_params_add_string(o->dparams, "persistent_xml", pers);
+    }
+    if (!(o->flags & MIGRATION_LIVE) && !o->was_paused) {
+        domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
+        hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_MIGRATED);
+    }
+    domain_obj_end(obj);
+    return TRUE;
+}
+
+gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const char *dconnuri,
+                                  GPtrArray *params, GBytes *cookie_in, guint flags,
+                                  GBytes **cookie_out, GError **error)
+{
+    MigrationEngine *engine = migration_engine_of(drv, error);
+    if (!engine)
+        return FALSE;
+    if (!(flags & MIGRATION_PEER2PEER)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "only peer-to-peer migration is supported (use --p2p)");
+        return FALSE;
+    }
+    if (!migration_check_flags_and_params(flags, params, error))
+        return FALSE;
+    if (!dconnuri || !*dconnuri) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "peer-to-peer migration needs a destination URI");
+        return FALSE;
+    }
+    const MigrationPeerOps *ops = driver_get_migration_peer_ops();
+    if (!ops) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                    "no way to reach a destination daemon");
+        return FALSE;
+    }
+    const char *muri = NULL;
+    guint64 bandwidth_mib = 0, bandwidth = G_MAXUINT64; /* MAX: the domain's max speed */
+    gboolean has_bandwidth = FALSE;
+    if (!driver_params_get_string(params, "migrate_uri", &muri, error) ||
+        !driver_params_get_ullong(params, "bandwidth", &bandwidth_mib, &has_bandwidth, error))
+        return FALSE;
+    if (has_bandwidth && !migration_bandwidth_to_bytes(bandwidth_mib, &bandwidth, error))
+        return FALSE;
+
+    g_auto(Outgoing) o = {0};
+    o.engine = engine;
+    o.hooks = engine->hooks;
+    o.ops = ops;
+    o.flags = flags;
+    o.migrate_uri = g_strdup(muri);
+    g_autoptr(GUri) duri = g_uri_parse(dconnuri, G_URI_FLAGS_ENCODED_QUERY, NULL);
+    const char *dhost = duri ? g_uri_get_host(duri) : NULL;
+    o.dconn_host = g_strdup(dhost && *dhost ? dhost : "127.0.0.1"); /* +unix: this host */
+    const char *dquery = duri ? g_uri_get_query(duri) : NULL;
+    if (dquery) {
+        g_autoptr(GHashTable) q = g_uri_parse_params(dquery, -1, "&", G_URI_PARAMS_NONE, NULL);
+        if (q)
+            o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
+    }
+    if (!outgoing_start(&o, dom, params, bandwidth, error))
+        return FALSE;
+
+    g_autoptr(GError) e = NULL;
+    o.peer = ops->open(dconnuri, &e);
+    gboolean ok;
+    if (!o.peer) {
+        g_prefix_error(&e, "migration failed in begin phase: ");
+        ok = FALSE;
+    } else {
+        ok = outgoing_run(&o, &e);
+    }
+    if (ok) {
+        g_autoptr(GBytes) fcookie = outgoing_cookie(&o, FALSE);
+        g_autoptr(GBytes) fout = NULL;
+        g_autoptr(DriverDomain) d = ops->finish(o.peer, o.dparams, fcookie, o.destflags, FALSE,
+                                                &fout, &e);
+        if (!d) {
+            g_prefix_error(&e, "migration failed in finish phase: ");
+            ok = FALSE;
+            /* The destination did not confirm a running VM: ours stays. */
+        } else {
+            FERRY_INFO("domain '%s' migrated to the %s (digest %s, downtime %" G_GUINT64_FORMAT
+                       " ms)",
+                       o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
+        }
+    } else if (o.peer) {
+        g_autofree char *report = outgoing_cancel(&o, e);
+        if (report && !g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+            char *both = g_strdup_printf("%s; the destination reports: %s", e->message, report);
+            g_free(e->message);
+            e->message = both;
+        }
+    }
+    outgoing_confirm(&o, ok, e);
+    if (!ok) {
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *params,
+                             guint flags, GBytes **cookie_out, GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e || !migration_check_flags_and_params(flags, params, error))
+        return NULL;
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return NULL;
+    char *xml = NULL;
+    if (!domain_obj_is_active(obj)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+    } else {
+        xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+        MigrationCookieContent c = {.name = domain_obj_get_name(obj),
+                                    .uuid = domain_obj_get_uuid(obj),
+                                    .daemon_id = e->daemon_id, .tunnel = TRUE};
+        *cookie_out = migration_cookie_format(&c);
+    }
+    domain_obj_end(obj);
+    return xml;
+}
+
+gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
+                                  GBytes *cookie_in, guint flags, gboolean cancelled,
+                                  GError **error)
+{
+    /* Peer-to-peer migration confirms inside perform; a client-driven one
+     * (BEGIN/PREPARE/PERFORM/FINISH/CONFIRM from the client) is not offered. */
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                "client-managed migration is not supported: use --p2p");
+    return FALSE;
+}

@@ -1,0 +1,192 @@
+/* Channels: one interface over the two ways a migration's bytes travel, and
+ * the daemon's data-connection settings. */
+#include "tunnel/tunnel-channel.h"
+
+#include <unistd.h>
+
+#include "util/error.h"
+
+struct TunnelChannel {
+    gint ref;
+    TunnelStream *stream; /* exactly one of stream, relay */
+    TunnelRelay *relay;
+};
+
+static TunnelChannel *channel_new(TunnelStream *stream, TunnelRelay *relay)
+{
+    TunnelChannel *ch = g_new0(TunnelChannel, 1);
+    ch->ref = 1;
+    ch->stream = stream;
+    ch->relay = relay;
+    return ch;
+}
+
+TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
+                                          const TunnelStreamConfig *config)
+{
+    TunnelStream *ts = tunnel_stream_new(tunnel_binding_get_connection(binding),
+                                         tunnel_binding_get_header(binding), vmm_fd, config);
+    tunnel_binding_attach(binding, ts);
+    tunnel_stream_start(ts);
+    return channel_new(ts, NULL);
+}
+
+TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
+                                           gboolean tls, const char *pkipath, int timeout_ms,
+                                           int vmm_fd, const TunnelRelayConfig *config,
+                                           GError **error)
+{
+    RpcTransport *t = tunnel_data_connect(host, port, token, tls, pkipath, timeout_ms, error);
+    if (!t) {
+        close(vmm_fd);
+        return NULL;
+    }
+    TunnelRelay *relay = tunnel_relay_new(vmm_fd, t, config);
+    tunnel_relay_start(relay);
+    return channel_new(NULL, relay);
+}
+
+TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 deadline_us,
+                                          int vmm_fd, const TunnelRelayConfig *config,
+                                          GError **error)
+{
+    RpcTransport *t = tunnel_data_listener_accept(listener, deadline_us, error);
+    if (!t)
+        return NULL;
+    TunnelRelay *relay = tunnel_relay_new(vmm_fd, t, config);
+    tunnel_relay_start(relay);
+    return channel_new(NULL, relay);
+}
+
+void tunnel_channel_guard_port(TunnelChannel *ch, TunnelDataListener *listener)
+{
+    /* The token was single-use: the listener refuses and logs every newcomer. */
+    while (!tunnel_channel_is_over(ch)) {
+        g_autoptr(GError) e = NULL;
+        RpcTransport *extra =
+            tunnel_data_listener_accept(listener, g_get_monotonic_time() + 500 * 1000, &e);
+        rpc_transport_free(extra);
+        if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
+            break;
+    }
+}
+
+TunnelChannel *tunnel_channel_ref(TunnelChannel *ch)
+{
+    g_atomic_int_inc(&ch->ref);
+    return ch;
+}
+
+void tunnel_channel_unref(TunnelChannel *ch)
+{
+    if (!ch || !g_atomic_int_dec_and_test(&ch->ref))
+        return;
+    tunnel_stream_unref(ch->stream);
+    tunnel_relay_unref(ch->relay);
+    g_free(ch);
+}
+
+gboolean tunnel_channel_wait(TunnelChannel *ch, gint64 deadline_us, GError **error)
+{
+    return ch->stream ? tunnel_stream_wait(ch->stream, deadline_us, error)
+                      : tunnel_relay_wait(ch->relay, deadline_us, error);
+}
+
+void tunnel_channel_abort(TunnelChannel *ch, const GError *why)
+{
+    if (ch->stream) {
+        if (!tunnel_stream_is_over(ch->stream))
+            tunnel_stream_abort(ch->stream, why);
+    } else {
+        tunnel_relay_abort(ch->relay, why);
+    }
+}
+
+gboolean tunnel_channel_is_over(TunnelChannel *ch)
+{
+    return ch->stream ? tunnel_stream_is_over(ch->stream) : tunnel_relay_is_over(ch->relay);
+}
+
+gboolean tunnel_channel_peer_acknowledged_end(TunnelChannel *ch)
+{
+    return ch->stream ? tunnel_stream_peer_acknowledged_end(ch->stream) : TRUE;
+}
+
+void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second)
+{
+    if (ch->stream)
+        tunnel_stream_set_bandwidth(ch->stream, bytes_per_second);
+    else
+        tunnel_relay_set_bandwidth(ch->relay, bytes_per_second);
+}
+
+void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
+{
+    if (ch->stream) {
+        TunnelStats s;
+        tunnel_stream_get_stats(ch->stream, &s);
+        *out = s.bytes_out;
+        *in = s.bytes_in;
+    } else {
+        TunnelRelayStats s;
+        tunnel_relay_get_stats(ch->relay, &s);
+        *out = s.bytes_out;
+        *in = s.bytes_in;
+    }
+}
+
+/* ---- the daemon's data-connection settings ---- */
+
+struct TunnelDataSettings {
+    gint ref;
+    char *address;
+    guint port_min, port_max;
+    RpcTlsContext *tls;
+};
+
+TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min,
+                                             guint port_max, RpcTlsContext *tls)
+{
+    TunnelDataSettings *s = g_new0(TunnelDataSettings, 1);
+    s->ref = 1;
+    s->address = g_strdup(address);
+    s->port_min = port_min;
+    s->port_max = port_max;
+    s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
+    return s;
+}
+
+TunnelDataSettings *tunnel_data_settings_ref(TunnelDataSettings *s)
+{
+    g_atomic_int_inc(&s->ref);
+    return s;
+}
+
+void tunnel_data_settings_unref(TunnelDataSettings *s)
+{
+    if (!s || !g_atomic_int_dec_and_test(&s->ref))
+        return;
+    g_free(s->address);
+    rpc_tls_context_unref(s->tls);
+    g_free(s);
+}
+
+const char *tunnel_data_settings_get_address(TunnelDataSettings *s)
+{
+    return s->address ? s->address : "0.0.0.0";
+}
+
+TunnelDataListener *tunnel_data_settings_listen(TunnelDataSettings *s, const char *addr,
+                                                guint port, const char *token, gboolean tls,
+                                                const char *what, GError **error)
+{
+    if (tls && !s->tls) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "this destination has no TLS certificate for encrypted migration data "
+                    "(set cert_file, key_file and ca_file)");
+        return NULL;
+    }
+    guint pmin = port ? port : s->port_min;
+    guint pmax = port ? port : s->port_max;
+    return tunnel_data_listener_new(addr, pmin, pmax, token, tls ? s->tls : NULL, what, error);
+}

@@ -1,0 +1,79 @@
+/* A migration channel: one byte stream between a local VMM socket and the
+ * peer daemon, carried inside an RPC stream (tunnelled) or over a data
+ * connection the two daemons relay (proxy mode). The migration engine holds
+ * channels only, never the RPC connection, transport or TLS context beneath.
+ *
+ * Also the daemon's settings for proxy-mode data connections
+ * (TunnelDataSettings): made once by the daemon, handed down to the drivers. */
+#pragma once
+
+#include <glib.h>
+
+#include "rpc/rpc-tls.h"
+#include "tunnel/tunnel-dataconn.h"
+#include "tunnel/tunnel-relay.h"
+#include "tunnel/tunnel-router.h"
+#include "tunnel/tunnel-stream.h"
+
+typedef struct TunnelChannel TunnelChannel;
+
+/* Tunnelled: a stream for vmm_fd (taken) on the connection of binding (the
+ * reply to the opening call), attached to the binding and started. */
+TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
+                                          const TunnelStreamConfig *config);
+/* Proxy mode, source: connects to host:port, presents the token (over TLS
+ * with the client files of pkipath when tls), and relays vmm_fd to it.
+ * vmm_fd is taken on every path. */
+TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
+                                           gboolean tls, const char *pkipath, int timeout_ms,
+                                           int vmm_fd, const TunnelRelayConfig *config,
+                                           GError **error);
+/* Proxy mode, destination: waits (deadline_us monotonic) for the connection
+ * that presents the listener's token and relays it to vmm_fd. vmm_fd is taken
+ * on success only. */
+TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 deadline_us,
+                                          int vmm_fd, const TunnelRelayConfig *config,
+                                          GError **error);
+/* Keeps the listener's port while the channel runs: every other connection
+ * is refused and logged. Returns when the channel is over or the listener
+ * was cancelled. */
+void tunnel_channel_guard_port(TunnelChannel *ch, TunnelDataListener *listener);
+
+/* Lifetime: refcounted; the channel's threads hold their own references. */
+TunnelChannel *tunnel_channel_ref(TunnelChannel *ch);
+void tunnel_channel_unref(TunnelChannel *ch);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelChannel, tunnel_channel_unref)
+
+/* TRUE once the channel ended cleanly; FALSE with the cause, or with
+ * OPERATION_TIMEOUT once deadline_us (monotonic; 0 = none) passed. */
+gboolean tunnel_channel_wait(TunnelChannel *ch, gint64 deadline_us, GError **error);
+/* Shuts the sockets down and tells the peer; never waits. why may be NULL. */
+void tunnel_channel_abort(TunnelChannel *ch, const GError *why);
+gboolean tunnel_channel_is_over(TunnelChannel *ch);
+/* Whether the peer is known to have heard the end: a stream knows (its
+ * finish or abort was confirmed); a relay cannot tell, so it says TRUE. */
+gboolean tunnel_channel_peer_acknowledged_end(TunnelChannel *ch);
+void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second);
+/* Bytes carried so far: VMM -> peer, peer -> VMM. */
+void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
+
+typedef struct TunnelDataSettings TunnelDataSettings;
+
+/* address: where data connections listen by default (NULL: every address);
+ * ports: the range to pick from; tls: the daemon's server context for
+ * encrypted data connections (`virsh migrate --tls`), or NULL (a reference is
+ * taken). */
+TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min,
+                                             guint port_max, RpcTlsContext *tls);
+TunnelDataSettings *tunnel_data_settings_ref(TunnelDataSettings *settings);
+void tunnel_data_settings_unref(TunnelDataSettings *settings);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataSettings, tunnel_data_settings_unref)
+
+/* The configured listen address, or "0.0.0.0". */
+const char *tunnel_data_settings_get_address(TunnelDataSettings *settings);
+/* A listener for one migration's data connection on addr, on port (0: the
+ * first free port of the range), for token; tls asks for an encrypted data
+ * connection, which needs the daemon's certificate. */
+TunnelDataListener *tunnel_data_settings_listen(TunnelDataSettings *settings, const char *addr,
+                                                guint port, const char *token, gboolean tls,
+                                                const char *what, GError **error);
