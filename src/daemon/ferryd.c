@@ -244,7 +244,8 @@ static int run(const DaemonOptions *opts)
                                     : g_build_filename(cfg->domain_run_dir, "qemu", NULL);
     QemuDriverConfig qemu_cfg = {.config_dir = qemu_config,
                                  .run_dir = qemu_run,
-                                 .emulator = cfg->qemu_emulator};
+                                 .emulator = cfg->qemu_emulator,
+                                 .migration_data = migration_data};
     g_autoptr(GError) qemu_error = NULL;
     Driver *qemu = qemu_driver_open(&qemu_cfg, &qemu_error);
     if (qemu)

@@ -50,6 +50,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid as uuidlib
 from xml.sax.saxutils import escape, quoteattr
@@ -149,6 +150,26 @@ def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=No
     if incoming:
         args += ["-incoming", "defer"]
     return args
+
+
+def retry_on_guest_crash(cleanup):
+    """Decorates a test: a TCG guest oopses rarely whatever the transport
+    (QEMU.md), and such a run proves nothing either way, so the scenario runs
+    once more after the test's method `cleanup` ended what the first run
+    started; a second crash, a FAIL or anything else fails the test."""
+    def wrap(test):
+        def run(self):
+            try:
+                test(self)
+            except GuestCrashed as e:
+                print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
+                      file=sys.stderr)
+                getattr(self, cleanup)()
+                test(self)
+        run.__name__ = test.__name__
+        run.__doc__ = test.__doc__
+        return run
+    return wrap
 
 
 # ---- the console ----

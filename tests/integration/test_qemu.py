@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
+import guest  # noqa: E402
 
 import libvirt  # noqa: E402
 
@@ -139,6 +140,9 @@ class ConsoleReader:
             i = self.text().find(needle, start)
             if i >= 0:
                 return i
+            crash = guest.CRASH_RE.search(self.text())
+            if crash:
+                raise guest.GuestCrashed(f"the guest kernel crashed:\n{self.text()[crash.start():][:3000]}")
             time.sleep(0.1)
         raise AssertionError(f"{needle!r} not on the console within {timeout}s:\n{self.text()[-2000:]}")
 
@@ -400,6 +404,14 @@ class EventLoop:
 
 
 class GuestLifecycleTest(QemuTestCase):
+    def end_attempt(self):
+        """Ends what a run crashed by its guest started (for the retry)."""
+        try:
+            self.tearDown()
+        finally:
+            self.daemons = []
+
+    @guest.retry_on_guest_crash("end_attempt")
     def test_lifecycle_console_events_restart_and_acpi_shutdown(self):
         d = self.start_daemon()
         uri = self.uri(d)

@@ -21,23 +21,6 @@ PAGES = 128 * 256  # 4 KiB pages in FILL
 BOOT_S = 180  # boot + fill under TCG on two cores shared with other builds
 
 
-def retry_on_guest_crash(test):
-    """A TCG guest oopses rarely whatever the transport (QEMU.md): such a run
-    proves nothing either way, so the scenario runs once more; a second crash,
-    a FAIL or anything else fails the test."""
-    def run(self):
-        try:
-            test(self)
-        except guest.GuestCrashed as e:
-            print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
-                  file=sys.stderr)
-            self.stop_all()
-            test(self)
-    run.__name__ = test.__name__
-    run.__doc__ = test.__doc__
-    return run
-
-
 class QemuGuestMigration(unittest.TestCase):
     def setUp(self):
         guest.require()
@@ -67,7 +50,7 @@ class QemuGuestMigration(unittest.TestCase):
         self.assertEqual(ready["pages"], PAGES, ready["line"])
         return src, dst
 
-    @retry_on_guest_crash
+    @guest.retry_on_guest_crash("stop_all")
     def test_migration_keeps_memory_and_counter(self):
         """Periodic verification: every page checked on the destination after the
         move, the counter past the source's last one, no second boot; then a
@@ -94,7 +77,7 @@ class QemuGuestMigration(unittest.TestCase):
         with self.assertRaises(guest.GuestCrashed):
             dst.console.wait_verified(60, alive=dst.alive, after_pass=again["pass"])
 
-    @retry_on_guest_crash
+    @guest.retry_on_guest_crash("stop_all")
     def test_corrupted_byte_is_reported_after_migration(self):
         """On-request verification: the source verifies OK, a byte is flipped
         behind the workload's back, the destination's check names that page

@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "driver/hv-driver.h"
+#include "driver/migration-engine.h"
+#include "driver/qmp-migration.h"
 #include "driver/qemu/qemu-command.h"
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
@@ -23,6 +25,8 @@ typedef struct {
     guint64 version; /* major * 1000000 + minor * 1000 + micro */
     char **machines; /* -machine help: names, the default first */
     char *kvm_problem; /* why type='kvm' cannot run here, NULL if it can */
+    MigrationEngine *migration;
+    MigrationHooks migration_hooks; /* outlives the engine */
 } QemuDriver;
 
 /* The priv of a running DomainObj. */
@@ -220,6 +224,17 @@ static guint64 qemu_cpu_time_ns(DomainObj *obj)
     return vmm_process_cpu_time_ns(inst->vm);
 }
 
+static void qemu_abort_job(HvDriver *hv, DomainObj *obj, const char *why)
+{
+    migration_engine_abort_job_locked(obj, why);
+}
+
+static gpointer qemu_migration_vm_ref(DomainObj *obj)
+{
+    QemuInstance *inst = domain_obj_get_priv(obj);
+    return inst && inst->vm ? vmm_process_ref(inst->vm) : NULL;
+}
+
 static char *qemu_crash_reason(HvDriver *hv, DomainObj *obj)
 {
     g_autofree char *log = log_path(hv, domain_obj_get_name(obj));
@@ -251,6 +266,8 @@ static const HvDriverHooks qemu_hooks = {
     .shutdown = qemu_shutdown,
     .reboot = qemu_reboot,
     .cpu_time_ns = qemu_cpu_time_ns,
+    .has_job = migration_engine_has_job,
+    .abort_job = qemu_abort_job,
     .runtime_suffixes = qemu_runtime_suffixes,
     .crash_reason = qemu_crash_reason,
 };
@@ -468,11 +485,14 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     qd->kvm_problem = probe_kvm();
     qemu_ops.version = qd->version;
     hv_driver_fill_ops(&qemu_ops, &qemu_hooks);
+    migration_engine_install_ops(&qemu_ops);
     if (!hv_driver_init(&qd->hv, &qemu_ops, &qemu_hooks, qd, config->config_dir,
                         config->run_dir, error)) {
         qemu_driver_close(&qd->hv.base);
         return NULL;
     }
+    qmp_migration_hooks_init(&qd->migration_hooks, QMP_MIGRATION_QEMU, qemu_migration_vm_ref);
+    qd->migration = migration_engine_new(&qd->hv, &qd->migration_hooks, config->migration_data);
     FERRY_INFO("QEMU driver: %s %u.%u.%u%s%s", qd->emulator, (guint)(qd->version / 1000000),
                (guint)(qd->version / 1000 % 1000), (guint)(qd->version % 1000),
                qd->kvm_problem ? ", KVM refused: " : ", KVM usable",
@@ -485,6 +505,8 @@ void qemu_driver_close(Driver *drv)
     if (!drv)
         return;
     QemuDriver *qd = qemu_driver_of(drv);
+    hv_driver_detach_all(&qd->hv);
+    migration_engine_free(qd->migration);
     hv_driver_cleanup(&qd->hv);
     g_free(qd->emulator);
     g_strfreev(qd->machines);

@@ -177,7 +177,8 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
         sim_driver_close(&sd->hv.base);
         return NULL;
     }
-    sd->migration = migration_engine_new(&sd->hv, &sim_migration_hooks, config->migration_data);
+    sim_migration_hooks_init(&sd->migration_hooks);
+    sd->migration = migration_engine_new(&sd->hv, &sd->migration_hooks, config->migration_data);
     return &sd->hv.base;
 }
 
