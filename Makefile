@@ -19,8 +19,11 @@ $(BUILD)/build.ninja:
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined $(MESON_OPTS)
 
+# VMM=qemu: a real QEMU guest (the test guest) instead of ferry-vmm.
+VMM        ?= sim
+
 demo: all
-	scripts/demo $(BUILD)
+	scripts/demo $(BUILD) $(VMM)
 
 # Every test (unit, integration against real virsh / python3-libvirt) runs
 # against the sanitizer build, so a leak or an overflow fails the run.

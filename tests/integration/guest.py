@@ -152,20 +152,23 @@ def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=No
     return args
 
 
-def retry_on_guest_crash(cleanup):
+def retry_on_guest_crash(cleanup, attempts=2):
     """Decorates a test: a TCG guest oopses rarely whatever the transport
     (QEMU.md), and such a run proves nothing either way, so the scenario runs
-    once more after the test's method `cleanup` ended what the first run
-    started; a second crash, a FAIL or anything else fails the test."""
+    again (up to `attempts` runs in all) after the test's method `cleanup`
+    ended what the crashed run started; a crash in the last run, a FAIL or
+    anything else fails the test."""
     def wrap(test):
         def run(self):
-            try:
-                test(self)
-            except GuestCrashed as e:
-                print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
-                      file=sys.stderr)
-                getattr(self, cleanup)()
-                test(self)
+            for attempt in range(1, attempts + 1):
+                try:
+                    return test(self)
+                except GuestCrashed as e:
+                    if attempt == attempts:
+                        raise
+                    print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
+                          file=sys.stderr)
+                    getattr(self, cleanup)()
         run.__name__ = test.__name__
         run.__doc__ = test.__doc__
         return run

@@ -89,7 +89,7 @@ def guest_xml(name, initrd, serial="<serial type='pty'><target port='0'/></seria
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel()}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 loglevel=3</cmdline>
+    <cmdline>console=ttyS0 loglevel=3 highres=off</cmdline>
   </os>
   <features><acpi/><apic/></features>
   <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
