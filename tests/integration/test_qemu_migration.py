@@ -23,10 +23,6 @@ from test_tls_sasl import SaslTestCase  # noqa: E402
 NAME = "mg"
 BOOT_TIMEOUT = 240  # a TCG boot and the workload's fill on two shared, loaded cores
 VERIFY_TIMEOUT = 180
-# The TCG guest oopses rarely, always in __hrtimer_run_queues from the APIC
-# timer interrupt (QEMU.md), more often on a loaded host; without high
-# resolution timers that path is not taken.
-GUEST_EXTRA = "highres=off"
 
 
 class QemuMigrationTest(SaslTestCase):
@@ -98,7 +94,7 @@ class QemuMigrationTest(SaslTestCase):
         guest.require()
         self.console = os.path.join(d.dir, "console-1.log")
         xml = guest.domain_xml(NAME, memory_mib=256, console_log=self.console,
-                               cmdline=guest.kernel_cmdline(fill="64M", wss="8M", verify_s=2, extra=GUEST_EXTRA))
+                               cmdline=guest.kernel_cmdline(fill="64M", wss="8M", verify_s=2))
         ft.virsh(self.local(d), "define", ft.write_file(d.dir, "mg.xml", xml))
         ft.virsh(self.local(d), "start", NAME)
         con = guest.Console(self.console)
