@@ -27,6 +27,12 @@ try:
 except ImportError:
     raise SystemExit("bench: needs python3-libvirt: run it with /usr/bin/python3 (bench/run does)")
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "../tests/integration"))
+import libvirtd_pair  # noqa: E402  (two real libvirtd, the QEMU rows' anchor)
+from ferrytest import Qmp  # noqa: E402  (a QMP client that keeps events)
+
 GIB = 1 << 30
 MIB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -51,7 +57,16 @@ DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
 CASES = env_list("BENCH_CASES",
                  "direct socat socat-256k ferry ferry-proxy stunnel ferry-tls ferry-proxy-tls")
-WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty")
+WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty guest")
+# The QEMU rows (workload "guest"): the project's test guest (tests/guest/) in
+# a real QEMU under TCG, the guest QEMU.md measured: 1 GiB, 768 MiB filled
+# once, one word rewritten in each page of a 16 MiB working set every 100 ms.
+GUEST_MEMORY = parse_size(os.environ.get("BENCH_GUEST_MEMORY", "1G"))
+GUEST_FILL = os.environ.get("BENCH_GUEST_FILL", "768M")
+GUEST_WSS = os.environ.get("BENCH_GUEST_WSS", "16M")
+GUEST_DIRTY_MS = int(os.environ.get("BENCH_GUEST_DIRTY_MS", "100"))
+QEMU_CASES = env_list("BENCH_QEMU_CASES",
+                      "qemu-direct qemu-socat qemu-stunnel libvirt-p2p libvirt-p2p-tls libvirt-tunnelled-tls")
 JOBINFO_CALLS = int(os.environ.get("BENCH_JOBINFO_CALLS", "50"))
 JOBINFO_INTERVAL = float(os.environ.get("BENCH_JOBINFO_INTERVAL_MS", "20")) / 1000
 # A migration still running this many seconds after `migrate` is cancelled and
@@ -71,14 +86,39 @@ CASE_TITLES = {
     "stunnel": "stunnel relay (TLS)",
     "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
     "ferry-proxy-tls": "ferry proxy --tls (TLS data connection)",
+    # QEMU rows
+    "qemu-direct": "QEMU -> QEMU (one unix socket)",
+    "qemu-socat": "QEMU, socat relay (default -b 8192)",
+    "qemu-stunnel": "QEMU, stunnel relay (TLS)",
+    "libvirt-p2p": "libvirt 9.0 --p2p (native, TCP)",
+    "libvirt-p2p-tls": "libvirt 9.0 --p2p --tls (native, QEMU TLS)",
+    "libvirt-tunnelled-tls": "libvirt 9.0 --p2p --tunnelled, qemu+tls",
 }
-# Rows kept for modes that are not benchmarked yet.
-RESERVED = []
+# libvirt's rows: virsh flags, and the URI scheme of the destination.
+LIBVIRT_CASES = {
+    "libvirt-p2p": ([], "tcp"),
+    "libvirt-p2p-tls": (["--tls"], "tcp"),
+    "libvirt-tunnelled-tls": (["--tunnelled"], "tls"),
+}
+# Rows kept for modes that are not benchmarked yet: ferry's own QEMU rows,
+# once ferryd has its QEMU driver (run_daemon_qemu_case takes any pair of
+# daemons that look like libvirtd_pair.LibvirtdPair).
+RESERVED = [
+    ("guest", "ferry QEMU tunnelled (2x ferryd, TCP)"),
+    ("guest", "ferry QEMU tunnelled over TLS (qemu+tls)"),
+    ("guest", "ferry QEMU proxy (2x ferryd)"),
+    ("guest", "ferry QEMU proxy --tls"),
+]
 
 WORKLOAD_SPECS = {
     "idle": (IDLE_MEMORY, 0),
     "dirty": (DIRTY_MEMORY, DIRTY_RATE),
+    "guest": (GUEST_MEMORY, None),
 }
+
+
+def cases_for(w):
+    return QEMU_CASES if w == "guest" else CASES
 
 
 def fmt_size(n):
@@ -87,6 +127,8 @@ def fmt_size(n):
 
 def workload_title(w):
     mem, rate = WORKLOAD_SPECS[w]
+    if w == "guest":
+        return f"QEMU guest {fmt_size(mem)}, {GUEST_FILL} filled, {GUEST_WSS}/{GUEST_DIRTY_MS}ms"
     return f"{w} {fmt_size(mem)}" + (f" @{rate / MIB:g}MiB/s" if rate else "")
 
 
@@ -256,8 +298,8 @@ PKI = {}
 
 
 def make_pki(root):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, made
-    with certtool, shared by stunnel and the TLS ferry cases."""
+    """A CA, a server certificate for 127.0.0.1-3 and a client certificate, made
+    with certtool, shared by stunnel, the TLS ferry cases and the libvirtd pair."""
     d = os.path.join(root, "pki")
     os.makedirs(d)
 
@@ -275,7 +317,10 @@ def make_pki(root):
     certtool("--generate-self-signed", "--load-privkey", os.path.join(d, "cakey.pem"),
              "--template", template("ca", "cn = bench CA\nca\ncert_signing_key\nexpiration_days = 7\n"),
              "--outfile", os.path.join(d, "cacert.pem"))
-    for name, text in (("server", "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
+    # The server certificate serves ferryd (127.0.0.1) and both libvirtd
+    # (127.0.0.2, 127.0.0.3), for their RPC and for QEMU's own TLS.
+    for name, text in (("server", "cn = 127.0.0.1\nip_address = 127.0.0.1\nip_address = 127.0.0.2\n"
+                                  "ip_address = 127.0.0.3\ntls_www_server\n"
                                   "encryption_key\nsigning_key\nexpiration_days = 7\n"),
                        ("client", "cn = bench\ntls_www_client\nencryption_key\nsigning_key\n"
                                   "expiration_days = 7\n")):
@@ -326,61 +371,6 @@ def tcp_listening(port):
     return False
 
 
-class Qmp:
-    """A QMP client that keeps the events it reads."""
-
-    def __init__(self, path, timeout=60):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b""
-        self.events = []
-        self._read()  # greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self):
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("QMP connection closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def execute(self, cmd, **args):
-        self.sock.settimeout(60)
-        msg = {"execute": cmd}
-        if args:
-            msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\r\n")
-        while True:
-            r = self._read()
-            if "return" in r:
-                return r["return"]
-            if "error" in r:
-                raise RuntimeError(f"QMP {cmd}: {r['error']['desc']}")
-            self.events.append(r)
-
-    def wait_event(self, name, pred, timeout):
-        deadline = time.monotonic() + timeout
-        while True:
-            for e in self.events:
-                if e.get("event") == name and pred(e.get("data", {})):
-                    return e
-            self.events.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                self.events.append(self._read())
-            except socket.timeout:
-                return None
-
-    def close(self):
-        self.sock.close()
-
-
 # ---- one run of each case ----
 
 MIGRATION_END = ("completed", "failed", "cancelled")
@@ -398,6 +388,46 @@ def vmm_args(build, d, role, memory, rate):
     return args
 
 
+def start_relays(d, case, dst_sock):
+    """The relay processes of a `socat*` or `stunnel` case between a source's
+    UNIX socket and the destination's `dst_sock`: (the source's target socket,
+    {name: Popen}). Any other case: (dst_sock, {})."""
+    relays = {}
+    target = dst_sock
+    if case.startswith("socat"):
+        buf = ["-b", "262144"] if case == "socat-256k" else []
+        port = free_port()
+        src_sock = os.path.join(d, "src-mig.sock")
+        relays["socat-dst"] = REAPER.spawn(
+            ["socat", *buf, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"UNIX-CONNECT:{dst_sock}"],
+            os.path.join(d, "socat-dst.log"))
+        relays["socat-src"] = REAPER.spawn(
+            ["socat", *buf, f"UNIX-LISTEN:{src_sock}", f"TCP:127.0.0.1:{port}"],
+            os.path.join(d, "socat-src.log"))
+        wait_until(lambda: tcp_listening(port), 10, "socat to listen on TCP")
+        wait_until(lambda: unix_listening(src_sock), 10, "socat to listen on its UNIX socket")
+        target = src_sock
+    if case == "stunnel":
+        port = free_port()
+        src_sock = os.path.join(d, "src-mig.sock")
+        confs = {
+            "stunnel-dst": (f"foreground = yes\npid =\n[mig]\naccept = 127.0.0.1:{port}\n"
+                            f"connect = {dst_sock}\ncert = {PKI['cert']}\nkey = {PKI['key']}\n"),
+            "stunnel-src": (f"foreground = yes\npid =\n[mig]\nclient = yes\n"
+                            f"accept = {src_sock}\nconnect = 127.0.0.1:{port}\n"
+                            f"CAfile = {PKI['ca']}\nverifyChain = yes\n"),
+        }
+        for name, text in confs.items():
+            conf = os.path.join(d, name + ".conf")
+            with open(conf, "w") as f:
+                f.write(text)
+            relays[name] = REAPER.spawn(["stunnel", conf], os.path.join(d, name + ".log"))
+        wait_until(lambda: tcp_listening(port), 10, "stunnel to listen on TCP")
+        wait_until(lambda: unix_listening(src_sock), 10, "stunnel to listen on its UNIX socket")
+        target = src_sock
+    return target, relays
+
+
 def run_vmm_case(build, d, case, memory, rate):
     """direct, socat, socat-256k: the bench drives both VMMs over QMP."""
     r = {}
@@ -410,44 +440,12 @@ def run_vmm_case(build, d, case, memory, rate):
         if p.poll() is not None:
             raise RuntimeError(f"{role} VMM exited with {p.returncode}")
     r["vmm_boot_s"] = time.monotonic() - t
-    qs, qd = Qmp(os.path.join(d, "src.qmp")), Qmp(os.path.join(d, "dst.qmp"))
+    qs, qd = Qmp(os.path.join(d, "src.qmp"), 60), Qmp(os.path.join(d, "dst.qmp"), 60)
     try:
         dst_sock = os.path.join(d, "dst-mig.sock")
         qd.execute("migrate-incoming", uri="unix:" + dst_sock)
         wait_until(lambda: unix_listening(dst_sock), 10, "the destination VMM to listen")
-        relays = {}
-        target = dst_sock
-        if case.startswith("socat"):
-            buf = ["-b", "262144"] if case == "socat-256k" else []
-            port = free_port()
-            src_sock = os.path.join(d, "src-mig.sock")
-            relays["socat-dst"] = REAPER.spawn(
-                ["socat", *buf, f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"UNIX-CONNECT:{dst_sock}"],
-                os.path.join(d, "socat-dst.log"))
-            relays["socat-src"] = REAPER.spawn(
-                ["socat", *buf, f"UNIX-LISTEN:{src_sock}", f"TCP:127.0.0.1:{port}"],
-                os.path.join(d, "socat-src.log"))
-            wait_until(lambda: tcp_listening(port), 10, "socat to listen on TCP")
-            wait_until(lambda: unix_listening(src_sock), 10, "socat to listen on its UNIX socket")
-            target = src_sock
-        if case == "stunnel":
-            port = free_port()
-            src_sock = os.path.join(d, "src-mig.sock")
-            confs = {
-                "stunnel-dst": (f"foreground = yes\npid =\n[mig]\naccept = 127.0.0.1:{port}\n"
-                                f"connect = {dst_sock}\ncert = {PKI['cert']}\nkey = {PKI['key']}\n"),
-                "stunnel-src": (f"foreground = yes\npid =\n[mig]\nclient = yes\n"
-                                f"accept = {src_sock}\nconnect = 127.0.0.1:{port}\n"
-                                f"CAfile = {PKI['ca']}\nverifyChain = yes\n"),
-            }
-            for name, text in confs.items():
-                conf = os.path.join(d, name + ".conf")
-                with open(conf, "w") as f:
-                    f.write(text)
-                relays[name] = REAPER.spawn(["stunnel", conf], os.path.join(d, name + ".log"))
-            wait_until(lambda: tcp_listening(port), 10, "stunnel to listen on TCP")
-            wait_until(lambda: unix_listening(src_sock), 10, "stunnel to listen on its UNIX socket")
-            target = src_sock
+        target, relays = start_relays(d, case, dst_sock)
         relay_names = {"socat-src": "src", "socat-dst": "dst", "stunnel-src": "src",
                        "stunnel-dst": "dst"}
         watch = CpuWatch({"vmm-src": src.pid, "vmm-dst": dst.pid,
@@ -488,8 +486,8 @@ def run_vmm_case(build, d, case, memory, rate):
                  downtime_ms=m.get("downtime") if converged else None,
                  rounds=ram["dirty-sync-count"], digest=sd,
                  relay_cpu={k: cpu[k] for k in ("src", "dst") if k in cpu},
-                 vmm_cpu={"src": cpu["vmm-src"], "dst": cpu["vmm-dst"]}, rss_kib={}, jobinfo_ms=[],
-                 host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(d))
+                 daemon_cpu={}, vmm_cpu={"src": cpu["vmm-src"], "dst": cpu["vmm-dst"]}, rss_kib={},
+                 jobinfo_ms=[], host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(d))
         for q in (qs, qd):
             try:
                 q.execute("quit")
@@ -603,6 +601,68 @@ def poll_job_info(uri, ready, stop, out, every, mark):
         conn.close()
 
 
+def virsh_migrate(uri_a, flags, dest_uri, pids):
+    """Runs `virsh -c uri_a migrate --live --p2p FLAGS bench dest_uri` with
+    GET_JOB_INFO timed on a connection of its own (poll_job_info) and the CPU
+    of `pids` watched ("vmm-src" counted from the first bytes moved), cut
+    CONVERGE_S after the first bytes moved (abortJob). Returns {converged,
+    rc, err, stats (the job's stats at the cut, or None), total_s, cpu,
+    watch, jobinfo_ms, jobinfo_all_ms}; raises if it failed outright."""
+    lat, every, mark = [], [], {}
+    ready, stop = threading.Event(), threading.Event()
+    poller = threading.Thread(target=poll_job_info,
+                              args=(uri_a, ready, stop, lat, every, mark), daemon=True)
+    poller.start()
+    ready.wait(30)
+    watch = CpuWatch(pids)
+    watch.start()
+    env = dict(os.environ)
+    env.pop("LIBVIRT_DEFAULT_URI", None)
+    t0 = time.monotonic()
+    mig = subprocess.Popen(["virsh", "-c", uri_a, "migrate", "--live", "--p2p", *flags,
+                            "bench", dest_uri], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=env)
+    REAPER.procs.append(mig)
+    # The cut counts from the first bytes moved, as for the VMM cases: the
+    # prepare phase (the destination VMM boots) is not part of the stream.
+    converged, rebased = None, False
+    while converged is None:
+        try:
+            out, err = mig.communicate(timeout=0.1)
+            converged = True
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if not rebased and "stream" in mark:
+                watch.rebase("vmm-src")  # its vCPUs ran during prepare too
+                rebased = True
+            if now - mark.get("stream", now) >= CONVERGE_S or now - t0 >= CONVERGE_S + 300:
+                converged = False
+    total_s = time.monotonic() - t0
+    s = None
+    if not converged:  # measured so far; then abort the job
+        c = libvirt.open(uri_a)
+        try:
+            dom = c.lookupByName("bench")
+            s = dom.jobStats()
+            dom.abortJob()
+        except libvirt.libvirtError:
+            pass  # the job ended meanwhile: see how below
+        finally:
+            c.close()
+        out, err = mig.communicate(timeout=120)
+        if mig.returncode == 0:  # it finished before the abort landed
+            converged = True
+        elif "stream" not in mark:
+            raise RuntimeError(f"no bytes moved within {CONVERGE_S + 300:g}s: {err.strip()}")
+        elif s is None:
+            raise RuntimeError(f"virsh migrate failed ({mig.returncode}): {err.strip()}")
+    stop.set()
+    poller.join(30)
+    cpu = watch.stop()
+    return {"converged": converged, "rc": mig.returncode, "err": err, "stats": s, "total_s": total_s,
+            "cpu": cpu, "watch": watch, "jobinfo_ms": lat, "jobinfo_all_ms": every}
+
+
 def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
     r = {}
     da, db = os.path.join(d, "a"), os.path.join(d, "b")
@@ -620,62 +680,16 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
         finally:
             ca.close()
         src_vmm = instance_pid(da)
-        lat, every, mark = [], [], {}
-        ready, stop = threading.Event(), threading.Event()
-        poller = threading.Thread(target=poll_job_info,
-                                  args=(uri_a, ready, stop, lat, every, mark), daemon=True)
-        poller.start()
-        ready.wait(30)
-        watch = CpuWatch({"src": fa.pid, "dst": fb.pid, "vmm-src": src_vmm})
-        watch.start()
-        env = dict(os.environ)
-        env.pop("LIBVIRT_DEFAULT_URI", None)
-        t0 = time.monotonic()
         mode = ["--tunnelled"] if tunnelled else []  # proxy mode without it
-        mig = subprocess.Popen(["virsh", "-c", uri_a, "migrate", "--live", "--p2p", *mode,
-                                *tls_flag, "bench", dest_uri], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
-        REAPER.procs.append(mig)
-        # The cut counts from the first bytes moved, as for the VMM cases: the
-        # prepare phase (the destination VMM boots) is not part of the stream.
-        converged, rebased = None, False
-        while converged is None:
-            try:
-                out, err = mig.communicate(timeout=0.1)
-                converged = True
-            except subprocess.TimeoutExpired:
-                now = time.monotonic()
-                if not rebased and "stream" in mark:
-                    watch.rebase("vmm-src")  # its vCPUs ran during prepare too
-                    rebased = True
-                if now - mark.get("stream", now) >= CONVERGE_S or now - t0 >= CONVERGE_S + 300:
-                    converged = False
-        r["total_s"] = time.monotonic() - t0
-        if not converged:  # measured so far; then abort the job
-            s = None
-            c = libvirt.open(uri_a)
-            try:
-                dom = c.lookupByName("bench")
-                s = dom.jobStats()
-                dom.abortJob()
-            except libvirt.libvirtError:
-                pass  # the job ended meanwhile: see how below
-            finally:
-                c.close()
-            out, err = mig.communicate(timeout=120)
-            if mig.returncode == 0:  # it finished before the abort landed
-                converged = True
-            elif "stream" not in mark:
-                raise RuntimeError(f"no bytes moved within {CONVERGE_S + 300:g}s: {err.strip()}")
-            elif s is None:
-                raise RuntimeError(f"virsh migrate failed ({mig.returncode}): {err.strip()}")
-        stop.set()
-        poller.join(30)
-        cpu = watch.stop()
+        mig = virsh_migrate(uri_a, [*mode, *tls_flag], dest_uri,
+                            {"src": fa.pid, "dst": fb.pid, "vmm-src": src_vmm})
+        converged, s, err, cpu, watch = (mig[k] for k in ("converged", "stats", "err", "cpu", "watch"))
+        lat, every = mig["jobinfo_ms"], mig["jobinfo_all_ms"]
+        r["total_s"] = mig["total_s"]
         rss = {"src": vm_hwm_kib(fa.pid), "dst": vm_hwm_kib(fb.pid)}
         if converged:
-            if mig.returncode != 0:
-                raise RuntimeError(f"virsh migrate failed ({mig.returncode}): {err.strip()}")
+            if mig["rc"] != 0:
+                raise RuntimeError(f"virsh migrate failed ({mig['rc']}): {err.strip()}")
             stats = {}
             for side, uri in (("src", uri_a), ("dst", uri_b)):
                 c = libvirt.open(uri)
@@ -698,6 +712,7 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
                  downtime_ms=s.get("downtime") if converged else None,
                  rounds=s.get("memory_iteration"), digest=sd,
                  relay_cpu={"src": cpu["src"], "dst": cpu["dst"]},
+                 daemon_cpu={"src": cpu["src"], "dst": cpu["dst"]},
                  vmm_cpu={"src": cpu.get("vmm-src"), "dst": None},
                  rss_kib=rss, jobinfo_ms=lat, jobinfo_all_ms=every, job_time_s=s.get("time_elapsed", 0) / 1000,
                  host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(os.path.join(db, "run")))
@@ -710,13 +725,203 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
     return r
 
 
+# ---- QEMU rows ----
+
+GUEST = {}  # the test guest module and its kernel/initrd copied under REAPER.root
+LIBVIRTD = []  # the libvirtd pair, started for the first libvirt row, ended at exit
+
+
+def prepare_guest(build):
+    """Imports tests/integration/guest.py for BUILD and copies the guest's
+    kernel and initramfs under the bench's dir: every QEMU it starts (directly
+    or through a daemon) then names that dir on its command line, so the
+    leftover sweep finds it."""
+    os.environ["FERRY_BUILD_DIR"] = build
+    import guest
+    try:
+        guest.require()
+    except RuntimeError as e:
+        raise SystemExit(f"bench: {e}")
+    d = os.path.join(REAPER.root, "guest")
+    os.makedirs(d)
+    shutil.copy(guest.KERNEL, os.path.join(d, "vmlinuz"))
+    shutil.copy(guest.INITRD, os.path.join(d, "initramfs.gz"))
+    GUEST.update(module=guest, kernel=os.path.join(d, "vmlinuz"), initrd=os.path.join(d, "initramfs.gz"),
+                 cmdline=guest.kernel_cmdline(fill=GUEST_FILL, wss=GUEST_WSS, dirty_ms=GUEST_DIRTY_MS,
+                                              verify_s=0))
+
+
+def verify_destination(console, send, r):
+    """Asks the migrated guest to check every page: "ok", or "crash" for a guest
+    kernel crash (TCG, rare, QEMU.md; its first lines go to r["crash"]); a
+    FAIL raises (the run failed)."""
+    g = GUEST["module"]
+    try:
+        g.request_verification(console, send, timeout=300)
+        return "ok"
+    except g.GuestCrashed:
+        r["crash"] = " | ".join(line.strip() for line in console.crash().splitlines()[:8])
+        return "crash"
+
+
+def run_qemu_case(d, case):
+    """qemu-direct, qemu-socat, qemu-stunnel: the bench drives both QEMUs over
+    QMP; the destination waits with `-incoming defer` before `migrate`."""
+    g = GUEST["module"]
+    kw = dict(memory_mib=GUEST_MEMORY >> 20, cmdline=GUEST["cmdline"], console_input=True,
+              kernel=GUEST["kernel"], initrd=GUEST["initrd"])
+    src, dst = g.QemuGuest(d, "src", **kw), g.QemuGuest(d, "dst", incoming=True, **kw)
+    r = {}
+    try:
+        src.start()
+        t = time.monotonic()
+        dst.start()
+        r["dst_boot_s"] = time.monotonic() - t  # to its QMP answering
+        src.console.wait_ready(600, alive=src.alive)
+        dst_sock = os.path.join(d, "dst-mig.sock")
+        g.prepare_migration(src, dst, dst_sock)
+        wait_until(lambda: unix_listening(dst_sock), 10, "the destination QEMU to listen")
+        target, relays = start_relays(d, case[len("qemu-"):], dst_sock)
+        relay_names = {"socat-src": "src", "socat-dst": "dst", "stunnel-src": "src", "stunnel-dst": "dst"}
+        watch = CpuWatch({"vmm-src": src.proc.pid, "vmm-dst": dst.proc.pid,
+                          **{relay_names[k]: p.pid for k, p in relays.items()}})
+        watch.start()
+        t0 = time.monotonic()
+        src.qmp.execute("migrate", uri="unix:" + target)
+        ev = src.qmp.wait_event("MIGRATION", g.migration_ended, CONVERGE_S)
+        r["total_s"] = time.monotonic() - t0
+        converged = ev is not None
+        if converged and ev["data"]["status"] != "completed":
+            m = src.qmp.execute("query-migrate")
+            raise RuntimeError(f"migration {ev['data']['status']}: {m.get('error-desc', m)}")
+        m = src.qmp.execute("query-migrate")
+        if converged and not m.get("total-time"):  # QEMU 7.2, rarely (QEMU.md): read again
+            time.sleep(0.2)
+            m = src.qmp.execute("query-migrate")
+        if not converged:  # measured so far; then cancel
+            src.qmp.execute("migrate_cancel")
+            src.qmp.wait_event("MIGRATION", g.migration_ended, 60)
+        for p in relays.values():  # a relay exits when both directions closed
+            try:
+                wait_until(lambda: proc_state(p.pid) in (None, "Z"), 5, "the relay to exit")
+            except RuntimeError:
+                pass
+        cpu = watch.stop()
+        for p in relays.values():
+            REAPER.end(p)
+        verified = None
+        if converged:
+            g.resume_destination(dst)
+            verified = verify_destination(dst.console, dst.send, r)
+        ram = m["ram"]
+        r.update(converged=converged, transferred=ram["transferred"],
+                 stream_s=(m["total-time"] - m.get("setup-time", 0)) / 1000,
+                 downtime_ms=m.get("downtime") if converged else None,
+                 rounds=ram["dirty-sync-count"], verified=verified,
+                 relay_cpu={k: cpu[k] for k in ("src", "dst") if k in cpu}, daemon_cpu={},
+                 vmm_cpu={"src": cpu["vmm-src"], "dst": cpu["vmm-dst"]}, rss_kib={}, jobinfo_ms=[],
+                 host_busy=watch.host_busy)
+    finally:
+        src.stop()
+        dst.stop()
+    return r
+
+
+def the_libvirtd_pair():
+    if not LIBVIRTD:
+        why = libvirtd_pair.available()
+        if why:
+            raise RuntimeError(why)
+        pair = libvirtd_pair.LibvirtdPair(os.path.join(REAPER.root, "libvirtd"), PKI["dir"])
+        LIBVIRTD.append(pair)
+        pair.start(REAPER.spawn)
+    return LIBVIRTD[0]
+
+
+def stop_libvirtd_pair():
+    while LIBVIRTD:
+        LIBVIRTD.pop().stop(libvirt)
+
+
+def run_daemon_qemu_case(d, pair, flags, dest_uri, relays):
+    """The guest defined and started on daemon A, `virsh migrate --live --p2p
+    FLAGS` to B, verified by the guest on B. `pair` has .a and .b, each with
+    .tcp_uri, .proc, .host_path(path) and .vm_pid(name), and .guest_dir, a
+    directory both daemons see at that path (each its own): libvirtd_pair's
+    LibvirtdPair, and so will a pair of ferryd with the QEMU driver.
+    `relays`: the daemons carry the stream (tunnelled), so their CPU is also
+    the relay's."""
+    g = GUEST["module"]
+    tag = os.path.basename(d)
+    log, sock = f"{pair.guest_dir}/{tag}.console.log", f"{pair.guest_dir}/{tag}.console.sock"
+    xml = g.domain_xml("bench", memory_mib=GUEST_MEMORY >> 20, console_log=log, console_socket=sock,
+                       cmdline=GUEST["cmdline"], kernel=GUEST["kernel"], initrd=GUEST["initrd"])
+    r = {}
+    try:
+        c = libvirt.open(pair.a.tcp_uri)
+        try:
+            dom = c.defineXML(xml)
+            dom.create()
+        finally:
+            c.close()
+        g.Console(pair.a.host_path(log)).wait_ready(600)
+        mig = virsh_migrate(pair.a.tcp_uri, flags, dest_uri,
+                            {"src": pair.a.proc.pid, "dst": pair.b.proc.pid,
+                             "vmm-src": pair.a.vm_pid("bench")})
+        converged, s, cpu = mig["converged"], mig["stats"], mig["cpu"]
+        r["total_s"] = mig["total_s"]
+        rss = {"src": vm_hwm_kib(pair.a.proc.pid), "dst": vm_hwm_kib(pair.b.proc.pid)}
+        verified = None
+        if converged:
+            if mig["rc"] != 0:
+                raise RuntimeError(f"virsh migrate failed ({mig['rc']}): {mig['err'].strip()}")
+            c = libvirt.open(pair.a.tcp_uri)
+            try:
+                s = c.lookupByName("bench").jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+            finally:
+                c.close()
+            if s.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+                raise RuntimeError(f"source job not completed: {s}")
+            con = g.ConsoleSocket(pair.b.host_path(sock))
+            try:
+                verified = verify_destination(g.Console(pair.b.host_path(log)), con.send, r)
+            finally:
+                con.close()
+        bps = s.get("memory_bps")
+        daemons = {"src": cpu["src"], "dst": cpu["dst"]}
+        r.update(converged=converged, transferred=s["data_processed"],
+                 stream_s=s["data_processed"] / bps if bps else None,
+                 downtime_ms=s.get("downtime") if converged else None,
+                 rounds=s.get("memory_iteration"), verified=verified,
+                 relay_cpu=daemons if relays else {}, daemon_cpu=daemons,
+                 vmm_cpu={"src": cpu.get("vmm-src"), "dst": None},
+                 rss_kib=rss, jobinfo_ms=mig["jobinfo_ms"], jobinfo_all_ms=mig["jobinfo_all_ms"],
+                 host_busy=mig["watch"].host_busy)
+        # The destination QEMU's CPU is left out: the daemon starts it during
+        # prepare, so its boot cannot be told apart from the migration.
+    finally:
+        pair.destroy_all(libvirt)
+    return r
+
+
+def run_libvirt_case(d, case):
+    pair = the_libvirtd_pair()
+    flags, scheme = LIBVIRT_CASES[case]
+    dest = pair.b.tls_uri(PKI["dir"]) if scheme == "tls" else pair.b.tcp_uri
+    return run_daemon_qemu_case(d, pair, flags, dest, relays="--tunnelled" in flags)
+
+
 def run_one(build, case, workload, rep):
     memory, rate = WORKLOAD_SPECS[workload]
     d = os.path.join(REAPER.root, f"{workload}-{case}-{rep}")
     os.makedirs(d)
     r = {"case": case, "workload": workload, "rep": rep}
     try:
-        if case.startswith("ferry"):
+        if case in LIBVIRT_CASES:
+            r.update(run_libvirt_case(d, case))
+        elif case.startswith("qemu-"):
+            r.update(run_qemu_case(d, case))
+        elif case.startswith("ferry"):
             r.update(run_ferry_case(build, d, memory, rate, tunnelled="proxy" not in case,
                                     tls=case.endswith("-tls")))
         else:
@@ -802,6 +1007,7 @@ def summarize(runs, case, workload):
     s["total_s"] = med(r["total_s"] for r in conv)
     s["boot_s"] = med(r.get("dst_boot_s") for r in ok)
     s["downtime_ms"] = med(r["downtime_ms"] for r in conv)
+    s["downtime_max"] = max((r["downtime_ms"] for r in conv if r["downtime_ms"] is not None), default=None)
     s["rounds"] = med(r["rounds"] for r in ok)
     for side in ("src", "dst"):
         s[f"cpu_{side}"] = med(r["relay_cpu"][side] / gib(r) for r in ok
@@ -810,6 +1016,12 @@ def summarize(runs, case, workload):
                                if r["vmm_cpu"].get(side) is not None)
         s[f"rss_{side}"] = med(r["rss_kib"][side] / 1024 for r in ok if r["rss_kib"].get(side))
     s["rss_max"] = max((v / 1024 for r in ok for v in r["rss_kib"].values() if v), default=None)
+    for side in ("src", "dst"):
+        s[f"daemon_{side}"] = med(r["daemon_cpu"][side] / gib(r) for r in ok
+                                  if r.get("daemon_cpu", {}).get(side) is not None)
+    ver = [r.get("verified") for r in ok if r.get("verified")]
+    s["verified"] = (f"{ver.count('ok')}/{len(ver)}" + (f" ({ver.count('crash')} crashed)" if "crash" in ver else "")
+                     if ver else None)
     s["cpu_relay"] = med(sum(r["relay_cpu"].values()) / gib(r) for r in ok
                          if r["relay_cpu"] and None not in r["relay_cpu"].values())
     lat = [x for r in ok for x in r["jobinfo_ms"]]
@@ -833,10 +1045,55 @@ def print_table(header, rows):
         print(line(row))
 
 
+# Issue 9's targets for ferry's QEMU rows (ratios of medians in one run):
+# (ferry row, anchor row, minimum throughput ratio), and each ferryd's CPU.
+FERRY_QEMU_THROUGHPUT_TARGETS = [("ferry-qemu-tls", "libvirt-p2p", 0.95),
+                                 ("ferry-qemu-tls", "libvirt-tunnelled-tls", 1.8)]
+FERRY_QEMU_CPU_TARGETS = {"ferry-qemu": 0.3, "ferry-qemu-proxy": 0.3,
+                          "ferry-qemu-tls": 0.6, "ferry-qemu-proxy-tls": 0.6}
+
+
+def qemu_ratios(table, ratio):
+    """The QEMU rows against the ceiling (QEMU -> QEMU over one UNIX socket),
+    each daemon's CPU per GiB, and issue 9's targets once ferry's rows exist."""
+    w = "guest"
+    ok = lambda c: table.get((c, w)) if table.get((c, w), {}).get("ok") else None  # noqa: E731
+    print(f"{workload_title(w)}:")
+    base = ok("qemu-direct")
+    for c in QEMU_CASES:
+        t = ok(c)
+        if t and base and c != "qemu-direct":
+            print(f"  throughput {c:<22} / qemu-direct {num(ratio(t['mibps'], base['mibps']), '.2f')}x")
+    for c in QEMU_CASES:
+        t = ok(c)
+        if t and t["daemon_src"] is not None:
+            print(f"  daemon CPU {c:<22} {t['daemon_src']:.2f} / {t['daemon_dst']:.2f} s/GiB (source / destination)")
+    for c in QEMU_CASES:
+        t = ok(c)
+        if t and t["downtime_ms"] is not None:
+            mx = t.get("downtime_max")
+            print(f"  downtime   {c:<22} median {t['downtime_ms']:.0f} ms" + (f", max {mx:.0f} ms" if mx else ""))
+    for a, b, target in FERRY_QEMU_THROUGHPUT_TARGETS:
+        ta, tb = ok(a), ok(b)
+        if ta and tb:
+            rt = ratio(ta["mibps"], tb["mibps"])
+            print(f"  throughput {a} / {b} {num(rt, '.2f')}x   target >= {target}x: "
+                  f"{'met' if rt and rt >= target else 'MISSED'}")
+    for c, target in FERRY_QEMU_CPU_TARGETS.items():
+        t = ok(c)
+        if t and t["daemon_src"] is not None:
+            worst = max(t["daemon_src"], t["daemon_dst"] or 0)
+            print(f"  ferryd CPU {c} {worst:.2f} s/GiB (the busier daemon)   target <= {target}: "
+                  f"{'met' if worst <= target else 'MISSED'}")
+        if t and t["rss_max"] is not None:
+            print(f"  ferryd peak RSS {c} {t['rss_max']:.1f} MiB   target <= 64 MiB: "
+                  f"{'met' if t['rss_max'] <= 64 else 'MISSED'}")
+
+
 def report(runs, ceilings, wall):
     print()
     print(f"Live migration, medians of {REPS} interleaved run(s) per row; {os.cpu_count()} cores "
-          f"shared by both VMMs, the relays and the bench; guest {VCPUS} vCPUs; "
+          f"shared by both VMMs, the relays and the bench; ferry-vmm guests {VCPUS} vCPUs, the QEMU guest 1; "
           f"stream cut at {CONVERGE_S:g}s; {wall:.0f}s in all")
     if ceilings["unix"]:
         print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
@@ -844,11 +1101,12 @@ def report(runs, ceilings, wall):
               + (f", one gnutls TLS session {med(ceilings['tls']):.0f} MiB/s" if ceilings.get("tls") else ""))
     print()
     header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
-              "downtime ms", "rounds", "relay CPU s/GiB src / dst", "ferryd peak RSS MiB src / dst",
-              "job-info ms streaming med / max", "job-info ms max any phase", "VMM CPU s/GiB src / dst", "host busy %"]
+              "downtime ms", "rounds", "relay CPU s/GiB src / dst", "daemon CPU s/GiB src / dst",
+              "daemon peak RSS MiB src / dst", "job-info ms streaming med / max", "job-info ms max any phase",
+              "VMM CPU s/GiB src / dst", "guest verified", "host busy %"]
     rows, table = [], {}
     for w in WORKLOADS:
-        for c in CASES:
+        for c in cases_for(w):
             s = table[(c, w)] = summarize(runs, c, w)
             if not s["ok"]:
                 rows.append([workload_title(w), CASE_TITLES[c], f"0/{s['n']}", "all runs failed"]
@@ -858,11 +1116,13 @@ def report(runs, ceilings, wall):
                 workload_title(w), CASE_TITLES[c], f"{s['ok']}/{s['conv']}", num(s["gib"], ".2f"),
                 num(s["mibps"], ".0f"), num(s["mibps_copy"], ".0f"), num(s["stream_s"], ".2f"), num(s["total_s"], ".2f"), num(s["boot_s"], ".1f"),
                 num(s["downtime_ms"], ".0f"), num(s["rounds"], ".0f"),
-                pair(s["cpu_src"], s["cpu_dst"], ".2f"), pair(s["rss_src"], s["rss_dst"], ".1f"),
+                pair(s["cpu_src"], s["cpu_dst"], ".2f"), pair(s["daemon_src"], s["daemon_dst"], ".2f"),
+                pair(s["rss_src"], s["rss_dst"], ".1f"),
                 pair(s["ji_med"], s["ji_max"], ".1f"), num(s["ji_all_max"], ".1f"), pair(s["vmm_src"], s["vmm_dst"], ".2f"),
-                num(s["busy"], ".0f")])
-    for title in RESERVED:
-        rows.append(["(later)", title] + ["-"] * (len(header) - 2))
+                s["verified"] or "-", num(s["busy"], ".0f")])
+    for w, title in RESERVED:
+        if w in WORKLOADS:
+            rows.append([workload_title(w), title + " (later)"] + ["-"] * (len(header) - 2))
     print_table(header, rows)
     print()
 
@@ -925,6 +1185,14 @@ def report(runs, ceilings, wall):
             print(f"  relay CPU  ferry-proxy / socat {num(rc, '.2f')}x   ({fp['cpu_relay']:.2f} vs "
                   f"{so['cpu_relay']:.2f} s/GiB)   target <= 0.25x: "
                   f"{'met' if rc is not None and rc <= 0.25 else 'MISSED'}")
+    if "guest" in WORKLOADS:
+        qemu_ratios(table, ratio)
+    crashed = [r for r in runs if r.get("crash")]
+    if crashed:
+        print()
+        print("Guest kernel crashes after the move (TCG, QEMU.md; the migration's figures stand):")
+        for r in crashed:
+            print(f"  {workload_title(r['workload'])}, {r['case']} #{r['rep']}: {r['crash']}")
     failed = [r for r in runs if not r["ok"]]
     if failed:
         print()
@@ -942,28 +1210,33 @@ def main():
     for exe in ("src/daemon/ferryd", "src/vmm/ferry-vmm"):
         if not os.access(os.path.join(build, exe), os.X_OK):
             raise SystemExit(f"bench: {build}/{exe} is missing: build first (make bench)")
-    if any(c.startswith("socat") for c in CASES) and not shutil.which("socat"):
-        raise SystemExit("bench: socat is missing (scripts/setup installs it)")
-    for c in CASES:
-        if c not in CASE_TITLES:
-            raise SystemExit(f"bench: unknown case '{c}' (known: {' '.join(CASE_TITLES)})")
     for w in WORKLOADS:
         if w not in WORKLOAD_SPECS:
-            raise SystemExit(f"bench: unknown workload '{w}' (known: idle dirty)")
+            raise SystemExit(f"bench: unknown workload '{w}' (known: {' '.join(WORKLOAD_SPECS)})")
+    cases = {c for w in WORKLOADS for c in cases_for(w)}
+    if any(c.endswith("socat") or "socat-" in c for c in cases) and not shutil.which("socat"):
+        raise SystemExit("bench: socat is missing (scripts/setup installs it)")
+    for c in cases:
+        if c not in CASE_TITLES or (c in QEMU_CASES) != (c.startswith(("qemu-", "libvirt-"))):
+            raise SystemExit(f"bench: unknown case '{c}' (known: {' '.join(CASE_TITLES)}; "
+                             "qemu-* and libvirt-* go in BENCH_QEMU_CASES)")
     sys.stdout.reconfigure(line_buffering=True)
     REAPER = Reaper()
     atexit.register(REAPER.cleanup)
-    if any(c in ("stunnel", "ferry-tls", "ferry-proxy-tls") for c in CASES):
+    atexit.register(stop_libvirtd_pair)  # runs first: destroys its guests, ends both daemons
+    if cases & {"stunnel", "ferry-tls", "ferry-proxy-tls", "qemu-stunnel", *LIBVIRT_CASES}:
         make_pki(REAPER.root)
+    if "guest" in WORKLOADS:
+        prepare_guest(build)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     libvirt.registerErrorHandler(lambda ctx, err: None, None)  # errors arrive as exceptions
 
     runs, ceilings = [], {"unix": [], "tcp": []}
     start = time.monotonic()
-    total = REPS * len(WORKLOADS) * len(CASES)
-    print(f"Migration benchmark: {total} migrations ({REPS} x {' '.join(WORKLOADS)} x {' '.join(CASES)})",
-          file=sys.stderr)
+    total = REPS * sum(len(cases_for(w)) for w in WORKLOADS)
+    print(f"Migration benchmark: {total} migrations ({REPS} x "
+          + "; ".join(f"{w} x {' '.join(cases_for(w))}" for w in WORKLOADS) + ")", file=sys.stderr)
     tls_ceiling = []
     for rep in range(1, REPS + 1):
         for kind in ceilings:
@@ -974,18 +1247,20 @@ def main():
             if out.returncode == 0 and out.stdout.strip():
                 tls_ceiling.append(float(out.stdout.split()[-1]))
         for w in WORKLOADS:
-            for c in CASES:
+            for c in cases_for(w):
                 r = run_one(build, c, w, rep)
                 runs.append(r)
                 if r["ok"]:
                     detail = (f"{r['transferred'] / r['stream_s'] / MIB:.0f} MiB/s, {r['stream_s']:.2f}s stream"
-                              + (f", {r['total_s']:.2f}s total" if r["converged"] else ", not converged"))
+                              + (f", {r['total_s']:.2f}s total" if r["converged"] else ", not converged")
+                              + (f", guest verified: {r['verified']}" if r.get("verified") else ""))
                 else:
                     detail = r["error"]
                 print(f"  [{len(runs)}/{total}] {workload_title(w)}, {c} #{rep}: "
                       f"{'ok' if r['ok'] else 'FAILED'}: {detail}", file=sys.stderr, flush=True)
     if tls_ceiling:
         ceilings["tls"] = tls_ceiling
+    stop_libvirtd_pair()
     ok = report(runs, ceilings, time.monotonic() - start)
     if RESULTS:
         with open(RESULTS, "w") as fh:

@@ -57,8 +57,8 @@ static const KeyDef keys[] = {
     KR(tls_handshake_timeout, KEY_UINT, 1, 3600),
     K(sasl_allowed_username_list, KEY_LIST),
     KR(max_clients, KEY_UINT, 1, 100000),
-    KR(max_anonymous_clients, KEY_UINT, 0, 100000),
-    KR(max_queued_clients, KEY_UINT, 1, 65535),
+    K(max_anonymous_clients, KEY_UINT),
+    KR(max_queued_clients, KEY_UINT, 0, G_MAXINT32), /* 0: the listen() default of 128 */
     KR(auth_timeout, KEY_UINT, 0, 3600),
     KR(max_client_send_queue, KEY_UINT, 65536, 1024 * 1024 * 1024),
     KR(max_client_requests, KEY_UINT, 1, 10000),
@@ -76,6 +76,7 @@ static const KeyDef keys[] = {
     KR(migration_port_min, KEY_UINT, 1, 65535),
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
+    K(migration_pki_dir, KEY_STRING),
 };
 
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an

@@ -55,6 +55,10 @@ typedef struct {
     guint migration_port_min;
     guint migration_port_max;
     char *migration_address;
+    /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
+     * cacrl.pem) ferryd presents to a destination daemon and its data port;
+     * NULL: libvirt's client locations. A client's URI may not choose them. */
+    char *migration_pki_dir;
 } DaemonConfig;
 
 /* Defaults: libvirt's, with paths for root or for the current user. */

@@ -223,7 +223,9 @@ static int run(const DaemonOptions *opts)
     g_autoptr(TunnelDataSettings) migration_data =
         tunnel_data_settings_new(cfg->migration_address, cfg->migration_port_min,
                                  cfg->migration_port_max, migration_tls);
+    tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
+    remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
@@ -271,6 +273,11 @@ static int run(const DaemonOptions *opts)
     g_autoptr(GPtrArray) unix_paths = g_ptr_array_new_with_free_func(g_free);
     int rc = 0;
     gboolean sasl = uses_sasl(cfg, opts);
+    /* Before anything listens: whoever sees a socket may stop the daemon at
+     * once, and SIGTERM must then end it cleanly, not kill it. */
+    GMainLoop *loop = g_main_loop_new(NULL, FALSE);
+    guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
+    guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
     if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
                                           &error)) ||
         !setup_listeners(server, cfg, opts, unix_paths, &error) ||
@@ -278,15 +285,12 @@ static int run(const DaemonOptions *opts)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        GMainLoop *loop = g_main_loop_new(NULL, FALSE);
-        guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
-        guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
         FERRY_INFO("ferryd %s ready (pid %d)", "0.1.0", getpid());
         g_main_loop_run(loop);
-        g_source_remove(s1);
-        g_source_remove(s2);
-        g_main_loop_unref(loop);
     }
+    g_source_remove(s1);
+    g_source_remove(s2);
+    g_main_loop_unref(loop);
 
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */

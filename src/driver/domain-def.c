@@ -478,6 +478,12 @@ static gboolean parse_workload(DomainDef *def, const xmlNode *n, GError **error)
 static gboolean parse_metadata(DomainDef *def, xmlNode *md, GError **error)
 {
     gboolean seen_workload = FALSE;
+    /* Namespaces kept so far: a set, so a document with many children stays
+     * linear (a list scan per child was quadratic: 4 MiB took minutes). */
+    g_autoptr(GHashTable) kept_ns = g_hash_table_new(g_str_hash, g_str_equal);
+    for (xmlNode *k = def->kept->group[GROUP_METADATA]->children; k; k = k->next)
+        if (k->ns && k->ns->href)
+            g_hash_table_add(kept_ns, (gpointer)k->ns->href);
     for (xmlNode *n = md->children; n; n = n->next) {
         if (n->type != XML_ELEMENT_NODE)
             continue;
@@ -497,14 +503,12 @@ static gboolean parse_metadata(DomainDef *def, xmlNode *md, GError **error)
                 return FALSE;
             continue;
         }
-        gboolean dup = FALSE;
-        for (xmlNode *k = def->kept->group[GROUP_METADATA]->children; k && !dup; k = k->next)
-            dup = k->ns && xmlStrEqual(k->ns->href, n->ns->href);
-        if (dup) {
+        if (g_hash_table_contains(kept_ns, n->ns->href)) {
             FERRY_DEBUG("dropping a second <metadata> element of namespace %s", n->ns->href);
             continue;
         }
         kept_add(def->kept, GROUP_METADATA, n);
+        g_hash_table_add(kept_ns, (gpointer)n->ns->href);
     }
     return TRUE;
 }

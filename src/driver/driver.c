@@ -76,42 +76,47 @@ void driver_registry_clear(void)
     g_mutex_unlock(&registry_lock);
 }
 
+/* The path part of "scheme:rest" ("/system" in sim:///system), query and
+ * fragment cut off. */
+static char *uri_path(const char *rest)
+{
+    const char *p = rest;
+    if (g_str_has_prefix(p, "//")) {
+        p = strchr(p + 2, '/');
+        if (!p)
+            p = "";
+    }
+    return g_strndup(p, strcspn(p, "?#"));
+}
+
 Driver *driver_registry_open(const char *uri, GError **error)
 {
+    gboolean want_default = !uri || !*uri;
+    /* A name is "scheme:...": one without a colon (a bare "sim") names no
+     * driver, as for libvirt. */
+    const char *colon = want_default ? NULL : strchr(uri, ':');
+    g_autofree char *scheme = colon ? g_strndup(uri, colon - uri) : NULL;
+
     g_mutex_lock(&registry_lock);
     Driver *found = NULL;
     if (registry && registry->len > 0) {
-        if (!uri || !*uri) {
+        if (want_default)
             found = registry->pdata[0];
-        } else {
-            const char *colon = strchr(uri, ':');
-            g_autofree char *scheme = colon ? g_strndup(uri, colon - uri) : g_strdup(uri);
-            for (guint i = 0; i < registry->len && !found; i++) {
-                Driver *d = registry->pdata[i];
-                if (g_ascii_strcasecmp(d->ops->name, scheme) == 0)
-                    found = d;
-            }
+        for (guint i = 0; scheme && i < registry->len && !found; i++) {
+            Driver *d = registry->pdata[i];
+            if (g_ascii_strcasecmp(d->ops->name, scheme) == 0)
+                found = d;
         }
     }
     g_mutex_unlock(&registry_lock);
     if (!found) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_CONNECT,
-                    "no connection driver available for %s", uri && *uri ? uri : "(default)");
+                    "no connection driver available for %s", want_default ? "(default)" : uri);
         return NULL;
     }
     /* A driver URI names a path like /system; other paths are a typo worth reporting. */
-    if (uri && *uri) {
-        const char *rest = strchr(uri, ':') + 1;
-        g_autofree char *path = NULL;
-        if (g_str_has_prefix(rest, "//")) {
-            const char *p = strchr(rest + 2, '/');
-            path = g_strdup(p ? p : "");
-        } else {
-            path = g_strdup(rest);
-        }
-        char *q = strpbrk(path, "?#");
-        if (q)
-            *q = '\0';
+    if (colon) {
+        g_autofree char *path = uri_path(colon + 1);
         if (*path && strcmp(path, "/") != 0 && strcmp(path, "/system") != 0 &&
             strcmp(path, "/session") != 0) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_CONNECT,

@@ -78,13 +78,18 @@ void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJ
                               int type, const GError *error, const char *digest)
 {
     DriverJobInfo *done = g_new0(DriverJobInfo, 1);
-    g_mutex_lock(&job->lock);
-    *done = job->info;
+    migration_job_get_info(job, done);
+    g_free(done->error_message);
+    g_free(done->digest);
     done->error_message = error ? g_strdup(error->message) : NULL;
     done->digest = g_strdup(digest);
-    g_mutex_unlock(&job->lock);
     done->type = type;
-    done->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
+    if (type == DRIVER_JOB_COMPLETED && !done->data_total) {
+        /* Everything the job moved was all there was to move. */
+        done->data_total = done->data_processed;
+        done->memory_total = MAX(done->memory_total, done->memory_processed);
+        done->data_remaining = done->memory_remaining = 0;
+    }
     g_mutex_lock(&e->lock);
     g_hash_table_replace(e->completed, ferry_uuid_to_string(uuid), done);
     g_mutex_unlock(&e->lock);

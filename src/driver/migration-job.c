@@ -143,6 +143,18 @@ GError *migration_job_abort_error(MigrationJob *job)
     return e;
 }
 
+/* A VMM that counts nothing on its receiving side (QEMU's destination) still
+ * has its job show the bytes the channel delivered. */
+static void fill_from_channel_locked(MigrationJob *job, DriverJobInfo *info)
+{
+    if (job->operation != DRIVER_JOB_OPERATION_MIGRATION_IN || !job->channel ||
+        info->data_processed)
+        return;
+    guint64 out = 0, in = 0;
+    tunnel_channel_get_bytes(job->channel, &out, &in);
+    info->data_processed = info->memory_processed = in;
+}
+
 void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
 {
     g_mutex_lock(&job->lock);
@@ -163,6 +175,7 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
         i->downtime_ms = c->downtime_ms;
         i->has_downtime = TRUE;
     }
+    fill_from_channel_locked(job, i);
     g_mutex_unlock(&job->lock);
 }
 
@@ -170,6 +183,7 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
 {
     g_mutex_lock(&job->lock);
     *info = job->info;
+    fill_from_channel_locked(job, info);
     info->error_message = g_strdup(job->info.error_message);
     info->digest = g_strdup(job->info.digest);
     info->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;

@@ -36,10 +36,11 @@ typedef struct {
     GPtrArray *dparams;
     GBytes *dest_cookie;
     TunnelBinding *binding;
+    char *uri_out;       /* proxy mode: where the destination listens */
     gboolean prepared;   /* the destination has an incoming VM to finish or drop */
     char *dconn_host;    /* the destination's host, as the URI names it */
     char *migrate_uri;   /* proxy mode: where to open the data connection */
-    char *dconn_pkipath; /* proxy mode with --tls: the client files, as the URI says */
+    char *dconn_pkipath; /* proxy mode with --tls: the client files (migration_pki_dir) */
     char *digest;
     guint64 downtime_ms;
 } Outgoing;
@@ -61,6 +62,7 @@ static void outgoing_clear(Outgoing *o)
         g_bytes_unref(o->dest_cookie);
     g_free(o->digest);
     g_free(o->dconn_host);
+    g_free(o->uri_out);
     g_free(o->migrate_uri);
     g_free(o->dconn_pkipath);
 }
@@ -75,19 +77,6 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms};
     return migration_cookie_format(&c);
-}
-
-static gboolean require_feature(Outgoing *o, int feature, const char *what, GError **error)
-{
-    int r = o->ops->supports_feature(o->peer, feature, error);
-    if (r < 0)
-        return FALSE;
-    if (r == 0) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "the %s does not support %s", o->ops->describe(o->peer), what);
-        return FALSE;
-    }
-    return TRUE;
 }
 
 static const char *vmm_error(const MigrationVmmProgress *p, const char *fallback)
@@ -110,46 +99,178 @@ static const char *vmm_error(const MigrationVmmProgress *p, const char *fallback
     }
 }
 
-/* Tunnelled: prepare on the peer, then a stream channel on its connection. */
-static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
+/* ---- the calls to the destination before the stream runs ----
+ *
+ * open, the feature checks and prepare can block on a stuck peer for their
+ * whole timeout: they run in a thread of their own, so that an abort frees
+ * the source at once. An abandoned setup finishes alone: it tells the
+ * destination to drop what it prepared and closes the connection. */
+
+typedef struct {
+    MigrationEngine *engine;
+    const MigrationPeerOps *ops;
+    MigrationJob *job;
+    char *dconnuri;
+    GPtrArray *dparams;
+    GBytes *cookie;
+    guint destflags;
+    gboolean tunnelled;
+    /* under job->lock */
+    gboolean done, abandoned;
+    /* the results */
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+    GBytes *dest_cookie;
+    char *uri_out;
+    gboolean prepared;
+    const char *phase; /* where it failed */
+    GError *error;
+} PeerSetup;
+
+static void peer_setup_free(PeerSetup *ps)
 {
-    g_autoptr(GBytes) cookie = outgoing_cookie(o, TRUE);
-    if (!o->ops->prepare_tunnel(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie,
-                                &o->binding, error)) {
+    if (ps->binding)
+        tunnel_binding_free(ps->binding);
+    if (ps->peer)
+        ps->ops->close(ps->peer);
+    migration_job_unref(ps->job);
+    g_free(ps->dconnuri);
+    g_ptr_array_unref(ps->dparams);
+    g_bytes_unref(ps->cookie);
+    if (ps->dest_cookie)
+        g_bytes_unref(ps->dest_cookie);
+    g_free(ps->uri_out);
+    g_clear_error(&ps->error);
+    g_free(ps);
+}
+
+static gboolean require_feature(PeerSetup *ps, int feature, const char *what, GError **error)
+{
+    int r = ps->ops->supports_feature(ps->peer, feature, error);
+    if (r < 0)
+        return FALSE;
+    if (r == 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the %s does not support %s", ps->ops->describe(ps->peer), what);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean peer_setup_run(PeerSetup *ps, GError **error)
+{
+    ps->phase = "begin";
+    ps->peer = ps->ops->open(ps->dconnuri, error);
+    if (!ps->peer)
+        return FALSE;
+    ps->phase = "perform";
+    if (!require_feature(ps, MIGRATION_FEATURE_P2P, "peer-to-peer migration", error) ||
+        !require_feature(ps, MIGRATION_FEATURE_V3, "migration protocol version 3", error) ||
+        !require_feature(ps, MIGRATION_FEATURE_PARAMS, "migration parameters", error))
+        return FALSE;
+    ps->phase = "prepare";
+    gboolean ok = ps->tunnelled
+                      ? ps->ops->prepare_tunnel(ps->peer, ps->dparams, ps->cookie, ps->destflags,
+                                                &ps->dest_cookie, &ps->binding, error)
+                      : ps->ops->prepare(ps->peer, ps->dparams, ps->cookie, ps->destflags,
+                                         &ps->dest_cookie, &ps->uri_out, error);
+    if (!ok) {
         g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
-    o->prepared = TRUE;
+    ps->prepared = TRUE;
+    return TRUE;
+}
+
+static gpointer peer_setup_thread(gpointer data)
+{
+    PeerSetup *ps = data;
+    MigrationEngine *e = ps->engine;
+    GError *err = NULL;
+    peer_setup_run(ps, &err);
+    g_mutex_lock(&ps->job->lock);
+    ps->error = err;
+    ps->done = TRUE;
+    gboolean abandoned = ps->abandoned;
+    g_cond_broadcast(&ps->job->cond);
+    g_mutex_unlock(&ps->job->lock);
+    if (abandoned) {
+        if (ps->prepared) {
+            g_autoptr(GBytes) cookie_out = NULL;
+            g_autoptr(GError) fe = NULL;
+            g_autoptr(DriverDomain) d = ps->ops->finish(ps->peer, ps->dparams, NULL,
+                                                        ps->destflags, TRUE, &cookie_out, &fe);
+        }
+        peer_setup_free(ps);
+    }
+    migration_thread_done(e);
+    return NULL;
+}
+
+/* Opens and prepares the destination; FALSE with the failure, or with the
+ * abort's reason as soon as one is requested. */
+static gboolean outgoing_setup_peer(Outgoing *o, const char *dconnuri, const char **phase,
+                                    GError **error)
+{
+    PeerSetup *ps = g_new0(PeerSetup, 1);
+    ps->engine = o->engine;
+    ps->ops = o->ops;
+    ps->job = migration_job_ref(o->job);
+    ps->dconnuri = g_strdup(dconnuri);
+    ps->dparams = g_ptr_array_ref(o->dparams);
+    ps->cookie = outgoing_cookie(o, TRUE);
+    ps->destflags = o->destflags;
+    ps->tunnelled = (o->flags & MIGRATION_TUNNELLED) != 0;
+    migration_thread_start(o->engine, "migration-setup", peer_setup_thread, ps);
+
+    MigrationJob *job = o->job;
+    g_mutex_lock(&job->lock);
+    while (!ps->done && !job->abort_requested)
+        g_cond_wait(&job->cond, &job->lock);
+    if (!ps->done) {
+        ps->abandoned = TRUE; /* the thread cleans up after itself */
+        g_propagate_error(error, g_error_copy(job->abort_reason));
+        g_mutex_unlock(&job->lock);
+        *phase = "prepare";
+        return FALSE;
+    }
+    g_mutex_unlock(&job->lock);
+    *phase = ps->phase;
+    o->peer = g_steal_pointer(&ps->peer);
+    o->binding = g_steal_pointer(&ps->binding);
+    o->dest_cookie = g_steal_pointer(&ps->dest_cookie);
+    o->uri_out = g_steal_pointer(&ps->uri_out);
+    o->prepared = ps->prepared;
+    gboolean ok = ps->error == NULL;
+    if (!ok)
+        g_propagate_error(error, g_steal_pointer(&ps->error));
+    peer_setup_free(ps);
+    return ok;
+}
+
+/* Tunnelled: a stream channel on the connection the prepare call used. */
+static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
+{
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
         return FALSE;
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
     migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
-    g_mutex_lock(&o->job->lock);
-    cfg.bandwidth = o->job->bandwidth;
-    g_mutex_unlock(&o->job->lock);
+    /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
     migration_job_set_channel(o->job, ch);
     return TRUE;
 }
 
-/* Proxy mode: prepare on the peer, then a data connection it relays. */
+/* Proxy mode: a data connection the destination relays. */
 static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
 {
-    g_autoptr(GBytes) cookie = outgoing_cookie(o, TRUE);
-    g_autofree char *uri_out = NULL;
-    if (!o->ops->prepare(o->peer, o->dparams, cookie, o->destflags, &o->dest_cookie, &uri_out,
-                         error)) {
-        g_prefix_error(error, "the destination refused: ");
-        return FALSE;
-    }
-    o->prepared = TRUE;
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
         return FALSE;
-    const char *target = o->migrate_uri ? o->migrate_uri : uri_out;
+    const char *target = o->migrate_uri ? o->migrate_uri : o->uri_out;
     if (!dc.token || strlen(dc.token) != TUNNEL_DATA_TOKEN_LEN || !target) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "the destination gave no data connection (uri '%s')", target ? target : "");
@@ -167,9 +288,6 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
     g_autofree char *data_name = g_strdup_printf(
         "%sdata connection to the destination ferryd at %s:%u", tls ? "TLS " : "", host, port);
     TunnelRelayConfig rcfg = {.vmm_name = "source VMM", .peer_name = data_name};
-    g_mutex_lock(&o->job->lock);
-    rcfg.bandwidth = o->job->bandwidth;
-    g_mutex_unlock(&o->job->lock);
     int fd = *vmm_fd;
     *vmm_fd = -1;
     g_autoptr(TunnelChannel) ch =
@@ -182,19 +300,18 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
 }
 
 /* Runs prepare on the destination and the channel until the VMM is done. */
-static gboolean outgoing_run(Outgoing *o, GError **error)
+static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
 {
-    const char *phase = "perform";
+    const char *phase = "begin";
     g_autoptr(GError) e = NULL;
     int sv[2] = {-1, -1};
     const MigrationHooks *h = o->hooks;
     g_auto(MigrationVmmProgress) end = {0};
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
 
-    if (!require_feature(o, MIGRATION_FEATURE_P2P, "peer-to-peer migration", &e) ||
-        !require_feature(o, MIGRATION_FEATURE_V3, "migration protocol version 3", &e) ||
-        !require_feature(o, MIGRATION_FEATURE_PARAMS, "migration parameters", &e))
+    if (!outgoing_setup_peer(o, dconnuri, &phase, &e))
         goto fail;
+    phase = "perform";
 
     /* Non-live: the VM stops first and moves as a snapshot. */
     if (!(o->flags & MIGRATION_LIVE) && !o->was_paused && !h->stop(o->vm, &e))
@@ -205,11 +322,9 @@ static gboolean outgoing_run(Outgoing *o, GError **error)
         goto fail;
     }
 
-    phase = "prepare";
     if (!((o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, &sv[0], &e)
                                            : outgoing_open_data(o, &sv[0], &e)))
         goto fail;
-    phase = "perform";
 
     ep.fd = sv[1];
     sv[1] = -1;
@@ -270,33 +385,79 @@ fail:
     return FALSE;
 }
 
-/* After a failure: stop the channel and the VMM's migration, and tell the
- * destination to drop its incoming VM (if it can still hear us). Returns
- * what the destination said about the failure, if anything useful. */
-static char *outgoing_cancel(Outgoing *o, const GError *why)
+/* After a failure, here: stop the channel and the VMM's migration. */
+static void outgoing_stop(Outgoing *o, const GError *why)
 {
-    char *report = NULL;
     migration_job_cut_channel(o->job, why);
     o->hooks->cancel(o->vm);
     g_auto(MigrationVmmProgress) end = {0};
     o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
-    migration_job_wait_channel(o->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+}
 
-    if (o->prepared) {
-        if (migration_job_peer_heard_end(o->job)) {
-            g_autoptr(GBytes) cookie_out = NULL;
-            g_autoptr(GError) fe = NULL;
-            g_autoptr(DriverDomain) d = o->ops->finish(o->peer, o->dparams, NULL, o->destflags,
-                                                       TRUE, &cookie_out, &fe);
-            if (fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK)
-                report = g_strdup(fe->message);
-        } else {
-            /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
-            FERRY_INFO("the %s does not answer; closing the connection",
-                       o->ops->describe(o->peer));
-        }
+/* What the destination needs to drop its incoming VM: the peer connection
+ * and the failed job's channel. */
+typedef struct {
+    MigrationEngine *engine;
+    const MigrationPeerOps *ops;
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+    MigrationJob *job;
+    GPtrArray *dparams;
+    guint destflags;
+    gboolean prepared;
+} Farewell;
+
+static Farewell *farewell_take(Outgoing *o)
+{
+    Farewell *f = g_new0(Farewell, 1);
+    f->engine = o->engine;
+    f->ops = o->ops;
+    f->peer = g_steal_pointer(&o->peer);
+    f->binding = g_steal_pointer(&o->binding);
+    f->job = migration_job_ref(o->job);
+    f->dparams = g_ptr_array_ref(o->dparams);
+    f->destflags = o->destflags;
+    f->prepared = o->prepared;
+    return f;
+}
+
+static void farewell_free(Farewell *f)
+{
+    if (f->binding)
+        tunnel_binding_free(f->binding);
+    f->ops->close(f->peer);
+    migration_job_unref(f->job);
+    g_ptr_array_unref(f->dparams);
+    g_free(f);
+}
+
+/* Tells the destination to drop its incoming VM, if it can still hear us.
+ * Returns what it said about the failure, if anything useful. */
+static char *farewell_say(Farewell *f)
+{
+    migration_job_wait_channel(f->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
+    if (!f->prepared)
+        return NULL;
+    if (!migration_job_peer_heard_end(f->job)) {
+        /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
+        FERRY_INFO("the %s does not answer; closing the connection", f->ops->describe(f->peer));
+        return NULL;
     }
-    return report;
+    g_autoptr(GBytes) cookie_out = NULL;
+    g_autoptr(GError) fe = NULL;
+    g_autoptr(DriverDomain) d =
+        f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe);
+    return fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
+}
+
+static gpointer farewell_thread(gpointer data)
+{
+    Farewell *f = data;
+    MigrationEngine *e = f->engine;
+    g_free(farewell_say(f));
+    farewell_free(f);
+    migration_thread_done(e);
+    return NULL;
 }
 
 /* Confirm, on the source: the VM now runs on exactly one host. */
@@ -455,24 +616,13 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
     g_autoptr(GUri) duri = g_uri_parse(dconnuri, G_URI_FLAGS_ENCODED_QUERY, NULL);
     const char *dhost = duri ? g_uri_get_host(duri) : NULL;
     o.dconn_host = g_strdup(dhost && *dhost ? dhost : "127.0.0.1"); /* +unix: this host */
-    const char *dquery = duri ? g_uri_get_query(duri) : NULL;
-    if (dquery) {
-        g_autoptr(GHashTable) q = g_uri_parse_params(dquery, -1, "&", G_URI_PARAMS_NONE, NULL);
-        if (q)
-            o.dconn_pkipath = g_strdup(g_hash_table_lookup(q, "pkipath"));
-    }
+    /* The daemon's own client files, never the client's URI's. */
+    o.dconn_pkipath = g_strdup(tunnel_data_settings_get_client_pki_dir(engine->data_settings));
     if (!outgoing_start(&o, dom, params, bandwidth, error))
         return FALSE;
 
     g_autoptr(GError) e = NULL;
-    o.peer = ops->open(dconnuri, &e);
-    gboolean ok;
-    if (!o.peer) {
-        g_prefix_error(&e, "migration failed in begin phase: ");
-        ok = FALSE;
-    } else {
-        ok = outgoing_run(&o, &e);
-    }
+    gboolean ok = outgoing_run(&o, dconnuri, &e);
     if (ok) {
         g_autoptr(GBytes) fcookie = outgoing_cookie(&o, FALSE);
         g_autoptr(GBytes) fout = NULL;
@@ -487,9 +637,21 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                        " ms)",
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
+    } else if (o.peer && g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+        /* Cancel frees the source at once, whatever the peer does: our VM
+         * runs again before the destination is told (it never runs its
+         * incoming VM without our finish), which happens in the background. */
+        outgoing_stop(&o, e);
+        outgoing_confirm(&o, FALSE, e);
+        migration_thread_start(engine, "migration-farewell", farewell_thread, farewell_take(&o));
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
     } else if (o.peer) {
-        g_autofree char *report = outgoing_cancel(&o, e);
-        if (report && !g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
+        outgoing_stop(&o, e);
+        Farewell *f = farewell_take(&o);
+        g_autofree char *report = farewell_say(f);
+        farewell_free(f);
+        if (report) {
             char *both = g_strdup_printf("%s; the destination reports: %s", e->message, report);
             g_free(e->message);
             e->message = both;

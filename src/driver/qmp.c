@@ -64,6 +64,18 @@ static void qmp_client_unref(QmpClient *c)
 
 /* ---- reader thread ---- */
 
+/* An event's {"seconds", "microseconds"} in microseconds, or 0 (unknown) when
+ * it is out of range: QEMU sends -1/-1 when it has no clock, and a VMM's
+ * value must never overflow the sum. */
+static gint64 event_timestamp(JsonObject *t)
+{
+    gint64 sec = json_object_get_int_member_with_default(t, "seconds", 0);
+    gint64 usec = json_object_get_int_member_with_default(t, "microseconds", 0);
+    if (sec < 0 || sec > G_MAXINT64 / G_USEC_PER_SEC - 1 || usec < 0 || usec >= G_USEC_PER_SEC)
+        return 0;
+    return sec * G_USEC_PER_SEC + usec;
+}
+
 static void qmp_client_dispatch(QmpClient *c, const char *text, GError **error)
 {
     g_autoptr(JsonParser) parser = json_parser_new();
@@ -90,12 +102,8 @@ static void qmp_client_dispatch(QmpClient *c, const char *text, GError **error)
         const char *name = json_object_get_string_member_with_default(msg, "event", NULL);
         JsonNode *data = json_object_get_member(msg, "data");
         JsonNode *ts = json_object_get_member(msg, "timestamp");
-        gint64 stamp = 0;
-        if (ts && JSON_NODE_HOLDS_OBJECT(ts)) {
-            JsonObject *t = json_node_get_object(ts);
-            stamp = json_object_get_int_member_with_default(t, "seconds", 0) * G_USEC_PER_SEC +
-                    json_object_get_int_member_with_default(t, "microseconds", 0);
-        }
+        gint64 stamp = ts && JSON_NODE_HOLDS_OBJECT(ts) ? event_timestamp(json_node_get_object(ts))
+                                                        : 0;
         g_mutex_lock(&c->lock);
         gboolean deliver = c->ready && !c->freeing && c->on_event && name;
         g_mutex_unlock(&c->lock);

@@ -9,7 +9,7 @@ typedef struct _QmpClient QmpClient;
 
 /* Called on the client's reader thread for every event, in stream order.
  * data is the event's "data" (an empty object when absent) and timestamp_us its
- * "timestamp"; both valid during the call only. */
+ * "timestamp" (0 when absent or out of range); data is valid during the call only. */
 typedef void (*QmpEventFunc)(QmpClient *client, const char *event, JsonObject *data,
                              gint64 timestamp_us, gpointer user_data);
 

@@ -6,6 +6,7 @@
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-convert.h"
+#include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
@@ -16,6 +17,10 @@
 #define FEATURE_PROGRAM_KEEPALIVE 10
 #define EVENT_ID_LIFECYCLE 0
 #define EVENT_ID_MAX 64
+/* Event callbacks one client may hold at once. libvirt sets no number; a
+ * client registering without end would grow the daemon without end, and
+ * virsh event --all needs one per event ID, so this leaves ample room. */
+#define MAX_EVENT_CALLBACKS 1024
 #define CONNECT_RO 1 /* CONNECT_OPEN flags bit: read-only */
 #define LIB_VERSION 9000000ULL /* the libvirt protocol level we speak */
 
@@ -29,9 +34,17 @@ typedef struct {
 } RemoteEventCallback;
 
 /* Per-client state. Lifetime: owned by the RpcServerClient (its private
- * data); the driver listener is removed by the close hook, before it dies. */
+ * data); the driver listener is removed by the close hook, before it dies.
+ * A call queued before the close may still run after the hook: `closed`
+ * makes it register nothing. */
 typedef struct {
     GMutex lock;
+    /* Serialises adding the driver listener against the close hook removing
+     * it, so exactly one listener exists and none outlives the session. Never
+     * taken while an event is delivered (that holds the driver's event lock,
+     * then `lock`), so the order listen_lock -> event lock cannot deadlock. */
+    GMutex listen_lock;
+    gboolean closed;
     RpcServerClient *client; /* not a reference: we live inside it */
     gboolean authenticated;
     gboolean readonly;
@@ -80,13 +93,16 @@ static void session_free(gpointer data)
     remote_auth_free(s->auth);
     g_array_unref(s->callbacks);
     g_mutex_clear(&s->lock);
+    g_mutex_clear(&s->listen_lock);
     g_free(s);
 }
 
 static void session_on_close(RpcServerClient *client, gpointer priv)
 {
     RemoteSession *s = priv;
+    g_mutex_lock(&s->listen_lock);
     g_mutex_lock(&s->lock);
+    s->closed = TRUE;
     Driver *drv = s->listener_driver;
     guint id = s->listener_id;
     s->listener_driver = NULL;
@@ -94,6 +110,7 @@ static void session_on_close(RpcServerClient *client, gpointer priv)
     g_mutex_unlock(&s->lock);
     if (drv)
         driver_event_unlisten(drv, id);
+    g_mutex_unlock(&s->listen_lock);
     g_autoptr(GError) why = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
                                         "the client %s disconnected",
                                         rpc_server_client_get_peer(client));
@@ -104,6 +121,7 @@ static void session_init(RpcServerClient *client, gpointer data)
 {
     RemoteSession *s = g_new0(RemoteSession, 1);
     g_mutex_init(&s->lock);
+    g_mutex_init(&s->listen_lock);
     s->client = client;
     s->authenticated = rpc_server_client_get_auth_type(client) == REMOTE_AUTH_NONE;
     s->readonly = rpc_server_client_is_readonly(client);
@@ -161,6 +179,40 @@ static void session_on_lifecycle(const DriverDomain *dom, int event, int detail,
     g_free(rdom.name);
 }
 
+/* Adds a callback (under s->lock); -1 with an error when refused. */
+static int session_add_callback_locked(RemoteSession *s, int event_id, gboolean legacy,
+                                       const guint8 *uuid, GError **error)
+{
+    if (s->closed) {
+        /* A call queued before the client went away: no listener for a
+         * session that is about to be freed. */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "the connection is closing: no event callback registered");
+        return -1;
+    }
+    for (guint i = 0; legacy && i < s->callbacks->len; i++) {
+        RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
+        if (cb->legacy && cb->event_id == event_id) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "domain event %d already registered", event_id);
+            return -1;
+        }
+    }
+    if (s->callbacks->len >= MAX_EVENT_CALLBACKS) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "too many event callbacks on this connection: the limit is %d, "
+                    "deregister one first",
+                    MAX_EVENT_CALLBACKS);
+        return -1;
+    }
+    RemoteEventCallback cb = {.callback_id = s->next_callback_id++, .event_id = event_id,
+                              .legacy = legacy, .has_filter = uuid != NULL};
+    if (uuid)
+        memcpy(cb.uuid, uuid, 16);
+    g_array_append_val(s->callbacks, cb);
+    return cb.callback_id;
+}
+
 /* Adds a callback; starts listening to the driver on the first one. */
 static int session_add_callback(RemoteContext *ctx, int event_id, gboolean legacy,
                                 const guint8 *uuid, GError **error)
@@ -171,34 +223,22 @@ static int session_add_callback(RemoteContext *ctx, int event_id, gboolean legac
         return -1;
     }
     RemoteSession *s = ctx->session;
+    /* Decided and done under listen_lock: two registrations cannot both
+     * add a listener, and the close hook cannot run in between. */
+    g_mutex_lock(&s->listen_lock);
     g_mutex_lock(&s->lock);
-    if (legacy) {
-        for (guint i = 0; i < s->callbacks->len; i++) {
-            RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
-            if (cb->legacy && cb->event_id == event_id) {
-                g_mutex_unlock(&s->lock);
-                g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                            "domain event %d already registered", event_id);
-                return -1;
-            }
-        }
-    }
-    RemoteEventCallback cb = {.callback_id = s->next_callback_id++, .event_id = event_id,
-                              .legacy = legacy, .has_filter = uuid != NULL};
-    if (uuid)
-        memcpy(cb.uuid, uuid, 16);
-    g_array_append_val(s->callbacks, cb);
-    gboolean need_listener = s->listener_id == 0;
-    if (need_listener)
-        s->listener_driver = ctx->drv;
+    int id = session_add_callback_locked(s, event_id, legacy, uuid, error);
+    gboolean need_listener = id >= 0 && s->listener_id == 0;
     g_mutex_unlock(&s->lock);
     if (need_listener) {
-        guint id = driver_event_listen(ctx->drv, session_on_lifecycle, s);
+        guint lid = driver_event_listen(ctx->drv, session_on_lifecycle, s);
         g_mutex_lock(&s->lock);
-        s->listener_id = id;
+        s->listener_id = lid;
+        s->listener_driver = ctx->drv;
         g_mutex_unlock(&s->lock);
     }
-    return cb.callback_id;
+    g_mutex_unlock(&s->listen_lock);
+    return id;
 }
 
 static gboolean session_remove_callback(RemoteSession *s, gboolean legacy, int id,
@@ -306,7 +346,9 @@ static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError 
     case 4:  /* MIGRATION_P2P */
     case 6:  /* MIGRATION_V3 */
     case 13: /* MIGRATION_PARAMS */
-        ret->supported = ctx->session->driver && ctx->session->driver->ops->migrate_perform ? 1 : 0;
+        /* ctx->drv: the session's driver as check_access read it, under the
+         * session lock (CONNECT_OPEN/CLOSE may change it meanwhile). */
+        ret->supported = ctx->drv && ctx->drv->ops->migrate_perform ? 1 : 0;
         break;
     case 9:  /* TYPED_PARAM_STRING */
     case 11: /* XML_MIGRATABLE */
@@ -979,6 +1021,10 @@ static gboolean h_migrate_perform3_params(RemoteContext *ctx, void *a, void *r, 
         remote_cookie_to_bytes(args->cookie_in.cookie_in_val, args->cookie_in.cookie_in_len);
     g_autoptr(GBytes) cookie_out = NULL;
     const char *dconnuri = args->dconnuri ? *args->dconnuri : NULL;
+    /* The daemon connects with its own credentials: a client must not point
+     * it at files of its choosing (confused deputy). */
+    if (dconnuri && *dconnuri && !remote_uri_check_from_client(dconnuri, error))
+        return FALSE;
     if (!ctx->drv->ops->migrate_perform(ctx->drv, &dom, dconnuri, params, cookie_in, args->flags,
                                         &cookie_out, error))
         return FALSE;

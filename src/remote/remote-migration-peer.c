@@ -20,6 +20,14 @@
 #define KEEPALIVE_INTERVAL 5
 #define KEEPALIVE_COUNT 5
 
+static char *pki_dir; /* migration_pki_dir, set once at start */
+
+void remote_migration_peer_set_pki_dir(const char *dir)
+{
+    g_free(pki_dir);
+    pki_dir = g_strdup(dir);
+}
+
 struct MigrationPeer {
     RpcClient *client;
     TunnelRouter *router;
@@ -94,7 +102,8 @@ static MigrationPeer *peer_open(const char *uri_text, GError **error)
     /* Transport, TLS, SASL from the auth file, keepalive and CONNECT_OPEN,
      * exactly as the libvirt client would reach that URI. */
     RemotePeerOptions opts = {.timeout_ms = 30000, .keepalive_interval = KEEPALIVE_INTERVAL,
-                              .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb};
+                              .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb,
+                              .pkipath = pki_dir};
     peer->client = remote_peer_open(uri_text, &opts, error);
     if (!peer->client) {
         g_prefix_error(error, "cannot reach the %s: ", peer->description);

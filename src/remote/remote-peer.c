@@ -58,8 +58,14 @@ gboolean remote_peer_lookup_credentials(const char *path, const char *host,
     g_autoptr(GKeyFile) kf = g_key_file_new();
     g_autoptr(GError) err = NULL;
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &err)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read auth file %s: %s", path,
-                    err->message);
+        /* GLib's parse errors quote the offending line: this message may
+         * reach a client, so it names the file and the kind of problem only. */
+        const char *why = err->domain == G_FILE_ERROR ? err->message /* names the path only */
+                          : err->domain == G_KEY_FILE_ERROR
+                              ? "it is not in the key file format ([group] and key=value lines)"
+                              : "it cannot be parsed";
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX, "cannot read auth file %s: %s",
+                    path, why);
         return FALSE;
     }
     g_autofree char *group = g_strdup_printf("auth-libvirt-%s", host ? host : "localhost");
@@ -77,9 +83,10 @@ gboolean remote_peer_lookup_credentials(const char *path, const char *host,
     }
     g_autofree char *cgroup = g_strdup_printf("credentials-%s", g_strstrip(name));
     if (!g_key_file_has_group(kf, cgroup)) {
+        /* Not quoting the name: it is the file's content. */
         g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX,
-                    "auth file %s: [%s] names credentials '%s' but there is no [%s]", path, group,
-                    name, cgroup);
+                    "auth file %s: [%s] names credentials that have no group of their own", path,
+                    group);
         return FALSE;
     }
     out->authname = g_key_file_get_string(kf, cgroup, "authname", NULL);
@@ -286,7 +293,8 @@ static RpcTransport *connect_transport(const RemoteUri *uri, const RemotePeerOpt
     }
 
     g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
-    rpc_tls_client_locate_files(uri->pkipath, &ca, &crl, &cert, &key);
+    rpc_tls_client_locate_files(uri->pkipath ? uri->pkipath : o->pkipath, &ca, &crl, &cert,
+                                &key);
     RpcTlsConfig tc = {
         .ca_file = ca,
         .crl_file = crl,

@@ -18,6 +18,9 @@ typedef struct {
     /* The auth file; NULL: the URI's authfile=, then $LIBVIRT_AUTH_FILE,
      * $XDG_CONFIG_HOME/libvirt/auth.conf, /etc/libvirt/auth.conf. */
     const char *authfile;
+    /* The client certificate files when the URI has no pkipath=; NULL:
+     * libvirt's client locations. */
+    const char *pkipath;
     gboolean readonly;        /* CONNECT_OPEN's read-only bit */
     int timeout_ms;           /* connect, handshake, each setup call; 0: 30 s */
     guint keepalive_interval; /* 0: 5 s, as libvirt's client */

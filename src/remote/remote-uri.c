@@ -14,6 +14,12 @@ static const char *const consumed[] = {
     "mode", "proxy", "no_tty", "authfile", NULL};
 /* clang-format on */
 
+/* Consumed parameters that name something on the host that opens the URI. */
+/* clang-format off */
+static const char *const local_resources[] = {
+    "authfile", "pkipath", "socket", "keyfile", "known_hosts", "command", "netcat", NULL};
+/* clang-format on */
+
 void remote_uri_free(RemoteUri *u)
 {
     if (!u)
@@ -27,6 +33,7 @@ void remote_uri_free(RemoteUri *u)
     g_free(u->socket);
     g_free(u->auth);
     g_free(u->authfile);
+    g_free(u->local_resource);
     g_free(u);
 }
 
@@ -153,6 +160,8 @@ RemoteUri *remote_uri_parse(const char *uri, GError **error)
             g_ptr_array_add(kept, *p);
             continue;
         }
+        if (!u->local_resource && g_strv_contains(local_resources, key))
+            u->local_resource = g_strdup(key);
         if (strcmp(key, "pkipath") == 0)
             g_free(u->pkipath), u->pkipath = g_steal_pointer(&value);
         else if (strcmp(key, "no_verify") == 0)
@@ -187,6 +196,22 @@ RemoteUri *remote_uri_parse(const char *uri, GError **error)
         u->name = g_string_free(name, FALSE);
     }
     return g_steal_pointer(&u);
+}
+
+gboolean remote_uri_check_from_client(const char *uri, GError **error)
+{
+    g_autoptr(RemoteUri) u = remote_uri_parse(uri, error);
+    if (!u)
+        return FALSE;
+    if (u->local_resource) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "the destination URI parameter '%s' names a file, socket or command on "
+                    "this host, which a client may not choose (the daemon uses its own: "
+                    "migration_pki_dir, LIBVIRT_AUTH_FILE)",
+                    u->local_resource);
+        return FALSE;
+    }
+    return TRUE;
 }
 
 char *remote_uri_default_socket(gboolean readonly)

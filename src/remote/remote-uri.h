@@ -30,12 +30,22 @@ typedef struct {
     char *socket; /* UNIX: the socket path */
     char *auth;   /* "sasl", "sasl.DIGEST-MD5", "polkit" */
     char *authfile;
+    /* The first parameter naming a local file, socket or command (see
+     * remote_uri_check_from_client), NULL if none. */
+    char *local_resource;
 } RemoteUri;
 
 /* Unknown transports (ssh, ext, ...) and malformed URIs are errors that say so. */
 RemoteUri *remote_uri_parse(const char *uri, GError **error);
 void remote_uri_free(RemoteUri *uri);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RemoteUri, remote_uri_free)
+
+/* For a URI a client hands the daemon to connect to (PERFORM3's dconnuri):
+ * refuses, naming it, a parameter that would make the daemon read a file,
+ * reach a socket or run a command of the client's choosing on this host
+ * (authfile, pkipath, socket, keyfile, known_hosts, command, netcat). The
+ * daemon uses its own files instead. */
+gboolean remote_uri_check_from_client(const char *uri, GError **error);
 
 /* The UNIX socket a URI without socket= means: libvirt's default for root
  * (/var/run/libvirt/libvirt-sock[-ro]) or $XDG_RUNTIME_DIR/libvirt/... */

@@ -422,14 +422,14 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
 
 static void handle_keepalive(RpcConnection *conn, RpcMessage *msg)
 {
-    if (msg->header.type == RPC_MESSAGE && msg->header.proc == KEEPALIVE_PROC_PING) {
+    if (msg->header.proc == KEEPALIVE_PROC_PING) {
         RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
                        .proc = KEEPALIVE_PROC_PONG, .type = RPC_MESSAGE, .serial = 0,
                        .status = RPC_OK};
         rpc_connection_send(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
-    } else if (!(msg->header.type == RPC_MESSAGE && msg->header.proc == KEEPALIVE_PROC_PONG)) {
-        FERRY_DEBUG("%s: dropping keepalive message type %u proc %d", conn->transport->peer,
-                    msg->header.type, msg->header.proc);
+    } else if (msg->header.proc != KEEPALIVE_PROC_PONG) {
+        FERRY_DEBUG("%s: dropping keepalive message proc %d", conn->transport->peer,
+                    msg->header.proc);
     }
     rpc_message_free(msg);
 }
@@ -485,7 +485,12 @@ static gpointer reader_thread(gpointer data)
         g_mutex_unlock(&conn->lock);
 
         gboolean reply = msg->header.type == RPC_REPLY || msg->header.type == RPC_REPLY_WITH_FDS;
-        if (msg->header.prog == KEEPALIVE_PROGRAM)
+        /* Only what libvirt takes for keepalive: a MESSAGE of its version. A
+         * CALL naming the keepalive program goes on like any call, so a
+         * server answers it (unknown program) instead of leaving the
+         * caller waiting forever. */
+        if (msg->header.prog == KEEPALIVE_PROGRAM && msg->header.type == RPC_MESSAGE &&
+            msg->header.vers == KEEPALIVE_PROTOCOL_VERSION)
             handle_keepalive(conn, msg);
         else
             conn->handler->on_message(conn, msg, conn->user_data);

@@ -617,13 +617,6 @@ guint rpc_server_count_clients(RpcServer *server)
     return n;
 }
 
-guint rpc_server_count_anonymous_clients(RpcServer *server)
-{
-    g_mutex_lock(&server->lock);
-    guint n = server->anonymous;
-    g_mutex_unlock(&server->lock);
-    return n;
-}
 
 const RpcServerConfig *rpc_server_get_config(RpcServer *server)
 {

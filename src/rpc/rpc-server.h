@@ -79,8 +79,6 @@ gboolean rpc_server_start(RpcServer *server, GError **error);
 void rpc_server_stop(RpcServer *server);
 void rpc_server_free(RpcServer *server);
 guint rpc_server_count_clients(RpcServer *server);
-/* Clients connected and not authenticated yet. */
-guint rpc_server_count_anonymous_clients(RpcServer *server);
 const RpcServerConfig *rpc_server_get_config(RpcServer *server);
 
 /* Lifetime: refcounted; the server holds one reference while connected, each

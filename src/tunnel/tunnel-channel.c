@@ -142,6 +142,7 @@ struct TunnelDataSettings {
     char *address;
     guint port_min, port_max;
     RpcTlsContext *tls;
+    char *client_pki_dir;
 };
 
 TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min,
@@ -167,8 +168,20 @@ void tunnel_data_settings_unref(TunnelDataSettings *s)
     if (!s || !g_atomic_int_dec_and_test(&s->ref))
         return;
     g_free(s->address);
+    g_free(s->client_pki_dir);
     rpc_tls_context_unref(s->tls);
     g_free(s);
+}
+
+void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *s, const char *dir)
+{
+    g_free(s->client_pki_dir);
+    s->client_pki_dir = g_strdup(dir);
+}
+
+const char *tunnel_data_settings_get_client_pki_dir(TunnelDataSettings *s)
+{
+    return s->client_pki_dir;
 }
 
 const char *tunnel_data_settings_get_address(TunnelDataSettings *s)

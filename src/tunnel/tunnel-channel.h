@@ -69,6 +69,11 @@ TunnelDataSettings *tunnel_data_settings_ref(TunnelDataSettings *settings);
 void tunnel_data_settings_unref(TunnelDataSettings *settings);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataSettings, tunnel_data_settings_unref)
 
+/* The source side's client files for encrypted data connections
+ * (migration_pki_dir); NULL: libvirt's client locations. Set once, at start. */
+void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *settings, const char *dir);
+const char *tunnel_data_settings_get_client_pki_dir(TunnelDataSettings *settings);
+
 /* The configured listen address, or "0.0.0.0". */
 const char *tunnel_data_settings_get_address(TunnelDataSettings *settings);
 /* A listener for one migration's data connection on addr, on port (0: the

@@ -22,7 +22,11 @@
 #define MAGIC "FERRYDC1"
 #define MAGIC_LEN 8
 #define HELLO_LEN (MAGIC_LEN + TUNNEL_DATA_TOKEN_LEN)
-#define HELLO_TIMEOUT_MS 5000
+/* The whole hello of one connection (TLS handshake, token, answer) must be
+ * done within this; a connection still talking then is cut off. */
+#define HELLO_DEADLINE_US (5 * G_USEC_PER_SEC)
+/* Connections checked at once; more wait in the kernel's accept queue. */
+#define MAX_PENDING 16
 
 struct TunnelDataListener {
     int fd;
@@ -30,9 +34,30 @@ struct TunnelDataListener {
     guint16 port;
     char *token;
     char *what;
-    gboolean used; /* the token admits one connection only */
     RpcTlsContext *tls;
+
+    GMutex lock;
+    /* The token admits one connection: it is spent the first time a
+     * connection presents it, even if that connection then fails, so a copy
+     * seen on the wire can never be replayed. */
+    gboolean used;
+    GAsyncQueue *done; /* Pending, from the checker threads */
+    int done_fd;       /* eventfd: something is in `done` */
 };
+
+/* One connection in its hello, checked by a thread of its own so that no
+ * connection can hold up another (a stranger trickling bytes, say). */
+typedef struct {
+    TunnelDataListener *listener;
+    int fd; /* closed by the accept loop, never by the checker */
+    char *peer;
+    gint64 deadline_us;
+    gboolean cut; /* the accept loop shut it down (deadline or exit) */
+    GThread *thread;
+    /* results, written by the checker before it queues itself */
+    RpcTransport *transport; /* on success; or what to free on failure */
+    const char *why;         /* refusal */
+} Pending;
 
 char *tunnel_data_token_new(void)
 {
@@ -61,6 +86,9 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
         l->fd = fd;
         l->port = bound;
         l->wake_fd = eventfd(0, EFD_CLOEXEC);
+        l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        l->done = g_async_queue_new();
+        g_mutex_init(&l->lock);
         l->token = g_strdup(token);
         l->what = g_strdup(what);
         l->tls = tls ? rpc_tls_context_ref(tls) : NULL;
@@ -95,85 +123,184 @@ static void set_timeouts(int fd, int ms)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* The hello of one connection: TLS first if asked, then the token. Returns
- * the transport, or NULL with why it was refused. */
-static RpcTransport *check_connection(TunnelDataListener *l, int fd, const char **why)
+/* The hello of one connection: TLS first if asked, then the token. Fills
+ * p->transport on success, p->why otherwise. Blocking reads end at the
+ * deadline: the accept loop shuts the socket down then. */
+static void check_connection(Pending *p)
 {
-    /* A stranger must not hold the listener: bound every read and write. */
-    set_timeouts(fd, HELLO_TIMEOUT_MS);
-    RpcTransport *t = NULL;
+    TunnelDataListener *l = p->listener;
+    /* The transport gets a copy of the socket: p->fd stays ours to shut
+     * down and close whatever happens here. */
+    int fd = dup(p->fd);
     if (l->tls) {
         g_autoptr(GError) e = NULL;
-        t = rpc_tls_server_handshake(l->tls, fd, &e);
-        if (!t) {
-            *why = "no valid TLS session";
-            FERRY_DEBUG("data connection TLS handshake failed: %s", e->message);
-            return NULL;
+        p->transport = rpc_tls_server_handshake(l->tls, fd, &e);
+        if (!p->transport) {
+            close(fd); /* a failed handshake leaves the socket to us */
+            p->why = "no valid TLS session";
+            FERRY_DEBUG("data connection TLS handshake with %s failed: %s", p->peer, e->message);
+            return;
         }
     } else {
-        t = rpc_transport_new_socket(fd);
+        p->transport = rpc_transport_new_socket(fd);
     }
     guint8 hello[HELLO_LEN];
-    gboolean valid = rpc_transport_read_all(t, hello, sizeof(hello), NULL) &&
+    gboolean valid = rpc_transport_read_all(p->transport, hello, sizeof(hello), NULL) &&
                      token_matches(hello, l->token);
-    if (!valid || l->used) {
-        *why = valid ? "the token of this migration was used already"
-                     : "it does not carry the token of this migration";
-        rpc_transport_free(t);
-        return NULL;
+    g_mutex_lock(&l->lock);
+    gboolean first = valid && !l->used;
+    if (valid)
+        l->used = TRUE;
+    g_mutex_unlock(&l->lock);
+    if (!first) {
+        p->why = valid ? "the token of this migration was used already"
+                       : "it does not carry the token of this migration";
+        return;
     }
     static const guint8 ok = 1;
-    if (!rpc_transport_write_all(t, &ok, 1, NULL)) {
-        *why = "it went away during the hello";
-        rpc_transport_free(t);
-        return NULL;
+    if (!rpc_transport_write_all(p->transport, &ok, 1, NULL)) {
+        p->why = "it went away during the hello";
+        return;
     }
-    set_timeouts(fd, 0);
+}
+
+static gpointer checker_thread(gpointer data)
+{
+    Pending *p = data;
+    check_connection(p);
+    g_async_queue_push(p->listener->done, p);
+    guint64 one = 1;
+    if (write(p->listener->done_fd, &one, sizeof(one)) < 0)
+        FERRY_DEBUG("cannot wake the data listener: %s", g_strerror(errno));
+    return NULL;
+}
+
+static void pending_free(Pending *p)
+{
+    if (p->thread)
+        g_thread_join(p->thread);
+    if (p->transport)
+        rpc_transport_free(p->transport);
+    if (p->fd >= 0)
+        close(p->fd);
+    g_free(p->peer);
+    g_free(p);
+}
+
+/* A new connection: its own checker, or refused at once when too many are
+ * being checked (or no thread can be made). */
+static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
+{
+    int one = 1; /* replies are small and awaited: never hold them back */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    RpcTransport named = {0};
+    rpc_transport_init_socket(&named, fd);
+    Pending *p = g_new0(Pending, 1);
+    p->listener = l;
+    p->fd = fd;
+    p->peer = g_steal_pointer(&named.peer);
+    p->deadline_us = g_get_monotonic_time() + HELLO_DEADLINE_US;
+    if (pending->len >= MAX_PENDING) {
+        FERRY_WARN_LIMITED(
+            "refused a connection from %s on port %u: %u connections are in their hello "
+            "already",
+            p->peer, l->port, pending->len);
+        pending_free(p);
+        return;
+    }
+    g_autoptr(GError) e = NULL;
+    p->thread = g_thread_try_new("data-hello", checker_thread, p, &e);
+    if (!p->thread) {
+        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
+                           e->message);
+        pending_free(p);
+        return;
+    }
+    g_ptr_array_add(pending, p);
+}
+
+/* A checker is done: the transport on success, else NULL (refusal logged). */
+static RpcTransport *finish_check(TunnelDataListener *l, GPtrArray *pending, Pending *p)
+{
+    g_ptr_array_remove_fast(pending, p);
+    RpcTransport *t = NULL;
+    if (!p->why) {
+        t = g_steal_pointer(&p->transport);
+        FERRY_INFO("data connection for %s from %s accepted%s", l->what, p->peer,
+                   l->tls ? " (TLS)" : "");
+    } else {
+        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
+                           p->cut ? "it did not finish its hello in time" : p->why);
+    }
+    pending_free(p);
     return t;
 }
 
-RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us,
-                                          GError **error)
+RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GError **error)
 {
+    g_autoptr(GPtrArray) pending = g_ptr_array_new();
+    RpcTransport *accepted = NULL;
     for (;;) {
-        gint64 left_ms = (deadline_us - g_get_monotonic_time()) / 1000;
-        if (left_ms <= 0) {
-            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
-                        "the source did not open the data connection for %s on port %u",
-                        l->what, l->port);
-            return NULL;
+        gint64 now = g_get_monotonic_time();
+        /* Cut off every hello past its deadline: its checker returns soon. */
+        gint64 next = deadline_us;
+        for (guint i = 0; i < pending->len; i++) {
+            Pending *p = pending->pdata[i];
+            if (!p->cut && now >= p->deadline_us) {
+                p->cut = TRUE;
+                shutdown(p->fd, SHUT_RDWR);
+            }
+            if (!p->cut)
+                next = MIN(next, p->deadline_us);
         }
-        struct pollfd p[2] = {{.fd = l->fd, .events = POLLIN}, {.fd = l->wake_fd, .events = POLLIN}};
-        int r = poll(p, 2, (int)MIN(left_ms, 1000));
+        if (now >= deadline_us) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                        "the source did not open the data connection for %s on port %u", l->what,
+                        l->port);
+            break;
+        }
+        struct pollfd pf[3] = {{.fd = l->fd, .events = POLLIN},
+                               {.fd = l->wake_fd, .events = POLLIN},
+                               {.fd = l->done_fd, .events = POLLIN}};
+        gint64 wait_ms = (next - now + 999) / 1000;
+        int r = poll(pf, 3, (int)MIN(wait_ms, 1000));
         if (r < 0 && errno != EINTR) {
             ferry_set_error_errno(error, errno, "cannot wait for the data connection");
-            return NULL;
+            break;
         }
-        if (p[1].revents) {
+        if (pf[1].revents) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                         "waiting for the data connection of %s was canceled", l->what);
-            return NULL;
+            break;
         }
-        if (r <= 0 || !(p[0].revents & POLLIN))
-            continue;
-        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-            continue;
-        int one = 1; /* replies are small and awaited: never hold them back */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        RpcTransport *named = rpc_transport_new_socket(dup(fd)); /* for the peer's name */
-        g_autofree char *peer = g_strdup(named->peer);
-        rpc_transport_free(named);
-        const char *why = NULL;
-        RpcTransport *t = check_connection(l, fd, &why);
-        if (t) {
-            l->used = TRUE;
-            FERRY_INFO("data connection for %s from %s accepted%s", l->what, peer,
-                       l->tls ? " (TLS)" : "");
-            return t;
+        if (pf[2].revents) {
+            guint64 count;
+            if (read(l->done_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
+                FERRY_DEBUG("cannot read the data listener's event: %s", g_strerror(errno));
+            Pending *p;
+            while (!accepted && (p = g_async_queue_try_pop(l->done)))
+                accepted = finish_check(l, pending, p);
+            if (accepted)
+                break;
         }
-        FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", peer, l->port, why);
+        if (r > 0 && (pf[0].revents & POLLIN)) {
+            int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                start_check(l, pending, fd);
+        }
     }
+    /* Whoever is still in its hello is cut off, and refused. */
+    for (guint i = 0; i < pending->len; i++) {
+        Pending *p = pending->pdata[i];
+        p->cut = TRUE;
+        shutdown(p->fd, SHUT_RDWR);
+    }
+    while (pending->len > 0) {
+        Pending *p = g_async_queue_pop(l->done);
+        RpcTransport *extra = finish_check(l, pending, p);
+        rpc_transport_free(extra); /* cannot happen: the token is spent */
+    }
+    return accepted;
 }
 
 void tunnel_data_listener_cancel(TunnelDataListener *l)
@@ -189,6 +316,9 @@ void tunnel_data_listener_free(TunnelDataListener *l)
         return;
     close(l->fd);
     close(l->wake_fd);
+    close(l->done_fd);
+    g_async_queue_unref(l->done);
+    g_mutex_clear(&l->lock);
     rpc_tls_context_unref(l->tls);
     g_free(l->token);
     g_free(l->what);
@@ -202,8 +332,12 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
     if (tls) {
         g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
         rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
-        RpcTlsConfig cfg = {.ca_file = ca, .crl_file = crl, .cert_file = cert, .key_file = key,
-                            .verify_peer = TRUE, .handshake_timeout_ms = (guint)timeout_ms};
+        RpcTlsConfig cfg = {.ca_file = ca,
+                            .crl_file = crl,
+                            .cert_file = cert,
+                            .key_file = key,
+                            .verify_peer = TRUE,
+                            .handshake_timeout_ms = (guint)timeout_ms};
         ctx = rpc_tls_context_new_client(&cfg, error);
         if (!ctx) {
             g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
@@ -215,11 +349,11 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
         g_prefix_error(error, "cannot open the migration data connection: ");
         return NULL;
     }
-    RpcTransport *t = tls ? rpc_tls_client_handshake(ctx, fd, host, error)
-                          : rpc_transport_new_socket(fd);
+    RpcTransport *t =
+        tls ? rpc_tls_client_handshake(ctx, fd, host, error) : rpc_transport_new_socket(fd);
     if (!t) {
-        g_prefix_error(error, "TLS on the migration data connection to %s:%u failed: ", host,
-                       port);
+        close(fd); /* a failed handshake leaves the socket to us */
+        g_prefix_error(error, "TLS on the migration data connection to %s:%u failed: ", host, port);
         return NULL;
     }
     set_timeouts(t->fd, timeout_ms);

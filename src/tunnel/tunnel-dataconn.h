@@ -7,7 +7,13 @@
  * destination answers the single byte 0x01; then the VMMs' bytes flow. With
  * TLS (`virsh migrate --tls`), a TLS session with the daemons' certificates
  * comes first (libvirt's checks and confirmation byte) and the token travels
- * inside it. */
+ * inside it.
+ *
+ * Every connection is checked by a thread of its own and must finish its
+ * whole hello (TLS included) within 5 s, so a stranger that connects and
+ * trickles bytes cannot hold up the source. The token is spent the first
+ * time any connection presents it: without TLS it crosses the network in the
+ * clear, and a copy seen there is worth nothing afterwards. */
 #pragma once
 
 #include <glib.h>
@@ -29,10 +35,11 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
                                              const char *token, RpcTlsContext *tls,
                                              const char *what, GError **error);
 guint16 tunnel_data_listener_get_port(TunnelDataListener *listener);
-/* Waits for the connection that presented the token; returns its fd (the
- * caller owns it) or -1. The token works once: called again, it refuses
- * (and logs) every connection until the deadline. deadline_us monotonic.
- * Returns at once with OPERATION_ABORTED once cancelled. */
+/* Waits for the connection that presents the token; returns its transport
+ * (the caller owns it) or NULL. The token works once: called again, it
+ * refuses (and logs) every connection until the deadline. deadline_us
+ * monotonic. Returns at once with OPERATION_ABORTED once cancelled. Hellos
+ * still running when it returns are cut off and refused. */
 RpcTransport *tunnel_data_listener_accept(TunnelDataListener *listener, gint64 deadline_us,
                                           GError **error);
 void tunnel_data_listener_cancel(TunnelDataListener *listener);

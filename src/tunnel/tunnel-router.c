@@ -5,9 +5,11 @@
 
 #define FERRY_LOG_MODULE "tunnel.router"
 
-/* Packets a slot holds before its stream is attached; more is a peer that
- * streams before the opening call's reply, which the protocol forbids. */
+/* Packets (and bytes) a slot holds before its stream is attached; more is a
+ * peer that streams before the opening call's reply, which the protocol
+ * forbids. */
 #define MAX_EARLY_PACKETS 64
+#define MAX_EARLY_BYTES (16 * 1024 * 1024)
 
 typedef struct {
     gint ref;
@@ -15,6 +17,8 @@ typedef struct {
     gint32 proc;
     TunnelStream *ts;   /* NULL until attached */
     GQueue early;       /* RpcMessage */
+    gsize early_bytes;
+    gboolean early_dropped; /* warned once */
     gboolean cancelled;
 } Slot;
 
@@ -102,10 +106,13 @@ void tunnel_binding_attach(TunnelBinding *b, TunnelStream *ts)
     TunnelRouter *r = b->router;
     g_mutex_lock(&r->lock);
     b->slot->ts = tunnel_stream_ref(ts);
-    /* Under the lock, so the reader cannot overtake the early packets. */
+    /* Under the lock, so the reader cannot overtake the early packets; they
+     * are handed over without waiting for sink room (the stream may not run
+     * yet, and a peer that streamed before the reply must not wedge the call
+     * that attaches, nor the reader and the close behind this lock). */
     RpcMessage *m;
     while ((m = g_queue_pop_head(&b->slot->early)))
-        tunnel_stream_deliver(ts, m);
+        tunnel_stream_deliver_held(ts, m);
     gboolean closed = r->closed;
     GError *why = r->close_reason ? g_error_copy(r->close_reason) : NULL;
     g_mutex_unlock(&r->lock);
@@ -150,13 +157,19 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
         return FALSE;
     }
     if (!s->ts) {
-        if (g_queue_get_length(&s->early) >= MAX_EARLY_PACKETS) {
+        if (g_queue_get_length(&s->early) >= MAX_EARLY_PACKETS ||
+            s->early_bytes + msg->len > MAX_EARLY_BYTES) {
+            gboolean warn = !s->early_dropped;
+            s->early_dropped = TRUE;
             g_mutex_unlock(&router->lock);
-            FERRY_WARN_LIMITED("dropping a packet for stream serial %u: its stream is not open yet",
-                               msg->header.serial);
+            if (warn)
+                FERRY_WARN_LIMITED("dropping packets for stream serial %u: its stream is not "
+                                   "open yet",
+                                   msg->header.serial);
             rpc_message_free(msg);
             return FALSE;
         }
+        s->early_bytes += msg->len;
         g_queue_push_tail(&s->early, msg);
         g_mutex_unlock(&router->lock);
         return TRUE;

@@ -428,7 +428,11 @@ static void protocol_error_locked(TunnelStream *ts, const char *what)
                                 ts->peer_name, what));
 }
 
-static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp)
+/* may_wait: plain mode may hold the caller (the connection's reader) while
+ * the sink is full. Packets the router held before the stream existed are
+ * delivered with may_wait FALSE: the router bounds them, and whoever hands
+ * them over holds the router's lock. */
+static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolean may_wait)
 {
     gsize len = rpc_message_payload_len(*msgp);
     if (len == 0) {
@@ -447,12 +451,14 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp)
             protocol_error_locked(ts, "more data than the credit it was granted");
             return;
         }
-    } else {
-        /* Plain peer: hold the reader here; TCP pushes back on the sender. */
+    } else if (may_wait) {
+        /* Plain peer: hold the reader here; TCP pushes back on the sender.
+         * Not past the connection's close, though: the close (keepalive,
+         * shutdown) must never wait for the VMM to drain. */
         while (ts->state == ST_OPEN && ts->sink_bytes + len > ts->cfg.window &&
-               ts->sink_bytes > 0)
-            g_cond_wait(&ts->cond, &ts->lock);
-        if (!is_running(ts->state))
+               ts->sink_bytes > 0 && !rpc_connection_is_closed(ts->conn))
+            g_cond_wait_until(&ts->cond, &ts->lock, g_get_monotonic_time() + POLL_US);
+        if (!is_running(ts->state) || rpc_connection_is_closed(ts->conn))
             return;
     }
     ts->sink_bytes += len;
@@ -461,7 +467,39 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp)
     g_cond_broadcast(&ts->cond);
 }
 
-void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
+/* Credit gives back bytes we sent and the peer wrote to its VMM: it can
+ * never exceed what is in flight (peer_window - send_credit), so anything
+ * more, or a credit on a stream without credit flow control, is a peer that
+ * lies; it would otherwise let us overrun its window or wrap the counter. */
+static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
+{
+    if (!ts->cfg.credit) {
+        protocol_error_locked(ts, "a credit message on a stream without credit flow control");
+        return;
+    }
+    if (rpc_message_payload_len(msg) != 8) {
+        g_autofree char *what = g_strdup_printf("a credit message of %zu bytes instead of 8",
+                                                rpc_message_payload_len(msg));
+        protocol_error_locked(ts, what);
+        return;
+    }
+    guint64 be;
+    memcpy(&be, rpc_message_payload(msg), 8);
+    guint64 credit = GUINT64_FROM_BE(be);
+    guint64 in_flight = (guint64)((gint64)ts->cfg.peer_window - ts->send_credit);
+    if (credit == 0 || credit > in_flight) {
+        g_autofree char *what = g_strdup_printf(
+            "a credit of %" G_GUINT64_FORMAT " bytes with %" G_GUINT64_FORMAT
+            " bytes in flight (window %zu bytes)",
+            credit, in_flight, ts->cfg.peer_window);
+        protocol_error_locked(ts, what);
+        return;
+    }
+    ts->send_credit += (gint64)credit;
+    g_cond_broadcast(&ts->cond);
+}
+
+static void deliver(TunnelStream *ts, RpcMessage *msg_in, gboolean may_wait)
 {
     g_autoptr(RpcMessage) msg = msg_in;
     g_mutex_lock(&ts->lock);
@@ -472,12 +510,8 @@ void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
     }
 
     if (msg->header.prog == FERRY_TUNNEL_PROGRAM) {
-        if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT && rpc_message_payload_len(msg) == 8) {
-            guint64 be;
-            memcpy(&be, rpc_message_payload(msg), 8);
-            ts->send_credit += (gint64)GUINT64_FROM_BE(be);
-            g_cond_broadcast(&ts->cond);
-        }
+        if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT)
+            deliver_credit_locked(ts, msg);
         g_mutex_unlock(&ts->lock);
         return;
     }
@@ -494,7 +528,7 @@ void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
     switch (msg->header.status) {
     case RPC_CONTINUE:
         if (ts->state == ST_OPEN || ts->state == ST_FINISHING)
-            deliver_continue_locked(ts, &msg);
+            deliver_continue_locked(ts, &msg, may_wait);
         break;
     case RPC_OK:
         if (client) {
@@ -539,6 +573,16 @@ void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg_in)
         break;
     }
     g_mutex_unlock(&ts->lock);
+}
+
+void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg)
+{
+    deliver(ts, msg, TRUE);
+}
+
+void tunnel_stream_deliver_held(TunnelStream *ts, RpcMessage *msg)
+{
+    deliver(ts, msg, FALSE);
 }
 
 /* ---- control ---- */

@@ -58,8 +58,13 @@ void tunnel_stream_start(TunnelStream *ts);
 /* A STREAM packet, or a FERRY_TUNNEL credit MESSAGE, for this stream, in the
  * connection's reader thread; takes ownership. In credit mode it never waits
  * on the VMM; in plain mode it waits while `window` bytes are queued (the
- * kernel then pushes back on the peer, as libvirt does). */
+ * kernel then pushes back on the peer, as libvirt does), but never past the
+ * stream's end or the connection's close. */
 void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg);
+/* The same for a packet that arrived before the stream existed and was held
+ * (bounded) by the router: never waits, whoever sent it, so handing held
+ * packets over can never block. */
+void tunnel_stream_deliver_held(TunnelStream *ts, RpcMessage *msg);
 
 /* Waits until the stream is over: TRUE when it finished cleanly (both
  * handshake halves done), FALSE with the cause otherwise. deadline_us is

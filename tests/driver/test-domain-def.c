@@ -2,7 +2,23 @@
  * XML refused with a message that names the element. */
 #include "test-helpers.h"
 
+#include <dlfcn.h>
+#include <libxml/xmlstring.h>
 #include <sys/utsname.h>
+
+/* Counts libxml2 string comparisons made by the code under test (it is
+ * linked into this program, so this definition is the one it calls): the
+ * measure of parsing work that cannot vary with the machine's load. */
+static guint64 str_equal_calls;
+
+int xmlStrEqual(const xmlChar *a, const xmlChar *b)
+{
+    static int (*real)(const xmlChar *, const xmlChar *);
+    if (!real)
+        real = (int (*)(const xmlChar *, const xmlChar *))dlsym(RTLD_NEXT, "xmlStrEqual");
+    str_equal_calls++;
+    return real(a, b);
+}
 
 /* A document with every modelled element, metadata of two namespaces (one
  * declared on the root), unknown top-level elements and devices. */
@@ -489,6 +505,46 @@ START_TEST(test_bad_xml_is_rejected_with_element_named)
 }
 END_TEST
 
+/* <metadata> with n children, each in a namespace of its own (the worst
+ * case for de-duplicating by namespace), plus one repeat that is dropped. */
+static char *metadata_document(guint n)
+{
+    GString *s = g_string_new("<domain type='sim'><name>md</name><memory>1024</memory><metadata>");
+    for (guint i = 0; i < n; i++)
+        g_string_append_printf(s, "<x%u:e xmlns:x%u='urn:ns:%u'/>", i, i, i);
+    g_string_append(s, "<y:e xmlns:y='urn:ns:0'/></metadata></domain>");
+    return g_string_free(s, FALSE);
+}
+
+static guint64 comparisons_to_parse(guint n)
+{
+    g_autofree char *xml = metadata_document(n);
+    GError *err = NULL;
+    guint64 before = str_equal_calls;
+    DomainDef *def = domain_def_parse_string(xml, &err);
+    guint64 used = str_equal_calls - before;
+    ck_assert_msg(def != NULL, "%s", err ? err->message : "");
+    g_autofree char *out = domain_def_format(def, -1, DOMAIN_DEF_FORMAT_INACTIVE);
+    ck_assert_ptr_nonnull(strstr(out, "urn:ns:4095"));
+    ck_assert_ptr_null(strstr(out, "<y:e")); /* the repeat of urn:ns:0 was dropped */
+    domain_def_free(def);
+    return used;
+}
+
+/* Parsing work grows linearly with the number of namespaced <metadata>
+ * children: doubling them at most doubles the comparisons (plus slack), where
+ * a scan of the kept children per child quadruples them. */
+START_TEST(test_metadata_parsing_is_linear_in_its_children)
+{
+    guint64 small = comparisons_to_parse(4096);
+    guint64 large = comparisons_to_parse(8192);
+    ck_assert_msg(large < small * 5 / 2,
+                  "%" G_GUINT64_FORMAT " comparisons for 4096 children, %" G_GUINT64_FORMAT
+                  " for 8192",
+                  small, large);
+}
+END_TEST
+
 START_TEST(test_null_document_is_rejected)
 {
     GError *err = NULL;
@@ -508,6 +564,7 @@ int main(void)
     tcase_add_test(tc, test_memory_units_scale_like_libvirt);
     tcase_add_test(tc, test_workload_rate_units_and_formatting);
     tcase_add_test(tc, test_metadata_keeps_first_namespaced_child_per_namespace);
+    tcase_add_test(tc, test_metadata_parsing_is_linear_in_its_children);
     tcase_add_test(tc, test_unknown_elements_are_kept_in_libvirt_order);
     tcase_add_test(tc, test_names_with_markup_characters_round_trip);
     tcase_add_test(tc, test_live_form_has_id_inactive_and_migratable_forms_do_not);

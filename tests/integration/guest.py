@@ -24,6 +24,7 @@ What is here:
   `GuestCrashed` if the guest kernel crashed (a TCG guest oopses rarely, see
   QEMU.md) and `VerifyFailed` if a pass found a wrong byte, so a test can tell
   the two apart; `GuestError` for a workload that refused its parameters;
+* `request_verification(console, send)`: a pass on request, and its result;
 * `ConsoleSocket(path)`: writes commands to a socket console
   (`verify`, `corrupt [PAGE]`, `status`, `crash`);
 * `Qmp(path)` (ferrytest's): a small QMP client that keeps the events it
@@ -83,11 +84,13 @@ def require():
 def kernel_cmdline(fill=DEFAULT_FILL, wss="16M", dirty_ms=100, verify_s=2, seed=1, corrupt_at=0, extra=""):
     """Kernel command line. Kernel messages at warning level and above reach the
     console (an oops does); an oops panics and the guest then stays halted, so
-    its log keeps the reason. highres=off: the rare TCG oops (QEMU.md) was
-    always in __hrtimer_run_queues from the APIC timer interrupt, and on a
-    loaded host it hit about one run in three with high resolution timers and
-    none without them (docs/qemu.md)."""
-    args = (f"console=ttyS0 loglevel=5 oops=panic panic=0 highres=off ferry.fill={fill} ferry.wss={wss} "
+    its log keeps the reason. No lockup watchdog: a TCG guest on a starved host
+    would warn about its own slowness. highres=off: the TCG oops (QEMU.md) was
+    always in __hrtimer_run_queues from the APIC timer interrupt; on this
+    loaded machine it hit 3 of 6 ferryd migration runs with high resolution
+    timers and none of 5 without them, which also ran about 3x faster."""
+    args = (f"console=ttyS0 loglevel=5 oops=panic panic=0 nowatchdog highres=off "
+            f"ferry.fill={fill} ferry.wss={wss} "
             f"ferry.dirty_ms={dirty_ms} ferry.verify_s={verify_s} ferry.seed={seed}")
     if corrupt_at:
         args += f" ferry.corrupt_at={corrupt_at}"
@@ -136,7 +139,7 @@ def domain_xml(name, memory_mib=DEFAULT_MEMORY_MIB, console_log=None, console_so
 
 
 def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=None,
-              console_socket=None, incoming=False, vcpus=1):
+              console_socket=None, incoming=False, vcpus=1, kernel=None, initrd=None):
     """The guest as a plain QEMU command line (TCG: KVM does not boot here).
     The console goes to `console_log`; with `console_socket` QEMU also listens
     there for commands. `incoming=True` makes a destination (`-incoming defer`,
@@ -148,29 +151,29 @@ def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=No
         serial = ["-serial", f"file:{console_log}"]
     args = [QEMU, "-machine", MACHINE, "-accel", "tcg", "-cpu", CPU_MODEL, "-m", str(memory_mib),
             "-smp", str(vcpus), "-nodefaults", "-display", "none", "-no-user-config", *serial,
-            "-kernel", KERNEL, "-initrd", INITRD, "-append", cmdline or kernel_cmdline(),
+            "-kernel", kernel or KERNEL, "-initrd", initrd or INITRD, "-append", cmdline or kernel_cmdline(),
             "-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     if incoming:
         args += ["-incoming", "defer"]
     return args
 
 
-def retry_on_guest_crash(cleanup, attempts=2):
-    """Decorates a test: a TCG guest oopses rarely whatever the transport
-    (QEMU.md), and such a run proves nothing either way, so the scenario runs
-    again (up to `attempts` runs in all) after the test's method `cleanup`
-    ended what the crashed run started; a crash in the last run, a FAIL or
-    anything else fails the test."""
+def retry_on_guest_crash(cleanup, attempts=3):
+    """Decorates a test: a TCG guest kernel oopses now and then (QEMU.md), and
+    such a run proves nothing either way, so the scenario runs again (up to
+    `attempts` runs in all) after the test's method `cleanup` ended what the
+    crashed run started; a crash in the last run, a FAIL or anything else
+    fails the test."""
     def wrap(test):
         def run(self):
             for attempt in range(1, attempts + 1):
                 try:
                     return test(self)
                 except GuestCrashed as e:
+                    print(f"\n{self.id()}: attempt {attempt}: the guest kernel crashed:\n{e}",
+                          file=sys.stderr)
                     if attempt == attempts:
                         raise
-                    print(f"\n{self.id()}: the guest kernel crashed, running the scenario once more:\n{e}",
-                          file=sys.stderr)
                     getattr(self, cleanup)()
         run.__name__ = test.__name__
         run.__doc__ = test.__doc__
@@ -193,9 +196,18 @@ class GuestError(RuntimeError):
 
 
 LINE_RE = re.compile(r"FERRY-GUEST (\w+)(?: (begin|ok|FAIL))?((?: \w+=\S+)*)")
-# What a crashing 6.1 kernel prints first (at loglevel 5 these reach the console).
-CRASH_RE = re.compile(r"Kernel panic|Oops|BUG: |general protection fault|Call Trace:|"
-                      r"sysrq: Trigger a crash|end trace")
+# What a crashing 6.1 kernel prints first (at loglevel 5 these reach the
+# console). Only crashes: warnings with a backtrace (an RCU stall, a soft
+# lockup on a starved host) leave the guest running, and a guest that stops
+# answering is caught by the wait's timeout. An oops may be cut short before
+# its "Kernel panic" line, so its first line counts.
+CRASH_RE = re.compile(r"Kernel panic|Oops: |BUG: unable to handle|BUG: kernel NULL pointer|kernel BUG at|"
+                      r"general protection fault|double fault|sysrq: Trigger a crash")
+
+
+# A kernel message ("[   12.345678] text" up to its newline) that does not
+# start a line: printed into the middle of one of the workload's lines.
+KERNEL_MSG_MID_LINE_RE = re.compile(r"(?<=[^\n])\[\s*\d+\.\d+\] [^\n]*\n")
 
 
 def parse_line(line):
@@ -212,6 +224,8 @@ def parse_line(line):
         return d
     for kv in m.group(3).split():
         k, v = kv.split("=", 1)
+        if k in d:  # never let a damaged line override the kind or the line
+            continue
         d[k] = int(v) if re.fullmatch(r"\d+", v) else v
     return d
 
@@ -230,10 +244,16 @@ class Console:
             return ""
 
     def lines(self):
+        """The log's lines as written, kernel messages included."""
         return [line.rstrip("\r") for line in self.text().split("\n")]
 
     def events(self):
-        return [e for e in map(parse_line, self.lines()) if e]
+        """The FERRY-GUEST lines, parsed (parse_line), with any kernel message
+        the serial console printed into the middle of one taken out: the
+        kernel writes its messages between two FIFO loads of a line the
+        workload wrote (a starved TCG guest warns about lost RTC interrupts)."""
+        text = KERNEL_MSG_MID_LINE_RE.sub("", self.text())
+        return [e for e in map(parse_line, (line.rstrip("\r") for line in text.split("\n"))) if e]
 
     def crash(self):
         """The console from the first crash line on, or None."""
@@ -315,6 +335,15 @@ class Console:
         return max(values) if values else None
 
 
+def request_verification(console, send, timeout=180, alive=None):
+    """Sends `verify` with `send` (a ConsoleSocket's or a QemuGuest's) and
+    returns the pass it started, as wait_verified() does (raises VerifyFailed,
+    GuestCrashed)."""
+    done = [r["pass"] for r in console.results()]
+    send("verify")
+    return console.wait_verified(timeout, alive, after_pass=max(done, default=0))
+
+
 class ConsoleSocket:
     """Commands to a guest whose console is a UNIX socket QEMU listens on."""
 
@@ -350,7 +379,7 @@ class QemuGuest:
     NAME.qemu.log (QEMU's own stderr)."""
 
     def __init__(self, directory, name, memory_mib=DEFAULT_MEMORY_MIB, cmdline=None, incoming=False,
-                 console_input=False):
+                 console_input=False, kernel=None, initrd=None):
         base = os.path.join(directory, name)
         self.name = name
         self.qmp_path = base + ".qmp"
@@ -358,7 +387,8 @@ class QemuGuest:
         self.console_socket = base + ".console.sock" if console_input else None
         self.qemu_log = base + ".qemu.log"
         self.args = qemu_args(self.console_log, self.qmp_path, memory_mib=memory_mib, cmdline=cmdline,
-                              console_socket=self.console_socket, incoming=incoming)
+                              console_socket=self.console_socket, incoming=incoming,
+                              kernel=kernel, initrd=initrd)
         if incoming:  # stay paused after the migration until `cont`, as under libvirt
             self.args.append("-S")
         self.console = Console(self.console_log)
@@ -407,11 +437,10 @@ class QemuGuest:
             self.proc.wait()
 
 
-def migrate(src, dst, socket_path, timeout=120, max_bandwidth=None, downtime_limit_ms=None):
-    """Migrates QemuGuest src into QemuGuest dst (started with incoming=True)
-    over one UNIX socket, driven by QMP as QEMU.md describes, then resumes dst.
-    Returns the source's final query-migrate; raises RuntimeError if the
-    migration did not complete within `timeout` s (after cancelling it)."""
+def prepare_migration(src, dst, socket_path, max_bandwidth=None, downtime_limit_ms=None):
+    """MIGRATION events on both sides, the destination listening on
+    `socket_path` (`migrate-incoming`), the source's parameters set: what comes
+    before `migrate`."""
     for q in (src.qmp, dst.qmp):  # MIGRATION events are off by default
         q.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
     dst.qmp.execute("migrate-incoming", uri="unix:" + socket_path)
@@ -421,17 +450,33 @@ def migrate(src, dst, socket_path, timeout=120, max_bandwidth=None, downtime_lim
     if downtime_limit_ms is not None:
         params["downtime-limit"] = downtime_limit_ms
     src.qmp.execute("migrate-set-parameters", **params)
+
+
+def migration_ended(data):
+    return data.get("status") in MIGRATION_END
+
+
+def resume_destination(dst, timeout=60):
+    """Waits for the destination's end of the migration and resumes it."""
+    if dst.qmp.wait_event("MIGRATION", migration_ended, timeout) is None:
+        raise RuntimeError("the destination QEMU never reported the end of the migration")
+    if dst.qmp.execute("query-status")["status"] != "running":
+        dst.qmp.execute("cont")
+
+
+def migrate(src, dst, socket_path, timeout=120, max_bandwidth=None, downtime_limit_ms=None):
+    """Migrates QemuGuest src into QemuGuest dst (started with incoming=True)
+    over one UNIX socket, driven by QMP as QEMU.md describes, then resumes dst.
+    Returns the source's final query-migrate; raises RuntimeError if the
+    migration did not complete within `timeout` s (after cancelling it)."""
+    prepare_migration(src, dst, socket_path, max_bandwidth, downtime_limit_ms)
     src.qmp.execute("migrate", uri="unix:" + socket_path)
-    ev = src.qmp.wait_event("MIGRATION", lambda d: d.get("status") in MIGRATION_END, timeout)
+    ev = src.qmp.wait_event("MIGRATION", migration_ended, timeout)
     info = src.qmp.execute("query-migrate")
     if ev is None:
         src.qmp.execute("migrate_cancel")
         raise RuntimeError(f"migration not finished after {timeout:g}s: {info}")
     if ev["data"]["status"] != "completed":
         raise RuntimeError(f"migration {ev['data']['status']}: {info.get('error-desc', info)}")
-    if dst.qmp.wait_event("MIGRATION", lambda d: d.get("status") in MIGRATION_END, 60) is None:
-        raise RuntimeError("the destination QEMU never reported the end of the migration")
-    status = dst.qmp.execute("query-status")["status"]
-    if status != "running":
-        dst.qmp.execute("cont")
+    resume_destination(dst)
     return info

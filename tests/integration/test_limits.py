@@ -36,30 +36,6 @@ def threads_of(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def closed_within(sock, timeout):
-    """True if the peer closes within timeout (anything it sends is drained)."""
-    sock.settimeout(0.2)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not sock.recv(65536):
-                return True
-        except socket.timeout:
-            continue
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-    return False
-
-
-def hostname_works(d):
-    c = ft.RawClient(d, timeout=10)
-    try:
-        c.open()
-        return c.call(GET_HOSTNAME)[0][5] == ft.OK
-    finally:
-        c.close()
-
-
 def tcp(d):
     return socket.create_connection(("127.0.0.1", d.port), timeout=10)
 
@@ -69,7 +45,7 @@ class SendQueueTest(ft.DaemonTestCase):
         # ASan keeps freed memory in a quarantine (256 MiB by default); a small
         # one keeps what is measured ferryd's own memory.
         d = self.start_daemon(env={"ASAN_OPTIONS": "detect_leaks=1:quarantine_size_mb=16"})
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
         before = rss_kib(d.proc.pid)
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
@@ -96,7 +72,7 @@ class SendQueueTest(ft.DaemonTestCase):
         self.assertRegex(d.log(), r"closing connection: 127\.0\.0\.1:\d+ does not read what it "
                                   r"is sent: \d+ bytes of messages it did not ask for are queued "
                                   r"\(limit 8388608\)")
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
 
 
 class BeforeAuthenticationTest(ft.DaemonTestCase):
@@ -104,7 +80,7 @@ class BeforeAuthenticationTest(ft.DaemonTestCase):
         d = self.start_daemon(extra_conf=SASL_TCP)
         s = tcp(d)
         s.sendall(struct.pack(">I", 1024 * 1024) + b"\0" * 24)
-        self.assertTrue(closed_within(s, 5))
+        self.assertTrue(ft.wait_closed(s, 5))
         s.close()
         self.assertRegex(d.log(), r"message length 1048576 exceeds the \d+ byte limit before "
                                   r"authentication")
@@ -125,7 +101,7 @@ class BeforeAuthenticationTest(ft.DaemonTestCase):
         d = self.start_daemon(extra_conf=SASL_TCP + "auth_timeout = 1\n")
         s = tcp(d)
         t0 = time.monotonic()
-        self.assertTrue(closed_within(s, 6))
+        self.assertTrue(ft.wait_closed(s, 6))
         self.assertGreater(time.monotonic() - t0, 0.8)
         s.close()
         self.assertRegex(d.log(), r"closing connection: 127\.0\.0\.1:\d+ did not authenticate "
@@ -133,7 +109,7 @@ class BeforeAuthenticationTest(ft.DaemonTestCase):
         # Clients of a socket without authentication have no deadline.
         u = socket.socket(socket.AF_UNIX)
         u.connect(d.sock)
-        self.assertFalse(closed_within(u, 2.5))
+        self.assertFalse(ft.wait_closed(u, 2.5))
         u.close()
 
     def test_max_anonymous_clients_stops_accepting_until_one_leaves(self):
@@ -181,7 +157,7 @@ class BeforeAuthenticationTest(ft.DaemonTestCase):
         for u in waiting:
             u.close()
         time.sleep(0.5)
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
 
 
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -200,7 +176,7 @@ class ThreadRefusalTest(ft.DaemonTestCase):
         self.daemons.append(d)
         os.chmod(d.dir, 0o777)
         d.start()
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
         return d
 
     def test_a_connection_without_threads_is_refused_and_the_daemon_lives_on(self):
@@ -216,7 +192,7 @@ class ThreadRefusalTest(ft.DaemonTestCase):
         refused = 0
         for _ in range(8):
             s = tcp(d)
-            if closed_within(s, 1):
+            if ft.wait_closed(s, 1):
                 refused += 1
                 s.close()
             else:
@@ -229,7 +205,7 @@ class ThreadRefusalTest(ft.DaemonTestCase):
         for s in held:
             s.close()
         time.sleep(1)
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
 
 
 class LogTest(ft.DaemonTestCase):
@@ -277,7 +253,7 @@ class ConfigFormsTest(ft.DaemonTestCase):
         with open(d.conf, "w") as f:
             f.write(text.replace("PORT", str(d.port)))
         d.start()  # waits for the port given as a string
-        self.assertTrue(hostname_works(d))
+        self.assertTrue(ft.hostname_works(d))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ class ProxyTest(ProxyCase):
         self.assertIn("operation aborted", err)
         self.check_vm_stayed_on_source()
 
+    def test_destination_ferryd_frozen_then_abort(self):
+        self.start_pair()
+        self.abort_against_frozen_destination(tunnelled=False)
+
     def test_data_connection_reset_mid_stream_names_the_hop(self):
         port = ft.free_port()
         self.start_pair(f"migration_port_min = {port}\nmigration_port_max = {port}\n")

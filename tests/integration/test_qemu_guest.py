@@ -16,9 +16,36 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import guest  # noqa: E402
 
 MEMORY_MIB = 256
-FILL = "128M"
-PAGES = 128 * 256  # 4 KiB pages in FILL
+FILL = "64M"
+PAGES = 64 * 256  # 4 KiB pages in FILL
 BOOT_S = 180  # boot + fill under TCG on two cores shared with other builds
+MIGRATE_S = 300
+# 2 MiB rewritten every 100 ms (20 MiB/s): dirtying goes on through the move,
+# and it converges even when a loaded host slows QEMU's stream tenfold.
+WSS = "2M"
+
+
+# A TCG guest's kernel oopses now and then after a migration, whatever carries
+# the stream (QEMU.md: 2 in 120 on a quiet host; measured here: 1 in 4 with a
+# load average of 15-28). Such a run proves nothing either way.
+CRASH_ATTEMPTS = 5
+
+
+def retry_on_guest_crash(test):
+    """Runs the scenario again (up to CRASH_ATTEMPTS in all) when the guest
+    kernel crashed; a FAIL, a timeout or anything else fails the test at once."""
+    def run(self):
+        for attempt in range(1, CRASH_ATTEMPTS + 1):
+            try:
+                return test(self)
+            except guest.GuestCrashed as e:
+                print(f"\n{self.id()}: attempt {attempt}: the guest kernel crashed:\n{e}", file=sys.stderr)
+                self.stop_all()
+                if attempt == CRASH_ATTEMPTS:
+                    raise
+    run.__name__ = test.__name__
+    run.__doc__ = test.__doc__
+    return run
 
 
 class QemuGuestMigration(unittest.TestCase):
@@ -47,25 +74,25 @@ class QemuGuestMigration(unittest.TestCase):
         src = self.start(tag + "-src", cmdline=cmd)
         dst = self.start(tag + "-dst", cmdline=cmd, incoming=True)
         ready = src.console.wait_ready(BOOT_S, alive=src.alive)
-        self.assertEqual(ready["pages"], PAGES, ready["line"])
+        self.assertEqual(ready.get("pages"), PAGES, ready["line"])
         return src, dst
 
-    @guest.retry_on_guest_crash("stop_all")
+    @retry_on_guest_crash
     def test_migration_keeps_memory_and_counter(self):
         """Periodic verification: every page checked on the destination after the
         move, the counter past the source's last one, no second boot; then a
         kernel crash on request reads as GuestCrashed, not as a FAIL."""
-        src, dst = self.boot_pair("keep", wss="8M", dirty_ms=100, verify_s=1)
+        src, dst = self.boot_pair("keep", wss=WSS, dirty_ms=100, verify_s=1)
         before = src.console.wait_verified(60, alive=src.alive)
-        self.assertEqual(before["pages"], PAGES)
-        info = guest.migrate(src, dst, os.path.join(self.dir, "keep.mig"))
+        self.assertEqual(before.get("pages"), PAGES, before["line"])
+        info = guest.migrate(src, dst, os.path.join(self.dir, "keep.mig"), timeout=MIGRATE_S)
         self.assertEqual(info["status"], "completed")
         self.assertGreater(info["ram"]["transferred"], PAGES * 4096)
         last_on_source = src.console.last_counter()
         src.stop()
 
         after = dst.console.wait_verified(60, alive=dst.alive)
-        self.assertEqual(after["pages"], PAGES, after["line"])
+        self.assertEqual(after.get("pages"), PAGES, after["line"])
         self.assertGreater(after["counter"], last_on_source, "the counter did not carry on")
         self.assertNotIn("ready", [e["kind"] for e in dst.console.events()], "the guest booted again")
         self.assertTrue(after["began_here"])
@@ -77,12 +104,12 @@ class QemuGuestMigration(unittest.TestCase):
         with self.assertRaises(guest.GuestCrashed):
             dst.console.wait_verified(60, alive=dst.alive, after_pass=again["pass"])
 
-    @guest.retry_on_guest_crash("stop_all")
+    @retry_on_guest_crash
     def test_corrupted_byte_is_reported_after_migration(self):
         """On-request verification: the source verifies OK, a byte is flipped
         behind the workload's back, the destination's check names that page
         and byte after the move, and only that page."""
-        src, dst = self.boot_pair("corrupt", wss="8M", dirty_ms=100, verify_s=0)
+        src, dst = self.boot_pair("corrupt", wss=WSS, dirty_ms=100, verify_s=0)
         src.send("verify")
         ok = src.console.wait_verified(60, alive=src.alive)
         self.assertEqual(ok["kind"], "verify ok")
@@ -90,7 +117,7 @@ class QemuGuestMigration(unittest.TestCase):
         flip = src.console.wait_for(lambda ev: next((e for e in ev if e["kind"] == "corrupt"), None),
                                     30, "FERRY-GUEST corrupt", src.alive)
         self.assertEqual(flip["page"], 1234)
-        guest.migrate(src, dst, os.path.join(self.dir, "corrupt.mig"))
+        guest.migrate(src, dst, os.path.join(self.dir, "corrupt.mig"), timeout=MIGRATE_S)
         src.stop()
 
         dst.send("verify")
@@ -112,6 +139,16 @@ class ConsoleParsing(unittest.TestCase):
         with open(path, "w") as f:
             f.write(text)
         return guest.Console(path)
+
+    def test_kernel_message_inside_a_line_is_taken_out(self):
+        c = self.console("[    1.000000] booting\r\n"
+                         "FERRY-GUEST ready fill=67108864 pa[    5.123456] hpet: Lost 1 RTC interrupts\r\n"
+                         "ges=16384 wss_pages=2048 counter=0\r\n"
+                         "FERRY-GU[    6.000000] rcu: INFO: stall\r\nEST verify begin pass=1 counter=3\r\n"
+                         "FERRY-GUEST verify ok pass=1 pages=16384 counter=4 ms=9\r\n")
+        self.assertEqual(c.wait_ready(1)["pages"], 16384)
+        self.assertEqual(c.wait_verified(1)["pass"], 1)
+        self.assertIn("[    1.000000] booting", c.lines())
 
     def test_pass_begun_before_the_log_does_not_count(self):
         c = self.console("FERRY-GUEST verify ok pass=3 pages=10 counter=7 ms=1\r\n"

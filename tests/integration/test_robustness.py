@@ -17,29 +17,8 @@ GET_HOSTNAME = 59
 GET_CAPABILITIES = 7
 
 
-def hostname_works(d):
-    c = ft.RawClient(d, timeout=10)
-    try:
-        c.open()
-        hdr, body = c.call(GET_HOSTNAME)
-        return hdr[5] == ft.OK
-    finally:
-        c.close()
-
-
-def wait_closed(sock, timeout):
-    """True if the peer closes the socket within timeout (messages are drained)."""
-    sock.settimeout(0.5)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not sock.recv(65536):
-                return True
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return True
-    return False
+hostname_works = ft.hostname_works
+wait_closed = ft.wait_closed
 
 
 class ManyClientsTest(ft.DaemonTestCase):

@@ -852,18 +852,25 @@ def guest_page0_prefix(seed, words=8):
     return out
 
 
+# The first 8 bytes of every page batch header of ferry-vmm's migration stream
+# (src/vmm/vmm-wire.h): "FMIG", type 2, reserved 0. 8 bytes, so random
+# ciphertext of 40 MiB holds them by chance once in about 4e11 runs (the
+# 4-byte "FMIG" alone: once in about 100).
+VMM_PAGES_HEADER = b"FMIG\x02\x00\x00\x00"
+
+
 class MigrationEncryptionTest(SaslTestCase):
     SEED = 4242
 
-    def migrate_through_relay(self, dest, dest_port, uri_scheme, uri_params, src_env):
-        src = self.start_daemon(env=src_env)
+    def migrate_through_relay(self, dest, dest_port, uri_scheme, src_conf, src_env):
+        src = self.start_daemon(extra_conf=src_conf, env=src_env)
         xml = ft.write_file(src.dir, "vm.xml", ft.domain_xml("secret-vm", memory_mib=32,
                                                               seed=self.SEED))
         ft.virsh(src.tcp_uri, "define", xml)
         ft.virsh(src.tcp_uri, "start", "secret-vm")
         relay = Relay(dest_port)
         try:
-            duri = f"{uri_scheme}://127.0.0.1:{relay.port}/system{uri_params}"
+            duri = f"{uri_scheme}://127.0.0.1:{relay.port}/system"
             rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tunnelled",
                                   "secret-vm", duri, check=False, timeout=180)
         finally:
@@ -873,22 +880,34 @@ class MigrationEncryptionTest(SaslTestCase):
         ft.virsh(dest.unix_uri, "destroy", "secret-vm")
         return captured
 
+    def test_auth_file_errors_never_quote_its_content(self):
+        src = self.start_daemon(env={"LIBVIRT_AUTH_FILE": "/etc/passwd"})
+        dest = self.sasl_daemon()
+        ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "v.xml", ft.domain_xml("vm1")))
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "vm1", dest.tcp_uri,
+                              check=False, timeout=60)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("cannot read auth file /etc/passwd: it is not in the key file format", err)
+        self.assertNotIn("root:", err)
+
     def test_guest_memory_is_visible_on_plain_tcp(self):
         dest = self.start_daemon()
         captured = self.migrate_through_relay(dest, dest.port, "sim+tcp", "", None)
         self.assertGreater(len(captured), 32 << 20)
         self.assertIn(guest_page0_prefix(self.SEED), captured)
+        self.assertIn(VMM_PAGES_HEADER, captured)  # the marker the TLS test looks for
 
     def test_guest_memory_is_not_visible_over_tls_and_sasl(self):
         dest = self.sasl_daemon()
         pkidir = self.pki.client_dir()
         captured = self.migrate_through_relay(dest, dest.tls_port, "sim+tls",
-                                              f"?pkipath={pkidir}",
+                                              f'migration_pki_dir = "{pkidir}"\n',
                                               {"LIBVIRT_AUTH_FILE": self.authfile})
         self.assertGreater(len(captured), 32 << 20)
         self.assertNotIn(guest_page0_prefix(self.SEED), captured)
         self.assertNotIn(guest_page0_prefix(self.SEED)[:16], captured)
-        self.assertNotIn(b"FMIG", captured)  # not even the VMM's framing
+        self.assertNotIn(VMM_PAGES_HEADER, captured)  # not even the VMM's framing
         self.assertNotIn(b"secret-vm", captured)
 
 
@@ -897,10 +916,10 @@ class ProxyTlsTest(PkiTestCase):
 
     def test_proxy_mode_data_connection_over_tls(self):
         dest = self.tls_daemon()
-        src = self.start_daemon()
+        src = self.start_daemon(extra_conf=f'migration_pki_dir = "{self.pki.client_dir()}"\n')
         ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "v.xml", ft.domain_xml("vm1", seed=7)))
         ft.virsh(src.tcp_uri, "start", "vm1")
-        duri = self.tls_uri(dest, self.pki.client_dir())
+        duri = f"sim+tls://127.0.0.1:{dest.tls_port}/system"
         rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tls", "vm1", duri,
                               check=False, timeout=180)
         self.assertEqual(rc, 0, err)
@@ -908,6 +927,29 @@ class ProxyTlsTest(PkiTestCase):
         self.assertRegex(dest.log(), r"data connection for the migration of domain 'vm1' from "
                                      r"127\.0\.0\.1:\d+ accepted \(TLS\)")
         ft.virsh(dest.unix_uri, "destroy", "vm1")
+
+    def test_destination_uri_naming_local_files_is_refused(self):
+        """The daemon connects with its own files: a client's dconnuri may not
+        point it at others (it would read them, or a socket, as root)."""
+        src = self.start_daemon()
+        ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "v.xml", ft.domain_xml("vm1")))
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        for param, value in [("authfile", "/etc/shadow"), ("pkipath", "/root/.pki/libvirt"),
+                             ("socket", "/run/other.sock"), ("keyfile", "/root/.ssh/id_rsa"),
+                             ("known_hosts", "/x"), ("command", "/bin/sh"), ("netcat", "nc")]:
+            duri = f"sim+tls://127.0.0.1:1/system?no_verify=1&{param}={value}"
+            rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "vm1", duri,
+                                  check=False, timeout=60)
+            self.assertNotEqual(rc, 0)
+            self.assertIn(f"operation forbidden: the destination URI parameter '{param}' names a "
+                          "file, socket or command on this host, which a client may not choose",
+                          err)
+        # %-escaped names are the same parameter.
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "vm1",
+                              "sim+tcp://127.0.0.1:1/system?auth%66ile=/etc/shadow",
+                              check=False, timeout=60)
+        self.assertIn("parameter 'authfile' names a file", err)
+        self.assertRegex(ft.virsh(src.tcp_uri, "domstate", "vm1")[1], r"running")
 
     def test_tls_data_connection_needs_certificates_on_the_destination(self):
         dest = self.start_daemon(extra_conf='cert_file = "/nonexistent/servercert.pem"\n')

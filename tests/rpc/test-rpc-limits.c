@@ -180,6 +180,54 @@ START_TEST(peer_that_does_not_read_is_dropped_at_the_send_limit)
 }
 END_TEST
 
+static RpcMessage *message_of(guint32 type, guint32 status, gsize payload)
+{
+    RpcMessage *m = rpc_message_new(payload);
+    m->header = (RpcHeader){.prog = 0x20008086, .vers = 1, .proc = 107, .type = type,
+                            .status = status};
+    memset(rpc_message_payload(m), 0, payload);
+    rpc_message_seal(m, payload);
+    return m;
+}
+
+/* What the limit counts: events (and every other message the peer did not
+ * ask for), not replies or stream data, which have their own bounds. */
+START_TEST(send_limit_counts_events_not_replies_or_stream_data)
+{
+    Peer p;
+    int fd;
+    RpcConnection *conn = connection_pair(&p, &fd);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    rpc_connection_set_send_limit(conn, 256 * 1024);
+    rpc_connection_start(conn);
+    /* 4 MiB of stream data and 4 MiB of replies the peer never reads: queued. */
+    for (int i = 0; i < 64; i++) {
+        rpc_connection_send(conn, message_of(RPC_STREAM, RPC_CONTINUE, 64 * 1024));
+        RpcMessage *reply = message_of(RPC_REPLY, RPC_OK, 64 * 1024);
+        reply->completes_request = TRUE;
+        rpc_connection_request_begin(conn);
+        rpc_connection_send(conn, reply);
+    }
+    ck_assert(!rpc_connection_is_closed(conn));
+    /* Events: the connection is dropped once they hold 256 KiB. */
+    int sent = 0;
+    while (!rpc_connection_is_closed(conn) && sent < 100000) {
+        rpc_connection_send(conn, message_of(RPC_MESSAGE, RPC_OK, 64));
+        sent++;
+    }
+    ck_assert(wait_closed(&p, 10));
+    ck_assert_msg(strstr(p.why, "does not read what it is sent") &&
+                      strstr(p.why, "(limit 262144)"),
+                  "%s", p.why);
+    /* Each event holds a message struct and its buffer: fewer than 256 KiB / their size. */
+    ck_assert_int_le(sent, 256 * 1024 / (int)(RPC_PAYLOAD_OFFSET + 64) + 1);
+    close(fd);
+    rpc_connection_unref(conn);
+    peer_clear(&p);
+}
+END_TEST
+
 START_TEST(log_text_is_escaped_and_cut)
 {
     g_autofree char *a = ferry_log_escape("user\n2026 error: forged\r\x1b[31m\\", -1, 100);
@@ -246,6 +294,7 @@ int main(void)
     tcase_add_test(tc, length_word_alone_does_not_allocate_what_it_announces);
     tcase_add_test(tc, message_too_long_before_authentication_is_refused_at_its_length_word);
     tcase_add_test(tc, peer_that_does_not_read_is_dropped_at_the_send_limit);
+    tcase_add_test(tc, send_limit_counts_events_not_replies_or_stream_data);
     suite_add_tcase(s, tc);
     tc = tcase_create("log");
     tcase_add_test(tc, log_text_is_escaped_and_cut);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../test-pki.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-dispatch.h"
 #include "remote/remote-peer.h"
@@ -43,22 +44,7 @@ static void write_file(const char *name, const char *text)
 /* A CA, a server certificate for 127.0.0.1 and a client certificate. */
 static void make_pki(void)
 {
-    write_file("ca.info", "cn = unit CA\nca\ncert_signing_key\nexpiration_days = 2\n");
-    write_file("server.info", "cn = 127.0.0.1\nip_address = 127.0.0.1\ntls_www_server\n"
-                              "encryption_key\nsigning_key\nexpiration_days = 2\n");
-    write_file("client.info", "country = GB\norganization = unit\ncn = client\n"
-                              "tls_www_client\nencryption_key\nsigning_key\n"
-                              "expiration_days = 2\n");
-    g_autofree char *cmd = g_strdup_printf(
-        "cd '%s' && for k in ca server client; do certtool --generate-privkey --bits 2048 "
-        "--outfile $k-key.pem >/dev/null 2>&1 || exit 1; done && "
-        "certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info "
-        "--outfile cacert.pem >/dev/null 2>&1 && "
-        "for k in server client; do certtool --generate-certificate --load-privkey $k-key.pem "
-        "--load-ca-certificate cacert.pem --load-ca-privkey ca-key.pem --template $k.info "
-        "--outfile $k-cert.pem >/dev/null 2>&1 || exit 1; done",
-        tmpdir);
-    run_ok(cmd);
+    ck_assert(test_pki_make(tmpdir));
 }
 
 static void setup(void)
@@ -369,7 +355,7 @@ static void send_call(int fd, int proc, guint32 serial, xdrproc_t filter, void *
     ck_assert_int_eq(send(fd, bytes->data, bytes->len, MSG_NOSIGNAL), (gssize)bytes->len);
 }
 
-static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
+static RpcMessage *read_raw_message(int fd)
 {
     RpcTransport *t = rpc_transport_new_socket(dup(fd));
     guint32 len_be;
@@ -377,12 +363,19 @@ static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
     ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
     guint32 len = GUINT32_FROM_BE(len_be);
     ck_assert_uint_lt(len, 1024 * 1024);
-    g_autoptr(RpcMessage) m = rpc_message_new(len);
+    RpcMessage *m = rpc_message_new(len);
     memcpy(m->buf, &len_be, 4);
     ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
     rpc_transport_free(t);
     m->len = len;
     ck_assert(rpc_message_decode_header(m, &e));
+    return m;
+}
+
+static void recv_reply(int fd, guint32 serial, xdrproc_t filter, void *ret)
+{
+    g_autoptr(RpcMessage) m = read_raw_message(fd);
+    g_autoptr(GError) e = NULL;
     ck_assert_uint_eq(m->header.serial, serial);
     ck_assert_uint_eq(m->header.status, RPC_OK);
     ck_assert_msg(rpc_message_decode(m, filter, ret, &e), "%s", e ? e->message : "");
@@ -478,23 +471,6 @@ typedef struct {
     RpcSasl *sasl;
     guint8 extra[28 + 4];
 } FakeServer;
-
-static RpcMessage *read_raw_message(int fd)
-{
-    RpcTransport *t = rpc_transport_new_socket(dup(fd));
-    guint32 len_be;
-    g_autoptr(GError) e = NULL;
-    ck_assert_msg(rpc_transport_read_all(t, &len_be, 4, &e), "%s", e ? e->message : "");
-    guint32 len = GUINT32_FROM_BE(len_be);
-    ck_assert_uint_lt(len, 1024 * 1024);
-    RpcMessage *m = rpc_message_new(len);
-    memcpy(m->buf, &len_be, 4);
-    ck_assert_msg(rpc_transport_read_all(t, m->buf + 4, len - 4, &e), "%s", e ? e->message : "");
-    rpc_transport_free(t);
-    m->len = len;
-    ck_assert(rpc_message_decode_header(m, &e));
-    return m;
-}
 
 static void send_raw_reply(int fd, const RpcHeader *call, xdrproc_t filter, void *ret,
                            const void *extra, gsize extra_len)
@@ -755,7 +731,19 @@ START_TEST(auth_file_lookup)
     ck_assert_str_eq(c.realm, "r");
     remote_peer_credentials_clear(&c);
     ck_assert(!remote_peer_lookup_credentials(path, "broken", &c, &e));
-    ck_assert_msg(strstr(e->message, "no [credentials-nope]"), "%s", e->message);
+    ck_assert_msg(strstr(e->message, "[auth-libvirt-broken] names credentials that have no "
+                                     "group of their own"),
+                  "%s", e->message);
+    ck_assert_msg(!strstr(e->message, "nope"), "%s", e->message); /* never the file's content */
+    g_clear_error(&e);
+    /* Not a key file at all: the error names the file, never quotes a line. */
+    write_file("passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    g_autofree char *passwd = path_in("passwd");
+    ck_assert(!remote_peer_lookup_credentials(passwd, "h", &c, &e));
+    g_autofree char *want = g_strdup_printf(
+        "cannot read auth file %s: it is not in the key file format ([group] and key=value lines)",
+        passwd);
+    ck_assert_str_eq(e->message, want);
     g_clear_error(&e);
     g_autofree char *missing = path_in("missing.conf");
     ck_assert(!remote_peer_lookup_credentials(missing, "h", &c, &e));

@@ -17,13 +17,24 @@ typedef struct {
     RpcConnection *conn;
     TunnelStream *ts;
     GMutex lock;
+    GCond cond;
+    guint messages;  /* every message this side received */
+    guint sentinels; /* SENTINEL_PROGRAM messages among them */
 } Side;
+
+/* A message no stream handles: sent behind packets under test, it proves
+ * by its arrival that everything queued before it arrived too. */
+#define SENTINEL_PROGRAM 0x53454e54u
 
 static void side_on_message(RpcConnection *conn, RpcMessage *msg, gpointer data)
 {
     Side *side = data;
     g_mutex_lock(&side->lock);
     TunnelStream *ts = side->ts ? tunnel_stream_ref(side->ts) : NULL;
+    side->messages++;
+    if (msg->header.prog == SENTINEL_PROGRAM)
+        side->sentinels++;
+    g_cond_broadcast(&side->cond);
     g_mutex_unlock(&side->lock);
     if (ts && (msg->header.type == RPC_STREAM || msg->header.prog == FERRY_TUNNEL_PROGRAM)) {
         tunnel_stream_deliver(ts, msg);
@@ -61,6 +72,8 @@ static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, gui
     memset(t, 0, sizeof(*t));
     g_mutex_init(&t->client.lock);
     g_mutex_init(&t->server.lock);
+    g_cond_init(&t->client.cond);
+    g_cond_init(&t->server.cond);
     int rpc[2], a[2], b[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a), 0);
@@ -105,6 +118,7 @@ static void side_teardown(Side *s)
     tunnel_stream_unref(ts);
     rpc_connection_unref(s->conn);
     g_mutex_clear(&s->lock);
+    g_cond_clear(&s->cond);
 }
 
 static void tunnel_teardown(Tunnel *t)
@@ -376,22 +390,143 @@ START_TEST(test_bandwidth_limit_is_enforced_by_the_tunnel)
 }
 END_TEST
 
+static RpcMessage *stream_packet(guint32 status, const char *payload)
+{
+    gsize len = payload ? strlen(payload) : 0;
+    RpcMessage *m = rpc_message_new(len);
+    m->header = opening;
+    m->header.type = RPC_STREAM;
+    m->header.status = status;
+    if (len)
+        memcpy(rpc_message_payload(m), payload, len);
+    rpc_message_seal(m, len);
+    return m;
+}
+
+static guint side_messages(Side *side)
+{
+    g_mutex_lock(&side->lock);
+    guint n = side->messages;
+    g_mutex_unlock(&side->lock);
+    return n;
+}
+
+/* Sends a sentinel from `from` and waits until `to` has it: everything
+ * `from` queued before has arrived then. */
+static void sync_with_sentinel(Side *from, Side *to)
+{
+    g_mutex_lock(&to->lock);
+    guint sentinels = to->sentinels;
+    g_mutex_unlock(&to->lock);
+    RpcMessage *m = rpc_message_new(0);
+    m->header = (RpcHeader){.prog = SENTINEL_PROGRAM, .vers = 1, .proc = 1, .type = RPC_MESSAGE};
+    rpc_message_seal(m, 0);
+    rpc_connection_send(from->conn, m);
+    gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    g_mutex_lock(&to->lock);
+    while (to->sentinels == sentinels)
+        ck_assert(g_cond_wait_until(&to->cond, &to->lock, deadline));
+    g_mutex_unlock(&to->lock);
+}
+
 START_TEST(test_late_packets_after_the_end_are_dropped)
 {
     Tunnel t;
     tunnel_setup(&t, FALSE, FALSE, 0);
     run_migration(&t, MIB, 0);
     check_both_done(&t, MIB);
-    RpcMessage *late = rpc_message_new(4);
-    late->header = opening;
-    late->header.type = RPC_STREAM;
-    late->header.status = RPC_CONTINUE;
-    memcpy(rpc_message_payload(late), "late", 4);
-    rpc_message_seal(late, 4);
-    tunnel_stream_deliver(t.server.ts, late);
-    TunnelStats ss;
-    tunnel_stream_get_stats(t.server.ts, &ss);
-    ck_assert_uint_eq(ss.bytes_in, MIB);
+    /* The server's stream sends nothing once done; what it sent before
+     * (its end-of-data marker may trail the finish) arrives before this. */
+    sync_with_sentinel(&t.server, &t.client);
+    guint mark = side_messages(&t.client);
+    TunnelStats before;
+    tunnel_stream_get_stats(t.server.ts, &before);
+    /* Data, a finish and an abort after the end: a live stream would take
+     * the data, and confirm the finish and the abort to the client. */
+    tunnel_stream_deliver(t.server.ts, stream_packet(RPC_CONTINUE, "late"));
+    tunnel_stream_deliver(t.server.ts, stream_packet(RPC_OK, NULL));
+    tunnel_stream_deliver(t.server.ts, stream_packet(RPC_ERROR, NULL));
+    TunnelStats after;
+    tunnel_stream_get_stats(t.server.ts, &after);
+    ck_assert_uint_eq(after.packets_in, before.packets_in);
+    ck_assert_uint_eq(after.bytes_in, MIB);
+    sync_with_sentinel(&t.server, &t.client);
+    ck_assert_uint_eq(side_messages(&t.client) - mark, 1); /* the sentinel: none answered */
+    g_autoptr(GError) e = NULL;
+    ck_assert(tunnel_stream_wait(t.server.ts, g_get_monotonic_time() + G_USEC_PER_SEC, &e));
+    tunnel_teardown(&t);
+}
+END_TEST
+
+static RpcMessage *credit_message(gsize payload_len, guint64 credit)
+{
+    RpcMessage *m = rpc_message_new(payload_len);
+    m->header = (RpcHeader){.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
+                            .proc = FERRY_TUNNEL_PROC_CREDIT, .type = RPC_MESSAGE,
+                            .serial = opening.serial, .status = RPC_OK};
+    guint64 be = GUINT64_TO_BE(credit);
+    memcpy(rpc_message_payload(m), &be, MIN(payload_len, 8));
+    rpc_message_seal(m, payload_len);
+    return m;
+}
+
+/* A lying destination's credit fails the source's stream naming it, instead
+ * of wrapping the signed counter or letting the source overrun the window. */
+static void check_credit_refused(gboolean credit_mode, gsize len, guint64 credit,
+                                 const char *want)
+{
+    Tunnel t;
+    tunnel_setup(&t, credit_mode, TRUE, 0); /* frozen server: nothing else moves */
+    tunnel_stream_deliver(t.client.ts, credit_message(len, credit));
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_msg(g_str_has_prefix(e->message, "protocol error from the destination ferryd: "),
+                  "%s", e->message);
+    ck_assert_str_eq(e->message + strlen("protocol error from the destination ferryd: "), want);
+    tunnel_teardown(&t);
+}
+
+START_TEST(test_credit_beyond_what_is_in_flight_is_refused)
+{
+    check_credit_refused(TRUE, 8, 1,
+                         "a credit of 1 bytes with 0 bytes in flight (window 4194304 bytes)");
+    check_credit_refused(TRUE, 8, G_MAXUINT64,
+                         "a credit of 18446744073709551615 bytes with 0 bytes in flight "
+                         "(window 4194304 bytes)");
+    check_credit_refused(TRUE, 8, (guint64)G_MAXINT64 + 1,
+                         "a credit of 9223372036854775808 bytes with 0 bytes in flight "
+                         "(window 4194304 bytes)");
+    check_credit_refused(TRUE, 8, 0,
+                         "a credit of 0 bytes with 0 bytes in flight (window 4194304 bytes)");
+    check_credit_refused(TRUE, 4, 0, "a credit message of 4 bytes instead of 8");
+    check_credit_refused(FALSE, 8, 65536,
+                         "a credit message on a stream without credit flow control");
+}
+END_TEST
+
+START_TEST(test_credit_for_bytes_in_flight_is_accepted)
+{
+    /* 1 MiB sent toward a frozen peer: a credit of up to 1 MiB is honest. */
+    Tunnel t;
+    tunnel_setup(&t, TRUE, TRUE, 0);
+    Job w = {.fd = t.vmm_src, .total = MIB, .seed = 5};
+    GThread *wt = g_thread_new("w", writer_job, &w);
+    g_thread_join(wt);
+    TunnelStats cs = {0};
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    while (cs.bytes_out < MIB && g_get_monotonic_time() < deadline) {
+        g_usleep(1000);
+        tunnel_stream_get_stats(t.client.ts, &cs);
+    }
+    ck_assert_uint_eq(cs.bytes_out, MIB);
+    tunnel_stream_deliver(t.client.ts, credit_message(8, MIB / 2));
+    tunnel_stream_deliver(t.client.ts, credit_message(8, MIB / 2));
+    ck_assert(!tunnel_stream_is_over(t.client.ts));
+    tunnel_stream_deliver(t.client.ts, credit_message(8, 1)); /* now nothing is in flight */
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_str_eq(e->message, "protocol error from the destination ferryd: a credit of 1 "
+                                 "bytes with 0 bytes in flight (window 4194304 bytes)");
     tunnel_teardown(&t);
 }
 END_TEST
@@ -410,6 +545,8 @@ int main(void)
     tcase_add_test(tc, test_lost_connection_fails_the_stream_naming_the_peer);
     tcase_add_test(tc, test_bandwidth_limit_is_enforced_by_the_tunnel);
     tcase_add_test(tc, test_late_packets_after_the_end_are_dropped);
+    tcase_add_test(tc, test_credit_beyond_what_is_in_flight_is_refused);
+    tcase_add_test(tc, test_credit_for_bytes_in_flight_is_accepted);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

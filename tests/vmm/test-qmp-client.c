@@ -3,8 +3,11 @@
  * times out on a frozen VMM, and can be freed from anywhere. */
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "vmm-harness.h"
 
@@ -198,6 +201,93 @@ START_TEST(test_qmp_client_connect_gives_up_after_timeout)
 }
 END_TEST
 
+/* A VMM that is not ferry-vmm (a hostile or broken one): a UNIX socket
+ * served by a thread that sends a greeting, answers qmp_capabilities and
+ * then sends `events`, one line each. */
+typedef struct {
+    int listen_fd;
+    const char *const *events;
+} FakeVmm;
+
+static gpointer fake_vmm_main(gpointer data)
+{
+    FakeVmm *f = data;
+    int fd = accept(f->listen_fd, NULL, NULL);
+    ck_assert_int_ge(fd, 0);
+    const char *greeting = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n";
+    ck_assert(write(fd, greeting, strlen(greeting)) == (ssize_t)strlen(greeting));
+    char buf[4096];
+    ck_assert(read(fd, buf, sizeof(buf)) > 0); /* qmp_capabilities, id 1 */
+    const char *ok = "{\"return\": {}, \"id\": 1}\n";
+    ck_assert(write(fd, ok, strlen(ok)) == (ssize_t)strlen(ok));
+    for (int i = 0; f->events[i]; i++)
+        ck_assert(write(fd, f->events[i], strlen(f->events[i])) == (ssize_t)strlen(f->events[i]));
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+typedef struct {
+    GMutex lock;
+    GCond cond;
+    int count;
+    gint64 stamps[8];
+} Events;
+
+static void record_event(QmpClient *client, const char *event, JsonObject *data, gint64 stamp,
+                         gpointer user_data)
+{
+    Events *e = user_data;
+    g_mutex_lock(&e->lock);
+    if (e->count < 8)
+        e->stamps[e->count++] = stamp;
+    g_cond_broadcast(&e->cond);
+    g_mutex_unlock(&e->lock);
+}
+
+/* Found by fuzz-qmp-client: seconds * 10^6 overflowed (undefined behaviour)
+ * for a timestamp no clock gives. Such a timestamp now reads as unknown (0). */
+START_TEST(test_qmp_client_event_timestamps_out_of_range_read_as_unknown)
+{
+    g_autofree char *path = harness_path("fake.qmp");
+    g_autoptr(GError) error = NULL;
+    int lfd = rpc_socket_listen_unix(path, 0700, &error);
+    ck_assert_msg(lfd >= 0, "%s", error ? error->message : "");
+    const char *const events[] = {
+        "{\"event\": \"A\", \"timestamp\": {\"seconds\": 9223372036854775807, "
+        "\"microseconds\": 5}}\n",
+        "{\"event\": \"B\", \"timestamp\": {\"seconds\": -9223372036854775807, "
+        "\"microseconds\": 0}}\n",
+        "{\"event\": \"C\", \"timestamp\": {\"seconds\": 1, \"microseconds\": "
+        "9223372036854775807}}\n",
+        "{\"event\": \"D\", \"timestamp\": {\"seconds\": 1700000000, \"microseconds\": 42}}\n",
+        NULL};
+    FakeVmm f = {.listen_fd = lfd, .events = events};
+    GThread *t = g_thread_new("fake-vmm", fake_vmm_main, &f);
+    Events e = {0};
+    g_mutex_init(&e.lock);
+    g_cond_init(&e.cond);
+    QmpClient *c = qmp_client_connect(path, 5000, record_event, NULL, &e, &error);
+    ck_assert_msg(c, "%s", error ? error->message : "");
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    g_mutex_lock(&e.lock);
+    while (e.count < 4 && g_cond_wait_until(&e.cond, &e.lock, deadline))
+        ;
+    g_mutex_unlock(&e.lock);
+    ck_assert_int_eq(e.count, 4);
+    ck_assert_int_eq(e.stamps[0], 0);
+    ck_assert_int_eq(e.stamps[1], 0);
+    ck_assert_int_eq(e.stamps[2], 0);
+    ck_assert_int_eq(e.stamps[3], G_GINT64_CONSTANT(1700000000) * G_USEC_PER_SEC + 42);
+    qmp_client_free(c);
+    g_thread_join(t);
+    close(lfd);
+    g_mutex_clear(&e.lock);
+    g_cond_clear(&e.cond);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("qmp-client");
@@ -208,6 +298,7 @@ static Suite *client_suite(void)
     TEST_ADD(s, test_qmp_client_can_be_freed_from_its_close_callback, 30);
     TEST_ADD(s, test_qmp_client_free_wakes_waiting_callers, 30);
     TEST_ADD(s, test_qmp_client_connect_gives_up_after_timeout, 30);
+    TEST_ADD(s, test_qmp_client_event_timestamps_out_of_range_read_as_unknown, 30);
     return s;
 }
 

@@ -1,0 +1,211 @@
+/* Every REMOTE procedure's argument decoding and dispatch, through the real
+ * server object: the input is a client's byte stream (a selector byte, then
+ * RPC messages in wire form, re-framed by fuzz_records_next) sent over a
+ * UNIX socket to an RpcServer with the REMOTE program and the sim driver, on
+ * one of three listeners: read-write, read-only, or read-write with SASL.
+ * Each CALL waits for its reply, so the session's state machine (auth, open,
+ * read-only, events, streams) runs call by call, as with a real client. A
+ * call that gets no reply within 10 s is reported as a hang.
+ *
+ * The sim driver's VMM binary does not exist: a domain can be defined,
+ * listed, looked up, changed and undefined, and every start fails cleanly,
+ * so no input makes the harness spawn a process or open a network
+ * connection. After each input the connection is closed, the server has
+ * forgotten the client, and every domain is undefined again. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "driver/sim/sim-driver.h"
+#include "fuzz-common.h"
+#include "remote/remote-auth.h"
+#include "remote/remote-dispatch.h"
+#include "remote/remote-migration-peer.h"
+#include "remote/remote_protocol.h"
+#include "rpc/rpc-message.h"
+#include "rpc/rpc-server.h"
+#include "rpc/rpc-socket.h"
+
+#define REPLY_TIMEOUT_US (10 * G_USEC_PER_SEC)
+#define N_SOCKETS 3
+
+static RpcServer *server;
+static Driver *driver;
+static char *socket_paths[N_SOCKETS];
+
+static void write_file(const char *path, const char *text)
+{
+    g_autoptr(GError) error = NULL;
+    if (!g_file_set_contents(path, text, -1, &error)) {
+        fprintf(stderr, "%s\n", error->message);
+        abort();
+    }
+}
+
+/* A sasldb with one user and a SASL config naming it (as the TLS/SASL
+ * integration test does), so the SASL listener runs the real handshake. */
+static void setup_sasl(const char *dir)
+{
+    g_autofree char *db = g_build_filename(dir, "sasldb", NULL);
+    g_autofree char *conf = g_build_filename(dir, "libvirt.conf", NULL);
+    g_autofree char *cmd =
+        g_strdup_printf("echo fuzzpass | saslpasswd2 -f '%s' -a libvirt -p fuzzuser", db);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "saslpasswd2 failed (package sasl2-bin)\n");
+        abort();
+    }
+    g_autofree char *text =
+        g_strdup_printf("mech_list: digest-md5 scram-sha-256\nsasldb_path: %s\n", db);
+    write_file(conf, text);
+    g_setenv("SASL_CONF_PATH", dir, TRUE);
+    g_autoptr(GError) error = NULL;
+    if (!remote_auth_global_init(NULL, &error)) {
+        fprintf(stderr, "SASL: %s\n", error->message);
+        abort();
+    }
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    fuzz_init();
+    g_autofree char *dir = fuzz_make_tmpdir("ferry-fuzz-dispatch");
+    g_autofree char *config = g_build_filename(dir, "config", NULL);
+    g_autofree char *run = g_build_filename(dir, "run", NULL);
+    g_autofree char *vmm = g_build_filename(dir, "no-such-ferry-vmm", NULL);
+    g_mkdir(config, 0700);
+    g_mkdir(run, 0700);
+    setup_sasl(dir);
+
+    g_autoptr(GError) error = NULL;
+    driver_set_migration_peer_ops(remote_migration_peer_ops());
+    /* Loopback only: no input may open a port on another address. */
+    g_autoptr(TunnelDataSettings) data = tunnel_data_settings_new("127.0.0.1", 49152, 49215, NULL);
+    SimDriverConfig sc = {.config_dir = config, .run_dir = run, .vmm_binary = vmm,
+                          .migration_data = data};
+    driver = sim_driver_open(&sc, &error);
+    if (!driver) {
+        fprintf(stderr, "sim driver: %s\n", error->message);
+        abort();
+    }
+    driver_registry_add(driver);
+
+    RpcServerConfig cfg = {.max_clients = 16, .max_client_requests = 5, .max_workers = 4};
+    server = rpc_server_new(&cfg);
+    remote_dispatch_register(server);
+    const struct {
+        const char *name;
+        gboolean readonly, sasl;
+    } socks[N_SOCKETS] = {{"rw", FALSE, FALSE}, {"ro", TRUE, FALSE}, {"sasl", FALSE, TRUE}};
+    for (int i = 0; i < N_SOCKETS; i++) {
+        socket_paths[i] = g_build_filename(dir, socks[i].name, NULL);
+        int fd = rpc_socket_listen_unix(socket_paths[i], 0700, &error);
+        if (fd < 0) {
+            fprintf(stderr, "%s\n", error->message);
+            abort();
+        }
+        int auth = socks[i].sasl ? REMOTE_AUTH_SASL : REMOTE_AUTH_NONE;
+        RpcListenerOptions lo = {.readonly = socks[i].readonly, .auth_type = auth,
+                                 .description = socks[i].name, .sasl_layer = socks[i].sasl};
+        rpc_server_add_listener(server, fd, &lo);
+    }
+    if (!rpc_server_start(server, &error)) {
+        fprintf(stderr, "%s\n", error->message);
+        abort();
+    }
+    return 0;
+}
+
+/* Reads messages until the reply to `serial` (events and stream packets
+ * the server sends meanwhile are skipped). FALSE if the server closed. */
+static gboolean await_reply(int fd, guint32 prog, guint32 serial)
+{
+    gint64 deadline = g_get_monotonic_time() + REPLY_TIMEOUT_US;
+    for (;;) {
+        guint8 word[4];
+        int rc = fuzz_read_exact(fd, word, 4, deadline);
+        if (rc < 0)
+            fuzz_hang("no reply to call serial %u within 10 s", serial);
+        if (rc == 0)
+            return FALSE;
+        guint32 len = fuzz_be32(word);
+        if (len < RPC_PAYLOAD_OFFSET || len > RPC_MAX_WIRE_LENGTH) {
+            fprintf(stderr, "server sent a message with length word %u\n", len);
+            abort();
+        }
+        g_autofree guint8 *msg = g_malloc(len - 4);
+        rc = fuzz_read_exact(fd, msg, len - 4, deadline);
+        if (rc < 0)
+            fuzz_hang("reply to call serial %u cut short for 10 s", serial);
+        if (rc == 0)
+            return FALSE;
+        guint32 type = fuzz_be32(msg + 12);
+        if (type == RPC_REPLY && fuzz_be32(msg) == prog && fuzz_be32(msg + 16) == serial)
+            return TRUE;
+    }
+}
+
+/* A failed SASL step is answered late on purpose (more so each time, from
+ * the same host): those replies are not waited for, later calls still are. */
+static gboolean is_auth_step(const uint8_t *header)
+{
+    gint32 proc = (gint32)fuzz_be32(header + 8);
+    return fuzz_be32(header) == REMOTE_PROGRAM &&
+           (proc == REMOTE_PROC_AUTH_SASL_START || proc == REMOTE_PROC_AUTH_SASL_STEP);
+}
+
+/* Back to an empty host: the next input starts from the same state. */
+static void reset_domains(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) doms = driver->ops->list_all_domains(driver, 0, &error);
+    for (guint i = 0; doms && i < doms->len; i++) {
+        DriverDomain *d = doms->pdata[i];
+        g_clear_error(&error);
+        if (d->id >= 0)
+            driver->ops->destroy(driver, d, 0, &error);
+        g_clear_error(&error);
+        driver->ops->undefine(driver, d, 0, &error);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    const char *path = socket_paths[data[0] % N_SOCKETS];
+    g_autoptr(GError) error = NULL;
+    int fd = rpc_socket_connect_unix(path, &error);
+    if (fd < 0) {
+        fprintf(stderr, "%s\n", error->message);
+        abort();
+    }
+
+    FuzzRecords rec;
+    fuzz_records_init(&rec, data + 1, size - 1);
+    const uint8_t *body;
+    size_t len;
+    while (fuzz_records_next(&rec, &body, &len)) {
+        if (!fuzz_write_message(fd, body, len))
+            break;
+        if (len >= RPC_HEADER_SIZE && fuzz_be32(body + 12) == RPC_CALL &&
+            !is_auth_step(body) && !await_reply(fd, fuzz_be32(body), fuzz_be32(body + 16)))
+            break;
+    }
+    shutdown(fd, SHUT_WR);
+    if (!fuzz_drain(fd, g_get_monotonic_time() + REPLY_TIMEOUT_US))
+        fuzz_hang("the server did not close the connection within 10 s of its end");
+    close(fd);
+
+    /* The server has let go of the client (its session, streams, events). */
+    gint64 deadline = g_get_monotonic_time() + REPLY_TIMEOUT_US;
+    while (rpc_server_count_clients(server) > 0) {
+        if (g_get_monotonic_time() > deadline)
+            fuzz_hang("the server still holds a closed client after 10 s");
+        g_usleep(100);
+    }
+    reset_domains();
+    fuzz_wait_threads_gone();
+    return 0;
+}
