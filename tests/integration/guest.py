@@ -86,9 +86,9 @@ def kernel_cmdline(fill=DEFAULT_FILL, wss="16M", dirty_ms=100, verify_s=2, seed=
     console (an oops does); an oops panics and the guest then stays halted, so
     its log keeps the reason. No lockup watchdog: a TCG guest on a starved host
     would warn about its own slowness. highres=off: the TCG oops (QEMU.md) was
-    always in __hrtimer_run_queues from the APIC timer interrupt; on this
-    loaded machine it hit 3 of 6 ferryd migration runs with high resolution
-    timers and none of 5 without them, which also ran about 3x faster."""
+    always in __hrtimer_run_queues; on this loaded machine it hit 3 of 6
+    ferryd migration scenario runs with high resolution timers and 1 of about
+    9 without them, which also ran about 3x faster."""
     args = (f"console=ttyS0 loglevel=5 oops=panic panic=0 nowatchdog highres=off "
             f"ferry.fill={fill} ferry.wss={wss} "
             f"ferry.dirty_ms={dirty_ms} ferry.verify_s={verify_s} ferry.seed={seed}")

@@ -29,7 +29,8 @@ class QemuMigrationTest(SaslTestCase):
     def daemon(self, name):
         """A ferryd taking TLS and TCP clients with SASL, able to authenticate
         to its peer (LIBVIRT_AUTH_FILE) and with a certificate for --tls data."""
-        d = self.tls_daemon(extra='auth_tls = "sasl"\nauth_tcp = "sasl"\n',
+        d = self.tls_daemon(extra=f'auth_tls = "sasl"\nauth_tcp = "sasl"\n'
+                                  f'migration_pki_dir = "{self.pki.client_dir()}"\n',
                             env={"SASL_CONF_PATH": self.sasl_dir, "LIBVIRT_AUTH_FILE": self.authfile})
         d.name = name
         return d
@@ -38,7 +39,9 @@ class QemuMigrationTest(SaslTestCase):
         return f"qemu+unix:///system?socket={d.sock}"
 
     def tls(self, d):
-        return f"qemu+tls://127.0.0.1:{d.tls_port}/system?pkipath={self.pki.client_dir()}"
+        """The peer's URI as the source daemon uses it (its client files are
+        its own migration_pki_dir: a client may not name files)."""
+        return f"qemu+tls://127.0.0.1:{d.tls_port}/system"
 
     def tcp(self, d):
         return f"qemu+tcp://127.0.0.1:{d.port}/system"
