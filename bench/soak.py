@@ -30,6 +30,7 @@ CLIENTS = int(os.environ.get("SOAK_CLIENTS", 1000))
 VMS = int(os.environ.get("SOAK_VMS", 8))
 ROUNDS = int(os.environ.get("SOAK_ROUNDS", 2))
 VM_MIB = int(os.environ.get("SOAK_VM_MIB", 128))
+BASELINE_SECONDS = 10
 RSS_GROWTH_LIMIT_MIB = 256
 
 CONNECT_OPEN, LOOKUP_BY_NAME, GET_JOB_INFO, LIST_ALL_DOMAINS = 1, 23, 163, 273
@@ -191,6 +192,11 @@ def main():
         st = threading.Thread(target=sample)
         st.start()
 
+        # The same clients with no migration running, for comparison.
+        b0, bc0 = time.monotonic(), stats.calls
+        time.sleep(BASELINE_SECONDS)
+        baseline_rate = (stats.calls - bc0) / (time.monotonic() - b0)
+
         t0 = time.monotonic()
         calls0 = stats.calls
         migrations = {"tunnelled": 0, "proxy": 0}
@@ -226,6 +232,7 @@ def main():
               f"(all connected in {connect_s:.1f} s) |")
         print(f"| calls answered while migrating (list, lookup, job info) | {calls} in "
               f"{elapsed:.1f} s ({calls / elapsed:.0f}/s) |")
+        print(f"| the same clients with no migration running | {baseline_rate:.0f} calls/s |")
         print(f"| call errors | {len(stats.errors)} |")
         print(f"| job queries that raced a domain leaving | {stats.races} |")
         print(f"| migrations completed ({ROUNDS} rounds of {VMS} concurrent, {VM_MIB} MiB each) | "

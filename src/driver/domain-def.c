@@ -703,9 +703,18 @@ DomainDef *domain_def_parse_node(xmlNode *root, GError **error)
     return g_steal_pointer(&def);
 }
 
+static void discard_generic_error(void *ctx, const char *msg, ...)
+{
+}
+
 xmlDoc *domain_xml_read(const char *data, gsize len, const char *what, GError **error)
 {
     xml_init_once();
+    /* Some errors (an input encoding that cannot convert the bytes) go to
+     * libxml2's generic channel, stderr by default, whatever the parse
+     * options: the text of a client or a peer would reach the daemon's log.
+     * The channel is per thread; the parse error below still says why. */
+    xmlSetGenericErrorFunc(NULL, discard_generic_error);
     if (len > G_MAXINT) {
         xml_fail(error, "%s is too large", what);
         return NULL;

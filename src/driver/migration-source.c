@@ -18,6 +18,8 @@
 
 #define POLL_MS 200
 #define VMM_END_WAIT_MS 10000
+/* How long a failed VMM waits for its channel to tell the cause. */
+#define CAUSE_GRACE_MS 1000
 #define DATA_CONNECT_TIMEOUT_MS 10000
 
 typedef struct {
@@ -348,7 +350,23 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        /* A peer or a link that went silent is noticed here, not by TCP. */
+        if (!done && !migration_job_check_moving(
+                         o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
+                         &e))
+            goto fail;
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
+            /* The VMM usually fails because the channel did (a dead peer closed
+             * it, then the VMM's socket): the channel may have failed after the
+             * wait above, so give it a moment to name that root cause. */
+            g_autoptr(GError) cause = NULL;
+            if (!done &&
+                !migration_job_wait_channel(o->job, g_get_monotonic_time() + CAUSE_GRACE_MS * 1000,
+                                            &cause) &&
+                !g_error_matches(cause, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+                e = g_steal_pointer(&cause);
+                goto fail;
+            }
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
             goto fail;
@@ -637,10 +655,12 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                        " ms)",
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
-    } else if (o.peer && g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
-        /* Cancel frees the source at once, whatever the peer does: our VM
-         * runs again before the destination is told (it never runs its
-         * incoming VM without our finish), which happens in the background. */
+    } else if (o.peer && (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ||
+                          g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))) {
+        /* Cancel, or a peer gone silent, frees the source at once, whatever
+         * the peer does: our VM runs again before the destination is told
+         * (it never runs its incoming VM without our finish), which happens
+         * in the background. */
         outgoing_stop(&o, e);
         outgoing_confirm(&o, FALSE, e);
         migration_thread_start(engine, "migration-farewell", farewell_thread, farewell_take(&o));

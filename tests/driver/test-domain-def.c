@@ -3,8 +3,10 @@
 #include "test-helpers.h"
 
 #include <dlfcn.h>
+#include <stdio.h>
 #include <libxml/xmlstring.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 /* Counts libxml2 string comparisons made by the code under test (it is
  * linked into this program, so this definition is the one it calls): the
@@ -554,6 +556,33 @@ START_TEST(test_null_document_is_rejected)
 }
 END_TEST
 
+/* Found by fuzz-migration-cookie: libxml2 printed "encoding error : input
+ * conversion failed ..." to stderr (the daemon's log) for every document
+ * with bytes its declared encoding cannot convert, whatever the parse
+ * options, so a client or a peer could write lines to the log at will. */
+START_TEST(test_bad_encoding_is_an_error_and_prints_nothing)
+{
+    static const char xml[] = "<?xml version='1.0' encoding='ISO-2022-JP'?>"
+                              "<domain type='sim'><name>\x1b$B\xff\xfe</name></domain>";
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *capture = tmpfile();
+    ck_assert(saved >= 0 && capture);
+    dup2(fileno(capture), STDERR_FILENO);
+    GError *err = NULL;
+    DomainDef *def = domain_def_parse_string(xml, &err);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    long printed = ftell(capture) >= 0 ? (fseek(capture, 0, SEEK_END), ftell(capture)) : -1;
+    fclose(capture);
+    ck_assert_ptr_null(def);
+    ck_assert_ferry_error(err, FERRY_ERR_XML_ERROR, "malformed domain XML");
+    g_error_free(err);
+    ck_assert_int_eq(printed, 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("domain-def");
@@ -572,6 +601,7 @@ int main(void)
     tcase_add_loop_test(tc, test_bad_xml_is_rejected_with_element_named, 0,
                         G_N_ELEMENTS(bad_cases));
     tcase_add_test(tc, test_null_document_is_rejected);
+    tcase_add_test(tc, test_bad_encoding_is_an_error_and_prints_nothing);
     suite_add_tcase(s, tc);
     return test_run_suite(s);
 }

@@ -1,8 +1,11 @@
 /* Every REMOTE procedure's argument decoding and dispatch, through the real
  * server object: the input is a client's byte stream (a selector byte, then
  * RPC messages in wire form, re-framed by fuzz_records_next) sent over a
- * UNIX socket to an RpcServer with the REMOTE program and the sim driver, on
- * one of three listeners: read-write, read-only, or read-write with SASL.
+ * socket to an RpcServer with the REMOTE program and the sim driver, on one
+ * of three listeners: UNIX read-write, UNIX read-only, or TCP with SASL on
+ * loopback. Failed SASL steps are answered later each time from the same
+ * host (up to 5 s), so each input comes from an address of its own in
+ * 127.2.0.0/16 and sends at most 4 SASL steps.
  * Each CALL waits for its reply, so the session's state machine (auth, open,
  * read-only, events, streams) runs call by call, as with a real client. A
  * call that gets no reply within 10 s is reported as a hang.
@@ -15,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,10 +35,14 @@
 
 #define REPLY_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define N_SOCKETS 3
+#define SASL_SOCKET 2
+#define MAX_SASL_STEPS 4
 
 static RpcServer *server;
 static Driver *driver;
 static char *socket_paths[N_SOCKETS];
+static guint16 sasl_port;
+static guint32 next_source;
 
 static void write_file(const char *path, const char *text)
 {
@@ -99,8 +108,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         gboolean readonly, sasl;
     } socks[N_SOCKETS] = {{"rw", FALSE, FALSE}, {"ro", TRUE, FALSE}, {"sasl", FALSE, TRUE}};
     for (int i = 0; i < N_SOCKETS; i++) {
-        socket_paths[i] = g_build_filename(dir, socks[i].name, NULL);
-        int fd = rpc_socket_listen_unix(socket_paths[i], 0700, &error);
+        int fd;
+        if (socks[i].sasl) {
+            fd = rpc_socket_listen_tcp("127.0.0.1", 0, &sasl_port, &error);
+        } else {
+            socket_paths[i] = g_build_filename(dir, socks[i].name, NULL);
+            fd = rpc_socket_listen_unix(socket_paths[i], 0700, &error);
+        }
         if (fd < 0) {
             fprintf(stderr, "%s\n", error->message);
             abort();
@@ -155,6 +169,34 @@ static gboolean is_auth_step(const uint8_t *header)
            (proc == REMOTE_PROC_AUTH_SASL_START || proc == REMOTE_PROC_AUTH_SASL_STEP);
 }
 
+static int connect_unix(const char *path)
+{
+    g_autoptr(GError) error = NULL;
+    int fd = rpc_socket_connect_unix(path, &error);
+    if (fd < 0) {
+        fprintf(stderr, "%s\n", error->message);
+        abort();
+    }
+    return fd;
+}
+
+/* From 127.2.x.y, a new source address each time (65536 of them). */
+static int connect_sasl(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    guint32 n = next_source++ % 65536;
+    struct sockaddr_in src = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(0x7f020000u | n)};
+    struct sockaddr_in dst = {.sin_family = AF_INET, .sin_port = htons(sasl_port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
+        connect(fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+        perror("connecting to the SASL listener");
+        abort();
+    }
+    return fd;
+}
+
 /* Back to an empty host: the next input starts from the same state. */
 static void reset_domains(void)
 {
@@ -174,19 +216,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    const char *path = socket_paths[data[0] % N_SOCKETS];
-    g_autoptr(GError) error = NULL;
-    int fd = rpc_socket_connect_unix(path, &error);
-    if (fd < 0) {
-        fprintf(stderr, "%s\n", error->message);
-        abort();
-    }
+    int sock = data[0] % N_SOCKETS;
+    int fd = sock == SASL_SOCKET ? connect_sasl() : connect_unix(socket_paths[sock]);
+    guint sasl_steps = 0;
 
     FuzzRecords rec;
     fuzz_records_init(&rec, data + 1, size - 1);
     const uint8_t *body;
     size_t len;
     while (fuzz_records_next(&rec, &body, &len)) {
+        if (len >= RPC_HEADER_SIZE && is_auth_step(body) && ++sasl_steps > MAX_SASL_STEPS)
+            continue;
         if (!fuzz_write_message(fd, body, len))
             break;
         if (len >= RPC_HEADER_SIZE && fuzz_be32(body + 12) == RPC_CALL &&

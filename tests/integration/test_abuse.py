@@ -160,6 +160,19 @@ def undecodable_args(t, kind, rng):
 
 
 @quiet
+def odd_open_names(t, kind, rng):
+    """CONNECT_OPEN with names a driver registry must refuse, not crash on
+    (a name without ':' killed ferryd from the read-only socket)."""
+    with closing(t.connect(kind)) as s:
+        names = ["sim", "", ":", "x:", "sim:", "sim://", "::::", "\u00e9t\u00e9", "a" * 4000,
+                 rng.randbytes(rng.randint(0, 40)).decode("latin-1")]
+        for i, name in enumerate(names):
+            s.sendall(call(CONNECT_OPEN, i, struct.pack(">I", 1) + ft.xdr_string(name)
+                           + struct.pack(">I", rng.choice([0, 1]))))
+        drain(s, 0.5)
+
+
+@quiet
 def slow_writer(t, kind, rng):
     with closing(t.connect(kind, timeout=10)) as s:
         msg = call(AUTH_LIST, 7)
@@ -236,8 +249,8 @@ def tls_stall(t, kind, rng):
         drain(s, rng.uniform(0.5, 3))
 
 
-ABUSERS = [garbage, malformed_headers, truncated, undecodable_args, slow_writer, non_reader,
-           ping_flood, huge_length]
+ABUSERS = [garbage, malformed_headers, truncated, undecodable_args, odd_open_names, slow_writer,
+           non_reader, ping_flood, huge_length]
 
 
 class AbuseTest(ft.DaemonTestCase):

@@ -35,6 +35,14 @@ static gpointer accept_thread(gpointer data)
     return NULL;
 }
 
+/* Runs tunnel_data_listener_accept on l in a thread, for up to `seconds`. */
+static GThread *start_accept(AcceptJob *job, TunnelDataListener *l, int seconds)
+{
+    *job = (AcceptJob){.listener = l,
+                       .deadline_us = g_get_monotonic_time() + seconds * G_USEC_PER_SEC};
+    return g_thread_new("accept", accept_thread, job);
+}
+
 static TunnelDataListener *listener_new(RpcTlsContext *tls)
 {
     g_autoptr(GError) e = NULL;
@@ -75,13 +83,20 @@ static gpointer trickle_thread(gpointer data)
     return NULL;
 }
 
+/* A trickling stranger connected to l, in its own thread. */
+static GThread *start_trickler(Trickler *t, TunnelDataListener *l)
+{
+    *t = (Trickler){.fd = connect_to(l)};
+    return g_thread_new("trickle", trickle_thread, t);
+}
+
 START_TEST(test_a_trickling_stranger_does_not_hold_up_the_source)
 {
     TunnelDataListener *l = listener_new(NULL);
-    AcceptJob job = {.listener = l, .deadline_us = g_get_monotonic_time() + 60 * G_USEC_PER_SEC};
-    GThread *at = g_thread_new("accept", accept_thread, &job);
-    Trickler stranger = {.fd = connect_to(l)};
-    GThread *tt = g_thread_new("trickle", trickle_thread, &stranger);
+    AcceptJob job;
+    GThread *at = start_accept(&job, l, 60);
+    Trickler stranger;
+    GThread *tt = start_trickler(&stranger, l);
     g_usleep(300 * 1000); /* the stranger's hello is under way */
 
     /* The source gives up after 3 s; the stranger keeps talking far longer
@@ -105,10 +120,10 @@ END_TEST
 START_TEST(test_a_trickling_stranger_is_cut_off_at_its_hello_deadline)
 {
     TunnelDataListener *l = listener_new(NULL);
-    AcceptJob job = {.listener = l, .deadline_us = g_get_monotonic_time() + 60 * G_USEC_PER_SEC};
-    GThread *at = g_thread_new("accept", accept_thread, &job);
-    Trickler stranger = {.fd = connect_to(l)};
-    GThread *tt = g_thread_new("trickle", trickle_thread, &stranger);
+    AcceptJob job;
+    GThread *at = start_accept(&job, l, 60);
+    Trickler stranger;
+    GThread *tt = start_trickler(&stranger, l);
     /* The deadline for the whole hello is 5 s; a listener that only bounds
      * each read would let this stranger talk for 40 s. */
     for (int i = 0; i < 300 && !g_atomic_int_get(&stranger.cut); i++)
@@ -129,8 +144,8 @@ END_TEST
 START_TEST(test_a_replayed_token_is_refused)
 {
     TunnelDataListener *l = listener_new(NULL);
-    AcceptJob job = {.listener = l, .deadline_us = g_get_monotonic_time() + 60 * G_USEC_PER_SEC};
-    GThread *at = g_thread_new("accept", accept_thread, &job);
+    AcceptJob job;
+    GThread *at = start_accept(&job, l, 60);
     g_autoptr(GError) e = NULL;
     RpcTransport *src = tunnel_data_connect("127.0.0.1", tunnel_data_listener_get_port(l), token,
                                             FALSE, NULL, 10000, &e);
@@ -140,8 +155,8 @@ START_TEST(test_a_replayed_token_is_refused)
 
     /* Someone who saw the token on the wire tries it: the listener keeps
      * accepting (as while the relay runs) and refuses. */
-    AcceptJob again = {.listener = l, .deadline_us = g_get_monotonic_time() + 30 * G_USEC_PER_SEC};
-    at = g_thread_new("accept", accept_thread, &again);
+    AcceptJob again;
+    at = start_accept(&again, l, 30);
     RpcTransport *replay = tunnel_data_connect("127.0.0.1", tunnel_data_listener_get_port(l), token,
                                                FALSE, NULL, 10000, &e);
     ck_assert(replay == NULL);
@@ -211,9 +226,8 @@ START_TEST(test_failed_tls_handshakes_leave_no_descriptor)
     guint before = open_fds();
     for (int i = 0; i < 5; i++) {
         TunnelDataListener *l = listener_new(tls);
-        AcceptJob job = {.listener = l,
-                         .deadline_us = g_get_monotonic_time() + 30 * G_USEC_PER_SEC};
-        GThread *at = g_thread_new("accept", accept_thread, &job);
+        AcceptJob job;
+        GThread *at = start_accept(&job, l, 30);
         int fd = connect_to(l);
         struct timeval tv = {.tv_sec = 20};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));

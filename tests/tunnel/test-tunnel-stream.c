@@ -390,6 +390,56 @@ START_TEST(test_bandwidth_limit_is_enforced_by_the_tunnel)
 }
 END_TEST
 
+typedef struct {
+    RpcConnection *conn;
+    gint done;
+} WaitClosed;
+
+static gpointer wait_closed_thread(gpointer data)
+{
+    WaitClosed *w = data;
+    rpc_connection_wait_closed(w->conn);
+    g_atomic_int_set(&w->done, TRUE);
+    return NULL;
+}
+
+/* A plain (libvirt) peer streams into a destination VMM that never reads:
+ * the destination's reader waits for sink room, as designed, but a close of
+ * its connection (keepalive, shutdown) must still end the connection's
+ * threads instead of waiting for the VMM forever. */
+START_TEST(test_plain_reader_waiting_for_a_stalled_vmm_lets_the_connection_close)
+{
+    Tunnel t;
+    tunnel_setup(&t, FALSE, FALSE, 0);
+    Job w = {.fd = t.vmm_src, .total = 256 * MIB, .seed = 11};
+    GThread *wt = g_thread_new("w", writer_job, &w);
+    /* Until the destination's sink queue is full: its reader waits then. */
+    TunnelStats ss = {0}, last = {0};
+    for (int stable = 0; stable < 10;) {
+        g_usleep(50 * 1000);
+        tunnel_stream_get_stats(t.server.ts, &ss);
+        stable = ss.packets_in == last.packets_in && ss.packets_in > 0 ? stable + 1 : 0;
+        last = ss;
+    }
+    rpc_connection_close(t.server.conn, NULL);
+    WaitClosed wc = {.conn = t.server.conn};
+    GThread *ct = g_thread_new("wait-closed", wait_closed_thread, &wc);
+    /* Generous: closing takes a poll interval (0.1 s); a reader that waits
+     * for the VMM never ends. */
+    for (int i = 0; i < 300 && !g_atomic_int_get(&wc.done); i++)
+        g_usleep(100 * 1000);
+    ck_assert_msg(g_atomic_int_get(&wc.done), "the connection's threads did not end in 30 s");
+    g_thread_join(ct);
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.server.ts, g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_msg(strstr(e->message, "the connection to the source ferryd closed after"), "%s",
+                  e->message);
+    tunnel_stream_abort(t.client.ts, e);
+    g_thread_join(wt);
+    tunnel_teardown(&t);
+}
+END_TEST
+
 static RpcMessage *stream_packet(guint32 status, const char *payload)
 {
     gsize len = payload ? strlen(payload) : 0;
@@ -545,6 +595,7 @@ int main(void)
     tcase_add_test(tc, test_lost_connection_fails_the_stream_naming_the_peer);
     tcase_add_test(tc, test_bandwidth_limit_is_enforced_by_the_tunnel);
     tcase_add_test(tc, test_late_packets_after_the_end_are_dropped);
+    tcase_add_test(tc, test_plain_reader_waiting_for_a_stalled_vmm_lets_the_connection_close);
     tcase_add_test(tc, test_credit_beyond_what_is_in_flight_is_refused);
     tcase_add_test(tc, test_credit_for_bytes_in_flight_is_accepted);
     suite_add_tcase(s, tc);
