@@ -234,7 +234,7 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
 
 typedef struct {
     RpcServer *server;
-    Driver *sim;
+    Driver *drivers[2]; /* sim, and qemu where it opened (NULL otherwise) */
 } BusyCheck;
 
 /* --timeout waits while a client is connected or a domain runs: ferryd
@@ -244,10 +244,16 @@ static gboolean daemon_is_busy(gpointer data)
     BusyCheck *b = data;
     if (rpc_server_count_clients(b->server) > 0)
         return TRUE;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) active =
-        b->sim->ops->list_all_domains(b->sim, DOMAIN_LIST_ACTIVE, &error);
-    return !active || active->len > 0; /* when in doubt, stay */
+    for (guint i = 0; i < G_N_ELEMENTS(b->drivers); i++) {
+        Driver *drv = b->drivers[i];
+        if (!drv)
+            continue;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) active = drv->ops->list_all_domains(drv, DOMAIN_LIST_ACTIVE, &error);
+        if (!active || active->len > 0) /* when in doubt, stay */
+            return TRUE;
+    }
+    return FALSE;
 }
 
 static gboolean on_signal(gpointer data)
@@ -358,7 +364,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        BusyCheck busy = {.server = server, .sim = sim};
+        BusyCheck busy = {.server = server, .drivers = {sim, qemu}};
         guint idle = opts->timeout > 0
                          ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
                          : 0;
