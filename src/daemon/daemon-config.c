@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/log.h"
 
 typedef enum {
     KEY_BOOL,
@@ -21,7 +22,9 @@ typedef enum {
     KEY_STRING,
     KEY_LIST,
     KEY_AUTH,
-    KEY_PERMS
+    KEY_PERMS,
+    KEY_LOG_FILTERS, /* strings in libvirt's syntax, checked here, opened by ferryd */
+    KEY_LOG_OUTPUTS,
 } KeyKind;
 
 typedef struct {
@@ -67,6 +70,8 @@ static const KeyDef keys[] = {
     KR(keepalive_interval, KEY_INT, -1, 3600),
     KR(keepalive_count, KEY_UINT, 0, 1000),
     KR(log_level, KEY_UINT, 1, 4),
+    K(log_filters, KEY_LOG_FILTERS),
+    K(log_outputs, KEY_LOG_OUTPUTS),
     K(domain_config_dir, KEY_STRING),
     K(domain_run_dir, KEY_STRING),
     K(vmm_binary, KEY_STRING),
@@ -85,7 +90,7 @@ static const KeyDef keys[] = {
 static const char *const ignored_keys[] = {
     "unix_sock_group", "unix_sock_admin_perms", "mdns_adv", "mdns_name", "listen_tls_port",
     "prio_workers", "admin_min_workers", "tls_no_sanity_certificate",
-    "access_drivers", "host_uuid", "host_uuid_source", "log_filters", "log_outputs",
+    "access_drivers", "host_uuid", "host_uuid_source",
     "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
     "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
     "audit_level", "audit_logging", "ovs_timeout", "tcp_min_ssf", "auth_unix_ro_perms",
@@ -143,7 +148,8 @@ void daemon_config_free(DaemonConfig *cfg)
         return;
     for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
         gpointer field = G_STRUCT_MEMBER_P(cfg, keys[i].offset);
-        if (keys[i].kind == KEY_STRING || keys[i].kind == KEY_AUTH)
+        if (keys[i].kind == KEY_STRING || keys[i].kind == KEY_AUTH ||
+            keys[i].kind == KEY_LOG_FILTERS || keys[i].kind == KEY_LOG_OUTPUTS)
             g_free(*(char **)field);
         else if (keys[i].kind == KEY_LIST)
             g_strfreev(*(char ***)field);
@@ -370,6 +376,20 @@ static gboolean apply_value(DaemonConfig *cfg, Parser *ps, const KeyDef *k, Valu
         g_free(*(char **)field);
         *(char **)field = g_steal_pointer(&v->s);
         return TRUE;
+    case KEY_LOG_FILTERS:
+    case KEY_LOG_OUTPUTS: {
+        if (v->type != VAL_STRING)
+            return syntax_error(ps, error, "%s must be a \"string\"", k->name);
+        g_autoptr(GError) local = NULL;
+        g_autoptr(GPtrArray) parsed = k->kind == KEY_LOG_FILTERS
+                                          ? ferry_log_parse_filters(v->s, &local)
+                                          : ferry_log_parse_outputs(v->s, &local);
+        if (!parsed)
+            return syntax_error(ps, error, "%s: %s", k->name, local->message);
+        g_free(*(char **)field);
+        *(char **)field = g_steal_pointer(&v->s);
+        return TRUE;
+    }
     case KEY_PERMS: {
         /* libvirt writes socket modes as strings: "0770" */
         char *end = NULL;

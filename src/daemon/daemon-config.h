@@ -42,6 +42,8 @@ typedef struct {
     guint keepalive_count;
     /* logging */
     guint log_level;
+    char *log_filters; /* libvirt's syntax, checked when loaded; NULL: none */
+    char *log_outputs; /* NULL: stderr */
     /* ferry: where domain configs and runtime state live, and the VMM */
     char *domain_config_dir;
     char *domain_run_dir;

@@ -273,6 +273,11 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     }
     ferry_log_set_level(opts->verbose ? MIN(cfg->log_level, (guint)FERRY_LOG_INFO)
                                       : cfg->log_level);
+    if (!ferry_log_set_filters(cfg->log_filters, &error) ||
+        !ferry_log_set_outputs(cfg->log_outputs, &error)) {
+        fprintf(stderr, "ferryd: %s\n", error->message);
+        return 2;
+    }
 
     int pid_fd = -1;
     if (opts->pid_path && (pid_fd = pid_file_acquire(opts->pid_path, &error)) < 0) {

@@ -1,5 +1,9 @@
-/* Logging: one line per event on stderr, with a level set from the config
- * (log_level 1=debug .. 4=error, as libvirtd.conf) or --verbose.
+/* Logging: one line per event, with a level set from the config (log_level
+ * 1=debug .. 4=error, as libvirtd.conf) or --verbose, and libvirt's filters
+ * and outputs (log_filters, log_outputs; docs/configuration.md). A line goes
+ * to stderr unless outputs are set. Each file names its module with
+ * `#define FERRY_LOG_MODULE "tunnel.stream"` before including this header;
+ * filters match that name.
  *
  * Lines often quote what a peer sent (a SASL mechanism name, a user name, an
  * error text), so every line is made safe here, whatever its source: control
@@ -21,9 +25,49 @@ typedef enum {
 /* Longest message text of one line; the rest is cut and counted. */
 #define FERRY_LOG_LINE_MAX 2048
 
+/* Messages of modules no filter matches pass at this level and above. */
 void ferry_log_set_level(FerryLogLevel level);
 FerryLogLevel ferry_log_get_level(void);
 void ferry_log(FerryLogLevel level, const char *module, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* One log_filters entry, "PRIORITY:MATCH" or "PRIORITY:+MATCH" (libvirt's
+ * stack-trace flag, accepted and ignored): messages of a module whose name
+ * matches pass at `priority` and above, whatever log_level says. A match
+ * without * or ? matches any module name containing it; the first filter
+ * that matches a module decides. */
+typedef struct {
+    FerryLogLevel priority;
+    char *match;   /* as written, without the '+' */
+    char *pattern; /* glob: the match itself, or *match* */
+} FerryLogFilter;
+
+typedef enum {
+    FERRY_LOG_TO_STDERR,
+    FERRY_LOG_TO_FILE,
+    FERRY_LOG_TO_SYSLOG,
+    FERRY_LOG_TO_JOURNALD,
+} FerryLogDestination;
+
+/* One log_outputs entry: "P:stderr", "P:file:/ABSOLUTE/PATH",
+ * "P:syslog:IDENT" or "P:journald"; messages at priority P and above that
+ * passed the filters are written there. */
+typedef struct {
+    FerryLogLevel priority;
+    FerryLogDestination destination;
+    char *data; /* the file path or the syslog ident; NULL otherwise */
+    int fd;     /* file or journal socket once opened; -1 before */
+} FerryLogOutput;
+
+/* Parse libvirt's whitespace-separated lists into arrays of FerryLogFilter
+ * or FerryLogOutput (the array frees them). A malformed entry is an error
+ * naming it. Nothing is opened. */
+GPtrArray *ferry_log_parse_filters(const char *spec, GError **error);
+GPtrArray *ferry_log_parse_outputs(const char *spec, GError **error);
+/* Parse and install: the filters, or the outputs once every one of them is
+ * open (a file that cannot be opened, or no systemd journal, is an error
+ * naming it and changes nothing). NULL or "": none (lines go to stderr). */
+gboolean ferry_log_set_filters(const char *spec, GError **error);
+gboolean ferry_log_set_outputs(const char *spec, GError **error);
 
 /* Makes text safe for one log line: escapes control characters, backslashes
  * and invalid UTF-8, and cuts it after `max` input bytes (noting how many

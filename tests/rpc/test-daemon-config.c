@@ -6,6 +6,7 @@
 
 #include "daemon/daemon-config.h"
 #include "util/error.h"
+#include "util/log.h"
 
 START_TEST(test_values_of_every_kind_are_applied)
 {
@@ -123,6 +124,107 @@ START_TEST(test_missing_file_is_an_error)
 }
 END_TEST
 
+/* log_filters and log_outputs in libvirt's syntax: parsed into what the
+ * logger applies, and a malformed entry refused naming it. */
+START_TEST(test_log_filters_are_parsed)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(GPtrArray) f = ferry_log_parse_filters(" 3:remote\t1:+tunnel  4:rpc.*  ", &e);
+    ck_assert_msg(f, "%s", e ? e->message : "");
+    ck_assert_uint_eq(f->len, 3);
+    FerryLogFilter *a = f->pdata[0], *b = f->pdata[1], *c = f->pdata[2];
+    ck_assert_int_eq(a->priority, FERRY_LOG_WARNING);
+    ck_assert_str_eq(a->match, "remote");
+    ck_assert_str_eq(a->pattern, "*remote*"); /* a plain match is a substring */
+    ck_assert_int_eq(b->priority, FERRY_LOG_DEBUG);
+    ck_assert_str_eq(b->match, "tunnel"); /* '+' (stack traces) accepted, ignored */
+    ck_assert_str_eq(c->pattern, "rpc.*"); /* a glob is kept as written */
+
+    g_autoptr(GPtrArray) none = ferry_log_parse_filters("", &e);
+    ck_assert(none && none->len == 0);
+
+    const char *bad[] = {"5:remote", "0:remote", "remote", "1:", "1:+", "x:tunnel",
+                         "1remote", "3:remote 2:a:b"};
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_clear_error(&e);
+        ck_assert_msg(!ferry_log_parse_filters(bad[i], &e), "accepted %s", bad[i]);
+        ck_assert_ptr_nonnull(e);
+    }
+    g_clear_error(&e);
+    ck_assert(!ferry_log_parse_filters("1:tunnel 9:qemu", &e));
+    ck_assert_msg(strstr(e->message, "'9:qemu'"), "%s", e->message);
+}
+END_TEST
+
+START_TEST(test_log_outputs_are_parsed)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(GPtrArray) o =
+        ferry_log_parse_outputs("1:file:/var/log/ferry/ferryd.log 3:stderr 2:syslog:ferryd "
+                                "4:journald",
+                                &e);
+    ck_assert_msg(o, "%s", e ? e->message : "");
+    ck_assert_uint_eq(o->len, 4);
+    FerryLogOutput *file = o->pdata[0], *err = o->pdata[1], *sys = o->pdata[2],
+                   *jd = o->pdata[3];
+    ck_assert_int_eq(file->priority, FERRY_LOG_DEBUG);
+    ck_assert_int_eq(file->destination, FERRY_LOG_TO_FILE);
+    ck_assert_str_eq(file->data, "/var/log/ferry/ferryd.log");
+    ck_assert_int_eq(err->destination, FERRY_LOG_TO_STDERR);
+    ck_assert_int_eq(err->priority, FERRY_LOG_WARNING);
+    ck_assert_ptr_null(err->data);
+    ck_assert_int_eq(sys->destination, FERRY_LOG_TO_SYSLOG);
+    ck_assert_str_eq(sys->data, "ferryd");
+    ck_assert_int_eq(jd->destination, FERRY_LOG_TO_JOURNALD);
+    ck_assert_int_eq(file->fd, -1); /* parsing opens nothing */
+
+    const char *bad[] = {"stderr", "5:stderr", "1:file", "1:file:", "1:file:relative.log",
+                         "1:syslog", "1:stderr:x", "1:journald:x", "1:network:h",
+                         "3:stderr 1:fil:/tmp/x"};
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_clear_error(&e);
+        ck_assert_msg(!ferry_log_parse_outputs(bad[i], &e), "accepted %s", bad[i]);
+        ck_assert_ptr_nonnull(e);
+    }
+    ck_assert_msg(strstr(e->message, "'1:fil:/tmp/x'"), "%s", e->message);
+}
+END_TEST
+
+START_TEST(test_log_keys_in_the_config)
+{
+    g_autoptr(DaemonConfig) c = daemon_config_new_defaults();
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(daemon_config_load_data(c,
+                                          "log_filters = \"1:tunnel 4:*\"\n"
+                                          "log_outputs = \"1:file:/tmp/f.log 3:stderr\"\n",
+                                          "t.conf", &e),
+                  "%s", e ? e->message : "");
+    ck_assert_str_eq(c->log_filters, "1:tunnel 4:*");
+    ck_assert_str_eq(c->log_outputs, "1:file:/tmp/f.log 3:stderr");
+
+    ck_assert(!daemon_config_load_data(c, "\nlog_filters = \"3:remote 7:qemu\"\n", "t.conf", &e));
+    ck_assert_msg(strstr(e->message, "t.conf:2") && strstr(e->message, "log_filters") &&
+                      strstr(e->message, "'7:qemu'"),
+                  "%s", e->message);
+    g_clear_error(&e);
+    ck_assert(!daemon_config_load_data(c, "log_outputs = \"1:file:log.txt\"\n", "t.conf", &e));
+    ck_assert_msg(strstr(e->message, "log_outputs") && strstr(e->message, "1:file:log.txt"),
+                  "%s", e->message);
+    g_clear_error(&e);
+    ck_assert(!daemon_config_load_data(c, "log_outputs = 1\n", "t.conf", &e));
+}
+END_TEST
+
+/* Opening outputs: a file that cannot be opened is refused naming it and
+ * leaves the current outputs alone. */
+START_TEST(test_log_output_that_cannot_open_is_refused)
+{
+    g_autoptr(GError) e = NULL;
+    ck_assert(!ferry_log_set_outputs("1:file:/nonexistent-ferry-dir/x.log", &e));
+    ck_assert_msg(strstr(e->message, "/nonexistent-ferry-dir/x.log"), "%s", e->message);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon-config");
@@ -131,6 +233,10 @@ int main(void)
     tcase_add_test(tc, test_libvirtd_value_forms_are_accepted);
     tcase_add_test(tc, test_bad_input_is_named);
     tcase_add_test(tc, test_missing_file_is_an_error);
+    tcase_add_test(tc, test_log_filters_are_parsed);
+    tcase_add_test(tc, test_log_outputs_are_parsed);
+    tcase_add_test(tc, test_log_keys_in_the_config);
+    tcase_add_test(tc, test_log_output_that_cannot_open_is_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
