@@ -73,6 +73,7 @@ static const KeyDef keys[] = {
     KR(migration_port_min, KEY_UINT, 1, 65535),
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
+    KR(migration_stall_timeout, KEY_UINT, 0, 3600),
     K(migration_pki_dir, KEY_STRING),
 };
 
@@ -129,6 +130,7 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->migration_port_min = 49152;
     cfg->migration_port_max = 49215;
     cfg->migration_address = NULL;
+    cfg->migration_stall_timeout = 10;
     return cfg;
 }
 

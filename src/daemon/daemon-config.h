@@ -50,6 +50,9 @@ typedef struct {
     guint migration_port_min;
     guint migration_port_max;
     char *migration_address;
+    /* ferry: seconds a migration's data may stand still before it fails
+     * on either side (0: never) */
+    guint migration_stall_timeout;
     /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */

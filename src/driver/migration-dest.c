@@ -73,7 +73,23 @@ static gpointer incoming_watchdog(gpointer data)
     MigrationEngine *e = t->engine;
     MigrationJob *job = t->job;
     g_autoptr(GError) err = NULL;
-    gboolean clean = migration_job_wait_channel(job, 0, &err);
+    guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
+    gboolean clean;
+    /* Until the channel ends; a source or a link gone silent ends it. */
+    for (;;) {
+        g_clear_error(&err);
+        clean = migration_job_wait_channel(job, g_get_monotonic_time() + G_USEC_PER_SEC, &err);
+        if (clean || !g_error_matches(err, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            break;
+        if (migration_job_channel_ended(job)) { /* its own failure may read "timeout" too */
+            g_clear_error(&err);
+            clean = migration_job_wait_channel(job, g_get_monotonic_time(), &err);
+            break;
+        }
+        if (!migration_job_check_moving(job, stall_s, NULL))
+            FERRY_WARN("incoming migration of domain '%s': no data from the source for %u s",
+                       job->name, stall_s);
+    }
     gint64 deadline = g_get_monotonic_time() +
                       (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
     g_mutex_lock(&job->lock);

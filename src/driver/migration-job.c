@@ -90,6 +90,14 @@ gboolean migration_job_wait_channel(MigrationJob *job, gint64 deadline_us, GErro
     return tunnel_channel_wait(ch, deadline_us, error);
 }
 
+gboolean migration_job_channel_ended(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean ended = job->channel_error || (job->channel && tunnel_channel_is_over(job->channel));
+    g_mutex_unlock(&job->lock);
+    return ended;
+}
+
 void migration_job_cut_channel(MigrationJob *job, const GError *why)
 {
     g_mutex_lock(&job->lock);
@@ -188,6 +196,36 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
     info->digest = g_strdup(job->info.digest);
     info->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
     g_mutex_unlock(&job->lock);
+}
+
+gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    g_autoptr(TunnelChannel) ch = job->channel ? tunnel_channel_ref(job->channel) : NULL;
+    if (!ch || !stall_s || tunnel_channel_is_over(ch)) {
+        g_mutex_unlock(&job->lock);
+        return TRUE;
+    }
+    guint64 out = 0, in = 0;
+    tunnel_channel_get_bytes(ch, &out, &in);
+    gint64 now = g_get_monotonic_time();
+    if (!job->seen_us || out + in != job->seen_bytes) {
+        job->seen_bytes = out + in;
+        job->seen_us = now;
+    }
+    gboolean moving = now - job->seen_us < (gint64)stall_s * G_USEC_PER_SEC;
+    g_mutex_unlock(&job->lock);
+    if (moving)
+        return TRUE;
+    g_autofree char *sent = ferry_format_size(out);
+    g_autofree char *received = ferry_format_size(in);
+    GError *why = g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                              "the migration stalled: no data moved for %u s (%s sent, %s "
+                              "received)",
+                              stall_s, sent, received);
+    tunnel_channel_abort(ch, why);
+    g_propagate_error(error, why);
+    return FALSE;
 }
 
 gboolean migration_job_claim(MigrationJob *job)

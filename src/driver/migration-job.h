@@ -29,6 +29,9 @@ struct MigrationJob {
     int pending_vmm_fd;
     GError *channel_error; /* the data connection never came */
     char *token;           /* the data connection's one-time token */
+    /* liveness: the channel's byte count when it last moved */
+    guint64 seen_bytes;
+    gint64 seen_us;
     /* destination */
     char *name;
     char *instance_id;
@@ -49,6 +52,8 @@ void migration_job_set_channel_error(MigrationJob *job, GError *error);
  * OPERATION_TIMEOUT once deadline_us (monotonic; 0 = none) passed, also while
  * no channel exists yet. */
 gboolean migration_job_wait_channel(MigrationJob *job, gint64 deadline_us, GError **error);
+/* Whether waiting is over: the channel ended, or will never come. */
+gboolean migration_job_channel_ended(MigrationJob *job);
 /* Cuts the channel (and a listener still waiting) without waiting. */
 void migration_job_cut_channel(MigrationJob *job, const GError *why);
 gboolean migration_job_peer_heard_end(MigrationJob *job);
@@ -63,6 +68,11 @@ GError *migration_job_abort_error(MigrationJob *job);
 void migration_job_update(MigrationJob *job, const DriverJobInfo *counters);
 /* A copy of the snapshot, with the elapsed time of now. */
 void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
+
+/* Liveness: FALSE (and the channel cut with the cause) once the channel
+ * exists, is not over and has moved no byte, either way, for stall_s seconds
+ * (0: never). Called periodically by whoever waits on the job. */
+gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error);
 
 /* Takes charge of the outcome: TRUE for the first caller only. */
 gboolean migration_job_claim(MigrationJob *job);

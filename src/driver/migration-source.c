@@ -348,6 +348,11 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        /* A peer or a link that went silent is noticed here, not by TCP. */
+        if (!done && !migration_job_check_moving(
+                         o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
+                         &e))
+            goto fail;
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
@@ -637,10 +642,12 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                        " ms)",
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
-    } else if (o.peer && g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED)) {
-        /* Cancel frees the source at once, whatever the peer does: our VM
-         * runs again before the destination is told (it never runs its
-         * incoming VM without our finish), which happens in the background. */
+    } else if (o.peer && (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ||
+                          g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))) {
+        /* Cancel, or a peer gone silent, frees the source at once, whatever
+         * the peer does: our VM runs again before the destination is told
+         * (it never runs its incoming VM without our finish), which happens
+         * in the background. */
         outgoing_stop(&o, e);
         outgoing_confirm(&o, FALSE, e);
         migration_thread_start(engine, "migration-farewell", farewell_thread, farewell_take(&o));

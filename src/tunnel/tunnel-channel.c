@@ -142,6 +142,7 @@ struct TunnelDataSettings {
     char *address;
     guint port_min, port_max;
     RpcTlsContext *tls;
+    guint stall_timeout_s;
     char *client_pki_dir;
 };
 
@@ -154,6 +155,7 @@ TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min
     s->port_min = port_min;
     s->port_max = port_max;
     s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
+    s->stall_timeout_s = 10;
     return s;
 }
 
@@ -171,6 +173,16 @@ void tunnel_data_settings_unref(TunnelDataSettings *s)
     g_free(s->client_pki_dir);
     rpc_tls_context_unref(s->tls);
     g_free(s);
+}
+
+void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *s, guint seconds)
+{
+    s->stall_timeout_s = seconds;
+}
+
+guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *s)
+{
+    return s->stall_timeout_s;
 }
 
 void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *s, const char *dir)

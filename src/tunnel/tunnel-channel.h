@@ -3,8 +3,9 @@
  * connection the two daemons relay (proxy mode). The migration engine holds
  * channels only, never the RPC connection, transport or TLS context beneath.
  *
- * Also the daemon's settings for proxy-mode data connections
- * (TunnelDataSettings): made once by the daemon, handed down to the drivers. */
+ * Also the daemon's settings for migration data (TunnelDataSettings: the
+ * data connections' address, ports and TLS, and how long a channel may
+ * stall): made once by the daemon, handed down to the drivers. */
 #pragma once
 
 #include <glib.h>
@@ -69,6 +70,10 @@ TunnelDataSettings *tunnel_data_settings_ref(TunnelDataSettings *settings);
 void tunnel_data_settings_unref(TunnelDataSettings *settings);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataSettings, tunnel_data_settings_unref)
 
+/* Seconds a running channel may move no byte before its migration fails
+ * (0: never). Default 10. */
+void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *settings, guint seconds);
+guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
 /* The source side's client files for encrypted data connections
  * (migration_pki_dir); NULL: libvirt's client locations. Set once, at start. */
 void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *settings, const char *dir);

@@ -244,6 +244,30 @@ class OtherClientsTest(MigrationCase):
         self.assertEqual(names(self.a), [])
 
 
+class StallTest(ft.MigrationFaultsMixin, MigrationCase):
+    def setUp(self):
+        ft.DaemonTestCase.setUp(self)
+        self.a = self.start_daemon(name="source", extra_conf="migration_stall_timeout = 2\n")
+        self.b = self.start_daemon(name="destination")
+
+    def test_frozen_destination_stalls_the_tunnel_before_keepalive_notices(self):
+        # Keepalive would take 30 s (5 s x 5); the stall timeout is 2 s here.
+        self.slow_vm()
+        p = ft.start_migration(self.a, self.b, "vm1", "--live")
+        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
+        self.b.kill(signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            self.assertLess(time.monotonic() - stopped, 10)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("the migration stalled: no data moved for 2 s", err)
+            self.assertRegex(state(self.a, "vm1"), r"^running")
+        finally:
+            self.b.kill(signal.SIGCONT)
+        self.check_vm_stayed_on_source()
+
+
 class FaultsTest(ft.MigrationFaultsMixin, MigrationCase):
     def test_domjobabort_mid_stream(self):
         self.slow_vm()

@@ -27,8 +27,8 @@ names = ft.domain_names
 
 
 class ProxyCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
-    def start_pair(self, dest_conf=""):
-        self.a = self.start_daemon(name="source")
+    def start_pair(self, dest_conf="", src_conf=""):
+        self.a = self.start_daemon(name="source", extra_conf=src_conf)
         self.b = self.start_daemon(name="destination", extra_conf=dest_conf)
 
     def start_vm(self, d, name="vm1", memory_mib=96, dirty_rate=None):
@@ -99,6 +99,52 @@ class ProxyTest(ProxyCase):
     def test_destination_ferryd_frozen_then_abort(self):
         self.start_pair()
         self.abort_against_frozen_destination(tunnelled=False)
+
+    def test_frozen_destination_stalls_the_source_which_keeps_its_vm(self):
+        # The data connection of a stopped peer stays open: only the missing
+        # bytes tell (before, the source waited for TCP, about 15 minutes).
+        self.start_pair(src_conf="migration_stall_timeout = 2\n")
+        self.slow_vm()
+        p = ft.start_migration(self.a, self.b, "vm1", "--live", tunnelled=False)
+        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
+        self.b.kill(signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            # The stall (2 s); the frozen peer is told in the background.
+            self.assertLess(time.monotonic() - stopped, 10)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("the migration stalled: no data moved for 2 s", err)
+            self.assertRegex(state(self.a, "vm1"), r"^running")
+        finally:
+            self.b.kill(signal.SIGCONT)
+        self.check_vm_stayed_on_source()
+        # Woken, the destination hears the cancel and drops its incoming VM.
+        self.assertTrue(ft.wait_for(
+            lambda: "dropping the incoming VM of domain 'vm1'" in self.b.log(), 60))
+        self.assertTrue(ft.wait_for(lambda: not ft.vmm_pids(self.b), 30))
+        rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live", tunnelled=False)
+        self.assertEqual(rc, 0, err)
+
+    def test_frozen_source_is_dropped_by_the_destination(self):
+        self.start_pair(dest_conf="migration_stall_timeout = 2\n")
+        self.slow_vm()
+        p = ft.start_migration(self.a, self.b, "vm1", "--live", tunnelled=False)
+        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
+        incoming = ft.vmm_pids(self.b)
+        self.a.kill(signal.SIGSTOP)
+        try:
+            # Stall (2 s), then the grace the source has to cancel (15 s).
+            for pid in incoming:
+                self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), 40), pid)
+            self.assertIn("no data from the source for 2 s", self.b.log())
+        finally:
+            self.a.kill(signal.SIGCONT)
+        _, err = p.communicate(timeout=60)
+        self.assertNotEqual(p.returncode, 0)
+        self.check_vm_stayed_on_source()
+        rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live", tunnelled=False)
+        self.assertEqual(rc, 0, err)
 
     def test_data_connection_reset_mid_stream_names_the_hop(self):
         port = ft.free_port()

@@ -25,29 +25,6 @@ MIGRATE_S = 300
 WSS = "2M"
 
 
-# A TCG guest's kernel oopses now and then after a migration, whatever carries
-# the stream (QEMU.md: 2 in 120 on a quiet host; measured here: 1 in 4 with a
-# load average of 15-28). Such a run proves nothing either way.
-CRASH_ATTEMPTS = 5
-
-
-def retry_on_guest_crash(test):
-    """Runs the scenario again (up to CRASH_ATTEMPTS in all) when the guest
-    kernel crashed; a FAIL, a timeout or anything else fails the test at once."""
-    def run(self):
-        for attempt in range(1, CRASH_ATTEMPTS + 1):
-            try:
-                return test(self)
-            except guest.GuestCrashed as e:
-                print(f"\n{self.id()}: attempt {attempt}: the guest kernel crashed:\n{e}", file=sys.stderr)
-                self.stop_all()
-                if attempt == CRASH_ATTEMPTS:
-                    raise
-    run.__name__ = test.__name__
-    run.__doc__ = test.__doc__
-    return run
-
-
 class QemuGuestMigration(unittest.TestCase):
     def setUp(self):
         guest.require()
@@ -77,7 +54,7 @@ class QemuGuestMigration(unittest.TestCase):
         self.assertEqual(ready.get("pages"), PAGES, ready["line"])
         return src, dst
 
-    @retry_on_guest_crash
+    @guest.retry_on_guest_crash("stop_all")
     def test_migration_keeps_memory_and_counter(self):
         """Periodic verification: every page checked on the destination after the
         move, the counter past the source's last one, no second boot; then a
@@ -104,7 +81,7 @@ class QemuGuestMigration(unittest.TestCase):
         with self.assertRaises(guest.GuestCrashed):
             dst.console.wait_verified(60, alive=dst.alive, after_pass=again["pass"])
 
-    @retry_on_guest_crash
+    @guest.retry_on_guest_crash("stop_all")
     def test_corrupted_byte_is_reported_after_migration(self):
         """On-request verification: the source verifies OK, a byte is flipped
         behind the workload's back, the destination's check names that page
