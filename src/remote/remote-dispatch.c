@@ -1089,10 +1089,12 @@ static gboolean not_found(GError **error, int code, const char *what, const char
     return FALSE;
 }
 
-#define NOT_FOUND_BY_NAME(fn, code, what)                                                      \
+/* Lookups by one string (name, path, key, MAC address, port device): their
+ * arguments all have remote_lookup_by_name_args' layout. */
+#define NOT_FOUND_BY_STRING(fn, code, what, key)                                               \
     static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
     {                                                                                          \
-        return not_found(error, code, what, "name", ((remote_lookup_by_name_args *)a)->name); \
+        return not_found(error, code, what, key, ((remote_lookup_by_name_args *)a)->name);     \
     }
 #define NOT_FOUND_BY_UUID(fn, code, what)                                                      \
     static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
@@ -1101,45 +1103,25 @@ static gboolean not_found(GError **error, int code, const char *what, const char
         return not_found(error, code, what, "uuid", u);                                        \
     }
 
-NOT_FOUND_BY_NAME(h_network_by_name, FERRY_ERR_NO_NETWORK, "network")
+NOT_FOUND_BY_STRING(h_network_by_name, FERRY_ERR_NO_NETWORK, "network", "name")
 NOT_FOUND_BY_UUID(h_network_by_uuid, FERRY_ERR_NO_NETWORK, "network")
-NOT_FOUND_BY_NAME(h_pool_by_name, FERRY_ERR_NO_STORAGE_POOL, "storage pool")
+NOT_FOUND_BY_STRING(h_pool_by_name, FERRY_ERR_NO_STORAGE_POOL, "storage pool", "name")
 NOT_FOUND_BY_UUID(h_pool_by_uuid, FERRY_ERR_NO_STORAGE_POOL, "storage pool")
-NOT_FOUND_BY_NAME(h_nodedev_by_name, FERRY_ERR_NO_NODE_DEVICE, "node device")
-NOT_FOUND_BY_NAME(h_iface_by_name, FERRY_ERR_NO_INTERFACE, "interface")
-NOT_FOUND_BY_NAME(h_nwfilter_by_name, FERRY_ERR_NO_NWFILTER, "network filter")
+NOT_FOUND_BY_STRING(h_vol_by_path, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "path")
+NOT_FOUND_BY_STRING(h_vol_by_key, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "key")
+NOT_FOUND_BY_STRING(h_nodedev_by_name, FERRY_ERR_NO_NODE_DEVICE, "node device", "name")
+NOT_FOUND_BY_STRING(h_iface_by_name, FERRY_ERR_NO_INTERFACE, "interface", "name")
+NOT_FOUND_BY_STRING(h_iface_by_mac, FERRY_ERR_NO_INTERFACE, "interface", "MAC address")
+NOT_FOUND_BY_STRING(h_nwfilter_by_name, FERRY_ERR_NO_NWFILTER, "network filter", "name")
 NOT_FOUND_BY_UUID(h_nwfilter_by_uuid, FERRY_ERR_NO_NWFILTER, "network filter")
+NOT_FOUND_BY_STRING(h_nwfilter_binding_by_port, FERRY_ERR_NO_NWFILTER_BINDING,
+                    "network filter binding", "port dev")
 NOT_FOUND_BY_UUID(h_secret_by_uuid, FERRY_ERR_NO_SECRET, "secret")
-
-/* The lookups whose argument is not a name or UUID. */
-static gboolean h_vol_by_path(RemoteContext *ctx, void *a, void *r, GError **error)
-{
-    return not_found(error, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "path",
-                     ((remote_lookup_by_name_args *)a)->name);
-}
-
-static gboolean h_vol_by_key(RemoteContext *ctx, void *a, void *r, GError **error)
-{
-    return not_found(error, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "key",
-                     ((remote_lookup_by_name_args *)a)->name);
-}
-
-static gboolean h_iface_by_mac(RemoteContext *ctx, void *a, void *r, GError **error)
-{
-    return not_found(error, FERRY_ERR_NO_INTERFACE, "interface", "MAC address",
-                     ((remote_interface_lookup_by_mac_string_args *)a)->mac);
-}
 
 static gboolean h_secret_by_usage(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     return not_found(error, FERRY_ERR_NO_SECRET, "secret", "usage",
                      ((remote_secret_lookup_by_usage_args *)a)->usageID);
-}
-
-static gboolean h_nwfilter_binding_by_port(RemoteContext *ctx, void *a, void *r, GError **error)
-{
-    return not_found(error, FERRY_ERR_NO_NWFILTER_BINDING, "network filter binding",
-                     "port dev", ((remote_lookup_by_name_args *)a)->name);
 }
 
 static gboolean refuse_object(GError **error, const char *objects, const char *proc)
@@ -1469,7 +1451,7 @@ static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_INTERFACE_LOOKUP_BY_NAME, "INTERFACE_LOOKUP_BY_NAME",
      X(remote_lookup_by_name_args), X(remote_interface_ret), h_iface_by_name, 0},
     {REMOTE_PROC_INTERFACE_LOOKUP_BY_MAC_STRING, "INTERFACE_LOOKUP_BY_MAC_STRING",
-     X(remote_interface_lookup_by_mac_string_args), X(remote_interface_ret), h_iface_by_mac, 0},
+     X(remote_lookup_by_name_args), X(remote_interface_ret), h_iface_by_mac, 0},
     {REMOTE_PROC_INTERFACE_DEFINE_XML, "INTERFACE_DEFINE_XML", X(remote_define_xml_flags_args),
      X(remote_interface_ret), h_iface_define, PROC_WRITE},
     {REMOTE_PROC_CONNECT_NUM_OF_NWFILTERS, "CONNECT_NUM_OF_NWFILTERS", VOID, X(remote_num_ret),
