@@ -9,6 +9,7 @@ Every process it starts is ended by PID and every temp dir removed, also on
 failure or Ctrl-C. Only 127.0.0.1 and free ports are used."""
 
 import atexit
+import itertools
 import json
 import os
 import re
@@ -65,8 +66,13 @@ GUEST_MEMORY = parse_size(os.environ.get("BENCH_GUEST_MEMORY", "1G"))
 GUEST_FILL = os.environ.get("BENCH_GUEST_FILL", "768M")
 GUEST_WSS = os.environ.get("BENCH_GUEST_WSS", "16M")
 GUEST_DIRTY_MS = int(os.environ.get("BENCH_GUEST_DIRTY_MS", "100"))
+# ferry's own QEMU rows run once the tree has ferryd's QEMU driver; until then
+# they are listed as "(later)".
+FERRY_HAS_QEMU = os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../src/driver/qemu"))
+FERRY_QEMU_ROWS = "ferry-qemu ferry-qemu-proxy ferry-qemu-tls ferry-qemu-proxy-tls"
 QEMU_CASES = env_list("BENCH_QEMU_CASES",
-                      "qemu-direct qemu-socat qemu-stunnel libvirt-p2p libvirt-p2p-tls libvirt-tunnelled-tls")
+                      "qemu-direct qemu-socat qemu-stunnel libvirt-p2p libvirt-p2p-tls libvirt-tunnelled-tls"
+                      + (" " + FERRY_QEMU_ROWS if FERRY_HAS_QEMU else ""))
 JOBINFO_CALLS = int(os.environ.get("BENCH_JOBINFO_CALLS", "50"))
 JOBINFO_INTERVAL = float(os.environ.get("BENCH_JOBINFO_INTERVAL_MS", "20")) / 1000
 # A migration still running this many seconds after `migrate` is cancelled and
@@ -93,6 +99,10 @@ CASE_TITLES = {
     "libvirt-p2p": "libvirt 9.0 --p2p (native, TCP)",
     "libvirt-p2p-tls": "libvirt 9.0 --p2p --tls (native, QEMU TLS)",
     "libvirt-tunnelled-tls": "libvirt 9.0 --p2p --tunnelled, qemu+tls",
+    "ferry-qemu": "ferry QEMU tunnelled (2x ferryd, TCP)",
+    "ferry-qemu-tls": "ferry QEMU tunnelled over TLS (qemu+tls)",
+    "ferry-qemu-proxy": "ferry QEMU proxy (2x ferryd)",
+    "ferry-qemu-proxy-tls": "ferry QEMU proxy --tls (TLS data connection)",
 }
 # libvirt's rows: virsh flags, and the URI scheme of the destination.
 LIBVIRT_CASES = {
@@ -100,15 +110,17 @@ LIBVIRT_CASES = {
     "libvirt-p2p-tls": (["--tls"], "tcp"),
     "libvirt-tunnelled-tls": (["--tunnelled"], "tls"),
 }
-# Rows kept for modes that are not benchmarked yet: ferry's own QEMU rows,
-# once ferryd has its QEMU driver (run_daemon_qemu_case takes any pair of
-# daemons that look like libvirtd_pair.LibvirtdPair).
-RESERVED = [
-    ("guest", "ferry QEMU tunnelled (2x ferryd, TCP)"),
-    ("guest", "ferry QEMU tunnelled over TLS (qemu+tls)"),
-    ("guest", "ferry QEMU proxy (2x ferryd)"),
-    ("guest", "ferry QEMU proxy --tls"),
-]
+# ferry's QEMU rows, as the ferry-vmm ones: virsh flags, and the URI scheme
+# of the destination (its TLS listener for the tunnel inside TLS, and for
+# proxy mode's --tls, whose data connection the daemons then open in TLS).
+FERRY_QEMU_CASES = {
+    "ferry-qemu": (["--tunnelled"], "tcp"),
+    "ferry-qemu-tls": (["--tunnelled"], "tls"),
+    "ferry-qemu-proxy": ([], "tcp"),
+    "ferry-qemu-proxy-tls": (["--tls"], "tls"),
+}
+# Rows kept for modes that are not benchmarked yet.
+RESERVED = [] if FERRY_HAS_QEMU else [("guest", CASE_TITLES[c]) for c in FERRY_QEMU_ROWS.split()]
 
 WORKLOAD_SPECS = {
     "idle": (IDLE_MEMORY, 0),
@@ -330,7 +342,7 @@ def make_pki(root):
                  "--template", template(name, text), "--outfile", os.path.join(d, f"{name}cert.pem"))
     PKI.update(dir=d, ca=os.path.join(d, "cacert.pem"), cert=os.path.join(d, "servercert.pem"),
                key=os.path.join(d, "serverkey.pem"))
-    # d is also the source daemon's pkipath: cacert.pem, clientcert.pem, clientkey.pem
+    # d is also the client files' dir: ferryd's migration_pki_dir, libvirt's pkipath (cacert.pem, clientcert.pem, clientkey.pem)
 
 
 def free_port():
@@ -512,18 +524,21 @@ migration_address = "127.0.0.1"
 """
 
 
-def start_ferryd(build, d, tls=False):
+def start_ferryd(build, d, tls=False, scheme="sim", prefix=()):
+    """A ferryd with its files in d (TLS too with tls=True), run behind the
+    command `prefix` if any; returns (Popen with .tls_uri, the TCP URI)."""
     os.makedirs(d)
     port = free_port()
     conf = os.path.join(d, "ferryd.conf")
     tls_port = free_port()
     with open(conf, "w") as f:
         f.write(FERRYD_CONF.format(port=port, d=d))
-        if tls:  # the daemon's certificate: for sim+tls clients and --tls data connections
+        if tls:  # the daemon's certificate: for sim+tls clients and --tls data connections;
+            # the client files it presents to a destination (a URI may not name them)
             f.write(f'listen_tls = 1\ntls_port = {tls_port}\nauth_tls = "none"\n'
                     f'ca_file = "{PKI["ca"]}"\ncert_file = "{PKI["cert"]}"\n'
-                    f'key_file = "{PKI["key"]}"\n')
-    p = REAPER.spawn([os.path.join(build, "src/daemon/ferryd"), "--config", conf, "--listen",
+                    f'key_file = "{PKI["key"]}"\nmigration_pki_dir = "{PKI["dir"]}"\n')
+    p = REAPER.spawn([*prefix, os.path.join(build, "src/daemon/ferryd"), "--config", conf, "--listen",
                       "--pid-file", os.path.join(d, "ferryd.pid")], os.path.join(d, "ferryd.log"))
 
     def up():
@@ -533,8 +548,8 @@ def start_ferryd(build, d, tls=False):
     wait_until(up, 15, "ferryd to listen")
     if tls:
         wait_until(lambda: tcp_listening(tls_port), 15, "ferryd to listen for TLS")
-        p.tls_uri = f"sim+tls://127.0.0.1:{tls_port}/system?pkipath={PKI['dir']}"
-    return p, f"sim+tcp://127.0.0.1:{port}/system"
+        p.tls_uri = f"{scheme}+tls://127.0.0.1:{tls_port}/system"
+    return p, f"{scheme}+tcp://127.0.0.1:{port}/system"
 
 
 def domain_xml(memory, rate):
@@ -545,10 +560,11 @@ def domain_xml(memory, rate):
             f"  <os><type>hvm</type></os>\n{meta}</domain>\n")
 
 
-def instance_pid(d):
-    """PID of the (single) running VM instance of the ferryd whose dir is `d`."""
+def instance_pid(d, driver=""):
+    """PID of the (single) running VM instance of the ferryd whose dir is `d`
+    (driver "qemu": of its QEMU driver)."""
     import xml.etree.ElementTree as ET
-    run = os.path.join(d, "run")
+    run = os.path.join(d, "run", driver)
     for f in os.listdir(run) if os.path.isdir(run) else []:
         if f.endswith(".xml"):
             try:
@@ -729,6 +745,7 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
 
 GUEST = {}  # the test guest module and its kernel/initrd copied under REAPER.root
 LIBVIRTD = []  # the libvirtd pair, started for the first libvirt row, ended at exit
+GUEST_RUNS = itertools.count(1)  # names each daemon-driven guest's console
 
 
 def prepare_guest(build):
@@ -852,8 +869,8 @@ def run_daemon_qemu_case(d, pair, flags, dest_uri, relays):
     `relays`: the daemons carry the stream (tunnelled), so their CPU is also
     the relay's."""
     g = GUEST["module"]
-    tag = os.path.basename(d)
-    log, sock = f"{pair.guest_dir}/{tag}.console.log", f"{pair.guest_dir}/{tag}.console.sock"
+    tag = f"g{next(GUEST_RUNS)}"  # short: the socket's host path must fit AF_UNIX's 108 bytes
+    log, sock = f"{pair.guest_dir}/{tag}.console.log", f"{pair.guest_dir}/{tag}.sock"
     xml = g.domain_xml("bench", memory_mib=GUEST_MEMORY >> 20, console_log=log, console_socket=sock,
                        cmdline=GUEST["cmdline"], kernel=GUEST["kernel"], initrd=GUEST["initrd"])
     r = {}
@@ -904,6 +921,58 @@ def run_daemon_qemu_case(d, pair, flags, dest_uri, relays):
     return r
 
 
+class FerrydQemuSide:
+    """One ferryd with the QEMU driver for run_daemon_qemu_case, in a mount
+    namespace of its own where the pair's guest_dir is its own DIR/share: the
+    same domain XML puts each side's console (log and socket) in a place of
+    that side, as libvirtd's namespaces do."""
+
+    def __init__(self, build, d, guest_dir, tls):
+        os.makedirs(os.path.join(d, "share"))
+        self.dir = d
+        bind = f'mount --bind {d}/share {guest_dir} && exec "$0" "$@"'
+        self.proc, self.tcp_uri = start_ferryd(build, os.path.join(d, "daemon"), tls=tls, scheme="qemu",
+                                               prefix=["unshare", "--mount", "--propagation", "private",
+                                                       "sh", "-c", bind])
+        self.guest_dir = guest_dir
+
+    def tls_uri(self, pki):
+        return self.proc.tls_uri
+
+    def host_path(self, path):
+        return os.path.join(self.dir, "share", os.path.relpath(path, self.guest_dir))
+
+    def vm_pid(self, name):
+        return instance_pid(os.path.join(self.dir, "daemon"), "qemu")
+
+
+class FerrydQemuPair:
+    def __init__(self, build, d, tls):
+        self.guest_dir = os.path.join(REAPER.root, "guest-share")  # each side binds its own over it
+        os.makedirs(self.guest_dir, exist_ok=True)
+        self.a = FerrydQemuSide(build, os.path.join(d, "a"), self.guest_dir, tls)
+        self.b = FerrydQemuSide(build, os.path.join(d, "b"), self.guest_dir, tls)
+
+    def destroy_all(self, libvirt):
+        libvirtd_pair.destroy_all_domains(libvirt, (self.a, self.b))
+
+    def stop(self):
+        for side in (self.a, self.b):
+            REAPER.end(side.proc, 20)
+
+
+def run_ferry_qemu_case(build, d, case):
+    """Two fresh ferryd (as for the ferry-vmm rows), the guest under their QEMU driver."""
+    flags, scheme = FERRY_QEMU_CASES[case]
+    pair = FerrydQemuPair(build, d, tls=scheme == "tls")
+    try:
+        dest = pair.b.tls_uri(PKI["dir"]) if scheme == "tls" else pair.b.tcp_uri
+        # ferryd carries the stream in both modes (tunnel, or proxy's relay).
+        return run_daemon_qemu_case(d, pair, flags, dest, relays=True)
+    finally:
+        pair.stop()
+
+
 def run_libvirt_case(d, case):
     pair = the_libvirtd_pair()
     flags, scheme = LIBVIRT_CASES[case]
@@ -919,6 +988,8 @@ def run_one(build, case, workload, rep):
     try:
         if case in LIBVIRT_CASES:
             r.update(run_libvirt_case(d, case))
+        elif case in FERRY_QEMU_CASES:
+            r.update(run_ferry_qemu_case(build, d, case))
         elif case.startswith("qemu-"):
             r.update(run_qemu_case(d, case))
         elif case.startswith("ferry"):
@@ -1217,14 +1288,14 @@ def main():
     if any(c.endswith("socat") or "socat-" in c for c in cases) and not shutil.which("socat"):
         raise SystemExit("bench: socat is missing (scripts/setup installs it)")
     for c in cases:
-        if c not in CASE_TITLES or (c in QEMU_CASES) != (c.startswith(("qemu-", "libvirt-"))):
+        if c not in CASE_TITLES or (c in QEMU_CASES) != (c.startswith(("qemu-", "libvirt-", "ferry-qemu"))):
             raise SystemExit(f"bench: unknown case '{c}' (known: {' '.join(CASE_TITLES)}; "
                              "qemu-* and libvirt-* go in BENCH_QEMU_CASES)")
     sys.stdout.reconfigure(line_buffering=True)
     REAPER = Reaper()
     atexit.register(REAPER.cleanup)
     atexit.register(stop_libvirtd_pair)  # runs first: destroys its guests, ends both daemons
-    if cases & {"stunnel", "ferry-tls", "ferry-proxy-tls", "qemu-stunnel", *LIBVIRT_CASES}:
+    if cases & {"stunnel", "ferry-tls", "ferry-proxy-tls", "qemu-stunnel", *LIBVIRT_CASES, *FERRY_QEMU_CASES}:
         make_pki(REAPER.root)
     if "guest" in WORKLOADS:
         prepare_guest(build)

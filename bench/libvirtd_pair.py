@@ -180,6 +180,31 @@ class Libvirtd:
             self.proc.wait()
 
 
+def destroy_all_domains(libvirt, daemons):
+    """Destroys and undefines every domain each daemon (with .proc and
+    .tcp_uri) has: the QEMUs they started end with it."""
+    for daemon in daemons:
+        if daemon.proc is None or daemon.proc.poll() is not None:
+            continue
+        try:
+            c = libvirt.open(daemon.tcp_uri)
+        except libvirt.libvirtError:
+            continue
+        try:
+            for dom in c.listAllDomains():
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                except libvirt.libvirtError:
+                    pass
+                try:
+                    dom.undefine()
+                except libvirt.libvirtError:
+                    pass
+        finally:
+            c.close()
+
+
 class LibvirtdPair:
     """libvirtd A (127.0.0.2) and B (127.0.0.3), as two hosts."""
 
@@ -196,28 +221,7 @@ class LibvirtdPair:
         return self
 
     def destroy_all(self, libvirt):
-        """Destroys and undefines every domain either daemon has (the QEMUs
-        they started end with it)."""
-        for daemon in (self.a, self.b):
-            if daemon.proc is None or daemon.proc.poll() is not None:
-                continue
-            try:
-                c = libvirt.open(daemon.tcp_uri)
-            except libvirt.libvirtError:
-                continue
-            try:
-                for dom in c.listAllDomains():
-                    try:
-                        if dom.isActive():
-                            dom.destroy()
-                    except libvirt.libvirtError:
-                        pass
-                    try:
-                        dom.undefine()
-                    except libvirt.libvirtError:
-                        pass
-            finally:
-                c.close()
+        destroy_all_domains(libvirt, (self.a, self.b))
 
     def stop(self, libvirt):
         self.destroy_all(libvirt)

@@ -9,7 +9,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
+#include "driver/domain-list.h"
 #include "driver/sim/sim-driver.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-dispatch.h"
@@ -30,7 +32,15 @@ typedef struct {
     gboolean listen;
     gboolean verbose;
     gboolean version;
+    int timeout; /* --timeout: seconds idle before exiting; 0 never */
 } DaemonOptions;
+
+/* Which network listeners open: the socket units decide under socket
+ * activation, listen_tcp / listen_tls with --listen otherwise. */
+typedef struct {
+    gboolean tcp;
+    gboolean tls;
+} ListenPlan;
 
 static int auth_type_of(const char *name)
 {
@@ -66,18 +76,74 @@ static int pid_file_acquire(const char *path, GError **error)
     return fd;
 }
 
-static gboolean add_unix_listener(RpcServer *server, const char *path, guint mode,
-                                  gboolean readonly, const char *auth, GError **error)
+static void add_listener(RpcServer *server, int fd, const char *desc, gboolean readonly,
+                         int auth, RpcTlsContext *tls)
 {
-    int fd = rpc_socket_listen_unix(path, mode, error);
+    RpcListenerOptions opts = {.readonly = readonly, .auth_type = auth, .description = desc,
+                               .tls = tls, .sasl_layer = auth == REMOTE_AUTH_SASL};
+    rpc_server_add_listener(server, fd, &opts);
+}
+
+/* A UNIX socket from the service manager, else one ferryd creates (and
+ * removes at exit, listed in unix_paths). */
+static gboolean add_unix_listener(RpcServer *server, DaemonActivation *act, const char *name,
+                                  const char *path, guint mode, gboolean readonly,
+                                  const char *auth, GPtrArray *unix_paths, GError **error)
+{
+    int fd;
+    gboolean inherited = FALSE;
+    while ((fd = daemon_activation_take(act, name)) >= 0) {
+        g_autofree char *desc = daemon_socket_describe(fd, "unix");
+        add_listener(server, fd, desc, readonly, auth_type_of(auth), NULL);
+        FERRY_INFO("listening on %s%s (%s)", desc, readonly ? " (read-only)" : "", name);
+        inherited = TRUE;
+    }
+    if (inherited)
+        return TRUE;
+    fd = rpc_socket_listen_unix(path, mode, error);
     if (fd < 0)
         return FALSE;
+    g_ptr_array_add(unix_paths, g_strdup(path));
     g_autofree char *desc = g_strdup_printf("unix %s", path);
-    RpcListenerOptions opts = {.readonly = readonly, .auth_type = auth_type_of(auth),
-                               .description = desc,
-                               .sasl_layer = auth_type_of(auth) == REMOTE_AUTH_SASL};
-    rpc_server_add_listener(server, fd, &opts);
+    add_listener(server, fd, desc, readonly, auth_type_of(auth), NULL);
     FERRY_INFO("listening on %s%s", path, readonly ? " (read-only)" : "");
+    return TRUE;
+}
+
+/* One TCP or TLS listener, logged, with a warning when it is wide open. */
+static void add_network_listener(RpcServer *server, int fd, const char *desc, const char *name,
+                                 const DaemonConfig *cfg, const char *auth, RpcTlsContext *tls)
+{
+    int type = auth_type_of(auth);
+    add_listener(server, fd, desc, FALSE, type, tls);
+    FERRY_INFO("listening on %s (auth %s%s%s%s)", desc, auth,
+               tls && cfg->tls_no_verify_certificate ? ", client certificates not verified" : "",
+               name ? ", " : "", name ? name : "");
+    if (type == REMOTE_AUTH_NONE && !tls)
+        FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
+                   "the traffic is not encrypted", desc);
+}
+
+/* The TCP or TLS listeners: from the service manager, or opened on port. */
+static gboolean add_tcp_listeners(RpcServer *server, DaemonActivation *act, const char *name,
+                                  const DaemonConfig *cfg, guint port, const char *auth,
+                                  RpcTlsContext *tls, GError **error)
+{
+    const char *kind = tls ? "tls" : "tcp";
+    int fd;
+    if (act) {
+        while ((fd = daemon_activation_take(act, name)) >= 0) {
+            g_autofree char *desc = daemon_socket_describe(fd, kind);
+            add_network_listener(server, fd, desc, name, cfg, auth, tls);
+        }
+        return TRUE;
+    }
+    guint16 bound = 0;
+    fd = rpc_socket_listen_tcp(cfg->listen_addr, port, &bound, error);
+    if (fd < 0)
+        return FALSE;
+    g_autofree char *desc = g_strdup_printf("%s %s:%u", kind, cfg->listen_addr, bound);
+    add_network_listener(server, fd, desc, NULL, cfg, auth, tls);
     return TRUE;
 }
 
@@ -98,11 +164,12 @@ static RpcTlsConfig server_tls_config(const DaemonConfig *cfg)
 }
 
 static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
-                                const DaemonOptions *opts, GPtrArray *unix_paths, GError **error)
+                                const ListenPlan *plan, DaemonActivation *act,
+                                GPtrArray *unix_paths, GError **error)
 {
     /* TLS files first: a bad one stops ferryd before it listens anywhere. */
     g_autoptr(RpcTlsContext) tls = NULL;
-    if (opts->listen && cfg->listen_tls) {
+    if (plan->tls) {
         RpcTlsConfig tc = server_tls_config(cfg);
         g_autoptr(GError) tls_error = NULL;
         tls = rpc_tls_context_new_server(&tc, &tls_error);
@@ -115,51 +182,33 @@ static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
 
     g_autofree char *rw = g_build_filename(cfg->unix_sock_dir, "libvirt-sock", NULL);
     g_autofree char *ro = g_build_filename(cfg->unix_sock_dir, "libvirt-sock-ro", NULL);
-    if (!add_unix_listener(server, rw, cfg->unix_sock_rw_perms, FALSE, cfg->auth_unix_rw, error))
+    g_autofree char *admin = g_build_filename(cfg->unix_sock_dir, "libvirt-admin-sock", NULL);
+    /* ferryd speaks no admin protocol: its socket, root's only, is read-only
+     * and answers virt-admin "Cannot find program". */
+    if (!add_unix_listener(server, act, DAEMON_SOCKET_RW, rw, cfg->unix_sock_rw_perms, FALSE,
+                           cfg->auth_unix_rw, unix_paths, error) ||
+        !add_unix_listener(server, act, DAEMON_SOCKET_RO, ro, cfg->unix_sock_ro_perms, TRUE,
+                           cfg->auth_unix_ro, unix_paths, error) ||
+        !add_unix_listener(server, act, DAEMON_SOCKET_ADMIN, admin, 0700, TRUE, "none",
+                           unix_paths, error))
         return FALSE;
-    g_ptr_array_add(unix_paths, g_strdup(rw));
-    if (!add_unix_listener(server, ro, cfg->unix_sock_ro_perms, TRUE, cfg->auth_unix_ro, error))
-        return FALSE;
-    g_ptr_array_add(unix_paths, g_strdup(ro));
 
-    if (opts->listen && cfg->listen_tcp) {
-        guint16 bound = 0;
-        int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tcp_port, &bound, error);
-        if (fd < 0)
-            return FALSE;
-        int auth = auth_type_of(cfg->auth_tcp);
-        g_autofree char *desc = g_strdup_printf("tcp %s:%u", cfg->listen_addr, bound);
-        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth, .description = desc,
-                                 .sasl_layer = auth == REMOTE_AUTH_SASL};
-        rpc_server_add_listener(server, fd, &lo);
-        FERRY_INFO("listening on %s (auth %s)", desc, cfg->auth_tcp);
-        if (auth == REMOTE_AUTH_NONE)
-            FERRY_WARN("%s: auth_tcp = \"none\": anyone who can connect has full access and "
-                       "the traffic is not encrypted", desc);
-    }
-    if (tls) {
-        guint16 bound = 0;
-        int fd = rpc_socket_listen_tcp(cfg->listen_addr, cfg->tls_port, &bound, error);
-        if (fd < 0)
-            return FALSE;
-        int auth = auth_type_of(cfg->auth_tls);
-        g_autofree char *desc = g_strdup_printf("tls %s:%u", cfg->listen_addr, bound);
-        RpcListenerOptions lo = {.readonly = FALSE, .auth_type = auth, .description = desc,
-                                 .tls = tls, .sasl_layer = auth == REMOTE_AUTH_SASL};
-        rpc_server_add_listener(server, fd, &lo);
-        FERRY_INFO("listening on %s (auth %s%s)", desc, cfg->auth_tls,
-                   cfg->tls_no_verify_certificate ? ", client certificates not verified" : "");
-    }
+    if (plan->tcp && !add_tcp_listeners(server, act, DAEMON_SOCKET_TCP, cfg, cfg->tcp_port,
+                                        cfg->auth_tcp, NULL, error))
+        return FALSE;
+    if (plan->tls && !add_tcp_listeners(server, act, DAEMON_SOCKET_TLS, cfg, cfg->tls_port,
+                                        cfg->auth_tls, tls, error))
+        return FALSE;
     return TRUE;
 }
 
 /* SASL is set up once, if any listener that will open uses it. */
-static gboolean uses_sasl(const DaemonConfig *cfg, const DaemonOptions *opts)
+static gboolean uses_sasl(const DaemonConfig *cfg, const ListenPlan *plan)
 {
     return auth_type_of(cfg->auth_unix_rw) == REMOTE_AUTH_SASL ||
            auth_type_of(cfg->auth_unix_ro) == REMOTE_AUTH_SASL ||
-           (opts->listen && cfg->listen_tcp && auth_type_of(cfg->auth_tcp) == REMOTE_AUTH_SASL) ||
-           (opts->listen && cfg->listen_tls && auth_type_of(cfg->auth_tls) == REMOTE_AUTH_SASL);
+           (plan->tcp && auth_type_of(cfg->auth_tcp) == REMOTE_AUTH_SASL) ||
+           (plan->tls && auth_type_of(cfg->auth_tls) == REMOTE_AUTH_SASL);
 }
 
 static char *find_vmm_binary(const DaemonConfig *cfg)
@@ -170,7 +219,8 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
     g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
     if (self) {
         g_autofree char *dir = g_path_get_dirname(self);
-        const char *candidates[] = {"ferry-vmm", "../vmm/ferry-vmm", NULL};
+        /* build tree: src/daemon and src/vmm; installed: sbin and bin */
+        const char *candidates[] = {"ferry-vmm", "../vmm/ferry-vmm", "../bin/ferry-vmm", NULL};
         for (int i = 0; candidates[i]; i++) {
             g_autofree char *p = g_build_filename(dir, candidates[i], NULL);
             if (g_file_test(p, G_FILE_TEST_IS_EXECUTABLE))
@@ -181,6 +231,24 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
     return onpath ? onpath : g_strdup("ferry-vmm");
 }
 
+typedef struct {
+    RpcServer *server;
+    Driver *sim;
+} BusyCheck;
+
+/* --timeout waits while a client is connected or a domain runs: ferryd
+ * watches its VMs (crashes, events), as libvirtd does. */
+static gboolean daemon_is_busy(gpointer data)
+{
+    BusyCheck *b = data;
+    if (rpc_server_count_clients(b->server) > 0)
+        return TRUE;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) active =
+        b->sim->ops->list_all_domains(b->sim, DOMAIN_LIST_ACTIVE, &error);
+    return !active || active->len > 0; /* when in doubt, stay */
+}
+
 static gboolean on_signal(gpointer data)
 {
     FERRY_INFO("signal received, shutting down");
@@ -188,7 +256,7 @@ static gboolean on_signal(gpointer data)
     return G_SOURCE_CONTINUE;
 }
 
-static int run(const DaemonOptions *opts)
+static int run(const DaemonOptions *opts, DaemonActivation *act)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(DaemonConfig) cfg = daemon_config_new_defaults();
@@ -255,7 +323,11 @@ static int run(const DaemonOptions *opts)
 
     g_autoptr(GPtrArray) unix_paths = g_ptr_array_new_with_free_func(g_free);
     int rc = 0;
-    gboolean sasl = uses_sasl(cfg, opts);
+    ListenPlan plan = {
+        .tcp = act ? daemon_activation_has(act, DAEMON_SOCKET_TCP) : opts->listen && cfg->listen_tcp,
+        .tls = act ? daemon_activation_has(act, DAEMON_SOCKET_TLS) : opts->listen && cfg->listen_tls,
+    };
+    gboolean sasl = uses_sasl(cfg, &plan);
     /* Before anything listens: whoever sees a socket may stop the daemon at
      * once, and SIGTERM must then end it cleanly, not kill it. */
     GMainLoop *loop = g_main_loop_new(NULL, FALSE);
@@ -263,13 +335,21 @@ static int run(const DaemonOptions *opts)
     guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
     if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
                                           &error)) ||
-        !setup_listeners(server, cfg, opts, unix_paths, &error) ||
+        !setup_listeners(server, cfg, &plan, act, unix_paths, &error) ||
         !rpc_server_start(server, &error)) {
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
+        BusyCheck busy = {.server = server, .sim = sim};
+        guint idle = opts->timeout > 0
+                         ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
+                         : 0;
         FERRY_INFO("ferryd %s ready (pid %d)", "0.1.0", getpid());
+        daemon_notify("READY=1");
         g_main_loop_run(loop);
+        daemon_notify("STOPPING=1");
+        if (idle && g_main_context_find_source_by_id(NULL, idle))
+            g_source_remove(idle);
     }
     g_source_remove(s1);
     g_source_remove(s2);
@@ -288,6 +368,30 @@ static int run(const DaemonOptions *opts)
     return rc;
 }
 
+/* Socket activation and notify variables are read first, before any thread
+ * starts: reading them unsets them. */
+static int activate_and_run(const DaemonOptions *opts)
+{
+    if (opts->timeout < 0) {
+        fprintf(stderr, "ferryd: --timeout %d: expected a number of seconds (0: never)\n",
+                opts->timeout);
+        return 2;
+    }
+    daemon_notify_init();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(DaemonActivation) act = daemon_activation_from_env(&error);
+    if (!act && error) {
+        fprintf(stderr, "ferryd: %s\n", error->message);
+        return 1;
+    }
+    if (act && opts->listen) {
+        fprintf(stderr, "ferryd: --listen cannot be used with socket activation: the socket units "
+                        "(ferryd-tcp.socket, ferryd-tls.socket) open the TCP and TLS listeners\n");
+        return 2;
+    }
+    return run(opts, act);
+}
+
 int main(int argc, char **argv)
 {
     DaemonOptions opts = {0};
@@ -298,6 +402,8 @@ int main(int argc, char **argv)
          "listen for TCP/TLS connections (listen_tcp, listen_tls)", NULL},
         {"pid-file", 'p', 0, G_OPTION_ARG_FILENAME, &opts.pid_path, "write and lock a pid file",
          "FILE"},
+        {"timeout", 't', 0, G_OPTION_ARG_INT, &opts.timeout,
+         "exit after SECONDS with no client connected and no domain running", "SECONDS"},
         {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opts.verbose, "log informational messages", NULL},
         {"version", 'V', 0, G_OPTION_ARG_NONE, &opts.version, "print the version and exit", NULL},
         {NULL}};
@@ -322,7 +428,7 @@ int main(int argc, char **argv)
      * moving threshold would keep them in per-thread arenas, and the daemon's
      * memory would grow with the bytes it streamed. */
     mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-    int rc = run(&opts);
+    int rc = activate_and_run(&opts);
     g_free(opts.config_path);
     g_free(opts.pid_path);
     return rc;

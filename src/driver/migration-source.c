@@ -18,6 +18,8 @@
 
 #define POLL_MS 200
 #define VMM_END_WAIT_MS 10000
+/* How long a failed VMM waits for its channel to tell the cause. */
+#define CAUSE_GRACE_MS 1000
 #define DATA_CONNECT_TIMEOUT_MS 10000
 
 typedef struct {
@@ -354,6 +356,17 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                          &e))
             goto fail;
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
+            /* The VMM usually fails because the channel did (a dead peer closed
+             * it, then the VMM's socket): the channel may have failed after the
+             * wait above, so give it a moment to name that root cause. */
+            g_autoptr(GError) cause = NULL;
+            if (!done &&
+                !migration_job_wait_channel(o->job, g_get_monotonic_time() + CAUSE_GRACE_MS * 1000,
+                                            &cause) &&
+                !g_error_matches(cause, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+                e = g_steal_pointer(&cause);
+                goto fail;
+            }
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
             goto fail;
