@@ -119,6 +119,7 @@ class InstalledLayoutTest(unittest.TestCase):
                 f.write(uncommented + "\n# test overrides\n" +
                         f'unix_sock_dir = "{d.sock_dir}"\n'
                         f'domain_config_dir = "{d.dir}/config"\ndomain_run_dir = "{d.dir}/run"\n'
+                        f'qemu_config_dir = "{d.dir}/config/qemu"\nqemu_run_dir = "{d.dir}/run/qemu"\n'
                         f'vmm_binary = "{self.root}/bin/ferry-vmm"\n')
             installed = os.path.join(self.root, "sbin/ferryd")
             _start_with(d, installed)
