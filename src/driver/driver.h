@@ -78,6 +78,12 @@ typedef struct {
     const char *canonical_uri;
 
     char *(*get_capabilities)(Driver *drv, GError **error);
+    /* CONNECT_GET_DOMAIN_CAPABILITIES: what a domain of this driver may use.
+     * Each filter is NULL when the client gave none; one the driver cannot
+     * answer for (another arch, machine, emulator) is refused naming it. */
+    char *(*get_domain_capabilities)(Driver *drv, const char *emulatorbin, const char *arch,
+                                     const char *machine, const char *virttype, guint flags,
+                                     GError **error);
 
     /* Domain lists: a GPtrArray of DriverDomain* (free func set). */
     GPtrArray *(*list_all_domains)(Driver *drv, guint flags, GError **error);

@@ -1071,6 +1071,180 @@ static gboolean h_migrate_confirm3_params(RemoteContext *ctx, void *a, void *r, 
 
 /* ---- the table ---- */
 
+/* ---- objects ferry does not have ----
+ * Networks, storage, interfaces, node devices, network filters, secrets,
+ * snapshots and checkpoints are libvirt objects a management tool enumerates
+ * at connect; ferry manages none (docs/api.md says why). Lists answer empty
+ * and counts 0 so the tool goes on; the reply structs arrive zeroed, which
+ * is already the empty answer. Lookups fail with the "not found" error
+ * libvirt gives for the object type; creation is refused naming the object. */
+
+static gboolean h_empty_names(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return check_list_max(((remote_list_names_args *)a)->maxnames, error);
+}
+
+static gboolean h_node_list_devices(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return check_list_max(((remote_node_list_devices_args *)a)->maxnames, error);
+}
+
+static char *uuid_text(const char *uuid)
+{
+    const guint8 *u = (const guint8 *)uuid;
+    return g_strdup_printf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                           "%02x%02x%02x%02x%02x%02x",
+                           u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10],
+                           u[11], u[12], u[13], u[14], u[15]);
+}
+
+static gboolean not_found(GError **error, int code, const char *what, const char *key,
+                          const char *value)
+{
+    g_set_error(error, FERRY_ERROR, code, "no %s with matching %s '%s'", what, key, value);
+    return FALSE;
+}
+
+/* Lookups by one string (name, path, key, MAC address, port device): their
+ * arguments all have remote_lookup_by_name_args' layout. */
+#define NOT_FOUND_BY_STRING(fn, code, what, key)                                               \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
+    {                                                                                          \
+        return not_found(error, code, what, key, ((remote_lookup_by_name_args *)a)->name);     \
+    }
+#define NOT_FOUND_BY_UUID(fn, code, what)                                                      \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
+    {                                                                                          \
+        g_autofree char *u = uuid_text(((remote_lookup_by_uuid_args *)a)->uuid);               \
+        return not_found(error, code, what, "uuid", u);                                        \
+    }
+
+NOT_FOUND_BY_STRING(h_network_by_name, FERRY_ERR_NO_NETWORK, "network", "name")
+NOT_FOUND_BY_UUID(h_network_by_uuid, FERRY_ERR_NO_NETWORK, "network")
+NOT_FOUND_BY_STRING(h_pool_by_name, FERRY_ERR_NO_STORAGE_POOL, "storage pool", "name")
+NOT_FOUND_BY_UUID(h_pool_by_uuid, FERRY_ERR_NO_STORAGE_POOL, "storage pool")
+NOT_FOUND_BY_STRING(h_vol_by_path, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "path")
+NOT_FOUND_BY_STRING(h_vol_by_key, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "key")
+NOT_FOUND_BY_STRING(h_nodedev_by_name, FERRY_ERR_NO_NODE_DEVICE, "node device", "name")
+NOT_FOUND_BY_STRING(h_iface_by_name, FERRY_ERR_NO_INTERFACE, "interface", "name")
+NOT_FOUND_BY_STRING(h_iface_by_mac, FERRY_ERR_NO_INTERFACE, "interface", "MAC address")
+NOT_FOUND_BY_STRING(h_nwfilter_by_name, FERRY_ERR_NO_NWFILTER, "network filter", "name")
+NOT_FOUND_BY_UUID(h_nwfilter_by_uuid, FERRY_ERR_NO_NWFILTER, "network filter")
+NOT_FOUND_BY_STRING(h_nwfilter_binding_by_port, FERRY_ERR_NO_NWFILTER_BINDING,
+                    "network filter binding", "port dev")
+NOT_FOUND_BY_UUID(h_secret_by_uuid, FERRY_ERR_NO_SECRET, "secret")
+
+static gboolean h_secret_by_usage(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return not_found(error, FERRY_ERR_NO_SECRET, "secret", "usage",
+                     ((remote_secret_lookup_by_usage_args *)a)->usageID);
+}
+
+static gboolean refuse_object(GError **error, const char *objects, const char *proc)
+{
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                "%s: ferryd manages no %s (see docs/api.md)", proc, objects);
+    return FALSE;
+}
+
+#define REFUSE(fn, objects, proc)                                                              \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
+    {                                                                                          \
+        return refuse_object(error, objects, proc);                                            \
+    }
+
+REFUSE(h_network_create, "virtual networks", "virNetworkCreateXML")
+REFUSE(h_network_define, "virtual networks", "virNetworkDefineXML")
+REFUSE(h_pool_create, "storage pools", "virStoragePoolCreateXML")
+REFUSE(h_pool_define, "storage pools", "virStoragePoolDefineXML")
+REFUSE(h_pool_sources, "storage pools", "virConnectFindStoragePoolSources")
+REFUSE(h_nodedev_create, "node devices", "virNodeDeviceCreateXML")
+REFUSE(h_iface_define, "host interfaces", "virInterfaceDefineXML")
+REFUSE(h_secret_define, "secrets", "virSecretDefineXML")
+REFUSE(h_nwfilter_define, "network filters", "virNWFilterDefineXML")
+REFUSE(h_nwfilter_binding_create, "network filter bindings", "virNWFilterBindingCreateXML")
+
+/* Snapshots and checkpoints: the domain must exist (an unknown one is "Domain
+ * not found", as for every domain call); it then has none. */
+static gboolean domain_exists(RemoteContext *ctx, const remote_nonnull_domain *rdom,
+                              GError **error)
+{
+    NEED_OP(lookup_by_uuid);
+    g_auto(DriverDomain) dom = {0};
+    remote_domain_to_driver(rdom, &dom);
+    g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
+    return found != NULL;
+}
+
+static gboolean h_domain_list_all_empty(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return domain_exists(ctx, &((remote_domain_list_all_args *)a)->dom, error);
+}
+
+static gboolean h_snapshot_list_names(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_list_names_args *args = a;
+    return check_list_max(args->maxnames, error) && domain_exists(ctx, &args->dom, error);
+}
+
+static gboolean h_has_current_snapshot(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    ((remote_int_ret *)r)->value = 0;
+    return domain_exists(ctx, &((remote_domain_flags_args *)a)->dom, error);
+}
+
+static gboolean h_snapshot_current(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_flags_args *args = a;
+    if (!domain_exists(ctx, &args->dom, error))
+        return FALSE;
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN_SNAPSHOT,
+                "the domain '%s' does not have a current snapshot", args->dom.name);
+    return FALSE;
+}
+
+static gboolean h_snapshot_by_name(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_object_lookup_args *args = a;
+    return domain_exists(ctx, &args->dom, error) &&
+           not_found(error, FERRY_ERR_NO_DOMAIN_SNAPSHOT, "domain snapshot", "name", args->name);
+}
+
+static gboolean h_checkpoint_by_name(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_object_lookup_args *args = a;
+    return domain_exists(ctx, &args->dom, error) &&
+           not_found(error, FERRY_ERR_NO_DOMAIN_CHECKPOINT, "domain checkpoint", "name",
+                     args->name);
+}
+
+static gboolean h_snapshot_create(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return domain_exists(ctx, &((remote_domain_object_create_args *)a)->dom, error) &&
+           refuse_object(error, "domain snapshots", "virDomainSnapshotCreateXML");
+}
+
+static gboolean h_checkpoint_create(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return domain_exists(ctx, &((remote_domain_object_create_args *)a)->dom, error) &&
+           refuse_object(error, "domain checkpoints", "virDomainCheckpointCreateXML");
+}
+
+/* ---- domain capabilities ---- */
+
+static gboolean h_get_domain_capabilities(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_domain_capabilities);
+    remote_connect_get_domain_capabilities_args *args = a;
+#define OPT(s) ((s) ? *(s) : NULL)
+    char *caps = ctx->drv->ops->get_domain_capabilities(ctx->drv, OPT(args->emulatorbin),
+                                                        OPT(args->arch), OPT(args->machine),
+                                                        OPT(args->virttype), args->flags, error);
+#undef OPT
+    ((remote_connect_get_domain_capabilities_ret *)r)->capabilities = caps;
+    return caps != NULL;
+}
+
 #define X(t) ((xdrproc_t)xdr_##t), sizeof(t)
 #define VOID RPC_XDR_VOID, 0
 
@@ -1228,6 +1402,134 @@ static const RemoteProcedure procedures[] = {
      h_migrate_finish3_params, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MIGRATE_CONFIRM3_PARAMS, "DOMAIN_MIGRATE_CONFIRM3_PARAMS",
      X(remote_domain_migrate_confirm3_params_args), VOID, h_migrate_confirm3_params, PROC_WRITE},
+    /* objects ferry does not have (docs/api.md): empty lists, 0, not found, refused */
+    {REMOTE_PROC_CONNECT_NUM_OF_NETWORKS, "CONNECT_NUM_OF_NETWORKS", VOID, X(remote_num_ret),
+     h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_NETWORKS, "CONNECT_NUM_OF_DEFINED_NETWORKS", VOID,
+     X(remote_num_ret), h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_NETWORKS, "CONNECT_LIST_NETWORKS", X(remote_list_names_args),
+     X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_DEFINED_NETWORKS, "CONNECT_LIST_DEFINED_NETWORKS",
+     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_NETWORKS, "CONNECT_LIST_ALL_NETWORKS", X(remote_list_all_args),
+     X(remote_connect_list_all_networks_ret), h_void_ok, 0},
+    {REMOTE_PROC_NETWORK_LOOKUP_BY_NAME, "NETWORK_LOOKUP_BY_NAME", X(remote_lookup_by_name_args),
+     X(remote_network_ret), h_network_by_name, 0},
+    {REMOTE_PROC_NETWORK_LOOKUP_BY_UUID, "NETWORK_LOOKUP_BY_UUID", X(remote_lookup_by_uuid_args),
+     X(remote_network_ret), h_network_by_uuid, 0},
+    {REMOTE_PROC_NETWORK_CREATE_XML, "NETWORK_CREATE_XML", X(remote_define_xml_args),
+     X(remote_network_ret), h_network_create, PROC_WRITE},
+    {REMOTE_PROC_NETWORK_DEFINE_XML, "NETWORK_DEFINE_XML", X(remote_define_xml_args),
+     X(remote_network_ret), h_network_define, PROC_WRITE},
+    {REMOTE_PROC_CONNECT_NUM_OF_STORAGE_POOLS, "CONNECT_NUM_OF_STORAGE_POOLS", VOID,
+     X(remote_num_ret), h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_STORAGE_POOLS, "CONNECT_NUM_OF_DEFINED_STORAGE_POOLS",
+     VOID, X(remote_num_ret), h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_STORAGE_POOLS, "CONNECT_LIST_STORAGE_POOLS",
+     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_DEFINED_STORAGE_POOLS, "CONNECT_LIST_DEFINED_STORAGE_POOLS",
+     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_STORAGE_POOLS, "CONNECT_LIST_ALL_STORAGE_POOLS",
+     X(remote_list_all_args), X(remote_connect_list_all_storage_pools_ret), h_void_ok, 0},
+    {REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_NAME, "STORAGE_POOL_LOOKUP_BY_NAME",
+     X(remote_lookup_by_name_args), X(remote_storage_pool_ret), h_pool_by_name, 0},
+    {REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_UUID, "STORAGE_POOL_LOOKUP_BY_UUID",
+     X(remote_lookup_by_uuid_args), X(remote_storage_pool_ret), h_pool_by_uuid, 0},
+    {REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_PATH, "STORAGE_VOL_LOOKUP_BY_PATH",
+     X(remote_lookup_by_name_args), X(remote_storage_vol_ret), h_vol_by_path, 0},
+    {REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_KEY, "STORAGE_VOL_LOOKUP_BY_KEY",
+     X(remote_lookup_by_name_args), X(remote_storage_vol_ret), h_vol_by_key, 0},
+    {REMOTE_PROC_STORAGE_POOL_CREATE_XML, "STORAGE_POOL_CREATE_XML",
+     X(remote_define_xml_flags_args), X(remote_storage_pool_ret), h_pool_create, PROC_WRITE},
+    {REMOTE_PROC_STORAGE_POOL_DEFINE_XML, "STORAGE_POOL_DEFINE_XML",
+     X(remote_define_xml_flags_args), X(remote_storage_pool_ret), h_pool_define, PROC_WRITE},
+    {REMOTE_PROC_CONNECT_FIND_STORAGE_POOL_SOURCES, "CONNECT_FIND_STORAGE_POOL_SOURCES",
+     X(remote_connect_find_storage_pool_sources_args), X(remote_define_xml_args), h_pool_sources,
+     0},
+    {REMOTE_PROC_NODE_NUM_OF_DEVICES, "NODE_NUM_OF_DEVICES", X(remote_node_num_of_devices_args),
+     X(remote_num_ret), h_void_ok, 0},
+    {REMOTE_PROC_NODE_LIST_DEVICES, "NODE_LIST_DEVICES", X(remote_node_list_devices_args),
+     X(remote_list_names_ret), h_node_list_devices, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_NODE_DEVICES, "CONNECT_LIST_ALL_NODE_DEVICES",
+     X(remote_list_all_args), X(remote_connect_list_all_node_devices_ret), h_void_ok, 0},
+    {REMOTE_PROC_NODE_DEVICE_LOOKUP_BY_NAME, "NODE_DEVICE_LOOKUP_BY_NAME",
+     X(remote_lookup_by_name_args), X(remote_node_device_ret), h_nodedev_by_name, 0},
+    {REMOTE_PROC_NODE_DEVICE_CREATE_XML, "NODE_DEVICE_CREATE_XML",
+     X(remote_define_xml_flags_args), X(remote_node_device_ret), h_nodedev_create, PROC_WRITE},
+    {REMOTE_PROC_CONNECT_NUM_OF_INTERFACES, "CONNECT_NUM_OF_INTERFACES", VOID, X(remote_num_ret),
+     h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_INTERFACES, "CONNECT_NUM_OF_DEFINED_INTERFACES", VOID,
+     X(remote_num_ret), h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_INTERFACES, "CONNECT_LIST_INTERFACES", X(remote_list_names_args),
+     X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_DEFINED_INTERFACES, "CONNECT_LIST_DEFINED_INTERFACES",
+     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_INTERFACES, "CONNECT_LIST_ALL_INTERFACES",
+     X(remote_list_all_args), X(remote_connect_list_all_interfaces_ret), h_void_ok, 0},
+    {REMOTE_PROC_INTERFACE_LOOKUP_BY_NAME, "INTERFACE_LOOKUP_BY_NAME",
+     X(remote_lookup_by_name_args), X(remote_interface_ret), h_iface_by_name, 0},
+    {REMOTE_PROC_INTERFACE_LOOKUP_BY_MAC_STRING, "INTERFACE_LOOKUP_BY_MAC_STRING",
+     X(remote_lookup_by_name_args), X(remote_interface_ret), h_iface_by_mac, 0},
+    {REMOTE_PROC_INTERFACE_DEFINE_XML, "INTERFACE_DEFINE_XML", X(remote_define_xml_flags_args),
+     X(remote_interface_ret), h_iface_define, PROC_WRITE},
+    {REMOTE_PROC_CONNECT_NUM_OF_NWFILTERS, "CONNECT_NUM_OF_NWFILTERS", VOID, X(remote_num_ret),
+     h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_NWFILTERS, "CONNECT_LIST_NWFILTERS", X(remote_list_names_args),
+     X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_NWFILTERS, "CONNECT_LIST_ALL_NWFILTERS",
+     X(remote_list_all_args), X(remote_connect_list_all_nwfilters_ret), h_void_ok, 0},
+    {REMOTE_PROC_NWFILTER_LOOKUP_BY_NAME, "NWFILTER_LOOKUP_BY_NAME",
+     X(remote_lookup_by_name_args), X(remote_nwfilter_ret), h_nwfilter_by_name, 0},
+    {REMOTE_PROC_NWFILTER_LOOKUP_BY_UUID, "NWFILTER_LOOKUP_BY_UUID",
+     X(remote_lookup_by_uuid_args), X(remote_nwfilter_ret), h_nwfilter_by_uuid, 0},
+    {REMOTE_PROC_NWFILTER_DEFINE_XML, "NWFILTER_DEFINE_XML", X(remote_define_xml_args),
+     X(remote_nwfilter_ret), h_nwfilter_define, PROC_WRITE},
+    {REMOTE_PROC_CONNECT_LIST_ALL_NWFILTER_BINDINGS, "CONNECT_LIST_ALL_NWFILTER_BINDINGS",
+     X(remote_list_all_args), X(remote_connect_list_all_nwfilter_bindings_ret), h_void_ok, 0},
+    {REMOTE_PROC_NWFILTER_BINDING_LOOKUP_BY_PORT_DEV, "NWFILTER_BINDING_LOOKUP_BY_PORT_DEV",
+     X(remote_lookup_by_name_args), X(remote_nwfilter_binding_ret), h_nwfilter_binding_by_port,
+     0},
+    {REMOTE_PROC_NWFILTER_BINDING_CREATE_XML, "NWFILTER_BINDING_CREATE_XML",
+     X(remote_define_xml_flags_args), X(remote_nwfilter_binding_ret), h_nwfilter_binding_create,
+     PROC_WRITE},
+    {REMOTE_PROC_CONNECT_NUM_OF_SECRETS, "CONNECT_NUM_OF_SECRETS", VOID, X(remote_num_ret),
+     h_void_ok, 0},
+    {REMOTE_PROC_CONNECT_LIST_SECRETS, "CONNECT_LIST_SECRETS", X(remote_list_names_args),
+     X(remote_list_names_ret), h_empty_names, 0},
+    {REMOTE_PROC_CONNECT_LIST_ALL_SECRETS, "CONNECT_LIST_ALL_SECRETS", X(remote_list_all_args),
+     X(remote_connect_list_all_secrets_ret), h_void_ok, 0},
+    {REMOTE_PROC_SECRET_LOOKUP_BY_UUID, "SECRET_LOOKUP_BY_UUID", X(remote_lookup_by_uuid_args),
+     X(remote_secret_ret), h_secret_by_uuid, 0},
+    {REMOTE_PROC_SECRET_LOOKUP_BY_USAGE, "SECRET_LOOKUP_BY_USAGE",
+     X(remote_secret_lookup_by_usage_args), X(remote_secret_ret), h_secret_by_usage, 0},
+    {REMOTE_PROC_SECRET_DEFINE_XML, "SECRET_DEFINE_XML", X(remote_define_xml_flags_args),
+     X(remote_secret_ret), h_secret_define, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_LIST_ALL_SNAPSHOTS, "DOMAIN_LIST_ALL_SNAPSHOTS",
+     X(remote_domain_list_all_args), X(remote_domain_list_all_snapshots_ret),
+     h_domain_list_all_empty, 0},
+    {REMOTE_PROC_DOMAIN_SNAPSHOT_LIST_NAMES, "DOMAIN_SNAPSHOT_LIST_NAMES",
+     X(remote_domain_list_names_args), X(remote_list_names_ret), h_snapshot_list_names, 0},
+    {REMOTE_PROC_DOMAIN_SNAPSHOT_LOOKUP_BY_NAME, "DOMAIN_SNAPSHOT_LOOKUP_BY_NAME",
+     X(remote_domain_object_lookup_args), X(remote_domain_snapshot_ret), h_snapshot_by_name, 0},
+    {REMOTE_PROC_DOMAIN_HAS_CURRENT_SNAPSHOT, "DOMAIN_HAS_CURRENT_SNAPSHOT",
+     X(remote_domain_flags_args), X(remote_int_ret), h_has_current_snapshot, 0},
+    {REMOTE_PROC_DOMAIN_SNAPSHOT_CURRENT, "DOMAIN_SNAPSHOT_CURRENT", X(remote_domain_flags_args),
+     X(remote_domain_snapshot_ret), h_snapshot_current, 0},
+    {REMOTE_PROC_DOMAIN_SNAPSHOT_CREATE_XML, "DOMAIN_SNAPSHOT_CREATE_XML",
+     X(remote_domain_object_create_args), X(remote_domain_snapshot_ret), h_snapshot_create,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_LIST_ALL_CHECKPOINTS, "DOMAIN_LIST_ALL_CHECKPOINTS",
+     X(remote_domain_list_all_args), X(remote_domain_list_all_checkpoints_ret),
+     h_domain_list_all_empty, 0},
+    {REMOTE_PROC_DOMAIN_CHECKPOINT_LOOKUP_BY_NAME, "DOMAIN_CHECKPOINT_LOOKUP_BY_NAME",
+     X(remote_domain_object_lookup_args), X(remote_domain_checkpoint_ret), h_checkpoint_by_name,
+     0},
+    {REMOTE_PROC_DOMAIN_CHECKPOINT_CREATE_XML, "DOMAIN_CHECKPOINT_CREATE_XML",
+     X(remote_domain_object_create_args), X(remote_domain_checkpoint_ret), h_checkpoint_create,
+     PROC_WRITE},
+    {REMOTE_PROC_CONNECT_GET_DOMAIN_CAPABILITIES, "CONNECT_GET_DOMAIN_CAPABILITIES",
+     X(remote_connect_get_domain_capabilities_args), X(remote_connect_get_domain_capabilities_ret),
+     h_get_domain_capabilities, 0},
 };
 
 #define PROC_TABLE_SIZE 512

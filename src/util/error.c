@@ -28,6 +28,26 @@ const char *ferry_error_prefix(int code)
         return "configuration file syntax error: ";
     case FERRY_ERR_NO_DOMAIN:
         return "Domain not found: ";
+    case FERRY_ERR_NO_NETWORK:
+        return "Network not found: ";
+    case FERRY_ERR_NO_STORAGE_POOL:
+        return "Storage pool not found: ";
+    case FERRY_ERR_NO_STORAGE_VOL:
+        return "Storage volume not found: ";
+    case FERRY_ERR_NO_NODE_DEVICE:
+        return "Node device not found: ";
+    case FERRY_ERR_NO_INTERFACE:
+        return "Interface not found: ";
+    case FERRY_ERR_NO_NWFILTER:
+        return "Network filter not found: ";
+    case FERRY_ERR_NO_NWFILTER_BINDING:
+        return "Network filter binding not found: ";
+    case FERRY_ERR_NO_SECRET:
+        return "Secret not found: ";
+    case FERRY_ERR_NO_DOMAIN_SNAPSHOT:
+        return "Domain snapshot not found: ";
+    case FERRY_ERR_NO_DOMAIN_CHECKPOINT:
+        return "Domain checkpoint not found: ";
     case FERRY_ERR_AUTH_FAILED:
         return "authentication failed: ";
     case FERRY_ERR_OVERFLOW:
@@ -63,6 +83,25 @@ int ferry_error_default_origin(int code)
         return FERRY_FROM_CONF;
     case FERRY_ERR_SYSTEM_ERROR:
         return FERRY_FROM_RPC;
+    /* "not found" comes from the subsystem of the object, as in libvirt */
+    case FERRY_ERR_NO_NETWORK:
+        return FERRY_FROM_NETWORK;
+    case FERRY_ERR_NO_STORAGE_POOL:
+    case FERRY_ERR_NO_STORAGE_VOL:
+        return FERRY_FROM_STORAGE;
+    case FERRY_ERR_NO_NODE_DEVICE:
+        return FERRY_FROM_NODEDEV;
+    case FERRY_ERR_NO_INTERFACE:
+        return FERRY_FROM_INTERFACE;
+    case FERRY_ERR_NO_NWFILTER:
+    case FERRY_ERR_NO_NWFILTER_BINDING:
+        return FERRY_FROM_NWFILTER;
+    case FERRY_ERR_NO_SECRET:
+        return FERRY_FROM_SECRET;
+    case FERRY_ERR_NO_DOMAIN_SNAPSHOT:
+        return FERRY_FROM_DOMAIN_SNAPSHOT;
+    case FERRY_ERR_NO_DOMAIN_CHECKPOINT:
+        return FERRY_FROM_DOMAIN_CHECKPOINT;
     default:
         return FERRY_FROM_DOMAIN;
     }

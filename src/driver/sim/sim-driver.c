@@ -158,12 +158,88 @@ static char *sim_get_capabilities(Driver *drv, GError **error)
         "      <acpi default='on' toggle='yes'/>\n    </features>\n  </guest>\n");
 }
 
+/* ferry-vmm emulates one x86_64 machine with no devices to choose from, so
+ * the document is short: what it does not model says supported='no'. */
+static char *sim_get_domain_capabilities(Driver *drv, const char *emulatorbin, const char *arch,
+                                         const char *machine, const char *virttype, guint flags,
+                                         GError **error)
+{
+    SimDriver *sd = sim_driver_of(drv);
+    if (flags) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function get_domain_capabilities", flags);
+        return NULL;
+    }
+    if (virttype && !g_str_equal(virttype, "sim")) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "virttype '%s' is not supported by the sim driver: it runs 'sim' domains",
+                    virttype);
+        return NULL;
+    }
+    if (arch && !g_str_equal(arch, "x86_64")) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "architecture '%s' is not supported by the sim driver: ferry-vmm emulates x86_64",
+                    arch);
+        return NULL;
+    }
+    if (machine) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "machine type '%s' is not supported by the sim driver: ferry-vmm has no "
+                    "machine types",
+                    machine);
+        return NULL;
+    }
+    if (emulatorbin && !g_str_equal(emulatorbin, sd->vmm_binary) &&
+        !g_str_equal(emulatorbin, "ferry-vmm")) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "emulator '%s' is not the sim driver's: it runs '%s'", emulatorbin,
+                    sd->vmm_binary);
+        return NULL;
+    }
+    g_autofree char *path = g_markup_escape_text(sd->vmm_binary, -1);
+    return g_strdup_printf("<domainCapabilities>\n"
+                           "  <path>%s</path>\n"
+                           "  <domain>sim</domain>\n"
+                           "  <arch>x86_64</arch>\n"
+                           "  <vcpu max='%d'/>\n"
+                           "  <iothreads supported='no'/>\n"
+                           "  <os supported='yes'>\n"
+                           "    <enum name='firmware'/>\n"
+                           "    <loader supported='no'/>\n"
+                           "  </os>\n"
+                           "  <cpu>\n"
+                           "    <mode name='host-passthrough' supported='no'/>\n"
+                           "    <mode name='maximum' supported='no'/>\n"
+                           "    <mode name='host-model' supported='no'/>\n"
+                           "    <mode name='custom' supported='no'/>\n"
+                           "  </cpu>\n"
+                           "  <memoryBacking supported='no'/>\n"
+                           "  <devices>\n"
+                           "    <disk supported='no'/>\n"
+                           "    <graphics supported='no'/>\n"
+                           "    <video supported='no'/>\n"
+                           "    <hostdev supported='no'/>\n"
+                           "    <rng supported='no'/>\n"
+                           "    <filesystem supported='no'/>\n"
+                           "    <tpm supported='no'/>\n"
+                           "  </devices>\n"
+                           "  <features>\n"
+                           "    <gic supported='no'/>\n"
+                           "    <vmcoreinfo supported='no'/>\n"
+                           "    <genid supported='no'/>\n"
+                           "    <sev supported='no'/>\n"
+                           "  </features>\n"
+                           "</domainCapabilities>\n",
+                           path, DOMAIN_MAX_VCPUS);
+}
+
 static DriverOps sim_ops = {
     .name = "sim",
     .type = "SIM",
     .version = 1000, /* 0.1.0 */
     .canonical_uri = "sim:///system",
     .get_capabilities = sim_get_capabilities,
+    .get_domain_capabilities = sim_get_domain_capabilities,
 };
 
 Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
