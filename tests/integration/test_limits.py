@@ -209,8 +209,7 @@ class ThreadRefusalTest(ft.DaemonTestCase):
 
 
 class DaemonThreadRefusalTest(ft.DaemonTestCase):
-    """The daemon's own threads (a VMM's QMP reader, a migration's setup,
-    watchdog and data pumps): when the system refuses one, the domain start or
+    """The daemon's own threads (a migration's setup, watchdog and data pumps): when the system refuses one, the domain start or
     the migration fails naming it, ferryd serves the next call, and the VM stays
     where it was. FERRY_TEST_FAIL_THREADS makes ferryd's thread creation fail
     for the named threads exactly as when the system refuses (EAGAIN)."""
@@ -223,16 +222,6 @@ class DaemonThreadRefusalTest(ft.DaemonTestCase):
         xml = ft.write_file(d.dir, name + ".xml", ft.domain_xml(name, memory_mib=64))
         ft.virsh(d.tcp_uri, "define", xml)
         return ft.virsh(d.tcp_uri, "start", name, check=False)
-
-    def test_domain_start_without_a_qmp_reader_fails_and_leaves_nothing_running(self):
-        d = self.daemon("ferryd", fail="qmp-reader")
-        rc, _, err = self.start_vm(d)
-        self.assertNotEqual(rc, 0)
-        self.assertIn("cannot create a thread for qmp-reader", err)
-        self.assertIsNone(d.proc.poll(), "ferryd died")
-        self.assertRegex(ft.domstate(d, "vm1"), r"^shut off")
-        self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(p) for p in ft.vmm_pids(d)), 10))
-        self.assertTrue(ft.hostname_works(d))
 
     def migration_fails(self, side, thread, tunnelled):
         a = self.daemon("source", fail=thread if side == "source" else None)
