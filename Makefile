@@ -29,8 +29,11 @@ $(FUZZ_BUILD)/build.ninja:
 	CC=clang-14 meson setup $(FUZZ_BUILD) --buildtype=debugoptimized -Dfuzzing=true \
 	  -Db_sanitize=address,undefined -Db_lundef=false -Dwerror=false $(MESON_OPTS)
 
+# VMM=qemu: a real QEMU guest (the test guest) instead of ferry-vmm.
+VMM        ?= sim
+
 demo: all
-	scripts/demo $(BUILD)
+	scripts/demo $(BUILD) $(VMM)
 
 # Every test (unit, integration against real virsh / python3-libvirt) runs
 # against the sanitizer build, so a leak or an overflow fails the run; the

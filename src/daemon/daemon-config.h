@@ -46,6 +46,11 @@ typedef struct {
     char *domain_config_dir;
     char *domain_run_dir;
     char *vmm_binary;
+    /* ferry: the QEMU driver (NULL: qemu-system-x86_64 on PATH; the
+     * domain dirs' qemu/ subdirectories) */
+    char *qemu_emulator;
+    char *qemu_config_dir;
+    char *qemu_run_dir;
     /* migration (qemu.conf names) */
     guint migration_port_min;
     guint migration_port_max;

@@ -12,6 +12,7 @@
 #include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
 #include "driver/domain-list.h"
+#include "driver/qemu/qemu-driver.h"
 #include "driver/sim/sim-driver.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-dispatch.h"
@@ -233,7 +234,7 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
 
 typedef struct {
     RpcServer *server;
-    Driver *sim;
+    Driver *drivers[2]; /* sim, and qemu where it opened (NULL otherwise) */
 } BusyCheck;
 
 /* --timeout waits while a client is connected or a domain runs: ferryd
@@ -243,10 +244,16 @@ static gboolean daemon_is_busy(gpointer data)
     BusyCheck *b = data;
     if (rpc_server_count_clients(b->server) > 0)
         return TRUE;
-    g_autoptr(GError) error = NULL;
-    g_autoptr(GPtrArray) active =
-        b->sim->ops->list_all_domains(b->sim, DOMAIN_LIST_ACTIVE, &error);
-    return !active || active->len > 0; /* when in doubt, stay */
+    for (guint i = 0; i < G_N_ELEMENTS(b->drivers); i++) {
+        Driver *drv = b->drivers[i];
+        if (!drv)
+            continue;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GPtrArray) active = drv->ops->list_all_domains(drv, DOMAIN_LIST_ACTIVE, &error);
+        if (!active || active->len > 0) /* when in doubt, stay */
+            return TRUE;
+    }
+    return FALSE;
 }
 
 static gboolean on_signal(gpointer data)
@@ -305,6 +312,23 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         return 1;
     }
     driver_registry_add(sim);
+    /* QEMU beside ferry-vmm, in its own directories; a host without QEMU runs sim only. */
+    g_autofree char *qemu_config = cfg->qemu_config_dir
+                                       ? g_strdup(cfg->qemu_config_dir)
+                                       : g_build_filename(cfg->domain_config_dir, "qemu", NULL);
+    g_autofree char *qemu_run = cfg->qemu_run_dir
+                                    ? g_strdup(cfg->qemu_run_dir)
+                                    : g_build_filename(cfg->domain_run_dir, "qemu", NULL);
+    QemuDriverConfig qemu_cfg = {.config_dir = qemu_config,
+                                 .run_dir = qemu_run,
+                                 .emulator = cfg->qemu_emulator,
+                                 .migration_data = migration_data};
+    g_autoptr(GError) qemu_error = NULL;
+    Driver *qemu = qemu_driver_open(&qemu_cfg, &qemu_error);
+    if (qemu)
+        driver_registry_add(qemu);
+    else
+        FERRY_WARN("the QEMU driver is unavailable: %s", qemu_error->message);
 
     RpcServerConfig scfg = {
         .max_clients = cfg->max_clients,
@@ -340,7 +364,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        BusyCheck busy = {.server = server, .sim = sim};
+        BusyCheck busy = {.server = server, .drivers = {sim, qemu}};
         guint idle = opts->timeout > 0
                          ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
                          : 0;
@@ -358,6 +382,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
+    qemu_driver_close(qemu);
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)
         unlink(unix_paths->pdata[i]);

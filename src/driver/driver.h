@@ -108,6 +108,11 @@ typedef struct {
     gboolean (*resume)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*shutdown)(Driver *drv, const DriverDomain *dom, GError **error);
     gboolean (*reboot)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* virsh console: the driver attaches a stream to binding (the opening
+     * call's) before returning, or cancels the binding on failure. dev_name
+     * may be NULL (the first console). */
+    gboolean (*open_console)(Driver *drv, const DriverDomain *dom, const char *dev_name,
+                             guint flags, TunnelBinding *binding, GError **error);
 
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,

@@ -11,7 +11,15 @@
 
 #define FERRY_LOG_MODULE "driver.hv"
 
+/* What the reaper thread handles, in the order the monitors reported it. */
+typedef enum {
+    NOTICE_GONE,          /* the monitor connection ended */
+    NOTICE_RUN_STATE,     /* the guest paused or continued */
+    NOTICE_GUEST_SHUTDOWN /* the guest began powering off */
+} NoticeKind;
+
 typedef struct {
+    NoticeKind kind;
     char *instance_id;
     gboolean guest_shutdown;
     char *why;
@@ -118,39 +126,90 @@ void hv_driver_vm_gone(HvDriver *hv, const char *instance_id, gboolean guest_shu
                        const char *why)
 {
     GoneNotice *n = g_new0(GoneNotice, 1);
+    n->kind = NOTICE_GONE;
     n->instance_id = g_strdup(instance_id);
     n->guest_shutdown = guest_shutdown;
     n->why = g_strdup(why ? why : "end of file");
     g_thread_pool_push(hv->reaper, n, NULL);
 }
 
+void hv_driver_vm_run_state_changed(HvDriver *hv, const char *instance_id)
+{
+    GoneNotice *n = g_new0(GoneNotice, 1);
+    n->kind = NOTICE_RUN_STATE;
+    n->instance_id = g_strdup(instance_id);
+    g_thread_pool_push(hv->reaper, n, NULL);
+}
+
+void hv_driver_vm_guest_shutdown(HvDriver *hv, const char *instance_id)
+{
+    GoneNotice *n = g_new0(GoneNotice, 1);
+    n->kind = NOTICE_GUEST_SHUTDOWN;
+    n->instance_id = g_strdup(instance_id);
+    g_thread_pool_push(hv->reaper, n, NULL);
+}
+
+/* The VMM's own status decides: events may arrive after our own pause or
+ * resume already changed the state. */
+static void reconcile_run_state(HvDriver *hv, DomainObj *obj)
+{
+    if (domain_obj_is_hidden(obj) || (hv->hooks->has_job && hv->hooks->has_job(obj)))
+        return; /* a migration owns the run state */
+    g_autoptr(GError) error = NULL;
+    g_autofree char *status = hv->hooks->query_status(hv, obj, &error);
+    if (!status)
+        return; /* the monitor is going away: the gone notice follows */
+    DomainState state = domain_obj_get_state(obj, NULL);
+    if (g_str_equal(status, "running") && state == DOMAIN_STATE_PAUSED) {
+        hv_set_state(hv, obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_UNPAUSED);
+        hv_emit(hv, obj, HV_EVENT_RESUMED, HV_RESUMED_UNPAUSED);
+    } else if (!g_str_equal(status, "running") && state == DOMAIN_STATE_RUNNING) {
+        int reason = g_str_equal(status, "shutdown")       ? DOMAIN_PAUSED_SHUTTING_DOWN
+                     : g_str_equal(status, "io-error")     ? DOMAIN_PAUSED_IOERROR
+                     : g_str_equal(status, "internal-error") ? DOMAIN_PAUSED_CRASHED
+                     : g_str_equal(status, "guest-panicked") ? DOMAIN_PAUSED_CRASHED
+                                                             : DOMAIN_PAUSED_UNKNOWN;
+        hv_set_state(hv, obj, DOMAIN_STATE_PAUSED, reason);
+        hv_emit(hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_PAUSED);
+    }
+}
+
 /* A VMM's monitor closed: the guest powered off, or the VMM died. */
+static void handle_gone(HvDriver *hv, DomainObj *obj, const GoneNotice *n)
+{
+    if (hv->hooks->is_stopping(obj))
+        return; /* our own doing: whoever stopped it ends the instance */
+    gboolean shutdown = n->guest_shutdown;
+    g_autofree char *last_words =
+        !shutdown && hv->hooks->crash_reason ? hv->hooks->crash_reason(hv, obj) : NULL;
+    if (shutdown)
+        FERRY_INFO("domain '%s': %s (pid %d) shut down (%s)", domain_obj_get_name(obj),
+                   hv->hooks->vmm_name, obj->pid, n->why);
+    else
+        FERRY_WARN("domain '%s' crashed: %s (pid %d) ended unexpectedly (%s)%s%s",
+                   domain_obj_get_name(obj), hv->hooks->vmm_name, obj->pid, n->why,
+                   last_words ? ": " : "", last_words ? last_words : "");
+    if (!shutdown) /* a monitor that broke off means a VMM we cannot trust */
+        hv->hooks->kill(hv, obj, FALSE);
+    end_and_report(hv, obj, shutdown ? DOMAIN_SHUTOFF_SHUTDOWN : DOMAIN_SHUTOFF_CRASHED,
+                   shutdown ? HV_STOPPED_SHUTDOWN : HV_STOPPED_CRASHED);
+}
+
 static void reaper_run(gpointer data, gpointer user_data)
 {
     GoneNotice *n = data;
     HvDriver *hv = user_data;
     DomainObj *obj = domain_list_lookup_by_instance(hv->list, n->instance_id, NULL);
-    if (obj) {
-        if (domain_obj_get_priv(obj) && !hv->hooks->is_stopping(obj)) {
-            gboolean shutdown = n->guest_shutdown;
-            g_autofree char *last_words =
-                !shutdown && hv->hooks->crash_reason
-                    ? hv->hooks->crash_reason(hv, n->instance_id)
-                    : NULL;
-            if (shutdown)
-                FERRY_INFO("domain '%s': %s (pid %d) shut down (%s)", domain_obj_get_name(obj),
-                           hv->hooks->vmm_name, obj->pid, n->why);
-            else
-                FERRY_WARN("domain '%s' crashed: %s (pid %d) ended unexpectedly (%s)%s%s",
-                           domain_obj_get_name(obj), hv->hooks->vmm_name, obj->pid, n->why,
-                           last_words ? ": " : "", last_words ? last_words : "");
-            if (!shutdown) /* a monitor that broke off means a VMM we cannot trust */
-                hv->hooks->kill(hv, obj, FALSE);
-            end_and_report(hv, obj, shutdown ? DOMAIN_SHUTOFF_SHUTDOWN : DOMAIN_SHUTOFF_CRASHED,
-                           shutdown ? HV_STOPPED_SHUTDOWN : HV_STOPPED_CRASHED);
-        }
-        domain_obj_end(obj);
+    /* No priv: the instance already ended, or the daemon is detaching. */
+    if (obj && domain_obj_get_priv(obj)) {
+        if (n->kind == NOTICE_GONE)
+            handle_gone(hv, obj, n);
+        else if (n->kind == NOTICE_RUN_STATE)
+            reconcile_run_state(hv, obj);
+        else if (!domain_obj_is_hidden(obj))
+            hv_emit(hv, obj, HV_EVENT_SHUTDOWN, HV_SHUTDOWN_FINISHED);
     }
+    domain_obj_end(obj);
     g_free(n->instance_id);
     g_free(n->why);
     g_free(n);
@@ -535,8 +594,7 @@ static void reattach(HvDriver *hv, DomainObj *obj)
         domain_obj_unlock(obj);
         return;
     }
-    g_autofree char *status = NULL;
-    gboolean attached = obj->qmp_path && hv->hooks->reattach(hv, obj, &status, &error);
+    gboolean attached = obj->qmp_path && hv->hooks->reattach(hv, obj, &error);
     if (!attached) {
         FERRY_WARN("domain '%s' was running before the restart, but %s: marking it crashed",
                    domain_obj_get_name(obj), error ? error->message : "it has no monitor");
@@ -544,6 +602,7 @@ static void reattach(HvDriver *hv, DomainObj *obj)
         end_and_report(hv, obj, DOMAIN_SHUTOFF_CRASHED, HV_STOPPED_CRASHED);
     } else {
         /* The VM may have been paused or resumed while no daemon watched it. */
+        g_autofree char *status = hv->hooks->query_status(hv, obj, NULL);
         if (status && g_str_equal(status, "running"))
             domain_obj_set_state(obj, DOMAIN_STATE_RUNNING,
                                  domain_obj_get_state(obj, NULL) == DOMAIN_STATE_RUNNING

@@ -49,9 +49,10 @@ typedef struct {
      * failure nothing is left running. */
     gboolean (*spawn)(HvDriver *hv, DomainObj *obj, gboolean incoming, GError **error);
     /* Reconnects to obj's VMM left running by a previous daemon (obj->pid,
-     * obj->qmp_path) and sets obj's priv; *status: the VMM's run status
-     * ("running", "paused", ...) or NULL if it cannot tell. */
-    gboolean (*reattach)(HvDriver *hv, DomainObj *obj, char **status, GError **error);
+     * obj->qmp_path) and sets obj's priv. */
+    gboolean (*reattach)(HvDriver *hv, DomainObj *obj, GError **error);
+    /* The VMM's run status: "running", "paused", "postmigrate" ... */
+    char *(*query_status)(HvDriver *hv, DomainObj *obj, GError **error);
     /* Kills obj's VMM (marking that its end is ours, not a crash); wait: until
      * the process is gone (bounded). No priv: kills obj->pid if alive. */
     void (*kill)(HvDriver *hv, DomainObj *obj, gboolean wait);
@@ -76,7 +77,7 @@ typedef struct {
     const char *const *runtime_suffixes;
     /* The last words of a VMM that ended unexpectedly (its log's last line),
      * for the crash report; optional, caller frees. */
-    char *(*crash_reason)(HvDriver *hv, const char *instance_id);
+    char *(*crash_reason)(HvDriver *hv, DomainObj *obj);
 } HvDriverHooks;
 
 struct HvDriver {
@@ -115,6 +116,13 @@ void hv_driver_cleanup(HvDriver *hv);
  * (guest_shutdown) or the VMM died. Handled on the reaper thread. */
 void hv_driver_vm_gone(HvDriver *hv, const char *instance_id, gboolean guest_shutdown,
                        const char *why);
+
+/* obj's VMM reported (any thread) that its guest paused or continued on its
+ * own (QMP STOP/RESUME): on the reaper thread, the state is reconciled with
+ * the VMM's status and listeners are told. Ignored while a job runs. */
+void hv_driver_vm_run_state_changed(HvDriver *hv, const char *instance_id);
+/* The guest began powering off (QMP SHUTDOWN): the SHUTDOWN event. */
+void hv_driver_vm_guest_shutdown(HvDriver *hv, const char *instance_id);
 
 /* Helpers for the concrete drivers (their migration code). */
 

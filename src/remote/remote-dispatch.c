@@ -788,6 +788,22 @@ static gboolean h_reboot(RemoteContext *ctx, void *a, void *r, GError **error)
     return ctx->drv->ops->reboot(ctx->drv, &dom, ((remote_domain_reboot_args *)a)->flags, error);
 }
 
+/* Like a tunnelled prepare: the stream's slot is reserved before the driver
+ * runs, and the driver attaches the console's stream to it. */
+static gboolean h_open_console(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(open_console);
+    ARG_DOMAIN(remote_domain_open_console_args);
+    remote_domain_open_console_args *args = a;
+    TunnelBinding *binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    gboolean ok = ctx->drv->ops->open_console(ctx->drv, &dom,
+                                              args->dev_name ? *args->dev_name : NULL,
+                                              args->flags, binding, error);
+    tunnel_binding_free(binding);
+    return ok;
+}
+
 /* ---- events ---- */
 
 static gboolean h_event_callback_register(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1168,6 +1184,8 @@ static const RemoteProcedure procedures[] = {
      PROC_WRITE},
     {REMOTE_PROC_DOMAIN_REBOOT, "DOMAIN_REBOOT", X(remote_domain_reboot_args), VOID, h_reboot,
      PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_OPEN_CONSOLE, "DOMAIN_OPEN_CONSOLE", X(remote_domain_open_console_args),
+     VOID, h_open_console, PROC_WRITE},
     {REMOTE_PROC_CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY,
      "CONNECT_DOMAIN_EVENT_CALLBACK_REGISTER_ANY",
      X(remote_connect_domain_event_callback_register_any_args),

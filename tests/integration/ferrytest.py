@@ -131,7 +131,7 @@ class Daemon:
             self.logf.close()
         # VMs outlive their daemon by design: end the ones this daemon started.
         import xml.etree.ElementTree as ET
-        for path in instance_files(self).values():
+        for path in list(instance_files(self).values()) + list(instance_files(self, "qemu").values()):
             try:
                 pid = int(ET.parse(path).getroot().get("pid"))
                 os.kill(pid, signal.SIGKILL)
@@ -358,18 +358,19 @@ class Qmp:
         self.sock.close()
 
 
-def instance_files(daemon):
-    """The runtime state files of running instances: {instance_id: path}."""
-    run = os.path.join(daemon.dir, "run")
+def instance_files(daemon, driver=""):
+    """The runtime state files of running instances: {instance_id: path}.
+    driver "qemu": the QEMU driver's (in run/qemu)."""
+    run = os.path.join(daemon.dir, "run", driver)
     if not os.path.isdir(run):
         return {}
     return {f[:-4]: os.path.join(run, f) for f in os.listdir(run) if f.endswith(".xml")}
 
 
-def vmm_of(daemon, name):
+def vmm_of(daemon, name, driver=""):
     """(pid, qmp path) of the running instance of domain `name`."""
     import xml.etree.ElementTree as ET
-    for inst, path in instance_files(daemon).items():
+    for inst, path in instance_files(daemon, driver).items():
         root = ET.parse(path).getroot()
         if root.find("domain/name").text == name:
             return int(root.get("pid")), root.find("qmp").get("path")

@@ -119,6 +119,7 @@ class InstalledLayoutTest(unittest.TestCase):
                 f.write(uncommented + "\n# test overrides\n" +
                         f'unix_sock_dir = "{d.sock_dir}"\n'
                         f'domain_config_dir = "{d.dir}/config"\ndomain_run_dir = "{d.dir}/run"\n'
+                        f'qemu_config_dir = "{d.dir}/config/qemu"\nqemu_run_dir = "{d.dir}/run/qemu"\n'
                         f'vmm_binary = "{self.root}/bin/ferry-vmm"\n')
             installed = os.path.join(self.root, "sbin/ferryd")
             _start_with(d, installed)
@@ -343,6 +344,26 @@ class SocketActivationTest(ft.DaemonTestCase):
         d.logf.close()
         self.assertEqual(d.proc.returncode, 0, d.log())
         self.assertIn("no client and no running domain for 2 s (--timeout): exiting", d.log())
+
+    def test_timeout_waits_while_a_qemu_domain_runs(self):
+        """The idle check asks every driver, not only the sim driver."""
+        d = self.activated(extra_args=["--timeout", "2"])
+        xml = ft.write_file(d.dir, "q1.xml", """<domain type='qemu'>
+  <name>q1</name>
+  <memory unit='MiB'>32</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/></devices>
+</domain>
+""")
+        uri = f"qemu+unix:///system?socket={d.sock}"
+        ft.virsh(uri, "create", xml)
+        time.sleep(5)  # idle clients-wise for over twice the timeout
+        self.assertIsNone(d.proc.poll(), "ferryd exited while a QEMU domain runs:\n" + d.log())
+        ft.virsh(uri, "destroy", "q1")
+        d.proc.wait(30)
+        d.logf.close()
+        self.assertEqual(d.proc.returncode, 0, d.log())
 
     def test_timeout_waits_for_a_connected_client(self):
         d = self.activated(extra_args=["--timeout", "1"])

@@ -54,15 +54,20 @@ static gboolean sim_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErro
     return TRUE;
 }
 
-static gboolean sim_reattach(HvDriver *hv, DomainObj *obj, char **status, GError **error)
+static gboolean sim_reattach(HvDriver *hv, DomainObj *obj, GError **error)
 {
     VmmProcess *vm = vmm_process_attach(obj->pid, "ferry-vmm", obj->qmp_path, obj->instance_id,
                                         on_vm_gone, NULL, hv->owner, error);
     if (!vm)
         return FALSE;
     set_instance(obj, vm);
-    *status = vmm_process_query_status(vm, NULL);
     return TRUE;
+}
+
+static char *sim_query_status(HvDriver *hv, DomainObj *obj, GError **error)
+{
+    SimInstance *inst = domain_obj_get_priv(obj);
+    return vmm_process_query_status(inst->vm, error);
 }
 
 static void sim_kill(HvDriver *hv, DomainObj *obj, gboolean wait)
@@ -129,6 +134,7 @@ static const HvDriverHooks sim_hooks = {
     .vmm_name = "ferry-vmm",
     .spawn = sim_spawn,
     .reattach = sim_reattach,
+    .query_status = sim_query_status,
     .kill = sim_kill,
     .is_stopping = sim_is_stopping,
     .detach = sim_detach,
@@ -171,7 +177,8 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
         sim_driver_close(&sd->hv.base);
         return NULL;
     }
-    sd->migration = migration_engine_new(&sd->hv, &sim_migration_hooks, config->migration_data);
+    sim_migration_hooks_init(&sd->migration_hooks);
+    sd->migration = migration_engine_new(&sd->hv, &sd->migration_hooks, config->migration_data);
     return &sd->hv.base;
 }
 

@@ -9,10 +9,11 @@ typedef struct {
     HvDriver hv; /* the shared lifecycle: list, store, events */
     char *vmm_binary;
     MigrationEngine *migration;
+    MigrationHooks migration_hooks; /* outlives the engine */
 } SimDriver;
 
 /* ferry-vmm's migration hooks (sim-migration.c). */
-extern const MigrationHooks sim_migration_hooks;
+void sim_migration_hooks_init(MigrationHooks *hooks);
 
 /* The priv of a running DomainObj. Lifetime: the instance's; freed by
  * domain_obj_set_priv(obj, NULL, NULL) when the instance ends. */

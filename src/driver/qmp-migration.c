@@ -1,0 +1,222 @@
+/* Migration hooks for a VMM that speaks QEMU's QMP migration commands
+ * (getfd, migrate fd:NAME, migrate-incoming, query-migrate, migrate_cancel,
+ * stop, cont): ferry-vmm and QEMU. The hooks' vm is a VmmProcess. ferry-vmm
+ * adds a digest of the guest memory it verified to query-migrate. */
+#include "driver/qmp-migration.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "driver/vmm-process.h"
+#include "util/error.h"
+
+#define QMP_FD_TIMEOUT_MS 10000
+
+static void qmp_hook_vm_unref(gpointer vm)
+{
+    vmm_process_unref(vm);
+}
+
+static gboolean run(VmmProcess *vm, const char *command, JsonObject *args, GError **error)
+{
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, command, args, error);
+    return r != NULL;
+}
+
+static gboolean qmp_hook_stop(gpointer vm, GError **error)
+{
+    return run(vm, "stop", NULL, error);
+}
+
+static gboolean qmp_hook_resume(gpointer vm, GError **error)
+{
+    return run(vm, "cont", NULL, error);
+}
+
+static int qmp_hook_is_running(gpointer vm)
+{
+    g_autofree char *status = vmm_process_query_status(vm, NULL);
+    return status ? g_str_equal(status, "running") : -1;
+}
+
+static guint64 json_u64(JsonObject *o, const char *member)
+{
+    if (!o || !json_object_has_member(o, member))
+        return 0;
+    JsonNode *n = json_object_get_member(o, member);
+    if (json_node_get_value_type(n) == G_TYPE_DOUBLE)
+        return (guint64)json_node_get_double(n);
+    gint64 v = json_node_get_int(n);
+    return v < 0 ? 0 : (guint64)v;
+}
+
+static const char *json_str(JsonObject *o, const char *member)
+{
+    if (!o || !json_object_has_member(o, member))
+        return NULL;
+    return json_object_get_string_member(o, member);
+}
+
+static MigrationVmmStatus status_of(const char *st)
+{
+    static const struct {
+        const char *name;
+        MigrationVmmStatus status;
+    } map[] = {{"setup", MIGRATION_VMM_SETUP},         {"active", MIGRATION_VMM_ACTIVE},
+               {"cancelling", MIGRATION_VMM_CANCELLING}, {"completed", MIGRATION_VMM_COMPLETED},
+               {"failed", MIGRATION_VMM_FAILED},       {"cancelled", MIGRATION_VMM_CANCELLED}};
+    for (guint i = 0; st && i < G_N_ELEMENTS(map); i++)
+        if (g_str_equal(st, map[i].name))
+            return map[i].status;
+    return MIGRATION_VMM_NONE;
+}
+
+/* query-migrate's answer as the engine reads it. */
+static void progress_of(JsonObject *qm, MigrationVmmProgress *p)
+{
+    const char *st = json_str(qm, "status");
+    p->status = status_of(st);
+    p->error = g_strdup(json_str(qm, "error-desc"));
+    JsonObject *ferry = json_object_has_member(qm, "ferry")
+                            ? json_object_get_object_member(qm, "ferry")
+                            : NULL;
+    p->digest = g_strdup(json_str(ferry, "digest"));
+    JsonObject *ram = json_object_has_member(qm, "ram") ? json_object_get_object_member(qm, "ram")
+                                                       : NULL;
+    DriverJobInfo *i = &p->counters;
+    if (ram) {
+        i->memory_total = json_u64(ram, "total");
+        i->memory_processed = json_u64(ram, "transferred");
+        i->memory_remaining = json_u64(ram, "remaining");
+        /* mbps is a fractional Mbit/s: read it as a double, not via json_u64. */
+        i->memory_bps = json_object_has_member(ram, "mbps")
+                            ? (guint64)(json_object_get_double_member(ram, "mbps") * 1e6 / 8)
+                            : 0;
+        i->memory_dirty_rate = json_u64(ram, "dirty-pages-rate");
+        i->memory_iteration = json_u64(ram, "dirty-sync-count");
+        i->memory_page_size = json_u64(ram, "page-size");
+        /* Until pre-copy runs, everything is still to send (virsh would show 100%). */
+        if (p->status == MIGRATION_VMM_SETUP ||
+            (i->memory_processed == 0 && i->memory_remaining == 0))
+            i->memory_remaining = i->memory_total;
+        i->data_total = i->memory_total;
+        i->data_processed = i->memory_processed;
+        i->data_remaining = i->memory_remaining;
+    }
+    i->setup_time_ms = json_u64(qm, "setup-time");
+    if (json_object_has_member(qm, "downtime")) {
+        i->downtime_ms = json_u64(qm, "downtime");
+        i->has_downtime = TRUE;
+    }
+}
+
+static gboolean qmp_hook_progress(gpointer vm, MigrationVmmProgress *out, GError **error)
+{
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate", NULL, error);
+    JsonObject *qm = r ? json_node_get_object(r) : NULL;
+    if (!qm) {
+        if (r)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the VMM answered query-migrate without an object");
+        return FALSE;
+    }
+    progress_of(qm, out);
+    return TRUE;
+}
+
+/* Polled (ferry-vmm has no MIGRATION event; QEMU's would arrive on the
+ * monitor thread): until the state settles. */
+static gboolean qmp_hook_wait_end(gpointer vm, int timeout_ms, MigrationVmmProgress *out,
+                                  GError **error)
+{
+    gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000LL;
+    for (;;) {
+        migration_vmm_progress_clear(out);
+        memset(out, 0, sizeof(*out));
+        if (!qmp_hook_progress(vm, out, error))
+            return FALSE;
+        if ((out->status != MIGRATION_VMM_SETUP && out->status != MIGRATION_VMM_ACTIVE &&
+             out->status != MIGRATION_VMM_CANCELLING) ||
+            g_get_monotonic_time() >= deadline)
+            return TRUE;
+        g_usleep(20 * 1000);
+    }
+}
+
+/* Hands the VMM its end of the socket pair as fd NAME; the fd is closed here. */
+static gboolean pass_fd(VmmProcess *vm, const char *name, int fd, GError **error)
+{
+    gboolean ok = qmp_client_pass_fd(vmm_process_get_qmp(vm), name, fd, QMP_FD_TIMEOUT_MS, error);
+    close(fd);
+    return ok;
+}
+
+static gboolean qmp_hook_start_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
+{
+    if (!pass_fd(vm, "migrate", ep->fd, error))
+        return FALSE;
+    /* The channel enforces the bandwidth; the VMM sends as fast as it can. */
+    JsonObject *params = json_object_new();
+    json_object_set_int_member(params, "max-bandwidth", 0);
+    gboolean ok = run(vm, "migrate-set-parameters", params, error);
+    json_object_unref(params);
+    if (!ok)
+        return FALSE;
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", "fd:migrate");
+    ok = run(vm, "migrate", args, error);
+    json_object_unref(args);
+    return ok;
+}
+
+static void qmp_hook_cancel(gpointer vm)
+{
+    run(vm, "migrate_cancel", NULL, NULL);
+}
+
+static gboolean start_incoming(gpointer vm, const MigrationEndpoint *ep, gboolean exit_on_error,
+                               GError **error)
+{
+    if (!pass_fd(vm, "incoming", ep->fd, error))
+        return FALSE;
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", "fd:incoming");
+    if (exit_on_error)
+        json_object_set_boolean_member(args, "exit-on-error", FALSE);
+    gboolean ok = run(vm, "migrate-incoming", args, error);
+    json_object_unref(args);
+    return ok;
+}
+
+/* ferry-vmm stays up after a failed incoming stream when asked to. */
+static gboolean ferry_vmm_start_incoming(gpointer vm, const MigrationEndpoint *ep,
+                                         GError **error)
+{
+    return start_incoming(vm, ep, TRUE, error);
+}
+
+/* QEMU 7.2's migrate-incoming has no exit-on-error: it exits after a failed
+ * stream, and the engine drops the incoming instance anyway. */
+static gboolean qemu_start_incoming(gpointer vm, const MigrationEndpoint *ep, GError **error)
+{
+    return start_incoming(vm, ep, FALSE, error);
+}
+
+void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect,
+                              gpointer (*vm_ref)(DomainObj *obj))
+{
+    *hooks = (MigrationHooks){
+        .endpoint = MIGRATION_ENDPOINT_FD,
+        .vm_ref = vm_ref,
+        .vm_unref = qmp_hook_vm_unref,
+        .stop = qmp_hook_stop,
+        .resume = qmp_hook_resume,
+        .is_running = qmp_hook_is_running,
+        .progress = qmp_hook_progress,
+        .wait_end = qmp_hook_wait_end,
+        .start_outgoing = qmp_hook_start_outgoing,
+        .cancel = qmp_hook_cancel,
+        .start_incoming = dialect == QMP_MIGRATION_QEMU ? qemu_start_incoming
+                                                        : ferry_vmm_start_incoming,
+    };
+}
