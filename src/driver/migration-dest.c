@@ -166,7 +166,16 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
     /* A wildcard address tells the source to use the host it reached us by. */
     *uri_out = strchr(addr, ':') ? g_strdup_printf("tcp://[%s]:%u", addr, port)
                                  : g_strdup_printf("tcp://%s:%u", addr, port);
-    migration_thread_start(e, "incoming-accept", incoming_accept, job_thread_new(e, job));
+    JobThread *t = job_thread_new(e, job);
+    if (!migration_thread_start(e, "incoming-accept", incoming_accept, t, error)) {
+        migration_job_unref(t->job);
+        g_free(t);
+        g_clear_pointer(&job->listener, tunnel_data_listener_free);
+        *vmm_fd = job->pending_vmm_fd; /* back to the caller, which closes it */
+        job->pending_vmm_fd = -1;
+        g_clear_pointer(uri_out, g_free);
+        return FALSE;
+    }
     return TRUE;
 }
 
@@ -213,6 +222,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     gboolean credit = FALSE;
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
+    JobThread *watchdog = NULL;
     if (!hv_instance_start(e->hv, obj, TRUE, &err))
         goto fail;
     vm = h->vm_ref(obj);
@@ -247,7 +257,15 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     g_mutex_lock(&e->lock);
     g_hash_table_replace(e->incoming, g_strdup(name), migration_job_ref(job));
     g_mutex_unlock(&e->lock);
-    migration_thread_start(e, "incoming-watchdog", incoming_watchdog, job_thread_new(e, job));
+    watchdog = job_thread_new(e, job);
+    if (!migration_thread_start(e, "incoming-watchdog", incoming_watchdog, watchdog, &err)) {
+        migration_job_unref(watchdog->job);
+        g_free(watchdog);
+        incoming_forget(e, job);
+        migration_job_cut_channel(job, err);
+        g_clear_pointer(&obj->job, migration_job_unref);
+        goto fail;
+    }
 
     c = (MigrationCookieContent){.name = name, .uuid = domain_obj_get_uuid(obj),
                                  .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,

@@ -7,6 +7,7 @@
 #include "driver/migration-private.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread.h"
 #include "util/uuid.h"
 
 #define FERRY_LOG_MODULE "migration"
@@ -95,13 +96,19 @@ void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJ
     g_mutex_unlock(&e->lock);
 }
 
-void migration_thread_start(MigrationEngine *e, const char *name, GThreadFunc func,
-                            gpointer data)
+gboolean migration_thread_start(MigrationEngine *e, const char *name, GThreadFunc func,
+                                gpointer data, GError **error)
 {
     g_mutex_lock(&e->lock);
     e->threads++;
     g_mutex_unlock(&e->lock);
-    g_thread_unref(g_thread_new(name, func, data));
+    GThread *t = ferry_thread_try_new(name, func, data, error);
+    if (!t) {
+        migration_thread_done(e);
+        return FALSE;
+    }
+    g_thread_unref(t);
+    return TRUE;
 }
 
 void migration_thread_done(MigrationEngine *e)

@@ -24,9 +24,11 @@ MigrationEngine *migration_engine_of(Driver *drv, GError **error);
 /* Keeps job's outcome for `domjobinfo --completed` on the domain uuid. */
 void migration_save_completed(MigrationEngine *engine, const guint8 *uuid, MigrationJob *job,
                               int type, const GError *error, const char *digest);
-/* The engine's threads: counted, so that free waits for them. */
-void migration_thread_start(MigrationEngine *engine, const char *name, GThreadFunc func,
-                            gpointer data);
+/* The engine's threads: counted, so that free waits for them. FALSE with
+ * "cannot create a thread for <name>: <reason>" when the system refuses one;
+ * data then stays the caller's. */
+gboolean migration_thread_start(MigrationEngine *engine, const char *name, GThreadFunc func,
+                                gpointer data, GError **error);
 void migration_thread_done(MigrationEngine *engine);
 /* Kills the VMM of obj (locked), if any, and ends its instance. */
 void migration_kill_instance(MigrationEngine *engine, DomainObj *obj,

@@ -223,7 +223,11 @@ static gboolean outgoing_setup_peer(Outgoing *o, const char *dconnuri, const cha
     ps->cookie = outgoing_cookie(o, TRUE);
     ps->destflags = o->destflags;
     ps->tunnelled = (o->flags & MIGRATION_TUNNELLED) != 0;
-    migration_thread_start(o->engine, "migration-setup", peer_setup_thread, ps);
+    if (!migration_thread_start(o->engine, "migration-setup", peer_setup_thread, ps, error)) {
+        peer_setup_free(ps);
+        *phase = "prepare";
+        return FALSE;
+    }
 
     MigrationJob *job = o->job;
     g_mutex_lock(&job->lock);
@@ -663,7 +667,14 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
          * in the background. */
         outgoing_stop(&o, e);
         outgoing_confirm(&o, FALSE, e);
-        migration_thread_start(engine, "migration-farewell", farewell_thread, farewell_take(&o));
+        Farewell *f = farewell_take(&o);
+        g_autoptr(GError) te = NULL;
+        if (!migration_thread_start(engine, "migration-farewell", farewell_thread, f, &te)) {
+            /* Closing the connection is farewell enough: the destination's
+             * watchdog drops its incoming VM. */
+            FERRY_WARN("%s", te->message);
+            farewell_free(f);
+        }
         g_propagate_error(error, g_steal_pointer(&e));
         return FALSE;
     } else if (o.peer) {

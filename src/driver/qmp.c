@@ -12,6 +12,7 @@
 
 #include "util/error.h"
 #include "util/json-splitter.h"
+#include "util/thread.h"
 #include "util/log.h"
 
 #define FERRY_LOG_MODULE "driver.qmp"
@@ -430,7 +431,12 @@ QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventF
     g_mutex_init(&c->lock);
     g_cond_init(&c->cond);
     c->pending = g_hash_table_new(g_int64_hash, g_int64_equal);
-    c->reader = g_thread_new("qmp-reader", qmp_client_reader, c);
+    c->reader = ferry_thread_try_new("qmp-reader", qmp_client_reader, c, error);
+    if (!c->reader) {
+        c->refs = 1; /* no reader took its reference */
+        qmp_client_unref(c);
+        return NULL;
+    }
 
     g_mutex_lock(&c->lock);
     while (!c->greeting && !c->closed && g_cond_wait_until(&c->cond, &c->lock, deadline))

@@ -12,6 +12,7 @@
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define FERRY_LOG_MODULE "tunnel.relay"
 
@@ -268,7 +269,23 @@ void tunnel_relay_start(TunnelRelay *relay)
         Direction *d = g_new0(Direction, 1);
         d->relay = tunnel_relay_ref(relay);
         d->outbound = i == 0;
-        g_thread_unref(g_thread_new(i == 0 ? "relay-out" : "relay-in", direction_thread, d));
+        GError *why = NULL;
+        GThread *t =
+            ferry_thread_try_new(i == 0 ? "relay-out" : "relay-in", direction_thread, d, &why);
+        if (t) {
+            g_thread_unref(t);
+            continue;
+        }
+        /* The relay fails with the reason: a running direction stops, and the
+         * caller's wait reports it like any other failure of the relay. */
+        g_free(d);
+        g_mutex_lock(&relay->lock);
+        fail_locked(relay, why);
+        relay->directions_done += 2 - i;
+        g_cond_broadcast(&relay->cond);
+        g_mutex_unlock(&relay->lock);
+        tunnel_relay_unref(relay);
+        return;
     }
 }
 

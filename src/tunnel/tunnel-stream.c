@@ -39,6 +39,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define FERRY_LOG_MODULE "tunnel.stream"
 
@@ -416,8 +417,26 @@ void tunnel_stream_start(TunnelStream *ts)
 {
     /* Incoming data packets land in reused buffers too (principle 1). */
     rpc_connection_set_rx_pool(ts->conn, ts->pool);
-    g_thread_unref(g_thread_new("tunnel-out", pump_out_thread, tunnel_stream_ref(ts)));
-    g_thread_unref(g_thread_new("tunnel-sink", sink_thread, tunnel_stream_ref(ts)));
+    static const struct {
+        const char *name;
+        GThreadFunc func;
+    } threads[] = {{"tunnel-out", pump_out_thread}, {"tunnel-sink", sink_thread}};
+    for (gsize i = 0; i < G_N_ELEMENTS(threads); i++) {
+        GError *why = NULL;
+        GThread *t = ferry_thread_try_new(threads[i].name, threads[i].func,
+                                          tunnel_stream_ref(ts), &why);
+        if (t) {
+            g_thread_unref(t);
+            continue;
+        }
+        /* The stream fails with the reason: a thread already started sees it
+         * and ends, and the caller's wait reports it like any other failure. */
+        tunnel_stream_unref(ts);
+        g_mutex_lock(&ts->lock);
+        fail_locked(ts, why);
+        g_mutex_unlock(&ts->lock);
+        return;
+    }
 }
 
 /* ---- incoming packets ---- */

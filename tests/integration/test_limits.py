@@ -208,6 +208,63 @@ class ThreadRefusalTest(ft.DaemonTestCase):
         self.assertTrue(ft.hostname_works(d))
 
 
+class DaemonThreadRefusalTest(ft.DaemonTestCase):
+    """The daemon's own threads (a migration's setup, watchdog and data pumps): when the system refuses one, the domain start or
+    the migration fails naming it, ferryd serves the next call, and the VM stays
+    where it was. FERRY_TEST_FAIL_THREADS makes ferryd's thread creation fail
+    for the named threads exactly as when the system refuses (EAGAIN)."""
+
+    def daemon(self, name, fail=None):
+        env = {"FERRY_TEST_FAIL_THREADS": fail} if fail else {}
+        return self.start_daemon(name=name, env=env)
+
+    def start_vm(self, d, name="vm1"):
+        xml = ft.write_file(d.dir, name + ".xml", ft.domain_xml(name, memory_mib=64))
+        ft.virsh(d.tcp_uri, "define", xml)
+        return ft.virsh(d.tcp_uri, "start", name, check=False)
+
+    def migration_fails(self, side, thread, tunnelled):
+        a = self.daemon("source", fail=thread if side == "source" else None)
+        b = self.daemon("destination", fail=thread if side == "destination" else None)
+        rc, _, err = self.start_vm(a)
+        self.assertEqual(rc, 0, err)
+        rc, _, err = ft.migrate(a, b, "vm1", "--live", tunnelled=tunnelled, timeout=120)
+        self.assertNotEqual(rc, 0)
+        failing = a if side == "source" else b
+        self.assertIn(f"cannot create a thread for {thread}: ", err + failing.log())
+        for d in (a, b):
+            self.assertIsNone(d.proc.poll(), f"{d.name} died")
+            self.assertTrue(ft.hostname_works(d))
+        self.assertTrue(ft.wait_for(lambda: ft.domstate(a, "vm1").startswith("running"), 10),
+                        ft.domstate(a, "vm1"))
+        self.assertTrue(ft.wait_for(lambda: "vm1" not in ft.domain_names(b, "--all"), 30))
+        return err
+
+    def test_source_migration_setup(self):
+        err = self.migration_fails("source", "migration-setup", tunnelled=True)
+        self.assertIn("cannot create a thread for migration-setup: ", err)
+
+    def test_source_tunnel_out(self):
+        self.migration_fails("source", "tunnel-out", tunnelled=True)
+
+    def test_source_tunnel_sink(self):
+        self.migration_fails("source", "tunnel-sink", tunnelled=True)
+
+    def test_destination_incoming_watchdog(self):
+        err = self.migration_fails("destination", "incoming-watchdog", tunnelled=True)
+        self.assertIn("cannot create a thread for incoming-watchdog: ", err)
+
+    def test_destination_incoming_accept(self):
+        err = self.migration_fails("destination", "incoming-accept", tunnelled=False)
+        self.assertIn("cannot create a thread for incoming-accept: ", err)
+
+    def test_source_relay_in(self):
+        self.migration_fails("source", "relay-in", tunnelled=False)
+
+    def test_destination_relay_out(self):
+        self.migration_fails("destination", "relay-out", tunnelled=False)
+
+
 class LogTest(ft.DaemonTestCase):
     def test_client_text_in_the_log_is_escaped(self):
         d = self.start_daemon(extra_conf=SASL_TCP)
