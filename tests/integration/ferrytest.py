@@ -481,6 +481,26 @@ class MigrationFaultsMixin:
         self.start_vm(self.a, "vm1", memory_mib=256, dirty_rate="4MiB")
         virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "32")
 
+    def frozen_destination_stalls_the_source(self, tunnelled):
+        """With migration_stall_timeout = 2 on the source: the destination
+        ferryd stopped (SIGSTOP) mid-stream fails the migration within 10 s,
+        naming the stall, long before keepalive (30 s) or TCP (minutes) would,
+        and the source keeps its VM."""
+        self.slow_vm()
+        p = start_migration(self.a, self.b, "vm1", "--live", tunnelled=tunnelled)
+        self.assertTrue(wait_data_processed(self.a, "vm1", 16 << 20))
+        self.b.kill(signal.SIGSTOP)
+        try:
+            stopped = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            self.assertLess(time.monotonic() - stopped, 10)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("the migration stalled: no data moved for 2 s", err)
+            self.assertRegex(domstate(self.a, "vm1"), r"^running")
+        finally:
+            self.b.kill(signal.SIGCONT)
+        self.check_vm_stayed_on_source()
+
     def abort_against_frozen_destination(self, tunnelled):
         """domjobabort with the destination ferryd stopped (SIGSTOP): the source
         VM runs again at once, the destination is told in the background, and it

@@ -104,21 +104,8 @@ class ProxyTest(ProxyCase):
         # The data connection of a stopped peer stays open: only the missing
         # bytes tell (before, the source waited for TCP, about 15 minutes).
         self.start_pair(src_conf="migration_stall_timeout = 2\n")
-        self.slow_vm()
-        p = ft.start_migration(self.a, self.b, "vm1", "--live", tunnelled=False)
-        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
-        self.b.kill(signal.SIGSTOP)
-        try:
-            stopped = time.monotonic()
-            _, err = p.communicate(timeout=60)
-            # The stall (2 s); the frozen peer is told in the background.
-            self.assertLess(time.monotonic() - stopped, 10)
-            self.assertNotEqual(p.returncode, 0)
-            self.assertIn("the migration stalled: no data moved for 2 s", err)
-            self.assertRegex(state(self.a, "vm1"), r"^running")
-        finally:
-            self.b.kill(signal.SIGCONT)
-        self.check_vm_stayed_on_source()
+        # The stall (2 s); the frozen peer is told in the background.
+        self.frozen_destination_stalls_the_source(tunnelled=False)
         # Woken, the destination hears the cancel and drops its incoming VM.
         self.assertTrue(ft.wait_for(
             lambda: "dropping the incoming VM of domain 'vm1'" in self.b.log(), 60))
