@@ -234,17 +234,18 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
 }
 
 typedef struct {
-    RpcServer *server;
+    RpcServer *servers[2]; /* libvirtd's and the admin socket's */
     Driver *drivers[2]; /* sim, and qemu where it opened (NULL otherwise) */
 } BusyCheck;
 
-/* --timeout waits while a client is connected or a domain runs: ferryd
- * watches its VMs (crashes, events), as libvirtd does. */
+/* --timeout waits while a client is connected (virt-admin included) or a
+ * domain runs: ferryd watches its VMs (crashes, events), as libvirtd does. */
 static gboolean daemon_is_busy(gpointer data)
 {
     BusyCheck *b = data;
-    if (rpc_server_count_clients(b->server) > 0)
-        return TRUE;
+    for (guint i = 0; i < G_N_ELEMENTS(b->servers); i++)
+        if (rpc_server_count_clients(b->servers[i]) > 0)
+            return TRUE;
     for (guint i = 0; i < G_N_ELEMENTS(b->drivers); i++) {
         Driver *drv = b->drivers[i];
         if (!drv)
@@ -388,7 +389,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        BusyCheck busy = {.server = server, .drivers = {sim, qemu}};
+        BusyCheck busy = {.servers = {server, admin_server}, .drivers = {sim, qemu}};
         guint idle = opts->timeout > 0
                          ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
                          : 0;
