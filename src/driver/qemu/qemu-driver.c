@@ -10,6 +10,7 @@
 #include "driver/hv-driver.h"
 #include "driver/migration-engine.h"
 #include "driver/qmp-migration.h"
+#include "driver/qemu/qemu-capabilities.h"
 #include "driver/qemu/qemu-command.h"
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
@@ -25,6 +26,7 @@ typedef struct {
     guint64 version; /* major * 1000000 + minor * 1000 + micro */
     char **machines; /* -machine help: names, the default first */
     char *kvm_problem; /* why type='kvm' cannot run here, NULL if it can */
+    QemuCaps *caps;    /* machine types, CPU models, devices: probed on first use */
     MigrationEngine *migration;
     MigrationHooks migration_hooks; /* outlives the engine */
 } QemuDriver;
@@ -457,11 +459,21 @@ static char *qemu_get_capabilities(Driver *drv, GError **error)
     return driver_node_format_capabilities(guest);
 }
 
+static char *qemu_get_domain_capabilities(Driver *drv, const char *emulatorbin,
+                                          const char *arch, const char *machine,
+                                          const char *virttype, guint flags, GError **error)
+{
+    QemuDriver *qd = qemu_driver_of(drv);
+    return qemu_caps_domain_capabilities(qd->caps, qd->kvm_problem, emulatorbin, arch, machine,
+                                         virttype, flags, error);
+}
+
 static DriverOps qemu_ops = {
     .name = "qemu",
     .type = "QEMU",
     .canonical_uri = "qemu:///system",
     .get_capabilities = qemu_get_capabilities,
+    .get_domain_capabilities = qemu_get_domain_capabilities,
     .open_console = qemu_open_console,
 };
 
@@ -483,6 +495,7 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     }
     probe_machines(qd);
     qd->kvm_problem = probe_kvm();
+    qd->caps = qemu_caps_new(qd->emulator);
     qemu_ops.version = qd->version;
     hv_driver_fill_ops(&qemu_ops, &qemu_hooks);
     migration_engine_install_ops(&qemu_ops);
@@ -511,5 +524,6 @@ void qemu_driver_close(Driver *drv)
     g_free(qd->emulator);
     g_strfreev(qd->machines);
     g_free(qd->kvm_problem);
+    qemu_caps_free(qd->caps);
     g_free(qd);
 }
