@@ -14,6 +14,7 @@
 #include "driver/qemu/qemu-command.h"
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
+#include "driver/qemu/qemu-stats.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -36,6 +37,12 @@ typedef struct {
     VmmProcess *vm;
     QemuConsole *console; /* the open `virsh console`, if any */
 } QemuInstance;
+
+VmmProcess *qemu_driver_vm_of(DomainObj *obj)
+{
+    QemuInstance *inst = domain_obj_get_priv(obj);
+    return inst ? inst->vm : NULL;
+}
 
 static QemuDriver *qemu_driver_of(Driver *drv)
 {
@@ -252,7 +259,8 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
     return g_steal_pointer(&def);
 }
 
-static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", NULL};
+static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", ".screendump",
+                                                    NULL};
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",
@@ -499,6 +507,7 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     qemu_ops.version = qd->version;
     hv_driver_fill_ops(&qemu_ops, &qemu_hooks);
     migration_engine_install_ops(&qemu_ops);
+    qemu_stats_install_ops(&qemu_ops);
     if (!hv_driver_init(&qd->hv, &qemu_ops, &qemu_hooks, qd, config->config_dir,
                         config->run_dir, error)) {
         qemu_driver_close(&qd->hv.base);
