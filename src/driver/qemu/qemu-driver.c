@@ -71,11 +71,10 @@ static void on_vm_event(const char *instance_id, const char *event, JsonObject *
 }
 
 /* QEMU's log of a domain: its stderr, appended over every start, kept after
- * it stops (libvirt's /var/log/libvirt/qemu/NAME.log). */
+ * it stops, rotated by size (libvirt's /var/log/libvirt/qemu/NAME.log). */
 static char *log_path(HvDriver *hv, const char *name)
 {
-    g_autofree char *file = g_strdup_printf("%s.log", name);
-    return g_build_filename(domain_store_get_run_dir(hv->store), file, NULL);
+    return hv_log_path(hv, name);
 }
 
 static void log_command(const char *path, GPtrArray *argv)
@@ -487,7 +486,7 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     hv_driver_fill_ops(&qemu_ops, &qemu_hooks);
     migration_engine_install_ops(&qemu_ops);
     if (!hv_driver_init(&qd->hv, &qemu_ops, &qemu_hooks, qd, config->config_dir,
-                        config->run_dir, error)) {
+                        config->run_dir, config->log, error)) {
         qemu_driver_close(&qd->hv.base);
         return NULL;
     }
