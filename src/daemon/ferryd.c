@@ -335,6 +335,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     QemuDriverConfig qemu_cfg = {.config_dir = qemu_config,
                                  .run_dir = qemu_run,
                                  .log = qemu_log,
+                                 .save_dir = cfg->qemu_save_dir,
                                  .emulator = cfg->qemu_emulator,
                                  .migration_data = migration_data};
     g_autoptr(GError) qemu_error = NULL;

@@ -638,7 +638,7 @@ static void reattach(HvDriver *hv, DomainObj *obj)
     domain_obj_unlock(obj);
 }
 
-static void autostart_all(HvDriver *hv)
+void hv_driver_autostart(HvDriver *hv)
 {
     g_autoptr(GPtrArray) objs =
         domain_list_collect(hv->list, DOMAIN_LIST_INACTIVE | DOMAIN_LIST_AUTOSTART, NULL);
@@ -649,7 +649,7 @@ static void autostart_all(HvDriver *hv)
         hv_domain_ref_of(obj, &d);
         domain_obj_unlock(obj);
         g_autoptr(GError) error = NULL;
-        g_autoptr(DriverDomain) started = hv_create(&hv->base, &d, 0, &error);
+        g_autoptr(DriverDomain) started = hv->base.ops->create(&hv->base, &d, 0, &error);
         if (!started)
             FERRY_WARN("autostart of domain '%s' failed: %s", d.name, error->message);
         driver_domain_clear(&d);
@@ -674,7 +674,6 @@ gboolean hv_driver_init(HvDriver *hv, const DriverOps *ops, const HvDriverHooks 
         return FALSE;
     for (guint i = 0; i < restored->len; i++)
         reattach(hv, restored->pdata[i]);
-    autostart_all(hv);
     return TRUE;
 }
 

@@ -103,11 +103,14 @@ static inline HvDriver *hv_driver_of(Driver *drv)
 void hv_driver_fill_ops(DriverOps *ops, const HvDriverHooks *hooks);
 
 /* Sets up hv (embedded in the concrete driver, owner its state), loads the
- * configs, reattaches running instances, then autostarts domains. log: where
- * the VMMs' logs go (copied). On failure call hv_driver_cleanup(). */
+ * configs and reattaches running instances. log: where the VMMs' logs go
+ * (copied). On failure call hv_driver_cleanup(). */
 gboolean hv_driver_init(HvDriver *hv, const DriverOps *ops, const HvDriverHooks *hooks,
                         gpointer owner, const char *config_dir, const char *run_dir,
                         const VmmLogConfig *log, GError **error);
+/* Starts the autostart domains with the driver's create entry (which may
+ * restore a managed save image): once the driver is complete. */
+void hv_driver_autostart(HvDriver *hv);
 /* First half of the shutdown: detaches from every running VM (they keep
  * running) and waits for the reaper. */
 void hv_driver_detach_all(HvDriver *hv);

@@ -95,6 +95,23 @@ gboolean vmm_log_prepare(const VmmLogConfig *c, const char *name, GError **error
     return TRUE;
 }
 
+char *vmm_log_last_words(const VmmLogConfig *c, const char *name)
+{
+    g_autofree char *log = vmm_log_path(c, name);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(log, &text, NULL, NULL))
+        return NULL;
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (guint i = g_strv_length(lines); i > 0; i--) {
+        const char *line = g_strstrip(lines[i - 1]);
+        if (!*line || *line == '/' || g_str_has_suffix(line, ": starting up") ||
+            strstr(line, ": shutting down, reason="))
+            continue;
+        return g_strdup(line);
+    }
+    return NULL;
+}
+
 void vmm_log_append(const VmmLogConfig *c, const char *name, const char *text)
 {
     g_autofree char *log = vmm_log_path(c, name);

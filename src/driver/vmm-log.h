@@ -32,6 +32,10 @@ char *vmm_log_path(const VmmLogConfig *config, const char *name);
  * it opened, now NAME.log.0. */
 gboolean vmm_log_prepare(const VmmLogConfig *config, const char *name, GError **error);
 
+/* The last line the VMM itself wrote (not the daemon's "starting up", command
+ * line or "shutting down" lines), or NULL: why a VMM exited. */
+char *vmm_log_last_words(const VmmLogConfig *config, const char *name);
+
 /* Appends "TIMESTAMP: text" and a newline: the daemon's lines about the
  * domain's VMM ("starting up", "shutting down, reason=destroyed"). Failures
  * are ignored: the log is for people. */

@@ -492,6 +492,8 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     }
     qmp_migration_hooks_init(&qd->migration_hooks, QMP_MIGRATION_QEMU, qemu_migration_vm_ref);
     qd->migration = migration_engine_new(&qd->hv, &qd->migration_hooks, config->migration_data);
+    migration_engine_set_files(qd->migration, config->save_dir, NULL);
+    hv_driver_autostart(&qd->hv);
     FERRY_INFO("QEMU driver: %s %u.%u.%u%s%s", qd->emulator, (guint)(qd->version / 1000000),
                (guint)(qd->version / 1000 % 1000), (guint)(qd->version % 1000),
                qd->kvm_problem ? ", KVM refused: " : ", KVM usable",

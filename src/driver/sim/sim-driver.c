@@ -255,6 +255,10 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
     }
     sim_migration_hooks_init(&sd->migration_hooks);
     sd->migration = migration_engine_new(&sd->hv, &sd->migration_hooks, config->migration_data);
+    migration_engine_set_files(sd->migration, NULL,
+                               "ferry-vmm migrates only to a receiver that answers each of its "
+                               "commands, which a file cannot do");
+    hv_driver_autostart(&sd->hv);
     return &sd->hv.base;
 }
 
