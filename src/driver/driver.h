@@ -164,6 +164,10 @@ typedef struct {
     int (*has_managed_save)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
     gboolean (*managed_save_remove)(Driver *drv, const DriverDomain *dom, guint flags,
                                     GError **error);
+    char *(*managed_save_get_xml)(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+    gboolean (*managed_save_define_xml)(Driver *drv, const DriverDomain *dom, const char *dxml,
+                                        guint flags, GError **error);
 } DriverOps;
 
 /* How a source driver reaches the destination daemon for peer-to-peer

@@ -663,6 +663,39 @@ static gboolean file_managed_save_remove(Driver *drv, const DriverDomain *dom, g
     return ok;
 }
 
+/* The managed image's path of the domain dom names; an error if it has none. */
+static char *managed_image_required(Driver *drv, const DriverDomain *dom, GError **error)
+{
+    MigrationEngine *e = file_engine(drv, "managed save", error);
+    DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
+    if (!obj)
+        return NULL;
+    char *path = managed_image_of(e, obj);
+    if (!path)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "domain does not have managed save image");
+    domain_obj_end(obj);
+    return path;
+}
+
+static char *file_managed_save_get_xml(Driver *drv, const DriverDomain *dom, guint flags,
+                                       GError **error)
+{
+    g_autofree char *path = managed_image_required(drv, dom, error);
+    return path ? file_image_get_xml(drv, path, flags, error) : NULL;
+}
+
+static gboolean file_managed_save_define_xml(Driver *drv, const DriverDomain *dom,
+                                             const char *dxml, guint flags, GError **error)
+{
+    g_autofree char *path = managed_image_required(drv, dom, error);
+    if (path && !dxml) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "no domain XML given");
+        return FALSE;
+    }
+    return path && file_image_define_xml(drv, path, dxml, flags, error);
+}
+
 /* ---- start and undefine with a managed save image ---- */
 
 static DriverDomain *(*hv_create_entry)(Driver *, const DriverDomain *, guint, GError **);
@@ -741,4 +774,6 @@ void migration_file_install_ops(DriverOps *ops)
     ops->managed_save = file_managed_save;
     ops->has_managed_save = file_has_managed_save;
     ops->managed_save_remove = file_managed_save_remove;
+    ops->managed_save_get_xml = file_managed_save_get_xml;
+    ops->managed_save_define_xml = file_managed_save_define_xml;
 }

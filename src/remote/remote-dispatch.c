@@ -747,6 +747,25 @@ static gboolean h_managed_save(RemoteContext *ctx, void *a, void *r, GError **er
                                        error);
 }
 
+static gboolean h_managed_save_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save_get_xml);
+    ARG_DOMAIN(remote_domain_flags_args);
+    char *xml = ctx->drv->ops->managed_save_get_xml(ctx->drv, &dom,
+                                                    ((remote_domain_flags_args *)a)->flags, error);
+    ((remote_domain_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_managed_save_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_managed_save_define_xml_args *args = a;
+    NEED_OP(managed_save_define_xml);
+    ARG_DOMAIN(remote_domain_managed_save_define_xml_args);
+    return ctx->drv->ops->managed_save_define_xml(ctx->drv, &dom, args->dxml ? *args->dxml : NULL,
+                                                  args->flags, error);
+}
+
 static gboolean h_managed_save_remove(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     NEED_OP(managed_save_remove);
@@ -1421,6 +1440,12 @@ static const RemoteProcedure procedures[] = {
      h_managed_save, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "DOMAIN_MANAGED_SAVE_REMOVE",
      X(remote_domain_flags_args), VOID, h_managed_save_remove, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_GET_XML_DESC, "DOMAIN_MANAGED_SAVE_GET_XML_DESC",
+     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_DEFINE_XML, "DOMAIN_MANAGED_SAVE_DEFINE_XML",
+     X(remote_domain_managed_save_define_xml_args), VOID, h_managed_save_define_xml,
+     PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML, "DOMAIN_DEFINE_XML", X(remote_domain_define_xml_args),
      X(remote_domain_ret), h_define_xml, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "DOMAIN_DEFINE_XML_FLAGS",
