@@ -23,8 +23,8 @@ import ferrytest as ft  # noqa: E402
 import guest  # noqa: E402
 
 NAME = "sv"
-BOOT_TIMEOUT = 240  # a TCG boot and the workload's fill on two shared, loaded cores
-VERIFY_TIMEOUT = 180
+BOOT_TIMEOUT = 360  # a TCG boot and the workload's fill on two shared, heavily loaded cores
+VERIFY_TIMEOUT = 300
 
 
 class QemuSaveTest(ft.DaemonTestCase):
