@@ -725,9 +725,27 @@ static gboolean h_restore_flags(RemoteContext *ctx, void *a, void *r, GError **e
                                   args->flags, error);
 }
 
+/* As for GET_XML_DESC: a read-only connection may read an image's XML, not
+ * its secure form. */
+static gboolean refuse_secure_read_only(RemoteContext *ctx, guint flags, const char *what,
+                                        GError **error)
+{
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((flags & DOMAIN_XML_SECURE) && readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents %s with VIR_DOMAIN_SAVE_IMAGE_XML_SECURE", what);
+        return TRUE;
+    }
+    return FALSE;
+}
+
 static gboolean h_save_image_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     remote_domain_save_image_get_xml_desc_args *args = a;
+    if (refuse_secure_read_only(ctx, args->flags, "DOMAIN_SAVE_IMAGE_GET_XML_DESC", error))
+        return FALSE;
     NEED_OP(save_image_get_xml);
     char *xml = ctx->drv->ops->save_image_get_xml(ctx->drv, args->file, args->flags, error);
     ((remote_domain_save_image_get_xml_desc_ret *)r)->xml = xml;
@@ -752,6 +770,9 @@ static gboolean h_managed_save(RemoteContext *ctx, void *a, void *r, GError **er
 
 static gboolean h_managed_save_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
 {
+    if (refuse_secure_read_only(ctx, ((remote_domain_flags_args *)a)->flags,
+                                "DOMAIN_MANAGED_SAVE_GET_XML_DESC", error))
+        return FALSE;
     NEED_OP(managed_save_get_xml);
     ARG_DOMAIN(remote_domain_flags_args);
     char *xml = ctx->drv->ops->managed_save_get_xml(ctx->drv, &dom,
@@ -1665,7 +1686,7 @@ static const RemoteProcedure procedures[] = {
      VOID, h_restore_flags, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "DOMAIN_SAVE_IMAGE_GET_XML_DESC",
      X(remote_domain_save_image_get_xml_desc_args), X(remote_domain_save_image_get_xml_desc_ret),
-     h_save_image_get_xml, PROC_WRITE},
+     h_save_image_get_xml, 0},
     {REMOTE_PROC_DOMAIN_SAVE_IMAGE_DEFINE_XML, "DOMAIN_SAVE_IMAGE_DEFINE_XML",
      X(remote_domain_save_image_define_xml_args), VOID, h_save_image_define_xml, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MANAGED_SAVE, "DOMAIN_MANAGED_SAVE", X(remote_domain_flags_args), VOID,
@@ -1673,8 +1694,7 @@ static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "DOMAIN_MANAGED_SAVE_REMOVE",
      X(remote_domain_flags_args), VOID, h_managed_save_remove, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MANAGED_SAVE_GET_XML_DESC, "DOMAIN_MANAGED_SAVE_GET_XML_DESC",
-     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml,
-     PROC_WRITE},
+     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml, 0},
     {REMOTE_PROC_DOMAIN_MANAGED_SAVE_DEFINE_XML, "DOMAIN_MANAGED_SAVE_DEFINE_XML",
      X(remote_domain_managed_save_define_xml_args), VOID, h_managed_save_define_xml,
      PROC_WRITE},
