@@ -309,8 +309,11 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_autofree char *vmm = find_vmm_binary(cfg);
     remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
+    g_autoptr(VmmLogConfig) sim_log = vmm_log_config_new(
+        cfg->domain_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
+                               .log = sim_log,
                                .vmm_binary = vmm,
                                .migration_data = migration_data};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
@@ -326,8 +329,15 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_autofree char *qemu_run = cfg->qemu_run_dir
                                     ? g_strdup(cfg->qemu_run_dir)
                                     : g_build_filename(cfg->domain_run_dir, "qemu", NULL);
+    g_autofree char *qemu_log_dir = cfg->qemu_log_dir
+                                        ? g_strdup(cfg->qemu_log_dir)
+                                        : g_build_filename(cfg->domain_log_dir, "qemu", NULL);
+    g_autoptr(VmmLogConfig) qemu_log =
+        vmm_log_config_new(qemu_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
     QemuDriverConfig qemu_cfg = {.config_dir = qemu_config,
                                  .run_dir = qemu_run,
+                                 .log = qemu_log,
+                                 .save_dir = cfg->qemu_save_dir,
                                  .emulator = cfg->qemu_emulator,
                                  .migration_data = migration_data};
     g_autoptr(GError) qemu_error = NULL;

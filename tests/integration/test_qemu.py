@@ -397,6 +397,12 @@ class DriverTest(QemuTestCase):
         self.wait_state(d, "c1", "shut off (crashed)", 30)
         self.assertRegex(d.log(), r"domain 'c1' crashed: QEMU \(pid \d+\) ended unexpectedly .*"
                                   r"terminating on signal 15")
+        # QEMU's log, by domain in the log dir: the command line, QEMU's last
+        # words, then why the instance ended.
+        with open(os.path.join(d.dir, "log", "qemu", "c1.log")) as f:
+            qlog = f.read()
+        self.assertRegex(qlog, r"(?s)starting up\n\S*qemu-system-x86_64 .*terminating on signal 15.*\n"
+                               r"\S+ \S+\+0000: shutting down, reason=crashed\n$")
         # A QEMU that cannot start at all: its own words come back to virsh.
         ft.virsh(self.uri(d), "undefine", "c1")
         bad = guest_xml("c2", self.initrd).replace(kernel(), os.path.join(d.dir, "no-such-kernel"))
