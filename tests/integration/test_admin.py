@@ -141,6 +141,55 @@ class ServersTest(AdminTestCase):
         # The calls still run with the new limit.
         ft.virsh(d.unix_uri, "list", "--all")
 
+    def test_raising_max_workers_runs_a_call_queued_behind_the_only_worker(self):
+        """One worker, held by a migration whose destination never answers: a
+        virsh call waits in the queue (virt-admin sees it, on the admin
+        server's own workers) until virt-admin raises maxWorkers."""
+        d = self.start_daemon(extra_conf="max_workers = 1\n")
+        xml = ft.write_file(d.dir, "vm.xml", ft.domain_xml("vm1", memory_mib=16))
+        ft.virsh(d.tcp_uri, "define", xml)
+        ft.virsh(d.tcp_uri, "start", "vm1")
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        silent.settimeout(60)
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        mig = subprocess.Popen(
+            ["virsh", "-c", d.tcp_uri, "migrate", "--live", "--p2p", "vm1",
+             f"sim+tcp://127.0.0.1:{silent.getsockname()[1]}/system"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        waiting = None
+        try:
+            held, _ = silent.accept()  # the only worker waits for our AUTH_LIST reply
+            pool = fields(virt_admin(d, "server-threadpool-info", "libvirtd")[1])
+            self.assertEqual((pool["maxWorkers"], pool["nWorkers"], pool["freeWorkers"]),
+                             ("1", "1", "0"), pool)
+            waiting = subprocess.Popen(["virsh", "-c", d.unix_uri, "hostname"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=env)
+            # virsh connects (a UNIX client appears) and its calls wait for a
+            # worker (virsh's migration may have queued some of its own).
+            self.assertTrue(ft.wait_for(lambda: "unix" in [
+                r[1] for r in table(virt_admin(d, "client-list", "libvirtd")[1])], 20))
+            self.assertTrue(ft.wait_for(lambda: int(fields(virt_admin(
+                d, "server-threadpool-info", "libvirtd")[1])["jobQueueDepth"]) >= 1, 20))
+            self.assertIsNone(waiting.poll())
+            virt_admin(d, "server-threadpool-set", "libvirtd", "--max-workers", "2")
+            out, err = waiting.communicate(timeout=30)
+            self.assertEqual((waiting.returncode, out.strip()), (0, socket.gethostname()), err)
+            self.assertIsNone(mig.poll(), "the migration still holds the first worker")
+            held.close()
+            _, err = mig.communicate(timeout=60)
+            self.assertNotEqual(mig.returncode, 0)
+        finally:
+            for p in (mig, waiting):
+                if p and p.poll() is None:
+                    p.kill()
+                    p.communicate()
+            silent.close()
+        ft.virsh(d.tcp_uri, "destroy", "vm1")
+
     def test_client_limits_bite_at_once_and_lift_at_once(self):
         d = self.start_daemon()
         conn = libvirt.open(d.unix_uri)
