@@ -317,8 +317,10 @@ static gboolean h_connect_open(RemoteContext *ctx, void *a, void *r, GError **er
     g_mutex_lock(&ctx->session->lock);
     ctx->session->driver = drv;
     /* Only bit 0 (read-only) means anything to a daemon; the rest is client-internal. */
-    if (args->flags & CONNECT_RO)
+    if (args->flags & CONNECT_RO) {
         ctx->session->readonly = TRUE;
+        rpc_server_client_set_readonly(ctx->client); /* as virt-admin client-info shows it */
+    }
     g_mutex_unlock(&ctx->session->lock);
     FERRY_DEBUG("%s opened '%s'%s", rpc_server_client_get_peer(ctx->client), name ? name : "",
                 (args->flags & CONNECT_RO) ? " read-only" : "");
