@@ -1283,8 +1283,7 @@ static gboolean generic_stats(RemoteContext *ctx, const DriverDomain *dom, guint
         driver_params_add_ullong(params, "balloon.maximum", info.max_mem_kib);
     }
     if (stats & DRIVER_STATS_VCPU) {
-        driver_params_add_uint(params, "vcpu.current", info.vcpus);
-        driver_params_add_uint(params, "vcpu.maximum", info.vcpus);
+        driver_params_add_uint(params, "vcpu.current", info.vcpus); /* no maximum in the info */
     }
     return TRUE;
 }

@@ -218,6 +218,7 @@ class VirtInstallTest(ft.DaemonTestCase):
         with self.assertRaisesRegex(libvirt.libvirtError, "Stats types bits 0x40 are not supported"):
             conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_PERF,
                                     libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS)
+        self.assertEqual(dom.info()[3], 1)  # nrVirtCpu: the vCPUs plugged in
         with self.assertRaisesRegex(libvirt.libvirtError, "VIR_DOMAIN_VCPU_GUEST"):
             dom.vcpusFlags(libvirt.VIR_DOMAIN_VCPU_GUEST)
         with self.assertRaisesRegex(libvirt.libvirtError, "no screen 1"):
@@ -254,6 +255,7 @@ class RefusalsTest(ft.DaemonTestCase):
         stats = sim.domainListGetStats([s], 0)[0][1]
         self.assertEqual(stats["state.state"], libvirt.VIR_DOMAIN_RUNNING)
         self.assertEqual(stats["vcpu.current"], s.info()[3])
+        self.assertNotIn("vcpu.maximum", stats)
         self.assertEqual(stats["balloon.maximum"], s.maxMemory())
         s.destroy()
         dom.destroy()
