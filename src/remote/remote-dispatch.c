@@ -443,6 +443,11 @@ static gboolean h_node_get_info(RemoteContext *ctx, void *a, void *r, GError **e
     return TRUE;
 }
 
+static gboolean h_node_get_free_memory(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return driver_node_get_free_memory(&((remote_node_get_free_memory_ret *)r)->freeMem, error);
+}
+
 static gboolean h_node_get_security_model(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     /* Empty model and doi: "no security driver", virsh then skips those lines. */
@@ -1556,6 +1561,8 @@ static const RemoteProcedure procedures[] = {
      h_is_secure, 0},
     {REMOTE_PROC_NODE_GET_INFO, "NODE_GET_INFO", VOID, X(remote_node_get_info_ret),
      h_node_get_info, 0},
+    {REMOTE_PROC_NODE_GET_FREE_MEMORY, "NODE_GET_FREE_MEMORY", VOID,
+     X(remote_node_get_free_memory_ret), h_node_get_free_memory, 0},
     {REMOTE_PROC_NODE_GET_SECURITY_MODEL, "NODE_GET_SECURITY_MODEL", VOID,
      X(remote_node_get_security_model_ret), h_node_get_security_model, 0},
     {REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK, "CONNECT_REGISTER_CLOSE_CALLBACK", VOID, VOID,
@@ -1873,14 +1880,14 @@ static gboolean check_access(RemoteContext *ctx, const RemoteProcedure *p, GErro
     return TRUE;
 }
 
-static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+/* Runs the call's procedure p (NULL: unknown) and sends the reply. */
+static void dispatch_call(RpcServerClient *client, RpcMessage *call, const RemoteProcedure *p)
 {
     g_autoptr(RpcMessage) msg = call;
     g_autoptr(GError) error = NULL;
     RemoteContext ctx = {.client = client,
                          .session = rpc_server_client_get_private(client),
                          .call = msg};
-    const RemoteProcedure *p = find_procedure(msg->header.proc);
     RpcMessage *reply = NULL;
 
     if (!p) {
@@ -1928,6 +1935,11 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
         rpc_server_client_reply(client, reply);
 }
 
+static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+{
+    dispatch_call(client, call, find_procedure(call->header.proc));
+}
+
 GArray *remote_dispatch_list_procedures(void)
 {
     GArray *a = g_array_new(FALSE, FALSE, sizeof(int));
@@ -1957,12 +1969,110 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
+/* ---- ferry's own program: the pre-flight probe (docs/debugging.md) ----
+ * Authenticated and opened like any call, refused on a read-only
+ * connection: a discard channel takes the daemon's network and CPU, and a
+ * probe makes it connect out with its own credentials, as a migration. */
+
+static gboolean h_probe_discard_stream(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_stream);
+    /* Reserved before the driver runs: the first data packet may follow
+     * the reply at once. */
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    if (!ctx->drv->ops->probe_discard_stream(
+            ctx->drv, ((ferry_probe_discard_args *)a)->max_bytes, binding, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean h_probe_discard_data(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_data);
+    ferry_probe_discard_args *args = a;
+    ferry_probe_discard_data_ret *ret = r;
+    return ctx->drv->ops->probe_discard_data(ctx->drv, args->max_bytes, args->tls != 0, &ret->uri,
+                                             &ret->token, error);
+}
+
+static void probe_channel_result(const DriverProbeChannelResult *in,
+                                 ferry_probe_channel_result *out)
+{
+    out->bytes = in->bytes;
+    out->usec = in->usec;
+    if (in->error) {
+        out->error = g_new(char *, 1);
+        *out->error = g_strdup(in->error);
+    }
+}
+
+static gboolean h_probe_path(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_path);
+    ferry_probe_path_args *args = a;
+    ferry_probe_path_ret *ret = r;
+    /* The daemon connects with its own credentials: a client must not point
+     * it at files of its choosing (as for a migration's destination URI). */
+    if (!remote_uri_check_from_client(args->dconnuri, error))
+        return FALSE;
+    if (args->rtt_samples < 0 || args->rtt_samples > FERRY_PROBE_RTT_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "a probe takes 0 to %d round-trip samples, not %d", FERRY_PROBE_RTT_MAX,
+                    args->rtt_samples);
+        return FALSE;
+    }
+    DriverProbeRequest req = {.bytes = args->bytes,
+                              .seconds = args->seconds,
+                              .flags = args->flags,
+                              .rtt_samples = (guint)args->rtt_samples};
+    g_auto(DriverProbeResult) res = {0};
+    if (!ctx->drv->ops->probe_path(ctx->drv, args->dconnuri, &req, &res, error))
+        return FALSE;
+    ret->rtt_usec.rtt_usec_len = res.n_rtt;
+    ret->rtt_usec.rtt_usec_val = g_new0(guint64, MAX(res.n_rtt, 1));
+    memcpy(ret->rtt_usec.rtt_usec_val, res.rtt_usec, res.n_rtt * sizeof(guint64));
+    probe_channel_result(&res.tunnel, &ret->tunnel);
+    probe_channel_result(&res.proxy, &ret->proxy);
+    return TRUE;
+}
+
+static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_dirty_rate);
+    ARG_DOMAIN(ferry_probe_dirty_rate_args);
+    ferry_probe_dirty_rate_ret *ret = r;
+    g_auto(DriverDirtyRate) rate = {0};
+    if (!ctx->drv->ops->probe_dirty_rate(ctx->drv, &dom,
+                                         ((ferry_probe_dirty_rate_args *)a)->seconds, &rate, error))
+        return FALSE;
+    ret->bytes_per_second = rate.bytes_per_second;
+    ret->memory_bytes = rate.memory_bytes;
+    ret->downtime_ms = rate.downtime_ms;
+    ret->method = g_strdup(rate.method ? rate.method : "");
+    return TRUE;
+}
+
+static const RemoteProcedure ferry_procedures[] = {
+    {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
+     VOID, h_probe_discard_stream, PROC_WRITE},
+    {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),
+     X(ferry_probe_discard_data_ret), h_probe_discard_data, PROC_WRITE},
+    {FERRY_PROC_PROBE_PATH, "FERRY_PROBE_PATH", X(ferry_probe_path_args),
+     X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
+    {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
+     X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+};
+
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)
 {
-    g_autoptr(RpcMessage) msg = call;
-    g_autoptr(GError) error = g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
-                                          msg->header.proc);
-    rpc_server_client_reply(client, rpc_message_new_error(&msg->header, RPC_REPLY, error));
+    const RemoteProcedure *p = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(ferry_procedures); i++)
+        if (ferry_procedures[i].proc == call->header.proc)
+            p = &ferry_procedures[i];
+    dispatch_call(client, call, p);
 }
 
 void remote_dispatch_register(RpcServer *server)
@@ -1978,6 +2088,7 @@ void remote_dispatch_register(RpcServer *server)
         .prog = FERRY_TUNNEL_PROGRAM,
         .vers = FERRY_TUNNEL_VERSION,
         .call = ferry_tunnel_call,
+        .stream = remote_stream_packet,
         .message = remote_stream_packet,
     };
     rpc_server_add_program(server, &ferry);
