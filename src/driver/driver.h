@@ -26,7 +26,7 @@ typedef struct {
     int state; /* virDomainState */
     guint64 max_mem_kib;
     guint64 memory_kib;
-    guint vcpus;
+    guint vcpus; /* plugged in: <vcpu current=> */
     guint64 cpu_time_ns;
 } DriverDomainInfo;
 

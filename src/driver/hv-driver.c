@@ -301,7 +301,9 @@ static gboolean hv_get_info(Driver *drv, const DriverDomain *dom, DriverDomainIn
     info->state = domain_obj_get_state(obj, NULL);
     info->max_mem_kib = def->memory_kib;
     info->memory_kib = def->current_memory_kib;
-    info->vcpus = def->vcpus;
+    /* nrVirtCpu: the vCPUs plugged in (<vcpu current=>), as libvirt reports
+     * it; clients size their virDomainGetVcpus() calls by it. */
+    info->vcpus = def->vcpus_current ? def->vcpus_current : def->vcpus;
     info->cpu_time_ns = domain_obj_get_priv(obj) ? hv->hooks->cpu_time_ns(obj) : 0;
     domain_obj_end(obj);
     return TRUE;
