@@ -5,10 +5,12 @@ migration over a link shaped with tbf in a network namespace."""
 
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -131,6 +133,71 @@ class ProbeTcpTest(ft.DaemonTestCase):
             self.assertIn("a probe moves 1 byte to 4294967296 bytes", ft.decode_error(body)[2])
         finally:
             c.close()
+
+
+class ProbeLibvirtdTest(ft.DaemonTestCase):
+    """A plain libvirtd as the destination (its test driver, run as nobody with
+    directories of its own): everything answers but ferry's program, so the
+    probe says it is no ferry daemon and measures no throughput."""
+
+    def setUp(self):
+        super().setUp()
+        self.lv_dir = tempfile.mkdtemp(prefix="ferry-libvirtd-")
+        self.lv_port = ft.free_port()
+        for sub in ("home", "run", "cfg/libvirt"):
+            os.makedirs(os.path.join(self.lv_dir, sub))
+        conf = ft.write_file(os.path.join(self.lv_dir, "cfg/libvirt"), "libvirtd.conf",
+                             f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "127.0.0.1"\n'
+                             f'tcp_port = "{self.lv_port}"\nauth_tcp = "none"\n'
+                             f'unix_sock_dir = "{self.lv_dir}/run"\n')
+        subprocess.run(["chown", "-R", "nobody", self.lv_dir], check=True, timeout=30)
+        home = os.path.join(self.lv_dir, "home")
+        self.lv_log = open(os.path.join(self.lv_dir, "libvirtd.log"), "wb")
+        self.lv = subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "-i",
+             f"HOME={home}", f"XDG_RUNTIME_DIR={self.lv_dir}/run",
+             f"XDG_CONFIG_HOME={self.lv_dir}/cfg", f"XDG_CACHE_HOME={home}",
+             "/usr/sbin/libvirtd", "--listen", "-f", conf],
+            stdout=self.lv_log, stderr=subprocess.STDOUT)
+        self.assertTrue(ft.wait_for(lambda: self.lv_listens(), 30), "libvirtd did not start")
+
+    def lv_listens(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.lv_port), timeout=1).close()
+            return True
+        except OSError:
+            return self.lv.poll() is not None  # exited: the assertion below says so
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.lv.poll() is None:
+                self.lv.terminate()
+                try:
+                    self.lv.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.lv.kill()
+                    self.lv.wait()
+            self.lv_log.close()
+            shutil.rmtree(self.lv_dir, ignore_errors=True)
+
+    def test_a_libvirtd_destination_is_not_a_ferry_daemon(self):
+        self.assertIsNone(self.lv.poll(), "libvirtd exited")
+        a = self.start_daemon(name="source")
+        rc, out, err = run_probe("-c", a.unix_uri, f"test+tcp://127.0.0.1:{self.lv_port}/default",
+                                 "--bytes", "8M", "--seconds", "1")
+        self.assertEqual(rc, 0, out + err)
+        v = verdicts(out)
+        for check in ("reach", "connect", "destination vmm", "round trip", "source round trip"):
+            self.assertEqual(v[check][0], "pass", out)
+        self.assertRegex(v["destination vmm"][1], r"^TEST ")
+        for check in ("tunnel throughput", "proxy throughput"):
+            self.assertEqual(v[check][0], "skip", out)
+            self.assertRegex(v[check][1],
+                             r"^the destination daemon at 127\.0\.0\.1:\d+ is not a ferry daemon "
+                             r"that answers probes \(it said: Cannot find program \d+ version 1\): "
+                             r"throughput not measured$")
 
 
 class ProbeTlsTest(tls.SaslTestCase):
