@@ -11,6 +11,7 @@
 
 #include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
+#include "driver/migration-record.h"
 #include "driver/domain-list.h"
 #include "driver/qemu/qemu-driver.h"
 #include "driver/sim/sim-driver.h"
@@ -306,6 +307,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
     remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
+    flight_recorder_configure(cfg->flight_record_dir, cfg->flight_records_max,
+                              cfg->flight_recorder);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
@@ -387,6 +390,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
+    flight_recorder_shutdown();
     qemu_driver_close(qemu);
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)

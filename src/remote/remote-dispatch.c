@@ -5,7 +5,9 @@
 
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
+#include "driver/migration-record.h"
 #include "remote/remote-convert.h"
+#include "remote/remote-migration-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
@@ -888,6 +890,20 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
             driver_params_add_string(params, "ferry_digest", info.digest);
+        if (info.has_flight) {
+            /* The flight recorder's summary (docs/debugging.md). */
+            driver_params_add_ullong(params, "ferry_stall_source_vmm", info.stall_source_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_destination_vmm",
+                                     info.stall_dest_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_network", info.stall_network_ms);
+            driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
+            driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
+                                     info.stall_bandwidth_ms);
+            if (info.bottleneck)
+                driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
+            if (info.flight_record)
+                driver_params_add_string(params, "ferry_flight_record", info.flight_record);
+        }
     }
     driver_job_info_clear(&info);
     remote_params_from_driver(params, &ret->params.params_val, &ret->params.params_len);
@@ -962,8 +978,17 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
-    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
-                                          cookie_out, uri_out, error);
+    /* For the flight record: who asked, over what. */
+    g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
+    g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
+    g_autofree char *security = identity && !strstr(transport, "SASL")
+                                    ? g_strdup_printf("%s, %s", transport, identity)
+                                    : g_strdup(transport);
+    driver_set_caller_security(security);
+    gboolean ok = ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
+                                                 cookie_out, uri_out, error);
+    driver_set_caller_security(NULL);
+    return ok;
 }
 
 static gboolean h_migrate_prepare3_params(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1667,12 +1692,57 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
+/* A source ferryd fetches the destination's flight record of a migration
+ * it ran (by the id it chose): an authenticated, writable client that
+ * opened a driver, as for the migration calls themselves. */
+static RpcMessage *ferry_flight_record_call(RpcServerClient *client, RpcMessage *msg,
+                                            GError **error)
+{
+    RemoteSession *s = rpc_server_client_get_private(client);
+    g_mutex_lock(&s->lock);
+    gboolean allowed = s->authenticated && !s->readonly && s->driver;
+    g_mutex_unlock(&s->lock);
+    if (!allowed) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "flight records are for an authenticated, writable connection with a "
+                    "driver open");
+        return NULL;
+    }
+    RemoteFlightRecordArgs a = {0};
+    if (!rpc_message_decode(msg, (xdrproc_t)remote_xdr_flight_record_args, &a, error))
+        return NULL;
+    g_autofree char *text = flight_recorder_lookup(a.id);
+    if (!text)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "no flight record '%s' here",
+                    a.id ? a.id : "");
+    xdr_free((xdrproc_t)remote_xdr_flight_record_args, (char *)&a);
+    if (!text)
+        return NULL;
+    if (strlen(text) > REMOTE_FLIGHT_RECORD_MAX)
+        text[REMOTE_FLIGHT_RECORD_MAX] = '\0'; /* the reader drops a cut line */
+    RemoteFlightRecordRet r = {.now_us = g_get_real_time(), .record = text};
+    RpcMessage *reply = rpc_message_new(256);
+    reply->header = msg->header;
+    reply->header.type = RPC_REPLY;
+    reply->header.status = RPC_OK;
+    if (!rpc_message_encode(reply, (xdrproc_t)remote_xdr_flight_record_ret, &r, error))
+        g_clear_pointer(&reply, rpc_message_free);
+    return reply;
+}
+
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)
 {
     g_autoptr(RpcMessage) msg = call;
-    g_autoptr(GError) error = g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
-                                          msg->header.proc);
-    rpc_server_client_reply(client, rpc_message_new_error(&msg->header, RPC_REPLY, error));
+    g_autoptr(GError) error = NULL;
+    RpcMessage *reply = NULL;
+    if (msg->header.proc == FERRY_TUNNEL_PROC_FLIGHT_RECORD)
+        reply = ferry_flight_record_call(client, msg, &error);
+    else
+        g_set_error(&error, FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
+                    msg->header.proc);
+    if (!reply)
+        reply = rpc_message_new_error(&msg->header, RPC_REPLY, error);
+    rpc_server_client_reply(client, reply);
 }
 
 void remote_dispatch_register(RpcServer *server)
