@@ -152,9 +152,9 @@ class SuccessTest(FlightCase):
         self.a = self.start_daemon(name="source2", extra_conf="flight_records_max = 2\n")
         self.b = self.start_daemon(name="destination2", extra_conf="flight_recorder = 0\n")
         self.start_vm(self.a, "vm1", memory_mib=32)
-        for i in range(3):
+        for i in range(3):  # the second one in proxy mode
             src, dst = (self.a, self.b) if i % 2 == 0 else (self.b, self.a)
-            rc, _, err = ft.migrate(src, dst, "vm1", "--live")
+            rc, _, err = ft.migrate(src, dst, "vm1", "--live", tunnelled=i != 1)
             self.assertEqual(rc, 0, err)
         # a: source twice, destination once: two kept. b records nothing.
         self.assertTrue(ft.wait_for(lambda: len(os.listdir(self.a.flight_dir)) == 2, 10),
@@ -163,6 +163,11 @@ class SuccessTest(FlightCase):
         # Without the destination's record the source's says where to look.
         text = trace(records(self.a, "source")[-1])
         self.assertIn("the destination's record is not included", text)
+        # The proxy-mode migration's destination record (a's) names its terms.
+        listing = trace("--list", "--dir", self.a.flight_dir)
+        self.assertRegex(listing, r"vm1\s+destination\s+completed\s+proxy\s")
+        self.assertRegex(trace(records(self.a, "destination")[-1]),
+                         r"D  terms: mode=proxy, channels=1, data_connection=tcp://")
         self.assertNotIn("ferry_bottleneck", ft.job_stats(self.b, "vm1"))
 
 
