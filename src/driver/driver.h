@@ -36,6 +36,29 @@ typedef struct {
     int cpus, mhz, nodes, sockets, cores, threads;
 } DriverNodeInfo;
 
+/* One vCPU as DOMAIN_GET_VCPUS reports it. */
+typedef struct {
+    guint number;
+    int state; /* virVcpuState: 1 running */
+    guint64 cpu_time_ns;
+    int cpu;  /* the host CPU it last ran on, -1 unknown */
+    guint8 cpumap[128]; /* host CPUs it may run on, one bit each (1024) */
+} DriverVcpuInfo;
+
+/* One DOMAIN_MEMORY_STATS entry: a virDomainMemoryStatTags tag, in KiB. */
+typedef struct {
+    int tag;
+    guint64 value;
+} DriverMemoryStat;
+
+/* VIR_DOMAIN_STATS_* groups of CONNECT_GET_ALL_DOMAIN_STATS */
+#define DRIVER_STATS_STATE 1
+#define DRIVER_STATS_CPU_TOTAL 2
+#define DRIVER_STATS_BALLOON 4
+#define DRIVER_STATS_VCPU 8
+#define DRIVER_STATS_INTERFACE 16
+#define DRIVER_STATS_BLOCK 32
+
 /* virDomainJobType / virDomainJobOperation values */
 enum {
     DRIVER_JOB_NONE = 0,
@@ -129,6 +152,24 @@ typedef struct {
      * may be NULL (the first console). */
     gboolean (*open_console)(Driver *drv, const DriverDomain *dom, const char *dev_name,
                              guint flags, TunnelBinding *binding, GError **error);
+
+    /* Monitoring (virsh domstats, dommemstat, vcpuinfo, vcpucount,
+     * screenshot; docs/api.md). get_stats appends to params the typed
+     * params of the groups in `stats` (DRIVER_STATS_* bits, each one the
+     * driver has); without it the dispatcher answers the groups get_state
+     * and get_info give. */
+    gboolean (*get_stats)(Driver *drv, const DriverDomain *dom, guint stats, GPtrArray *params,
+                          GError **error);
+    /* GArray of DriverMemoryStat */
+    GArray *(*memory_stats)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* GArray of DriverVcpuInfo, one per online vCPU */
+    GArray *(*get_vcpus)(Driver *drv, const DriverDomain *dom, GError **error);
+    /* virDomainGetVcpusFlags: a count, or -1 on error */
+    int (*get_vcpus_flags)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* The image of a screen, streamed on binding (attached before returning,
+     * or cancelled on failure); *mime: its type. */
+    gboolean (*screenshot)(Driver *drv, const DriverDomain *dom, guint screen, guint flags,
+                           TunnelBinding *binding, char **mime, GError **error);
 
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
