@@ -120,6 +120,13 @@ typedef struct {
     /* Makes the VMM of a new incoming instance (spawned paused by the base's
      * spawn hook with incoming=TRUE) read the guest from endpoint. obj locked. */
     gboolean (*start_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+
+    /* -- the pre-flight probe -- */
+    /* The guest's dirty rate measured over `seconds` (blocks that long), and
+     * the VMM's downtime limit; fills bytes_per_second, downtime_ms, method.
+     * May be NULL. */
+    gboolean (*measure_dirty_rate)(gpointer vm, guint seconds, DriverDirtyRate *out,
+                                   GError **error);
 } MigrationHooks;
 
 /* Lifetime: made by the driver after hv_driver_init(), freed by it after
@@ -132,8 +139,17 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
                                       TunnelDataSettings *data_settings);
 void migration_engine_free(MigrationEngine *engine);
 
-/* Fills the job and migration entries of a driver's ops with the engine's. */
+/* Fills the job, migration, save and restore entries of a driver's ops with
+ * the engine's (wrapping the base's create and undefine, which must be set). */
 void migration_engine_install_ops(DriverOps *ops);
+
+/* Save and restore (virsh save, restore, managedsave): the VMM migrates into
+ * a file through the same hooks. save_dir: where managed save images live
+ * (NAME.save; made when first needed). refusal: why this driver's VMM cannot
+ * migrate into a file (save and restore are then refused with it), NULL if
+ * it can. Call once, after migration_engine_new() and before autostart. */
+void migration_engine_set_files(MigrationEngine *engine, const char *save_dir,
+                                const char *refusal);
 
 /* The domain is being destroyed (obj locked): its job, if any, is aborted
  * with why. */

@@ -445,6 +445,11 @@ static gboolean h_node_get_info(RemoteContext *ctx, void *a, void *r, GError **e
     return TRUE;
 }
 
+static gboolean h_node_get_free_memory(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return driver_node_get_free_memory(&((remote_node_get_free_memory_ret *)r)->freeMem, error);
+}
+
 static gboolean h_node_get_security_model(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     /* Empty model and doi: "no security driver", virsh then skips those lines. */
@@ -679,12 +684,125 @@ static gboolean h_is_updated(RemoteContext *ctx, void *a, void *r, GError **erro
 
 static gboolean h_has_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    NEED_OP(lookup_by_uuid);
     ARG_DOMAIN(remote_domain_flags_args);
-    /* Validate the domain exists; managed save does not exist on this driver. */
+    if (ctx->drv->ops->has_managed_save) {
+        int v = ctx->drv->ops->has_managed_save(ctx->drv, &dom,
+                                                ((remote_domain_flags_args *)a)->flags, error);
+        ((remote_int_ret *)r)->value = v;
+        return v >= 0;
+    }
+    NEED_OP(lookup_by_uuid);
+    /* A driver without save images: the domain exists and has none. */
     g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
     ((remote_int_ret *)r)->value = 0;
     return found != NULL;
+}
+
+/* ---- save and restore (driver/migration-file.c) ---- */
+
+static gboolean h_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, ((remote_domain_save_args *)a)->to, NULL, 0,
+                               error);
+}
+
+static gboolean h_save_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_flags_args *args = a;
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_flags_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, args->to, args->dxml ? *args->dxml : NULL,
+                               args->flags, error);
+}
+
+static gboolean h_restore(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, ((remote_domain_restore_args *)a)->from, NULL, 0,
+                                  error);
+}
+
+static gboolean h_restore_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_restore_flags_args *args = a;
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, args->from, args->dxml ? *args->dxml : NULL,
+                                  args->flags, error);
+}
+
+/* As for GET_XML_DESC: a read-only connection may read an image's XML, not
+ * its secure form. */
+static gboolean refuse_secure_read_only(RemoteContext *ctx, guint flags, const char *what,
+                                        GError **error)
+{
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((flags & DOMAIN_XML_SECURE) && readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents %s with VIR_DOMAIN_SAVE_IMAGE_XML_SECURE", what);
+        return TRUE;
+    }
+    return FALSE;
+}
+
+static gboolean h_save_image_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_get_xml_desc_args *args = a;
+    if (refuse_secure_read_only(ctx, args->flags, "DOMAIN_SAVE_IMAGE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(save_image_get_xml);
+    char *xml = ctx->drv->ops->save_image_get_xml(ctx->drv, args->file, args->flags, error);
+    ((remote_domain_save_image_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_save_image_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_define_xml_args *args = a;
+    NEED_OP(save_image_define_xml);
+    return ctx->drv->ops->save_image_define_xml(ctx->drv, args->file, args->dxml, args->flags,
+                                                error);
+}
+
+static gboolean h_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                       error);
+}
+
+static gboolean h_managed_save_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    if (refuse_secure_read_only(ctx, ((remote_domain_flags_args *)a)->flags,
+                                "DOMAIN_MANAGED_SAVE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(managed_save_get_xml);
+    ARG_DOMAIN(remote_domain_flags_args);
+    char *xml = ctx->drv->ops->managed_save_get_xml(ctx->drv, &dom,
+                                                    ((remote_domain_flags_args *)a)->flags, error);
+    ((remote_domain_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_managed_save_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_managed_save_define_xml_args *args = a;
+    NEED_OP(managed_save_define_xml);
+    ARG_DOMAIN(remote_domain_managed_save_define_xml_args);
+    return ctx->drv->ops->managed_save_define_xml(ctx->drv, &dom, args->dxml ? *args->dxml : NULL,
+                                                  args->flags, error);
+}
+
+static gboolean h_managed_save_remove(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save_remove);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save_remove(ctx->drv, &dom,
+                                              ((remote_domain_flags_args *)a)->flags, error);
 }
 
 static gboolean h_snapshot_num(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1538,6 +1656,8 @@ static const RemoteProcedure procedures[] = {
      h_is_secure, 0},
     {REMOTE_PROC_NODE_GET_INFO, "NODE_GET_INFO", VOID, X(remote_node_get_info_ret),
      h_node_get_info, 0},
+    {REMOTE_PROC_NODE_GET_FREE_MEMORY, "NODE_GET_FREE_MEMORY", VOID,
+     X(remote_node_get_free_memory_ret), h_node_get_free_memory, 0},
     {REMOTE_PROC_NODE_GET_SECURITY_MODEL, "NODE_GET_SECURITY_MODEL", VOID,
      X(remote_node_get_security_model_ret), h_node_get_security_model, 0},
     {REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK, "CONNECT_REGISTER_CLOSE_CALLBACK", VOID, VOID,
@@ -1588,6 +1708,28 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_flags_args), X(remote_int_ret), h_has_managed_save, 0},
     {REMOTE_PROC_DOMAIN_SNAPSHOT_NUM, "DOMAIN_SNAPSHOT_NUM", X(remote_domain_flags_args),
      X(remote_int_ret), h_snapshot_num, 0},
+    {REMOTE_PROC_DOMAIN_SAVE, "DOMAIN_SAVE", X(remote_domain_save_args), VOID, h_save,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_FLAGS, "DOMAIN_SAVE_FLAGS", X(remote_domain_save_flags_args), VOID,
+     h_save_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE, "DOMAIN_RESTORE", X(remote_domain_restore_args), VOID,
+     h_restore, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "DOMAIN_RESTORE_FLAGS", X(remote_domain_restore_flags_args),
+     VOID, h_restore_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "DOMAIN_SAVE_IMAGE_GET_XML_DESC",
+     X(remote_domain_save_image_get_xml_desc_args), X(remote_domain_save_image_get_xml_desc_ret),
+     h_save_image_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_DEFINE_XML, "DOMAIN_SAVE_IMAGE_DEFINE_XML",
+     X(remote_domain_save_image_define_xml_args), VOID, h_save_image_define_xml, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE, "DOMAIN_MANAGED_SAVE", X(remote_domain_flags_args), VOID,
+     h_managed_save, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "DOMAIN_MANAGED_SAVE_REMOVE",
+     X(remote_domain_flags_args), VOID, h_managed_save_remove, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_GET_XML_DESC, "DOMAIN_MANAGED_SAVE_GET_XML_DESC",
+     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_DEFINE_XML, "DOMAIN_MANAGED_SAVE_DEFINE_XML",
+     X(remote_domain_managed_save_define_xml_args), VOID, h_managed_save_define_xml,
+     PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML, "DOMAIN_DEFINE_XML", X(remote_domain_define_xml_args),
      X(remote_domain_ret), h_define_xml, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "DOMAIN_DEFINE_XML_FLAGS",
@@ -1853,14 +1995,14 @@ static gboolean check_access(RemoteContext *ctx, const RemoteProcedure *p, GErro
     return TRUE;
 }
 
-static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+/* Runs the call's procedure p (NULL: unknown) and sends the reply. */
+static void dispatch_call(RpcServerClient *client, RpcMessage *call, const RemoteProcedure *p)
 {
     g_autoptr(RpcMessage) msg = call;
     g_autoptr(GError) error = NULL;
     RemoteContext ctx = {.client = client,
                          .session = rpc_server_client_get_private(client),
                          .call = msg};
-    const RemoteProcedure *p = find_procedure(msg->header.proc);
     RpcMessage *reply = NULL;
 
     if (!p) {
@@ -1908,6 +2050,11 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
         rpc_server_client_reply(client, reply);
 }
 
+static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+{
+    dispatch_call(client, call, find_procedure(call->header.proc));
+}
+
 GArray *remote_dispatch_list_procedures(void)
 {
     GArray *a = g_array_new(FALSE, FALSE, sizeof(int));
@@ -1937,57 +2084,136 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
-/* A source ferryd fetches the destination's flight record of a migration
- * it ran (by the id it chose): an authenticated, writable client that
- * opened a driver, as for the migration calls themselves. */
-static RpcMessage *ferry_flight_record_call(RpcServerClient *client, RpcMessage *msg,
-                                            GError **error)
+/* ---- ferry's own program: a destination's flight record for its source ----
+ * A source ferryd fetches the record of a migration it ran, by the id it
+ * chose (docs/debugging.md): authenticated, opened, writable, as for the
+ * migration calls themselves. */
+
+static gboolean h_flight_record(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    RemoteSession *s = rpc_server_client_get_private(client);
-    g_mutex_lock(&s->lock);
-    gboolean allowed = s->authenticated && !s->readonly && s->driver;
-    g_mutex_unlock(&s->lock);
-    if (!allowed) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
-                    "flight records are for an authenticated, writable connection with a "
-                    "driver open");
-        return NULL;
-    }
-    RemoteFlightRecordArgs a = {0};
-    if (!rpc_message_decode(msg, (xdrproc_t)remote_xdr_flight_record_args, &a, error))
-        return NULL;
-    g_autofree char *text = flight_recorder_lookup(a.id);
-    if (!text)
+    RemoteFlightRecordArgs *args = a;
+    RemoteFlightRecordRet *ret = r;
+    char *text = flight_recorder_lookup(args->id);
+    if (!text) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "no flight record '%s' here",
-                    a.id ? a.id : "");
-    xdr_free((xdrproc_t)remote_xdr_flight_record_args, (char *)&a);
-    if (!text)
-        return NULL;
+                    args->id ? args->id : "");
+        return FALSE;
+    }
     if (strlen(text) > REMOTE_FLIGHT_RECORD_MAX)
         text[REMOTE_FLIGHT_RECORD_MAX] = '\0'; /* the reader drops a cut line */
-    RemoteFlightRecordRet r = {.now_us = g_get_real_time(), .record = text};
-    RpcMessage *reply = rpc_message_new(256);
-    reply->header = msg->header;
-    reply->header.type = RPC_REPLY;
-    reply->header.status = RPC_OK;
-    if (!rpc_message_encode(reply, (xdrproc_t)remote_xdr_flight_record_ret, &r, error))
-        g_clear_pointer(&reply, rpc_message_free);
-    return reply;
+    ret->now_us = g_get_real_time();
+    ret->record = text; /* freed by xdr_free after the reply is encoded */
+    return TRUE;
 }
+
+/* ---- ferry's own program: the pre-flight probe (docs/debugging.md) ----
+ * Authenticated and opened like any call, refused on a read-only
+ * connection: a discard channel takes the daemon's network and CPU, and a
+ * probe makes it connect out with its own credentials, as a migration. */
+
+static gboolean h_probe_discard_stream(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_stream);
+    /* Reserved before the driver runs: the first data packet may follow
+     * the reply at once. */
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    if (!ctx->drv->ops->probe_discard_stream(
+            ctx->drv, ((ferry_probe_discard_args *)a)->max_bytes, binding, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean h_probe_discard_data(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_data);
+    ferry_probe_discard_args *args = a;
+    ferry_probe_discard_data_ret *ret = r;
+    return ctx->drv->ops->probe_discard_data(ctx->drv, args->max_bytes, args->tls != 0, &ret->uri,
+                                             &ret->token, error);
+}
+
+static void probe_channel_result(const DriverProbeChannelResult *in,
+                                 ferry_probe_channel_result *out)
+{
+    out->bytes = in->bytes;
+    out->usec = in->usec;
+    if (in->error) {
+        out->error = g_new(char *, 1);
+        *out->error = g_strdup(in->error);
+    }
+}
+
+static gboolean h_probe_path(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_path);
+    ferry_probe_path_args *args = a;
+    ferry_probe_path_ret *ret = r;
+    /* The daemon connects with its own credentials: a client must not point
+     * it at files of its choosing (as for a migration's destination URI). */
+    if (!remote_uri_check_from_client(args->dconnuri, error))
+        return FALSE;
+    if (args->rtt_samples < 0 || args->rtt_samples > FERRY_PROBE_RTT_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "a probe takes 0 to %d round-trip samples, not %d", FERRY_PROBE_RTT_MAX,
+                    args->rtt_samples);
+        return FALSE;
+    }
+    DriverProbeRequest req = {.bytes = args->bytes,
+                              .seconds = args->seconds,
+                              .flags = args->flags,
+                              .rtt_samples = (guint)args->rtt_samples};
+    g_auto(DriverProbeResult) res = {0};
+    if (!ctx->drv->ops->probe_path(ctx->drv, args->dconnuri, &req, &res, error))
+        return FALSE;
+    ret->rtt_usec.rtt_usec_len = res.n_rtt;
+    ret->rtt_usec.rtt_usec_val = g_new0(guint64, MAX(res.n_rtt, 1));
+    memcpy(ret->rtt_usec.rtt_usec_val, res.rtt_usec, res.n_rtt * sizeof(guint64));
+    probe_channel_result(&res.tunnel, &ret->tunnel);
+    probe_channel_result(&res.proxy, &ret->proxy);
+    return TRUE;
+}
+
+static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_dirty_rate);
+    ARG_DOMAIN(ferry_probe_dirty_rate_args);
+    ferry_probe_dirty_rate_ret *ret = r;
+    g_auto(DriverDirtyRate) rate = {0};
+    if (!ctx->drv->ops->probe_dirty_rate(ctx->drv, &dom,
+                                         ((ferry_probe_dirty_rate_args *)a)->seconds, &rate, error))
+        return FALSE;
+    ret->bytes_per_second = rate.bytes_per_second;
+    ret->memory_bytes = rate.memory_bytes;
+    ret->downtime_ms = rate.downtime_ms;
+    ret->method = g_strdup(rate.method ? rate.method : "");
+    return TRUE;
+}
+
+static const RemoteProcedure ferry_procedures[] = {
+    {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
+     VOID, h_probe_discard_stream, PROC_WRITE},
+    {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),
+     X(ferry_probe_discard_data_ret), h_probe_discard_data, PROC_WRITE},
+    {FERRY_PROC_PROBE_PATH, "FERRY_PROBE_PATH", X(ferry_probe_path_args),
+     X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
+    {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
+     X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+    {FERRY_TUNNEL_PROC_FLIGHT_RECORD, "FERRY_FLIGHT_RECORD",
+     (xdrproc_t)remote_xdr_flight_record_args, sizeof(RemoteFlightRecordArgs),
+     (xdrproc_t)remote_xdr_flight_record_ret, sizeof(RemoteFlightRecordRet), h_flight_record,
+     PROC_WRITE},
+};
 
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)
 {
-    g_autoptr(RpcMessage) msg = call;
-    g_autoptr(GError) error = NULL;
-    RpcMessage *reply = NULL;
-    if (msg->header.proc == FERRY_TUNNEL_PROC_FLIGHT_RECORD)
-        reply = ferry_flight_record_call(client, msg, &error);
-    else
-        g_set_error(&error, FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
-                    msg->header.proc);
-    if (!reply)
-        reply = rpc_message_new_error(&msg->header, RPC_REPLY, error);
-    rpc_server_client_reply(client, reply);
+    const RemoteProcedure *p = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(ferry_procedures); i++)
+        if (ferry_procedures[i].proc == call->header.proc)
+            p = &ferry_procedures[i];
+    dispatch_call(client, call, p);
 }
 
 void remote_dispatch_register(RpcServer *server)
@@ -2003,6 +2229,7 @@ void remote_dispatch_register(RpcServer *server)
         .prog = FERRY_TUNNEL_PROGRAM,
         .vers = FERRY_TUNNEL_VERSION,
         .call = ferry_tunnel_call,
+        .stream = remote_stream_packet,
         .message = remote_stream_packet,
     };
     rpc_server_add_program(server, &ferry);
