@@ -96,6 +96,9 @@ static const KeyDef keys[] = {
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
     K(migration_pki_dir, KEY_STRING),
+    K(flight_recorder, KEY_BOOL),
+    K(flight_record_dir, KEY_STRING),
+    KR(flight_records_max, KEY_UINT, 0, 100000),
 };
 
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an
@@ -166,6 +169,11 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->migration_port_max = 49215;
     cfg->migration_address = NULL;
     cfg->migration_stall_timeout = 10;
+    cfg->flight_recorder = TRUE;
+    cfg->flight_record_dir = root ? g_strdup("/var/log/ferry/flight")
+                                  : g_build_filename(g_get_user_cache_dir(), "ferry", "log",
+                                                     "flight", NULL);
+    cfg->flight_records_max = 50;
     return cfg;
 }
 

@@ -81,6 +81,11 @@ typedef struct {
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */
     char *migration_pki_dir;
+    /* ferry: the migration flight recorder (docs/debugging.md): on or off,
+     * where records are written, how many are kept (0: none written) */
+    gboolean flight_recorder;
+    char *flight_record_dir;
+    guint flight_records_max;
 } DaemonConfig;
 
 /* Defaults: libvirt's, with paths for root or for the current user. */

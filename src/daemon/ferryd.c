@@ -12,6 +12,7 @@
 #include "admin/admin-dispatch.h"
 #include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
+#include "driver/migration-record.h"
 #include "driver/domain-list.h"
 #include "driver/qemu/qemu-driver.h"
 #include "driver/sim/sim-driver.h"
@@ -320,6 +321,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
     remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
+    flight_recorder_configure(cfg->flight_record_dir, cfg->flight_records_max,
+                              cfg->flight_recorder);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     g_autoptr(VmmLogConfig) sim_log = vmm_log_config_new(
         cfg->domain_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
@@ -430,6 +433,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
+    flight_recorder_shutdown();
     qemu_driver_close(qemu);
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)

@@ -99,6 +99,28 @@ void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJ
     g_mutex_unlock(&e->lock);
 }
 
+void migration_update_completed_record(MigrationEngine *e, const guint8 *uuid, MigrationJob *job)
+{
+    DriverJobInfo now = {0};
+    migration_job_get_info(job, &now);
+    g_autofree char *u = ferry_uuid_to_string(uuid);
+    g_mutex_lock(&e->lock);
+    DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
+    /* Only the outcome of this job: a newer one has its own record. */
+    if (done && !done->has_flight && now.has_flight) {
+        done->has_flight = TRUE;
+        done->stall_source_vmm_ms = now.stall_source_vmm_ms;
+        done->stall_dest_vmm_ms = now.stall_dest_vmm_ms;
+        done->stall_network_ms = now.stall_network_ms;
+        done->stall_credit_ms = now.stall_credit_ms;
+        done->stall_bandwidth_ms = now.stall_bandwidth_ms;
+        done->bottleneck = g_steal_pointer(&now.bottleneck);
+        done->flight_record = g_steal_pointer(&now.flight_record);
+    }
+    g_mutex_unlock(&e->lock);
+    driver_job_info_clear(&now);
+}
+
 gboolean migration_thread_start(MigrationEngine *e, const char *name, GThreadFunc func,
                                 gpointer data, GError **error)
 {
@@ -142,11 +164,8 @@ static gboolean engine_get_job_info(Driver *drv, const DriverDomain *dom, guint 
         g_autofree char *u = ferry_uuid_to_string(dom->uuid);
         g_mutex_lock(&e->lock);
         DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
-        if (done) {
-            *info = *done;
-            info->error_message = g_strdup(done->error_message);
-            info->digest = g_strdup(done->digest);
-        }
+        if (done)
+            driver_job_info_copy(info, done);
         g_mutex_unlock(&e->lock);
         return TRUE;
     }

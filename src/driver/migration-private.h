@@ -28,6 +28,10 @@ MigrationEngine *migration_engine_of(Driver *drv, GError **error);
 /* Keeps job's outcome for `domjobinfo --completed` on the domain uuid. */
 void migration_save_completed(MigrationEngine *engine, const guint8 *uuid, MigrationJob *job,
                               int type, const GError *error, const char *digest);
+/* A record ended after its job was saved (abort: the destination is asked
+ * in the background): adds the flight summary to the saved outcome. */
+void migration_update_completed_record(MigrationEngine *engine, const guint8 *uuid,
+                                       MigrationJob *job);
 /* The engine's threads: counted, so that free waits for them. FALSE with
  * "cannot create a thread for <name>: <reason>" when the system refuses one;
  * data then stays the caller's. */

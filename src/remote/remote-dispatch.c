@@ -6,7 +6,9 @@
 
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
+#include "driver/migration-record.h"
 #include "remote/remote-convert.h"
+#include "remote/remote-migration-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
@@ -1009,6 +1011,20 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
             driver_params_add_string(params, "ferry_digest", info.digest);
+        if (info.has_flight) {
+            /* The flight recorder's summary (docs/debugging.md). */
+            driver_params_add_ullong(params, "ferry_stall_source_vmm", info.stall_source_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_destination_vmm",
+                                     info.stall_dest_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_network", info.stall_network_ms);
+            driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
+            driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
+                                     info.stall_bandwidth_ms);
+            if (info.bottleneck)
+                driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
+            if (info.flight_record)
+                driver_params_add_string(params, "ferry_flight_record", info.flight_record);
+        }
     }
     driver_job_info_clear(&info);
     remote_params_from_driver(params, &ret->params.params_val, &ret->params.params_len);
@@ -1083,8 +1099,17 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
-    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
-                                          cookie_out, uri_out, error);
+    /* For the flight record: who asked, over what. */
+    g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
+    g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
+    g_autofree char *security = identity && !strstr(transport, "SASL")
+                                    ? g_strdup_printf("%s, %s", transport, identity)
+                                    : g_strdup(transport);
+    driver_set_caller_security(security);
+    gboolean ok = ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
+                                                 cookie_out, uri_out, error);
+    driver_set_caller_security(NULL);
+    return ok;
 }
 
 static gboolean h_migrate_prepare3_params(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -2104,6 +2129,28 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
+/* ---- ferry's own program: a destination's flight record for its source ----
+ * A source ferryd fetches the record of a migration it ran, by the id it
+ * chose (docs/debugging.md): authenticated, opened, writable, as for the
+ * migration calls themselves. */
+
+static gboolean h_flight_record(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    RemoteFlightRecordArgs *args = a;
+    RemoteFlightRecordRet *ret = r;
+    char *text = flight_recorder_lookup(args->id);
+    if (!text) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "no flight record '%s' here",
+                    args->id ? args->id : "");
+        return FALSE;
+    }
+    if (strlen(text) > REMOTE_FLIGHT_RECORD_MAX)
+        text[REMOTE_FLIGHT_RECORD_MAX] = '\0'; /* the reader drops a cut line */
+    ret->now_us = g_get_real_time();
+    ret->record = text; /* freed by xdr_free after the reply is encoded */
+    return TRUE;
+}
+
 /* ---- ferry's own program: the pre-flight probe (docs/debugging.md) ----
  * Authenticated and opened like any call, refused on a read-only
  * connection: a discard channel takes the daemon's network and CPU, and a
@@ -2199,6 +2246,10 @@ static const RemoteProcedure ferry_procedures[] = {
      X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
     {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
      X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+    {FERRY_TUNNEL_PROC_FLIGHT_RECORD, "FERRY_FLIGHT_RECORD",
+     (xdrproc_t)remote_xdr_flight_record_args, sizeof(RemoteFlightRecordArgs),
+     (xdrproc_t)remote_xdr_flight_record_ret, sizeof(RemoteFlightRecordRet), h_flight_record,
+     PROC_WRITE},
 };
 
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)

@@ -2,6 +2,7 @@
  * the daemon's data-connection settings. */
 #include "tunnel/tunnel-channel.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "util/error.h"
@@ -152,6 +153,20 @@ void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
         tunnel_relay_get_stats(ch->relay, &s);
         *out = s.bytes_out;
         *in = s.bytes_in;
+    }
+}
+
+void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ch->stream) {
+        out->mode = "tunnel";
+        tunnel_counters_read(tunnel_stream_get_counters(ch->stream), &out->counters);
+        out->queued_bytes = tunnel_stream_get_queued_bytes(ch->stream);
+        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us);
+    } else {
+        out->mode = "proxy";
+        tunnel_counters_read(tunnel_relay_get_counters(ch->relay), &out->counters);
     }
 }
 

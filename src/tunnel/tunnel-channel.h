@@ -63,6 +63,17 @@ void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second);
 /* Bytes carried so far: VMM -> peer, peer -> VMM. */
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
 
+/* What the flight recorder samples every 100 ms. */
+typedef struct {
+    const char *mode;        /* "tunnel" or "proxy" */
+    TunnelCounters counters; /* cumulative since the channel opened */
+    gsize queued_bytes;      /* tunnel: bytes in the connection's send queue */
+    gint64 peer_last_rx_us;  /* tunnel: when the connection last heard the peer (monotonic) */
+    gint64 keepalive_rtt_us; /* tunnel: the last answered keepalive ping's round trip */
+} TunnelChannelSample;
+/* Prompt: atomic reads and the connection's lock only. */
+void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out);
+
 typedef struct TunnelDataSettings TunnelDataSettings;
 
 /* address: where data connections listen by default (NULL: every address);

@@ -36,6 +36,7 @@ struct TunnelRelay {
     gint64 bw_start_us;
     guint64 bw_start_bytes;
     TunnelRelayStats stats;
+    TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
 };
 
 typedef struct {
@@ -96,6 +97,7 @@ static void fail_locked(TunnelRelay *r, GError *why)
 
 static void throttle(TunnelRelay *r)
 {
+    gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&r->lock);
     while (!r->failed && r->bandwidth > 0) {
         guint64 sent = r->stats.bytes_out - r->bw_start_bytes;
@@ -106,6 +108,7 @@ static void throttle(TunnelRelay *r)
         g_cond_wait_until(&r->cond, &r->lock, MIN(due, now + POLL_US));
     }
     g_mutex_unlock(&r->lock);
+    tunnel_counters_wait_end(&r->counters.wait_throttle_us, waited);
 }
 
 static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
@@ -124,6 +127,7 @@ static void count(TunnelRelay *r, gboolean outbound, gsize n)
     else
         r->stats.bytes_in += n;
     g_mutex_unlock(&r->lock);
+    tunnel_counters_add(outbound ? &r->counters.bytes_out : &r->counters.bytes_in, n);
 }
 
 static gboolean relay_failed(TunnelRelay *r)
@@ -144,6 +148,7 @@ static GError *copy_direction(TunnelRelay *r, gboolean outbound)
     for (;;) {
         gssize n;
         g_autoptr(GError) e = NULL;
+        gint64 waited = tunnel_counters_wait_begin();
         if (outbound) {
             do {
                 n = read(r->vmm_fd, buf, 256 * 1024);
@@ -151,6 +156,9 @@ static GError *copy_direction(TunnelRelay *r, gboolean outbound)
         } else {
             n = rpc_transport_read(r->net, buf, 256 * 1024, &e);
         }
+        tunnel_counters_wait_end(outbound ? &r->counters.wait_vmm_read_us
+                                          : &r->counters.wait_net_recv_us,
+                                 waited);
         if (n <= 0) {
             int err = n < 0 ? (outbound ? errno : ECONNRESET) : 0;
             if (relay_failed(r))
@@ -169,6 +177,7 @@ static GError *copy_direction(TunnelRelay *r, gboolean outbound)
         }
         gboolean ok;
         int err = EPIPE;
+        waited = tunnel_counters_wait_begin();
         if (outbound) {
             ok = rpc_transport_write_all(r->net, buf, n, &e);
         } else {
@@ -185,6 +194,9 @@ static GError *copy_direction(TunnelRelay *r, gboolean outbound)
                 }
             }
         }
+        tunnel_counters_wait_end(outbound ? &r->counters.wait_net_send_us
+                                          : &r->counters.wait_vmm_write_us,
+                                 waited);
         if (!ok) {
             if (e)
                 return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot write to the %s: %s",
@@ -214,8 +226,13 @@ static gpointer direction_thread(gpointer data)
         ferry_set_error_errno(&why, errno, "cannot create the relay pipe");
     } else {
         fcntl(pipefd[1], F_SETPIPE_SZ, CHUNK); /* fewer, larger splices */
+        TunnelCounters *c = &r->counters;
+        guint64 *wait_in = d->outbound ? &c->wait_vmm_read_us : &c->wait_net_recv_us;
+        guint64 *wait_out = d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
         for (;;) {
+            gint64 waited = tunnel_counters_wait_begin();
             gssize n = splice(in, NULL, pipefd[1], NULL, CHUNK, SPLICE_F_MOVE | SPLICE_F_MORE);
+            tunnel_counters_wait_end(wait_in, waited);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0 || n == 0) {
@@ -230,6 +247,7 @@ static gpointer direction_thread(gpointer data)
                 break;
             }
             gssize left = n;
+            waited = tunnel_counters_wait_begin();
             while (left > 0) {
                 /* No SPLICE_F_MORE here: it corks the socket, and the VMMs'
                  * protocol waits for every small reply. */
@@ -242,6 +260,7 @@ static gpointer direction_thread(gpointer data)
                 }
                 left -= w;
             }
+            tunnel_counters_wait_end(wait_out, waited);
             if (why)
                 break;
             count(r, d->outbound, n);
@@ -343,4 +362,9 @@ void tunnel_relay_set_bandwidth(TunnelRelay *r, guint64 bytes_per_second)
     r->bw_start_bytes = r->stats.bytes_out;
     g_cond_broadcast(&r->cond);
     g_mutex_unlock(&r->lock);
+}
+
+const TunnelCounters *tunnel_relay_get_counters(TunnelRelay *r)
+{
+    return &r->counters;
 }

@@ -54,9 +54,15 @@ class Daemon:
                 f'auth_tcp = "none"\nunix_sock_dir = "{self.sock_dir}"\n'
                 f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.dir}/run"\n'
                 f'domain_log_dir = "{self.dir}/log"\nqemu_save_dir = "{self.dir}/save"\n'
-                f'migration_address = "{host}"\nlog_level = 2\n' + extra_conf
+                f'migration_address = "{host}"\nlog_level = 2\n'
+                f'flight_record_dir = "{self.dir}/flight"\n' + extra_conf
             )
         self.proc = None
+
+    @property
+    def flight_dir(self):
+        """Where this daemon writes its migration flight records."""
+        return os.path.join(self.dir, "flight")
 
     @property
     def tcp_uri(self):

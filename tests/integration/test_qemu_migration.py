@@ -9,6 +9,7 @@ Each destination writes the guest's console to a file of its own (the XML
 given with --xml), so a verification pass that begins and ends in that file
 checked every page after the move."""
 
+import glob
 import os
 import re
 import subprocess
@@ -24,6 +25,7 @@ from test_tls_sasl import SaslTestCase  # noqa: E402
 NAME = "mg"
 BOOT_TIMEOUT = 240  # a TCG boot and the workload's fill on two shared, loaded cores
 VERIFY_TIMEOUT = 180
+TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ferry-trace")
 
 
 class QemuMigrationTest(SaslTestCase):
@@ -147,6 +149,16 @@ class QemuMigrationTest(SaslTestCase):
         before = self.verified_after_move(self.console, before)
         info = ft.virsh(self.local(b), "domjobinfo", "--completed", NAME)[1]
         self.assertRegex(info, r"Operation:\s+Incoming migration")
+        # Its flight record (docs/debugging.md) holds both sides and the
+        # connection's security as each daemon saw it.
+        rec = sorted(glob.glob(os.path.join(a.flight_dir, f"*-{NAME}-source-*.flight.jsonl")))
+        self.assertTrue(rec, a.flight_dir)
+        trace = subprocess.run([TRACE, rec[-1]], capture_output=True, text=True, timeout=60)
+        self.assertEqual(trace.returncode, 0, trace.stderr)
+        self.assertIn("outcome: completed", trace.stdout)
+        self.assertIn("with the destination's record", trace.stdout)
+        self.assertRegex(trace.stdout, r"S  connection: .*security=TLS1\.[23] \S+, peer certificate \S")
+        self.assertRegex(trace.stdout, r"D  connection: .*security=TLS1\.[23] .*SASL \S+ user '")
 
         # Proxy mode with the data connection in TLS, back to A, bandwidth-capped,
         # arriving paused (--suspend) until resumed.
