@@ -682,12 +682,125 @@ static gboolean h_is_updated(RemoteContext *ctx, void *a, void *r, GError **erro
 
 static gboolean h_has_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    NEED_OP(lookup_by_uuid);
     ARG_DOMAIN(remote_domain_flags_args);
-    /* Validate the domain exists; managed save does not exist on this driver. */
+    if (ctx->drv->ops->has_managed_save) {
+        int v = ctx->drv->ops->has_managed_save(ctx->drv, &dom,
+                                                ((remote_domain_flags_args *)a)->flags, error);
+        ((remote_int_ret *)r)->value = v;
+        return v >= 0;
+    }
+    NEED_OP(lookup_by_uuid);
+    /* A driver without save images: the domain exists and has none. */
     g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
     ((remote_int_ret *)r)->value = 0;
     return found != NULL;
+}
+
+/* ---- save and restore (driver/migration-file.c) ---- */
+
+static gboolean h_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, ((remote_domain_save_args *)a)->to, NULL, 0,
+                               error);
+}
+
+static gboolean h_save_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_flags_args *args = a;
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_flags_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, args->to, args->dxml ? *args->dxml : NULL,
+                               args->flags, error);
+}
+
+static gboolean h_restore(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, ((remote_domain_restore_args *)a)->from, NULL, 0,
+                                  error);
+}
+
+static gboolean h_restore_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_restore_flags_args *args = a;
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, args->from, args->dxml ? *args->dxml : NULL,
+                                  args->flags, error);
+}
+
+/* As for GET_XML_DESC: a read-only connection may read an image's XML, not
+ * its secure form. */
+static gboolean refuse_secure_read_only(RemoteContext *ctx, guint flags, const char *what,
+                                        GError **error)
+{
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((flags & DOMAIN_XML_SECURE) && readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents %s with VIR_DOMAIN_SAVE_IMAGE_XML_SECURE", what);
+        return TRUE;
+    }
+    return FALSE;
+}
+
+static gboolean h_save_image_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_get_xml_desc_args *args = a;
+    if (refuse_secure_read_only(ctx, args->flags, "DOMAIN_SAVE_IMAGE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(save_image_get_xml);
+    char *xml = ctx->drv->ops->save_image_get_xml(ctx->drv, args->file, args->flags, error);
+    ((remote_domain_save_image_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_save_image_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_define_xml_args *args = a;
+    NEED_OP(save_image_define_xml);
+    return ctx->drv->ops->save_image_define_xml(ctx->drv, args->file, args->dxml, args->flags,
+                                                error);
+}
+
+static gboolean h_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                       error);
+}
+
+static gboolean h_managed_save_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    if (refuse_secure_read_only(ctx, ((remote_domain_flags_args *)a)->flags,
+                                "DOMAIN_MANAGED_SAVE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(managed_save_get_xml);
+    ARG_DOMAIN(remote_domain_flags_args);
+    char *xml = ctx->drv->ops->managed_save_get_xml(ctx->drv, &dom,
+                                                    ((remote_domain_flags_args *)a)->flags, error);
+    ((remote_domain_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_managed_save_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_managed_save_define_xml_args *args = a;
+    NEED_OP(managed_save_define_xml);
+    ARG_DOMAIN(remote_domain_managed_save_define_xml_args);
+    return ctx->drv->ops->managed_save_define_xml(ctx->drv, &dom, args->dxml ? *args->dxml : NULL,
+                                                  args->flags, error);
+}
+
+static gboolean h_managed_save_remove(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save_remove);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save_remove(ctx->drv, &dom,
+                                              ((remote_domain_flags_args *)a)->flags, error);
 }
 
 static gboolean h_snapshot_num(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1613,6 +1726,28 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_flags_args), X(remote_int_ret), h_has_managed_save, 0},
     {REMOTE_PROC_DOMAIN_SNAPSHOT_NUM, "DOMAIN_SNAPSHOT_NUM", X(remote_domain_flags_args),
      X(remote_int_ret), h_snapshot_num, 0},
+    {REMOTE_PROC_DOMAIN_SAVE, "DOMAIN_SAVE", X(remote_domain_save_args), VOID, h_save,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_FLAGS, "DOMAIN_SAVE_FLAGS", X(remote_domain_save_flags_args), VOID,
+     h_save_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE, "DOMAIN_RESTORE", X(remote_domain_restore_args), VOID,
+     h_restore, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "DOMAIN_RESTORE_FLAGS", X(remote_domain_restore_flags_args),
+     VOID, h_restore_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "DOMAIN_SAVE_IMAGE_GET_XML_DESC",
+     X(remote_domain_save_image_get_xml_desc_args), X(remote_domain_save_image_get_xml_desc_ret),
+     h_save_image_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_DEFINE_XML, "DOMAIN_SAVE_IMAGE_DEFINE_XML",
+     X(remote_domain_save_image_define_xml_args), VOID, h_save_image_define_xml, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE, "DOMAIN_MANAGED_SAVE", X(remote_domain_flags_args), VOID,
+     h_managed_save, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "DOMAIN_MANAGED_SAVE_REMOVE",
+     X(remote_domain_flags_args), VOID, h_managed_save_remove, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_GET_XML_DESC, "DOMAIN_MANAGED_SAVE_GET_XML_DESC",
+     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_DEFINE_XML, "DOMAIN_MANAGED_SAVE_DEFINE_XML",
+     X(remote_domain_managed_save_define_xml_args), VOID, h_managed_save_define_xml,
+     PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML, "DOMAIN_DEFINE_XML", X(remote_domain_define_xml_args),
      X(remote_domain_ret), h_define_xml, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "DOMAIN_DEFINE_XML_FLAGS",

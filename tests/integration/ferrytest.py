@@ -53,6 +53,7 @@ class Daemon:
                 f'listen_tcp = 1\nlisten_addr = "{host}"\ntcp_port = {self.port}\n'
                 f'auth_tcp = "none"\nunix_sock_dir = "{self.sock_dir}"\n'
                 f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.dir}/run"\n'
+                f'domain_log_dir = "{self.dir}/log"\nqemu_save_dir = "{self.dir}/save"\n'
                 f'migration_address = "{host}"\nlog_level = 2\n' + extra_conf
             )
         self.proc = None
