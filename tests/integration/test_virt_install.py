@@ -90,13 +90,24 @@ class VirtInstallTest(ft.DaemonTestCase):
         p, vnc = self.virt_install(uri, "vi1")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("Domain creation completed", p.stdout)
+        try:
+            self.check_guest(d, uri, vnc)
+        finally:
+            # While the daemon still runs: a guest outlives its daemon by design.
+            ft.virsh(uri, "destroy", "vi1", check=False)
+        ft.virsh(uri, "undefine", "vi1")
+        self.assertEqual(d.stop(), 0)
+        self.assertIsNone(d.sanitizer_report())
+
+    def check_guest(self, d, uri, vnc):
         self.assertRegex(ft.virsh(uri, "domstate", "vi1")[1], r"running")
-        self.addCleanup(lambda: ft.virsh(uri, "destroy", "vi1", check=False))
 
         # The serial console virt-install added carries the guest's output.
         console = ConsoleReader(uri, "vi1")
-        self.addCleanup(console.close)
-        console.wait_for("FERRY-GUEST ready", BOOT_TIMEOUT)
+        try:
+            console.wait_for("FERRY-GUEST ready", BOOT_TIMEOUT)
+        finally:
+            console.close()
 
         # What virt-install asked for beyond the devices, on QEMU's command line.
         pid, _ = ft.vmm_of(d, "vi1", "qemu")
@@ -182,18 +193,18 @@ class VirtInstallTest(ft.DaemonTestCase):
 
         self.check_python_libvirt(uri, "vi1")
 
-        ft.virsh(uri, "destroy", "vi1")
-        ft.virsh(uri, "undefine", "vi1")
-        self.assertEqual(d.stop(), 0)
-        self.assertIsNone(d.sanitizer_report())
-
     def domstats(self, uri, name, *groups):
         out = ft.virsh(uri, "domstats", *groups, name)[1]
         return dict(line.strip().split("=", 1) for line in out.splitlines() if "=" in line)
 
     def check_python_libvirt(self, uri, name):
         conn = libvirt.open(uri)
-        self.addCleanup(conn.close)
+        try:
+            self.check_python_libvirt_on(conn, name)
+        finally:
+            conn.close()
+
+    def check_python_libvirt_on(self, conn, name):
         dom = conn.lookupByName(name)
         mem = dom.memoryStats()
         self.assertEqual(mem["actual"], MEMORY_MIB * 1024)
