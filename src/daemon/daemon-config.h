@@ -40,6 +40,14 @@ typedef struct {
     guint min_workers;
     int keepalive_interval;
     guint keepalive_count;
+    /* ferry: how every TCP connection of the daemon (clients, peer daemons,
+     * migration data) notices a dead peer or path by itself: seconds sent
+     * data may stay unacknowledged (TCP_USER_TIMEOUT), and TCP keepalive
+     * probes of an idle connection (0: the kernel's defaults / off) */
+    guint tcp_user_timeout;
+    guint tcp_keepalive_idle;
+    guint tcp_keepalive_interval;
+    guint tcp_keepalive_count;
     /* logging */
     guint log_level;
     char *log_filters; /* libvirt's syntax, checked when loaded; NULL: none */

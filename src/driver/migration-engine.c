@@ -177,9 +177,10 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
         return FALSE;
     gboolean ok = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
     if (ok)
-        migration_job_request_abort(obj->job,
-                                    g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
-                                                        "job 'migration out' canceled by client"));
+        ok = migration_job_try_abort(obj->job,
+                                     g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                         "job 'migration out' canceled by client"),
+                                     error);
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "no job is active on the domain");

@@ -962,7 +962,9 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
-    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
+    g_autoptr(TunnelPeerWatch) source =
+        tunnel_peer_watch_new(rpc_server_client_get_connection(ctx->client));
+    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding, source,
                                           cookie_out, uri_out, error);
 }
 

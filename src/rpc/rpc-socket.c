@@ -16,11 +16,42 @@
 
 #include "util/error.h"
 
+static RpcTcpLiveness liveness; /* set once at start */
+
+void rpc_socket_set_tcp_liveness(const RpcTcpLiveness *l)
+{
+    liveness = *l;
+}
+
+static void set_int(int fd, int level, int name, int value)
+{
+    /* Best effort: a kernel without the option keeps its defaults. */
+    setsockopt(fd, level, name, &value, sizeof(value));
+}
+
 static void tune_tcp(int fd)
 {
-    int one = 1;
     /* RPC calls are small and latency-bound; streams batch their own writes. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (liveness.user_timeout_s)
+        set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)MIN(liveness.user_timeout_s, 2000000u) * 1000);
+    if (liveness.keepalive_idle_s) {
+        set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+        set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)liveness.keepalive_idle_s);
+        if (liveness.keepalive_interval_s)
+            set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)liveness.keepalive_interval_s);
+        if (liveness.keepalive_count)
+            set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, (int)liveness.keepalive_count);
+    }
+}
+
+void rpc_socket_tune_accepted(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+        (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
+        tune_tcp(fd);
 }
 
 int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)

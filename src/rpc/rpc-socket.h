@@ -14,3 +14,23 @@ int rpc_socket_listen_unix(const char *path, guint mode, GError **error);
 
 int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GError **error);
 int rpc_socket_connect_unix(const char *path, GError **error);
+
+/* How a TCP connection notices a dead peer or path by itself, without
+ * waiting for the kernel's retransmission limit (about 15 minutes):
+ * TCP_USER_TIMEOUT bounds how long sent data may stay unacknowledged, and
+ * TCP keepalive probes an idle connection. 0 leaves a setting at the
+ * kernel's default (keepalive_idle 0: no keepalive). */
+typedef struct {
+    guint user_timeout_s;
+    guint keepalive_idle_s;
+    guint keepalive_interval_s;
+    guint keepalive_count;
+} RpcTcpLiveness;
+
+/* The process-wide settings that every TCP connection made by
+ * rpc_socket_connect_tcp, and every one passed to rpc_socket_tune_accepted,
+ * gets. Set once at start, before any connection (default: all 0). */
+void rpc_socket_set_tcp_liveness(const RpcTcpLiveness *liveness);
+/* An accepted connection: TCP_NODELAY and the liveness settings when it is
+ * TCP; a UNIX socket is left alone. */
+void rpc_socket_tune_accepted(int fd);
