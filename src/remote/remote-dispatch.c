@@ -8,6 +8,7 @@
 #include "remote/remote-convert.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
+#include "rpc/rpc-socket.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -962,8 +963,10 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
-    g_autoptr(TunnelPeerWatch) source =
-        tunnel_peer_watch_new(rpc_server_client_get_connection(ctx->client));
+    RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
+    /* A source daemon: its connection notices a dead path as a peer's does. */
+    rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
+    g_autoptr(TunnelPeerWatch) source = tunnel_peer_watch_new(conn);
     return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding, source,
                                           cookie_out, uri_out, error);
 }

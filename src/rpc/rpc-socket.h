@@ -27,10 +27,16 @@ typedef struct {
     guint keepalive_count;
 } RpcTcpLiveness;
 
-/* The process-wide settings that every TCP connection made by
- * rpc_socket_connect_tcp, and every one passed to rpc_socket_tune_accepted,
- * gets. Set once at start, before any connection (default: all 0). */
+/* The process-wide settings. Set once at start, before any connection
+ * (default: all 0). Connections to peers (every one rpc_socket_connect_tcp
+ * makes, and those passed to rpc_socket_tune_peer) get all of them; a
+ * client's (rpc_socket_tune_accepted) gets keepalive only: the kernel counts
+ * a zero window as unacknowledged data, and a client may stop reading. */
 void rpc_socket_set_tcp_liveness(const RpcTcpLiveness *liveness);
-/* An accepted connection: TCP_NODELAY and the liveness settings when it is
- * TCP; a UNIX socket is left alone. */
+/* An accepted client connection: TCP_NODELAY and keepalive when it is TCP;
+ * a UNIX socket is left alone. */
 void rpc_socket_tune_accepted(int fd);
+/* A connection found to come from a peer daemon (a migration's data
+ * connection, or the RPC connection a prepare call came on): all of the
+ * liveness settings. */
+void rpc_socket_tune_peer(int fd);

@@ -193,7 +193,7 @@ static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
 {
     /* Replies are small and awaited (TCP_NODELAY); a dead peer or path is
      * noticed by the connection itself (the daemon's TCP liveness). */
-    rpc_socket_tune_accepted(fd);
+    rpc_socket_tune_peer(fd);
     RpcTransport named = {0};
     rpc_transport_init_socket(&named, fd);
     Pending *p = g_new0(Pending, 1);

@@ -3,7 +3,7 @@ ferryd in the root network namespace and a destination ferryd in a namespace
 of the test's own, behind a tbf-shaped veth pair, and one fault per case in a
 chosen phase: the link blipped (dropped by iptables for 2 s) or cut, the link
 slow and lossy, a daemon killed, frozen or restarted, a VMM killed, virsh
-killed, an abort. Each case runs in tunnelled and in proxy mode.
+killed, an abort, a full disk, a TLS certificate expiring. Each case runs in tunnelled and in proxy mode.
 
 Every case checks that the VM runs (or is resumable) on exactly one host,
 that nothing leaked (VMM processes, the daemons' descriptors in /proc/PID/fd,
@@ -23,9 +23,11 @@ whole matrix; by default (make check) the representative subset marked
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from collections import Counter
@@ -146,7 +148,8 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         self.assertTrue(ft.wait_for(lambda: text in d.log(), timeout), f"{d.name}: no {text!r}")
 
     def wait_moved(self, at_least):
-        self.assertTrue(ft.wait_data_processed(self.a, "vm1", at_least, timeout=90))
+        self.assertTrue(ft.wait_data_processed(self.a, "vm1", at_least, timeout=90),
+                        f"the migration did not move {at_least >> 20} MiB")
 
     def record(self, seconds, bound):
         name = self.id().split(".")[-1]
@@ -191,7 +194,8 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
             running = ft.domain_names(d)
             self.assertTrue(ft.wait_for(lambda: len(vmm_processes(d)) == len(running), 30),
                             (d.name, vmm_processes(d), running))
-        self.assertEqual(self.net.listening_ports(), [self.b.port])
+        self.assertEqual(self.net.listening_ports(),
+                         sorted([self.b.port] + getattr(self, "extra_ports", [])))
         self.assertEqual(source_listening_ports(self.a), [self.a.port])
         for d in (self.a, self.b):
             before = self.fds.get(d.name)
@@ -217,6 +221,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
 
     def again(self):
         """A later migration of the same VM succeeds (nothing stuck)."""
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "0")
         rc, err = self.ended(self.migrate())
         self.assertEqual(rc, 0, err)
         self.assert_on_destination()
@@ -492,9 +497,8 @@ class Matrix:
         if at == "prepare":
             self.wait_log(self.b, "test pause at dest-prepare")
         else:
-            self.wait_moved(EARLY if at == "early" else LATE)
-            if at == "late":  # leave time for virsh to start
-                ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "4")
+            # late: half-way, leaving virsh 4 s to start and call
+            self.wait_moved(EARLY if at == "early" else 128 * MIB)
         start = time.monotonic()
         ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
         answered = time.monotonic()
@@ -538,6 +542,143 @@ class Matrix:
         self.assertEqual(rc, 0, err)
         self.assert_on_destination()
         self.assert_clean("destination")
+
+    # ---- the destination's disk ----
+
+    @quick
+    def test_destination_disk_full(self):
+        """The destination's runtime directory on a 1 MiB tmpfs, filled: no
+        incoming VM starts whose state could not be kept; prepare refuses
+        naming the directory and the cause, and the VM stays home."""
+        self.tmpfs = tempfile.mkdtemp(prefix="ferry-full-")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", self.tmpfs],
+                       check=True, capture_output=True, timeout=30)
+        self.addCleanup(shutil.rmtree, self.tmpfs, True)
+        self.addCleanup(subprocess.run, ["umount", "-l", self.tmpfs], capture_output=True,
+                        timeout=30)
+        self.prepare(dst_conf=f'domain_run_dir = "{self.tmpfs}/run"\n')
+        self.baseline_pids()
+        filler = os.path.join(self.tmpfs, "filler")
+        with open(filler, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        start = time.monotonic()
+        rc, err = self.ended(self.migrate())
+        self.record(time.monotonic() - start, 10)
+        self.assertNotEqual(rc, 0)
+        self.assertIn(f"cannot write to the runtime directory '{self.tmpfs}/run'", err)
+        self.assertIn("No space left on device", err)
+        self.assert_on_source()
+        self.assert_clean("source")
+        os.unlink(filler)
+        self.again()
+
+    # ---- certificates ----
+
+    def test_tls_certificate_expires_mid_way(self):
+        """The destination's certificate expires while the migration runs
+        over TLS (tunnelled: the daemons' RPC connection; proxy: --tls, the
+        data connection too): sessions made while it was valid carry on and
+        the migration completes; the next connection is refused naming the
+        expired certificate."""
+        pki = MiniPki(self.net.dst_ip, valid_s=35)
+        self.addCleanup(pki.cleanup)
+        tls_port = ft.free_port()
+        self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
+                        dst_conf=pki.server_conf(tls_port))
+        self.assertTrue(ft.wait_for(lambda: tls_port in self.net.listening_ports(), 30),
+                        self.net.listening_ports())
+        self.extra_ports = [tls_port]
+        self.slow_vm()
+        self.baseline()
+        self.baseline_pids()
+        duri = f"sim+tls://{self.net.dst_ip}:{tls_port}/system"
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        flags = ["--tunnelled"] if self.tunnelled else ["--tls"]
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              *flags, "vm1", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        self.wait_moved(EARLY)
+        # Slow until the certificate has expired, then at full speed.
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
+        left = pki.expires - time.time()
+        self.assertGreater(left, 0, "the certificate expired before the stream ran")
+        time.sleep(left + 1)
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "0")
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        self.record(left, 60)
+        self.assertEqual(ft.domstate(self.b, "vm1"), "running (migrated)")
+        # Back is refused: the destination's certificate is no longer valid.
+        self.start_vm(self.a, "vm2")
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              *flags, "vm2", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        rc, err = self.ended(p)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("expired", err)
+        self.assertRegex(ft.domstate(self.a, "vm2"), r"^running")
+        self.assertNotIn("vm2", ft.domain_names(self.b, "--all"))
+        self.assert_clean("destination")
+
+
+class MiniPki:
+    """A CA, a client certificate, and a server certificate for `ip` that
+    expires `valid_s` seconds from now (certtool takes a UTC date)."""
+
+    def __init__(self, ip, valid_s):
+        self.dir = tempfile.mkdtemp(prefix="ferry-pki-")
+        self.client_dir = os.path.join(self.dir, "client")
+        os.makedirs(self.client_dir)
+        self.expires = time.time() + valid_s
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.expires))
+        for key in ("ca", "server", "client"):
+            self.certtool("--generate-privkey", "--key-type", "ecdsa", "--outfile",
+                          self.path(f"{key}key.pem"))
+        self.certtool("--generate-self-signed", "--load-privkey", self.path("cakey.pem"),
+                      "--template", self.template("ca", "cn = ferry fault CA\nca\n"
+                                                  "cert_signing_key\nexpiration_days = 2\n"),
+                      "--outfile", self.path("cacert.pem"))
+        self.sign("server", f"organization = ferry\ncn = {ip}\nip_address = {ip}\n"
+                            f"tls_www_server\nencryption_key\nsigning_key\n"
+                            f"expiration_date = \"{until}\"\n")
+        self.sign("client", "country = GB\norganization = x\ncn = source\ntls_www_client\n"
+                            "encryption_key\nsigning_key\nexpiration_days = 2\n")
+        shutil.copy(self.path("cacert.pem"), os.path.join(self.client_dir, "cacert.pem"))
+        shutil.copy(self.path("clientcert.pem"), os.path.join(self.client_dir, "clientcert.pem"))
+        shutil.copy(self.path("clientkey.pem"), os.path.join(self.client_dir, "clientkey.pem"))
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def template(self, name, text):
+        with open(self.path(name + ".info"), "w") as f:
+            f.write(text)
+        return self.path(name + ".info")
+
+    def certtool(self, *args):
+        subprocess.run(["certtool", *args], check=True, capture_output=True, timeout=60)
+
+    def sign(self, name, text):
+        self.certtool("--generate-certificate", "--load-privkey", self.path(f"{name}key.pem"),
+                      "--load-ca-certificate", self.path("cacert.pem"),
+                      "--load-ca-privkey", self.path("cakey.pem"),
+                      "--template", self.template(name, text),
+                      "--outfile", self.path(f"{name}cert.pem"))
+
+    def server_conf(self, port):
+        return (f'listen_tls = 1\ntls_port = {port}\nauth_tls = "none"\n'
+                f'ca_file = "{self.path("cacert.pem")}"\n'
+                f'cert_file = "{self.path("servercert.pem")}"\n'
+                f'key_file = "{self.path("serverkey.pem")}"\n')
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Tunnelled(Matrix, FaultCase):
