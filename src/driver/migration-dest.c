@@ -348,6 +348,17 @@ static void finish_cancelled(MigrationEngine *e, MigrationJob *job, const char *
     g_autoptr(GError) why = NULL;
     gboolean failed_here = !migration_job_wait_channel(job, g_get_monotonic_time(), &why) &&
                            !g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT);
+    /* A VMM that died ends its stream like one that finished: the source
+     * only saw its own VMM lose the receiver. */
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, NULL);
+    if (obj)
+        domain_obj_end(obj);
+    else if (!failed_here) {
+        g_clear_error(&why);
+        g_set_error(&why, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the destination VMM ended unexpectedly");
+        failed_here = TRUE;
+    }
     migration_job_cut_channel(job, NULL);
     incoming_discard(e, job, "the source canceled the migration");
     if (failed_here)

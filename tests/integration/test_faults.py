@@ -16,8 +16,8 @@ at a named point (dest-prepare, source-finish, dest-finish) while the test
 acts; early and late stream are 16 MiB and 200 MiB into a 256 MiB VM moving
 at 32 MiB/s.
 
-Run alone, the file runs its cases in parallel processes (`--jobs N`, default
-6): they wait on timers far more than they compute. FERRY_FAULTS=all runs the
+Run alone, the file runs its cases in parallel processes (`--jobs=N`, default
+4): they wait on timers far more than they compute. FERRY_FAULTS=all runs the
 whole matrix; by default (make check) the representative subset marked
 `quick` runs; `make faults` runs all."""
 
@@ -37,7 +37,12 @@ import ferrytest as ft  # noqa: E402
 
 MIB = 1 << 20
 EARLY, LATE = 16 * MIB, 200 * MIB
-BLIP_S = 2.0
+# A blip TCP rides out with the defaults (tcp_user_timeout 5 s: the
+# retransmissions at 0.2, 0.6, 1.4 s get through once it ends).
+BLIP_S = 1.0
+# How long a daemon is held at a fault point: long enough for the test to
+# act on a loaded machine before the held call goes on.
+HOLD_S = 6.0
 # The defaults: a dead path is noticed within 8 s (tcp_user_timeout), a
 # standing stream within 10 s (migration_stall_timeout); the matrix allows
 # 4 s on top for a loaded machine.
@@ -118,6 +123,13 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
 
     # ---- set-up ----
 
+    def start_daemon(self, **kw):
+        # ASan daemons on a loaded machine (the cases run side by side) may
+        # take far longer than the usual 15 s to listen.
+        d = ft.Daemon(**kw)
+        self.daemons.append(d)
+        return d.start(timeout=90)
+
     def start_pair(self, src_conf="", dst_conf="", src_env=None, dst_env=None):
         self.a = self.start_daemon(name="source", host=self.net.src_ip, extra_conf=src_conf,
                                    env=src_env)
@@ -147,9 +159,10 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
     def wait_log(self, d, text, timeout=60):
         self.assertTrue(ft.wait_for(lambda: text in d.log(), timeout), f"{d.name}: no {text!r}")
 
-    def wait_moved(self, at_least):
-        self.assertTrue(ft.wait_data_processed(self.a, "vm1", at_least, timeout=90),
-                        f"the migration did not move {at_least >> 20} MiB")
+    def wait_moved(self, at_least, p=None):
+        if not ft.wait_data_processed(self.a, "vm1", at_least, timeout=90):
+            why = p.communicate(timeout=60)[1] if p and p.poll() is not None else ""
+            self.fail(f"the migration did not move {at_least >> 20} MiB {why}")
 
     def record(self, seconds, bound):
         name = self.id().split(".")[-1]
@@ -235,9 +248,9 @@ class Matrix:
     def blip_then_success(self, at):
         dst_env = src_env = None
         if at == "prepare":
-            dst_env = {"FERRY_TEST_PAUSE": "dest-prepare:3000"}
+            dst_env = {"FERRY_TEST_PAUSE": f"dest-prepare:{int(HOLD_S * 1000)}"}
         elif at == "finish":
-            src_env = {"FERRY_TEST_PAUSE": "source-finish:1500"}
+            src_env = {"FERRY_TEST_PAUSE": f"source-finish:{int(HOLD_S * 1000)}"}
         self.prepare(dst_env=dst_env, src_env=src_env)
         self.baseline_pids()
         p = self.migrate()
@@ -246,11 +259,18 @@ class Matrix:
         elif at == "finish":
             self.wait_log(self.a, "test pause at source-finish")
         else:
-            self.wait_moved(EARLY if at == "early" else LATE)
+            self.wait_moved(EARLY if at == "early" else LATE, p)
+        seen = time.monotonic()
         start = time.monotonic()
-        self.net.drop()
-        time.sleep(BLIP_S)
-        self.net.heal()
+        if at in ("prepare", "finish"):
+            # Around the moment the held daemon sends (prepare's reply, the
+            # finish call): the link is idle before, and an idle link dead
+            # for 5 s is a cut, not a blip.
+            time.sleep(max(0, seen + HOLD_S - 0.8 - time.monotonic()))
+            start = time.monotonic()
+            self.net.blip(BLIP_S + 0.2)
+        else:
+            self.net.blip(BLIP_S)
         rc, err = self.ended(p)
         self.assertEqual(rc, 0, err)
         self.record(time.monotonic() - start, 120)
@@ -260,9 +280,9 @@ class Matrix:
     def cut_then_failure(self, at):
         dst_env = src_env = None
         if at == "prepare":
-            dst_env = {"FERRY_TEST_PAUSE": "dest-prepare:2000"}
+            dst_env = {"FERRY_TEST_PAUSE": f"dest-prepare:{int(HOLD_S * 1000)}"}
         elif at == "finish":
-            src_env = {"FERRY_TEST_PAUSE": "source-finish:3000"}
+            src_env = {"FERRY_TEST_PAUSE": f"source-finish:{int(HOLD_S * 1000)}"}
         self.prepare(dst_env=dst_env, src_env=src_env)
         self.baseline_pids()
         incoming = []
@@ -272,7 +292,7 @@ class Matrix:
         elif at == "finish":
             self.wait_log(self.a, "test pause at source-finish")
         else:
-            self.wait_moved(EARLY if at == "early" else LATE)
+            self.wait_moved(EARLY if at == "early" else LATE, p)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.net.drop()
@@ -332,7 +352,7 @@ class Matrix:
     def test_link_cut_while_destination_finishes(self):
         """The finish reached the destination, which runs the VM; its answer is
         lost: the source keeps its VM paused, never running twice."""
-        self.prepare(dst_env={"FERRY_TEST_PAUSE": "dest-finish:3000"})
+        self.prepare(dst_env={"FERRY_TEST_PAUSE": f"dest-finish:{int(HOLD_S * 1000)}"})
         self.baseline_pids()
         p = self.migrate()
         self.wait_log(self.b, "test pause at dest-finish")
@@ -371,7 +391,7 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.b.kill(signal.SIGKILL)
@@ -392,7 +412,7 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         start = time.monotonic()
         self.b.kill(signal.SIGSTOP)
         try:
@@ -412,7 +432,7 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.a.kill(signal.SIGKILL)
@@ -435,12 +455,12 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         start = time.monotonic()
         for pid in vmm_processes(self.b):
             os.kill(pid, signal.SIGKILL)
         rc, err = self.ended(p)
-        self.record(time.monotonic() - start, 5)
+        self.record(time.monotonic() - start, DEAD_PATH_BOUND)
         self.assertNotEqual(rc, 0)
         self.assertIn("destination VMM", err)
         self.assert_on_source()
@@ -451,7 +471,7 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         for pid in vmm_processes(self.a):
@@ -461,7 +481,7 @@ class Matrix:
         self.assertIn("source VMM", err)
         for pid in incoming:
             self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), 30), pid)
-        self.record(time.monotonic() - start, 5)
+        self.record(time.monotonic() - start, DEAD_PATH_BOUND)
         # The guest died with its VMM: it runs nowhere, and says so.
         self.assertEqual(ft.domstate(self.a, "vm1"), "shut off (crashed)")
         self.assert_gone_from(self.b)
@@ -474,7 +494,7 @@ class Matrix:
         self.prepare()
         self.baseline_pids()
         p = self.migrate()
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         start = time.monotonic()
         p.kill()
         p.wait()
@@ -490,7 +510,7 @@ class Matrix:
     def abort_in(self, at):
         dst_env = src_env = None
         if at == "prepare":
-            dst_env = {"FERRY_TEST_PAUSE": "dest-prepare:3000"}
+            dst_env = {"FERRY_TEST_PAUSE": f"dest-prepare:{int(HOLD_S * 1000)}"}
         self.prepare(dst_env=dst_env, src_env=src_env)
         self.baseline_pids()
         p = self.migrate()
@@ -498,7 +518,7 @@ class Matrix:
             self.wait_log(self.b, "test pause at dest-prepare")
         else:
             # late: half-way, leaving virsh 4 s to start and call
-            self.wait_moved(EARLY if at == "early" else 128 * MIB)
+            self.wait_moved(EARLY if at == "early" else 128 * MIB, p)
         start = time.monotonic()
         ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
         answered = time.monotonic()
@@ -529,7 +549,7 @@ class Matrix:
     def test_abort_in_finish(self):
         """Once the VM's state has crossed, an abort comes too late: it is
         refused naming the phase, and the migration completes."""
-        self.prepare(src_env={"FERRY_TEST_PAUSE": "source-finish:2000"})
+        self.prepare(src_env={"FERRY_TEST_PAUSE": f"source-finish:{int(HOLD_S * 1000)}"})
         self.baseline_pids()
         p = self.migrate()
         self.wait_log(self.a, "test pause at source-finish")
@@ -585,7 +605,7 @@ class Matrix:
         data connection too): sessions made while it was valid carry on and
         the migration completes; the next connection is refused naming the
         expired certificate."""
-        pki = MiniPki(self.net.dst_ip, valid_s=35)
+        pki = MiniPki(self.net.dst_ip, valid_s=90)
         self.addCleanup(pki.cleanup)
         tls_port = ft.free_port()
         self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
@@ -603,7 +623,7 @@ class Matrix:
         p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
                               *flags, "vm1", duri], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
-        self.wait_moved(EARLY)
+        self.wait_moved(EARLY, p)
         # Slow until the certificate has expired, then at full speed.
         ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
         left = pki.expires - time.time()
@@ -736,6 +756,6 @@ def run_parallel(jobs, patterns):
 
 if __name__ == "__main__":
     if len(sys.argv) == 1 or sys.argv[1].startswith("--jobs"):
-        jobs = int(sys.argv[1].split("=")[1]) if len(sys.argv) > 1 else 6
+        jobs = int(sys.argv[1].split("=")[1]) if len(sys.argv) > 1 else 4
         sys.exit(run_parallel(jobs, sys.argv[2:]))
     unittest.main()
