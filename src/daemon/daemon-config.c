@@ -90,6 +90,11 @@ static const KeyDef keys[] = {
     K(qemu_emulator, KEY_STRING),
     K(qemu_config_dir, KEY_STRING),
     K(qemu_run_dir, KEY_STRING),
+    K(qemu_save_dir, KEY_STRING),
+    K(domain_log_dir, KEY_STRING),
+    K(qemu_log_dir, KEY_STRING),
+    KR(vmm_log_max_size, KEY_UINT, 0, G_MAXUINT32),
+    KR(vmm_log_max_backups, KEY_UINT, 0, 100),
     KR(migration_port_min, KEY_UINT, 1, 65535),
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
@@ -160,6 +165,14 @@ DaemonConfig *daemon_config_new_defaults(void)
                                   : g_build_filename(g_get_user_config_dir(), "ferry", "sim", NULL);
     cfg->domain_run_dir = root ? g_strdup("/run/ferry/sim")
                                : g_build_filename(g_get_user_runtime_dir(), "ferry", "sim", NULL);
+    cfg->qemu_save_dir = root ? g_strdup("/var/lib/ferry/qemu/save")
+                              : g_build_filename(g_get_user_data_dir(), "ferry", "qemu", "save",
+                                                 NULL);
+    cfg->domain_log_dir = root ? g_strdup("/var/log/ferry/sim")
+                               : g_build_filename(g_get_user_cache_dir(), "ferry", "log", "sim",
+                                                  NULL);
+    cfg->vmm_log_max_size = 2 * 1024 * 1024;
+    cfg->vmm_log_max_backups = 3;
     cfg->vmm_binary = NULL; /* found next to ferryd, or on PATH */
     cfg->migration_port_min = 49152;
     cfg->migration_port_max = 49215;

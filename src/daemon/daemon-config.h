@@ -70,6 +70,14 @@ typedef struct {
     char *qemu_emulator;
     char *qemu_config_dir;
     char *qemu_run_dir;
+    /* ferry: the VMMs' logs by domain (NAME.log), and their rotation
+     * (virtlogd's max_size and max_backups); qemu_log_dir NULL: qemu/ below
+     * domain_log_dir */
+    char *qemu_save_dir; /* ferry: managed save images of the QEMU driver */
+    char *domain_log_dir;
+    char *qemu_log_dir;
+    guint vmm_log_max_size;
+    guint vmm_log_max_backups;
     /* migration (qemu.conf names) */
     guint migration_port_min;
     guint migration_port_max;

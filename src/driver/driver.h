@@ -27,7 +27,7 @@ typedef struct {
     int state; /* virDomainState */
     guint64 max_mem_kib;
     guint64 memory_kib;
-    guint vcpus;
+    guint vcpus; /* plugged in: <vcpu current=> */
     guint64 cpu_time_ns;
 } DriverDomainInfo;
 
@@ -69,6 +69,8 @@ enum {
     DRIVER_JOB_FAILED = 4,
     DRIVER_JOB_CANCELLED = 5,
 };
+#define DRIVER_JOB_OPERATION_SAVE 2
+#define DRIVER_JOB_OPERATION_RESTORE 3
 #define DRIVER_JOB_OPERATION_MIGRATION_IN 4
 #define DRIVER_JOB_OPERATION_MIGRATION_OUT 5
 #define DRIVER_JOB_STATS_COMPLETED 1 /* GET_JOB_STATS flag: the last finished job */
@@ -251,6 +253,23 @@ typedef struct {
      * prediction needs with it. */
     gboolean (*probe_dirty_rate)(Driver *drv, const DriverDomain *dom, guint seconds,
                                  DriverDirtyRate *out, GError **error);
+    /* Save and restore (virsh save, restore, managedsave, save-image-*):
+     * flags are libvirt's virDomainSaveRestoreFlags; dxml may be NULL. */
+    gboolean (*save)(Driver *drv, const DriverDomain *dom, const char *path, const char *dxml,
+                     guint flags, GError **error);
+    gboolean (*restore)(Driver *drv, const char *path, const char *dxml, guint flags,
+                        GError **error);
+    char *(*save_image_get_xml)(Driver *drv, const char *path, guint flags, GError **error);
+    gboolean (*save_image_define_xml)(Driver *drv, const char *path, const char *dxml,
+                                      guint flags, GError **error);
+    gboolean (*managed_save)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    int (*has_managed_save)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    gboolean (*managed_save_remove)(Driver *drv, const DriverDomain *dom, guint flags,
+                                    GError **error);
+    char *(*managed_save_get_xml)(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+    gboolean (*managed_save_define_xml)(Driver *drv, const DriverDomain *dom, const char *dxml,
+                                        guint flags, GError **error);
 } DriverOps;
 
 /* How a source driver reaches the destination daemon for peer-to-peer

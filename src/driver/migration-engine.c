@@ -61,6 +61,8 @@ void migration_engine_free(MigrationEngine *e)
         e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
+    g_free(e->save_dir);
+    g_free(e->file_refusal);
     tunnel_data_settings_unref(e->data_settings);
     g_free(e->daemon_id);
     g_cond_clear(&e->threads_cond);
@@ -176,11 +178,13 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
     DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
     if (!obj)
         return FALSE;
-    gboolean ok = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
+    gboolean save = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_SAVE;
+    gboolean ok = save || (obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT);
     if (ok)
         ok = migration_job_try_abort(obj->job,
-                                     g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
-                                                         "job 'migration out' canceled by client"),
+                                     g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                 "job '%s' canceled by client",
+                                                 save ? "domain save" : "migration out"),
                                      error);
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
@@ -235,4 +239,5 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_finish = migration_dest_finish;
     ops->migrate_confirm = migration_source_confirm;
     migration_probe_install_ops(ops);
+    migration_file_install_ops(ops);
 }

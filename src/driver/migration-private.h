@@ -19,6 +19,9 @@ struct MigrationEngine {
     guint threads;   /* engine threads running (under lock) */
     gint stopping;   /* atomic: the daemon is stopping, threads leave at once */
     guint probes;    /* discard channels of the pre-flight probe (under lock) */
+    /* save and restore (migration-file.c), set once before use */
+    char *save_dir;     /* managed save images, NULL: none */
+    char *file_refusal; /* why this VMM cannot save, NULL: it can */
 };
 
 MigrationEngine *migration_engine_of(Driver *drv, GError **error);
@@ -44,6 +47,10 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
 gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                   GBytes *cookie_in, guint flags, gboolean cancelled,
                                   GError **error);
+
+/* migration-file.c: save, restore, managed save, and create/undefine aware
+ * of managed save images. */
+void migration_file_install_ops(DriverOps *ops);
 
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,

@@ -226,9 +226,12 @@ static void probe_error(MigrationPeer *peer, GError **error)
         ((*error)->code == FERRY_ERR_RPC || (*error)->code == FERRY_ERR_NO_SUPPORT)) {
         g_autofree char *said = g_strdup((*error)->message);
         g_clear_error(error);
+        /* It may be no ferryd at all: name it by its address only. */
+        const char *at = strstr(peer->description, " at ");
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
-                    "the %s is not a ferry daemon that answers probes (it said: %s)",
-                    peer->description, said);
+                    "the destination daemon%s is not a ferry daemon that answers probes (it "
+                    "said: %s)",
+                    at ? at : "", said);
     }
 }
 

@@ -1,6 +1,7 @@
 /* A migration channel: one byte stream between a local VMM socket and the
  * peer daemon, carried inside an RPC stream (tunnelled) or over a data
- * connection the two daemons relay (proxy mode). The migration engine holds
+ * connection the two daemons relay (proxy mode), or between the VMM socket
+ * and a file (save and restore). The migration engine holds
  * channels only, never the RPC connection, transport or TLS context beneath.
  *
  * Also the daemon's settings for migration data (TunnelDataSettings: the
@@ -12,6 +13,7 @@
 
 #include "rpc/rpc-tls.h"
 #include "tunnel/tunnel-dataconn.h"
+#include "tunnel/tunnel-file.h"
 #include "tunnel/tunnel-relay.h"
 #include "tunnel/tunnel-router.h"
 #include "tunnel/tunnel-stream.h"
@@ -35,6 +37,9 @@ TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const
 TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 deadline_us,
                                           int vmm_fd, const TunnelRelayConfig *config,
                                           GError **error);
+/* Save and restore: vmm_fd and file_fd (both taken) copied one way, as
+ * config says; started. */
+TunnelChannel *tunnel_channel_open_file(int vmm_fd, int file_fd, const TunnelFileConfig *config);
 /* Keeps the listener's port while the channel runs: every other connection
  * is refused and logged. Returns when the channel is over or the listener
  * was cancelled. */

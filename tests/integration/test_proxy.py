@@ -183,21 +183,20 @@ class NetnsTest(ProxyCase):
 
     def setUp(self):
         super().setUp()
-        self.net = ft.Netns()
         # a 1 Gbit/s link with a queue: the data really crosses a shaped link
-        self.net.shape("1gbit")
-        self.src_ip, self.dst_ip = self.net.src_ip, self.net.dst_ip
+        self.link = ft.ShapedLink("1gbit", octet=213)
+        self.ns, self.src_ip, self.dst_ip = self.link.ns, self.link.src_ip, self.link.dst_ip
 
     def tearDown(self):
         try:
             super().tearDown()
         finally:
-            self.net.close()
+            self.link.remove()
 
     def run_case(self, tunnelled):
         self.a = self.start_daemon(name="source", host=self.src_ip)
         self.b = self.start_daemon(name="destination", host=self.dst_ip,
-                                   prefix=self.net.prefix)
+                                   prefix=["ip", "netns", "exec", self.ns])
         self.start_vm(self.a, memory_mib=96, dirty_rate="10MiB")
         rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live", "--verbose", tunnelled=tunnelled)
         self.assertEqual(rc, 0, err)

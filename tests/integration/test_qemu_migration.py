@@ -2,7 +2,8 @@
 test guest (tests/guest/) proving after every move that all its memory arrived:
 tunnelled over TLS+SASL, proxy mode with and without --tls, a local migration
 (two QEMU of one domain on one host), domjobabort mid-way, bandwidth, and the
-flags ferry does not carry yet refused by name.
+flags ferry does not carry yet refused by name; ferry-probe measuring the
+guest's dirty rate through QEMU.
 
 Each destination writes the guest's console to a file of its own (the XML
 given with --xml), so a verification pass that begins and ends in that file
@@ -112,6 +113,21 @@ class QemuMigrationTest(SaslTestCase):
     def test_tunnelled_over_tls_sasl_and_proxy_over_tls_with_memory_verified_by_the_guest(self):
         a, b = self.daemon("A"), self.daemon("B")
         before = self.boot(a)
+
+        # ferry-probe reads the guest's dirty rate through the QEMU driver
+        # (calc-dirty-rate, query-dirty-rate) and QEMU's downtime limit.
+        p = subprocess.run([os.path.join(ft.BUILD, "src/tools/ferry-probe"), "-c", self.local(a),
+                            self.tcp(b), NAME, "--no-throughput", "--dirty-seconds", "1"],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, LIBVIRT_AUTH_FILE=self.authfile))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"(?m)^pass  sasl: authenticated as 'alice'")
+        self.assertRegex(p.stdout, r"(?m)^pass  destination vmm: QEMU \d+\.\d+\.\d+ on host ")
+        self.assertRegex(p.stdout, r"(?m)^pass  destination memory: \d+ MiB free, domain 'mg' "
+                                   r"needs 256 MiB$")
+        self.assertRegex(p.stdout, r"(?m)^pass  dirty rate: domain 'mg' dirties [\d.]+ MiB/s of "
+                                   r"256 MiB \(QEMU's calc-dirty-rate over 1 s\)$")
+        self.assertEqual(self.state(a), "running (booted)")
 
         # Flags QEMU supports but ferry does not carry yet: refused by name, the guest stays.
         for flag, named in (("--postcopy", "POSTCOPY"), ("--copy-storage-all", "NON_SHARED_DISK"),
