@@ -9,7 +9,7 @@ MESON_OPTS ?=
 # make fuzz: seconds per harness.
 FUZZ_SECONDS ?= 60
 
-.PHONY: all setup demo check bench fuzz soak deb deb-check clean format
+.PHONY: all setup demo check faults bench fuzz soak deb deb-check clean format
 
 all: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -42,6 +42,13 @@ check: setup $(ASAN_BUILD)/build.ninja $(FUZZ_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	ninja -C $(FUZZ_BUILD)
 	FERRY_FUZZ_BUILD_DIR=$(abspath $(FUZZ_BUILD)) scripts/run-tests $(ASAN_BUILD)
+
+# The whole fault matrix (tests/integration/test_faults.py; make check runs
+# its representative subset): every case in tunnelled and proxy mode.
+faults: setup $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	FERRY_FAULTS=all FERRY_BUILD_DIR=$(abspath $(ASAN_BUILD)) \
+	  /usr/bin/python3 tests/integration/test_faults.py --jobs=8
 
 # Each harness for FUZZ_SECONDS from the seed corpus plus what earlier runs
 # found ($(FUZZ_BUILD)/fuzz-corpus); ends with executions per harness.

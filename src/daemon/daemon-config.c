@@ -70,6 +70,10 @@ static const KeyDef keys[] = {
     KR(min_workers, KEY_UINT, 0, 1000),
     KR(keepalive_interval, KEY_INT, -1, 3600),
     KR(keepalive_count, KEY_UINT, 0, 1000),
+    KR(tcp_user_timeout, KEY_UINT, 0, 3600),
+    KR(tcp_keepalive_idle, KEY_UINT, 0, 32767),
+    KR(tcp_keepalive_interval, KEY_UINT, 0, 32767),
+    KR(tcp_keepalive_count, KEY_UINT, 0, 127),
     KR(admin_max_clients, KEY_UINT, 1, 100000),
     KR(admin_max_queued_clients, KEY_UINT, 0, G_MAXINT32),
     KR(admin_max_workers, KEY_UINT, 1, 1000),
@@ -143,6 +147,14 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->min_workers = 5;
     cfg->keepalive_interval = 5;
     cfg->keepalive_count = 5;
+    /* A dead path is noticed within 5 s of the first byte it did not carry
+     * (TCP_USER_TIMEOUT), or of the last one it did when idle (2 s of
+     * silence, then a probe each second): within 10 s whatever the traffic,
+     * as the keepalive PING that libvirt sends after 5 s is such a byte. */
+    cfg->tcp_user_timeout = 5;
+    cfg->tcp_keepalive_idle = 2;
+    cfg->tcp_keepalive_interval = 1;
+    cfg->tcp_keepalive_count = 3;
     cfg->unix_sock_admin_perms = 0700;
     cfg->admin_max_clients = 5;
     cfg->admin_max_queued_clients = 5;

@@ -40,6 +40,14 @@ typedef struct {
     guint min_workers;
     int keepalive_interval;
     guint keepalive_count;
+    /* ferry: how every TCP connection of the daemon (clients, peer daemons,
+     * migration data) notices a dead peer or path by itself: seconds sent
+     * data may stay unacknowledged (TCP_USER_TIMEOUT), and TCP keepalive
+     * probes of an idle connection (0: the kernel's defaults / off) */
+    guint tcp_user_timeout;
+    guint tcp_keepalive_idle;
+    guint tcp_keepalive_interval;
+    guint tcp_keepalive_count;
     /* the admin socket's own server (virt-admin), as libvirtd has it */
     guint unix_sock_admin_perms;
     guint admin_max_clients;

@@ -300,6 +300,13 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         return 1;
     }
 
+    /* Before any connection: every TCP connection notices a dead path itself. */
+    RpcTcpLiveness liveness = {.user_timeout_s = cfg->tcp_user_timeout,
+                               .keepalive_idle_s = cfg->tcp_keepalive_idle,
+                               .keepalive_interval_s = cfg->tcp_keepalive_interval,
+                               .keepalive_count = cfg->tcp_keepalive_count};
+    rpc_socket_set_tcp_liveness(&liveness);
+
     /* Encrypted proxy-mode data connections use the daemon's own certificate,
      * when it has one (whether or not it listens for TLS clients). */
     g_autoptr(RpcTlsContext) migration_tls = NULL;

@@ -112,6 +112,31 @@ static gboolean write_atomic(const char *dir, const char *path, const char *data
     return sync_dir(dir, error);
 }
 
+gboolean domain_store_check_room(DomainStore *store, GError **error)
+{
+    g_autofree char *path = g_build_filename(store->run_dir, ".room-probe.XXXXXX", NULL);
+    int fd = g_mkstemp_full(path, O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ferry_set_error_errno(error, errno, "cannot write to the runtime directory '%s'",
+                              store->run_dir);
+        return FALSE;
+    }
+    static const char page[4096];
+    int err = 0;
+    if (write(fd, page, sizeof(page)) != (ssize_t)sizeof(page))
+        err = errno ? errno : ENOSPC;
+    else if (fsync(fd) < 0)
+        err = errno;
+    close(fd);
+    unlink(path);
+    if (err) {
+        ferry_set_error_errno(error, err, "cannot write to the runtime directory '%s'",
+                              store->run_dir);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean unlink_if_present(const char *path, GError **error)
 {
     if (unlink(path) < 0 && errno != ENOENT) {

@@ -39,6 +39,11 @@ gboolean domain_store_get_autostart(DomainStore *store, const char *name);
  * runtime id, state and reason, VMM pid, QMP socket path, runtime data, and
  * whether the instance is hidden (incoming). Call on every state change. */
 gboolean domain_store_save_state(DomainStore *store, const DomainObj *obj, GError **error);
+/* Whether the runtime directory takes a new instance's files (its state, the
+ * VMM's pid file and log): FALSE naming the directory and the cause (a full
+ * disk, say) when a page of probe data cannot be written there. Checked
+ * before a VMM starts, so that no VM runs whose state cannot be kept. */
+gboolean domain_store_check_room(DomainStore *store, GError **error);
 /* Removes INSTANCE.xml when the instance stops; a missing file is fine. */
 gboolean domain_store_delete_state(DomainStore *store, const char *instance_id, GError **error);
 

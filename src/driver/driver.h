@@ -10,6 +10,7 @@
 
 typedef struct Driver Driver;
 typedef struct TunnelBinding TunnelBinding;
+typedef struct TunnelPeerWatch TunnelPeerWatch;
 
 /* A domain as the RPC layer names it. */
 typedef struct {
@@ -229,10 +230,12 @@ typedef struct {
     char *(*migrate_begin)(Driver *drv, const DriverDomain *dom, GPtrArray *params, guint flags,
                            GBytes **cookie_out, GError **error);
     /* binding: the stream of a tunnelled prepare (NULL otherwise); the driver
-     * creates the server-side stream on it before returning. */
+     * creates the server-side stream on it before returning. source: the
+     * connection the call came on (the driver takes a reference to learn
+     * when the source is gone; NULL: not watched). */
     gboolean (*migrate_prepare)(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
-                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
-                                GError **error);
+                                TunnelBinding *binding, TunnelPeerWatch *source,
+                                GBytes **cookie_out, char **uri_out, GError **error);
     /* Peer-to-peer: the source driver runs the whole migration. */
     gboolean (*migrate_perform)(Driver *drv, const DriverDomain *dom, const char *dconnuri,
                                 GPtrArray *params, GBytes *cookie_in, guint flags,

@@ -94,7 +94,10 @@ gboolean hv_instance_start(HvDriver *hv, DomainObj *obj, gboolean incoming, GErr
 {
     if (!vmm_log_prepare(hv->log, domain_obj_get_name(obj), error))
         return FALSE;
-    if (!hv->hooks->spawn(hv, obj, incoming, error))
+    /* A VM whose state cannot be written would be lost at the next restart;
+     * and a VMM that cannot write its own files dies saying nothing. */
+    if (!domain_store_check_room(hv->store, error) ||
+        !hv->hooks->spawn(hv, obj, incoming, error))
         return FALSE;
     if (incoming)
         hv_set_state(hv, obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);

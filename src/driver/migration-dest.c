@@ -10,14 +10,20 @@
 
 #include "driver/migration-private.h"
 #include "util/error.h"
+#include "util/fault-point.h"
 #include "util/log.h"
 
 #define FERRY_LOG_MODULE "migration.dest"
 
 #define FINISH_WAIT_S 60
-#define ORPHAN_GRACE_S 15
+/* After the channel failed here, how long the source has to cancel (and hear
+ * why) before the incoming VM is dropped anyway: the source fails too within
+ * about a second, as its channel shares the path. */
+#define ORPHAN_GRACE_S 5
 #define DATA_CONNECT_WAIT_S 60
 #define VMM_END_WAIT_MS 10000
+/* How often the watchdog looks at the source's connection. */
+#define WATCH_SLICE_US (G_USEC_PER_SEC / 2)
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationCookie, migration_cookie_clear)
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationVmmProgress, migration_vmm_progress_clear)
@@ -49,6 +55,24 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
     if (g_hash_table_lookup(e->incoming, job->name) == job)
         g_hash_table_remove(e->incoming, job->name);
     g_mutex_unlock(&e->lock);
+    /* The source's connection is no longer ours to keep open. */
+    g_mutex_lock(&job->lock);
+    g_clear_pointer(&job->source, tunnel_peer_watch_unref);
+    g_mutex_unlock(&job->lock);
+}
+
+/* Whether the source's connection is gone (job->lock held). */
+static gboolean source_gone_locked(MigrationJob *job)
+{
+    return job->source && tunnel_peer_watch_gone(job->source);
+}
+
+static gboolean source_gone(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean gone = source_gone_locked(job);
+    g_mutex_unlock(&job->lock);
+    return gone;
 }
 
 /* Ends the destination's flight record and keeps it for the source. */
@@ -78,7 +102,9 @@ static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *
     incoming_forget(e, job);
 }
 
-/* The destination kills an incoming VM whose source never finishes. */
+/* The destination kills an incoming VM whose source never finishes: at once
+ * when the source's connection is gone, else after a grace for its finish
+ * (it may still want to hear why the channel failed here). */
 static gpointer incoming_watchdog(gpointer data)
 {
     JobThread *t = data;
@@ -87,15 +113,22 @@ static gpointer incoming_watchdog(gpointer data)
     g_autoptr(GError) err = NULL;
     guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
     gboolean clean;
+    gboolean gone = FALSE;
     /* Until the channel ends; a source or a link gone silent ends it. */
     for (;;) {
         g_clear_error(&err);
-        clean = migration_job_wait_channel(job, g_get_monotonic_time() + G_USEC_PER_SEC, &err);
+        clean = migration_job_wait_channel(job, g_get_monotonic_time() + WATCH_SLICE_US, &err);
         if (clean || !g_error_matches(err, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
             break;
         if (migration_job_channel_ended(job)) { /* its own failure may read "timeout" too */
             g_clear_error(&err);
             clean = migration_job_wait_channel(job, g_get_monotonic_time(), &err);
+            break;
+        }
+        if ((gone = source_gone(job))) {
+            g_clear_error(&err);
+            g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the connection from the source ferryd closed");
             break;
         }
         if (!migration_job_check_moving(job, stall_s, NULL))
@@ -110,14 +143,24 @@ static gpointer incoming_watchdog(gpointer data)
     gint64 deadline = g_get_monotonic_time() +
                       (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
     g_mutex_lock(&job->lock);
-    while (!job->claimed && !g_atomic_int_get(&e->stopping) && g_get_monotonic_time() < deadline)
-        g_cond_wait_until(&job->cond, &job->lock, deadline);
+    while (!job->claimed && !gone && !g_atomic_int_get(&e->stopping) &&
+           g_get_monotonic_time() < deadline) {
+        g_cond_wait_until(&job->cond, &job->lock,
+                          MIN(deadline, g_get_monotonic_time() + WATCH_SLICE_US));
+        if (!job->claimed && source_gone_locked(job)) {
+            gone = TRUE;
+            g_clear_error(&err);
+            g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the connection from the source ferryd closed%s",
+                        clean ? " after the stream ended, before its finish call" : "");
+        }
+    }
     g_mutex_unlock(&job->lock);
     /* A stopping daemon leaves the VM to its successor, which drops it. */
     if (!g_atomic_int_get(&e->stopping) && migration_job_claim(job)) {
         g_autofree char *why = g_strdup_printf(
             "the source did not finish the migration (%s)",
-            clean ? "no finish call after the stream ended" : err->message);
+            clean && !gone ? "no finish call after the stream ended" : err->message);
         incoming_discard(e, job, why);
     }
     job_thread_end(t);
@@ -197,8 +240,8 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
 }
 
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
-                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
-                                GError **error)
+                                TunnelBinding *binding, TunnelPeerWatch *source,
+                                GBytes **cookie_out, char **uri_out, GError **error)
 {
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
@@ -258,6 +301,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
+    job->source = source ? tunnel_peer_watch_ref(source) : NULL;
     job->recorder = flight_recorder_new("destination", name, domain_obj_get_uuid(obj),
                                         src.record_id);
     if (job->recorder) {
@@ -318,6 +362,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
                binding ? (credit ? "tunnel, credit flow control" : "tunnel, plain") : *uri_out);
     h->vm_unref(vm);
     domain_obj_end(obj);
+    ferry_fault_point("dest-prepare");
     return TRUE;
 
 fail:
@@ -344,6 +389,17 @@ static void finish_cancelled(MigrationEngine *e, MigrationJob *job, const char *
     g_autoptr(GError) why = NULL;
     gboolean failed_here = !migration_job_wait_channel(job, g_get_monotonic_time(), &why) &&
                            !g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT);
+    /* A VMM that died ends its stream like one that finished: the source
+     * only saw its own VMM lose the receiver. */
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, NULL);
+    if (obj)
+        domain_obj_end(obj);
+    else if (!failed_here) {
+        g_clear_error(&why);
+        g_set_error(&why, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the destination VMM ended unexpectedly");
+        failed_here = TRUE;
+    }
     migration_job_cut_channel(job, NULL);
     incoming_discard(e, job, "the source canceled the migration");
     if (failed_here)
@@ -474,6 +530,7 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
                    d->name, end.digest);
     else
         FERRY_INFO("incoming migration of domain '%s' finished", d->name);
+    ferry_fault_point("dest-finish");
     return d;
 
 fail:

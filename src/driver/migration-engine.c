@@ -200,10 +200,11 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
     gboolean save = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_SAVE;
     gboolean ok = save || (obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT);
     if (ok)
-        migration_job_request_abort(obj->job,
-                                    g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
-                                                "job '%s' canceled by client",
-                                                save ? "domain save" : "migration out"));
+        ok = migration_job_try_abort(obj->job,
+                                     g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                 "job '%s' canceled by client",
+                                                 save ? "domain save" : "migration out"),
+                                     error);
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "no job is active on the domain");

@@ -36,6 +36,7 @@ void migration_job_unref(MigrationJob *job)
         close(job->pending_vmm_fd);
     g_clear_error(&job->channel_error);
     g_free(job->token);
+    tunnel_peer_watch_unref(job->source);
     g_clear_error(&job->abort_reason);
     driver_job_info_clear(&job->info);
     g_mutex_clear(&job->lock);
@@ -144,6 +145,31 @@ void migration_job_request_abort(MigrationJob *job, GError *why)
     g_autoptr(GError) e = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                                               "migration aborted");
     migration_job_cut_channel(job, e);
+}
+
+gboolean migration_job_try_abort(MigrationJob *job, GError *why, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    gboolean finishing = job->finishing;
+    g_mutex_unlock(&job->lock);
+    if (finishing) {
+        g_error_free(why);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "the migration is in its finish phase: the VM's state is on the "
+                    "destination already, too late to abort");
+        return FALSE;
+    }
+    migration_job_request_abort(job, why);
+    return TRUE;
+}
+
+gboolean migration_job_enter_finish(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    gboolean ok = !job->abort_requested;
+    job->finishing = ok;
+    g_mutex_unlock(&job->lock);
+    return ok;
 }
 
 GError *migration_job_abort_error(MigrationJob *job)

@@ -23,6 +23,7 @@ struct MigrationJob {
     DriverJobInfo info; /* the last snapshot */
     gboolean abort_requested;
     GError *abort_reason;
+    gboolean finishing; /* source: the VM's state crossed; too late to abort */
     TunnelChannel *channel;
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
     /* destination, proxy mode: until the source's data connection comes */
@@ -36,6 +37,7 @@ struct MigrationJob {
     /* destination */
     char *name;
     char *instance_id;
+    TunnelPeerWatch *source; /* the connection prepare came on */
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */
@@ -65,6 +67,11 @@ void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second);
 
 /* Records the abort (takes why; the first reason wins) and cuts the channel. */
 void migration_job_request_abort(MigrationJob *job, GError *why);
+/* A client's abort: refused (FALSE, OPERATION_INVALID) once the job is
+ * finishing; otherwise as migration_job_request_abort. Takes why. */
+gboolean migration_job_try_abort(MigrationJob *job, GError *why, GError **error);
+/* The source enters its finish phase: FALSE when an abort came first. */
+gboolean migration_job_enter_finish(MigrationJob *job);
 /* A copy of the abort's reason, NULL if none was requested. */
 GError *migration_job_abort_error(MigrationJob *job);
 

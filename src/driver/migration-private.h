@@ -58,8 +58,8 @@ void migration_file_install_ops(DriverOps *ops);
 
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
-                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
-                                GError **error);
+                                TunnelBinding *binding, TunnelPeerWatch *source,
+                                GBytes **cookie_out, char **uri_out, GError **error);
 DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cookie_in,
                                     guint flags, gboolean cancelled, GBytes **cookie_out,
                                     GError **error);

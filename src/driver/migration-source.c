@@ -12,6 +12,7 @@
 
 #include "driver/migration-private.h"
 #include "util/error.h"
+#include "util/fault-point.h"
 #include "util/log.h"
 
 #define FERRY_LOG_MODULE "migration.source"
@@ -21,6 +22,8 @@
 /* How long a failed VMM waits for its channel to tell the cause. */
 #define CAUSE_GRACE_MS 1000
 #define DATA_CONNECT_TIMEOUT_MS 10000
+/* How long a failed migration waits for the destination to say why. */
+#define FAREWELL_REPORT_MS 1500
 
 typedef struct {
     MigrationEngine *engine;
@@ -467,6 +470,9 @@ typedef struct {
     guint8 uuid[16];
     char *peer_record_id;
     gboolean end_record; /* the thread ends the record (abort: in the background) */
+    /* under job->lock, when a caller waits for the destination's report */
+    gboolean done, abandoned;
+    char *report;
 } Farewell;
 
 static Farewell *farewell_take(Outgoing *o)
@@ -493,6 +499,7 @@ static void farewell_free(Farewell *f)
     migration_job_unref(f->job);
     g_ptr_array_unref(f->dparams);
     g_free(f->peer_record_id);
+    g_free(f->report);
     g_free(f);
 }
 
@@ -555,7 +562,8 @@ static gpointer farewell_thread(gpointer data)
 {
     Farewell *f = data;
     MigrationEngine *e = f->engine;
-    g_free(farewell_say(f));
+    MigrationJob *job = migration_job_ref(f->job);
+    char *report = farewell_say(f);
     if (f->end_record) {
         g_autoptr(GError) why = migration_job_abort_error(f->job);
         g_autofree char *text = migration_job_end_record(
@@ -564,13 +572,71 @@ static gpointer farewell_thread(gpointer data)
             why);
         migration_update_completed_record(e, f->uuid, f->job);
     }
-    farewell_free(f);
+    g_mutex_lock(&job->lock);
+    f->report = report;
+    f->done = TRUE;
+    gboolean abandoned = f->abandoned;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    if (abandoned)
+        farewell_free(f);
+    migration_job_unref(job);
     migration_thread_done(e);
     return NULL;
 }
 
-/* Confirm, on the source: the VM now runs on exactly one host. */
-static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
+/* Tells the destination in the background; nobody waits. */
+static void farewell_start(Outgoing *o, const GError *why)
+{
+    Farewell *f = farewell_take(o);
+    f->abandoned = TRUE;
+    f->end_record = TRUE; /* the flight record ends after the handshake */
+    g_autoptr(GError) te = NULL;
+    if (!migration_thread_start(o->engine, "migration-farewell", farewell_thread, f, &te)) {
+        /* Closing the connection is farewell enough: the destination's
+         * watchdog drops its incoming VM. */
+        FERRY_WARN("%s", te->message);
+        g_free(migration_job_end_record(o->job, "failed", why));
+        migration_update_completed_record(o->engine, o->uuid, o->job);
+        farewell_free(f);
+    }
+}
+
+/* Tells the destination and waits up to FAREWELL_REPORT_MS for what it says
+ * about the failure: a peer behind a dead path never holds the source up. */
+static char *farewell_with_report(Outgoing *o)
+{
+    Farewell *f = farewell_take(o);
+    MigrationJob *job = migration_job_ref(f->job);
+    g_autoptr(GError) te = NULL;
+    if (!migration_thread_start(o->engine, "migration-farewell", farewell_thread, f, &te)) {
+        FERRY_WARN("%s", te->message);
+        farewell_free(f);
+        migration_job_unref(job);
+        return NULL;
+    }
+    gint64 deadline = g_get_monotonic_time() + FAREWELL_REPORT_MS * 1000;
+    char *report = NULL;
+    g_mutex_lock(&job->lock);
+    while (!f->done && g_cond_wait_until(&job->cond, &job->lock, deadline))
+        ;
+    gboolean done = f->done;
+    if (done)
+        report = g_steal_pointer(&f->report);
+    else
+        f->abandoned = TRUE; /* the thread frees it */
+    g_mutex_unlock(&job->lock);
+    if (done)
+        farewell_free(f);
+    migration_job_unref(job);
+    return report;
+}
+
+/* Confirm, on the source: the VM now runs on exactly one host. keep_paused:
+ * the outcome is unknown (finish got no answer), so the VM stays paused
+ * here, resumable, and never runs on two hosts. */
+static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused,
+                             const GError *why)
 {
     MigrationEngine *e = o->engine;
     DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, o->instance_id, NULL);
@@ -604,7 +670,11 @@ static void outgoing_confirm(Outgoing *o, gboolean success, const GError *why)
         gboolean cancelled = g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED);
         migration_save_completed(e, o->uuid, o->job,
                                  cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
-        if (domain_obj_is_active(obj)) {
+        if (domain_obj_is_active(obj) && keep_paused) {
+            FERRY_WARN("domain '%s' stays paused: %s", o->name, why ? why->message : "?");
+            domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
+            domain_store_save_state(e->hv->store, obj, NULL);
+        } else if (domain_obj_is_active(obj)) {
             int running = o->hooks->is_running(o->vm);
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
                 running = o->hooks->is_running(o->vm);
@@ -741,7 +811,16 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
 
     g_autoptr(GError) e = NULL;
     gboolean ok = outgoing_run(&o, dconnuri, &e);
-    if (ok) {
+    gboolean finished = FALSE; /* the finish call was made */
+    gboolean unanswered = FALSE; /* ... and got no answer */
+    if (ok && !migration_job_enter_finish(o.job)) {
+        /* The abort came as the stream ended: the destination has not run
+         * the VM yet, and drops it when told. */
+        e = migration_job_abort_error(o.job);
+        ok = FALSE;
+    } else if (ok) {
+        ferry_fault_point("source-finish");
+        finished = TRUE;
         g_autoptr(GBytes) fcookie = outgoing_cookie(&o, FALSE);
         g_autoptr(GBytes) fout = NULL;
         flight_recorder_phase(o.job->recorder, "finish", TRUE);
@@ -756,40 +835,42 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
         if (d)
             fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL);
         if (!d) {
+            /* An error answer: the destination did not run the VM, ours
+             * resumes. No answer (the connection died, the call timed out):
+             * the destination may run it already, so ours must not. */
+            unanswered = g_error_matches(e, FERRY_ERROR, FERRY_ERR_RPC) ||
+                         g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT);
             g_prefix_error(&e, "migration failed in finish phase: ");
+            if (unanswered) {
+                char *more = g_strdup_printf(
+                    "%s; the destination may run the VM: it stays paused here (resume it here "
+                    "only if it does not run there)",
+                    e->message);
+                g_free(e->message);
+                e->message = more;
+            }
             ok = FALSE;
-            /* The destination did not confirm a running VM: ours stays. */
         } else {
             FERRY_INFO("domain '%s' migrated to the %s (digest %s, downtime %" G_GUINT64_FORMAT
                        " ms)",
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
-    } else if (o.peer && (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ||
-                          g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))) {
+    }
+    if (!ok && !finished && o.peer &&
+        (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ||
+         g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))) {
         /* Cancel, or a peer gone silent, frees the source at once, whatever
          * the peer does: our VM runs again before the destination is told
          * (it never runs its incoming VM without our finish), which happens
          * in the background. */
         outgoing_stop(&o, e);
-        outgoing_confirm(&o, FALSE, e);
-        Farewell *f = farewell_take(&o);
-        f->end_record = TRUE;
-        g_autoptr(GError) te = NULL;
-        if (!migration_thread_start(engine, "migration-farewell", farewell_thread, f, &te)) {
-            /* Closing the connection is farewell enough: the destination's
-             * watchdog drops its incoming VM. */
-            FERRY_WARN("%s", te->message);
-            g_free(migration_job_end_record(o.job, "failed", e));
-            migration_update_completed_record(engine, o.uuid, o.job);
-            farewell_free(f);
-        }
+        outgoing_confirm(&o, FALSE, FALSE, e);
+        farewell_start(&o, e);
         g_propagate_error(error, g_steal_pointer(&e));
         return FALSE;
-    } else if (o.peer) {
+    } else if (!ok && !finished && o.peer) {
         outgoing_stop(&o, e);
-        Farewell *f = farewell_take(&o);
-        g_autofree char *report = farewell_say(f);
-        farewell_free(f);
+        g_autofree char *report = farewell_with_report(&o);
         if (report) {
             char *both = g_strdup_printf("%s; the destination reports: %s", e->message, report);
             g_free(e->message);
@@ -801,7 +882,7 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
         ok ? "completed"
            : g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ? "cancelled" : "failed",
         e));
-    outgoing_confirm(&o, ok, e);
+    outgoing_confirm(&o, ok, unanswered, e);
     if (!ok) {
         g_propagate_error(error, g_steal_pointer(&e));
         return FALSE;

@@ -11,6 +11,7 @@
 #include "remote/remote-migration-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
+#include "rpc/rpc-socket.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -1099,6 +1100,10 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
+    RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
+    /* A source daemon: its connection notices a dead path as a peer's does. */
+    rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
+    g_autoptr(TunnelPeerWatch) source = tunnel_peer_watch_new(conn);
     /* For the flight record: who asked, over what. */
     g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
     g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
@@ -1107,7 +1112,7 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
                                     : g_strdup(transport);
     driver_set_caller_security(security);
     gboolean ok = ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
-                                                 cookie_out, uri_out, error);
+                                                 source, cookie_out, uri_out, error);
     driver_set_caller_security(NULL);
     return ok;
 }

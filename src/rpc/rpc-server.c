@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "rpc/rpc-sasl.h"
+#include "rpc/rpc-socket.h"
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -464,8 +465,7 @@ static void accept_client(RpcServer *server, RpcListener *listener)
             g_usleep(100 * 1000); /* let some descriptors free up before retrying */
         return;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    rpc_socket_tune_accepted(fd);
 
     g_mutex_lock(&server->lock);
     if (server->stopping) {

@@ -16,11 +16,57 @@
 
 #include "util/error.h"
 
-static void tune_tcp(int fd)
+static RpcTcpLiveness liveness; /* set once at start */
+
+void rpc_socket_set_tcp_liveness(const RpcTcpLiveness *l)
 {
-    int one = 1;
+    liveness = *l;
+}
+
+static void set_int(int fd, int level, int name, int value)
+{
+    /* Best effort: a kernel without the option keeps its defaults. */
+    setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+static gboolean is_tcp(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    return getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+           (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+}
+
+/* peer: a connection between daemons, where unacknowledged data for
+ * user_timeout_s means a dead path. Not a client's: the kernel also counts
+ * a zero window as unacknowledged, and a client may stop reading for a
+ * while (it is dropped by keepalive or the send-queue limit then). */
+static void tune_tcp(int fd, gboolean peer)
+{
     /* RPC calls are small and latency-bound; streams batch their own writes. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1);
+    if (peer && liveness.user_timeout_s)
+        set_int(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)MIN(liveness.user_timeout_s, 2000000u) * 1000);
+    if (liveness.keepalive_idle_s) {
+        set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+        set_int(fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)liveness.keepalive_idle_s);
+        if (liveness.keepalive_interval_s)
+            set_int(fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)liveness.keepalive_interval_s);
+        if (liveness.keepalive_count)
+            set_int(fd, IPPROTO_TCP, TCP_KEEPCNT, (int)liveness.keepalive_count);
+    }
+}
+
+void rpc_socket_tune_accepted(int fd)
+{
+    if (is_tcp(fd))
+        tune_tcp(fd, FALSE);
+}
+
+void rpc_socket_tune_peer(int fd)
+{
+    if (is_tcp(fd))
+        tune_tcp(fd, TRUE);
 }
 
 int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)
@@ -172,7 +218,7 @@ int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GErro
         }
         /* Back to blocking: each connection has its own reader and writer threads. */
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-        tune_tcp(fd);
+        tune_tcp(fd, TRUE);
         break;
     }
     freeaddrinfo(res);

@@ -14,3 +14,29 @@ int rpc_socket_listen_unix(const char *path, guint mode, GError **error);
 
 int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GError **error);
 int rpc_socket_connect_unix(const char *path, GError **error);
+
+/* How a TCP connection notices a dead peer or path by itself, without
+ * waiting for the kernel's retransmission limit (about 15 minutes):
+ * TCP_USER_TIMEOUT bounds how long sent data may stay unacknowledged, and
+ * TCP keepalive probes an idle connection. 0 leaves a setting at the
+ * kernel's default (keepalive_idle 0: no keepalive). */
+typedef struct {
+    guint user_timeout_s;
+    guint keepalive_idle_s;
+    guint keepalive_interval_s;
+    guint keepalive_count;
+} RpcTcpLiveness;
+
+/* The process-wide settings. Set once at start, before any connection
+ * (default: all 0). Connections to peers (every one rpc_socket_connect_tcp
+ * makes, and those passed to rpc_socket_tune_peer) get all of them; a
+ * client's (rpc_socket_tune_accepted) gets keepalive only: the kernel counts
+ * a zero window as unacknowledged data, and a client may stop reading. */
+void rpc_socket_set_tcp_liveness(const RpcTcpLiveness *liveness);
+/* An accepted client connection: TCP_NODELAY and keepalive when it is TCP;
+ * a UNIX socket is left alone. */
+void rpc_socket_tune_accepted(int fd);
+/* A connection found to come from a peer daemon (a migration's data
+ * connection, or the RPC connection a prepare call came on): all of the
+ * liveness settings. */
+void rpc_socket_tune_peer(int fd);

@@ -191,8 +191,9 @@ static void pending_free(Pending *p)
  * being checked (or no thread can be made). */
 static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
 {
-    int one = 1; /* replies are small and awaited: never hold them back */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* Replies are small and awaited (TCP_NODELAY); a dead peer or path is
+     * noticed by the connection itself (the daemon's TCP liveness). */
+    rpc_socket_tune_peer(fd);
     RpcTransport named = {0};
     rpc_transport_init_socket(&named, fd);
     Pending *p = g_new0(Pending, 1);

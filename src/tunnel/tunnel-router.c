@@ -222,3 +222,37 @@ void tunnel_router_abort_all(TunnelRouter *router, const GError *why)
     for (guint i = 0; i < streams->len; i++)
         tunnel_stream_abort(streams->pdata[i], why);
 }
+
+/* ---- peer watches ---- */
+
+struct TunnelPeerWatch {
+    gint ref;
+    RpcConnection *conn;
+};
+
+TunnelPeerWatch *tunnel_peer_watch_new(RpcConnection *conn)
+{
+    TunnelPeerWatch *w = g_new0(TunnelPeerWatch, 1);
+    w->ref = 1;
+    w->conn = rpc_connection_ref(conn);
+    return w;
+}
+
+TunnelPeerWatch *tunnel_peer_watch_ref(TunnelPeerWatch *w)
+{
+    g_atomic_int_inc(&w->ref);
+    return w;
+}
+
+void tunnel_peer_watch_unref(TunnelPeerWatch *w)
+{
+    if (!w || !g_atomic_int_dec_and_test(&w->ref))
+        return;
+    rpc_connection_unref(w->conn);
+    g_free(w);
+}
+
+gboolean tunnel_peer_watch_gone(TunnelPeerWatch *w)
+{
+    return w && rpc_connection_is_closed(w->conn);
+}

@@ -37,3 +37,15 @@ void tunnel_binding_attach(TunnelBinding *binding, TunnelStream *ts);
 void tunnel_binding_cancel(TunnelBinding *binding);
 void tunnel_binding_free(TunnelBinding *binding);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelBinding, tunnel_binding_free)
+
+/* The connection a migration's prepare call came on, held by the
+ * destination's job so that it learns at once when its source is gone (in
+ * proxy mode no stream tells it; after a clean stream, neither does one). */
+typedef struct TunnelPeerWatch TunnelPeerWatch;
+
+TunnelPeerWatch *tunnel_peer_watch_new(RpcConnection *conn);
+TunnelPeerWatch *tunnel_peer_watch_ref(TunnelPeerWatch *watch);
+void tunnel_peer_watch_unref(TunnelPeerWatch *watch);
+/* TRUE once the connection is closed (NULL: never). */
+gboolean tunnel_peer_watch_gone(TunnelPeerWatch *watch);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelPeerWatch, tunnel_peer_watch_unref)

@@ -578,3 +578,96 @@ class MigrationFaultsMixin:
         self.assertTrue(wait_for(lambda: domstate(self.a, "vm1").startswith("running"), 10),
                         domstate(self.a, "vm1"))
         self.assertTrue(wait_for(lambda: "vm1" not in domain_names(self.b, "--all"), 30))
+
+
+# ---- another host: a network namespace behind a veth pair ----
+
+class Netns:
+    """A network namespace of the test's own, joined to the root namespace by
+    a veth pair: `src_ip` on the root side, `dst_ip` inside. Names and the
+    /30 are picked under a lock so that tests running at once (here, or in
+    another build tree) never share one. Links are shaped with tbf and cut
+    with iptables inside the namespace (netem is not in this kernel)."""
+
+    LOCK = "/tmp/ferry-test-netns.lock"
+
+    def __init__(self):
+        import fcntl
+        import uuid
+        with open(self.LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
+                                  text=True, timeout=30).stdout
+            while True:
+                tag = uuid.uuid4().hex[:6]
+                n = int(tag, 16) % 16384
+                net = f"10.213.{n // 64}"
+                self.src_ip = f"{net}.{(n % 64) * 4 + 1}"
+                self.dst_ip = f"{net}.{(n % 64) * 4 + 2}"
+                if f" {self.src_ip}/" not in used:
+                    break
+            self.ns = f"ferry-{tag}"
+            self.veth = f"fv{tag}"
+            self.inner = self.veth + "p"
+            cmds = [
+                ["ip", "netns", "add", self.ns],
+                ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.inner],
+                ["ip", "link", "set", self.inner, "netns", self.ns],
+                ["ip", "addr", "add", self.src_ip + "/30", "dev", self.veth],
+                ["ip", "link", "set", self.veth, "up"],
+            ]
+            try:
+                for c in cmds:
+                    subprocess.run(c, check=True, capture_output=True, timeout=30)
+            except Exception:
+                self.close()
+                raise
+        for c in (["ip", "link", "set", "lo", "up"],
+                  ["ip", "addr", "add", self.dst_ip + "/30", "dev", self.inner],
+                  ["ip", "link", "set", self.inner, "up"]):
+            self.run(*c)
+
+    @property
+    def prefix(self):
+        return ["ip", "netns", "exec", self.ns]
+
+    def run(self, *cmd, check=True):
+        """A command inside the namespace."""
+        return subprocess.run(self.prefix + list(cmd), check=check, capture_output=True,
+                              text=True, timeout=30)
+
+    def shape(self, rate="1gbit", burst="256kb", latency="50ms"):
+        """tbf on the root side's end: what goes to the namespace."""
+        subprocess.run(["tc", "qdisc", "replace", "dev", self.veth, "root", "tbf", "rate", rate,
+                        "burst", burst, "latency", latency], check=True, capture_output=True,
+                       timeout=30)
+
+    def drop(self, probability=None):
+        """Every packet in and out of the namespace dropped (or a random
+        share of them): the path is dead, the sockets know nothing."""
+        match = ["-m", "statistic", "--mode", "random", "--probability", str(probability)] \
+            if probability else []
+        for chain in ("INPUT", "OUTPUT"):
+            self.run("iptables", "-w", "-I", chain, "-i" if chain == "INPUT" else "-o",
+                     self.inner, *match, "-j", "DROP")
+
+    def blip(self, seconds):
+        """Every packet dropped for `seconds`, in one command inside the
+        namespace, so that a loaded machine cannot stretch the blip."""
+        rules = " && ".join(f"iptables -w -I {c} {'-i' if c == 'INPUT' else '-o'} {self.inner} -j DROP"
+                            for c in ("INPUT", "OUTPUT"))
+        self.run("sh", "-c", f"{rules} && sleep {seconds:.2f}; iptables -w -F INPUT; "
+                             "iptables -w -F OUTPUT")
+
+    def heal(self):
+        for chain in ("INPUT", "OUTPUT"):
+            self.run("iptables", "-w", "-F", chain)
+
+    def listening_ports(self):
+        """TCP ports listening inside the namespace."""
+        out = self.run("ss", "-Hltn").stdout
+        return sorted({int(l.split()[3].rsplit(":", 1)[1]) for l in out.splitlines() if l.strip()})
+
+    def close(self):
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)

@@ -1,0 +1,11 @@
+/* Named points where the tests' fault matrix holds a daemon still for a
+ * moment, so that a fault (a cut link, a killed peer) lands in a chosen
+ * phase of a migration instead of wherever the clock puts it. */
+#pragma once
+
+#include <glib.h>
+
+/* Sleeps when FERRY_TEST_PAUSE names this point ("point:ms,point:ms"), after
+ * logging "test pause at <point>" so the test knows the phase is reached.
+ * Does nothing otherwise (one environment lookup). */
+void ferry_fault_point(const char *name);
