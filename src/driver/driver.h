@@ -148,6 +148,11 @@ typedef struct {
     gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                 GBytes *cookie_in, guint flags, gboolean cancelled,
                                 GError **error);
+
+    /* A client disconnected (driver_client_closed): drop what its calls left
+     * for later calls of its own (a client-managed migration). Must not
+     * block: called from the connection's event thread. */
+    void (*client_closed)(Driver *drv, guint64 client_id);
 } DriverOps;
 
 /* How a source driver reaches the destination daemon for peer-to-peer
@@ -197,6 +202,16 @@ void driver_registry_add(Driver *drv);
 void driver_registry_clear(void);
 /* Picks the driver for a CONNECT_OPEN name ("sim:///system", "" = default). */
 Driver *driver_registry_open(const char *uri, GError **error);
+
+/* The client a call is served for: the dispatcher names the calling client
+ * (a number unique for the daemon's run, never 0) in a thread-local around
+ * each call, so that a driver can tie state that spans several calls of one
+ * client (client-managed migration: begin, perform, confirm from virsh) to
+ * that client, and drop it when the client goes (driver_client_closed calls
+ * every registered driver's client_closed). 0: no client call is served. */
+void driver_client_set_current(guint64 client_id);
+guint64 driver_client_current(void);
+void driver_client_closed(guint64 client_id);
 
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */

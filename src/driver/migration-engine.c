@@ -41,6 +41,9 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
     e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                         (GDestroyNotify)migration_job_unref);
     e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
+    e->performing = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)migration_job_unref, NULL);
+    e->confirming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                          migration_source_pending_free);
     hv->base.migration = e;
     return e;
 }
@@ -60,6 +63,8 @@ void migration_engine_free(MigrationEngine *e)
         e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
+    g_hash_table_destroy(e->performing);
+    g_hash_table_destroy(e->confirming);
     tunnel_data_settings_unref(e->data_settings);
     g_free(e->daemon_id);
     g_cond_clear(&e->threads_cond);
@@ -221,8 +226,18 @@ static gboolean engine_get_max_speed(Driver *drv, const DriverDomain *dom, guint
     return TRUE;
 }
 
+static void engine_client_closed(Driver *drv, guint64 client_id)
+{
+    MigrationEngine *e = drv->migration;
+    if (!e || g_atomic_int_get(&e->stopping))
+        return;
+    migration_source_client_closed(e, client_id);
+    migration_dest_client_closed(e, client_id);
+}
+
 void migration_engine_install_ops(DriverOps *ops)
 {
+    ops->client_closed = engine_client_closed;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;
     ops->migrate_set_max_speed = engine_set_max_speed;

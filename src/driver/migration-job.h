@@ -36,6 +36,9 @@ struct MigrationJob {
     char *name;
     char *instance_id;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
+    /* client-managed migration: the client whose calls drive it (its
+     * disconnection ends the job); 0 for peer-to-peer */
+    guint64 client_id;
 };
 
 MigrationJob *migration_job_new(int operation);

@@ -55,6 +55,7 @@ typedef struct {
     guint listener_id;
     Driver *listener_driver;
     TunnelRouter *router; /* streams opened by this client's calls */
+    guint64 client_id;    /* names the client to drivers (driver_client_current) */
 } RemoteSession;
 
 typedef struct {
@@ -115,6 +116,7 @@ static void session_on_close(RpcServerClient *client, gpointer priv)
                                         "the client %s disconnected",
                                         rpc_server_client_get_peer(client));
     tunnel_router_connection_closed(s->router, why);
+    driver_client_closed(s->client_id);
 }
 
 static void session_init(RpcServerClient *client, gpointer data)
@@ -130,6 +132,8 @@ static void session_init(RpcServerClient *client, gpointer data)
     s->callbacks = g_array_new(FALSE, FALSE, sizeof(RemoteEventCallback));
     s->next_callback_id = 1;
     s->router = tunnel_router_new();
+    static guint64 next_client_id;
+    s->client_id = __atomic_add_fetch(&next_client_id, 1, __ATOMIC_RELAXED);
     rpc_server_client_set_private(client, s, session_free);
     rpc_server_client_set_close_hook(client, session_on_close);
 }
@@ -1600,7 +1604,9 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
         g_autofree void *args = g_malloc0(MAX(p->args_size, 1));
         g_autofree void *ret = g_malloc0(MAX(p->ret_size, 1));
         if (rpc_message_decode(msg, p->args_filter, args, &error)) {
+            driver_client_set_current(ctx.session->client_id);
             gboolean ok = p->handler(&ctx, args, ret, &error);
+            driver_client_set_current(0);
             xdr_free(p->args_filter, args);
             if (ctx.auth.authenticated) {
                 g_mutex_lock(&ctx.session->lock);
