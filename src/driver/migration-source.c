@@ -715,6 +715,18 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return NULL;
+    /* A client-managed migration sends what begin returns to the destination
+     * as its destination_xml: the client's own (--xml) must survive. */
+    const char *dxml = NULL;
+    if (!driver_params_get_string(params, "destination_xml", &dxml, error))
+        return NULL;
+    if (dxml) {
+        g_autoptr(DomainDef) check = hv_parse_xml(e->hv, dxml, error);
+        if (!check) {
+            g_prefix_error(error, "migration parameter 'destination_xml': ");
+            return NULL;
+        }
+    }
     DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return NULL;
@@ -722,7 +734,7 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (!domain_obj_is_active(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
     } else {
-        xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+        xml = dxml ? g_strdup(dxml) : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
         MigrationCookieContent c = {.name = domain_obj_get_name(obj),
                                     .uuid = domain_obj_get_uuid(obj),
                                     .daemon_id = e->daemon_id, .tunnel = TRUE};
