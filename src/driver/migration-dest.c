@@ -190,6 +190,14 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return FALSE;
+    if (flags & MIGRATION_OFFLINE) {
+        if (binding) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                        "tunnelled offline migration does not make sense");
+            return FALSE;
+        }
+        return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
+    }
     const MigrationHooks *h = e->hooks;
     const char *dxml = NULL, *dname = NULL;
     if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
@@ -356,6 +364,8 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e)
         return NULL;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_finish(e, params, cancelled, cookie_out, error);
     const MigrationHooks *h = e->hooks;
     const char *dname = NULL, *pxml = NULL;
     if (!driver_params_get_string(params, "destination_name", &dname, error) ||

@@ -9,7 +9,6 @@
 static const char *const refused_flags[] = {
     [6] = "NON_SHARED_DISK (copying disks is not carried yet)",
     [7] = "NON_SHARED_INC (copying disks is not carried yet)",
-    [10] = "OFFLINE",
     [11] = "COMPRESSED",
     [13] = "AUTO_CONVERGE",
     [14] = "RDMA_PIN_ALL",
@@ -38,6 +37,17 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "migration flag TLS is not supported with --tunnelled: the tunnel is "
                     "encrypted by the TLS of the daemons' connection (use a +tls URI)");
+        return FALSE;
+    }
+    /* Offline migration moves a definition: as libvirt words it. */
+    if ((flags & MIGRATION_OFFLINE) && !(flags & MIGRATION_PERSIST_DEST)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "offline migration must be specified with the persistent flag set");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_OFFLINE) && (flags & MIGRATION_TUNNELLED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "tunnelled offline migration does not make sense");
         return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {

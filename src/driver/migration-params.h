@@ -13,6 +13,7 @@
 #define MIGRATION_PAUSED (1u << 5)
 #define MIGRATION_CHANGE_PROTECTION (1u << 8)
 #define MIGRATION_UNSAFE (1u << 9)
+#define MIGRATION_OFFLINE (1u << 10)
 #define MIGRATION_ABORT_ON_ERROR (1u << 12)
 #define MIGRATION_AUTO_CONVERGE (1u << 13)
 #define MIGRATION_TLS (1u << 16)
@@ -20,6 +21,7 @@
 /* Features the destination must have (virDrvFeature). */
 #define MIGRATION_FEATURE_P2P 4
 #define MIGRATION_FEATURE_V3 6
+#define MIGRATION_FEATURE_OFFLINE 12
 #define MIGRATION_FEATURE_PARAMS 13
 
 /* Refuses, naming it, any flag or parameter the engine does not carry, and

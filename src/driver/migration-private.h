@@ -52,6 +52,20 @@ gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArra
                                   GBytes *cookie_in, guint flags, gboolean cancelled,
                                   GError **error);
 
+/* migration-offline.c: VIR_MIGRATE_OFFLINE, the definition only */
+char *migration_offline_begin(MigrationEngine *engine, const DriverDomain *dom, GPtrArray *params,
+                              GBytes **cookie_out, GError **error);
+gboolean migration_offline_prepare(MigrationEngine *engine, GPtrArray *params, GBytes *cookie_in,
+                                   GBytes **cookie_out, char **uri_out, GError **error);
+DriverDomain *migration_offline_finish(MigrationEngine *engine, GPtrArray *params,
+                                       gboolean cancelled, GBytes **cookie_out, GError **error);
+gboolean migration_offline_confirm(MigrationEngine *engine, const DriverDomain *dom, guint flags,
+                                   gboolean cancelled, GError **error);
+/* Peer-to-peer: prepare and finish on the destination, then confirm here. */
+gboolean migration_offline_perform_p2p(MigrationEngine *engine, const DriverDomain *dom,
+                                       const char *dconnuri, GPtrArray *params, guint flags,
+                                       GError **error);
+
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
                                 TunnelBinding *binding, GBytes **cookie_out, char **uri_out,

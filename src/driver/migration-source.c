@@ -614,6 +614,17 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
         return FALSE;
     if (!migration_check_flags_and_params(flags, params, error))
         return FALSE;
+    if (flags & MIGRATION_OFFLINE) {
+        /* Client-managed: the client skips perform (nothing to carry). */
+        if (!(flags & MIGRATION_PEER2PEER))
+            return TRUE;
+        if (!dconnuri || !*dconnuri) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "peer-to-peer migration needs a destination URI");
+            return FALSE;
+        }
+        return migration_offline_perform_p2p(engine, dom, dconnuri, params, flags, error);
+    }
     if (!(flags & MIGRATION_PEER2PEER)) {
         guint64 mib = 0, bw = G_MAXUINT64;
         gboolean has_bw = FALSE;
@@ -715,6 +726,8 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return NULL;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_begin(e, dom, params, cookie_out, error);
     /* A client-managed migration sends what begin returns to the destination
      * as its destination_xml: the client's own (--xml) must survive. */
     const char *dxml = NULL;
@@ -933,6 +946,10 @@ gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArra
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e)
         return FALSE;
+    if (!migration_check_flags_and_params(flags, params, error))
+        return FALSE;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_confirm(e, dom, flags, cancelled, error);
     if (flags & MIGRATION_PEER2PEER) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "peer-to-peer migration confirms inside perform");

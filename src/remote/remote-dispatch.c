@@ -349,6 +349,7 @@ static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError 
     case 3:  /* MIGRATION_V2 */
     case 4:  /* MIGRATION_P2P */
     case 6:  /* MIGRATION_V3 */
+    case 12: /* MIGRATION_OFFLINE */
     case 13: /* MIGRATION_PARAMS */
         /* ctx->drv: the session's driver as check_access read it, under the
          * session lock (CONNECT_OPEN/CLOSE may change it meanwhile). */

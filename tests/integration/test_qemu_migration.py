@@ -189,6 +189,36 @@ class QemuMigrationTest(SaslTestCase):
         self.assertEqual(r["kind"], "verify ok")
         ft.virsh(self.local(b), "destroy", NAME)
 
+    def test_offline_moves_the_qemu_definition_only(self):
+        """--offline --persistent: the definition of a QEMU domain (inactive,
+        then running) moves, client-managed over TCP + SASL and peer-to-peer
+        over TLS + SASL; no QEMU starts on the destination."""
+        a, b = self.daemon("A"), self.daemon("B")
+        guest.require()
+        log = os.path.join(a.dir, "console-1.log")
+        ft.virsh(self.local(a), "define", ft.write_file(a.dir, "mg.xml", guest.domain_xml(
+            NAME, memory_mib=64, console_log=log, cmdline=guest.kernel_cmdline())))
+        uuid = ft.virsh(self.local(a), "domuuid", NAME)[1].strip()
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--offline", "--persistent", NAME, self.tcp(b),
+                                    env={"LIBVIRT_AUTH_FILE": self.authfile})
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.state(b), "shut off (unknown)")
+        self.assertEqual(ft.virsh(self.local(b), "domuuid", NAME)[1].strip(), uuid)
+        self.assertIn("<type arch='x86_64'", ft.virsh(self.local(b), "dumpxml", NAME)[1])
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--offline", "--persistent", "--p2p",
+                                    "--undefinesource", "--dname", "mg2", NAME, self.tls(b),
+                                    env={"LIBVIRT_AUTH_FILE": self.authfile})
+        self.assertNotEqual(rc, 0)  # the UUID is defined there as 'mg': refused as libvirt does
+        self.assertIn("already defined with uuid", err)
+        ft.virsh(self.local(b), "undefine", NAME)
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--offline", "--persistent", "--p2p",
+                                    "--undefinesource", "--dname", "mg2", NAME, self.tls(b),
+                                    env={"LIBVIRT_AUTH_FILE": self.authfile})
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.names(b), ["mg2"])
+        self.assertEqual(self.names(a), [])
+        self.assertEqual(ft.instance_files(b, "qemu"), {})
+
     @guest.retry_on_guest_crash("end_attempt")
     def test_client_managed_over_tcp_and_tls_sasl_and_virsh_killed_with_memory_verified(self):
         """virsh migrate without --p2p: virsh drives both daemons itself (SASL
