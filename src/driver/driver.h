@@ -63,6 +63,12 @@ typedef struct {
     guint64 downtime_ms;
     guint64 setup_time_ms;
     gboolean has_downtime;
+    /* QEMU's xbzrle compression (--compressed) and auto-converge throttle */
+    gboolean has_compression;
+    guint64 compression_cache, compression_bytes, compression_pages;
+    guint64 compression_cache_misses, compression_overflow;
+    gboolean has_throttle;
+    int auto_converge_throttle; /* percent */
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
 } DriverJobInfo;
@@ -128,6 +134,16 @@ typedef struct {
                                       GError **error);
     gboolean (*migrate_get_max_speed)(Driver *drv, const DriverDomain *dom, guint64 *mib_per_s,
                                       GError **error);
+    /* virsh migrate-setmaxdowntime / migrate-getmaxdowntime (ms) */
+    gboolean (*migrate_set_max_downtime)(Driver *drv, const DriverDomain *dom, guint64 ms,
+                                         GError **error);
+    gboolean (*migrate_get_max_downtime)(Driver *drv, const DriverDomain *dom, guint64 *ms,
+                                         GError **error);
+    /* virsh migrate-compcache (bytes) */
+    gboolean (*migrate_set_compression_cache)(Driver *drv, const DriverDomain *dom,
+                                              guint64 bytes, GError **error);
+    gboolean (*migrate_get_compression_cache)(Driver *drv, const DriverDomain *dom,
+                                              guint64 *bytes, GError **error);
 
     /* Migration protocol version 3 with params. Cookies are opaque bytes
      * exchanged between the two drivers. */

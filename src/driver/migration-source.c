@@ -45,6 +45,7 @@ typedef struct {
     char *dconn_pkipath; /* proxy mode with --tls: the client files (migration_pki_dir) */
     char *digest;
     guint64 downtime_ms;
+    MigrationTuning tuning; /* what the VMM's migration is asked to do */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -338,6 +339,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                                            : outgoing_open_data(o, &sv[0], &e)))
         goto fail;
 
+    if (h->tune && !h->tune(o->vm, &o->tuning, TRUE, &e))
+        goto fail;
     ep.fd = sv[1];
     sv[1] = -1;
     if (!h->start_outgoing(o->vm, &ep, &e))
@@ -548,9 +551,15 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         !driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "persistent_xml", &pxml, error))
         return FALSE;
+    if (!migration_tuning_from_params(o->flags, params, o->hooks->tunable_flags,
+                                      o->hooks->vmm_name, &o->tuning, error))
+        return FALSE;
     DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return FALSE;
+    o->tuning.downtime_ms = obj->max_downtime_ms;
+    if (!o->tuning.xbzrle_cache)
+        o->tuning.xbzrle_cache = obj->xbzrle_cache;
     gpointer vm = domain_obj_is_active(obj) ? o->hooks->vm_ref(obj) : NULL;
     if (!vm) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
@@ -728,6 +737,10 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
         return NULL;
     if (flags & MIGRATION_OFFLINE)
         return migration_offline_begin(e, dom, params, cookie_out, error);
+    MigrationTuning tuning;
+    if (!migration_tuning_from_params(flags, params, e->hooks->tunable_flags, e->hooks->vmm_name,
+                                      &tuning, error))
+        return NULL;
     /* A client-managed migration sends what begin returns to the destination
      * as its destination_xml: the client's own (--xml) must survive. */
     const char *dxml = NULL;

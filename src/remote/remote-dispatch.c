@@ -889,6 +889,16 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
         driver_params_add_ullong(params, "memory_dirty_rate", info.memory_dirty_rate);
         driver_params_add_ullong(params, "memory_iteration", info.memory_iteration);
         driver_params_add_ullong(params, "memory_page_size", info.memory_page_size);
+        if (info.has_compression) {
+            driver_params_add_ullong(params, "compression_cache", info.compression_cache);
+            driver_params_add_ullong(params, "compression_bytes", info.compression_bytes);
+            driver_params_add_ullong(params, "compression_pages", info.compression_pages);
+            driver_params_add_ullong(params, "compression_cache_misses",
+                                     info.compression_cache_misses);
+            driver_params_add_ullong(params, "compression_overflow", info.compression_overflow);
+        }
+        if (info.has_throttle)
+            driver_params_add_int(params, "auto_converge_throttle", info.auto_converge_throttle);
         if (info.error_message)
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
@@ -933,6 +943,49 @@ static gboolean h_get_max_speed(RemoteContext *ctx, void *a, void *r, GError **e
     ARG_DOMAIN(remote_domain_flags_args);
     return ctx->drv->ops->migrate_get_max_speed(
         ctx->drv, &dom, &((remote_domain_migrate_get_max_speed_ret *)r)->bandwidth, error);
+}
+
+static gboolean h_set_max_downtime(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_set_max_downtime);
+    ARG_DOMAIN(remote_domain_migrate_set_max_downtime_args);
+    return ctx->drv->ops->migrate_set_max_downtime(
+        ctx->drv, &dom, ((remote_domain_migrate_set_max_downtime_args *)a)->downtime, error);
+}
+
+static gboolean h_get_max_downtime(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_get_max_downtime);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_get_max_downtime(
+        ctx->drv, &dom, &((remote_domain_migrate_get_max_downtime_ret *)r)->downtime, error);
+}
+
+static gboolean h_set_compression_cache(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_set_compression_cache);
+    ARG_DOMAIN(remote_domain_migrate_set_compression_cache_args);
+    return ctx->drv->ops->migrate_set_compression_cache(
+        ctx->drv, &dom, ((remote_domain_migrate_set_compression_cache_args *)a)->cacheSize,
+        error);
+}
+
+static gboolean h_get_compression_cache(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_get_compression_cache);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_get_compression_cache(
+        ctx->drv, &dom, &((remote_domain_migrate_get_compression_cache_ret *)r)->cacheSize,
+        error);
+}
+
+/* virsh migrate-postcopy, --timeout-postcopy, migrateStartPostCopy: post-copy
+ * is not carried yet, and --postcopy is refused when the migration starts. */
+static gboolean h_start_post_copy(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                "post-copy migration (migrate-postcopy, --timeout-postcopy) is not supported");
+    return FALSE;
 }
 
 /* ---- migration, version 3 with params ---- */
@@ -1389,6 +1442,19 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_migrate_set_max_speed_args), VOID, h_set_max_speed, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_SPEED, "DOMAIN_MIGRATE_GET_MAX_SPEED",
      X(remote_domain_flags_args), X(remote_domain_migrate_get_max_speed_ret), h_get_max_speed, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_DOWNTIME, "DOMAIN_MIGRATE_SET_MAX_DOWNTIME",
+     X(remote_domain_migrate_set_max_downtime_args), VOID, h_set_max_downtime, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_DOWNTIME, "DOMAIN_MIGRATE_GET_MAX_DOWNTIME",
+     X(remote_domain_flags_args), X(remote_domain_migrate_get_max_downtime_ret),
+     h_get_max_downtime, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_SET_COMPRESSION_CACHE, "DOMAIN_MIGRATE_SET_COMPRESSION_CACHE",
+     X(remote_domain_migrate_set_compression_cache_args), VOID, h_set_compression_cache,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_GET_COMPRESSION_CACHE, "DOMAIN_MIGRATE_GET_COMPRESSION_CACHE",
+     X(remote_domain_flags_args), X(remote_domain_migrate_get_compression_cache_ret),
+     h_get_compression_cache, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_START_POST_COPY, "DOMAIN_MIGRATE_START_POST_COPY",
+     X(remote_domain_flags_args), VOID, h_start_post_copy, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS, "DOMAIN_MIGRATE_BEGIN3_PARAMS",
      X(remote_domain_migrate_begin3_params_args), X(remote_domain_migrate_begin3_params_ret),
      h_migrate_begin3_params, PROC_WRITE},
