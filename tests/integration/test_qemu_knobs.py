@@ -2,7 +2,12 @@
 and migrate-compcache read back from QEMU (query-migrate-parameters), before
 and during the migration; --auto-converge with auto_converge.initial and
 --compressed (xbzrle) in the running job's statistics (QEMU's query-migrate);
-migrate-setspeed and --dname; the guest verifies its memory after the move."""
+migrate-setspeed and --dname; the guest verifies its memory after the move.
+
+Not registered in make check yet: in the full run the throttled, heavily
+dirtying TCG guest oopsed after the move in both attempts (the known TCG
+hrtimer oops, QEMU.md); run it alone with
+FERRY_BUILD_DIR=build-asan python3 tests/integration/test_qemu_knobs.py."""
 
 import os
 import subprocess
