@@ -126,6 +126,8 @@ typedef struct {
     struct MigrationJob *job; /* the instance's migration (a reference), or NULL:
                                * the migration engine's (driver/migration-job.h) */
     guint64 max_speed_mib;    /* MIGRATE_SET_MAX_SPEED for the instance, 0 = unlimited */
+    guint64 max_downtime_ms;  /* MIGRATE_SET_MAX_DOWNTIME, 0 = the VMM's default */
+    guint64 xbzrle_cache;     /* MIGRATE_SET_COMPRESSION_CACHE (bytes), 0 = the VMM's default */
 
     /* The driver's data, freed with the object (without the lock held). */
     gpointer priv;

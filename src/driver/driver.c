@@ -92,6 +92,29 @@ void driver_registry_add(Driver *drv)
     g_mutex_unlock(&registry_lock);
 }
 
+static _Thread_local guint64 current_client;
+
+void driver_client_set_current(guint64 client_id)
+{
+    current_client = client_id;
+}
+
+guint64 driver_client_current(void)
+{
+    return current_client;
+}
+
+void driver_client_closed(guint64 client_id)
+{
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Driver *drv = registry->pdata[i];
+        if (drv->ops->client_closed)
+            drv->ops->client_closed(drv, client_id);
+    }
+    g_mutex_unlock(&registry_lock);
+}
+
 void driver_registry_clear(void)
 {
     g_mutex_lock(&registry_lock);

@@ -89,6 +89,12 @@ typedef struct {
     guint64 downtime_ms;
     guint64 setup_time_ms;
     gboolean has_downtime;
+    /* QEMU's xbzrle compression (--compressed) and auto-converge throttle */
+    gboolean has_compression;
+    guint64 compression_cache, compression_bytes, compression_pages;
+    guint64 compression_cache_misses, compression_overflow;
+    gboolean has_throttle;
+    int auto_converge_throttle; /* percent */
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
     /* ferry: the flight recorder's summary of a finished migration (has_flight):
@@ -224,6 +230,16 @@ typedef struct {
                                       GError **error);
     gboolean (*migrate_get_max_speed)(Driver *drv, const DriverDomain *dom, guint64 *mib_per_s,
                                       GError **error);
+    /* virsh migrate-setmaxdowntime / migrate-getmaxdowntime (ms) */
+    gboolean (*migrate_set_max_downtime)(Driver *drv, const DriverDomain *dom, guint64 ms,
+                                         GError **error);
+    gboolean (*migrate_get_max_downtime)(Driver *drv, const DriverDomain *dom, guint64 *ms,
+                                         GError **error);
+    /* virsh migrate-compcache (bytes) */
+    gboolean (*migrate_set_compression_cache)(Driver *drv, const DriverDomain *dom,
+                                              guint64 bytes, GError **error);
+    gboolean (*migrate_get_compression_cache)(Driver *drv, const DriverDomain *dom,
+                                              guint64 *bytes, GError **error);
 
     /* Migration protocol version 3 with params. Cookies are opaque bytes
      * exchanged between the two drivers. */
@@ -246,6 +262,11 @@ typedef struct {
     gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                 GBytes *cookie_in, guint flags, gboolean cancelled,
                                 GError **error);
+
+    /* A client disconnected (driver_client_closed): drop what its calls left
+     * for later calls of its own (a client-managed migration). Must not
+     * block: called from the connection's event thread. */
+    void (*client_closed)(Driver *drv, guint64 client_id);
 
     /* The pre-flight probe (docs/debugging.md; the engine's migration-probe.c).
      * Destination: a channel whose bytes are read and dropped, at most
@@ -351,6 +372,16 @@ void driver_registry_add(Driver *drv);
 void driver_registry_clear(void);
 /* Picks the driver for a CONNECT_OPEN name ("sim:///system", "" = default). */
 Driver *driver_registry_open(const char *uri, GError **error);
+
+/* The client a call is served for: the dispatcher names the calling client
+ * (a number unique for the daemon's run, never 0) in a thread-local around
+ * each call, so that a driver can tie state that spans several calls of one
+ * client (client-managed migration: begin, perform, confirm from virsh) to
+ * that client, and drop it when the client goes (driver_client_closed calls
+ * every registered driver's client_closed). 0: no client call is served. */
+void driver_client_set_current(guint64 client_id);
+guint64 driver_client_current(void);
+void driver_client_closed(guint64 client_id);
 
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */

@@ -516,15 +516,24 @@ static DomainObj *lookup_for_action(HvDriver *hv, const DriverDomain *dom, GErro
 static gboolean hv_suspend(Driver *drv, const DriverDomain *dom, GError **error)
 {
     HvDriver *hv = hv_driver_of(drv);
-    DomainObj *obj = lookup_for_action(hv, dom, error);
+    /* An outgoing migration lets the user pause the guest so that it
+     * converges (virsh migrate --timeout N --timeout-suspend), as libvirt. */
+    DomainObj *obj = hv_lookup(hv, dom, error);
+    gboolean migrating = obj && hv->hooks->job_allows_pause && hv->hooks->job_allows_pause(obj);
+    if (obj && !migrating) {
+        domain_obj_end(obj);
+        obj = lookup_for_action(hv, dom, error);
+    }
     if (!obj)
         return FALSE;
     gboolean ok = TRUE; /* already paused: nothing to do, as libvirt */
     if (domain_obj_get_state(obj, NULL) != DOMAIN_STATE_PAUSED) {
         ok = hv->hooks->suspend(hv, obj, error);
         if (ok) {
-            hv_set_state(hv, obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_USER);
-            hv_emit(hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_PAUSED);
+            hv_set_state(hv, obj, DOMAIN_STATE_PAUSED,
+                         migrating ? DOMAIN_PAUSED_MIGRATION : DOMAIN_PAUSED_USER);
+            hv_emit(hv, obj, HV_EVENT_SUSPENDED,
+                    migrating ? HV_SUSPENDED_MIGRATED : HV_SUSPENDED_PAUSED);
         }
     }
     domain_obj_end(obj);

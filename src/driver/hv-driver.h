@@ -72,6 +72,8 @@ typedef struct {
     /* A migration job runs on obj (pause/resume are refused then), and
      * aborting it because the domain is destroyed. Both optional. */
     gboolean (*has_job)(DomainObj *obj);
+    /* Whether the user may pause the guest during its job (NULL: never). */
+    gboolean (*job_allows_pause)(DomainObj *obj);
     void (*abort_job)(HvDriver *hv, DomainObj *obj, const char *why);
     /* Runtime files of an instance besides its state (".qmp", ".pid"),
      * removed when it ends; NULL-terminated. */

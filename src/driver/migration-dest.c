@@ -223,7 +223,11 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
     job->pending_vmm_fd = *vmm_fd;
     *vmm_fd = -1;
     guint16 port = tunnel_data_listener_get_port(job->listener);
-    /* A wildcard address tells the source to use the host it reached us by. */
+    /* A wildcard address tells a peer-to-peer source to use the host it
+     * reached us by; a client-managed source only has what we say: our name. */
+    g_autofree char *hostname = NULL;
+    if (!(flags & MIGRATION_PEER2PEER) && migration_is_wildcard_address(addr))
+        addr = hostname = driver_node_get_hostname();
     *uri_out = strchr(addr, ':') ? g_strdup_printf("tcp://[%s]:%u", addr, port)
                                  : g_strdup_printf("tcp://%s:%u", addr, port);
     JobThread *t = job_thread_new(e, job);
@@ -246,6 +250,14 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return FALSE;
+    if (flags & MIGRATION_OFFLINE) {
+        if (binding) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                        "tunnelled offline migration does not make sense");
+            return FALSE;
+        }
+        return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
+    }
     const MigrationHooks *h = e->hooks;
     const char *dxml = NULL, *dname = NULL;
     if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
@@ -299,6 +311,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     }
 
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
+    if (!(flags & MIGRATION_PEER2PEER))
+        job->client_id = driver_client_current(); /* its disconnection drops the VM */
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
     job->source = source ? tunnel_peer_watch_ref(source) : NULL;
@@ -447,6 +461,8 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e)
         return NULL;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_finish(e, params, cancelled, cookie_out, error);
     const MigrationHooks *h = e->hooks;
     const char *dname = NULL, *pxml = NULL;
     if (!driver_params_get_string(params, "destination_name", &dname, error) ||
@@ -541,6 +557,41 @@ fail:
     g_propagate_prefixed_error(error, g_steal_pointer(&err),
                                "incoming migration of domain '%s' failed: ", dname);
     return NULL;
+}
+
+static gpointer client_gone_thread(gpointer data)
+{
+    JobThread *t = data;
+    /* A finish that already took charge decides alone. */
+    if (migration_job_claim(t->job))
+        incoming_discard(t->engine, t->job, "the client that drove the migration disconnected");
+    job_thread_end(t);
+    return NULL;
+}
+
+void migration_dest_client_closed(MigrationEngine *e, guint64 client_id)
+{
+    g_autoptr(GPtrArray) jobs = g_ptr_array_new_with_free_func((GDestroyNotify)migration_job_unref);
+    g_mutex_lock(&e->lock);
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, e->incoming);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        MigrationJob *job = value;
+        if (job->client_id == client_id)
+            g_ptr_array_add(jobs, migration_job_ref(job));
+    }
+    g_mutex_unlock(&e->lock);
+    for (guint i = 0; i < jobs->len; i++) {
+        JobThread *t = job_thread_new(e, jobs->pdata[i]);
+        g_autoptr(GError) te = NULL;
+        if (!migration_thread_start(e, "incoming-client-gone", client_gone_thread, t, &te)) {
+            /* The watchdog drops it, later. */
+            FERRY_WARN("%s", te->message);
+            migration_job_unref(t->job);
+            g_free(t);
+        }
+    }
 }
 
 void migration_dest_shutdown(MigrationEngine *e)

@@ -42,6 +42,9 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
     e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                         (GDestroyNotify)migration_job_unref);
     e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
+    e->performing = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)migration_job_unref, NULL);
+    e->confirming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                          migration_source_pending_free);
     hv->base.migration = e;
     return e;
 }
@@ -63,6 +66,8 @@ void migration_engine_free(MigrationEngine *e)
     g_hash_table_destroy(e->completed);
     g_free(e->save_dir);
     g_free(e->file_refusal);
+    g_hash_table_destroy(e->performing);
+    g_hash_table_destroy(e->confirming);
     tunnel_data_settings_unref(e->data_settings);
     g_free(e->daemon_id);
     g_cond_clear(&e->threads_cond);
@@ -246,8 +251,147 @@ static gboolean engine_get_max_speed(Driver *drv, const DriverDomain *dom, guint
     return TRUE;
 }
 
+static void engine_client_closed(Driver *drv, guint64 client_id)
+{
+    MigrationEngine *e = drv->migration;
+    if (!e || g_atomic_int_get(&e->stopping))
+        return;
+    migration_source_client_closed(e, client_id);
+    migration_dest_client_closed(e, client_id);
+}
+
+/* A tuning change reaches the VMM at once (also during a migration): what
+ * the getters read back is the VMM's own value. */
+static gboolean retune_locked(MigrationEngine *e, DomainObj *obj, GError **error)
+{
+    if (!e->hooks->tune)
+        return TRUE;
+    gpointer vm = e->hooks->vm_ref(obj);
+    if (!vm)
+        return TRUE;
+    MigrationTuning t = {.downtime_ms = obj->max_downtime_ms, .xbzrle_cache = obj->xbzrle_cache,
+                         .throttle_initial = -1, .throttle_increment = -1};
+    gboolean ok = e->hooks->tune(vm, &t, FALSE, error);
+    e->hooks->vm_unref(vm);
+    return ok;
+}
+
+static DomainObj *lookup_active(MigrationEngine *e, const DriverDomain *dom, GError **error)
+{
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (obj && !domain_obj_is_active(obj)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        domain_obj_end(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* What the VMM itself holds now, as libvirt reads it back from QEMU. */
+static gboolean vmm_tuning_locked(MigrationEngine *e, DomainObj *obj, MigrationTuning *t,
+                                  GError **error)
+{
+    gpointer vm = e->hooks->vm_ref(obj);
+    if (!vm) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        return FALSE;
+    }
+    gboolean ok = e->hooks->get_tuning(vm, t, error);
+    e->hooks->vm_unref(vm);
+    return ok;
+}
+
+static gboolean engine_set_max_downtime(Driver *drv, const DriverDomain *dom, guint64 ms,
+                                        GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e)
+        return FALSE;
+    /* QEMU's downtime-limit range */
+    if (ms == 0 || ms > 2000000) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "maximum downtime %" G_GUINT64_FORMAT " ms is out of range (1 to 2000000)",
+                    ms);
+        return FALSE;
+    }
+    DomainObj *obj = lookup_active(e, dom, error);
+    if (!obj)
+        return FALSE;
+    obj->max_downtime_ms = ms;
+    gboolean ok = retune_locked(e, obj, error);
+    domain_obj_end(obj);
+    return ok;
+}
+
+static gboolean engine_get_max_downtime(Driver *drv, const DriverDomain *dom, guint64 *ms,
+                                        GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    DomainObj *obj = e ? lookup_active(e, dom, error) : NULL;
+    if (!obj)
+        return FALSE;
+    MigrationTuning t = {0};
+    gboolean ok = vmm_tuning_locked(e, obj, &t, error);
+    *ms = t.downtime_ms;
+    domain_obj_end(obj);
+    return ok;
+}
+
+static gboolean compresses(MigrationEngine *e, GError **error)
+{
+    if (!(e->hooks->tunable_flags & MIGRATION_COMPRESSED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration compression cache: %s does not compress migration data "
+                    "(no xbzrle)",
+                    e->hooks->vmm_name);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean engine_set_compression_cache(Driver *drv, const DriverDomain *dom, guint64 bytes,
+                                             GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e || !compresses(e, error))
+        return FALSE;
+    DomainObj *obj = lookup_active(e, dom, error);
+    if (!obj)
+        return FALSE;
+    obj->xbzrle_cache = bytes;
+    gboolean ok = retune_locked(e, obj, error);
+    domain_obj_end(obj);
+    return ok;
+}
+
+static gboolean engine_get_compression_cache(Driver *drv, const DriverDomain *dom, guint64 *bytes,
+                                             GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e || !compresses(e, error))
+        return FALSE;
+    DomainObj *obj = lookup_active(e, dom, error);
+    if (!obj)
+        return FALSE;
+    MigrationTuning t = {0};
+    gboolean ok = vmm_tuning_locked(e, obj, &t, error);
+    *bytes = t.xbzrle_cache;
+    domain_obj_end(obj);
+    return ok;
+}
+
+gboolean migration_engine_job_allows_pause(DomainObj *obj)
+{
+    return obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
+}
+
 void migration_engine_install_ops(DriverOps *ops)
 {
+    ops->migrate_set_max_downtime = engine_set_max_downtime;
+    ops->migrate_get_max_downtime = engine_get_max_downtime;
+    ops->migrate_set_compression_cache = engine_set_compression_cache;
+    ops->migrate_get_compression_cache = engine_get_compression_cache;
+    ops->client_closed = engine_client_closed;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;
     ops->migrate_set_max_speed = engine_set_max_speed;

@@ -64,6 +64,17 @@ typedef struct {
 
 void migration_vmm_progress_clear(MigrationVmmProgress *progress);
 
+/* What the user asked of the VMM's own migration algorithm. The engine
+ * refuses a flag the VMM does not list in tunable_flags, by name. */
+typedef struct MigrationTuning {
+    guint64 downtime_ms;        /* migrate-setmaxdowntime; 0: the VMM's default */
+    gboolean auto_converge;     /* --auto-converge */
+    int throttle_initial;       /* auto_converge.initial, percent; -1: the VMM's default */
+    int throttle_increment;     /* auto_converge.increment; -1: default */
+    gboolean xbzrle;            /* --compressed */
+    guint64 xbzrle_cache;       /* migrate-compcache / compression.xbzrle.cache; 0: default */
+} MigrationTuning;
+
 /* The hooks a VMM driver gives the engine.
  *
  * `vm` is the driver's handle on one running VMM, obtained with vm_ref. The
@@ -88,6 +99,9 @@ void migration_vmm_progress_clear(MigrationVmmProgress *progress);
  * incoming VM is dropped) and hv_instance_end. */
 typedef struct {
     MigrationEndpointKind endpoint;
+    const char *vmm_name; /* for messages: "ferry-vmm", "QEMU" */
+    /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED: what tune can do */
+    guint tunable_flags;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
      * none. obj locked. */
@@ -115,6 +129,12 @@ typedef struct {
     gboolean (*start_outgoing)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
     /* Asks the VMM to stop migrating; returns without waiting for it. */
     void (*cancel)(gpointer vm);
+    /* Applies tuning: with starting, before start_outgoing (capabilities
+     * too); without, during the migration (its parameters only). */
+    gboolean (*tune)(gpointer vm, const MigrationTuning *tuning, gboolean starting,
+                     GError **error);
+    /* The VMM's current downtime_ms and xbzrle_cache (0 if it has none). */
+    gboolean (*get_tuning)(gpointer vm, MigrationTuning *out, GError **error);
 
     /* -- destination -- */
     /* Makes the VMM of a new incoming instance (spawned paused by the base's
@@ -154,5 +174,8 @@ void migration_engine_set_files(MigrationEngine *engine, const char *save_dir,
 /* The domain is being destroyed (obj locked): its job, if any, is aborted
  * with why. */
 void migration_engine_abort_job_locked(DomainObj *obj, const char *why);
+/* Whether the guest of obj (locked) may be paused by the user during its job:
+ * an outgoing migration (virsh migrate --timeout N --timeout-suspend). */
+gboolean migration_engine_job_allows_pause(DomainObj *obj);
 /* Whether obj (locked) has a migration job: lifecycle calls refuse then. */
 gboolean migration_engine_has_job(DomainObj *obj);

@@ -212,6 +212,18 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
         i->downtime_ms = c->downtime_ms;
         i->has_downtime = TRUE;
     }
+    if (c->has_compression) {
+        i->has_compression = TRUE;
+        i->compression_cache = c->compression_cache;
+        i->compression_bytes = c->compression_bytes;
+        i->compression_pages = c->compression_pages;
+        i->compression_cache_misses = c->compression_cache_misses;
+        i->compression_overflow = c->compression_overflow;
+    }
+    if (c->has_throttle) {
+        i->has_throttle = TRUE;
+        i->auto_converge_throttle = c->auto_converge_throttle;
+    }
     fill_from_channel_locked(job, i);
     flight_recorder_set_vmm(job->recorder, i);
     g_mutex_unlock(&job->lock);

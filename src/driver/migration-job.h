@@ -42,6 +42,9 @@ struct MigrationJob {
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */
     FlightRecorder *recorder;
+    /* client-managed migration: the client whose calls drive it (its
+     * disconnection ends the job); 0 for peer-to-peer */
+    guint64 client_id;
 };
 
 MigrationJob *migration_job_new(int operation);

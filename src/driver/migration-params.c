@@ -4,14 +4,13 @@
 #include <string.h>
 
 #include "driver/driver-params.h"
+#include "driver/migration-engine.h"
 #include "util/error.h"
 
 static const char *const refused_flags[] = {
     [6] = "NON_SHARED_DISK (copying disks is not carried yet)",
     [7] = "NON_SHARED_INC (copying disks is not carried yet)",
-    [10] = "OFFLINE",
-    [11] = "COMPRESSED",
-    [13] = "AUTO_CONVERGE",
+    /* COMPRESSED, AUTO_CONVERGE: as the VMM can (migration_tuning_from_params) */
     [14] = "RDMA_PIN_ALL",
     [15] = "POSTCOPY",
     [16] = NULL, /* TLS: proxy mode only, checked below */
@@ -23,7 +22,9 @@ static const char *const refused_flags[] = {
 
 static const char *const supported_params[] = {"destination_name", "destination_xml",
                                                "persistent_xml", "bandwidth", "migrate_uri",
-                                               "listen_address", NULL};
+                                               "listen_address", "auto_converge.initial",
+                                               "auto_converge.increment", "compression",
+                                               "compression.xbzrle.cache", NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {
@@ -38,6 +39,17 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "migration flag TLS is not supported with --tunnelled: the tunnel is "
                     "encrypted by the TLS of the daemons' connection (use a +tls URI)");
+        return FALSE;
+    }
+    /* Offline migration moves a definition: as libvirt words it. */
+    if ((flags & MIGRATION_OFFLINE) && !(flags & MIGRATION_PERSIST_DEST)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "offline migration must be specified with the persistent flag set");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_OFFLINE) && (flags & MIGRATION_TUNNELLED)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "tunnelled offline migration does not make sense");
         return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {
@@ -122,4 +134,79 @@ gboolean migration_parse_tcp_uri(const char *uri, char **host, guint *port, GErr
 gboolean migration_is_wildcard_address(const char *host)
 {
     return !host || !*host || g_str_equal(host, "0.0.0.0") || g_str_equal(host, "::");
+}
+
+static gboolean param_int(const DriverParam *p, int lo, int hi, int *out, GError **error)
+{
+    if (p->type != DRIVER_PARAM_INT || p->v.i < lo || p->v.i > hi) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration parameter '%s' must be an int from %d to %d", p->field, lo, hi);
+        return FALSE;
+    }
+    *out = p->v.i;
+    return TRUE;
+}
+
+static gboolean refuse_flag(guint flags, guint flag, const char *name, guint tunable,
+                            const char *vmm, GError **error)
+{
+    if ((flags & flag) && !(tunable & flag)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag %s is not supported by %s", name, vmm);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean migration_tuning_from_params(guint flags, GPtrArray *params, guint tunable,
+                                      const char *vmm, MigrationTuning *t, GError **error)
+{
+    *t = (MigrationTuning){.auto_converge = (flags & MIGRATION_AUTO_CONVERGE) != 0,
+                           .throttle_initial = -1,
+                           .throttle_increment = -1,
+                           .xbzrle = (flags & MIGRATION_COMPRESSED) != 0};
+    if (!refuse_flag(flags, MIGRATION_AUTO_CONVERGE, "AUTO_CONVERGE", tunable, vmm, error) ||
+        !refuse_flag(flags, MIGRATION_COMPRESSED, "COMPRESSED", tunable, vmm, error))
+        return FALSE;
+    for (guint i = 0; params && i < params->len; i++) {
+        const DriverParam *p = params->pdata[i];
+        if (g_str_has_prefix(p->field, "auto_converge.")) {
+            /* libvirt's words */
+            if (!t->auto_converge) {
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                            "Turn auto convergence on to tune it (migration parameter '%s')",
+                            p->field);
+                return FALSE;
+            }
+            if (!param_int(p, 0, 100, g_str_equal(p->field, "auto_converge.initial")
+                                           ? &t->throttle_initial
+                                           : &t->throttle_increment,
+                           error))
+                return FALSE;
+        } else if (g_str_has_prefix(p->field, "compression")) {
+            if (!t->xbzrle) {
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                            "Turn migration compression on to tune it (migration parameter "
+                            "'%s')",
+                            p->field);
+                return FALSE;
+            }
+            if (g_str_equal(p->field, "compression")) {
+                if (p->type != DRIVER_PARAM_STRING || g_strcmp0(p->s, "xbzrle") != 0) {
+                    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                                "migration compression method '%s' is not supported (only "
+                                "xbzrle)",
+                                p->type == DRIVER_PARAM_STRING ? p->s : "?");
+                    return FALSE;
+                }
+            } else if (p->type != DRIVER_PARAM_ULLONG) {
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                            "migration parameter '%s' must be an unsigned long long", p->field);
+                return FALSE;
+            } else {
+                t->xbzrle_cache = p->v.ul;
+            }
+        }
+    }
+    return TRUE;
 }

@@ -13,6 +13,8 @@
 #define MIGRATION_PAUSED (1u << 5)
 #define MIGRATION_CHANGE_PROTECTION (1u << 8)
 #define MIGRATION_UNSAFE (1u << 9)
+#define MIGRATION_OFFLINE (1u << 10)
+#define MIGRATION_COMPRESSED (1u << 11)
 #define MIGRATION_ABORT_ON_ERROR (1u << 12)
 #define MIGRATION_AUTO_CONVERGE (1u << 13)
 #define MIGRATION_TLS (1u << 16)
@@ -20,12 +22,22 @@
 /* Features the destination must have (virDrvFeature). */
 #define MIGRATION_FEATURE_P2P 4
 #define MIGRATION_FEATURE_V3 6
+#define MIGRATION_FEATURE_OFFLINE 12
 #define MIGRATION_FEATURE_PARAMS 13
 
 /* Refuses, naming it, any flag or parameter the engine does not carry, and
  * combinations that make no sense (TLS with a tunnel, an address with a
  * tunnel). */
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error);
+
+/* The tuning the flags and params ask for (--auto-converge and
+ * auto_converge.*, --compressed and compression*), refused naming the flag
+ * when the VMM (vmm, its tunable_flags) cannot, or with libvirt's words when
+ * a parameter comes without its flag. downtime_ms and a cache size set with
+ * migrate-compcache are the caller's to add. */
+typedef struct MigrationTuning MigrationTuning;
+gboolean migration_tuning_from_params(guint flags, GPtrArray *params, guint tunable,
+                                      const char *vmm, MigrationTuning *tuning, GError **error);
 
 /* MiB/s as the API counts bandwidth, to bytes/s. A value whose bytes do not
  * fit 64 bits is refused naming it: wrapped, it could read 0 (unlimited). */

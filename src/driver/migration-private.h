@@ -15,6 +15,9 @@ struct MigrationEngine {
     GMutex lock;
     GHashTable *incoming;  /* domain name -> MigrationJob* (ref), destination side */
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
+    /* client-managed migration, source side */
+    GHashTable *performing; /* MigrationJob* (ref) -> itself: performs running */
+    GHashTable *confirming; /* instance id -> the perform's state, awaiting confirm */
     GCond threads_cond;
     guint threads;   /* engine threads running (under lock) */
     gint stopping;   /* atomic: the daemon is stopping, threads leave at once */
@@ -48,6 +51,11 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
 gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const char *dconnuri,
                                   GPtrArray *params, GBytes *cookie_in, guint flags,
                                   GBytes **cookie_out, GError **error);
+/* Frees what a client-managed perform left for confirm. */
+void migration_source_pending_free(gpointer pending);
+/* The client gone: its perform is aborted, a perform awaiting its confirm
+ * is given up (the VM stays paused here). Does not block. */
+void migration_source_client_closed(MigrationEngine *engine, guint64 client_id);
 gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                   GBytes *cookie_in, guint flags, gboolean cancelled,
                                   GError **error);
@@ -55,6 +63,19 @@ gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArra
 /* migration-file.c: save, restore, managed save, and create/undefine aware
  * of managed save images. */
 void migration_file_install_ops(DriverOps *ops);
+/* migration-offline.c: VIR_MIGRATE_OFFLINE, the definition only */
+char *migration_offline_begin(MigrationEngine *engine, const DriverDomain *dom, GPtrArray *params,
+                              GBytes **cookie_out, GError **error);
+gboolean migration_offline_prepare(MigrationEngine *engine, GPtrArray *params, GBytes *cookie_in,
+                                   GBytes **cookie_out, char **uri_out, GError **error);
+DriverDomain *migration_offline_finish(MigrationEngine *engine, GPtrArray *params,
+                                       gboolean cancelled, GBytes **cookie_out, GError **error);
+gboolean migration_offline_confirm(MigrationEngine *engine, const DriverDomain *dom, guint flags,
+                                   gboolean cancelled, GError **error);
+/* Peer-to-peer: prepare and finish on the destination, then confirm here. */
+gboolean migration_offline_perform_p2p(MigrationEngine *engine, const DriverDomain *dom,
+                                       const char *dconnuri, GPtrArray *params, guint flags,
+                                       GError **error);
 
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
@@ -63,5 +84,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
 DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cookie_in,
                                     guint flags, gboolean cancelled, GBytes **cookie_out,
                                     GError **error);
+/* The client gone: its incoming VMs are dropped. Does not block. */
+void migration_dest_client_closed(MigrationEngine *engine, guint64 client_id);
 /* Wakes the destination threads of the engine and cuts their channels. */
 void migration_dest_shutdown(MigrationEngine *engine);

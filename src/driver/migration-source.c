@@ -49,6 +49,7 @@ typedef struct {
     char *digest;
     guint64 downtime_ms;
     char *peer_record_id; /* the destination keeps a flight record we may fetch */
+    MigrationTuning tuning; /* what the VMM's migration is asked to do */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -311,6 +312,11 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
     if (!migration_parse_tcp_uri(target, &host, &port, error))
         return FALSE;
     if (migration_is_wildcard_address(host)) {
+        if (!o->dconn_host) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "the migration URI '%s' names no host to connect to", target);
+            return FALSE;
+        }
         g_free(host);
         host = g_strdup(o->dconn_host);
     }
@@ -345,13 +351,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     g_auto(MigrationVmmProgress) end = {0};
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
 
-    if (!outgoing_setup_peer(o, dconnuri, &phase, &e))
+    /* Client-managed: the client prepared the destination (o->ops is NULL). */
+    if (o->ops && !outgoing_setup_peer(o, dconnuri, &phase, &e))
         goto fail;
     phase = "perform";
     flight_recorder_phase(o->job->recorder, "perform", TRUE);
     {
         g_auto(MigrationCookie) dc = {0};
-        if (migration_cookie_parse(o->dest_cookie, &dc, NULL))
+        if (o->dest_cookie && migration_cookie_parse(o->dest_cookie, &dc, NULL))
             o->peer_record_id = g_steal_pointer(&dc.record_id);
     }
 
@@ -368,6 +375,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                                            : outgoing_open_data(o, &sv[0], &e)))
         goto fail;
 
+    if (h->tune && !h->tune(o->vm, &o->tuning, TRUE, &e))
+        goto fail;
     ep.fd = sv[1];
     sv[1] = -1;
     if (!h->start_outgoing(o->vm, &ep, &e))
@@ -699,9 +708,15 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         !driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "persistent_xml", &pxml, error))
         return FALSE;
+    if (!migration_tuning_from_params(o->flags, params, o->hooks->tunable_flags,
+                                      o->hooks->vmm_name, &o->tuning, error))
+        return FALSE;
     DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return FALSE;
+    o->tuning.downtime_ms = obj->max_downtime_ms;
+    if (!o->tuning.xbzrle_cache)
+        o->tuning.xbzrle_cache = obj->xbzrle_cache;
     gpointer vm = domain_obj_is_active(obj) ? o->hooks->vm_ref(obj) : NULL;
     if (!vm) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
@@ -761,6 +776,10 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     return TRUE;
 }
 
+static gboolean client_perform(MigrationEngine *engine, const DriverDomain *dom,
+                               GPtrArray *params, GBytes *cookie_in, guint flags,
+                               guint64 bandwidth, GBytes **cookie_out, GError **error);
+
 gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const char *dconnuri,
                                   GPtrArray *params, GBytes *cookie_in, guint flags,
                                   GBytes **cookie_out, GError **error)
@@ -768,13 +787,27 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
     MigrationEngine *engine = migration_engine_of(drv, error);
     if (!engine)
         return FALSE;
-    if (!(flags & MIGRATION_PEER2PEER)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "only peer-to-peer migration is supported (use --p2p)");
-        return FALSE;
-    }
     if (!migration_check_flags_and_params(flags, params, error))
         return FALSE;
+    if (flags & MIGRATION_OFFLINE) {
+        /* Client-managed: the client skips perform (nothing to carry). */
+        if (!(flags & MIGRATION_PEER2PEER))
+            return TRUE;
+        if (!dconnuri || !*dconnuri) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "peer-to-peer migration needs a destination URI");
+            return FALSE;
+        }
+        return migration_offline_perform_p2p(engine, dom, dconnuri, params, flags, error);
+    }
+    if (!(flags & MIGRATION_PEER2PEER)) {
+        guint64 mib = 0, bw = G_MAXUINT64;
+        gboolean has_bw = FALSE;
+        if (!driver_params_get_ullong(params, "bandwidth", &mib, &has_bw, error) ||
+            (has_bw && !migration_bandwidth_to_bytes(mib, &bw, error)))
+            return FALSE;
+        return client_perform(engine, dom, params, cookie_in, flags, bw, cookie_out, error);
+    }
     if (!dconnuri || !*dconnuri) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
                     "peer-to-peer migration needs a destination URI");
@@ -896,6 +929,24 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     MigrationEngine *e = migration_engine_of(drv, error);
     if (!e || !migration_check_flags_and_params(flags, params, error))
         return NULL;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_begin(e, dom, params, cookie_out, error);
+    MigrationTuning tuning;
+    if (!migration_tuning_from_params(flags, params, e->hooks->tunable_flags, e->hooks->vmm_name,
+                                      &tuning, error))
+        return NULL;
+    /* A client-managed migration sends what begin returns to the destination
+     * as its destination_xml: the client's own (--xml) must survive. */
+    const char *dxml = NULL;
+    if (!driver_params_get_string(params, "destination_xml", &dxml, error))
+        return NULL;
+    if (dxml) {
+        g_autoptr(DomainDef) check = hv_parse_xml(e->hv, dxml, error);
+        if (!check) {
+            g_prefix_error(error, "migration parameter 'destination_xml': ");
+            return NULL;
+        }
+    }
     DomainObj *obj = hv_lookup(e->hv, dom, error);
     if (!obj)
         return NULL;
@@ -903,7 +954,7 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (!domain_obj_is_active(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
     } else {
-        xml = domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+        xml = dxml ? g_strdup(dxml) : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
         MigrationCookieContent c = {.name = domain_obj_get_name(obj),
                                     .uuid = domain_obj_get_uuid(obj),
                                     .daemon_id = e->daemon_id, .tunnel = TRUE};
@@ -913,13 +964,239 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     return xml;
 }
 
+/* ---- client-managed migration ----
+ *
+ * The client calls begin here, prepare on the destination, perform here,
+ * finish there, confirm here. Perform carries the VMM's bytes over the data
+ * connection the destination's prepare listens on (migrate_uri, the token in
+ * its cookie) and returns with the guest stopped at the VMM; the outcome waits
+ * in engine->confirming until confirm ends our VM (the destination runs it)
+ * or resumes it. A perform that fails resumes the VM itself: the client does
+ * not confirm then. The client's disconnection aborts its perform; after a
+ * successful perform it cannot tell whether the destination resumed the
+ * guest, so the VM stays paused here, as libvirt leaves it. */
+
+void migration_source_pending_free(gpointer pending)
+{
+    Outgoing *o = pending;
+    outgoing_clear(o);
+    g_free(o);
+}
+
+static void performing_add(MigrationEngine *e, MigrationJob *job)
+{
+    g_mutex_lock(&e->lock);
+    g_hash_table_add(e->performing, migration_job_ref(job));
+    g_mutex_unlock(&e->lock);
+}
+
+/* The perform is over: its outcome awaits confirm. FALSE when the client
+ * went meanwhile (its abort is on the job): nobody will confirm. */
+static gboolean performing_to_confirming(MigrationEngine *e, Outgoing *o)
+{
+    g_mutex_lock(&e->lock);
+    g_hash_table_remove(e->performing, o->job);
+    g_autoptr(GError) gone = migration_job_abort_error(o->job);
+    if (!gone)
+        g_hash_table_replace(e->confirming, g_strdup(o->instance_id), o);
+    g_mutex_unlock(&e->lock);
+    return gone == NULL;
+}
+
+static void performing_remove(MigrationEngine *e, MigrationJob *job)
+{
+    g_mutex_lock(&e->lock);
+    g_hash_table_remove(e->performing, job);
+    g_mutex_unlock(&e->lock);
+}
+
+/* No confirm will come: the guest stays paused here (it may run on the
+ * destination if the client's finish reached it). */
+static void pending_abandon(Outgoing *o, const char *why)
+{
+    MigrationEngine *e = o->engine;
+    DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, o->instance_id, NULL);
+    if (!obj)
+        return;
+    g_autoptr(GError) err = g_error_new(
+        FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+        "%s before confirming the migration; the VM stays paused here: resume it with "
+        "'virsh resume' unless it runs on the destination",
+        why);
+    FERRY_WARN("domain '%s': %s", o->name, err->message);
+    if (obj->job == o->job)
+        g_clear_pointer(&obj->job, migration_job_unref);
+    migration_save_completed(e, o->uuid, o->job, DRIVER_JOB_FAILED, err, NULL);
+    if (domain_obj_is_active(obj) && !o->was_paused) {
+        domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
+        hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_MIGRATED);
+        domain_store_save_state(e->hv->store, obj, NULL);
+    }
+    domain_obj_end(obj);
+}
+
+typedef struct {
+    MigrationEngine *engine;
+    GPtrArray *pending; /* Outgoing* whose client went */
+    char *why;
+} Abandon;
+
+static gpointer abandon_thread(gpointer data)
+{
+    Abandon *a = data;
+    MigrationEngine *e = a->engine;
+    for (guint i = 0; i < a->pending->len; i++)
+        pending_abandon(a->pending->pdata[i], a->why);
+    g_ptr_array_unref(a->pending);
+    g_free(a->why);
+    g_free(a);
+    migration_thread_done(e);
+    return NULL;
+}
+
+void migration_source_client_closed(MigrationEngine *e, guint64 client_id)
+{
+    g_autofree char *why = g_strdup_printf("the client that drove the migration disconnected");
+    g_autoptr(GPtrArray) pending = g_ptr_array_new_with_free_func(migration_source_pending_free);
+    g_mutex_lock(&e->lock);
+    GHashTableIter it;
+    gpointer key, value;
+    g_hash_table_iter_init(&it, e->performing);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        MigrationJob *job = key;
+        if (job->client_id == client_id)
+            migration_job_request_abort(
+                job, g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                 "migration job canceled: %s", why));
+    }
+    g_hash_table_iter_init(&it, e->confirming);
+    while (g_hash_table_iter_next(&it, &key, &value)) {
+        Outgoing *o = value;
+        if (o->job->client_id == client_id) {
+            g_ptr_array_add(pending, o);
+            g_hash_table_iter_steal(&it);
+            g_free(key);
+        }
+    }
+    g_mutex_unlock(&e->lock);
+    if (pending->len == 0)
+        return;
+    Abandon *a = g_new0(Abandon, 1);
+    a->engine = e;
+    a->pending = g_steal_pointer(&pending);
+    a->why = g_steal_pointer(&why);
+    g_autoptr(GError) te = NULL;
+    if (!migration_thread_start(e, "migration-abandon", abandon_thread, a, &te)) {
+        FERRY_WARN("%s", te->message);
+        g_ptr_array_unref(a->pending);
+        g_free(a->why);
+        g_free(a);
+    }
+}
+
+static gboolean client_perform(MigrationEngine *engine, const DriverDomain *dom,
+                               GPtrArray *params, GBytes *cookie_in, guint flags,
+                               guint64 bandwidth, GBytes **cookie_out, GError **error)
+{
+    if (flags & MIGRATION_TUNNELLED) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "cannot perform tunnelled migration without using peer2peer flag");
+        return FALSE;
+    }
+    const char *muri = NULL;
+    if (!driver_params_get_string(params, "migrate_uri", &muri, error))
+        return FALSE;
+    if (!muri || !cookie_in) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "client-managed migration needs the destination's migration URI "
+                    "(parameter 'migrate_uri') and its prepare cookie");
+        return FALSE;
+    }
+    Outgoing *o = g_new0(Outgoing, 1);
+    o->engine = engine;
+    o->hooks = engine->hooks;
+    o->flags = flags;
+    o->migrate_uri = g_strdup(muri);
+    o->dest_cookie = g_bytes_ref(cookie_in);
+    o->dconn_pkipath = g_strdup(tunnel_data_settings_get_client_pki_dir(engine->data_settings));
+    if (!outgoing_start(o, dom, params, bandwidth, error)) {
+        migration_source_pending_free(o);
+        return FALSE;
+    }
+    o->job->client_id = driver_client_current();
+    performing_add(engine, o->job);
+
+    g_autoptr(GError) e = NULL;
+    if (!outgoing_run(o, NULL, &e)) {
+        performing_remove(engine, o->job);
+        outgoing_stop(o, e);
+        g_free(migration_job_end_record(
+            o->job,
+            g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ? "cancelled" : "failed",
+            e));
+        outgoing_confirm(o, FALSE, FALSE, e);
+        migration_source_pending_free(o);
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    *cookie_out = outgoing_cookie(o, FALSE);
+    FERRY_INFO("domain '%s' sent to the destination (digest %s); waiting for the client's "
+               "confirm",
+               o->name, o->digest ? o->digest : "?");
+    if (!performing_to_confirming(engine, o)) {
+        pending_abandon(o, "the client that drove the migration disconnected");
+        migration_source_pending_free(o);
+    }
+    return TRUE;
+}
+
 gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                   GBytes *cookie_in, guint flags, gboolean cancelled,
                                   GError **error)
 {
-    /* Peer-to-peer migration confirms inside perform; a client-driven one
-     * (BEGIN/PREPARE/PERFORM/FINISH/CONFIRM from the client) is not offered. */
-    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                "client-managed migration is not supported: use --p2p");
-    return FALSE;
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e)
+        return FALSE;
+    if (!migration_check_flags_and_params(flags, params, error))
+        return FALSE;
+    if (flags & MIGRATION_OFFLINE)
+        return migration_offline_confirm(e, dom, flags, cancelled, error);
+    if (flags & MIGRATION_PEER2PEER) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "peer-to-peer migration confirms inside perform");
+        return FALSE;
+    }
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    g_autofree char *instance_id = g_strdup(obj->instance_id);
+    domain_obj_end(obj);
+    Outgoing *o = NULL;
+    g_mutex_lock(&e->lock);
+    gpointer key = NULL;
+    if (instance_id &&
+        g_hash_table_steal_extended(e->confirming, instance_id, &key, (gpointer *)&o))
+        g_free(key);
+    g_mutex_unlock(&e->lock);
+    if (!o) {
+        /* A failed perform already resumed the VM. */
+        if (cancelled)
+            return TRUE;
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "no migration of domain '%s' awaits confirmation", dom->name);
+        return FALSE;
+    }
+    g_autoptr(GError) why = NULL;
+    if (cancelled) {
+        why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                                  "the destination did not start the migrated domain");
+        FERRY_INFO("domain '%s': %s; it runs here again", o->name, why->message);
+    } else {
+        FERRY_INFO("domain '%s' migrated (client-managed, digest %s)", o->name,
+                   o->digest ? o->digest : "?");
+    }
+    g_free(migration_job_end_record(o->job, cancelled ? "failed" : "completed", why));
+    outgoing_confirm(o, !cancelled, FALSE, why);
+    migration_source_pending_free(o);
+    return TRUE;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "driver/migration-params.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 
@@ -103,6 +104,21 @@ static void progress_of(JsonObject *qm, MigrationVmmProgress *p)
         i->data_processed = i->memory_processed;
         i->data_remaining = i->memory_remaining;
     }
+    JsonObject *xb = json_object_has_member(qm, "xbzrle-cache")
+                         ? json_object_get_object_member(qm, "xbzrle-cache")
+                         : NULL;
+    if (xb) {
+        i->has_compression = TRUE;
+        i->compression_cache = json_u64(xb, "cache-size");
+        i->compression_bytes = json_u64(xb, "bytes");
+        i->compression_pages = json_u64(xb, "pages");
+        i->compression_cache_misses = json_u64(xb, "cache-miss");
+        i->compression_overflow = json_u64(xb, "overflow");
+    }
+    if (json_object_has_member(qm, "cpu-throttle-percentage")) {
+        i->has_throttle = TRUE;
+        i->auto_converge_throttle = (int)json_u64(qm, "cpu-throttle-percentage");
+    }
     i->setup_time_ms = json_u64(qm, "setup-time");
     if (json_object_has_member(qm, "downtime")) {
         i->downtime_ms = json_u64(qm, "downtime");
@@ -167,6 +183,74 @@ static gboolean qmp_hook_start_outgoing(gpointer vm, const MigrationEndpoint *ep
     ok = run(vm, "migrate", args, error);
     json_object_unref(args);
     return ok;
+}
+
+static void add_capability(JsonArray *caps, const char *name, gboolean state)
+{
+    JsonObject *c = json_object_new();
+    json_object_set_string_member(c, "capability", name);
+    json_object_set_boolean_member(c, "state", state);
+    json_array_add_object_element(caps, c);
+}
+
+/* QEMU: capabilities auto-converge and xbzrle (set before each migration,
+ * both ways, so a previous migration's choice does not linger) and the
+ * parameters downtime-limit, cpu-throttle-initial/increment,
+ * xbzrle-cache-size. ferry-vmm: downtime-limit only. */
+static gboolean tune(VmmProcess *vm, const MigrationTuning *t, gboolean starting, gboolean qemu,
+                     GError **error)
+{
+    if (starting && qemu) {
+        JsonArray *caps = json_array_new();
+        add_capability(caps, "auto-converge", t->auto_converge);
+        add_capability(caps, "xbzrle", t->xbzrle);
+        JsonObject *args = json_object_new();
+        json_object_set_array_member(args, "capabilities", caps);
+        gboolean ok = run(vm, "migrate-set-capabilities", args, error);
+        json_object_unref(args);
+        if (!ok)
+            return FALSE;
+    }
+    JsonObject *params = json_object_new();
+    if (t->downtime_ms)
+        json_object_set_int_member(params, "downtime-limit", (gint64)t->downtime_ms);
+    if (qemu && t->throttle_initial >= 0)
+        json_object_set_int_member(params, "cpu-throttle-initial", t->throttle_initial);
+    if (qemu && t->throttle_increment >= 0)
+        json_object_set_int_member(params, "cpu-throttle-increment", t->throttle_increment);
+    if (qemu && t->xbzrle_cache)
+        json_object_set_int_member(params, "xbzrle-cache-size", (gint64)t->xbzrle_cache);
+    gboolean ok = json_object_get_size(params) == 0 ||
+                  run(vm, "migrate-set-parameters", params, error);
+    json_object_unref(params);
+    return ok;
+}
+
+static gboolean qemu_tune(gpointer vm, const MigrationTuning *t, gboolean starting,
+                          GError **error)
+{
+    return tune(vm, t, starting, TRUE, error);
+}
+
+static gboolean ferry_vmm_tune(gpointer vm, const MigrationTuning *t, gboolean starting,
+                               GError **error)
+{
+    return tune(vm, t, starting, FALSE, error);
+}
+
+static gboolean qmp_hook_get_tuning(gpointer vm, MigrationTuning *out, GError **error)
+{
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate-parameters", NULL, error);
+    JsonObject *o = r && JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+    if (!o) {
+        if (r)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the VMM answered query-migrate-parameters without an object");
+        return FALSE;
+    }
+    out->downtime_ms = json_u64(o, "downtime-limit");
+    out->xbzrle_cache = json_u64(o, "xbzrle-cache-size");
+    return TRUE;
 }
 
 static void qmp_hook_cancel(gpointer vm)
@@ -296,6 +380,12 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .cancel = qmp_hook_cancel,
         .start_incoming = dialect == QMP_MIGRATION_QEMU ? qemu_start_incoming
                                                         : ferry_vmm_start_incoming,
+        .vmm_name = dialect == QMP_MIGRATION_QEMU ? "QEMU" : "ferry-vmm",
+        .tunable_flags = dialect == QMP_MIGRATION_QEMU
+                             ? (MIGRATION_AUTO_CONVERGE | MIGRATION_COMPRESSED)
+                             : 0,
+        .tune = dialect == QMP_MIGRATION_QEMU ? qemu_tune : ferry_vmm_tune,
+        .get_tuning = qmp_hook_get_tuning,
         .measure_dirty_rate = dialect == QMP_MIGRATION_QEMU ? qemu_measure_dirty_rate
                                                             : ferry_vmm_measure_dirty_rate,
     };

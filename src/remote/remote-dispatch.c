@@ -59,6 +59,7 @@ typedef struct {
     guint listener_id;
     Driver *listener_driver;
     TunnelRouter *router; /* streams opened by this client's calls */
+    guint64 client_id;    /* names the client to drivers (driver_client_current) */
 } RemoteSession;
 
 typedef struct {
@@ -119,6 +120,7 @@ static void session_on_close(RpcServerClient *client, gpointer priv)
                                         "the client %s disconnected",
                                         rpc_server_client_get_peer(client));
     tunnel_router_connection_closed(s->router, why);
+    driver_client_closed(s->client_id);
 }
 
 static void session_init(RpcServerClient *client, gpointer data)
@@ -134,6 +136,8 @@ static void session_init(RpcServerClient *client, gpointer data)
     s->callbacks = g_array_new(FALSE, FALSE, sizeof(RemoteEventCallback));
     s->next_callback_id = 1;
     s->router = tunnel_router_new();
+    static guint64 next_client_id;
+    s->client_id = __atomic_add_fetch(&next_client_id, 1, __ATOMIC_RELAXED);
     rpc_server_client_set_private(client, s, session_free);
     rpc_server_client_set_close_hook(client, session_on_close);
 }
@@ -351,6 +355,7 @@ static gboolean h_supports_feature(RemoteContext *ctx, void *a, void *r, GError 
     case 3:  /* MIGRATION_V2 */
     case 4:  /* MIGRATION_P2P */
     case 6:  /* MIGRATION_V3 */
+    case 12: /* MIGRATION_OFFLINE */
     case 13: /* MIGRATION_PARAMS */
         /* ctx->drv: the session's driver as check_access read it, under the
          * session lock (CONNECT_OPEN/CLOSE may change it meanwhile). */
@@ -1008,6 +1013,16 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
         driver_params_add_ullong(params, "memory_dirty_rate", info.memory_dirty_rate);
         driver_params_add_ullong(params, "memory_iteration", info.memory_iteration);
         driver_params_add_ullong(params, "memory_page_size", info.memory_page_size);
+        if (info.has_compression) {
+            driver_params_add_ullong(params, "compression_cache", info.compression_cache);
+            driver_params_add_ullong(params, "compression_bytes", info.compression_bytes);
+            driver_params_add_ullong(params, "compression_pages", info.compression_pages);
+            driver_params_add_ullong(params, "compression_cache_misses",
+                                     info.compression_cache_misses);
+            driver_params_add_ullong(params, "compression_overflow", info.compression_overflow);
+        }
+        if (info.has_throttle)
+            driver_params_add_int(params, "auto_converge_throttle", info.auto_converge_throttle);
         if (info.error_message)
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
@@ -1066,6 +1081,49 @@ static gboolean h_get_max_speed(RemoteContext *ctx, void *a, void *r, GError **e
     ARG_DOMAIN(remote_domain_flags_args);
     return ctx->drv->ops->migrate_get_max_speed(
         ctx->drv, &dom, &((remote_domain_migrate_get_max_speed_ret *)r)->bandwidth, error);
+}
+
+static gboolean h_set_max_downtime(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_set_max_downtime);
+    ARG_DOMAIN(remote_domain_migrate_set_max_downtime_args);
+    return ctx->drv->ops->migrate_set_max_downtime(
+        ctx->drv, &dom, ((remote_domain_migrate_set_max_downtime_args *)a)->downtime, error);
+}
+
+static gboolean h_get_max_downtime(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_get_max_downtime);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_get_max_downtime(
+        ctx->drv, &dom, &((remote_domain_migrate_get_max_downtime_ret *)r)->downtime, error);
+}
+
+static gboolean h_set_compression_cache(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_set_compression_cache);
+    ARG_DOMAIN(remote_domain_migrate_set_compression_cache_args);
+    return ctx->drv->ops->migrate_set_compression_cache(
+        ctx->drv, &dom, ((remote_domain_migrate_set_compression_cache_args *)a)->cacheSize,
+        error);
+}
+
+static gboolean h_get_compression_cache(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_get_compression_cache);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_get_compression_cache(
+        ctx->drv, &dom, &((remote_domain_migrate_get_compression_cache_ret *)r)->cacheSize,
+        error);
+}
+
+/* virsh migrate-postcopy, --timeout-postcopy, migrateStartPostCopy: post-copy
+ * is not carried yet, and --postcopy is refused when the migration starts. */
+static gboolean h_start_post_copy(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                "post-copy migration (migrate-postcopy, --timeout-postcopy) is not supported");
+    return FALSE;
 }
 
 /* ---- migration, version 3 with params ---- */
@@ -1831,6 +1889,19 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_migrate_set_max_speed_args), VOID, h_set_max_speed, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_SPEED, "DOMAIN_MIGRATE_GET_MAX_SPEED",
      X(remote_domain_flags_args), X(remote_domain_migrate_get_max_speed_ret), h_get_max_speed, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_SET_MAX_DOWNTIME, "DOMAIN_MIGRATE_SET_MAX_DOWNTIME",
+     X(remote_domain_migrate_set_max_downtime_args), VOID, h_set_max_downtime, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_GET_MAX_DOWNTIME, "DOMAIN_MIGRATE_GET_MAX_DOWNTIME",
+     X(remote_domain_flags_args), X(remote_domain_migrate_get_max_downtime_ret),
+     h_get_max_downtime, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_SET_COMPRESSION_CACHE, "DOMAIN_MIGRATE_SET_COMPRESSION_CACHE",
+     X(remote_domain_migrate_set_compression_cache_args), VOID, h_set_compression_cache,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MIGRATE_GET_COMPRESSION_CACHE, "DOMAIN_MIGRATE_GET_COMPRESSION_CACHE",
+     X(remote_domain_flags_args), X(remote_domain_migrate_get_compression_cache_ret),
+     h_get_compression_cache, 0},
+    {REMOTE_PROC_DOMAIN_MIGRATE_START_POST_COPY, "DOMAIN_MIGRATE_START_POST_COPY",
+     X(remote_domain_flags_args), VOID, h_start_post_copy, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_MIGRATE_BEGIN3_PARAMS, "DOMAIN_MIGRATE_BEGIN3_PARAMS",
      X(remote_domain_migrate_begin3_params_args), X(remote_domain_migrate_begin3_params_ret),
      h_migrate_begin3_params, PROC_WRITE},
@@ -2062,7 +2133,9 @@ static void dispatch_call(RpcServerClient *client, RpcMessage *call, const Remot
         g_autofree void *args = g_malloc0(MAX(p->args_size, 1));
         g_autofree void *ret = g_malloc0(MAX(p->ret_size, 1));
         if (rpc_message_decode(msg, p->args_filter, args, &error)) {
+            driver_client_set_current(ctx.session->client_id);
             gboolean ok = p->handler(&ctx, args, ret, &error);
+            driver_client_set_current(0);
             xdr_free(p->args_filter, args);
             if (ctx.auth.authenticated) {
                 g_mutex_lock(&ctx.session->lock);

@@ -10,6 +10,7 @@ given with --xml), so a verification pass that begins and ends in that file
 checked every page after the move."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,10 @@ VERIFY_TIMEOUT = 180
 TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ferry-trace")
 
 
-class QemuMigrationTest(SaslTestCase):
+class QemuMigrationCase(SaslTestCase):
+    """Two SASL daemons and the test guest; no tests of its own (the QEMU
+    migration modes of test_qemu_modes.py share it)."""
+
     def daemon(self, name):
         """A ferryd taking TLS and TCP clients with SASL, able to authenticate
         to its peer (LIBVIRT_AUTH_FILE) and with a certificate for --tls data."""
@@ -94,13 +98,14 @@ class QemuMigrationTest(SaslTestCase):
         finally:
             self.daemons = []
 
-    def boot(self, d):
+    def boot(self, d, wss="8M", dirty_ms=100):
         """Defines and starts the guest on d; returns its counter once it has
         verified its memory a first time."""
         guest.require()
         self.console = os.path.join(d.dir, "console-1.log")
         xml = guest.domain_xml(NAME, memory_mib=256, console_log=self.console,
-                               cmdline=guest.kernel_cmdline(fill="64M", wss="8M", verify_s=2))
+                               cmdline=guest.kernel_cmdline(fill="64M", wss=wss, dirty_ms=dirty_ms,
+                                                            verify_s=2))
         ft.virsh(self.local(d), "define", ft.write_file(d.dir, "mg.xml", xml))
         ft.virsh(self.local(d), "start", NAME)
         con = guest.Console(self.console)
@@ -108,6 +113,17 @@ class QemuMigrationTest(SaslTestCase):
         con.wait_verified(VERIFY_TIMEOUT)
         return con.last_counter()
 
+    def job_stats(self, d, name):
+        """python3-libvirt's jobStats() of the current job, over d's UNIX socket."""
+        code = ("import json, sys, libvirt\n"
+                "c = libvirt.open(sys.argv[1])\n"
+                "print(json.dumps(c.lookupByName(sys.argv[2]).jobStats()))\n")
+        p = subprocess.run(["/usr/bin/python3", "-c", code, self.local(d), name], capture_output=True,
+                           text=True, timeout=60)
+        return json.loads(p.stdout) if p.returncode == 0 else {}
+
+
+class QemuMigrationTest(QemuMigrationCase):
     # Two scenarios, each with a guest of its own: a TCG guest kernel oopses
     # now and then under load (QEMU.md), so each run of a guest stays short.
 
@@ -216,6 +232,7 @@ class QemuMigrationTest(SaslTestCase):
                          VERIFY_TIMEOUT, "a verification pass after the abort")
         self.assertEqual(r["kind"], "verify ok")
         ft.virsh(self.local(b), "destroy", NAME)
+
 
 
 if __name__ == "__main__":

@@ -276,6 +276,7 @@ static const HvDriverHooks qemu_hooks = {
     .reboot = qemu_reboot,
     .cpu_time_ns = qemu_cpu_time_ns,
     .has_job = migration_engine_has_job,
+    .job_allows_pause = migration_engine_job_allows_pause,
     .abort_job = qemu_abort_job,
     .runtime_suffixes = qemu_runtime_suffixes,
     .crash_reason = qemu_crash_reason,

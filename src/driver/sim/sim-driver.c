@@ -143,6 +143,7 @@ static const HvDriverHooks sim_hooks = {
     .shutdown = sim_shutdown,
     .cpu_time_ns = sim_cpu_time_ns,
     .has_job = migration_engine_has_job,
+    .job_allows_pause = migration_engine_job_allows_pause,
     .abort_job = sim_abort_job,
     .runtime_suffixes = sim_runtime_suffixes,
 };
