@@ -9,6 +9,7 @@
 
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define FERRY_LOG_MODULE "driver.vmm"
 
@@ -119,11 +120,14 @@ VmmProcess *vmm_process_spawn(const VmmProcessSpawnOptions *o, GError **error)
         g_clear_error(&qmp_error);
         vm->qmp = qmp_client_connect(o->qmp_path, 200, on_qmp_event, on_qmp_close, vm,
                                      &qmp_error);
-        if (!vm->qmp && !vmm_pid_alive(pid))
+        if (!vm->qmp && (!vmm_pid_alive(pid) || ferry_thread_error_is_refusal(qmp_error)))
             break;
     }
     if (!vm->qmp) {
-        g_autofree char *line = vmm_log_last_line(o->log_path);
+        /* ferryd's own refusal says more than the VMM's last words. */
+        g_autofree char *line = ferry_thread_error_is_refusal(qmp_error)
+                                    ? NULL
+                                    : vmm_log_last_line(o->log_path);
         if (vmm_pid_alive(pid))
             kill(pid, SIGKILL);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,

@@ -12,9 +12,20 @@
 #define FERRY_LOG_MODULE "rpc.client"
 
 typedef struct {
+    guint32 prog; /* what was called: a reply must name the same */
+    guint32 vers;
+    gint32 proc;
     RpcMessage *reply; /* set by the reader */
     gboolean done;
 } RpcPendingCall;
+
+/* A reply carrying the serial of a call but naming another procedure comes
+ * from a broken or hostile peer: its body would be decoded with the wrong
+ * XDR filter. Nothing it says afterwards can be trusted either. */
+static gboolean reply_matches_call(const RpcPendingCall *pc, const RpcHeader *h)
+{
+    return h->prog == pc->prog && h->vers == pc->vers && h->proc == pc->proc;
+}
 
 struct RpcClient {
     RpcConnection *conn;
@@ -36,6 +47,19 @@ static void client_on_message(RpcConnection *conn, RpcMessage *msg, gpointer dat
         g_mutex_lock(&client->lock);
         RpcPendingCall *pc = g_hash_table_lookup(client->pending,
                                                  GUINT_TO_POINTER(msg->header.serial));
+        if (pc && !reply_matches_call(pc, &msg->header)) {
+            g_autoptr(GError) why = g_error_new(
+                FERRY_ERROR, FERRY_ERR_RPC,
+                "protocol violation: the reply to serial %u names program 0x%x version %u "
+                "procedure %d, the call was program 0x%x version %u procedure %d",
+                msg->header.serial, msg->header.prog, msg->header.vers, msg->header.proc,
+                pc->prog, pc->vers, pc->proc);
+            g_mutex_unlock(&client->lock);
+            FERRY_WARN("%s: %s; closing the connection", rpc_connection_get_peer(conn),
+                          why->message);
+            rpc_connection_close(conn, why); /* the waiting call fails with this reason */
+            break;
+        }
         if (pc) {
             g_hash_table_remove(client->pending, GUINT_TO_POINTER(msg->header.serial));
             pc->reply = g_steal_pointer(&msg);
@@ -159,7 +183,7 @@ gboolean rpc_client_call_with_serial(RpcClient *client, guint32 prog, guint32 ve
                                      gpointer serial_data, GError **error)
 {
     RpcMessage *msg = rpc_message_new(512);
-    RpcPendingCall pc = {0};
+    RpcPendingCall pc = {.prog = prog, .vers = vers, .proc = proc};
 
     g_mutex_lock(&client->lock);
     if (client->closed) {

@@ -79,6 +79,7 @@ int ferry_error_default_origin(int code)
     case FERRY_ERR_AUTH_CANCELLED:
         return FERRY_FROM_RPC;
     case FERRY_ERR_NO_CONNECT:
+        return FERRY_FROM_NONE; /* libvirt raises it from its public API layer */
     case FERRY_ERR_CONF_SYNTAX:
         return FERRY_FROM_CONF;
     case FERRY_ERR_SYSTEM_ERROR:

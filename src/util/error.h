@@ -51,7 +51,7 @@ typedef enum {
 /* virErrorDomain values: where an error came from. */
 typedef enum {
     FERRY_FROM_NONE = 0,
-    FERRY_FROM_CONF = 6,
+    FERRY_FROM_CONF = 9,
     FERRY_FROM_RPC = 7,
     FERRY_FROM_QEMU = 10,
     FERRY_FROM_TEST = 12,

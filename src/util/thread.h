@@ -8,3 +8,7 @@
  * FERRY_TEST_FAIL_THREADS (a comma-separated list of thread names) makes those
  * threads fail as if the system refused them: the tests' deterministic trigger. */
 GThread *ferry_thread_try_new(const char *name, GThreadFunc func, gpointer data, GError **error);
+
+/* Whether error is ferry_thread_try_new's refusal: callers that retry other
+ * failures (a VMM's monitor not up yet) must not retry this one. */
+gboolean ferry_thread_error_is_refusal(const GError *error);

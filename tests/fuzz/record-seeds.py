@@ -280,6 +280,67 @@ def save_tunnel(s):
                 write("tunnel-stream", f"{s.name}-{direction}-{sel}", bytes([sel]) + b"".join(pk))
 
 
+# fuzz-rpc-client (tests/fuzz/fuzz-rpc-client.c): the first byte picks which
+# two procedures the client has pending as serials 0 and 1, the rest is what
+# the server sends back.
+CLIENT_SCENARIO = {(66, 1): 0, (59, 60): 1, (304, 306): 2, (303, 306): 3, (298, 1): 4}
+
+
+def save_peer_replies(relay):
+    """What a destination ferryd answered the source ferryd's own client during
+    a migration, renumbered so that the prepare and finish replies answer the
+    harness's pending serials 0 and 1 (other replies then answer no call)."""
+    for s in relay.sessions:
+        if not s.name.startswith("peer-"):
+            continue
+        calls = {}
+        for m in s.c2s:
+            n, prog, vers, proc, mtype, serial, status = header(m)
+            if prog == ft.REMOTE_PROGRAM and mtype == ft.CALL:
+                calls[serial] = proc
+        prepare = 304 if 304 in calls.values() else 303
+        renumber = {ser: (0 if proc == prepare else 1 if proc == 306 else 1000 + ser)
+                    for ser, proc in calls.items()}
+        out = []
+        for m in thin_streams(s.s2c):
+            n, prog, vers, proc, mtype, serial, status = header(m)
+            out.append(m[:20] + struct.pack(">I", renumber.get(serial, serial)) + m[24:])
+        write("rpc-client", s.name, bytes([CLIENT_SCENARIO[(prepare, 306)]]) + b"".join(out))
+
+
+def record_client_replies(daemon):
+    """A real ferryd's replies to the harness's pairs of calls (serials 0 and 1,
+    on a connection opened first where the procedure needs it), followed by a
+    keepalive PING the client must answer."""
+    open_args = struct.pack(">I", 1) + ft.xdr_string("sim:///system") + struct.pack(">I", 0)
+    args = {1: open_args, 60: struct.pack(">i", 7), 298: ft.xdr_string("vm1") + bytes(16)
+            + struct.pack(">iI", -1, 0), 66: b"", 59: b""}
+
+    def read_message(sock):
+        head = b""
+        while len(head) < 4:
+            head += sock.recv(4 - len(head))
+        (n,) = struct.unpack(">I", head)
+        body = b""
+        while len(body) < n - 4:
+            body += sock.recv(n - 4 - len(body))
+        return head + body
+
+    ping = ft.message(ft.KEEPALIVE_PROGRAM, 1, ft.MESSAGE, 0)
+    for (first, second), sel in CLIENT_SCENARIO.items():
+        if first in (303, 304):
+            continue  # recorded from the migrations (save_peer_replies)
+        with socket.create_connection(("127.0.0.1", daemon.port), timeout=10) as sock:
+            if first != 66:
+                sock.sendall(ft.message(ft.REMOTE_PROGRAM, 1, ft.CALL, 100, ft.OK, open_args))
+                read_message(sock)
+            replies = []
+            for serial, proc in enumerate((first, second)):
+                sock.sendall(ft.message(ft.REMOTE_PROGRAM, proc, ft.CALL, serial, ft.OK, args[proc]))
+                replies.append(read_message(sock))
+        write("rpc-client", f"ferryd-replies-{first}-{second}", bytes([sel]) + b"".join(replies) + ping)
+
+
 def record_daemons(tmp):
     a = ft.Daemon(name="seed-a").start()
     b = ft.Daemon(name="seed-b").start()
@@ -350,6 +411,9 @@ c.close()
         ro = [s.name for s in ra.sessions if s.name.startswith("virsh-ro-")]
         save_rpc_sessions(ra, ro)
         save_rpc_sessions(rb)
+        save_peer_replies(ra)
+        save_peer_replies(rb)
+        record_client_replies(a)
     finally:
         for d in (a, b):
             d.stop()

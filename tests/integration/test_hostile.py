@@ -60,8 +60,9 @@ class ConnectOpenNameTest(ft.DaemonTestCase):
             try:
                 hdr, body = c.call(CONNECT_OPEN, connect_open_args(name))
                 self.assertEqual(hdr[5], ft.ERROR, name)
-                code, _, msg = ft.decode_error(body)
+                code, origin, msg = ft.decode_error(body)
                 self.assertEqual(code, 5, msg)  # VIR_ERR_NO_CONNECT
+                self.assertEqual(origin, 0, msg)  # VIR_FROM_NONE, as libvirt's public API layer
                 self.assertEqual(msg, f"no connection driver available for {name}")
             finally:
                 c.close()

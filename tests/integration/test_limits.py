@@ -240,6 +240,31 @@ class DaemonThreadRefusalTest(ft.DaemonTestCase):
         self.assertTrue(ft.wait_for(lambda: "vm1" not in ft.domain_names(b, "--all"), 30))
         return err
 
+    def test_domain_start_qmp_reader(self):
+        """The monitor's reader thread refused: the start fails naming it (not
+        the VMM's last log line after the 20 s start timeout) and no VMM is
+        left running."""
+        d = self.daemon("host", fail="qmp-reader")
+        rc, _, err = self.start_vm(d)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("failed to start: cannot create a thread for qmp-reader: ", err)
+        self.assertTrue(ft.hostname_works(d))
+        self.assertEqual(ft.domstate(d, "vm1"), "shut off (failed)")
+        # The VMM was spawned before the monitor failed: it must be gone (its
+        # command line names its socket in the daemon's directory).
+        def vmms():
+            found = []
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if b"ferry-vmm" in cmd and d.dir.encode() in cmd:
+                    found.append(pid)
+            return found
+        self.assertTrue(ft.wait_for(lambda: vmms() == [], 10), vmms())
+
     def test_source_migration_setup(self):
         err = self.migration_fails("source", "migration-setup", tunnelled=True)
         self.assertIn("cannot create a thread for migration-setup: ", err)

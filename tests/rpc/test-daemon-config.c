@@ -83,6 +83,8 @@ static void expect_error(const char *text, const char *needle)
     g_autoptr(GError) e = NULL;
     ck_assert(!daemon_config_load_data(c, text, "x.conf", &e));
     ck_assert_int_eq(e->code, FERRY_ERR_CONF_SYNTAX);
+    /* reported as libvirt's VIR_FROM_CONF (9) when it crosses the wire (admin protocol) */
+    ck_assert_int_eq(ferry_error_default_origin(e->code), 9);
     ck_assert_msg(strstr(e->message, needle), "'%s' not in '%s'", needle, e->message);
 }
 

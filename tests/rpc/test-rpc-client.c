@@ -146,6 +146,53 @@ START_TEST(test_pending_call_fails_when_the_peer_closes)
 }
 END_TEST
 
+/* A hostile peer answers a call with the call's serial but another
+ * procedure's reply (here a body that decodes as the awaited type): the
+ * client must refuse it, not hand the caller another call's answer. */
+static gpointer answer_with_another_procedure(gpointer data)
+{
+    int fd = GPOINTER_TO_INT(data);
+    guint8 call[28];
+    gsize got = 0;
+    while (got < sizeof(call)) {
+        ssize_t n = read(fd, call + got, sizeof(call) - got);
+        if (n <= 0)
+            return NULL;
+        got += (gsize)n;
+    }
+    guint32 serial;
+    memcpy(&serial, call + 4 + 16, 4); /* length word, then prog vers proc type serial */
+    guint32 reply[9] = {g_htonl(36), g_htonl(REMOTE_PROGRAM), g_htonl(1),
+                        g_htonl(REMOTE_PROC_CONNECT_GET_VERSION), g_htonl(1 /* REPLY */),
+                        serial, g_htonl(0 /* OK */), g_htonl(0), g_htonl(9000000)};
+    if (write(fd, reply, sizeof(reply)) != (ssize_t)sizeof(reply))
+        return NULL;
+    return NULL;
+}
+
+START_TEST(test_reply_naming_another_procedure_is_refused)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    GThread *peer = g_thread_new("hostile-peer", answer_with_another_procedure,
+                                 GINT_TO_POINTER(sv[1]));
+    RpcClient *c = rpc_client_new_for_fd(sv[0], NULL);
+    g_autoptr(GError) e = NULL;
+    remote_connect_get_lib_version_ret ret = {0};
+    ck_assert(!rpc_client_call(c, REMOTE_PROGRAM, 1, REMOTE_PROC_CONNECT_GET_LIB_VERSION, NULL,
+                               NULL, (xdrproc_t)xdr_remote_connect_get_lib_version_ret, &ret,
+                               10000, &e));
+    ck_assert_ptr_nonnull(e);
+    ck_assert_msg(strstr(e->message, "protocol violation: the reply to serial") &&
+                      strstr(e->message, "procedure 4, the call was program"),
+                  "%s", e->message);
+    ck_assert(!rpc_client_is_open(c));
+    g_thread_join(peer);
+    rpc_client_free(c);
+    close(sv[1]);
+}
+END_TEST
+
 static void on_close_count(RpcClient *client, const GError *why, gpointer data)
 {
     if (why && strstr(why->message, "keepalive timeout"))
@@ -185,6 +232,7 @@ int main(void)
     tcase_add_test(tc, test_call_times_out_against_a_silent_peer);
     tcase_add_test(tc, test_pending_call_fails_when_the_peer_closes);
     tcase_add_test(tc, test_client_keepalive_drops_a_dead_peer);
+    tcase_add_test(tc, test_reply_naming_another_procedure_is_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
