@@ -46,6 +46,7 @@ static const KeyDef keys[] = {
     K(unix_sock_dir, KEY_STRING),
     K(unix_sock_ro_perms, KEY_PERMS),
     K(unix_sock_rw_perms, KEY_PERMS),
+    K(unix_sock_admin_perms, KEY_PERMS),
     K(auth_tcp, KEY_AUTH),
     K(auth_tls, KEY_AUTH),
     K(auth_unix_rw, KEY_AUTH),
@@ -69,6 +70,13 @@ static const KeyDef keys[] = {
     KR(min_workers, KEY_UINT, 0, 1000),
     KR(keepalive_interval, KEY_INT, -1, 3600),
     KR(keepalive_count, KEY_UINT, 0, 1000),
+    KR(admin_max_clients, KEY_UINT, 1, 100000),
+    KR(admin_max_queued_clients, KEY_UINT, 0, G_MAXINT32),
+    KR(admin_max_workers, KEY_UINT, 1, 1000),
+    KR(admin_min_workers, KEY_UINT, 0, 1000),
+    KR(admin_max_client_requests, KEY_UINT, 1, 10000),
+    KR(admin_keepalive_interval, KEY_INT, -1, 3600),
+    KR(admin_keepalive_count, KEY_UINT, 0, 1000),
     KR(log_level, KEY_UINT, 1, 4),
     K(log_filters, KEY_LOG_FILTERS),
     K(log_outputs, KEY_LOG_OUTPUTS),
@@ -88,11 +96,9 @@ static const KeyDef keys[] = {
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an
  * operator's existing file loads, and ignored. */
 static const char *const ignored_keys[] = {
-    "unix_sock_group", "unix_sock_admin_perms", "mdns_adv", "mdns_name", "listen_tls_port",
-    "prio_workers", "admin_min_workers", "tls_no_sanity_certificate",
+    "unix_sock_group", "mdns_adv", "mdns_name", "listen_tls_port",
+    "prio_workers", "tls_no_sanity_certificate",
     "access_drivers", "host_uuid", "host_uuid_source",
-    "admin_max_workers", "admin_max_clients", "admin_max_queued_clients",
-    "admin_max_client_requests", "admin_keepalive_interval", "admin_keepalive_count",
     "audit_level", "audit_logging", "ovs_timeout", "tcp_min_ssf", "auth_unix_ro_perms",
     NULL};
 
@@ -129,6 +135,14 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->min_workers = 5;
     cfg->keepalive_interval = 5;
     cfg->keepalive_count = 5;
+    cfg->unix_sock_admin_perms = 0700;
+    cfg->admin_max_clients = 5;
+    cfg->admin_max_queued_clients = 5;
+    cfg->admin_max_workers = 5;
+    cfg->admin_min_workers = 1;
+    cfg->admin_max_client_requests = 5;
+    cfg->admin_keepalive_interval = 5;
+    cfg->admin_keepalive_count = 5;
     cfg->log_level = 3;
     cfg->domain_config_dir = root ? g_strdup("/etc/ferry/sim")
                                   : g_build_filename(g_get_user_config_dir(), "ferry", "sim", NULL);

@@ -40,6 +40,15 @@ typedef struct {
     guint min_workers;
     int keepalive_interval;
     guint keepalive_count;
+    /* the admin socket's own server (virt-admin), as libvirtd has it */
+    guint unix_sock_admin_perms;
+    guint admin_max_clients;
+    guint admin_max_queued_clients;
+    guint admin_max_workers;
+    guint admin_min_workers; /* read, not used: workers start on demand */
+    guint admin_max_client_requests;
+    int admin_keepalive_interval;
+    guint admin_keepalive_count;
     /* logging */
     guint log_level;
     char *log_filters; /* libvirt's syntax, checked when loaded; NULL: none */

@@ -9,6 +9,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include "admin/admin-dispatch.h"
 #include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
 #include "driver/domain-list.h"
@@ -164,9 +165,9 @@ static RpcTlsConfig server_tls_config(const DaemonConfig *cfg)
     };
 }
 
-static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
-                                const ListenPlan *plan, DaemonActivation *act,
-                                GPtrArray *unix_paths, GError **error)
+static gboolean setup_listeners(RpcServer *server, RpcServer *admin_server,
+                                const DaemonConfig *cfg, const ListenPlan *plan,
+                                DaemonActivation *act, GPtrArray *unix_paths, GError **error)
 {
     /* TLS files first: a bad one stops ferryd before it listens anywhere. */
     g_autoptr(RpcTlsContext) tls = NULL;
@@ -184,14 +185,14 @@ static gboolean setup_listeners(RpcServer *server, const DaemonConfig *cfg,
     g_autofree char *rw = g_build_filename(cfg->unix_sock_dir, "libvirt-sock", NULL);
     g_autofree char *ro = g_build_filename(cfg->unix_sock_dir, "libvirt-sock-ro", NULL);
     g_autofree char *admin = g_build_filename(cfg->unix_sock_dir, "libvirt-admin-sock", NULL);
-    /* ferryd speaks no admin protocol: its socket, root's only, is read-only
-     * and answers virt-admin "Cannot find program". */
+    /* The admin socket has a server of its own (libvirtd's "admin"), so
+     * virt-admin is answered even while every worker of the other is busy. */
     if (!add_unix_listener(server, act, DAEMON_SOCKET_RW, rw, cfg->unix_sock_rw_perms, FALSE,
                            cfg->auth_unix_rw, unix_paths, error) ||
         !add_unix_listener(server, act, DAEMON_SOCKET_RO, ro, cfg->unix_sock_ro_perms, TRUE,
                            cfg->auth_unix_ro, unix_paths, error) ||
-        !add_unix_listener(server, act, DAEMON_SOCKET_ADMIN, admin, 0700, TRUE, "none",
-                           unix_paths, error))
+        !add_unix_listener(admin_server, act, DAEMON_SOCKET_ADMIN, admin,
+                           cfg->unix_sock_admin_perms, FALSE, "none", unix_paths, error))
         return FALSE;
 
     if (plan->tcp && !add_tcp_listeners(server, act, DAEMON_SOCKET_TCP, cfg, cfg->tcp_port,
@@ -233,17 +234,18 @@ static char *find_vmm_binary(const DaemonConfig *cfg)
 }
 
 typedef struct {
-    RpcServer *server;
+    RpcServer *servers[2]; /* libvirtd's and the admin socket's */
     Driver *drivers[2]; /* sim, and qemu where it opened (NULL otherwise) */
 } BusyCheck;
 
-/* --timeout waits while a client is connected or a domain runs: ferryd
- * watches its VMs (crashes, events), as libvirtd does. */
+/* --timeout waits while a client is connected (virt-admin included) or a
+ * domain runs: ferryd watches its VMs (crashes, events), as libvirtd does. */
 static gboolean daemon_is_busy(gpointer data)
 {
     BusyCheck *b = data;
-    if (rpc_server_count_clients(b->server) > 0)
-        return TRUE;
+    for (guint i = 0; i < G_N_ELEMENTS(b->servers); i++)
+        if (rpc_server_count_clients(b->servers[i]) > 0)
+            return TRUE;
     for (guint i = 0; i < G_N_ELEMENTS(b->drivers); i++) {
         Driver *drv = b->drivers[i];
         if (!drv)
@@ -349,6 +351,24 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     };
     RpcServer *server = rpc_server_new(&scfg);
     remote_dispatch_register(server);
+    /* libvirt-admin-sock: libvirtd's admin server, with its admin_* limits.
+     * Keepalive pings go only to a client that asks for them (virt-admin
+     * does not). */
+    RpcServerConfig acfg = {
+        .max_clients = cfg->admin_max_clients,
+        .max_queued_clients = cfg->admin_max_queued_clients,
+        .max_client_send_queue = cfg->max_client_send_queue,
+        .max_client_requests = cfg->admin_max_client_requests,
+        .max_workers = cfg->admin_max_workers,
+        .keepalive_interval =
+            cfg->admin_keepalive_interval > 0 ? (guint)cfg->admin_keepalive_interval : 0,
+        .keepalive_count = cfg->admin_keepalive_count,
+    };
+    RpcServer *admin_server = rpc_server_new(&acfg);
+    g_autoptr(AdminDaemon) admin = admin_daemon_new();
+    admin_daemon_add_server(admin, "libvirtd", server);
+    admin_daemon_add_server(admin, "admin", admin_server);
+    admin_dispatch_register(admin_server, admin);
 
     g_autoptr(GPtrArray) unix_paths = g_ptr_array_new_with_free_func(g_free);
     int rc = 0;
@@ -364,12 +384,12 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
     if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
                                           &error)) ||
-        !setup_listeners(server, cfg, &plan, act, unix_paths, &error) ||
-        !rpc_server_start(server, &error)) {
+        !setup_listeners(server, admin_server, cfg, &plan, act, unix_paths, &error) ||
+        !rpc_server_start(server, &error) || !rpc_server_start(admin_server, &error)) {
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        BusyCheck busy = {.server = server, .drivers = {sim, qemu}};
+        BusyCheck busy = {.servers = {server, admin_server}, .drivers = {sim, qemu}};
         guint idle = opts->timeout > 0
                          ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
                          : 0;
@@ -384,6 +404,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_source_remove(s2);
     g_main_loop_unref(loop);
 
+    /* Admin calls act on the other server: they end first. */
+    rpc_server_free(admin_server);
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();

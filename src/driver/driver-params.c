@@ -40,6 +40,11 @@ void driver_params_add_int(GPtrArray *params, const char *field, gint32 value)
     add(params, field, DRIVER_PARAM_INT)->v.i = value;
 }
 
+void driver_params_add_uint(GPtrArray *params, const char *field, guint32 value)
+{
+    add(params, field, DRIVER_PARAM_UINT)->v.ui = value;
+}
+
 const DriverParam *driver_params_find(GPtrArray *params, const char *field)
 {
     for (guint i = 0; params && i < params->len; i++) {

@@ -33,6 +33,7 @@ GPtrArray *driver_params_new(void);
 void driver_params_add_string(GPtrArray *params, const char *field, const char *value);
 void driver_params_add_ullong(GPtrArray *params, const char *field, guint64 value);
 void driver_params_add_int(GPtrArray *params, const char *field, gint32 value);
+void driver_params_add_uint(GPtrArray *params, const char *field, guint32 value);
 const DriverParam *driver_params_find(GPtrArray *params, const char *field);
 /* The first string param of that name, or NULL; a param of another type is
  * an error naming it. */

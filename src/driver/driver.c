@@ -162,15 +162,44 @@ void driver_event_emit(Driver *drv, const DriverDomain *dom, int event, int deta
     g_mutex_unlock(&drv->event_lock);
 }
 
+void driver_probe_result_clear(DriverProbeResult *result)
+{
+    g_free(result->tunnel.error);
+    g_free(result->proxy.error);
+    memset(result, 0, sizeof(*result));
+}
+
+void driver_dirty_rate_clear(DriverDirtyRate *rate)
+{
+    g_free(rate->method);
+    memset(rate, 0, sizeof(*rate));
+}
+
 /* ---- host facts ---- */
 
-static guint64 read_meminfo_kib(void)
+static guint64 read_meminfo_kib(const char *field)
 {
     g_autofree char *text = NULL;
     if (!g_file_get_contents("/proc/meminfo", &text, NULL, NULL))
         return 0;
-    const char *p = strstr(text, "MemTotal:");
-    return p ? g_ascii_strtoull(p + strlen("MemTotal:"), NULL, 10) : 0;
+    const char *p = strstr(text, field);
+    return p ? g_ascii_strtoull(p + strlen(field), NULL, 10) : 0;
+}
+
+gboolean driver_node_get_free_memory(guint64 *bytes, GError **error)
+{
+    /* What a new VM can get without swapping: MemAvailable counts the page
+     * cache the kernel gives back, which MemFree leaves out. */
+    guint64 kib = read_meminfo_kib("MemAvailable:");
+    if (!kib)
+        kib = read_meminfo_kib("MemFree:");
+    if (!kib) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                    "cannot read the free memory from /proc/meminfo");
+        return FALSE;
+    }
+    *bytes = kib * 1024;
+    return TRUE;
 }
 
 static int read_cpu_mhz(void)
@@ -190,7 +219,7 @@ gboolean driver_node_get_info(DriverNodeInfo *info, GError **error)
     struct utsname u;
     uname(&u);
     g_strlcpy(info->model, u.machine, sizeof(info->model));
-    info->memory_kib = read_meminfo_kib();
+    info->memory_kib = read_meminfo_kib("MemTotal:");
     info->cpus = (int)g_get_num_processors();
     info->mhz = read_cpu_mhz();
     info->nodes = 1;

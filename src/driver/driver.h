@@ -36,6 +36,29 @@ typedef struct {
     int cpus, mhz, nodes, sockets, cores, threads;
 } DriverNodeInfo;
 
+/* One vCPU as DOMAIN_GET_VCPUS reports it. */
+typedef struct {
+    guint number;
+    int state; /* virVcpuState: 1 running */
+    guint64 cpu_time_ns;
+    int cpu;  /* the host CPU it last ran on, -1 unknown */
+    guint8 cpumap[128]; /* host CPUs it may run on, one bit each (1024) */
+} DriverVcpuInfo;
+
+/* One DOMAIN_MEMORY_STATS entry: a virDomainMemoryStatTags tag, in KiB. */
+typedef struct {
+    int tag;
+    guint64 value;
+} DriverMemoryStat;
+
+/* VIR_DOMAIN_STATS_* groups of CONNECT_GET_ALL_DOMAIN_STATS */
+#define DRIVER_STATS_STATE 1
+#define DRIVER_STATS_CPU_TOTAL 2
+#define DRIVER_STATS_BALLOON 4
+#define DRIVER_STATS_VCPU 8
+#define DRIVER_STATS_INTERFACE 16
+#define DRIVER_STATS_BLOCK 32
+
 /* virDomainJobType / virDomainJobOperation values */
 enum {
     DRIVER_JOB_NONE = 0,
@@ -68,6 +91,48 @@ typedef struct {
 } DriverJobInfo;
 
 void driver_job_info_clear(DriverJobInfo *info);
+
+/* The pre-flight probe's questions and answers (docs/debugging.md). */
+#define DRIVER_PROBE_MAX_BYTES (G_GUINT64_CONSTANT(4) << 30)
+#define DRIVER_PROBE_MAX_SECONDS 60
+#define DRIVER_PROBE_RTT_MAX 64
+enum {
+    DRIVER_PROBE_TUNNEL = 1,    /* a tunnelled stream, as --tunnelled */
+    DRIVER_PROBE_PROXY = 2,     /* a relayed data connection, as proxy mode */
+    DRIVER_PROBE_PROXY_TLS = 4, /* the data connection over TLS, as --tls */
+};
+
+typedef struct {
+    guint64 bytes;   /* per channel, at most */
+    guint seconds;   /* per channel, at most */
+    guint flags;     /* DRIVER_PROBE_* */
+    guint rtt_samples;
+} DriverProbeRequest;
+
+typedef struct {
+    guint64 bytes; /* delivered to the destination's discard */
+    guint64 usec;  /* from the first byte until the destination confirmed the end */
+    char *error;   /* not measured: why */
+} DriverProbeChannelResult;
+
+typedef struct {
+    guint n_rtt;
+    guint64 rtt_usec[DRIVER_PROBE_RTT_MAX];
+    DriverProbeChannelResult tunnel, proxy;
+} DriverProbeResult;
+
+void driver_probe_result_clear(DriverProbeResult *result);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DriverProbeResult, driver_probe_result_clear)
+
+typedef struct {
+    guint64 bytes_per_second;
+    guint64 memory_bytes;
+    guint64 downtime_ms; /* the VMM's downtime limit */
+    char *method;        /* how it was measured, in words */
+} DriverDirtyRate;
+
+void driver_dirty_rate_clear(DriverDirtyRate *rate);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DriverDirtyRate, driver_dirty_rate_clear)
 
 /* Each function fails with a FERRY_ERROR whose text a user can act on. A
  * driver may leave an entry NULL: the dispatcher then answers "not supported". */
@@ -120,6 +185,24 @@ typedef struct {
     gboolean (*open_console)(Driver *drv, const DriverDomain *dom, const char *dev_name,
                              guint flags, TunnelBinding *binding, GError **error);
 
+    /* Monitoring (virsh domstats, dommemstat, vcpuinfo, vcpucount,
+     * screenshot; docs/api.md). get_stats appends to params the typed
+     * params of the groups in `stats` (DRIVER_STATS_* bits, each one the
+     * driver has); without it the dispatcher answers the groups get_state
+     * and get_info give. */
+    gboolean (*get_stats)(Driver *drv, const DriverDomain *dom, guint stats, GPtrArray *params,
+                          GError **error);
+    /* GArray of DriverMemoryStat */
+    GArray *(*memory_stats)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* GArray of DriverVcpuInfo, one per online vCPU */
+    GArray *(*get_vcpus)(Driver *drv, const DriverDomain *dom, GError **error);
+    /* virDomainGetVcpusFlags: a count, or -1 on error */
+    int (*get_vcpus_flags)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* The image of a screen, streamed on binding (attached before returning,
+     * or cancelled on failure); *mime: its type. */
+    gboolean (*screenshot)(Driver *drv, const DriverDomain *dom, guint screen, guint flags,
+                           TunnelBinding *binding, char **mime, GError **error);
+
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
                              DriverJobInfo *info, GError **error);
@@ -148,6 +231,23 @@ typedef struct {
     gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                 GBytes *cookie_in, guint flags, gboolean cancelled,
                                 GError **error);
+
+    /* The pre-flight probe (docs/debugging.md; the engine's migration-probe.c).
+     * Destination: a channel whose bytes are read and dropped, at most
+     * max_bytes and DRIVER_PROBE_MAX_SECONDS. A stream on binding (attached
+     * before returning), or a data connection: *uri_out and *token_out name
+     * where the source connects, as a proxy-mode prepare does. */
+    gboolean (*probe_discard_stream)(Driver *drv, guint64 max_bytes, TunnelBinding *binding,
+                                     GError **error);
+    gboolean (*probe_discard_data)(Driver *drv, guint64 max_bytes, gboolean tls, char **uri_out,
+                                   char **token_out, GError **error);
+    /* Source: reaches dconnuri as a migration would and measures the path. */
+    gboolean (*probe_path)(Driver *drv, const char *dconnuri, const DriverProbeRequest *request,
+                           DriverProbeResult *result, GError **error);
+    /* The guest's dirty rate, measured over `seconds`, and what the
+     * prediction needs with it. */
+    gboolean (*probe_dirty_rate)(Driver *drv, const DriverDomain *dom, guint seconds,
+                                 DriverDirtyRate *out, GError **error);
 } DriverOps;
 
 /* How a source driver reaches the destination daemon for peer-to-peer
@@ -171,6 +271,13 @@ typedef struct {
     DriverDomain *(*finish)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
                             guint flags, gboolean cancelled, GBytes **cookie_out,
                             GError **error);
+    /* The pre-flight probe's channels (ferry's own program): a discard
+     * stream on *binding, or a discard data connection at *uri_out with
+     * *token_out. A peer that is not a ferryd fails with NO_SUPPORT. */
+    gboolean (*probe_discard_stream)(MigrationPeer *peer, guint64 max_bytes,
+                                     TunnelBinding **binding, GError **error);
+    gboolean (*probe_discard_data)(MigrationPeer *peer, guint64 max_bytes, gboolean tls,
+                                   char **uri_out, char **token_out, GError **error);
     /* A short name for messages: "destination ferryd at 127.0.0.1:16509" */
     const char *(*describe)(MigrationPeer *peer);
 } MigrationPeerOps;
@@ -207,6 +314,8 @@ void driver_event_emit(Driver *drv, const DriverDomain *dom, int event, int deta
 
 /* Facts about this host, shared by drivers. */
 gboolean driver_node_get_info(DriverNodeInfo *info, GError **error);
+/* NODE_GET_FREE_MEMORY: bytes a new VM can get (MemAvailable). */
+gboolean driver_node_get_free_memory(guint64 *bytes, GError **error);
 char *driver_node_get_hostname(void);
 /* A capabilities document for this host with the given guest section. */
 char *driver_node_format_capabilities(const char *guest_xml);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "driver/migration-private.h"
+#include "driver/migration-probe.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/thread.h"
@@ -232,4 +233,5 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_perform = migration_source_perform;
     ops->migrate_finish = migration_dest_finish;
     ops->migrate_confirm = migration_source_confirm;
+    migration_probe_install_ops(ops);
 }

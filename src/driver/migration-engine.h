@@ -120,6 +120,13 @@ typedef struct {
     /* Makes the VMM of a new incoming instance (spawned paused by the base's
      * spawn hook with incoming=TRUE) read the guest from endpoint. obj locked. */
     gboolean (*start_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+
+    /* -- the pre-flight probe -- */
+    /* The guest's dirty rate measured over `seconds` (blocks that long), and
+     * the VMM's downtime limit; fills bytes_per_second, downtime_ms, method.
+     * May be NULL. */
+    gboolean (*measure_dirty_rate)(gpointer vm, guint seconds, DriverDirtyRate *out,
+                                   GError **error);
 } MigrationHooks;
 
 /* Lifetime: made by the driver after hv_driver_init(), freed by it after

@@ -18,6 +18,7 @@ struct MigrationEngine {
     GCond threads_cond;
     guint threads;   /* engine threads running (under lock) */
     gint stopping;   /* atomic: the daemon is stopping, threads leave at once */
+    guint probes;    /* discard channels of the pre-flight probe (under lock) */
 };
 
 MigrationEngine *migration_engine_of(Driver *drv, GError **error);

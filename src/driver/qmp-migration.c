@@ -202,6 +202,84 @@ static gboolean qemu_start_incoming(gpointer vm, const MigrationEndpoint *ep, GE
     return start_incoming(vm, ep, FALSE, error);
 }
 
+/* ---- the guest's dirty rate (the pre-flight probe) ---- */
+
+/* The VMM's downtime limit (query-migrate-parameters, both VMMs); 300 ms,
+ * their default, if it cannot say. */
+static guint64 downtime_limit_ms(VmmProcess *vm)
+{
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-migrate-parameters", NULL, NULL);
+    JsonObject *o = r && JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+    guint64 ms = json_u64(o, "downtime-limit");
+    return ms ? ms : 300;
+}
+
+static guint64 dirtied_bytes(VmmProcess *vm, GError **error)
+{
+    g_autoptr(JsonNode) r = vmm_process_qmp(vm, "ferry-query-workload", NULL, error);
+    if (!r)
+        return G_MAXUINT64;
+    JsonObject *o = JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+    return json_u64(o, "dirtied-bytes");
+}
+
+/* ferry-vmm counts the bytes its workload dirtied since boot: the rate is
+ * that counter's growth over the period. */
+static gboolean ferry_vmm_measure_dirty_rate(gpointer vm, guint seconds, DriverDirtyRate *out,
+                                             GError **error)
+{
+    gint64 t0 = g_get_monotonic_time();
+    guint64 b0 = dirtied_bytes(vm, error);
+    if (b0 == G_MAXUINT64)
+        return FALSE;
+    g_usleep((gulong)seconds * G_USEC_PER_SEC);
+    gint64 t1 = g_get_monotonic_time();
+    guint64 b1 = dirtied_bytes(vm, error);
+    if (b1 == G_MAXUINT64)
+        return FALSE;
+    out->bytes_per_second =
+        (guint64)((double)(b1 >= b0 ? b1 - b0 : 0) * G_USEC_PER_SEC / (double)MAX(t1 - t0, 1));
+    out->downtime_ms = downtime_limit_ms(vm);
+    out->method = g_strdup_printf("ferry-vmm's workload counter over %u s", seconds);
+    return TRUE;
+}
+
+/* QEMU samples pages itself: calc-dirty-rate starts a measurement of
+ * calc-time seconds, query-dirty-rate reports it (MiB/s) once "measured". */
+static gboolean qemu_measure_dirty_rate(gpointer vm, guint seconds, DriverDirtyRate *out,
+                                        GError **error)
+{
+    JsonObject *args = json_object_new();
+    json_object_set_int_member(args, "calc-time", seconds);
+    gboolean ok = run(vm, "calc-dirty-rate", args, error);
+    json_object_unref(args);
+    if (!ok)
+        return FALSE;
+    gint64 deadline = g_get_monotonic_time() + ((gint64)seconds + 10) * G_USEC_PER_SEC;
+    g_usleep((gulong)seconds * G_USEC_PER_SEC);
+    for (;;) {
+        g_autoptr(JsonNode) r = vmm_process_qmp(vm, "query-dirty-rate", NULL, error);
+        if (!r)
+            return FALSE;
+        JsonObject *o = JSON_NODE_HOLDS_OBJECT(r) ? json_node_get_object(r) : NULL;
+        const char *status = json_str(o, "status");
+        if (status && g_str_equal(status, "measured")) {
+            out->bytes_per_second = json_u64(o, "dirty-rate") * 1024 * 1024;
+            break;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                        "QEMU did not finish measuring the dirty rate (status %s)",
+                        status ? status : "?");
+            return FALSE;
+        }
+        g_usleep(100 * 1000);
+    }
+    out->downtime_ms = downtime_limit_ms(vm);
+    out->method = g_strdup_printf("QEMU's calc-dirty-rate over %u s", seconds);
+    return TRUE;
+}
+
 void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect,
                               gpointer (*vm_ref)(DomainObj *obj))
 {
@@ -218,5 +296,7 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .cancel = qmp_hook_cancel,
         .start_incoming = dialect == QMP_MIGRATION_QEMU ? qemu_start_incoming
                                                         : ferry_vmm_start_incoming,
+        .measure_dirty_rate = dialect == QMP_MIGRATION_QEMU ? qemu_measure_dirty_rate
+                                                            : ferry_vmm_measure_dirty_rate,
     };
 }

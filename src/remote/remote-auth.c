@@ -374,6 +374,7 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
             rpc_sasl_transport_start_decoding(t, a->sasl);
             o->layer = TRUE;
         }
+        rpc_server_client_set_sasl_username(client, user); /* virt-admin client-info */
         rpc_server_client_set_authenticated(client);
         g_clear_pointer(&a->sasl, rpc_sasl_unref);
     }

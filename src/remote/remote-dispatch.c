@@ -2,6 +2,7 @@
 #include "remote/remote-dispatch.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
@@ -316,8 +317,10 @@ static gboolean h_connect_open(RemoteContext *ctx, void *a, void *r, GError **er
     g_mutex_lock(&ctx->session->lock);
     ctx->session->driver = drv;
     /* Only bit 0 (read-only) means anything to a daemon; the rest is client-internal. */
-    if (args->flags & CONNECT_RO)
+    if (args->flags & CONNECT_RO) {
         ctx->session->readonly = TRUE;
+        rpc_server_client_set_readonly(ctx->client); /* as virt-admin client-info shows it */
+    }
     g_mutex_unlock(&ctx->session->lock);
     FERRY_DEBUG("%s opened '%s'%s", rpc_server_client_get_peer(ctx->client), name ? name : "",
                 (args->flags & CONNECT_RO) ? " read-only" : "");
@@ -438,6 +441,11 @@ static gboolean h_node_get_info(RemoteContext *ctx, void *a, void *r, GError **e
     ret->cores = info.cores;
     ret->threads = info.threads;
     return TRUE;
+}
+
+static gboolean h_node_get_free_memory(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return driver_node_get_free_memory(&((remote_node_get_free_memory_ret *)r)->freeMem, error);
 }
 
 static gboolean h_node_get_security_model(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1245,6 +1253,235 @@ static gboolean h_get_domain_capabilities(RemoteContext *ctx, void *a, void *r, 
     return caps != NULL;
 }
 
+/* ---- monitoring: domstats, dommemstat, vcpuinfo, vcpucount, screenshot ---- */
+
+/* virConnectGetAllDomainStatsFlags beyond the list filters */
+#define STATS_FILTERS 0xffu /* ACTIVE ... OTHER: the LIST_ALL_DOMAINS filters */
+#define STATS_NOWAIT (1u << 29)
+#define STATS_BACKING (1u << 30)
+#define STATS_ENFORCE (1u << 31)
+#define STATS_GROUPS_ALL                                                                       \
+    (DRIVER_STATS_STATE | DRIVER_STATS_CPU_TOTAL | DRIVER_STATS_BALLOON | DRIVER_STATS_VCPU |  \
+     DRIVER_STATS_INTERFACE | DRIVER_STATS_BLOCK)
+#define STATS_GROUPS_GENERIC                                                                   \
+    (DRIVER_STATS_STATE | DRIVER_STATS_CPU_TOTAL | DRIVER_STATS_BALLOON | DRIVER_STATS_VCPU)
+
+/* The groups get_state and get_info answer, for a driver without get_stats. */
+static gboolean generic_stats(RemoteContext *ctx, const DriverDomain *dom, guint stats,
+                              GPtrArray *params, GError **error)
+{
+    NEED_OP(get_state);
+    NEED_OP(get_info);
+    int state = 0, reason = 0;
+    DriverDomainInfo info;
+    if (!ctx->drv->ops->get_state(ctx->drv, dom, &state, &reason, error) ||
+        !ctx->drv->ops->get_info(ctx->drv, dom, &info, error))
+        return FALSE;
+    if (stats & DRIVER_STATS_STATE) {
+        driver_params_add_int(params, "state.state", state);
+        driver_params_add_int(params, "state.reason", reason);
+    }
+    if ((stats & DRIVER_STATS_CPU_TOTAL) && dom->id >= 0)
+        driver_params_add_ullong(params, "cpu.time", info.cpu_time_ns);
+    if (stats & DRIVER_STATS_BALLOON) {
+        driver_params_add_ullong(params, "balloon.current", info.memory_kib);
+        driver_params_add_ullong(params, "balloon.maximum", info.max_mem_kib);
+    }
+    if (stats & DRIVER_STATS_VCPU) {
+        driver_params_add_uint(params, "vcpu.current", info.vcpus);
+        driver_params_add_uint(params, "vcpu.maximum", info.vcpus);
+    }
+    return TRUE;
+}
+
+static gboolean stats_record(RemoteContext *ctx, const DriverDomain *dom, guint stats,
+                             remote_domain_stats_record *out, GError **error)
+{
+    g_autoptr(GPtrArray) params = driver_params_new();
+    gboolean ok = ctx->drv->ops->get_stats
+                      ? ctx->drv->ops->get_stats(ctx->drv, dom, stats, params, error)
+                      : generic_stats(ctx, dom, stats, params, error);
+    if (!ok)
+        return FALSE;
+    remote_domain_from_driver(dom, &out->dom);
+    remote_params_from_driver(params, &out->params.params_val, &out->params.params_len);
+    return TRUE;
+}
+
+/* virConnectGetAllDomainStats and virDomainListGetStats (a list of domains). */
+static gboolean h_get_all_domain_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_connect_get_all_domain_stats_args *args = a;
+    remote_connect_get_all_domain_stats_ret *ret = r;
+    guint known = STATS_FILTERS | STATS_NOWAIT | STATS_BACKING | STATS_ENFORCE;
+    if (args->flags & ~known) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function virConnectGetAllDomainStats",
+                    args->flags & ~known);
+        return FALSE;
+    }
+    guint have = ctx->drv->ops->get_stats ? STATS_GROUPS_ALL : STATS_GROUPS_GENERIC;
+    if ((args->flags & STATS_ENFORCE) && (args->stats & ~have)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "Stats types bits 0x%x are not supported by this daemon",
+                    args->stats & ~have);
+        return FALSE;
+    }
+    /* None asked: every group the driver has; others are skipped, as libvirt does. */
+    guint stats = args->stats ? args->stats & have : have;
+    g_autoptr(GPtrArray) doms = NULL;
+    if (args->doms.doms_len) {
+        if (args->flags & STATS_FILTERS) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                        "domain filter flags (0x%x) with a list of domains",
+                        args->flags & STATS_FILTERS);
+            return FALSE;
+        }
+        doms = g_ptr_array_new_with_free_func((GDestroyNotify)driver_domain_free);
+        for (u_int i = 0; i < args->doms.doms_len; i++) {
+            DriverDomain *d = g_new0(DriverDomain, 1);
+            remote_domain_to_driver(&args->doms.doms_val[i], d);
+            g_ptr_array_add(doms, d);
+        }
+    } else if (!(doms = list_domains(ctx, args->flags & STATS_FILTERS, error))) {
+        return FALSE;
+    }
+    ret->retStats.retStats_val = g_new0(remote_domain_stats_record, MAX(doms->len, 1));
+    for (guint i = 0; i < doms->len; i++) {
+        if (!stats_record(ctx, doms->pdata[i], stats, &ret->retStats.retStats_val[i], error))
+            return FALSE;
+        ret->retStats.retStats_len = i + 1;
+    }
+    return TRUE;
+}
+
+static gboolean h_memory_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(memory_stats);
+    ARG_DOMAIN(remote_domain_memory_stats_args);
+    remote_domain_memory_stats_args *args = a;
+    remote_domain_memory_stats_ret *ret = r;
+    if (args->maxStats > REMOTE_DOMAIN_MEMORY_STATS_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "maxStats > REMOTE_DOMAIN_MEMORY_STATS_MAX");
+        return FALSE;
+    }
+    g_autoptr(GArray) stats = ctx->drv->ops->memory_stats(ctx->drv, &dom, args->flags, error);
+    if (!stats)
+        return FALSE;
+    u_int n = MIN(stats->len, args->maxStats);
+    ret->stats.stats_val = g_new0(remote_domain_memory_stat, MAX(n, 1));
+    ret->stats.stats_len = n;
+    for (u_int i = 0; i < n; i++) {
+        const DriverMemoryStat *s = &g_array_index(stats, DriverMemoryStat, i);
+        ret->stats.stats_val[i].tag = s->tag;
+        ret->stats.stats_val[i].val = s->value;
+    }
+    return TRUE;
+}
+
+static gboolean h_get_vcpus(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_vcpus);
+    ARG_DOMAIN(remote_domain_get_vcpus_args);
+    remote_domain_get_vcpus_args *args = a;
+    remote_domain_get_vcpus_ret *ret = r;
+    if (args->maxinfo < 0 || args->maxinfo > REMOTE_VCPUINFO_MAX || args->maplen < 0 ||
+        (gint64)args->maxinfo * args->maplen > REMOTE_CPUMAPS_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "maxinfo (%d) or maplen (%d) out of range", args->maxinfo, args->maplen);
+        return FALSE;
+    }
+    g_autoptr(GArray) vcpus = ctx->drv->ops->get_vcpus(ctx->drv, &dom, error);
+    if (!vcpus)
+        return FALSE;
+    u_int n = MIN(vcpus->len, (u_int)args->maxinfo);
+    ret->info.info_val = g_new0(remote_vcpu_info, MAX(n, 1));
+    ret->info.info_len = n;
+    ret->cpumaps.cpumaps_len = (u_int)args->maxinfo * (u_int)args->maplen;
+    ret->cpumaps.cpumaps_val = g_malloc0(MAX(ret->cpumaps.cpumaps_len, 1));
+    for (u_int i = 0; i < n; i++) {
+        const DriverVcpuInfo *v = &g_array_index(vcpus, DriverVcpuInfo, i);
+        ret->info.info_val[i] = (remote_vcpu_info){.number = v->number, .state = v->state,
+                                                   .cpu_time = v->cpu_time_ns, .cpu = v->cpu};
+        memcpy(ret->cpumaps.cpumaps_val + (gsize)i * args->maplen, v->cpumap,
+               MIN((gsize)args->maplen, sizeof(v->cpumap)));
+    }
+    return TRUE;
+}
+
+static gboolean h_get_vcpus_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_vcpus_flags);
+    ARG_DOMAIN(remote_domain_flags_args);
+    int n = ctx->drv->ops->get_vcpus_flags(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                           error);
+    ((remote_domain_get_vcpus_flags_ret *)r)->num = n;
+    return n >= 0;
+}
+
+/* The host's CPUs (python3-libvirt's vcpus() asks, to size the maps): how
+ * many there are, and which are online (/sys/devices/system/cpu/online,
+ * a list such as "0-3,6"). */
+static gboolean h_node_get_cpu_map(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_node_get_cpu_map_args *args = a;
+    remote_node_get_cpu_map_ret *ret = r;
+    if (args->flags) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function virNodeGetCPUMap", args->flags);
+        return FALSE;
+    }
+    g_autofree char *list = NULL;
+    if (!g_file_get_contents("/sys/devices/system/cpu/online", &list, NULL, error))
+        return FALSE;
+    long present = sysconf(_SC_NPROCESSORS_CONF);
+    guint ncpus = (guint)CLAMP(present, 1, REMOTE_CPUMAP_MAX * 8);
+    g_autofree guint8 *map = g_malloc0((ncpus + 7) / 8);
+    guint online = 0;
+    g_auto(GStrv) ranges = g_strsplit(g_strstrip(list), ",", -1);
+    for (guint i = 0; ranges[i]; i++) {
+        guint64 lo = 0, hi = 0;
+        g_auto(GStrv) ends = g_strsplit(ranges[i], "-", 2);
+        if (!g_ascii_string_to_unsigned(ends[0], 10, 0, G_MAXUINT, &lo, NULL) ||
+            !g_ascii_string_to_unsigned(ends[1] ? ends[1] : ends[0], 10, lo, G_MAXUINT, &hi,
+                                        NULL))
+            continue;
+        for (guint64 c = lo; c <= hi && c < ncpus; c++) {
+            map[c / 8] |= (guint8)(1u << (c % 8));
+            online++;
+        }
+    }
+    ret->ret = (int)ncpus;
+    if (args->need_online)
+        ret->online = online;
+    if (args->need_map) {
+        ret->cpumap.cpumap_len = (ncpus + 7) / 8;
+        ret->cpumap.cpumap_val = (char *)g_steal_pointer(&map);
+    }
+    return TRUE;
+}
+
+/* As for a console: the stream's slot is reserved before the driver runs. */
+static gboolean h_screenshot(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(screenshot);
+    ARG_DOMAIN(remote_domain_screenshot_args);
+    remote_domain_screenshot_args *args = a;
+    TunnelBinding *binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    char *mime = NULL;
+    gboolean ok = ctx->drv->ops->screenshot(ctx->drv, &dom, args->screen, args->flags, binding,
+                                            &mime, error);
+    tunnel_binding_free(binding);
+    if (ok) {
+        remote_domain_screenshot_ret *ret = r;
+        ret->mime = g_new0(char *, 1);
+        *ret->mime = mime;
+    }
+    return ok;
+}
+
 #define X(t) ((xdrproc_t)xdr_##t), sizeof(t)
 #define VOID RPC_XDR_VOID, 0
 
@@ -1281,6 +1518,8 @@ static const RemoteProcedure procedures[] = {
      h_is_secure, 0},
     {REMOTE_PROC_NODE_GET_INFO, "NODE_GET_INFO", VOID, X(remote_node_get_info_ret),
      h_node_get_info, 0},
+    {REMOTE_PROC_NODE_GET_FREE_MEMORY, "NODE_GET_FREE_MEMORY", VOID,
+     X(remote_node_get_free_memory_ret), h_node_get_free_memory, 0},
     {REMOTE_PROC_NODE_GET_SECURITY_MODEL, "NODE_GET_SECURITY_MODEL", VOID,
      X(remote_node_get_security_model_ret), h_node_get_security_model, 0},
     {REMOTE_PROC_CONNECT_REGISTER_CLOSE_CALLBACK, "CONNECT_REGISTER_CLOSE_CALLBACK", VOID, VOID,
@@ -1530,6 +1769,19 @@ static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_CONNECT_GET_DOMAIN_CAPABILITIES, "CONNECT_GET_DOMAIN_CAPABILITIES",
      X(remote_connect_get_domain_capabilities_args), X(remote_connect_get_domain_capabilities_ret),
      h_get_domain_capabilities, 0},
+    {REMOTE_PROC_CONNECT_GET_ALL_DOMAIN_STATS, "CONNECT_GET_ALL_DOMAIN_STATS",
+     X(remote_connect_get_all_domain_stats_args), X(remote_connect_get_all_domain_stats_ret),
+     h_get_all_domain_stats, 0},
+    {REMOTE_PROC_DOMAIN_MEMORY_STATS, "DOMAIN_MEMORY_STATS", X(remote_domain_memory_stats_args),
+     X(remote_domain_memory_stats_ret), h_memory_stats, 0},
+    {REMOTE_PROC_DOMAIN_GET_VCPUS, "DOMAIN_GET_VCPUS", X(remote_domain_get_vcpus_args),
+     X(remote_domain_get_vcpus_ret), h_get_vcpus, 0},
+    {REMOTE_PROC_DOMAIN_GET_VCPUS_FLAGS, "DOMAIN_GET_VCPUS_FLAGS", X(remote_domain_flags_args),
+     X(remote_domain_get_vcpus_flags_ret), h_get_vcpus_flags, 0},
+    {REMOTE_PROC_NODE_GET_CPU_MAP, "NODE_GET_CPU_MAP", X(remote_node_get_cpu_map_args),
+     X(remote_node_get_cpu_map_ret), h_node_get_cpu_map, 0},
+    {REMOTE_PROC_DOMAIN_SCREENSHOT, "DOMAIN_SCREENSHOT", X(remote_domain_screenshot_args),
+     X(remote_domain_screenshot_ret), h_screenshot, PROC_WRITE},
 };
 
 #define PROC_TABLE_SIZE 512
@@ -1583,14 +1835,14 @@ static gboolean check_access(RemoteContext *ctx, const RemoteProcedure *p, GErro
     return TRUE;
 }
 
-static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+/* Runs the call's procedure p (NULL: unknown) and sends the reply. */
+static void dispatch_call(RpcServerClient *client, RpcMessage *call, const RemoteProcedure *p)
 {
     g_autoptr(RpcMessage) msg = call;
     g_autoptr(GError) error = NULL;
     RemoteContext ctx = {.client = client,
                          .session = rpc_server_client_get_private(client),
                          .call = msg};
-    const RemoteProcedure *p = find_procedure(msg->header.proc);
     RpcMessage *reply = NULL;
 
     if (!p) {
@@ -1638,6 +1890,11 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
         rpc_server_client_reply(client, reply);
 }
 
+static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data)
+{
+    dispatch_call(client, call, find_procedure(call->header.proc));
+}
+
 GArray *remote_dispatch_list_procedures(void)
 {
     GArray *a = g_array_new(FALSE, FALSE, sizeof(int));
@@ -1667,12 +1924,110 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
+/* ---- ferry's own program: the pre-flight probe (docs/debugging.md) ----
+ * Authenticated and opened like any call, refused on a read-only
+ * connection: a discard channel takes the daemon's network and CPU, and a
+ * probe makes it connect out with its own credentials, as a migration. */
+
+static gboolean h_probe_discard_stream(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_stream);
+    /* Reserved before the driver runs: the first data packet may follow
+     * the reply at once. */
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    if (!ctx->drv->ops->probe_discard_stream(
+            ctx->drv, ((ferry_probe_discard_args *)a)->max_bytes, binding, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static gboolean h_probe_discard_data(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_discard_data);
+    ferry_probe_discard_args *args = a;
+    ferry_probe_discard_data_ret *ret = r;
+    return ctx->drv->ops->probe_discard_data(ctx->drv, args->max_bytes, args->tls != 0, &ret->uri,
+                                             &ret->token, error);
+}
+
+static void probe_channel_result(const DriverProbeChannelResult *in,
+                                 ferry_probe_channel_result *out)
+{
+    out->bytes = in->bytes;
+    out->usec = in->usec;
+    if (in->error) {
+        out->error = g_new(char *, 1);
+        *out->error = g_strdup(in->error);
+    }
+}
+
+static gboolean h_probe_path(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_path);
+    ferry_probe_path_args *args = a;
+    ferry_probe_path_ret *ret = r;
+    /* The daemon connects with its own credentials: a client must not point
+     * it at files of its choosing (as for a migration's destination URI). */
+    if (!remote_uri_check_from_client(args->dconnuri, error))
+        return FALSE;
+    if (args->rtt_samples < 0 || args->rtt_samples > FERRY_PROBE_RTT_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "a probe takes 0 to %d round-trip samples, not %d", FERRY_PROBE_RTT_MAX,
+                    args->rtt_samples);
+        return FALSE;
+    }
+    DriverProbeRequest req = {.bytes = args->bytes,
+                              .seconds = args->seconds,
+                              .flags = args->flags,
+                              .rtt_samples = (guint)args->rtt_samples};
+    g_auto(DriverProbeResult) res = {0};
+    if (!ctx->drv->ops->probe_path(ctx->drv, args->dconnuri, &req, &res, error))
+        return FALSE;
+    ret->rtt_usec.rtt_usec_len = res.n_rtt;
+    ret->rtt_usec.rtt_usec_val = g_new0(guint64, MAX(res.n_rtt, 1));
+    memcpy(ret->rtt_usec.rtt_usec_val, res.rtt_usec, res.n_rtt * sizeof(guint64));
+    probe_channel_result(&res.tunnel, &ret->tunnel);
+    probe_channel_result(&res.proxy, &ret->proxy);
+    return TRUE;
+}
+
+static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(probe_dirty_rate);
+    ARG_DOMAIN(ferry_probe_dirty_rate_args);
+    ferry_probe_dirty_rate_ret *ret = r;
+    g_auto(DriverDirtyRate) rate = {0};
+    if (!ctx->drv->ops->probe_dirty_rate(ctx->drv, &dom,
+                                         ((ferry_probe_dirty_rate_args *)a)->seconds, &rate, error))
+        return FALSE;
+    ret->bytes_per_second = rate.bytes_per_second;
+    ret->memory_bytes = rate.memory_bytes;
+    ret->downtime_ms = rate.downtime_ms;
+    ret->method = g_strdup(rate.method ? rate.method : "");
+    return TRUE;
+}
+
+static const RemoteProcedure ferry_procedures[] = {
+    {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
+     VOID, h_probe_discard_stream, PROC_WRITE},
+    {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),
+     X(ferry_probe_discard_data_ret), h_probe_discard_data, PROC_WRITE},
+    {FERRY_PROC_PROBE_PATH, "FERRY_PROBE_PATH", X(ferry_probe_path_args),
+     X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
+    {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
+     X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+};
+
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)
 {
-    g_autoptr(RpcMessage) msg = call;
-    g_autoptr(GError) error = g_error_new(FERRY_ERROR, FERRY_ERR_RPC, "unknown procedure: %d",
-                                          msg->header.proc);
-    rpc_server_client_reply(client, rpc_message_new_error(&msg->header, RPC_REPLY, error));
+    const RemoteProcedure *p = NULL;
+    for (guint i = 0; i < G_N_ELEMENTS(ferry_procedures); i++)
+        if (ferry_procedures[i].proc == call->header.proc)
+            p = &ferry_procedures[i];
+    dispatch_call(client, call, p);
 }
 
 void remote_dispatch_register(RpcServer *server)
@@ -1688,6 +2043,7 @@ void remote_dispatch_register(RpcServer *server)
         .prog = FERRY_TUNNEL_PROGRAM,
         .vers = FERRY_TUNNEL_VERSION,
         .call = ferry_tunnel_call,
+        .stream = remote_stream_packet,
         .message = remote_stream_packet,
     };
     rpc_server_add_program(server, &ferry);

@@ -215,6 +215,76 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     return dom;
 }
 
+/* ---- the pre-flight probe (ferry's own program) ---- */
+
+/* A peer that does not know ferry's program (a libvirtd: "unknown
+ * program"), or an older ferryd ("unknown procedure"), is not one the
+ * probe can measure. */
+static void probe_error(MigrationPeer *peer, GError **error)
+{
+    if (error && *error && (*error)->domain == FERRY_REMOTE_ERROR &&
+        ((*error)->code == FERRY_ERR_RPC || (*error)->code == FERRY_ERR_NO_SUPPORT)) {
+        g_autofree char *said = g_strdup((*error)->message);
+        g_clear_error(error);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "the %s is not a ferry daemon that answers probes (it said: %s)",
+                    peer->description, said);
+    }
+}
+
+typedef struct {
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+} ProbeReserve;
+
+static void probe_reserve_slot(guint32 serial, gpointer data)
+{
+    ProbeReserve *pr = data;
+    RpcHeader h = {.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
+                   .proc = FERRY_PROC_PROBE_DISCARD_STREAM, .type = RPC_STREAM,
+                   .serial = serial, .status = RPC_CONTINUE};
+    pr->binding = tunnel_router_reserve(pr->peer->router,
+                                        rpc_client_get_connection(pr->peer->client), &h);
+}
+
+static gboolean peer_probe_discard_stream(MigrationPeer *peer, guint64 max_bytes,
+                                          TunnelBinding **binding, GError **error)
+{
+    ferry_probe_discard_args a = {.max_bytes = max_bytes};
+    ProbeReserve pr = {.peer = peer};
+    if (!rpc_client_call_with_serial(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                                     FERRY_PROC_PROBE_DISCARD_STREAM,
+                                     (xdrproc_t)xdr_ferry_probe_discard_args, &a, NULL, NULL,
+                                     CALL_TIMEOUT_MS, probe_reserve_slot, &pr, error)) {
+        if (pr.binding) {
+            tunnel_binding_cancel(pr.binding);
+            tunnel_binding_free(pr.binding);
+        }
+        probe_error(peer, error);
+        return FALSE;
+    }
+    *binding = pr.binding;
+    return TRUE;
+}
+
+static gboolean peer_probe_discard_data(MigrationPeer *peer, guint64 max_bytes, gboolean tls,
+                                        char **uri_out, char **token_out, GError **error)
+{
+    ferry_probe_discard_args a = {.max_bytes = max_bytes, .tls = tls ? 1 : 0};
+    ferry_probe_discard_data_ret r = {0};
+    if (!rpc_client_call(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                         FERRY_PROC_PROBE_DISCARD_DATA, (xdrproc_t)xdr_ferry_probe_discard_args,
+                         &a, (xdrproc_t)xdr_ferry_probe_discard_data_ret, &r, CALL_TIMEOUT_MS,
+                         error)) {
+        probe_error(peer, error);
+        return FALSE;
+    }
+    *uri_out = g_strdup(r.uri);
+    *token_out = g_strdup(r.token);
+    xdr_free((xdrproc_t)xdr_ferry_probe_discard_data_ret, (char *)&r);
+    return TRUE;
+}
+
 static const char *peer_describe(MigrationPeer *peer)
 {
     return peer->description;
@@ -227,6 +297,8 @@ static const MigrationPeerOps ops = {
     .prepare_tunnel = peer_prepare_tunnel,
     .prepare = peer_prepare,
     .finish = peer_finish,
+    .probe_discard_stream = peer_probe_discard_stream,
+    .probe_discard_data = peer_probe_discard_data,
     .describe = peer_describe,
 };
 

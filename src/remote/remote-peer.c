@@ -35,6 +35,15 @@ void remote_peer_credentials_clear(RemotePeerCredentials *c)
     memset(c, 0, sizeof(*c));
 }
 
+void remote_peer_report_clear(RemotePeerReport *r)
+{
+    g_free(r->auth_file);
+    g_free(r->sasl_mechs);
+    g_free(r->sasl_mech);
+    g_free(r->sasl_user);
+    memset(r, 0, sizeof(*r));
+}
+
 char *remote_peer_find_auth_file(const char *explicit_path)
 {
     if (explicit_path)
@@ -174,6 +183,11 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
         file.password = ask(o, "password", host);
     if (!file.username)
         file.username = ask(o, "username", host);
+    RemotePeerReport *report = o->report;
+    if (report) {
+        report->auth_file = g_strdup(path);
+        report->sasl_user = g_strdup(file.authname ? file.authname : file.username);
+    }
     g_autofree char *origin = path ? g_strdup_printf("looked in auth file %s", path)
                                    : g_strdup("no auth file: set LIBVIRT_AUTH_FILE or create "
                                               "$XDG_CONFIG_HOME/libvirt/auth.conf");
@@ -198,6 +212,8 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
     if (!call(c, REMOTE_PROC_AUTH_SASL_INIT, NULL, NULL, (xdrproc_t)xdr_remote_auth_sasl_init_ret,
               &init, timeout, error))
         return FALSE;
+    if (report)
+        report->sasl_mechs = g_strdup(init.mechlist);
     g_autofree char *mechs = pick_mechanisms(init.mechlist, uri->auth, error);
     xdr_free((xdrproc_t)xdr_remote_auth_sasl_init_ret, (char *)&init);
     if (!mechs)
@@ -209,6 +225,8 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
     if (mine == RPC_SASL_FAILED)
         return FALSE;
     FERRY_DEBUG("SASL with %s: mechanism %s", host, mech);
+    if (report)
+        report->sasl_mech = g_strdup(mech);
 
     remote_auth_sasl_start_args sargs = {.mech = (char *)mech,
                                          .nil = out == NULL,
@@ -273,6 +291,10 @@ static gboolean sasl_authenticate(RpcClient *c, RpcTransport *t, const RemoteUri
         rpc_sasl_transport_start_encoding(t);
     }
     FERRY_DEBUG("authenticated to %s with SASL %s (SSF %u)", host, mech, ssf);
+    if (report) {
+        report->sasl_ssf = ssf;
+        report->sasl_done = TRUE;
+    }
     return TRUE;
 }
 

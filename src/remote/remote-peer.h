@@ -9,6 +9,20 @@
 
 #include "rpc/rpc-client.h"
 
+/* What remote_peer_open found out on the way, for tools that explain a
+ * connection (ferry-probe); filled as far as it got, also on failure. */
+typedef struct {
+    char *auth_file;  /* the auth file it read, or NULL */
+    char *sasl_mechs; /* what the server offered */
+    char *sasl_mech;  /* the mechanism chosen */
+    char *sasl_user;  /* the authname it presented */
+    guint sasl_ssf;   /* the security layer's strength (0: none or TLS does it) */
+    gboolean sasl_done;
+} RemotePeerReport;
+
+void remote_peer_report_clear(RemotePeerReport *report);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(RemotePeerReport, remote_peer_report_clear)
+
 typedef struct {
     /* Asked for a SASL credential the auth file does not hold: what is
      * "authname", "password", "username" or "realm"; host is the URI's host.
@@ -27,6 +41,7 @@ typedef struct {
     guint keepalive_count;    /* 0: 5 */
     gboolean no_keepalive;
     const RpcClientCallbacks *callbacks;
+    RemotePeerReport *report; /* may be NULL */
 } RemotePeerOptions;
 
 /* Returns a connected, authenticated and opened client, or NULL with an

@@ -579,6 +579,7 @@ RpcTransport *rpc_sasl_transport_new(RpcTransport *inner)
     t->base.is_unix = inner->is_unix;
     t->base.is_secure = inner->is_secure;
     t->base.peer_uid = inner->peer_uid;
+    t->base.peer_gid = inner->peer_gid;
     t->base.peer_pid = inner->peer_pid;
     t->inner = inner;
     return &t->base;

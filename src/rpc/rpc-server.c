@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "rpc/rpc-sasl.h"
+#include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -39,8 +40,10 @@ struct RpcServer {
     guint anonymous;        /* clients not authenticated yet */
     gboolean suspended;     /* the accept thread waits for room (limits reached) */
     gboolean stopping;
+    guint64 next_client_id; /* the id of the next client (ids start at 1) */
 
     GThreadPool *workers;
+    gint busy_workers; /* atomic: workers running a call */
     GThread *accept_thread;
     int wake_fd;
 };
@@ -49,9 +52,14 @@ struct RpcServerClient {
     gint ref;
     RpcServer *server;
     RpcConnection *conn;
-    gboolean readonly;
+    guint64 id;
+    gint64 connected_at; /* seconds since the epoch */
+    RpcServerTransportKind transport_kind;
+    char *x509_dname; /* set before the client is listed, then fixed */
+    gint readonly; /* atomic: the listener's, or the client asked for read-only */
     int auth_type;
     gboolean authenticated; /* under server->lock */
+    char *sasl_username;    /* under server->lock */
     gpointer priv;
     GDestroyNotify priv_destroy;
     void (*close_hook)(RpcServerClient *client, gpointer priv);
@@ -85,12 +93,50 @@ void rpc_server_client_unref(RpcServerClient *client)
     if (client->priv_destroy)
         client->priv_destroy(client->priv);
     rpc_connection_unref(client->conn);
+    g_free(client->x509_dname);
+    g_free(client->sasl_username);
     g_free(client);
 }
 
 RpcConnection *rpc_server_client_get_connection(RpcServerClient *client)
 {
     return client->conn;
+}
+
+guint64 rpc_server_client_get_id(RpcServerClient *client)
+{
+    return client->id;
+}
+
+gint64 rpc_server_client_get_connected_at(RpcServerClient *client)
+{
+    return client->connected_at;
+}
+
+RpcServerTransportKind rpc_server_client_get_transport_kind(RpcServerClient *client)
+{
+    return client->transport_kind;
+}
+
+const char *rpc_server_client_get_x509_dname(RpcServerClient *client)
+{
+    return client->x509_dname;
+}
+
+char *rpc_server_client_dup_sasl_username(RpcServerClient *client)
+{
+    g_mutex_lock(&client->server->lock);
+    char *user = g_strdup(client->sasl_username);
+    g_mutex_unlock(&client->server->lock);
+    return user;
+}
+
+void rpc_server_client_set_sasl_username(RpcServerClient *client, const char *user)
+{
+    g_mutex_lock(&client->server->lock);
+    g_free(client->sasl_username);
+    client->sasl_username = g_strdup(user);
+    g_mutex_unlock(&client->server->lock);
 }
 
 RpcServer *rpc_server_client_get_server(RpcServerClient *client)
@@ -105,12 +151,26 @@ const char *rpc_server_client_get_peer(RpcServerClient *client)
 
 gboolean rpc_server_client_is_readonly(RpcServerClient *client)
 {
-    return client->readonly;
+    return g_atomic_int_get(&client->readonly);
+}
+
+void rpc_server_client_set_readonly(RpcServerClient *client)
+{
+    g_atomic_int_set(&client->readonly, TRUE);
 }
 
 int rpc_server_client_get_auth_type(RpcServerClient *client)
 {
     return client->auth_type;
+}
+
+/* Makes the accept thread look again at the limits before it accepts
+ * anything more. */
+static void wake_accept_always_locked(RpcServer *server)
+{
+    guint64 one = 1;
+    if (write(server->wake_fd, &one, sizeof(one)) < 0)
+        FERRY_WARN_LIMITED("cannot wake the accept thread: %s", g_strerror(errno));
 }
 
 /* Lets a suspended accept thread look again at the limits. */
@@ -180,10 +240,18 @@ void rpc_server_client_close(RpcServerClient *client)
     rpc_connection_close(client->conn, NULL);
 }
 
+void rpc_server_client_close_after_flush(RpcServerClient *client)
+{
+    rpc_connection_close_after_flush(client->conn);
+}
+
 static void worker_run(gpointer data, gpointer user_data)
 {
     RpcJob *job = data;
+    RpcServer *server = job->client->server;
+    g_atomic_int_inc(&server->busy_workers);
     job->program->call(job->client, job->msg, job->program->data);
+    g_atomic_int_add(&server->busy_workers, -1);
     rpc_server_client_unref(job->client);
     g_free(job);
 }
@@ -308,6 +376,11 @@ static const RpcConnectionHandler client_handler = {
 /* Registers and starts a client on a ready transport (ownership passes). */
 static void add_client(RpcServer *server, RpcListener *listener, RpcTransport *transport)
 {
+    RpcServerTransportKind kind = listener->options.tls ? RPC_SERVER_TRANSPORT_TLS
+                                  : transport->is_unix ? RPC_SERVER_TRANSPORT_UNIX
+                                                       : RPC_SERVER_TRANSPORT_TCP;
+    const char *dn = listener->options.tls ? rpc_tls_transport_get_peer_dn(transport) : NULL;
+    char *x509_dname = dn && *dn ? g_strdup(dn) : NULL;
     if (listener->options.sasl_layer)
         transport = rpc_sasl_transport_new(transport);
 
@@ -315,11 +388,16 @@ static void add_client(RpcServer *server, RpcListener *listener, RpcTransport *t
     if (server->stopping) {
         g_mutex_unlock(&server->lock);
         rpc_transport_free(transport);
+        g_free(x509_dname);
         return;
     }
     RpcServerClient *client = g_new0(RpcServerClient, 1);
     client->ref = 1; /* held by server->clients */
     client->server = server;
+    client->id = ++server->next_client_id;
+    client->connected_at = g_get_real_time() / G_USEC_PER_SEC;
+    client->transport_kind = kind;
+    client->x509_dname = x509_dname;
     client->readonly = listener->options.readonly;
     client->auth_type = listener->options.auth_type;
     client->authenticated = listener->options.auth_type == 0;
@@ -589,8 +667,10 @@ void rpc_server_stop(RpcServer *server)
     g_mutex_unlock(&server->lock);
 
     /* Calls still running finish (their replies are dropped). */
-    g_thread_pool_free(server->workers, FALSE, TRUE);
-    server->workers = NULL;
+    g_mutex_lock(&server->lock);
+    GThreadPool *workers = g_steal_pointer(&server->workers);
+    g_mutex_unlock(&server->lock);
+    g_thread_pool_free(workers, FALSE, TRUE);
 }
 
 void rpc_server_free(RpcServer *server)
@@ -621,4 +701,121 @@ guint rpc_server_count_clients(RpcServer *server)
 const RpcServerConfig *rpc_server_get_config(RpcServer *server)
 {
     return &server->config;
+}
+
+/* ---- runtime administration ---- */
+
+void rpc_server_get_worker_stats(RpcServer *server, RpcServerWorkerStats *stats)
+{
+    g_mutex_lock(&server->lock);
+    stats->max_workers = server->config.max_workers;
+    GThreadPool *pool = server->workers;
+    stats->workers = pool ? g_thread_pool_get_num_threads(pool) : 0;
+    stats->queued_calls = pool ? g_thread_pool_unprocessed(pool) : 0;
+    g_mutex_unlock(&server->lock);
+    /* Counted apart from the pool's own number: one read may be a moment
+     * older than the other. */
+    stats->busy_workers = MIN((guint)g_atomic_int_get(&server->busy_workers), stats->workers);
+}
+
+gboolean rpc_server_set_max_workers(RpcServer *server, guint max_workers, GError **error)
+{
+    if (max_workers == 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "maxWorkers must be at least 1: with no worker no call would run");
+        return FALSE;
+    }
+    g_mutex_lock(&server->lock);
+    gboolean ok = !server->stopping && server->workers &&
+                  g_thread_pool_set_max_threads(server->workers, (gint)MIN(max_workers,
+                                                (guint)G_MAXINT), error);
+    if (ok) {
+        server->config.max_workers = max_workers;
+    } else if (error && !*error) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "the server is stopping");
+    }
+    g_mutex_unlock(&server->lock);
+    return ok;
+}
+
+void rpc_server_get_client_stats(RpcServer *server, RpcServerClientStats *stats)
+{
+    g_mutex_lock(&server->lock);
+    stats->max_clients = server->config.max_clients;
+    stats->clients = g_hash_table_size(server->clients);
+    stats->max_anonymous_clients = server->config.max_anonymous_clients;
+    stats->anonymous_clients = server->anonymous;
+    g_mutex_unlock(&server->lock);
+}
+
+gboolean rpc_server_set_client_limits(RpcServer *server, gint64 max_clients,
+                                      gint64 max_anonymous_clients, GError **error)
+{
+    g_mutex_lock(&server->lock);
+    gint64 total = max_clients >= 0 ? max_clients : server->config.max_clients;
+    gint64 anon = max_anonymous_clients >= 0 ? max_anonymous_clients
+                                             : server->config.max_anonymous_clients;
+    gboolean ok = FALSE;
+    if (total == 0 || total > G_MAXUINT32)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "nclients_max %" G_GINT64_FORMAT " is out of range 1..%u", total,
+                    G_MAXUINT32);
+    else if (anon > G_MAXUINT32)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "nclients_unauth_max %" G_GINT64_FORMAT " is out of range 0..%u", anon,
+                    G_MAXUINT32);
+    else if (anon > total)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "nclients_max (%" G_GINT64_FORMAT ") must not be below nclients_unauth_max "
+                    "(%" G_GINT64_FORMAT "): the clients waiting for authentication are "
+                    "clients too", total, anon);
+    else
+        ok = TRUE;
+    if (ok) {
+        server->config.max_clients = (guint)total;
+        server->config.max_anonymous_clients = (guint)anon;
+        /* The accept thread looks again before its next accept: a lower limit
+         * holds from the next connection on (the wake-up is read before any
+         * listener), a higher one lets waiting connections in. */
+        wake_accept_always_locked(server);
+    }
+    g_mutex_unlock(&server->lock);
+    return ok;
+}
+
+static gint compare_client_ids(gconstpointer a, gconstpointer b)
+{
+    const RpcServerClient *x = *(RpcServerClient *const *)a;
+    const RpcServerClient *y = *(RpcServerClient *const *)b;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+GPtrArray *rpc_server_list_clients(RpcServer *server)
+{
+    g_mutex_lock(&server->lock);
+    GPtrArray *list = g_ptr_array_new_full(g_hash_table_size(server->clients),
+                                           (GDestroyNotify)rpc_server_client_unref);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, server->clients);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        g_ptr_array_add(list, rpc_server_client_ref(key));
+    g_mutex_unlock(&server->lock);
+    g_ptr_array_sort(list, compare_client_ids);
+    return list;
+}
+
+RpcServerClient *rpc_server_lookup_client(RpcServer *server, guint64 id)
+{
+    RpcServerClient *found = NULL;
+    g_mutex_lock(&server->lock);
+    GHashTableIter it;
+    gpointer key;
+    g_hash_table_iter_init(&it, server->clients);
+    while (!found && g_hash_table_iter_next(&it, &key, NULL))
+        if (((RpcServerClient *)key)->id == id)
+            found = rpc_server_client_ref(key);
+    g_mutex_unlock(&server->lock);
+    return found;
 }

@@ -81,16 +81,70 @@ void rpc_server_free(RpcServer *server);
 guint rpc_server_count_clients(RpcServer *server);
 const RpcServerConfig *rpc_server_get_config(RpcServer *server);
 
+/* ---- what an administrator sees and changes at runtime (admin protocol) ---- */
+
+/* The worker pool now. Workers start on demand up to max_workers and none is
+ * kept idle, so there is no minimum and no priority workers. */
+typedef struct {
+    guint max_workers;
+    guint workers;      /* threads running calls or waiting for one */
+    guint busy_workers; /* of which running a call */
+    guint queued_calls; /* calls waiting for a worker */
+} RpcServerWorkerStats;
+void rpc_server_get_worker_stats(RpcServer *server, RpcServerWorkerStats *stats);
+/* Takes effect at once: more calls run concurrently, or running ones finish
+ * and no new one starts until fewer than max run. At least 1. */
+gboolean rpc_server_set_max_workers(RpcServer *server, guint max_workers, GError **error);
+
+typedef struct {
+    guint max_clients;
+    guint clients;
+    guint max_anonymous_clients; /* 0: no limit */
+    guint anonymous_clients;     /* connected, not authenticated yet */
+} RpcServerClientStats;
+void rpc_server_get_client_stats(RpcServer *server, RpcServerClientStats *stats);
+/* New limits for accepting (-1 keeps one); connected clients stay. Refused
+ * (naming it) when max_clients would be 0 or below a non-zero
+ * max_anonymous_clients. */
+gboolean rpc_server_set_client_limits(RpcServer *server, gint64 max_clients,
+                                      gint64 max_anonymous_clients, GError **error);
+
+/* The connected clients, each with a reference (the array drops them), in
+ * the order they connected. Clients come and go meanwhile: one listed may be
+ * closed by the time it is looked at, which every accessor tolerates. */
+GPtrArray *rpc_server_list_clients(RpcServer *server);
+/* The client with this id (a new reference), or NULL if none is connected. */
+RpcServerClient *rpc_server_lookup_client(RpcServer *server, guint64 id);
+
 /* Lifetime: refcounted; the server holds one reference while connected, each
  * queued call holds one. */
 RpcServerClient *rpc_server_client_ref(RpcServerClient *client);
 void rpc_server_client_unref(RpcServerClient *client);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RpcServerClient, rpc_server_client_unref)
 
+/* How a client reached the server; the values are libvirt's virClientTransport. */
+typedef enum {
+    RPC_SERVER_TRANSPORT_UNIX = 0,
+    RPC_SERVER_TRANSPORT_TCP = 1,
+    RPC_SERVER_TRANSPORT_TLS = 2,
+} RpcServerTransportKind;
+
 RpcConnection *rpc_server_client_get_connection(RpcServerClient *client);
+/* Unique within its server, from 1, never reused. */
+guint64 rpc_server_client_get_id(RpcServerClient *client);
+/* When it connected, in seconds since the epoch. */
+gint64 rpc_server_client_get_connected_at(RpcServerClient *client);
+RpcServerTransportKind rpc_server_client_get_transport_kind(RpcServerClient *client);
+/* The subject DN of the certificate the client presented over TLS, or NULL. */
+const char *rpc_server_client_get_x509_dname(RpcServerClient *client);
+/* The SASL user name the client authenticated as (a copy), or NULL. */
+char *rpc_server_client_dup_sasl_username(RpcServerClient *client);
+void rpc_server_client_set_sasl_username(RpcServerClient *client, const char *user);
 RpcServer *rpc_server_client_get_server(RpcServerClient *client);
 const char *rpc_server_client_get_peer(RpcServerClient *client);
 gboolean rpc_server_client_is_readonly(RpcServerClient *client);
+/* The client opened its connection read-only (it cannot go back). */
+void rpc_server_client_set_readonly(RpcServerClient *client);
 int rpc_server_client_get_auth_type(RpcServerClient *client);
 /* The client proved who it is: it stops counting against
  * max_anonymous_clients and its connection's limits before authentication
@@ -112,3 +166,5 @@ void rpc_server_client_send(RpcServerClient *client, RpcMessage *msg);
 /* Starts server-side pings with the server's interval and count. */
 void rpc_server_client_start_keepalive(RpcServerClient *client);
 void rpc_server_client_close(RpcServerClient *client);
+/* Closes once everything queued so far (e.g. the reply just sent) is written. */
+void rpc_server_client_close_after_flush(RpcServerClient *client);

@@ -90,6 +90,7 @@ void rpc_transport_init_socket(RpcTransport *t, int fd)
 {
     t->fd = fd;
     t->peer_uid = -1;
+    t->peer_gid = -1;
     t->peer_pid = -1;
 
     struct sockaddr_storage ss;
@@ -101,6 +102,7 @@ void rpc_transport_init_socket(RpcTransport *t, int fd)
         socklen_t cl = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
             t->peer_uid = cred.uid;
+            t->peer_gid = cred.gid;
             t->peer_pid = cred.pid;
         }
         t->peer = g_strdup_printf("unix peer (pid %" G_GINT64_FORMAT " uid %" G_GINT64_FORMAT ")",

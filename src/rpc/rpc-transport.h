@@ -26,13 +26,14 @@ struct RpcTransport {
     gboolean is_unix;
     gboolean is_secure; /* TLS, or a UNIX socket */
     gint64 peer_uid;   /* UNIX sockets: the peer's uid, else -1 */
+    gint64 peer_gid;
     gint64 peer_pid;
 };
 
 /* Takes ownership of fd (a connected stream socket). */
 RpcTransport *rpc_transport_new_socket(int fd);
 /* For other transports over a socket: fills fd, peer, is_unix, is_secure
- * (UNIX only), peer_uid and peer_pid from the socket; leaves ops alone. */
+ * (UNIX only), peer_uid, peer_gid and peer_pid from the socket; leaves ops alone. */
 void rpc_transport_init_socket(RpcTransport *t, int fd);
 
 static inline gssize rpc_transport_read(RpcTransport *t, void *buf, gsize len, GError **error)

@@ -559,7 +559,9 @@ static void deliver(TunnelStream *ts, RpcMessage *msg_in, gboolean may_wait)
         return;
     }
 
-    if (msg->header.prog == FERRY_TUNNEL_PROGRAM) {
+    /* ferry's credit MESSAGE (a stream opened by a call of ferry's own
+     * program, the probe's, carries its data in STREAM packets of it). */
+    if (msg->header.prog == FERRY_TUNNEL_PROGRAM && msg->header.type == RPC_MESSAGE) {
         if (msg->header.proc == FERRY_TUNNEL_PROC_CREDIT)
             deliver_credit_locked(ts, msg);
         g_mutex_unlock(&ts->lock);

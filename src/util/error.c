@@ -66,6 +66,10 @@ const char *ferry_error_prefix(int code)
         return "Unsafe migration: ";
     case FERRY_ERR_OPERATION_UNSUPPORTED:
         return "Operation not supported: ";
+    case FERRY_ERR_NO_SERVER:
+        return "Server not found: ";
+    case FERRY_ERR_NO_CLIENT:
+        return "Client not found: ";
     default:
         return "";
     }
@@ -103,6 +107,9 @@ int ferry_error_default_origin(int code)
         return FERRY_FROM_DOMAIN_SNAPSHOT;
     case FERRY_ERR_NO_DOMAIN_CHECKPOINT:
         return FERRY_FROM_DOMAIN_CHECKPOINT;
+    case FERRY_ERR_NO_SERVER:
+    case FERRY_ERR_NO_CLIENT:
+        return FERRY_FROM_ADMIN;
     default:
         return FERRY_FROM_DOMAIN;
     }

@@ -93,7 +93,8 @@ GPtrArray *ferry_log_parse_filters(const char *spec, GError **error)
         const char *match;
         if (!parse_priority(*e, &match, &priority, "log filter", error))
             return NULL;
-        if (*match == '+') /* libvirt's stack traces: not kept by ferry */
+        gboolean plus = *match == '+'; /* libvirt's stack traces: not kept by ferry */
+        if (plus)
             match++;
         if (!*match || strchr(match, ':')) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_CONF_SYNTAX,
@@ -102,6 +103,7 @@ GPtrArray *ferry_log_parse_filters(const char *spec, GError **error)
         }
         FerryLogFilter *f = g_new0(FerryLogFilter, 1);
         f->priority = priority;
+        f->plus = plus;
         f->match = g_strdup(match);
         f->pattern = strpbrk(match, "*?") ? g_strdup(match) : g_strdup_printf("*%s*", match);
         g_ptr_array_add(list, f);
@@ -178,6 +180,47 @@ gboolean ferry_log_set_filters(const char *spec, GError **error)
     return TRUE;
 }
 
+char *ferry_log_get_filters(guint *count)
+{
+    GString *out = g_string_new(NULL);
+    g_rw_lock_reader_lock(&config_lock);
+    guint n = filters ? filters->len : 0;
+    for (guint i = 0; i < n; i++) {
+        FerryLogFilter *f = filters->pdata[i];
+        g_string_append_printf(out, "%s%d:%s%s", i ? " " : "", f->priority, f->plus ? "+" : "",
+                               f->match);
+    }
+    g_rw_lock_reader_unlock(&config_lock);
+    *count = n;
+    return g_string_free(out, FALSE);
+}
+
+static const char *const destination_names[] = {"stderr", "file", "syslog", "journald"};
+
+static char *output_format(const FerryLogOutput *o)
+{
+    return g_strdup_printf("%d:%s%s%s", o->priority, destination_names[o->destination],
+                           o->data ? ":" : "", o->data ? o->data : "");
+}
+
+char *ferry_log_get_outputs(guint *count)
+{
+    g_rw_lock_reader_lock(&config_lock);
+    if (!outputs) {
+        g_rw_lock_reader_unlock(&config_lock);
+        *count = 1;
+        return g_strdup("1:stderr");
+    }
+    GString *out = g_string_new(NULL);
+    for (guint i = 0; i < outputs->len; i++) {
+        g_autofree char *one = output_format(outputs->pdata[i]);
+        g_string_append_printf(out, "%s%s", i ? " " : "", one);
+    }
+    *count = outputs->len;
+    g_rw_lock_reader_unlock(&config_lock);
+    return g_string_free(out, FALSE);
+}
+
 static gboolean output_open(FerryLogOutput *o, const char *spec, GError **error)
 {
     if (o->destination == FERRY_LOG_TO_FILE) {
@@ -211,9 +254,7 @@ gboolean ferry_log_set_outputs(const char *spec, GError **error)
     const char *ident = NULL;
     for (guint i = 0; i < list->len; i++) {
         FerryLogOutput *o = list->pdata[i];
-        g_autofree char *one = g_strdup_printf("%d:%s%s%s", o->priority,
-            (const char *const[]){"stderr", "file", "syslog", "journald"}[o->destination],
-            o->data ? ":" : "", o->data ? o->data : "");
+        g_autofree char *one = output_format(o);
         if (!output_open(o, one, error))
             return FALSE;
         if (o->destination == FERRY_LOG_TO_SYSLOG)

@@ -37,6 +37,7 @@ void ferry_log(FerryLogLevel level, const char *module, const char *fmt, ...) G_
  * that matches a module decides. */
 typedef struct {
     FerryLogLevel priority;
+    gboolean plus; /* written with the '+' (kept only to be shown back) */
     char *match;   /* as written, without the '+' */
     char *pattern; /* glob: the match itself, or *match* */
 } FerryLogFilter;
@@ -68,6 +69,11 @@ GPtrArray *ferry_log_parse_outputs(const char *spec, GError **error);
  * naming it and changes nothing). NULL or "": none (lines go to stderr). */
 gboolean ferry_log_set_filters(const char *spec, GError **error);
 gboolean ferry_log_set_outputs(const char *spec, GError **error);
+/* What is in force, in the same syntax, and how many entries (virt-admin
+ * daemon-log-filters / daemon-log-outputs). No filters: "". No outputs (lines
+ * go to stderr, whatever their priority): "1:stderr", 1. */
+char *ferry_log_get_filters(guint *count);
+char *ferry_log_get_outputs(guint *count);
 
 /* Makes text safe for one log line: escapes control characters, backslashes
  * and invalid UTF-8, and cuts it after `max` input bytes (noting how many

@@ -6,7 +6,10 @@ type, creation is refused naming the object, and domain capabilities answer
 for each driver. The stock virsh commands that enumerate these run too."""
 
 import os
+import re
+import shutil
 import struct
+import subprocess
 import sys
 import unittest
 import uuid as uuidlib
@@ -17,9 +20,10 @@ import libvirt
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
 
-# Drivers present in this build, with the URI path and the domain type their
-# domain capabilities name. The QEMU driver joins this table when it lands.
-DRIVERS = [("sim", "sim")]
+# The drivers of a ferryd, by URI scheme, with the domain type their domain
+# capabilities name by default (the QEMU driver: TCG unless KVM can run here).
+DRIVERS = [("sim", "sim"), ("qemu", None)]
+QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 
 
 def quiet(*_):
@@ -52,7 +56,11 @@ class EmptyListsTest(MgmtTestCase):
 
     def test_lists_and_counts(self):
         d = self.start_daemon()
-        conn = self.open(d)
+        for scheme, _ in DRIVERS:
+            with self.subTest(driver=scheme):
+                self.check_lists_and_counts(self.open(d, scheme))
+
+    def check_lists_and_counts(self, conn):
         counts = {
             "numOfNetworks": conn.numOfNetworks,
             "numOfDefinedNetworks": conn.numOfDefinedNetworks,
@@ -136,7 +144,11 @@ class NotFoundTest(MgmtTestCase):
 
     def test_lookups(self):
         d = self.start_daemon()
-        conn = self.open(d)
+        for scheme, _ in DRIVERS:
+            with self.subTest(driver=scheme):
+                self.check_lookups(self.open(d, scheme))
+
+    def check_lookups(self, conn):
         u = str(uuidlib.uuid4())
         cases = [
             (lambda: conn.networkLookupByName("nosuch"), libvirt.VIR_ERR_NO_NETWORK,
@@ -247,6 +259,100 @@ class DomainCapabilitiesTest(MgmtTestCase):
                                       libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_FROM_DOMAIN, text)
 
 
+def qemu_query(*args):
+    """What the installed QEMU prints for `-cpu help` and the like."""
+    return subprocess.run([QEMU, *args], capture_output=True, text=True, check=True).stdout
+
+
+def qemu_domain_xml(name, devices="", cpu=""):
+    return (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>"
+            f"<os><type arch='x86_64'>hvm</type></os>{cpu}<devices>{devices}</devices></domain>")
+
+
+class QemuDomainCapabilitiesTest(MgmtTestCase):
+    """The QEMU driver's domain capabilities come from the installed QEMU and
+    list only what the driver runs: every value it offers is accepted."""
+
+    def kvm_usable(self, conn):
+        caps = ET.fromstring(conn.getCapabilities())
+        return "kvm" in [t.get("type") for t in caps.findall("guest/arch/domain")]
+
+    def test_from_the_installed_qemu(self):
+        d = self.start_daemon()
+        conn = self.open(d, "qemu")
+        caps = ET.fromstring(conn.getDomainCapabilities(None, None, None, "qemu"))
+        self.assertEqual(caps.find("path").text, QEMU)
+        self.assertEqual(caps.find("domain").text, "qemu")
+        self.assertEqual(caps.find("arch").text, "x86_64")
+        # The default machine, by its full name (`-machine help`: "pc ... (alias of ...)").
+        alias = re.search(r"^pc\s.*\(alias of (\S+)\)", qemu_query("-machine", "help"), re.M)
+        self.assertEqual(caps.find("machine").text, alias.group(1))
+        self.assertEqual(caps.find("vcpu").get("max"), "255")  # i440fx's cpu-max
+        q35 = ET.fromstring(conn.getDomainCapabilities(None, "x86_64", "q35", "qemu"))
+        self.assertTrue(q35.find("machine").text.startswith("pc-q35-"), q35.find("machine").text)
+        self.assertEqual(q35.find("vcpu").get("max"), "288")
+        # The CPU models are QEMU's (`-cpu help`), usable under TCG or not.
+        models = {m.text: m.get("usable") for m in caps.findall("cpu/mode[@name='custom']/model")}
+        help_models = set(re.findall(r"^x86 (\S+)", qemu_query("-cpu", "help"), re.M))
+        self.assertEqual(set(models), help_models - {"host", "max", "base"})
+        self.assertEqual(models["qemu64"], "yes")
+        self.assertIn("no", models.values())  # TCG lacks some features (avx512 ...)
+        modes = {m.get("name"): m.get("supported") for m in caps.findall("cpu/mode")}
+        self.assertEqual(modes, {"host-passthrough": "no", "maximum": "yes", "host-model": "no",
+                                 "custom": "yes"})
+
+        def values(path):
+            return [v.text for v in caps.findall(path + "/value")]
+        self.assertEqual(values("devices/disk/enum[@name='diskDevice']"), ["disk", "cdrom"])
+        self.assertEqual(sorted(values("devices/disk/enum[@name='bus']")),
+                         ["ide", "sata", "scsi", "virtio"])
+        self.assertEqual(values("devices/graphics/enum[@name='type']"), ["vnc"])
+        self.assertIn("virtio", values("devices/video/enum[@name='modelType']"))
+        self.assertEqual(caps.find("devices/hostdev").get("supported"), "no")
+
+        # Everything offered is accepted by the driver.
+        n = 0
+        def accepted(devices="", cpu=""):
+            nonlocal n
+            n += 1
+            conn.defineXML(qemu_domain_xml(f"c{n}", devices, cpu)).undefine()
+        for bus in values("devices/disk/enum[@name='bus']"):
+            for device in values("devices/disk/enum[@name='diskDevice']"):
+                if device == "cdrom" and bus == "virtio":
+                    continue  # QEMU has no virtio cdrom (libvirt refuses it too)
+                dev = {"virtio": "vda", "ide": "hdc", "sata": "sda", "scsi": "sda"}[bus]
+                accepted(f"<disk type='file' device='{device}'><source file='/dev/null'/>"
+                         f"<target dev='{dev}' bus='{bus}'/></disk>")
+        for model in values("devices/video/enum[@name='modelType']"):
+            accepted(f"<video><model type='{model}'/></video>")
+        for typ in values("devices/graphics/enum[@name='type']"):
+            accepted(f"<graphics type='{typ}'/>")
+        for model in [m for m, usable in models.items() if usable == "yes"][:10]:
+            accepted(cpu=f"<cpu mode='custom'><model>{model}</model></cpu>")
+        accepted(cpu="<cpu mode='maximum'/>")
+        accepted("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>")
+
+    def test_filters_the_driver_cannot_answer_are_refused_naming_them(self):
+        d = self.start_daemon()
+        conn = self.open(d, "qemu")
+        cases = [((None, "aarch64", None, None), "architecture 'aarch64'"),
+                 ((None, None, None, "xen"), "virttype 'xen'"),
+                 ((None, None, "nosuch-machine", None), "machine type 'nosuch-machine'"),
+                 (("/usr/bin/qemu-system-aarch64", None, None, None),
+                  "emulator '/usr/bin/qemu-system-aarch64'"),
+                 ((None, None, None, None, 1), "unsupported flags (0x1)")]
+        if not self.kvm_usable(conn):
+            cases.append(((None, None, None, "kvm"), "virttype 'kvm' is not supported by the "
+                          "QEMU driver: /dev/kvm"))
+        for args, text in cases:
+            self.assert_libvirt_error(lambda: conn.getDomainCapabilities(*args),
+                                      libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_FROM_DOMAIN, text)
+        # The emulator by its path or its name is the driver's.
+        for emulator in (QEMU, os.path.basename(QEMU)):
+            caps = ET.fromstring(conn.getDomainCapabilities(emulator, None, None, None))
+            self.assertEqual(caps.find("path").text, QEMU)
+
+
 class VirshTest(MgmtTestCase):
     """The stock virsh commands that enumerate objects, against a real ferryd."""
 
@@ -300,6 +406,14 @@ class VirshTest(MgmtTestCase):
         rc, _, err = ft.virsh(d.tcp_uri, "domcapabilities", "--arch", "ppc64le", check=False)
         self.assertEqual(rc, 1)
         self.assertIn("architecture 'ppc64le' is not supported by the sim driver", err)
+        qemu_uri = f"qemu+tcp://127.0.0.1:{d.port}/system"
+        _, out, _ = ft.virsh(qemu_uri, "domcapabilities", "--virttype", "qemu", "--machine", "pc")
+        caps = ET.fromstring(out)
+        self.assertEqual(caps.find("path").text, QEMU)
+        self.assertTrue(caps.find("machine").text.startswith("pc-i440fx-"))
+        rc, _, err = ft.virsh(qemu_uri, "domcapabilities", "--arch", "ppc64le", check=False)
+        self.assertEqual(rc, 1)
+        self.assertIn("architecture 'ppc64le' is not supported by the QEMU driver", err)
 
 
 if __name__ == "__main__":

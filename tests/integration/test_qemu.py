@@ -247,6 +247,25 @@ class DriverTest(QemuTestCase):
             (base.replace("<devices>", "<devices><disk type='file'><driver name='qemu' type='vmdk'/>"
                                        "<source file='/x'/><target dev='vda'/></disk>"),
              "type='vmdk' of <disk/driver>"),
+            # What virt-install writes, beyond the values the driver runs:
+            (base.replace("<features>", "<clock offset='utc'><timer name='rtc' tickpolicy='merge'/>"
+                                        "</clock><features>"), "<timer name='rtc' tickpolicy='merge'>"),
+            (base.replace("<features>", "<clock offset='utc'><timer name='pit' present='no'/>"
+                                        "</clock><features>"), "<timer name='pit' present='no'>"),
+            (base.replace("<features>", "<clock offset='utc'><timer name='tsc'/></clock><features>"),
+             "name='tsc' of <clock/timer>"),
+            (base.replace("<devices>", "<devices><controller type='pci' model='pcie-root'/>"),
+             "type='pci' of <controller>"),
+            (base.replace("<devices>", "<devices><controller type='usb' model='ich9-ehci1'/>"),
+             "model='ich9-ehci1' of <controller>"),
+            (base.replace("<devices>", "<devices><graphics type='vnc'><listen type='address'/>"
+                                       "</graphics>"), "type='address' of <graphics/listen>"),
+            (base.replace("<devices>", "<devices><disk type='file'><driver name='qemu' io='native'/>"
+                                       "<source file='/x'/><target dev='vda'/></disk>"),
+             "io='native'> needs cache='none'"),
+            (base.replace("<devices>", "<devices><controller type='usb' model='none'/>"
+                                       "<input type='tablet' bus='usb'/>"),
+             "<input bus='usb'> with <controller type='usb' model='none'>"),
         ]
         for xml, named in cases:
             with self.subTest(named=named):

@@ -227,6 +227,77 @@ START_TEST(test_log_output_that_cannot_open_is_refused)
 }
 END_TEST
 
+/* libvirtd's admin_* keys and unix_sock_admin_perms, in libvirtd.conf's
+ * forms, with libvirtd's defaults; bad values named. */
+START_TEST(test_admin_keys)
+{
+    g_autoptr(DaemonConfig) d = daemon_config_new_defaults();
+    ck_assert_uint_eq(d->unix_sock_admin_perms, 0700);
+    ck_assert_uint_eq(d->admin_max_clients, 5);
+    ck_assert_uint_eq(d->admin_max_queued_clients, 5);
+    ck_assert_uint_eq(d->admin_max_workers, 5);
+    ck_assert_uint_eq(d->admin_min_workers, 1);
+    ck_assert_uint_eq(d->admin_max_client_requests, 5);
+    ck_assert_int_eq(d->admin_keepalive_interval, 5);
+    ck_assert_uint_eq(d->admin_keepalive_count, 5);
+
+    g_autoptr(DaemonConfig) c = daemon_config_new_defaults();
+    const char *text = "unix_sock_admin_perms = \"0600\"\n"
+                       "admin_max_clients = +10; admin_max_queued_clients = 0\n"
+                       "admin_max_workers = 2\nadmin_min_workers = 0\n"
+                       "admin_max_client_requests = 1\n"
+                       "admin_keepalive_interval = -1\nadmin_keepalive_count = 0\n";
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(daemon_config_load_data(c, text, "t.conf", &e), "%s", e ? e->message : "");
+    ck_assert_uint_eq(c->unix_sock_admin_perms, 0600);
+    ck_assert_uint_eq(c->admin_max_clients, 10);
+    ck_assert_uint_eq(c->admin_max_queued_clients, 0);
+    ck_assert_uint_eq(c->admin_max_workers, 2);
+    ck_assert_uint_eq(c->admin_min_workers, 0);
+    ck_assert_uint_eq(c->admin_max_client_requests, 1);
+    ck_assert_int_eq(c->admin_keepalive_interval, -1);
+    ck_assert_uint_eq(c->admin_keepalive_count, 0);
+
+    expect_error("admin_max_workers = 0\n", "admin_max_workers = 0 is out of range 1..1000");
+    expect_error("admin_max_clients = -5\n", "admin_max_clients must not be negative");
+    expect_error("admin_keepalive_interval = \"5\"\n", "admin_keepalive_interval must be a number");
+    expect_error("unix_sock_admin_perms = 700\n", "unix_sock_admin_perms must be an octal mode");
+}
+END_TEST
+
+/* What virt-admin daemon-log-filters / -outputs read back: the settings in
+ * force, in the syntax they were set with, '+' included. */
+START_TEST(test_log_settings_read_back)
+{
+    g_autoptr(GError) e = NULL;
+    guint n = 99;
+    ck_assert(ferry_log_set_filters("3:remote   1:+tunnel 4:rpc.*", &e));
+    g_autofree char *f = ferry_log_get_filters(&n);
+    ck_assert_str_eq(f, "3:remote 1:+tunnel 4:rpc.*");
+    ck_assert_uint_eq(n, 3);
+    ck_assert(ferry_log_set_filters("", &e));
+    g_autofree char *none = ferry_log_get_filters(&n);
+    ck_assert_str_eq(none, "");
+    ck_assert_uint_eq(n, 0);
+
+    g_autofree char *stderr_only = ferry_log_get_outputs(&n);
+    ck_assert_str_eq(stderr_only, "1:stderr");
+    ck_assert_uint_eq(n, 1);
+    ck_assert(ferry_log_set_outputs("4:stderr 3:syslog:ferry-test", &e));
+    g_autofree char *o = ferry_log_get_outputs(&n);
+    ck_assert_str_eq(o, "4:stderr 3:syslog:ferry-test");
+    ck_assert_uint_eq(n, 2);
+    /* A refused setting keeps what is in force. */
+    ck_assert(!ferry_log_set_outputs("1:file:relative", &e));
+    g_clear_error(&e);
+    ck_assert(!ferry_log_set_filters("9:x", &e));
+    g_clear_error(&e);
+    g_autofree char *kept = ferry_log_get_outputs(&n);
+    ck_assert_str_eq(kept, "4:stderr 3:syslog:ferry-test");
+    ck_assert(ferry_log_set_outputs(NULL, &e));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon-config");
@@ -239,6 +310,8 @@ int main(void)
     tcase_add_test(tc, test_log_outputs_are_parsed);
     tcase_add_test(tc, test_log_keys_in_the_config);
     tcase_add_test(tc, test_log_output_that_cannot_open_is_refused);
+    tcase_add_test(tc, test_admin_keys);
+    tcase_add_test(tc, test_log_settings_read_back);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

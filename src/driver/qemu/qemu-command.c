@@ -1,6 +1,8 @@
 /* Builds QEMU's argv from the device model. */
 #include "driver/qemu/qemu-command.h"
 
+#include <string.h>
+
 #include "util/uuid.h"
 
 static void add(GPtrArray *argv, const char *arg)
@@ -42,6 +44,10 @@ static void add_disks(GPtrArray *argv, const QemuDomain *qd)
             g_string_append(drive, ",media=cdrom");
         if (d->cache && !g_str_equal(d->cache, "default"))
             g_string_append_printf(drive, ",cache=%s", d->cache);
+        if (d->discard)
+            g_string_append_printf(drive, ",discard=%s", d->discard);
+        if (d->io)
+            g_string_append_printf(drive, ",aio=%s", d->io);
         add(argv, "-drive");
         g_ptr_array_add(argv, g_string_free(drive, FALSE));
 
@@ -146,8 +152,9 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
     add(argv, "-nodefaults");
     add(argv, "-no-user-config");
     addf(argv, "-msg", "timestamp=on");
-    addf(argv, "-machine", "%s%s", qd->machine ? qd->machine : "pc",
-         qd->acpi ? "" : ",acpi=off");
+    const char *machine = qd->machine ? qd->machine : "pc";
+    addf(argv, "-machine", "%s%s%s", machine, qd->acpi ? "" : ",acpi=off",
+         qd->hpet_off ? ",hpet=off" : "");
     addf(argv, "-accel", "%s", qd->kvm ? "kvm" : "tcg");
     GString *cpu = g_string_new(qd->cpu_model);
     for (guint i = 0; i < qd->cpu_features->len; i++)
@@ -161,7 +168,14 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
         addf(argv, "-m", "size=%" G_GUINT64_FORMAT "k", qd->memory_kib);
     addf(argv, "-smp", "%u,maxcpus=%u,sockets=%u,cores=1,threads=1", qd->vcpus_current,
          qd->vcpus, qd->vcpus);
-    addf(argv, "-rtc", "base=%s", qd->clock_localtime ? "localtime" : "utc");
+    addf(argv, "-rtc", "base=%s%s", qd->clock_localtime ? "localtime" : "utc",
+         qd->rtc_catchup ? ",driftfix=slew" : "");
+    /* ACPI sleep states live in the machine's power-management device. */
+    const char *pm = strstr(machine, "q35") ? "ICH9-LPC" : "PIIX4_PM";
+    if (qd->s3 >= 0)
+        addf(argv, "-global", "%s.disable_s3=%d", pm, !qd->s3);
+    if (qd->s4 >= 0)
+        addf(argv, "-global", "%s.disable_s4=%d", pm, !qd->s4);
     if (qd->no_reboot)
         add(argv, "-no-reboot");
     if (qd->kernel)
@@ -184,7 +198,13 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
     }
     if (qd->video)
         addf(argv, "-device", "%s,id=video0", qd->video);
-    if (qd->usb)
+    if (g_strcmp0(qd->usb_model, "qemu-xhci") == 0 && qd->usb_ports)
+        addf(argv, "-device", "qemu-xhci,id=usb,p2=%u,p3=%u", qd->usb_ports, qd->usb_ports);
+    else if (g_strcmp0(qd->usb_model, "qemu-xhci") == 0)
+        addf(argv, "-device", "qemu-xhci,id=usb");
+    else if (g_strcmp0(qd->usb_model, "piix3-uhci") == 0)
+        addf(argv, "-device", "piix3-usb-uhci,id=usb");
+    else if (qd->usb && !qd->usb_model)
         add(argv, "-usb");
     for (guint i = 0; i < qd->inputs->len; i++)
         addf(argv, "-device", "%s,id=input%u", (const char *)qd->inputs->pdata[i], i);

@@ -37,13 +37,17 @@ static const struct {
     {"cpu/model", "fallback"},
     {"cpu/feature", "policy name"},
     {"clock", "offset"},
+    {"clock/timer", "name tickpolicy present"},
+    {"pm", ""},
+    {"pm/suspend-to-mem", "enabled"},
+    {"pm/suspend-to-disk", "enabled"},
     {"on_poweroff", ""},
     {"on_reboot", ""},
     {"on_crash", ""},
     {"devices", ""},
     {"devices/emulator", ""},
     {"devices/disk", "type device"},
-    {"devices/disk/driver", "name type cache"},
+    {"devices/disk/driver", "name type cache discard io"},
     {"devices/disk/source", "file dev"},
     {"devices/disk/target", "dev bus"},
     {"devices/disk/readonly", ""},
@@ -65,6 +69,8 @@ static const struct {
     {"devices/console/target", "type port"},
     {"devices/console/log", "file append"},
     {"devices/graphics", "type socket"},
+    {"devices/graphics/listen", "type socket"},
+    {"devices/controller", "type model ports index"},
     {"devices/video", ""},
     {"devices/video/model", "type vram heads primary"},
     {"devices/input", "type bus"},
@@ -197,6 +203,8 @@ static void disk_free(gpointer p)
     g_free(d->bus);
     g_free(d->target);
     g_free(d->cache);
+    g_free(d->discard);
+    g_free(d->io);
     g_free(d);
 }
 
@@ -232,6 +240,8 @@ static const char *const disk_types[] = {"file", "block", NULL};
 static const char *const disk_devices[] = {"disk", "cdrom", NULL};
 static const char *const disk_formats[] = {"raw", "qcow2", NULL};
 static const char *const disk_buses[] = {"virtio", "sata", "scsi", "ide", NULL};
+static const char *const discard_modes[] = {"unmap", "ignore", NULL};
+static const char *const io_modes[] = {"native", "threads", NULL};
 static const char *const cache_modes[] = {"default", "none",   "writethrough", "writeback",
                                           "directsync", "unsafe", NULL};
 
@@ -280,8 +290,14 @@ static gboolean parse_disk(QemuDomain *qd, const xmlNode *n, GError **error)
     static const char *const qemu_only[] = {"qemu", NULL};
     if (!choice(drv, "name", qemu_only, "qemu", "disk/driver", &driver_name, error) ||
         !choice(drv, "type", disk_formats, "raw", "disk/driver", &d->format, error) ||
-        !choice(drv, "cache", cache_modes, NULL, "disk/driver", &d->cache, error))
+        !choice(drv, "cache", cache_modes, NULL, "disk/driver", &d->cache, error) ||
+        !choice(drv, "discard", discard_modes, NULL, "disk/driver", &d->discard, error) ||
+        !choice(drv, "io", io_modes, NULL, "disk/driver", &d->io, error))
         return FALSE;
+    /* QEMU opens a native-AIO drive only with O_DIRECT. */
+    if (d->io && g_str_equal(d->io, "native") &&
+        (!d->cache || (!g_str_equal(d->cache, "none") && !g_str_equal(d->cache, "directsync"))))
+        return unsupported(error, "<disk/driver io='native'> needs cache='none' or 'directsync'");
     const xmlNode *src = child(n, "source");
     d->source = attr(src, d->block ? "dev" : "file");
     if (src && attr(src, d->block ? "file" : "dev")) {
@@ -408,10 +424,60 @@ static gboolean parse_graphics(QemuDomain *qd, const xmlNode *n, GError **error)
         return FALSE;
     if (!type)
         return unsupported(error, "<graphics> without a type");
+    /* ferry's VNC listens on a UNIX socket only: <listen type='socket'>,
+     * whose path (or the socket attribute's) virsh domdisplay reads. */
+    const xmlNode *listen = child(n, "listen");
+    static const char *const listen_types[] = {"socket", NULL};
+    g_autofree char *listen_type = NULL;
+    if (listen && (!choice(listen, "type", listen_types, NULL, "graphics/listen", &listen_type,
+                           error)))
+        return FALSE;
+    if (listen && !listen_type)
+        return unsupported(error, "<graphics/listen> without type='socket'");
     if (g_str_equal(type, "vnc")) {
         qd->vnc = TRUE;
         qd->vnc_socket = attr(n, "socket");
+        g_autofree char *path = attr(listen, "socket");
+        if (path && qd->vnc_socket && !g_str_equal(path, qd->vnc_socket)) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_XML_ERROR,
+                        "<graphics socket='%s'> and <listen socket='%s'> differ", qd->vnc_socket,
+                        path);
+            return FALSE;
+        }
+        if (path && !qd->vnc_socket)
+            qd->vnc_socket = g_steal_pointer(&path);
+    } else if (listen) {
+        return unsupported(error, "<graphics type='none'> with a <listen>");
     }
+    return TRUE;
+}
+
+/* USB controllers: QEMU's xHCI or the PIIX3 UHCI, or none at all. */
+static gboolean parse_controller(QemuDomain *qd, const xmlNode *n, GError **error)
+{
+    static const char *const types[] = {"usb", NULL};
+    static const char *const models[] = {"qemu-xhci", "piix3-uhci", "none", NULL};
+    g_autofree char *type = NULL, *model = NULL, *index = attr(n, "index"),
+                     *ports = attr(n, "ports");
+    if (!choice(n, "type", types, NULL, "controller", &type, error) ||
+        !choice(n, "model", models, NULL, "controller", &model, error))
+        return FALSE;
+    if (!type)
+        return unsupported(error, "<controller> without a type");
+    if (!model)
+        return unsupported(error, "<controller type='usb'> without a model (the QEMU driver "
+                                  "supports qemu-xhci, piix3-uhci, none)");
+    if (qd->usb_model || (index && !g_str_equal(index, "0")))
+        return unsupported(error, "a second <controller type='usb'>");
+    guint64 nports = 0;
+    if (ports && (!g_str_equal(model, "qemu-xhci") ||
+                  !g_ascii_string_to_unsigned(ports, 10, 1, 15, &nports, NULL))) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_XML_ERROR,
+                    "invalid value '%s' for <controller ports>: qemu-xhci has 1..15", ports);
+        return FALSE;
+    }
+    qd->usb_model = g_steal_pointer(&model);
+    qd->usb_ports = (guint)nports;
     return TRUE;
 }
 
@@ -523,6 +589,8 @@ static gboolean parse_devices(QemuDomain *qd, const xmlNode *devices, GError **e
             ok = parse_serial(qd, n, "serial", error);
         } else if (g_str_equal(name, "graphics")) {
             ok = parse_graphics(qd, n, error);
+        } else if (g_str_equal(name, "controller")) {
+            ok = parse_controller(qd, n, error);
         } else if (g_str_equal(name, "video")) {
             ok = parse_video(qd, n, error);
         } else if (g_str_equal(name, "input")) {
@@ -550,6 +618,8 @@ static gboolean parse_devices(QemuDomain *qd, const xmlNode *devices, GError **e
             return FALSE;
     if (!balloon_seen)
         qd->balloon = TRUE; /* libvirt's default: a virtio balloon */
+    if (qd->usb && g_strcmp0(qd->usb_model, "none") == 0)
+        return unsupported(error, "<input bus='usb'> with <controller type='usb' model='none'>");
     return TRUE;
 }
 
@@ -618,6 +688,49 @@ static gboolean parse_os(QemuDomain *qd, const xmlNode *os, GError **error)
     qd->boot_devs = g_string_free(boot, boot->len == 0);
     if ((qd->initrd || qd->cmdline) && !qd->kernel)
         return unsupported(error, "<os/initrd> or <os/cmdline> without <os/kernel>");
+    return TRUE;
+}
+
+/* The PC machine's timers: their tick policies QEMU offers under TCG. */
+static gboolean parse_timers(QemuDomain *qd, const xmlNode *clock, GError **error)
+{
+    static const char *const names[] = {"rtc", "pit", "hpet", NULL};
+    static const char *const yes_no[] = {"yes", "no", NULL};
+    for (const xmlNode *t = clock ? clock->children : NULL; t; t = t->next) {
+        if (t->type != XML_ELEMENT_NODE)
+            continue;
+        g_autofree char *name = NULL, *present = NULL, *policy = attr(t, "tickpolicy");
+        if (!choice(t, "name", names, NULL, "clock/timer", &name, error) ||
+            !choice(t, "present", yes_no, "yes", "clock/timer", &present, error))
+            return FALSE;
+        if (!name)
+            return unsupported(error, "<clock/timer> without a name");
+        gboolean rtc = g_str_equal(name, "rtc"), hpet = g_str_equal(name, "hpet");
+        if (!hpet && g_str_equal(present, "no"))
+            return unsupported(error, "<timer name='%s' present='no'> (the PC machine has one)",
+                               name);
+        /* pit 'delay' is what QEMU's emulated PIT does; rtc 'catchup' is driftfix=slew. */
+        if (policy && !(rtc && (g_str_equal(policy, "catchup") || g_str_equal(policy, "delay"))) &&
+            !(g_str_equal(name, "pit") && g_str_equal(policy, "delay")))
+            return unsupported(error, "<timer name='%s' tickpolicy='%s'>", name, policy);
+        qd->rtc_catchup = qd->rtc_catchup || (rtc && policy && g_str_equal(policy, "catchup"));
+        if (hpet)
+            qd->hpet_off = g_str_equal(present, "no");
+    }
+    return TRUE;
+}
+
+static gboolean parse_pm(QemuDomain *qd, const xmlNode *pm, GError **error)
+{
+    static const char *const yes_no[] = {"yes", "no", NULL};
+    g_autofree char *mem = NULL, *disk = NULL;
+    if (!choice(child(pm, "suspend-to-mem"), "enabled", yes_no, NULL, "pm/suspend-to-mem", &mem,
+                error) ||
+        !choice(child(pm, "suspend-to-disk"), "enabled", yes_no, NULL, "pm/suspend-to-disk",
+                &disk, error))
+        return FALSE;
+    qd->s3 = mem ? g_str_equal(mem, "yes") : -1;
+    qd->s4 = disk ? g_str_equal(disk, "yes") : -1;
     return TRUE;
 }
 
@@ -690,7 +803,8 @@ static gboolean build(QemuDomain *qd, const DomainDef *def, const xmlNode *root,
     if (!choice(child(root, "clock"), "offset", offsets, "utc", "clock", &offset, error))
         return FALSE;
     qd->clock_localtime = g_str_equal(offset, "localtime");
-    return parse_lifecycle(qd, def, error) && parse_os(qd, child(root, "os"), error) &&
+    return parse_timers(qd, child(root, "clock"), error) && parse_pm(qd, child(root, "pm"), error) &&
+           parse_lifecycle(qd, def, error) && parse_os(qd, child(root, "os"), error) &&
            parse_cpu(qd, child(root, "cpu"), error) &&
            parse_devices(qd, child(root, "devices"), error) && parse_memory(qd, root, error);
 }
@@ -736,6 +850,7 @@ void qemu_domain_free(QemuDomain *qd)
     g_ptr_array_unref(qd->channels);
     g_free(qd->vnc_socket);
     g_free(qd->video);
+    g_free(qd->usb_model);
     g_ptr_array_unref(qd->inputs);
     g_free(qd->rng_source);
     g_free(qd);

@@ -18,6 +18,8 @@ typedef struct {
     char *target;     /* vda, sda, hda ... */
     guint unit;       /* from the target: sda 0, sdb 1 ... */
     char *cache;      /* NULL: QEMU's default */
+    char *discard;    /* unmap, ignore; NULL: QEMU's default */
+    char *io;         /* native, threads; NULL: QEMU's default */
     gboolean readonly, shareable;
     guint boot_order; /* 0: none */
 } QemuDisk;
@@ -56,6 +58,9 @@ typedef struct {
     char *cpu_model; /* for -cpu: "max", "qemu64" ... */
     GPtrArray *cpu_features; /* "+name" / "-name" */
     gboolean clock_localtime;
+    gboolean rtc_catchup; /* <timer name='rtc' tickpolicy='catchup'> */
+    gboolean hpet_off;    /* <timer name='hpet' present='no'> */
+    int s3, s4;           /* <pm> suspend-to-mem, -to-disk: 1 on, 0 off, -1 QEMU's default */
     gboolean no_reboot; /* on_reboot='destroy' */
     guint64 memory_kib, current_memory_kib, max_memory_kib; /* max 0: no hotplug */
     guint memory_slots;
@@ -69,6 +74,8 @@ typedef struct {
     char *video;      /* -device name, NULL: none */
     GPtrArray *inputs; /* -device names */
     gboolean usb;      /* an input needs a USB controller */
+    char *usb_model;   /* <controller type='usb' model>: NULL none given (the machine's) */
+    guint usb_ports;   /* its ports='N', 0: QEMU's default */
     gboolean balloon;
     char *rng_source; /* NULL: no rng */
 } QemuDomain;

@@ -10,9 +10,11 @@
 #include "driver/hv-driver.h"
 #include "driver/migration-engine.h"
 #include "driver/qmp-migration.h"
+#include "driver/qemu/qemu-capabilities.h"
 #include "driver/qemu/qemu-command.h"
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
+#include "driver/qemu/qemu-stats.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -25,6 +27,7 @@ typedef struct {
     guint64 version; /* major * 1000000 + minor * 1000 + micro */
     char **machines; /* -machine help: names, the default first */
     char *kvm_problem; /* why type='kvm' cannot run here, NULL if it can */
+    QemuCaps *caps;    /* machine types, CPU models, devices: probed on first use */
     MigrationEngine *migration;
     MigrationHooks migration_hooks; /* outlives the engine */
 } QemuDriver;
@@ -34,6 +37,12 @@ typedef struct {
     VmmProcess *vm;
     QemuConsole *console; /* the open `virsh console`, if any */
 } QemuInstance;
+
+VmmProcess *qemu_driver_vm_of(DomainObj *obj)
+{
+    QemuInstance *inst = domain_obj_get_priv(obj);
+    return inst ? inst->vm : NULL;
+}
 
 static QemuDriver *qemu_driver_of(Driver *drv)
 {
@@ -250,7 +259,8 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
     return g_steal_pointer(&def);
 }
 
-static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", NULL};
+static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", ".screendump",
+                                                    NULL};
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",
@@ -457,11 +467,21 @@ static char *qemu_get_capabilities(Driver *drv, GError **error)
     return driver_node_format_capabilities(guest);
 }
 
+static char *qemu_get_domain_capabilities(Driver *drv, const char *emulatorbin,
+                                          const char *arch, const char *machine,
+                                          const char *virttype, guint flags, GError **error)
+{
+    QemuDriver *qd = qemu_driver_of(drv);
+    return qemu_caps_domain_capabilities(qd->caps, qd->kvm_problem, emulatorbin, arch, machine,
+                                         virttype, flags, error);
+}
+
 static DriverOps qemu_ops = {
     .name = "qemu",
     .type = "QEMU",
     .canonical_uri = "qemu:///system",
     .get_capabilities = qemu_get_capabilities,
+    .get_domain_capabilities = qemu_get_domain_capabilities,
     .open_console = qemu_open_console,
 };
 
@@ -483,9 +503,11 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     }
     probe_machines(qd);
     qd->kvm_problem = probe_kvm();
+    qd->caps = qemu_caps_new(qd->emulator);
     qemu_ops.version = qd->version;
     hv_driver_fill_ops(&qemu_ops, &qemu_hooks);
     migration_engine_install_ops(&qemu_ops);
+    qemu_stats_install_ops(&qemu_ops);
     if (!hv_driver_init(&qd->hv, &qemu_ops, &qemu_hooks, qd, config->config_dir,
                         config->run_dir, error)) {
         qemu_driver_close(&qd->hv.base);
@@ -511,5 +533,6 @@ void qemu_driver_close(Driver *drv)
     g_free(qd->emulator);
     g_strfreev(qd->machines);
     g_free(qd->kvm_problem);
+    qemu_caps_free(qd->caps);
     g_free(qd);
 }
