@@ -57,7 +57,8 @@ DIRTY_MEMORY = parse_size(os.environ.get("BENCH_DIRTY_MEMORY", "1G" if QUICK els
 DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
 CASES = env_list("BENCH_CASES",
-                 "direct socat socat-256k ferry ferry-proxy stunnel ferry-tls ferry-proxy-tls")
+                 "direct socat socat-256k ferry ferry-norec ferry-proxy stunnel ferry-tls "
+                 "ferry-proxy-tls")
 WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty guest")
 # The QEMU rows (workload "guest"): the project's test guest (tests/guest/) in
 # a real QEMU under TCG, the guest QEMU.md measured: 1 GiB, 768 MiB filled
@@ -88,6 +89,7 @@ CASE_TITLES = {
     "socat": "socat relay (default -b 8192)",
     "socat-256k": "socat relay (-b 262144)",
     "ferry": "ferry tunnelled (2x ferryd, TCP)",
+    "ferry-norec": "ferry tunnelled, flight recorder off",
     "ferry-proxy": "ferry proxy (2x ferryd, splice relay)",
     "stunnel": "stunnel relay (TLS)",
     "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
@@ -521,10 +523,12 @@ unix_sock_dir = "{d}/sock"
 domain_config_dir = "{d}/config"
 domain_run_dir = "{d}/run"
 migration_address = "127.0.0.1"
+flight_record_dir = "{d}/flight"
+flight_recorder = {recorder}
 """
 
 
-def start_ferryd(build, d, tls=False, scheme="sim", prefix=()):
+def start_ferryd(build, d, tls=False, scheme="sim", prefix=(), recorder=True):
     """A ferryd with its files in d (TLS too with tls=True), run behind the
     command `prefix` if any; returns (Popen with .tls_uri, the TCP URI)."""
     os.makedirs(d)
@@ -532,7 +536,7 @@ def start_ferryd(build, d, tls=False, scheme="sim", prefix=()):
     conf = os.path.join(d, "ferryd.conf")
     tls_port = free_port()
     with open(conf, "w") as f:
-        f.write(FERRYD_CONF.format(port=port, d=d))
+        f.write(FERRYD_CONF.format(port=port, d=d, recorder=1 if recorder else 0))
         if tls:  # the daemon's certificate: for sim+tls clients and --tls data connections;
             # the client files it presents to a destination (a URI may not name them)
             f.write(f'listen_tls = 1\ntls_port = {tls_port}\nauth_tls = "none"\n'
@@ -679,11 +683,11 @@ def virsh_migrate(uri_a, flags, dest_uri, pids):
             "cpu": cpu, "watch": watch, "jobinfo_ms": lat, "jobinfo_all_ms": every}
 
 
-def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False):
+def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False, recorder=True):
     r = {}
     da, db = os.path.join(d, "a"), os.path.join(d, "b")
-    fa, uri_a = start_ferryd(build, da, tls)
-    fb, uri_b = start_ferryd(build, db, tls)
+    fa, uri_a = start_ferryd(build, da, tls, recorder=recorder)
+    fb, uri_b = start_ferryd(build, db, tls, recorder=recorder)
     # With TLS the daemons talk over sim+tls:// (tunnelled), or proxy mode
     # adds --tls for its data connection; the client files are in PKI['dir'].
     dest_uri = fb.tls_uri if tls else uri_b
@@ -994,7 +998,8 @@ def run_one(build, case, workload, rep):
             r.update(run_qemu_case(d, case))
         elif case.startswith("ferry"):
             r.update(run_ferry_case(build, d, memory, rate, tunnelled="proxy" not in case,
-                                    tls=case.endswith("-tls")))
+                                    tls=case.endswith("-tls"),
+                                    recorder=not case.endswith("-norec")))
         else:
             r.update(run_vmm_case(build, d, case, memory, rate))
         r["ok"] = True
@@ -1232,6 +1237,18 @@ def report(runs, ceilings, wall):
         if fe["ji_all_max"] is not None:
             print(f"  job-info in any phase, from virsh migrate to its return: max {fe['ji_all_max']:.1f} ms"
                   f" over {fe['ji_all_n']} calls")
+    for w in WORKLOADS:  # the flight recorder's cost (issue 13 target: under 1%)
+        fe, nr = table.get(("ferry", w)), table.get(("ferry-norec", w))
+        if not (fe and fe.get("ok") and nr and nr.get("ok")):
+            continue
+        rt = ratio(fe["mibps"], nr["mibps"])
+        print(f"{workload_title(w)}, flight recorder on / off:")
+        print(f"  throughput {num(rt, '.3f')}x   target >= 0.99x: "
+              f"{'met' if rt and rt >= 0.99 else 'MISSED'}")
+        if fe["daemon_src"] is not None and nr["daemon_src"]:
+            print(f"  daemon CPU s/GiB src {num(ratio(fe['daemon_src'], nr['daemon_src']), '.3f')}x"
+                  f", dst {num(ratio(fe['daemon_dst'], nr['daemon_dst']), '.3f')}x"
+                  f"   target <= 1.01x (one run on a shared machine: noise is larger)")
     for w in WORKLOADS:  # over TLS (issue target: 1.5x the stunnel relay)
         ft_, st = table.get(("ferry-tls", w)), table.get(("stunnel", w))
         if not (ft_ and ft_.get("ok") and st and st.get("ok")):

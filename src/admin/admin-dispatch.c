@@ -29,6 +29,8 @@ typedef struct {
 
 struct AdminDaemon {
     GArray *servers; /* AdminServerEntry, fixed once the admin server starts */
+    AdminSetTimeoutFunc set_timeout;
+    gpointer set_timeout_data;
 };
 
 /* Per-client state. Lifetime: owned by the RpcServerClient (its private data). */
@@ -84,6 +86,13 @@ void admin_daemon_add_server(AdminDaemon *daemon, const char *name, RpcServer *s
 {
     AdminServerEntry e = {.name = g_strdup(name), .server = server};
     g_array_append_val(daemon->servers, e);
+}
+
+void admin_daemon_set_timeout_func(AdminDaemon *daemon, AdminSetTimeoutFunc func,
+                                   gpointer data)
+{
+    daemon->set_timeout = func;
+    daemon->set_timeout_data = data;
 }
 
 static RpcServer *find_server(AdminContext *ctx, const char *name, GError **error)
@@ -512,6 +521,19 @@ static gboolean h_set_log_filters(AdminContext *ctx, void *a, void *r, GError **
     return TRUE;
 }
 
+/* ---- the daemon's life ---- */
+
+static gboolean h_set_daemon_timeout(AdminContext *ctx, void *a, void *r, GError **error)
+{
+    admin_connect_set_daemon_timeout_args *args = a;
+    if (!ctx->daemon->set_timeout) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "this daemon has no idle timeout to set (CONNECT_SET_DAEMON_TIMEOUT)");
+        return FALSE;
+    }
+    return ctx->daemon->set_timeout(args->timeout, ctx->daemon->set_timeout_data, error);
+}
+
 /* ---- the table ---- */
 
 #define X(t) (xdrproc_t)xdr_##t, sizeof(t)
@@ -562,8 +584,7 @@ static const AdminProcedure procedures[] = {
      X(admin_server_update_tls_files_args), NONE, NULL,
      "ferryd reads its TLS files when it starts: restart it to load new ones"},
     {ADMIN_PROC_CONNECT_SET_DAEMON_TIMEOUT, "CONNECT_SET_DAEMON_TIMEOUT", "daemon-timeout",
-     X(admin_connect_set_daemon_timeout_args), NONE, NULL,
-     "start ferryd with --timeout SECONDS instead"},
+     X(admin_connect_set_daemon_timeout_args), NONE, h_set_daemon_timeout, NULL},
 };
 
 /* Calls carrying flags; the others take none. */
@@ -600,6 +621,8 @@ static guint call_flags(int proc, void *args)
         return ((admin_connect_set_logging_outputs_args *)args)->flags;
     case ADMIN_PROC_CONNECT_SET_LOGGING_FILTERS:
         return ((admin_connect_set_logging_filters_args *)args)->flags;
+    case ADMIN_PROC_CONNECT_SET_DAEMON_TIMEOUT:
+        return ((admin_connect_set_daemon_timeout_args *)args)->flags;
     default:
         return 0;
     }

@@ -16,6 +16,12 @@ void admin_daemon_free(AdminDaemon *daemon);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(AdminDaemon, admin_daemon_free)
 /* Adds a server (not a reference), listed by server-list in this order. */
 void admin_daemon_add_server(AdminDaemon *daemon, const char *name, RpcServer *server);
+/* virt-admin daemon-timeout: the daemon exits after `seconds` with no client
+ * and no running domain; 0: never. Called in an admin worker. Unset: the
+ * procedure is refused. */
+typedef gboolean (*AdminSetTimeoutFunc)(guint seconds, gpointer data, GError **error);
+void admin_daemon_set_timeout_func(AdminDaemon *daemon, AdminSetTimeoutFunc func,
+                                   gpointer data);
 
 /* Registers the ADMIN program on the server of the admin socket. Only a
  * client running as the daemon's own user is served, as libvirtd does; every

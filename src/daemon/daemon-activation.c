@@ -214,35 +214,58 @@ void daemon_notify(const char *state)
     close(fd);
 }
 
-typedef struct {
-    guint timeout_s;
+struct DaemonIdleExit {
+    gint timeout_s;  /* atomic; 0: never */
+    gint restart;    /* atomic: count from now (a new timeout was set) */
     DaemonBusyFunc busy;
     gpointer data;
     GMainLoop *loop;
-    gint64 idle_since; /* monotonic µs; -1 while busy */
-} IdleWatch;
+    gint64 idle_since; /* loop thread only; -1: busy */
+    GSource *source;
+};
 
 static gboolean idle_check(gpointer p)
 {
-    IdleWatch *w = p;
+    DaemonIdleExit *w = p;
     gint64 now = g_get_monotonic_time();
-    if (w->busy(w->data)) {
+    guint timeout_s = (guint)g_atomic_int_get(&w->timeout_s);
+    if (g_atomic_int_compare_and_exchange(&w->restart, 1, 0) || timeout_s == 0 ||
+        w->busy(w->data)) {
         w->idle_since = -1;
         return G_SOURCE_CONTINUE;
     }
     if (w->idle_since < 0)
         w->idle_since = now;
-    if (now - w->idle_since < (gint64)w->timeout_s * G_USEC_PER_SEC)
+    if (now - w->idle_since < (gint64)timeout_s * G_USEC_PER_SEC)
         return G_SOURCE_CONTINUE;
-    FERRY_INFO("no client and no running domain for %u s (--timeout): exiting", w->timeout_s);
+    FERRY_INFO("no client and no running domain for %u s (--timeout): exiting", timeout_s);
     g_main_loop_quit(w->loop);
     return G_SOURCE_REMOVE;
 }
 
-guint daemon_idle_exit_add(guint timeout_s, DaemonBusyFunc busy, gpointer data, GMainLoop *loop)
+DaemonIdleExit *daemon_idle_exit_new(guint timeout_s, DaemonBusyFunc busy, gpointer data,
+                                     GMainLoop *loop)
 {
-    IdleWatch *w = g_new0(IdleWatch, 1);
-    *w = (IdleWatch){.timeout_s = timeout_s, .busy = busy, .data = data, .loop = loop,
-                     .idle_since = -1};
-    return g_timeout_add_seconds_full(G_PRIORITY_DEFAULT, 1, idle_check, w, g_free);
+    DaemonIdleExit *w = g_new0(DaemonIdleExit, 1);
+    *w = (DaemonIdleExit){.timeout_s = (gint)MIN(timeout_s, (guint)G_MAXINT), .busy = busy,
+                          .data = data, .loop = loop, .idle_since = -1};
+    w->source = g_timeout_source_new_seconds(1);
+    g_source_set_callback(w->source, idle_check, w, NULL);
+    g_source_attach(w->source, g_main_loop_get_context(loop));
+    return w;
+}
+
+void daemon_idle_exit_set_timeout(DaemonIdleExit *idle, guint timeout_s)
+{
+    g_atomic_int_set(&idle->timeout_s, (gint)MIN(timeout_s, (guint)G_MAXINT));
+    g_atomic_int_set(&idle->restart, 1);
+}
+
+void daemon_idle_exit_free(DaemonIdleExit *idle)
+{
+    if (!idle)
+        return;
+    g_source_destroy(idle->source);
+    g_source_unref(idle->source);
+    g_free(idle);
 }

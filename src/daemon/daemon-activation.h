@@ -36,7 +36,15 @@ char *daemon_socket_describe(int fd, const char *kind);
 void daemon_notify_init(void);
 void daemon_notify(const char *state);
 
-/* --timeout: quits loop once busy() has returned FALSE for timeout_s seconds
- * in a row (checked every second). Returns the GSource id. */
+/* --timeout and virt-admin daemon-timeout: quits loop once busy() has
+ * returned FALSE for the timeout in seconds in a row (checked every second,
+ * in the loop's thread); 0: never. Lifetime: the caller frees it once the
+ * loop has stopped. */
 typedef gboolean (*DaemonBusyFunc)(gpointer data);
-guint daemon_idle_exit_add(guint timeout_s, DaemonBusyFunc busy, gpointer data, GMainLoop *loop);
+typedef struct DaemonIdleExit DaemonIdleExit;
+DaemonIdleExit *daemon_idle_exit_new(guint timeout_s, DaemonBusyFunc busy, gpointer data,
+                                     GMainLoop *loop);
+/* From any thread: a new timeout, counted from now, as libvirtd's
+ * daemon-timeout does; 0: never. */
+void daemon_idle_exit_set_timeout(DaemonIdleExit *idle, guint timeout_s);
+void daemon_idle_exit_free(DaemonIdleExit *idle);

@@ -86,11 +86,19 @@ static const KeyDef keys[] = {
     K(qemu_emulator, KEY_STRING),
     K(qemu_config_dir, KEY_STRING),
     K(qemu_run_dir, KEY_STRING),
+    K(qemu_save_dir, KEY_STRING),
+    K(domain_log_dir, KEY_STRING),
+    K(qemu_log_dir, KEY_STRING),
+    KR(vmm_log_max_size, KEY_UINT, 0, G_MAXUINT32),
+    KR(vmm_log_max_backups, KEY_UINT, 0, 100),
     KR(migration_port_min, KEY_UINT, 1, 65535),
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
     K(migration_pki_dir, KEY_STRING),
+    K(flight_recorder, KEY_BOOL),
+    K(flight_record_dir, KEY_STRING),
+    KR(flight_records_max, KEY_UINT, 0, 100000),
 };
 
 /* Keys libvirtd.conf has that mean nothing to ferryd: accepted, so an
@@ -148,11 +156,24 @@ DaemonConfig *daemon_config_new_defaults(void)
                                   : g_build_filename(g_get_user_config_dir(), "ferry", "sim", NULL);
     cfg->domain_run_dir = root ? g_strdup("/run/ferry/sim")
                                : g_build_filename(g_get_user_runtime_dir(), "ferry", "sim", NULL);
+    cfg->qemu_save_dir = root ? g_strdup("/var/lib/ferry/qemu/save")
+                              : g_build_filename(g_get_user_data_dir(), "ferry", "qemu", "save",
+                                                 NULL);
+    cfg->domain_log_dir = root ? g_strdup("/var/log/ferry/sim")
+                               : g_build_filename(g_get_user_cache_dir(), "ferry", "log", "sim",
+                                                  NULL);
+    cfg->vmm_log_max_size = 2 * 1024 * 1024;
+    cfg->vmm_log_max_backups = 3;
     cfg->vmm_binary = NULL; /* found next to ferryd, or on PATH */
     cfg->migration_port_min = 49152;
     cfg->migration_port_max = 49215;
     cfg->migration_address = NULL;
     cfg->migration_stall_timeout = 10;
+    cfg->flight_recorder = TRUE;
+    cfg->flight_record_dir = root ? g_strdup("/var/log/ferry/flight")
+                                  : g_build_filename(g_get_user_cache_dir(), "ferry", "log",
+                                                     "flight", NULL);
+    cfg->flight_records_max = 50;
     return cfg;
 }
 

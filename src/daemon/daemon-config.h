@@ -62,6 +62,14 @@ typedef struct {
     char *qemu_emulator;
     char *qemu_config_dir;
     char *qemu_run_dir;
+    /* ferry: the VMMs' logs by domain (NAME.log), and their rotation
+     * (virtlogd's max_size and max_backups); qemu_log_dir NULL: qemu/ below
+     * domain_log_dir */
+    char *qemu_save_dir; /* ferry: managed save images of the QEMU driver */
+    char *domain_log_dir;
+    char *qemu_log_dir;
+    guint vmm_log_max_size;
+    guint vmm_log_max_backups;
     /* migration (qemu.conf names) */
     guint migration_port_min;
     guint migration_port_max;
@@ -73,6 +81,11 @@ typedef struct {
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */
     char *migration_pki_dir;
+    /* ferry: the migration flight recorder (docs/debugging.md): on or off,
+     * where records are written, how many are kept (0: none written) */
+    gboolean flight_recorder;
+    char *flight_record_dir;
+    guint flight_records_max;
 } DaemonConfig;
 
 /* Defaults: libvirt's, with paths for root or for the current user. */

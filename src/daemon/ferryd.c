@@ -12,6 +12,7 @@
 #include "admin/admin-dispatch.h"
 #include "daemon/daemon-activation.h"
 #include "daemon/daemon-config.h"
+#include "driver/migration-record.h"
 #include "driver/domain-list.h"
 #include "driver/qemu/qemu-driver.h"
 #include "driver/sim/sim-driver.h"
@@ -258,6 +259,18 @@ static gboolean daemon_is_busy(gpointer data)
     return FALSE;
 }
 
+/* virt-admin daemon-timeout, from an admin worker. */
+static gboolean set_idle_timeout(guint seconds, gpointer data, GError **error)
+{
+    daemon_idle_exit_set_timeout(data, seconds);
+    if (seconds)
+        FERRY_INFO("virt-admin set the idle timeout: exiting after %u s with no client and no "
+                   "running domain", seconds);
+    else
+        FERRY_INFO("virt-admin turned the idle timeout off");
+    return TRUE;
+}
+
 static gboolean on_signal(gpointer data)
 {
     FERRY_INFO("signal received, shutting down");
@@ -308,9 +321,14 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
     remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
+    flight_recorder_configure(cfg->flight_record_dir, cfg->flight_records_max,
+                              cfg->flight_recorder);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
+    g_autoptr(VmmLogConfig) sim_log = vmm_log_config_new(
+        cfg->domain_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
                                .run_dir = cfg->domain_run_dir,
+                               .log = sim_log,
                                .vmm_binary = vmm,
                                .migration_data = migration_data};
     Driver *sim = sim_driver_open(&sim_cfg, &error);
@@ -326,8 +344,15 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_autofree char *qemu_run = cfg->qemu_run_dir
                                     ? g_strdup(cfg->qemu_run_dir)
                                     : g_build_filename(cfg->domain_run_dir, "qemu", NULL);
+    g_autofree char *qemu_log_dir = cfg->qemu_log_dir
+                                        ? g_strdup(cfg->qemu_log_dir)
+                                        : g_build_filename(cfg->domain_log_dir, "qemu", NULL);
+    g_autoptr(VmmLogConfig) qemu_log =
+        vmm_log_config_new(qemu_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
     QemuDriverConfig qemu_cfg = {.config_dir = qemu_config,
                                  .run_dir = qemu_run,
+                                 .log = qemu_log,
+                                 .save_dir = cfg->qemu_save_dir,
                                  .emulator = cfg->qemu_emulator,
                                  .migration_data = migration_data};
     g_autoptr(GError) qemu_error = NULL;
@@ -380,6 +405,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     /* Before anything listens: whoever sees a socket may stop the daemon at
      * once, and SIGTERM must then end it cleanly, not kill it. */
     GMainLoop *loop = g_main_loop_new(NULL, FALSE);
+    BusyCheck busy = {.servers = {server, admin_server}, .drivers = {sim, qemu}};
+    DaemonIdleExit *idle = NULL;
     guint s1 = g_unix_signal_add(SIGTERM, on_signal, loop);
     guint s2 = g_unix_signal_add(SIGINT, on_signal, loop);
     if ((sasl && !remote_auth_global_init((const char *const *)cfg->sasl_allowed_username_list,
@@ -389,26 +416,24 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         fprintf(stderr, "ferryd: %s\n", error->message);
         rc = 1;
     } else {
-        BusyCheck busy = {.servers = {server, admin_server}, .drivers = {sim, qemu}};
-        guint idle = opts->timeout > 0
-                         ? daemon_idle_exit_add(opts->timeout, daemon_is_busy, &busy, loop)
-                         : 0;
+        idle = daemon_idle_exit_new(opts->timeout, daemon_is_busy, &busy, loop);
+        admin_daemon_set_timeout_func(admin, set_idle_timeout, idle);
         FERRY_INFO("ferryd %s ready (pid %d)", "0.1.0", getpid());
         daemon_notify("READY=1");
         g_main_loop_run(loop);
         daemon_notify("STOPPING=1");
-        if (idle && g_main_context_find_source_by_id(NULL, idle))
-            g_source_remove(idle);
     }
     g_source_remove(s1);
     g_source_remove(s2);
     g_main_loop_unref(loop);
 
-    /* Admin calls act on the other server: they end first. */
+    /* Admin calls act on the other server and the idle exit: they end first. */
     rpc_server_free(admin_server);
+    daemon_idle_exit_free(idle);
     rpc_server_free(server);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
+    flight_recorder_shutdown();
     qemu_driver_close(qemu);
     sim_driver_close(sim);
     for (guint i = 0; i < unix_paths->len; i++)

@@ -29,10 +29,33 @@ void driver_domain_free(DriverDomain *dom)
     g_free(dom);
 }
 
+void driver_job_info_copy(DriverJobInfo *dst, const DriverJobInfo *src)
+{
+    *dst = *src;
+    dst->error_message = g_strdup(src->error_message);
+    dst->digest = g_strdup(src->digest);
+    dst->bottleneck = g_strdup(src->bottleneck);
+    dst->flight_record = g_strdup(src->flight_record);
+}
+
 void driver_job_info_clear(DriverJobInfo *info)
 {
     g_clear_pointer(&info->error_message, g_free);
     g_clear_pointer(&info->digest, g_free);
+    g_clear_pointer(&info->bottleneck, g_free);
+    g_clear_pointer(&info->flight_record, g_free);
+}
+
+static __thread const char *caller_security;
+
+void driver_set_caller_security(const char *description)
+{
+    caller_security = description;
+}
+
+const char *driver_get_caller_security(void)
+{
+    return caller_security;
 }
 
 void driver_set_migration_peer_ops(const MigrationPeerOps *ops)

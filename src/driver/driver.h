@@ -26,7 +26,7 @@ typedef struct {
     int state; /* virDomainState */
     guint64 max_mem_kib;
     guint64 memory_kib;
-    guint vcpus;
+    guint vcpus; /* plugged in: <vcpu current=> */
     guint64 cpu_time_ns;
 } DriverDomainInfo;
 
@@ -68,6 +68,8 @@ enum {
     DRIVER_JOB_FAILED = 4,
     DRIVER_JOB_CANCELLED = 5,
 };
+#define DRIVER_JOB_OPERATION_SAVE 2
+#define DRIVER_JOB_OPERATION_RESTORE 3
 #define DRIVER_JOB_OPERATION_MIGRATION_IN 4
 #define DRIVER_JOB_OPERATION_MIGRATION_OUT 5
 #define DRIVER_JOB_STATS_COMPLETED 1 /* GET_JOB_STATS flag: the last finished job */
@@ -88,9 +90,19 @@ typedef struct {
     gboolean has_downtime;
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
+    /* ferry: the flight recorder's summary of a finished migration (has_flight):
+     * how long the data pumps waited, by cause, the bottleneck in words and
+     * the record's file */
+    gboolean has_flight;
+    guint64 stall_source_vmm_ms, stall_dest_vmm_ms, stall_network_ms, stall_credit_ms,
+        stall_bandwidth_ms;
+    char *bottleneck;
+    char *flight_record;
 } DriverJobInfo;
 
 void driver_job_info_clear(DriverJobInfo *info);
+/* A deep copy (dst's old contents are not freed). */
+void driver_job_info_copy(DriverJobInfo *dst, const DriverJobInfo *src);
 
 /* The pre-flight probe's questions and answers (docs/debugging.md). */
 #define DRIVER_PROBE_MAX_BYTES (G_GUINT64_CONSTANT(4) << 30)
@@ -248,6 +260,23 @@ typedef struct {
      * prediction needs with it. */
     gboolean (*probe_dirty_rate)(Driver *drv, const DriverDomain *dom, guint seconds,
                                  DriverDirtyRate *out, GError **error);
+    /* Save and restore (virsh save, restore, managedsave, save-image-*):
+     * flags are libvirt's virDomainSaveRestoreFlags; dxml may be NULL. */
+    gboolean (*save)(Driver *drv, const DriverDomain *dom, const char *path, const char *dxml,
+                     guint flags, GError **error);
+    gboolean (*restore)(Driver *drv, const char *path, const char *dxml, guint flags,
+                        GError **error);
+    char *(*save_image_get_xml)(Driver *drv, const char *path, guint flags, GError **error);
+    gboolean (*save_image_define_xml)(Driver *drv, const char *path, const char *dxml,
+                                      guint flags, GError **error);
+    gboolean (*managed_save)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    int (*has_managed_save)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    gboolean (*managed_save_remove)(Driver *drv, const DriverDomain *dom, guint flags,
+                                    GError **error);
+    char *(*managed_save_get_xml)(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+    gboolean (*managed_save_define_xml)(Driver *drv, const DriverDomain *dom, const char *dxml,
+                                        guint flags, GError **error);
 } DriverOps;
 
 /* How a source driver reaches the destination daemon for peer-to-peer
@@ -280,9 +309,24 @@ typedef struct {
                                    char **uri_out, char **token_out, GError **error);
     /* A short name for messages: "destination ferryd at 127.0.0.1:16509" */
     const char *(*describe)(MigrationPeer *peer);
+    /* The connection's security for the flight record ("TLS1.3
+     * AES-256-GCM, peer DN ..."; "plain TCP"), newly allocated. */
+    char *(*security)(MigrationPeer *peer);
+    /* ferry peers only (negotiated in the cookie): the destination's flight
+     * record of migration id, as JSON lines, and the destination's clock
+     * (g_get_real_time) when it answered, with our clock before and after. */
+    char *(*fetch_record)(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
+                          gint64 *sent_us, gint64 *received_us, GError **error);
 } MigrationPeerOps;
 
 void driver_set_migration_peer_ops(const MigrationPeerOps *ops);
+
+/* The security of the connection whose call the current thread serves
+ * ("TLS1.3 AES-256-GCM, peer certificate ..., SASL ... user 'x'"), set by
+ * the dispatcher around a migration prepare for the flight record; NULL
+ * when unknown. Borrowed for the call's duration. */
+void driver_set_caller_security(const char *description);
+const char *driver_get_caller_security(void);
 const MigrationPeerOps *driver_get_migration_peer_ops(void);
 
 /* Lifetime: a driver lives from registration until driver_registry_shutdown(). */

@@ -85,8 +85,15 @@ void hv_set_state(HvDriver *hv, DomainObj *obj, DomainState state, int reason)
                    error->message);
 }
 
+char *hv_log_path(HvDriver *hv, const char *name)
+{
+    return vmm_log_path(hv->log, name);
+}
+
 gboolean hv_instance_start(HvDriver *hv, DomainObj *obj, gboolean incoming, GError **error)
 {
+    if (!vmm_log_prepare(hv->log, domain_obj_get_name(obj), error))
+        return FALSE;
     if (!hv->hooks->spawn(hv, obj, incoming, error))
         return FALSE;
     if (incoming)
@@ -96,8 +103,22 @@ gboolean hv_instance_start(HvDriver *hv, DomainObj *obj, gboolean incoming, GErr
     return TRUE;
 }
 
+/* The words libvirt's QEMU log uses for why an instance ended. */
+static const char *shutoff_reason_name(DomainShutoffReason reason)
+{
+    static const char *const names[] = {"unknown", "shutdown", "destroyed", "crashed",
+                                        "migrated", "saved", "failed", "from-snapshot",
+                                        "daemon"};
+    return (guint)reason < G_N_ELEMENTS(names) ? names[reason] : "unknown";
+}
+
 void hv_instance_end(HvDriver *hv, DomainObj *obj, DomainShutoffReason reason)
 {
+    if (domain_obj_is_active(obj)) {
+        g_autofree char *line =
+            g_strdup_printf("shutting down, reason=%s", shutoff_reason_name(reason));
+        vmm_log_append(hv->log, domain_obj_get_name(obj), line);
+    }
     if (obj->instance_id) {
         domain_store_delete_state(hv->store, obj->instance_id, NULL);
         for (const char *const *s = hv->hooks->runtime_suffixes; s && *s; s++) {
@@ -280,7 +301,9 @@ static gboolean hv_get_info(Driver *drv, const DriverDomain *dom, DriverDomainIn
     info->state = domain_obj_get_state(obj, NULL);
     info->max_mem_kib = def->memory_kib;
     info->memory_kib = def->current_memory_kib;
-    info->vcpus = def->vcpus;
+    /* nrVirtCpu: the vCPUs plugged in (<vcpu current=>), as libvirt reports
+     * it; clients size their virDomainGetVcpus() calls by it. */
+    info->vcpus = def->vcpus_current ? def->vcpus_current : def->vcpus;
     info->cpu_time_ns = domain_obj_get_priv(obj) ? hv->hooks->cpu_time_ns(obj) : 0;
     domain_obj_end(obj);
     return TRUE;
@@ -617,7 +640,7 @@ static void reattach(HvDriver *hv, DomainObj *obj)
     domain_obj_unlock(obj);
 }
 
-static void autostart_all(HvDriver *hv)
+void hv_driver_autostart(HvDriver *hv)
 {
     g_autoptr(GPtrArray) objs =
         domain_list_collect(hv->list, DOMAIN_LIST_INACTIVE | DOMAIN_LIST_AUTOSTART, NULL);
@@ -628,7 +651,7 @@ static void autostart_all(HvDriver *hv)
         hv_domain_ref_of(obj, &d);
         domain_obj_unlock(obj);
         g_autoptr(GError) error = NULL;
-        g_autoptr(DriverDomain) started = hv_create(&hv->base, &d, 0, &error);
+        g_autoptr(DriverDomain) started = hv->base.ops->create(&hv->base, &d, 0, &error);
         if (!started)
             FERRY_WARN("autostart of domain '%s' failed: %s", d.name, error->message);
         driver_domain_clear(&d);
@@ -637,10 +660,11 @@ static void autostart_all(HvDriver *hv)
 
 gboolean hv_driver_init(HvDriver *hv, const DriverOps *ops, const HvDriverHooks *hooks,
                         gpointer owner, const char *config_dir, const char *run_dir,
-                        GError **error)
+                        const VmmLogConfig *log, GError **error)
 {
     hv->hooks = hooks;
     hv->owner = owner;
+    hv->log = vmm_log_config_copy(log);
     driver_init(&hv->base, ops, hv);
     hv->list = domain_list_new();
     hv->reaper = g_thread_pool_new(reaper_run, hv, 1, FALSE, NULL);
@@ -652,7 +676,6 @@ gboolean hv_driver_init(HvDriver *hv, const DriverOps *ops, const HvDriverHooks 
         return FALSE;
     for (guint i = 0; i < restored->len; i++)
         reattach(hv, restored->pdata[i]);
-    autostart_all(hv);
     return TRUE;
 }
 
@@ -683,5 +706,7 @@ void hv_driver_cleanup(HvDriver *hv)
     hv->list = NULL;
     domain_store_free(hv->store);
     hv->store = NULL;
+    vmm_log_config_free(hv->log);
+    hv->log = NULL;
     driver_clear(&hv->base);
 }

@@ -9,6 +9,7 @@
 #include "driver/domain-list.h"
 #include "driver/domain-store.h"
 #include "driver/driver.h"
+#include "driver/vmm-log.h"
 
 /* virDomainEventType and the details ferry sends. */
 enum {
@@ -86,6 +87,7 @@ struct HvDriver {
     gpointer owner; /* the concrete driver's state (SimDriver, QemuDriver) */
     DomainList *list;
     DomainStore *store;
+    VmmLogConfig *log; /* where the VMMs' logs go, by domain (vmm-log.h) */
     GThreadPool *reaper; /* handles "VM gone" notices off the monitor threads */
 };
 
@@ -101,11 +103,14 @@ static inline HvDriver *hv_driver_of(Driver *drv)
 void hv_driver_fill_ops(DriverOps *ops, const HvDriverHooks *hooks);
 
 /* Sets up hv (embedded in the concrete driver, owner its state), loads the
- * configs, reattaches running instances, then autostarts domains. On failure
- * call hv_driver_cleanup(). */
+ * configs and reattaches running instances. log: where the VMMs' logs go
+ * (copied). On failure call hv_driver_cleanup(). */
 gboolean hv_driver_init(HvDriver *hv, const DriverOps *ops, const HvDriverHooks *hooks,
                         gpointer owner, const char *config_dir, const char *run_dir,
-                        GError **error);
+                        const VmmLogConfig *log, GError **error);
+/* Starts the autostart domains with the driver's create entry (which may
+ * restore a managed save image): once the driver is complete. */
+void hv_driver_autostart(HvDriver *hv);
 /* First half of the shutdown: detaches from every running VM (they keep
  * running) and waits for the reaper. */
 void hv_driver_detach_all(HvDriver *hv);
@@ -135,11 +140,14 @@ void hv_emit(HvDriver *hv, DomainObj *obj, int event, int detail);
 gboolean hv_check_active(DomainObj *obj, GError **error);
 /* Parses XML with the driver's parse_xml hook. */
 DomainDef *hv_parse_xml(HvDriver *hv, const char *xml, GError **error);
+/* The log of domain name's VMM (the driver's spawn hook hands it to the VMM;
+ * hv_instance_start has rotated it). */
+char *hv_log_path(HvDriver *hv, const char *name);
 /* Spawns the VMM for the activated obj (locked) and records the instance:
  * state RUNNING/BOOTED, or PAUSED/MIGRATION when incoming; runtime state saved. */
 gboolean hv_instance_start(HvDriver *hv, DomainObj *obj, gboolean incoming, GError **error);
 /* Ends obj's instance (locked): VMM connection dropped, runtime files removed,
- * obj deactivated with reason. The VMM process must already be gone or be
+ * obj deactivated with reason (which the domain's log records). The VMM process must already be gone or be
  * killed by the caller first. */
 void hv_instance_end(HvDriver *hv, DomainObj *obj, DomainShutoffReason reason);
 /* Sets obj's state and saves the runtime state (a failure is logged). */

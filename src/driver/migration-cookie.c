@@ -14,6 +14,7 @@ void migration_cookie_clear(MigrationCookie *c)
     g_free(c->daemon_id);
     g_free(c->digest);
     g_free(c->token);
+    g_free(c->record_id);
     memset(c, 0, sizeof(*c));
 }
 
@@ -42,6 +43,11 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
         domain_xml_append_attr(s, "digest", c->digest);
         g_string_append_printf(s, " downtime='%" G_GUINT64_FORMAT "'/>\n", c->downtime_ms);
     }
+    if (c->record_id) {
+        g_string_append(s, "  <flight");
+        domain_xml_append_attr(s, "record", c->record_id);
+        g_string_append(s, "/>\n");
+    }
     g_string_append(s, "</ferry-migration>\n");
     /* libvirt peers put a NUL at the end of cookie XML; so do we. */
     gsize len = s->len + 1;
@@ -63,6 +69,16 @@ static guint64 prop_u64(xmlNode *n, const char *name)
     if (!v || !g_ascii_string_to_unsigned(v, 10, 0, G_MAXUINT64, &out, NULL))
         return 0;
     return out;
+}
+
+static gboolean record_id_is_valid(const char *id)
+{
+    if (!id || !*id || strlen(id) > 64)
+        return FALSE;
+    for (const char *p = id; *p; p++)
+        if (!g_ascii_isxdigit(*p) && *p != '-')
+            return FALSE;
+    return TRUE;
 }
 
 gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **error)
@@ -98,6 +114,11 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
                 g_free(c->digest);
                 c->digest = prop(n, "digest");
                 c->downtime_ms = prop_u64(n, "downtime");
+            } else if (xmlStrEqual(n->name, BAD_CAST "flight")) {
+                g_free(c->record_id);
+                c->record_id = prop(n, "record");
+                if (!record_id_is_valid(c->record_id)) /* it names files: a plain token only */
+                    g_clear_pointer(&c->record_id, g_free);
             }
         }
     }

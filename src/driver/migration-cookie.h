@@ -23,6 +23,9 @@ typedef struct {
     char *token; /* proxy mode: the data connection's one-time token */
     char *digest; /* what the source VMM moved and the destination verified */
     guint64 downtime_ms;
+    /* the migration's flight record id: the source names it, a destination
+     * that keeps a record for the source to fetch answers it back */
+    char *record_id;
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -36,6 +39,7 @@ typedef struct {
     const char *token;
     const char *digest;
     guint64 downtime_ms;
+    const char *record_id;
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

@@ -51,10 +51,22 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
     g_mutex_unlock(&e->lock);
 }
 
+/* Ends the destination's flight record and keeps it for the source. */
+static void incoming_end_record(MigrationJob *job, const char *outcome, const char *why)
+{
+    g_autoptr(GError) e =
+        why ? g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, why) : NULL;
+    g_autofree char *text = migration_job_end_record(job, outcome, e);
+    if (text)
+        flight_recorder_keep(flight_recorder_get_id(job->recorder), text);
+}
+
 /* Kills the incoming VM and drops its hidden instance. */
 static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *why)
 {
     migration_job_cut_channel(job, NULL);
+    incoming_end_record(job, g_str_has_prefix(why, "the source canceled") ? "cancelled" : "failed",
+                        why);
     DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, NULL);
     if (obj) {
         FERRY_INFO("dropping the incoming VM of domain '%s': %s", job->name, why);
@@ -90,6 +102,11 @@ static gpointer incoming_watchdog(gpointer data)
             FERRY_WARN("incoming migration of domain '%s': no data from the source for %u s",
                        job->name, stall_s);
     }
+    if (clean)
+        flight_recorder_event(job->recorder, "handshake", "what",
+                              "the stream ended cleanly: all data written to the VMM", NULL);
+    else
+        flight_recorder_error(job->recorder, "stream", err);
     gint64 deadline = g_get_monotonic_time() +
                       (clean ? FINISH_WAIT_S : ORPHAN_GRACE_S) * G_USEC_PER_SEC;
     g_mutex_lock(&job->lock);
@@ -241,11 +258,27 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
+    job->recorder = flight_recorder_new("destination", name, domain_obj_get_uuid(obj),
+                                        src.record_id);
+    if (job->recorder) {
+        const char *security = driver_get_caller_security();
+        flight_recorder_event(job->recorder, "start", "operation", "migration in", NULL);
+        flight_recorder_phase(job->recorder, "prepare", TRUE);
+        flight_recorder_event(job->recorder, "connection", "peer", "source ferryd", "security",
+                              security ? security : "unknown", NULL);
+    }
     if (binding) {
         TunnelStreamConfig cfg;
         migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
                                        "destination VMM", &cfg);
         credit = cfg.credit;
+        if (job->recorder) {
+            g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
+            g_autofree char *window = g_strdup_printf("%zu", cfg.window);
+            flight_recorder_event(job->recorder, "terms", "mode", "tunnel", "#channels", "1",
+                                  "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
+                                  "#packet_size", packet, "#window", window, NULL);
+        }
         g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
         sv[0] = -1;
         migration_job_set_channel(job, ch);
@@ -269,7 +302,15 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
 
     c = (MigrationCookieContent){.name = name, .uuid = domain_obj_get_uuid(obj),
                                  .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
-                                 .token = job->token};
+                                 .token = job->token,
+                                 .record_id = src.record_id && job->recorder
+                                                  ? flight_recorder_get_id(job->recorder)
+                                                  : NULL};
+    if (!binding && job->recorder)
+        flight_recorder_event(job->recorder, "terms", "mode",
+                              (flags & MIGRATION_TLS) ? "proxy+tls" : "proxy", "#channels", "1",
+                              "data_connection", *uri_out, NULL);
+    flight_recorder_phase(job->recorder, "prepare", FALSE);
     *cookie_out = migration_cookie_format(&c);
     domain_store_save_state(e->hv->store, obj, NULL);
     FERRY_INFO("prepared incoming migration of domain '%s'%s (%s)", name,
@@ -369,6 +410,10 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
                     "the incoming migration of domain '%s' was already given up", dname);
         return NULL;
     }
+    flight_recorder_phase(job->recorder, "finish", TRUE);
+    flight_recorder_event(job->recorder, "handshake", "what",
+                          cancelled ? "finish (cancelled=1) received" : "finish (cancelled=0) received",
+                          NULL);
     if (cancelled) {
         finish_cancelled(e, job, dname, error);
         return NULL;
@@ -408,6 +453,8 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     }
     if (obj->job == job)
         g_clear_pointer(&obj->job, migration_job_unref);
+    flight_recorder_phase(job->recorder, "finish", FALSE);
+    incoming_end_record(job, "completed", NULL);
     migration_save_completed(e, domain_obj_get_uuid(obj), job, DRIVER_JOB_COMPLETED, NULL,
                              end.digest);
     domain_store_save_state(e->hv->store, obj, NULL);

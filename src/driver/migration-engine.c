@@ -61,6 +61,8 @@ void migration_engine_free(MigrationEngine *e)
         e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
+    g_free(e->save_dir);
+    g_free(e->file_refusal);
     tunnel_data_settings_unref(e->data_settings);
     g_free(e->daemon_id);
     g_cond_clear(&e->threads_cond);
@@ -95,6 +97,28 @@ void migration_save_completed(MigrationEngine *e, const guint8 *uuid, MigrationJ
     g_mutex_lock(&e->lock);
     g_hash_table_replace(e->completed, ferry_uuid_to_string(uuid), done);
     g_mutex_unlock(&e->lock);
+}
+
+void migration_update_completed_record(MigrationEngine *e, const guint8 *uuid, MigrationJob *job)
+{
+    DriverJobInfo now = {0};
+    migration_job_get_info(job, &now);
+    g_autofree char *u = ferry_uuid_to_string(uuid);
+    g_mutex_lock(&e->lock);
+    DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
+    /* Only the outcome of this job: a newer one has its own record. */
+    if (done && !done->has_flight && now.has_flight) {
+        done->has_flight = TRUE;
+        done->stall_source_vmm_ms = now.stall_source_vmm_ms;
+        done->stall_dest_vmm_ms = now.stall_dest_vmm_ms;
+        done->stall_network_ms = now.stall_network_ms;
+        done->stall_credit_ms = now.stall_credit_ms;
+        done->stall_bandwidth_ms = now.stall_bandwidth_ms;
+        done->bottleneck = g_steal_pointer(&now.bottleneck);
+        done->flight_record = g_steal_pointer(&now.flight_record);
+    }
+    g_mutex_unlock(&e->lock);
+    driver_job_info_clear(&now);
 }
 
 gboolean migration_thread_start(MigrationEngine *e, const char *name, GThreadFunc func,
@@ -140,11 +164,8 @@ static gboolean engine_get_job_info(Driver *drv, const DriverDomain *dom, guint 
         g_autofree char *u = ferry_uuid_to_string(dom->uuid);
         g_mutex_lock(&e->lock);
         DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
-        if (done) {
-            *info = *done;
-            info->error_message = g_strdup(done->error_message);
-            info->digest = g_strdup(done->digest);
-        }
+        if (done)
+            driver_job_info_copy(info, done);
         g_mutex_unlock(&e->lock);
         return TRUE;
     }
@@ -176,11 +197,13 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
     DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
     if (!obj)
         return FALSE;
-    gboolean ok = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
+    gboolean save = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_SAVE;
+    gboolean ok = save || (obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT);
     if (ok)
         migration_job_request_abort(obj->job,
-                                    g_error_new_literal(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
-                                                        "job 'migration out' canceled by client"));
+                                    g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                "job '%s' canceled by client",
+                                                save ? "domain save" : "migration out"));
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "no job is active on the domain");
@@ -234,4 +257,5 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_finish = migration_dest_finish;
     ops->migrate_confirm = migration_source_confirm;
     migration_probe_install_ops(ops);
+    migration_file_install_ops(ops);
 }

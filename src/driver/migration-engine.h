@@ -139,8 +139,17 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
                                       TunnelDataSettings *data_settings);
 void migration_engine_free(MigrationEngine *engine);
 
-/* Fills the job and migration entries of a driver's ops with the engine's. */
+/* Fills the job, migration, save and restore entries of a driver's ops with
+ * the engine's (wrapping the base's create and undefine, which must be set). */
 void migration_engine_install_ops(DriverOps *ops);
+
+/* Save and restore (virsh save, restore, managedsave): the VMM migrates into
+ * a file through the same hooks. save_dir: where managed save images live
+ * (NAME.save; made when first needed). refusal: why this driver's VMM cannot
+ * migrate into a file (save and restore are then refused with it), NULL if
+ * it can. Call once, after migration_engine_new() and before autostart. */
+void migration_engine_set_files(MigrationEngine *engine, const char *save_dir,
+                                const char *refusal);
 
 /* The domain is being destroyed (obj locked): its job, if any, is aborted
  * with why. */

@@ -29,6 +29,7 @@ void migration_job_unref(MigrationJob *job)
 {
     if (!job || !g_atomic_int_dec_and_test(&job->ref))
         return;
+    flight_recorder_free(job->recorder);
     tunnel_channel_unref(job->channel);
     tunnel_data_listener_free(job->listener);
     if (job->pending_vmm_fd >= 0)
@@ -49,6 +50,7 @@ void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel)
     g_mutex_lock(&job->lock);
     job->channel = tunnel_channel_ref(channel);
     tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    flight_recorder_set_channel(job->recorder, channel);
     GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
@@ -130,6 +132,7 @@ void migration_job_request_abort(MigrationJob *job, GError *why)
 {
     g_mutex_lock(&job->lock);
     if (!job->abort_requested) {
+        flight_recorder_event(job->recorder, "abort", "reason", why->message, NULL);
         job->abort_requested = TRUE;
         job->abort_reason = why;
         why = NULL;
@@ -184,16 +187,15 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
         i->has_downtime = TRUE;
     }
     fill_from_channel_locked(job, i);
+    flight_recorder_set_vmm(job->recorder, i);
     g_mutex_unlock(&job->lock);
 }
 
 void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
 {
     g_mutex_lock(&job->lock);
-    *info = job->info;
+    driver_job_info_copy(info, &job->info);
     fill_from_channel_locked(job, info);
-    info->error_message = g_strdup(job->info.error_message);
-    info->digest = g_strdup(job->info.digest);
     info->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
     g_mutex_unlock(&job->lock);
 }
@@ -224,8 +226,32 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
                               "received)",
                               stall_s, sent, received);
     tunnel_channel_abort(ch, why);
+    flight_recorder_error(job->recorder, "stall", why);
     g_propagate_error(error, why);
     return FALSE;
+}
+
+char *migration_job_end_record(MigrationJob *job, const char *outcome, const GError *error)
+{
+    DriverJobInfo summary = {0};
+    char *text = flight_recorder_finish(job->recorder, outcome, error, &summary);
+    if (!text)
+        return NULL;
+    g_mutex_lock(&job->lock);
+    DriverJobInfo *i = &job->info;
+    i->has_flight = TRUE;
+    i->stall_source_vmm_ms = summary.stall_source_vmm_ms;
+    i->stall_dest_vmm_ms = summary.stall_dest_vmm_ms;
+    i->stall_network_ms = summary.stall_network_ms;
+    i->stall_credit_ms = summary.stall_credit_ms;
+    i->stall_bandwidth_ms = summary.stall_bandwidth_ms;
+    g_free(i->bottleneck);
+    i->bottleneck = g_steal_pointer(&summary.bottleneck);
+    g_free(i->flight_record);
+    i->flight_record = g_steal_pointer(&summary.flight_record);
+    g_mutex_unlock(&job->lock);
+    driver_job_info_clear(&summary);
+    return text;
 }
 
 gboolean migration_job_claim(MigrationJob *job)

@@ -7,6 +7,7 @@
 #include <glib.h>
 
 #include "driver/driver.h"
+#include "driver/migration-record.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct MigrationJob MigrationJob;
@@ -36,6 +37,9 @@ struct MigrationJob {
     char *name;
     char *instance_id;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
+    /* The flight recorder (NULL when off). Set once before the job is
+     * shared, freed with the job; ended by whoever takes the outcome. */
+    FlightRecorder *recorder;
 };
 
 MigrationJob *migration_job_new(int operation);
@@ -73,6 +77,11 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
  * exists, is not over and has moved no byte, either way, for stall_s seconds
  * (0: never). Called periodically by whoever waits on the job. */
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error);
+
+/* Ends the job's flight record (once; later calls return NULL): its summary
+ * goes into the job's info for domjobinfo --completed. Returns the record's
+ * text. */
+char *migration_job_end_record(MigrationJob *job, const char *outcome, const GError *error);
 
 /* Takes charge of the outcome: TRUE for the first caller only. */
 gboolean migration_job_claim(MigrationJob *job);

@@ -19,12 +19,19 @@ struct MigrationEngine {
     guint threads;   /* engine threads running (under lock) */
     gint stopping;   /* atomic: the daemon is stopping, threads leave at once */
     guint probes;    /* discard channels of the pre-flight probe (under lock) */
+    /* save and restore (migration-file.c), set once before use */
+    char *save_dir;     /* managed save images, NULL: none */
+    char *file_refusal; /* why this VMM cannot save, NULL: it can */
 };
 
 MigrationEngine *migration_engine_of(Driver *drv, GError **error);
 /* Keeps job's outcome for `domjobinfo --completed` on the domain uuid. */
 void migration_save_completed(MigrationEngine *engine, const guint8 *uuid, MigrationJob *job,
                               int type, const GError *error, const char *digest);
+/* A record ended after its job was saved (abort: the destination is asked
+ * in the background): adds the flight summary to the saved outcome. */
+void migration_update_completed_record(MigrationEngine *engine, const guint8 *uuid,
+                                       MigrationJob *job);
 /* The engine's threads: counted, so that free waits for them. FALSE with
  * "cannot create a thread for <name>: <reason>" when the system refuses one;
  * data then stays the caller's. */
@@ -44,6 +51,10 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
 gboolean migration_source_confirm(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                   GBytes *cookie_in, guint flags, gboolean cancelled,
                                   GError **error);
+
+/* migration-file.c: save, restore, managed save, and create/undefine aware
+ * of managed save images. */
+void migration_file_install_ops(DriverOps *ops);
 
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,

@@ -161,12 +161,17 @@ static gpointer discard_thread(gpointer data)
     return NULL;
 }
 
-static Discard *discard_new(MigrationEngine *e, guint64 max_bytes, int *channel_fd,
-                            GError **error)
+/* A discard within the bounds: its slot taken and its socket pair made;
+ * *channel_fd is the end its channel takes. */
+static Discard *discard_begin(Driver *drv, guint64 max_bytes, int *channel_fd, GError **error)
 {
+    MigrationEngine *e = migration_engine_of(drv, error);
+    if (!e || !check_max_bytes(max_bytes, error) || !discard_reserve(e, error))
+        return NULL;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(error, errno, "cannot create the probe's socket pair");
+        discard_release(e);
         return NULL;
     }
     /* Nothing goes back: the channel's other direction ends at once. */
@@ -190,15 +195,10 @@ static gboolean discard_start(Discard *d, GError **error)
 static gboolean probe_discard_stream(Driver *drv, guint64 max_bytes, TunnelBinding *binding,
                                      GError **error)
 {
-    MigrationEngine *e = migration_engine_of(drv, error);
-    if (!e || !check_max_bytes(max_bytes, error) || !discard_reserve(e, error))
-        return FALSE;
     int fd = -1;
-    Discard *d = discard_new(e, max_bytes, &fd, error);
-    if (!d) {
-        discard_release(e);
+    Discard *d = discard_begin(drv, max_bytes, &fd, error);
+    if (!d)
         return FALSE;
-    }
     /* Both ends are ferryd: credit flow control, as between two migrating daemons. */
     TunnelStreamConfig cfg = {.role = TUNNEL_ROLE_SERVER,
                               .credit = TRUE,
@@ -219,15 +219,11 @@ static gboolean probe_discard_stream(Driver *drv, guint64 max_bytes, TunnelBindi
 static gboolean probe_discard_data(Driver *drv, guint64 max_bytes, gboolean tls, char **uri_out,
                                    char **token_out, GError **error)
 {
-    MigrationEngine *e = migration_engine_of(drv, error);
-    if (!e || !check_max_bytes(max_bytes, error) || !discard_reserve(e, error))
-        return FALSE;
     int fd = -1;
-    Discard *d = discard_new(e, max_bytes, &fd, error);
-    if (!d) {
-        discard_release(e);
+    Discard *d = discard_begin(drv, max_bytes, &fd, error);
+    if (!d)
         return FALSE;
-    }
+    MigrationEngine *e = d->engine;
     d->channel_fd = fd;
     /* Where a proxy-mode migration would listen without --listen-address. */
     const char *addr = tunnel_data_settings_get_address(e->data_settings);

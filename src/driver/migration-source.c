@@ -45,6 +45,7 @@ typedef struct {
     char *dconn_pkipath; /* proxy mode with --tls: the client files (migration_pki_dir) */
     char *digest;
     guint64 downtime_ms;
+    char *peer_record_id; /* the destination keeps a flight record we may fetch */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -67,6 +68,7 @@ static void outgoing_clear(Outgoing *o)
     g_free(o->uri_out);
     g_free(o->migrate_uri);
     g_free(o->dconn_pkipath);
+    g_free(o->peer_record_id);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -77,7 +79,8 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
 {
     MigrationCookieContent c = {.name = o->name, .uuid = o->uuid,
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
-                                .digest = o->digest, .downtime_ms = o->downtime_ms};
+                                .digest = o->digest, .downtime_ms = o->downtime_ms,
+                                .record_id = flight_recorder_get_id(o->job->recorder)};
     return migration_cookie_format(&c);
 }
 
@@ -161,16 +164,25 @@ static gboolean require_feature(PeerSetup *ps, int feature, const char *what, GE
 
 static gboolean peer_setup_run(PeerSetup *ps, GError **error)
 {
+    FlightRecorder *fr = ps->job->recorder;
     ps->phase = "begin";
+    flight_recorder_phase(fr, "begin", TRUE);
     ps->peer = ps->ops->open(ps->dconnuri, error);
     if (!ps->peer)
         return FALSE;
+    if (fr) {
+        g_autofree char *security = ps->ops->security(ps->peer);
+        flight_recorder_event(fr, "connection", "peer", ps->ops->describe(ps->peer), "security",
+                              security, NULL);
+    }
+    flight_recorder_phase(fr, "begin", FALSE);
     ps->phase = "perform";
     if (!require_feature(ps, MIGRATION_FEATURE_P2P, "peer-to-peer migration", error) ||
         !require_feature(ps, MIGRATION_FEATURE_V3, "migration protocol version 3", error) ||
         !require_feature(ps, MIGRATION_FEATURE_PARAMS, "migration parameters", error))
         return FALSE;
     ps->phase = "prepare";
+    flight_recorder_phase(fr, "prepare", TRUE);
     gboolean ok = ps->tunnelled
                       ? ps->ops->prepare_tunnel(ps->peer, ps->dparams, ps->cookie, ps->destflags,
                                                 &ps->dest_cookie, &ps->binding, error)
@@ -180,6 +192,7 @@ static gboolean peer_setup_run(PeerSetup *ps, GError **error)
         g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
+    flight_recorder_phase(fr, "prepare", FALSE);
     ps->prepared = TRUE;
     return TRUE;
 }
@@ -266,6 +279,14 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
     /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
+    if (o->job->recorder) {
+        g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
+        g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
+        g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", "1",
+                              "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
+                              "#packet_size", packet, "#window", window, "#bandwidth", bw, NULL);
+    }
     migration_job_set_channel(o->job, ch);
     return TRUE;
 }
@@ -301,6 +322,12 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
                                     DATA_CONNECT_TIMEOUT_MS, fd, &rcfg, error);
     if (!ch)
         return FALSE;
+    if (o->job->recorder) {
+        g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        flight_recorder_event(o->job->recorder, "terms", "mode", tls ? "proxy+tls" : "proxy",
+                              "#channels", "1", "data_connection", data_name, "#bandwidth", bw,
+                              NULL);
+    }
     migration_job_set_channel(o->job, ch);
     return TRUE;
 }
@@ -318,6 +345,12 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     if (!outgoing_setup_peer(o, dconnuri, &phase, &e))
         goto fail;
     phase = "perform";
+    flight_recorder_phase(o->job->recorder, "perform", TRUE);
+    {
+        g_auto(MigrationCookie) dc = {0};
+        if (migration_cookie_parse(o->dest_cookie, &dc, NULL))
+            o->peer_record_id = g_steal_pointer(&dc.record_id);
+    }
 
     /* Non-live: the VM stops first and moves as a snapshot. */
     if (!(o->flags & MIGRATION_LIVE) && !o->was_paused && !h->stop(o->vm, &e))
@@ -378,6 +411,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         if (done)
             break;
     }
+    flight_recorder_event(o->job->recorder, "handshake", "what",
+                          "the stream ended: the destination confirmed all data", NULL);
 
     /* The channel ended cleanly; the VMM decides whether the migration did. */
     if (!h->wait_end(o->vm, VMM_END_WAIT_MS, &end, &e)) {
@@ -392,9 +427,11 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     }
     o->digest = g_steal_pointer(&end.digest);
     o->downtime_ms = end.counters.downtime_ms;
+    flight_recorder_phase(o->job->recorder, "perform", FALSE);
     return TRUE;
 
 fail:
+    flight_recorder_error(o->job->recorder, phase, e);
     if (sv[0] >= 0)
         close(sv[0]);
     if (sv[1] >= 0)
@@ -427,6 +464,9 @@ typedef struct {
     GPtrArray *dparams;
     guint destflags;
     gboolean prepared;
+    guint8 uuid[16];
+    char *peer_record_id;
+    gboolean end_record; /* the thread ends the record (abort: in the background) */
 } Farewell;
 
 static Farewell *farewell_take(Outgoing *o)
@@ -440,6 +480,8 @@ static Farewell *farewell_take(Outgoing *o)
     f->dparams = g_ptr_array_ref(o->dparams);
     f->destflags = o->destflags;
     f->prepared = o->prepared;
+    memcpy(f->uuid, o->uuid, 16);
+    f->peer_record_id = g_strdup(o->peer_record_id);
     return f;
 }
 
@@ -450,25 +492,62 @@ static void farewell_free(Farewell *f)
     f->ops->close(f->peer);
     migration_job_unref(f->job);
     g_ptr_array_unref(f->dparams);
+    g_free(f->peer_record_id);
     g_free(f);
+}
+
+/* Asks a ferry destination for its flight record of this migration and
+ * adds it to ours, with the clock offset the call's round trip gives. */
+static void fetch_peer_record(const MigrationPeerOps *ops, MigrationPeer *peer, const char *id,
+                              MigrationJob *job, const char *written_path)
+{
+    if (!id || !peer || !job->recorder || !ops->fetch_record)
+        return;
+    gint64 peer_now = 0, sent = 0, received = 0;
+    g_autoptr(GError) err = NULL;
+    g_autofree char *text = ops->fetch_record(peer, id, &peer_now, &sent, &received, &err);
+    if (!text) {
+        FERRY_INFO("no flight record from the %s: %s", ops->describe(peer), err->message);
+        flight_recorder_event(job->recorder, "note", "text",
+                              "the destination's record could not be fetched", "why",
+                              err->message, NULL);
+        return;
+    }
+    gint64 offset = peer_now - (sent + received) / 2, uncertainty = (received - sent) / 2;
+    if (written_path)
+        flight_record_file_add_peer(written_path, text, offset, uncertainty);
+    else
+        flight_recorder_add_peer(job->recorder, text, offset, uncertainty);
 }
 
 /* Tells the destination to drop its incoming VM, if it can still hear us.
  * Returns what it said about the failure, if anything useful. */
 static char *farewell_say(Farewell *f)
 {
+    FlightRecorder *fr = f->job->recorder;
     migration_job_wait_channel(f->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
     if (!f->prepared)
         return NULL;
     if (!migration_job_peer_heard_end(f->job)) {
         /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
         FERRY_INFO("the %s does not answer; closing the connection", f->ops->describe(f->peer));
+        flight_recorder_event(fr, "handshake", "what",
+                              "the destination did not confirm the end of the stream within 3 s: "
+                              "connection closed, its watchdog drops the incoming VM",
+                              NULL);
         return NULL;
     }
+    flight_recorder_event(fr, "handshake", "what",
+                          "the destination confirmed the end of the stream; finish "
+                          "(cancelled=1) sent",
+                          NULL);
     g_autoptr(GBytes) cookie_out = NULL;
     g_autoptr(GError) fe = NULL;
     g_autoptr(DriverDomain) d =
         f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe);
+    flight_recorder_event(fr, "handshake", "what", "finish (cancelled=1) answered", "answer",
+                          fe ? fe->message : "ok", NULL);
+    fetch_peer_record(f->ops, f->peer, f->peer_record_id, f->job, NULL);
     return fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
 }
 
@@ -477,6 +556,14 @@ static gpointer farewell_thread(gpointer data)
     Farewell *f = data;
     MigrationEngine *e = f->engine;
     g_free(farewell_say(f));
+    if (f->end_record) {
+        g_autoptr(GError) why = migration_job_abort_error(f->job);
+        g_autofree char *text = migration_job_end_record(
+            f->job, g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ? "cancelled"
+                                                                                  : "failed",
+            why);
+        migration_update_completed_record(e, f->uuid, f->job);
+    }
     farewell_free(f);
     migration_thread_done(e);
     return NULL;
@@ -566,6 +653,15 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     }
     o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
     o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    o->job->recorder = flight_recorder_new("source", domain_obj_get_name(obj),
+                                           domain_obj_get_uuid(obj), NULL);
+    if (o->job->recorder) {
+        g_autofree char *flags = g_strdup_printf("%u", o->flags);
+        flight_recorder_event(o->job->recorder, "start", "operation", "migration out",
+                              "#flags", flags, "live", (o->flags & MIGRATION_LIVE) ? "yes" : "no",
+                              "tunnelled", (o->flags & MIGRATION_TUNNELLED) ? "yes" : "no",
+                              NULL);
+    }
     obj->job = migration_job_ref(o->job);
     o->name = g_strdup(domain_obj_get_name(obj));
     memcpy(o->uuid, domain_obj_get_uuid(obj), 16);
@@ -648,8 +744,17 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
     if (ok) {
         g_autoptr(GBytes) fcookie = outgoing_cookie(&o, FALSE);
         g_autoptr(GBytes) fout = NULL;
+        flight_recorder_phase(o.job->recorder, "finish", TRUE);
+        flight_recorder_event(o.job->recorder, "handshake", "what", "finish (cancelled=0) sent",
+                              NULL);
         g_autoptr(DriverDomain) d = ops->finish(o.peer, o.dparams, fcookie, o.destflags, FALSE,
                                                 &fout, &e);
+        flight_recorder_event(o.job->recorder, "handshake", "what",
+                              "finish (cancelled=0) answered", "answer",
+                              d ? "the domain runs on the destination" : e->message, NULL);
+        flight_recorder_phase(o.job->recorder, "finish", FALSE);
+        if (d)
+            fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL);
         if (!d) {
             g_prefix_error(&e, "migration failed in finish phase: ");
             ok = FALSE;
@@ -668,11 +773,14 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
         outgoing_stop(&o, e);
         outgoing_confirm(&o, FALSE, e);
         Farewell *f = farewell_take(&o);
+        f->end_record = TRUE;
         g_autoptr(GError) te = NULL;
         if (!migration_thread_start(engine, "migration-farewell", farewell_thread, f, &te)) {
             /* Closing the connection is farewell enough: the destination's
              * watchdog drops its incoming VM. */
             FERRY_WARN("%s", te->message);
+            g_free(migration_job_end_record(o.job, "failed", e));
+            migration_update_completed_record(engine, o.uuid, o.job);
             farewell_free(f);
         }
         g_propagate_error(error, g_steal_pointer(&e));
@@ -688,6 +796,11 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
             e->message = both;
         }
     }
+    g_free(migration_job_end_record(
+        o.job,
+        ok ? "completed"
+           : g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ? "cancelled" : "failed",
+        e));
     outgoing_confirm(&o, ok, e);
     if (!ok) {
         g_propagate_error(error, g_steal_pointer(&e));

@@ -34,6 +34,7 @@ struct RemoteAuth {
     RpcSasl *sasl; /* from INIT until success or failure */
     gboolean done;
     guint steps;
+    char *identity; /* "SASL SCRAM-SHA-256 user 'alice'" once authenticated */
 };
 
 typedef struct {
@@ -232,8 +233,19 @@ void remote_auth_free(RemoteAuth *a)
     if (!a)
         return;
     rpc_sasl_unref(a->sasl);
+    g_free(a->identity);
     g_mutex_clear(&a->lock);
     g_free(a);
+}
+
+char *remote_auth_get_identity(RemoteAuth *a)
+{
+    if (!a)
+        return NULL;
+    g_mutex_lock(&a->lock);
+    char *id = g_strdup(a->identity);
+    g_mutex_unlock(&a->lock);
+    return id;
 }
 
 static gboolean user_allowed(const char *user)
@@ -364,6 +376,8 @@ static gboolean finish_step(RemoteAuth *a, RpcServerClient *client, RpcSaslStatu
         g_autofree char *host = peer_host(client);
         forget_failures(host);
         a->done = TRUE;
+        g_free(a->identity);
+        a->identity = g_strdup_printf("SASL %s user '%s'", rpc_sasl_get_mechanism(a->sasl), user);
         o->authenticated = TRUE;
         if (ssf > 0) {
             /* Decode from now on (the client sends encoded bytes only after

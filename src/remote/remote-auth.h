@@ -28,6 +28,8 @@ void remote_auth_global_done(void);
 /* Per client, for SASL listeners. */
 RemoteAuth *remote_auth_new(void);
 void remote_auth_free(RemoteAuth *auth);
+/* "SASL MECH user 'NAME'" once SASL succeeded, else NULL (newly allocated). */
+char *remote_auth_get_identity(RemoteAuth *auth);
 
 /* What a handler tells the dispatcher to do with its reply. */
 typedef struct {

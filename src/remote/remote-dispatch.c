@@ -6,7 +6,9 @@
 
 #include "driver/driver.h"
 #include "remote/remote-auth.h"
+#include "driver/migration-record.h"
 #include "remote/remote-convert.h"
+#include "remote/remote-migration-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "tunnel/tunnel-router.h"
@@ -682,12 +684,125 @@ static gboolean h_is_updated(RemoteContext *ctx, void *a, void *r, GError **erro
 
 static gboolean h_has_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    NEED_OP(lookup_by_uuid);
     ARG_DOMAIN(remote_domain_flags_args);
-    /* Validate the domain exists; managed save does not exist on this driver. */
+    if (ctx->drv->ops->has_managed_save) {
+        int v = ctx->drv->ops->has_managed_save(ctx->drv, &dom,
+                                                ((remote_domain_flags_args *)a)->flags, error);
+        ((remote_int_ret *)r)->value = v;
+        return v >= 0;
+    }
+    NEED_OP(lookup_by_uuid);
+    /* A driver without save images: the domain exists and has none. */
     g_autoptr(DriverDomain) found = ctx->drv->ops->lookup_by_uuid(ctx->drv, dom.uuid, error);
     ((remote_int_ret *)r)->value = 0;
     return found != NULL;
+}
+
+/* ---- save and restore (driver/migration-file.c) ---- */
+
+static gboolean h_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, ((remote_domain_save_args *)a)->to, NULL, 0,
+                               error);
+}
+
+static gboolean h_save_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_flags_args *args = a;
+    NEED_OP(save);
+    ARG_DOMAIN(remote_domain_save_flags_args);
+    return ctx->drv->ops->save(ctx->drv, &dom, args->to, args->dxml ? *args->dxml : NULL,
+                               args->flags, error);
+}
+
+static gboolean h_restore(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, ((remote_domain_restore_args *)a)->from, NULL, 0,
+                                  error);
+}
+
+static gboolean h_restore_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_restore_flags_args *args = a;
+    NEED_OP(restore);
+    return ctx->drv->ops->restore(ctx->drv, args->from, args->dxml ? *args->dxml : NULL,
+                                  args->flags, error);
+}
+
+/* As for GET_XML_DESC: a read-only connection may read an image's XML, not
+ * its secure form. */
+static gboolean refuse_secure_read_only(RemoteContext *ctx, guint flags, const char *what,
+                                        GError **error)
+{
+    g_mutex_lock(&ctx->session->lock);
+    gboolean readonly = ctx->session->readonly;
+    g_mutex_unlock(&ctx->session->lock);
+    if ((flags & DOMAIN_XML_SECURE) && readonly) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "read only access prevents %s with VIR_DOMAIN_SAVE_IMAGE_XML_SECURE", what);
+        return TRUE;
+    }
+    return FALSE;
+}
+
+static gboolean h_save_image_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_get_xml_desc_args *args = a;
+    if (refuse_secure_read_only(ctx, args->flags, "DOMAIN_SAVE_IMAGE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(save_image_get_xml);
+    char *xml = ctx->drv->ops->save_image_get_xml(ctx->drv, args->file, args->flags, error);
+    ((remote_domain_save_image_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_save_image_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_save_image_define_xml_args *args = a;
+    NEED_OP(save_image_define_xml);
+    return ctx->drv->ops->save_image_define_xml(ctx->drv, args->file, args->dxml, args->flags,
+                                                error);
+}
+
+static gboolean h_managed_save(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags,
+                                       error);
+}
+
+static gboolean h_managed_save_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    if (refuse_secure_read_only(ctx, ((remote_domain_flags_args *)a)->flags,
+                                "DOMAIN_MANAGED_SAVE_GET_XML_DESC", error))
+        return FALSE;
+    NEED_OP(managed_save_get_xml);
+    ARG_DOMAIN(remote_domain_flags_args);
+    char *xml = ctx->drv->ops->managed_save_get_xml(ctx->drv, &dom,
+                                                    ((remote_domain_flags_args *)a)->flags, error);
+    ((remote_domain_get_xml_desc_ret *)r)->xml = xml;
+    return xml != NULL;
+}
+
+static gboolean h_managed_save_define_xml(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    remote_domain_managed_save_define_xml_args *args = a;
+    NEED_OP(managed_save_define_xml);
+    ARG_DOMAIN(remote_domain_managed_save_define_xml_args);
+    return ctx->drv->ops->managed_save_define_xml(ctx->drv, &dom, args->dxml ? *args->dxml : NULL,
+                                                  args->flags, error);
+}
+
+static gboolean h_managed_save_remove(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(managed_save_remove);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->managed_save_remove(ctx->drv, &dom,
+                                              ((remote_domain_flags_args *)a)->flags, error);
 }
 
 static gboolean h_snapshot_num(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -896,6 +1011,20 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
             driver_params_add_string(params, "ferry_digest", info.digest);
+        if (info.has_flight) {
+            /* The flight recorder's summary (docs/debugging.md). */
+            driver_params_add_ullong(params, "ferry_stall_source_vmm", info.stall_source_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_destination_vmm",
+                                     info.stall_dest_vmm_ms);
+            driver_params_add_ullong(params, "ferry_stall_network", info.stall_network_ms);
+            driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
+            driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
+                                     info.stall_bandwidth_ms);
+            if (info.bottleneck)
+                driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
+            if (info.flight_record)
+                driver_params_add_string(params, "ferry_flight_record", info.flight_record);
+        }
     }
     driver_job_info_clear(&info);
     remote_params_from_driver(params, &ret->params.params_val, &ret->params.params_len);
@@ -970,8 +1099,17 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     if (!params)
         return FALSE;
     g_autoptr(GBytes) cookie_in = remote_cookie_to_bytes(cookie_val, cookie_len);
-    return ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
-                                          cookie_out, uri_out, error);
+    /* For the flight record: who asked, over what. */
+    g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
+    g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
+    g_autofree char *security = identity && !strstr(transport, "SASL")
+                                    ? g_strdup_printf("%s, %s", transport, identity)
+                                    : g_strdup(transport);
+    driver_set_caller_security(security);
+    gboolean ok = ctx->drv->ops->migrate_prepare(ctx->drv, params, cookie_in, flags, binding,
+                                                 cookie_out, uri_out, error);
+    driver_set_caller_security(NULL);
+    return ok;
 }
 
 static gboolean h_migrate_prepare3_params(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1288,8 +1426,7 @@ static gboolean generic_stats(RemoteContext *ctx, const DriverDomain *dom, guint
         driver_params_add_ullong(params, "balloon.maximum", info.max_mem_kib);
     }
     if (stats & DRIVER_STATS_VCPU) {
-        driver_params_add_uint(params, "vcpu.current", info.vcpus);
-        driver_params_add_uint(params, "vcpu.maximum", info.vcpus);
+        driver_params_add_uint(params, "vcpu.current", info.vcpus); /* no maximum in the info */
     }
     return TRUE;
 }
@@ -1346,11 +1483,17 @@ static gboolean h_get_all_domain_stats(RemoteContext *ctx, void *a, void *r, GEr
     } else if (!(doms = list_domains(ctx, args->flags & STATS_FILTERS, error))) {
         return FALSE;
     }
+    gboolean listed = args->doms.doms_len == 0;
     ret->retStats.retStats_val = g_new0(remote_domain_stats_record, MAX(doms->len, 1));
     for (guint i = 0; i < doms->len; i++) {
-        if (!stats_record(ctx, doms->pdata[i], stats, &ret->retStats.retStats_val[i], error))
+        g_autoptr(GError) e = NULL;
+        u_int n = ret->retStats.retStats_len;
+        if (stats_record(ctx, doms->pdata[i], stats, &ret->retStats.retStats_val[n], &e)) {
+            ret->retStats.retStats_len = n + 1;
+        } else if (!listed || !g_error_matches(e, FERRY_ERROR, FERRY_ERR_NO_DOMAIN)) {
+            g_propagate_error(error, g_steal_pointer(&e));
             return FALSE;
-        ret->retStats.retStats_len = i + 1;
+        } /* else: undefined since it was listed */
     }
     return TRUE;
 }
@@ -1418,6 +1561,44 @@ static gboolean h_get_vcpus_flags(RemoteContext *ctx, void *a, void *r, GError *
                                            error);
     ((remote_domain_get_vcpus_flags_ret *)r)->num = n;
     return n >= 0;
+}
+
+/* virsh domblkstat: the disk's figures of the `block` stats group. */
+static gboolean h_block_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_stats);
+    ARG_DOMAIN(remote_domain_block_stats_args);
+    const char *path = ((remote_domain_block_stats_args *)a)->path;
+    remote_domain_block_stats_ret *ret = r;
+    g_autoptr(GPtrArray) params = driver_params_new();
+    if (!ctx->drv->ops->get_stats(ctx->drv, &dom, DRIVER_STATS_BLOCK, params, error))
+        return FALSE;
+    const DriverParam *count = driver_params_find(params, "block.count");
+    for (guint i = 0; count && i < count->v.ui; i++) {
+        g_autofree char *name = g_strdup_printf("block.%u.name", i);
+        g_autofree char *src = g_strdup_printf("block.%u.path", i);
+        const DriverParam *n = driver_params_find(params, name);
+        const DriverParam *p = driver_params_find(params, src);
+        if (g_strcmp0(n ? n->s : NULL, path) != 0 && g_strcmp0(p ? p->s : NULL, path) != 0)
+            continue;
+        struct {
+            const char *field;
+            int64_t *out;
+        } fields[] = {{"rd.reqs", &ret->rd_req},
+                      {"rd.bytes", &ret->rd_bytes},
+                      {"wr.reqs", &ret->wr_req},
+                      {"wr.bytes", &ret->wr_bytes}};
+        ret->errs = -1; /* QEMU does not count them */
+        for (guint f = 0; f < G_N_ELEMENTS(fields); f++) {
+            g_autofree char *field = g_strdup_printf("block.%u.%s", i, fields[f].field);
+            const DriverParam *v = driver_params_find(params, field);
+            *fields[f].out = v ? (int64_t)v->v.ul : -1;
+        }
+        return TRUE;
+    }
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                "invalid path: %s not assigned to domain", path);
+    return FALSE;
 }
 
 /* The host's CPUs (python3-libvirt's vcpus() asks, to size the maps): how
@@ -1570,6 +1751,28 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_flags_args), X(remote_int_ret), h_has_managed_save, 0},
     {REMOTE_PROC_DOMAIN_SNAPSHOT_NUM, "DOMAIN_SNAPSHOT_NUM", X(remote_domain_flags_args),
      X(remote_int_ret), h_snapshot_num, 0},
+    {REMOTE_PROC_DOMAIN_SAVE, "DOMAIN_SAVE", X(remote_domain_save_args), VOID, h_save,
+     PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_FLAGS, "DOMAIN_SAVE_FLAGS", X(remote_domain_save_flags_args), VOID,
+     h_save_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE, "DOMAIN_RESTORE", X(remote_domain_restore_args), VOID,
+     h_restore, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_RESTORE_FLAGS, "DOMAIN_RESTORE_FLAGS", X(remote_domain_restore_flags_args),
+     VOID, h_restore_flags, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_GET_XML_DESC, "DOMAIN_SAVE_IMAGE_GET_XML_DESC",
+     X(remote_domain_save_image_get_xml_desc_args), X(remote_domain_save_image_get_xml_desc_ret),
+     h_save_image_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_SAVE_IMAGE_DEFINE_XML, "DOMAIN_SAVE_IMAGE_DEFINE_XML",
+     X(remote_domain_save_image_define_xml_args), VOID, h_save_image_define_xml, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE, "DOMAIN_MANAGED_SAVE", X(remote_domain_flags_args), VOID,
+     h_managed_save, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_REMOVE, "DOMAIN_MANAGED_SAVE_REMOVE",
+     X(remote_domain_flags_args), VOID, h_managed_save_remove, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_GET_XML_DESC, "DOMAIN_MANAGED_SAVE_GET_XML_DESC",
+     X(remote_domain_flags_args), X(remote_domain_get_xml_desc_ret), h_managed_save_get_xml, 0},
+    {REMOTE_PROC_DOMAIN_MANAGED_SAVE_DEFINE_XML, "DOMAIN_MANAGED_SAVE_DEFINE_XML",
+     X(remote_domain_managed_save_define_xml_args), VOID, h_managed_save_define_xml,
+     PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML, "DOMAIN_DEFINE_XML", X(remote_domain_define_xml_args),
      X(remote_domain_ret), h_define_xml, PROC_WRITE},
     {REMOTE_PROC_DOMAIN_DEFINE_XML_FLAGS, "DOMAIN_DEFINE_XML_FLAGS",
@@ -1778,6 +1981,8 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_get_vcpus_ret), h_get_vcpus, 0},
     {REMOTE_PROC_DOMAIN_GET_VCPUS_FLAGS, "DOMAIN_GET_VCPUS_FLAGS", X(remote_domain_flags_args),
      X(remote_domain_get_vcpus_flags_ret), h_get_vcpus_flags, 0},
+    {REMOTE_PROC_DOMAIN_BLOCK_STATS, "DOMAIN_BLOCK_STATS", X(remote_domain_block_stats_args),
+     X(remote_domain_block_stats_ret), h_block_stats, 0},
     {REMOTE_PROC_NODE_GET_CPU_MAP, "NODE_GET_CPU_MAP", X(remote_node_get_cpu_map_args),
      X(remote_node_get_cpu_map_ret), h_node_get_cpu_map, 0},
     {REMOTE_PROC_DOMAIN_SCREENSHOT, "DOMAIN_SCREENSHOT", X(remote_domain_screenshot_args),
@@ -1924,6 +2129,28 @@ static void remote_stream_packet(RpcServerClient *client, RpcMessage *msg, gpoin
     tunnel_router_deliver(s->router, msg);
 }
 
+/* ---- ferry's own program: a destination's flight record for its source ----
+ * A source ferryd fetches the record of a migration it ran, by the id it
+ * chose (docs/debugging.md): authenticated, opened, writable, as for the
+ * migration calls themselves. */
+
+static gboolean h_flight_record(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    RemoteFlightRecordArgs *args = a;
+    RemoteFlightRecordRet *ret = r;
+    char *text = flight_recorder_lookup(args->id);
+    if (!text) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "no flight record '%s' here",
+                    args->id ? args->id : "");
+        return FALSE;
+    }
+    if (strlen(text) > REMOTE_FLIGHT_RECORD_MAX)
+        text[REMOTE_FLIGHT_RECORD_MAX] = '\0'; /* the reader drops a cut line */
+    ret->now_us = g_get_real_time();
+    ret->record = text; /* freed by xdr_free after the reply is encoded */
+    return TRUE;
+}
+
 /* ---- ferry's own program: the pre-flight probe (docs/debugging.md) ----
  * Authenticated and opened like any call, refused on a read-only
  * connection: a discard channel takes the daemon's network and CPU, and a
@@ -2019,6 +2246,10 @@ static const RemoteProcedure ferry_procedures[] = {
      X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
     {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
      X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+    {FERRY_TUNNEL_PROC_FLIGHT_RECORD, "FERRY_FLIGHT_RECORD",
+     (xdrproc_t)remote_xdr_flight_record_args, sizeof(RemoteFlightRecordArgs),
+     (xdrproc_t)remote_xdr_flight_record_ret, sizeof(RemoteFlightRecordRet), h_flight_record,
+     PROC_WRITE},
 };
 
 static void ferry_tunnel_call(RpcServerClient *client, RpcMessage *call, gpointer data)

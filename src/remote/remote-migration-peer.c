@@ -10,6 +10,8 @@
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-client.h"
+#include "rpc/rpc-sasl.h"
+#include "rpc/rpc-tls.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -226,9 +228,12 @@ static void probe_error(MigrationPeer *peer, GError **error)
         ((*error)->code == FERRY_ERR_RPC || (*error)->code == FERRY_ERR_NO_SUPPORT)) {
         g_autofree char *said = g_strdup((*error)->message);
         g_clear_error(error);
+        /* It may be no ferryd at all: name it by its address only. */
+        const char *at = strstr(peer->description, " at ");
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
-                    "the %s is not a ferry daemon that answers probes (it said: %s)",
-                    peer->description, said);
+                    "the destination daemon%s is not a ferry daemon that answers probes (it "
+                    "said: %s)",
+                    at ? at : "", said);
     }
 }
 
@@ -290,6 +295,59 @@ static const char *peer_describe(MigrationPeer *peer)
     return peer->description;
 }
 
+bool_t remote_xdr_flight_record_args(XDR *xdr, RemoteFlightRecordArgs *args)
+{
+    return xdr_string(xdr, &args->id, 64);
+}
+
+bool_t remote_xdr_flight_record_ret(XDR *xdr, RemoteFlightRecordRet *ret)
+{
+    quad_t now = ret->now_us;
+    if (!xdr_quad_t(xdr, &now))
+        return FALSE;
+    ret->now_us = now;
+    return xdr_string(xdr, &ret->record, REMOTE_FLIGHT_RECORD_MAX);
+}
+
+char *remote_describe_transport(RpcTransport *t)
+{
+    if (!t)
+        return g_strdup("unknown");
+    RpcTransport *base = rpc_sasl_transport_get_inner(t);
+    g_autofree char *tls = rpc_tls_transport_describe(base);
+    g_autofree char *sasl = rpc_sasl_transport_describe(t);
+    const char *dn = rpc_tls_transport_get_peer_dn(base);
+    GString *s = g_string_new(tls ? tls : (base->peer_uid >= 0 ? "unix socket" : "plain TCP"));
+    if (dn)
+        g_string_append_printf(s, ", peer certificate %s", dn);
+    if (sasl)
+        g_string_append_printf(s, ", %s", sasl);
+    return g_string_free(s, FALSE);
+}
+
+static char *peer_security(MigrationPeer *peer)
+{
+    return remote_describe_transport(
+        rpc_connection_get_transport(rpc_client_get_connection(peer->client)));
+}
+
+static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
+                               gint64 *sent_us, gint64 *received_us, GError **error)
+{
+    RemoteFlightRecordArgs a = {.id = (char *)id};
+    RemoteFlightRecordRet r = {0};
+    *sent_us = g_get_real_time();
+    if (!rpc_client_call(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                         FERRY_TUNNEL_PROC_FLIGHT_RECORD, (xdrproc_t)remote_xdr_flight_record_args,
+                         &a, (xdrproc_t)remote_xdr_flight_record_ret, &r, 5000, error))
+        return NULL;
+    *received_us = g_get_real_time();
+    *peer_now_us = r.now_us;
+    char *text = g_strdup(r.record);
+    xdr_free((xdrproc_t)remote_xdr_flight_record_ret, (char *)&r);
+    return text;
+}
+
 static const MigrationPeerOps ops = {
     .open = peer_open,
     .close = peer_close,
@@ -300,6 +358,8 @@ static const MigrationPeerOps ops = {
     .probe_discard_stream = peer_probe_discard_stream,
     .probe_discard_data = peer_probe_discard_data,
     .describe = peer_describe,
+    .security = peer_security,
+    .fetch_record = peer_fetch_record,
 };
 
 const MigrationPeerOps *remote_migration_peer_ops(void)

@@ -54,6 +54,8 @@ struct RpcConnection {
     /* keepalive, under lock: reset by the reader, advanced by the ticker */
     gint64 last_rx_us;
     gint pings_unanswered;
+    gint64 ka_ping_sent_us; /* the flight recorder's round trip */
+    gint64 ka_rtt_us;
     guint ka_interval;
     guint ka_count;
     gboolean ticking; /* registered with the keepalive clock */
@@ -427,7 +429,13 @@ static void handle_keepalive(RpcConnection *conn, RpcMessage *msg)
                        .proc = KEEPALIVE_PROC_PONG, .type = RPC_MESSAGE, .serial = 0,
                        .status = RPC_OK};
         rpc_connection_send(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
-    } else if (msg->header.proc != KEEPALIVE_PROC_PONG) {
+    } else if (msg->header.proc == KEEPALIVE_PROC_PONG) {
+        g_mutex_lock(&conn->lock);
+        if (conn->ka_ping_sent_us)
+            conn->ka_rtt_us = g_get_monotonic_time() - conn->ka_ping_sent_us;
+        conn->ka_ping_sent_us = 0;
+        g_mutex_unlock(&conn->lock);
+    } else {
         FERRY_DEBUG("%s: dropping keepalive message proc %d", conn->transport->peer,
                     msg->header.proc);
     }
@@ -677,6 +685,8 @@ gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
                 return FALSE;
             }
             conn->pings_unanswered++;
+            if (!conn->ka_ping_sent_us)
+                conn->ka_ping_sent_us = now_us;
             RpcHeader h = {.prog = KEEPALIVE_PROGRAM, .vers = KEEPALIVE_PROTOCOL_VERSION,
                            .proc = KEEPALIVE_PROC_PING, .type = RPC_MESSAGE, .serial = 0,
                            .status = RPC_OK};
@@ -694,4 +704,12 @@ gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
         conn->ticking = FALSE;
     g_mutex_unlock(&conn->lock);
     return more;
+}
+
+void rpc_connection_get_liveness(RpcConnection *conn, gint64 *last_rx_us, gint64 *last_rtt_us)
+{
+    g_mutex_lock(&conn->lock);
+    *last_rx_us = conn->last_rx_us;
+    *last_rtt_us = conn->ka_rtt_us;
+    g_mutex_unlock(&conn->lock);
 }

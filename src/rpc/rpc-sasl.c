@@ -617,3 +617,17 @@ void rpc_sasl_transport_start_encoding(RpcTransport *base)
     g_return_if_fail(t->sasl != NULL);
     g_atomic_int_set(&t->encoding, 1);
 }
+
+char *rpc_sasl_transport_describe(RpcTransport *t)
+{
+    if (!rpc_sasl_transport_is_sasl(t))
+        return NULL;
+    RpcSaslTransport *st = (RpcSaslTransport *)t;
+    if (!g_atomic_int_get(&st->decoding) || !st->sasl)
+        return NULL;
+    const char *mech = rpc_sasl_get_mechanism(st->sasl);
+    const char *user = rpc_sasl_get_username(st->sasl);
+    return g_strdup_printf("SASL %s%s%s%s, security layer SSF %u", mech ? mech : "?",
+                           user ? " user '" : "", user ? user : "", user ? "'" : "",
+                           rpc_sasl_get_ssf(st->sasl));
+}

@@ -79,6 +79,9 @@ RpcTransport *rpc_sasl_transport_new(RpcTransport *inner);
 gboolean rpc_sasl_transport_is_sasl(RpcTransport *t);
 /* The wrapped transport (e.g. TLS, to ask its key size). */
 RpcTransport *rpc_sasl_transport_get_inner(RpcTransport *t);
+/* "SASL MECH user 'NAME', security layer SSF N" once the layer is on, else
+ * NULL (newly allocated; for flight records). */
+char *rpc_sasl_transport_describe(RpcTransport *t);
 /* Decode everything read from now on. Call it before the peer can send
  * encoded bytes: the server before its final reply is queued, the client
  * after it has read that reply and before its next call. Takes a reference

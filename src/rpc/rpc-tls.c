@@ -932,3 +932,13 @@ void rpc_tls_client_locate_files(const char *pkipath, char **ca_file, char **crl
         *key_file = g_strdup("/etc/pki/libvirt/private/clientkey.pem");
     }
 }
+
+char *rpc_tls_transport_describe(RpcTransport *t)
+{
+    if (!rpc_tls_transport_is_tls(t))
+        return NULL;
+    gnutls_session_t session = ((RpcTlsTransport *)t)->session;
+    const char *version = gnutls_protocol_get_name(gnutls_protocol_get_version(session));
+    const char *cipher = gnutls_cipher_get_name(gnutls_cipher_get(session));
+    return g_strdup_printf("%s %s", version ? version : "TLS", cipher ? cipher : "?");
+}

@@ -61,6 +61,8 @@ const char *rpc_tls_transport_get_peer_dn(RpcTransport *t);
 /* TRUE if a read would return data without waiting: decrypted bytes, or
  * ciphertext already read ahead (reader thread only). */
 gboolean rpc_tls_transport_has_pending(RpcTransport *t);
+/* "TLS1.3 AES-256-GCM" (the negotiated version and cipher), NULL if not TLS. */
+char *rpc_tls_transport_describe(RpcTransport *t);
 /* Ends our sending half with close_notify (writer thread only). */
 void rpc_tls_transport_close_write(RpcTransport *t);
 

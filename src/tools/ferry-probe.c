@@ -12,6 +12,7 @@
  * prints pass, warn or FAIL, a failure with the fix in words. */
 #include <locale.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -603,6 +604,8 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Options, options_clear)
 int main(int argc, char **argv)
 {
     setlocale(LC_ALL, "");
+    /* A peer that closes while we write must give an error, not end us. */
+    signal(SIGPIPE, SIG_IGN);
     g_auto(Options) opt = {0};
     g_autoptr(GError) err = NULL;
     if (!parse_options(&argc, &argv, &opt, &err)) {

@@ -122,7 +122,7 @@ gnutls_x509_crt_t probe_tls_fetch_server_cert(const char *host, guint port, cons
     /* Our certificate, so that a server that asks for one goes on. */
     if (cert_file && key_file)
         gnutls_certificate_set_x509_key_file(cred, cert_file, key_file, GNUTLS_X509_FMT_PEM);
-    gnutls_init(&session, GNUTLS_CLIENT);
+    gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_NO_SIGNAL);
     gnutls_set_default_priority(session);
     gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, cred);
     gnutls_transport_set_int(session, fd);

@@ -2,14 +2,16 @@
  * the daemon's data-connection settings. */
 #include "tunnel/tunnel-channel.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "util/error.h"
 
 struct TunnelChannel {
     gint ref;
-    TunnelStream *stream; /* exactly one of stream, relay */
+    TunnelStream *stream; /* exactly one of stream, relay, file */
     TunnelRelay *relay;
+    TunnelFile *file;
 };
 
 static TunnelChannel *channel_new(TunnelStream *stream, TunnelRelay *relay)
@@ -18,6 +20,14 @@ static TunnelChannel *channel_new(TunnelStream *stream, TunnelRelay *relay)
     ch->ref = 1;
     ch->stream = stream;
     ch->relay = relay;
+    return ch;
+}
+
+TunnelChannel *tunnel_channel_open_file(int vmm_fd, int file_fd, const TunnelFileConfig *config)
+{
+    TunnelChannel *ch = channel_new(NULL, NULL);
+    ch->file = tunnel_file_new(vmm_fd, file_fd, config);
+    tunnel_file_start(ch->file);
     return ch;
 }
 
@@ -83,18 +93,23 @@ void tunnel_channel_unref(TunnelChannel *ch)
         return;
     tunnel_stream_unref(ch->stream);
     tunnel_relay_unref(ch->relay);
+    tunnel_file_unref(ch->file);
     g_free(ch);
 }
 
 gboolean tunnel_channel_wait(TunnelChannel *ch, gint64 deadline_us, GError **error)
 {
+    if (ch->file)
+        return tunnel_file_wait(ch->file, deadline_us, error);
     return ch->stream ? tunnel_stream_wait(ch->stream, deadline_us, error)
                       : tunnel_relay_wait(ch->relay, deadline_us, error);
 }
 
 void tunnel_channel_abort(TunnelChannel *ch, const GError *why)
 {
-    if (ch->stream) {
+    if (ch->file) {
+        tunnel_file_abort(ch->file, why);
+    } else if (ch->stream) {
         if (!tunnel_stream_is_over(ch->stream))
             tunnel_stream_abort(ch->stream, why);
     } else {
@@ -104,6 +119,8 @@ void tunnel_channel_abort(TunnelChannel *ch, const GError *why)
 
 gboolean tunnel_channel_is_over(TunnelChannel *ch)
 {
+    if (ch->file)
+        return tunnel_file_is_over(ch->file);
     return ch->stream ? tunnel_stream_is_over(ch->stream) : tunnel_relay_is_over(ch->relay);
 }
 
@@ -114,7 +131,9 @@ gboolean tunnel_channel_peer_acknowledged_end(TunnelChannel *ch)
 
 void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second)
 {
-    if (ch->stream)
+    if (ch->file)
+        tunnel_file_set_bandwidth(ch->file, bytes_per_second);
+    else if (ch->stream)
         tunnel_stream_set_bandwidth(ch->stream, bytes_per_second);
     else
         tunnel_relay_set_bandwidth(ch->relay, bytes_per_second);
@@ -122,7 +141,9 @@ void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second)
 
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
 {
-    if (ch->stream) {
+    if (ch->file) {
+        tunnel_file_get_bytes(ch->file, out, in);
+    } else if (ch->stream) {
         TunnelStats s;
         tunnel_stream_get_stats(ch->stream, &s);
         *out = s.bytes_out;
@@ -132,6 +153,20 @@ void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
         tunnel_relay_get_stats(ch->relay, &s);
         *out = s.bytes_out;
         *in = s.bytes_in;
+    }
+}
+
+void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (ch->stream) {
+        out->mode = "tunnel";
+        tunnel_counters_read(tunnel_stream_get_counters(ch->stream), &out->counters);
+        out->queued_bytes = tunnel_stream_get_queued_bytes(ch->stream);
+        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us);
+    } else {
+        out->mode = "proxy";
+        tunnel_counters_read(tunnel_relay_get_counters(ch->relay), &out->counters);
     }
 }
 

@@ -1,6 +1,7 @@
 /* A migration channel: one byte stream between a local VMM socket and the
  * peer daemon, carried inside an RPC stream (tunnelled) or over a data
- * connection the two daemons relay (proxy mode). The migration engine holds
+ * connection the two daemons relay (proxy mode), or between the VMM socket
+ * and a file (save and restore). The migration engine holds
  * channels only, never the RPC connection, transport or TLS context beneath.
  *
  * Also the daemon's settings for migration data (TunnelDataSettings: the
@@ -12,6 +13,7 @@
 
 #include "rpc/rpc-tls.h"
 #include "tunnel/tunnel-dataconn.h"
+#include "tunnel/tunnel-file.h"
 #include "tunnel/tunnel-relay.h"
 #include "tunnel/tunnel-router.h"
 #include "tunnel/tunnel-stream.h"
@@ -35,6 +37,9 @@ TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const
 TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 deadline_us,
                                           int vmm_fd, const TunnelRelayConfig *config,
                                           GError **error);
+/* Save and restore: vmm_fd and file_fd (both taken) copied one way, as
+ * config says; started. */
+TunnelChannel *tunnel_channel_open_file(int vmm_fd, int file_fd, const TunnelFileConfig *config);
 /* Keeps the listener's port while the channel runs: every other connection
  * is refused and logged. Returns when the channel is over or the listener
  * was cancelled. */
@@ -57,6 +62,17 @@ gboolean tunnel_channel_peer_acknowledged_end(TunnelChannel *ch);
 void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second);
 /* Bytes carried so far: VMM -> peer, peer -> VMM. */
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
+
+/* What the flight recorder samples every 100 ms. */
+typedef struct {
+    const char *mode;        /* "tunnel" or "proxy" */
+    TunnelCounters counters; /* cumulative since the channel opened */
+    gsize queued_bytes;      /* tunnel: bytes in the connection's send queue */
+    gint64 peer_last_rx_us;  /* tunnel: when the connection last heard the peer (monotonic) */
+    gint64 keepalive_rtt_us; /* tunnel: the last answered keepalive ping's round trip */
+} TunnelChannelSample;
+/* Prompt: atomic reads and the connection's lock only. */
+void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out);
 
 typedef struct TunnelDataSettings TunnelDataSettings;
 

@@ -38,6 +38,7 @@ struct TunnelRelay {
     gint64 bw_start_us;
     guint64 bw_start_bytes;
     TunnelRelayStats stats;
+    TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
 };
 
 TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
@@ -93,6 +94,7 @@ static void fail_locked(TunnelRelay *r, GError *why)
 
 static void throttle(TunnelRelay *r)
 {
+    gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&r->lock);
     while (!r->failed && r->bandwidth > 0) {
         guint64 sent = r->stats.bytes_out - r->bw_start_bytes;
@@ -103,6 +105,7 @@ static void throttle(TunnelRelay *r)
         g_cond_wait_until(&r->cond, &r->lock, MIN(due, now + POLL_US));
     }
     g_mutex_unlock(&r->lock);
+    tunnel_counters_wait_end(&r->counters.wait_throttle_us, waited);
 }
 
 static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
@@ -121,6 +124,7 @@ static void count(TunnelRelay *r, gboolean outbound, gsize n)
     else
         r->stats.bytes_in += n;
     g_mutex_unlock(&r->lock);
+    tunnel_counters_add(outbound ? &r->counters.bytes_out : &r->counters.bytes_in, n);
 }
 
 static gboolean relay_failed(TunnelRelay *r)
@@ -162,6 +166,20 @@ typedef struct {
     gboolean reader_gone;
 } Direction;
 
+/* Where the flight recorder counts the time a direction waits for its input
+ * and for its output. */
+static guint64 *wait_in_counter(Direction *d)
+{
+    TunnelCounters *c = &d->relay->counters;
+    return d->outbound ? &c->wait_vmm_read_us : &c->wait_net_recv_us;
+}
+
+static guint64 *wait_out_counter(Direction *d)
+{
+    TunnelCounters *c = &d->relay->counters;
+    return d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
+}
+
 static void direction_free(Direction *d)
 {
     g_clear_error(&d->read_error);
@@ -180,9 +198,13 @@ static GError *splice_reader(Direction *d)
          * pipe's lock while it waits for its socket, which would keep the
          * writer from draining what is already in the pipe. */
         struct pollfd pfd = {.fd = d->in, .events = POLLIN};
+        gint64 waited = tunnel_counters_wait_begin();
         if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
             return io_error(r, "wait for", d->in_name, errno);
         gssize n = splice(d->in, NULL, d->pipefd[1], NULL, CHUNK, SPLICE_F_MOVE | SPLICE_F_MORE);
+        int splice_errno = errno;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        errno = splice_errno;
         if (n > 0)
             continue;
         if (n < 0 && errno == EINTR)
@@ -208,7 +230,11 @@ static GError *splice_writer(Direction *d)
     for (;;) {
         /* No SPLICE_F_MORE here: it corks the socket, and the VMMs'
          * protocol waits for every small reply. */
+        gint64 waited = tunnel_counters_wait_begin();
         gssize n = splice(d->pipefd[0], NULL, d->out, NULL, CHUNK, SPLICE_F_MOVE);
+        int splice_errno = errno;
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        errno = splice_errno;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -240,6 +266,7 @@ static GError *copy_reader(Direction *d)
 
         gssize n;
         g_autoptr(GError) e = g_steal_pointer(&d->read_error);
+        gint64 waited = tunnel_counters_wait_begin();
         if (e) {
             n = -1;
         } else if (d->outbound) {
@@ -260,6 +287,7 @@ static GError *copy_reader(Direction *d)
             }
         }
         int err = n < 0 ? (d->outbound ? errno : ECONNRESET) : 0;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
         g_mutex_lock(&r->lock);
         if (n > 0) {
             d->len[slot] = n;
@@ -299,6 +327,7 @@ static GError *copy_writer(Direction *d)
         g_autoptr(GError) e = NULL;
         gboolean ok;
         int err = EPIPE;
+        gint64 waited = tunnel_counters_wait_begin();
         if (d->outbound) {
             ok = rpc_transport_write_all(r->net, d->buf[slot], n, &e);
         } else {
@@ -315,6 +344,7 @@ static GError *copy_writer(Direction *d)
                 }
             }
         }
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
         if (!ok) {
             if (relay_failed(r))
                 return NULL;
@@ -510,4 +540,9 @@ void tunnel_relay_set_bandwidth(TunnelRelay *r, guint64 bytes_per_second)
     r->bw_start_bytes = r->stats.bytes_out;
     g_cond_broadcast(&r->cond);
     g_mutex_unlock(&r->lock);
+}
+
+const TunnelCounters *tunnel_relay_get_counters(TunnelRelay *r)
+{
+    return &r->counters;
 }

@@ -9,6 +9,7 @@
 #include <glib.h>
 
 #include "rpc/rpc-transport.h"
+#include "tunnel/tunnel-counters.h"
 
 typedef struct TunnelRelay TunnelRelay;
 
@@ -40,3 +41,5 @@ void tunnel_relay_abort(TunnelRelay *relay, const GError *why);
 gboolean tunnel_relay_is_over(TunnelRelay *relay);
 void tunnel_relay_get_stats(TunnelRelay *relay, TunnelRelayStats *stats);
 void tunnel_relay_set_bandwidth(TunnelRelay *relay, guint64 bytes_per_second);
+/* The flight recorder's counters (live; read with tunnel_counters_read). */
+const TunnelCounters *tunnel_relay_get_counters(TunnelRelay *relay);

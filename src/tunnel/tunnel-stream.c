@@ -103,6 +103,7 @@ struct TunnelStream {
     gint64 bw_start_us;
     guint64 bw_start_bytes;
     TunnelStats stats;
+    TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
 };
 
 static gboolean is_terminal(StreamState s)
@@ -261,6 +262,7 @@ static void fail_locked(TunnelStream *ts, GError *why)
 
 static void throttle(TunnelStream *ts)
 {
+    gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&ts->lock);
     while (is_running(ts->state) && ts->bandwidth > 0) {
         guint64 sent = ts->stats.bytes_out - ts->bw_start_bytes;
@@ -271,6 +273,7 @@ static void throttle(TunnelStream *ts)
         g_cond_wait_until(&ts->cond, &ts->lock, MIN(due, now + POLL_US));
     }
     g_mutex_unlock(&ts->lock);
+    tunnel_counters_wait_end(&ts->counters.wait_throttle_us, waited);
 }
 
 /* Waits for credit (credit mode) or queue space (plain mode). Returns the
@@ -279,9 +282,11 @@ static gsize wait_to_send(TunnelStream *ts)
 {
     for (;;) {
         g_mutex_lock(&ts->lock);
-        if (ts->cfg.credit) {
+        if (ts->cfg.credit && ts->state == ST_OPEN && ts->send_credit <= 0) {
+            gint64 waited = tunnel_counters_wait_begin();
             while (ts->state == ST_OPEN && ts->send_credit <= 0)
                 g_cond_wait(&ts->cond, &ts->lock);
+            tunnel_counters_wait_end(&ts->counters.wait_credit_us, waited);
         }
         gboolean open = ts->state == ST_OPEN;
         gsize room = ts->cfg.packet_size;
@@ -292,9 +297,12 @@ static gsize wait_to_send(TunnelStream *ts)
             return 0;
         if (ts->cfg.credit)
             return room;
-        if (rpc_connection_wait_send_space(ts->conn, ts->cfg.send_queue_limit,
-                                           g_get_monotonic_time() + POLL_US) &&
-            rpc_connection_get_queued_bytes(ts->conn) <= ts->cfg.send_queue_limit)
+        gint64 waited = tunnel_counters_wait_begin();
+        gboolean space = rpc_connection_wait_send_space(ts->conn, ts->cfg.send_queue_limit,
+                                                        g_get_monotonic_time() + POLL_US) &&
+                         rpc_connection_get_queued_bytes(ts->conn) <= ts->cfg.send_queue_limit;
+        tunnel_counters_wait_end(&ts->counters.wait_net_send_us, waited);
+        if (space)
             return room;
         if (rpc_connection_is_closed(ts->conn))
             return 0; /* connection_closed() reports it */
@@ -318,8 +326,10 @@ static gpointer pump_out_thread(gpointer data)
         if (room == 0)
             break;
         RpcMessage *msg = rpc_message_pool_take(ts->pool);
+        gint64 waited = tunnel_counters_wait_begin();
         gssize n = read_vmm(ts, rpc_message_payload(msg), room);
         int err = errno;
+        tunnel_counters_wait_end(&ts->counters.wait_vmm_read_us, waited);
 
         g_mutex_lock(&ts->lock);
         if (!is_running(ts->state)) {
@@ -334,6 +344,7 @@ static gpointer pump_out_thread(gpointer data)
             ts->send_credit -= n;
             ts->stats.bytes_out += n;
             ts->stats.packets_out++;
+            tunnel_counters_add(&ts->counters.bytes_out, n);
             rpc_connection_send(ts->conn, msg);
             g_mutex_unlock(&ts->lock);
             throttle(ts);
@@ -396,8 +407,11 @@ static gpointer sink_thread(gpointer data)
     TunnelStream *ts = data;
     g_mutex_lock(&ts->lock);
     for (;;) {
+        gint64 idle = is_running(ts->state) && !sink_has_work(ts) ? tunnel_counters_wait_begin()
+                                                                  : 0;
         while (is_running(ts->state) && !sink_has_work(ts))
             g_cond_wait(&ts->cond, &ts->lock);
+        tunnel_counters_wait_end(&ts->counters.wait_net_recv_us, idle);
         if (!is_running(ts->state))
             break;
 
@@ -408,7 +422,9 @@ static gpointer sink_thread(gpointer data)
             g_cond_broadcast(&ts->cond); /* a plain-mode reader may wait for room */
             g_mutex_unlock(&ts->lock);
             int err = 0;
+            gint64 waited = tunnel_counters_wait_begin();
             gboolean ok = write_vmm(ts, rpc_message_payload(msg), len, &err);
+            tunnel_counters_wait_end(&ts->counters.wait_vmm_write_us, waited);
             rpc_message_free(msg);
             g_mutex_lock(&ts->lock);
             if (!ok) {
@@ -419,6 +435,7 @@ static gpointer sink_thread(gpointer data)
                 break;
             }
             ts->stats.bytes_in += len;
+            tunnel_counters_add(&ts->counters.bytes_in, len);
             if (ts->cfg.credit && is_running(ts->state)) {
                 ts->credit_pending += len;
                 if (ts->credit_pending >= ts->credit_batch) {
@@ -739,4 +756,19 @@ void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second)
     ts->bw_start_bytes = ts->stats.bytes_out;
     g_cond_broadcast(&ts->cond);
     g_mutex_unlock(&ts->lock);
+}
+
+const TunnelCounters *tunnel_stream_get_counters(TunnelStream *ts)
+{
+    return &ts->counters;
+}
+
+gsize tunnel_stream_get_queued_bytes(TunnelStream *ts)
+{
+    return rpc_connection_get_queued_bytes(ts->conn);
+}
+
+void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us)
+{
+    rpc_connection_get_liveness(ts->conn, last_rx_us, last_rtt_us);
 }

@@ -7,12 +7,16 @@
 #include <glib.h>
 
 #include "rpc/rpc-connection.h"
+#include "tunnel/tunnel-counters.h"
 
 /* ferry's own program for messages only ferry peers exchange (negotiated in
  * the migration cookie, never sent to a plain libvirt peer). */
 #define FERRY_TUNNEL_PROGRAM 0x66657279u /* "fery" */
 #define FERRY_TUNNEL_VERSION 1
 #define FERRY_TUNNEL_PROC_CREDIT 1 /* MESSAGE, serial = stream serial, payload: unsigned hyper */
+/* CALL: args string id<64>; reply hyper now_unix_us, string record<4 MiB>:
+ * a destination's flight record for the source (src/remote). */
+#define FERRY_TUNNEL_PROC_FLIGHT_RECORD 2
 
 typedef enum {
     TUNNEL_ROLE_CLIENT, /* made the opening call: sends finish/abort */
@@ -90,3 +94,10 @@ gboolean tunnel_stream_peer_acknowledged_end(TunnelStream *ts);
 void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats);
 void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second);
 guint32 tunnel_stream_get_serial(TunnelStream *ts);
+/* The flight recorder's view: the pumps' counters (live, read them with
+ * tunnel_counters_read), the bytes waiting in the connection's send queue,
+ * and when the peer was last heard (monotonic) and the last keepalive round
+ * trip (0: none measured). */
+const TunnelCounters *tunnel_stream_get_counters(TunnelStream *ts);
+gsize tunnel_stream_get_queued_bytes(TunnelStream *ts);
+void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us);

@@ -32,6 +32,31 @@ START_TEST(test_cookie_round_trips)
 }
 END_TEST
 
+/* The flight record id names files on both hosts: a plain token only. */
+START_TEST(test_cookie_flight_record_id)
+{
+    guint8 uuid[16] = {1, 2, 3};
+    MigrationCookieContent in = {.name = "vm1", .uuid = uuid, .daemon_id = "d1",
+                                 .record_id = "4cbb47fd-b1a3-4893-a9c2-7cac22036f8b"};
+    g_autoptr(GBytes) b = migration_cookie_format(&in);
+    MigrationCookie c;
+    GError *err = NULL;
+    ck_assert(migration_cookie_parse(b, &c, &err));
+    ck_assert_str_eq(c.record_id, "4cbb47fd-b1a3-4893-a9c2-7cac22036f8b");
+    migration_cookie_clear(&c);
+    const char *bad[] = {"../../etc/passwd", "", "abc/def", "a b",
+                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0"};
+    for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree char *x = g_markup_printf_escaped(
+            "<ferry-migration><flight record='%s'/></ferry-migration>", bad[i]);
+        g_autoptr(GBytes) bb = bytes_of(x);
+        ck_assert(migration_cookie_parse(bb, &c, &err));
+        ck_assert_msg(c.record_id == NULL, "%s accepted", bad[i]);
+        migration_cookie_clear(&c);
+    }
+}
+END_TEST
+
 START_TEST(test_cookie_of_a_libvirt_peer_means_a_plain_peer)
 {
     g_autoptr(GBytes) b = bytes_of("<qemu-migration><name>vm</name></qemu-migration>");
@@ -133,6 +158,7 @@ int main(void)
     Suite *s = suite_create("migration-terms");
     TCase *tc = tcase_create("migration-terms");
     tcase_add_test(tc, test_cookie_round_trips);
+    tcase_add_test(tc, test_cookie_flight_record_id);
     tcase_add_test(tc, test_cookie_of_a_libvirt_peer_means_a_plain_peer);
     tcase_add_test(tc, test_cookie_with_a_doctype_is_refused);
     tcase_add_test(tc, test_malformed_cookie_is_refused);

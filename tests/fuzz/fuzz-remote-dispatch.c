@@ -91,8 +91,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     driver_set_migration_peer_ops(remote_migration_peer_ops());
     /* Loopback only: no input may open a port on another address. */
     g_autoptr(TunnelDataSettings) data = tunnel_data_settings_new("127.0.0.1", 49152, 49215, NULL);
+    g_autofree char *logs = g_build_filename(dir, "log", NULL);
+    g_autoptr(VmmLogConfig) log = vmm_log_config_new(logs, VMM_LOG_DEFAULT_MAX_SIZE,
+                                                      VMM_LOG_DEFAULT_MAX_BACKUPS);
     SimDriverConfig sc = {.config_dir = config, .run_dir = run, .vmm_binary = vmm,
-                          .migration_data = data};
+                          .log = log, .migration_data = data};
     driver = sim_driver_open(&sc, &error);
     if (!driver) {
         fprintf(stderr, "sim driver: %s\n", error->message);

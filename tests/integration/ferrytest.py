@@ -53,9 +53,16 @@ class Daemon:
                 f'listen_tcp = 1\nlisten_addr = "{host}"\ntcp_port = {self.port}\n'
                 f'auth_tcp = "none"\nunix_sock_dir = "{self.sock_dir}"\n'
                 f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.dir}/run"\n'
-                f'migration_address = "{host}"\nlog_level = 2\n' + extra_conf
+                f'domain_log_dir = "{self.dir}/log"\nqemu_save_dir = "{self.dir}/save"\n'
+                f'migration_address = "{host}"\nlog_level = 2\n'
+                f'flight_record_dir = "{self.dir}/flight"\n' + extra_conf
             )
         self.proc = None
+
+    @property
+    def flight_dir(self):
+        """Where this daemon writes its migration flight records."""
+        return os.path.join(self.dir, "flight")
 
     @property
     def tcp_uri(self):
@@ -266,6 +273,45 @@ class DaemonTestCase(unittest.TestCase):
                 d.cleanup()
         if failures:
             self.fail("\n".join(failures))
+
+
+class ShapedLink:
+    """Another "host" for a destination daemon: a network namespace reached
+    over a veth pair, the link shaped with tbf (netem is not in this kernel).
+    Names and a /30 of its own are picked per run from 10.OCTET.0.0/16, so
+    two build trees running the same tests at once never share one."""
+
+    def __init__(self, rate, octet, name="ferry"):
+        import uuid
+        tag = uuid.uuid4().hex[:6]
+        self.ns = f"{name}-{tag}"
+        self.veth = f"{name[:2]}{tag}"
+        n = int(tag, 16) % 16384
+        net = f"10.{octet}.{n // 64}"
+        self.src_ip, self.dst_ip = f"{net}.{(n % 64) * 4 + 1}", f"{net}.{(n % 64) * 4 + 2}"
+        self.prefix = ["ip", "netns", "exec", self.ns]  # runs a command in the namespace
+        cmds = [
+            ["ip", "netns", "add", self.ns],
+            self.prefix + ["ip", "link", "set", "lo", "up"],
+            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.veth + "p"],
+            ["ip", "link", "set", self.veth + "p", "netns", self.ns],
+            ["ip", "addr", "add", self.src_ip + "/30", "dev", self.veth],
+            ["ip", "link", "set", self.veth, "up"],
+            self.prefix + ["ip", "addr", "add", self.dst_ip + "/30", "dev", self.veth + "p"],
+            self.prefix + ["ip", "link", "set", self.veth + "p", "up"],
+            ["tc", "qdisc", "add", "dev", self.veth, "root", "tbf", "rate", rate, "burst",
+             "256kb" if rate.endswith("gbit") else "64kb", "latency", "50ms"],
+        ]
+        try:
+            for c in cmds:
+                subprocess.run(c, check=True, capture_output=True, timeout=30)
+        except Exception:
+            self.remove()
+            raise
+
+    def remove(self):
+        subprocess.run(["ip", "link", "del", self.veth], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
 
 
 # ---- domains ----

@@ -141,6 +141,55 @@ class ServersTest(AdminTestCase):
         # The calls still run with the new limit.
         ft.virsh(d.unix_uri, "list", "--all")
 
+    def test_raising_max_workers_runs_a_call_queued_behind_the_only_worker(self):
+        """One worker, held by a migration whose destination never answers: a
+        virsh call waits in the queue (virt-admin sees it, on the admin
+        server's own workers) until virt-admin raises maxWorkers."""
+        d = self.start_daemon(extra_conf="max_workers = 1\n")
+        xml = ft.write_file(d.dir, "vm.xml", ft.domain_xml("vm1", memory_mib=16))
+        ft.virsh(d.tcp_uri, "define", xml)
+        ft.virsh(d.tcp_uri, "start", "vm1")
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        silent.settimeout(60)
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        mig = subprocess.Popen(
+            ["virsh", "-c", d.tcp_uri, "migrate", "--live", "--p2p", "vm1",
+             f"sim+tcp://127.0.0.1:{silent.getsockname()[1]}/system"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        waiting = None
+        try:
+            held, _ = silent.accept()  # the only worker waits for our AUTH_LIST reply
+            pool = fields(virt_admin(d, "server-threadpool-info", "libvirtd")[1])
+            self.assertEqual((pool["maxWorkers"], pool["nWorkers"], pool["freeWorkers"]),
+                             ("1", "1", "0"), pool)
+            waiting = subprocess.Popen(["virsh", "-c", d.unix_uri, "hostname"],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True, env=env)
+            # virsh connects (a UNIX client appears) and its calls wait for a
+            # worker (virsh's migration may have queued some of its own).
+            self.assertTrue(ft.wait_for(lambda: "unix" in [
+                r[1] for r in table(virt_admin(d, "client-list", "libvirtd")[1])], 20))
+            self.assertTrue(ft.wait_for(lambda: int(fields(virt_admin(
+                d, "server-threadpool-info", "libvirtd")[1])["jobQueueDepth"]) >= 1, 20))
+            self.assertIsNone(waiting.poll())
+            virt_admin(d, "server-threadpool-set", "libvirtd", "--max-workers", "2")
+            out, err = waiting.communicate(timeout=30)
+            self.assertEqual((waiting.returncode, out.strip()), (0, socket.gethostname()), err)
+            self.assertIsNone(mig.poll(), "the migration still holds the first worker")
+            held.close()
+            _, err = mig.communicate(timeout=60)
+            self.assertNotEqual(mig.returncode, 0)
+        finally:
+            for p in (mig, waiting):
+                if p and p.poll() is None:
+                    p.kill()
+                    p.communicate()
+            silent.close()
+        ft.virsh(d.tcp_uri, "destroy", "vm1")
+
     def test_client_limits_bite_at_once_and_lift_at_once(self):
         d = self.start_daemon()
         conn = libvirt.open(d.unix_uri)
@@ -314,11 +363,10 @@ class LoggingTest(AdminTestCase):
 class RefusalsTest(AdminTestCase):
     def test_procedures_ferryd_lacks_are_refused_by_name(self):
         d = self.start_daemon()
-        for args, name in ((("server-update-tls", "libvirtd"), "SERVER_UPDATE_TLS_FILES"),
-                           (("daemon-timeout", "--timeout", "3"), "CONNECT_SET_DAEMON_TIMEOUT")):
-            rc, _, err = virt_admin(d, *args, check=False)
-            self.assertNotEqual(rc, 0)
-            self.assertIn(f"ferryd does not implement the admin procedure {name}", err)
+        rc, _, err = virt_admin(d, "server-update-tls", "libvirtd", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("ferryd does not implement the admin procedure SERVER_UPDATE_TLS_FILES "
+                      "(virt-admin server-update-tls)", err)
         # A procedure number no admin client knows: an error reply, not silence.
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(10)
@@ -343,12 +391,33 @@ class RefusalsTest(AdminTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(admin_sock(d)).st_mode), 0o777)
         for path in (d.dir, d.sock_dir):
             os.chmod(path, 0o755)
-        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        rc, _, err = virt_admin(d, "server-list", prefix=nobody, check=False)
+        # A uid no account has: other tests count the tasks of nobody.
+        stranger = ["setpriv", "--reuid=48123", "--regid=48123", "--clear-groups"]
+        rc, _, err = virt_admin(d, "server-list", prefix=stranger, check=False)
         self.assertNotEqual(rc, 0)
         self.assertIn("disallowing admin client", err, (rc, _, err))
         self.assertIn("refusing admin client", d.log())
         virt_admin(d, "server-list")
+
+
+class DaemonTimeoutTest(AdminTestCase):
+    def test_an_idle_daemon_exits_after_the_timeout_virt_admin_sets(self):
+        d = self.start_daemon()
+        virt_admin(d, "daemon-timeout", "--timeout", "1")
+        # No client once virt-admin has gone, no domain: ferryd stops cleanly.
+        self.assertEqual(d.proc.wait(timeout=60), 0, d.log())
+        self.assertIn("virt-admin set the idle timeout: exiting after 1 s", d.log())
+        self.assertIn("(--timeout): exiting", d.log())
+
+    def test_zero_turns_the_timeout_off(self):
+        d = self.start_daemon()
+        # One session: while it is connected the daemon is not idle, so the
+        # 1 s never runs out before the 0.
+        virt_admin(d, "daemon-timeout --timeout 1; daemon-timeout --timeout 0")
+        self.assertIn("virt-admin turned the idle timeout off", d.log())
+        time.sleep(3)
+        self.assertIsNone(d.proc.poll(), d.log())
+        ft.virsh(d.unix_uri, "hostname")
 
 
 class ConfigTest(unittest.TestCase):

@@ -137,6 +137,61 @@ class ErrorsTest(ft.DaemonTestCase):
         self.assertEqual(state(d, "big"), "shut off (failed)")
 
 
+class VmmLogTest(ft.DaemonTestCase):
+    def test_logs_by_domain_appended_over_starts_and_rotated_by_size(self):
+        """Each domain's VMM logs to LOG_DIR/NAME.log (not one file per
+        instance in the run dir): every start appends to it, the daemon notes
+        why each instance ended, and once it reaches vmm_log_max_size it is
+        rotated at the next start, keeping vmm_log_max_backups old files."""
+        max_size = 1500
+        d = self.start_daemon(extra_conf=f"vmm_log_max_size = {max_size}\nvmm_log_max_backups = 2\n")
+        uri = d.tcp_uri
+        ft.virsh(uri, "define", ft.write_file(d.dir, "lg.xml", ft.domain_xml("lg", memory_mib=16)))
+        log = os.path.join(d.dir, "log", "lg.log")
+
+        def read(path):
+            with open(path) as f:
+                return f.read()
+
+        def run_once():
+            ft.virsh(uri, "start", "lg")
+            pid, _ = ft.vmm_of(d, "lg")
+            ft.virsh(uri, "destroy", "lg")
+            return pid
+
+        pids = [run_once(), run_once()]
+        text = read(log)
+        self.assertEqual(text.count("shutting down, reason=destroyed"), 2, text)
+        self.assertEqual(text.count("VM 'lg'"), 2, text)  # ferry-vmm's own lines, both runs
+        self.assertEqual(os.stat(os.path.join(d.dir, "log")).st_mode & 0o777, 0o700)
+        for i in range(40):
+            if os.path.exists(log + ".1") and os.path.getsize(log) >= max_size:
+                break
+            pids.append(run_once())
+        self.assertTrue(os.path.exists(log + ".1"), os.listdir(os.path.dirname(log)))
+        # Rotated at a start once full: the old files hold whole runs and
+        # are bounded by the limit plus one run's lines.
+        for old in (log + ".0", log + ".1"):
+            size = os.path.getsize(old)
+            self.assertGreaterEqual(size, max_size)
+            self.assertLess(size, 2 * max_size)
+            self.assertTrue(read(old).rstrip().endswith("shutting down, reason=destroyed"), read(old))
+        newest = read(log + ".0")
+        run_once()  # the full lg.log rotates: .1 dropped, .0 -> .1
+        self.assertEqual(read(log + ".1"), newest)
+        self.assertEqual(sorted(f for f in os.listdir(os.path.dirname(log)) if f.startswith("lg.")),
+                         ["lg.log", "lg.log.0", "lg.log.1"])
+        self.assertEqual(read(log).count("shutting down"), 1)
+        # Nothing per instance is left in the run dir.
+        self.assertEqual([f for f in os.listdir(os.path.join(d.dir, "run")) if f.endswith(".log")], [])
+        # A VMM that is killed is reported crashed; its log says so.
+        ft.virsh(uri, "start", "lg")
+        pid, _ = ft.vmm_of(d, "lg")
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(ft.wait_for(lambda: state(d, "lg") == "shut off (crashed)", 10))
+        self.assertTrue(read(log).rstrip().endswith("shutting down, reason=crashed"))
+
+
 PY_LIFECYCLE = r"""
 import sys, libvirt
 conn = libvirt.open(sys.argv[1])

@@ -66,7 +66,7 @@ class InstalledLayoutTest(unittest.TestCase):
         return stat.S_IMODE(os.stat(os.path.join(self.root, rel)).st_mode)
 
     def test_programs_config_state_dirs_units_man_pages(self):
-        for prog in ("sbin/ferryd", "bin/ferry-vmm", "bin/ferry-probe"):
+        for prog in ("sbin/ferryd", "bin/ferry-vmm", "bin/ferry-probe", "bin/ferry-trace"):
             self.assertEqual(self.mode(prog), 0o755, prog)
         self.assertEqual(self.mode("etc/ferry/ferryd.conf"), 0o644)
         # Domain configs are root's only.
@@ -76,7 +76,7 @@ class InstalledLayoutTest(unittest.TestCase):
         tmpfiles = read(os.path.join(self.root, "lib/tmpfiles.d/ferry.conf"))
         self.assertRegex(tmpfiles, r"(?m)^d /run/ferry 0700 root root")
         for page in ("man8/ferryd.8", "man5/ferryd.conf.5", "man1/ferry-vmm.1",
-                     "man1/ferry-probe.1"):
+                     "man1/ferry-probe.1", "man1/ferry-trace.1"):
             self.assertEqual(self.mode("share/man/" + page), 0o644, page)
 
     def test_every_installed_command_has_a_man_page(self):
@@ -89,7 +89,8 @@ class InstalledLayoutTest(unittest.TestCase):
     def test_man_pages_render_without_warnings(self):
         for page, title in (("man8/ferryd.8", "FERRYD(8)"), ("man5/ferryd.conf.5", "FERRYD.CONF(5)"),
                             ("man1/ferry-vmm.1", "FERRY-VMM(1)"),
-                            ("man1/ferry-probe.1", "FERRY-PROBE(1)")):
+                            ("man1/ferry-probe.1", "FERRY-PROBE(1)"),
+                            ("man1/ferry-trace.1", "FERRY-TRACE(1)")):
             p = subprocess.run(["man", "--warnings", "-l", os.path.join(self.root, "share/man", page)],
                                capture_output=True, text=True, timeout=60,
                                env=dict(os.environ, MANWIDTH="80", MAN_KEEP_FORMATTING="0"))

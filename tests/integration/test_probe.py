@@ -5,15 +5,14 @@ migration over a link shaped with tbf in a network namespace."""
 
 import os
 import re
+import shutil
 import socket
-import ssl
 import struct
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
@@ -136,6 +135,71 @@ class ProbeTcpTest(ft.DaemonTestCase):
             c.close()
 
 
+class ProbeLibvirtdTest(ft.DaemonTestCase):
+    """A plain libvirtd as the destination (its test driver, run as nobody with
+    directories of its own): everything answers but ferry's program, so the
+    probe says it is no ferry daemon and measures no throughput."""
+
+    def setUp(self):
+        super().setUp()
+        self.lv_dir = tempfile.mkdtemp(prefix="ferry-libvirtd-")
+        self.lv_port = ft.free_port()
+        for sub in ("home", "run", "cfg/libvirt"):
+            os.makedirs(os.path.join(self.lv_dir, sub))
+        conf = ft.write_file(os.path.join(self.lv_dir, "cfg/libvirt"), "libvirtd.conf",
+                             f'listen_tls = 0\nlisten_tcp = 1\nlisten_addr = "127.0.0.1"\n'
+                             f'tcp_port = "{self.lv_port}"\nauth_tcp = "none"\n'
+                             f'unix_sock_dir = "{self.lv_dir}/run"\n')
+        subprocess.run(["chown", "-R", "nobody", self.lv_dir], check=True, timeout=30)
+        home = os.path.join(self.lv_dir, "home")
+        self.lv_log = open(os.path.join(self.lv_dir, "libvirtd.log"), "wb")
+        self.lv = subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "-i",
+             f"HOME={home}", f"XDG_RUNTIME_DIR={self.lv_dir}/run",
+             f"XDG_CONFIG_HOME={self.lv_dir}/cfg", f"XDG_CACHE_HOME={home}",
+             "/usr/sbin/libvirtd", "--listen", "-f", conf],
+            stdout=self.lv_log, stderr=subprocess.STDOUT)
+        self.assertTrue(ft.wait_for(lambda: self.lv_listens(), 30), "libvirtd did not start")
+
+    def lv_listens(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.lv_port), timeout=1).close()
+            return True
+        except OSError:
+            return self.lv.poll() is not None  # exited: the assertion below says so
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            if self.lv.poll() is None:
+                self.lv.terminate()
+                try:
+                    self.lv.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.lv.kill()
+                    self.lv.wait()
+            self.lv_log.close()
+            shutil.rmtree(self.lv_dir, ignore_errors=True)
+
+    def test_a_libvirtd_destination_is_not_a_ferry_daemon(self):
+        self.assertIsNone(self.lv.poll(), "libvirtd exited")
+        a = self.start_daemon(name="source")
+        rc, out, err = run_probe("-c", a.unix_uri, f"test+tcp://127.0.0.1:{self.lv_port}/default",
+                                 "--bytes", "8M", "--seconds", "1")
+        self.assertEqual(rc, 0, out + err)
+        v = verdicts(out)
+        for check in ("reach", "connect", "destination vmm", "round trip", "source round trip"):
+            self.assertEqual(v[check][0], "pass", out)
+        self.assertRegex(v["destination vmm"][1], r"^TEST ")
+        for check in ("tunnel throughput", "proxy throughput"):
+            self.assertEqual(v[check][0], "skip", out)
+            self.assertRegex(v[check][1],
+                             r"^the destination daemon at 127\.0\.0\.1:\d+ is not a ferry daemon "
+                             r"that answers probes \(it said: Cannot find program \d+ version 1\): "
+                             r"throughput not measured$")
+
+
 class ProbeTlsTest(tls.SaslTestCase):
     """TLS and SASL as a migration uses them: the probe's own checks from
     here, the path measured by the source daemon with its own files."""
@@ -182,33 +246,8 @@ class ProbeTlsTest(tls.SaslTestCase):
         self.assertIn("does not match the host name", v["connect"][1])
         self.assertIn("see the tls checks above", v["connect"][2])
 
-    def bare_tls_server(self, cert):
-        """A TLS server with a certificate ferryd would refuse to load (OpenSSL,
-        from this process), for every connection the probe makes."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.pki.path(cert + ".pem"), self.pki.path("serverkey.pem"))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        listener.settimeout(10)
-
-        def serve():
-            for _ in range(4):
-                try:
-                    conn, _ = listener.accept()
-                    conn.settimeout(10)
-                    with ctx.wrap_socket(conn, server_side=True) as s:
-                        s.recv(1)
-                except (OSError, ssl.SSLError):
-                    pass  # the client gives up during or after the handshake
-
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
-        self.addCleanup(lambda: (listener.close(), t.join(15)))
-        return listener.getsockname()[1]
-
     def test_expired_server_certificate(self):
-        port = self.bare_tls_server("server-expired")
+        port = self.bare_tls_server("server-expired", connections=3)
         uri = f"sim+tls://127.0.0.1:{port}/system?pkipath={self.pki.client_dir()}"
         rc, out, _ = self.probe(self.source(), uri)
         self.assertEqual(rc, 1)
@@ -297,39 +336,17 @@ class ProbePredictionTest(ft.DaemonTestCase):
 
     def setUp(self):
         super().setUp()
-        tag = uuid.uuid4().hex[:6]
-        self.ns = f"fp-{tag}"
-        self.veth = f"fp{tag}"
-        n = int(tag, 16) % 16384
-        net = f"10.214.{n // 64}"
-        self.src_ip, self.dst_ip = f"{net}.{(n % 64) * 4 + 1}", f"{net}.{(n % 64) * 4 + 2}"
-        cmds = [
-            ["ip", "netns", "add", self.ns],
-            ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
-            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.veth + "p"],
-            ["ip", "link", "set", self.veth + "p", "netns", self.ns],
-            ["ip", "addr", "add", self.src_ip + "/30", "dev", self.veth],
-            ["ip", "link", "set", self.veth, "up"],
-            ["ip", "netns", "exec", self.ns, "ip", "addr", "add", self.dst_ip + "/30", "dev",
-             self.veth + "p"],
-            ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.veth + "p", "up"],
-            ["tc", "qdisc", "add", "dev", self.veth, "root", "tbf", "rate", "160mbit", "burst",
-             "64kb", "latency", "50ms"],
-        ]
-        for c in cmds:
-            subprocess.run(c, check=True, capture_output=True, timeout=30)
+        self.link = ft.ShapedLink("160mbit", octet=214, name="fp")
 
     def tearDown(self):
         try:
             super().tearDown()
         finally:
-            subprocess.run(["ip", "link", "del", self.veth], capture_output=True, timeout=30)
-            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
+            self.link.remove()
 
     def test_predicted_time_within_25_percent_of_a_real_migration(self):
-        a = self.start_daemon(name="source", host=self.src_ip)
-        b = self.start_daemon(name="destination", host=self.dst_ip,
-                              prefix=["ip", "netns", "exec", self.ns])
+        a = self.start_daemon(name="source", host=self.link.src_ip)
+        b = self.start_daemon(name="destination", host=self.link.dst_ip, prefix=self.link.prefix)
         ft.virsh(a.tcp_uri, "define", ft.write_file(
             a.dir, "vm1.xml", ft.domain_xml("vm1", memory_mib=128, dirty_rate="1MiB")))
         ft.virsh(a.tcp_uri, "start", "vm1")

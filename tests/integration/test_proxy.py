@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import unittest
-import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
@@ -184,37 +183,15 @@ class NetnsTest(ProxyCase):
 
     def setUp(self):
         super().setUp()
-        tag = uuid.uuid4().hex[:6]
-        self.ns = f"ferry-{tag}"
-        self.veth = f"fv{tag}"
-        # A /30 of its own, so two runs of this test at once (two build trees)
-        # never share an address in the root namespace.
-        n = int(tag, 16) % 16384
-        net = f"10.213.{n // 64}"
-        self.src_ip, self.dst_ip = f"{net}.{(n % 64) * 4 + 1}", f"{net}.{(n % 64) * 4 + 2}"
-        cmds = [
-            ["ip", "netns", "add", self.ns],
-            ["ip", "netns", "exec", self.ns, "ip", "link", "set", "lo", "up"],
-            ["ip", "link", "add", self.veth, "type", "veth", "peer", "name", self.veth + "p"],
-            ["ip", "link", "set", self.veth + "p", "netns", self.ns],
-            ["ip", "addr", "add", self.src_ip + "/30", "dev", self.veth],
-            ["ip", "link", "set", self.veth, "up"],
-            ["ip", "netns", "exec", self.ns, "ip", "addr", "add", self.dst_ip + "/30", "dev",
-             self.veth + "p"],
-            ["ip", "netns", "exec", self.ns, "ip", "link", "set", self.veth + "p", "up"],
-            # a 1 Gbit/s link with a queue: the data really crosses a shaped link
-            ["tc", "qdisc", "add", "dev", self.veth, "root", "tbf", "rate", "1gbit", "burst",
-             "256kb", "latency", "50ms"],
-        ]
-        for c in cmds:
-            subprocess.run(c, check=True, capture_output=True, timeout=30)
+        # a 1 Gbit/s link with a queue: the data really crosses a shaped link
+        self.link = ft.ShapedLink("1gbit", octet=213)
+        self.ns, self.src_ip, self.dst_ip = self.link.ns, self.link.src_ip, self.link.dst_ip
 
     def tearDown(self):
         try:
             super().tearDown()
         finally:
-            subprocess.run(["ip", "link", "del", self.veth], capture_output=True, timeout=30)
-            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=30)
+            self.link.remove()
 
     def run_case(self, tunnelled):
         self.a = self.start_daemon(name="source", host=self.src_ip)

@@ -36,7 +36,12 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox insmod /lib/evdev.ko
 /bin/busybox insmod /lib/button.ko
 /bin/busybox mkdir -p /var/log /var/run
+# "ready" only once acpid holds the power button's event device open: a
+# shutdown sent earlier (a loaded host, right after a reboot) would be lost.
+n=0; while [ $n -lt 300 ] && ! /bin/busybox ls /dev/input/event* >/dev/null 2>&1; do /bin/busybox usleep 100000; n=$((n+1)); done
 /bin/busybox acpid -f -c /etc/acpi &
+apid=$!
+n=0; while [ $n -lt 300 ] && ! /bin/busybox ls -l /proc/$apid/fd 2>/dev/null | /bin/busybox grep -q /dev/input/event; do /bin/busybox usleep 100000; n=$((n+1)); done
 echo "MINI-GUEST ready" > /dev/ttyS0
 ( n=0; while true; do n=$((n+1)); echo "MINI-GUEST tick $n" > /dev/ttyS0; /bin/busybox sleep 1; done ) &
 while read -r line; do echo "MINI-GUEST echo $line"; done < /dev/ttyS0 > /dev/ttyS0
@@ -392,6 +397,12 @@ class DriverTest(QemuTestCase):
         self.wait_state(d, "c1", "shut off (crashed)", 30)
         self.assertRegex(d.log(), r"domain 'c1' crashed: QEMU \(pid \d+\) ended unexpectedly .*"
                                   r"terminating on signal 15")
+        # QEMU's log, by domain in the log dir: the command line, QEMU's last
+        # words, then why the instance ended.
+        with open(os.path.join(d.dir, "log", "qemu", "c1.log")) as f:
+            qlog = f.read()
+        self.assertRegex(qlog, r"(?s)starting up\n\S*qemu-system-x86_64 .*terminating on signal 15.*\n"
+                               r"\S+ \S+\+0000: shutting down, reason=crashed\n$")
         # A QEMU that cannot start at all: its own words come back to virsh.
         ft.virsh(self.uri(d), "undefine", "c1")
         bad = guest_xml("c2", self.initrd).replace(kernel(), os.path.join(d.dir, "no-such-kernel"))

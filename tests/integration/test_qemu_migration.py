@@ -2,12 +2,14 @@
 test guest (tests/guest/) proving after every move that all its memory arrived:
 tunnelled over TLS+SASL, proxy mode with and without --tls, a local migration
 (two QEMU of one domain on one host), domjobabort mid-way, bandwidth, and the
-flags ferry does not carry yet refused by name.
+flags ferry does not carry yet refused by name; ferry-probe measuring the
+guest's dirty rate through QEMU.
 
 Each destination writes the guest's console to a file of its own (the XML
 given with --xml), so a verification pass that begins and ends in that file
 checked every page after the move."""
 
+import glob
 import os
 import re
 import subprocess
@@ -23,6 +25,7 @@ from test_tls_sasl import SaslTestCase  # noqa: E402
 NAME = "mg"
 BOOT_TIMEOUT = 240  # a TCG boot and the workload's fill on two shared, loaded cores
 VERIFY_TIMEOUT = 180
+TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../tools/ferry-trace")
 
 
 class QemuMigrationTest(SaslTestCase):
@@ -113,6 +116,21 @@ class QemuMigrationTest(SaslTestCase):
         a, b = self.daemon("A"), self.daemon("B")
         before = self.boot(a)
 
+        # ferry-probe reads the guest's dirty rate through the QEMU driver
+        # (calc-dirty-rate, query-dirty-rate) and QEMU's downtime limit.
+        p = subprocess.run([os.path.join(ft.BUILD, "src/tools/ferry-probe"), "-c", self.local(a),
+                            self.tcp(b), NAME, "--no-throughput", "--dirty-seconds", "1"],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, LIBVIRT_AUTH_FILE=self.authfile))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertRegex(p.stdout, r"(?m)^pass  sasl: authenticated as 'alice'")
+        self.assertRegex(p.stdout, r"(?m)^pass  destination vmm: QEMU \d+\.\d+\.\d+ on host ")
+        self.assertRegex(p.stdout, r"(?m)^pass  destination memory: \d+ MiB free, domain 'mg' "
+                                   r"needs 256 MiB$")
+        self.assertRegex(p.stdout, r"(?m)^pass  dirty rate: domain 'mg' dirties [\d.]+ MiB/s of "
+                                   r"256 MiB \(QEMU's calc-dirty-rate over 1 s\)$")
+        self.assertEqual(self.state(a), "running (booted)")
+
         # Flags QEMU supports but ferry does not carry yet: refused by name, the guest stays.
         for flag, named in (("--postcopy", "POSTCOPY"), ("--copy-storage-all", "NON_SHARED_DISK"),
                             ("--parallel", "PARALLEL")):
@@ -131,6 +149,16 @@ class QemuMigrationTest(SaslTestCase):
         before = self.verified_after_move(self.console, before)
         info = ft.virsh(self.local(b), "domjobinfo", "--completed", NAME)[1]
         self.assertRegex(info, r"Operation:\s+Incoming migration")
+        # Its flight record (docs/debugging.md) holds both sides and the
+        # connection's security as each daemon saw it.
+        rec = sorted(glob.glob(os.path.join(a.flight_dir, f"*-{NAME}-source-*.flight.jsonl")))
+        self.assertTrue(rec, a.flight_dir)
+        trace = subprocess.run([TRACE, rec[-1]], capture_output=True, text=True, timeout=60)
+        self.assertEqual(trace.returncode, 0, trace.stderr)
+        self.assertIn("outcome: completed", trace.stdout)
+        self.assertIn("with the destination's record", trace.stdout)
+        self.assertRegex(trace.stdout, r"S  connection: .*security=TLS1\.[23] \S+, peer certificate \S")
+        self.assertRegex(trace.stdout, r"D  connection: .*security=TLS1\.[23] .*SASL \S+ user '")
 
         # Proxy mode with the data connection in TLS, back to A, bandwidth-capped,
         # arriving paused (--suspend) until resumed.

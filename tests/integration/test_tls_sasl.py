@@ -186,6 +186,32 @@ class PkiTestCase(ft.DaemonTestCase):
     def tls_uri(self, d, pkidir, params=""):
         return f"sim+tls://127.0.0.1:{d.tls_port}/system?pkipath={pkidir}{params}"
 
+    def bare_tls_server(self, cert, connections=1):
+        """A TLS server on 127.0.0.1 with a certificate ferryd would refuse to load
+        (OpenSSL, from this process), for that many connections: the client
+        must refuse it after the handshake."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.pki.path(cert + ".pem"), self.pki.path("serverkey.pem"))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        listener.settimeout(10)
+
+        def serve():
+            for _ in range(connections):
+                try:
+                    conn, _ = listener.accept()
+                    conn.settimeout(10)
+                    with ctx.wrap_socket(conn, server_side=True) as s:
+                        s.recv(1)
+                except (OSError, ssl.SSLError):
+                    pass  # the client gives up during or after the handshake
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        self.addCleanup(lambda: (t.join(15), listener.close()))
+        return listener.getsockname()[1]
+
     def wait_log(self, d, text, timeout=10):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -316,29 +342,6 @@ class TlsTest(PkiTestCase):
         self.assertEqual(rc, 1)
         self.assertIn(f"certificate of 127.0.0.1 is not signed by the CA in {pkidir}/cacert.pem",
                       err)
-
-    def bare_tls_server(self, cert):
-        """A TLS server on 127.0.0.1 with a certificate ferryd would refuse to load
-        (OpenSSL, from this process): the client must refuse it after the handshake."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.pki.path(cert + ".pem"), self.pki.path("serverkey.pem"))
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(4)
-        listener.settimeout(10)
-
-        def serve():
-            try:
-                conn, _ = listener.accept()
-                with ctx.wrap_socket(conn, server_side=True) as s:
-                    s.recv(1)
-            except (OSError, ssl.SSLError):
-                pass  # the client gives up during or after the handshake
-
-        t = threading.Thread(target=serve, daemon=True)
-        t.start()
-        self.addCleanup(lambda: (t.join(15), listener.close()))
-        return listener.getsockname()[1]
 
     def test_expired_and_not_yet_valid_server_certificates(self):
         pkidir = self.pki.client_dir()

@@ -80,11 +80,10 @@ static void on_vm_event(const char *instance_id, const char *event, JsonObject *
 }
 
 /* QEMU's log of a domain: its stderr, appended over every start, kept after
- * it stops (libvirt's /var/log/libvirt/qemu/NAME.log). */
+ * it stops, rotated by size (libvirt's /var/log/libvirt/qemu/NAME.log). */
 static char *log_path(HvDriver *hv, const char *name)
 {
-    g_autofree char *file = g_strdup_printf("%s.log", name);
-    return g_build_filename(domain_store_get_run_dir(hv->store), file, NULL);
+    return hv_log_path(hv, name);
 }
 
 static void log_command(const char *path, GPtrArray *argv)
@@ -509,12 +508,14 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
     migration_engine_install_ops(&qemu_ops);
     qemu_stats_install_ops(&qemu_ops);
     if (!hv_driver_init(&qd->hv, &qemu_ops, &qemu_hooks, qd, config->config_dir,
-                        config->run_dir, error)) {
+                        config->run_dir, config->log, error)) {
         qemu_driver_close(&qd->hv.base);
         return NULL;
     }
     qmp_migration_hooks_init(&qd->migration_hooks, QMP_MIGRATION_QEMU, qemu_migration_vm_ref);
     qd->migration = migration_engine_new(&qd->hv, &qd->migration_hooks, config->migration_data);
+    migration_engine_set_files(qd->migration, config->save_dir, NULL);
+    hv_driver_autostart(&qd->hv);
     FERRY_INFO("QEMU driver: %s %u.%u.%u%s%s", qd->emulator, (guint)(qd->version / 1000000),
                (guint)(qd->version / 1000 % 1000), (guint)(qd->version % 1000),
                qd->kvm_problem ? ", KVM refused: " : ", KVM usable",

@@ -4,11 +4,14 @@
 #pragma once
 
 #include "driver/driver.h"
+#include "driver/vmm-log.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct {
     const char *config_dir; /* persistent domain configs */
-    const char *run_dir;    /* runtime state, monitor sockets, QEMU logs */
+    const char *run_dir;    /* runtime state, monitor sockets */
+    const VmmLogConfig *log; /* QEMU's logs, by domain (copied) */
+    const char *save_dir;    /* managed save images (NAME.save) */
     const char *emulator;   /* qemu-system-x86_64, a path or a name in PATH */
     /* The daemon's proxy-mode data settings (address, ports, TLS), shared by
      * every driver's migration engine; a reference is taken. NULL: defaults. */

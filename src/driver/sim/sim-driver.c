@@ -40,7 +40,7 @@ static gboolean sim_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErro
     SimDriver *sd = hv->owner;
     g_autofree char *qmp = domain_store_runtime_path(hv->store, obj->instance_id, ".qmp");
     g_autofree char *pid = domain_store_runtime_path(hv->store, obj->instance_id, ".pid");
-    g_autofree char *log = domain_store_runtime_path(hv->store, obj->instance_id, ".log");
+    g_autofree char *log = hv_log_path(hv, domain_obj_get_name(obj));
     SimVmSpawnOptions opts = {.vmm_binary = sd->vmm_binary, .qmp_path = qmp, .pid_path = pid,
                               .log_path = log, .instance_id = obj->instance_id,
                               .incoming = incoming, .on_gone = on_vm_gone, .data = sd};
@@ -249,12 +249,16 @@ Driver *sim_driver_open(const SimDriverConfig *config, GError **error)
     hv_driver_fill_ops(&sim_ops, &sim_hooks);
     migration_engine_install_ops(&sim_ops);
     if (!hv_driver_init(&sd->hv, &sim_ops, &sim_hooks, sd, config->config_dir, config->run_dir,
-                        error)) {
+                        config->log, error)) {
         sim_driver_close(&sd->hv.base);
         return NULL;
     }
     sim_migration_hooks_init(&sd->migration_hooks);
     sd->migration = migration_engine_new(&sd->hv, &sd->migration_hooks, config->migration_data);
+    migration_engine_set_files(sd->migration, NULL,
+                               "ferry-vmm migrates only to a receiver that answers each of its "
+                               "commands, which a file cannot do");
+    hv_driver_autostart(&sd->hv);
     return &sd->hv.base;
 }
 

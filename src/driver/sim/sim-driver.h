@@ -3,11 +3,13 @@
 #pragma once
 
 #include "driver/driver.h"
+#include "driver/vmm-log.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct {
     const char *config_dir; /* persistent domain configs */
     const char *run_dir;    /* runtime state of running instances, VMM sockets */
+    const VmmLogConfig *log; /* ferry-vmm's logs, by domain (copied) */
     const char *vmm_binary; /* ferry-vmm */
     /* The daemon's settings for proxy-mode data connections: address, port
      * range, TLS (virsh migrate --tls). A reference is taken. */
