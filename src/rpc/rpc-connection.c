@@ -91,7 +91,7 @@ void rpc_connection_unref(RpcConnection *conn)
 {
     if (!conn || !g_atomic_int_dec_and_test(&conn->ref))
         return;
-    g_queue_clear_full(&conn->send_queue, (GDestroyNotify)rpc_message_free);
+    rpc_message_queue_clear(&conn->send_queue);
     rpc_message_pool_unref(conn->rx_pool);
     rpc_transport_free(conn->transport);
     g_clear_error(&conn->close_reason);
@@ -169,7 +169,7 @@ static gboolean enqueue_locked(RpcConnection *conn, RpcMessage *msg)
         return FALSE;
     }
     conn->unrequested_mem += cost;
-    g_queue_push_tail(&conn->send_queue, msg);
+    rpc_message_queue_push(&conn->send_queue, msg);
     conn->queued_bytes += msg->len;
     g_cond_broadcast(&conn->cond);
     return TRUE;
@@ -534,7 +534,7 @@ static gpointer writer_thread(gpointer data)
         gsize bytes = 0;
         while (n < TX_BATCH_MESSAGES && bytes < TX_BATCH_BYTES &&
                !g_queue_is_empty(&conn->send_queue)) {
-            RpcMessage *m = g_queue_pop_head(&conn->send_queue);
+            RpcMessage *m = rpc_message_queue_pop(&conn->send_queue);
             batch[n] = m;
             iov[n].iov_base = m->buf;
             iov[n].iov_len = m->len;

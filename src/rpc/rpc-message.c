@@ -21,6 +21,7 @@ struct RpcMessagePool {
     guint max_cached;
     GMutex lock;
     GPtrArray *cached; /* free messages, used as a stack */
+    guint64 allocated;
 };
 
 RpcMessagePool *rpc_message_pool_new(gsize payload_capacity, guint max_cached)
@@ -62,11 +63,21 @@ gsize rpc_message_pool_get_capacity(RpcMessagePool *pool)
     return pool->capacity;
 }
 
+guint64 rpc_message_pool_get_allocated(RpcMessagePool *pool)
+{
+    g_mutex_lock(&pool->lock);
+    guint64 n = pool->allocated;
+    g_mutex_unlock(&pool->lock);
+    return n;
+}
+
 RpcMessage *rpc_message_pool_take(RpcMessagePool *pool)
 {
     g_mutex_lock(&pool->lock);
     RpcMessage *msg = pool->cached->len ? g_ptr_array_steal_index_fast(pool->cached, pool->cached->len - 1)
                                         : NULL;
+    if (!msg)
+        pool->allocated++;
     g_mutex_unlock(&pool->lock);
     if (!msg) {
         msg = g_new0(RpcMessage, 1);
@@ -99,6 +110,13 @@ void rpc_message_free(RpcMessage *msg)
             return;
     }
     message_free_now(msg);
+}
+
+void rpc_message_queue_clear(GQueue *queue)
+{
+    RpcMessage *msg;
+    while ((msg = rpc_message_queue_pop(queue)))
+        rpc_message_free(msg);
 }
 
 void rpc_message_reserve(RpcMessage *msg, gsize payload_len)

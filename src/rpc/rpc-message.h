@@ -42,6 +42,9 @@ typedef struct RpcMessage {
      * authentication reply). Not called if the message is dropped. */
     void (*after_write)(gpointer data);
     gpointer after_write_data;
+    /* A message sits in at most one queue at a time: its own link, so
+     * queueing a packet allocates nothing (see rpc_message_queue_push). */
+    GList link;
 } RpcMessage;
 
 RpcMessage *rpc_message_new(gsize payload_capacity);
@@ -55,8 +58,29 @@ RpcMessagePool *rpc_message_pool_new(gsize payload_capacity, guint max_cached);
 RpcMessagePool *rpc_message_pool_ref(RpcMessagePool *pool);
 void rpc_message_pool_unref(RpcMessagePool *pool);
 gsize rpc_message_pool_get_capacity(RpcMessagePool *pool);
+/* Messages the pool ever allocated (takes that found no cached buffer). */
+guint64 rpc_message_pool_get_allocated(RpcMessagePool *pool);
 /* A message with room for the pool's payload capacity; rpc_message_free returns it. */
 RpcMessage *rpc_message_pool_take(RpcMessagePool *pool);
+
+/* Queues of messages (GQueue) linked through each message's own link: no
+ * allocation per packet. Use only these on such a queue, never
+ * g_queue_push_tail or g_queue_clear_full. */
+static inline void rpc_message_queue_push(GQueue *queue, RpcMessage *msg)
+{
+    msg->link.data = msg;
+    msg->link.prev = msg->link.next = NULL;
+    g_queue_push_tail_link(queue, &msg->link);
+}
+
+static inline RpcMessage *rpc_message_queue_pop(GQueue *queue)
+{
+    GList *l = g_queue_pop_head_link(queue);
+    return l ? l->data : NULL;
+}
+
+/* Frees every message of the queue and leaves it empty. */
+void rpc_message_queue_clear(GQueue *queue);
 
 /* Makes room for a payload of payload_len bytes (keeps existing bytes). */
 void rpc_message_reserve(RpcMessage *msg, gsize payload_len);

@@ -557,6 +557,12 @@ static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovc
     return ok;
 }
 
+gboolean rpc_tls_transport_has_pending(RpcTransport *base)
+{
+    RpcTlsTransport *t = (RpcTlsTransport *)base;
+    return gnutls_record_check_pending(t->session) > 0 || t->rx_start < t->rx_end;
+}
+
 void rpc_tls_transport_close_write(RpcTransport *base)
 {
     RpcTlsTransport *t = (RpcTlsTransport *)base;

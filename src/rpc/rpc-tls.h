@@ -58,6 +58,9 @@ gboolean rpc_tls_transport_is_tls(RpcTransport *t);
 guint rpc_tls_transport_get_key_bits(RpcTransport *t);
 /* The peer certificate's DN ("C=GB,O=x,CN=y"), NULL if none or not TLS. */
 const char *rpc_tls_transport_get_peer_dn(RpcTransport *t);
+/* TRUE if a read would return data without waiting: decrypted bytes, or
+ * ciphertext already read ahead (reader thread only). */
+gboolean rpc_tls_transport_has_pending(RpcTransport *t);
 /* "TLS1.3 AES-256-GCM" (the negotiated version and cipher), NULL if not TLS. */
 char *rpc_tls_transport_describe(RpcTransport *t);
 /* Ends our sending half with close_notify (writer thread only). */

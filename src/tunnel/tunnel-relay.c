@@ -1,10 +1,12 @@
-/* Two splice pumps, one per direction. A direction ends cleanly when its
- * input reaches end of stream: the pump then half-closes its output, so the
- * far side sees the same end. The relay is done when both directions are. */
+/* Two directions, each a reader and a writer thread. A direction ends
+ * cleanly when its input reaches end of stream: its writer then half-closes
+ * the output once everything read was written, so the far side sees the
+ * same end. The relay is done when all four threads are. */
 #include "tunnel/tunnel-relay.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -29,7 +31,7 @@ struct TunnelRelay {
     char *peer_name;
     GMutex lock;
     GCond cond;
-    guint directions_done;
+    guint threads_done; /* of four: a reader and a writer per direction */
     gboolean failed;
     GError *error;
     guint64 bandwidth;
@@ -38,11 +40,6 @@ struct TunnelRelay {
     TunnelRelayStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
 };
-
-typedef struct {
-    TunnelRelay *relay;
-    gboolean outbound; /* VMM -> network */
-} Direction;
 
 TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
 {
@@ -138,52 +135,205 @@ static gboolean relay_failed(TunnelRelay *r)
     return failed;
 }
 
-/* Over TLS: one buffer per direction, each byte copied once (into or out of
- * the encryption). */
-static GError *copy_direction(TunnelRelay *r, gboolean outbound)
+/* Each direction runs as two threads, a reader and a writer, with a bounded
+ * hand-off between them: a pipe for splice (plaintext), a few buffers over
+ * TLS. So the reader keeps draining its socket while the writer waits on the
+ * other one (or on the cipher): the VMM's socket buffer never fills while
+ * the relay is busy elsewhere, and its awaited replies cross without waiting
+ * behind a chunk in progress. */
+
+/* TLS hand-off: buffers cycle from free to full and back. */
+#define TLS_BUFFERS 4
+#define TLS_BUFFER_SIZE (256 * 1024)
+#define TLS_RECORD_MAX (16 * 1024)
+
+typedef struct {
+    TunnelRelay *relay;
+    gboolean outbound; /* VMM -> network */
+    int in, out;
+    const char *in_name, *out_name;
+    /* plaintext: the pipe; the reader owns [1], the writer [0]; each closes
+     * its end when it stops, which wakes the other */
+    int pipefd[2];
+    /* TLS: under relay->lock */
+    guint8 *buf[TLS_BUFFERS];
+    gsize len[TLS_BUFFERS];
+    guint head, count; /* full buffers: head .. head + count - 1 */
+    gboolean writer_gone;
+    GError *read_error; /* reader: met after data it delivers first */
+    /* both: the reader reached a clean end of stream (under relay->lock) */
+    gboolean in_eof;
+    gboolean reader_gone;
+} Direction;
+
+/* Where the flight recorder counts the time a direction waits for its input
+ * and for its output. */
+static guint64 *wait_in_counter(Direction *d)
 {
-    const char *in_name = outbound ? r->vmm_name : r->peer_name;
-    const char *out_name = outbound ? r->peer_name : r->vmm_name;
-    g_autofree guint8 *buf = g_malloc(256 * 1024);
+    TunnelCounters *c = &d->relay->counters;
+    return d->outbound ? &c->wait_vmm_read_us : &c->wait_net_recv_us;
+}
+
+static guint64 *wait_out_counter(Direction *d)
+{
+    TunnelCounters *c = &d->relay->counters;
+    return d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
+}
+
+static void direction_free(Direction *d)
+{
+    g_clear_error(&d->read_error);
+    for (guint i = 0; i < TLS_BUFFERS; i++)
+        g_free(d->buf[i]);
+    g_free(d);
+}
+
+/* ---- plaintext: splice through a pipe, the bytes never enter user space ---- */
+
+static GError *splice_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
     for (;;) {
-        gssize n;
-        g_autoptr(GError) e = NULL;
+        /* Wait for input outside splice(): a splice into a pipe holds the
+         * pipe's lock while it waits for its socket, which would keep the
+         * writer from draining what is already in the pipe. */
+        struct pollfd pfd = {.fd = d->in, .events = POLLIN};
         gint64 waited = tunnel_counters_wait_begin();
-        if (outbound) {
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            return io_error(r, "wait for", d->in_name, errno);
+        gssize n = splice(d->in, NULL, d->pipefd[1], NULL, CHUNK, SPLICE_F_MOVE | SPLICE_F_MORE);
+        int splice_errno = errno;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        errno = splice_errno;
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        int err = errno;
+        if (relay_failed(r))
+            return NULL; /* the other side or an abort already said why */
+        if (n == 0) {
+            g_mutex_lock(&r->lock);
+            d->in_eof = TRUE;
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        if (err == EPIPE)
+            return NULL; /* the writer stopped and said why */
+        return io_error(r, "read from", d->in_name, err);
+    }
+}
+
+static GError *splice_writer(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        /* No SPLICE_F_MORE here: it corks the socket, and the VMMs'
+         * protocol waits for every small reply. */
+        gint64 waited = tunnel_counters_wait_begin();
+        gssize n = splice(d->pipefd[0], NULL, d->out, NULL, CHUNK, SPLICE_F_MOVE);
+        int splice_errno = errno;
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        errno = splice_errno;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return relay_failed(r) ? NULL : io_error(r, "write to", d->out_name, errno);
+        if (n == 0)
+            return NULL; /* the reader closed the pipe: its end of stream, or a failure */
+        count(r, d->outbound, n);
+        if (d->outbound)
+            throttle(r);
+    }
+}
+
+/* ---- TLS: each byte copied once, into or out of the cipher ---- */
+
+static GError *copy_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        while (!r->failed && !d->writer_gone && d->count == TLS_BUFFERS)
+            g_cond_wait(&r->cond, &r->lock);
+        gboolean stop = r->failed || d->writer_gone;
+        guint slot = (d->head + d->count) % TLS_BUFFERS;
+        g_mutex_unlock(&r->lock);
+        if (stop)
+            return NULL;
+        if (!d->buf[slot])
+            d->buf[slot] = g_malloc(TLS_BUFFER_SIZE);
+
+        gssize n;
+        g_autoptr(GError) e = g_steal_pointer(&d->read_error);
+        gint64 waited = tunnel_counters_wait_begin();
+        if (e) {
+            n = -1;
+        } else if (d->outbound) {
             do {
-                n = read(r->vmm_fd, buf, 256 * 1024);
+                n = read(r->vmm_fd, d->buf[slot], TLS_BUFFER_SIZE);
             } while (n < 0 && errno == EINTR);
         } else {
-            n = rpc_transport_read(r->net, buf, 256 * 1024, &e);
-        }
-        tunnel_counters_wait_end(outbound ? &r->counters.wait_vmm_read_us
-                                          : &r->counters.wait_net_recv_us,
-                                 waited);
-        if (n <= 0) {
-            int err = n < 0 ? (outbound ? errno : ECONNRESET) : 0;
-            if (relay_failed(r))
-                return NULL;
-            if (n == 0) {
-                if (outbound)
-                    rpc_tls_transport_close_write(r->net);
-                else
-                    shutdown(r->vmm_fd, SHUT_WR);
-                return NULL;
+            /* A TLS read returns one record (16 KiB): take every record
+             * already received, so the VMM gets fewer, larger writes. */
+            n = rpc_transport_read(r->net, d->buf[slot], TLS_BUFFER_SIZE, &e);
+            while (n > 0 && TLS_BUFFER_SIZE - n >= TLS_RECORD_MAX && !d->read_error &&
+                   rpc_tls_transport_has_pending(r->net)) {
+                gssize more = rpc_transport_read(r->net, d->buf[slot] + n, TLS_BUFFER_SIZE - n,
+                                                 &d->read_error);
+                if (more <= 0)
+                    break; /* an end comes again; an error is kept for after this data */
+                n += more;
             }
-            if (e)
-                return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from the %s: %s",
-                                   in_name, e->message);
-            return io_error(r, "read from", in_name, err);
         }
+        int err = n < 0 ? (d->outbound ? errno : ECONNRESET) : 0;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        g_mutex_lock(&r->lock);
+        if (n > 0) {
+            d->len[slot] = n;
+            d->count++;
+        } else if (n == 0 && !r->failed) {
+            d->in_eof = TRUE;
+        }
+        g_cond_broadcast(&r->cond);
+        gboolean failed = r->failed;
+        g_mutex_unlock(&r->lock);
+        if (n > 0)
+            continue;
+        if (n == 0 || failed)
+            return NULL;
+        if (e)
+            return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from the %s: %s",
+                               d->in_name, e->message);
+        return io_error(r, "read from", d->in_name, err);
+    }
+}
+
+static GError *copy_writer(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        while (!r->failed && !d->reader_gone && d->count == 0)
+            g_cond_wait(&r->cond, &r->lock);
+        if (r->failed || d->count == 0) {
+            g_mutex_unlock(&r->lock);
+            return NULL; /* failed, or the reader is gone: the caller checks in_eof */
+        }
+        guint slot = d->head;
+        gsize n = d->len[slot];
+        g_mutex_unlock(&r->lock);
+
+        g_autoptr(GError) e = NULL;
         gboolean ok;
         int err = EPIPE;
-        waited = tunnel_counters_wait_begin();
-        if (outbound) {
-            ok = rpc_transport_write_all(r->net, buf, n, &e);
+        gint64 waited = tunnel_counters_wait_begin();
+        if (d->outbound) {
+            ok = rpc_transport_write_all(r->net, d->buf[slot], n, &e);
         } else {
             ok = TRUE;
-            for (gssize off = 0; off < n && ok;) {
-                gssize w = send(r->vmm_fd, buf + off, n - off, MSG_NOSIGNAL);
+            for (gsize off = 0; off < n && ok;) {
+                gssize w = send(r->vmm_fd, d->buf[slot] + off, n - off, MSG_NOSIGNAL);
                 if (w < 0 && errno == EINTR)
                     continue;
                 if (w <= 0) {
@@ -194,128 +344,156 @@ static GError *copy_direction(TunnelRelay *r, gboolean outbound)
                 }
             }
         }
-        tunnel_counters_wait_end(outbound ? &r->counters.wait_net_send_us
-                                          : &r->counters.wait_vmm_write_us,
-                                 waited);
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
         if (!ok) {
+            if (relay_failed(r))
+                return NULL;
             if (e)
                 return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot write to the %s: %s",
-                                   out_name, e->message);
-            return io_error(r, "write to", out_name, err);
+                                   d->out_name, e->message);
+            return io_error(r, "write to", d->out_name, err);
         }
-        count(r, outbound, n);
-        if (outbound)
+        g_mutex_lock(&r->lock);
+        d->head = (d->head + 1) % TLS_BUFFERS;
+        d->count--;
+        g_cond_broadcast(&r->cond);
+        g_mutex_unlock(&r->lock);
+        count(r, d->outbound, n);
+        if (d->outbound)
             throttle(r);
     }
 }
 
-static gpointer direction_thread(gpointer data)
+/* ---- the threads ---- */
+
+static void thread_done(TunnelRelay *r, GError *why)
 {
-    Direction *d = data;
-    TunnelRelay *r = d->relay;
-    int in = d->outbound ? r->vmm_fd : r->net_fd;
-    int out = d->outbound ? r->net_fd : r->vmm_fd;
-    const char *in_name = d->outbound ? r->vmm_name : r->peer_name;
-    const char *out_name = d->outbound ? r->peer_name : r->vmm_name;
-    int pipefd[2];
-    GError *why = NULL;
-
-    if (r->tls) {
-        why = copy_direction(r, d->outbound);
-    } else if (pipe2(pipefd, O_CLOEXEC) < 0) {
-        ferry_set_error_errno(&why, errno, "cannot create the relay pipe");
-    } else {
-        fcntl(pipefd[1], F_SETPIPE_SZ, CHUNK); /* fewer, larger splices */
-        TunnelCounters *c = &r->counters;
-        guint64 *wait_in = d->outbound ? &c->wait_vmm_read_us : &c->wait_net_recv_us;
-        guint64 *wait_out = d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
-        for (;;) {
-            gint64 waited = tunnel_counters_wait_begin();
-            gssize n = splice(in, NULL, pipefd[1], NULL, CHUNK, SPLICE_F_MOVE | SPLICE_F_MORE);
-            tunnel_counters_wait_end(wait_in, waited);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 || n == 0) {
-                int err = errno;
-                if (relay_failed(r))
-                    break; /* the other direction or an abort already said why */
-                if (n == 0) {
-                    shutdown(out, SHUT_WR); /* pass the end of stream on */
-                    break;
-                }
-                why = io_error(r, "read from", in_name, err);
-                break;
-            }
-            gssize left = n;
-            waited = tunnel_counters_wait_begin();
-            while (left > 0) {
-                /* No SPLICE_F_MORE here: it corks the socket, and the VMMs'
-                 * protocol waits for every small reply. */
-                gssize w = splice(pipefd[0], NULL, out, NULL, left, SPLICE_F_MOVE);
-                if (w < 0 && errno == EINTR)
-                    continue;
-                if (w <= 0) {
-                    why = io_error(r, "write to", out_name, w < 0 ? errno : EPIPE);
-                    break;
-                }
-                left -= w;
-            }
-            tunnel_counters_wait_end(wait_out, waited);
-            if (why)
-                break;
-            count(r, d->outbound, n);
-            if (d->outbound)
-                throttle(r);
-        }
-        close(pipefd[0]);
-        close(pipefd[1]);
-    }
-
     g_mutex_lock(&r->lock);
     if (why)
         fail_locked(r, why);
-    r->directions_done++;
+    r->threads_done++;
     g_cond_broadcast(&r->cond);
     g_mutex_unlock(&r->lock);
-    g_free(d);
+}
+
+/* The last of a direction's two threads frees it. */
+static void direction_unref(Direction *d, gboolean *gone_flag)
+{
+    TunnelRelay *r = d->relay;
+    g_mutex_lock(&r->lock);
+    *gone_flag = TRUE;
+    gboolean last = d->reader_gone && d->writer_gone;
+    g_cond_broadcast(&r->cond);
+    g_mutex_unlock(&r->lock);
+    if (last)
+        direction_free(d);
+}
+
+static gpointer reader_thread(gpointer data)
+{
+    Direction *d = data;
+    TunnelRelay *r = d->relay;
+    GError *why = r->tls ? copy_reader(d) : splice_reader(d);
+    if (!r->tls)
+        close(d->pipefd[1]); /* the writer drains the pipe, then sees the end */
+    thread_done(r, why);
+    direction_unref(d, &d->reader_gone);
     tunnel_relay_unref(r);
     return NULL;
 }
 
+static gpointer writer_thread(gpointer data)
+{
+    Direction *d = data;
+    TunnelRelay *r = d->relay;
+    GError *why = r->tls ? copy_writer(d) : splice_writer(d);
+    if (!r->tls)
+        close(d->pipefd[0]); /* a reader blocked on a full pipe gets EPIPE */
+    g_mutex_lock(&r->lock);
+    gboolean eof = !why && !r->failed && d->in_eof;
+    g_mutex_unlock(&r->lock);
+    if (eof) {
+        /* Everything read was written: pass the end of stream on. */
+        if (d->outbound && r->tls)
+            rpc_tls_transport_close_write(r->net);
+        else
+            shutdown(d->out, SHUT_WR);
+    }
+    thread_done(r, why);
+    direction_unref(d, &d->writer_gone);
+    tunnel_relay_unref(r);
+    return NULL;
+}
+
+static void fail_start(TunnelRelay *r, GError *why, guint threads_not_started)
+{
+    g_mutex_lock(&r->lock);
+    fail_locked(r, why);
+    r->threads_done += threads_not_started;
+    g_cond_broadcast(&r->cond);
+    g_mutex_unlock(&r->lock);
+}
+
 void tunnel_relay_start(TunnelRelay *relay)
 {
+    static const char *const names[2][2] = {{"relay-out", "relay-out-wr"},
+                                            {"relay-in", "relay-in-wr"}};
     for (int i = 0; i < 2; i++) {
         Direction *d = g_new0(Direction, 1);
-        d->relay = tunnel_relay_ref(relay);
+        d->relay = relay;
         d->outbound = i == 0;
-        GError *why = NULL;
-        GThread *t =
-            ferry_thread_try_new(i == 0 ? "relay-out" : "relay-in", direction_thread, d, &why);
-        if (t) {
-            g_thread_unref(t);
-            continue;
+        d->in = d->outbound ? relay->vmm_fd : relay->net_fd;
+        d->out = d->outbound ? relay->net_fd : relay->vmm_fd;
+        d->in_name = d->outbound ? relay->vmm_name : relay->peer_name;
+        d->out_name = d->outbound ? relay->peer_name : relay->vmm_name;
+        if (!relay->tls) {
+            if (pipe2(d->pipefd, O_CLOEXEC) < 0) {
+                GError *why = NULL;
+                ferry_set_error_errno(&why, errno, "cannot create the relay pipe");
+                g_free(d);
+                fail_start(relay, why, 4 - 2 * i);
+                return;
+            }
+            fcntl(d->pipefd[1], F_SETPIPE_SZ, CHUNK); /* fewer, larger splices */
         }
-        /* The relay fails with the reason: a running direction stops, and the
-         * caller's wait reports it like any other failure of the relay. */
-        g_free(d);
-        g_mutex_lock(&relay->lock);
-        fail_locked(relay, why);
-        relay->directions_done += 2 - i;
-        g_cond_broadcast(&relay->cond);
-        g_mutex_unlock(&relay->lock);
-        tunnel_relay_unref(relay);
-        return;
+        for (int j = 0; j < 2; j++) {
+            GError *why = NULL;
+            tunnel_relay_ref(relay);
+            GThread *t = ferry_thread_try_new(names[i][j], j == 0 ? reader_thread : writer_thread,
+                                              d, &why);
+            if (t) {
+                g_thread_unref(t);
+                continue;
+            }
+            /* The relay fails with the reason: running threads stop, and the
+             * caller's wait reports it like any other failure of the relay. */
+            tunnel_relay_unref(relay);
+            fail_start(relay, why, 4 - 2 * i - j);
+            if (j == 0) {
+                if (!relay->tls) {
+                    close(d->pipefd[0]);
+                    close(d->pipefd[1]);
+                }
+                direction_free(d);
+            } else {
+                /* The reader runs: it ends on the shut-down socket. */
+                if (!relay->tls)
+                    close(d->pipefd[0]);
+                direction_unref(d, &d->writer_gone);
+            }
+            return;
+        }
     }
 }
 
 gboolean tunnel_relay_wait(TunnelRelay *r, gint64 deadline_us, GError **error)
 {
     g_mutex_lock(&r->lock);
-    while (!r->failed && r->directions_done < 2) {
+    while (!r->failed && r->threads_done < 4) {
         if (!deadline_us) {
             g_cond_wait(&r->cond, &r->lock);
         } else if (!g_cond_wait_until(&r->cond, &r->lock, deadline_us)) {
-            if (!r->failed && r->directions_done < 2) {
+            if (!r->failed && r->threads_done < 4) {
                 g_mutex_unlock(&r->lock);
                 g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
                             "the relay to the %s did not end in time", r->peer_name);
@@ -342,7 +520,7 @@ void tunnel_relay_abort(TunnelRelay *r, const GError *why)
 gboolean tunnel_relay_is_over(TunnelRelay *r)
 {
     g_mutex_lock(&r->lock);
-    gboolean over = r->failed || r->directions_done == 2;
+    gboolean over = r->failed || r->threads_done == 4;
     g_mutex_unlock(&r->lock);
     return over;
 }

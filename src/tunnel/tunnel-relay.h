@@ -1,8 +1,9 @@
 /* Proxy mode's data plane: a VMM socket relayed to a data connection that
- * the two daemons own, both directions. Plaintext moves with splice()
- * through a pipe, so the bytes never enter user space; over TLS each byte is
- * copied once, into the encryption. Every failure names the hop (VMM side or
- * network side), the OS error and the bytes moved. */
+ * the two daemons own, both directions, each with a reader and a writer
+ * thread. Plaintext moves with splice() through a pipe, so the bytes never
+ * enter user space; over TLS each byte is copied once, into or out of the
+ * cipher. Every failure names the hop (VMM side or network side), the OS
+ * error and the bytes moved. */
 #pragma once
 
 #include <glib.h>

@@ -47,7 +47,7 @@ static void slot_unref(gpointer data)
     Slot *s = data;
     if (!s || !g_atomic_int_dec_and_test(&s->ref))
         return;
-    g_queue_clear_full(&s->early, (GDestroyNotify)rpc_message_free);
+    rpc_message_queue_clear(&s->early);
     tunnel_stream_unref(s->ts);
     g_free(s);
 }
@@ -111,7 +111,7 @@ void tunnel_binding_attach(TunnelBinding *b, TunnelStream *ts)
      * yet, and a peer that streamed before the reply must not wedge the call
      * that attaches, nor the reader and the close behind this lock). */
     RpcMessage *m;
-    while ((m = g_queue_pop_head(&b->slot->early)))
+    while ((m = rpc_message_queue_pop(&b->slot->early)))
         tunnel_stream_deliver_held(ts, m);
     gboolean closed = r->closed;
     GError *why = r->close_reason ? g_error_copy(r->close_reason) : NULL;
@@ -170,7 +170,7 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
             return FALSE;
         }
         s->early_bytes += msg->len;
-        g_queue_push_tail(&s->early, msg);
+        rpc_message_queue_push(&s->early, msg);
         g_mutex_unlock(&router->lock);
         return TRUE;
     }

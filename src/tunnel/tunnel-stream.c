@@ -25,7 +25,8 @@
  *
  * Flow control. Credit mode (two ferryd): each side may have at most the
  * peer's window of bytes in flight that the peer has not yet written to its
- * VMM; the receiver grants credit back after each write. So a stalled VMM
+ * VMM; the receiver grants credit back once it has written a quarter of its
+ * window (one credit message per few packets, not one each). So a stalled VMM
  * stops the sender without growing memory, while the connection keeps
  * carrying keepalives and calls. Plain mode (a libvirt peer): the sender
  * keeps at most send_queue_limit bytes queued; the receiver queues `window`
@@ -47,6 +48,18 @@
 #define ABORT_GRACE_US (2 * G_USEC_PER_SEC)
 /* Pumps re-check the state at least this often while they wait. */
 #define POLL_US (100 * 1000)
+/* Credit is granted back in pieces of at least window / CREDIT_BATCH_DIVISOR:
+ * the sender has the rest of its window to go on with meanwhile, and a
+ * sender blocked on credit has the whole window in flight (it uses the
+ * window we advertised, see migration-cookie.c), so the receiver always
+ * collects a piece and grants it. */
+#define CREDIT_BATCH_DIVISOR 4
+/* The pool keeps twice a window's worth of full packets: a VMM socket hands
+ * over about 200 KiB per read, so packets are often smaller than
+ * packet_size and more of them are in flight; plus the one the reader
+ * fills and the one the sink or writer is emptying. */
+#define POOL_WINDOWS 2
+#define POOL_SPARE_BUFFERS 2
 
 typedef enum {
     ST_OPEN,
@@ -69,6 +82,7 @@ struct TunnelStream {
     char *peer_name;
     char *vmm_name;
     RpcMessagePool *pool;
+    RpcMessagePool *credit_pool; /* 8-byte credit messages, reused */
 
     GMutex lock;
     GCond cond;
@@ -83,6 +97,8 @@ struct TunnelStream {
     GQueue sink_queue; /* RpcMessage, payload for the VMM */
     gsize sink_bytes;
     gint64 send_credit;
+    guint64 credit_pending; /* written to the VMM, not yet granted back */
+    guint64 credit_batch;
     guint64 bandwidth;
     gint64 bw_start_us;
     guint64 bw_start_bytes;
@@ -120,9 +136,17 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
         ts->cfg.window = 4 * ts->cfg.packet_size;
     if (ts->cfg.send_queue_limit == 0)
         ts->cfg.send_queue_limit = 4 * ts->cfg.packet_size;
-    /* A few buffers kept for reuse; the window's worth beyond them is
-     * allocated and given back to the system (mmap'd, see ferryd's main). */
-    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, 8);
+    /* Enough buffers kept for reuse to cover a whole window in flight, in
+     * either direction: a miss would mmap and fault in a fresh buffer (and
+     * munmap it again) for every packet, see ferryd's main. */
+    gsize in_flight = MAX(ts->cfg.window, ts->cfg.peer_window);
+    if (!ts->cfg.credit)
+        in_flight = MAX(in_flight, ts->cfg.send_queue_limit);
+    guint buffers =
+        (guint)MIN(POOL_WINDOWS * (in_flight / ts->cfg.packet_size) + POOL_SPARE_BUFFERS, 1024);
+    ts->pool = rpc_message_pool_new(ts->cfg.packet_size, buffers);
+    ts->credit_pool = rpc_message_pool_new(8, 4);
+    ts->credit_batch = MAX(ts->cfg.window / CREDIT_BATCH_DIVISOR, 1);
     g_mutex_init(&ts->lock);
     g_cond_init(&ts->cond);
     g_queue_init(&ts->sink_queue);
@@ -143,10 +167,11 @@ void tunnel_stream_unref(TunnelStream *ts)
 {
     if (!ts || !g_atomic_int_dec_and_test(&ts->ref))
         return;
-    g_queue_clear_full(&ts->sink_queue, (GDestroyNotify)rpc_message_free);
+    rpc_message_queue_clear(&ts->sink_queue);
     if (ts->vmm_fd >= 0)
         close(ts->vmm_fd);
     rpc_message_pool_unref(ts->pool);
+    rpc_message_pool_unref(ts->credit_pool);
     rpc_connection_unref(ts->conn);
     g_clear_error(&ts->error);
     g_mutex_clear(&ts->lock);
@@ -177,9 +202,11 @@ static void send_error_locked(TunnelStream *ts, const GError *why)
     rpc_connection_send(ts->conn, rpc_message_new_error(&ts->header, RPC_STREAM, why));
 }
 
+/* Credit messages come from a small pool of their own: none is allocated
+ * per grant. */
 static void send_credit_locked(TunnelStream *ts, guint64 bytes)
 {
-    RpcMessage *m = rpc_message_new(8);
+    RpcMessage *m = rpc_message_pool_take(ts->credit_pool);
     m->header = (RpcHeader){.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
                             .proc = FERRY_TUNNEL_PROC_CREDIT, .type = RPC_MESSAGE,
                             .serial = ts->header.serial, .status = RPC_OK};
@@ -209,8 +236,7 @@ static void end_locked(TunnelStream *ts, StreamState state, const GError *why)
         ts->error = g_error_copy(why);
     if (ts->vmm_fd >= 0)
         shutdown(ts->vmm_fd, SHUT_RDWR);
-    g_queue_clear_full(&ts->sink_queue, (GDestroyNotify)rpc_message_free);
-    g_queue_init(&ts->sink_queue);
+    rpc_message_queue_clear(&ts->sink_queue);
     ts->sink_bytes = 0;
     if (is_terminal(state))
         ts->stats.ended_us = g_get_monotonic_time();
@@ -389,7 +415,7 @@ static gpointer sink_thread(gpointer data)
         if (!is_running(ts->state))
             break;
 
-        RpcMessage *msg = g_queue_pop_head(&ts->sink_queue);
+        RpcMessage *msg = rpc_message_queue_pop(&ts->sink_queue);
         if (msg) {
             gsize len = rpc_message_payload_len(msg);
             ts->sink_bytes -= len;
@@ -410,8 +436,13 @@ static gpointer sink_thread(gpointer data)
             }
             ts->stats.bytes_in += len;
             tunnel_counters_add(&ts->counters.bytes_in, len);
-            if (ts->cfg.credit && is_running(ts->state))
-                send_credit_locked(ts, len);
+            if (ts->cfg.credit && is_running(ts->state)) {
+                ts->credit_pending += len;
+                if (ts->credit_pending >= ts->credit_batch) {
+                    send_credit_locked(ts, ts->credit_pending);
+                    ts->credit_pending = 0;
+                }
+            }
             continue;
         }
 
@@ -499,7 +530,7 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
     }
     ts->sink_bytes += len;
     ts->stats.packets_in++;
-    g_queue_push_tail(&ts->sink_queue, g_steal_pointer(msgp));
+    rpc_message_queue_push(&ts->sink_queue, g_steal_pointer(msgp));
     g_cond_broadcast(&ts->cond);
 }
 
@@ -713,6 +744,7 @@ void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats)
 {
     g_mutex_lock(&ts->lock);
     *stats = ts->stats;
+    stats->buffers_allocated = rpc_message_pool_get_allocated(ts->pool);
     g_mutex_unlock(&ts->lock);
 }
 

@@ -26,7 +26,9 @@ typedef enum {
 typedef struct {
     TunnelRole role;
     /* Credit mode: the peer is a ferryd. We may send at most peer_window bytes
-     * it has not yet written to its VMM; we grant back what we write. */
+     * it has not yet written to its VMM; we grant back what we write, in
+     * pieces of at least a quarter of our window, so the peer's peer_window
+     * must be our window (as the cookie negotiates). */
     gboolean credit;
     gsize window;      /* bytes we accept in flight toward us (credit) or queue (plain) */
     gsize peer_window; /* initial credit the peer grants us */
@@ -44,6 +46,10 @@ typedef struct {
     guint64 packets_in;
     gint64 started_us;
     gint64 ended_us;
+    /* Data buffers the stream ever allocated: its pool covers the window,
+     * so this stays at window / packet size plus a few, however long the
+     * stream runs. */
+    guint64 buffers_allocated;
 } TunnelStats;
 
 typedef struct TunnelStream TunnelStream;

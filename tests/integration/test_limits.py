@@ -289,6 +289,12 @@ class DaemonThreadRefusalTest(ft.DaemonTestCase):
     def test_destination_relay_out(self):
         self.migration_fails("destination", "relay-out", tunnelled=False)
 
+    def test_source_relay_out_writer(self):
+        self.migration_fails("source", "relay-out-wr", tunnelled=False)
+
+    def test_destination_relay_in_writer(self):
+        self.migration_fails("destination", "relay-in-wr", tunnelled=False)
+
 
 class LogTest(ft.DaemonTestCase):
     def test_client_text_in_the_log_is_escaped(self):

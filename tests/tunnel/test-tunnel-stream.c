@@ -147,6 +147,7 @@ typedef struct {
     guint64 seed;
     gboolean ok;
     int delay_ms;
+    gsize pause_every; /* reader: pauses delay_ms again after each such many bytes */
 } Job;
 
 static gpointer writer_job(gpointer data)
@@ -186,6 +187,8 @@ static gpointer reader_job(gpointer data)
     gsize left = j->total;
     j->ok = TRUE;
     while (left > 0 && j->ok) {
+        if (j->pause_every && left < j->total && (j->total - left) % j->pause_every == 0)
+            g_usleep(j->delay_ms * 1000);
         gsize n = MIN(left, (gsize)MIB);
         seed = fill(want, n, seed);
         for (gsize off = 0; off < n;) {
@@ -261,6 +264,150 @@ START_TEST(test_credit_stream_carries_every_byte_and_finishes)
     run_migration(&t, 64 * MIB, 0);
     check_both_done(&t, 64 * MIB);
     tunnel_teardown(&t);
+}
+END_TEST
+
+/* The test as the source ferryd, on the raw socket: it keeps at most the
+ * window in flight and counts the credit the destination grants back. */
+typedef struct {
+    int fd;
+    GMutex lock;
+    GCond cond;
+    gint64 in_flight;
+    guint credits;
+    gboolean eof;
+} RawPeer;
+
+static gboolean read_exact(int fd, guint8 *buf, gsize len)
+{
+    for (gsize got = 0; got < len;) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n <= 0)
+            return FALSE;
+        got += n;
+    }
+    return TRUE;
+}
+
+static gpointer raw_peer_reader(gpointer data)
+{
+    RawPeer *p = data;
+    for (;;) {
+        guint8 word[4];
+        if (!read_exact(p->fd, word, 4))
+            break;
+        guint32 len = GUINT32_FROM_BE(*(guint32 *)word);
+        if (len < RPC_PAYLOAD_OFFSET || len > 16 * MIB)
+            break;
+        g_autofree guint8 *rest = g_malloc(len - 4);
+        if (!read_exact(p->fd, rest, len - 4))
+            break;
+        guint32 prog = GUINT32_FROM_BE(*(guint32 *)rest);
+        guint32 proc = GUINT32_FROM_BE(*(guint32 *)(rest + 8));
+        if (prog == FERRY_TUNNEL_PROGRAM && proc == FERRY_TUNNEL_PROC_CREDIT &&
+            len == RPC_PAYLOAD_OFFSET + 8) {
+            guint64 be;
+            memcpy(&be, rest + RPC_HEADER_SIZE, 8);
+            g_mutex_lock(&p->lock);
+            p->in_flight -= (gint64)GUINT64_FROM_BE(be);
+            p->credits++;
+            g_cond_broadcast(&p->cond);
+            g_mutex_unlock(&p->lock);
+        }
+    }
+    g_mutex_lock(&p->lock);
+    p->eof = TRUE;
+    g_cond_broadcast(&p->cond);
+    g_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void raw_send(int fd, guint32 status, const guint8 *payload, gsize len)
+{
+    g_autoptr(RpcMessage) m = rpc_message_new(len);
+    m->header = opening;
+    m->header.type = RPC_STREAM;
+    m->header.status = status;
+    if (len)
+        memcpy(rpc_message_payload(m), payload, len);
+    rpc_message_seal(m, len);
+    for (gsize off = 0; off < m->len;) {
+        ssize_t n = send(fd, m->buf + off, m->len - off, MSG_NOSIGNAL);
+        ck_assert_int_gt(n, 0);
+        off += n;
+    }
+}
+
+/* The hot path allocates nothing per packet: credit goes back in pieces of
+ * a quarter of the window (not one message per packet), and the buffers in
+ * flight come back to the pool, which keeps a window's worth, even when a
+ * destination VMM that stalls again and again fills the window each time. */
+START_TEST(test_credit_is_batched_and_buffers_are_reused)
+{
+    const gsize packet = 256 * 1024, window = 4 * MIB, total = 64 * MIB;
+    Side server = {0};
+    g_mutex_init(&server.lock);
+    g_cond_init(&server.cond);
+    int rpc[2], vmm[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, vmm), 0);
+    TunnelStreamConfig sc = {.role = TUNNEL_ROLE_SERVER, .credit = TRUE, .window = window,
+                             .peer_window = window, .packet_size = packet,
+                             .peer_name = "source ferryd", .vmm_name = "destination VMM"};
+    server.conn = rpc_connection_new(rpc_transport_new_socket(rpc[1]), &handler, &server);
+    server.ts = tunnel_stream_new(server.conn, &opening, vmm[1], &sc);
+    rpc_connection_start(server.conn);
+    tunnel_stream_start(server.ts);
+
+    RawPeer peer = {.fd = rpc[0]};
+    g_mutex_init(&peer.lock);
+    g_cond_init(&peer.cond);
+    GThread *pr = g_thread_new("raw-peer", raw_peer_reader, &peer);
+    /* The destination VMM pauses 300 ms after every 16 MiB. */
+    Job r = {.fd = vmm[0], .total = total, .seed = 42, .delay_ms = 300, .pause_every = 16 * MIB};
+    GThread *rt = g_thread_new("r", reader_job, &r);
+
+    guint8 *payload = g_malloc(packet);
+    guint64 seed = 42;
+    for (gsize sent = 0; sent < total; sent += packet) {
+        g_mutex_lock(&peer.lock);
+        while (!peer.eof && peer.in_flight + (gint64)packet > (gint64)window)
+            g_cond_wait(&peer.cond, &peer.lock);
+        ck_assert(!peer.eof);
+        peer.in_flight += packet;
+        g_mutex_unlock(&peer.lock);
+        seed = fill(payload, packet, seed);
+        raw_send(rpc[0], RPC_CONTINUE, payload, packet);
+    }
+    g_free(payload);
+    g_thread_join(rt);
+    ck_assert(r.ok);
+    raw_send(rpc[0], RPC_OK, NULL, 0); /* finish */
+    g_autoptr(GError) e = NULL;
+    ck_assert_msg(tunnel_stream_wait(server.ts, g_get_monotonic_time() + 30 * G_USEC_PER_SEC, &e),
+                  "%s", e ? e->message : "");
+
+    TunnelStats ss;
+    tunnel_stream_get_stats(server.ts, &ss);
+    ck_assert_uint_eq(ss.bytes_in, total);
+    g_mutex_lock(&peer.lock);
+    guint credits = peer.credits;
+    g_mutex_unlock(&peer.lock);
+    /* Per packet this would be 256 messages; each grant is at least 1 MiB. */
+    ck_assert_msg(credits >= 1 && credits <= total / (window / 4),
+                  "%u credit messages for %zu packets", credits, total / packet);
+    /* The window's 16 packets queued, one being written to the VMM, one
+     * being read off the socket, and the one the outgoing pump reads into. */
+    ck_assert_msg(ss.buffers_allocated <= window / packet + 3,
+                  "the destination allocated %" G_GUINT64_FORMAT " buffers", ss.buffers_allocated);
+
+    shutdown(rpc[0], SHUT_RDWR);
+    g_thread_join(pr);
+    side_teardown(&server);
+    close(rpc[0]);
+    close(vmm[0]);
+    g_mutex_clear(&peer.lock);
+    g_cond_clear(&peer.cond);
 }
 END_TEST
 
@@ -588,6 +735,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_plain_stream_carries_every_byte_and_finishes);
     tcase_add_test(tc, test_credit_stream_carries_every_byte_and_finishes);
+    tcase_add_test(tc, test_credit_is_batched_and_buffers_are_reused);
     tcase_add_test(tc, test_stalled_vmm_bounds_memory_and_keeps_keepalive_alive);
     tcase_add_test(tc, test_abort_returns_promptly_with_a_frozen_peer);
     tcase_add_test(tc, test_abort_handshake_with_a_live_peer);
