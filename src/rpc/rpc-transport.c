@@ -17,6 +17,7 @@ static gssize socket_read(RpcTransport *t, void *buf, gsize len, GError **error)
             return n;
         if (errno == EINTR)
             continue;
+        g_atomic_int_set(&t->read_errno, errno);
         ferry_set_error_errno(error, errno, "cannot read from %s", t->peer);
         return -1;
     }
@@ -38,7 +39,14 @@ static gboolean socket_writev(RpcTransport *t, const struct iovec *iov_in, int i
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            ferry_set_error_errno(error, errno, "cannot write to %s", t->peer);
+            int err = errno;
+            /* EPIPE after the connection died: the reader may be about to
+             * record why (it took the socket's error); name that instead. */
+            for (int i = 0; err == EPIPE && i < 50 && !g_atomic_int_get(&t->read_errno); i++)
+                g_usleep(1000);
+            if (err == EPIPE && g_atomic_int_get(&t->read_errno))
+                err = g_atomic_int_get(&t->read_errno);
+            ferry_set_error_errno(error, err, "cannot write to %s", t->peer);
             ok = FALSE;
             break;
         }

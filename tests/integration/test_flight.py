@@ -113,7 +113,7 @@ class SuccessTest(FlightCase):
         self.assertRegex(text, r"with the destination's record .* offset [-+][\d.]+ ms "
                                r"\+- [\d.]+ ms")
         timeline = section(text, r"Timeline \(seconds; S = source, D = destination\)")
-        for what in (r"S  terms: mode=tunnel, channels=1, flow=credit, packet_size=1048576",
+        for what in (r"S  terms: mode=tunnel, channels=1, flow=credit, packet_size=262144",
                      r"D  terms: mode=tunnel", r"S  phase perform start",
                      r"D  handshake: finish \(cancelled=0\) received",
                      r"S  handshake: finish \(cancelled=0\) answered", r"S  end: completed",
