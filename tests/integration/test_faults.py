@@ -207,9 +207,13 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
             running = ft.domain_names(d)
             self.assertTrue(ft.wait_for(lambda: len(vmm_processes(d)) == len(running), 30),
                             (d.name, vmm_processes(d), running))
-        self.assertEqual(self.net.listening_ports(),
-                         sorted([self.b.port] + getattr(self, "extra_ports", [])))
-        self.assertEqual(source_listening_ports(self.a), [self.a.port])
+        # The destination closes a data listener as its migration ends, which
+        # can be a moment after the source's virsh returned.
+        want = sorted([self.b.port] + getattr(self, "extra_ports", []))
+        self.assertTrue(ft.wait_for(lambda: self.net.listening_ports() == want, 10),
+                        (self.net.listening_ports(), want))
+        self.assertTrue(ft.wait_for(lambda: source_listening_ports(self.a) == [self.a.port], 10),
+                        source_listening_ports(self.a))
         for d in (self.a, self.b):
             before = self.fds.get(d.name)
             if before is None or d.proc.pid != self.pids[d.name] or d.name == vm_on:
