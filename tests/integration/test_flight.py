@@ -231,7 +231,8 @@ class FailureTest(FlightCase):
                                     10))
 
     def test_slow_destination_vmm(self):
-        self.start_vm(self.a, "vm1", memory_mib=64)
+        # Big enough that the move outlasts the stutter's first look for the VMM.
+        self.start_vm(self.a, "vm1", memory_mib=256)
         p = ft.start_migration(self.a, self.b, "vm1", "--live")
         done = threading.Event()
         stopped = []
