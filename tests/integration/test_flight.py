@@ -156,6 +156,9 @@ class SuccessTest(FlightCase):
             src, dst = (self.a, self.b) if i % 2 == 0 else (self.b, self.a)
             rc, _, err = ft.migrate(src, dst, "vm1", "--live", tunnelled=i != 1)
             self.assertEqual(rc, 0, err)
+            # Record names carry the second they started: distinct seconds
+            # make "the newest two" unambiguous.
+            time.sleep(1.1)
         # a: source twice, destination once: two kept. b records nothing.
         self.assertTrue(ft.wait_for(lambda: len(os.listdir(self.a.flight_dir)) == 2, 10),
                         os.listdir(self.a.flight_dir))
