@@ -46,6 +46,20 @@ void driver_job_info_clear(DriverJobInfo *info)
     g_clear_pointer(&info->flight_record, g_free);
 }
 
+void driver_job_info_take_flight(DriverJobInfo *dst, DriverJobInfo *src)
+{
+    dst->has_flight = TRUE;
+    dst->stall_source_vmm_ms = src->stall_source_vmm_ms;
+    dst->stall_dest_vmm_ms = src->stall_dest_vmm_ms;
+    dst->stall_network_ms = src->stall_network_ms;
+    dst->stall_credit_ms = src->stall_credit_ms;
+    dst->stall_bandwidth_ms = src->stall_bandwidth_ms;
+    g_free(dst->bottleneck);
+    dst->bottleneck = g_steal_pointer(&src->bottleneck);
+    g_free(dst->flight_record);
+    dst->flight_record = g_steal_pointer(&src->flight_record);
+}
+
 static __thread const char *caller_security;
 
 void driver_set_caller_security(const char *description)

@@ -108,6 +108,9 @@ typedef struct {
 } DriverJobInfo;
 
 void driver_job_info_clear(DriverJobInfo *info);
+/* Moves the flight recorder's summary (stall times, bottleneck, record file)
+ * from src into dst and sets dst->has_flight; src keeps no strings. */
+void driver_job_info_take_flight(DriverJobInfo *dst, DriverJobInfo *src);
 /* A deep copy (dst's old contents are not freed). */
 void driver_job_info_copy(DriverJobInfo *dst, const DriverJobInfo *src);
 

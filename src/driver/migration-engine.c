@@ -112,16 +112,8 @@ void migration_update_completed_record(MigrationEngine *e, const guint8 *uuid, M
     g_mutex_lock(&e->lock);
     DriverJobInfo *done = g_hash_table_lookup(e->completed, u);
     /* Only the outcome of this job: a newer one has its own record. */
-    if (done && !done->has_flight && now.has_flight) {
-        done->has_flight = TRUE;
-        done->stall_source_vmm_ms = now.stall_source_vmm_ms;
-        done->stall_dest_vmm_ms = now.stall_dest_vmm_ms;
-        done->stall_network_ms = now.stall_network_ms;
-        done->stall_credit_ms = now.stall_credit_ms;
-        done->stall_bandwidth_ms = now.stall_bandwidth_ms;
-        done->bottleneck = g_steal_pointer(&now.bottleneck);
-        done->flight_record = g_steal_pointer(&now.flight_record);
-    }
+    if (done && !done->has_flight && now.has_flight)
+        driver_job_info_take_flight(done, &now);
     g_mutex_unlock(&e->lock);
     driver_job_info_clear(&now);
 }

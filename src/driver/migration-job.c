@@ -276,17 +276,7 @@ char *migration_job_end_record(MigrationJob *job, const char *outcome, const GEr
     if (!text)
         return NULL;
     g_mutex_lock(&job->lock);
-    DriverJobInfo *i = &job->info;
-    i->has_flight = TRUE;
-    i->stall_source_vmm_ms = summary.stall_source_vmm_ms;
-    i->stall_dest_vmm_ms = summary.stall_dest_vmm_ms;
-    i->stall_network_ms = summary.stall_network_ms;
-    i->stall_credit_ms = summary.stall_credit_ms;
-    i->stall_bandwidth_ms = summary.stall_bandwidth_ms;
-    g_free(i->bottleneck);
-    i->bottleneck = g_steal_pointer(&summary.bottleneck);
-    g_free(i->flight_record);
-    i->flight_record = g_steal_pointer(&summary.flight_record);
+    driver_job_info_take_flight(&job->info, &summary);
     g_mutex_unlock(&job->lock);
     driver_job_info_clear(&summary);
     return text;
