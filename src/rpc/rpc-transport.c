@@ -17,8 +17,8 @@ static gssize socket_read(RpcTransport *t, void *buf, gsize len, GError **error)
             return n;
         if (errno == EINTR)
             continue;
-        g_atomic_int_set(&t->read_errno, errno);
-        ferry_set_error_errno(error, errno, "cannot read from %s", t->peer);
+        int err = ferry_os_error_seen(&t->os_error, errno);
+        ferry_set_error_errno(error, err, "cannot read from %s", t->peer);
         return -1;
     }
 }
@@ -39,13 +39,7 @@ static gboolean socket_writev(RpcTransport *t, const struct iovec *iov_in, int i
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            int err = errno;
-            /* EPIPE after the connection died: the reader may be about to
-             * record why (it took the socket's error); name that instead. */
-            for (int i = 0; err == EPIPE && i < 50 && !g_atomic_int_get(&t->read_errno); i++)
-                g_usleep(1000);
-            if (err == EPIPE && g_atomic_int_get(&t->read_errno))
-                err = g_atomic_int_get(&t->read_errno);
+            int err = ferry_os_error_seen(&t->os_error, errno);
             ferry_set_error_errno(error, err, "cannot write to %s", t->peer);
             ok = FALSE;
             break;

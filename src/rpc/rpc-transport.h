@@ -28,10 +28,7 @@ struct RpcTransport {
     gint64 peer_uid;   /* UNIX sockets: the peer's uid, else -1 */
     gint64 peer_gid;
     gint64 peer_pid;
-    /* The socket's own error (ETIMEDOUT, ECONNRESET...) as the reader met
-     * it: the kernel reports it to one call only, and the writer then sees
-     * EPIPE, which says nothing about why (atomic). */
-    gint read_errno;
+    gint os_error; /* the first OS error met on the socket (ferry_os_error_seen) */
 };
 
 /* Takes ownership of fd (a connected stream socket). */

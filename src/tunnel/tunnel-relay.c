@@ -39,7 +39,7 @@ struct TunnelRelay {
     guint64 bw_start_bytes;
     TunnelRelayStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
-    gint read_errno;         /* atomic: the first OS error a read met (io_error) */
+    gint os_error;           /* the first OS error met (ferry_os_error_seen) */
 };
 
 TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
@@ -111,17 +111,7 @@ static void throttle(TunnelRelay *r)
 
 static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
 {
-    /* A dead connection reports its error (ETIMEDOUT, ECONNRESET...) to one
-     * call only; a writer then sees EPIPE, which says nothing about why.
-     * Name what the reading side took, if it does so within 50 ms. */
-    if (err != EPIPE) {
-        g_atomic_int_compare_and_exchange(&r->read_errno, 0, err);
-    } else {
-        for (int i = 0; i < 50 && !g_atomic_int_get(&r->read_errno); i++)
-            g_usleep(1000);
-        if (g_atomic_int_get(&r->read_errno))
-            err = g_atomic_int_get(&r->read_errno);
-    }
+    err = ferry_os_error_seen(&r->os_error, err); /* EPIPE: the cause another call met */
     g_autofree char *o = ferry_format_size(r->stats.bytes_out);
     g_autofree char *i = ferry_format_size(r->stats.bytes_in);
     return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot %s the %s after %s sent, %s "

@@ -1,6 +1,8 @@
 /* ferry's GError domain and the libvirt-compatible view of its codes. */
 #include "util/error.h"
 
+#include <errno.h>
+
 #include <string.h>
 
 G_DEFINE_QUARK(ferry-error-quark, ferry_error)
@@ -136,4 +138,16 @@ char *ferry_format_size(guint64 bytes)
             g_string_append_unichar(out, c);
     }
     return g_string_free(out, FALSE);
+}
+
+int ferry_os_error_seen(gint *seen, int err)
+{
+    if (err != EPIPE) {
+        g_atomic_int_compare_and_exchange(seen, 0, err);
+        return err;
+    }
+    for (int i = 0; i < 50 && !g_atomic_int_get(seen); i++)
+        g_usleep(1000);
+    int cause = g_atomic_int_get(seen);
+    return cause ? cause : err;
 }

@@ -86,3 +86,11 @@ char *ferry_format_size(guint64 bytes);
 /* Sets *error to a FERRY_ERROR with the OS error's text appended:
  * "cannot connect to 127.0.0.1:16509: Connection refused". */
 void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* A dead socket reports its own error (ETIMEDOUT, ECONNRESET...) to one call
+ * only; a writer then meets EPIPE, which says nothing about why. Each
+ * connection keeps the first other error any of its calls met in *seen
+ * (atomic, 0 at first). ferry_os_error_seen records err; for EPIPE it waits
+ * up to 50 ms for another thread to record the real cause and returns that
+ * (or EPIPE). */
+int ferry_os_error_seen(gint *seen, int err);
