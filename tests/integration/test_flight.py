@@ -243,7 +243,11 @@ class FailureTest(FlightCase):
         def stutter():
             # The incoming VMM runs 0.1 s in every 0.5 s: a slow destination host.
             while not done.is_set():
-                for pid in ft.vmm_pids(self.b):
+                pids = ft.vmm_pids(self.b)
+                if not pids:
+                    done.wait(0.02)  # look often until the incoming VMM appears
+                    continue
+                for pid in pids:
                     try:
                         os.kill(pid, signal.SIGSTOP)
                         stopped.append(pid)
