@@ -15,6 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
+from test_proxy import ProxyCase  # noqa: E402
 from test_tls_sasl import SaslTestCase  # noqa: E402
 
 MIB = 1 << 20
@@ -44,16 +45,8 @@ def port_open(port):
         return False
 
 
-class ClientManagedCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
-    def start_pair(self, dest_conf=""):
-        self.a = self.start_daemon(name="source")
-        self.b = self.start_daemon(name="destination", extra_conf=dest_conf)
-
-    def start_vm(self, d, name="vm1", memory_mib=96, dirty_rate=None):
-        xml = ft.write_file(d.dir, name + ".xml",
-                            ft.domain_xml(name, memory_mib=memory_mib, dirty_rate=dirty_rate))
-        ft.virsh(d.tcp_uri, "define", xml)
-        ft.virsh(d.tcp_uri, "start", name)
+class ClientManagedCase(ProxyCase):
+    """A source and a destination daemon, as proxy mode's tests have them."""
 
 
 class ClientManagedTest(ClientManagedCase):
