@@ -4,11 +4,11 @@ domstats, dommemstat, vcpuinfo, vcpucount, domdisplay, screenshot, console.
 
 The guest is the project's test guest (tests/guest/), booted directly from
 its kernel and initramfs (`--import --boot kernel=...`), with user networking
-and one disk. The disk is a loop device: virt-install manages a disk *file*
-through a libvirt storage pool (it defines a 'dir' pool for the file's
-directory), and ferryd has no storage pools; a path under /dev it leaves
-alone (docs/qemu.md). `--channel none`: virt-install's default guest-agent
-channel has no socket path, which ferryd does not pick for it."""
+and one disk: a qcow2 file virt-install creates (`--disk path=DIR/FILE,size=N`)
+through ferryd's storage pools (it defines and starts a `dir` pool for DIR,
+then creates the volume), or an existing file it finds there. virt-install
+picks everything else itself: the q35 machine with its PCIe root ports, and a
+guest-agent channel whose socket ferryd places in its run dir."""
 
 import os
 import re
@@ -31,6 +31,7 @@ libvirt.registerErrorHandler(lambda ctx, err: None, None)
 
 BOOT_TIMEOUT = 180  # a TCG boot on two shared, loaded cores
 DISK_BYTES = 64 * 1024 * 1024
+DISK_GIB = "0.0625"  # virt-install's size= is in GiB: 64 MiB
 MEMORY_MIB = 256
 
 
@@ -42,20 +43,6 @@ def ppm_header(data):
     return int(m.group(1)), int(m.group(2)), m.end()
 
 
-class LoopDevice:
-    """A block device backed by a sparse file, detached by its path."""
-
-    def __init__(self, directory):
-        backing = os.path.join(directory, "disk.img")
-        with open(backing, "wb") as f:
-            f.truncate(DISK_BYTES)
-        self.path = subprocess.run(["losetup", "--find", "--show", backing], capture_output=True,
-                                   text=True, check=True).stdout.strip()
-
-    def detach(self):
-        subprocess.run(["losetup", "--detach", self.path], capture_output=True)
-
-
 class VirtInstallTest(ft.DaemonTestCase):
     def setUp(self):
         super().setUp()
@@ -64,20 +51,20 @@ class VirtInstallTest(ft.DaemonTestCase):
             raise RuntimeError("virt-install is missing (package virtinst, scripts/setup)")
         self.tmp = tempfile.mkdtemp(prefix="ferry-virt-install-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.disk = LoopDevice(self.tmp)
-        self.addCleanup(self.disk.detach)
+        # The disks' directory: virt-install makes a storage pool of it, named after it.
+        self.images = os.path.join(self.tmp, "images")
+        os.mkdir(self.images)
 
-    def virt_install(self, uri, name, *extra):
+    def virt_install(self, uri, name, disk, *extra):
         vnc = os.path.join(self.tmp, f"{name}.vnc")
         cmdline = guest.kernel_cmdline(fill="32M", wss="4M", verify_s=0)
         args = ["virt-install", "--connect", uri, "--name", name,
                 "--memory", str(MEMORY_MIB), "--vcpus", "1,maxvcpus=2", "--import",
                 "--boot", f"kernel={guest.KERNEL},initrd={guest.INITRD},kernel_args={cmdline}",
-                "--disk", f"path={self.disk.path},bus=virtio",
-                "--network", "user,model=virtio",
-                "--virt-type", "qemu", "--machine", "pc", "--osinfo", "linux2020",
+                "--disk", disk, "--network", "user,model=virtio",
+                "--virt-type", "qemu", "--osinfo", "linux2020",
                 "--graphics", f"vnc,listens0.type=socket,listens0.socket={vnc}",
-                "--video", "vga", "--channel", "none", "--noautoconsole", *extra]
+                "--video", "vga", "--noautoconsole", *extra]
         # HOME: virt-install keeps its log and cache there.
         env = dict(os.environ, HOME=self.tmp)
         env.pop("LIBVIRT_DEFAULT_URI", None)
@@ -87,17 +74,60 @@ class VirtInstallTest(ft.DaemonTestCase):
     def test_virt_install_then_virsh_commands(self):
         d = self.start_daemon()
         uri = f"qemu+tcp://{d.host}:{d.port}/system"
-        p, vnc = self.virt_install(uri, "vi1")
+        self.disk = os.path.join(self.images, "vi1.qcow2")
+        p, vnc = self.virt_install(uri, "vi1",
+                                   f"path={self.disk},size={DISK_GIB},format=qcow2,bus=virtio")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("Domain creation completed", p.stdout)
         try:
+            self.check_storage(uri)
             self.check_guest(d, uri, vnc)
         finally:
             # While the daemon still runs: a guest outlives its daemon by design.
             ft.virsh(uri, "destroy", "vi1", check=False)
+        # The channel's socket in the run dir went with the guest.
+        self.assertEqual([f for f in os.listdir(os.path.join(d.dir, "run", "qemu"))
+                          if ".channel" in f], [])
         ft.virsh(uri, "undefine", "vi1")
         self.assertEqual(d.stop(), 0)
         self.assertIsNone(d.sanitizer_report())
+
+    def check_storage(self, uri):
+        """virt-install made a pool of the directory and a qcow2 volume in it."""
+        with open(self.disk, "rb") as f:
+            head = f.read(32)
+        self.assertEqual(head[:4], b"QFI\xfb")
+        self.assertEqual(int.from_bytes(head[24:32], "big"), DISK_BYTES)
+        out = ft.virsh(uri, "pool-list", "--all")[1]
+        self.assertRegex(out, r"\n\s*images\s+active\s+yes\s*\n")  # autostart, as virtinst sets
+        out = ft.virsh(uri, "vol-list", "images")[1]
+        self.assertRegex(out, rf"\n\s*vi1\.qcow2\s+{re.escape(self.disk)}\s*\n")
+        out = ft.virsh(uri, "vol-info", self.disk)[1]
+        self.assertRegex(out, r"Capacity:\s+64\.00 MiB")
+
+    def test_virt_install_with_an_existing_disk_file(self):
+        """A file already there: virt-install finds it as a volume of the pool
+        it makes for the directory, and the domain uses it as it is."""
+        d = self.start_daemon()
+        uri = f"qemu+tcp://{d.host}:{d.port}/system"
+        disk = os.path.join(self.images, "existing.img")
+        with open(disk, "wb") as f:
+            f.truncate(DISK_BYTES)
+        p, _ = self.virt_install(uri, "vi2", f"path={disk},bus=virtio")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        try:
+            self.assertRegex(ft.virsh(uri, "domstate", "vi2")[1], r"running")
+            live = ET.fromstring(ft.virsh(uri, "dumpxml", "vi2")[1])
+            self.assertEqual(live.find("devices/disk/source").get("file"), disk)
+            self.assertEqual(live.find("devices/disk/driver").get("type"), "raw")
+            self.assertRegex(ft.virsh(uri, "domblklist", "vi2")[1],
+                             rf"\n\s*vda\s+{re.escape(disk)}\s*\n")
+            self.assertEqual(os.path.getsize(disk), DISK_BYTES)  # not recreated
+            self.assertRegex(ft.virsh(uri, "vol-list", "images")[1],
+                             rf"\n\s*existing\.img\s+{re.escape(disk)}\s*\n")
+        finally:
+            ft.virsh(uri, "destroy", "vi2", check=False)
+        ft.virsh(uri, "undefine", "vi2")
 
     def check_guest(self, d, uri, vnc):
         self.assertRegex(ft.virsh(uri, "domstate", "vi1")[1], r"running")
@@ -113,18 +143,26 @@ class VirtInstallTest(ft.DaemonTestCase):
         pid, _ = ft.vmm_of(d, "vi1", "qemu")
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             cmd = " ".join(f.read().decode().split("\0"))
-        for needle in ("hpet=off", "driftfix=slew", "PIIX4_PM.disable_s3=1",
-                       "PIIX4_PM.disable_s4=1", "qemu-xhci,id=usb,p2=15,p3=15", "usb-tablet",
-                       f"file={self.disk.path}", "cache=none", "discard=unmap", "aio=native",
-                       "-netdev user", "virtio-net-pci", f"-vnc unix:{vnc}", "-device VGA"):
+        for needle in ("-machine q35", "hpet=off", "driftfix=slew", "ICH9-LPC.disable_s3=1",
+                       "ICH9-LPC.disable_s4=1", "qemu-xhci,id=usb,p2=15,p3=15", "usb-tablet",
+                       f"file={self.disk},format=qcow2", "discard=unmap",
+                       "pcie-root-port,id=pci.1,chassis=1,port=0x10,bus=pcie.0",
+                       "-netdev user", "virtio-net-pci", f"-vnc unix:{vnc}", "-device VGA",
+                       "name=org.qemu.guest_agent.0"):
             self.assertIn(needle, cmd)
+        # The guest-agent channel virt-install adds without a path: a socket
+        # in the run dir, where QEMU listens.
+        channel = re.search(r"socket,id=charchannel0,path=(\S+?),server=on", cmd).group(1)
+        self.assertEqual(os.path.dirname(channel), os.path.join(d.dir, "run", "qemu"))
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(channel)
 
         live = ET.fromstring(ft.virsh(uri, "dumpxml", "vi1")[1])
         self.assertEqual(live.find("currentMemory").text, str(MEMORY_MIB * 1024))
         mac = live.find("devices/interface/mac").get("address")
 
         out = ft.virsh(uri, "domblklist", "vi1")[1]
-        self.assertRegex(out, rf"\n\s*vda\s+{re.escape(self.disk.path)}\s*\n")
+        self.assertRegex(out, rf"\n\s*vda\s+{re.escape(self.disk)}\s*\n")
         out = ft.virsh(uri, "domiflist", "vi1")[1]
         self.assertRegex(out, rf"\n\s*-\s+user\s+-\s+virtio\s+{mac}\s*\n")
 
@@ -141,9 +179,9 @@ class VirtInstallTest(ft.DaemonTestCase):
         self.assertEqual(stats["net.count"], "1")
         self.assertEqual(stats["block.count"], "1")
         self.assertEqual(stats["block.0.name"], "vda")
-        self.assertEqual(stats["block.0.path"], self.disk.path)
-        self.assertEqual(stats["block.0.capacity"], str(DISK_BYTES))
-        self.assertEqual(stats["block.0.physical"], str(DISK_BYTES))
+        self.assertEqual(stats["block.0.path"], self.disk)
+        self.assertEqual(stats["block.0.capacity"], str(DISK_BYTES))  # the image's virtual size
+        self.assertEqual(stats["block.0.physical"], str(os.path.getsize(self.disk)))
         # The firmware read the boot sector: QEMU counted it.
         self.assertGreaterEqual(int(stats["block.0.rd.reqs"]), 1)
         self.assertGreaterEqual(int(stats["block.0.rd.bytes"]), 512)
@@ -165,7 +203,7 @@ class VirtInstallTest(ft.DaemonTestCase):
             self.assertRegex(out, row)
 
         # domblkstat: the disk by target or by path.
-        for disk in ("vda", self.disk.path):
+        for disk in ("vda", self.disk):
             out = ft.virsh(uri, "domblkstat", "vi1", disk)[1]
             self.assertGreaterEqual(int(re.search(r"rd_req (\d+)", out).group(1)),
                                     int(stats["block.0.rd.reqs"]))
