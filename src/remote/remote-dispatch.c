@@ -1631,6 +1631,75 @@ static gboolean h_block_stats(RemoteContext *ctx, void *a, void *r, GError **err
     return FALSE;
 }
 
+/* virsh domifstat: the driver reads the interface's host device. */
+static gboolean h_interface_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(interface_stats);
+    ARG_DOMAIN(remote_domain_interface_stats_args);
+    remote_domain_interface_stats_ret *ret = r;
+    DriverInterfaceStats st;
+    if (!ctx->drv->ops->interface_stats(ctx->drv, &dom,
+                                        ((remote_domain_interface_stats_args *)a)->path, &st,
+                                        error))
+        return FALSE;
+    *ret = (remote_domain_interface_stats_ret){
+        .rx_bytes = st.rx_bytes, .rx_packets = st.rx_packets, .rx_errs = st.rx_errs,
+        .rx_drop = st.rx_drop,   .tx_bytes = st.tx_bytes,     .tx_packets = st.tx_packets,
+        .tx_errs = st.tx_errs,   .tx_drop = st.tx_drop};
+    return TRUE;
+}
+
+/* virsh vcpupin DOMAIN (and vcpuinfo of a stopped domain): a map per vCPU. */
+static gboolean h_get_vcpu_pin_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_vcpu_pin_info);
+    ARG_DOMAIN(remote_domain_get_vcpu_pin_info_args);
+    remote_domain_get_vcpu_pin_info_args *args = a;
+    remote_domain_get_vcpu_pin_info_ret *ret = r;
+    if (args->ncpumaps < 0 || args->ncpumaps > REMOTE_VCPUINFO_MAX || args->maplen <= 0 ||
+        args->maplen > REMOTE_CPUMAP_MAX ||
+        (gint64)args->ncpumaps * args->maplen > REMOTE_CPUMAPS_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "ncpumaps (%d) or maplen (%d) out of range", args->ncpumaps, args->maplen);
+        return FALSE;
+    }
+    g_autoptr(GArray) maps = ctx->drv->ops->get_vcpu_pin_info(ctx->drv, &dom, args->flags, error);
+    if (!maps)
+        return FALSE;
+    u_int n = MIN(maps->len, (u_int)args->ncpumaps);
+    ret->num = (int)n;
+    ret->cpumaps.cpumaps_len = (u_int)args->ncpumaps * (u_int)args->maplen;
+    ret->cpumaps.cpumaps_val = g_malloc0(MAX(ret->cpumaps.cpumaps_len, 1));
+    for (u_int i = 0; i < n; i++) {
+        const DriverVcpuInfo *v = &g_array_index(maps, DriverVcpuInfo, i);
+        memcpy(ret->cpumaps.cpumaps_val + (gsize)i * args->maplen, v->cpumap,
+               MIN((gsize)args->maplen, sizeof(v->cpumap)));
+    }
+    return TRUE;
+}
+
+#define AFFECT_LIVE 1u /* VIR_DOMAIN_AFFECT_LIVE: what the old DOMAIN_PIN_VCPU means */
+
+static gboolean h_pin_vcpu(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(pin_vcpu);
+    ARG_DOMAIN(remote_domain_pin_vcpu_args);
+    remote_domain_pin_vcpu_args *args = a;
+    return ctx->drv->ops->pin_vcpu(ctx->drv, &dom, args->vcpu,
+                                   (const guint8 *)args->cpumap.cpumap_val,
+                                   args->cpumap.cpumap_len, AFFECT_LIVE, error);
+}
+
+static gboolean h_pin_vcpu_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(pin_vcpu);
+    ARG_DOMAIN(remote_domain_pin_vcpu_flags_args);
+    remote_domain_pin_vcpu_flags_args *args = a;
+    return ctx->drv->ops->pin_vcpu(ctx->drv, &dom, args->vcpu,
+                                   (const guint8 *)args->cpumap.cpumap_val,
+                                   args->cpumap.cpumap_len, args->flags, error);
+}
+
 /* The host's CPUs (python3-libvirt's vcpus() asks, to size the maps): how
  * many there are, and which are online (/sys/devices/system/cpu/online,
  * a list such as "0-3,6"). */
@@ -1998,6 +2067,16 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_get_vcpus_flags_ret), h_get_vcpus_flags, 0},
     {REMOTE_PROC_DOMAIN_BLOCK_STATS, "DOMAIN_BLOCK_STATS", X(remote_domain_block_stats_args),
      X(remote_domain_block_stats_ret), h_block_stats, 0},
+    {REMOTE_PROC_DOMAIN_INTERFACE_STATS, "DOMAIN_INTERFACE_STATS",
+     X(remote_domain_interface_stats_args), X(remote_domain_interface_stats_ret),
+     h_interface_stats, 0},
+    {REMOTE_PROC_DOMAIN_GET_VCPU_PIN_INFO, "DOMAIN_GET_VCPU_PIN_INFO",
+     X(remote_domain_get_vcpu_pin_info_args), X(remote_domain_get_vcpu_pin_info_ret),
+     h_get_vcpu_pin_info, 0},
+    {REMOTE_PROC_DOMAIN_PIN_VCPU, "DOMAIN_PIN_VCPU", X(remote_domain_pin_vcpu_args), VOID,
+     h_pin_vcpu, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_PIN_VCPU_FLAGS, "DOMAIN_PIN_VCPU_FLAGS",
+     X(remote_domain_pin_vcpu_flags_args), VOID, h_pin_vcpu_flags, PROC_WRITE},
     {REMOTE_PROC_NODE_GET_CPU_MAP, "NODE_GET_CPU_MAP", X(remote_node_get_cpu_map_args),
      X(remote_node_get_cpu_map_ret), h_node_get_cpu_map, 0},
     {REMOTE_PROC_DOMAIN_SCREENSHOT, "DOMAIN_SCREENSHOT", X(remote_domain_screenshot_args),

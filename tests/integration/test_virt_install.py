@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
+import uuid
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -308,6 +310,139 @@ class RefusalsTest(ft.DaemonTestCase):
         self.assertEqual(stats["balloon.maximum"], s.maxMemory())
         s.destroy()
         dom.destroy()
+
+
+def cpulist(text):
+    """The CPUs of a list such as "0-2,5"."""
+    cpus = set()
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def online_cpus():
+    with open("/sys/devices/system/cpu/online") as f:
+        return cpulist(f.read())
+
+
+class InterfaceStatsAndPinningTest(ft.DaemonTestCase):
+    """virsh domifstat reads a tap's counters (and refuses, naming why, an
+    interface with no host device); virsh vcpupin shows and sets where each
+    running vCPU's thread may run. The guest need not boot: it starts paused."""
+
+    def test_domifstat_and_vcpupin(self):
+        guest.require()
+        d = self.start_daemon()
+        uri = f"qemu+tcp://{d.host}:{d.port}/system"
+        conn = libvirt.open(uri)
+        self.addCleanup(conn.close)
+        # A tap of this test's own, in no bridge and with no address: QEMU makes it.
+        tap = "fy" + uuid.uuid4().hex[:10]
+        devices = (f"    <interface type='ethernet'><mac address='52:54:00:f3:00:01'/>"
+                   f"<target dev='{tap}'/><model type='virtio'/></interface>\n"
+                   "    <interface type='user'><mac address='52:54:00:f3:00:02'/>"
+                   "<model type='virtio'/></interface>\n")
+        xml = guest.domain_xml("ifs", console_log=os.path.join(d.dir, "ifs.log"), vcpus=2)
+        dom = conn.defineXML(xml.replace("    <memballoon", devices + "    <memballoon"))
+        dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+        try:
+            self.check_domifstat(uri, dom, tap)
+            self.check_vcpupin(uri, d, dom)
+        finally:
+            dom.destroy()
+        # Stopped: the config pins every vCPU everywhere, and changing it is refused.
+        everywhere = online_cpus()
+        out = ft.virsh(uri, "vcpupin", "ifs")[1]
+        self.assertEqual([cpulist(c) for c in re.findall(r"(?m)^\s*\d+\s+(\S+)\s*$", out)],
+                         [everywhere, everywhere])
+        rc, _, err = ft.virsh(uri, "vcpupin", "ifs", "0", "0", "--config", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("ferryd pins running vCPUs only", err)
+        # Without flags virsh pins the running vCPUs (virDomainPinVcpu), as libvirt.
+        rc, _, err = ft.virsh(uri, "vcpupin", "ifs", "0", "0", check=False)
+        self.assertIn("domain is not running", err)
+        # The sim driver has no vCPU threads or host devices.
+        sim = libvirt.open(d.tcp_uri)
+        self.addCleanup(sim.close)
+        s = sim.defineXML(ft.domain_xml("s1"))
+        for call in (lambda: s.vcpuPinInfo(0), lambda: s.pinVcpu(0, (True,)),
+                     lambda: s.interfaceStats("vnet0")):
+            with self.assertRaisesRegex(libvirt.libvirtError, "not supported"):
+                call()
+
+    def sysfs(self, tap, counter):
+        with open(f"/sys/class/net/{tap}/statistics/{counter}") as f:
+            return int(f.read())
+
+    def check_domifstat(self, uri, dom, tap):
+        # Up, without IPv6 (no router solicitations of its own): only the
+        # frames sent below cross it, from the host to the guest.
+        disable = f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6"
+        if os.path.exists(disable):
+            with open(disable, "w") as f:
+                f.write("1")
+        subprocess.run(["ip", "link", "set", "dev", tap, "up"], check=True)
+        # Frames go out once the kernel activated the link's queue (linkwatch,
+        # asynchronous): send until one was counted. (QEMU does not read a
+        # paused guest's tap, so no more than the first get through.)
+        frame = b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + b"ferry" * 12
+        deadline = time.monotonic() + 20
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((tap, 0))
+            while self.sysfs(tap, "tx_packets") < 1:
+                self.assertLess(time.monotonic(), deadline, "the tap never carried a frame")
+                s.send(frame)
+                time.sleep(0.05)
+        before = {c: self.sysfs(tap, c) for c in ("tx_packets", "tx_bytes", "rx_packets")}
+        for device in (tap, "52:54:00:f3:00:01"):
+            out = ft.virsh(uri, "domifstat", "ifs", device)[1]
+            stats = dict(re.findall(r"(?m)^\S+ (\w+) (-?\d+)$", out))
+            after = {c: self.sysfs(tap, c) for c in ("tx_packets", "tx_bytes", "rx_packets")}
+            # The host's transmit is the guest's receive.
+            self.assertTrue(before["tx_packets"] <= int(stats["rx_packets"]) <= after["tx_packets"],
+                            (stats, before, after))
+            self.assertTrue(before["tx_bytes"] <= int(stats["rx_bytes"]) <= after["tx_bytes"])
+            self.assertTrue(before["rx_packets"] <= int(stats["tx_packets"]) <= after["rx_packets"])
+        rx_bytes, rx_packets = dom.interfaceStats(tap)[:2]
+        self.assertGreaterEqual(rx_packets, 1)
+        self.assertGreaterEqual(rx_bytes, len(frame))
+        rc, _, err = ft.virsh(uri, "domifstat", "ifs", "52:54:00:f3:00:02", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("is <interface type='user'> (QEMU's user networking): it has no host device",
+                      err)
+        rc, _, err = ft.virsh(uri, "domifstat", "ifs", "nosuch", check=False)
+        self.assertIn("invalid path, 'nosuch' is not a known interface", err)
+
+    def check_vcpupin(self, uri, d, dom):
+        pid, _ = ft.vmm_of(d, "ifs", "qemu")
+        allowed = online_cpus() & os.sched_getaffinity(pid)
+        out = ft.virsh(uri, "vcpupin", "ifs")[1]
+        rows = re.findall(r"(?m)^\s*(\d+)\s+(\S+)\s*$", out)
+        self.assertEqual([(int(v), cpulist(c)) for v, c in rows], [(0, allowed), (1, allowed)])
+        ft.virsh(uri, "vcpupin", "ifs", "1", "0")
+        out = ft.virsh(uri, "vcpupin", "ifs")[1]
+        rows = re.findall(r"(?m)^\s*(\d+)\s+(\S+)\s*$", out)
+        self.assertEqual([(int(v), cpulist(c)) for v, c in rows], [(0, allowed), (1, {0})])
+        # The kernel agrees: the thread QEMU named "CPU 1/TCG" may run on CPU 0 only.
+        threads = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                threads[f.read().strip()] = int(tid)
+        vcpu1 = next(t for name, t in threads.items() if name.startswith("CPU 1/"))
+        self.assertEqual(os.sched_getaffinity(vcpu1), {0})
+        # vcpuinfo's affinity is the same.
+        info, maps = dom.vcpus()
+        self.assertEqual([i for i, on in enumerate(maps[1]) if on], [0])
+        self.assertEqual(dom.vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)[1][0], True)
+        # The old API pins live too; the config cannot be changed.
+        dom.pinVcpu(1, tuple(c in allowed for c in range(max(allowed) + 1)))
+        self.assertEqual(os.sched_getaffinity(vcpu1), allowed)
+        rc, _, err = ft.virsh(uri, "vcpupin", "ifs", "0", "0", "--config", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("vCPU pinning in the domain's config (VIR_DOMAIN_AFFECT_CONFIG", err)
+        rc, _, err = ft.virsh(uri, "vcpupin", "ifs", "5", "0", check=False)
+        self.assertNotEqual(rc, 0)
 
 
 if __name__ == "__main__":
