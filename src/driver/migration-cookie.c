@@ -48,6 +48,8 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
         domain_xml_append_attr(s, "record", c->record_id);
         g_string_append(s, "/>\n");
     }
+    if (c->postcopy)
+        g_string_append(s, "  <postcopy/>\n");
     g_string_append(s, "</ferry-migration>\n");
     /* libvirt peers put a NUL at the end of cookie XML; so do we. */
     gsize len = s->len + 1;
@@ -114,6 +116,8 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
                 g_free(c->digest);
                 c->digest = prop(n, "digest");
                 c->downtime_ms = prop_u64(n, "downtime");
+            } else if (xmlStrEqual(n->name, BAD_CAST "postcopy")) {
+                c->postcopy = TRUE;
             } else if (xmlStrEqual(n->name, BAD_CAST "flight")) {
                 g_free(c->record_id);
                 c->record_id = prop(n, "record");

@@ -26,6 +26,8 @@ typedef struct {
     /* the migration's flight record id: the source names it, a destination
      * that keeps a record for the source to fetch answers it back */
     char *record_id;
+    /* finish: the source's VMM switched to post-copy (the stream still runs) */
+    gboolean postcopy;
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -40,6 +42,7 @@ typedef struct {
     const char *digest;
     guint64 downtime_ms;
     const char *record_id;
+    gboolean postcopy;
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

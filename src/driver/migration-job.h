@@ -24,6 +24,11 @@ struct MigrationJob {
     gboolean abort_requested;
     GError *abort_reason;
     gboolean finishing; /* source: the VM's state crossed; too late to abort */
+    /* post-copy (migration-postcopy.c): allowed (--postcopy), asked for
+     * (migrate-postcopy; the perform loop tells the VMM), running (the guest
+     * runs on the destination: too late to abort, neither side alone has
+     * the whole VM) */
+    gboolean postcopy_allowed, postcopy_requested, postcopy;
     TunnelChannel *channel;
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
     /* destination, proxy mode: until the source's data connection comes */
