@@ -8,8 +8,7 @@
 #include "util/error.h"
 
 static const char *const refused_flags[] = {
-    [6] = "NON_SHARED_DISK (copying disks is not carried yet)",
-    [7] = "NON_SHARED_INC (copying disks is not carried yet)",
+    /* NON_SHARED_DISK, NON_SHARED_INC: as the VMM can (migration-storage.c) */
     /* COMPRESSED, AUTO_CONVERGE: as the VMM can (migration_tuning_from_params) */
     [14] = "RDMA_PIN_ALL",
     [15] = "POSTCOPY",
@@ -24,7 +23,8 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "persistent_xml", "bandwidth", "migrate_uri",
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
-                                               "compression.xbzrle.cache", NULL};
+                                               "compression.xbzrle.cache", "migrate_disks",
+                                               NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {
@@ -50,6 +50,11 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
     if ((flags & MIGRATION_OFFLINE) && (flags & MIGRATION_TUNNELLED)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "tunnelled offline migration does not make sense");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_NON_SHARED_DISK) && (flags & MIGRATION_NON_SHARED_INC)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "flags NON_SHARED_DISK and NON_SHARED_INC are mutually exclusive");
         return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {

@@ -15,6 +15,7 @@
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
 #include "driver/qemu/qemu-stats.h"
+#include "driver/qemu/qemu-storage.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -259,7 +260,7 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
 }
 
 static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", ".screendump",
-                                                    NULL};
+                                                    ".nbd", NULL};
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",
@@ -514,6 +515,7 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
         return NULL;
     }
     qmp_migration_hooks_init(&qd->migration_hooks, QMP_MIGRATION_QEMU, qemu_migration_vm_ref);
+    qemu_storage_hooks_init(&qd->migration_hooks);
     qd->migration = migration_engine_new(&qd->hv, &qd->migration_hooks, config->migration_data);
     migration_engine_set_files(qd->migration, config->save_dir, NULL);
     hv_driver_autostart(&qd->hv);
