@@ -105,6 +105,9 @@ typedef struct {
     /* post-copy ran: the pages the destination asked for (its faults) */
     gboolean has_postcopy;
     guint64 memory_postcopy_requests;
+    /* disks without shared storage: the mirrors' bytes (has_disk) */
+    gboolean has_disk;
+    guint64 disk_total, disk_processed, disk_remaining;
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
     /* ferry: the flight recorder's summary of a finished migration (has_flight):
@@ -285,6 +288,11 @@ typedef struct {
     DriverDomain *(*migrate_finish)(Driver *drv, GPtrArray *params, GBytes *cookie_in,
                                     guint flags, gboolean cancelled, GBytes **cookie_out,
                                     GError **error);
+    /* Destination, tunnelled, ferry peers: channel index (>= 1) of the
+     * incoming migration of domain name, whose prepare answered token: the
+     * driver creates its stream on binding before returning. */
+    gboolean (*migrate_open_channel)(Driver *drv, const char *name, const char *token,
+                                     guint index, TunnelBinding *binding, GError **error);
     gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                 GBytes *cookie_in, guint flags, gboolean cancelled,
                                 GError **error);
@@ -350,6 +358,11 @@ typedef struct {
     DriverDomain *(*finish)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
                             guint flags, gboolean cancelled, GBytes **cookie_out,
                             GError **error);
+    /* Tunnelled, a ferry destination only: opens channel index (>= 1) of the
+     * migration of domain name (its prepare answered token) as a stream on
+     * *binding, beside prepare's own. */
+    gboolean (*open_channel)(MigrationPeer *peer, const char *name, const char *token,
+                             guint index, TunnelBinding **binding, GError **error);
     /* The pre-flight probe's channels (ferry's own program): a discard
      * stream on *binding, or a discard data connection at *uri_out with
      * *token_out. A peer that is not a ferryd fails with NO_SUPPORT. */

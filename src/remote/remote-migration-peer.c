@@ -217,6 +217,42 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     return dom;
 }
 
+typedef struct {
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+} ChannelReserve;
+
+static void channel_reserve_slot(guint32 serial, gpointer data)
+{
+    ChannelReserve *cr = data;
+    RpcHeader h = {.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
+                   .proc = FERRY_PROC_MIGRATION_CHANNEL, .type = RPC_STREAM,
+                   .serial = serial, .status = RPC_CONTINUE};
+    cr->binding = tunnel_router_reserve(cr->peer->router,
+                                        rpc_client_get_connection(cr->peer->client), &h);
+}
+
+static gboolean peer_open_channel(MigrationPeer *peer, const char *name, const char *token,
+                                  guint index, TunnelBinding **binding, GError **error)
+{
+    ferry_migration_channel_args a = {.name = (char *)name, .token = (char *)token,
+                                      .index = index};
+    ChannelReserve cr = {.peer = peer};
+    if (!rpc_client_call_with_serial(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                                     FERRY_PROC_MIGRATION_CHANNEL,
+                                     (xdrproc_t)xdr_ferry_migration_channel_args, &a, NULL,
+                                     NULL, CALL_TIMEOUT_MS, channel_reserve_slot, &cr, error)) {
+        if (cr.binding) {
+            tunnel_binding_cancel(cr.binding);
+            tunnel_binding_free(cr.binding);
+        }
+        g_prefix_error(error, "cannot open channel %u on the %s: ", index, peer->description);
+        return FALSE;
+    }
+    *binding = cr.binding;
+    return TRUE;
+}
+
 /* ---- the pre-flight probe (ferry's own program) ---- */
 
 /* A peer that does not know ferry's program (a libvirtd: "unknown
@@ -355,6 +391,7 @@ static const MigrationPeerOps ops = {
     .prepare_tunnel = peer_prepare_tunnel,
     .prepare = peer_prepare,
     .finish = peer_finish,
+    .open_channel = peer_open_channel,
     .probe_discard_stream = peer_probe_discard_stream,
     .probe_discard_data = peer_probe_discard_data,
     .describe = peer_describe,
