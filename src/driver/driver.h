@@ -115,7 +115,7 @@ typedef struct {
      * the record's file */
     gboolean has_flight;
     guint64 stall_source_vmm_ms, stall_dest_vmm_ms, stall_network_ms, stall_credit_ms,
-        stall_bandwidth_ms;
+        stall_bandwidth_ms, stall_encryption_ms;
     char *bottleneck;
     char *flight_record;
 } DriverJobInfo;

@@ -1031,6 +1031,8 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
             driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
                                      info.stall_bandwidth_ms);
+            driver_params_add_ullong(params, "ferry_stall_encryption",
+                                     info.stall_encryption_ms);
             if (info.bottleneck)
                 driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
             if (info.flight_record)
