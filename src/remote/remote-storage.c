@@ -369,43 +369,39 @@ static gboolean h_vol_delete(RemoteContext *ctx, void *a, void *r, GError **erro
     return storage_dir_vol_delete(storage, &vol, args->flags, error);
 }
 
-static gboolean h_vol_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+/* virStorageVolGetInfoFlags: VIR_STORAGE_VOL_GET_PHYSICAL reports the
+ * file's size where the allocation goes; virStorageVolGetInfo has no flags. */
+#define VOL_GET_PHYSICAL 1u
+
+static gboolean vol_info(const remote_nonnull_storage_vol *rvol, guint flags,
+                         remote_storage_vol_get_info_ret *ret, GError **error)
 {
     NEED_STORAGE();
-    StorageVolRef vol = vol_in(&((remote_storage_vol_args *)a)->vol);
-    remote_storage_vol_get_info_ret *ret = r;
+    if (flags & ~VOL_GET_PHYSICAL) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function virStorageVolGetInfoFlags",
+                    flags & ~VOL_GET_PHYSICAL);
+        return FALSE;
+    }
+    StorageVolRef vol = vol_in(rvol);
     StorageVolInfo info;
     if (!storage_dir_vol_info(storage, &vol, &info, error))
         return FALSE;
     ret->type = (char)info.type;
     ret->capacity = info.capacity;
-    ret->allocation = info.allocation;
+    ret->allocation = (flags & VOL_GET_PHYSICAL) ? info.physical : info.allocation;
     return TRUE;
 }
 
-/* virStorageVolGetInfoFlags: VIR_STORAGE_VOL_GET_PHYSICAL reports the
- * file's size where the allocation goes. */
-#define VOL_GET_PHYSICAL 1u
+static gboolean h_vol_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return vol_info(&((remote_storage_vol_args *)a)->vol, 0, r, error);
+}
 
 static gboolean h_vol_get_info_flags(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    NEED_STORAGE();
     remote_storage_vol_flags_args *args = a;
-    if (args->flags & ~VOL_GET_PHYSICAL) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "unsupported flags (0x%x) in function virStorageVolGetInfoFlags",
-                    args->flags & ~VOL_GET_PHYSICAL);
-        return FALSE;
-    }
-    StorageVolRef vol = vol_in(&args->vol);
-    remote_storage_vol_get_info_ret *ret = r;
-    StorageVolInfo info;
-    if (!storage_dir_vol_info(storage, &vol, &info, error))
-        return FALSE;
-    ret->type = (char)info.type;
-    ret->capacity = info.capacity;
-    ret->allocation = (args->flags & VOL_GET_PHYSICAL) ? info.physical : info.allocation;
-    return TRUE;
+    return vol_info(&args->vol, args->flags, r, error);
 }
 
 static gboolean h_vol_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
