@@ -377,12 +377,20 @@ gboolean migration_engine_job_allows_pause(DomainObj *obj)
     return obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
 }
 
+static gboolean engine_open_channel(Driver *drv, const char *name, const char *token,
+                                    guint index, TunnelBinding *binding, GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    return e && migration_storage_dest_open_stream(e, name, token, index, binding, error);
+}
+
 void migration_engine_install_ops(DriverOps *ops)
 {
     ops->migrate_set_max_downtime = engine_set_max_downtime;
     ops->migrate_get_max_downtime = engine_get_max_downtime;
     ops->migrate_set_compression_cache = engine_set_compression_cache;
     ops->migrate_get_compression_cache = engine_get_compression_cache;
+    ops->migrate_start_post_copy = migration_postcopy_start;
     ops->client_closed = engine_client_closed;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;
@@ -393,6 +401,7 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_perform = migration_source_perform;
     ops->migrate_finish = migration_dest_finish;
     ops->migrate_confirm = migration_source_confirm;
+    ops->migrate_open_channel = engine_open_channel;
     migration_probe_install_ops(ops);
     migration_file_install_ops(ops);
 }
