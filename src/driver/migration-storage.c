@@ -463,8 +463,9 @@ gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name
     g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
     g_mutex_unlock(&e->lock);
     /* Constant time: the comparison does not tell how much was right. */
-    guint8 diff = job && job->token && token && strlen(token) == strlen(job->token) ? 0 : 1;
-    for (gsize i = 0; !diff && token[i]; i++)
+    gsize len = job && job->token && token && strlen(token) == strlen(job->token) ? strlen(token) : 0;
+    guint8 diff = len ? 0 : 1;
+    for (gsize i = 0; i < len; i++)
         diff |= (guint8)(token[i] ^ job->token[i]);
     if (diff) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
