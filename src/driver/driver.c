@@ -54,6 +54,7 @@ void driver_job_info_take_flight(DriverJobInfo *dst, DriverJobInfo *src)
     dst->stall_network_ms = src->stall_network_ms;
     dst->stall_credit_ms = src->stall_credit_ms;
     dst->stall_bandwidth_ms = src->stall_bandwidth_ms;
+    dst->stall_encryption_ms = src->stall_encryption_ms;
     g_free(dst->bottleneck);
     dst->bottleneck = g_steal_pointer(&src->bottleneck);
     g_free(dst->flight_record);

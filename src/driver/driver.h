@@ -102,6 +102,9 @@ typedef struct {
     guint64 compression_cache_misses, compression_overflow;
     gboolean has_throttle;
     int auto_converge_throttle; /* percent */
+    /* post-copy ran: the pages the destination asked for (its faults) */
+    gboolean has_postcopy;
+    guint64 memory_postcopy_requests;
     /* disks without shared storage: the mirrors' bytes (has_disk) */
     gboolean has_disk;
     guint64 disk_total, disk_processed, disk_remaining;
@@ -112,7 +115,7 @@ typedef struct {
      * the record's file */
     gboolean has_flight;
     guint64 stall_source_vmm_ms, stall_dest_vmm_ms, stall_network_ms, stall_credit_ms,
-        stall_bandwidth_ms;
+        stall_bandwidth_ms, stall_encryption_ms;
     char *bottleneck;
     char *flight_record;
 } DriverJobInfo;
@@ -263,6 +266,9 @@ typedef struct {
                                               guint64 bytes, GError **error);
     gboolean (*migrate_get_compression_cache)(Driver *drv, const DriverDomain *dom,
                                               guint64 *bytes, GError **error);
+    /* virsh migrate-postcopy: switches the domain's outgoing migration */
+    gboolean (*migrate_start_post_copy)(Driver *drv, const DriverDomain *dom, guint flags,
+                                        GError **error);
 
     /* Migration protocol version 3 with params. Cookies are opaque bytes
      * exchanged between the two drivers. */
@@ -419,6 +425,9 @@ void driver_client_closed(guint64 client_id);
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */
 typedef void (*DriverEventFunc)(const DriverDomain *dom, int event, int detail, gpointer data);
+/* Not a lifecycle event: libvirt's MIGRATION_ITERATION, detail is the
+ * iteration (what virsh migrate --postcopy-after-precopy waits for). */
+#define DRIVER_EVENT_MIGRATION_ITERATION 1000
 guint driver_event_listen(Driver *drv, DriverEventFunc func, gpointer data);
 void driver_event_unlisten(Driver *drv, guint id);
 void driver_event_emit(Driver *drv, const DriverDomain *dom, int event, int detail);

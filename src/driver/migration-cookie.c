@@ -51,6 +51,8 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
         domain_xml_append_attr(s, "record", c->record_id);
         g_string_append(s, "/>\n");
     }
+    if (c->postcopy)
+        g_string_append(s, "  <postcopy/>\n");
     if (c->disks) {
         g_string_append_printf(s, "  <storage inc='%s'>\n", c->storage_inc ? "yes" : "no");
         for (guint i = 0; i < c->disks->len; i++) {
@@ -174,6 +176,8 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
                 g_free(c->digest);
                 c->digest = prop(n, "digest");
                 c->downtime_ms = prop_u64(n, "downtime");
+            } else if (xmlStrEqual(n->name, BAD_CAST "postcopy")) {
+                c->postcopy = TRUE;
             } else if (xmlStrEqual(n->name, BAD_CAST "storage")) {
                 if (!parse_storage(n, c, error)) {
                     xmlFreeDoc(doc);

@@ -27,6 +27,8 @@ typedef struct {
     /* the migration's flight record id: the source names it, a destination
      * that keeps a record for the source to fetch answers it back */
     char *record_id;
+    /* finish: the source's VMM switched to post-copy (the stream still runs) */
+    gboolean postcopy;
     /* disks without shared storage: the disks to copy (MigrationDisk*,
      * path unset), in channel order; a destination that exports them
      * answers the same list. NULL: none. */
@@ -46,6 +48,7 @@ typedef struct {
     const char *digest;
     guint64 downtime_ms;
     const char *record_id;
+    gboolean postcopy;
     GPtrArray *disks; /* MigrationDisk*: the disks copied, NULL none */
     gboolean storage_inc;
 } MigrationCookieContent;

@@ -283,6 +283,11 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
     }
     const MigrationHooks *h = e->hooks;
+    if ((flags & MIGRATION_POSTCOPY) && !(h->tunable_flags & MIGRATION_POSTCOPY)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY is not supported by %s", h->vmm_name);
+        return FALSE;
+    }
     const char *dxml = NULL, *dname = NULL;
     if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "destination_name", &dname, error))
@@ -338,6 +343,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     }
     ep.fd = sv[1];
     sv[1] = -1;
+    ep.postcopy = (flags & MIGRATION_POSTCOPY) != 0;
     if (!vm || !h->start_incoming(vm, &ep, &err)) {
         if (!vm)
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
@@ -471,9 +477,11 @@ static void finish_cancelled(MigrationEngine *e, MigrationJob *job, const char *
 }
 
 /* Makes the incoming instance (obj, locked) the domain, running unless
- * --suspend; FALSE leaves it to be discarded. */
+ * --suspend (post-copy: running_reason and resumed_detail say so); FALSE
+ * leaves it to be discarded. */
 static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, const char *pxml,
-                              guint flags, GError **error)
+                              guint flags, int running_reason, int resumed_detail,
+                              GError **error)
 {
     if (pxml || (flags & MIGRATION_PERSIST_DEST)) {
         g_autoptr(DomainDef) pdef =
@@ -494,8 +502,8 @@ static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, c
         g_prefix_error(error, "cannot resume the migrated VM: ");
         return FALSE;
     }
-    domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
-    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
+    domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, running_reason);
+    hv_emit(e->hv, obj, HV_EVENT_RESUMED, resumed_detail);
     return TRUE;
 }
 
@@ -535,6 +543,11 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         finish_cancelled(e, job, dname, error);
         return NULL;
     }
+    {
+        g_auto(MigrationCookie) fin = {0};
+        if (cookie_in && migration_cookie_parse(cookie_in, &fin, NULL) && fin.postcopy)
+            return migration_postcopy_dest_finish(e, job, dname, pxml, flags, cookie_out, error);
+    }
 
     g_autoptr(GError) err = NULL;
     g_auto(MigrationVmmProgress) end = {0};
@@ -568,7 +581,8 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         goto fail;
 
     domain_obj_lock(obj);
-    if (!finish_reveal(e, obj, vm, pxml, flags, &err)) {
+    if (!finish_reveal(e, obj, vm, pxml, flags, DOMAIN_RUNNING_MIGRATED, HV_RESUMED_MIGRATED,
+                       &err)) {
         domain_obj_unlock(obj);
         goto fail;
     }
@@ -657,4 +671,28 @@ void migration_dest_shutdown(MigrationEngine *e)
         migration_job_cut_channel(job, NULL);
     }
     g_mutex_unlock(&e->lock);
+}
+
+/* ---- the steps post-copy's finish shares (migration-postcopy.c) ---- */
+
+gboolean migration_dest_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, const char *pxml,
+                               guint flags, int running_reason, int resumed_detail,
+                               GError **error)
+{
+    return finish_reveal(e, obj, vm, pxml, flags, running_reason, resumed_detail, error);
+}
+
+void migration_dest_discard(MigrationEngine *e, MigrationJob *job, const char *why)
+{
+    incoming_discard(e, job, why);
+}
+
+void migration_dest_end_record(MigrationJob *job, const char *outcome, const char *why)
+{
+    incoming_end_record(job, outcome, why);
+}
+
+void migration_dest_forget(MigrationEngine *e, MigrationJob *job)
+{
+    incoming_forget(e, job);
 }

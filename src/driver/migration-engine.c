@@ -390,6 +390,7 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_get_max_downtime = engine_get_max_downtime;
     ops->migrate_set_compression_cache = engine_set_compression_cache;
     ops->migrate_get_compression_cache = engine_get_compression_cache;
+    ops->migrate_start_post_copy = migration_postcopy_start;
     ops->client_closed = engine_client_closed;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;

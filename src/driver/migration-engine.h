@@ -40,6 +40,9 @@ typedef struct {
      * an address endpoint and a channel each; until the tunnel carries
      * several channels per migration, PARALLEL is refused by name. */
     guint n_connections;
+    /* The migration may switch to post-copy (--postcopy): the VMM enables it
+     * before it starts (QEMU: capability postcopy-ram on both sides). */
+    gboolean postcopy;
 } MigrationEndpoint;
 
 /* The VMM's view of its migration. */
@@ -51,6 +54,12 @@ typedef enum {
     MIGRATION_VMM_COMPLETED,
     MIGRATION_VMM_FAILED,
     MIGRATION_VMM_CANCELLED,
+    /* post-copy (migration-postcopy.c): the guest runs on the destination
+     * while its memory still moves; paused: the stream broke, neither side
+     * has the whole VM; recover: a new stream is resuming it */
+    MIGRATION_VMM_POSTCOPY_ACTIVE,
+    MIGRATION_VMM_POSTCOPY_PAUSED,
+    MIGRATION_VMM_POSTCOPY_RECOVER,
 } MigrationVmmStatus;
 
 typedef struct {
@@ -74,6 +83,7 @@ typedef struct MigrationTuning {
     int throttle_increment;     /* auto_converge.increment; -1: default */
     gboolean xbzrle;            /* --compressed */
     guint64 xbzrle_cache;       /* migrate-compcache / compression.xbzrle.cache; 0: default */
+    gboolean postcopy;          /* --postcopy: the migration may switch to post-copy */
 } MigrationTuning;
 
 /* The hooks a VMM driver gives the engine.
@@ -101,7 +111,8 @@ typedef struct MigrationTuning {
 typedef struct {
     MigrationEndpointKind endpoint;
     const char *vmm_name; /* for messages: "ferry-vmm", "QEMU" */
-    /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED: what tune can do */
+    /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED, MIGRATION_POSTCOPY: what
+     * tune (and for post-copy, the hooks below) can do */
     guint tunable_flags;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
@@ -136,6 +147,10 @@ typedef struct {
                      GError **error);
     /* The VMM's current downtime_ms and xbzrle_cache (0 if it has none). */
     gboolean (*get_tuning)(gpointer vm, MigrationTuning *out, GError **error);
+    /* Switches a running migration started with postcopy to post-copy: the
+     * guest stops here and runs on the destination once it has its state
+     * (virsh migrate-postcopy). NULL: no post-copy. */
+    gboolean (*start_postcopy)(gpointer vm, GError **error);
 
     /* -- destination -- */
     /* Makes the VMM of a new incoming instance (spawned paused by the base's

@@ -229,8 +229,15 @@ void migration_job_request_abort(MigrationJob *job, GError *why)
 gboolean migration_job_try_abort(MigrationJob *job, GError *why, GError **error)
 {
     g_mutex_lock(&job->lock);
-    gboolean finishing = job->finishing;
+    gboolean finishing = job->finishing, postcopy = job->postcopy;
     g_mutex_unlock(&job->lock);
+    if (postcopy) {
+        /* libvirt's words */
+        g_error_free(why);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "cannot abort migration in post-copy mode");
+        return FALSE;
+    }
     if (finishing) {
         g_error_free(why);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
@@ -307,6 +314,10 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
     if (c->has_throttle) {
         i->has_throttle = TRUE;
         i->auto_converge_throttle = c->auto_converge_throttle;
+    }
+    if (c->has_postcopy) {
+        i->has_postcopy = TRUE;
+        i->memory_postcopy_requests = c->memory_postcopy_requests;
     }
     fill_from_channel_locked(job, i);
     flight_recorder_set_vmm(job->recorder, i);

@@ -25,6 +25,11 @@ struct MigrationJob {
     gboolean abort_requested;
     GError *abort_reason;
     gboolean finishing; /* source: the VM's state crossed; too late to abort */
+    /* post-copy (migration-postcopy.c): allowed (--postcopy), asked for
+     * (migrate-postcopy; the perform loop tells the VMM), running (the guest
+     * runs on the destination: too late to abort, neither side alone has
+     * the whole VM) */
+    gboolean postcopy_allowed, postcopy_requested, postcopy;
     TunnelChannel *channel;
     /* Channel i >= 1 of the migration at extra[i - 1] (NULL until it
      * opens): the disks' NBD connections (migration-storage.c). */

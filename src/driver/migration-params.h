@@ -19,7 +19,9 @@
 #define MIGRATION_COMPRESSED (1u << 11)
 #define MIGRATION_ABORT_ON_ERROR (1u << 12)
 #define MIGRATION_AUTO_CONVERGE (1u << 13)
+#define MIGRATION_POSTCOPY (1u << 15)
 #define MIGRATION_TLS (1u << 16)
+#define MIGRATION_POSTCOPY_RESUME (1u << 19)
 
 /* Features the destination must have (virDrvFeature). */
 #define MIGRATION_FEATURE_P2P 4

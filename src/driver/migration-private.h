@@ -148,3 +148,48 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
 void migration_dest_client_closed(MigrationEngine *engine, guint64 client_id);
 /* Wakes the destination threads of the engine and cuts their channels. */
 void migration_dest_shutdown(MigrationEngine *engine);
+
+/* migration-dest.c, for post-copy: the steps of finish it shares */
+/* Makes the incoming instance (obj, locked) the domain; running with
+ * running_reason and the RESUMED event's resumed_detail unless --suspend. */
+gboolean migration_dest_reveal(MigrationEngine *engine, DomainObj *obj, gpointer vm,
+                               const char *pxml, guint flags, int running_reason,
+                               int resumed_detail, GError **error);
+void migration_dest_discard(MigrationEngine *engine, MigrationJob *job, const char *why);
+void migration_dest_end_record(MigrationJob *job, const char *outcome, const char *why);
+void migration_dest_forget(MigrationEngine *engine, MigrationJob *job);
+
+/* migration-postcopy.c */
+/* What the source's perform loop keeps about post-copy. */
+typedef struct {
+    guint64 last_iteration; /* the last MIGRATION_ITERATION event sent */
+    gboolean switch_sent;   /* the VMM was asked to switch */
+    gboolean switched;      /* the VMM is in post-copy: the guest moves on */
+} MigrationPostcopySource;
+
+/* virsh migrate-postcopy: asks the perform loop to switch. */
+gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+/* Each turn of the source's perform loop: the iteration event, and the
+ * switch when asked. FALSE when the VMM refused to switch. */
+gboolean migration_postcopy_source_poll(MigrationEngine *engine, MigrationJob *job, gpointer vm,
+                                        const char *instance_id,
+                                        const MigrationVmmProgress *progress,
+                                        MigrationPostcopySource *pc, GError **error);
+/* The source VMM entered post-copy: too late to abort, the VM is paused
+ * here (post-copy) while it moves. */
+void migration_postcopy_source_switched(MigrationEngine *engine, MigrationJob *job,
+                                        const char *instance_id);
+/* After finish answered (the guest runs there): until the rest of the
+ * memory moved and the VMM completed. */
+gboolean migration_postcopy_source_wait(MigrationEngine *engine, MigrationJob *job, gpointer vm,
+                                        MigrationVmmProgress *end, GError **error);
+/* A migration that failed after the switch (obj locked): the VM stays
+ * paused here, post-copy failed; it never runs here again by itself. */
+void migration_postcopy_source_failed_locked(MigrationEngine *engine, DomainObj *obj,
+                                             const GError *why);
+/* finish on the destination for a source that switched: runs the guest
+ * here once the VMM is in post-copy, and completes in the background. */
+DriverDomain *migration_postcopy_dest_finish(MigrationEngine *engine, MigrationJob *job,
+                                             const char *dname, const char *pxml, guint flags,
+                                             GBytes **cookie_out, GError **error);

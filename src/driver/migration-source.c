@@ -50,6 +50,7 @@ typedef struct {
     guint64 downtime_ms;
     char *peer_record_id; /* the destination keeps a flight record we may fetch */
     MigrationTuning tuning; /* what the VMM's migration is asked to do */
+    MigrationPostcopySource pc;
     GPtrArray *disks;       /* MigrationDisk*: the disks copied, NULL none */
     GArray *mirror_ends;    /* int: copies of our ends of the disks' sockets */
 } Outgoing;
@@ -93,6 +94,7 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
+                                .postcopy = o->pc.switched,
                                 .disks = o->disks,
                                 .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0};
     return migration_cookie_format(&c);
@@ -442,6 +444,9 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         g_auto(MigrationVmmProgress) p = {0};
         if (h->progress(o->vm, &p, NULL))
             migration_job_update(o->job, &p.counters);
+        if (!migration_postcopy_source_poll(o->engine, o->job, o->vm, o->instance_id, &p, &o->pc,
+                                            &e))
+            goto fail;
         g_autoptr(GError) aborted = migration_job_abort_error(o->job);
         if (aborted) {
             e = g_steal_pointer(&aborted);
@@ -474,6 +479,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
             goto fail;
+        }
+        if (!done && p.status == MIGRATION_VMM_POSTCOPY_ACTIVE) {
+            /* The guest moves to the destination now: finish runs it
+             * there while the channel carries the rest of its memory. */
+            migration_postcopy_source_switched(o->engine, o->job, o->instance_id);
+            o->pc.switched = TRUE;
+            flight_recorder_phase(o->job->recorder, "perform", FALSE);
+            return TRUE;
         }
         if (done)
             break;
@@ -741,7 +754,10 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
         gboolean cancelled = g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED);
         migration_save_completed(e, o->uuid, o->job,
                                  cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
-        if (domain_obj_is_active(obj) && keep_paused) {
+        if (o->pc.switched) {
+            /* Neither side has the whole VM: ours never runs again by itself. */
+            migration_postcopy_source_failed_locked(e, obj, why);
+        } else if (domain_obj_is_active(obj) && keep_paused) {
             FERRY_WARN("domain '%s' stays paused: %s", o->name, why ? why->message : "?");
             domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
             domain_store_save_state(e->hv->store, obj, NULL);
@@ -805,6 +821,7 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     }
     o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
     o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    o->job->postcopy_allowed = (o->flags & MIGRATION_POSTCOPY) != 0;
     o->job->recorder = flight_recorder_new("source", domain_obj_get_name(obj),
                                            domain_obj_get_uuid(obj), NULL);
     if (o->job->recorder) {
@@ -932,9 +949,30 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                               "finish (cancelled=0) answered", "answer",
                               d ? "the domain runs on the destination" : e->message, NULL);
         flight_recorder_phase(o.job->recorder, "finish", FALSE);
+        if (d && o.pc.switched) {
+            /* The guest runs there; the rest of its memory is on its way. */
+            g_auto(MigrationVmmProgress) end = {0};
+            if (migration_postcopy_source_wait(engine, o.job, o.vm, &end, &e)) {
+                o.digest = g_steal_pointer(&end.digest);
+                o.downtime_ms = end.counters.downtime_ms;
+            } else {
+                g_prefix_error(&e, "migration failed in post-copy phase: ");
+                char *more = g_strdup_printf(
+                    "%s; the guest runs on the destination without all of its memory, the "
+                    "rest stays paused here: resume the migration with virsh migrate "
+                    "--postcopy-resume",
+                    e->message);
+                g_free(e->message);
+                e->message = more;
+                g_clear_pointer(&d, driver_domain_free);
+                ok = FALSE;
+            }
+        }
         if (d)
             fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL);
-        if (!d) {
+        if (!d && !ok) {
+            /* failed in post-copy, said above */
+        } else if (!d) {
             /* An error answer: the destination did not run the VM, ours
              * resumes. No answer (the connection died, the call timed out):
              * the destination may run it already, so ours must not. */
@@ -1170,6 +1208,12 @@ static gboolean client_perform(MigrationEngine *engine, const DriverDomain *dom,
     if (flags & MIGRATION_TUNNELLED) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "cannot perform tunnelled migration without using peer2peer flag");
+        return FALSE;
+    }
+    if (flags & (MIGRATION_POSTCOPY | MIGRATION_POSTCOPY_RESUME)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY is not supported without --p2p: post-copy "
+                    "needs the source daemon to drive the migration to its end");
         return FALSE;
     }
     const char *muri = NULL;

@@ -34,6 +34,9 @@ struct MigrationPeer {
     RpcClient *client;
     TunnelRouter *router;
     char *description;
+    /* How we authenticated when SASL left no layer on the transport (over
+     * TLS), for the flight record: "SASL MECH user 'NAME'", or NULL. */
+    char *sasl;
 };
 
 static void peer_on_stream(RpcClient *client, RpcMessage *msg, gpointer data)
@@ -80,6 +83,7 @@ static void peer_close(MigrationPeer *peer)
     }
     tunnel_router_free(peer->router);
     g_free(peer->description);
+    g_free(peer->sasl);
     g_free(peer);
 }
 
@@ -106,12 +110,17 @@ static MigrationPeer *peer_open(const char *uri_text, GError **error)
     RemotePeerOptions opts = {.timeout_ms = 30000, .keepalive_interval = KEEPALIVE_INTERVAL,
                               .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb,
                               .pkipath = pki_dir};
+    g_auto(RemotePeerReport) report = {0};
+    opts.report = &report;
     peer->client = remote_peer_open(uri_text, &opts, error);
     if (!peer->client) {
         g_prefix_error(error, "cannot reach the %s: ", peer->description);
         peer_close(peer);
         return NULL;
     }
+    if (report.sasl_done && report.sasl_ssf == 0)
+        peer->sasl = g_strdup_printf("SASL %s user '%s'", report.sasl_mech ? report.sasl_mech : "?",
+                                     report.sasl_user ? report.sasl_user : "?");
     return peer;
 }
 
@@ -363,8 +372,13 @@ char *remote_describe_transport(RpcTransport *t)
 
 static char *peer_security(MigrationPeer *peer)
 {
-    return remote_describe_transport(
+    g_autofree char *transport = remote_describe_transport(
         rpc_connection_get_transport(rpc_client_get_connection(peer->client)));
+    /* A SASL layer describes itself with the transport; without one, say
+     * how we authenticated all the same. */
+    if (peer->sasl && !strstr(transport, "SASL"))
+        return g_strdup_printf("%s, %s", transport, peer->sasl);
+    return g_steal_pointer(&transport);
 }
 
 static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer_now_us,

@@ -171,7 +171,8 @@ void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out)
         out->mode = "tunnel";
         tunnel_counters_read(tunnel_stream_get_counters(ch->stream), &out->counters);
         out->queued_bytes = tunnel_stream_get_queued_bytes(ch->stream);
-        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us);
+        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us,
+                                   &out->keepalive_pong_us);
     } else {
         out->mode = "proxy";
         tunnel_counters_read(tunnel_relay_get_counters(ch->relay), &out->counters);

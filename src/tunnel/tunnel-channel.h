@@ -73,6 +73,7 @@ typedef struct {
     gsize queued_bytes;      /* tunnel: bytes in the connection's send queue */
     gint64 peer_last_rx_us;  /* tunnel: when the connection last heard the peer (monotonic) */
     gint64 keepalive_rtt_us; /* tunnel: the last answered keepalive ping's round trip */
+    gint64 keepalive_pong_us; /* tunnel: when that answer came (monotonic; 0 none) */
 } TunnelChannelSample;
 /* Prompt: atomic reads and the connection's lock only. */
 void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out);

@@ -182,6 +182,16 @@ static guint64 *wait_out_counter(Direction *d)
     return d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
 }
 
+/* The data connection's cipher time, for the part of a TLS wait that was
+ * encrypting (d's writer, outbound) or decrypting (d's reader, inbound)
+ * rather than the network: 0 on the VMM's side, or while not counting. */
+static guint64 net_cipher_us(Direction *d, gboolean writer, gint64 begin_us)
+{
+    if (!begin_us || writer != d->outbound)
+        return 0;
+    return rpc_transport_get_crypto_us(d->relay->net, writer ? RPC_CRYPTO_SEND : RPC_CRYPTO_RECV);
+}
+
 static void direction_free(Direction *d)
 {
     g_clear_error(&d->read_error);
@@ -269,6 +279,7 @@ static GError *copy_reader(Direction *d)
         gssize n;
         g_autoptr(GError) e = g_steal_pointer(&d->read_error);
         gint64 waited = tunnel_counters_wait_begin();
+        guint64 dec = net_cipher_us(d, FALSE, waited);
         if (e) {
             n = -1;
         } else if (d->outbound) {
@@ -289,7 +300,8 @@ static GError *copy_reader(Direction *d)
             }
         }
         int err = n < 0 ? (d->outbound ? errno : ECONNRESET) : 0;
-        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        tunnel_counters_wait_end_split(&r->counters, wait_in_counter(d), waited, dec,
+                                       net_cipher_us(d, FALSE, waited));
         g_mutex_lock(&r->lock);
         if (n > 0) {
             d->len[slot] = n;
@@ -330,6 +342,7 @@ static GError *copy_writer(Direction *d)
         gboolean ok;
         int err = EPIPE;
         gint64 waited = tunnel_counters_wait_begin();
+        guint64 enc = net_cipher_us(d, TRUE, waited);
         if (d->outbound) {
             ok = rpc_transport_write_all(r->net, d->buf[slot], n, &e);
         } else {
@@ -346,7 +359,8 @@ static GError *copy_writer(Direction *d)
                 }
             }
         }
-        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        tunnel_counters_wait_end_split(&r->counters, wait_out_counter(d), waited, enc,
+                                       net_cipher_us(d, TRUE, waited));
         if (!ok) {
             if (relay_failed(r))
                 return NULL;

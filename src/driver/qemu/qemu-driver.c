@@ -261,12 +261,13 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
     return g_steal_pointer(&def);
 }
 
-/* .channelN: the sockets of channels without a path (QEMU_CHANNELS_IN_RUN_DIR);
- * .nbd: the disks' export of an incoming migration (migration-storage.c) */
+/* .nbd: the disks' export (migration-storage.c); .channelN: the sockets of
+ * channels without a path (QEMU_CHANNELS_IN_RUN_DIR) */
 static const char *const qemu_runtime_suffixes[] = {
-    ".qmp",      ".pid",      ".vnc",      ".screendump", ".channel0", ".channel1",
-    ".channel2", ".channel3", ".channel4", ".channel5",   ".channel6", ".channel7", ".nbd", NULL};
-G_STATIC_ASSERT(G_N_ELEMENTS(qemu_runtime_suffixes) == 4 + QEMU_CHANNELS_IN_RUN_DIR + 2);
+    ".qmp",      ".pid",      ".vnc",      ".screendump", ".nbd",      ".channel0",
+    ".channel1", ".channel2", ".channel3", ".channel4",   ".channel5", ".channel6",
+    ".channel7", NULL};
+G_STATIC_ASSERT(G_N_ELEMENTS(qemu_runtime_suffixes) == 5 + QEMU_CHANNELS_IN_RUN_DIR + 1);
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",
