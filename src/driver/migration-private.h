@@ -94,7 +94,7 @@ typedef gboolean (*MigrationChannelOpen)(gpointer data, guint index, int *vmm_fd
 gboolean migration_storage_source_start(MigrationEngine *e, MigrationJob *job, gpointer vm,
                                         GPtrArray *disks, gboolean inc, GBytes *dest_cookie,
                                         MigrationChannelOpen open, gpointer data,
-                                        GError **error);
+                                        GArray *vmm_ends, GError **error);
 /* Until every mirror caught up (abort, a channel's failure, a stall or the
  * VMM's error end it). */
 gboolean migration_storage_source_wait_ready(MigrationEngine *e, MigrationJob *job, gpointer vm,
@@ -106,7 +106,10 @@ gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, g
 /* The guest's state went: the mirrors complete and their channels end. */
 gboolean migration_storage_source_complete(MigrationEngine *e, MigrationJob *job, gpointer vm,
                                            guint n_disks, GError **error);
-void migration_storage_source_cancel(MigrationEngine *e, gpointer vm);
+/* Stops the mirrors; vmm_ends (int: copies of our ends of the disks'
+ * sockets, kept by source_start) are shut down, drained and closed. */
+void migration_storage_source_cancel(MigrationEngine *e, gpointer vm, GArray *vmm_ends);
+void migration_storage_close_ends(GArray *vmm_ends);
 /* Destination, prepare (obj locked, before its instance starts): creates
  * the missing images. */
 MigrationStorageDest *migration_storage_dest_create(MigrationEngine *e, DomainObj *obj,

@@ -52,6 +52,7 @@ typedef struct {
     MigrationTuning tuning; /* what the VMM's migration is asked to do */
     MigrationPostcopySource pc;
     GPtrArray *disks;       /* MigrationDisk*: the disks copied, NULL none */
+    GArray *mirror_ends;    /* int: copies of our ends of the disks' sockets */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -77,6 +78,10 @@ static void outgoing_clear(Outgoing *o)
     g_free(o->peer_record_id);
     if (o->disks)
         g_ptr_array_unref(o->disks);
+    if (o->mirror_ends) {
+        migration_storage_close_ends(o->mirror_ends);
+        g_array_unref(o->mirror_ends);
+    }
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -421,7 +426,7 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     if (o->disks && (!migration_storage_source_start(o->engine, o->job, o->vm, o->disks,
                                                      (o->flags & MIGRATION_NON_SHARED_INC) != 0,
                                                      o->dest_cookie, outgoing_open_channel, o,
-                                                     &e) ||
+                                                     o->mirror_ends, &e) ||
                      !migration_storage_source_wait_ready(o->engine, o->job, o->vm, &e)))
         goto fail;
 
@@ -532,7 +537,7 @@ static void outgoing_stop(Outgoing *o, const GError *why)
     o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
     /* The mirrors only read our disks: stopping them leaves the disks as they are. */
     if (o->disks)
-        migration_storage_source_cancel(o->engine, o->vm);
+        migration_storage_source_cancel(o->engine, o->vm, o->mirror_ends);
 }
 
 /* What the destination needs to drop its incoming VM: the peer connection
@@ -807,6 +812,7 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    o->mirror_ends = g_array_new(FALSE, FALSE, sizeof(int));
     guint64 max_speed = 0;
     if (bandwidth == G_MAXUINT64 &&
         !migration_bandwidth_to_bytes(obj->max_speed_mib, &max_speed, error)) {

@@ -13,6 +13,7 @@
  * finish waits for every channel to end cleanly and ends the export before
  * the guest resumes; a discarded migration removes the images it created. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -173,7 +174,7 @@ static gboolean destination_exports(GPtrArray *disks, GBytes *dest_cookie, GErro
 gboolean migration_storage_source_start(MigrationEngine *e, MigrationJob *job, gpointer vm,
                                         GPtrArray *disks, gboolean inc, GBytes *dest_cookie,
                                         MigrationChannelOpen open, gpointer data,
-                                        GError **error)
+                                        GArray *vmm_ends, GError **error)
 {
     if (!destination_exports(disks, dest_cookie, error))
         return FALSE;
@@ -185,6 +186,10 @@ gboolean migration_storage_source_start(MigrationEngine *e, MigrationJob *job, g
                                   d->target);
             return FALSE;
         }
+        /* A copy of our end of the disk's socket: cancel drains it (below). */
+        int keep = fcntl(sv[0], F_DUPFD_CLOEXEC, 0);
+        if (keep >= 0)
+            g_array_append_val(vmm_ends, keep);
         if (!open(data, MIGRATION_STORAGE_CHANNEL(i), &sv[0], error)) {
             if (sv[0] >= 0)
                 close(sv[0]);
@@ -215,6 +220,10 @@ static gboolean source_poll(MigrationEngine *e, MigrationJob *job, gpointer vm, 
     job->info.disk_total = total;
     job->info.disk_processed = copied;
     job->info.disk_remaining = total > copied ? total - copied : 0;
+    /* Before the memory stream runs, data is the disks' alone. */
+    job->info.data_total = job->info.memory_total + total;
+    job->info.data_processed = job->info.memory_processed + copied;
+    job->info.data_remaining = job->info.memory_remaining + job->info.disk_remaining;
     g_mutex_unlock(&job->lock);
     return TRUE;
 }
@@ -298,9 +307,28 @@ gboolean migration_storage_source_complete(MigrationEngine *e, MigrationJob *job
     return TRUE;
 }
 
-void migration_storage_source_cancel(MigrationEngine *e, gpointer vm)
+void migration_storage_source_cancel(MigrationEngine *e, gpointer vm, GArray *vmm_ends)
 {
+    /* A cut channel keeps its socket until the job lets it go, with what the
+     * VMM sent last unread: a VMM blocked writing into the full socket would
+     * never notice the end. Drained, its next write fails at once. */
+    for (guint i = 0; vmm_ends && i < vmm_ends->len; i++) {
+        int fd = g_array_index(vmm_ends, int, i);
+        shutdown(fd, SHUT_RDWR);
+        char sink[65536];
+        for (int n = 0; n < 4096 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; n++)
+            ;
+    }
     e->hooks->storage_cancel(vm);
+    migration_storage_close_ends(vmm_ends);
+}
+
+void migration_storage_close_ends(GArray *vmm_ends)
+{
+    for (guint i = 0; vmm_ends && i < vmm_ends->len; i++)
+        close(g_array_index(vmm_ends, int, i));
+    if (vmm_ends)
+        g_array_set_size(vmm_ends, 0);
 }
 
 /* ---- destination ---- */
@@ -435,8 +463,9 @@ gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name
     g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
     g_mutex_unlock(&e->lock);
     /* Constant time: the comparison does not tell how much was right. */
-    guint8 diff = job && job->token && token && strlen(token) == strlen(job->token) ? 0 : 1;
-    for (gsize i = 0; !diff && token[i]; i++)
+    gsize len = job && job->token && token && strlen(token) == strlen(job->token) ? strlen(token) : 0;
+    guint8 diff = len ? 0 : 1;
+    for (gsize i = 0; i < len; i++)
         diff |= (guint8)(token[i] ^ job->token[i]);
     if (diff) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,

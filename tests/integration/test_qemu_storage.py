@@ -13,6 +13,7 @@ the disk's bytes ride a second channel beside the memory stream, tunnelled
 inside the TLS+SASL connection of the daemons or over a second data
 connection in proxy mode."""
 
+import json
 import os
 import re
 import subprocess
@@ -53,11 +54,11 @@ class QemuStorageTest(QemuMigrationCase):
         con.wait_verified(VERIFY_TIMEOUT)
         return con.last_counter()
 
-    def disk_xml_for(self, src, dst, n):
+    def disk_xml_for(self, src, dst, n, fmt="raw"):
         """The migratable XML with the console and the disk at paths of the destination's."""
         xml = ft.virsh(self.local(src), "dumpxml", "--migratable", NAME)[1]
         log, sock, disk = (os.path.join(dst.dir, f"{what}-{n}.{ext}")
-                           for what, ext in (("console", "log"), ("console", "sock"), ("disk", "raw")))
+                           for what, ext in (("console", "log"), ("console", "sock"), ("disk", fmt)))
         xml = xml.replace(self.console, log).replace(self.socket, sock).replace(self.disk, disk)
         self.console, self.socket, self.disk = log, sock, disk
         return ft.write_file(dst.dir, f"mg-{n}.xml", xml)
@@ -124,6 +125,113 @@ class QemuStorageTest(QemuMigrationCase):
         ft.virsh(self.local(a), "suspend", NAME)
         self.assertEqual(guest.disk_digest(self.disk, DISK_BLOCKS), int(r["digest"], 16))
         ft.virsh(self.local(a), "destroy", NAME)
+
+    def qemu_img_info(self, path):
+        p = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    @guest.retry_on_guest_crash("end_attempt")
+    def test_abort_during_the_mirror_then_copy_storage_inc_of_one_disk_over_its_backing_chain(self):
+        a, b = self.daemon("A"), self.daemon("B")
+        guest.require()
+        # vda: a qcow2 overlay over a base image holding data of its own
+        # beyond the guest's area; vdb: a second disk on "shared storage"
+        # (the same path for both daemons), never copied.
+        base = os.path.join(a.dir, "base.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", base, f"{DISK_MIB}M"], check=True)
+        subprocess.run(["qemu-io", "-c", f"write -P 0x5a {DISK_KIB}k 4M", base], check=True,
+                       capture_output=True)
+        self.disk = os.path.join(a.dir, "disk-1.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", self.disk],
+                       check=True)
+        shared = os.path.join(a.dir, "shared.raw")
+        with open(shared, "wb") as f:
+            f.truncate(4 << 20)
+        self.console = os.path.join(a.dir, "console-1.log")
+        self.socket = os.path.join(a.dir, "console-1.sock")
+        xml = guest.domain_xml(NAME, memory_mib=256, console_log=self.console, console_socket=self.socket,
+                               cmdline=guest.kernel_cmdline(fill="64M", wss="8M", verify_s=2,
+                                                            extra=f"ferry.disk_kib={DISK_KIB}"),
+                               extra_devices=guest.disk_xml(self.disk, "qcow2") +
+                               guest.disk_xml(shared, "raw", "vdb"))
+        ft.virsh(self.local(a), "define", ft.write_file(a.dir, "mg.xml", xml))
+        ft.virsh(self.local(a), "start", NAME)
+        con = guest.Console(self.console)
+        con.wait_ready(BOOT_TIMEOUT)
+        con.wait_for(lambda ev: next((e for e in ev if e["kind"] == "disk ready"), None), BOOT_TIMEOUT,
+                     "FERRY-GUEST disk ready")
+        before = con.wait_verified(VERIFY_TIMEOUT)["counter"]
+        env = {"LIBVIRT_AUTH_FILE": self.authfile}
+
+        # --migrate-disks names a disk the guest does not have: refused naming it.
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--live", "--p2p", "--tunnelled",
+                                    "--copy-storage-inc", "--migrate-disks", "vdz", NAME, self.tls(b), env=env)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("'vdz' is not a disk", err)
+        self.assertEqual(self.state(a), "running (booted)")
+
+        # domjobabort while the mirror runs (1 MiB/s): the source's disk and
+        # guest as they were, the destination's image gone with its VM.
+        src_disk, src_console, src_socket = self.disk, self.console, self.socket
+        xml_path = self.disk_xml_for(a, b, 2, "qcow2")
+        e = dict(os.environ, LIBVIRT_AUTH_FILE=self.authfile)
+        e.pop("LIBVIRT_DEFAULT_URI", None)
+        mig = subprocess.Popen(["virsh", "-c", self.local(a), "migrate", "--live", "--p2p", "--tunnelled",
+                                "--copy-storage-inc", "--migrate-disks", "vda", "--bandwidth", "1",
+                                "--xml", xml_path, NAME, self.tls(b)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        try:
+            def mirroring():
+                st = self.job_stats(a, NAME)
+                return st.get("disk_processed", 0) > 0 and os.path.exists(self.disk)
+            self.assertTrue(ft.wait_for(mirroring, 60, 0.2), self.job_stats(a, NAME))
+            ft.virsh(self.local(a), "domjobabort", NAME)
+            out, err = mig.communicate(timeout=120)
+        finally:
+            if mig.poll() is None:
+                mig.kill()
+                mig.wait()
+        self.assertNotEqual(mig.returncode, 0)
+        self.assertIn("abort", err.lower())
+        self.assertEqual(self.state(a), "running (migration canceled)")
+        self.assertTrue(ft.wait_for(lambda: not os.path.exists(self.disk), 30, 0.2),
+                        "the destination kept the image it created")
+        self.assertNotIn(NAME, self.names(b))
+        self.assertEqual(self.qemu_img_info(src_disk).get("backing-filename"), base)
+        self.disk, self.console, self.socket = src_disk, src_console, src_socket
+        self.disk_verified_after_move()  # the source's disk holds all the guest wrote
+
+        # --copy-storage-inc of vda only, tunnelled: the destination's new
+        # overlay keeps the backing file, vdb stays where it is.
+        xml_path = self.disk_xml_for(a, b, 3, "qcow2")
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--live", "--p2p", "--tunnelled",
+                                    "--copy-storage-inc", "--migrate-disks", "vda", "--xml", xml_path, NAME,
+                                    self.tls(b), env=env)
+        self.assertEqual(rc, 0, err + a.log()[-3000:] + b.log()[-3000:])
+        self.assertEqual(self.state(b), "running (migrated)")
+        info = self.qemu_img_info(self.disk)
+        self.assertEqual(info.get("backing-filename"), base)
+        # Only the top image moved: the base's 4 MiB of its own stayed out.
+        self.assertLess(info["actual-size"], (DISK_KIB << 10) + (3 << 20))
+        self.verified_after_move(self.console, before)
+        self.disk_verified_after_move()
+        con = guest.Console(self.console)
+        sock = guest.ConsoleSocket(self.socket)
+        try:
+            guest.disk_command(con, sock.send, "disk stop")
+            r = guest.disk_command(con, sock.send, "disk verify")
+        finally:
+            sock.close()
+        ft.virsh(self.local(b), "suspend", NAME)
+        flat = os.path.join(b.dir, "flat.raw")
+        subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", self.disk, flat], check=True, timeout=120)
+        self.assertEqual(guest.disk_digest(flat, DISK_BLOCKS), int(r["digest"], 16))
+        with open(flat, "rb") as f:  # the base's own data, read through the chain
+            f.seek(DISK_KIB << 10)
+            self.assertEqual(f.read(4 << 20), b"\x5a" * (4 << 20))
+        ft.virsh(self.local(b), "destroy", NAME)
 
     def test_refused_for_ferry_vmm_and_without_p2p(self):
         a = self.daemon("A")

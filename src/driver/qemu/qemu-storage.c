@@ -250,12 +250,16 @@ static gboolean end_mirrors(gpointer vm, gboolean force, GError **error)
         g_usleep(20 * 1000);
     }
     for (guint i = 0; i < ids->len; i++) {
+        g_autoptr(GError) e = NULL;
         JsonObject *args = json_object_new();
         json_object_set_string_member(args, "id", ids->pdata[i]);
-        run(vm, "job-dismiss", args, NULL);
+        if (!run(vm, "job-dismiss", args, &e))
+            FERRY_WARN("cannot dismiss the disk mirror %s: %s", (char *)ids->pdata[i], e->message);
+        g_clear_error(&e);
         JsonObject *del = json_object_new();
         json_object_set_string_member(del, "node-name", ids->pdata[i]);
-        run(vm, "blockdev-del", del, NULL);
+        if (!run(vm, "blockdev-del", del, &e))
+            FERRY_WARN("cannot remove the mirror target %s: %s", (char *)ids->pdata[i], e->message);
     }
     if (first && !force) {
         g_propagate_error(error, g_steal_pointer(&first));
