@@ -62,8 +62,9 @@ def quick(fn):
 
 
 def vmm_processes(d):
-    """PIDs of ferry-vmm processes started by daemon d (their QMP socket is
-    under its directory), alive or not reaped."""
+    """PIDs of ferry-vmm processes started by daemon d (their log is under
+    its directory, their QMP socket under its runtime directory), zombies
+    left out."""
     pids = []
     for p in os.listdir("/proc"):
         if not p.isdigit():
@@ -76,7 +77,7 @@ def vmm_processes(d):
         except OSError:
             continue
         if argv and argv[0].endswith(b"ferry-vmm") and any(
-                a.startswith(d.dir.encode()) for a in argv) and not zombie:
+                a.startswith((d.dir.encode(), d.run_dir.encode())) for a in argv) and not zombie:
             pids.append(int(p))
     return pids
 
@@ -130,11 +131,12 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         self.daemons.append(d)
         return d.start(timeout=90)
 
-    def start_pair(self, src_conf="", dst_conf="", src_env=None, dst_env=None):
+    def start_pair(self, src_conf="", dst_conf="", src_env=None, dst_env=None, dst_run_dir=None):
         self.a = self.start_daemon(name="source", host=self.net.src_ip, extra_conf=src_conf,
                                    env=src_env)
         self.b = self.start_daemon(name="destination", host=self.net.dst_ip,
-                                   prefix=self.net.prefix, extra_conf=dst_conf, env=dst_env)
+                                   prefix=self.net.prefix, extra_conf=dst_conf, env=dst_env,
+                                   run_dir=dst_run_dir)
 
     def start_vm(self, d, name="vm1", memory_mib=96, dirty_rate=None):
         xml = ft.write_file(d.dir, name + ".xml",
@@ -584,7 +586,9 @@ class Matrix:
         self.addCleanup(shutil.rmtree, self.tmpfs, True)
         self.addCleanup(subprocess.run, ["umount", "-l", self.tmpfs], capture_output=True,
                         timeout=30)
-        self.prepare(dst_conf=f'domain_run_dir = "{self.tmpfs}/run"\n')
+        # The destination's cleanup ends the VMMs it finds there (the VM
+        # lands on it at the end).
+        self.prepare(dst_run_dir=f"{self.tmpfs}/run")
         self.baseline_pids()
         filler = os.path.join(self.tmpfs, "filler")
         with open(filler, "wb") as f:
