@@ -252,6 +252,38 @@ static void engine_client_closed(Driver *drv, guint64 client_id)
     migration_dest_client_closed(e, client_id);
 }
 
+/* Outgoing migrations and saves are aborted as a client's domjobabort would:
+ * each call that runs one returns with the VM running here. One in its
+ * finish phase completes (the VM's state crossed: too late to abort). */
+static void engine_daemon_stopping(Driver *drv, const char *why)
+{
+    MigrationEngine *e = drv->migration;
+    if (!e || !e->hv->list)
+        return;
+    g_autoptr(GPtrArray) instances = domain_list_get_instances(e->hv->list);
+    for (guint i = 0; i < instances->len; i++) {
+        DomainObj *obj = instances->pdata[i];
+        domain_obj_lock(obj);
+        MigrationJob *job = obj->job;
+        if (job && (job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT ||
+                    job->operation == DRIVER_JOB_OPERATION_SAVE)) {
+            gboolean save = job->operation == DRIVER_JOB_OPERATION_SAVE;
+            g_autoptr(GError) refused = NULL;
+            if (migration_job_try_abort(job,
+                                        g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                    "job '%s' canceled: %s",
+                                                    save ? "domain save" : "migration out", why),
+                                        &refused))
+                FERRY_INFO("aborting the %s of domain '%s': %s", save ? "save" : "migration",
+                           domain_obj_get_name(obj), why);
+            else
+                FERRY_INFO("domain '%s': %s; its migration completes first (%s)",
+                           domain_obj_get_name(obj), why, refused->message);
+        }
+        domain_obj_unlock(obj);
+    }
+}
+
 /* A tuning change reaches the VMM at once (also during a migration): what
  * the getters read back is the VMM's own value. */
 static gboolean retune_locked(MigrationEngine *e, DomainObj *obj, GError **error)
@@ -384,6 +416,7 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_set_compression_cache = engine_set_compression_cache;
     ops->migrate_get_compression_cache = engine_get_compression_cache;
     ops->client_closed = engine_client_closed;
+    ops->daemon_stopping = engine_daemon_stopping;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;
     ops->migrate_set_max_speed = engine_set_max_speed;

@@ -158,6 +158,25 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         return ft.start_migration(self.a, self.b, "vm1", "--live", *flags,
                                   tunnelled=self.tunnelled)
 
+    def hold(self, at, late=LATE):
+        """Two daemons and the slow VM, and a migration started and taken to
+        phase `at`: held at the destination's prepare ("prepare"), the
+        source's finish before its call ("finish"), the destination's
+        finish once it runs the VM ("dest-finish"), or 16 / 200 MiB into
+        the stream ("early", "late"; `late` bytes). Returns the virsh process."""
+        point = {"prepare": ("dst", "dest-prepare"), "finish": ("src", "source-finish"),
+                 "dest-finish": ("dst", "dest-finish")}.get(at)
+        env = {"FERRY_TEST_PAUSE": f"{point[1]}:{int(HOLD_S * 1000)}"} if point else None
+        self.prepare(src_env=env if point and point[0] == "src" else None,
+                     dst_env=env if point and point[0] == "dst" else None)
+        self.baseline_pids()
+        p = self.migrate()
+        if point:
+            self.wait_log(self.a if point[0] == "src" else self.b, f"test pause at {point[1]}")
+        else:
+            self.wait_moved(EARLY if at == "early" else late, p)
+        return p
+
     def wait_log(self, d, text, timeout=60):
         self.assertTrue(ft.wait_for(lambda: text in d.log(), timeout), f"{d.name}: no {text!r}")
 
@@ -284,21 +303,7 @@ class Matrix:
         self.assert_clean("destination")
 
     def cut_then_failure(self, at):
-        dst_env = src_env = None
-        if at == "prepare":
-            dst_env = {"FERRY_TEST_PAUSE": f"dest-prepare:{int(HOLD_S * 1000)}"}
-        elif at == "finish":
-            src_env = {"FERRY_TEST_PAUSE": f"source-finish:{int(HOLD_S * 1000)}"}
-        self.prepare(dst_env=dst_env, src_env=src_env)
-        self.baseline_pids()
-        incoming = []
-        p = self.migrate()
-        if at == "prepare":
-            self.wait_log(self.b, "test pause at dest-prepare")
-        elif at == "finish":
-            self.wait_log(self.a, "test pause at source-finish")
-        else:
-            self.wait_moved(EARLY if at == "early" else LATE, p)
+        p = self.hold(at)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.net.drop()
@@ -362,10 +367,7 @@ class Matrix:
     def test_link_cut_while_destination_finishes(self):
         """The finish reached the destination, which runs the VM; its answer is
         lost: the source keeps its VM paused, never running twice."""
-        self.prepare(dst_env={"FERRY_TEST_PAUSE": f"dest-finish:{int(HOLD_S * 1000)}"})
-        self.baseline_pids()
-        p = self.migrate()
-        self.wait_log(self.b, "test pause at dest-finish")
+        p = self.hold("dest-finish")
         start = time.monotonic()
         self.net.drop()
         rc, err = self.ended(p)
@@ -396,12 +398,11 @@ class Matrix:
 
     # ---- the daemons ----
 
-    @quick
-    def test_destination_daemon_killed(self):
-        self.prepare()
-        self.baseline_pids()
-        p = self.migrate()
-        self.wait_moved(EARLY, p)
+    def destination_killed(self, at):
+        """The destination ferryd SIGKILLed: the source fails at once naming
+        it and keeps its VM; the restarted destination drops the incoming VM
+        its predecessor left."""
+        p = self.hold(at)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.b.kill(signal.SIGKILL)
@@ -418,31 +419,104 @@ class Matrix:
         self.assert_clean("source")
         self.again()
 
-    def test_destination_daemon_frozen(self):
-        self.prepare()
-        self.baseline_pids()
-        p = self.migrate()
-        self.wait_moved(EARLY, p)
+    def test_destination_daemon_killed_in_prepare(self):
+        self.destination_killed("prepare")
+
+    @quick
+    def test_destination_daemon_killed(self):
+        self.destination_killed("early")
+
+    def test_destination_daemon_killed_while_finishing(self):
+        """Killed once it runs the VM, before its finish answer left: the
+        source cannot know and keeps its VM paused; the restarted
+        destination still runs it. One host runs it."""
+        p = self.hold("dest-finish")
+        start = time.monotonic()
+        self.b.kill(signal.SIGKILL)
+        rc, err = self.ended(p)
+        self.record(time.monotonic() - start, 5)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("destination ferryd", err)
+        self.assertIn("stays paused", err)
+        self.assertEqual(ft.domstate(self.a, "vm1"), "paused (migrating)")
+        self.b.start()
+        self.pids["destination"] = None
+        self.assertRegex(ft.domstate(self.b, "vm1"), r"^running")
+        ft.virsh(self.a.tcp_uri, "destroy", "vm1")
+        self.assert_clean("destination")
+
+    def destination_frozen(self, at):
+        """The destination ferryd stopped (SIGSTOP): the source gives up on
+        it within the dead-path bound and keeps its VM (paused, when the
+        destination may have run it); once woken the destination drops
+        what it has left."""
+        p = self.hold(at)
+        incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.b.kill(signal.SIGSTOP)
         try:
             rc, err = self.ended(p)
-            self.record(time.monotonic() - start, DEAD_PATH_BOUND)
+            self.record(time.monotonic() - start,
+                        DEAD_PATH_BOUND + (5 if at == "dest-finish" else 0))
             self.assertNotEqual(rc, 0)
-            self.assertRegex(err, r"stalled|Connection timed out")
-            self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+            self.assertRegex(err, r"stalled|Connection timed out|timed out|no reply|keepalive")
+            if at == "dest-finish":
+                self.assertIn("stays paused", err)
+                self.assertEqual(ft.domstate(self.a, "vm1"), "paused (migrating)")
+            else:
+                self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
         finally:
             self.b.kill(signal.SIGCONT)
+        if at == "dest-finish":
+            self.assertRegex(ft.domstate(self.b, "vm1"), r"^running")
+            ft.virsh(self.a.tcp_uri, "destroy", "vm1")
+            self.assert_clean("destination")
+            return
+        for pid in incoming:
+            self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), DROP_BOUND), pid)
         self.assert_on_source()
         self.assert_clean("source")
         self.again()
 
-    @quick
-    def test_source_daemon_killed_and_restarted(self):
-        self.prepare()
-        self.baseline_pids()
-        p = self.migrate()
-        self.wait_moved(EARLY, p)
+    def test_destination_daemon_frozen_in_prepare(self):
+        self.destination_frozen("prepare")
+
+    def test_destination_daemon_frozen(self):
+        self.destination_frozen("early")
+
+    def test_destination_daemon_frozen_while_finishing(self):
+        self.destination_frozen("dest-finish")
+
+    def test_destination_daemon_terminated(self):
+        """SIGTERM to the destination ferryd mid-stream: it exits promptly,
+        the source fails naming it and keeps its VM, and the restarted
+        destination has nothing of it."""
+        p = self.hold("early")
+        incoming = vmm_processes(self.b)
+        start = time.monotonic()
+        self.b.kill(signal.SIGTERM)
+        self.b.proc.wait(timeout=60)
+        exited = time.monotonic() - start
+        rc, err = self.ended(p)
+        self.record(time.monotonic() - start, DEAD_PATH_BOUND)
+        self.assertLessEqual(exited, 5)
+        self.assertEqual(self.b.proc.returncode, 0, self.b.log()[-3000:])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("destination ferryd", err)
+        self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+        self.b.start()
+        for pid in incoming:
+            self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), 10), pid)
+        self.assert_on_source()
+        self.pids["destination"] = None
+        self.assert_clean("source")
+        self.again()
+
+    def source_killed(self, at):
+        """The source ferryd SIGKILLed: the destination drops its incoming VM
+        on its own; the restarted source has the VM (paused and resumable
+        when it was killed in finish)."""
+        p = self.hold(at)
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.a.kill(signal.SIGKILL)
@@ -451,6 +525,42 @@ class Matrix:
         for pid in incoming:
             self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), 30), pid)
         self.record(time.monotonic() - start, DEAD_PATH_BOUND)
+        self.assertIn("dropping the incoming VM of domain 'vm1'", self.b.log())
+        self.a.start()
+        self.pids["source"] = None
+        if at == "finish":
+            self.assertRegex(ft.domstate(self.a, "vm1"), r"^paused")
+            ft.virsh(self.a.tcp_uri, "resume", "vm1")
+        self.assert_on_source()
+        self.assert_clean("source")
+        self.again()
+
+    @quick
+    def test_source_daemon_killed_and_restarted(self):
+        self.source_killed("early")
+
+    def test_source_daemon_killed_in_finish(self):
+        self.source_killed("finish")
+
+    @quick
+    def test_source_daemon_terminated(self):
+        """SIGTERM to the source ferryd while a migration that cannot
+        converge runs (1 MiB/s against 4 MiB/s dirtied): it aborts the
+        migration, keeps the VM running and exits promptly; the restarted
+        source has the VM, the destination nothing."""
+        p = self.hold("early")
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
+        incoming = vmm_processes(self.b)
+        start = time.monotonic()
+        self.a.kill(signal.SIGTERM)
+        self.a.proc.wait(timeout=60)
+        self.record(time.monotonic() - start, 5)
+        self.assertEqual(self.a.proc.returncode, 0, self.a.log()[-3000:])
+        self.assertIn("aborting the migration of domain 'vm1': ferryd is stopping", self.a.log())
+        rc, err = self.ended(p)
+        self.assertNotEqual(rc, 0)
+        for pid in incoming:
+            self.assertTrue(ft.wait_for(lambda: not ft.pid_alive(pid), DROP_BOUND), pid)
         self.assertIn("dropping the incoming VM of domain 'vm1'", self.b.log())
         self.a.start()
         self.pids["source"] = None
@@ -517,30 +627,53 @@ class Matrix:
 
     # ---- abort ----
 
-    def abort_in(self, at):
-        dst_env = src_env = None
-        if at == "prepare":
-            dst_env = {"FERRY_TEST_PAUSE": f"dest-prepare:{int(HOLD_S * 1000)}"}
-        self.prepare(dst_env=dst_env, src_env=src_env)
-        self.baseline_pids()
-        p = self.migrate()
-        if at == "prepare":
-            self.wait_log(self.b, "test pause at dest-prepare")
-        else:
-            # late: half-way, leaving virsh 4 s to start and call
-            self.wait_moved(EARLY if at == "early" else 128 * MIB, p)
-        start = time.monotonic()
-        ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
-        answered = time.monotonic()
-        self.assertLess(answered - start, 5)  # virsh's own start and connect included
-        rc, err = self.ended(p)
-        # From domjobabort's answer to virsh migrate's end, the source VM
-        # running again: the issue's 1 s.
-        took = time.monotonic() - answered
-        self.assertNotEqual(rc, 0)
-        self.assertIn("operation aborted", err)
-        self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
-        self.record(took, ABORT_BOUND)
+    def abort_in(self, at, peer="live"):
+        """domjobabort at `at` with the destination `peer`: live, frozen
+        (SIGSTOP) or unreachable (the link cut just before): the source VM
+        runs again within 1 s of the abort's answer whatever the peer does,
+        and the destination drops its incoming VM once it can (woken, or on
+        its own when the path is dead)."""
+        # late: half-way, leaving virsh 4 s to start and call
+        p = self.hold(at, late=128 * MIB)
+        incoming = vmm_processes(self.b)
+        if peer == "frozen":
+            self.b.kill(signal.SIGSTOP)
+        elif peer == "unreachable":
+            self.net.drop()
+        cut = time.monotonic()
+        try:
+            start = time.monotonic()
+            ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
+            answered = time.monotonic()
+            self.assertLess(answered - start, 5)  # virsh's own start and connect included
+            rc, err = self.ended(p)
+            # From domjobabort's answer to virsh migrate's end, the source VM
+            # running again: the issue's 1 s.
+            took = time.monotonic() - answered
+            self.assertNotEqual(rc, 0)
+            self.assertIn("operation aborted", err)
+            self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+            self.record(took, ABORT_BOUND)
+            if peer == "unreachable":
+                # The destination notices the dead path itself.
+                self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
+                                            DROP_BOUND + 10), incoming)
+                dropped = time.monotonic() - cut
+                print(f"the destination dropped its VM {dropped:.2f} s after the cut",
+                      file=sys.stderr)
+                self.assertLessEqual(dropped, DROP_BOUND)
+        finally:
+            if peer == "frozen":
+                self.b.kill(signal.SIGCONT)
+            self.net.heal()
+        woke = time.monotonic()
+        self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming), 30),
+                        incoming)
+        if peer == "frozen":
+            print(f"the destination dropped its VM {time.monotonic() - woke:.2f} s after waking",
+                  file=sys.stderr)
+            self.assertLessEqual(time.monotonic() - woke, DROP_BOUND)
+        self.assertIn("dropping the incoming VM of domain 'vm1'", self.b.log())
         self.assert_on_source()
         self.assert_clean("source")
         self.again()
@@ -556,13 +689,30 @@ class Matrix:
     def test_abort_late_stream(self):
         self.abort_in("late")
 
+    def test_abort_frozen_destination_in_prepare(self):
+        self.abort_in("prepare", "frozen")
+
+    @quick
+    def test_abort_frozen_destination_early_stream(self):
+        self.abort_in("early", "frozen")
+
+    def test_abort_frozen_destination_late_stream(self):
+        self.abort_in("late", "frozen")
+
+    def test_abort_link_cut_in_prepare(self):
+        self.abort_in("prepare", "unreachable")
+
+    @quick
+    def test_abort_link_cut_early_stream(self):
+        self.abort_in("early", "unreachable")
+
+    def test_abort_link_cut_late_stream(self):
+        self.abort_in("late", "unreachable")
+
     def test_abort_in_finish(self):
         """Once the VM's state has crossed, an abort comes too late: it is
         refused naming the phase, and the migration completes."""
-        self.prepare(src_env={"FERRY_TEST_PAUSE": f"source-finish:{int(HOLD_S * 1000)}"})
-        self.baseline_pids()
-        p = self.migrate()
-        self.wait_log(self.a, "test pause at source-finish")
+        p = self.hold("finish")
         start = time.monotonic()
         rc, _, err = ft.virsh(self.a.tcp_uri, "domjobabort", "vm1", check=False)
         self.record(time.monotonic() - start, 5)  # virsh's own start and connect included
