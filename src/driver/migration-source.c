@@ -193,7 +193,10 @@ static gboolean peer_setup_run(PeerSetup *ps, GError **error)
                       : ps->ops->prepare(ps->peer, ps->dparams, ps->cookie, ps->destflags,
                                          &ps->dest_cookie, &ps->uri_out, error);
     if (!ok) {
-        g_prefix_error(error, "the destination refused: ");
+        /* An answer is a refusal; no answer (the peer is gone) says so itself. */
+        if (!g_error_matches(*error, FERRY_ERROR, FERRY_ERR_RPC) &&
+            !g_error_matches(*error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
     flight_recorder_phase(fr, "prepare", FALSE);
