@@ -42,6 +42,7 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
     e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                         (GDestroyNotify)migration_job_unref);
     e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
+    e->dropped = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     e->performing = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)migration_job_unref, NULL);
     e->confirming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                           migration_source_pending_free);
@@ -64,6 +65,7 @@ void migration_engine_free(MigrationEngine *e)
         e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
+    g_hash_table_destroy(e->dropped);
     g_free(e->save_dir);
     g_free(e->file_refusal);
     g_hash_table_destroy(e->performing);
