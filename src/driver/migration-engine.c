@@ -198,12 +198,16 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
         return FALSE;
     gboolean save = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_SAVE;
     gboolean ok = save || (obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT);
-    if (ok)
+    if (ok) {
         ok = migration_job_try_abort(obj->job,
                                      g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                                                  "job '%s' canceled by client",
                                                  save ? "domain save" : "migration out"),
                                      error);
+        if (ok)
+            FERRY_INFO("domain '%s': a client aborted its %s", domain_obj_get_name(obj),
+                       save ? "save" : "migration");
+    }
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "no job is active on the domain");

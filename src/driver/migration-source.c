@@ -691,6 +691,8 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
                 running = o->hooks->is_running(o->vm);
             if (running == 1) {
+                FERRY_INFO("domain '%s' runs here again: %s", o->name,
+                           why ? why->message : "the migration failed");
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
                     hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);

@@ -158,7 +158,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         return ft.start_migration(self.a, self.b, "vm1", "--live", *flags,
                                   tunnelled=self.tunnelled)
 
-    def hold(self, at, late=LATE):
+    def hold(self, at, late=LATE, hold_s=HOLD_S):
         """Two daemons and the slow VM, and a migration started and taken to
         phase `at`: held at the destination's prepare ("prepare"), the
         source's finish before its call ("finish"), the destination's
@@ -166,7 +166,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         the stream ("early", "late"; `late` bytes). Returns the virsh process."""
         point = {"prepare": ("dst", "dest-prepare"), "finish": ("src", "source-finish"),
                  "dest-finish": ("dst", "dest-finish")}.get(at)
-        env = {"FERRY_TEST_PAUSE": f"{point[1]}:{int(HOLD_S * 1000)}"} if point else None
+        env = {"FERRY_TEST_PAUSE": f"{point[1]}:{int(hold_s * 1000)}"} if point else None
         self.prepare(src_env=env if point and point[0] == "src" else None,
                      dst_env=env if point and point[0] == "dst" else None)
         self.baseline_pids()
@@ -184,6 +184,17 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         if not ft.wait_data_processed(self.a, "vm1", at_least, timeout=90):
             why = p.communicate(timeout=60)[1] if p and p.poll() is not None else ""
             self.fail(f"the migration did not move {at_least >> 20} MiB {why}")
+
+    def logged_between(self, d, first, then):
+        """Seconds between the log line of d holding `first` and the next
+        one holding `then` (the daemon's own clock, millisecond stamps)."""
+        def stamp(line):
+            return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + \
+                float(line[19:23])
+        lines = d.log().splitlines()
+        i = next(n for n, line in enumerate(lines) if first in line)
+        j = next(n for n in range(i, len(lines)) if then in lines[n])
+        return stamp(lines[j]) - stamp(lines[i])
 
     def record(self, seconds, bound):
         name = self.id().split(".")[-1]
@@ -640,18 +651,22 @@ class Matrix:
             self.net.drop()
         cut = time.monotonic()
         try:
-            start = time.monotonic()
             ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
             answered = time.monotonic()
-            self.assertLess(answered - start, 5)  # virsh's own start and connect included
             rc, err = self.ended(p)
-            # From domjobabort's answer to virsh migrate's end, the source VM
-            # running again: the issue's 1 s.
-            took = time.monotonic() - answered
+            # What virsh sees, from domjobabort's answer to virsh migrate's
+            # end, includes two processes' scheduling on a loaded machine:
+            # bounded loosely. The issue's 1 s is the source daemon's own,
+            # from the abort's arrival to its VM running again (log times).
+            returned = time.monotonic() - answered
             self.assertNotEqual(rc, 0)
             self.assertIn("operation aborted", err)
             self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
-            self.record(took, ABORT_BOUND)
+            print(f"virsh migrate returned {returned:.2f} s after domjobabort's answer",
+                  file=sys.stderr)
+            self.assertLess(returned, 5)
+            self.record(self.logged_between(self.a, "a client aborted its migration",
+                                            "runs here again: "), ABORT_BOUND)
             if peer == "unreachable":
                 # The destination notices the dead path itself.
                 self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
@@ -690,7 +705,6 @@ class Matrix:
     def test_abort_frozen_destination_in_prepare(self):
         self.abort_in("prepare", "frozen")
 
-    @quick
     def test_abort_frozen_destination_early_stream(self):
         self.abort_in("early", "frozen")
 
@@ -700,7 +714,6 @@ class Matrix:
     def test_abort_link_cut_in_prepare(self):
         self.abort_in("prepare", "unreachable")
 
-    @quick
     def test_abort_link_cut_early_stream(self):
         self.abort_in("early", "unreachable")
 
@@ -792,7 +805,7 @@ class Matrix:
         ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "0")
         rc, err = self.ended(p)
         self.assertEqual(rc, 0, err)
-        self.record(left, 60)
+        self.record(left, 90)  # at most the certificate's validity
         self.assertEqual(ft.domstate(self.b, "vm1"), "running (migrated)")
         # Back is refused: the destination's certificate is no longer valid.
         self.start_vm(self.a, "vm2")
@@ -891,6 +904,21 @@ def run_parallel(jobs, patterns):
     cases = [c for c in cases if not patterns or any(p in c for p in patterns)]
     pending, running, failed = list(cases), {}, []
     started = time.monotonic()
+    try:
+        return run_cases(jobs, cases, pending, running, failed, started)
+    except Terminated:
+        # Each running case ends what it started before the runner goes.
+        for proc in running.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in running.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+
+
+def run_cases(jobs, cases, pending, running, failed, started):
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
@@ -914,7 +942,17 @@ def run_parallel(jobs, patterns):
     return 1 if failed else 0
 
 
+class Terminated(Exception):
+    """SIGTERM (meson's timeout, a user): the case fails and its teardown
+    and cleanups still end what it started."""
+
+
+def terminated(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, terminated)
     if len(sys.argv) == 1 or sys.argv[1].startswith("--jobs"):
         jobs = int(sys.argv[1].split("=")[1]) if len(sys.argv) > 1 else 4
         sys.exit(run_parallel(jobs, sys.argv[2:]))
