@@ -51,7 +51,11 @@ DEAD_PATH_BOUND = 12.0
 # is gone, and at most 5 s (its grace for the source's cancel) after its own
 # channel failed.
 DROP_BOUND = DEAD_PATH_BOUND + 5
-ABORT_BOUND = 1.0
+# The 1 s from the abort to the source VM running again, measured in
+# the source daemon; the matrix allows 1 s on top for a loaded machine (the
+# VMM's cancel and resume are QMP round trips to another process: 1.3-1.4 s
+# were seen with a load average of 35 on 2 cores, 0.01-0.6 s below 20).
+ABORT_BOUND = 2.0
 ALL = os.environ.get("FERRY_FAULTS") == "all"
 
 
@@ -726,7 +730,7 @@ class Matrix:
         p = self.hold("finish")
         start = time.monotonic()
         rc, _, err = ft.virsh(self.a.tcp_uri, "domjobabort", "vm1", check=False)
-        self.record(time.monotonic() - start, 5)  # virsh's own start and connect included
+        self.record(time.monotonic() - start, 10)  # virsh's own start and connect included
         self.assertNotEqual(rc, 0)
         self.assertIn("finish phase", err)
         rc, err = self.ended(p)
