@@ -314,6 +314,7 @@ class DaemonTestCase(unittest.TestCase):
     def tearDown(self):
         failures = []
         for d in self.daemons:
+            # One daemon that does not stop must not leave the others running.
             try:
                 rc = d.stop()
                 if rc not in (0, None) and d.proc.returncode != -signal.SIGKILL:
@@ -321,6 +322,8 @@ class DaemonTestCase(unittest.TestCase):
                 report = d.sanitizer_report()
                 if report:
                     failures.append(f"{d.name} sanitizer report:\n{report[-8000:]}")
+            except Exception as e:  # noqa: BLE001 - reported below, after the others stop
+                failures.append(f"{d.name}: {e}"[-6000:])
             finally:
                 d.cleanup()
         if failures:
