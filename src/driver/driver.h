@@ -301,6 +301,10 @@ typedef struct {
      * for later calls of its own (a client-managed migration). Must not
      * block: called from the connection's event thread. */
     void (*client_closed)(Driver *drv, guint64 client_id);
+    /* The daemon stops (driver_registry_stopping): abort what would keep a
+     * call running for long, an outgoing migration that might never
+     * converge or a save (the VM stays here, running). Must not block. */
+    void (*daemon_stopping)(Driver *drv, const char *why);
 
     /* The pre-flight probe (docs/debugging.md; the engine's migration-probe.c).
      * Destination: a channel whose bytes are read and dropped, at most
@@ -421,6 +425,9 @@ Driver *driver_registry_open(const char *uri, GError **error);
 void driver_client_set_current(guint64 client_id);
 guint64 driver_client_current(void);
 void driver_client_closed(guint64 client_id);
+/* The daemon stops: every registered driver's daemon_stopping, before the
+ * servers wait for the calls still running. */
+void driver_registry_stopping(const char *why);
 
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */

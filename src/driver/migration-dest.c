@@ -88,6 +88,10 @@ static void incoming_end_record(MigrationJob *job, const char *outcome, const ch
 /* Kills the incoming VM and drops its hidden instance. */
 static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *why)
 {
+    g_mutex_lock(&e->lock);
+    if (g_hash_table_lookup(e->incoming, job->name) == job)
+        g_hash_table_replace(e->dropped, g_strdup(job->name), g_strdup(why));
+    g_mutex_unlock(&e->lock);
     migration_job_cut_channel(job, NULL);
     incoming_end_record(job, g_str_has_prefix(why, "the source canceled") ? "cancelled" : "failed",
                         why);
@@ -393,6 +397,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
 
     g_mutex_lock(&e->lock);
     g_hash_table_replace(e->incoming, g_strdup(name), migration_job_ref(job));
+    g_hash_table_remove(e->dropped, name);
     g_mutex_unlock(&e->lock);
     watchdog = job_thread_new(e, job);
     if (!migration_thread_start(e, "incoming-watchdog", incoming_watchdog, watchdog, &err)) {
@@ -525,14 +530,21 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     MigrationJob *found = dname ? g_hash_table_lookup(e->incoming, dname) : NULL;
     g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
     g_mutex_unlock(&e->lock);
-    if (!job) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
-                    "no incoming migration of domain '%s'", dname ? dname : "(unnamed)");
-        return NULL;
-    }
-    if (!migration_job_claim(job)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "the incoming migration of domain '%s' was already given up", dname);
+    if (!job || !migration_job_claim(job)) {
+        /* Dropped before the source's finish came: the source hears why
+         * (its own side may only have seen the connection break). */
+        g_mutex_lock(&e->lock);
+        g_autofree char *why = dname ? g_strdup(g_hash_table_lookup(e->dropped, dname)) : NULL;
+        g_mutex_unlock(&e->lock);
+        if (why)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the incoming VM of domain '%s' was dropped: %s", dname, why);
+        else if (!job)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
+                        "no incoming migration of domain '%s'", dname ? dname : "(unnamed)");
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the incoming migration of domain '%s' was already given up", dname);
         return NULL;
     }
     flight_recorder_phase(job->recorder, "finish", TRUE);

@@ -14,6 +14,9 @@ struct MigrationEngine {
     char *daemon_id; /* random per daemon run: tells a local migration apart */
     GMutex lock;
     GHashTable *incoming;  /* domain name -> MigrationJob* (ref), destination side */
+    /* domain name -> why its last incoming VM was dropped, for a finish that
+     * comes after (the source's report); a new prepare of the name clears it */
+    GHashTable *dropped;
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
     /* client-managed migration, source side */
     GHashTable *performing; /* MigrationJob* (ref) -> itself: performs running */

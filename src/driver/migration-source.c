@@ -205,7 +205,10 @@ static gboolean peer_setup_run(PeerSetup *ps, GError **error)
                       : ps->ops->prepare(ps->peer, ps->dparams, ps->cookie, ps->destflags,
                                          &ps->dest_cookie, &ps->uri_out, error);
     if (!ok) {
-        g_prefix_error(error, "the destination refused: ");
+        /* An answer is a refusal; no answer (the peer is gone) says so itself. */
+        if (!g_error_matches(*error, FERRY_ERROR, FERRY_ERR_RPC) &&
+            !g_error_matches(*error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
     flight_recorder_phase(fr, "prepare", FALSE);
@@ -766,6 +769,8 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
                 running = o->hooks->is_running(o->vm);
             if (running == 1) {
+                FERRY_INFO("domain '%s' runs here again: %s", o->name,
+                           why ? why->message : "the migration failed");
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
                     hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
