@@ -89,6 +89,9 @@ typedef struct {
     /* ferry: seconds a migration's data may stand still before it fails
      * on either side (0: never) */
     guint migration_stall_timeout;
+    /* ferry: channels of a tunnelled migration to a ferry peer when the
+     * client names none (parallel.connections) */
+    guint migration_parallel_connections;
     /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */

@@ -22,6 +22,10 @@
 
 typedef struct MigrationEngine MigrationEngine;
 
+/* A migration's memory stream runs over at most this many connections
+ * (--parallel, parallel.connections; migration-parallel.c). */
+#define MIGRATION_MAX_CONNECTIONS 16
+
 /* How the VMM meets the engine's channel. */
 typedef enum {
     /* The VMM takes a connected socket: the engine makes a socket pair, keeps
@@ -36,10 +40,11 @@ typedef struct {
     /* FD: the VMM's end of the pair. The hook owns it from the call on and
      * closes it on every path (after passing it to the VMM). */
     int fd;
-    /* How many connections the VMM makes: 1. Several (QEMU's multifd) need
-     * an address endpoint and a channel each; until the tunnel carries
-     * several channels per migration, PARALLEL is refused by name. */
+    /* How many connections the VMM makes (at most the hooks'
+     * max_connections): fd is the first, extra_fds[0 .. n_connections - 2]
+     * the others, in channel order; the hook owns and closes them all, as fd. */
     guint n_connections;
+    int extra_fds[MIGRATION_MAX_CONNECTIONS - 1];
     /* The migration may switch to post-copy (--postcopy): the VMM enables it
      * before it starts (QEMU: capability postcopy-ram on both sides). */
     gboolean postcopy;
@@ -114,6 +119,10 @@ typedef struct {
     /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED, MIGRATION_POSTCOPY: what
      * tune (and for post-copy, the hooks below) can do */
     guint tunable_flags;
+    /* How many connections one migration of this VMM may use (--parallel);
+     * 0 or 1: one only, PARALLEL and parallel.connections > 1 are refused
+     * naming the VMM. */
+    guint max_connections;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
      * none. obj locked. */

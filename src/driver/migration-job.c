@@ -13,6 +13,9 @@ MigrationJob *migration_job_new(int operation)
     g_cond_init(&job->cond);
     job->operation = operation;
     job->pending_vmm_fd = -1;
+    job->memory_channels = 1;
+    for (guint i = 0; i < G_N_ELEMENTS(job->memory_fds); i++)
+        job->memory_fds[i] = -1;
     job->start_us = g_get_monotonic_time();
     job->info.type = DRIVER_JOB_UNBOUNDED;
     job->info.operation = operation;
@@ -37,6 +40,9 @@ void migration_job_unref(MigrationJob *job)
     tunnel_data_listener_free(job->listener);
     if (job->pending_vmm_fd >= 0)
         close(job->pending_vmm_fd);
+    for (guint i = 0; i < G_N_ELEMENTS(job->memory_fds); i++)
+        if (job->memory_fds[i] >= 0)
+            close(job->memory_fds[i]);
     g_clear_error(&job->channel_error);
     g_free(job->token);
     tunnel_peer_watch_unref(job->source);
@@ -49,11 +55,21 @@ void migration_job_unref(MigrationJob *job)
     g_free(job);
 }
 
+/* The bandwidth limit holds for the sum of the memory stream's channels:
+ * each gets its share (job->lock held). index 0: the main channel. */
+static guint64 channel_bandwidth_locked(MigrationJob *job, guint index)
+{
+    gboolean memory = index == 0 || (job->memory_first && index >= job->memory_first);
+    if (!memory || job->memory_channels <= 1 || !job->bandwidth)
+        return job->bandwidth;
+    return MAX(job->bandwidth / job->memory_channels, 1);
+}
+
 void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel)
 {
     g_mutex_lock(&job->lock);
     job->channel = tunnel_channel_ref(channel);
-    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    tunnel_channel_set_bandwidth(channel, channel_bandwidth_locked(job, 0));
     flight_recorder_set_channel(job->recorder, channel);
     GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
     g_cond_broadcast(&job->cond);
@@ -80,7 +96,7 @@ void migration_job_add_channel(MigrationJob *job, guint index, TunnelChannel *ch
         g_ptr_array_set_size(job->extra, index);
     channel_unref0(job->extra->pdata[index - 1]);
     job->extra->pdata[index - 1] = tunnel_channel_ref(channel);
-    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    tunnel_channel_set_bandwidth(channel, channel_bandwidth_locked(job, index));
     GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
@@ -116,7 +132,13 @@ gboolean migration_job_check_extra(MigrationJob *job, GError **error)
 gboolean migration_job_wait_extra(MigrationJob *job, guint n, gint64 deadline_us,
                                   GError **error)
 {
-    for (guint i = 1; i <= n; i++) {
+    return migration_job_wait_channels(job, 1, n, deadline_us, error);
+}
+
+gboolean migration_job_wait_channels(MigrationJob *job, guint first, guint last,
+                                     gint64 deadline_us, GError **error)
+{
+    for (guint i = first; i <= last; i++) {
         g_mutex_lock(&job->lock);
         while (!job->extra || job->extra->len < i || !job->extra->pdata[i - 1]) {
             if (!g_cond_wait_until(&job->cond, &job->lock, deadline_us)) {
@@ -201,10 +223,11 @@ void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second)
     g_mutex_lock(&job->lock);
     job->bandwidth = bytes_per_second;
     if (job->channel)
-        tunnel_channel_set_bandwidth(job->channel, bytes_per_second);
+        tunnel_channel_set_bandwidth(job->channel, channel_bandwidth_locked(job, 0));
     for (guint i = 0; job->extra && i < job->extra->len; i++)
         if (job->extra->pdata[i])
-            tunnel_channel_set_bandwidth(job->extra->pdata[i], bytes_per_second);
+            tunnel_channel_set_bandwidth(job->extra->pdata[i],
+                                         channel_bandwidth_locked(job, i + 1));
     g_mutex_unlock(&job->lock);
 }
 
@@ -275,6 +298,14 @@ static void fill_from_channel_locked(MigrationJob *job, DriverJobInfo *info)
         return;
     guint64 out = 0, in = 0;
     tunnel_channel_get_bytes(job->channel, &out, &in);
+    /* Every channel of the memory stream counts. */
+    for (guint i = 0; job->memory_channels > 1 && job->extra && i < job->extra->len; i++) {
+        guint64 o = 0, n = 0;
+        if (i + 1 >= job->memory_first && job->extra->pdata[i]) {
+            tunnel_channel_get_bytes(job->extra->pdata[i], &o, &n);
+            in += n;
+        }
+    }
     info->data_processed = info->memory_processed = in;
 }
 

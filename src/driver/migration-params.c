@@ -17,7 +17,7 @@ static const char *const refused_flags[] = {
     [15] = "POSTCOPY (switched off: the guest's memory is not yet verified after a "
            "post-copy move, see docs/migration.md)",
     [16] = NULL, /* TLS: proxy mode only, checked below */
-    [17] = "PARALLEL",
+    [17] = NULL, /* PARALLEL: as the VMM can (migration-parallel.c) */
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
     [19] = "POSTCOPY_RESUME",
     [20] = "ZEROCOPY",
@@ -28,7 +28,7 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
                                                "compression.xbzrle.cache", "migrate_disks",
-                                               NULL};
+                                               "parallel.connections", NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {

@@ -177,19 +177,61 @@ static gboolean pass_fd(VmmProcess *vm, const char *name, int fd, GError **error
     return ok;
 }
 
+static void close_extra(const MigrationEndpoint *ep, guint from)
+{
+    for (guint i = from; i + 1 < ep->n_connections; i++)
+        if (ep->extra_fds[i] >= 0)
+            close(ep->extra_fds[i]);
+}
+
+/* ferry-vmm's extra connections (its `ferry-channels`): each fd passed as
+ * PREFIX-N; every extra fd is closed here, on every path. NULL when there
+ * are none. */
+static JsonArray *pass_extra(VmmProcess *vm, const MigrationEndpoint *ep, const char *prefix,
+                             GError **error)
+{
+    if (ep->n_connections < 2)
+        return NULL;
+    JsonArray *names = json_array_new();
+    for (guint i = 0; i + 1 < ep->n_connections; i++) {
+        g_autofree char *name = g_strdup_printf("%s-%u", prefix, i + 1);
+        if (!pass_fd(vm, name, ep->extra_fds[i], error)) {
+            close_extra(ep, i + 1);
+            json_array_unref(names);
+            return NULL;
+        }
+        g_autofree char *uri = g_strdup_printf("fd:%s", name);
+        json_array_add_string_element(names, uri);
+    }
+    return names;
+}
+
 static gboolean qmp_hook_start_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
-    if (!pass_fd(vm, "migrate", ep->fd, error))
+    if (!pass_fd(vm, "migrate", ep->fd, error)) {
+        close_extra(ep, 0);
         return FALSE;
+    }
+    g_autoptr(GError) local = NULL;
+    JsonArray *channels = pass_extra(vm, ep, "migrate", &local);
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
     /* The channel enforces the bandwidth; the VMM sends as fast as it can. */
     JsonObject *params = json_object_new();
     json_object_set_int_member(params, "max-bandwidth", 0);
     gboolean ok = run(vm, "migrate-set-parameters", params, error);
     json_object_unref(params);
-    if (!ok)
+    if (!ok) {
+        if (channels)
+            json_array_unref(channels);
         return FALSE;
+    }
     JsonObject *args = json_object_new();
     json_object_set_string_member(args, "uri", "fd:migrate");
+    if (channels)
+        json_object_set_array_member(args, "ferry-channels", channels);
     ok = run(vm, "migrate", args, error);
     json_object_unref(args);
     return ok;
@@ -292,12 +334,23 @@ static gboolean start_incoming(gpointer vm, const MigrationEndpoint *ep, gboolea
 {
     if (ep->postcopy && !enable_postcopy(vm, error)) {
         close(ep->fd);
+        close_extra(ep, 0);
         return FALSE;
     }
-    if (!pass_fd(vm, "incoming", ep->fd, error))
+    if (!pass_fd(vm, "incoming", ep->fd, error)) {
+        close_extra(ep, 0);
         return FALSE;
+    }
+    g_autoptr(GError) local = NULL;
+    JsonArray *channels = pass_extra(vm, ep, "incoming", &local);
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
     JsonObject *args = json_object_new();
     json_object_set_string_member(args, "uri", "fd:incoming");
+    if (channels)
+        json_object_set_array_member(args, "ferry-channels", channels);
     if (exit_on_error)
         json_object_set_boolean_member(args, "exit-on-error", FALSE);
     gboolean ok = run(vm, "migrate-incoming", args, error);
@@ -414,6 +467,9 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .start_incoming = dialect == QMP_MIGRATION_QEMU ? qemu_start_incoming
                                                         : ferry_vmm_start_incoming,
         .vmm_name = dialect == QMP_MIGRATION_QEMU ? "QEMU" : "ferry-vmm",
+        /* ferry-vmm's own protocol over several connections (QEMU's
+         * multifd is not wired yet) */
+        .max_connections = dialect == QMP_MIGRATION_QEMU ? 1 : MIGRATION_MAX_CONNECTIONS,
         .tunable_flags = dialect == QMP_MIGRATION_QEMU
                              ? (MIGRATION_AUTO_CONVERGE | MIGRATION_COMPRESSED | MIGRATION_POSTCOPY)
                              : 0,

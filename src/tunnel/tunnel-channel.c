@@ -187,6 +187,7 @@ struct TunnelDataSettings {
     guint port_min, port_max;
     RpcTlsContext *tls;
     guint stall_timeout_s;
+    guint parallel_connections;
     char *client_pki_dir;
 };
 
@@ -200,6 +201,7 @@ TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min
     s->port_max = port_max;
     s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
     s->stall_timeout_s = 10;
+    s->parallel_connections = 1;
     return s;
 }
 
@@ -227,6 +229,16 @@ void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *s, guint seconds
 guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *s)
 {
     return s->stall_timeout_s;
+}
+
+void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *s, guint n)
+{
+    s->parallel_connections = MAX(n, 1u);
+}
+
+guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *s)
+{
+    return s ? s->parallel_connections : 1;
 }
 
 void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *s, const char *dir)

@@ -128,13 +128,16 @@ static gboolean migration_finish(gpointer data)
     m->cancel_fd = -1;
     VmmMigrationStatus status = m->result;
     if (status == VMM_MIGRATION_COMPLETED && m->incoming)
-        FERRY_INFO("incoming migration completed: %" G_GUINT64_FORMAT " rounds, %" G_GUINT64_FORMAT
-                   " bytes, digest %s verified",
-                   m->rounds, m->transferred, m->digest ? m->digest : "-");
+        FERRY_INFO("incoming migration completed over %u connection%s: %" G_GUINT64_FORMAT
+                   " rounds, %" G_GUINT64_FORMAT " bytes, digest %s verified",
+                   m->channels, m->channels == 1 ? "" : "s", m->rounds, m->transferred,
+                   m->digest ? m->digest : "-");
     else if (status == VMM_MIGRATION_COMPLETED)
-        FERRY_INFO("outgoing migration completed: %" G_GUINT64_FORMAT " rounds, %" G_GUINT64_FORMAT
-                   " bytes, downtime %" G_GINT64_FORMAT " ms, digest %s",
-                   m->rounds, m->transferred, m->downtime_ms, m->digest ? m->digest : "-");
+        FERRY_INFO("outgoing migration completed over %u connection%s: %" G_GUINT64_FORMAT
+                   " rounds, %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT
+                   " ms, digest %s",
+                   m->channels, m->channels == 1 ? "" : "s", m->rounds, m->transferred,
+                   m->downtime_ms, m->digest ? m->digest : "-");
     else
         FERRY_WARN("%s", m->error_desc ? m->error_desc : "migration failed");
     m->hooks.finished(m->user_data, m->incoming, status, m->vm_was_running, m->device);
