@@ -137,6 +137,32 @@ gboolean migration_parallel_wait(MigrationJob *job, gint64 deadline_us, GError *
     return TRUE;
 }
 
+void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GError **error)
+{
+    if (job->memory_channels < 2 || !error || !*error)
+        return;
+    for (guint i = 0; i + 1 < job->memory_channels; i++) {
+        guint index = job->memory_first + i;
+        g_mutex_lock(&job->lock);
+        TunnelChannel *found = job->extra && job->extra->len >= index
+                                   ? job->extra->pdata[index - 1]
+                                   : NULL;
+        g_autoptr(TunnelChannel) ch = found ? tunnel_channel_ref(found) : NULL;
+        g_mutex_unlock(&job->lock);
+        g_autoptr(GError) why = NULL;
+        if (!ch || tunnel_channel_wait(ch, deadline_us, &why) ||
+            g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            continue;
+        /* A channel whose own connection broke; the others only saw the VMM
+         * give up after it (its connections go down together). */
+        if (strstr(why->message, "connection to the")) {
+            g_clear_error(error);
+            g_propagate_prefixed_error(error, g_steal_pointer(&why), "channel %u: ", i + 1);
+            return;
+        }
+    }
+}
+
 const char *migration_parallel_vmm_name(gboolean source, guint channel)
 {
     /* The tunnel keeps copies; the names only need to live for the call. */

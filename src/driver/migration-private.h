@@ -156,6 +156,10 @@ gboolean migration_parallel_pairs(guint n, int *ours, int *vmm, GError **error);
 void migration_parallel_close(guint n, int *fds);
 /* Until the memory stream's extra channels all ended cleanly. */
 gboolean migration_parallel_wait(MigrationJob *job, gint64 deadline_us, GError **error);
+/* The memory stream failed with *error: a memory channel whose own
+ * connection broke (waited for until deadline_us) is the root cause and
+ * replaces it; the VMM's connections go down together after one failed. */
+void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GError **error);
 /* "source VMM (channel 2)", for the channels' errors; channel 0: "source VMM". */
 const char *migration_parallel_vmm_name(gboolean source, guint channel);
 /* Destination: the VMM's end of channel index, if it is a memory channel

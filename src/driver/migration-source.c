@@ -530,6 +530,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         /* A failed channel holds the root cause; the VMM only sees its socket close. */
         if (!done && !g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
             e = g_steal_pointer(&ce);
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
         if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
@@ -556,6 +558,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             }
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
         if (!done && p.status == MIGRATION_VMM_POSTCOPY_ACTIVE) {
