@@ -339,6 +339,9 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     int parallel_ours[MIGRATION_MAX_CONNECTIONS - 1];
     for (guint i = 0; i < G_N_ELEMENTS(parallel_ours); i++)
         parallel_ours[i] = -1;
+    /* A VMM that listens for its connections (QEMU's multifd): at this path. */
+    gboolean by_address = parallel > 1 && h->parallel_by_address;
+    g_autofree char *vmm_path = NULL;
     MigrationStorageDest *storage = NULL;
     /* Disks without shared storage: their images first, the VMM opens them. */
     if ((flags & (MIGRATION_NON_SHARED_DISK | MIGRATION_NON_SHARED_INC)) && src.disks &&
@@ -352,24 +355,44 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
         goto fail;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (!by_address && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
         goto fail;
     }
-    if (parallel > 1 && !migration_parallel_pairs(parallel, parallel_ours, ep.extra_fds, &err))
+    if (parallel > 1 && !by_address &&
+        !migration_parallel_pairs(parallel, parallel_ours, ep.extra_fds, &err))
         goto fail;
+    if (by_address) {
+        vmm_path = domain_store_runtime_path(e->hv->store, obj->instance_id, ".mig");
+        ep.path = vmm_path;
+    }
     ep.n_connections = parallel;
     ep.fd = sv[1];
     sv[1] = -1;
     ep.postcopy = (flags & MIGRATION_POSTCOPY) != 0;
     if (!vm || !h->start_incoming(vm, &ep, &err)) {
         if (!vm) {
-            close(ep.fd);
-            migration_parallel_close(ep.n_connections, ep.extra_fds);
+            if (ep.fd >= 0)
+                close(ep.fd);
+            if (!by_address)
+                migration_parallel_close(ep.n_connections, ep.extra_fds);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
         }
         goto fail;
     }
+    /* Its main connection first: QEMU 7.2 takes the first as the main one. */
+    for (guint k = 0; by_address && k < parallel; k++) {
+        int fd = migration_parallel_connect(vmm_path, k,
+                                            g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &err);
+        if (fd < 0)
+            goto fail;
+        if (k == 0)
+            sv[0] = fd;
+        else
+            parallel_ours[k - 1] = fd;
+    }
+    if (by_address)
+        unlink(vmm_path); /* connected: nobody else may */
 
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
     if (!(flags & MIGRATION_PEER2PEER))

@@ -45,6 +45,14 @@ typedef struct {
      * the others, in channel order; the hook owns and closes them all, as fd. */
     guint n_connections;
     int extra_fds[MIGRATION_MAX_CONNECTIONS - 1];
+    /* A VMM that opens several connections to an address (the hooks'
+     * parallel_by_address: QEMU's multifd) gets, when n_connections > 1, a
+     * UNIX socket path instead of fds (fd and extra_fds are -1): the source
+     * VMM connects there n times, the main connection first (the engine
+     * listens); the destination VMM listens there and the engine connects n
+     * times, the main connection first, which is how QEMU 7.2 tells them
+     * apart. NULL otherwise. */
+    const char *path;
     /* The migration may switch to post-copy (--postcopy): the VMM enables it
      * before it starts (QEMU: capability postcopy-ram on both sides). */
     gboolean postcopy;
@@ -123,6 +131,8 @@ typedef struct {
      * 0 or 1: one only, PARALLEL and parallel.connections > 1 are refused
      * naming the VMM. */
     guint max_connections;
+    /* Several connections go to an address (MigrationEndpoint.path), not fds. */
+    gboolean parallel_by_address;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
      * none. obj locked. */

@@ -13,8 +13,11 @@
  * i; every channel must end cleanly for the migration to finish, and an
  * abort or a failure cuts them all (migration-job.c). */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "driver/driver-params.h"
@@ -235,4 +238,88 @@ gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *nam
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, fd, &cfg);
     migration_job_add_channel(job, index, ch);
     return TRUE;
+}
+
+/* ---- a VMM that connects to an address (QEMU's multifd) ---- */
+
+int migration_parallel_listen(const char *path, GError **error)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the socket path %s is too long",
+                    path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, MIGRATION_MAX_CONNECTIONS) < 0) {
+        ferry_set_error_errno(error, errno, "cannot listen for the VMM's connections at %s", path);
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int migration_parallel_accept_vmm(MigrationJob *job, int listen_fd, guint k, gint64 deadline_us,
+                              GError **error)
+{
+    for (;;) {
+        int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            int flags = fcntl(fd, F_GETFL);
+            if (flags >= 0)
+                fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+            return fd;
+        }
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+            ferry_set_error_errno(error, errno, "cannot accept the VMM's connection %u", k);
+            return -1;
+        }
+        GError *aborted = migration_job_abort_error(job);
+        if (aborted) {
+            g_propagate_error(error, aborted);
+            return -1;
+        }
+        if (g_get_monotonic_time() >= deadline_us) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                        "the source VMM did not open its connection %u", k);
+            return -1;
+        }
+        struct pollfd p = {.fd = listen_fd, .events = POLLIN};
+        poll(&p, 1, 100);
+    }
+}
+
+int migration_parallel_connect(const char *path, guint k, gint64 deadline_us, GError **error)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the socket path %s is too long",
+                    path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            ferry_set_error_errno(error, errno, "cannot create a socket");
+            return -1;
+        }
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+            return fd;
+        int err = errno;
+        close(fd);
+        /* The VMM may not listen yet. */
+        if ((err != ENOENT && err != ECONNREFUSED && err != EAGAIN) ||
+            g_get_monotonic_time() >= deadline_us) {
+            ferry_set_error_errno(error, err,
+                                  "cannot open connection %u to the destination VMM at %s", k,
+                                  path);
+            return -1;
+        }
+        g_usleep(20 * 1000);
+    }
 }

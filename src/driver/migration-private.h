@@ -171,6 +171,16 @@ gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *nam
                                              const char *token, guint index,
                                              TunnelBinding *binding, GError **error);
 
+/* A VMM that connects to an address (hooks->parallel_by_address): the
+ * source listens at path (FALSE/-1 with the cause), accepts its k-th
+ * connection (abort and deadline_us watched; the fd blocking); the
+ * destination connects its k-th connection to the VMM's path, retrying
+ * until it listens or deadline_us. */
+int migration_parallel_listen(const char *path, GError **error);
+int migration_parallel_accept_vmm(MigrationJob *job, int listen_fd, guint k, gint64 deadline_us,
+                              GError **error);
+int migration_parallel_connect(const char *path, guint k, gint64 deadline_us, GError **error);
+
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
                                 TunnelBinding *binding, TunnelPeerWatch *source,

@@ -448,6 +448,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     const MigrationHooks *h = o->hooks;
     g_auto(MigrationVmmProgress) end = {0};
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
+    /* a VMM that connects to an address (QEMU's multifd): where it does */
+    gboolean by_address = FALSE;
+    g_autofree char *vmm_path = NULL;
+    int listen_fd = -1;
 
     o->dconnuri = g_strdup(dconnuri);
     /* Client-managed: the client prepared the destination (o->ops is NULL). */
@@ -465,16 +469,18 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     if (!(o->flags & MIGRATION_LIVE) && !o->was_paused && !h->stop(o->vm, &e))
         goto fail;
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
-        goto fail;
-    }
-
     /* Several connections, if the destination agreed (a libvirt peer never
      * does): their channels follow the disks'. */
     o->job->memory_first = 1 + (o->disks ? o->disks->len : 0);
     o->job->memory_channels = migration_parallel_agreed(o->parallel, o->dest_cookie);
-    if (!outgoing_open_channel(o, 0, &sv[0], &e))
+    by_address = o->job->memory_channels > 1 && h->parallel_by_address;
+
+    /* A VMM that connects to an address gets its channels as it connects. */
+    if (!by_address && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
+        goto fail;
+    }
+    if (!by_address && !outgoing_open_channel(o, 0, &sv[0], &e))
         goto fail;
     /* The disks first: the guest's state follows once every mirror caught up. */
     if (o->disks && (!migration_storage_source_start(o->engine, o->job, o->vm, o->disks,
@@ -484,7 +490,7 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                      !migration_storage_source_wait_ready(o->engine, o->job, o->vm, &e)))
         goto fail;
 
-    if (o->job->memory_channels > 1) {
+    if (o->job->memory_channels > 1 && !by_address) {
         guint n = o->job->memory_channels;
         int ours[MIGRATION_MAX_CONNECTIONS - 1];
         migration_parallel_close(o->parallel, o->parallel_vmm);
@@ -509,8 +515,37 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         ep.extra_fds[i] = o->parallel_vmm[i];
         o->parallel_vmm[i] = -1; /* the hook's now, on every path */
     }
+    if (by_address) {
+        vmm_path = domain_store_runtime_path(o->engine->hv->store, o->instance_id, ".mig");
+        if ((listen_fd = migration_parallel_listen(vmm_path, &e)) < 0)
+            goto fail;
+        ep.path = vmm_path;
+    }
     if (!h->start_outgoing(o->vm, &ep, &e))
         goto fail;
+    if (by_address) {
+        /* Its main connection comes first (QEMU 7.2 opens multifd's once
+         * that one is up): channel 0, then the memory channels in order. */
+        guint n = o->job->memory_channels;
+        gint64 deadline = g_get_monotonic_time() + DATA_CONNECT_TIMEOUT_MS * 1000LL;
+        for (guint k = 0; k < n; k++) {
+            int fd = migration_parallel_accept_vmm(o->job, listen_fd, k, deadline, &e);
+            if (fd < 0)
+                goto fail;
+            if (!outgoing_open_channel(o, k ? o->job->memory_first + k - 1 : 0, &fd, &e)) {
+                if (fd >= 0)
+                    close(fd);
+                g_prefix_error(&e, "channel %u: ", k);
+                goto fail;
+            }
+        }
+        close(listen_fd);
+        listen_fd = -1;
+        unlink(vmm_path);
+        FERRY_INFO("migration of domain '%s': the memory stream runs over %u channels (%s's "
+                   "connections to %s)",
+                   o->name, n, h->vmm_name, vmm_path);
+    }
 
     for (;;) {
         g_autoptr(GError) ce = NULL;
@@ -601,6 +636,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
 
 fail:
     flight_recorder_error(o->job->recorder, phase, e);
+    if (listen_fd >= 0) {
+        close(listen_fd);
+        unlink(vmm_path);
+    }
     if (sv[0] >= 0)
         close(sv[0]);
     if (sv[1] >= 0)
