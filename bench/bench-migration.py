@@ -71,7 +71,8 @@ GUEST_DIRTY_MS = int(os.environ.get("BENCH_GUEST_DIRTY_MS", "100"))
 # ferry's own QEMU rows run once the tree has ferryd's QEMU driver; until then
 # they are listed as "(later)".
 FERRY_HAS_QEMU = os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../src/driver/qemu"))
-FERRY_QEMU_ROWS = "ferry-qemu ferry-qemu-proxy ferry-qemu-tls ferry-qemu-proxy-tls"
+FERRY_QEMU_ROWS = ("ferry-qemu ferry-qemu-proxy ferry-qemu-tls ferry-qemu-proxy-tls ferry-qemu-par2 "
+                   "ferry-qemu-par4")
 QEMU_CASES = env_list("BENCH_QEMU_CASES",
                       "qemu-direct qemu-socat qemu-stunnel libvirt-p2p libvirt-p2p-tls libvirt-tunnelled-tls"
                       + (" " + FERRY_QEMU_ROWS if FERRY_HAS_QEMU else ""))
@@ -124,6 +125,8 @@ CASE_TITLES = {
     "ferry-qemu-tls": "ferry QEMU tunnelled over TLS (qemu+tls)",
     "ferry-qemu-proxy": "ferry QEMU proxy (2x ferryd)",
     "ferry-qemu-proxy-tls": "ferry QEMU proxy --tls (TLS data connection)",
+    "ferry-qemu-par2": "ferry QEMU tunnelled, multifd over 2 channels",
+    "ferry-qemu-par4": "ferry QEMU tunnelled, multifd over 4 channels",
     # disk rows
     "libvirt-storage-tls": "libvirt 9.0 --p2p --copy-storage-all --tls (NBD and RAM in QEMU's TLS)",
     "ferry-qemu-storage-tls": "ferry QEMU --tunnelled --copy-storage-all over TLS (qemu+tls)",
@@ -143,6 +146,8 @@ FERRY_QEMU_CASES = {
     "ferry-qemu-tls": (["--tunnelled"], "tls"),
     "ferry-qemu-proxy": ([], "tcp"),
     "ferry-qemu-proxy-tls": (["--tls"], "tls"),
+    "ferry-qemu-par2": (["--tunnelled", "--parallel-connections", "2"], "tcp"),
+    "ferry-qemu-par4": (["--tunnelled", "--parallel-connections", "4"], "tcp"),
     "ferry-qemu-storage-tls": (["--tunnelled", "--copy-storage-all"], "tls"),
 }
 # Rows kept for modes that are not benchmarked yet.
@@ -1338,7 +1343,8 @@ def report(runs, ceilings, wall):
     # machine, CPU per GiB within 10%; a bigger machine shows the scaling).
     for w, (one, label) in itertools.product(WORKLOADS, (("ferry", "tunnelled"),
                                                          ("ferry-proxy", "proxy"),
-                                                         ("ferry-tls", "tunnelled over TLS"))):
+                                                         ("ferry-tls", "tunnelled over TLS"),
+                                                         ("ferry-qemu", "QEMU multifd, tunnelled"))):
         base = table.get((one, w))
         rows = [(n, table.get((f"{one}-par{n}", w))) for n in (2, 4)]
         if not (base and base.get("ok") and any(r and r.get("ok") for _, r in rows)):
