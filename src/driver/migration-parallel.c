@@ -140,9 +140,24 @@ gboolean migration_parallel_wait(MigrationJob *job, gint64 deadline_us, GError *
     return TRUE;
 }
 
+/* Whether a channel's failure is its own connection breaking (reset,
+ * aborted, timed out, stalled, closed under a stream), as opposed to a
+ * consequence of another's: a VMM that dropped its sockets, or a peer that
+ * closed a data connection in order (our write then sees EPIPE). */
+static gboolean broke_itself(const GError *why)
+{
+    const char *m = why->message;
+    if (g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+        return TRUE; /* the stall: no byte moved */
+    if (strstr(m, g_strerror(EPIPE)))
+        return FALSE;
+    return strstr(m, g_strerror(ECONNRESET)) || strstr(m, g_strerror(ECONNABORTED)) ||
+           strstr(m, g_strerror(ETIMEDOUT)) || g_str_has_prefix(m, "the connection to the");
+}
+
 void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GError **error)
 {
-    if (job->memory_channels < 2 || !error || !*error)
+    if (job->memory_channels < 2 || !error || !*error || broke_itself(*error))
         return;
     for (guint i = 0; i + 1 < job->memory_channels; i++) {
         guint index = job->memory_first + i;
@@ -154,11 +169,12 @@ void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GErr
         g_mutex_unlock(&job->lock);
         g_autoptr(GError) why = NULL;
         if (!ch || tunnel_channel_wait(ch, deadline_us, &why) ||
-            g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            (g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT) &&
+             !tunnel_channel_is_over(ch)))
             continue;
         /* A channel whose own connection broke; the others only saw the VMM
          * give up after it (its connections go down together). */
-        if (strstr(why->message, "connection to the")) {
+        if (broke_itself(why)) {
             g_clear_error(error);
             g_propagate_prefixed_error(error, g_steal_pointer(&why), "channel %u: ", i + 1);
             return;

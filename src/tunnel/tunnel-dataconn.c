@@ -47,6 +47,10 @@ struct TunnelDataListener {
     guint n_channels;   /* the token admits channels 0 .. n_channels - 1 */
     GAsyncQueue *done; /* Pending, from the checker threads */
     int done_fd;       /* eventfd: something is in `done` */
+    /* Pending*: connections in their hello. They outlive an accept that
+     * returned another channel: a migration's channels connect one right
+     * after the other, and the next one's hello must not be cut off. */
+    GPtrArray *pending;
 };
 
 /* One connection in its hello, checked by a thread of its own so that no
@@ -93,6 +97,7 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
         l->wake_fd = eventfd(0, EFD_CLOEXEC);
         l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         l->done = g_async_queue_new();
+        l->pending = g_ptr_array_new();
         g_mutex_init(&l->lock);
         l->token = g_strdup(token);
         l->n_channels = 1;
@@ -264,9 +269,18 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
 RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 deadline_us,
                                                   guint *index, GError **error)
 {
-    g_autoptr(GPtrArray) pending = g_ptr_array_new();
+    GPtrArray *pending = l->pending;
     RpcTransport *accepted = NULL;
     for (;;) {
+        /* A hello that ended while an earlier accept was returning. */
+        Pending *ready;
+        while (!accepted && (ready = g_async_queue_try_pop(l->done))) {
+            if (index)
+                *index = ready->index;
+            accepted = finish_check(l, pending, ready);
+        }
+        if (accepted)
+            break;
         gint64 now = g_get_monotonic_time();
         /* Cut off every hello past its deadline: its checker returns soon. */
         gint64 next = deadline_us;
@@ -318,7 +332,10 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 
                 start_check(l, pending, fd);
         }
     }
-    /* Whoever is still in its hello is cut off, and refused. */
+    /* The next channels' hellos go on for the next call. */
+    if (accepted)
+        return accepted;
+    /* Otherwise whoever is still in its hello is cut off, and refused. */
     for (guint i = 0; i < pending->len; i++) {
         Pending *p = pending->pdata[i];
         p->cut = TRUE;
@@ -343,6 +360,15 @@ void tunnel_data_listener_free(TunnelDataListener *l)
 {
     if (!l)
         return;
+    /* Hellos left by the last accept: cut off, and their checkers joined. */
+    for (guint i = 0; i < l->pending->len; i++)
+        shutdown(((Pending *)l->pending->pdata[i])->fd, SHUT_RDWR);
+    while (l->pending->len > 0) {
+        Pending *p = g_async_queue_pop(l->done);
+        p->why = p->why ? p->why : "the migration stopped waiting for it";
+        rpc_transport_free(finish_check(l, l->pending, p));
+    }
+    g_ptr_array_unref(l->pending);
     close(l->fd);
     close(l->wake_fd);
     close(l->done_fd);

@@ -143,7 +143,9 @@ class ParallelTest(ParallelCase):
         flags = ["--parallel-connections", "4"] if tunnelled else \
             ["--parallel", "--parallel-connections", "4"]
         p = ft.start_migration(self.a, self.b, "vm1", "--live", *flags, tunnelled=tunnelled)
-        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
+        if not ft.wait_data_processed(self.a, "vm1", 16 * MIB):
+            p.kill()
+            self.fail("the migration did not get going: " + p.communicate()[1])
         found = re.search(opened, self.b.log())
         self.assertTrue(found, self.b.log()[-3000:])
         port = port or self.b.port  # tunnelled: the destination's RPC port
