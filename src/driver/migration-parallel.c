@@ -258,15 +258,23 @@ gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *nam
 
 /* ---- a VMM that connects to an address (QEMU's multifd) ---- */
 
-int migration_parallel_listen(const char *path, GError **error)
+static gboolean unix_address(const char *path, struct sockaddr_un *sa, GError **error)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    *sa = (struct sockaddr_un){.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa->sun_path)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the socket path %s is too long",
                     path);
-        return -1;
+        return FALSE;
     }
-    strcpy(sa.sun_path, path);
+    strcpy(sa->sun_path, path);
+    return TRUE;
+}
+
+int migration_parallel_listen(const char *path, GError **error)
+{
+    struct sockaddr_un sa;
+    if (!unix_address(path, &sa, error))
+        return -1;
     unlink(path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
@@ -311,13 +319,9 @@ int migration_parallel_accept_vmm(MigrationJob *job, int listen_fd, guint k, gin
 
 int migration_parallel_connect(const char *path, guint k, gint64 deadline_us, GError **error)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the socket path %s is too long",
-                    path);
+    struct sockaddr_un sa;
+    if (!unix_address(path, &sa, error))
         return -1;
-    }
-    strcpy(sa.sun_path, path);
     for (;;) {
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0) {

@@ -272,7 +272,7 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 
     GPtrArray *pending = l->pending;
     RpcTransport *accepted = NULL;
     for (;;) {
-        /* A hello that ended while an earlier accept was returning. */
+        /* Hellos that ended (also while an earlier accept was returning). */
         Pending *ready;
         while (!accepted && (ready = g_async_queue_try_pop(l->done))) {
             if (index)
@@ -313,18 +313,11 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 
                         "waiting for the data connection of %s was canceled", l->what);
             break;
         }
-        if (pf[2].revents) {
+        if (pf[2].revents) { /* hellos ended: taken at the top of the loop */
             guint64 count;
             if (read(l->done_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
                 FERRY_DEBUG("cannot read the data listener's event: %s", g_strerror(errno));
-            Pending *p;
-            while (!accepted && (p = g_async_queue_try_pop(l->done))) {
-                if (index)
-                    *index = p->index;
-                accepted = finish_check(l, pending, p);
-            }
-            if (accepted)
-                break;
+            continue;
         }
         if (r > 0 && (pf[0].revents & POLLIN)) {
             int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);

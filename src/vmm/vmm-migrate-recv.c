@@ -346,19 +346,9 @@ typedef struct Crew {
     GError *error;     /* the first failure of any connection */
 } Crew;
 
-/* The first failure wins; every socket is shut down so that no connection
- * waits for more (their own errors are consequences). Takes err. */
 static void crew_fail(Crew *c, GError *err)
 {
-    g_mutex_lock(&c->lock);
-    gboolean first = c->error == NULL;
-    if (first)
-        c->error = err;
-    else
-        g_error_free(err);
-    g_mutex_unlock(&c->lock);
-    if (first)
-        vmm_migration_shutdown_all(c->m);
+    vmm_migration_fail_first(c->m, &c->lock, NULL, &c->error, err);
 }
 
 /* An extra connection: CHANNEL (its index, claimed once), then PAGES until

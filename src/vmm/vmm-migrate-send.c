@@ -283,22 +283,9 @@ typedef struct Crew {
     GError *error;     /* the first failure of any connection */
 } Crew;
 
-/* The first failure wins; every connection is shut down so that none waits
- * on its peer (their own errors are consequences). Takes err. */
 static void crew_fail(Crew *c, GError *err)
 {
-    g_mutex_lock(&c->lock);
-    gboolean first = c->error == NULL;
-    if (first)
-        c->error = err;
-    else
-        g_error_free(err);
-    g_mutex_unlock(&c->lock);
-    g_mutex_lock(&c->lock);
-    g_cond_broadcast(&c->cond);
-    g_mutex_unlock(&c->lock);
-    if (first)
-        vmm_migration_shutdown_all(c->m);
+    vmm_migration_fail_first(c->m, &c->lock, &c->cond, &c->error, err);
 }
 
 static void sender_init(Sender *s, Crew *c, guint index, VmmPageHashes *hashes)

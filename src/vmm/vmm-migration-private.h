@@ -67,4 +67,9 @@ void vmm_migration_add_stream(VmmMigration *m, VmmStream *stream);
 /* Shuts every socket of the migration down: one connection failed, the
  * others must not wait on their peers. */
 void vmm_migration_shutdown_all(VmmMigration *m);
+/* A connection of a migration over several failed with err (taken): the
+ * first failure is kept in *first (under lock, broadcast on cond) and shuts
+ * every connection down; later ones are consequences and dropped. */
+void vmm_migration_fail_first(VmmMigration *m, GMutex *lock, GCond *cond, GError **first,
+                              GError *err);
 void vmm_migration_emit(VmmMigration *m, const char *name, JsonObject *data);

@@ -226,6 +226,22 @@ void vmm_migration_add_stream(VmmMigration *m, VmmStream *stream)
     g_mutex_unlock(&m->lock);
 }
 
+void vmm_migration_fail_first(VmmMigration *m, GMutex *lock, GCond *cond, GError **first,
+                              GError *err)
+{
+    g_mutex_lock(lock);
+    gboolean is_first = *first == NULL;
+    if (is_first)
+        *first = err;
+    else
+        g_error_free(err);
+    if (cond)
+        g_cond_broadcast(cond);
+    g_mutex_unlock(lock);
+    if (is_first)
+        vmm_migration_shutdown_all(m);
+}
+
 void vmm_migration_shutdown_all(VmmMigration *m)
 {
     g_mutex_lock(&m->lock);

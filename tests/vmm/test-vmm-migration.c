@@ -390,15 +390,10 @@ START_TEST(test_migrate_honours_max_bandwidth)
 }
 END_TEST
 
-/* Several connections (ferry-channels): the rounds are shared between them,
- * the memory arrives whole, and max-bandwidth holds for their sum. */
-START_TEST(test_migrate_over_four_connections)
+/* n socket pairs, fds m0..m(n-1) on both sides, as connect_by_socketpair. */
+static void connect_channels(TestVmm *src, TestVmm *dst, int n)
 {
-    TestVmm *src, *dst;
-    start_pair("64M", "20M", &src, &dst);
-    json_node_unref(test_vmm_exec(src, "migrate-set-parameters",
-                                  "{'max-bandwidth': %d, 'downtime-limit': 50}", 64 * MiB));
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < n; i++) {
         int sp[2];
         ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
         g_autofree char *name = g_strdup_printf("m%d", i);
@@ -407,6 +402,17 @@ START_TEST(test_migrate_over_four_connections)
         close(sp[0]);
         close(sp[1]);
     }
+}
+
+/* Several connections (ferry-channels): the rounds are shared between them,
+ * the memory arrives whole, and max-bandwidth holds for their sum. */
+START_TEST(test_migrate_over_four_connections)
+{
+    TestVmm *src, *dst;
+    start_pair("64M", "20M", &src, &dst);
+    json_node_unref(test_vmm_exec(src, "migrate-set-parameters",
+                                  "{'max-bandwidth': %d, 'downtime-limit': 50}", 64 * MiB));
+    connect_channels(src, dst, 4);
 #define FOUR "{'uri': 'fd:m0', 'ferry-channels': ['fd:m1', 'fd:m2', 'fd:m3']}"
     json_node_unref(test_vmm_exec(dst, "migrate-incoming", FOUR));
     json_node_unref(test_vmm_exec(src, "migrate", FOUR));
@@ -428,15 +434,7 @@ START_TEST(test_migrate_connection_count_mismatch_is_refused)
 {
     TestVmm *src, *dst;
     start_pair("32M", "0", &src, &dst);
-    for (int i = 0; i < 2; i++) {
-        int sp[2];
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-        g_autofree char *name = g_strdup_printf("m%d", i);
-        test_vmm_pass_fd(dst, name, sp[0]);
-        test_vmm_pass_fd(src, name, sp[1]);
-        close(sp[0]);
-        close(sp[1]);
-    }
+    connect_channels(src, dst, 2);
     json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:m0', 'exit-on-error': false}"));
     json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'fd:m0', 'ferry-channels': ['fd:m1']}"));
     g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 10000);
