@@ -130,6 +130,17 @@ void driver_client_closed(guint64 client_id)
     g_mutex_unlock(&registry_lock);
 }
 
+void driver_registry_stopping(const char *why)
+{
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Driver *drv = registry->pdata[i];
+        if (drv->ops->daemon_stopping)
+            drv->ops->daemon_stopping(drv, why);
+    }
+    g_mutex_unlock(&registry_lock);
+}
+
 void driver_registry_clear(void)
 {
     g_mutex_lock(&registry_lock);

@@ -431,6 +431,7 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len
         goto fail;
     return len;
 fail:
+    ferry_os_error_note(&t->base.os_error, t->tx_errno);
     /* errno, not gnutls_transport_set_errno(): that field is shared by the
      * reading and the writing thread, errno is per thread. */
     errno = t->tx_errno;
@@ -446,6 +447,8 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
         do {
             n = recv(t->base.fd, t->rx, RX_AHEAD_SIZE, 0);
         } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            ferry_os_error_note(&t->base.os_error, errno); /* the cause a writer's EPIPE lacks */
         if (begin) {
             int err = errno;
             t->rx_io_us += g_get_monotonic_time() - begin;
