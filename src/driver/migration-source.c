@@ -1095,11 +1095,25 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (!domain_obj_is_active(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
     } else {
-        xml = dxml ? g_strdup(dxml) : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
-        MigrationCookieContent c = {.name = domain_obj_get_name(obj),
-                                    .uuid = domain_obj_get_uuid(obj),
-                                    .daemon_id = e->daemon_id, .tunnel = TRUE};
-        *cookie_out = migration_cookie_format(&c);
+        /* Client-managed: the client hands this cookie to the destination's
+         * prepare, which creates and exports the disks it names. */
+        g_autoptr(GPtrArray) disks = NULL;
+        gpointer vm = e->hooks->vm_ref(obj);
+        gboolean ok = vm && migration_storage_source_select(e, vm, flags, params, &disks, error);
+        if (vm)
+            e->hooks->vm_unref(vm);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        if (ok) {
+            xml = dxml ? g_strdup(dxml)
+                       : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+            MigrationCookieContent c = {.name = domain_obj_get_name(obj),
+                                        .uuid = domain_obj_get_uuid(obj),
+                                        .daemon_id = e->daemon_id, .tunnel = TRUE,
+                                        .disks = disks,
+                                        .storage_inc = (flags & MIGRATION_NON_SHARED_INC) != 0};
+            *cookie_out = migration_cookie_format(&c);
+        }
     }
     domain_obj_end(obj);
     return xml;

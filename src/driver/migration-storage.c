@@ -83,13 +83,9 @@ gboolean migration_storage_check(MigrationEngine *e, guint flags, GError **error
                     e->hooks->vmm_name);
         return FALSE;
     }
-    if (!(flags & MIGRATION_PEER2PEER)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "migration flag %s needs peer-to-peer migration (--p2p): the disks ride "
-                    "channels between the two ferryd",
-                    (flags & MIGRATION_NON_SHARED_DISK) ? "NON_SHARED_DISK" : "NON_SHARED_INC");
-        return FALSE;
-    }
+    /* Client-managed too (as libvirt): begin names the disks in its cookie,
+     * the client hands it to prepare, and perform opens one data connection
+     * per disk to prepare's listener as it does for the memory stream. */
     return TRUE;
 }
 

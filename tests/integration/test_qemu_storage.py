@@ -11,7 +11,8 @@ The destination's disk is a path of its own (--xml), missing before the
 migration: ferryd creates it (same format and size) and exports it over NBD;
 the disk's bytes ride a second channel beside the memory stream, tunnelled
 inside the TLS+SASL connection of the daemons or over a second data
-connection in proxy mode."""
+connection in proxy mode, peer-to-peer or client-managed (virsh without
+--p2p drives the five steps itself)."""
 
 import json
 import os
@@ -63,12 +64,14 @@ class QemuStorageTest(QemuMigrationCase):
         self.console, self.socket, self.disk = log, sock, disk
         return ft.write_file(dst.dir, f"mg-{n}.xml", xml)
 
-    def move(self, src, dst, duri, n, *flags):
+    def move(self, src, dst, duri, n, *flags, p2p=True):
+        """virsh migrate --copy-storage-all: peer-to-peer, or client-managed
+        (p2p=False: virsh itself calls begin, prepare on duri, perform...)."""
         old_disk = self.disk
         xml = self.disk_xml_for(src, dst, n)
         self.assertFalse(os.path.exists(self.disk))
-        rc, out, err = self.virsh_env(self.local(src), "migrate", "--live", "--p2p", "--copy-storage-all",
-                                      *flags, "--xml", xml, NAME, duri,
+        rc, out, err = self.virsh_env(self.local(src), "migrate", "--live", *(["--p2p"] if p2p else []),
+                                      "--copy-storage-all", *flags, "--xml", xml, NAME, duri,
                                       env={"LIBVIRT_AUTH_FILE": self.authfile})
         self.assertEqual(rc, 0, err + src.log()[-3000:] + dst.log()[-3000:])
         self.assertEqual(self.state(dst), "running (migrated)")
@@ -111,6 +114,16 @@ class QemuStorageTest(QemuMigrationCase):
         # Proxy mode with the data connections in TLS, back to A (a new image there).
         self.move(b, a, self.tls(a), 3, "--tls")
         self.assertRegex(a.log(), r"data connection for the migration of domain 'mg' from .* accepted \(TLS\)")
+        before = self.verified_after_move(self.console, before)
+        self.disk_verified_after_move()
+
+        # Client-managed (no --p2p): virsh calls begin on A (the disks in its
+        # cookie), prepare on B (which creates and exports them), perform on
+        # A: the memory stream and the disk each on a data connection to B.
+        self.move(a, b, self.tcp(b), 4, "--verbose", p2p=False)
+        self.assertRegex(b.log(), r"created the image .*disk-4\.raw")
+        self.assertRegex(b.log(), r"data connection for the migration of domain 'mg' from .* accepted")
+        self.assertEqual(self.state(a, NAME), "shut off (migrated)")
         self.verified_after_move(self.console, before)
         self.disk_verified_after_move()
 
@@ -122,9 +135,9 @@ class QemuStorageTest(QemuMigrationCase):
             r = guest.disk_command(con, sock.send, "disk verify")
         finally:
             sock.close()
-        ft.virsh(self.local(a), "suspend", NAME)
+        ft.virsh(self.local(b), "suspend", NAME)
         self.assertEqual(guest.disk_digest(self.disk, DISK_BLOCKS), int(r["digest"], 16))
-        ft.virsh(self.local(a), "destroy", NAME)
+        ft.virsh(self.local(b), "destroy", NAME)
 
     def qemu_img_info(self, path):
         p = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True,
@@ -233,7 +246,7 @@ class QemuStorageTest(QemuMigrationCase):
             self.assertEqual(f.read(4 << 20), b"\x5a" * (4 << 20))
         ft.virsh(self.local(b), "destroy", NAME)
 
-    def test_refused_for_ferry_vmm_and_without_p2p(self):
+    def test_refused_for_ferry_vmm(self):
         a = self.daemon("A")
         # ferry-vmm copies no disks: refused by name, whatever the guest.
         sim = f"sim+unix:///system?socket={a.sock}"
