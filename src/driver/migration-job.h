@@ -35,6 +35,9 @@ struct MigrationJob {
      * opens): the disks' NBD connections (migration-storage.c). */
     GPtrArray *extra;
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
+    /* The limit every channel of the migration counts against: their sum
+     * keeps to bandwidth (created with the first channel). */
+    TunnelRate *rate;
     /* destination, proxy mode: until the source's data connection comes */
     TunnelDataListener *listener;
     int pending_vmm_fd;
