@@ -348,6 +348,46 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
     g_mutex_unlock(&job->lock);
 }
 
+MigrationWait migration_job_wait_turn(MigrationJob *job, gint64 deadline_us, guint watch,
+                                      guint stall_s, GError **error)
+{
+    gboolean done = FALSE;
+    g_autoptr(GError) ce = NULL;
+    if (watch & MIGRATION_WAIT_CHANNEL) {
+        done = migration_job_wait_channel(job, deadline_us, &ce);
+        /* OPERATION_TIMEOUT is the deadline, unless the channel ended: then
+         * it is the channel's own failure (a peer gone silent). */
+        if (!done && g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+            g_clear_error(&ce);
+            if (migration_job_channel_ended(job))
+                done = migration_job_wait_channel(job, g_get_monotonic_time(), &ce);
+        }
+    } else {
+        g_mutex_lock(&job->lock);
+        if (!job->abort_requested) /* woken at once by an abort */
+            g_cond_wait_until(&job->cond, &job->lock, deadline_us);
+        g_mutex_unlock(&job->lock);
+    }
+    if (watch & MIGRATION_WAIT_ABORT) {
+        GError *aborted = migration_job_abort_error(job);
+        if (aborted) {
+            g_propagate_error(error, aborted);
+            return MIGRATION_WAIT_FAILED;
+        }
+    }
+    if (ce) {
+        g_propagate_error(error, g_steal_pointer(&ce));
+        return MIGRATION_WAIT_FAILED;
+    }
+    if (done)
+        return MIGRATION_WAIT_DONE;
+    if ((watch & MIGRATION_WAIT_EXTRA) && !migration_job_check_extra(job, error))
+        return MIGRATION_WAIT_FAILED;
+    if (!migration_job_check_moving(job, stall_s, error))
+        return MIGRATION_WAIT_FAILED;
+    return MIGRATION_WAIT_AGAIN;
+}
+
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error)
 {
     g_mutex_lock(&job->lock);
