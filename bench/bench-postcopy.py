@@ -3,10 +3,12 @@
 QEMU under TCG dirties memory faster than a bandwidth-limited link carries
 it; two ferryd (QEMU driver, tunnelled over TCP) move it pre-copy only, then
 with post-copy (`--postcopy --postcopy-after-precopy`). Reports, for each,
-whether it completed, the total time, the downtime QEMU reports, how long
-the guest was stopped as the daemons' lifecycle events show it (source
-suspended to destination resumed), and for post-copy the pages the
-destination asked for. The guest verifies all its memory after the move.
+whether it completed, the total time, the downtime QEMU reports, for
+post-copy the time between the source's `Suspended Post-copy` and the
+destination's `Resumed Post-copy` events (the source daemon notices the
+switch within its 200 ms poll, so the guest's real pause is at most that plus
+200 ms) and the pages the destination asked for. The guest verifies all its
+memory after the move.
 
 Run by bench/run (BENCH_ONLY=postcopy, or within the whole run), never by
 make check. Knobs: BENCH_PC_MEMORY (MiB, 512), BENCH_PC_FILL (256M),
@@ -71,7 +73,6 @@ def migrate(a, b, xml_path, flags, ev_a, ev_b, guest, console_log, sock):
     """One migration A -> B; its figures. Pre-copy that does not converge
     within PRECOPY_S is aborted (the guest stays on A)."""
     uri_a = f"qemu+unix:///system?socket={a.sock}"
-    uri_b = f"qemu+unix:///system?socket={b.sock}"
     env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
     start = time.monotonic()
     p = subprocess.Popen(["virsh", "-c", uri_a, "migrate", "--live", "--p2p", "--tunnelled", *flags,
@@ -98,20 +99,23 @@ def migrate(a, b, xml_path, flags, ev_a, ev_b, guest, console_log, sock):
         s = c.lookupByName(NAME).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
     finally:
         c.close()
+    # Post-copy: the source's Suspended Post-copy to the destination's Resumed
+    # Post-copy. Pre-copy gives no event at its switchover (QEMU stops the
+    # guest itself): its QEMU downtime is the figure.
     suspended = ev_a.first(libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY, start)
     resumed = ev_b.first(libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY, start)
-    if suspended is None:  # pre-copy: stopped at the switchover, resumed migrated
-        suspended = ev_a.first(libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED, start)
-        resumed = ev_b.first(libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED, start)
     con = guest.ConsoleSocket(sock)
     try:
-        r = guest.request_verification(guest.Console(console_log), con.send, timeout=600)
+        verified = guest.request_verification(guest.Console(console_log), con.send, timeout=600)["kind"]
+    except guest.GuestCrashed:
+        # TCG's rare guest oops (QEMU.md): the migration's figures stand
+        verified = "guest kernel crashed after the move (TCG)"
     finally:
         con.close()
     return {"completed": True, "total_s": total, "downtime_ms": s.get("downtime"),
             "stopped_ms": (resumed - suspended) * 1000 if suspended and resumed else None,
             "moved_mib": s.get("data_processed", 0) / (1 << 20), "iterations": s.get("memory_iteration"),
-            "postcopy_requests": s.get("memory_postcopy_requests"), "verified": r["kind"]}
+            "postcopy_requests": s.get("memory_postcopy_requests"), "verified": verified}
 
 
 def main():
@@ -144,26 +148,30 @@ def main():
         log = os.path.join(a.dir, "console.log")
         sock = os.path.join(a.dir, "console.sock")
         xml = guest.domain_xml(NAME, memory_mib=MEMORY, console_log=log, console_socket=sock, cmdline=cmdline)
+        uri_b = f"qemu+unix:///system?socket={b.sock}"
         path = ft.write_file(a.dir, "guest.xml", xml)
-        for args in (("define", path), ("start", NAME)):
-            r = virsh(uri_a, *args)
-            if r.returncode != 0:
-                raise RuntimeError(f"virsh {args[0]}: {r.stderr.strip()}")
-        guest.Console(log).wait_ready(600)
-        events += [Events(uri_a), Events(f"qemu+unix:///system?socket={b.sock}")]
+        r = virsh(uri_a, "define", path)
+        if r.returncode != 0:
+            raise RuntimeError(f"virsh define: {r.stderr.strip()}")
+        events += [Events(uri_a), Events(uri_b)]
         print(f"Post-copy: a {MEMORY} MiB TCG guest ({FILL} filled, one word per page of a {WSS} working "
               f"set rewritten every {DIRTY_MS} ms), migrated tunnelled between two ferryd at "
               f"--bandwidth {BANDWIDTH} MiB/s", file=sys.stderr)
-        # Pre-copy only: the guest stays on A when it does not converge.
         dlog, dsock = os.path.join(b.dir, "console.log"), os.path.join(b.dir, "console.sock")
         dxml = ft.write_file(a.dir, "dest.xml", xml.replace(log, dlog).replace(sock, dsock))
-        results["pre-copy only"] = migrate(a, b, dxml, [], events[0], events[1], guest, dlog, dsock)
-        print(f"  pre-copy only: {results['pre-copy only']}", file=sys.stderr)
-        if results["pre-copy only"]["completed"]:
-            raise RuntimeError("pre-copy converged: the guest does not dirty faster than the link")
-        results["post-copy"] = migrate(a, b, dxml, ["--postcopy", "--postcopy-after-precopy"], events[0],
-                                       events[1], guest, dlog, dsock)
-        print(f"  post-copy: {results['post-copy']}", file=sys.stderr)
+        # Each mode moves a freshly booted guest from A to B.
+        for mode, flags in (("pre-copy only", []), ("post-copy", ["--postcopy", "--postcopy-after-precopy"])):
+            for uri in (uri_a, uri_b):
+                virsh(uri, "destroy", NAME)
+            for f in (log, dlog):
+                if os.path.exists(f):
+                    os.unlink(f)
+            r = virsh(uri_a, "start", NAME)
+            if r.returncode != 0:
+                raise RuntimeError(f"virsh start: {r.stderr.strip()}")
+            guest.Console(log).wait_ready(600)
+            results[mode] = migrate(a, b, dxml, flags, events[0], events[1], guest, dlog, dsock)
+            print(f"  {mode}: {results[mode]}", file=sys.stderr)
     finally:
         stop.set()
         for e in events:
@@ -185,7 +193,7 @@ def fmt(v, spec, unit=""):
 def report(results):
     print(f"Post-copy: {MEMORY} MiB TCG guest dirtying a {WSS} working set every {DIRTY_MS} ms, "
           f"ferry tunnelled (TCP) at {BANDWIDTH} MiB/s, measured once")
-    header = ["mode", "completed", "total", "QEMU downtime", "guest stopped", "moved", "passes",
+    header = ["mode", "completed", "total", "QEMU downtime", "switch events", "moved", "passes",
               "post-copy requests", "memory verified"]
     rows = []
     for name, r in results.items():
