@@ -16,7 +16,7 @@ static const char *const refused_flags[] = {
     [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = "PARALLEL",
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
-    [19] = "POSTCOPY_RESUME",
+    [19] = NULL, /* POSTCOPY_RESUME: with POSTCOPY, as the VMM can */
     [20] = "ZEROCOPY",
 };
 
@@ -58,6 +58,11 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
         (!(flags & MIGRATION_LIVE) || (flags & MIGRATION_PAUSED))) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "post-copy migration is not supported with non-live or paused migration");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_POSTCOPY_RESUME) && !(flags & MIGRATION_POSTCOPY)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "resuming failed post-copy migration requires post-copy to be enabled");
         return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {
