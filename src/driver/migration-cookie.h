@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "driver/migration-storage.h"
 #include "tunnel/tunnel-stream.h"
 
 /* Tunnel sizes between two ferryd: big packets, a window that keeps a
@@ -28,6 +29,11 @@ typedef struct {
     char *record_id;
     /* finish: the source's VMM switched to post-copy (the stream still runs) */
     gboolean postcopy;
+    /* disks without shared storage: the disks to copy (MigrationDisk*,
+     * path unset), in channel order; a destination that exports them
+     * answers the same list. NULL: none. */
+    GPtrArray *disks;
+    gboolean storage_inc; /* --copy-storage-inc */
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -43,6 +49,8 @@ typedef struct {
     guint64 downtime_ms;
     const char *record_id;
     gboolean postcopy;
+    GPtrArray *disks; /* MigrationDisk*: the disks copied, NULL none */
+    gboolean storage_inc;
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

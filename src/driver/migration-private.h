@@ -14,6 +14,9 @@ struct MigrationEngine {
     char *daemon_id; /* random per daemon run: tells a local migration apart */
     GMutex lock;
     GHashTable *incoming;  /* domain name -> MigrationJob* (ref), destination side */
+    /* domain name -> why its last incoming VM was dropped, for a finish that
+     * comes after (the source's report); a new prepare of the name clears it */
+    GHashTable *dropped;
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
     /* client-managed migration, source side */
     GHashTable *performing; /* MigrationJob* (ref) -> itself: performs running */
@@ -76,6 +79,66 @@ gboolean migration_offline_confirm(MigrationEngine *engine, const DriverDomain *
 gboolean migration_offline_perform_p2p(MigrationEngine *engine, const DriverDomain *dom,
                                        const char *dconnuri, GPtrArray *params, guint flags,
                                        GError **error);
+
+/* migration-storage.c: disks without shared storage */
+/* Refuses NON_SHARED_DISK/INC, naming it, when this VMM or mode cannot. */
+gboolean migration_storage_check(MigrationEngine *e, guint flags, GError **error);
+/* Source: the disks the flags and the migrate_disks params ask to copy
+ * (*disks NULL: none); a migrate_disks name that is no copyable disk is
+ * refused naming it. */
+gboolean migration_storage_source_select(MigrationEngine *e, gpointer vm, guint flags,
+                                         GPtrArray *params, GPtrArray **disks, GError **error);
+/* Opens channel index of the migration with *vmm_fd as its local end (taken,
+ * *vmm_fd set to -1, once the channel owns it). */
+typedef gboolean (*MigrationChannelOpen)(gpointer data, guint index, int *vmm_fd,
+                                         GError **error);
+/* Source, after prepare: one channel per disk (open), the VMM mirroring
+ * into each; refused when the destination did not answer the disks. */
+gboolean migration_storage_source_start(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                        GPtrArray *disks, gboolean inc, GBytes *dest_cookie,
+                                        MigrationChannelOpen open, gpointer data,
+                                        GArray *vmm_ends, GError **error);
+/* Until every mirror caught up (abort, a channel's failure, a stall or the
+ * VMM's error end it). */
+gboolean migration_storage_source_wait_ready(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                             GError **error);
+/* During the memory stream: FALSE with the cause when a mirror or its
+ * channel failed. */
+gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                        GError **error);
+/* The guest's state went: the mirrors complete and their channels end. */
+gboolean migration_storage_source_complete(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                           guint n_disks, GError **error);
+/* Stops the mirrors; vmm_ends (int: copies of our ends of the disks'
+ * sockets, kept by source_start) are shut down, drained and closed. */
+void migration_storage_source_cancel(MigrationEngine *e, gpointer vm, GArray *vmm_ends);
+void migration_storage_close_ends(GArray *vmm_ends);
+/* Destination, prepare (obj locked, before its instance starts): creates
+ * the missing images. */
+MigrationStorageDest *migration_storage_dest_create(MigrationEngine *e, DomainObj *obj,
+                                                    guint flags, MigrationCookie *src,
+                                                    GError **error);
+/* ... and once the incoming VMM runs: its export, and the channels' ends. */
+gboolean migration_storage_dest_export(MigrationEngine *e, MigrationStorageDest *st,
+                                       DomainObj *obj, gpointer vm, GError **error);
+guint migration_storage_dest_count(MigrationStorageDest *st);
+GPtrArray *migration_storage_dest_disks(MigrationStorageDest *st);
+gboolean migration_storage_dest_is_inc(MigrationStorageDest *st);
+/* Tunnelled: the terms of the disks' streams (the migration's own). */
+void migration_storage_dest_set_stream(MigrationStorageDest *st, const TunnelStreamConfig *cfg);
+/* The local end of channel index (>= 1), -1 if there is none or it was taken. */
+int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index);
+/* Tunnelled: the source opens channel index of the incoming migration of
+ * domain name (its token proves it is that migration's source). */
+gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name,
+                                            const char *token, guint index,
+                                            TunnelBinding *binding, GError **error);
+/* finish, before the guest resumes: every disk channel ended cleanly, the
+ * export ends, the images are kept. */
+gboolean migration_storage_dest_finish(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                       GError **error);
+/* A failed migration: removes the images prepare created. */
+void migration_storage_dest_discard(MigrationStorageDest *st);
 
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,

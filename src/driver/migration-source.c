@@ -51,6 +51,8 @@ typedef struct {
     char *peer_record_id; /* the destination keeps a flight record we may fetch */
     MigrationTuning tuning; /* what the VMM's migration is asked to do */
     MigrationPostcopySource pc;
+    GPtrArray *disks;       /* MigrationDisk*: the disks copied, NULL none */
+    GArray *mirror_ends;    /* int: copies of our ends of the disks' sockets */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -74,6 +76,12 @@ static void outgoing_clear(Outgoing *o)
     g_free(o->migrate_uri);
     g_free(o->dconn_pkipath);
     g_free(o->peer_record_id);
+    if (o->disks)
+        g_ptr_array_unref(o->disks);
+    if (o->mirror_ends) {
+        migration_storage_close_ends(o->mirror_ends);
+        g_array_unref(o->mirror_ends);
+    }
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -86,7 +94,9 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
-                                .postcopy = o->pc.switched};
+                                .postcopy = o->pc.switched,
+                                .disks = o->disks,
+                                .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0};
     return migration_cookie_format(&c);
 }
 
@@ -197,7 +207,10 @@ static gboolean peer_setup_run(PeerSetup *ps, GError **error)
                       : ps->ops->prepare(ps->peer, ps->dparams, ps->cookie, ps->destflags,
                                          &ps->dest_cookie, &ps->uri_out, error);
     if (!ok) {
-        g_prefix_error(error, "the destination refused: ");
+        /* An answer is a refusal; no answer (the peer is gone) says so itself. */
+        if (!g_error_matches(*error, FERRY_ERROR, FERRY_ERR_RPC) &&
+            !g_error_matches(*error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
     flight_recorder_phase(fr, "prepare", FALSE);
@@ -275,15 +288,35 @@ static gboolean outgoing_setup_peer(Outgoing *o, const char *dconnuri, const cha
     return ok;
 }
 
-/* Tunnelled: a stream channel on the connection the prepare call used. */
-static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
+/* Tunnelled: a stream channel on the connection the prepare call used;
+ * channel 0 is prepare's own stream, channel index > 0 one the source opens
+ * with ferry's own call, bound to the migration by its token. */
+static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GError **error)
 {
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
         return FALSE;
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
-    migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
+    migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name,
+                                   index ? "source VMM's disk mirror" : "source VMM", &cfg);
+    if (index > 0) {
+        const char *dname = NULL;
+        TunnelBinding *binding = NULL;
+        driver_params_get_string(o->dparams, "destination_name", &dname, NULL);
+        if (!o->ops->open_channel || !dc.token ||
+            !o->ops->open_channel(o->peer, dname, dc.token, index, &binding, error)) {
+            if (error && !*error)
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                            "the destination opens no channel %u", index);
+            return FALSE;
+        }
+        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, *vmm_fd, &cfg);
+        tunnel_binding_free(binding);
+        *vmm_fd = -1;
+        migration_job_add_channel(o->job, index, ch);
+        return TRUE;
+    }
     /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
@@ -291,7 +324,8 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
         g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
-        flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", "1",
+        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
+        flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
                               "#packet_size", packet, "#window", window, "#bandwidth", bw, NULL);
     }
@@ -299,8 +333,9 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
     return TRUE;
 }
 
-/* Proxy mode: a data connection the destination relays. */
-static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
+/* Proxy mode: a data connection the destination relays, one per channel
+ * (the token and the channel's index in its hello). */
+static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError **error)
 {
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
@@ -325,24 +360,39 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
         host = g_strdup(o->dconn_host);
     }
     gboolean tls = (o->flags & MIGRATION_TLS) != 0;
-    g_autofree char *data_name = g_strdup_printf(
-        "%sdata connection to the destination ferryd at %s:%u", tls ? "TLS " : "", host, port);
-    TunnelRelayConfig rcfg = {.vmm_name = "source VMM", .peer_name = data_name};
+    g_autofree char *channel = index ? g_strdup_printf(" (channel %u)", index) : g_strdup("");
+    g_autofree char *data_name =
+        g_strdup_printf("%sdata connection to the destination ferryd at %s:%u%s",
+                        tls ? "TLS " : "", host, port, channel);
+    TunnelRelayConfig rcfg = {.vmm_name = index ? "source VMM's disk mirror" : "source VMM",
+                              .peer_name = data_name};
     int fd = *vmm_fd;
     *vmm_fd = -1;
     g_autoptr(TunnelChannel) ch =
-        tunnel_channel_connect_data(host, (guint16)port, dc.token, tls, o->dconn_pkipath,
+        tunnel_channel_connect_data(host, (guint16)port, dc.token, index, tls, o->dconn_pkipath,
                                     DATA_CONNECT_TIMEOUT_MS, fd, &rcfg, error);
     if (!ch)
         return FALSE;
+    if (index > 0) {
+        migration_job_add_channel(o->job, index, ch);
+        return TRUE;
+    }
     if (o->job->recorder) {
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", tls ? "proxy+tls" : "proxy",
-                              "#channels", "1", "data_connection", data_name, "#bandwidth", bw,
-                              NULL);
+                              "#channels", channels, "data_connection", data_name, "#bandwidth",
+                              bw, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;
+}
+
+static gboolean outgoing_open_channel(gpointer data, guint index, int *vmm_fd, GError **error)
+{
+    Outgoing *o = data;
+    return (o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, index, vmm_fd, error)
+                                            : outgoing_open_data(o, index, vmm_fd, error);
 }
 
 /* Runs prepare on the destination and the channel until the VMM is done. */
@@ -380,8 +430,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         goto fail;
     }
 
-    if (!((o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, &sv[0], &e)
-                                           : outgoing_open_data(o, &sv[0], &e)))
+    if (!outgoing_open_channel(o, 0, &sv[0], &e))
+        goto fail;
+    /* The disks first: the guest's state follows once every mirror caught up. */
+    if (o->disks && (!migration_storage_source_start(o->engine, o->job, o->vm, o->disks,
+                                                     (o->flags & MIGRATION_NON_SHARED_INC) != 0,
+                                                     o->dest_cookie, outgoing_open_channel, o,
+                                                     o->mirror_ends, &e) ||
+                     !migration_storage_source_wait_ready(o->engine, o->job, o->vm, &e)))
         goto fail;
 
     ep.fd = sv[1];
@@ -419,6 +475,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
+            goto fail;
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
@@ -468,6 +526,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                     vmm_error(&end, "no status"));
         goto fail;
     }
+    /* The guest paused here with its state gone: the disks' last writes follow. */
+    if (o->disks &&
+        !migration_storage_source_complete(o->engine, o->job, o->vm, o->disks->len, &e))
+        goto fail;
     o->digest = g_steal_pointer(&end.digest);
     o->downtime_ms = end.counters.downtime_ms;
     flight_recorder_phase(o->job->recorder, "perform", FALSE);
@@ -494,6 +556,9 @@ static void outgoing_stop(Outgoing *o, const GError *why)
     o->hooks->cancel(o->vm);
     g_auto(MigrationVmmProgress) end = {0};
     o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
+    /* The mirrors only read our disks: stopping them leaves the disks as they are. */
+    if (o->disks)
+        migration_storage_source_cancel(o->engine, o->vm, o->mirror_ends);
 }
 
 /* What the destination needs to drop its incoming VM: the peer connection
@@ -722,6 +787,8 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
                 running = o->hooks->is_running(o->vm);
             if (running == 1) {
+                FERRY_INFO("domain '%s' runs here again: %s", o->name,
+                           why ? why->message : "the migration failed");
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
                     hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
@@ -769,6 +836,11 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    if (!migration_storage_source_select(e, vm, o->flags, params, &o->disks, error)) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    o->mirror_ends = g_array_new(FALSE, FALSE, sizeof(int));
     guint64 max_speed = 0;
     if (bandwidth == G_MAXUINT64 &&
         !migration_bandwidth_to_bytes(obj->max_speed_mib, &max_speed, error)) {
@@ -1011,6 +1083,8 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (flags & MIGRATION_OFFLINE)
         return migration_offline_begin(e, dom, params, cookie_out, error);
     MigrationTuning tuning;
+    if (!migration_storage_check(e, flags, error))
+        return NULL;
     if (!migration_tuning_from_params(flags, params, e->hooks->tunable_flags, e->hooks->vmm_name,
                                       &tuning, error))
         return NULL;

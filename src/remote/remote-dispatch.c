@@ -1013,6 +1013,11 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
         if (info.has_postcopy)
             driver_params_add_ullong(params, "memory_postcopy_requests",
                                      info.memory_postcopy_requests);
+        if (info.has_disk) {
+            driver_params_add_ullong(params, "disk_total", info.disk_total);
+            driver_params_add_ullong(params, "disk_processed", info.disk_processed);
+            driver_params_add_ullong(params, "disk_remaining", info.disk_remaining);
+        }
         if (info.error_message)
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
@@ -1026,6 +1031,8 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
             driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
                                      info.stall_bandwidth_ms);
+            driver_params_add_ullong(params, "ferry_stall_encryption",
+                                     info.stall_encryption_ms);
             if (info.bottleneck)
                 driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
             if (info.flight_record)
@@ -2361,6 +2368,23 @@ static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError 
     return TRUE;
 }
 
+/* ---- ferry's own program: a migration's extra channel ----
+ * Reserved before the driver runs, as prepare's stream is: the first data
+ * packet may follow the reply at once. */
+static gboolean h_migration_channel(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_open_channel);
+    ferry_migration_channel_args *args = a;
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    if (!ctx->drv->ops->migrate_open_channel(ctx->drv, args->name, args->token, args->index,
+                                             binding, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static const RemoteProcedure ferry_procedures[] = {
     {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
      VOID, h_probe_discard_stream, PROC_WRITE},
@@ -2370,6 +2394,8 @@ static const RemoteProcedure ferry_procedures[] = {
      X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
     {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
      X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+    {FERRY_PROC_MIGRATION_CHANNEL, "FERRY_MIGRATION_CHANNEL", X(ferry_migration_channel_args),
+     VOID, h_migration_channel, PROC_WRITE},
     {FERRY_TUNNEL_PROC_FLIGHT_RECORD, "FERRY_FLIGHT_RECORD",
      (xdrproc_t)remote_xdr_flight_record_args, sizeof(RemoteFlightRecordArgs),
      (xdrproc_t)remote_xdr_flight_record_ret, sizeof(RemoteFlightRecordRet), h_flight_record,
