@@ -11,11 +11,7 @@ static const char *const refused_flags[] = {
     /* NON_SHARED_DISK, NON_SHARED_INC: as the VMM can (migration-storage.c) */
     /* COMPRESSED, AUTO_CONVERGE: as the VMM can (migration_tuning_from_params) */
     [14] = "RDMA_PIN_ALL",
-    /* Built (migration-postcopy.c) but switched off: on a quiet host the TCG
-     * test guest crashed after every post-copy move (5 of 5), a sign of
-     * memory that arrived wrong. Off until that is understood. */
-    [15] = "POSTCOPY (switched off: the guest's memory is not yet verified after a "
-           "post-copy move, see docs/migration.md)",
+    [15] = NULL, /* POSTCOPY: as the VMM can (migration-postcopy.c) */
     [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = "PARALLEL",
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",

@@ -139,8 +139,8 @@ void migration_postcopy_source_switched(MigrationEngine *e, MigrationJob *job,
         hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, EVENT_SUSPENDED_POSTCOPY);
         domain_store_save_state(e->hv->store, obj, NULL);
     }
+    FERRY_INFO("migration of domain '%s' switched to post-copy", domain_obj_get_name(obj));
     domain_obj_end(obj);
-    FERRY_INFO("migration of domain '%s' switched to post-copy", job->name ? job->name : "?");
 }
 
 gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, gpointer vm,

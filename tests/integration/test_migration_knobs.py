@@ -49,7 +49,7 @@ class KnobsTest(ft.DaemonTestCase):
         for p2p in ((), ("--p2p",)):
             for flags, named in ((("--auto-converge",), "AUTO_CONVERGE is not supported by ferry-vmm"),
                                  (("--compressed",), "COMPRESSED is not supported by ferry-vmm"),
-                                 (("--postcopy",), "migration flag POSTCOPY (switched off")):
+                                 (("--postcopy",), "POSTCOPY is not supported by ferry-vmm")):
                 rc, _, err = ft.virsh(self.a.tcp_uri, "migrate", "--live", *p2p, *flags, "vm1",
                                       self.b.tcp_uri, check=False)
                 self.assertNotEqual(rc, 0, flags)

@@ -21,8 +21,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
-import guest  # noqa: E402
-from test_qemu_migration import NAME, QemuMigrationCase  # noqa: E402
+from test_qemu_migration import NAME  # noqa: E402
+from test_qemu_postcopy import PostcopyGuestCase  # noqa: E402
 
 # Slow enough that post-copy still runs when the link is cut, whatever the
 # load: about 90 MiB of guest data still to move at 4 MiB/s.
@@ -33,7 +33,7 @@ BANDWIDTH = "4"
 FAIL_BOUND = 60
 
 
-class QemuPostcopyRecoveryTest(QemuMigrationCase):
+class QemuPostcopyRecoveryTest(PostcopyGuestCase):
 
     def setUp(self):
         super().setUp()
@@ -44,10 +44,6 @@ class QemuPostcopyRecoveryTest(QemuMigrationCase):
     def tearDown(self):
         self.net.heal()
         super().tearDown()
-
-    def end_attempt(self):
-        self.net.heal()
-        super().end_attempt()
 
     def plain_daemon(self, name, host, prefix=None):
         d = ft.Daemon(name=name, host=host, prefix=prefix)
@@ -117,7 +113,6 @@ class QemuPostcopyRecoveryTest(QemuMigrationCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("has not failed", err)
 
-    @guest.retry_on_guest_crash("end_attempt")
     def test_link_cut_in_postcopy_then_resumed_tunnelled_and_proxy(self):
         a = self.plain_daemon("A", self.net.src_ip)
         b = self.plain_daemon("B", self.net.dst_ip, self.net.prefix)
