@@ -157,6 +157,10 @@ typedef struct {
      * its guest running and its migration paused, reads it (QEMU:
      * migrate-recover). NULL: no post-copy. */
     gboolean (*resume_outgoing)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+    /* Pauses the source's post-copy migration (virsh domjobabort
+     * --postcopy; QEMU: migrate-pause): the stream stops, both VMMs keep
+     * their part, --postcopy-resume carries on. NULL: no post-copy. */
+    gboolean (*pause_postcopy)(gpointer vm, GError **error);
     gboolean (*recover_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
 
     /* -- destination -- */

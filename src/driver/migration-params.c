@@ -24,7 +24,7 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
                                                "compression.xbzrle.cache", "migrate_disks",
-                                               NULL};
+                                               "bandwidth.postcopy", NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {

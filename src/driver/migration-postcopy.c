@@ -82,6 +82,52 @@ gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint fl
     return ok;
 }
 
+/* ---- the user's pause: virsh domjobabort --postcopy ---- */
+
+gboolean migration_postcopy_pause(MigrationEngine *e, const DriverDomain *dom, GError **error)
+{
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    MigrationJob *job = obj->job;
+    gboolean postcopy = FALSE;
+    if (job && job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT) {
+        g_mutex_lock(&job->lock);
+        postcopy = job->postcopy;
+        g_mutex_unlock(&job->lock);
+    }
+    if (!postcopy || !e->hooks->pause_postcopy) {
+        /* libvirt's words */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "current job is not outgoing migration in post-copy mode");
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    gpointer vm = e->hooks->vm_ref(obj);
+    /* Marked first: the perform thread may see the VMM paused at once. */
+    g_mutex_lock(&job->lock);
+    job->postcopy_paused = TRUE;
+    g_mutex_unlock(&job->lock);
+    gboolean ok = vm && e->hooks->pause_postcopy(vm, error);
+    if (!vm)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: not reachable");
+    if (vm)
+        e->hooks->vm_unref(vm);
+    if (ok) {
+        flight_recorder_event(job->recorder, "postcopy", "what",
+                              "a client paused the post-copy migration", NULL);
+        FERRY_INFO("domain '%s': a client paused its post-copy migration",
+                   domain_obj_get_name(obj));
+    } else {
+        g_mutex_lock(&job->lock);
+        job->postcopy_paused = FALSE;
+        g_mutex_unlock(&job->lock);
+        g_prefix_error(error, "source VMM: cannot pause the post-copy migration: ");
+    }
+    domain_obj_end(obj);
+    return ok;
+}
+
 /* ---- source ---- */
 
 static void emit_on_instance(MigrationEngine *e, const char *instance_id, int event, int detail)
@@ -143,11 +189,33 @@ void migration_postcopy_source_switched(MigrationEngine *e, MigrationJob *job,
     domain_obj_end(obj);
 }
 
+/* Whether the post-copy migration stopped because a client paused it (TRUE,
+ * with that as the error). */
+static gboolean paused_by_client(MigrationJob *job, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    gboolean paused = job->postcopy_paused;
+    g_mutex_unlock(&job->lock);
+    if (paused)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "a client paused the post-copy migration (domjobabort --postcopy)");
+    return paused;
+}
+
 gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, gpointer vm,
                                         MigrationVmmProgress *end, GError **error)
 {
     const MigrationHooks *h = e->hooks;
     guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
+    /* --postcopy-bandwidth: the channel's limit once the guest runs there.
+     * Not at the switch itself: the destination VMM loads the device state
+     * then, faulting on pages that queue behind what the channel holds, and
+     * answers its monitor only once they came. */
+    g_mutex_lock(&job->lock);
+    guint64 bandwidth = job->postcopy_bandwidth;
+    g_mutex_unlock(&job->lock);
+    if (bandwidth != G_MAXUINT64)
+        migration_job_set_bandwidth(job, bandwidth);
     for (;;) {
         g_autoptr(GError) ce = NULL;
         gboolean done =
@@ -158,7 +226,8 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
         if (done)
             break;
         if (!g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            g_propagate_error(error, g_steal_pointer(&ce));
+            if (!paused_by_client(job, error))
+                g_propagate_error(error, g_steal_pointer(&ce));
             return FALSE;
         }
         if (!migration_job_check_moving(job, stall_s, error))
@@ -171,6 +240,8 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
         }
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED ||
             p.status == MIGRATION_VMM_POSTCOPY_PAUSED) {
+            if (paused_by_client(job, error))
+                return FALSE;
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         p.error ? p.error
                         : p.status == MIGRATION_VMM_POSTCOPY_PAUSED
@@ -187,6 +258,8 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
     }
     migration_job_update(job, &end->counters);
     if (end->status != MIGRATION_VMM_COMPLETED) {
+        if (paused_by_client(job, error))
+            return FALSE;
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "source VMM: the post-copy migration did not complete (%s)",
                     end->error ? end->error : "no status");
@@ -365,8 +438,13 @@ static gboolean wait_switch(MigrationEngine *e, MigrationJob *job, gpointer vm, 
     gint64 deadline = g_get_monotonic_time() + SWITCH_WAIT_S * G_USEC_PER_SEC;
     for (;;) {
         g_auto(MigrationVmmProgress) p = {0};
-        if (!e->hooks->progress(vm, &p, error)) {
-            g_prefix_error(error, "destination VMM: ");
+        g_autoptr(GError) qe = NULL;
+        /* A VMM loading the device state may fault on pages still on their
+         * way and answer late: only the deadline below gives up on it. */
+        if (!e->hooks->progress(vm, &p, &qe) &&
+            !(g_error_matches(qe, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT) &&
+              g_get_monotonic_time() < deadline)) {
+            g_propagate_prefixed_error(error, g_steal_pointer(&qe), "destination VMM: ");
             return FALSE;
         }
         if (p.status == MIGRATION_VMM_POSTCOPY_ACTIVE || p.status == MIGRATION_VMM_COMPLETED)

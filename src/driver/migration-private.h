@@ -177,6 +177,11 @@ typedef struct {
 /* virsh migrate-postcopy: asks the perform loop to switch. */
 gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint flags,
                                   GError **error);
+/* virsh domjobabort --postcopy: pauses the source VMM's post-copy migration
+ * (refused unless the domain's outgoing migration is in post-copy); the
+ * migration then fails resumable, as after a broken link. */
+gboolean migration_postcopy_pause(MigrationEngine *engine, const DriverDomain *dom,
+                                  GError **error);
 /* Each turn of the source's perform loop: the iteration event, and the
  * switch when asked. FALSE when the VMM refused to switch. */
 gboolean migration_postcopy_source_poll(MigrationEngine *engine, MigrationJob *job, gpointer vm,

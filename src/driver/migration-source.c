@@ -847,8 +847,29 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    /* --postcopy-bandwidth (MiB/s): the channel's limit once post-copy runs */
+    guint64 postcopy_mib = 0, postcopy_bandwidth = G_MAXUINT64;
+    gboolean has_postcopy_bandwidth = FALSE;
+    if (!driver_params_get_ullong(params, "bandwidth.postcopy", &postcopy_mib,
+                                  &has_postcopy_bandwidth, error) ||
+        (has_postcopy_bandwidth &&
+         !migration_bandwidth_to_bytes(postcopy_mib, &postcopy_bandwidth, error))) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    if (has_postcopy_bandwidth && !o->hooks->start_postcopy) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration parameter 'bandwidth.postcopy' is not supported by %s",
+                    o->hooks->vmm_name);
+        domain_obj_end(obj);
+        return FALSE;
+    }
     o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
     o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    o->job->postcopy_bandwidth = postcopy_bandwidth;
+    /* A resumed migration is in post-copy from its first byte. */
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) && has_postcopy_bandwidth)
+        o->job->bandwidth = postcopy_bandwidth;
     o->job->postcopy_allowed = (o->flags & MIGRATION_POSTCOPY) != 0;
     o->job->recorder = flight_recorder_new("source", domain_obj_get_name(obj),
                                            domain_obj_get_uuid(obj), NULL);

@@ -287,6 +287,11 @@ static gboolean qmp_hook_start_postcopy(gpointer vm, GError **error)
     return run(vm, "migrate-start-postcopy", NULL, error);
 }
 
+static gboolean qmp_hook_pause_postcopy(gpointer vm, GError **error)
+{
+    return run(vm, "migrate-pause", NULL, error);
+}
+
 static gboolean qmp_hook_resume_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
     if (!pass_fd(vm, "resume", ep->fd, error))
@@ -444,6 +449,7 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .get_tuning = qmp_hook_get_tuning,
         .start_postcopy = dialect == QMP_MIGRATION_QEMU ? qmp_hook_start_postcopy : NULL,
         .resume_outgoing = dialect == QMP_MIGRATION_QEMU ? qmp_hook_resume_outgoing : NULL,
+        .pause_postcopy = dialect == QMP_MIGRATION_QEMU ? qmp_hook_pause_postcopy : NULL,
         .recover_incoming = dialect == QMP_MIGRATION_QEMU ? qmp_hook_recover_incoming : NULL,
         .measure_dirty_rate = dialect == QMP_MIGRATION_QEMU ? qemu_measure_dirty_rate
                                                             : ferry_vmm_measure_dirty_rate,

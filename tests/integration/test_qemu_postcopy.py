@@ -170,6 +170,10 @@ class QemuPostcopyTest(PostcopyGuestCase):
                 out = ft.virsh(self.local(a), "domjobinfo", NAME, check=False)[1]
                 return "Unbounded" in out and re.search(r"Data processed:\s+[1-9]", out)
             self.assertTrue(ft.wait_for(moving, 120, 0.2), ft.virsh(self.local(a), "domjobinfo", NAME)[1])
+            # Still pre-copy: no post-copy migration to pause.
+            rc, _, err = self.virsh_env(self.local(a), "domjobabort", "--postcopy", NAME)
+            self.assertNotEqual(rc, 0)
+            self.assertIn("current job is not outgoing migration in post-copy mode", err)
             # A post-copy migration is past aborting once switched; before, a
             # second switch request is refused.
             ft.virsh(self.local(a), "migrate-postcopy", NAME)

@@ -27,6 +27,8 @@ from test_qemu_postcopy import PostcopyGuestCase  # noqa: E402
 # Slow enough that post-copy still runs when the link is cut, whatever the
 # load: about 90 MiB of guest data still to move at 4 MiB/s.
 BANDWIDTH = "4"
+# --postcopy-bandwidth of the paused move, MiB/s: well below BANDWIDTH.
+POSTCOPY_BANDWIDTH = "1"
 # The cut is noticed by the side that waits on a silent channel within
 # migration_stall_timeout (10 s), or by TCP; both sides within this bound on
 # a loaded machine.
@@ -56,13 +58,26 @@ class QemuPostcopyRecoveryTest(PostcopyGuestCase):
     def virsh_local(self, d, *args, timeout=300):
         return self.virsh_env(self.local(d), *args, timeout=timeout)
 
-    def cut_and_resume(self, src, dst, log, mode):
-        """One move src -> dst: post-copy, the cut, the failure on both sides,
-        the resume; the guest's memory verified on dst afterwards."""
+    def processed(self, d):
+        """The source's `Data processed` (bytes) and when it was read."""
+        out = self.virsh_local(d, "domjobinfo", NAME)[1]
+        m = re.search(r"Data processed:\s+([\d.]+) (B|KiB|MiB|GiB)", out)
+        self.assertTrue(m, out)
+        scale = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m.group(2)]
+        return float(m.group(1)) * scale, time.monotonic()
+
+    def cut_and_resume(self, src, dst, log, mode, pause=False):
+        """One move src -> dst: post-copy, the cut (pause: a client's
+        `virsh domjobabort --postcopy` instead, the switch made by virsh
+        itself with --timeout --timeout-postcopy, and --postcopy-bandwidth
+        checked), the failure on both sides, the resume; the guest's memory
+        verified on dst afterwards."""
         xml = self.dest_xml(src, dst, log)
         e = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
+        extra = ["--timeout", "4", "--timeout-postcopy", "--postcopy-bandwidth",
+                 POSTCOPY_BANDWIDTH] if pause else []
         mig = subprocess.Popen(["virsh", "-c", self.local(src), "migrate", "--live", "--p2p", *mode,
-                                "--postcopy", "--bandwidth", BANDWIDTH, "--xml", xml, NAME,
+                                "--postcopy", "--bandwidth", BANDWIDTH, *extra, "--xml", xml, NAME,
                                 self.qemu_tcp(dst)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
         try:
@@ -70,14 +85,27 @@ class QemuPostcopyRecoveryTest(PostcopyGuestCase):
                 out = self.virsh_local(src, "domjobinfo", NAME)[1]
                 return "Unbounded" in out and re.search(r"Data processed:\s+[1-9]", out)
             self.assertTrue(ft.wait_for(moving, 120, 0.2), self.virsh_local(src, "domjobinfo", NAME))
-            rc, _, err = self.virsh_local(src, "migrate-postcopy", NAME)
-            self.assertEqual(rc, 0, err)
+            if not pause:
+                rc, _, err = self.virsh_local(src, "migrate-postcopy", NAME)
+                self.assertEqual(rc, 0, err)
             self.assertTrue(ft.wait_for(lambda: self.state(dst) == "running (post-copy)", 120, 0.2),
                             self.state(dst) + src.log()[-2000:] + dst.log()[-2000:])
             self.assertEqual(self.state(src), "paused (post-copy)")
 
-            # The link dies mid-post-copy.
-            self.net.drop()
+            if pause:
+                # In post-copy the channel carries --postcopy-bandwidth, not
+                # --bandwidth: what the source VMM sent over 6 s, allowing
+                # for what the socket pair and channel buffer (4 MiB).
+                b0, t0 = self.processed(src)
+                time.sleep(6)
+                b1, t1 = self.processed(src)
+                limit = float(POSTCOPY_BANDWIDTH) * (1 << 20) * (t1 - t0) + (4 << 20)
+                self.assertLess(b1 - b0, limit, f"{(b1 - b0) / (t1 - t0) / (1 << 20):.2f} MiB/s")
+                rc, _, err = self.virsh_local(src, "domjobabort", "--postcopy", NAME)
+                self.assertEqual(rc, 0, err)
+            else:
+                # The link dies mid-post-copy.
+                self.net.drop()
             cut = time.monotonic()
             _, err = mig.communicate(timeout=FAIL_BOUND + 30)
         finally:
@@ -86,6 +114,8 @@ class QemuPostcopyRecoveryTest(PostcopyGuestCase):
                 mig.wait()
         self.assertNotEqual(mig.returncode, 0)
         self.assertIn("migration failed in post-copy phase", err)
+        if pause:
+            self.assertIn("a client paused the post-copy migration", err)
         self.assertIn("--postcopy-resume", err)
         self.assertLess(time.monotonic() - cut, FAIL_BOUND)
         # Nothing runs twice, nothing is dropped: the source keeps its paused
@@ -113,15 +143,19 @@ class QemuPostcopyRecoveryTest(PostcopyGuestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("has not failed", err)
 
-    def test_link_cut_in_postcopy_then_resumed_tunnelled_and_proxy(self):
+    def test_link_cut_or_paused_in_postcopy_then_resumed_tunnelled_and_proxy(self):
         a = self.plain_daemon("A", self.net.src_ip)
         b = self.plain_daemon("B", self.net.dst_ip, self.net.prefix)
         before = self.boot(a, wss="32M", dirty_ms=20)
         self.cut_and_resume(a, b, os.path.join(b.dir, "console-2.log"), ["--tunnelled"])
         before = self.verified_after_move(self.console, before)
         self.cut_and_resume(b, a, os.path.join(a.dir, "console-3.log"), [])
+        before = self.verified_after_move(self.console, before)
+        # A client pauses the post-copy migration (domjobabort --postcopy)
+        # that virsh switched itself (--timeout-postcopy).
+        self.cut_and_resume(a, b, os.path.join(b.dir, "console-4.log"), [], pause=True)
         self.verified_after_move(self.console, before)
-        self.virsh_local(a, "destroy", NAME)
+        self.virsh_local(b, "destroy", NAME)
 
 
 if __name__ == "__main__":
