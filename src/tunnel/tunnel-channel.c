@@ -164,6 +164,16 @@ void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second)
         tunnel_relay_set_bandwidth(ch->relay, bytes_per_second);
 }
 
+void tunnel_channel_set_rate(TunnelChannel *ch, TunnelRate *rate)
+{
+    if (ch->file)
+        tunnel_file_set_rate(ch->file, rate);
+    else if (ch->stream)
+        tunnel_stream_set_rate(ch->stream, rate);
+    else
+        tunnel_relay_set_rate(ch->relay, rate);
+}
+
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
 {
     if (ch->file) {

@@ -104,9 +104,7 @@ struct TunnelStream {
     gint64 send_credit;
     guint64 credit_pending; /* written to the VMM, not yet granted back */
     guint64 credit_batch;
-    guint64 bandwidth;
-    gint64 bw_start_us;
-    guint64 bw_start_bytes;
+    TunnelRate *rate; /* its own, or the migration's shared by its channels */
     TunnelStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
 };
@@ -179,9 +177,8 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
     g_cond_init(&ts->end_cond);
     g_queue_init(&ts->sink_queue);
     ts->send_credit = (gint64)ts->cfg.peer_window;
-    ts->bandwidth = ts->cfg.bandwidth;
+    ts->rate = tunnel_rate_new(ts->cfg.bandwidth);
     ts->stats.started_us = g_get_monotonic_time();
-    ts->bw_start_us = ts->stats.started_us;
     return ts;
 }
 
@@ -202,6 +199,7 @@ void tunnel_stream_unref(TunnelStream *ts)
     rpc_message_pool_unref(ts->credit_pool);
     rpc_connection_unref(ts->conn);
     g_clear_error(&ts->error);
+    tunnel_rate_unref(ts->rate);
     g_mutex_clear(&ts->lock);
     g_cond_clear(&ts->cond);
     g_cond_clear(&ts->end_cond);
@@ -302,11 +300,9 @@ static void throttle(TunnelStream *ts)
 {
     gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&ts->lock);
-    while (is_running(ts->state) && ts->bandwidth > 0) {
-        guint64 sent = ts->stats.bytes_out - ts->bw_start_bytes;
-        gint64 due = ts->bw_start_us + (gint64)(sent * (double)G_USEC_PER_SEC / ts->bandwidth);
-        gint64 now = g_get_monotonic_time();
-        if (now >= due)
+    for (;;) {
+        gint64 due = tunnel_rate_due(ts->rate), now = g_get_monotonic_time();
+        if (!is_running(ts->state) || now >= due)
             break;
         wait_until_locked(ts, MIN(due, now + POLL_US));
     }
@@ -387,6 +383,7 @@ static gpointer pump_out_thread(gpointer data)
             rpc_message_seal(msg, n);
             ts->send_credit -= n;
             ts->stats.bytes_out += n;
+            tunnel_rate_add(ts->rate, n);
             ts->stats.packets_out++;
             tunnel_counters_add(&ts->counters.bytes_out, n);
             rpc_connection_send(ts->conn, msg);
@@ -798,9 +795,16 @@ void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats)
 void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second)
 {
     g_mutex_lock(&ts->lock);
-    ts->bandwidth = bytes_per_second;
-    ts->bw_start_us = g_get_monotonic_time();
-    ts->bw_start_bytes = ts->stats.bytes_out;
+    tunnel_rate_set(ts->rate, bytes_per_second);
+    g_cond_broadcast(&ts->cond);
+    g_mutex_unlock(&ts->lock);
+}
+
+void tunnel_stream_set_rate(TunnelStream *ts, TunnelRate *rate)
+{
+    g_mutex_lock(&ts->lock);
+    tunnel_rate_unref(ts->rate);
+    ts->rate = tunnel_rate_ref(rate);
     g_cond_broadcast(&ts->cond);
     g_mutex_unlock(&ts->lock);
 }
