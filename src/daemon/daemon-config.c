@@ -99,6 +99,7 @@ static const KeyDef keys[] = {
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
+    KR(migration_resume_timeout, KEY_UINT, 0, 3600),
     K(migration_pki_dir, KEY_STRING),
     K(flight_recorder, KEY_BOOL),
     K(flight_record_dir, KEY_STRING),
@@ -181,6 +182,7 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->migration_port_max = 49215;
     cfg->migration_address = NULL;
     cfg->migration_stall_timeout = 10;
+    cfg->migration_resume_timeout = 30;
     cfg->flight_recorder = TRUE;
     cfg->flight_record_dir = root ? g_strdup("/var/log/ferry/flight")
                                   : g_build_filename(g_get_user_cache_dir(), "ferry", "log",

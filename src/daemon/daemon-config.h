@@ -85,6 +85,9 @@ typedef struct {
     /* ferry: seconds a migration's data may stand still before it fails
      * on either side (0: never) */
     guint migration_stall_timeout;
+    /* ferry: seconds a tunnelled migration whose connection broke waits for
+     * the two daemons to reconnect and go on (0: fail at once) */
+    guint migration_resume_timeout;
     /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */

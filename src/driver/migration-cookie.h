@@ -26,6 +26,11 @@ typedef struct {
     /* the migration's flight record id: the source names it, a destination
      * that keeps a record for the source to fetch answers it back */
     char *record_id;
+    /* tunnelled: resuming after a broken connection. The source offers its
+     * time (seconds); the destination answers the time both keep (the
+     * shorter) and the token that names this migration's stream. */
+    guint resume_timeout;
+    char *resume_token;
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -40,6 +45,8 @@ typedef struct {
     const char *digest;
     guint64 downtime_ms;
     const char *record_id;
+    guint resume_timeout; /* 0: no resume offered or agreed */
+    const char *resume_token;
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

@@ -36,6 +36,8 @@ void migration_job_unref(MigrationJob *job)
         close(job->pending_vmm_fd);
     g_clear_error(&job->channel_error);
     g_free(job->token);
+    tunnel_resume_withdraw(job->resume_token);
+    g_free(job->resume_token);
     tunnel_peer_watch_unref(job->source);
     g_clear_error(&job->abort_reason);
     driver_job_info_clear(&job->info);
@@ -184,6 +186,16 @@ GError *migration_job_abort_error(MigrationJob *job)
  * has its job show the bytes the channel delivered. */
 static void fill_from_channel_locked(MigrationJob *job, DriverJobInfo *info)
 {
+    if (job->channel) {
+        guint reconnections = 0;
+        guint64 resent = 0;
+        tunnel_channel_get_resume_stats(job->channel, &reconnections, &resent);
+        if (reconnections || resent) {
+            info->has_resume = TRUE;
+            info->reconnections = reconnections;
+            info->bytes_resent = resent;
+        }
+    }
     if (job->operation != DRIVER_JOB_OPERATION_MIGRATION_IN || !job->channel ||
         info->data_processed)
         return;
@@ -249,6 +261,13 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
     guint64 out = 0, in = 0;
     tunnel_channel_get_bytes(ch, &out, &in);
     gint64 now = g_get_monotonic_time();
+    if (tunnel_channel_awaits_resume(ch)) {
+        /* Its connection broke: the resume time bounds that, not the stall. */
+        job->seen_bytes = out + in;
+        job->seen_us = now;
+        g_mutex_unlock(&job->lock);
+        return TRUE;
+    }
     if (!job->seen_us || out + in != job->seen_bytes) {
         job->seen_bytes = out + in;
         job->seen_us = now;

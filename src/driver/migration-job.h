@@ -38,6 +38,11 @@ struct MigrationJob {
     char *name;
     char *instance_id;
     TunnelPeerWatch *source; /* the connection prepare came on */
+    /* tunnelled with resume agreed: the token the source comes back with,
+     * and how long its connection may be gone (since gone_since_us) */
+    char *resume_token;
+    guint resume_timeout_s;
+    gint64 source_gone_since_us;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */

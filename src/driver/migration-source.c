@@ -84,7 +84,11 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
     MigrationCookieContent c = {.name = o->name, .uuid = o->uuid,
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
-                                .record_id = flight_recorder_get_id(o->job->recorder)};
+                                .record_id = flight_recorder_get_id(o->job->recorder),
+                                /* offered for the tunnel; the destination answers */
+                                .resume_timeout = tunnel ? tunnel_data_settings_get_resume_timeout(
+                                                               o->engine->data_settings)
+                                                         : 0};
     return migration_cookie_format(&c);
 }
 
@@ -280,16 +284,27 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
     migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
+    /* The destination agreed to resume after a broken connection: its
+     * answer is the time both keep, and the token we come back with. */
+    gboolean resume = cfg.credit && dc.resume_timeout && dc.resume_token && o->ops->resume_setup;
+    if (resume) {
+        cfg.resume = TRUE;
+        cfg.resume_timeout_s = dc.resume_timeout;
+    }
     /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
+    if (resume)
+        o->ops->resume_setup(o->peer, ch, dc.resume_token);
     if (o->job->recorder) {
         g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        g_autofree char *rt = g_strdup_printf("%u", cfg.resume ? cfg.resume_timeout_s : 0);
         flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", "1",
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
-                              "#packet_size", packet, "#window", window, "#bandwidth", bw, NULL);
+                              "#packet_size", packet, "#window", window, "#bandwidth", bw,
+                              "#resume_timeout", rt, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;

@@ -12,6 +12,7 @@
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-socket.h"
+#include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -1027,6 +1028,10 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
             driver_params_add_string(params, "ferry_digest", info.digest);
+        if (info.has_resume) {
+            driver_params_add_ullong(params, "ferry_reconnections", info.reconnections);
+            driver_params_add_ullong(params, "ferry_resent_bytes", info.bytes_resent);
+        }
         if (info.has_flight) {
             /* The flight recorder's summary (docs/debugging.md). */
             driver_params_add_ullong(params, "ferry_stall_source_vmm", info.stall_source_vmm_ms);
@@ -2315,7 +2320,43 @@ static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError 
     return TRUE;
 }
 
+/* ---- ferry's own program: a source comes back to its migration ----
+ * After the daemons' connection broke mid-stream, the source reconnects
+ * (authenticated and opened as any migration call) and names the migration
+ * by the token the destination gave it in the prepare cookie. The stream
+ * moves to this connection under this call's serial (its slot reserved
+ * first: data may follow the reply at once). */
+
+static gboolean h_tunnel_resume(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    TunnelResumeArgs *args = a;
+    TunnelResumePoint *ret = r;
+    RpcHeader h;
+    if (!tunnel_resume_lookup_header(args->token, &h)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "no migration here waits for a resumed connection with this token");
+        return FALSE;
+    }
+    h.type = RPC_STREAM;
+    h.status = RPC_CONTINUE;
+    h.serial = ctx->call->header.serial;
+    RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
+    rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(ctx->session->router, conn, &h);
+    if (!tunnel_resume_accept(args->token, binding, &args->point, ret, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    FERRY_INFO("the source %s resumed a migration stream (it had received %" G_GUINT64_FORMAT
+               " bytes, this side %" G_GUINT64_FORMAT ")",
+               rpc_server_client_get_peer(ctx->client), args->point.received, ret->received);
+    return TRUE;
+}
+
 static const RemoteProcedure ferry_procedures[] = {
+    {FERRY_TUNNEL_PROC_RESUME, "FERRY_TUNNEL_RESUME", (xdrproc_t)tunnel_resume_xdr_args,
+     sizeof(TunnelResumeArgs), (xdrproc_t)tunnel_resume_xdr_point, sizeof(TunnelResumePoint),
+     h_tunnel_resume, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
      VOID, h_probe_discard_stream, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),

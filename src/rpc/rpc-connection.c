@@ -135,6 +135,14 @@ gboolean rpc_connection_is_closed(RpcConnection *conn)
     return closed;
 }
 
+gboolean rpc_connection_closed_cleanly(RpcConnection *conn)
+{
+    g_mutex_lock(&conn->lock);
+    gboolean clean = conn->closed && !conn->close_reason;
+    g_mutex_unlock(&conn->lock);
+    return clean;
+}
+
 void rpc_connection_wait_closed(RpcConnection *conn)
 {
     g_mutex_lock(&conn->lock);

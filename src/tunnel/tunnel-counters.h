@@ -18,6 +18,7 @@ typedef struct {
     guint64 wait_credit_us;    /* credit flow control: the peer's window was full */
     guint64 wait_throttle_us;  /* the migration's bandwidth limit */
     guint64 wait_crypto_us;    /* encrypting/decrypting where it is measured apart */
+    guint64 bytes_resent;      /* sent again after the connection was resumed */
 } TunnelCounters;
 
 /* Process-wide switch (flight_recorder in the config); on by default. */

@@ -52,6 +52,12 @@ DEAD_PATH_BOUND = 12.0
 # channel failed.
 DROP_BOUND = DEAD_PATH_BOUND + 5
 ABORT_BOUND = 1.0
+# migration_resume_timeout's default: how long a broken connection may take
+# to come back before the migration fails.
+RESUME_S = 30.0
+# A blip longer than tcp_user_timeout (5 s): the connections break, and the
+# daemons reconnect and resume once the link is back.
+LONG_BLIP_S = 7.0
 ALL = os.environ.get("FERRY_FAULTS") == "all"
 
 
@@ -317,8 +323,11 @@ class Matrix:
         self.net.heal()
         print(f"source failed after {failed:.2f} s, destination dropped after {dropped:.2f} s:"
               f" {err.strip()}", file=sys.stderr)
-        self.record(failed, DEAD_PATH_BOUND + (5 if at == "finish" else 0))
-        self.assertLessEqual(dropped, DROP_BOUND)
+        self.record(failed, DEAD_PATH_BOUND + (5 if at == "finish" else 0) +
+                    (RESUME_S if self.tunnelled and at in ("early", "late") else 0))
+        # Tunnelled, a broken stream waits for the daemons to reconnect first.
+        resume = RESUME_S if self.tunnelled and at in ("early", "late") else 0
+        self.assertLessEqual(dropped, DROP_BOUND + resume)
         if at == "finish":
             # The source cannot know whether the destination got its
             # finish: the VM stays paused, resumable, on the source.
@@ -655,6 +664,112 @@ class Matrix:
         self.assert_clean("destination")
 
 
+class ResumeMatrix:
+    """A network blip longer than the dead-path timeout breaks the daemons'
+    connection: they reconnect and resume the stream where the destination's
+    VMM stands (the VMMs never notice, the guest's memory verifies), or fail
+    cleanly once the resume time is up or the new connection is refused."""
+
+    def blip_resumes(self, at):
+        self.prepare()
+        self.baseline_pids()
+        p = self.migrate()
+        self.wait_moved(EARLY if at == "early" else LATE, p)
+        self.net.blip(LONG_BLIP_S)
+        back = time.monotonic()
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        # From the link coming back to the migration's end (the rest of the
+        # stream included: at most 240 MiB at 32 MiB/s).
+        self.record(time.monotonic() - back, 30)
+        self.assert_on_destination()
+        src, dst = ft.job_stats(self.a, "vm1"), ft.job_stats(self.b, "vm1")
+        self.assertGreaterEqual(src.get("ferry_reconnections", 0), 1, src)
+        self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
+        self.assertIn("ferry_resent_bytes", src)
+        self.assertIn("resumed the migration stream with the destination ferryd", self.a.log())
+        self.assert_clean("destination")
+
+    @quick
+    def test_link_down_resumed_early_stream(self):
+        self.blip_resumes("early")
+
+    def test_link_down_resumed_late_stream(self):
+        self.blip_resumes("late")
+
+    def test_link_cut_beyond_resume_time(self):
+        """The link stays down: the source gives up once the resume time
+        (30 s by default) is over, names it, and runs its VM; the
+        destination drops its incoming VM."""
+        self.prepare()
+        self.baseline_pids()
+        p = self.migrate()
+        self.wait_moved(EARLY, p)
+        incoming = vmm_processes(self.b)
+        start = time.monotonic()
+        self.net.drop()
+        rc, err = self.ended(p)
+        failed = time.monotonic() - start
+        self.assertNotEqual(rc, 0)
+        # The source's reconnector or its stream says it first.
+        self.assertRegex(err, r"no new connection within the resume time|"
+                              r"did not come back within 30 s")
+        self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+        self.assertGreaterEqual(failed, RESUME_S)
+        self.record(failed, RESUME_S + DEAD_PATH_BOUND)
+        self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming), 60),
+                        incoming)
+        self.assertLessEqual(time.monotonic() - start, RESUME_S + DROP_BOUND)
+        self.assertIn("dropping the incoming VM of domain 'vm1'", self.b.log())
+        self.net.heal()
+        self.assert_on_source()
+        self.assert_clean("source")
+        self.again()
+
+    def test_tls_reconnect_refused(self):
+        """Over TLS, the destination's certificate expires while the
+        migration runs; then the link goes down long enough to break the
+        connection: the reconnection's handshake is refused naming the
+        expired certificate, and the migration fails at once, the VM home."""
+        pki = MiniPki(self.net.dst_ip, valid_s=60)
+        self.addCleanup(pki.cleanup)
+        tls_port = ft.free_port()
+        self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
+                        dst_conf=pki.server_conf(tls_port))
+        self.assertTrue(ft.wait_for(lambda: tls_port in self.net.listening_ports(), 30),
+                        self.net.listening_ports())
+        self.extra_ports = [tls_port]
+        self.slow_vm()
+        self.baseline()
+        self.baseline_pids()
+        duri = f"sim+tls://{self.net.dst_ip}:{tls_port}/system"
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              "--tunnelled", "vm1", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        self.wait_moved(EARLY, p)
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
+        left = pki.expires - time.time()
+        self.assertGreater(left, 0, "the certificate expired before the stream ran")
+        time.sleep(left + 1)
+        incoming = vmm_processes(self.b)
+        start = time.monotonic()
+        self.net.blip(LONG_BLIP_S)
+        rc, err = self.ended(p)
+        failed = time.monotonic() - start
+        self.assertNotEqual(rc, 0)
+        self.assertIn("could not be resumed", err)
+        self.assertIn("expired", err)
+        # Refused at the first handshake after the link is back.
+        self.record(failed, LONG_BLIP_S + DEAD_PATH_BOUND)
+        self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+        self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
+                                    RESUME_S + DROP_BOUND), incoming)
+        self.assert_on_source()
+        self.assert_clean("source")
+
+
 class MiniPki:
     """A CA, a client certificate, and a server certificate for `ip` that
     expires `valid_s` seconds from now (certtool takes a UTC date)."""
@@ -719,9 +834,14 @@ class Proxy(Matrix, FaultCase):
     mode = "proxy"
 
 
+class TunnelledResume(ResumeMatrix, FaultCase):
+    tunnelled = True
+    mode = "tunnelled"
+
+
 def selected(loader):
     suite = unittest.TestSuite()
-    for cls in (Tunnelled, Proxy):
+    for cls in (Tunnelled, Proxy, TunnelledResume):
         for name in loader.getTestCaseNames(cls):
             if ALL or getattr(getattr(cls, name), "quick", False):
                 suite.addTest(cls(name))

@@ -15,7 +15,8 @@ START_TEST(test_values_of_every_kind_are_applied)
                        "tcp_port = 1234\nunix_sock_rw_perms = \"0770\"\nauth_tcp = \"none\"\n"
                        "tls_allowed_dn_list = [\"C=GB,O=A\", \n  \"C=DE,O=B\"]\n"
                        "keepalive_interval = -1\nmax_client_requests = 10\n"
-                       "mdns_adv = 0\nmigration_stall_timeout = 0\n";
+                       "mdns_adv = 0\nmigration_stall_timeout = 0\n"
+                       "migration_resume_timeout = 7\n";
     g_autoptr(GError) e = NULL;
     ck_assert_msg(daemon_config_load_data(c, text, "t.conf", &e), "%s", e ? e->message : "");
     ck_assert(c->listen_tcp);
@@ -28,6 +29,7 @@ START_TEST(test_values_of_every_kind_are_applied)
     ck_assert_int_eq(c->keepalive_interval, -1);
     ck_assert_uint_eq(c->max_client_requests, 10);
     ck_assert_uint_eq(c->migration_stall_timeout, 0);
+    ck_assert_uint_eq(c->migration_resume_timeout, 7);
 }
 END_TEST
 

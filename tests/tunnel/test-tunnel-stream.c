@@ -728,6 +728,40 @@ START_TEST(test_credit_for_bytes_in_flight_is_accepted)
 }
 END_TEST
 
+/* The resend ring keeps exactly the bytes not yet granted credit, across
+ * its wrap-around, and refuses more than its capacity. */
+START_TEST(test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap)
+{
+    TunnelResumeRing *r = tunnel_resume_ring_new(10);
+    guint8 data[64], out[16];
+    for (guint i = 0; i < sizeof(data); i++)
+        data[i] = (guint8)i;
+    guint64 pos = 0;
+    /* Stream positions 0..63 through a 10-byte ring, 7 at a time, the
+     * peer granting credit 4 bytes behind. */
+    while (pos < 56) {
+        ck_assert(tunnel_resume_ring_append(r, data + pos, 7));
+        pos += 7;
+        ck_assert_uint_eq(tunnel_resume_ring_end(r), pos);
+        /* Full: 3 free bytes, not 4. */
+        ck_assert(!tunnel_resume_ring_append(r, data, 4));
+        tunnel_resume_ring_release(r, pos - 3);
+        ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
+        tunnel_resume_ring_copy(r, pos - 3, out, 3);
+        ck_assert_mem_eq(out, data + pos - 3, 3);
+    }
+    /* Releasing backwards or beyond the end changes nothing it must keep. */
+    tunnel_resume_ring_release(r, 2);
+    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
+    tunnel_resume_ring_release(r, pos + 100);
+    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos);
+    ck_assert(tunnel_resume_ring_append(r, data + pos, 8));
+    tunnel_resume_ring_copy(r, pos, out, 8);
+    ck_assert_mem_eq(out, data + pos, 8);
+    tunnel_resume_ring_free(r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tunnel-stream");
@@ -746,6 +780,7 @@ int main(void)
     tcase_add_test(tc, test_plain_reader_waiting_for_a_stalled_vmm_lets_the_connection_close);
     tcase_add_test(tc, test_credit_beyond_what_is_in_flight_is_refused);
     tcase_add_test(tc, test_credit_for_bytes_in_flight_is_accepted);
+    tcase_add_test(tc, test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
