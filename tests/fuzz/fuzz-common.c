@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "rpc/rpc-message.h"
 #include "util/log.h"
 
 void fuzz_init(void)
@@ -198,4 +199,31 @@ char *fuzz_make_tmpdir(const char *prefix)
     }
     g_ptr_array_add(tmpdirs, g_strdup(dir));
     return dir;
+}
+
+gboolean fuzz_await_reply(int fd, guint32 prog, guint32 serial)
+{
+    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
+    for (;;) {
+        guint8 word[4];
+        int rc = fuzz_read_exact(fd, word, 4, deadline);
+        if (rc < 0)
+            fuzz_hang("no reply to call serial %u within 10 s", serial);
+        if (rc == 0)
+            return FALSE;
+        guint32 len = fuzz_be32(word);
+        if (len < RPC_PAYLOAD_OFFSET || len > RPC_MAX_WIRE_LENGTH) {
+            fprintf(stderr, "server sent a message with length word %u\n", len);
+            abort();
+        }
+        g_autofree guint8 *msg = g_malloc(len - 4);
+        rc = fuzz_read_exact(fd, msg, len - 4, deadline);
+        if (rc < 0)
+            fuzz_hang("reply to call serial %u cut short for 10 s", serial);
+        if (rc == 0)
+            return FALSE;
+        if (fuzz_be32(msg + 12) == RPC_REPLY && fuzz_be32(msg) == prog &&
+            fuzz_be32(msg + 16) == serial)
+            return TRUE;
+    }
 }

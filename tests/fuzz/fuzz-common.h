@@ -48,6 +48,13 @@ gboolean fuzz_drain(int fd, gint64 deadline_us);
  * is still exiting for a leak. A hang after 10 s. */
 void fuzz_wait_threads_gone(void);
 
+/* Reads the server's messages until the reply to `serial` of program `prog`
+ * (a call to an unknown program is answered in that program's name; events
+ * and stream packets meanwhile are skipped). FALSE if the server closed; a
+ * hang if no reply comes within 10 s; an abort on a length word the server
+ * must never send. */
+gboolean fuzz_await_reply(int fd, guint32 prog, guint32 serial);
+
 /* Reports a hang the way libFuzzer reports crashes: message, then abort. */
 G_NORETURN void fuzz_hang(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 

@@ -134,35 +134,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* Reads messages until the reply to `serial` (events and stream packets
- * the server sends meanwhile are skipped). FALSE if the server closed. */
-static gboolean await_reply(int fd, guint32 prog, guint32 serial)
-{
-    gint64 deadline = g_get_monotonic_time() + REPLY_TIMEOUT_US;
-    for (;;) {
-        guint8 word[4];
-        int rc = fuzz_read_exact(fd, word, 4, deadline);
-        if (rc < 0)
-            fuzz_hang("no reply to call serial %u within 10 s", serial);
-        if (rc == 0)
-            return FALSE;
-        guint32 len = fuzz_be32(word);
-        if (len < RPC_PAYLOAD_OFFSET || len > RPC_MAX_WIRE_LENGTH) {
-            fprintf(stderr, "server sent a message with length word %u\n", len);
-            abort();
-        }
-        g_autofree guint8 *msg = g_malloc(len - 4);
-        rc = fuzz_read_exact(fd, msg, len - 4, deadline);
-        if (rc < 0)
-            fuzz_hang("reply to call serial %u cut short for 10 s", serial);
-        if (rc == 0)
-            return FALSE;
-        guint32 type = fuzz_be32(msg + 12);
-        if (type == RPC_REPLY && fuzz_be32(msg) == prog && fuzz_be32(msg + 16) == serial)
-            return TRUE;
-    }
-}
-
 /* A failed SASL step is answered late on purpose (more so each time, from
  * the same host): those replies are not waited for, later calls still are. */
 static gboolean is_auth_step(const uint8_t *header)
@@ -233,7 +204,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!fuzz_write_message(fd, body, len))
             break;
         if (len >= RPC_HEADER_SIZE && fuzz_be32(body + 12) == RPC_CALL &&
-            !is_auth_step(body) && !await_reply(fd, fuzz_be32(body), fuzz_be32(body + 16)))
+            !is_auth_step(body) && !fuzz_await_reply(fd, fuzz_be32(body), fuzz_be32(body + 16)))
             break;
     }
     shutdown(fd, SHUT_WR);

@@ -50,6 +50,7 @@ static void run_lookups(GPtrArray *params)
         if (p->type == DRIVER_PARAM_STRING && p->s) {
             g_autoptr(GError) uri_error = NULL;
             g_autoptr(RemoteUri) uri = remote_uri_parse(p->s, &uri_error);
+            (void)uri; /* parsed for the parser's sake; freed at scope end */
         }
     }
 }

@@ -503,6 +503,50 @@ def record_vmm(tmp):
             p.wait()
 
 
+def record_admin(tmp):
+    """virt-admin's side of every admin procedure ferryd answers (and some it
+    refuses), through a relay on the daemon's libvirt-admin-sock."""
+    d = ft.Daemon(name="seed-admin").start()
+    try:
+        relay_path = os.path.join(tmp, "admin-relay")
+        relay = Relay(lambda: _unix(os.path.join(d.sock_dir, "libvirt-admin-sock")),
+                      unix_path=relay_path)
+        uri = f"libvirtd:///system?socket={relay_path}"
+        env = dict(os.environ)
+        env.pop("LIBVIRT_ADMIN_DEFAULT_URI", None)
+        commands = [
+            ("version", ["version"]),
+            ("server-list", ["server-list"]),
+            ("threadpool-info", ["server-threadpool-info", "libvirtd"]),
+            ("threadpool-set", ["server-threadpool-set", "admin", "--max-workers", "6"]),
+            ("threadpool-set-min", ["server-threadpool-set", "libvirtd", "--min-workers", "2"]),
+            ("clients-info", ["server-clients-info", "admin"]),
+            ("clients-set", ["server-clients-set", "libvirtd", "--max-clients", "40",
+                             "--max-unauth-clients", "10"]),
+            ("client-list", ["client-list", "admin"]),
+            ("client-info", ["client-info", "admin", "1"]),
+            ("client-disconnect", ["client-disconnect", "libvirtd", "12345"]),
+            ("log-filters", ["daemon-log-filters"]),
+            ("log-filters-set", ["daemon-log-filters", "1:rpc.server 4:*"]),
+            ("log-outputs", ["daemon-log-outputs"]),
+            ("log-outputs-set", ["daemon-log-outputs", "4:stderr"]),
+            ("timeout", ["daemon-timeout", "--timeout", "0"]),
+            ("update-tls", ["server-update-tls", "libvirtd"]),
+            ("no-such-server", ["server-threadpool-info", "nope"]),
+        ]
+        for label, args in commands:
+            relay.label = f"virt-admin-{label}"
+            subprocess.run(["virt-admin", "-c", uri, *args], capture_output=True, timeout=60,
+                           env=env)
+            time.sleep(0.2)
+        for s in relay.sessions:
+            if s.c2s:
+                write("admin-dispatch", s.name, b"".join(s.c2s))
+    finally:
+        d.stop()
+        d.cleanup()
+
+
 def _unix(path):
     c = socket.socket(socket.AF_UNIX)
     c.connect(path)
@@ -547,6 +591,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="ferry-seeds-") as tmp:
         record_vmm(tmp)
         record_daemons(tmp)
+        record_admin(tmp)
     synthetic_dispatch_seeds()
     total = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(OUT) for f in fs)
     print(f"seeds written to {OUT}: {total} bytes")
