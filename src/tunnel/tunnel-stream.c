@@ -1021,12 +1021,24 @@ const TunnelCounters *tunnel_stream_get_counters(TunnelStream *ts)
     return &ts->counters;
 }
 
+/* The connection that carries the stream now (a reference): a resume may
+ * swap it meanwhile. */
+static RpcConnection *current_connection(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    RpcConnection *conn = rpc_connection_ref(ts->conn);
+    g_mutex_unlock(&ts->lock);
+    return conn;
+}
+
 gsize tunnel_stream_get_queued_bytes(TunnelStream *ts)
 {
-    return rpc_connection_get_queued_bytes(ts->conn);
+    g_autoptr(RpcConnection) conn = current_connection(ts);
+    return rpc_connection_get_queued_bytes(conn);
 }
 
 void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us)
 {
-    rpc_connection_get_liveness(ts->conn, last_rx_us, last_rtt_us);
+    g_autoptr(RpcConnection) conn = current_connection(ts);
+    rpc_connection_get_liveness(conn, last_rx_us, last_rtt_us);
 }
