@@ -149,6 +149,7 @@ static gpointer incoming_watchdog(gpointer data)
                         "the connection from the source ferryd closed%s", gone_how(job));
             break;
         }
+        migration_job_note_resume(job);
         if (!migration_job_check_moving(job, stall_s, NULL))
             FERRY_WARN("incoming migration of domain '%s': no data from the source for %u s",
                        job->name, stall_s);

@@ -288,6 +288,35 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
     return FALSE;
 }
 
+void migration_job_note_resume(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    g_autoptr(TunnelChannel) ch = job->channel ? tunnel_channel_ref(job->channel) : NULL;
+    g_mutex_unlock(&job->lock);
+    if (!ch || !job->recorder)
+        return;
+    gboolean waiting = tunnel_channel_awaits_resume(ch);
+    guint count = 0;
+    guint64 resent = 0;
+    tunnel_channel_get_resume_stats(ch, &count, &resent);
+    g_mutex_lock(&job->lock);
+    gboolean broke = waiting && !job->resume_waiting;
+    gboolean resumed = count != job->resume_count;
+    job->resume_waiting = waiting;
+    job->resume_count = count;
+    g_mutex_unlock(&job->lock);
+    if (broke)
+        flight_recorder_event(job->recorder, "resume", "what",
+                              "the connection broke: waiting for the daemons to reconnect", NULL);
+    if (resumed) {
+        g_autofree char *n = g_strdup_printf("%u", count);
+        g_autofree char *r = g_strdup_printf("%" G_GUINT64_FORMAT, resent);
+        flight_recorder_event(job->recorder, "resume", "what",
+                              "the stream went on over a new connection", "#reconnections", n,
+                              "#resent", r, NULL);
+    }
+}
+
 char *migration_job_end_record(MigrationJob *job, const char *outcome, const GError *error)
 {
     DriverJobInfo summary = {0};

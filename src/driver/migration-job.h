@@ -34,6 +34,9 @@ struct MigrationJob {
     /* liveness: the channel's byte count when it last moved */
     guint64 seen_bytes;
     gint64 seen_us;
+    /* resuming: what the flight record last said about the connection */
+    gboolean resume_waiting;
+    guint resume_count;
     /* destination */
     char *name;
     char *instance_id;
@@ -92,6 +95,9 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
  * exists, is not over and has moved no byte, either way, for stall_s seconds
  * (0: never). Called periodically by whoever waits on the job. */
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error);
+/* Notes in the flight record when the channel's connection broke and when
+ * the stream went on over a new one. Called periodically, as check_moving. */
+void migration_job_note_resume(MigrationJob *job);
 
 /* Ends the job's flight record (once; later calls return NULL): its summary
  * goes into the job's info for domjobinfo --completed. Returns the record's

@@ -414,6 +414,7 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        migration_job_note_resume(o->job);
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
