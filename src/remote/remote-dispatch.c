@@ -11,7 +11,9 @@
 #include "remote/remote-migration-peer.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
+#include "rpc/rpc-sasl.h"
 #include "rpc/rpc-socket.h"
+#include "rpc/rpc-tls.h"
 #include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
@@ -1153,6 +1155,21 @@ static gboolean h_migrate_begin3_params(RemoteContext *ctx, void *a, void *r, GE
     return TRUE;
 }
 
+/* Who a peer daemon authenticated as: its SASL identity and its TLS
+ * certificate's DN, as far as the connection has them. A resumed migration
+ * must come back as the same. */
+static char *caller_identity(RemoteContext *ctx)
+{
+    g_autofree char *sasl = remote_auth_get_identity(ctx->session->auth);
+    RpcTransport *t = rpc_server_client_get_transport(ctx->client);
+    const char *dn = rpc_tls_transport_get_peer_dn(rpc_sasl_transport_get_inner(t));
+    if (sasl && dn)
+        return g_strdup_printf("%s with certificate '%s'", sasl, dn);
+    if (sasl || dn)
+        return dn ? g_strdup_printf("certificate '%s'", dn) : g_steal_pointer(&sasl);
+    return g_strdup("nobody (no SASL, no client certificate)");
+}
+
 static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int pn,
                                char *cookie_val, u_int cookie_len, guint flags,
                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
@@ -1167,6 +1184,8 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     /* A source daemon: its connection notices a dead path as a peer's does. */
     rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
     g_autoptr(TunnelPeerWatch) source = tunnel_peer_watch_new(conn);
+    g_autofree char *who = caller_identity(ctx);
+    tunnel_peer_watch_set_identity(source, who);
     /* For the flight record: who asked, over what. */
     g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
     g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
@@ -2343,7 +2362,8 @@ static gboolean h_tunnel_resume(RemoteContext *ctx, void *a, void *r, GError **e
     RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
     rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
     g_autoptr(TunnelBinding) binding = tunnel_router_reserve(ctx->session->router, conn, &h);
-    if (!tunnel_resume_accept(args->token, binding, &args->point, ret, error)) {
+    g_autofree char *who = caller_identity(ctx);
+    if (!tunnel_resume_accept(args->token, binding, who, &args->point, ret, error)) {
         tunnel_binding_cancel(binding);
         return FALSE;
     }

@@ -161,14 +161,25 @@ gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header)
 }
 
 gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
-                              const TunnelResumePoint *theirs, TunnelResumePoint *ours,
-                              GError **error)
+                              const char *identity, const TunnelResumePoint *theirs,
+                              TunnelResumePoint *ours, GError **error)
 {
     TunnelStream *ts = NULL;
     TunnelPeerWatch *watch = NULL;
     if (!lookup(token, &ts, &watch)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
                     "no migration here waits for a resumed connection with this token");
+        return FALSE;
+    }
+    const char *was = tunnel_peer_watch_get_identity(watch);
+    if (was && g_strcmp0(was, identity) != 0) {
+        g_autofree char *why =
+            g_strdup_printf("the resumed connection authenticated as %s, the migration's as %s",
+                            identity ? identity : "nobody", was);
+        FERRY_WARN("refused to resume a migration stream: %s", why);
+        g_set_error_literal(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED, why);
+        tunnel_stream_unref(ts);
+        tunnel_peer_watch_unref(watch);
         return FALSE;
     }
     RpcConnection *conn = tunnel_binding_get_connection(binding);

@@ -62,11 +62,13 @@ void tunnel_resume_ring_copy(TunnelResumeRing *ring, guint64 pos, void *dst, gsi
 void tunnel_resume_offer(const char *token, TunnelStream *ts, TunnelPeerWatch *watch);
 void tunnel_resume_withdraw(const char *token);
 /* A RESUME call on a new connection (binding: its slot, reserved by the
- * dispatcher with the stream's header and the call's serial): moves the
- * stream there from theirs, and answers ours. FALSE with the reason when no
- * migration has that token or the stream cannot go on. */
+ * dispatcher with the stream's header and the call's serial) from a peer
+ * authenticated as identity: moves the stream there from theirs, and
+ * answers ours. FALSE with the reason when no migration has that token, the
+ * identity is not the one the migration's prepare came with, or the stream
+ * cannot go on. */
 gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
-                              const TunnelResumePoint *theirs, TunnelResumePoint *ours,
-                              GError **error);
+                              const char *identity, const TunnelResumePoint *theirs,
+                              TunnelResumePoint *ours, GError **error);
 /* The header a resumed stream's packets carry on the new connection. */
 gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header);

@@ -239,6 +239,7 @@ struct TunnelPeerWatch {
     gint ref;
     GMutex lock;
     RpcConnection *conn;
+    char *identity; /* set once, before the watch is shared */
 };
 
 TunnelPeerWatch *tunnel_peer_watch_new(RpcConnection *conn)
@@ -262,6 +263,7 @@ void tunnel_peer_watch_unref(TunnelPeerWatch *w)
         return;
     rpc_connection_unref(w->conn);
     g_mutex_clear(&w->lock);
+    g_free(w->identity);
     g_free(w);
 }
 
@@ -273,6 +275,17 @@ gboolean tunnel_peer_watch_gone(TunnelPeerWatch *w)
     gboolean gone = rpc_connection_is_closed(w->conn);
     g_mutex_unlock(&w->lock);
     return gone;
+}
+
+void tunnel_peer_watch_set_identity(TunnelPeerWatch *w, const char *identity)
+{
+    g_free(w->identity);
+    w->identity = g_strdup(identity);
+}
+
+const char *tunnel_peer_watch_get_identity(TunnelPeerWatch *w)
+{
+    return w ? w->identity : NULL;
 }
 
 gboolean tunnel_peer_watch_broke(TunnelPeerWatch *w)
