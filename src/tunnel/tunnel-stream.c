@@ -117,6 +117,9 @@ struct TunnelStream {
     /* resuming (cfg.resume) */
     TunnelResumeRing *ring; /* sent bytes the peer has not granted credit for */
     guint64 acked_out;      /* credit the peer granted, in total */
+    guint64 in_received;    /* bytes taken from the peer (queued for the sink or written):
+                             * the sink's write in progress is in neither sink_bytes
+                             * nor stats.bytes_in */
     gboolean out_eof;       /* S: our EOF marker was sent */
     gboolean detached;      /* the connection is gone; waiting for a new one */
     gint64 resume_deadline_us;
@@ -567,6 +570,7 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
             return;
     }
     ts->sink_bytes += len;
+    ts->in_received += len;
     ts->stats.packets_in++;
     rpc_message_queue_push(&ts->sink_queue, g_steal_pointer(msgp));
     g_cond_broadcast(&ts->cond);
@@ -816,7 +820,7 @@ const RpcHeader *tunnel_stream_get_header(TunnelStream *ts)
 
 static void resume_point_locked(TunnelStream *ts, TunnelResumePoint *p)
 {
-    p->received = ts->stats.bytes_in + ts->sink_bytes;
+    p->received = ts->in_received;
     p->granted = ts->stats.bytes_in - ts->credit_pending;
     p->flags = 0;
     if (ts->cfg.role == TUNNEL_ROLE_SERVER ? ts->finish_requested : ts->in_eof)
@@ -927,7 +931,7 @@ gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
     FERRY_INFO("stream serial %u resumed with the %s: %" G_GUINT64_FORMAT " bytes resent, %"
                G_GUINT64_FORMAT " received here",
                ts->header.serial, ts->peer_name, ts->stats.bytes_resent - resent_before,
-               ts->stats.bytes_in + ts->sink_bytes);
+               ts->in_received);
     g_cond_broadcast(&ts->cond);
     g_mutex_unlock(&ts->lock);
     /* Packets that came on the new connection before now wait in its slot. */
