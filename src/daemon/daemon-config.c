@@ -91,6 +91,8 @@ static const KeyDef keys[] = {
     K(qemu_config_dir, KEY_STRING),
     K(qemu_run_dir, KEY_STRING),
     K(qemu_save_dir, KEY_STRING),
+    K(storage_config_dir, KEY_STRING),
+    K(storage_run_dir, KEY_STRING),
     K(domain_log_dir, KEY_STRING),
     K(qemu_log_dir, KEY_STRING),
     KR(vmm_log_max_size, KEY_UINT, 0, G_MAXUINT32),

@@ -74,6 +74,10 @@ typedef struct {
      * (virtlogd's max_size and max_backups); qemu_log_dir NULL: qemu/ below
      * domain_log_dir */
     char *qemu_save_dir; /* ferry: managed save images of the QEMU driver */
+    /* ferry: storage pools (NULL: storage/ below domain_config_dir and
+     * domain_run_dir) */
+    char *storage_config_dir;
+    char *storage_run_dir;
     char *domain_log_dir;
     char *qemu_log_dir;
     guint vmm_log_max_size;

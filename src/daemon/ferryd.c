@@ -18,6 +18,7 @@
 #include "driver/sim/sim-driver.h"
 #include "remote/remote-auth.h"
 #include "remote/remote-dispatch.h"
+#include "remote/remote-storage.h"
 #include "remote/remote-migration-peer.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-server.h"
@@ -332,6 +333,22 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     flight_recorder_configure(cfg->flight_record_dir, cfg->flight_records_max,
                               cfg->flight_recorder);
     driver_set_migration_peer_ops(remote_migration_peer_ops());
+    /* Storage pools belong to the daemon, not to a driver (libvirt's storage
+     * driver, beside its hypervisor drivers). */
+    g_autofree char *storage_config = cfg->storage_config_dir
+                                          ? g_strdup(cfg->storage_config_dir)
+                                          : g_build_filename(cfg->domain_config_dir, "storage",
+                                                             NULL);
+    g_autofree char *storage_run = cfg->storage_run_dir
+                                       ? g_strdup(cfg->storage_run_dir)
+                                       : g_build_filename(cfg->domain_run_dir, "storage", NULL);
+    g_autoptr(StorageDir) storage = storage_dir_new(storage_config, storage_run, &error);
+    if (!storage) {
+        fprintf(stderr, "ferryd: cannot start the storage pools: %s\n", error->message);
+        return 1;
+    }
+    remote_storage_set(storage);
+
     g_autoptr(VmmLogConfig) sim_log = vmm_log_config_new(
         cfg->domain_log_dir, cfg->vmm_log_max_size, cfg->vmm_log_max_backups);
     SimDriverConfig sim_cfg = {.config_dir = cfg->domain_config_dir,
@@ -439,6 +456,7 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     rpc_server_free(admin_server);
     daemon_idle_exit_free(idle);
     rpc_server_free(server);
+    remote_storage_set(NULL);
     remote_auth_global_done(); /* also when SASL is off: failed AUTH_SASL_* calls may be delayed */
     driver_registry_clear();
     flight_recorder_shutdown();

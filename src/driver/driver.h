@@ -47,6 +47,13 @@ typedef struct {
     guint8 cpumap[128]; /* host CPUs it may run on, one bit each (1024) */
 } DriverVcpuInfo;
 
+/* DOMAIN_INTERFACE_STATS: the guest's view (rx is what the guest received);
+ * -1 where a counter is unknown. */
+typedef struct {
+    gint64 rx_bytes, rx_packets, rx_errs, rx_drop;
+    gint64 tx_bytes, tx_packets, tx_errs, tx_drop;
+} DriverInterfaceStats;
+
 /* One DOMAIN_MEMORY_STATS entry: a virDomainMemoryStatTags tag, in KiB. */
 typedef struct {
     int tag;
@@ -225,6 +232,16 @@ typedef struct {
     GArray *(*get_vcpus)(Driver *drv, const DriverDomain *dom, GError **error);
     /* virDomainGetVcpusFlags: a count, or -1 on error */
     int (*get_vcpus_flags)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
+    /* virsh domifstat: the interface named by its host device or MAC address */
+    gboolean (*interface_stats)(Driver *drv, const DriverDomain *dom, const char *device,
+                                DriverInterfaceStats *out, GError **error);
+    /* virsh vcpupin: where each vCPU may run. get_vcpu_pin_info: GArray of
+     * DriverVcpuInfo (number and cpumap), one per vCPU up to the maximum;
+     * flags are virDomainModificationImpact. pin_vcpu: cpumap of maplen bytes. */
+    GArray *(*get_vcpu_pin_info)(Driver *drv, const DriverDomain *dom, guint flags,
+                                 GError **error);
+    gboolean (*pin_vcpu)(Driver *drv, const DriverDomain *dom, guint vcpu, const guint8 *cpumap,
+                         gsize maplen, guint flags, GError **error);
     /* The image of a screen, streamed on binding (attached before returning,
      * or cancelled on failure); *mime: its type. */
     gboolean (*screenshot)(Driver *drv, const DriverDomain *dom, guint screen, guint flags,

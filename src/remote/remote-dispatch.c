@@ -9,6 +9,7 @@
 #include "driver/migration-record.h"
 #include "remote/remote-convert.h"
 #include "remote/remote-migration-peer.h"
+#include "remote/remote-procedure.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
 #include "rpc/rpc-sasl.h"
@@ -44,7 +45,7 @@ typedef struct {
  * data); the driver listener is removed by the close hook, before it dies.
  * A call queued before the close may still run after the hook: `closed`
  * makes it register nothing. */
-typedef struct {
+struct RemoteSession {
     GMutex lock;
     /* Serialises adding the driver listener against the close hook removing
      * it, so exactly one listener exists and none outlives the session. Never
@@ -63,34 +64,7 @@ typedef struct {
     Driver *listener_driver;
     TunnelRouter *router; /* streams opened by this client's calls */
     guint64 client_id;    /* names the client to drivers (driver_client_current) */
-} RemoteSession;
-
-typedef struct {
-    RpcServerClient *client;
-    RemoteSession *session;
-    RpcMessage *call;
-    Driver *drv;
-    RemoteAuthOutcome auth; /* set by the AUTH_SASL_* handlers */
-} RemoteContext;
-
-typedef gboolean (*RemoteHandler)(RemoteContext *ctx, void *args, void *ret, GError **error);
-
-enum {
-    PROC_PREAUTH = 1 << 0,  /* allowed before authentication */
-    PROC_NO_OPEN = 1 << 1,  /* allowed before CONNECT_OPEN */
-    PROC_WRITE = 1 << 2,    /* refused on a read-only connection */
 };
-
-typedef struct {
-    int proc;
-    const char *name;
-    xdrproc_t args_filter;
-    gsize args_size;
-    xdrproc_t ret_filter;
-    gsize ret_size;
-    RemoteHandler handler;
-    guint flags;
-} RemoteProcedure;
 
 /* ---- sessions ---- */
 
@@ -519,7 +493,7 @@ static gboolean h_num_of_defined_domains(RemoteContext *ctx, void *a, void *r, G
     return TRUE;
 }
 
-static gboolean check_list_max(int max, GError **error)
+gboolean remote_check_list_max(int max, GError **error)
 {
     if (max < 0 || max > REMOTE_DOMAIN_LIST_MAX) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
@@ -533,7 +507,7 @@ static gboolean h_list_domains(RemoteContext *ctx, void *a, void *r, GError **er
 {
     remote_connect_list_domains_args *args = a;
     remote_connect_list_domains_ret *ret = r;
-    if (!check_list_max(args->maxids, error))
+    if (!remote_check_list_max(args->maxids, error))
         return FALSE;
     g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_ACTIVE, error);
     if (!doms)
@@ -550,7 +524,7 @@ static gboolean h_list_defined_domains(RemoteContext *ctx, void *a, void *r, GEr
 {
     remote_connect_list_defined_domains_args *args = a;
     remote_connect_list_defined_domains_ret *ret = r;
-    if (!check_list_max(args->maxnames, error))
+    if (!remote_check_list_max(args->maxnames, error))
         return FALSE;
     g_autoptr(GPtrArray) doms = list_domains(ctx, LIST_INACTIVE, error);
     if (!doms)
@@ -1314,12 +1288,12 @@ static gboolean h_migrate_confirm3_params(RemoteContext *ctx, void *a, void *r, 
 
 static gboolean h_empty_names(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    return check_list_max(((remote_list_names_args *)a)->maxnames, error);
+    return remote_check_list_max(((remote_list_names_args *)a)->maxnames, error);
 }
 
 static gboolean h_node_list_devices(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    return check_list_max(((remote_node_list_devices_args *)a)->maxnames, error);
+    return remote_check_list_max(((remote_node_list_devices_args *)a)->maxnames, error);
 }
 
 static char *uuid_text(const char *uuid)
@@ -1354,10 +1328,6 @@ static gboolean not_found(GError **error, int code, const char *what, const char
 
 NOT_FOUND_BY_STRING(h_network_by_name, FERRY_ERR_NO_NETWORK, "network", "name")
 NOT_FOUND_BY_UUID(h_network_by_uuid, FERRY_ERR_NO_NETWORK, "network")
-NOT_FOUND_BY_STRING(h_pool_by_name, FERRY_ERR_NO_STORAGE_POOL, "storage pool", "name")
-NOT_FOUND_BY_UUID(h_pool_by_uuid, FERRY_ERR_NO_STORAGE_POOL, "storage pool")
-NOT_FOUND_BY_STRING(h_vol_by_path, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "path")
-NOT_FOUND_BY_STRING(h_vol_by_key, FERRY_ERR_NO_STORAGE_VOL, "storage vol", "key")
 NOT_FOUND_BY_STRING(h_nodedev_by_name, FERRY_ERR_NO_NODE_DEVICE, "node device", "name")
 NOT_FOUND_BY_STRING(h_iface_by_name, FERRY_ERR_NO_INTERFACE, "interface", "name")
 NOT_FOUND_BY_STRING(h_iface_by_mac, FERRY_ERR_NO_INTERFACE, "interface", "MAC address")
@@ -1388,9 +1358,6 @@ static gboolean refuse_object(GError **error, const char *objects, const char *p
 
 REFUSE(h_network_create, "virtual networks", "virNetworkCreateXML")
 REFUSE(h_network_define, "virtual networks", "virNetworkDefineXML")
-REFUSE(h_pool_create, "storage pools", "virStoragePoolCreateXML")
-REFUSE(h_pool_define, "storage pools", "virStoragePoolDefineXML")
-REFUSE(h_pool_sources, "storage pools", "virConnectFindStoragePoolSources")
 REFUSE(h_nodedev_create, "node devices", "virNodeDeviceCreateXML")
 REFUSE(h_iface_define, "host interfaces", "virInterfaceDefineXML")
 REFUSE(h_secret_define, "secrets", "virSecretDefineXML")
@@ -1417,7 +1384,7 @@ static gboolean h_domain_list_all_empty(RemoteContext *ctx, void *a, void *r, GE
 static gboolean h_snapshot_list_names(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     remote_domain_list_names_args *args = a;
-    return check_list_max(args->maxnames, error) && domain_exists(ctx, &args->dom, error);
+    return remote_check_list_max(args->maxnames, error) && domain_exists(ctx, &args->dom, error);
 }
 
 static gboolean h_has_current_snapshot(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1688,6 +1655,75 @@ static gboolean h_block_stats(RemoteContext *ctx, void *a, void *r, GError **err
     return FALSE;
 }
 
+/* virsh domifstat: the driver reads the interface's host device. */
+static gboolean h_interface_stats(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(interface_stats);
+    ARG_DOMAIN(remote_domain_interface_stats_args);
+    remote_domain_interface_stats_ret *ret = r;
+    DriverInterfaceStats st;
+    if (!ctx->drv->ops->interface_stats(ctx->drv, &dom,
+                                        ((remote_domain_interface_stats_args *)a)->path, &st,
+                                        error))
+        return FALSE;
+    *ret = (remote_domain_interface_stats_ret){
+        .rx_bytes = st.rx_bytes, .rx_packets = st.rx_packets, .rx_errs = st.rx_errs,
+        .rx_drop = st.rx_drop,   .tx_bytes = st.tx_bytes,     .tx_packets = st.tx_packets,
+        .tx_errs = st.tx_errs,   .tx_drop = st.tx_drop};
+    return TRUE;
+}
+
+/* virsh vcpupin DOMAIN (and vcpuinfo of a stopped domain): a map per vCPU. */
+static gboolean h_get_vcpu_pin_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(get_vcpu_pin_info);
+    ARG_DOMAIN(remote_domain_get_vcpu_pin_info_args);
+    remote_domain_get_vcpu_pin_info_args *args = a;
+    remote_domain_get_vcpu_pin_info_ret *ret = r;
+    if (args->ncpumaps < 0 || args->ncpumaps > REMOTE_VCPUINFO_MAX || args->maplen <= 0 ||
+        args->maplen > REMOTE_CPUMAP_MAX ||
+        (gint64)args->ncpumaps * args->maplen > REMOTE_CPUMAPS_MAX) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "ncpumaps (%d) or maplen (%d) out of range", args->ncpumaps, args->maplen);
+        return FALSE;
+    }
+    g_autoptr(GArray) maps = ctx->drv->ops->get_vcpu_pin_info(ctx->drv, &dom, args->flags, error);
+    if (!maps)
+        return FALSE;
+    u_int n = MIN(maps->len, (u_int)args->ncpumaps);
+    ret->num = (int)n;
+    ret->cpumaps.cpumaps_len = (u_int)args->ncpumaps * (u_int)args->maplen;
+    ret->cpumaps.cpumaps_val = g_malloc0(MAX(ret->cpumaps.cpumaps_len, 1));
+    for (u_int i = 0; i < n; i++) {
+        const DriverVcpuInfo *v = &g_array_index(maps, DriverVcpuInfo, i);
+        memcpy(ret->cpumaps.cpumaps_val + (gsize)i * args->maplen, v->cpumap,
+               MIN((gsize)args->maplen, sizeof(v->cpumap)));
+    }
+    return TRUE;
+}
+
+#define AFFECT_LIVE 1u /* VIR_DOMAIN_AFFECT_LIVE: what the old DOMAIN_PIN_VCPU means */
+
+static gboolean h_pin_vcpu(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(pin_vcpu);
+    ARG_DOMAIN(remote_domain_pin_vcpu_args);
+    remote_domain_pin_vcpu_args *args = a;
+    return ctx->drv->ops->pin_vcpu(ctx->drv, &dom, args->vcpu,
+                                   (const guint8 *)args->cpumap.cpumap_val,
+                                   args->cpumap.cpumap_len, AFFECT_LIVE, error);
+}
+
+static gboolean h_pin_vcpu_flags(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(pin_vcpu);
+    ARG_DOMAIN(remote_domain_pin_vcpu_flags_args);
+    remote_domain_pin_vcpu_flags_args *args = a;
+    return ctx->drv->ops->pin_vcpu(ctx->drv, &dom, args->vcpu,
+                                   (const guint8 *)args->cpumap.cpumap_val,
+                                   args->cpumap.cpumap_len, args->flags, error);
+}
+
 /* The host's CPUs (python3-libvirt's vcpus() asks, to size the maps): how
  * many there are, and which are online (/sys/devices/system/cpu/online,
  * a list such as "0-3,6"). */
@@ -1749,9 +1785,6 @@ static gboolean h_screenshot(RemoteContext *ctx, void *a, void *r, GError **erro
     }
     return ok;
 }
-
-#define X(t) ((xdrproc_t)xdr_##t), sizeof(t)
-#define VOID RPC_XDR_VOID, 0
 
 static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_AUTH_LIST, "AUTH_LIST", VOID, X(remote_auth_list_ret), h_auth_list,
@@ -1963,31 +1996,6 @@ static const RemoteProcedure procedures[] = {
      X(remote_network_ret), h_network_create, PROC_WRITE},
     {REMOTE_PROC_NETWORK_DEFINE_XML, "NETWORK_DEFINE_XML", X(remote_define_xml_args),
      X(remote_network_ret), h_network_define, PROC_WRITE},
-    {REMOTE_PROC_CONNECT_NUM_OF_STORAGE_POOLS, "CONNECT_NUM_OF_STORAGE_POOLS", VOID,
-     X(remote_num_ret), h_void_ok, 0},
-    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_STORAGE_POOLS, "CONNECT_NUM_OF_DEFINED_STORAGE_POOLS",
-     VOID, X(remote_num_ret), h_void_ok, 0},
-    {REMOTE_PROC_CONNECT_LIST_STORAGE_POOLS, "CONNECT_LIST_STORAGE_POOLS",
-     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
-    {REMOTE_PROC_CONNECT_LIST_DEFINED_STORAGE_POOLS, "CONNECT_LIST_DEFINED_STORAGE_POOLS",
-     X(remote_list_names_args), X(remote_list_names_ret), h_empty_names, 0},
-    {REMOTE_PROC_CONNECT_LIST_ALL_STORAGE_POOLS, "CONNECT_LIST_ALL_STORAGE_POOLS",
-     X(remote_list_all_args), X(remote_connect_list_all_storage_pools_ret), h_void_ok, 0},
-    {REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_NAME, "STORAGE_POOL_LOOKUP_BY_NAME",
-     X(remote_lookup_by_name_args), X(remote_storage_pool_ret), h_pool_by_name, 0},
-    {REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_UUID, "STORAGE_POOL_LOOKUP_BY_UUID",
-     X(remote_lookup_by_uuid_args), X(remote_storage_pool_ret), h_pool_by_uuid, 0},
-    {REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_PATH, "STORAGE_VOL_LOOKUP_BY_PATH",
-     X(remote_lookup_by_name_args), X(remote_storage_vol_ret), h_vol_by_path, 0},
-    {REMOTE_PROC_STORAGE_VOL_LOOKUP_BY_KEY, "STORAGE_VOL_LOOKUP_BY_KEY",
-     X(remote_lookup_by_name_args), X(remote_storage_vol_ret), h_vol_by_key, 0},
-    {REMOTE_PROC_STORAGE_POOL_CREATE_XML, "STORAGE_POOL_CREATE_XML",
-     X(remote_define_xml_flags_args), X(remote_storage_pool_ret), h_pool_create, PROC_WRITE},
-    {REMOTE_PROC_STORAGE_POOL_DEFINE_XML, "STORAGE_POOL_DEFINE_XML",
-     X(remote_define_xml_flags_args), X(remote_storage_pool_ret), h_pool_define, PROC_WRITE},
-    {REMOTE_PROC_CONNECT_FIND_STORAGE_POOL_SOURCES, "CONNECT_FIND_STORAGE_POOL_SOURCES",
-     X(remote_connect_find_storage_pool_sources_args), X(remote_define_xml_args), h_pool_sources,
-     0},
     {REMOTE_PROC_NODE_NUM_OF_DEVICES, "NODE_NUM_OF_DEVICES", X(remote_node_num_of_devices_args),
      X(remote_num_ret), h_void_ok, 0},
     {REMOTE_PROC_NODE_LIST_DEVICES, "NODE_LIST_DEVICES", X(remote_node_list_devices_args),
@@ -2083,6 +2091,16 @@ static const RemoteProcedure procedures[] = {
      X(remote_domain_get_vcpus_flags_ret), h_get_vcpus_flags, 0},
     {REMOTE_PROC_DOMAIN_BLOCK_STATS, "DOMAIN_BLOCK_STATS", X(remote_domain_block_stats_args),
      X(remote_domain_block_stats_ret), h_block_stats, 0},
+    {REMOTE_PROC_DOMAIN_INTERFACE_STATS, "DOMAIN_INTERFACE_STATS",
+     X(remote_domain_interface_stats_args), X(remote_domain_interface_stats_ret),
+     h_interface_stats, 0},
+    {REMOTE_PROC_DOMAIN_GET_VCPU_PIN_INFO, "DOMAIN_GET_VCPU_PIN_INFO",
+     X(remote_domain_get_vcpu_pin_info_args), X(remote_domain_get_vcpu_pin_info_ret),
+     h_get_vcpu_pin_info, 0},
+    {REMOTE_PROC_DOMAIN_PIN_VCPU, "DOMAIN_PIN_VCPU", X(remote_domain_pin_vcpu_args), VOID,
+     h_pin_vcpu, PROC_WRITE},
+    {REMOTE_PROC_DOMAIN_PIN_VCPU_FLAGS, "DOMAIN_PIN_VCPU_FLAGS",
+     X(remote_domain_pin_vcpu_flags_args), VOID, h_pin_vcpu_flags, PROC_WRITE},
     {REMOTE_PROC_NODE_GET_CPU_MAP, "NODE_GET_CPU_MAP", X(remote_node_get_cpu_map_args),
      X(remote_node_get_cpu_map_ret), h_node_get_cpu_map, 0},
     {REMOTE_PROC_DOMAIN_SCREENSHOT, "DOMAIN_SCREENSHOT", X(remote_domain_screenshot_args),
@@ -2093,12 +2111,21 @@ static const RemoteProcedure procedures[] = {
 static const RemoteProcedure *proc_index[PROC_TABLE_SIZE];
 static GOnce index_once = G_ONCE_INIT;
 
+static void index_table(const RemoteProcedure *table, guint n)
+{
+    for (guint i = 0; i < n; i++) {
+        g_assert(table[i].proc > 0 && table[i].proc < PROC_TABLE_SIZE);
+        g_assert(!proc_index[table[i].proc]);
+        proc_index[table[i].proc] = &table[i];
+    }
+}
+
 static gpointer build_index(gpointer data)
 {
-    for (guint i = 0; i < G_N_ELEMENTS(procedures); i++) {
-        g_assert(procedures[i].proc > 0 && procedures[i].proc < PROC_TABLE_SIZE);
-        proc_index[procedures[i].proc] = &procedures[i];
-    }
+    index_table(procedures, G_N_ELEMENTS(procedures));
+    guint n = 0;
+    const RemoteProcedure *storage = remote_storage_procedures(&n);
+    index_table(storage, n);
     return NULL;
 }
 
@@ -2204,9 +2231,11 @@ static void remote_call(RpcServerClient *client, RpcMessage *call, gpointer data
 
 GArray *remote_dispatch_list_procedures(void)
 {
+    g_once(&index_once, build_index, NULL);
     GArray *a = g_array_new(FALSE, FALSE, sizeof(int));
-    for (guint i = 0; i < G_N_ELEMENTS(procedures); i++)
-        g_array_append_val(a, procedures[i].proc);
+    for (int proc = 1; proc < PROC_TABLE_SIZE; proc++)
+        if (proc_index[proc])
+            g_array_append_val(a, proc);
     return a;
 }
 

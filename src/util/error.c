@@ -95,6 +95,7 @@ int ferry_error_default_origin(int code)
         return FERRY_FROM_NETWORK;
     case FERRY_ERR_NO_STORAGE_POOL:
     case FERRY_ERR_NO_STORAGE_VOL:
+    case FERRY_ERR_STORAGE_VOL_EXIST:
         return FERRY_FROM_STORAGE;
     case FERRY_ERR_NO_NODE_DEVICE:
         return FERRY_FROM_NODEDEV;

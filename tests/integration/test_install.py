@@ -123,6 +123,8 @@ class InstalledLayoutTest(unittest.TestCase):
                         f'unix_sock_dir = "{d.sock_dir}"\n'
                         f'domain_config_dir = "{d.dir}/config"\ndomain_run_dir = "{d.dir}/run"\n'
                         f'qemu_config_dir = "{d.dir}/config/qemu"\nqemu_run_dir = "{d.dir}/run/qemu"\n'
+                        f'storage_config_dir = "{d.dir}/config/storage"\n'
+                        f'storage_run_dir = "{d.dir}/run/storage"\n'
                         f'vmm_binary = "{self.root}/bin/ferry-vmm"\n')
             installed = os.path.join(self.root, "sbin/ferryd")
             _start_with(d, installed)

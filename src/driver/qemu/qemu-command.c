@@ -108,7 +108,7 @@ static void add_nets(GPtrArray *argv, const QemuDomain *qd)
     }
 }
 
-static void add_chardevs(GPtrArray *argv, const QemuDomain *qd)
+static void add_chardevs(GPtrArray *argv, const QemuDomain *qd, const QemuCommandOptions *o)
 {
     for (guint i = 0; i < qd->serials->len; i++) {
         const QemuSerial *s = qd->serials->pdata[i];
@@ -131,7 +131,8 @@ static void add_chardevs(GPtrArray *argv, const QemuDomain *qd)
         addf(argv, "-device", "virtio-serial-pci,id=virtio-serial0");
     for (guint i = 0; i < qd->channels->len; i++) {
         const QemuChannel *c = qd->channels->pdata[i];
-        g_autofree char *path = esc(c->path);
+        g_autofree char *chosen = c->path ? NULL : g_strdup_printf("%s%u", o->channel_prefix, i);
+        g_autofree char *path = esc(c->path ? c->path : chosen);
         g_autofree char *name = esc(c->name);
         addf(argv, "-chardev", "socket,id=charchannel%u,path=%s,server=on,wait=off", i, path);
         addf(argv, "-device",
@@ -198,6 +199,10 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
     }
     if (qd->video)
         addf(argv, "-device", "%s,id=video0", qd->video);
+    /* Empty root ports on q35's root bus (pcie.0), numbered as libvirt does. */
+    for (guint i = 1; i <= qd->pcie_root_ports; i++)
+        addf(argv, "-device", "pcie-root-port,id=pci.%u,chassis=%u,port=0x%x,bus=pcie.0", i, i,
+             0x10 + i - 1);
     if (g_strcmp0(qd->usb_model, "qemu-xhci") == 0 && qd->usb_ports)
         addf(argv, "-device", "qemu-xhci,id=usb,p2=%u,p3=%u", qd->usb_ports, qd->usb_ports);
     else if (g_strcmp0(qd->usb_model, "qemu-xhci") == 0)
@@ -210,7 +215,7 @@ GPtrArray *qemu_command_build(const QemuDomain *qd, const DomainDef *def,
         addf(argv, "-device", "%s,id=input%u", (const char *)qd->inputs->pdata[i], i);
     add_disks(argv, qd);
     add_nets(argv, qd);
-    add_chardevs(argv, qd);
+    add_chardevs(argv, qd, o);
     if (qd->balloon)
         addf(argv, "-device", "virtio-balloon-pci,id=balloon0");
     if (qd->rng_source) {

@@ -11,6 +11,7 @@ typedef struct {
     const char *qmp_path;
     const char *pid_path;
     const char *vnc_path; /* the VNC socket when the XML names none */
+    const char *channel_prefix; /* channel N's socket is PREFIX<N> when the XML names none */
     gboolean incoming;    /* -incoming defer: wait for migrate-incoming */
 } QemuCommandOptions;
 

@@ -452,18 +452,56 @@ static gboolean parse_graphics(QemuDomain *qd, const xmlNode *n, GError **error)
     return TRUE;
 }
 
+static gboolean machine_is_q35(const QemuDomain *qd)
+{
+    return qd->machine && strstr(qd->machine, "q35");
+}
+
+/* PCI controllers: the machine's root bus (pci-root on i440fx, pcie-root on
+ * q35: QEMU has it anyway) and PCIe root ports on q35, the free slots
+ * virt-install adds for hotplug. Devices stay on the root bus. */
+static gboolean parse_pci_controller(QemuDomain *qd, const xmlNode *n, GError **error)
+{
+    static const char *const models[] = {"pci-root", "pcie-root", "pcie-root-port", NULL};
+    g_autofree char *model = NULL, *index = attr(n, "index"), *ports = attr(n, "ports");
+    if (!choice(n, "model", models, NULL, "controller type='pci'", &model, error))
+        return FALSE;
+    if (!model)
+        return unsupported(error, "<controller type='pci'> without a model (the QEMU driver "
+                                  "supports pci-root, pcie-root, pcie-root-port)");
+    if (ports)
+        return unsupported(error, "attribute 'ports' of <controller type='pci'>");
+    gboolean root = !g_str_equal(model, "pcie-root-port");
+    if (g_str_equal(model, "pci-root") == machine_is_q35(qd) ||
+        (!root && !machine_is_q35(qd)))
+        return unsupported(error, "<controller type='pci' model='%s'> on machine '%s'", model,
+                           qd->machine ? qd->machine : "pc");
+    if (root && index && !g_str_equal(index, "0"))
+        return unsupported(error, "<controller type='pci' model='%s' index='%s'>: the root bus "
+                                  "is index 0", model, index);
+    if (!root && qd->pcie_root_ports >= QEMU_PCIE_ROOT_PORTS_MAX)
+        return unsupported(error, "more than %d <controller type='pci' model='pcie-root-port'>",
+                           QEMU_PCIE_ROOT_PORTS_MAX);
+    if (!root)
+        qd->pcie_root_ports++;
+    return TRUE;
+}
+
 /* USB controllers: QEMU's xHCI or the PIIX3 UHCI, or none at all. */
 static gboolean parse_controller(QemuDomain *qd, const xmlNode *n, GError **error)
 {
-    static const char *const types[] = {"usb", NULL};
+    static const char *const types[] = {"usb", "pci", NULL};
     static const char *const models[] = {"qemu-xhci", "piix3-uhci", "none", NULL};
     g_autofree char *type = NULL, *model = NULL, *index = attr(n, "index"),
                      *ports = attr(n, "ports");
-    if (!choice(n, "type", types, NULL, "controller", &type, error) ||
-        !choice(n, "model", models, NULL, "controller", &model, error))
+    if (!choice(n, "type", types, NULL, "controller", &type, error))
         return FALSE;
     if (!type)
         return unsupported(error, "<controller> without a type");
+    if (g_str_equal(type, "pci"))
+        return parse_pci_controller(qd, n, error);
+    if (!choice(n, "model", models, NULL, "controller", &model, error))
+        return FALSE;
     if (!model)
         return unsupported(error, "<controller type='usb'> without a model (the QEMU driver "
                                   "supports qemu-xhci, piix3-uhci, none)");
@@ -562,11 +600,15 @@ static gboolean parse_channel(QemuDomain *qd, const xmlNode *n, GError **error)
     g_ptr_array_add(qd->channels, c);
     c->path = attr(src, "path");
     c->name = attr(target, "name");
-    if (!c->path || !c->name) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_XML_ERROR,
-                    "<channel> needs <source path=...> and <target name=...>");
+    if (!c->name) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_XML_ERROR, "<channel> needs <target name=...>");
         return FALSE;
     }
+    /* Without a path the socket is in the run dir, as libvirt picks one
+     * (virt-install's guest-agent channel has none). */
+    if (!c->path && qd->channels->len > QEMU_CHANNELS_IN_RUN_DIR)
+        return unsupported(error, "more than %d <channel>s without <source path=...>",
+                           QEMU_CHANNELS_IN_RUN_DIR);
     return TRUE;
 }
 

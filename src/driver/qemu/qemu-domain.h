@@ -43,9 +43,15 @@ typedef struct {
 } QemuSerial;
 
 typedef struct {
-    char *path;
+    char *path; /* NULL: QemuCommandOptions' channel_prefix and the channel's index */
     char *name; /* the virtio-serial port name */
 } QemuChannel;
+
+/* Channels 0..N-1 may leave their socket path to the driver. */
+#define QEMU_CHANNELS_IN_RUN_DIR 8
+
+/* PCIe root ports a q35 domain may have: free slots of the root bus. */
+#define QEMU_PCIE_ROOT_PORTS_MAX 16
 
 typedef struct {
     gboolean kvm; /* <domain type='kvm'> */
@@ -76,6 +82,7 @@ typedef struct {
     gboolean usb;      /* an input needs a USB controller */
     char *usb_model;   /* <controller type='usb' model>: NULL none given (the machine's) */
     guint usb_ports;   /* its ports='N', 0: QEMU's default */
+    guint pcie_root_ports; /* <controller type='pci' model='pcie-root-port'>s (q35) */
     gboolean balloon;
     char *rng_source; /* NULL: no rng */
 } QemuDomain;

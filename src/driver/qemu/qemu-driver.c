@@ -125,9 +125,11 @@ static gboolean qemu_spawn(HvDriver *hv, DomainObj *obj, gboolean incoming, GErr
     g_autofree char *qmp = domain_store_runtime_path(hv->store, obj->instance_id, ".qmp");
     g_autofree char *pid = domain_store_runtime_path(hv->store, obj->instance_id, ".pid");
     g_autofree char *vnc = domain_store_runtime_path(hv->store, obj->instance_id, ".vnc");
+    g_autofree char *channel = domain_store_runtime_path(hv->store, obj->instance_id, ".channel");
     g_autofree char *log = log_path(hv, domain_obj_get_name(obj));
     QemuCommandOptions copts = {.emulator = qd->emulator, .qmp_path = qmp, .pid_path = pid,
-                                .vnc_path = vnc, .incoming = incoming};
+                                .vnc_path = vnc, .channel_prefix = channel,
+                                .incoming = incoming};
     g_autoptr(GPtrArray) argv = qemu_command_build(dom, obj->live_def, &copts);
     log_command(log, argv);
     VmmProcessSpawnOptions o = {.vmm_name = "QEMU", .domain_name = domain_obj_get_name(obj),
@@ -258,8 +260,11 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
     return g_steal_pointer(&def);
 }
 
-static const char *const qemu_runtime_suffixes[] = {".qmp", ".pid", ".vnc", ".screendump",
-                                                    NULL};
+/* .channelN: the sockets of channels without a path (QEMU_CHANNELS_IN_RUN_DIR) */
+static const char *const qemu_runtime_suffixes[] = {
+    ".qmp",      ".pid",      ".vnc",      ".screendump", ".channel0", ".channel1",
+    ".channel2", ".channel3", ".channel4", ".channel5",   ".channel6", ".channel7", NULL};
+G_STATIC_ASSERT(G_N_ELEMENTS(qemu_runtime_suffixes) == 4 + QEMU_CHANNELS_IN_RUN_DIR + 1);
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",

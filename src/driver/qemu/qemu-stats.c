@@ -415,6 +415,206 @@ static int qemu_get_vcpus_flags(Driver *drv, const DriverDomain *dom, guint flag
     return n;
 }
 
+/* ---- DOMAIN_INTERFACE_STATS ---- */
+
+/* The domain's interface whose host device or MAC address is `device`. */
+static const QemuNet *find_net(const QemuDomain *qd, const char *device)
+{
+    for (guint i = 0; i < qd->nets->len; i++) {
+        const QemuNet *n = qd->nets->pdata[i];
+        if (g_strcmp0(n->ifname, device) == 0 ||
+            (n->mac && g_ascii_strcasecmp(n->mac, device) == 0))
+            return n;
+    }
+    return NULL;
+}
+
+static gboolean read_net_stats(const char *ifname, DriverInterfaceStats *out, GError **error)
+{
+    /* A tap's host-side counters are the guest's the other way round. */
+    struct {
+        const char *file;
+        gint64 *value;
+    } counters[] = {{"tx_bytes", &out->rx_bytes},   {"tx_packets", &out->rx_packets},
+                    {"tx_errors", &out->rx_errs},   {"tx_dropped", &out->rx_drop},
+                    {"rx_bytes", &out->tx_bytes},   {"rx_packets", &out->tx_packets},
+                    {"rx_errors", &out->tx_errs},   {"rx_dropped", &out->tx_drop}};
+    for (guint c = 0; c < G_N_ELEMENTS(counters); c++) {
+        g_autofree char *path =
+            g_strdup_printf("/sys/class/net/%s/statistics/%s", ifname, counters[c].file);
+        g_autofree char *text = NULL;
+        g_autoptr(GError) local = NULL;
+        if (!g_file_get_contents(path, &text, NULL, &local)) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "cannot read the counters of interface '%s': %s", ifname,
+                        local->message);
+            return FALSE;
+        }
+        *counters[c].value = (gint64)g_ascii_strtoull(text, NULL, 10);
+    }
+    return TRUE;
+}
+
+static gboolean qemu_interface_stats(Driver *drv, const DriverDomain *dom, const char *device,
+                                     DriverInterfaceStats *out, GError **error)
+{
+    Target t;
+    if (!target_begin(drv, dom, TRUE, &t, error))
+        return FALSE;
+    gboolean ok = FALSE;
+    const QemuNet *n = find_net(t.qd, device);
+    if (!n)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "invalid path, '%s' is not a known interface", device);
+    else if (!n->ifname)
+        /* QEMU's user networking has no host device, and QMP has no counters
+         * for a netdev; the bridge helper's tap gets a name QEMU picks. */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_UNSUPPORTED,
+                    "interface '%s' of domain '%s' is <interface type='%s'>%s: it has no host "
+                    "device whose counters ferryd could read (type='ethernet' with "
+                    "<target dev=...> has)",
+                    device, domain_obj_get_name(t.obj), n->type,
+                    g_str_equal(n->type, "user") ? " (QEMU's user networking)" : "");
+    else
+        ok = read_net_stats(n->ifname, out, error);
+    target_end(&t);
+    return ok;
+}
+
+/* ---- vCPU pinning: DOMAIN_GET_VCPU_PIN_INFO, DOMAIN_PIN_VCPU(_FLAGS) ----
+ * Live only: a running vCPU's affinity is its QEMU thread's
+ * (sched_getaffinity, sched_setaffinity on the thread query-cpus-fast
+ * names). ferryd keeps no pinning in the domain XML (<cputune>): the config
+ * pins every vCPU to every host CPU, and changing it is refused. */
+
+#define AFFECT_LIVE 1u
+#define AFFECT_CONFIG 2u
+
+static guint host_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_CONF);
+    return (guint)CLAMP(n, 1, (long)sizeof(((DriverVcpuInfo *)NULL)->cpumap) * 8);
+}
+
+static void map_all(guint8 *map)
+{
+    for (guint c = 0; c < host_cpus(); c++)
+        map[c / 8] |= (guint8)(1u << (c % 8));
+}
+
+/* Which of flags' live and config the call means (CURRENT: the domain's state). */
+static gboolean resolve_impact(Target *t, guint flags, const char *function, gboolean *live,
+                               GError **error)
+{
+    if (flags & ~(AFFECT_LIVE | AFFECT_CONFIG)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function %s",
+                    flags & ~(AFFECT_LIVE | AFFECT_CONFIG), function);
+        return FALSE;
+    }
+    if ((flags & AFFECT_LIVE) && (flags & AFFECT_CONFIG)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "flags 'affect live' and 'affect config' are mutually exclusive");
+        return FALSE;
+    }
+    *live = (flags & AFFECT_LIVE) || (!(flags & AFFECT_CONFIG) && t->vm);
+    if (*live && !t->vm) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* query-cpus-fast: each online vCPU's thread, by vCPU index. */
+static GHashTable *vcpu_threads(Target *t, GError **error)
+{
+    g_autoptr(JsonNode) keep = NULL;
+    JsonArray *cpus = qmp_array(t->vm, "query-cpus-fast", &keep, error);
+    if (!cpus)
+        return NULL;
+    GHashTable *threads = g_hash_table_new(g_direct_hash, g_direct_equal);
+    for (guint i = 0; i < json_array_get_length(cpus); i++) {
+        JsonObject *c = json_array_get_object_element(cpus, i);
+        g_hash_table_insert(threads, GINT_TO_POINTER((gint)member_int(c, "cpu-index")),
+                            GINT_TO_POINTER((gint)member_int(c, "thread-id")));
+    }
+    return threads;
+}
+
+static GArray *qemu_get_vcpu_pin_info(Driver *drv, const DriverDomain *dom, guint flags,
+                                      GError **error)
+{
+    Target t;
+    if (!target_begin(drv, dom, FALSE, &t, error))
+        return NULL;
+    gboolean live = FALSE;
+    g_autoptr(GHashTable) threads = NULL;
+    GArray *out = NULL;
+    if (resolve_impact(&t, flags, "virDomainGetVcpuPinInfo", &live, error) &&
+        (!live || (threads = vcpu_threads(&t, error)))) {
+        out = g_array_new(FALSE, TRUE, sizeof(DriverVcpuInfo));
+        for (guint v = 0; v < t.qd->vcpus; v++) {
+            DriverVcpuInfo info = {.number = v, .state = VCPU_RUNNING, .cpu = -1};
+            gpointer tid = NULL;
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            if (live && g_hash_table_lookup_extended(threads, GINT_TO_POINTER((gint)v), NULL,
+                                                     &tid) &&
+                sched_getaffinity(GPOINTER_TO_INT(tid), sizeof(set), &set) == 0) {
+                for (guint b = 0; b < sizeof(info.cpumap) * 8 && b < CPU_SETSIZE; b++)
+                    if (CPU_ISSET(b, &set))
+                        info.cpumap[b / 8] |= (guint8)(1u << (b % 8));
+            } else {
+                map_all(info.cpumap); /* offline, or the config: anywhere */
+            }
+            g_array_append_val(out, info);
+        }
+    }
+    target_end(&t);
+    return out;
+}
+
+static gboolean qemu_pin_vcpu(Driver *drv, const DriverDomain *dom, guint vcpu,
+                              const guint8 *cpumap, gsize maplen, guint flags, GError **error)
+{
+    Target t;
+    if (!target_begin(drv, dom, FALSE, &t, error))
+        return FALSE;
+    gboolean live = FALSE, ok = FALSE;
+    g_autoptr(GHashTable) threads = NULL;
+    gpointer tid = NULL;
+    if (!resolve_impact(&t, flags, "virDomainPinVcpuFlags", &live, error)) {
+        /* refused above */
+    } else if (!live) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_UNSUPPORTED,
+                    "vCPU pinning in the domain's config (VIR_DOMAIN_AFFECT_CONFIG, virsh "
+                    "vcpupin --config, <cputune>): ferryd pins running vCPUs only (--live)");
+    } else if (!(threads = vcpu_threads(&t, error))) {
+        /* QMP failed */
+    } else if (!g_hash_table_lookup_extended(threads, GINT_TO_POINTER((gint)vcpu), NULL,
+                                             &tid)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "vcpu %u is out of range of live cpu count %u", vcpu,
+                    g_hash_table_size(threads));
+    } else {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        for (gsize b = 0; b < maplen * 8 && b < CPU_SETSIZE; b++)
+            if (cpumap[b / 8] & (1u << (b % 8)))
+                CPU_SET(b, &set);
+        if (CPU_COUNT(&set) == 0)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "an empty CPU map for vcpu %u: it must run somewhere", vcpu);
+        else if (sched_setaffinity(GPOINTER_TO_INT(tid), sizeof(set), &set) < 0)
+            ferry_set_error_errno(error, errno, "cannot pin vcpu %u of domain '%s'", vcpu,
+                                  domain_obj_get_name(t.obj));
+        else
+            ok = TRUE;
+    }
+    target_end(&t);
+    return ok;
+}
+
 /* ---- DOMAIN_SCREENSHOT ---- */
 
 static gboolean take_screenshot(HvDriver *hv, Target *t, guint screen, TunnelBinding *binding,
@@ -487,5 +687,8 @@ void qemu_stats_install_ops(DriverOps *ops)
     ops->memory_stats = qemu_memory_stats;
     ops->get_vcpus = qemu_get_vcpus;
     ops->get_vcpus_flags = qemu_get_vcpus_flags;
+    ops->interface_stats = qemu_interface_stats;
+    ops->get_vcpu_pin_info = qemu_get_vcpu_pin_info;
+    ops->pin_vcpu = qemu_pin_vcpu;
     ops->screenshot = qemu_screenshot;
 }
