@@ -92,8 +92,9 @@ void rpc_connection_close(RpcConnection *conn, const GError *why);
 /* Lets the writer send what is queued, then closes. */
 void rpc_connection_close_after_flush(RpcConnection *conn);
 gboolean rpc_connection_is_closed(RpcConnection *conn);
-/* Closed without an error: the peer ended it in order (end of file), or
- * this side closed it without a reason. A path that broke has a reason. */
+/* Closed in order: the peer ended it (end of file, or its end reset: a
+ * process that died), or this side closed it without a reason. Not after a
+ * timeout, an abort or another error: a path that broke. */
 gboolean rpc_connection_closed_cleanly(RpcConnection *conn);
 /* Blocks until both threads have exited (never call from a connection thread). */
 void rpc_connection_wait_closed(RpcConnection *conn);
