@@ -452,6 +452,11 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     g_source_remove(s2);
     g_main_loop_unref(loop);
 
+    /* A call that runs an outgoing migration may never end on its own (one
+     * that does not converge): abort them first, so the servers below wait
+     * for calls that return promptly. */
+    driver_registry_stopping("ferryd is stopping");
+
     /* Admin calls act on the other server and the idle exit: they end first. */
     rpc_server_free(admin_server);
     daemon_idle_exit_free(idle);

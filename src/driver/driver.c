@@ -54,6 +54,7 @@ void driver_job_info_take_flight(DriverJobInfo *dst, DriverJobInfo *src)
     dst->stall_network_ms = src->stall_network_ms;
     dst->stall_credit_ms = src->stall_credit_ms;
     dst->stall_bandwidth_ms = src->stall_bandwidth_ms;
+    dst->stall_encryption_ms = src->stall_encryption_ms;
     g_free(dst->bottleneck);
     dst->bottleneck = g_steal_pointer(&src->bottleneck);
     g_free(dst->flight_record);
@@ -125,6 +126,17 @@ void driver_client_closed(guint64 client_id)
         Driver *drv = registry->pdata[i];
         if (drv->ops->client_closed)
             drv->ops->client_closed(drv, client_id);
+    }
+    g_mutex_unlock(&registry_lock);
+}
+
+void driver_registry_stopping(const char *why)
+{
+    g_mutex_lock(&registry_lock);
+    for (guint i = 0; registry && i < registry->len; i++) {
+        Driver *drv = registry->pdata[i];
+        if (drv->ops->daemon_stopping)
+            drv->ops->daemon_stopping(drv, why);
     }
     g_mutex_unlock(&registry_lock);
 }

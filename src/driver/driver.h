@@ -103,6 +103,12 @@ typedef struct {
     guint64 compression_cache_misses, compression_overflow;
     gboolean has_throttle;
     int auto_converge_throttle; /* percent */
+    /* post-copy ran: the pages the destination asked for (its faults) */
+    gboolean has_postcopy;
+    guint64 memory_postcopy_requests;
+    /* disks without shared storage: the mirrors' bytes (has_disk) */
+    gboolean has_disk;
+    guint64 disk_total, disk_processed, disk_remaining;
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
     /* ferry: a tunnelled stream that went on over new connections after its
@@ -114,7 +120,7 @@ typedef struct {
      * the record's file */
     gboolean has_flight;
     guint64 stall_source_vmm_ms, stall_dest_vmm_ms, stall_network_ms, stall_credit_ms,
-        stall_bandwidth_ms;
+        stall_bandwidth_ms, stall_encryption_ms;
     char *bottleneck;
     char *flight_record;
 } DriverJobInfo;
@@ -265,6 +271,9 @@ typedef struct {
                                               guint64 bytes, GError **error);
     gboolean (*migrate_get_compression_cache)(Driver *drv, const DriverDomain *dom,
                                               guint64 *bytes, GError **error);
+    /* virsh migrate-postcopy: switches the domain's outgoing migration */
+    gboolean (*migrate_start_post_copy)(Driver *drv, const DriverDomain *dom, guint flags,
+                                        GError **error);
 
     /* Migration protocol version 3 with params. Cookies are opaque bytes
      * exchanged between the two drivers. */
@@ -284,6 +293,11 @@ typedef struct {
     DriverDomain *(*migrate_finish)(Driver *drv, GPtrArray *params, GBytes *cookie_in,
                                     guint flags, gboolean cancelled, GBytes **cookie_out,
                                     GError **error);
+    /* Destination, tunnelled, ferry peers: channel index (>= 1) of the
+     * incoming migration of domain name, whose prepare answered token: the
+     * driver creates its stream on binding before returning. */
+    gboolean (*migrate_open_channel)(Driver *drv, const char *name, const char *token,
+                                     guint index, TunnelBinding *binding, GError **error);
     gboolean (*migrate_confirm)(Driver *drv, const DriverDomain *dom, GPtrArray *params,
                                 GBytes *cookie_in, guint flags, gboolean cancelled,
                                 GError **error);
@@ -292,6 +306,10 @@ typedef struct {
      * for later calls of its own (a client-managed migration). Must not
      * block: called from the connection's event thread. */
     void (*client_closed)(Driver *drv, guint64 client_id);
+    /* The daemon stops (driver_registry_stopping): abort what would keep a
+     * call running for long, an outgoing migration that might never
+     * converge or a save (the VM stays here, running). Must not block. */
+    void (*daemon_stopping)(Driver *drv, const char *why);
 
     /* The pre-flight probe (docs/debugging.md; the engine's migration-probe.c).
      * Destination: a channel whose bytes are read and dropped, at most
@@ -349,6 +367,11 @@ typedef struct {
     DriverDomain *(*finish)(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
                             guint flags, gboolean cancelled, GBytes **cookie_out,
                             GError **error);
+    /* Tunnelled, a ferry destination only: opens channel index (>= 1) of the
+     * migration of domain name (its prepare answered token) as a stream on
+     * *binding, beside prepare's own. */
+    gboolean (*open_channel)(MigrationPeer *peer, const char *name, const char *token,
+                             guint index, TunnelBinding **binding, GError **error);
     /* The pre-flight probe's channels (ferry's own program): a discard
      * stream on *binding, or a discard data connection at *uri_out with
      * *token_out. A peer that is not a ferryd fails with NO_SUPPORT. */
@@ -412,10 +435,16 @@ Driver *driver_registry_open(const char *uri, GError **error);
 void driver_client_set_current(guint64 client_id);
 guint64 driver_client_current(void);
 void driver_client_closed(guint64 client_id);
+/* The daemon stops: every registered driver's daemon_stopping, before the
+ * servers wait for the calls still running. */
+void driver_registry_stopping(const char *why);
 
 /* Lifecycle events (virDomainEventType / detail values). Listeners run in the
  * thread that emits, and must not block. */
 typedef void (*DriverEventFunc)(const DriverDomain *dom, int event, int detail, gpointer data);
+/* Not a lifecycle event: libvirt's MIGRATION_ITERATION, detail is the
+ * iteration (what virsh migrate --postcopy-after-precopy waits for). */
+#define DRIVER_EVENT_MIGRATION_ITERATION 1000
 guint driver_event_listen(Driver *drv, DriverEventFunc func, gpointer data);
 void driver_event_unlisten(Driver *drv, guint id);
 void driver_event_emit(Driver *drv, const DriverDomain *dom, int event, int detail);

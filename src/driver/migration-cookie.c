@@ -7,6 +7,7 @@
 
 #include "driver/domain-def.h"
 #include "driver/driver.h"
+#include "util/error.h"
 #include "util/uuid.h"
 
 void migration_cookie_clear(MigrationCookie *c)
@@ -16,6 +17,8 @@ void migration_cookie_clear(MigrationCookie *c)
     g_free(c->token);
     g_free(c->record_id);
     g_free(c->resume_token);
+    if (c->disks)
+        g_ptr_array_unref(c->disks);
     memset(c, 0, sizeof(*c));
 }
 
@@ -55,6 +58,24 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
         domain_xml_append_attr(s, "record", c->record_id);
         g_string_append(s, "/>\n");
     }
+    if (c->postcopy)
+        g_string_append(s, "  <postcopy/>\n");
+    if (c->disks) {
+        g_string_append_printf(s, "  <storage inc='%s'>\n", c->storage_inc ? "yes" : "no");
+        for (guint i = 0; i < c->disks->len; i++) {
+            const MigrationDisk *d = c->disks->pdata[i];
+            g_string_append(s, "    <disk");
+            domain_xml_append_attr(s, "target", d->target);
+            domain_xml_append_attr(s, "format", d->format);
+            g_string_append_printf(s, " capacity='%" G_GUINT64_FORMAT "'", d->capacity);
+            if (d->backing)
+                domain_xml_append_attr(s, "backing", d->backing);
+            if (d->backing_format)
+                domain_xml_append_attr(s, "backing_format", d->backing_format);
+            g_string_append(s, "/>\n");
+        }
+        g_string_append(s, "  </storage>\n");
+    }
     g_string_append(s, "</ferry-migration>\n");
     /* libvirt peers put a NUL at the end of cookie XML; so do we. */
     gsize len = s->len + 1;
@@ -85,6 +106,47 @@ static gboolean record_id_is_valid(const char *id)
     for (const char *p = id; *p; p++)
         if (!g_ascii_isxdigit(*p) && *p != '-')
             return FALSE;
+    return TRUE;
+}
+
+/* A disk's target and formats end up in file names and QMP commands: plain
+ * words only. */
+static gboolean is_word(const char *s)
+{
+    if (!s || !*s || strlen(s) > 32)
+        return FALSE;
+    for (const char *p = s; *p; p++)
+        if (!g_ascii_isalnum(*p) && *p != '_' && *p != '-')
+            return FALSE;
+    return TRUE;
+}
+
+static gboolean parse_storage(xmlNode *storage, MigrationCookie *c, GError **error)
+{
+    g_autofree char *inc = prop(storage, "inc");
+    c->storage_inc = g_strcmp0(inc, "yes") == 0;
+    if (c->disks)
+        g_ptr_array_unref(c->disks);
+    c->disks = migration_disks_new();
+    for (xmlNode *n = storage->children; n; n = n->next) {
+        if (n->type != XML_ELEMENT_NODE || !xmlStrEqual(n->name, BAD_CAST "disk"))
+            continue;
+        g_autoptr(MigrationDisk) d = migration_disk_new();
+        d->target = prop(n, "target");
+        d->format = prop(n, "format");
+        d->capacity = prop_u64(n, "capacity");
+        d->backing = prop(n, "backing");
+        d->backing_format = prop(n, "backing_format");
+        if (!is_word(d->target) || !is_word(d->format) ||
+            (d->backing_format && !is_word(d->backing_format)) ||
+            c->disks->len >= MIGRATION_STORAGE_MAX_DISKS) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "the migration cookie names a disk ferry cannot copy ('%s')",
+                        d->target ? d->target : "");
+            return FALSE;
+        }
+        g_ptr_array_add(c->disks, g_steal_pointer(&d));
+    }
     return TRUE;
 }
 
@@ -127,6 +189,13 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
                 g_free(c->digest);
                 c->digest = prop(n, "digest");
                 c->downtime_ms = prop_u64(n, "downtime");
+            } else if (xmlStrEqual(n->name, BAD_CAST "postcopy")) {
+                c->postcopy = TRUE;
+            } else if (xmlStrEqual(n->name, BAD_CAST "storage")) {
+                if (!parse_storage(n, c, error)) {
+                    xmlFreeDoc(doc);
+                    return FALSE;
+                }
             } else if (xmlStrEqual(n->name, BAD_CAST "flight")) {
                 g_free(c->record_id);
                 c->record_id = prop(n, "record");

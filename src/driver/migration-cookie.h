@@ -5,6 +5,7 @@
 
 #include <glib.h>
 
+#include "driver/migration-storage.h"
 #include "tunnel/tunnel-stream.h"
 
 /* Tunnel sizes between two ferryd: big packets, a window that keeps a
@@ -31,6 +32,13 @@ typedef struct {
      * shorter) and the token that names this migration's stream. */
     guint resume_timeout;
     char *resume_token;
+    /* finish: the source's VMM switched to post-copy (the stream still runs) */
+    gboolean postcopy;
+    /* disks without shared storage: the disks to copy (MigrationDisk*,
+     * path unset), in channel order; a destination that exports them
+     * answers the same list. NULL: none. */
+    GPtrArray *disks;
+    gboolean storage_inc; /* --copy-storage-inc */
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -47,6 +55,9 @@ typedef struct {
     const char *record_id;
     guint resume_timeout; /* 0: no resume offered or agreed */
     const char *resume_token;
+    gboolean postcopy;
+    GPtrArray *disks; /* MigrationDisk*: the disks copied, NULL none */
+    gboolean storage_inc;
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

@@ -106,6 +106,10 @@ static void incoming_end_record(MigrationJob *job, const char *outcome, const ch
 /* Kills the incoming VM and drops its hidden instance. */
 static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *why)
 {
+    g_mutex_lock(&e->lock);
+    if (g_hash_table_lookup(e->incoming, job->name) == job)
+        g_hash_table_replace(e->dropped, g_strdup(job->name), g_strdup(why));
+    g_mutex_unlock(&e->lock);
     migration_job_cut_channel(job, NULL);
     incoming_end_record(job, g_str_has_prefix(why, "the source canceled") ? "cancelled" : "failed",
                         why);
@@ -117,6 +121,8 @@ static void incoming_discard(MigrationEngine *e, MigrationJob *job, const char *
             domain_list_remove(e->hv->list, obj);
         domain_obj_end(obj);
     }
+    /* The VMM is gone: the images it received for nothing go too. */
+    migration_storage_dest_discard(job->storage);
     incoming_forget(e, job);
 }
 
@@ -187,30 +193,50 @@ static gpointer incoming_watchdog(gpointer data)
     return NULL;
 }
 
-/* Proxy mode: waits for the source's data connection, then relays it to the
- * incoming VMM. A connection without the token is refused by the listener
- * and the wait goes on. */
+/* Proxy mode: waits for the source's data connections (one per channel:
+ * the VMM's stream, then each disk's), and relays each to its end here. A
+ * connection without the token is refused by the listener and the wait
+ * goes on. */
 static gpointer incoming_accept(gpointer data)
 {
     JobThread *t = data;
     MigrationJob *job = t->job;
     g_autoptr(GError) err = NULL;
-    /* The listener and the VMM's end stay the job's until the channel takes them. */
-    TunnelRelayConfig rc = {.vmm_name = "destination VMM",
-                            .peer_name = "data connection from the source ferryd"};
-    g_autoptr(TunnelChannel) ch = tunnel_channel_accept_data(
-        job->listener, g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC,
-        job->pending_vmm_fd, &rc, &err);
-    if (ch) {
+    g_autoptr(TunnelChannel) main = NULL;
+    gint64 deadline = g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC;
+    guint n = 1 + migration_storage_dest_count(job->storage);
+    /* The listener and the VMM's ends stay the job's until the channels take them. */
+    for (guint opened = 0; opened < n && !err; opened++) {
+        guint index = 0;
+        RpcTransport *net =
+            tunnel_data_listener_accept_channel(job->listener, deadline, &index, &err);
+        if (!net)
+            break;
         g_mutex_lock(&job->lock);
-        job->pending_vmm_fd = -1;
+        int fd = index == 0 ? job->pending_vmm_fd
+                            : migration_storage_dest_take_fd(job->storage, index);
+        if (index == 0)
+            job->pending_vmm_fd = -1;
         g_mutex_unlock(&job->lock);
-        migration_job_set_channel(job, ch);
-        /* While the data flows, the port stays ours. */
-        tunnel_channel_guard_port(ch, job->listener);
-    } else {
-        migration_job_set_channel_error(job, g_steal_pointer(&err));
+        g_autofree char *peer = g_strdup_printf("data connection from the source ferryd%s",
+                                                index ? " (disk channel)" : "");
+        TunnelRelayConfig rc = {.vmm_name = index ? "destination VMM's disk export"
+                                                  : "destination VMM",
+                                .peer_name = peer};
+        g_autoptr(TunnelChannel) ch = tunnel_channel_relay(fd, net, &rc);
+        if (index == 0) {
+            main = tunnel_channel_ref(ch);
+            migration_job_set_channel(job, ch);
+        } else {
+            migration_job_add_channel(job, index, ch);
+        }
     }
+    if (err && !main)
+        migration_job_set_channel_error(job, g_steal_pointer(&err));
+    else if (err)
+        migration_job_cut_channel(job, err);
+    else /* While the data flows, the port stays ours. */
+        tunnel_channel_guard_port(main, job->listener);
     g_mutex_lock(&job->lock);
     g_clear_pointer(&job->listener, tunnel_data_listener_free);
     g_mutex_unlock(&job->lock);
@@ -240,6 +266,8 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
                                                 (flags & MIGRATION_TLS) != 0, what, error);
     if (!job->listener)
         return FALSE;
+    tunnel_data_listener_set_channels(job->listener,
+                                      1 + migration_storage_dest_count(job->storage));
     job->pending_vmm_fd = *vmm_fd;
     *vmm_fd = -1;
     guint16 port = tunnel_data_listener_get_port(job->listener);
@@ -279,6 +307,11 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
     }
     const MigrationHooks *h = e->hooks;
+    if ((flags & MIGRATION_POSTCOPY) && !(h->tunable_flags & MIGRATION_POSTCOPY)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY is not supported by %s", h->vmm_name);
+        return FALSE;
+    }
     const char *dxml = NULL, *dname = NULL;
     if (!driver_params_get_string(params, "destination_xml", &dxml, error) ||
         !driver_params_get_string(params, "destination_name", &dname, error))
@@ -315,15 +348,26 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
     JobThread *watchdog = NULL;
+    MigrationStorageDest *storage = NULL;
+    /* Disks without shared storage: their images first, the VMM opens them. */
+    if ((flags & (MIGRATION_NON_SHARED_DISK | MIGRATION_NON_SHARED_INC)) && src.disks &&
+        src.disks->len && !(storage = migration_storage_dest_create(e, obj, flags, &src, &err)))
+        goto fail;
     if (!hv_instance_start(e->hv, obj, TRUE, &err))
         goto fail;
     vm = h->vm_ref(obj);
+    if (storage && (!vm || !migration_storage_dest_export(e, storage, obj, vm, &err))) {
+        if (!vm)
+            g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
+        goto fail;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
         goto fail;
     }
     ep.fd = sv[1];
     sv[1] = -1;
+    ep.postcopy = (flags & MIGRATION_POSTCOPY) != 0;
     if (!vm || !h->start_incoming(vm, &ep, &err)) {
         if (!vm)
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
@@ -336,6 +380,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     job->name = g_strdup(name);
     job->instance_id = g_strdup(obj->instance_id);
     job->source = source ? tunnel_peer_watch_ref(source) : NULL;
+    job->storage = g_steal_pointer(&storage);
     job->recorder = flight_recorder_new("destination", name, domain_obj_get_uuid(obj),
                                         src.record_id);
     if (job->recorder) {
@@ -351,9 +396,10 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
                                        "destination VMM", &cfg);
         credit = cfg.credit;
         /* A broken connection is survived when both daemons agree (the
-         * shorter of their times); the source comes back with the token. */
+         * shorter of their times); the source comes back with the token.
+         * Disk channels are not resumed: with disks, none is. */
         guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
-        if (cfg.credit && src.resume_timeout && resume) {
+        if (cfg.credit && src.resume_timeout && resume && !job->storage) {
             cfg.resume = TRUE;
             cfg.resume_timeout_s = MIN(resume, src.resume_timeout);
             job->resume_timeout_s = cfg.resume_timeout_s;
@@ -371,6 +417,11 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         if (cfg.resume)
             tunnel_channel_offer_resume(ch, job->resume_token, job->source);
         migration_job_set_channel(job, ch);
+        if (job->storage) {
+            /* The disks' streams come with ferry's own call, bound by a token. */
+            job->token = tunnel_data_token_new();
+            migration_storage_dest_set_stream(job->storage, &cfg);
+        }
     } else if (!incoming_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
         goto fail;
     }
@@ -378,6 +429,7 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
 
     g_mutex_lock(&e->lock);
     g_hash_table_replace(e->incoming, g_strdup(name), migration_job_ref(job));
+    g_hash_table_remove(e->dropped, name);
     g_mutex_unlock(&e->lock);
     watchdog = job_thread_new(e, job);
     if (!migration_thread_start(e, "incoming-watchdog", incoming_watchdog, watchdog, &err)) {
@@ -394,6 +446,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
                                  .token = job->token,
                                  .resume_timeout = job->resume_timeout_s,
                                  .resume_token = job->resume_token,
+                                 .disks = migration_storage_dest_disks(job->storage),
+                                 .storage_inc = migration_storage_dest_is_inc(job->storage),
                                  .record_id = src.record_id && job->recorder
                                                   ? flight_recorder_get_id(job->recorder)
                                                   : NULL};
@@ -420,6 +474,9 @@ fail:
     if (vm)
         h->vm_unref(vm);
     migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
+    /* The VMM is gone: so are the images made for it. */
+    migration_storage_dest_discard(storage ? storage : job ? job->storage : NULL);
+    migration_storage_dest_free(storage);
     if (!domain_obj_is_removed(obj))
         domain_list_remove(e->hv->list, obj);
     domain_obj_end(obj);
@@ -459,9 +516,11 @@ static void finish_cancelled(MigrationEngine *e, MigrationJob *job, const char *
 }
 
 /* Makes the incoming instance (obj, locked) the domain, running unless
- * --suspend; FALSE leaves it to be discarded. */
+ * --suspend (post-copy: running_reason and resumed_detail say so); FALSE
+ * leaves it to be discarded. */
 static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, const char *pxml,
-                              guint flags, GError **error)
+                              guint flags, int running_reason, int resumed_detail,
+                              GError **error)
 {
     if (pxml || (flags & MIGRATION_PERSIST_DEST)) {
         g_autoptr(DomainDef) pdef =
@@ -482,8 +541,8 @@ static gboolean finish_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, c
         g_prefix_error(error, "cannot resume the migrated VM: ");
         return FALSE;
     }
-    domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATED);
-    hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
+    domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, running_reason);
+    hv_emit(e->hv, obj, HV_EVENT_RESUMED, resumed_detail);
     return TRUE;
 }
 
@@ -505,14 +564,21 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     MigrationJob *found = dname ? g_hash_table_lookup(e->incoming, dname) : NULL;
     g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
     g_mutex_unlock(&e->lock);
-    if (!job) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
-                    "no incoming migration of domain '%s'", dname ? dname : "(unnamed)");
-        return NULL;
-    }
-    if (!migration_job_claim(job)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "the incoming migration of domain '%s' was already given up", dname);
+    if (!job || !migration_job_claim(job)) {
+        /* Dropped before the source's finish came: the source hears why
+         * (its own side may only have seen the connection break). */
+        g_mutex_lock(&e->lock);
+        g_autofree char *why = dname ? g_strdup(g_hash_table_lookup(e->dropped, dname)) : NULL;
+        g_mutex_unlock(&e->lock);
+        if (why)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the incoming VM of domain '%s' was dropped: %s", dname, why);
+        else if (!job)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_DOMAIN,
+                        "no incoming migration of domain '%s'", dname ? dname : "(unnamed)");
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the incoming migration of domain '%s' was already given up", dname);
         return NULL;
     }
     flight_recorder_phase(job->recorder, "finish", TRUE);
@@ -522,6 +588,11 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     if (cancelled) {
         finish_cancelled(e, job, dname, error);
         return NULL;
+    }
+    {
+        g_auto(MigrationCookie) fin = {0};
+        if (cookie_in && migration_cookie_parse(cookie_in, &fin, NULL) && fin.postcopy)
+            return migration_postcopy_dest_finish(e, job, dname, pxml, flags, cookie_out, error);
     }
 
     g_autoptr(GError) err = NULL;
@@ -550,9 +621,14 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         goto fail;
     }
     migration_job_update(job, &end.counters);
+    /* The disks' last writes came before the source called: the export ends
+     * before the guest resumes on the images. */
+    if (!migration_storage_dest_finish(e, job, vm, &err))
+        goto fail;
 
     domain_obj_lock(obj);
-    if (!finish_reveal(e, obj, vm, pxml, flags, &err)) {
+    if (!finish_reveal(e, obj, vm, pxml, flags, DOMAIN_RUNNING_MIGRATED, HV_RESUMED_MIGRATED,
+                       &err)) {
         domain_obj_unlock(obj);
         goto fail;
     }
@@ -641,4 +717,28 @@ void migration_dest_shutdown(MigrationEngine *e)
         migration_job_cut_channel(job, NULL);
     }
     g_mutex_unlock(&e->lock);
+}
+
+/* ---- the steps post-copy's finish shares (migration-postcopy.c) ---- */
+
+gboolean migration_dest_reveal(MigrationEngine *e, DomainObj *obj, gpointer vm, const char *pxml,
+                               guint flags, int running_reason, int resumed_detail,
+                               GError **error)
+{
+    return finish_reveal(e, obj, vm, pxml, flags, running_reason, resumed_detail, error);
+}
+
+void migration_dest_discard(MigrationEngine *e, MigrationJob *job, const char *why)
+{
+    incoming_discard(e, job, why);
+}
+
+void migration_dest_end_record(MigrationJob *job, const char *outcome, const char *why)
+{
+    incoming_end_record(job, outcome, why);
+}
+
+void migration_dest_forget(MigrationEngine *e, MigrationJob *job)
+{
+    incoming_forget(e, job);
 }

@@ -42,6 +42,7 @@ MigrationEngine *migration_engine_new(HvDriver *hv, const MigrationHooks *hooks,
     e->incoming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                         (GDestroyNotify)migration_job_unref);
     e->completed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, completed_free);
+    e->dropped = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     e->performing = g_hash_table_new_full(NULL, NULL, (GDestroyNotify)migration_job_unref, NULL);
     e->confirming = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
                                           migration_source_pending_free);
@@ -64,6 +65,7 @@ void migration_engine_free(MigrationEngine *e)
         e->hv->base.migration = NULL;
     g_hash_table_destroy(e->incoming);
     g_hash_table_destroy(e->completed);
+    g_hash_table_destroy(e->dropped);
     g_free(e->save_dir);
     g_free(e->file_refusal);
     g_hash_table_destroy(e->performing);
@@ -196,12 +198,16 @@ static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **
         return FALSE;
     gboolean save = obj->job && obj->job->operation == DRIVER_JOB_OPERATION_SAVE;
     gboolean ok = save || (obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT);
-    if (ok)
+    if (ok) {
         ok = migration_job_try_abort(obj->job,
                                      g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
                                                  "job '%s' canceled by client",
                                                  save ? "domain save" : "migration out"),
                                      error);
+        if (ok)
+            FERRY_INFO("domain '%s': a client aborted its %s", domain_obj_get_name(obj),
+                       save ? "save" : "migration");
+    }
     else
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "no job is active on the domain");
@@ -250,6 +256,38 @@ static void engine_client_closed(Driver *drv, guint64 client_id)
         return;
     migration_source_client_closed(e, client_id);
     migration_dest_client_closed(e, client_id);
+}
+
+/* Outgoing migrations and saves are aborted as a client's domjobabort would:
+ * each call that runs one returns with the VM running here. One in its
+ * finish phase completes (the VM's state crossed: too late to abort). */
+static void engine_daemon_stopping(Driver *drv, const char *why)
+{
+    MigrationEngine *e = drv->migration;
+    if (!e || !e->hv->list)
+        return;
+    g_autoptr(GPtrArray) instances = domain_list_get_instances(e->hv->list);
+    for (guint i = 0; i < instances->len; i++) {
+        DomainObj *obj = instances->pdata[i];
+        domain_obj_lock(obj);
+        MigrationJob *job = obj->job;
+        if (job && (job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT ||
+                    job->operation == DRIVER_JOB_OPERATION_SAVE)) {
+            gboolean save = job->operation == DRIVER_JOB_OPERATION_SAVE;
+            g_autoptr(GError) refused = NULL;
+            if (migration_job_try_abort(job,
+                                        g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
+                                                    "job '%s' canceled: %s",
+                                                    save ? "domain save" : "migration out", why),
+                                        &refused))
+                FERRY_INFO("aborting the %s of domain '%s': %s", save ? "save" : "migration",
+                           domain_obj_get_name(obj), why);
+            else
+                FERRY_INFO("domain '%s': %s; its migration completes first (%s)",
+                           domain_obj_get_name(obj), why, refused->message);
+        }
+        domain_obj_unlock(obj);
+    }
 }
 
 /* A tuning change reaches the VMM at once (also during a migration): what
@@ -377,13 +415,22 @@ gboolean migration_engine_job_allows_pause(DomainObj *obj)
     return obj->job && obj->job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT;
 }
 
+static gboolean engine_open_channel(Driver *drv, const char *name, const char *token,
+                                    guint index, TunnelBinding *binding, GError **error)
+{
+    MigrationEngine *e = migration_engine_of(drv, error);
+    return e && migration_storage_dest_open_stream(e, name, token, index, binding, error);
+}
+
 void migration_engine_install_ops(DriverOps *ops)
 {
     ops->migrate_set_max_downtime = engine_set_max_downtime;
     ops->migrate_get_max_downtime = engine_get_max_downtime;
     ops->migrate_set_compression_cache = engine_set_compression_cache;
     ops->migrate_get_compression_cache = engine_get_compression_cache;
+    ops->migrate_start_post_copy = migration_postcopy_start;
     ops->client_closed = engine_client_closed;
+    ops->daemon_stopping = engine_daemon_stopping;
     ops->get_job_info = engine_get_job_info;
     ops->abort_job = engine_abort_job;
     ops->migrate_set_max_speed = engine_set_max_speed;
@@ -393,6 +440,7 @@ void migration_engine_install_ops(DriverOps *ops)
     ops->migrate_perform = migration_source_perform;
     ops->migrate_finish = migration_dest_finish;
     ops->migrate_confirm = migration_source_confirm;
+    ops->migrate_open_channel = engine_open_channel;
     migration_probe_install_ops(ops);
     migration_file_install_ops(ops);
 }

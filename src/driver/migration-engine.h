@@ -17,6 +17,7 @@
 #include <glib.h>
 
 #include "driver/hv-driver.h"
+#include "driver/migration-storage.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct MigrationEngine MigrationEngine;
@@ -39,6 +40,9 @@ typedef struct {
      * an address endpoint and a channel each; until the tunnel carries
      * several channels per migration, PARALLEL is refused by name. */
     guint n_connections;
+    /* The migration may switch to post-copy (--postcopy): the VMM enables it
+     * before it starts (QEMU: capability postcopy-ram on both sides). */
+    gboolean postcopy;
 } MigrationEndpoint;
 
 /* The VMM's view of its migration. */
@@ -50,6 +54,12 @@ typedef enum {
     MIGRATION_VMM_COMPLETED,
     MIGRATION_VMM_FAILED,
     MIGRATION_VMM_CANCELLED,
+    /* post-copy (migration-postcopy.c): the guest runs on the destination
+     * while its memory still moves; paused: the stream broke, neither side
+     * has the whole VM; recover: a new stream is resuming it */
+    MIGRATION_VMM_POSTCOPY_ACTIVE,
+    MIGRATION_VMM_POSTCOPY_PAUSED,
+    MIGRATION_VMM_POSTCOPY_RECOVER,
 } MigrationVmmStatus;
 
 typedef struct {
@@ -73,6 +83,7 @@ typedef struct MigrationTuning {
     int throttle_increment;     /* auto_converge.increment; -1: default */
     gboolean xbzrle;            /* --compressed */
     guint64 xbzrle_cache;       /* migrate-compcache / compression.xbzrle.cache; 0: default */
+    gboolean postcopy;          /* --postcopy: the migration may switch to post-copy */
 } MigrationTuning;
 
 /* The hooks a VMM driver gives the engine.
@@ -100,7 +111,8 @@ typedef struct MigrationTuning {
 typedef struct {
     MigrationEndpointKind endpoint;
     const char *vmm_name; /* for messages: "ferry-vmm", "QEMU" */
-    /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED: what tune can do */
+    /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED, MIGRATION_POSTCOPY: what
+     * tune (and for post-copy, the hooks below) can do */
     guint tunable_flags;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
@@ -135,6 +147,10 @@ typedef struct {
                      GError **error);
     /* The VMM's current downtime_ms and xbzrle_cache (0 if it has none). */
     gboolean (*get_tuning)(gpointer vm, MigrationTuning *out, GError **error);
+    /* Switches a running migration started with postcopy to post-copy: the
+     * guest stops here and runs on the destination once it has its state
+     * (virsh migrate-postcopy). NULL: no post-copy. */
+    gboolean (*start_postcopy)(gpointer vm, GError **error);
 
     /* -- destination -- */
     /* Makes the VMM of a new incoming instance (spawned paused by the base's
@@ -147,6 +163,43 @@ typedef struct {
      * May be NULL. */
     gboolean (*measure_dirty_rate)(gpointer vm, guint seconds, DriverDirtyRate *out,
                                    GError **error);
+
+    /* -- disks without shared storage (migration-storage.h); all NULL: the
+     * VMM copies no disks, and NON_SHARED_DISK/INC are refused naming it -- */
+    /* Source: the disks of the running VMM a copy can move (writable, with
+     * an image: target, format, capacity, path, and with inc the backing
+     * file), in the guest's order. */
+    GPtrArray *(*storage_list)(gpointer vm, gboolean inc, GError **error);
+    /* Destination, before the incoming instance starts (obj locked, its
+     * live definition final): creates each disk's image where obj's
+     * definition puts it, when missing (the source's format and capacity;
+     * with inc over disk->backing). Fills disk->path with the destination's
+     * image; appends the paths it created to created (for a failure to
+     * remove them). */
+    gboolean (*storage_create)(DomainObj *obj, GPtrArray *disks, gboolean inc,
+                               GPtrArray *created, GError **error);
+    /* Destination, obj locked, before start_incoming: exports the disks,
+     * writable, on an NBD server at socket_path, and keeps the guest paused
+     * after the incoming stream (the images are handed over at resume). */
+    gboolean (*storage_export)(gpointer vm, const char *socket_path, GPtrArray *disks,
+                               GError **error);
+    /* Destination, before the guest resumes: ends the exports. */
+    gboolean (*storage_unexport)(gpointer vm, GError **error);
+    /* Source: mirrors disk into endpoint->fd (taken on every path), a
+     * connected socket whose peer is the destination's export of it;
+     * inc: only the top image (the destination keeps the backing chain). */
+    gboolean (*storage_mirror)(gpointer vm, const MigrationDisk *disk,
+                               const MigrationEndpoint *endpoint, gboolean inc, GError **error);
+    /* Source: the mirrors' progress (bytes to copy, copied) and whether every
+     * one caught up; FALSE with the VMM's words when one failed. */
+    gboolean (*storage_progress)(gpointer vm, guint64 *total, guint64 *copied,
+                                 gboolean *ready, GError **error);
+    /* Source, the guest paused after its state went: completes every mirror
+     * (the destination has every write) and lets go of the targets. */
+    gboolean (*storage_complete)(gpointer vm, GError **error);
+    /* Source, on failure: stops the mirrors and lets go of the targets; the
+     * source's disks stay as they are. Never waits long. */
+    void (*storage_cancel)(gpointer vm);
 } MigrationHooks;
 
 /* Lifetime: made by the driver after hv_driver_init(), freed by it after

@@ -30,7 +30,10 @@ void migration_job_unref(MigrationJob *job)
     if (!job || !g_atomic_int_dec_and_test(&job->ref))
         return;
     flight_recorder_free(job->recorder);
+    migration_storage_dest_free(job->storage);
     tunnel_channel_unref(job->channel);
+    if (job->extra)
+        g_ptr_array_unref(job->extra);
     tunnel_data_listener_free(job->listener);
     if (job->pending_vmm_fd >= 0)
         close(job->pending_vmm_fd);
@@ -61,6 +64,76 @@ void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel)
         tunnel_channel_abort(channel, early);
         g_error_free(early);
     }
+}
+
+static void channel_unref0(gpointer ch)
+{
+    if (ch)
+        tunnel_channel_unref(ch);
+}
+
+void migration_job_add_channel(MigrationJob *job, guint index, TunnelChannel *channel)
+{
+    g_return_if_fail(index >= 1);
+    g_mutex_lock(&job->lock);
+    if (!job->extra)
+        job->extra = g_ptr_array_new_with_free_func(channel_unref0);
+    if (job->extra->len < index)
+        g_ptr_array_set_size(job->extra, index);
+    channel_unref0(job->extra->pdata[index - 1]);
+    job->extra->pdata[index - 1] = tunnel_channel_ref(channel);
+    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
+    g_cond_broadcast(&job->cond);
+    g_mutex_unlock(&job->lock);
+    if (early) {
+        tunnel_channel_abort(channel, early);
+        g_error_free(early);
+    }
+}
+
+/* A reference on each extra channel that exists (job->lock held). */
+static GPtrArray *extra_refs_locked(MigrationJob *job)
+{
+    GPtrArray *refs = g_ptr_array_new_with_free_func((GDestroyNotify)tunnel_channel_unref);
+    for (guint i = 0; job->extra && i < job->extra->len; i++)
+        if (job->extra->pdata[i])
+            g_ptr_array_add(refs, tunnel_channel_ref(job->extra->pdata[i]));
+    return refs;
+}
+
+gboolean migration_job_check_extra(MigrationJob *job, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    g_autoptr(GPtrArray) refs = extra_refs_locked(job);
+    g_mutex_unlock(&job->lock);
+    for (guint i = 0; i < refs->len; i++) {
+        TunnelChannel *ch = refs->pdata[i];
+        if (tunnel_channel_is_over(ch) && !tunnel_channel_wait(ch, g_get_monotonic_time(), error))
+            return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean migration_job_wait_extra(MigrationJob *job, guint n, gint64 deadline_us,
+                                  GError **error)
+{
+    for (guint i = 1; i <= n; i++) {
+        g_mutex_lock(&job->lock);
+        while (!job->extra || job->extra->len < i || !job->extra->pdata[i - 1]) {
+            if (!g_cond_wait_until(&job->cond, &job->lock, deadline_us)) {
+                g_mutex_unlock(&job->lock);
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                            "channel %u of the migration did not open", i);
+                return FALSE;
+            }
+        }
+        g_autoptr(TunnelChannel) ch = tunnel_channel_ref(job->extra->pdata[i - 1]);
+        g_mutex_unlock(&job->lock);
+        if (!tunnel_channel_wait(ch, deadline_us, error))
+            return FALSE;
+    }
+    return TRUE;
 }
 
 void migration_job_set_channel_error(MigrationJob *job, GError *error)
@@ -107,11 +180,14 @@ void migration_job_cut_channel(MigrationJob *job, const GError *why)
 {
     g_mutex_lock(&job->lock);
     g_autoptr(TunnelChannel) ch = job->channel ? tunnel_channel_ref(job->channel) : NULL;
+    g_autoptr(GPtrArray) extra = extra_refs_locked(job);
     if (job->listener)
         tunnel_data_listener_cancel(job->listener);
     g_mutex_unlock(&job->lock);
     if (ch)
         tunnel_channel_abort(ch, why);
+    for (guint i = 0; i < extra->len; i++)
+        tunnel_channel_abort(extra->pdata[i], why);
 }
 
 gboolean migration_job_peer_heard_end(MigrationJob *job)
@@ -128,6 +204,9 @@ void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second)
     job->bandwidth = bytes_per_second;
     if (job->channel)
         tunnel_channel_set_bandwidth(job->channel, bytes_per_second);
+    for (guint i = 0; job->extra && i < job->extra->len; i++)
+        if (job->extra->pdata[i])
+            tunnel_channel_set_bandwidth(job->extra->pdata[i], bytes_per_second);
     g_mutex_unlock(&job->lock);
 }
 
@@ -152,8 +231,15 @@ void migration_job_request_abort(MigrationJob *job, GError *why)
 gboolean migration_job_try_abort(MigrationJob *job, GError *why, GError **error)
 {
     g_mutex_lock(&job->lock);
-    gboolean finishing = job->finishing;
+    gboolean finishing = job->finishing, postcopy = job->postcopy;
     g_mutex_unlock(&job->lock);
+    if (postcopy) {
+        /* libvirt's words */
+        g_error_free(why);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "cannot abort migration in post-copy mode");
+        return FALSE;
+    }
     if (finishing) {
         g_error_free(why);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
@@ -212,6 +298,11 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
     i->data_total = c->data_total;
     i->data_processed = c->data_processed;
     i->data_remaining = c->data_remaining;
+    if (i->has_disk) { /* the disks' mirrors count as data too */
+        i->data_total += i->disk_total;
+        i->data_processed += i->disk_processed;
+        i->data_remaining += i->disk_remaining;
+    }
     i->memory_total = c->memory_total;
     i->memory_processed = c->memory_processed;
     i->memory_remaining = c->memory_remaining;
@@ -235,6 +326,10 @@ void migration_job_update(MigrationJob *job, const DriverJobInfo *c)
     if (c->has_throttle) {
         i->has_throttle = TRUE;
         i->auto_converge_throttle = c->auto_converge_throttle;
+    }
+    if (c->has_postcopy) {
+        i->has_postcopy = TRUE;
+        i->memory_postcopy_requests = c->memory_postcopy_requests;
     }
     fill_from_channel_locked(job, i);
     flight_recorder_set_vmm(job->recorder, i);
@@ -260,6 +355,14 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
     }
     guint64 out = 0, in = 0;
     tunnel_channel_get_bytes(ch, &out, &in);
+    /* Every channel counts: the VMM's stream waits while the disks copy. */
+    for (guint i = 0; job->extra && i < job->extra->len; i++) {
+        guint64 o = 0, n = 0;
+        if (job->extra->pdata[i])
+            tunnel_channel_get_bytes(job->extra->pdata[i], &o, &n);
+        out += o;
+        in += n;
+    }
     gint64 now = g_get_monotonic_time();
     if (tunnel_channel_awaits_resume(ch)) {
         /* Its connection broke: the resume time bounds that, not the stall. */

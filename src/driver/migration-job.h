@@ -8,6 +8,7 @@
 
 #include "driver/driver.h"
 #include "driver/migration-record.h"
+#include "driver/migration-storage.h"
 #include "tunnel/tunnel-channel.h"
 
 typedef struct MigrationJob MigrationJob;
@@ -24,7 +25,15 @@ struct MigrationJob {
     gboolean abort_requested;
     GError *abort_reason;
     gboolean finishing; /* source: the VM's state crossed; too late to abort */
+    /* post-copy (migration-postcopy.c): allowed (--postcopy), asked for
+     * (migrate-postcopy; the perform loop tells the VMM), running (the guest
+     * runs on the destination: too late to abort, neither side alone has
+     * the whole VM) */
+    gboolean postcopy_allowed, postcopy_requested, postcopy;
     TunnelChannel *channel;
+    /* Channel i >= 1 of the migration at extra[i - 1] (NULL until it
+     * opens): the disks' NBD connections (migration-storage.c). */
+    GPtrArray *extra;
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
     /* destination, proxy mode: until the source's data connection comes */
     TunnelDataListener *listener;
@@ -50,6 +59,9 @@ struct MigrationJob {
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */
     FlightRecorder *recorder;
+    /* destination: the disks it receives (NULL: none); set before the job
+     * is shared, its channels' fds taken under lock */
+    MigrationStorageDest *storage;
     /* client-managed migration: the client whose calls drive it (its
      * disconnection ends the job); 0 for peer-to-peer */
     guint64 client_id;
@@ -71,7 +83,16 @@ void migration_job_set_channel_error(MigrationJob *job, GError *error);
 gboolean migration_job_wait_channel(MigrationJob *job, gint64 deadline_us, GError **error);
 /* Whether waiting is over: the channel ended, or will never come. */
 gboolean migration_job_channel_ended(MigrationJob *job);
-/* Cuts the channel (and a listener still waiting) without waiting. */
+/* Channel index (>= 1) of the migration opened: a reference is taken, the
+ * bandwidth applied, an abort requested before reaches it now. */
+void migration_job_add_channel(MigrationJob *job, guint index, TunnelChannel *channel);
+/* FALSE with the cause when one of channels 1.. ended other than cleanly. */
+gboolean migration_job_check_extra(MigrationJob *job, GError **error);
+/* Until channels 1..n all exist and ended cleanly: FALSE with the first
+ * failure, or OPERATION_TIMEOUT once deadline_us (monotonic) passed. */
+gboolean migration_job_wait_extra(MigrationJob *job, guint n, gint64 deadline_us,
+                                  GError **error);
+/* Cuts every channel (and a listener still waiting) without waiting. */
 void migration_job_cut_channel(MigrationJob *job, const GError *why);
 gboolean migration_job_peer_heard_end(MigrationJob *job);
 void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second);

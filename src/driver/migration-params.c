@@ -8,11 +8,14 @@
 #include "util/error.h"
 
 static const char *const refused_flags[] = {
-    [6] = "NON_SHARED_DISK (copying disks is not carried yet)",
-    [7] = "NON_SHARED_INC (copying disks is not carried yet)",
+    /* NON_SHARED_DISK, NON_SHARED_INC: as the VMM can (migration-storage.c) */
     /* COMPRESSED, AUTO_CONVERGE: as the VMM can (migration_tuning_from_params) */
     [14] = "RDMA_PIN_ALL",
-    [15] = "POSTCOPY",
+    /* Built (migration-postcopy.c) but switched off: on a quiet host the TCG
+     * test guest crashed after every post-copy move (5 of 5), a sign of
+     * memory that arrived wrong. Off until that is understood. */
+    [15] = "POSTCOPY (switched off: the guest's memory is not yet verified after a "
+           "post-copy move, see docs/migration.md)",
     [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = "PARALLEL",
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
@@ -24,7 +27,8 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "persistent_xml", "bandwidth", "migrate_uri",
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
-                                               "compression.xbzrle.cache", NULL};
+                                               "compression.xbzrle.cache", "migrate_disks",
+                                               NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {
@@ -50,6 +54,27 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
     if ((flags & MIGRATION_OFFLINE) && (flags & MIGRATION_TUNNELLED)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "tunnelled offline migration does not make sense");
+        return FALSE;
+    }
+    /* libvirt's words: post-copy runs the guest on the destination while
+     * its memory still moves, which a paused or non-live guest cannot. */
+    if ((flags & MIGRATION_POSTCOPY) &&
+        (!(flags & MIGRATION_LIVE) || (flags & MIGRATION_PAUSED))) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "post-copy migration is not supported with non-live or paused migration");
+        return FALSE;
+    }
+    /* Each works alone; the mirror's switch-over inside post-copy is not built. */
+    if ((flags & MIGRATION_POSTCOPY) &&
+        (flags & (MIGRATION_NON_SHARED_DISK | MIGRATION_NON_SHARED_INC))) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY together with NON_SHARED_DISK or NON_SHARED_INC "
+                    "(copying disks) is not supported: migrate the disks pre-copy");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_NON_SHARED_DISK) && (flags & MIGRATION_NON_SHARED_INC)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "flags NON_SHARED_DISK and NON_SHARED_INC are mutually exclusive");
         return FALSE;
     }
     if (flags >> G_N_ELEMENTS(refused_flags)) {
@@ -164,9 +189,11 @@ gboolean migration_tuning_from_params(guint flags, GPtrArray *params, guint tuna
     *t = (MigrationTuning){.auto_converge = (flags & MIGRATION_AUTO_CONVERGE) != 0,
                            .throttle_initial = -1,
                            .throttle_increment = -1,
-                           .xbzrle = (flags & MIGRATION_COMPRESSED) != 0};
+                           .xbzrle = (flags & MIGRATION_COMPRESSED) != 0,
+                           .postcopy = (flags & MIGRATION_POSTCOPY) != 0};
     if (!refuse_flag(flags, MIGRATION_AUTO_CONVERGE, "AUTO_CONVERGE", tunable, vmm, error) ||
-        !refuse_flag(flags, MIGRATION_COMPRESSED, "COMPRESSED", tunable, vmm, error))
+        !refuse_flag(flags, MIGRATION_COMPRESSED, "COMPRESSED", tunable, vmm, error) ||
+        !refuse_flag(flags, MIGRATION_POSTCOPY, "POSTCOPY", tunable, vmm, error))
         return FALSE;
     for (guint i = 0; params && i < params->len; i++) {
         const DriverParam *p = params->pdata[i];

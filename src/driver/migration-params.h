@@ -11,13 +11,17 @@
 #define MIGRATION_PERSIST_DEST (1u << 3)
 #define MIGRATION_UNDEFINE_SOURCE (1u << 4)
 #define MIGRATION_PAUSED (1u << 5)
+#define MIGRATION_NON_SHARED_DISK (1u << 6)
+#define MIGRATION_NON_SHARED_INC (1u << 7)
 #define MIGRATION_CHANGE_PROTECTION (1u << 8)
 #define MIGRATION_UNSAFE (1u << 9)
 #define MIGRATION_OFFLINE (1u << 10)
 #define MIGRATION_COMPRESSED (1u << 11)
 #define MIGRATION_ABORT_ON_ERROR (1u << 12)
 #define MIGRATION_AUTO_CONVERGE (1u << 13)
+#define MIGRATION_POSTCOPY (1u << 15)
 #define MIGRATION_TLS (1u << 16)
+#define MIGRATION_POSTCOPY_RESUME (1u << 19)
 
 /* Features the destination must have (virDrvFeature). */
 #define MIGRATION_FEATURE_P2P 4

@@ -14,6 +14,9 @@ struct MigrationEngine {
     char *daemon_id; /* random per daemon run: tells a local migration apart */
     GMutex lock;
     GHashTable *incoming;  /* domain name -> MigrationJob* (ref), destination side */
+    /* domain name -> why its last incoming VM was dropped, for a finish that
+     * comes after (the source's report); a new prepare of the name clears it */
+    GHashTable *dropped;
     GHashTable *completed; /* uuid string -> DriverJobInfo*, the last finished job */
     /* client-managed migration, source side */
     GHashTable *performing; /* MigrationJob* (ref) -> itself: performs running */
@@ -77,6 +80,66 @@ gboolean migration_offline_perform_p2p(MigrationEngine *engine, const DriverDoma
                                        const char *dconnuri, GPtrArray *params, guint flags,
                                        GError **error);
 
+/* migration-storage.c: disks without shared storage */
+/* Refuses NON_SHARED_DISK/INC, naming it, when this VMM or mode cannot. */
+gboolean migration_storage_check(MigrationEngine *e, guint flags, GError **error);
+/* Source: the disks the flags and the migrate_disks params ask to copy
+ * (*disks NULL: none); a migrate_disks name that is no copyable disk is
+ * refused naming it. */
+gboolean migration_storage_source_select(MigrationEngine *e, gpointer vm, guint flags,
+                                         GPtrArray *params, GPtrArray **disks, GError **error);
+/* Opens channel index of the migration with *vmm_fd as its local end (taken,
+ * *vmm_fd set to -1, once the channel owns it). */
+typedef gboolean (*MigrationChannelOpen)(gpointer data, guint index, int *vmm_fd,
+                                         GError **error);
+/* Source, after prepare: one channel per disk (open), the VMM mirroring
+ * into each; refused when the destination did not answer the disks. */
+gboolean migration_storage_source_start(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                        GPtrArray *disks, gboolean inc, GBytes *dest_cookie,
+                                        MigrationChannelOpen open, gpointer data,
+                                        GArray *vmm_ends, GError **error);
+/* Until every mirror caught up (abort, a channel's failure, a stall or the
+ * VMM's error end it). */
+gboolean migration_storage_source_wait_ready(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                             GError **error);
+/* During the memory stream: FALSE with the cause when a mirror or its
+ * channel failed. */
+gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                        GError **error);
+/* The guest's state went: the mirrors complete and their channels end. */
+gboolean migration_storage_source_complete(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                           guint n_disks, GError **error);
+/* Stops the mirrors; vmm_ends (int: copies of our ends of the disks'
+ * sockets, kept by source_start) are shut down, drained and closed. */
+void migration_storage_source_cancel(MigrationEngine *e, gpointer vm, GArray *vmm_ends);
+void migration_storage_close_ends(GArray *vmm_ends);
+/* Destination, prepare (obj locked, before its instance starts): creates
+ * the missing images. */
+MigrationStorageDest *migration_storage_dest_create(MigrationEngine *e, DomainObj *obj,
+                                                    guint flags, MigrationCookie *src,
+                                                    GError **error);
+/* ... and once the incoming VMM runs: its export, and the channels' ends. */
+gboolean migration_storage_dest_export(MigrationEngine *e, MigrationStorageDest *st,
+                                       DomainObj *obj, gpointer vm, GError **error);
+guint migration_storage_dest_count(MigrationStorageDest *st);
+GPtrArray *migration_storage_dest_disks(MigrationStorageDest *st);
+gboolean migration_storage_dest_is_inc(MigrationStorageDest *st);
+/* Tunnelled: the terms of the disks' streams (the migration's own). */
+void migration_storage_dest_set_stream(MigrationStorageDest *st, const TunnelStreamConfig *cfg);
+/* The local end of channel index (>= 1), -1 if there is none or it was taken. */
+int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index);
+/* Tunnelled: the source opens channel index of the incoming migration of
+ * domain name (its token proves it is that migration's source). */
+gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name,
+                                            const char *token, guint index,
+                                            TunnelBinding *binding, GError **error);
+/* finish, before the guest resumes: every disk channel ended cleanly, the
+ * export ends, the images are kept. */
+gboolean migration_storage_dest_finish(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                       GError **error);
+/* A failed migration: removes the images prepare created. */
+void migration_storage_dest_discard(MigrationStorageDest *st);
+
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
                                 TunnelBinding *binding, TunnelPeerWatch *source,
@@ -88,3 +151,48 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
 void migration_dest_client_closed(MigrationEngine *engine, guint64 client_id);
 /* Wakes the destination threads of the engine and cuts their channels. */
 void migration_dest_shutdown(MigrationEngine *engine);
+
+/* migration-dest.c, for post-copy: the steps of finish it shares */
+/* Makes the incoming instance (obj, locked) the domain; running with
+ * running_reason and the RESUMED event's resumed_detail unless --suspend. */
+gboolean migration_dest_reveal(MigrationEngine *engine, DomainObj *obj, gpointer vm,
+                               const char *pxml, guint flags, int running_reason,
+                               int resumed_detail, GError **error);
+void migration_dest_discard(MigrationEngine *engine, MigrationJob *job, const char *why);
+void migration_dest_end_record(MigrationJob *job, const char *outcome, const char *why);
+void migration_dest_forget(MigrationEngine *engine, MigrationJob *job);
+
+/* migration-postcopy.c */
+/* What the source's perform loop keeps about post-copy. */
+typedef struct {
+    guint64 last_iteration; /* the last MIGRATION_ITERATION event sent */
+    gboolean switch_sent;   /* the VMM was asked to switch */
+    gboolean switched;      /* the VMM is in post-copy: the guest moves on */
+} MigrationPostcopySource;
+
+/* virsh migrate-postcopy: asks the perform loop to switch. */
+gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+/* Each turn of the source's perform loop: the iteration event, and the
+ * switch when asked. FALSE when the VMM refused to switch. */
+gboolean migration_postcopy_source_poll(MigrationEngine *engine, MigrationJob *job, gpointer vm,
+                                        const char *instance_id,
+                                        const MigrationVmmProgress *progress,
+                                        MigrationPostcopySource *pc, GError **error);
+/* The source VMM entered post-copy: too late to abort, the VM is paused
+ * here (post-copy) while it moves. */
+void migration_postcopy_source_switched(MigrationEngine *engine, MigrationJob *job,
+                                        const char *instance_id);
+/* After finish answered (the guest runs there): until the rest of the
+ * memory moved and the VMM completed. */
+gboolean migration_postcopy_source_wait(MigrationEngine *engine, MigrationJob *job, gpointer vm,
+                                        MigrationVmmProgress *end, GError **error);
+/* A migration that failed after the switch (obj locked): the VM stays
+ * paused here, post-copy failed; it never runs here again by itself. */
+void migration_postcopy_source_failed_locked(MigrationEngine *engine, DomainObj *obj,
+                                             const GError *why);
+/* finish on the destination for a source that switched: runs the guest
+ * here once the VMM is in post-copy, and completes in the background. */
+DriverDomain *migration_postcopy_dest_finish(MigrationEngine *engine, MigrationJob *job,
+                                             const char *dname, const char *pxml, guint flags,
+                                             GBytes **cookie_out, GError **error);

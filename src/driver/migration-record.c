@@ -10,6 +10,7 @@
 
 #include <json-glib/json-glib.h>
 
+#include "rpc/rpc-transport.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/thread.h"
@@ -25,6 +26,7 @@ typedef struct {
     guint64 queued;
     gint64 peer_rx_age_us; /* -1: unknown */
     gint64 ka_rtt_us;
+    gint64 ka_age_us; /* since the last answered keepalive; -1: none */
     guint64 vmm_remaining, vmm_processed, vmm_iteration, vmm_dirty_rate, vmm_bps;
 } FlightSample;
 
@@ -73,6 +75,7 @@ void flight_recorder_configure(const char *dir, guint max_records, gboolean enab
     records_max = max_records;
     g_mutex_unlock(&settings_lock);
     __atomic_store_n(&tunnel_counters_enabled, enabled, __ATOMIC_RELAXED);
+    __atomic_store_n(&rpc_transport_crypto_timing, enabled, __ATOMIC_RELAXED);
 }
 
 gboolean flight_recorder_enabled(void)
@@ -248,6 +251,7 @@ static void sample_locked(FlightRecorder *fr, TunnelChannel *ch)
     gint64 now = g_get_monotonic_time();
     smp.t_us = now - fr->start_mono_us;
     smp.peer_rx_age_us = -1;
+    smp.ka_age_us = -1;
     if (ch) {
         TunnelChannelSample cs;
         tunnel_channel_sample(ch, &cs);
@@ -257,6 +261,8 @@ static void sample_locked(FlightRecorder *fr, TunnelChannel *ch)
         if (cs.peer_last_rx_us)
             smp.peer_rx_age_us = MAX(0, now - cs.peer_last_rx_us);
         smp.ka_rtt_us = cs.keepalive_rtt_us;
+        if (cs.keepalive_pong_us)
+            smp.ka_age_us = MAX(0, now - cs.keepalive_pong_us);
     }
     smp.vmm_remaining = fr->vmm.memory_remaining;
     smp.vmm_processed = fr->vmm.memory_processed;
@@ -428,11 +434,11 @@ void flight_recorder_add_peer(FlightRecorder *fr, const char *text, gint64 offse
 /* ---- the end: summary and file ---- */
 
 typedef struct {
-    guint64 src_vmm, dst_vmm, network, credit, bandwidth; /* microseconds */
+    guint64 src_vmm, dst_vmm, network, credit, bandwidth, crypto; /* microseconds */
     double transfer_s;
     guint64 bytes;
     gboolean have_peer;
-    guint64 peer_vmm_write, peer_net_recv;
+    guint64 peer_vmm_write, peer_net_recv, peer_crypto;
 } Summary;
 
 /* The pumps' waits of the sending direction over the record, ours and,
@@ -452,17 +458,19 @@ static void summarize_locked(FlightRecorder *fr, Summary *sum)
         sum->credit = last->c.wait_credit_us;
         sum->bandwidth = last->c.wait_throttle_us;
         sum->bytes = last->c.bytes_out;
+        sum->crypto = last->c.wait_crypto_us;
     } else {
         sum->dst_vmm = last->c.wait_vmm_write_us;
         sum->network = last->c.wait_net_recv_us;
         sum->bytes = last->c.bytes_in;
+        sum->crypto = last->c.wait_crypto_us;
     }
 }
 
 /* The destination's last sample's waits, from its record's text. */
-static void peer_waits(const char *text, guint64 *vmm_write, guint64 *net_recv)
+static void peer_waits(const char *text, guint64 *vmm_write, guint64 *net_recv, guint64 *crypto)
 {
-    *vmm_write = *net_recv = 0;
+    *vmm_write = *net_recv = *crypto = 0;
     const char *p = text ? g_strrstr(text, "\"ev\":\"sample\"") : NULL;
     if (!p)
         return;
@@ -480,6 +488,7 @@ static void peer_waits(const char *text, guint64 *vmm_write, guint64 *net_recv)
     JsonObject *o = json_node_get_object(root);
     *vmm_write = (guint64)json_object_get_int_member_with_default(o, "w_vmm_write", 0);
     *net_recv = (guint64)json_object_get_int_member_with_default(o, "w_net_recv", 0);
+    *crypto = (guint64)json_object_get_int_member_with_default(o, "w_crypto", 0);
 }
 
 /* The bottleneck in words: what the sending side waited on most. */
@@ -490,20 +499,28 @@ static char *bottleneck_words(FlightRecorder *fr, const Summary *s)
         return g_strdup("unknown (no data moved)");
     gboolean source = g_str_equal(fr->side, "source");
     if (!source) {
-        if (s->dst_vmm > total * 0.2 && s->dst_vmm >= s->network)
+        if (s->dst_vmm > total * 0.2 && s->dst_vmm >= s->network && s->dst_vmm >= s->crypto)
             return g_strdup("the destination VMM (it took the data slower than it arrived)");
+        if (s->crypto > total * 0.2 && s->crypto >= s->network)
+            return g_strdup("encryption (the destination waited for its connection to decrypt "
+                            "the data)");
         if (s->network > total * 0.2)
             return g_strdup("the source or the network (the destination waited for data)");
         return g_strdup("none (the destination kept up)");
     }
-    guint64 max = MAX(MAX(s->src_vmm, s->network), MAX(s->credit, s->bandwidth));
+    guint64 max = MAX(MAX(MAX(s->src_vmm, s->network), MAX(s->credit, s->bandwidth)), s->crypto);
     if ((double)max < total * 0.2)
         return g_strdup("the daemons' own processing (no pump waited more than 20% of the time)");
     if (max == s->bandwidth)
         return g_strdup("the migration's bandwidth limit");
+    if (max == s->crypto)
+        return g_strdup("encryption (the source waited for its connection to encrypt the data)");
     if (max == s->src_vmm)
         return g_strdup("the source VMM (it produced data slower than the path carried it)");
     if (s->have_peer) {
+        if (s->peer_crypto > s->peer_vmm_write && s->peer_crypto > s->peer_net_recv)
+            return g_strdup("encryption (the destination waited for its connection to decrypt "
+                            "the data)");
         if (s->peer_vmm_write > s->peer_net_recv)
             return g_strdup("the destination VMM (it took the data slower than the network "
                             "carried it)");
@@ -524,7 +541,8 @@ static void append_sample(GString *s, FlightRecorder *fr, const FlightSample *sm
         ",\"w_net_recv\":%" G_GUINT64_FORMAT ",\"w_credit\":%" G_GUINT64_FORMAT
         ",\"w_throttle\":%" G_GUINT64_FORMAT ",\"w_crypto\":%" G_GUINT64_FORMAT
         ",\"queued\":%" G_GUINT64_FORMAT ",\"peer_rx_age_ms\":%" G_GINT64_FORMAT
-        ",\"keepalive_rtt_ms\":%.3f,\"vmm_remaining\":%" G_GUINT64_FORMAT
+        ",\"keepalive_rtt_ms\":%.3f,\"keepalive_age_ms\":%" G_GINT64_FORMAT
+        ",\"vmm_remaining\":%" G_GUINT64_FORMAT
         ",\"vmm_processed\":%" G_GUINT64_FORMAT ",\"vmm_iteration\":%" G_GUINT64_FORMAT
         ",\"vmm_dirty_rate\":%" G_GUINT64_FORMAT ",\"vmm_bps\":%" G_GUINT64_FORMAT "}\n",
         (double)smp->t_us / G_USEC_PER_SEC, fr->side, smp->c.bytes_out, smp->c.bytes_in,
@@ -532,7 +550,8 @@ static void append_sample(GString *s, FlightRecorder *fr, const FlightSample *sm
         smp->c.wait_net_recv_us, smp->c.wait_credit_us, smp->c.wait_throttle_us,
         smp->c.wait_crypto_us, smp->queued,
         smp->peer_rx_age_us < 0 ? (gint64)-1 : smp->peer_rx_age_us / 1000,
-        (double)smp->ka_rtt_us / 1000.0, smp->vmm_remaining, smp->vmm_processed,
+        (double)smp->ka_rtt_us / 1000.0, smp->ka_age_us < 0 ? (gint64)-1 : smp->ka_age_us / 1000,
+        smp->vmm_remaining, smp->vmm_processed,
         smp->vmm_iteration, smp->vmm_dirty_rate, smp->vmm_bps);
 }
 
@@ -563,9 +582,10 @@ static char *format_locked(FlightRecorder *fr, const char *outcome, const char *
                            ",\"stall_ms\":{\"source_vmm\":%" G_GUINT64_FORMAT
                            ",\"destination_vmm\":%" G_GUINT64_FORMAT
                            ",\"network\":%" G_GUINT64_FORMAT ",\"credit\":%" G_GUINT64_FORMAT
-                           ",\"bandwidth_limit\":%" G_GUINT64_FORMAT "}",
+                           ",\"bandwidth_limit\":%" G_GUINT64_FORMAT
+                           ",\"encryption\":%" G_GUINT64_FORMAT "}",
                            sum->src_vmm / 1000, sum->dst_vmm / 1000, sum->network / 1000,
-                           sum->credit / 1000, sum->bandwidth / 1000);
+                           sum->credit / 1000, sum->bandwidth / 1000, sum->crypto / 1000);
     g_string_append_printf(s,
                            ",\"samples_dropped\":%" G_GUINT64_FORMAT
                            ",\"events_dropped\":%" G_GUINT64_FORMAT "}\n",
@@ -689,7 +709,7 @@ char *flight_recorder_finish(FlightRecorder *fr, const char *outcome, const GErr
     summarize_locked(fr, &sum);
     if (fr->peer_text) {
         sum.have_peer = TRUE;
-        peer_waits(fr->peer_text, &sum.peer_vmm_write, &sum.peer_net_recv);
+        peer_waits(fr->peer_text, &sum.peer_vmm_write, &sum.peer_net_recv, &sum.peer_crypto);
         sum.dst_vmm = sum.peer_vmm_write;
     }
     g_autofree char *bottleneck = bottleneck_words(fr, &sum);
@@ -703,6 +723,7 @@ char *flight_recorder_finish(FlightRecorder *fr, const char *outcome, const GErr
         info->stall_network_ms = sum.network / 1000;
         info->stall_credit_ms = sum.credit / 1000;
         info->stall_bandwidth_ms = sum.bandwidth / 1000;
+        info->stall_encryption_ms = sum.crypto / 1000;
         g_free(info->bottleneck);
         info->bottleneck = g_strdup(bottleneck);
         g_free(info->flight_record);

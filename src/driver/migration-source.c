@@ -50,6 +50,9 @@ typedef struct {
     guint64 downtime_ms;
     char *peer_record_id; /* the destination keeps a flight record we may fetch */
     MigrationTuning tuning; /* what the VMM's migration is asked to do */
+    MigrationPostcopySource pc;
+    GPtrArray *disks;       /* MigrationDisk*: the disks copied, NULL none */
+    GArray *mirror_ends;    /* int: copies of our ends of the disks' sockets */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -73,6 +76,12 @@ static void outgoing_clear(Outgoing *o)
     g_free(o->migrate_uri);
     g_free(o->dconn_pkipath);
     g_free(o->peer_record_id);
+    if (o->disks)
+        g_ptr_array_unref(o->disks);
+    if (o->mirror_ends) {
+        migration_storage_close_ends(o->mirror_ends);
+        g_array_unref(o->mirror_ends);
+    }
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -85,10 +94,15 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
-                                /* offered for the tunnel; the destination answers */
-                                .resume_timeout = tunnel ? tunnel_data_settings_get_resume_timeout(
-                                                               o->engine->data_settings)
-                                                         : 0};
+                                /* offered for the tunnel without disk channels (those
+                                 * are not resumed); the destination answers */
+                                .resume_timeout = tunnel && !o->disks
+                                                      ? tunnel_data_settings_get_resume_timeout(
+                                                            o->engine->data_settings)
+                                                      : 0,
+                                .postcopy = o->pc.switched,
+                                .disks = o->disks,
+                                .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0};
     return migration_cookie_format(&c);
 }
 
@@ -197,7 +211,10 @@ static gboolean peer_setup_run(PeerSetup *ps, GError **error)
                       : ps->ops->prepare(ps->peer, ps->dparams, ps->cookie, ps->destflags,
                                          &ps->dest_cookie, &ps->uri_out, error);
     if (!ok) {
-        g_prefix_error(error, "the destination refused: ");
+        /* An answer is a refusal; no answer (the peer is gone) says so itself. */
+        if (!g_error_matches(*error, FERRY_ERROR, FERRY_ERR_RPC) &&
+            !g_error_matches(*error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+            g_prefix_error(error, "the destination refused: ");
         return FALSE;
     }
     flight_recorder_phase(fr, "prepare", FALSE);
@@ -275,15 +292,35 @@ static gboolean outgoing_setup_peer(Outgoing *o, const char *dconnuri, const cha
     return ok;
 }
 
-/* Tunnelled: a stream channel on the connection the prepare call used. */
-static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
+/* Tunnelled: a stream channel on the connection the prepare call used;
+ * channel 0 is prepare's own stream, channel index > 0 one the source opens
+ * with ferry's own call, bound to the migration by its token. */
+static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GError **error)
 {
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
         return FALSE;
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
-    migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name, "source VMM", &cfg);
+    migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name,
+                                   index ? "source VMM's disk mirror" : "source VMM", &cfg);
+    if (index > 0) {
+        const char *dname = NULL;
+        TunnelBinding *binding = NULL;
+        driver_params_get_string(o->dparams, "destination_name", &dname, NULL);
+        if (!o->ops->open_channel || !dc.token ||
+            !o->ops->open_channel(o->peer, dname, dc.token, index, &binding, error)) {
+            if (error && !*error)
+                g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                            "the destination opens no channel %u", index);
+            return FALSE;
+        }
+        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, *vmm_fd, &cfg);
+        tunnel_binding_free(binding);
+        *vmm_fd = -1;
+        migration_job_add_channel(o->job, index, ch);
+        return TRUE;
+    }
     /* The destination agreed to resume after a broken connection: its
      * answer is the time both keep, and the token we come back with. */
     gboolean resume = cfg.credit && dc.resume_timeout && dc.resume_token && o->ops->resume_setup;
@@ -301,7 +338,8 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
         g_autofree char *rt = g_strdup_printf("%u", cfg.resume ? cfg.resume_timeout_s : 0);
-        flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", "1",
+        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
+        flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
                               "#packet_size", packet, "#window", window, "#bandwidth", bw,
                               "#resume_timeout", rt, NULL);
@@ -310,8 +348,9 @@ static gboolean outgoing_open_stream(Outgoing *o, int *vmm_fd, GError **error)
     return TRUE;
 }
 
-/* Proxy mode: a data connection the destination relays. */
-static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
+/* Proxy mode: a data connection the destination relays, one per channel
+ * (the token and the channel's index in its hello). */
+static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError **error)
 {
     g_auto(MigrationCookie) dc = {0};
     if (!migration_cookie_parse(o->dest_cookie, &dc, error))
@@ -336,24 +375,39 @@ static gboolean outgoing_open_data(Outgoing *o, int *vmm_fd, GError **error)
         host = g_strdup(o->dconn_host);
     }
     gboolean tls = (o->flags & MIGRATION_TLS) != 0;
-    g_autofree char *data_name = g_strdup_printf(
-        "%sdata connection to the destination ferryd at %s:%u", tls ? "TLS " : "", host, port);
-    TunnelRelayConfig rcfg = {.vmm_name = "source VMM", .peer_name = data_name};
+    g_autofree char *channel = index ? g_strdup_printf(" (channel %u)", index) : g_strdup("");
+    g_autofree char *data_name =
+        g_strdup_printf("%sdata connection to the destination ferryd at %s:%u%s",
+                        tls ? "TLS " : "", host, port, channel);
+    TunnelRelayConfig rcfg = {.vmm_name = index ? "source VMM's disk mirror" : "source VMM",
+                              .peer_name = data_name};
     int fd = *vmm_fd;
     *vmm_fd = -1;
     g_autoptr(TunnelChannel) ch =
-        tunnel_channel_connect_data(host, (guint16)port, dc.token, tls, o->dconn_pkipath,
+        tunnel_channel_connect_data(host, (guint16)port, dc.token, index, tls, o->dconn_pkipath,
                                     DATA_CONNECT_TIMEOUT_MS, fd, &rcfg, error);
     if (!ch)
         return FALSE;
+    if (index > 0) {
+        migration_job_add_channel(o->job, index, ch);
+        return TRUE;
+    }
     if (o->job->recorder) {
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", tls ? "proxy+tls" : "proxy",
-                              "#channels", "1", "data_connection", data_name, "#bandwidth", bw,
-                              NULL);
+                              "#channels", channels, "data_connection", data_name, "#bandwidth",
+                              bw, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;
+}
+
+static gboolean outgoing_open_channel(gpointer data, guint index, int *vmm_fd, GError **error)
+{
+    Outgoing *o = data;
+    return (o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, index, vmm_fd, error)
+                                            : outgoing_open_data(o, index, vmm_fd, error);
 }
 
 /* Runs prepare on the destination and the channel until the VMM is done. */
@@ -386,8 +440,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         goto fail;
     }
 
-    if (!((o->flags & MIGRATION_TUNNELLED) ? outgoing_open_stream(o, &sv[0], &e)
-                                           : outgoing_open_data(o, &sv[0], &e)))
+    if (!outgoing_open_channel(o, 0, &sv[0], &e))
+        goto fail;
+    /* The disks first: the guest's state follows once every mirror caught up. */
+    if (o->disks && (!migration_storage_source_start(o->engine, o->job, o->vm, o->disks,
+                                                     (o->flags & MIGRATION_NON_SHARED_INC) != 0,
+                                                     o->dest_cookie, outgoing_open_channel, o,
+                                                     o->mirror_ends, &e) ||
+                     !migration_storage_source_wait_ready(o->engine, o->job, o->vm, &e)))
         goto fail;
 
     if (h->tune && !h->tune(o->vm, &o->tuning, TRUE, &e))
@@ -404,6 +464,9 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         g_auto(MigrationVmmProgress) p = {0};
         if (h->progress(o->vm, &p, NULL))
             migration_job_update(o->job, &p.counters);
+        if (!migration_postcopy_source_poll(o->engine, o->job, o->vm, o->instance_id, &p, &o->pc,
+                                            &e))
+            goto fail;
         g_autoptr(GError) aborted = migration_job_abort_error(o->job);
         if (aborted) {
             e = g_steal_pointer(&aborted);
@@ -415,6 +478,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             goto fail;
         }
         migration_job_note_resume(o->job);
+        if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
+            goto fail;
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
@@ -436,6 +501,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                         vmm_error(&p, "failed"));
             goto fail;
         }
+        if (!done && p.status == MIGRATION_VMM_POSTCOPY_ACTIVE) {
+            /* The guest moves to the destination now: finish runs it
+             * there while the channel carries the rest of its memory. */
+            migration_postcopy_source_switched(o->engine, o->job, o->instance_id);
+            o->pc.switched = TRUE;
+            flight_recorder_phase(o->job->recorder, "perform", FALSE);
+            return TRUE;
+        }
         if (done)
             break;
     }
@@ -453,6 +526,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                     vmm_error(&end, "no status"));
         goto fail;
     }
+    /* The guest paused here with its state gone: the disks' last writes follow. */
+    if (o->disks &&
+        !migration_storage_source_complete(o->engine, o->job, o->vm, o->disks->len, &e))
+        goto fail;
     o->digest = g_steal_pointer(&end.digest);
     o->downtime_ms = end.counters.downtime_ms;
     flight_recorder_phase(o->job->recorder, "perform", FALSE);
@@ -479,6 +556,9 @@ static void outgoing_stop(Outgoing *o, const GError *why)
     o->hooks->cancel(o->vm);
     g_auto(MigrationVmmProgress) end = {0};
     o->hooks->wait_end(o->vm, VMM_END_WAIT_MS, &end, NULL);
+    /* The mirrors only read our disks: stopping them leaves the disks as they are. */
+    if (o->disks)
+        migration_storage_source_cancel(o->engine, o->vm, o->mirror_ends);
 }
 
 /* What the destination needs to drop its incoming VM: the peer connection
@@ -695,7 +775,10 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
         gboolean cancelled = g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED);
         migration_save_completed(e, o->uuid, o->job,
                                  cancelled ? DRIVER_JOB_CANCELLED : DRIVER_JOB_FAILED, why, NULL);
-        if (domain_obj_is_active(obj) && keep_paused) {
+        if (o->pc.switched) {
+            /* Neither side has the whole VM: ours never runs again by itself. */
+            migration_postcopy_source_failed_locked(e, obj, why);
+        } else if (domain_obj_is_active(obj) && keep_paused) {
             FERRY_WARN("domain '%s' stays paused: %s", o->name, why ? why->message : "?");
             domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
             domain_store_save_state(e->hv->store, obj, NULL);
@@ -704,6 +787,8 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
                 running = o->hooks->is_running(o->vm);
             if (running == 1) {
+                FERRY_INFO("domain '%s' runs here again: %s", o->name,
+                           why ? why->message : "the migration failed");
                 domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_MIGRATION_CANCELED);
                 if (!(o->flags & MIGRATION_LIVE) && !o->was_paused)
                     hv_emit(e->hv, obj, HV_EVENT_RESUMED, HV_RESUMED_MIGRATED);
@@ -746,6 +831,11 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    if (!migration_storage_source_select(e, vm, o->flags, params, &o->disks, error)) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    o->mirror_ends = g_array_new(FALSE, FALSE, sizeof(int));
     guint64 max_speed = 0;
     if (bandwidth == G_MAXUINT64 &&
         !migration_bandwidth_to_bytes(obj->max_speed_mib, &max_speed, error)) {
@@ -754,6 +844,7 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     }
     o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
     o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    o->job->postcopy_allowed = (o->flags & MIGRATION_POSTCOPY) != 0;
     o->job->recorder = flight_recorder_new("source", domain_obj_get_name(obj),
                                            domain_obj_get_uuid(obj), NULL);
     if (o->job->recorder) {
@@ -881,9 +972,30 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                               "finish (cancelled=0) answered", "answer",
                               d ? "the domain runs on the destination" : e->message, NULL);
         flight_recorder_phase(o.job->recorder, "finish", FALSE);
+        if (d && o.pc.switched) {
+            /* The guest runs there; the rest of its memory is on its way. */
+            g_auto(MigrationVmmProgress) end = {0};
+            if (migration_postcopy_source_wait(engine, o.job, o.vm, &end, &e)) {
+                o.digest = g_steal_pointer(&end.digest);
+                o.downtime_ms = end.counters.downtime_ms;
+            } else {
+                g_prefix_error(&e, "migration failed in post-copy phase: ");
+                char *more = g_strdup_printf(
+                    "%s; the guest runs on the destination without all of its memory, the "
+                    "rest stays paused here: resume the migration with virsh migrate "
+                    "--postcopy-resume",
+                    e->message);
+                g_free(e->message);
+                e->message = more;
+                g_clear_pointer(&d, driver_domain_free);
+                ok = FALSE;
+            }
+        }
         if (d)
             fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL);
-        if (!d) {
+        if (!d && !ok) {
+            /* failed in post-copy, said above */
+        } else if (!d) {
             /* An error answer: the destination did not run the VM, ours
              * resumes. No answer (the connection died, the call timed out):
              * the destination may run it already, so ours must not. */
@@ -948,6 +1060,8 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (flags & MIGRATION_OFFLINE)
         return migration_offline_begin(e, dom, params, cookie_out, error);
     MigrationTuning tuning;
+    if (!migration_storage_check(e, flags, error))
+        return NULL;
     if (!migration_tuning_from_params(flags, params, e->hooks->tunable_flags, e->hooks->vmm_name,
                                       &tuning, error))
         return NULL;
@@ -1117,6 +1231,12 @@ static gboolean client_perform(MigrationEngine *engine, const DriverDomain *dom,
     if (flags & MIGRATION_TUNNELLED) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "cannot perform tunnelled migration without using peer2peer flag");
+        return FALSE;
+    }
+    if (flags & (MIGRATION_POSTCOPY | MIGRATION_POSTCOPY_RESUME)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY is not supported without --p2p: post-copy "
+                    "needs the source daemon to drive the migration to its end");
         return FALSE;
     }
     const char *muri = NULL;

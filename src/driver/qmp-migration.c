@@ -65,7 +65,10 @@ static MigrationVmmStatus status_of(const char *st)
         MigrationVmmStatus status;
     } map[] = {{"setup", MIGRATION_VMM_SETUP},         {"active", MIGRATION_VMM_ACTIVE},
                {"cancelling", MIGRATION_VMM_CANCELLING}, {"completed", MIGRATION_VMM_COMPLETED},
-               {"failed", MIGRATION_VMM_FAILED},       {"cancelled", MIGRATION_VMM_CANCELLED}};
+               {"failed", MIGRATION_VMM_FAILED},       {"cancelled", MIGRATION_VMM_CANCELLED},
+               {"postcopy-active", MIGRATION_VMM_POSTCOPY_ACTIVE},
+               {"postcopy-paused", MIGRATION_VMM_POSTCOPY_PAUSED},
+               {"postcopy-recover", MIGRATION_VMM_POSTCOPY_RECOVER}};
     for (guint i = 0; st && i < G_N_ELEMENTS(map); i++)
         if (g_str_equal(st, map[i].name))
             return map[i].status;
@@ -103,6 +106,10 @@ static void progress_of(JsonObject *qm, MigrationVmmProgress *p)
         i->data_total = i->memory_total;
         i->data_processed = i->memory_processed;
         i->data_remaining = i->memory_remaining;
+        if (p->status >= MIGRATION_VMM_POSTCOPY_ACTIVE || json_u64(ram, "postcopy-requests")) {
+            i->has_postcopy = TRUE;
+            i->memory_postcopy_requests = json_u64(ram, "postcopy-requests");
+        }
     }
     JsonObject *xb = json_object_has_member(qm, "xbzrle-cache")
                          ? json_object_get_object_member(qm, "xbzrle-cache")
@@ -151,8 +158,11 @@ static gboolean qmp_hook_wait_end(gpointer vm, int timeout_ms, MigrationVmmProgr
         memset(out, 0, sizeof(*out));
         if (!qmp_hook_progress(vm, out, error))
             return FALSE;
+        /* post-copy paused is settled too: it waits for a recovery */
         if ((out->status != MIGRATION_VMM_SETUP && out->status != MIGRATION_VMM_ACTIVE &&
-             out->status != MIGRATION_VMM_CANCELLING) ||
+             out->status != MIGRATION_VMM_CANCELLING &&
+             out->status != MIGRATION_VMM_POSTCOPY_ACTIVE &&
+             out->status != MIGRATION_VMM_POSTCOPY_RECOVER) ||
             g_get_monotonic_time() >= deadline)
             return TRUE;
         g_usleep(20 * 1000);
@@ -204,6 +214,7 @@ static gboolean tune(VmmProcess *vm, const MigrationTuning *t, gboolean starting
         JsonArray *caps = json_array_new();
         add_capability(caps, "auto-converge", t->auto_converge);
         add_capability(caps, "xbzrle", t->xbzrle);
+        add_capability(caps, "postcopy-ram", t->postcopy);
         JsonObject *args = json_object_new();
         json_object_set_array_member(args, "capabilities", caps);
         gboolean ok = run(vm, "migrate-set-capabilities", args, error);
@@ -258,9 +269,31 @@ static void qmp_hook_cancel(gpointer vm)
     run(vm, "migrate_cancel", NULL, NULL);
 }
 
+/* Post-copy needs its capability on the destination before the stream
+ * starts (QEMU then opens the return path on the same socket). */
+static gboolean enable_postcopy(VmmProcess *vm, GError **error)
+{
+    JsonArray *caps = json_array_new();
+    add_capability(caps, "postcopy-ram", TRUE);
+    JsonObject *args = json_object_new();
+    json_object_set_array_member(args, "capabilities", caps);
+    gboolean ok = run(vm, "migrate-set-capabilities", args, error);
+    json_object_unref(args);
+    return ok;
+}
+
+static gboolean qmp_hook_start_postcopy(gpointer vm, GError **error)
+{
+    return run(vm, "migrate-start-postcopy", NULL, error);
+}
+
 static gboolean start_incoming(gpointer vm, const MigrationEndpoint *ep, gboolean exit_on_error,
                                GError **error)
 {
+    if (ep->postcopy && !enable_postcopy(vm, error)) {
+        close(ep->fd);
+        return FALSE;
+    }
     if (!pass_fd(vm, "incoming", ep->fd, error))
         return FALSE;
     JsonObject *args = json_object_new();
@@ -382,10 +415,11 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
                                                         : ferry_vmm_start_incoming,
         .vmm_name = dialect == QMP_MIGRATION_QEMU ? "QEMU" : "ferry-vmm",
         .tunable_flags = dialect == QMP_MIGRATION_QEMU
-                             ? (MIGRATION_AUTO_CONVERGE | MIGRATION_COMPRESSED)
+                             ? (MIGRATION_AUTO_CONVERGE | MIGRATION_COMPRESSED | MIGRATION_POSTCOPY)
                              : 0,
         .tune = dialect == QMP_MIGRATION_QEMU ? qemu_tune : ferry_vmm_tune,
         .get_tuning = qmp_hook_get_tuning,
+        .start_postcopy = dialect == QMP_MIGRATION_QEMU ? qmp_hook_start_postcopy : NULL,
         .measure_dirty_rate = dialect == QMP_MIGRATION_QEMU ? qemu_measure_dirty_rate
                                                             : ferry_vmm_measure_dirty_rate,
     };

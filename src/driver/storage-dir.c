@@ -10,7 +10,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "driver/domain-def.h"
+#include "driver/storage-vol.h"
+#include "driver/storage-xml.h"
 #include "util/error.h"
 #include "util/log.h"
 #include "util/uuid.h"
@@ -29,12 +30,8 @@
 /* virStoragePoolCreateFlags */
 #define CREATE_WITH_BUILD 1u
 /* virStoragePoolBuildFlags: 0 is NEW */
-/* virStorageVolCreateFlags */
-#define VOL_CREATE_PREALLOC_METADATA 1u
 /* virStorageXMLFlags */
 #define XML_INACTIVE 1u
-
-#define NAME_MAX_LEN 255
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(xmlDoc, xmlFreeDoc)
 
@@ -98,32 +95,17 @@ static StorageVolRef *vol_ref(const Pool *pool, const char *name)
 
 /* ---- errors ---- */
 
-static gboolean G_GNUC_PRINTF(3, 4) fail(GError **error, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    g_set_error_literal(error, FERRY_ERROR, code, msg);
-    return FALSE;
-}
-
 static gboolean refuse_flags(GError **error, guint flags, guint known, const char *function)
 {
     if (flags & ~known)
-        return fail(error, FERRY_ERR_INVALID_ARG, "unsupported flags (0x%x) in function %s",
-                    flags & ~known, function);
+        return storage_fail(error, FERRY_ERR_INVALID_ARG, "unsupported flags (0x%x) in function %s",
+                            flags & ~known, function);
     return TRUE;
 }
 
 /* ---- the XML we accept: every element and attribute by name ---- */
 
-typedef struct {
-    const char *path;
-    const char *attrs; /* space-separated */
-} SchemaEntry;
-
-static const SchemaEntry pool_schema[] = {
+static const StorageSchemaEntry pool_schema[] = {
     {"", "type"},
     {"name", ""},
     {"uuid", ""},
@@ -139,115 +121,6 @@ static const SchemaEntry pool_schema[] = {
     {NULL, NULL},
 };
 
-static const SchemaEntry vol_schema[] = {
-    {"", "type"},
-    {"name", ""},
-    {"key", ""}, /* output only: a file volume's key is its path */
-    {"capacity", "unit"},
-    {"allocation", "unit"},
-    {"physical", "unit"}, /* output only */
-    {"target", ""},
-    {"target/path", ""}, /* output only: the path is the pool's directory and the name */
-    {"target/format", "type"},
-    {"target/compat", ""},
-    {"target/features", ""},
-    {"target/features/lazy_refcounts", ""},
-    {"target/permissions", ""},
-    {"target/permissions/mode", ""},
-    {"target/permissions/owner", ""},
-    {"target/permissions/group", ""},
-    {NULL, NULL},
-};
-
-static gboolean check_element(const SchemaEntry *schema, const char *root, const xmlNode *el,
-                              const char *path, GError **error)
-{
-    const SchemaEntry *e = schema;
-    while (e->path && !g_str_equal(e->path, path))
-        e++;
-    if (!e->path)
-        return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "ferryd's dir storage does not support <%s> (in <%s>/%s)",
-                    (const char *)el->name, root, path);
-    g_auto(GStrv) allowed = g_strsplit(e->attrs, " ", -1);
-    for (const xmlAttr *a = el->properties; a; a = a->next)
-        if (a->ns || !g_strv_contains((const char *const *)allowed, (const char *)a->name))
-            return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                        "ferryd's dir storage does not support attribute '%s' of <%s>",
-                        (const char *)a->name, *path ? path : root);
-    for (const xmlNode *c = el->children; c; c = c->next) {
-        if (c->type != XML_ELEMENT_NODE)
-            continue;
-        g_autofree char *sub = *path ? g_strdup_printf("%s/%s", path, (const char *)c->name)
-                                     : g_strdup((const char *)c->name);
-        if (c->ns)
-            return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                        "ferryd's dir storage does not support <%s:%s> in <%s>",
-                        (const char *)c->ns->prefix, (const char *)c->name, root);
-        if (!check_element(schema, root, c, sub, error))
-            return FALSE;
-    }
-    return TRUE;
-}
-
-static xmlNode *child(const xmlNode *n, const char *name)
-{
-    for (xmlNode *c = n ? n->children : NULL; c; c = c->next)
-        if (c->type == XML_ELEMENT_NODE && xmlStrEqual(c->name, BAD_CAST name))
-            return c;
-    return NULL;
-}
-
-static char *attr(const xmlNode *n, const char *name)
-{
-    xmlChar *v = n ? xmlGetProp(n, BAD_CAST name) : NULL;
-    char *s = v ? g_strdup((const char *)v) : NULL;
-    xmlFree(v);
-    return s;
-}
-
-/* The stripped text of an element, NULL when it is absent. */
-static char *text_of(const xmlNode *n)
-{
-    if (!n)
-        return NULL;
-    xmlChar *c = xmlNodeGetContent(n);
-    char *s = g_strstrip(g_strdup(c ? (const char *)c : ""));
-    xmlFree(c);
-    return s;
-}
-
-/* Parses the document and checks it against the schema; returns its root. */
-static xmlDoc *read_xml(const char *xml, const char *root, const SchemaEntry *schema,
-                        GError **error)
-{
-    g_autofree char *what = g_strdup_printf("%s XML", root);
-    xmlDoc *doc = domain_xml_read(xml, xml ? strlen(xml) : 0, what, error);
-    if (!doc)
-        return NULL;
-    xmlNode *top = xmlDocGetRootElement(doc);
-    if (!top || !xmlStrEqual(top->name, BAD_CAST root)) {
-        fail(error, FERRY_ERR_XML_ERROR, "expected a <%s> document, not <%s>", root,
-             top ? (const char *)top->name : "");
-    } else if (check_element(schema, root, top, "", error)) {
-        return doc;
-    }
-    xmlFreeDoc(doc);
-    return NULL;
-}
-
-static gboolean valid_name(const char *name, const char *what, GError **error)
-{
-    if (!name || !*name)
-        return fail(error, FERRY_ERR_XML_ERROR, "missing %s name", what);
-    if (strchr(name, '/') || g_str_equal(name, ".") || g_str_equal(name, "..") ||
-        strlen(name) > NAME_MAX_LEN || !g_utf8_validate(name, -1, NULL))
-        return fail(error, FERRY_ERR_XML_ERROR,
-                    "invalid %s name '%s': a name is 1..%d characters, no '/', not '.' or '..'",
-                    what, name, NAME_MAX_LEN);
-    return TRUE;
-}
-
 /* An absolute path without doubled or trailing '/', as libvirt keeps target paths. */
 static char *sanitize_path(const char *path)
 {
@@ -260,40 +133,30 @@ static char *sanitize_path(const char *path)
     return g_string_free(out, FALSE);
 }
 
-static gboolean parse_mode(const char *text, const char *where, guint *mode, GError **error)
-{
-    guint64 v = 0;
-    if (!text || !g_ascii_string_to_unsigned(text, 8, 0, 07777, &v, NULL))
-        return fail(error, FERRY_ERR_XML_ERROR, "invalid value '%s' for <%s>: expected an "
-                    "octal mode such as 0755", text ? text : "", where);
-    *mode = (guint)v;
-    return TRUE;
-}
-
 static Pool *pool_parse(const char *xml, GError **error)
 {
-    g_autoptr(xmlDoc) doc = read_xml(xml, "pool", pool_schema, error);
+    g_autoptr(xmlDoc) doc = storage_xml_read(xml, "pool", pool_schema, error);
     if (!doc)
         return NULL;
     xmlNode *top = xmlDocGetRootElement(doc);
-    g_autofree char *type = attr(top, "type");
+    g_autofree char *type = storage_xml_attr(top, "type");
     if (!type) {
-        fail(error, FERRY_ERR_XML_ERROR, "storage pool missing type attribute");
+        storage_fail(error, FERRY_ERR_XML_ERROR, "storage pool missing type attribute");
         return NULL;
     }
     if (!g_str_equal(type, "dir")) {
-        fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-             "storage pool type '%s': ferryd has only 'dir' pools (a directory of files)",
-             type);
+        storage_fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
+                     "storage pool type '%s': ferryd has only 'dir' pools (a directory of files)",
+                     type);
         return NULL;
     }
     g_autoptr(GPtrArray) keep = g_ptr_array_new_with_free_func(pool_free);
     Pool *pool = g_new0(Pool, 1);
     g_ptr_array_add(keep, pool);
-    pool->name = text_of(child(top, "name"));
-    if (!valid_name(pool->name, "storage pool", error))
+    pool->name = storage_xml_text(storage_xml_child(top, "name"));
+    if (!storage_check_name(pool->name, "storage pool", error))
         return NULL;
-    g_autofree char *uuid = text_of(child(top, "uuid"));
+    g_autofree char *uuid = storage_xml_text(storage_xml_child(top, "uuid"));
     if (uuid && *uuid) {
         if (!ferry_uuid_parse(uuid, pool->uuid, error))
             return NULL;
@@ -301,39 +164,34 @@ static Pool *pool_parse(const char *xml, GError **error)
         ferry_uuid_generate(pool->uuid);
     }
     /* <source> has no children or attributes: the schema refused any. */
-    xmlNode *target = child(top, "target");
-    g_autofree char *path = text_of(child(target, "path"));
+    xmlNode *target = storage_xml_child(top, "target");
+    g_autofree char *path = storage_xml_text(storage_xml_child(target, "path"));
     if (!path || !*path) {
-        fail(error, FERRY_ERR_XML_ERROR, "missing storage pool target path");
+        storage_fail(error, FERRY_ERR_XML_ERROR, "missing storage pool target path");
         return NULL;
     }
     if (path[0] != '/') {
-        fail(error, FERRY_ERR_XML_ERROR, "storage pool target path '%s' is not absolute", path);
+        storage_fail(error, FERRY_ERR_XML_ERROR, "storage pool target path '%s' is not absolute",
+                     path);
         return NULL;
     }
     pool->target = sanitize_path(path);
-    xmlNode *mode = child(child(target, "permissions"), "mode");
+    xmlNode *mode = storage_xml_child(storage_xml_child(target, "permissions"), "mode");
     if (mode) {
-        g_autofree char *m = text_of(mode);
-        if (!parse_mode(m, "pool/target/permissions/mode", &pool->mode, error))
+        g_autofree char *m = storage_xml_text(mode);
+        if (!storage_parse_mode(m, "pool/target/permissions/mode", &pool->mode, error))
             return NULL;
         pool->has_mode = TRUE;
     }
     return g_ptr_array_steal_index(keep, 0);
 }
 
-static void append_element(GString *buf, int indent, const char *name, const char *text)
-{
-    g_autofree char *escaped = g_markup_escape_text(text, -1);
-    g_string_append_printf(buf, "%*s<%s>%s</%s>\n", indent, "", name, escaped, name);
-}
-
 static char *pool_format(const Pool *pool, const StoragePoolInfo *info)
 {
     GString *buf = g_string_new("<pool type='dir'>\n");
-    append_element(buf, 2, "name", pool->name);
+    storage_xml_append_element(buf, 2, "name", pool->name);
     g_autofree char *uuid = ferry_uuid_to_string(pool->uuid);
-    append_element(buf, 2, "uuid", uuid);
+    storage_xml_append_element(buf, 2, "uuid", uuid);
     if (info) {
         g_string_append_printf(buf,
                                "  <capacity unit='bytes'>%" G_GUINT64_FORMAT "</capacity>\n"
@@ -342,10 +200,12 @@ static char *pool_format(const Pool *pool, const StoragePoolInfo *info)
                                info->capacity, info->allocation, info->available);
     }
     g_string_append(buf, "  <source>\n  </source>\n  <target>\n");
-    append_element(buf, 4, "path", pool->target);
+    storage_xml_append_element(buf, 4, "path", pool->target);
     if (pool->has_mode)
-        g_string_append_printf(buf, "    <permissions>\n      <mode>%04o</mode>\n"
-                                    "    </permissions>\n", pool->mode);
+        g_string_append_printf(buf,
+                               "    <permissions>\n      <mode>%04o</mode>\n"
+                               "    </permissions>\n",
+                               pool->mode);
     g_string_append(buf, "  </target>\n</pool>\n");
     return g_string_free(buf, FALSE);
 }
@@ -369,8 +229,8 @@ static gboolean write_file(const char *dir, const char *name, const char *data, 
     if (!g_file_set_contents_full(path, data, -1,
                                   G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE,
                                   0600, &local))
-        return fail(error, FERRY_ERR_SYSTEM_ERROR, "cannot save storage pool '%s': %s", name,
-                    local->message);
+        return storage_fail(error, FERRY_ERR_SYSTEM_ERROR, "cannot save storage pool '%s': %s",
+                            name, local->message);
     return TRUE;
 }
 
@@ -455,8 +315,9 @@ static Pool *lookup(StorageDir *sd, const StoragePoolRef *ref, GError **error)
     Pool *p = find_by_uuid(sd, ref->uuid);
     if (!p) {
         g_autofree char *uuid = ferry_uuid_to_string(ref->uuid);
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching uuid '%s' (%s)",
-             uuid, ref->name ? ref->name : "");
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL,
+                     "no storage pool with matching uuid '%s' (%s)", uuid,
+                     ref->name ? ref->name : "");
     }
     return p;
 }
@@ -465,7 +326,8 @@ static Pool *lookup_active(StorageDir *sd, const StoragePoolRef *ref, GError **e
 {
     Pool *p = lookup(sd, ref, error);
     if (p && !p->active) {
-        fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not active", p->name);
+        storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not active",
+                     p->name);
         return NULL;
     }
     return p;
@@ -485,17 +347,17 @@ static gboolean check_unique(StorageDir *sd, const Pool *def, Pool **existing, G
     g_autofree char *uuid = ferry_uuid_to_string(def->uuid);
     if (same_name && same_name != same_uuid) {
         g_autofree char *other = ferry_uuid_to_string(same_name->uuid);
-        return fail(error, FERRY_ERR_OPERATION_FAILED,
-                    "pool '%s' is already defined with uuid %s", def->name, other);
+        return storage_fail(error, FERRY_ERR_OPERATION_FAILED,
+                            "pool '%s' is already defined with uuid %s", def->name, other);
     }
     if (same_uuid && same_uuid != same_name)
-        return fail(error, FERRY_ERR_OPERATION_FAILED,
-                    "pool '%s' is already defined with uuid %s", same_uuid->name, uuid);
+        return storage_fail(error, FERRY_ERR_OPERATION_FAILED,
+                            "pool '%s' is already defined with uuid %s", same_uuid->name, uuid);
     Pool *same_dir = find_by_target(sd, def->target);
     if (same_dir && same_dir != same_name)
-        return fail(error, FERRY_ERR_OPERATION_FAILED,
-                    "Storage source conflict with pool: '%s' (its directory is %s)",
-                    same_dir->name, def->target);
+        return storage_fail(error, FERRY_ERR_OPERATION_FAILED,
+                            "Storage source conflict with pool: '%s' (its directory is %s)",
+                            same_dir->name, def->target);
     *existing = same_name;
     return TRUE;
 }
@@ -510,8 +372,8 @@ static gboolean check_directory(const Pool *pool, GError **error)
         return FALSE;
     }
     if (!S_ISDIR(st.st_mode))
-        return fail(error, FERRY_ERR_OPERATION_INVALID,
-                    "storage pool '%s': '%s' is not a directory", pool->name, pool->target);
+        return storage_fail(error, FERRY_ERR_OPERATION_INVALID,
+                            "storage pool '%s': '%s' is not a directory", pool->name, pool->target);
     return TRUE;
 }
 
@@ -615,8 +477,8 @@ static gboolean list_match(const Pool *p, guint flags)
 {
     if ((flags & LIST_TYPES) && !(flags & LIST_TYPE_DIR))
         return FALSE;
-    if ((flags & (LIST_ACTIVE | LIST_INACTIVE)) &&
-        !((flags & LIST_ACTIVE) && p->active) && !((flags & LIST_INACTIVE) && !p->active))
+    if ((flags & (LIST_ACTIVE | LIST_INACTIVE)) && !((flags & LIST_ACTIVE) && p->active) &&
+        !((flags & LIST_INACTIVE) && !p->active))
         return FALSE;
     if ((flags & (LIST_PERSISTENT | LIST_TRANSIENT)) &&
         !((flags & LIST_PERSISTENT) && p->persistent) &&
@@ -661,7 +523,8 @@ StoragePoolRef *storage_dir_pool_by_name(StorageDir *sd, const char *name, GErro
     StoragePoolRef *ref = p ? pool_ref(p) : NULL;
     g_mutex_unlock(&sd->lock);
     if (!ref)
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'", name);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'",
+                     name);
     return ref;
 }
 
@@ -673,7 +536,8 @@ StoragePoolRef *storage_dir_pool_by_uuid(StorageDir *sd, const guint8 *uuid, GEr
     g_mutex_unlock(&sd->lock);
     if (!ref) {
         g_autofree char *u = ferry_uuid_to_string(uuid);
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching uuid '%s'", u);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching uuid '%s'",
+                     u);
     }
     return ref;
 }
@@ -686,21 +550,20 @@ StoragePoolRef *storage_dir_pool_by_target(StorageDir *sd, const char *path, GEr
     StoragePoolRef *ref = p ? pool_ref(p) : NULL;
     g_mutex_unlock(&sd->lock);
     if (!ref)
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching target path '%s'",
-             path);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL,
+                     "no storage pool with matching target path '%s'", path);
     return ref;
 }
 
-StoragePoolRef *storage_dir_pool_by_volume(StorageDir *sd, const StorageVolRef *vol,
-                                           GError **error)
+StoragePoolRef *storage_dir_pool_by_volume(StorageDir *sd, const StorageVolRef *vol, GError **error)
 {
     g_mutex_lock(&sd->lock);
     Pool *p = find_by_name(sd, vol->pool);
     StoragePoolRef *ref = p ? pool_ref(p) : NULL;
     g_mutex_unlock(&sd->lock);
     if (!ref)
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'",
-             vol->pool);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'",
+                     vol->pool);
     return ref;
 }
 
@@ -713,14 +576,15 @@ static Pool *install(StorageDir *sd, Pool *def, gboolean persistent, GError **er
         return NULL;
     }
     if (existing && !persistent) {
-        fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' already exists", def->name);
+        storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' already exists",
+                     def->name);
         pool_free(def);
         return NULL;
     }
     if (existing && existing->active && !g_str_equal(existing->target, def->target)) {
-        fail(error, FERRY_ERR_OPERATION_INVALID,
-             "storage pool '%s' is running on %s: stop it before changing its directory",
-             def->name, existing->target);
+        storage_fail(error, FERRY_ERR_OPERATION_INVALID,
+                     "storage pool '%s' is running on %s: stop it before changing its directory",
+                     def->name, existing->target);
         pool_free(def);
         return NULL;
     }
@@ -752,8 +616,7 @@ StoragePoolRef *storage_dir_define(StorageDir *sd, const char *xml, guint flags,
     return ref;
 }
 
-StoragePoolRef *storage_dir_create_xml(StorageDir *sd, const char *xml, guint flags,
-                                       GError **error)
+StoragePoolRef *storage_dir_create_xml(StorageDir *sd, const char *xml, guint flags, GError **error)
 {
     if (!refuse_flags(error, flags, CREATE_WITH_BUILD, "virStoragePoolCreateXML"))
         return NULL;
@@ -781,8 +644,8 @@ gboolean storage_dir_pool_create(StorageDir *sd, const StoragePoolRef *ref, guin
     Pool *p = lookup(sd, ref, error);
     gboolean ok = p != NULL;
     if (ok && p->active)
-        ok = fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is already active",
-                  p->name);
+        ok = storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is already active",
+                          p->name);
     if (ok && (flags & CREATE_WITH_BUILD))
         ok = build_directory(p, error);
     ok = ok && start_pool(sd, p, error);
@@ -794,15 +657,17 @@ gboolean storage_dir_pool_build(StorageDir *sd, const StoragePoolRef *ref, guint
                                 GError **error)
 {
     if (flags)
-        return fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "virStoragePoolBuild flags 0x%x (repair, resize, overwrite): a dir pool's "
-                    "build only makes its directory", flags);
+        return storage_fail(
+            error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+            "virStoragePoolBuild flags 0x%x (repair, resize, overwrite): a dir pool's "
+            "build only makes its directory",
+            flags);
     g_mutex_lock(&sd->lock);
     Pool *p = lookup(sd, ref, error);
     gboolean ok = p != NULL;
     if (ok && p->active)
-        ok = fail(error, FERRY_ERR_OPERATION_INVALID,
-                  "storage pool '%s' is already active", p->name);
+        ok = storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is already active",
+                          p->name);
     ok = ok && build_directory(p, error);
     g_mutex_unlock(&sd->lock);
     return ok;
@@ -826,15 +691,16 @@ gboolean storage_dir_pool_delete(StorageDir *sd, const StoragePoolRef *ref, guin
                                  GError **error)
 {
     if (flags)
-        return fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "virStoragePoolDelete flags 0x%x (zeroed): a dir pool's delete only "
-                    "removes its empty directory", flags);
+        return storage_fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                            "virStoragePoolDelete flags 0x%x (zeroed): a dir pool's delete only "
+                            "removes its empty directory",
+                            flags);
     g_mutex_lock(&sd->lock);
     Pool *p = lookup(sd, ref, error);
     gboolean ok = p != NULL;
     if (ok && p->active)
-        ok = fail(error, FERRY_ERR_OPERATION_INVALID,
-                  "storage pool '%s' is still active", p->name);
+        ok = storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is still active",
+                          p->name);
     if (ok && rmdir(p->target) < 0 && errno != ENOENT) {
         ferry_set_error_errno(error, errno, "cannot remove directory '%s'", p->target);
         ok = FALSE;
@@ -849,8 +715,8 @@ gboolean storage_dir_pool_undefine(StorageDir *sd, const StoragePoolRef *ref, GE
     Pool *p = lookup(sd, ref, error);
     gboolean ok = p != NULL;
     if (ok && !p->persistent)
-        ok = fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not persistent",
-                  p->name);
+        ok = storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not persistent",
+                          p->name);
     ok = ok && set_autostart_link(sd, p, FALSE, error) &&
          remove_file(sd->config_dir, p->name, error);
     if (ok) {
@@ -907,8 +773,7 @@ gboolean storage_dir_pool_info(StorageDir *sd, const StoragePoolRef *ref, Storag
     return ok;
 }
 
-char *storage_dir_pool_xml(StorageDir *sd, const StoragePoolRef *ref, guint flags,
-                           GError **error)
+char *storage_dir_pool_xml(StorageDir *sd, const StoragePoolRef *ref, guint flags, GError **error)
 {
     if (!refuse_flags(error, flags, XML_INACTIVE, "virStoragePoolGetXMLDesc"))
         return NULL;
@@ -940,8 +805,8 @@ gboolean storage_dir_pool_set_autostart(StorageDir *sd, const StoragePoolRef *re
     Pool *p = lookup(sd, ref, error);
     gboolean ok = p != NULL;
     if (ok && !p->persistent)
-        ok = fail(error, FERRY_ERR_OPERATION_INVALID,
-                  "cannot set autostart for transient storage pool '%s'", p->name);
+        ok = storage_fail(error, FERRY_ERR_OPERATION_INVALID,
+                          "cannot set autostart for transient storage pool '%s'", p->name);
     if (ok && set_autostart_link(sd, p, autostart, error))
         p->autostart = autostart;
     else
@@ -1014,12 +879,13 @@ static StorageVolRef *find_volume(Pool *p, const char *name, const char *how, co
     g_autofree char *path = g_build_filename(p->target, name, NULL);
     if (!strchr(name, '/') && name[0] != '.' && is_volume(path))
         return vol_ref(p, name);
-    fail(error, FERRY_ERR_NO_STORAGE_VOL, "no storage vol with matching %s '%s'", how, value);
+    storage_fail(error, FERRY_ERR_NO_STORAGE_VOL, "no storage vol with matching %s '%s'", how,
+                 value);
     return NULL;
 }
 
-StorageVolRef *storage_dir_vol_by_name(StorageDir *sd, const StoragePoolRef *ref,
-                                       const char *name, GError **error)
+StorageVolRef *storage_dir_vol_by_name(StorageDir *sd, const StoragePoolRef *ref, const char *name,
+                                       GError **error)
 {
     g_mutex_lock(&sd->lock);
     Pool *p = lookup_active(sd, ref, error);
@@ -1039,7 +905,8 @@ StorageVolRef *storage_dir_vol_by_path(StorageDir *sd, const char *path, GError 
     if (p && p->active)
         vol = find_volume(p, name, "path", path, error);
     else
-        fail(error, FERRY_ERR_NO_STORAGE_VOL, "no storage vol with matching path '%s'", path);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_VOL, "no storage vol with matching path '%s'",
+                     path);
     g_mutex_unlock(&sd->lock);
     return vol;
 }
@@ -1049,10 +916,11 @@ static Pool *vol_pool(StorageDir *sd, const StorageVolRef *vol, GError **error)
 {
     Pool *p = find_by_name(sd, vol->pool);
     if (!p)
-        fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'",
-             vol->pool);
+        storage_fail(error, FERRY_ERR_NO_STORAGE_POOL, "no storage pool with matching name '%s'",
+                     vol->pool);
     else if (!p->active)
-        fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not active", p->name);
+        storage_fail(error, FERRY_ERR_OPERATION_INVALID, "storage pool '%s' is not active",
+                     p->name);
     else
         return p;
     return NULL;
@@ -1061,49 +929,8 @@ static Pool *vol_pool(StorageDir *sd, const StorageVolRef *vol, GError **error)
 static char *vol_file(StorageDir *sd, const StorageVolRef *vol, GError **error)
 {
     Pool *p = vol_pool(sd, vol, error);
-    g_autoptr(StorageVolRef) found = p ? find_volume(p, vol->name, "name", vol->name, error)
-                                       : NULL;
+    g_autoptr(StorageVolRef) found = p ? find_volume(p, vol->name, "name", vol->name, error) : NULL;
     return found ? g_steal_pointer(&found->key) : NULL;
-}
-
-/* ---- a volume's format and sizes ---- */
-
-typedef struct {
-    const char *format; /* raw or qcow2 */
-    guint64 capacity, allocation, physical;
-    guint mode;
-    guint uid, gid;
-} VolFacts;
-
-/* A qcow2 image starts with "QFI\xfb"; its virtual size is the big-endian
- * 64-bit number at byte 24. Anything else is raw. */
-static gboolean vol_facts(const char *path, VolFacts *f, GError **error)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        ferry_set_error_errno(error, errno, "cannot read volume '%s'", path);
-        if (fd >= 0)
-            close(fd);
-        return FALSE;
-    }
-    guint8 head[32] = {0};
-    ssize_t n = pread(fd, head, sizeof(head), 0);
-    close(fd);
-    f->format = "raw";
-    f->physical = f->capacity = (guint64)st.st_size;
-    f->allocation = (guint64)st.st_blocks * 512;
-    f->mode = st.st_mode & 07777;
-    f->uid = st.st_uid;
-    f->gid = st.st_gid;
-    if (n == (ssize_t)sizeof(head) && memcmp(head, "QFI\xfb", 4) == 0) {
-        f->format = "qcow2";
-        guint64 size = 0;
-        for (int i = 24; i < 32; i++)
-            size = (size << 8) | head[i];
-        f->capacity = size;
-    }
-    return TRUE;
 }
 
 gboolean storage_dir_vol_info(StorageDir *sd, const StorageVolRef *vol, StorageVolInfo *info,
@@ -1111,12 +938,14 @@ gboolean storage_dir_vol_info(StorageDir *sd, const StorageVolRef *vol, StorageV
 {
     g_mutex_lock(&sd->lock);
     g_autofree char *path = vol_file(sd, vol, error);
-    VolFacts f = {0};
-    gboolean ok = path && vol_facts(path, &f, error);
+    StorageVolFacts f = {0};
+    gboolean ok = path && storage_vol_read_facts(path, &f, error);
     g_mutex_unlock(&sd->lock);
     if (ok)
-        *info = (StorageVolInfo){.type = STORAGE_VOL_FILE, .capacity = f.capacity,
-                                 .allocation = f.allocation, .physical = f.physical};
+        *info = (StorageVolInfo){.type = STORAGE_VOL_FILE,
+                                 .capacity = f.capacity,
+                                 .allocation = f.allocation,
+                                 .physical = f.physical};
     return ok;
 }
 
@@ -1126,28 +955,12 @@ char *storage_dir_vol_xml(StorageDir *sd, const StorageVolRef *vol, guint flags,
         return NULL;
     g_mutex_lock(&sd->lock);
     g_autofree char *path = vol_file(sd, vol, error);
-    VolFacts f = {0};
-    gboolean ok = path && vol_facts(path, &f, error);
+    StorageVolFacts f = {0};
+    gboolean ok = path && storage_vol_read_facts(path, &f, error);
     g_mutex_unlock(&sd->lock);
     if (!ok)
         return NULL;
-    GString *buf = g_string_new("<volume type='file'>\n");
-    append_element(buf, 2, "name", vol->name);
-    append_element(buf, 2, "key", path);
-    g_string_append_printf(buf,
-                           "  <capacity unit='bytes'>%" G_GUINT64_FORMAT "</capacity>\n"
-                           "  <allocation unit='bytes'>%" G_GUINT64_FORMAT "</allocation>\n"
-                           "  <physical unit='bytes'>%" G_GUINT64_FORMAT "</physical>\n"
-                           "  <target>\n",
-                           f.capacity, f.allocation, f.physical);
-    append_element(buf, 4, "path", path);
-    g_string_append_printf(buf,
-                           "    <format type='%s'/>\n"
-                           "    <permissions>\n      <mode>%04o</mode>\n"
-                           "      <owner>%u</owner>\n      <group>%u</group>\n"
-                           "    </permissions>\n  </target>\n</volume>\n",
-                           f.format, f.mode, f.uid, f.gid);
-    return g_string_free(buf, FALSE);
+    return storage_vol_format(vol->name, path, &f);
 }
 
 char *storage_dir_vol_path(StorageDir *sd, const StorageVolRef *vol, GError **error)
@@ -1162,9 +975,10 @@ gboolean storage_dir_vol_delete(StorageDir *sd, const StorageVolRef *vol, guint 
                                 GError **error)
 {
     if (flags)
-        return fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "virStorageVolDelete flags 0x%x (zeroed, with snapshots): ferryd only "
-                    "removes the file", flags);
+        return storage_fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                            "virStorageVolDelete flags 0x%x (zeroed, with snapshots): ferryd only "
+                            "removes the file",
+                            flags);
     g_mutex_lock(&sd->lock);
     g_autofree char *path = vol_file(sd, vol, error);
     gboolean ok = path != NULL;
@@ -1176,191 +990,16 @@ gboolean storage_dir_vol_delete(StorageDir *sd, const StorageVolRef *vol, guint 
     return ok;
 }
 
-/* ---- creating a volume ---- */
-
-typedef struct {
-    char *name;
-    char *format;
-    guint64 capacity, allocation;
-    gboolean has_allocation, lazy_refcounts, has_mode;
-    char *compat;
-    guint mode;
-} VolDef;
-
-static void vol_def_clear(VolDef *d)
-{
-    g_free(d->name);
-    g_free(d->format);
-    g_free(d->compat);
-}
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VolDef, vol_def_clear)
-
-static gboolean parse_scaled(const xmlNode *n, guint64 *out, GError **error)
-{
-    g_autofree char *value = text_of(n);
-    g_autofree char *unit = attr(n, "unit");
-    g_autofree char *both = g_strconcat(value, unit ? unit : "", NULL);
-    g_autofree char *what = g_strdup_printf("<volume/%s>", (const char *)n->name);
-    return domain_parse_size(both, out, what, error);
-}
-
-/* An owner or group in a volume definition: only the daemon's own, which
- * every file it creates has. */
-static gboolean check_id(const xmlNode *n, guint mine, GError **error)
-{
-    g_autofree char *v = text_of(n);
-    guint64 id = 0;
-    if (!n || (g_ascii_string_to_unsigned(v, 10, 0, G_MAXUINT32, &id, NULL) && id == mine) ||
-        g_strcmp0(v, "-1") == 0)
-        return TRUE;
-    return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                "<volume/target/permissions/%s> '%s': ferryd creates files as its own user "
-                "(%u) and does not change their owner",
-                (const char *)n->name, v, mine);
-}
-
-static gboolean vol_def_parse(const char *xml, VolDef *d, GError **error)
-{
-    g_autoptr(xmlDoc) doc = read_xml(xml, "volume", vol_schema, error);
-    if (!doc)
-        return FALSE;
-    xmlNode *top = xmlDocGetRootElement(doc);
-    g_autofree char *type = attr(top, "type");
-    if (type && !g_str_equal(type, "file"))
-        return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "<volume type='%s'>: a dir pool's volumes are files", type);
-    d->name = text_of(child(top, "name"));
-    if (!valid_name(d->name, "storage volume", error))
-        return FALSE;
-    xmlNode *cap = child(top, "capacity"), *alloc = child(top, "allocation");
-    if (!cap)
-        return fail(error, FERRY_ERR_XML_ERROR, "missing capacity element");
-    if (!parse_scaled(cap, &d->capacity, error) ||
-        (alloc && !parse_scaled(alloc, &d->allocation, error)))
-        return FALSE;
-    d->has_allocation = alloc != NULL;
-    xmlNode *target = child(top, "target");
-    d->format = attr(child(target, "format"), "type");
-    if (!d->format)
-        d->format = g_strdup("raw");
-    if (!g_str_equal(d->format, "raw") && !g_str_equal(d->format, "qcow2"))
-        return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "volume format '%s': ferryd creates 'raw' and 'qcow2' files", d->format);
-    d->compat = text_of(child(target, "compat"));
-    d->lazy_refcounts = child(child(target, "features"), "lazy_refcounts") != NULL;
-    if ((d->compat || d->lazy_refcounts) && !g_str_equal(d->format, "qcow2"))
-        return fail(error, FERRY_ERR_CONFIG_UNSUPPORTED,
-                    "<compat> and <features> of a volume are qcow2's, not '%s'", d->format);
-    if (d->compat && !g_str_equal(d->compat, "0.10") && !g_str_equal(d->compat, "1.1"))
-        return fail(error, FERRY_ERR_XML_ERROR, "invalid qcow2 <compat> '%s': 0.10 or 1.1",
-                    d->compat);
-    xmlNode *perms = child(target, "permissions");
-    xmlNode *mode = child(perms, "mode");
-    if (mode) {
-        g_autofree char *m = text_of(mode);
-        if (!parse_mode(m, "volume/target/permissions/mode", &d->mode, error))
-            return FALSE;
-        d->has_mode = TRUE;
-    }
-    return check_id(child(perms, "owner"), geteuid(), error) &&
-           check_id(child(perms, "group"), getegid(), error);
-}
-
-static gboolean run_qemu_img(const char *path, const VolDef *d, guint flags, GError **error)
-{
-    g_autofree char *qemu_img = g_find_program_in_path("qemu-img");
-    if (!qemu_img)
-        return fail(error, FERRY_ERR_OPERATION_FAILED,
-                    "cannot create a qcow2 volume: qemu-img is not installed (package "
-                    "qemu-utils)");
-    GString *opts = g_string_new(NULL);
-    const char *compat = d->compat ? d->compat : (d->lazy_refcounts ? "1.1" : NULL);
-    if (compat)
-        g_string_append_printf(opts, "compat=%s,", compat);
-    if (d->lazy_refcounts)
-        g_string_append(opts, "lazy_refcounts=on,");
-    if ((flags & VOL_CREATE_PREALLOC_METADATA) ||
-        (d->has_allocation && d->allocation >= d->capacity && d->capacity > 0))
-        g_string_append(opts, "preallocation=metadata,");
-    if (opts->len)
-        g_string_truncate(opts, opts->len - 1);
-    g_autofree char *o = g_string_free(opts, FALSE);
-    g_autofree char *size = g_strdup_printf("%" G_GUINT64_FORMAT, d->capacity);
-    const char *argv[] = {qemu_img, "create", "-q", "-f", "qcow2", "-o", *o ? o : "compat=1.1",
-                          path, size, NULL};
-    g_autofree char *out = NULL, *err = NULL;
-    int status = 0;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDIN_FROM_DEV_NULL, NULL, NULL, &out,
-                      &err, &status, error))
-        return FALSE;
-    if (!g_spawn_check_wait_status(status, NULL))
-        return fail(error, FERRY_ERR_OPERATION_FAILED, "qemu-img cannot create '%s': %s", path,
-                    g_strstrip(err ? err : ""));
-    return TRUE;
-}
-
-/* Claims the name (O_EXCL: never over an existing file), then fills it. */
-static gboolean create_file(const char *path, const VolDef *d, guint flags, GError **error)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                  d->has_mode ? d->mode : 0600);
-    if (fd < 0) {
-        if (errno == EEXIST)
-            return fail(error, FERRY_ERR_STORAGE_VOL_EXIST,
-                        "storage volume '%s' exists already", d->name);
-        ferry_set_error_errno(error, errno, "cannot create volume '%s'", path);
-        return FALSE;
-    }
-    gboolean ok = TRUE;
-    int err = 0;
-    if (d->has_mode && fchmod(fd, d->mode) < 0)
-        err = errno;
-    else if (g_str_equal(d->format, "raw")) {
-        if (ftruncate(fd, (off_t)d->capacity) < 0)
-            err = errno;
-        else if (d->allocation > 0)
-            err = posix_fallocate(fd, 0, (off_t)MIN(d->allocation, d->capacity));
-    }
-    if (err) {
-        ferry_set_error_errno(error, err, "cannot create volume '%s'", path);
-        ok = FALSE;
-    }
-    close(fd);
-    if (ok && g_str_equal(d->format, "qcow2"))
-        ok = run_qemu_img(path, d, flags, error);
-    if (!ok)
-        unlink(path);
-    return ok;
-}
-
 StorageVolRef *storage_dir_vol_create(StorageDir *sd, const StoragePoolRef *ref, const char *xml,
                                       guint flags, GError **error)
 {
-    if (flags & ~VOL_CREATE_PREALLOC_METADATA) {
-        fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-             "virStorageVolCreateXML flags 0x%x (reflink, validate): not supported",
-             flags & ~VOL_CREATE_PREALLOC_METADATA);
-        return NULL;
-    }
-    g_auto(VolDef) d = {0};
-    if (!vol_def_parse(xml, &d, error))
-        return NULL;
-    if ((flags & VOL_CREATE_PREALLOC_METADATA) && !g_str_equal(d.format, "qcow2")) {
-        fail(error, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-             "VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA is for qcow2 volumes, not '%s'",
-             d.format);
-        return NULL;
-    }
     g_mutex_lock(&sd->lock);
     Pool *p = lookup_active(sd, ref, error);
-    StorageVolRef *vol = NULL;
-    if (p) {
-        g_autofree char *path = g_build_filename(p->target, d.name, NULL);
-        /* The lock is held while qemu-img runs: creating a qcow2 image only
-         * writes its header and tables, a fraction of a second. */
-        if (create_file(path, &d, flags, error))
-            vol = vol_ref(p, d.name);
-    }
+    g_autofree char *name = NULL;
+    /* The lock is held while qemu-img runs: creating a qcow2 image only
+     * writes its header and tables, a fraction of a second. */
+    StorageVolRef *vol =
+        p && storage_vol_create(p->target, xml, flags, &name, error) ? vol_ref(p, name) : NULL;
     g_mutex_unlock(&sd->lock);
     return vol;
 }

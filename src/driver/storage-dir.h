@@ -94,8 +94,7 @@ gboolean storage_dir_pool_refresh(StorageDir *sd, const StoragePoolRef *pool, gu
                                   GError **error);
 gboolean storage_dir_pool_info(StorageDir *sd, const StoragePoolRef *pool, StoragePoolInfo *info,
                                GError **error);
-char *storage_dir_pool_xml(StorageDir *sd, const StoragePoolRef *pool, guint flags,
-                           GError **error);
+char *storage_dir_pool_xml(StorageDir *sd, const StoragePoolRef *pool, guint flags, GError **error);
 /* get_autostart, is_active, is_persistent: 0/1, or -1 on error */
 int storage_dir_pool_get_autostart(StorageDir *sd, const StoragePoolRef *pool, GError **error);
 gboolean storage_dir_pool_set_autostart(StorageDir *sd, const StoragePoolRef *pool,
@@ -107,8 +106,8 @@ int storage_dir_pool_is_persistent(StorageDir *sd, const StoragePoolRef *pool, G
 
 /* GPtrArray of StorageVolRef*, by name. */
 GPtrArray *storage_dir_list_volumes(StorageDir *sd, const StoragePoolRef *pool, GError **error);
-StorageVolRef *storage_dir_vol_by_name(StorageDir *sd, const StoragePoolRef *pool,
-                                       const char *name, GError **error);
+StorageVolRef *storage_dir_vol_by_name(StorageDir *sd, const StoragePoolRef *pool, const char *name,
+                                       GError **error);
 /* The key of a file volume is its path. */
 StorageVolRef *storage_dir_vol_by_path(StorageDir *sd, const char *path, GError **error);
 /* flags: virStorageVolCreateFlags (PREALLOC_METADATA) */

@@ -24,6 +24,7 @@
 
 #define FEATURE_PROGRAM_KEEPALIVE 10
 #define EVENT_ID_LIFECYCLE 0
+#define EVENT_ID_MIGRATION_ITERATION 20
 #define EVENT_ID_MAX 64
 /* Event callbacks one client may hold at once. libvirt sets no number; a
  * client registering without end would grow the daemon without end, and
@@ -144,6 +145,18 @@ static void session_on_lifecycle(const DriverDomain *dom, int event, int detail,
     g_mutex_lock(&s->lock);
     for (guint i = 0; i < s->callbacks->len; i++) {
         RemoteEventCallback *cb = &g_array_index(s->callbacks, RemoteEventCallback, i);
+        if (event == DRIVER_EVENT_MIGRATION_ITERATION) {
+            /* callbacks registered with 316 only: there is no legacy form */
+            if (cb->event_id != EVENT_ID_MIGRATION_ITERATION || cb->legacy ||
+                (cb->has_filter && memcmp(cb->uuid, dom->uuid, 16) != 0))
+                continue;
+            remote_domain_event_callback_migration_iteration_msg m = {
+                .callbackID = cb->callback_id, .dom = rdom, .iteration = detail};
+            send_event_message(
+                s, REMOTE_PROC_DOMAIN_EVENT_CALLBACK_MIGRATION_ITERATION,
+                (xdrproc_t)xdr_remote_domain_event_callback_migration_iteration_msg, &m);
+            continue;
+        }
         if (cb->event_id != EVENT_ID_LIFECYCLE)
             continue;
         if (cb->has_filter && memcmp(cb->uuid, dom->uuid, 16) != 0)
@@ -1000,6 +1013,14 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
         }
         if (info.has_throttle)
             driver_params_add_int(params, "auto_converge_throttle", info.auto_converge_throttle);
+        if (info.has_postcopy)
+            driver_params_add_ullong(params, "memory_postcopy_requests",
+                                     info.memory_postcopy_requests);
+        if (info.has_disk) {
+            driver_params_add_ullong(params, "disk_total", info.disk_total);
+            driver_params_add_ullong(params, "disk_processed", info.disk_processed);
+            driver_params_add_ullong(params, "disk_remaining", info.disk_remaining);
+        }
         if (info.error_message)
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
@@ -1017,6 +1038,8 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_ullong(params, "ferry_stall_credit", info.stall_credit_ms);
             driver_params_add_ullong(params, "ferry_stall_bandwidth_limit",
                                      info.stall_bandwidth_ms);
+            driver_params_add_ullong(params, "ferry_stall_encryption",
+                                     info.stall_encryption_ms);
             if (info.bottleneck)
                 driver_params_add_string(params, "ferry_bottleneck", info.bottleneck);
             if (info.flight_record)
@@ -1098,13 +1121,14 @@ static gboolean h_get_compression_cache(RemoteContext *ctx, void *a, void *r, GE
         error);
 }
 
-/* virsh migrate-postcopy, --timeout-postcopy, migrateStartPostCopy: post-copy
- * is not carried yet, and --postcopy is refused when the migration starts. */
+/* virsh migrate-postcopy, --timeout-postcopy, --postcopy-after-precopy,
+ * migrateStartPostCopy */
 static gboolean h_start_post_copy(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                "post-copy migration (migrate-postcopy, --timeout-postcopy) is not supported");
-    return FALSE;
+    NEED_OP(migrate_start_post_copy);
+    ARG_DOMAIN(remote_domain_flags_args);
+    return ctx->drv->ops->migrate_start_post_copy(ctx->drv, &dom,
+                                                  ((remote_domain_flags_args *)a)->flags, error);
 }
 
 /* ---- migration, version 3 with params ---- */
@@ -2402,6 +2426,23 @@ static gboolean h_tunnel_resume(RemoteContext *ctx, void *a, void *r, GError **e
     return TRUE;
 }
 
+/* ---- ferry's own program: a migration's extra channel ----
+ * Reserved before the driver runs, as prepare's stream is: the first data
+ * packet may follow the reply at once. */
+static gboolean h_migration_channel(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    NEED_OP(migrate_open_channel);
+    ferry_migration_channel_args *args = a;
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(
+        ctx->session->router, rpc_server_client_get_connection(ctx->client), &ctx->call->header);
+    if (!ctx->drv->ops->migrate_open_channel(ctx->drv, args->name, args->token, args->index,
+                                             binding, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static const RemoteProcedure ferry_procedures[] = {
     {FERRY_TUNNEL_PROC_RESUME, "FERRY_TUNNEL_RESUME", (xdrproc_t)tunnel_resume_xdr_args,
      sizeof(TunnelResumeArgs), (xdrproc_t)tunnel_resume_xdr_point, sizeof(TunnelResumePoint),
@@ -2414,6 +2455,8 @@ static const RemoteProcedure ferry_procedures[] = {
      X(ferry_probe_path_ret), h_probe_path, PROC_WRITE},
     {FERRY_PROC_PROBE_DIRTY_RATE, "FERRY_PROBE_DIRTY_RATE", X(ferry_probe_dirty_rate_args),
      X(ferry_probe_dirty_rate_ret), h_probe_dirty_rate, PROC_WRITE},
+    {FERRY_PROC_MIGRATION_CHANNEL, "FERRY_MIGRATION_CHANNEL", X(ferry_migration_channel_args),
+     VOID, h_migration_channel, PROC_WRITE},
     {FERRY_TUNNEL_PROC_FLIGHT_RECORD, "FERRY_FLIGHT_RECORD",
      (xdrproc_t)remote_xdr_flight_record_args, sizeof(RemoteFlightRecordArgs),
      (xdrproc_t)remote_xdr_flight_record_ret, sizeof(RemoteFlightRecordRet), h_flight_record,

@@ -22,8 +22,14 @@
 #define FERRY_LOG_MODULE "remote.peer"
 
 #define CALL_TIMEOUT_MS 30000
-#define KEEPALIVE_INTERVAL 5
-#define KEEPALIVE_COUNT 5
+/* A destination that stops answering (frozen, or its host gone while TCP
+ * still acks) is dropped after 8 s: a dead path is noticed within 10 s
+ * whatever the call waits for (prepare, finish), as the data paths do
+ * (tcp_user_timeout, migration_stall_timeout). libvirt's 5 x 5 took 30 s.
+ * Any message resets the count, and the peer's reader answers pings at
+ * once, whatever its workers do. */
+#define KEEPALIVE_INTERVAL 2
+#define KEEPALIVE_COUNT 3
 
 static char *pki_dir; /* migration_pki_dir, set once at start */
 
@@ -53,6 +59,9 @@ struct MigrationPeer {
     GThread *reconnector;
     gboolean link_lost; /* the current connection closed: the reconnector acts */
     gboolean closing;
+    /* How we authenticated when SASL left no layer on the transport (over
+     * TLS), for the flight record: "SASL MECH user 'NAME'", or NULL. */
+    char *sasl;
 };
 
 static void peer_on_stream(RpcClient *client, RpcMessage *msg, gpointer data)
@@ -87,7 +96,8 @@ static void peer_on_close(RpcClient *client, const GError *why, gpointer data)
     g_mutex_unlock(&peer->lock);
 }
 
-static PeerLink *link_open(MigrationPeer *peer, int timeout_ms, GError **error)
+static PeerLink *link_open(MigrationPeer *peer, int timeout_ms, RemotePeerReport *report,
+                           GError **error)
 {
     PeerLink *link = g_new0(PeerLink, 1);
     link->peer = peer;
@@ -98,7 +108,7 @@ static PeerLink *link_open(MigrationPeer *peer, int timeout_ms, GError **error)
      * exactly as the libvirt client would reach that URI. */
     RemotePeerOptions opts = {.timeout_ms = timeout_ms, .keepalive_interval = KEEPALIVE_INTERVAL,
                               .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb,
-                              .pkipath = pki_dir};
+                              .pkipath = pki_dir, .report = report};
     link->client = remote_peer_open(peer->uri, &opts, error);
     if (!link->client) {
         tunnel_router_free(link->router);
@@ -136,11 +146,24 @@ static TunnelRouter *peer_router(MigrationPeer *peer)
     return r;
 }
 
+/* A call that got no answer (the connection closed or timed out) names the
+ * destination, whose address the connection's own words may not say. */
+static void name_silent_peer(MigrationPeer *peer, GError **error)
+{
+    if (error && *error &&
+        (g_error_matches(*error, FERRY_ERROR, FERRY_ERR_RPC) ||
+         g_error_matches(*error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)))
+        g_prefix_error(error, "no answer from the %s: ", peer->description);
+}
+
 static gboolean call(MigrationPeer *peer, int proc, xdrproc_t args_filter, void *args,
                      xdrproc_t ret_filter, void *ret, GError **error)
 {
-    return rpc_client_call(peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc,
-                           args_filter, args, ret_filter, ret, CALL_TIMEOUT_MS, error);
+    gboolean ok = rpc_client_call(peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc,
+                                  args_filter, args, ret_filter, ret, CALL_TIMEOUT_MS, error);
+    if (!ok)
+        name_silent_peer(peer, error);
+    return ok;
 }
 
 static void peer_close(MigrationPeer *peer)
@@ -162,6 +185,7 @@ static void peer_close(MigrationPeer *peer)
     g_cond_clear(&peer->cond);
     g_free(peer->uri);
     g_free(peer->description);
+    g_free(peer->sasl);
     g_free(peer);
 }
 
@@ -189,12 +213,16 @@ static MigrationPeer *peer_open(const char *uri_text, GError **error)
     g_mutex_init(&peer->lock);
     g_cond_init(&peer->cond);
     peer->retired = g_ptr_array_new_with_free_func(retired_free);
-    peer->link = link_open(peer, 30000, error);
+    g_auto(RemotePeerReport) report = {0};
+    peer->link = link_open(peer, 30000, &report, error);
     if (!peer->link) {
         g_prefix_error(error, "cannot reach the %s: ", peer->description);
         peer_close(peer);
         return NULL;
     }
+    if (report.sasl_done && report.sasl_ssf == 0)
+        peer->sasl = g_strdup_printf("SASL %s user '%s'", report.sasl_mech ? report.sasl_mech : "?",
+                                     report.sasl_user ? report.sasl_user : "?");
     return peer;
 }
 
@@ -242,6 +270,7 @@ static gboolean peer_prepare_tunnel(MigrationPeer *peer, GPtrArray *params, GByt
         reserve_slot, &rc, error);
     xdr_free((xdrproc_t)xdr_remote_domain_migrate_prepare_tunnel3_params_args, (char *)&a);
     if (!ok) {
+        name_silent_peer(peer, error);
         if (rc.binding) {
             tunnel_binding_cancel(rc.binding);
             tunnel_binding_free(rc.binding);
@@ -291,13 +320,51 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
                                   (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r,
                                   cancelled ? 10000 : CALL_TIMEOUT_MS, error);
     xdr_free((xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, (char *)&a);
-    if (!ok)
+    if (!ok) {
+        name_silent_peer(peer, error);
         return NULL;
+    }
     DriverDomain *dom = g_new0(DriverDomain, 1);
     remote_domain_to_driver(&r.dom, dom);
     *cookie_out = remote_cookie_to_bytes(r.cookie_out.cookie_out_val, r.cookie_out.cookie_out_len);
     xdr_free((xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, (char *)&r);
     return dom;
+}
+
+typedef struct {
+    MigrationPeer *peer;
+    TunnelBinding *binding;
+} ChannelReserve;
+
+static void channel_reserve_slot(guint32 serial, gpointer data)
+{
+    ChannelReserve *cr = data;
+    RpcHeader h = {.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
+                   .proc = FERRY_PROC_MIGRATION_CHANNEL, .type = RPC_STREAM,
+                   .serial = serial, .status = RPC_CONTINUE};
+    cr->binding = tunnel_router_reserve(peer_router(cr->peer),
+                                        rpc_client_get_connection(peer_client(cr->peer)), &h);
+}
+
+static gboolean peer_open_channel(MigrationPeer *peer, const char *name, const char *token,
+                                  guint index, TunnelBinding **binding, GError **error)
+{
+    ferry_migration_channel_args a = {.name = (char *)name, .token = (char *)token,
+                                      .index = index};
+    ChannelReserve cr = {.peer = peer};
+    if (!rpc_client_call_with_serial(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                                     FERRY_PROC_MIGRATION_CHANNEL,
+                                     (xdrproc_t)xdr_ferry_migration_channel_args, &a, NULL,
+                                     NULL, CALL_TIMEOUT_MS, channel_reserve_slot, &cr, error)) {
+        if (cr.binding) {
+            tunnel_binding_cancel(cr.binding);
+            tunnel_binding_free(cr.binding);
+        }
+        g_prefix_error(error, "cannot open channel %u on the %s: ", index, peer->description);
+        return FALSE;
+    }
+    *binding = cr.binding;
+    return TRUE;
 }
 
 /* ---- the pre-flight probe (ferry's own program) ---- */
@@ -410,8 +477,13 @@ char *remote_describe_transport(RpcTransport *t)
 
 static char *peer_security(MigrationPeer *peer)
 {
-    return remote_describe_transport(
+    g_autofree char *transport = remote_describe_transport(
         rpc_connection_get_transport(rpc_client_get_connection(peer_client(peer))));
+    /* A SASL layer describes itself with the transport; without one, say
+     * how we authenticated all the same. */
+    if (peer->sasl && !strstr(transport, "SASL"))
+        return g_strdup_printf("%s, %s", transport, peer->sasl);
+    return g_steal_pointer(&transport);
 }
 
 static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
@@ -477,7 +549,7 @@ static void resume_reserve_slot(guint32 serial, gpointer data)
 static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int timeout_ms,
                                GError **error)
 {
-    PeerLink *link = link_open(peer, timeout_ms, error);
+    PeerLink *link = link_open(peer, timeout_ms, NULL, error);
     if (!link)
         return FALSE;
     TunnelResumeArgs a = {.token = peer->resume_token};
@@ -603,6 +675,7 @@ static const MigrationPeerOps ops = {
     .prepare_tunnel = peer_prepare_tunnel,
     .prepare = peer_prepare,
     .finish = peer_finish,
+    .open_channel = peer_open_channel,
     .probe_discard_stream = peer_probe_discard_stream,
     .probe_discard_data = peer_probe_discard_data,
     .describe = peer_describe,

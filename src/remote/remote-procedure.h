@@ -22,9 +22,9 @@ typedef struct {
 typedef gboolean (*RemoteHandler)(RemoteContext *ctx, void *args, void *ret, GError **error);
 
 enum {
-    PROC_PREAUTH = 1 << 0,  /* allowed before authentication */
-    PROC_NO_OPEN = 1 << 1,  /* allowed before CONNECT_OPEN */
-    PROC_WRITE = 1 << 2,    /* refused on a read-only connection */
+    PROC_PREAUTH = 1 << 0, /* allowed before authentication */
+    PROC_NO_OPEN = 1 << 1, /* allowed before CONNECT_OPEN */
+    PROC_WRITE = 1 << 2,   /* refused on a read-only connection */
 };
 
 typedef struct {

@@ -21,15 +21,14 @@ void remote_storage_set(StorageDir *sd)
 
 static gboolean no_storage(GError **error)
 {
-    g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
-                "this ferryd keeps no storage pools");
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT, "this ferryd keeps no storage pools");
     return FALSE;
 }
 
-#define NEED_STORAGE()                                                                         \
-    do {                                                                                       \
-        if (!storage)                                                                          \
-            return no_storage(error);                                                          \
+#define NEED_STORAGE()                                                                             \
+    do {                                                                                           \
+        if (!storage)                                                                              \
+            return no_storage(error);                                                              \
     } while (0)
 
 /* ---- conversions: the wire's names for pools and volumes ---- */
@@ -121,8 +120,8 @@ static gboolean h_list_pools(RemoteContext *ctx, void *a, void *r, GError **erro
 
 static gboolean h_list_defined_pools(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    return list_names(LIST_INACTIVE | LIST_PERSISTENT, ((remote_list_names_args *)a)->maxnames,
-                      r, error);
+    return list_names(LIST_INACTIVE | LIST_PERSISTENT, ((remote_list_names_args *)a)->maxnames, r,
+                      error);
 }
 
 static gboolean h_list_all_pools(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -189,13 +188,13 @@ static gboolean h_pool_define_xml(RemoteContext *ctx, void *a, void *r, GError *
 }
 
 /* Procedures on one pool with flags: create, build, delete, refresh. */
-#define POOL_FLAGS_CALL(fn, call)                                                              \
-    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
-    {                                                                                          \
-        NEED_STORAGE();                                                                        \
-        remote_storage_pool_flags_args *args = a;                                              \
-        StoragePoolRef pool = pool_in(&args->pool);                                            \
-        return call(storage, &pool, args->flags, error);                                       \
+#define POOL_FLAGS_CALL(fn, call)                                                                  \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                       \
+    {                                                                                              \
+        NEED_STORAGE();                                                                            \
+        remote_storage_pool_flags_args *args = a;                                                  \
+        StoragePoolRef pool = pool_in(&args->pool);                                                \
+        return call(storage, &pool, args->flags, error);                                           \
     }
 
 POOL_FLAGS_CALL(h_pool_create, storage_dir_pool_create)
@@ -203,25 +202,25 @@ POOL_FLAGS_CALL(h_pool_build, storage_dir_pool_build)
 POOL_FLAGS_CALL(h_pool_delete, storage_dir_pool_delete)
 POOL_FLAGS_CALL(h_pool_refresh, storage_dir_pool_refresh)
 
-#define POOL_CALL(fn, call)                                                                    \
-    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
-    {                                                                                          \
-        NEED_STORAGE();                                                                        \
-        StoragePoolRef pool = pool_in(&((remote_storage_pool_args *)a)->pool);                 \
-        return call(storage, &pool, error);                                                    \
+#define POOL_CALL(fn, call)                                                                        \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                       \
+    {                                                                                              \
+        NEED_STORAGE();                                                                            \
+        StoragePoolRef pool = pool_in(&((remote_storage_pool_args *)a)->pool);                     \
+        return call(storage, &pool, error);                                                        \
     }
 
 POOL_CALL(h_pool_destroy, storage_dir_pool_destroy)
 POOL_CALL(h_pool_undefine, storage_dir_pool_undefine)
 
-#define POOL_INT_QUERY(fn, call)                                                               \
-    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
-    {                                                                                          \
-        NEED_STORAGE();                                                                        \
-        StoragePoolRef pool = pool_in(&((remote_storage_pool_args *)a)->pool);                 \
-        int v = call(storage, &pool, error);                                                   \
-        ((remote_int_ret *)r)->value = v;                                                      \
-        return v >= 0;                                                                         \
+#define POOL_INT_QUERY(fn, call)                                                                   \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                       \
+    {                                                                                              \
+        NEED_STORAGE();                                                                            \
+        StoragePoolRef pool = pool_in(&((remote_storage_pool_args *)a)->pool);                     \
+        int v = call(storage, &pool, error);                                                       \
+        ((remote_int_ret *)r)->value = v;                                                          \
+        return v >= 0;                                                                             \
     }
 
 POOL_INT_QUERY(h_pool_get_autostart, storage_dir_pool_get_autostart)
@@ -369,43 +368,39 @@ static gboolean h_vol_delete(RemoteContext *ctx, void *a, void *r, GError **erro
     return storage_dir_vol_delete(storage, &vol, args->flags, error);
 }
 
-static gboolean h_vol_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+/* virStorageVolGetInfoFlags: VIR_STORAGE_VOL_GET_PHYSICAL reports the
+ * file's size where the allocation goes; virStorageVolGetInfo has no flags. */
+#define VOL_GET_PHYSICAL 1u
+
+static gboolean vol_info(const remote_nonnull_storage_vol *rvol, guint flags,
+                         remote_storage_vol_get_info_ret *ret, GError **error)
 {
     NEED_STORAGE();
-    StorageVolRef vol = vol_in(&((remote_storage_vol_args *)a)->vol);
-    remote_storage_vol_get_info_ret *ret = r;
+    if (flags & ~VOL_GET_PHYSICAL) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "unsupported flags (0x%x) in function virStorageVolGetInfoFlags",
+                    flags & ~VOL_GET_PHYSICAL);
+        return FALSE;
+    }
+    StorageVolRef vol = vol_in(rvol);
     StorageVolInfo info;
     if (!storage_dir_vol_info(storage, &vol, &info, error))
         return FALSE;
     ret->type = (char)info.type;
     ret->capacity = info.capacity;
-    ret->allocation = info.allocation;
+    ret->allocation = (flags & VOL_GET_PHYSICAL) ? info.physical : info.allocation;
     return TRUE;
 }
 
-/* virStorageVolGetInfoFlags: VIR_STORAGE_VOL_GET_PHYSICAL reports the
- * file's size where the allocation goes. */
-#define VOL_GET_PHYSICAL 1u
+static gboolean h_vol_get_info(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    return vol_info(&((remote_storage_vol_args *)a)->vol, 0, r, error);
+}
 
 static gboolean h_vol_get_info_flags(RemoteContext *ctx, void *a, void *r, GError **error)
 {
-    NEED_STORAGE();
     remote_storage_vol_flags_args *args = a;
-    if (args->flags & ~VOL_GET_PHYSICAL) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "unsupported flags (0x%x) in function virStorageVolGetInfoFlags",
-                    args->flags & ~VOL_GET_PHYSICAL);
-        return FALSE;
-    }
-    StorageVolRef vol = vol_in(&args->vol);
-    remote_storage_vol_get_info_ret *ret = r;
-    StorageVolInfo info;
-    if (!storage_dir_vol_info(storage, &vol, &info, error))
-        return FALSE;
-    ret->type = (char)info.type;
-    ret->capacity = info.capacity;
-    ret->allocation = (args->flags & VOL_GET_PHYSICAL) ? info.physical : info.allocation;
-    return TRUE;
+    return vol_info(&args->vol, args->flags, r, error);
 }
 
 static gboolean h_vol_get_xml(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -432,19 +427,17 @@ static gboolean h_vol_get_path(RemoteContext *ctx, void *a, void *r, GError **er
 static gboolean refuse(GError **error, const char *function, const char *why)
 {
     g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
-                "%s: %s (ferryd's storage is dir pools of files; see docs/api.md)", function,
-                why);
+                "%s: %s (ferryd's storage is dir pools of files; see docs/api.md)", function, why);
     return FALSE;
 }
 
-#define REFUSE(fn, function, why)                                                              \
-    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                   \
-    {                                                                                          \
-        return refuse(error, function, why);                                                   \
+#define REFUSE(fn, function, why)                                                                  \
+    static gboolean fn(RemoteContext *ctx, void *a, void *r, GError **error)                       \
+    {                                                                                              \
+        return refuse(error, function, why);                                                       \
     }
 
-REFUSE(h_find_sources, "virConnectFindStoragePoolSources",
-       "a dir pool has no source to discover")
+REFUSE(h_find_sources, "virConnectFindStoragePoolSources", "a dir pool has no source to discover")
 REFUSE(h_vol_create_from, "virStorageVolCreateXMLFrom", "ferryd does not clone volumes")
 REFUSE(h_vol_wipe, "virStorageVolWipe", "ferryd does not wipe volumes")
 REFUSE(h_vol_wipe_pattern, "virStorageVolWipePattern", "ferryd does not wipe volumes")
@@ -455,8 +448,8 @@ REFUSE(h_vol_download, "virStorageVolDownload", "ferryd does not stream volumes"
 static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_CONNECT_NUM_OF_STORAGE_POOLS, "CONNECT_NUM_OF_STORAGE_POOLS", VOID,
      X(remote_num_ret), h_num_of_pools, 0},
-    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_STORAGE_POOLS, "CONNECT_NUM_OF_DEFINED_STORAGE_POOLS",
-     VOID, X(remote_num_ret), h_num_of_defined_pools, 0},
+    {REMOTE_PROC_CONNECT_NUM_OF_DEFINED_STORAGE_POOLS, "CONNECT_NUM_OF_DEFINED_STORAGE_POOLS", VOID,
+     X(remote_num_ret), h_num_of_defined_pools, 0},
     {REMOTE_PROC_CONNECT_LIST_STORAGE_POOLS, "CONNECT_LIST_STORAGE_POOLS",
      X(remote_list_names_args), X(remote_list_names_ret), h_list_pools, 0},
     {REMOTE_PROC_CONNECT_LIST_DEFINED_STORAGE_POOLS, "CONNECT_LIST_DEFINED_STORAGE_POOLS",
@@ -472,14 +465,14 @@ static const RemoteProcedure procedures[] = {
      X(remote_define_xml_flags_args), X(remote_storage_pool_ret), h_pool_define_xml, PROC_WRITE},
     {REMOTE_PROC_STORAGE_POOL_CREATE, "STORAGE_POOL_CREATE", X(remote_storage_pool_flags_args),
      VOID, h_pool_create, PROC_WRITE},
-    {REMOTE_PROC_STORAGE_POOL_BUILD, "STORAGE_POOL_BUILD", X(remote_storage_pool_flags_args),
-     VOID, h_pool_build, PROC_WRITE},
+    {REMOTE_PROC_STORAGE_POOL_BUILD, "STORAGE_POOL_BUILD", X(remote_storage_pool_flags_args), VOID,
+     h_pool_build, PROC_WRITE},
     {REMOTE_PROC_STORAGE_POOL_DESTROY, "STORAGE_POOL_DESTROY", X(remote_storage_pool_args), VOID,
      h_pool_destroy, PROC_WRITE},
     {REMOTE_PROC_STORAGE_POOL_DELETE, "STORAGE_POOL_DELETE", X(remote_storage_pool_flags_args),
      VOID, h_pool_delete, PROC_WRITE},
-    {REMOTE_PROC_STORAGE_POOL_UNDEFINE, "STORAGE_POOL_UNDEFINE", X(remote_storage_pool_args),
-     VOID, h_pool_undefine, PROC_WRITE},
+    {REMOTE_PROC_STORAGE_POOL_UNDEFINE, "STORAGE_POOL_UNDEFINE", X(remote_storage_pool_args), VOID,
+     h_pool_undefine, PROC_WRITE},
     {REMOTE_PROC_STORAGE_POOL_REFRESH, "STORAGE_POOL_REFRESH", X(remote_storage_pool_flags_args),
      VOID, h_pool_refresh, PROC_WRITE},
     {REMOTE_PROC_STORAGE_POOL_LOOKUP_BY_NAME, "STORAGE_POOL_LOOKUP_BY_NAME",
@@ -523,8 +516,7 @@ static const RemoteProcedure procedures[] = {
     {REMOTE_PROC_STORAGE_VOL_GET_INFO, "STORAGE_VOL_GET_INFO", X(remote_storage_vol_args),
      X(remote_storage_vol_get_info_ret), h_vol_get_info, 0},
     {REMOTE_PROC_STORAGE_VOL_GET_INFO_FLAGS, "STORAGE_VOL_GET_INFO_FLAGS",
-     X(remote_storage_vol_flags_args), X(remote_storage_vol_get_info_ret), h_vol_get_info_flags,
-     0},
+     X(remote_storage_vol_flags_args), X(remote_storage_vol_get_info_ret), h_vol_get_info_flags, 0},
     {REMOTE_PROC_STORAGE_VOL_GET_XML_DESC, "STORAGE_VOL_GET_XML_DESC",
      X(remote_storage_vol_flags_args), X(remote_domain_get_xml_desc_ret), h_vol_get_xml, 0},
     {REMOTE_PROC_STORAGE_VOL_GET_PATH, "STORAGE_VOL_GET_PATH", X(remote_storage_vol_args),
@@ -536,12 +528,12 @@ static const RemoteProcedure procedures[] = {
      h_vol_wipe, PROC_WRITE},
     {REMOTE_PROC_STORAGE_VOL_WIPE_PATTERN, "STORAGE_VOL_WIPE_PATTERN",
      X(remote_storage_vol_wipe_pattern_args), VOID, h_vol_wipe_pattern, PROC_WRITE},
-    {REMOTE_PROC_STORAGE_VOL_RESIZE, "STORAGE_VOL_RESIZE", X(remote_storage_vol_resize_args),
-     VOID, h_vol_resize, PROC_WRITE},
+    {REMOTE_PROC_STORAGE_VOL_RESIZE, "STORAGE_VOL_RESIZE", X(remote_storage_vol_resize_args), VOID,
+     h_vol_resize, PROC_WRITE},
     {REMOTE_PROC_STORAGE_VOL_UPLOAD, "STORAGE_VOL_UPLOAD", X(remote_storage_vol_transfer_args),
      VOID, h_vol_upload, PROC_WRITE},
-    {REMOTE_PROC_STORAGE_VOL_DOWNLOAD, "STORAGE_VOL_DOWNLOAD",
-     X(remote_storage_vol_transfer_args), VOID, h_vol_download, PROC_WRITE},
+    {REMOTE_PROC_STORAGE_VOL_DOWNLOAD, "STORAGE_VOL_DOWNLOAD", X(remote_storage_vol_transfer_args),
+     VOID, h_vol_download, PROC_WRITE},
 };
 
 const RemoteProcedure *remote_storage_procedures(guint *n)

@@ -58,6 +58,7 @@ struct RpcConnection {
     gint pings_unanswered;
     gint64 ka_ping_sent_us; /* the flight recorder's round trip */
     gint64 ka_rtt_us;
+    gint64 ka_pong_us;
     guint ka_interval;
     guint ka_count;
     gboolean ticking; /* registered with the keepalive clock */
@@ -449,8 +450,11 @@ static void handle_keepalive(RpcConnection *conn, RpcMessage *msg)
         rpc_connection_send(conn, rpc_message_new_reply_to(&h, RPC_MESSAGE, RPC_OK));
     } else if (msg->header.proc == KEEPALIVE_PROC_PONG) {
         g_mutex_lock(&conn->lock);
-        if (conn->ka_ping_sent_us)
-            conn->ka_rtt_us = g_get_monotonic_time() - conn->ka_ping_sent_us;
+        gint64 now = g_get_monotonic_time();
+        if (conn->ka_ping_sent_us) {
+            conn->ka_rtt_us = now - conn->ka_ping_sent_us;
+            conn->ka_pong_us = now;
+        }
         conn->ka_ping_sent_us = 0;
         g_mutex_unlock(&conn->lock);
     } else {
@@ -724,10 +728,22 @@ gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
     return more;
 }
 
-void rpc_connection_get_liveness(RpcConnection *conn, gint64 *last_rx_us, gint64 *last_rtt_us)
+void rpc_connection_get_liveness(RpcConnection *conn, gint64 *last_rx_us, gint64 *last_rtt_us,
+                                 gint64 *last_pong_us)
 {
     g_mutex_lock(&conn->lock);
     *last_rx_us = conn->last_rx_us;
     *last_rtt_us = conn->ka_rtt_us;
+    *last_pong_us = conn->ka_pong_us;
     g_mutex_unlock(&conn->lock);
+}
+
+guint64 rpc_connection_get_crypto_us(RpcConnection *conn, int dir)
+{
+    /* A SASL layer over TLS: both layers' ciphers. */
+    RpcTransport *inner = rpc_sasl_transport_get_inner(conn->transport);
+    guint64 us = rpc_transport_get_crypto_us(conn->transport, dir);
+    if (inner != conn->transport)
+        us += rpc_transport_get_crypto_us(inner, dir);
+    return us;
 }

@@ -77,9 +77,14 @@ gboolean rpc_connection_in_client_lockstep(RpcConnection *conn);
 /* Bytes queued and not yet written. */
 gsize rpc_connection_get_queued_bytes(RpcConnection *conn);
 /* When anything last arrived from the peer (monotonic; 0 until the first
- * message, or without keepalive) and the round trip of the last answered
- * keepalive ping (0: none yet). */
-void rpc_connection_get_liveness(RpcConnection *conn, gint64 *last_rx_us, gint64 *last_rtt_us);
+ * message, or without keepalive), the round trip of the last answered
+ * keepalive ping (0: none yet) and when its answer came (monotonic, 0). */
+void rpc_connection_get_liveness(RpcConnection *conn, gint64 *last_rx_us, gint64 *last_rtt_us,
+                                 gint64 *last_pong_us);
+/* Microseconds the connection's layers spent in their ciphers (TLS, a SASL
+ * security layer) for dir (RPC_CRYPTO_SEND, RPC_CRYPTO_RECV); 0 in the
+ * clear. */
+guint64 rpc_connection_get_crypto_us(RpcConnection *conn, int dir);
 /* Waits until at most `limit` bytes are queued, the connection closes, or
  * the monotonic deadline (0 = none) passes. FALSE once closed. Data streams
  * call this before queueing, so their memory stays bounded. */

@@ -446,9 +446,11 @@ static gboolean decode_into_plain(RpcSaslTransport *t, const guint8 *in, gsize l
 {
     const char *out = NULL;
     unsigned outlen = 0;
+    gint64 begin = rpc_transport_crypto_begin();
     g_mutex_lock(&t->sasl->lock);
     int rc = sasl_decode(t->sasl->conn, (const char *)in, len, &out, &outlen);
     g_mutex_unlock(&t->sasl->lock);
+    rpc_transport_crypto_end(&t->base, RPC_CRYPTO_RECV, begin, 0);
     if (rc != SASL_OK) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC, "cannot decode SASL data from %s: %s",
                     t->base.peer, sasl_errdetail(t->sasl->conn));
@@ -533,9 +535,11 @@ static gboolean sasl_transport_writev(RpcTransport *base, const struct iovec *io
             break;
         const char *out = NULL;
         unsigned outlen = 0;
+        gint64 begin = rpc_transport_crypto_begin();
         g_mutex_lock(&t->sasl->lock);
         int rc = sasl_encodev(t->sasl->conn, chunk, n, &out, &outlen);
         g_mutex_unlock(&t->sasl->lock);
+        rpc_transport_crypto_end(base, RPC_CRYPTO_SEND, begin, 0);
         if (rc != SASL_OK) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC, "cannot encode SASL data for %s: %s",
                         base->peer, sasl_errdetail(t->sasl->conn));

@@ -50,12 +50,16 @@ typedef struct {
     /* reader thread (and the handshake): ciphertext read ahead */
     guint8 *rx;
     gsize rx_start, rx_end;
+    gboolean rx_timed; /* a timed read: recv() time is kept apart from the cipher's */
+    gint64 rx_io_us;
 
     /* writer thread (and the handshake): ciphertext batched while corked */
     gboolean corked;
     guint8 *tx;
     gsize tx_len;
     int tx_errno;
+    gboolean tx_timed; /* a timed write: send() time is kept apart from the cipher's */
+    gint64 tx_io_us;
 } RpcTlsTransport;
 
 static const RpcTransportOps tls_ops;
@@ -392,11 +396,21 @@ static gboolean send_all(int fd, const guint8 *p, gsize len, int *err)
     return TRUE;
 }
 
+/* send_all, its time kept apart from the cipher's during a timed write. */
+static gboolean tx_send(RpcTlsTransport *t, const guint8 *p, gsize len)
+{
+    gint64 begin = t->tx_timed ? g_get_monotonic_time() : 0;
+    gboolean ok = send_all(t->base.fd, p, len, &t->tx_errno);
+    if (begin)
+        t->tx_io_us += g_get_monotonic_time() - begin;
+    return ok;
+}
+
 static gboolean tx_flush(RpcTlsTransport *t)
 {
     if (t->tx_len == 0)
         return TRUE;
-    gboolean ok = send_all(t->base.fd, t->tx, t->tx_len, &t->tx_errno);
+    gboolean ok = tx_send(t, t->tx, t->tx_len);
     t->tx_len = 0;
     return ok;
 }
@@ -413,10 +427,11 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len
             return len;
         }
     }
-    if (!send_all(t->base.fd, data, len, &t->tx_errno))
+    if (!tx_send(t, data, len))
         goto fail;
     return len;
 fail:
+    ferry_os_error_note(&t->base.os_error, t->tx_errno);
     /* errno, not gnutls_transport_set_errno(): that field is shared by the
      * reading and the writing thread, errno is per thread. */
     errno = t->tx_errno;
@@ -428,9 +443,17 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
     RpcTlsTransport *t = ptr;
     if (t->rx_start == t->rx_end) {
         ssize_t n;
+        gint64 begin = t->rx_timed ? g_get_monotonic_time() : 0;
         do {
             n = recv(t->base.fd, t->rx, RX_AHEAD_SIZE, 0);
         } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            ferry_os_error_note(&t->base.os_error, errno); /* the cause a writer's EPIPE lacks */
+        if (begin) {
+            int err = errno;
+            t->rx_io_us += g_get_monotonic_time() - begin;
+            errno = err;
+        }
         if (n <= 0)
             return n; /* errno tells gnutls why */
         t->rx_start = 0;
@@ -459,11 +482,24 @@ static int tls_pull_timeout(gnutls_transport_ptr_t ptr, unsigned int ms)
 
 /* ---- the transport ---- */
 
+/* gnutls_record_recv, its time less the recv() calls under it counted as
+ * decrypting (the flight recorder's). */
+static ssize_t record_recv_timed(RpcTlsTransport *t, void *buf, gsize len)
+{
+    gint64 begin = rpc_transport_crypto_begin();
+    t->rx_timed = begin != 0;
+    t->rx_io_us = 0;
+    ssize_t n = gnutls_record_recv(t->session, buf, len);
+    rpc_transport_crypto_end(&t->base, RPC_CRYPTO_RECV, begin, t->rx_io_us);
+    t->rx_timed = FALSE;
+    return n;
+}
+
 static gssize tls_read(RpcTransport *base, void *buf, gsize len, GError **error)
 {
     RpcTlsTransport *t = (RpcTlsTransport *)base;
     for (;;) {
-        ssize_t n = gnutls_record_recv(t->session, buf, len);
+        ssize_t n = record_recv_timed(t, buf, len);
         if (n >= 0)
             return n;
         if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN)
@@ -528,6 +564,11 @@ static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovc
         t->corked = TRUE;
     }
     t->tx_errno = 0;
+    /* The time in here less the send() calls is the cipher's (the flight
+     * recorder's encryption wait). */
+    gint64 begin = rpc_transport_crypto_begin();
+    t->tx_timed = begin != 0;
+    t->tx_io_us = 0;
 
     Stage st;
     st.len = 0;
@@ -554,6 +595,8 @@ static gboolean tls_writev(RpcTransport *base, const struct iovec *iov, int iovc
         ok = FALSE;
     }
     t->tx_len = 0;
+    rpc_transport_crypto_end(base, RPC_CRYPTO_SEND, begin, t->tx_io_us);
+    t->tx_timed = FALSE;
     return ok;
 }
 

@@ -9,6 +9,8 @@
 
 #include "util/error.h"
 
+gboolean rpc_transport_crypto_timing = TRUE;
+
 static gssize socket_read(RpcTransport *t, void *buf, gsize len, GError **error)
 {
     for (;;) {

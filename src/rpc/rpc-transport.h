@@ -29,7 +29,44 @@ struct RpcTransport {
     gint64 peer_gid;
     gint64 peer_pid;
     gint os_error; /* the first OS error met on the socket (ferry_os_error_seen) */
+    /* Microseconds this layer spent in its cipher (TLS records, a SASL
+     * security layer), apart from the socket I/O under it: [RPC_CRYPTO_SEND]
+     * encrypting (the writer), [RPC_CRYPTO_RECV] decrypting (the reader).
+     * Atomic adds while rpc_transport_crypto_timing is on; the flight
+     * recorder tells waiting on encryption from waiting on the network with
+     * them. */
+    guint64 crypto_us[2];
 };
+
+enum { RPC_CRYPTO_SEND, RPC_CRYPTO_RECV };
+
+/* Whether ciphers time themselves (the flight recorder's switch, set once
+ * at start; on by default). */
+extern gboolean rpc_transport_crypto_timing;
+
+/* A start time for rpc_transport_crypto_end, 0 when timing is off. */
+static inline gint64 rpc_transport_crypto_begin(void)
+{
+    return __atomic_load_n(&rpc_transport_crypto_timing, __ATOMIC_RELAXED) ? g_get_monotonic_time()
+                                                                           : 0;
+}
+
+/* Adds the time since begin_us, less io_us spent in the socket meanwhile,
+ * to the layer's cipher time for dir. */
+static inline void rpc_transport_crypto_end(RpcTransport *t, int dir, gint64 begin_us,
+                                            gint64 io_us)
+{
+    if (!begin_us)
+        return;
+    gint64 spent = g_get_monotonic_time() - begin_us - io_us;
+    if (spent > 0)
+        __atomic_fetch_add(&t->crypto_us[dir], (guint64)spent, __ATOMIC_RELAXED);
+}
+
+static inline guint64 rpc_transport_get_crypto_us(RpcTransport *t, int dir)
+{
+    return __atomic_load_n(&t->crypto_us[dir], __ATOMIC_RELAXED);
+}
 
 /* Takes ownership of fd (a connected stream socket). */
 RpcTransport *rpc_transport_new_socket(int fd);

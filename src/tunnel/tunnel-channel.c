@@ -42,16 +42,24 @@ TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
 }
 
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
-                                           gboolean tls, const char *pkipath, int timeout_ms,
-                                           int vmm_fd, const TunnelRelayConfig *config,
-                                           GError **error)
+                                           guint index, gboolean tls, const char *pkipath,
+                                           int timeout_ms, int vmm_fd,
+                                           const TunnelRelayConfig *config, GError **error)
 {
-    RpcTransport *t = tunnel_data_connect(host, port, token, tls, pkipath, timeout_ms, error);
+    RpcTransport *t =
+        tunnel_data_connect_channel(host, port, token, index, tls, pkipath, timeout_ms, error);
     if (!t) {
         close(vmm_fd);
         return NULL;
     }
     TunnelRelay *relay = tunnel_relay_new(vmm_fd, t, config);
+    tunnel_relay_start(relay);
+    return channel_new(NULL, relay);
+}
+
+TunnelChannel *tunnel_channel_relay(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
+{
+    TunnelRelay *relay = tunnel_relay_new(vmm_fd, net, config);
     tunnel_relay_start(relay);
     return channel_new(NULL, relay);
 }
@@ -191,7 +199,8 @@ void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out)
         out->mode = "tunnel";
         tunnel_counters_read(tunnel_stream_get_counters(ch->stream), &out->counters);
         out->queued_bytes = tunnel_stream_get_queued_bytes(ch->stream);
-        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us);
+        tunnel_stream_get_liveness(ch->stream, &out->peer_last_rx_us, &out->keepalive_rtt_us,
+                                   &out->keepalive_pong_us);
     } else {
         out->mode = "proxy";
         tunnel_counters_read(tunnel_relay_get_counters(ch->relay), &out->counters);

@@ -25,13 +25,16 @@ typedef struct TunnelChannel TunnelChannel;
  * reply to the opening call), attached to the binding and started. */
 TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
                                           const TunnelStreamConfig *config);
-/* Proxy mode, source: connects to host:port, presents the token (over TLS
- * with the client files of pkipath when tls), and relays vmm_fd to it.
- * vmm_fd is taken on every path. */
+/* Proxy mode, source: connects to host:port, presents the token and the
+ * channel's index (over TLS with the client files of pkipath when tls), and
+ * relays vmm_fd to it. vmm_fd is taken on every path. */
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
-                                           gboolean tls, const char *pkipath, int timeout_ms,
-                                           int vmm_fd, const TunnelRelayConfig *config,
-                                           GError **error);
+                                           guint index, gboolean tls, const char *pkipath,
+                                           int timeout_ms, int vmm_fd,
+                                           const TunnelRelayConfig *config, GError **error);
+/* Proxy mode, destination: relays vmm_fd to a data connection accepted
+ * with tunnel_data_listener_accept_channel; both taken. */
+TunnelChannel *tunnel_channel_relay(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config);
 /* Proxy mode, destination: waits (deadline_us monotonic) for the connection
  * that presents the listener's token and relays it to vmm_fd. vmm_fd is taken
  * on success only. */
@@ -81,6 +84,7 @@ typedef struct {
     gsize queued_bytes;      /* tunnel: bytes in the connection's send queue */
     gint64 peer_last_rx_us;  /* tunnel: when the connection last heard the peer (monotonic) */
     gint64 keepalive_rtt_us; /* tunnel: the last answered keepalive ping's round trip */
+    gint64 keepalive_pong_us; /* tunnel: when that answer came (monotonic; 0 none) */
 } TunnelChannelSample;
 /* Prompt: atomic reads and the connection's lock only. */
 void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out);

@@ -17,7 +17,11 @@ typedef struct {
     guint64 wait_net_recv_us;  /* nothing arrived from the peer */
     guint64 wait_credit_us;    /* credit flow control: the peer's window was full */
     guint64 wait_throttle_us;  /* the migration's bandwidth limit */
-    guint64 wait_crypto_us;    /* encrypting/decrypting where it is measured apart */
+    /* Of the network and credit waits above, the part the connection's
+     * cipher accounts for (TLS, a SASL security layer): while the pump
+     * waited, the connection was encrypting (sending) or decrypting
+     * (receiving) for this long. Counted here instead of there. */
+    guint64 wait_crypto_us;
     guint64 bytes_resent;      /* sent again after the connection was resumed */
 } TunnelCounters;
 
@@ -40,6 +44,23 @@ static inline void tunnel_counters_wait_end(guint64 *counter, gint64 begin_us)
     if (begin_us)
         __atomic_fetch_add(counter, (guint64)(g_get_monotonic_time() - begin_us),
                            __ATOMIC_RELAXED);
+}
+
+/* Ends a wait of which the cipher may account for a part: what the cipher
+ * spent meanwhile (crypto_end - crypto_begin, a transport's
+ * rpc_transport_get_crypto_us for the wait's direction before and after; at
+ * most the wait) goes to wait_crypto_us, the rest to counter. */
+static inline void tunnel_counters_wait_end_split(TunnelCounters *c, guint64 *counter,
+                                                  gint64 begin_us, guint64 crypto_begin,
+                                                  guint64 crypto_end)
+{
+    if (!begin_us)
+        return;
+    guint64 waited = (guint64)MAX(g_get_monotonic_time() - begin_us, 0);
+    guint64 crypto = crypto_end > crypto_begin ? MIN(crypto_end - crypto_begin, waited) : 0;
+    __atomic_fetch_add(counter, waited - crypto, __ATOMIC_RELAXED);
+    if (crypto)
+        __atomic_fetch_add(&c->wait_crypto_us, crypto, __ATOMIC_RELAXED);
 }
 
 static inline void tunnel_counters_add(guint64 *counter, guint64 n)

@@ -20,8 +20,11 @@
 #define FERRY_LOG_MODULE "tunnel.data"
 
 #define MAGIC "FERRYDC1"
+/* Channel i >= 1 of a migration: this magic, the token, i (4 bytes, big endian). */
+#define MAGIC_CHANNEL "FERRYDC2"
 #define MAGIC_LEN 8
 #define HELLO_LEN (MAGIC_LEN + TUNNEL_DATA_TOKEN_LEN)
+#define INDEX_LEN 4
 /* The whole hello of one connection (TLS handshake, token, answer) must be
  * done within this; a connection still talking then is cut off. */
 #define HELLO_DEADLINE_US (5 * G_USEC_PER_SEC)
@@ -40,7 +43,8 @@ struct TunnelDataListener {
     /* The token admits one connection: it is spent the first time a
      * connection presents it, even if that connection then fails, so a copy
      * seen on the wire can never be replayed. */
-    gboolean used;
+    guint64 used;       /* bit i: channel i's connection came */
+    guint n_channels;   /* the token admits channels 0 .. n_channels - 1 */
     GAsyncQueue *done; /* Pending, from the checker threads */
     int done_fd;       /* eventfd: something is in `done` */
 };
@@ -57,6 +61,7 @@ typedef struct {
     /* results, written by the checker before it queues itself */
     RpcTransport *transport; /* on success; or what to free on failure */
     const char *why;         /* refusal */
+    guint index;             /* the channel it claims */
 } Pending;
 
 char *tunnel_data_token_new(void)
@@ -90,6 +95,7 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
         l->done = g_async_queue_new();
         g_mutex_init(&l->lock);
         l->token = g_strdup(token);
+        l->n_channels = 1;
         l->what = g_strdup(what);
         l->tls = tls ? rpc_tls_context_ref(tls) : NULL;
         return l;
@@ -105,9 +111,14 @@ guint16 tunnel_data_listener_get_port(TunnelDataListener *l)
     return l->port;
 }
 
+void tunnel_data_listener_set_channels(TunnelDataListener *l, guint n)
+{
+    l->n_channels = CLAMP(n, 1, 64);
+}
+
 static gboolean token_matches(const guint8 *hello, const char *token)
 {
-    if (memcmp(hello, MAGIC, MAGIC_LEN) != 0)
+    if (memcmp(hello, MAGIC, MAGIC_LEN) != 0 && memcmp(hello, MAGIC_CHANNEL, MAGIC_LEN) != 0)
         return FALSE;
     /* Constant time: the comparison does not tell how much was right. */
     guint8 diff = 0;
@@ -147,14 +158,22 @@ static void check_connection(Pending *p)
     guint8 hello[HELLO_LEN];
     gboolean valid = rpc_transport_read_all(p->transport, hello, sizeof(hello), NULL) &&
                      token_matches(hello, l->token);
+    if (valid && memcmp(hello, MAGIC_CHANNEL, MAGIC_LEN) == 0) {
+        guint8 idx[INDEX_LEN];
+        valid = rpc_transport_read_all(p->transport, idx, sizeof(idx), NULL);
+        p->index = (guint)idx[0] << 24 | (guint)idx[1] << 16 | (guint)idx[2] << 8 | idx[3];
+        valid = valid && p->index >= 1;
+    }
     g_mutex_lock(&l->lock);
-    gboolean first = valid && !l->used;
-    if (valid)
-        l->used = TRUE;
+    gboolean in_range = valid && p->index < l->n_channels;
+    gboolean first = in_range && !(l->used & (G_GUINT64_CONSTANT(1) << p->index));
+    if (in_range)
+        l->used |= G_GUINT64_CONSTANT(1) << p->index;
     g_mutex_unlock(&l->lock);
     if (!first) {
-        p->why = valid ? "the token of this migration was used already"
-                       : "it does not carry the token of this migration";
+        p->why = !valid      ? "it does not carry the token of this migration"
+                 : !in_range ? "it names a channel this migration does not have"
+                             : "the token of this migration was used already";
         return;
     }
     static const guint8 ok = 1;
@@ -239,6 +258,12 @@ static RpcTransport *finish_check(TunnelDataListener *l, GPtrArray *pending, Pen
 
 RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GError **error)
 {
+    return tunnel_data_listener_accept_channel(l, deadline_us, NULL, error);
+}
+
+RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 deadline_us,
+                                                  guint *index, GError **error)
+{
     g_autoptr(GPtrArray) pending = g_ptr_array_new();
     RpcTransport *accepted = NULL;
     for (;;) {
@@ -279,8 +304,11 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
             if (read(l->done_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
                 FERRY_DEBUG("cannot read the data listener's event: %s", g_strerror(errno));
             Pending *p;
-            while (!accepted && (p = g_async_queue_try_pop(l->done)))
+            while (!accepted && (p = g_async_queue_try_pop(l->done))) {
+                if (index)
+                    *index = p->index;
                 accepted = finish_check(l, pending, p);
+            }
             if (accepted)
                 break;
         }
@@ -329,6 +357,13 @@ void tunnel_data_listener_free(TunnelDataListener *l)
 RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *token, gboolean tls,
                                   const char *pkipath, int timeout_ms, GError **error)
 {
+    return tunnel_data_connect_channel(host, port, token, 0, tls, pkipath, timeout_ms, error);
+}
+
+RpcTransport *tunnel_data_connect_channel(const char *host, guint16 port, const char *token,
+                                          guint index, gboolean tls, const char *pkipath,
+                                          int timeout_ms, GError **error)
+{
     g_autoptr(RpcTlsContext) ctx = NULL;
     if (tls) {
         g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
@@ -358,11 +393,15 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
         return NULL;
     }
     set_timeouts(t->fd, timeout_ms);
-    guint8 hello[HELLO_LEN];
-    memcpy(hello, MAGIC, MAGIC_LEN);
+    guint8 hello[HELLO_LEN + INDEX_LEN];
+    memcpy(hello, index ? MAGIC_CHANNEL : MAGIC, MAGIC_LEN);
     memcpy(hello + MAGIC_LEN, token, TUNNEL_DATA_TOKEN_LEN);
+    hello[HELLO_LEN] = (guint8)(index >> 24);
+    hello[HELLO_LEN + 1] = (guint8)(index >> 16);
+    hello[HELLO_LEN + 2] = (guint8)(index >> 8);
+    hello[HELLO_LEN + 3] = (guint8)index;
     guint8 ok = 0;
-    if (!rpc_transport_write_all(t, hello, sizeof(hello), NULL) ||
+    if (!rpc_transport_write_all(t, hello, index ? sizeof(hello) : HELLO_LEN, NULL) ||
         !rpc_transport_read_all(t, &ok, 1, NULL) || ok != 1) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "the destination at %s:%u refused the migration data connection", host, port);

@@ -4,7 +4,10 @@
  * connecting there is refused and logged; the listener keeps waiting.
  *
  * Wire: the source sends "FERRYDC1" and the 32-character token; the
- * destination answers the single byte 0x01; then the VMMs' bytes flow. With
+ * destination answers the single byte 0x01; then the VMMs' bytes flow. A
+ * migration with several channels (the disks of --copy-storage-*) opens one
+ * connection per channel: channel i >= 1 sends "FERRYDC2", the token and i
+ * (4 bytes, big endian); the token admits each channel once. With
  * TLS (`virsh migrate --tls`), a TLS session with the daemons' certificates
  * comes first (libvirt's checks and confirmation byte) and the token travels
  * inside it.
@@ -35,6 +38,14 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
                                              const char *token, RpcTlsContext *tls,
                                              const char *what, GError **error);
 guint16 tunnel_data_listener_get_port(TunnelDataListener *listener);
+/* The token admits channels 0 .. n - 1, each once (default 1). Set before
+ * the first accept. */
+void tunnel_data_listener_set_channels(TunnelDataListener *listener, guint n);
+/* As tunnel_data_listener_accept, for any channel still to come: *index
+ * says which it is. */
+RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *listener,
+                                                  gint64 deadline_us, guint *index,
+                                                  GError **error);
 /* Waits for the connection that presents the token; returns its transport
  * (the caller owns it) or NULL. The token works once: called again, it
  * refuses (and logs) every connection until the deadline. deadline_us
@@ -51,3 +62,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataListener, tunnel_data_listener_free)
  * certificate checked against host. */
 RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *token, gboolean tls,
                                   const char *pkipath, int timeout_ms, GError **error);
+/* The same for channel index of the migration (0: as above). */
+RpcTransport *tunnel_data_connect_channel(const char *host, guint16 port, const char *token,
+                                          guint index, gboolean tls, const char *pkipath,
+                                          int timeout_ms, GError **error);

@@ -39,7 +39,13 @@ struct TunnelRelay {
     guint64 bw_start_bytes;
     TunnelRelayStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
-    gint os_error;           /* the first OS error met (ferry_os_error_seen) */
+    /* A dead connection reports its cause (ETIMEDOUT, ECONNRESET) to one
+     * call only, often the reader's; the writer meets EPIPE. Every call on
+     * the connection notes what it met in net->os_error, and a failure that
+     * says EPIPE is told with that cause once the connection's reader has
+     * returned (tunnel_relay_wait). */
+    gboolean net_epipe;       /* the failure may be a writer's EPIPE on the connection */
+    gboolean net_reader_done; /* the connection's reader returned */
 };
 
 TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
@@ -109,9 +115,28 @@ static void throttle(TunnelRelay *r)
     tunnel_counters_wait_end(&r->counters.wait_throttle_us, waited);
 }
 
+/* A call on the network connection failed with err: its cause is noted
+ * before anything else, so that no other thread's EPIPE is left without it. */
+static void note_net_error(TunnelRelay *r, int err)
+{
+    ferry_os_error_note(&r->net->os_error, err);
+}
+
 static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int err)
 {
-    err = ferry_os_error_seen(&r->os_error, err); /* EPIPE: the cause another call met */
+    if (hop == r->peer_name) {
+        note_net_error(r, err);
+        if (err == EPIPE) {
+            int cause = g_atomic_int_get(&r->net->os_error);
+            if (cause)
+                err = cause;
+            else {
+                g_mutex_lock(&r->lock);
+                r->net_epipe = TRUE;
+                g_mutex_unlock(&r->lock);
+            }
+        }
+    }
     g_autofree char *o = ferry_format_size(r->stats.bytes_out);
     g_autofree char *i = ferry_format_size(r->stats.bytes_in);
     return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot %s the %s after %s sent, %s "
@@ -182,6 +207,16 @@ static guint64 *wait_out_counter(Direction *d)
     return d->outbound ? &c->wait_net_send_us : &c->wait_vmm_write_us;
 }
 
+/* The data connection's cipher time, for the part of a TLS wait that was
+ * encrypting (d's writer, outbound) or decrypting (d's reader, inbound)
+ * rather than the network: 0 on the VMM's side, or while not counting. */
+static guint64 net_cipher_us(Direction *d, gboolean writer, gint64 begin_us)
+{
+    if (!begin_us || writer != d->outbound)
+        return 0;
+    return rpc_transport_get_crypto_us(d->relay->net, writer ? RPC_CRYPTO_SEND : RPC_CRYPTO_RECV);
+}
+
 static void direction_free(Direction *d)
 {
     g_clear_error(&d->read_error);
@@ -212,6 +247,8 @@ static GError *splice_reader(Direction *d)
         if (n < 0 && errno == EINTR)
             continue;
         int err = errno;
+        if (n < 0 && !d->outbound)
+            note_net_error(r, err);
         if (relay_failed(r))
             return NULL; /* the other side or an abort already said why */
         if (n == 0) {
@@ -239,8 +276,12 @@ static GError *splice_writer(Direction *d)
         errno = splice_errno;
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0)
-            return relay_failed(r) ? NULL : io_error(r, "write to", d->out_name, errno);
+        if (n < 0) {
+            int err = errno;
+            if (d->outbound)
+                note_net_error(r, err);
+            return relay_failed(r) ? NULL : io_error(r, "write to", d->out_name, err);
+        }
         if (n == 0)
             return NULL; /* the reader closed the pipe: its end of stream, or a failure */
         count(r, d->outbound, n);
@@ -269,6 +310,7 @@ static GError *copy_reader(Direction *d)
         gssize n;
         g_autoptr(GError) e = g_steal_pointer(&d->read_error);
         gint64 waited = tunnel_counters_wait_begin();
+        guint64 dec = net_cipher_us(d, FALSE, waited);
         if (e) {
             n = -1;
         } else if (d->outbound) {
@@ -289,7 +331,8 @@ static GError *copy_reader(Direction *d)
             }
         }
         int err = n < 0 ? (d->outbound ? errno : ECONNRESET) : 0;
-        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        tunnel_counters_wait_end_split(&r->counters, wait_in_counter(d), waited, dec,
+                                       net_cipher_us(d, FALSE, waited));
         g_mutex_lock(&r->lock);
         if (n > 0) {
             d->len[slot] = n;
@@ -330,6 +373,7 @@ static GError *copy_writer(Direction *d)
         gboolean ok;
         int err = EPIPE;
         gint64 waited = tunnel_counters_wait_begin();
+        guint64 enc = net_cipher_us(d, TRUE, waited);
         if (d->outbound) {
             ok = rpc_transport_write_all(r->net, d->buf[slot], n, &e);
         } else {
@@ -346,13 +390,20 @@ static GError *copy_writer(Direction *d)
                 }
             }
         }
-        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        tunnel_counters_wait_end_split(&r->counters, wait_out_counter(d), waited, enc,
+                                       net_cipher_us(d, TRUE, waited));
         if (!ok) {
             if (relay_failed(r))
                 return NULL;
-            if (e)
+            if (e) {
+                if (d->outbound && g_str_has_suffix(e->message, g_strerror(EPIPE))) {
+                    g_mutex_lock(&r->lock);
+                    r->net_epipe = TRUE; /* the TLS transport noted the cause it met */
+                    g_mutex_unlock(&r->lock);
+                }
                 return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot write to the %s: %s",
                                    d->out_name, e->message);
+            }
             return io_error(r, "write to", d->out_name, err);
         }
         g_mutex_lock(&r->lock);
@@ -398,6 +449,11 @@ static gpointer reader_thread(gpointer data)
     GError *why = r->tls ? copy_reader(d) : splice_reader(d);
     if (!r->tls)
         close(d->pipefd[1]); /* the writer drains the pipe, then sees the end */
+    if (!d->outbound) {
+        g_mutex_lock(&r->lock);
+        r->net_reader_done = TRUE;
+        g_mutex_unlock(&r->lock); /* thread_done wakes the waiters */
+    }
     thread_done(r, why);
     direction_unref(d, &d->reader_gone);
     tunnel_relay_unref(r);
@@ -488,6 +544,29 @@ void tunnel_relay_start(TunnelRelay *relay)
     }
 }
 
+/* A failure that ends in EPIPE on the connection: once the connection's
+ * reader returned (the failure shut the socket down: it does at once), the
+ * cause it met, if any, replaces the EPIPE. */
+static void name_epipe_cause_locked(TunnelRelay *r, gint64 deadline_us)
+{
+    const char *pipe = g_strerror(EPIPE);
+    if (!r->net_epipe || !g_str_has_suffix(r->error->message, pipe))
+        return;
+    gint64 until = g_get_monotonic_time() + G_USEC_PER_SEC;
+    if (deadline_us)
+        until = MIN(until, deadline_us);
+    while (!r->net_reader_done && g_cond_wait_until(&r->cond, &r->lock, until))
+        ;
+    int cause = g_atomic_int_get(&r->net->os_error);
+    if (!cause)
+        return;
+    r->net_epipe = FALSE;
+    gsize keep = strlen(r->error->message) - strlen(pipe);
+    char *named = g_strdup_printf("%.*s%s", (int)keep, r->error->message, g_strerror(cause));
+    g_free(r->error->message);
+    r->error->message = named;
+}
+
 gboolean tunnel_relay_wait(TunnelRelay *r, gint64 deadline_us, GError **error)
 {
     g_mutex_lock(&r->lock);
@@ -504,8 +583,10 @@ gboolean tunnel_relay_wait(TunnelRelay *r, gint64 deadline_us, GError **error)
         }
     }
     gboolean ok = !r->failed;
-    if (!ok)
+    if (!ok) {
+        name_epipe_cause_locked(r, deadline_us);
         g_propagate_error(error, g_error_copy(r->error));
+    }
     g_mutex_unlock(&r->lock);
     return ok;
 }

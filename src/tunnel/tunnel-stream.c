@@ -285,6 +285,14 @@ static void fail_locked(TunnelStream *ts, GError *why)
 
 /* ---- pump: VMM -> peer ---- */
 
+/* The connection's cipher time for dir, read only while counting
+ * (begin_us set): the part of a network or credit wait it accounts for is
+ * the encryption wait (tunnel_counters_wait_end_split). */
+static guint64 cipher_us(TunnelStream *ts, int dir, gint64 begin_us)
+{
+    return begin_us ? rpc_connection_get_crypto_us(ts->conn, dir) : 0;
+}
+
 static void throttle(TunnelStream *ts)
 {
     gint64 waited = tunnel_counters_wait_begin();
@@ -308,10 +316,14 @@ static gsize wait_to_send(TunnelStream *ts)
     for (;;) {
         g_mutex_lock(&ts->lock);
         if (ts->cfg.credit && ts->state == ST_OPEN && (ts->send_credit <= 0 || ts->detached)) {
+            /* Our connection still encrypting what was sent keeps the
+             * credit back too: that part is the cipher's. */
             gint64 waited = tunnel_counters_wait_begin();
+            guint64 enc = cipher_us(ts, RPC_CRYPTO_SEND, waited);
             while (ts->state == ST_OPEN && (ts->send_credit <= 0 || ts->detached))
                 g_cond_wait(&ts->cond, &ts->lock);
-            tunnel_counters_wait_end(&ts->counters.wait_credit_us, waited);
+            tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_credit_us, waited,
+                                           enc, cipher_us(ts, RPC_CRYPTO_SEND, waited));
         }
         gboolean open = ts->state == ST_OPEN;
         gsize room = ts->cfg.packet_size;
@@ -323,10 +335,12 @@ static gsize wait_to_send(TunnelStream *ts)
         if (ts->cfg.credit)
             return room;
         gint64 waited = tunnel_counters_wait_begin();
+        guint64 enc = cipher_us(ts, RPC_CRYPTO_SEND, waited);
         gboolean space = rpc_connection_wait_send_space(ts->conn, ts->cfg.send_queue_limit,
                                                         g_get_monotonic_time() + POLL_US) &&
                          rpc_connection_get_queued_bytes(ts->conn) <= ts->cfg.send_queue_limit;
-        tunnel_counters_wait_end(&ts->counters.wait_net_send_us, waited);
+        tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_net_send_us, waited, enc,
+                                       cipher_us(ts, RPC_CRYPTO_SEND, waited));
         if (space)
             return room;
         if (rpc_connection_is_closed(ts->conn))
@@ -447,11 +461,14 @@ static gpointer sink_thread(gpointer data)
     TunnelStream *ts = data;
     g_mutex_lock(&ts->lock);
     for (;;) {
+        /* Waiting for data while our connection decrypts it: the cipher's part. */
         gint64 idle = is_running(ts->state) && !sink_has_work(ts) ? tunnel_counters_wait_begin()
                                                                   : 0;
+        guint64 dec = cipher_us(ts, RPC_CRYPTO_RECV, idle);
         while (is_running(ts->state) && !sink_has_work(ts))
             g_cond_wait(&ts->cond, &ts->lock);
-        tunnel_counters_wait_end(&ts->counters.wait_net_recv_us, idle);
+        tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_net_recv_us, idle, dec,
+                                       cipher_us(ts, RPC_CRYPTO_RECV, idle));
         if (!is_running(ts->state))
             break;
 
@@ -1041,8 +1058,9 @@ gsize tunnel_stream_get_queued_bytes(TunnelStream *ts)
     return rpc_connection_get_queued_bytes(conn);
 }
 
-void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us)
+void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us,
+                                gint64 *last_pong_us)
 {
     g_autoptr(RpcConnection) conn = current_connection(ts);
-    rpc_connection_get_liveness(conn, last_rx_us, last_rtt_us);
+    rpc_connection_get_liveness(conn, last_rx_us, last_rtt_us, last_pong_us);
 }

@@ -135,8 +135,9 @@ void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second);
 guint32 tunnel_stream_get_serial(TunnelStream *ts);
 /* The flight recorder's view: the pumps' counters (live, read them with
  * tunnel_counters_read), the bytes waiting in the connection's send queue,
- * and when the peer was last heard (monotonic) and the last keepalive round
- * trip (0: none measured). */
+ * and when the peer was last heard (monotonic), the last keepalive round
+ * trip (0: none measured) and when it was answered (monotonic, 0). */
 const TunnelCounters *tunnel_stream_get_counters(TunnelStream *ts);
 gsize tunnel_stream_get_queued_bytes(TunnelStream *ts);
-void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us);
+void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us,
+                                gint64 *last_pong_us);

@@ -141,10 +141,16 @@ char *ferry_format_size(guint64 bytes)
     return g_string_free(out, FALSE);
 }
 
+void ferry_os_error_note(gint *seen, int err)
+{
+    if (err && err != EPIPE)
+        g_atomic_int_compare_and_exchange(seen, 0, err);
+}
+
 int ferry_os_error_seen(gint *seen, int err)
 {
     if (err != EPIPE) {
-        g_atomic_int_compare_and_exchange(seen, 0, err);
+        ferry_os_error_note(seen, err);
         return err;
     }
     for (int i = 0; i < 50 && !g_atomic_int_get(seen); i++)

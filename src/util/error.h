@@ -95,3 +95,6 @@ void ferry_set_error_errno(GError **error, int errnum, const char *fmt, ...) G_G
  * up to 50 ms for another thread to record the real cause and returns that
  * (or EPIPE). */
 int ferry_os_error_seen(gint *seen, int err);
+/* Records err in *seen, if it is the first and says why (not 0, not EPIPE):
+ * for the call that consumed a socket's error, whatever it does next. */
+void ferry_os_error_note(gint *seen, int err);

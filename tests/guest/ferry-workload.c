@@ -14,7 +14,21 @@
  *   FERRY-GUEST verify FAIL pass=P page=X offset=O expected=E got=G bad_pages=B pages=N counter=K ms=T
  *   FERRY-GUEST corrupt page=X offset=O counter=K
  *   FERRY-GUEST status counter=K passes=P
+ *   FERRY-GUEST disk ready blocks=N
+ *   FERRY-GUEST disk ok blocks=N writes=W digest=HEX16
+ *   FERRY-GUEST disk FAIL block=B expected_gen=G got_gen=H got_tag=T writes=W
  *   FERRY-GUEST error TEXT
+ *
+ * With `ferry.disk_kib=N` it also writes its first disk (/dev/vda): the
+ * first N KiB are written once at start, then every `ferry.disk_ms` ms the
+ * next `ferry.disk_batch` 4 KiB blocks are rewritten (O_DIRECT, so the writes
+ * reach the device, not the page cache), each block's generation kept in
+ * RAM. Block B of generation G is the 16 bytes (SEED << 32 | B, G) repeated.
+ * `disk verify` on the console reads every block back (O_DIRECT, no write
+ * meanwhile) and checks it against the generations in RAM; its digest is a
+ * function of the (block, generation) pairs (see disk_digest), which a test
+ * recomputes from the image file once `disk stop` ended the writes
+ * ("FERRY-GUEST disk stopped writes=W").
  *
  * The counter counts dirtying rounds since boot: it lives in guest RAM, so a
  * migrated guest carries on from where it was. A verification that cannot
@@ -26,6 +40,7 @@
  * Single-threaded on purpose: a verification pass runs in chunks between
  * dirtying rounds, so every page is checked at a moment nobody writes it.
  */
+#define _GNU_SOURCE /* O_DIRECT */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -51,10 +66,14 @@ struct params {
     unsigned verify_s; /* period of a verification pass; 0: on request only */
     uint64_t seed;
     uint64_t corrupt_at; /* counter value at which to flip a byte; 0: never */
+    uint64_t disk_kib;   /* KiB of /dev/vda written and verified; 0: no disk */
+    unsigned disk_ms;    /* period of a disk round */
+    uint64_t disk_batch; /* blocks rewritten per round */
 };
 
 static struct params P = {
     .fill = 64u << 20, .wss = 16u << 20, .dirty_ms = 100, .verify_s = 2, .seed = 1, .corrupt_at = 0,
+    .disk_kib = 0, .disk_ms = 50, .disk_batch = 16,
 };
 
 static uint64_t *mem;
@@ -249,6 +268,12 @@ static void parse_cmdline(void)
             P.seed = v;
         else if (!strcmp(key, "corrupt_at"))
             P.corrupt_at = v;
+        else if (!strcmp(key, "disk_kib"))
+            P.disk_kib = v;
+        else if (!strcmp(key, "disk_ms"))
+            P.disk_ms = (unsigned)v;
+        else if (!strcmp(key, "disk_batch"))
+            P.disk_batch = v;
         else {
             say("error unknown parameter ferry.%s", key);
             fatal("bad kernel command line");
@@ -261,6 +286,87 @@ static void parse_cmdline(void)
 }
 
 /* ---- console commands ---- */
+
+/* ---- the disk ---- */
+
+static int disk_fd = -1;
+static uint64_t disk_blocks, disk_cursor, disk_writes;
+static uint64_t *disk_gen; /* per block: the generation last written */
+static uint64_t *disk_buf; /* one aligned block */
+static int disk_stopped;
+
+static void disk_pattern(uint64_t block, uint64_t gen)
+{
+    for (unsigned i = 0; i < PAGE_WORDS; i += 2) {
+        disk_buf[i] = P.seed << 32 | block;
+        disk_buf[i + 1] = gen;
+    }
+}
+
+static void disk_write(uint64_t block)
+{
+    disk_pattern(block, ++disk_gen[block]);
+    if (pwrite(disk_fd, disk_buf, PAGE_SIZE, (off_t)(block * PAGE_SIZE)) != PAGE_SIZE) {
+        say("error cannot write block %" PRIu64 " of /dev/vda: %s", block, strerror(errno));
+        disk_stopped = 1;
+        return;
+    }
+    disk_writes++;
+}
+
+static void disk_open(void)
+{
+    disk_blocks = P.disk_kib * 1024 / PAGE_SIZE;
+    for (int i = 0; i < 300 && disk_fd < 0; i++) { /* the driver may still probe it */
+        disk_fd = open("/dev/vda", O_RDWR | O_DIRECT);
+        if (disk_fd < 0)
+            usleep(100 * 1000);
+    }
+    disk_gen = calloc(disk_blocks, sizeof *disk_gen);
+    if (disk_fd < 0 || !disk_gen || posix_memalign((void **)&disk_buf, PAGE_SIZE, PAGE_SIZE))
+        fatal("cannot open /dev/vda (ferry.disk_kib)");
+    for (uint64_t b = 0; b < disk_blocks; b++)
+        disk_write(b);
+    say("disk ready blocks=%" PRIu64, disk_blocks);
+}
+
+static void disk_round(void)
+{
+    for (uint64_t i = 0; i < P.disk_batch && !disk_stopped; i++) {
+        disk_write(disk_cursor);
+        disk_cursor = (disk_cursor + 1) % disk_blocks;
+    }
+}
+
+/* What the disk holds, from the generations: a test computes the same from
+ * the image's blocks. */
+static uint64_t disk_digest(void)
+{
+    uint64_t h = 0x6665727279646b31ull;
+    for (uint64_t b = 0; b < disk_blocks; b++)
+        h = splitmix64(h ^ splitmix64(b << 32 ^ disk_gen[b]));
+    return h;
+}
+
+static void disk_verify(void)
+{
+    for (uint64_t b = 0; b < disk_blocks; b++) {
+        if (pread(disk_fd, disk_buf, PAGE_SIZE, (off_t)(b * PAGE_SIZE)) != PAGE_SIZE) {
+            say("error cannot read block %" PRIu64 " of /dev/vda: %s", b, strerror(errno));
+            return;
+        }
+        for (unsigned i = 0; i < PAGE_WORDS; i += 2) {
+            if (disk_buf[i] != (P.seed << 32 | b) || disk_buf[i + 1] != disk_gen[b]) {
+                say("disk FAIL block=%" PRIu64 " expected_gen=%" PRIu64 " got_gen=%" PRIu64
+                    " got_tag=%016" PRIx64 " writes=%" PRIu64,
+                    b, disk_gen[b], disk_buf[i + 1], disk_buf[i], disk_writes);
+                return;
+            }
+        }
+    }
+    say("disk ok blocks=%" PRIu64 " writes=%" PRIu64 " digest=%016" PRIx64, disk_blocks, disk_writes,
+        disk_digest());
+}
 
 static char cmd_buf[256];
 static size_t cmd_len;
@@ -281,6 +387,14 @@ static int handle_line(char *line)
             say("error corrupt wants a page number");
         else
             corrupt(page);
+    } else if (!strcmp(line, "disk verify")) {
+        if (disk_fd < 0)
+            say("error no disk (ferry.disk_kib)");
+        else
+            disk_verify();
+    } else if (!strcmp(line, "disk stop")) {
+        disk_stopped = 1;
+        say("disk stopped writes=%" PRIu64, disk_writes);
     } else if (!strcmp(line, "status")) {
         say("status counter=%" PRIu64 " passes=%" PRIu64, counter, passes);
     } else if (!strcmp(line, "crash")) {
@@ -291,7 +405,7 @@ static int handle_line(char *line)
         if (fd >= 0)
             close(fd);
     } else if (line[0]) {
-        say("error unknown command '%.64s' (verify, corrupt [PAGE], status, crash)", line);
+        say("error unknown command '%.64s' (verify, corrupt [PAGE], status, crash, disk verify, disk stop)", line);
     }
     return 0;
 }
@@ -400,10 +514,14 @@ int main(void)
         " fill_ms=%" PRIu64 " counter=%" PRIu64,
         P.fill, pages, wss_pages, P.dirty_ms, P.verify_s, P.seed, now_ms() - t0, counter);
 
+    if (P.disk_kib)
+        disk_open();
+
     struct pass v = {0};
     int requested = 0, console_gone = 0;
     uint64_t now = now_ms();
     uint64_t next_dirty = now + P.dirty_ms;
+    uint64_t next_disk = P.disk_kib && P.disk_ms ? now + P.disk_ms : UINT64_MAX;
     uint64_t next_verify = P.verify_s ? now + P.verify_s * 1000ull : UINT64_MAX;
     for (;;) {
         now = now_ms();
@@ -413,6 +531,11 @@ int main(void)
             next_dirty = (now - next_dirty > P.dirty_ms) ? now + P.dirty_ms : next_dirty + P.dirty_ms;
             if (P.corrupt_at && counter == P.corrupt_at)
                 corrupt(pages / 2);
+        }
+        if (now >= next_disk) {
+            if (!disk_stopped)
+                disk_round();
+            next_disk = disk_stopped ? UINT64_MAX : now + P.disk_ms;
         }
         if (!v.active && (requested || now >= next_verify)) {
             if (now >= next_verify)
@@ -427,6 +550,8 @@ int main(void)
             uint64_t until = P.dirty_ms ? next_dirty : UINT64_MAX;
             if (next_verify < until)
                 until = next_verify;
+            if (next_disk < until)
+                until = next_disk;
             if (until != UINT64_MAX)
                 timeout = until > now ? (int)(until - now) : 0;
         }

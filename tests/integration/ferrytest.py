@@ -35,8 +35,11 @@ class Daemon:
     """One ferryd with its own config, sockets and state under a temp dir."""
 
     def __init__(self, extra_conf="", listen=True, name="ferryd", env=None, host="127.0.0.1",
-                 prefix=None):
+                 prefix=None, run_dir=None):
         self.dir = tempfile.mkdtemp(prefix="ferry-test-")
+        # Where its running instances' state lives (their VMMs' pid files and
+        # monitors): cleanup() ends the VMMs it finds there.
+        self.run_dir = run_dir or os.path.join(self.dir, "run")
         self.port = free_port()
         self.sock_dir = os.path.join(self.dir, "sock")
         self.sock = os.path.join(self.sock_dir, "libvirt-sock")
@@ -52,7 +55,7 @@ class Daemon:
             f.write(
                 f'listen_tcp = 1\nlisten_addr = "{host}"\ntcp_port = {self.port}\n'
                 f'auth_tcp = "none"\nunix_sock_dir = "{self.sock_dir}"\n'
-                f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.dir}/run"\n'
+                f'domain_config_dir = "{self.dir}/config"\ndomain_run_dir = "{self.run_dir}"\n'
                 f'domain_log_dir = "{self.dir}/log"\nqemu_save_dir = "{self.dir}/save"\n'
                 f'migration_address = "{host}"\nlog_level = 2\n'
                 f'flight_record_dir = "{self.dir}/flight"\n' + extra_conf
@@ -248,11 +251,60 @@ def hostname_works(d):
         c.close()
 
 
+# Every process a test starts (daemons, the VMMs they spawn, virsh, helpers)
+# inherits this variable with the test's own value: what still carries it
+# once the test is over is a process the test left behind.
+PROCESS_TAG = "FERRY_TEST_PROCESS_TAG"
+
+
+def tagged_processes(tag):
+    """{pid: command line} of the live processes whose environment holds
+    PROCESS_TAG=tag (zombies show no environment)."""
+    want = f"{PROCESS_TAG}={tag}".encode()
+    found = {}
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if want not in f.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                found[int(p)] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+    return found
+
+
 class DaemonTestCase(unittest.TestCase):
-    """Starts daemons on demand and checks each for a clean, sanitizer-clean stop."""
+    """Starts daemons on demand and checks each for a clean, sanitizer-clean
+    stop, and that the test leaves no process of its own behind."""
 
     def setUp(self):
         self.daemons = []
+        tag = f"{os.getpid()}-{self.id()}-{time.monotonic_ns()}"
+        saved = os.environ.get(PROCESS_TAG)
+        os.environ[PROCESS_TAG] = tag
+        # The first cleanup registered runs last: after tearDown and every
+        # other cleanup (namespaces, mounts) have ended what they own.
+        self.addCleanup(self.no_process_left, tag, saved)
+
+    def no_process_left(self, tag, saved):
+        if saved is None:
+            os.environ.pop(PROCESS_TAG, None)
+        else:
+            os.environ[PROCESS_TAG] = saved
+        # A SIGKILLed VMM takes a moment to go.
+        if wait_for(lambda: not tagged_processes(tag), 10):
+            return
+        left = tagged_processes(tag)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        self.fail("the test left processes behind (now killed): " +
+                  "; ".join(f"{pid}: {cmd}" for pid, cmd in sorted(left.items())))
 
     def start_daemon(self, **kw):
         d = Daemon(**kw)
@@ -262,6 +314,7 @@ class DaemonTestCase(unittest.TestCase):
     def tearDown(self):
         failures = []
         for d in self.daemons:
+            # One daemon that does not stop must not leave the others running.
             try:
                 rc = d.stop()
                 if rc not in (0, None) and d.proc.returncode != -signal.SIGKILL:
@@ -269,6 +322,8 @@ class DaemonTestCase(unittest.TestCase):
                 report = d.sanitizer_report()
                 if report:
                     failures.append(f"{d.name} sanitizer report:\n{report[-8000:]}")
+            except Exception as e:  # noqa: BLE001 - reported below, after the others stop
+                failures.append(f"{d.name}: {e}"[-6000:])
             finally:
                 d.cleanup()
         if failures:
@@ -407,7 +462,7 @@ class Qmp:
 def instance_files(daemon, driver=""):
     """The runtime state files of running instances: {instance_id: path}.
     driver "qemu": the QEMU driver's (in run/qemu)."""
-    run = os.path.join(daemon.dir, "run", driver)
+    run = os.path.join(daemon.run_dir, driver)
     if not os.path.isdir(run):
         return {}
     return {f[:-4]: os.path.join(run, f) for f in os.listdir(run) if f.endswith(".xml")}

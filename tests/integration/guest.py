@@ -52,6 +52,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -104,11 +105,12 @@ def kernel_cmdline(fill=DEFAULT_FILL, wss="16M", dirty_ms=100, verify_s=2, seed=
 
 def domain_xml(name, memory_mib=DEFAULT_MEMORY_MIB, console_log=None, console_socket=None,
                cmdline=None, uuid=None, vcpus=1, domain_type="qemu", emulator=QEMU,
-               kernel=None, initrd=None):
+               kernel=None, initrd=None, extra_devices=""):
     """libvirt domain XML for the test guest (QEMU.md: what libvirt 9.0 accepts
     for it). The console is a file (`console_log`, output only) or, with
     `console_socket`, a UNIX socket QEMU listens on that also takes commands,
-    its output also logged to `console_log`."""
+    its output also logged to `console_log`. `extra_devices`: more XML inside
+    <devices> (a disk: `disk_xml()`)."""
     if console_socket:
         log = f"\n      <log file={quoteattr(console_log)} append='off'/>" if console_log else ""
         serial = (f"    <serial type='unix'>\n      <source mode='bind' path={quoteattr(console_socket)}/>"
@@ -138,9 +140,43 @@ def domain_xml(name, memory_mib=DEFAULT_MEMORY_MIB, console_log=None, console_so
         f"  <devices>\n"
         f"    <emulator>{escape(emulator)}</emulator>\n"
         f"{serial}"
+        f"{extra_devices}"
         f"    <memballoon model='none'/>\n"
         f"  </devices>\n"
         f"</domain>\n")
+
+
+def disk_xml(path, fmt="raw", target="vda"):
+    """A virtio disk for domain_xml(extra_devices=...): the guest writes it with
+    kernel_cmdline(extra="ferry.disk_kib=N") (its first disk, /dev/vda)."""
+    return (f"    <disk type='file' device='disk'>\n"
+            f"      <driver name='qemu' type={quoteattr(fmt)}/>\n"
+            f"      <source file={quoteattr(path)}/>\n"
+            f"      <target dev={quoteattr(target)} bus='virtio'/>\n"
+            f"    </disk>\n")
+
+
+def disk_digest(path, blocks, seed=1):
+    """What the workload's `disk verify` reports as digest, computed from a raw
+    image of its disk (the first `blocks` 4 KiB blocks): raises ValueError
+    naming a block that is not one the workload wrote."""
+    mask = (1 << 64) - 1
+
+    def splitmix(x):
+        x = (x + 0x9e3779b97f4a7c15) & mask
+        x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & mask
+        x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & mask
+        return x ^ (x >> 31)
+
+    h = 0x6665727279646b31
+    with open(path, "rb") as f:
+        for b in range(blocks):
+            data = f.read(4096)
+            tag, gen = struct.unpack_from("<QQ", data) if len(data) == 4096 else (None, None)
+            if tag != (seed << 32 | b) or data != data[:16] * 256:
+                raise ValueError(f"block {b} of {path} is not one the guest wrote")
+            h = splitmix(h ^ splitmix(((b << 32) ^ gen) & mask))
+    return h
 
 
 def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=None,
@@ -204,7 +240,7 @@ class GuestError(RuntimeError):
     """The workload reported an error (a bad parameter, no memory)."""
 
 
-LINE_RE = re.compile(r"FERRY-GUEST (\w+)(?: (begin|ok|FAIL))?((?: \w+=\S+)*)")
+LINE_RE = re.compile(r"FERRY-GUEST (\w+)(?: (begin|ok|FAIL|ready|stopped))?((?: \w+=\S+)*)")
 # What a crashing 6.1 kernel prints first (at loglevel 5 these reach the
 # console). Only crashes: warnings with a backtrace (an RCU stall, a soft
 # lockup on a starved host) leave the guest running, and a guest that stops
@@ -354,6 +390,24 @@ def request_verification(console, send, timeout=180, alive=None):
     done = [r["pass"] for r in console.results()]
     send("verify")
     return console.wait_verified(timeout, alive, after_pass=max(done, default=0))
+
+
+def disk_command(console, send, command, timeout=120, alive=None):
+    """Sends `disk verify` or `disk stop` and returns the guest's answer that
+    came after it (`disk ok` with its digest, `disk stopped`); raises
+    VerifyFailed on `disk FAIL`."""
+    seen = len([e for e in console.events() if e["kind"].startswith("disk")])
+    send(command)
+
+    def pred(ev):
+        answers = [e for e in ev if e["kind"].startswith("disk")][seen:]
+        for e in answers:
+            if e["kind"] == "disk FAIL":
+                raise VerifyFailed(f"the guest found a wrong disk block: {e['line']} ({console.path})")
+            if e["kind"] in ("disk ok", "disk stopped"):
+                return e
+        return None
+    return console.wait_for(pred, timeout, f"the answer to '{command}'", alive)
 
 
 class ConsoleSocket:

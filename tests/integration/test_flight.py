@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 import ferrytest as ft  # noqa: E402
+import test_tls_sasl as tls  # noqa: E402
 
 MIB = 1 << 20
 SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
@@ -52,6 +54,12 @@ def wait_record(d, side, contains=None, timeout=40):
 
 
 def trace(*args):
+    # FERRY_FLIGHT_KEEP=DIR keeps a copy of each record read (docs/debugging.md's
+    # walk-through pastes them).
+    keep = os.environ.get("FERRY_FLIGHT_KEEP")
+    if keep and args and args[0].endswith(".flight.jsonl"):
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(args[0], keep)
     p = subprocess.run([TRACE, *args], capture_output=True, text=True,
                        timeout=120)
     if p.returncode != 0:
@@ -104,6 +112,8 @@ class SuccessTest(FlightCase):
         for side in ("source", "destination"):
             self.assertTrue(any(ln.get("ev") == "sample" and ln["side"] == side
                                 for ln in lines), side)
+        # Plain TCP: no cipher, so nothing waited on one.
+        self.assertTrue(all(ln["w_crypto"] == 0 for ln in lines if ln.get("ev") == "sample"))
         peer = [ln for ln in lines if ln.get("ev") == "peer_record"]
         self.assertEqual(len(peer), 1)
         self.assertLess(abs(peer[0]["clock_offset_us"]), 1_000_000)  # one host: one clock
@@ -124,6 +134,7 @@ class SuccessTest(FlightCase):
         # virsh and python3-libvirt show the summary as typed parameters.
         raw = ft.virsh(self.a.tcp_uri, "domjobinfo", "--completed", "--rawstats", "vm1")[1]
         self.assertRegex(raw, r"ferry_stall_bandwidth_limit: [1-9]\d*")
+        self.assertIn("ferry_stall_encryption: 0\n", raw)
         self.assertIn("ferry_bottleneck: the migration's bandwidth limit", raw)
         stats = ft.job_stats(self.a, "vm1")
         self.assertEqual(stats["ferry_flight_record"], path)
@@ -278,6 +289,68 @@ class FailureTest(FlightCase):
         self.assertRegex(section(text, "Bottleneck"),
                          r"the destination VMM accepted data at [\d.]+ MiB/s while the network "
                          r"carried [\d.]+ MiB/s: the destination host was the bottleneck")
+
+
+def side_waits(path, side):
+    """The last sample of `side` in a record: cumulative waits since the start."""
+    with open(path) as f:
+        lines = [json.loads(ln) for ln in f if ln.strip()]
+    samples = [ln for ln in lines if ln.get("ev") == "sample" and ln["side"] == side]
+    return samples[-1]
+
+
+class EncryptionTest(tls.SaslTestCase):
+    """Over TLS the pumps' time waiting on the cipher is its own cause, apart
+    from the network: TLS + SASL between the daemons (tunnelled), and an
+    encrypted data connection (proxy mode, --tls). The records also hold the
+    negotiated security each side saw."""
+
+    def pair(self):
+        pkidir = self.pki.client_dir()
+        dest = self.sasl_daemon()
+        src = self.start_daemon(name="source", extra_conf=f'migration_pki_dir = "{pkidir}"\n',
+                                env={"LIBVIRT_AUTH_FILE": self.authfile})
+        xml = ft.write_file(src.dir, "vm1.xml", ft.domain_xml("vm1", memory_mib=64))
+        ft.virsh(src.tcp_uri, "define", xml)
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        return src, dest, f"sim+tls://127.0.0.1:{dest.tls_port}/system"
+
+    def check_record(self, src, mode):
+        path = wait_record(src, "source", '"side":"destination"')
+        waits = {side: side_waits(path, side)["w_crypto"] for side in ("source", "destination")}
+        # The source waited for its connection to encrypt (credit held back
+        # while the writer encrypted) or the destination for its to decrypt.
+        self.assertGreater(waits["source"] + waits["destination"], 0, waits)
+        text = trace(path)
+        self.assertIn(f"mode {mode}", text)
+        self.assertRegex(section(text, "Bottleneck"),
+                         r"its sending pump waited on: .*encryption \d+%")
+        self.assertRegex(section(text, "Bottleneck"), r"and on decryption \d+% of its")
+        stats = ft.job_stats(src, "vm1")
+        self.assertEqual(stats["ferry_stall_encryption"], waits["source"] // 1000, stats)
+        return text
+
+    def test_tunnel_over_tls_and_sasl(self):
+        src, dest, duri = self.pair()
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tunnelled", "vm1",
+                              duri, check=False, timeout=180)
+        self.assertEqual(rc, 0, err)
+        text = self.check_record(src, "tunnel")
+        timeline = section(text, r"Timeline \(seconds; S = source, D = destination\)")
+        # The negotiated terms as each side saw them: TLS version and cipher,
+        # the peer's certificate DN (the source checked the server's), the
+        # SASL mechanism and user (the destination authenticated the source).
+        for side, dn in (("S", r"O=ferry,CN=127\.0\.0\.1"), ("D", "C=GB,O=x,CN=y")):
+            self.assertRegex(timeline, rf"{side}  connection: .*security=TLS1\.[23] \S+, peer "
+                                       rf"certificate {dn}, SASL (SCRAM-SHA-256|DIGEST-MD5) "
+                                       rf"user 'alice'")
+
+    def test_proxy_mode_over_tls(self):
+        src, dest, duri = self.pair()
+        rc, _, err = ft.virsh(src.tcp_uri, "migrate", "--live", "--p2p", "--tls", "vm1", duri,
+                              check=False, timeout=180)
+        self.assertEqual(rc, 0, err)
+        self.check_record(src, "proxy")
 
 
 class NetnsFlightCase(FlightCase):

@@ -267,6 +267,16 @@ class DriverTest(QemuTestCase):
              "model='pci-bridge' of <controller type='pci'>"),
             (base.replace("<devices>", "<devices><controller type='scsi' model='virtio-scsi'/>"),
              "type='scsi' of <controller>"),
+            (base.replace("machine='pc'", "machine='q35'").replace(
+                "<devices>", "<devices>" + "<controller type='pci' model='pcie-root-port'/>" * 17),
+             "more than 16 <controller type='pci' model='pcie-root-port'>"),
+            (base.replace("machine='pc'", "machine='q35'").replace(
+                "<devices>", "<devices><controller type='pci' model='pcie-root' index='1'/>"),
+             "<controller type='pci' model='pcie-root' index='1'>: the root bus is index 0"),
+            (base.replace("<devices>", "<devices>" + "".join(
+                f"<channel type='unix'><target type='virtio' name='c{i}'/></channel>"
+                for i in range(9))),
+             "more than 8 <channel>s without <source path=...>"),
             (base.replace("<devices>", "<devices><controller type='usb' model='ich9-ehci1'/>"),
              "model='ich9-ehci1' of <controller>"),
             (base.replace("<devices>", "<devices><graphics type='vnc'><listen type='address'/>"

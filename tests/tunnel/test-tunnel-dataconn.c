@@ -25,13 +25,15 @@ typedef struct {
     TunnelDataListener *listener;
     gint64 deadline_us;
     RpcTransport *accepted;
+    guint index; /* the channel it says it is */
     GError *error;
 } AcceptJob;
 
 static gpointer accept_thread(gpointer data)
 {
     AcceptJob *j = data;
-    j->accepted = tunnel_data_listener_accept(j->listener, j->deadline_us, &j->error);
+    j->accepted =
+        tunnel_data_listener_accept_channel(j->listener, j->deadline_us, &j->index, &j->error);
     return NULL;
 }
 
@@ -174,6 +176,47 @@ START_TEST(test_a_replayed_token_is_refused)
 }
 END_TEST
 
+/* A migration with several channels (the disks of --copy-storage-*): each
+ * channel's connection says its index; the token admits each index once
+ * and none beyond the migration's channels. */
+START_TEST(test_channels_each_come_once_by_index)
+{
+    TunnelDataListener *l = listener_new(NULL);
+    tunnel_data_listener_set_channels(l, 3);
+    guint16 port = tunnel_data_listener_get_port(l);
+    g_autoptr(GError) e = NULL;
+    RpcTransport *src[3] = {NULL};
+    for (guint want = 2; want < 3; want--) { /* in any order: 2, 1, 0 */
+        AcceptJob job;
+        GThread *at = start_accept(&job, l, 30);
+        src[want] = tunnel_data_connect_channel("127.0.0.1", port, token, want, FALSE, NULL, 10000,
+                                                &e);
+        ck_assert_msg(src[want] != NULL, "%s", e ? e->message : "");
+        g_thread_join(at);
+        ck_assert_msg(job.accepted != NULL, "%s", job.error ? job.error->message : "");
+        ck_assert_uint_eq(job.index, want);
+        rpc_transport_free(job.accepted);
+    }
+    /* Channel 1 again, and a channel the migration does not have: refused
+     * while the listener keeps accepting. */
+    AcceptJob again;
+    GThread *at = start_accept(&again, l, 30);
+    for (guint bad = 1; bad <= 3; bad += 2) {
+        RpcTransport *t = tunnel_data_connect_channel("127.0.0.1", port, token, bad, FALSE, NULL,
+                                                      10000, &e);
+        ck_assert_msg(t == NULL, "channel %u was admitted", bad);
+        g_clear_error(&e);
+    }
+    tunnel_data_listener_cancel(l);
+    g_thread_join(at);
+    ck_assert(again.accepted == NULL);
+    g_clear_error(&again.error);
+    for (guint i = 0; i < 3; i++)
+        rpc_transport_free(src[i]);
+    tunnel_data_listener_free(l);
+}
+END_TEST
+
 static guint open_fds(void)
 {
     guint n = 0;
@@ -290,6 +333,7 @@ int main(void)
         {"trickler-source", test_a_trickling_stranger_does_not_hold_up_the_source},
         {"trickler-deadline", test_a_trickling_stranger_is_cut_off_at_its_hello_deadline},
         {"replay", test_a_replayed_token_is_refused},
+        {"channels", test_channels_each_come_once_by_index},
         {"tls-fds", test_failed_tls_handshakes_leave_no_descriptor},
     };
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {

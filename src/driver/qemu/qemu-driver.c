@@ -15,6 +15,7 @@
 #include "driver/qemu/qemu-console.h"
 #include "driver/qemu/qemu-domain.h"
 #include "driver/qemu/qemu-stats.h"
+#include "driver/qemu/qemu-storage.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -260,11 +261,13 @@ static DomainDef *qemu_parse_xml(HvDriver *hv, const char *xml, GError **error)
     return g_steal_pointer(&def);
 }
 
-/* .channelN: the sockets of channels without a path (QEMU_CHANNELS_IN_RUN_DIR) */
+/* .nbd: the disks' export (migration-storage.c); .channelN: the sockets of
+ * channels without a path (QEMU_CHANNELS_IN_RUN_DIR) */
 static const char *const qemu_runtime_suffixes[] = {
-    ".qmp",      ".pid",      ".vnc",      ".screendump", ".channel0", ".channel1",
-    ".channel2", ".channel3", ".channel4", ".channel5",   ".channel6", ".channel7", NULL};
-G_STATIC_ASSERT(G_N_ELEMENTS(qemu_runtime_suffixes) == 4 + QEMU_CHANNELS_IN_RUN_DIR + 1);
+    ".qmp",      ".pid",      ".vnc",      ".screendump", ".nbd",      ".channel0",
+    ".channel1", ".channel2", ".channel3", ".channel4",   ".channel5", ".channel6",
+    ".channel7", NULL};
+G_STATIC_ASSERT(G_N_ELEMENTS(qemu_runtime_suffixes) == 5 + QEMU_CHANNELS_IN_RUN_DIR + 1);
 
 static const HvDriverHooks qemu_hooks = {
     .vmm_name = "QEMU",
@@ -519,6 +522,7 @@ Driver *qemu_driver_open(const QemuDriverConfig *config, GError **error)
         return NULL;
     }
     qmp_migration_hooks_init(&qd->migration_hooks, QMP_MIGRATION_QEMU, qemu_migration_vm_ref);
+    qemu_storage_hooks_init(&qd->migration_hooks);
     qd->migration = migration_engine_new(&qd->hv, &qd->migration_hooks, config->migration_data);
     migration_engine_set_files(qd->migration, config->save_dir, NULL);
     hv_driver_autostart(&qd->hv);

@@ -1,0 +1,190 @@
+"""Post-copy migration of a QEMU domain between two ferryd (TLS+SASL and
+TCP, tunnelled and proxy mode) with the stock virsh and python3-libvirt:
+`virsh migrate --postcopy` then `virsh migrate-postcopy`,
+`--postcopy-after-precopy` (virsh waits for the migration-iteration event),
+python3-libvirt's migrateStartPostCopy, the domain states and lifecycle events
+libvirt gives a post-copy migration, and the test guest (tests/guest/)
+verifying all its memory on the destination after each move.
+
+The guest dirties 32 MiB every 20 ms while the migration is capped at
+10 MiB/s: pre-copy alone would never converge, so every move here completes
+only because it switched to post-copy."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import ferrytest as ft  # noqa: E402
+import guest  # noqa: E402
+from test_qemu_migration import NAME, QemuMigrationCase  # noqa: E402
+
+BANDWIDTH = "10"  # MiB/s: well below what the guest dirties
+
+# python3-libvirt: a migration in one thread, migrateStartPostCopy once data
+# moves, and the states both domains go through until it returns.
+PYTHON_SCENARIO = r"""
+import json, sys, threading, time, libvirt
+src_uri, dst_uri, peer_uri, name, xml_path, bandwidth = sys.argv[1:7]
+src = libvirt.open(src_uri)
+dst = libvirt.open(dst_uri)
+dom = src.lookupByName(name)
+errors = []
+def migrate():
+    try:
+        dom.migrateToURI3(peer_uri, {libvirt.VIR_MIGRATE_PARAM_DEST_XML: open(xml_path).read(),
+                                     libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: int(bandwidth)},
+                          libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+                          libvirt.VIR_MIGRATE_TLS | libvirt.VIR_MIGRATE_POSTCOPY)
+    except libvirt.libvirtError as e:
+        errors.append(str(e))
+t = threading.Thread(target=migrate)
+t.start()
+deadline = time.monotonic() + 120
+while dom.jobStats().get("data_processed", 0) == 0:
+    if time.monotonic() > deadline or not t.is_alive():
+        break
+    time.sleep(0.05)
+dom.migrateStartPostCopy()
+src_states, dst_states = set(), set()
+while t.is_alive():
+    try:
+        src_states.add(tuple(dom.state()))
+    except libvirt.libvirtError:
+        pass
+    try:
+        dst_states.add(tuple(dst.lookupByName(name).state()))
+    except libvirt.libvirtError:
+        pass
+    time.sleep(0.02)
+t.join()
+print(json.dumps({"errors": errors, "src": sorted(src_states), "dst": sorted(dst_states)}))
+"""
+
+
+class QemuPostcopyTest(QemuMigrationCase):
+
+    def events(self, d):
+        """`virsh event --loop --all` on d, its output in a file (stopped by PID)."""
+        path = os.path.join(d.dir, f"events-{len(self.event_procs)}.txt")
+        out = open(path, "w")
+        p = subprocess.Popen(["virsh", "-c", self.local(d), "event", "--loop", "--all"], stdout=out,
+                             stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items()
+                                                            if k != "LIBVIRT_DEFAULT_URI"})
+        out.close()
+        self.event_procs.append(p)
+        ft.wait_for(lambda: os.path.getsize(path) > 0 or p.poll() is not None, 2)
+        return path
+
+    def setUp(self):
+        super().setUp()
+        self.event_procs = []
+
+    def tearDown(self):
+        for p in self.event_procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self.event_procs = []
+        super().tearDown()
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read()
+
+    def wait_event(self, path, pattern, timeout=30):
+        return ft.wait_for(lambda: re.search(pattern, self.read(path)), timeout, 0.1)
+
+    @guest.retry_on_guest_crash("end_attempt")
+    def test_postcopy_tunnelled_proxy_and_python_with_memory_verified_by_the_guest(self):
+        a, b = self.daemon("A"), self.daemon("B")
+        before = self.boot(a, wss="32M", dirty_ms=20)
+        env = {"LIBVIRT_AUTH_FILE": self.authfile}
+
+        # libvirt's refusals: no post-copy for a paused or non-live move, and
+        # no switch without a migration started with --postcopy.
+        rc, _, err = self.virsh_env(self.local(a), "migrate", "--p2p", "--postcopy", NAME, self.tcp(b),
+                                    env=env)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("post-copy migration is not supported with non-live or paused migration", err)
+        rc, _, err = self.virsh_env(self.local(a), "migrate-postcopy", NAME)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("post-copy can only be started while outgoing migration is in progress", err)
+        self.assertEqual(self.state(a), "running (booted)")
+
+        # 1. Tunnelled inside TLS + SASL: virsh migrate --postcopy, then
+        # virsh migrate-postcopy once data moves.
+        ev_a, ev_b = self.events(a), self.events(b)
+        xml = self.dest_xml(a, b, os.path.join(b.dir, "console-2.log"))
+        e = dict(os.environ, **env)
+        e.pop("LIBVIRT_DEFAULT_URI", None)
+        mig = subprocess.Popen(["virsh", "-c", self.local(a), "migrate", "--live", "--p2p", "--tunnelled",
+                                "--postcopy", "--bandwidth", BANDWIDTH, "--xml", xml, NAME, self.tls(b)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        try:
+            def moving():
+                out = ft.virsh(self.local(a), "domjobinfo", NAME, check=False)[1]
+                return "Unbounded" in out and re.search(r"Data processed:\s+[1-9]", out)
+            self.assertTrue(ft.wait_for(moving, 120, 0.2), ft.virsh(self.local(a), "domjobinfo", NAME)[1])
+            # A post-copy migration is past aborting once switched; before, a
+            # second switch request is refused.
+            ft.virsh(self.local(a), "migrate-postcopy", NAME)
+            rc, _, err = self.virsh_env(self.local(a), "migrate-postcopy", NAME)
+            self.assertNotEqual(rc, 0)
+            self.assertIn("post-copy already started", err)
+            self.assertTrue(self.wait_event(ev_a, r"'mg': Suspended Post-copy", 120), self.read(ev_a))
+            rc, _, err = self.virsh_env(self.local(a), "domjobabort", NAME)
+            if rc != 0:  # the migration may have completed meanwhile
+                self.assertRegex(err, r"cannot abort migration in post-copy mode|no job is active")
+            out, err = mig.communicate(timeout=300)
+        finally:
+            if mig.poll() is None:
+                mig.kill()
+                mig.wait()
+        self.assertEqual(mig.returncode, 0, err + a.log()[-3000:] + b.log()[-3000:])
+        self.assertEqual(self.state(b), "running (migrated)")
+        self.assertEqual(self.state(a), "shut off (migrated)")
+        info = ft.virsh(self.local(a), "domjobinfo", "--completed", NAME)[1]
+        self.assertRegex(info, r"Postcopy requests:\s+\d+", info)
+        self.assertRegex(info, r"Job type:\s+Completed")
+        # The events libvirt sends for post-copy: the source suspended
+        # (post-copy), the destination resumed in post-copy, then migrated.
+        self.assertTrue(self.wait_event(ev_b, r"'mg': Resumed Migrated"), self.read(ev_b))
+        ea, eb = self.read(ev_a), self.read(ev_b)
+        self.assertRegex(ea, r"(?s)Suspended Post-copy.*Stopped Migrated")
+        self.assertRegex(eb, r"(?s)Started Migrated.*Resumed Post-copy.*Resumed Migrated")
+        self.assertRegex(ea, r"event 'migration-iteration' for domain '?mg'?: iteration: '?1")
+        before = self.verified_after_move(self.console, before)
+
+        # 2. Proxy mode in the clear (SASL on TCP), back to A:
+        # --postcopy-after-precopy, virsh switching at the second iteration.
+        self.migrate(b, a, self.tcp(a), os.path.join(a.dir, "console-3.log"), "--postcopy",
+                     "--postcopy-after-precopy", "--bandwidth", BANDWIDTH)
+        self.assertEqual(self.state(a), "running (migrated)")
+        self.assertNotIn(NAME, self.names(b))  # it came transient
+        self.assertTrue(self.wait_event(ev_a, r"(?s)Resumed Post-copy.*Resumed Migrated"), self.read(ev_a))
+        eb = self.read(ev_b)
+        self.assertRegex(eb, r"(?s)migration-iteration' for domain '?mg'?: iteration: '?2.*Suspended Post-copy")
+        before = self.verified_after_move(self.console, before)
+
+        # 3. python3-libvirt, proxy mode over a TLS data connection, to B:
+        # migrateStartPostCopy; the states both sides go through.
+        xml = self.dest_xml(a, b, os.path.join(b.dir, "console-4.log"))
+        p = subprocess.run(["/usr/bin/python3", "-c", PYTHON_SCENARIO, self.local(a), self.local(b),
+                            self.tls(b), NAME, xml, BANDWIDTH], capture_output=True, text=True,
+                           timeout=400, env=e)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["errors"], [], a.log()[-3000:])
+        self.assertIn([3, 12], r["src"])  # paused, post-copy
+        self.assertIn([1, 10], r["dst"])  # running, post-copy
+        self.assertEqual(self.state(b), "running (migrated)")
+        self.verified_after_move(self.console, before)
+        ft.virsh(self.local(b), "destroy", NAME)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
