@@ -64,14 +64,16 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
 }
 
 /* Whether the source's connection is gone (job->lock held); with resume
- * agreed, gone for longer than the source has to come back on a new one. */
-static gboolean source_gone_locked(MigrationJob *job)
+ * agreed and the stream still to be resumed (stream_open), gone for longer
+ * than the source has to come back on a new one. Once the stream is over
+ * nothing is resumed: a broken connection is the source gone. */
+static gboolean source_gone_locked(MigrationJob *job, gboolean stream_open)
 {
     if (!job->source || !tunnel_peer_watch_gone(job->source)) {
         job->source_gone_since_us = 0;
         return FALSE;
     }
-    if (!job->resume_timeout_s || !tunnel_peer_watch_broke(job->source))
+    if (!stream_open || !job->resume_timeout_s || !tunnel_peer_watch_broke(job->source))
         return TRUE;
     gint64 now = g_get_monotonic_time();
     if (!job->source_gone_since_us)
@@ -88,7 +90,7 @@ static const char *gone_how(MigrationJob *job)
 static gboolean source_gone(MigrationJob *job)
 {
     g_mutex_lock(&job->lock);
-    gboolean gone = source_gone_locked(job);
+    gboolean gone = source_gone_locked(job, TRUE);
     g_mutex_unlock(&job->lock);
     return gone;
 }
@@ -172,13 +174,12 @@ static gpointer incoming_watchdog(gpointer data)
            g_get_monotonic_time() < deadline) {
         g_cond_wait_until(&job->cond, &job->lock,
                           MIN(deadline, g_get_monotonic_time() + WATCH_SLICE_US));
-        if (!job->claimed && source_gone_locked(job)) {
+        if (!job->claimed && source_gone_locked(job, FALSE)) {
             gone = TRUE;
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                        "the connection from the source ferryd closed%s%s",
-                        clean ? " after the stream ended, before its finish call" : "",
-                        gone_how(job));
+                        "the connection from the source ferryd closed%s",
+                        clean ? " after the stream ended, before its finish call" : "");
         }
     }
     g_mutex_unlock(&job->lock);

@@ -154,6 +154,11 @@ gboolean rpc_connection_closed_cleanly(RpcConnection *conn)
     return clean;
 }
 
+int rpc_connection_get_os_error(RpcConnection *conn)
+{
+    return g_atomic_int_get(&rpc_sasl_transport_get_inner(conn->transport)->os_error);
+}
+
 void rpc_connection_wait_closed(RpcConnection *conn)
 {
     g_mutex_lock(&conn->lock);

@@ -759,6 +759,14 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
     /* A peer that ended the connection in order (its process died, or it
      * cut us off) will not come back; a path that broke may. */
     gboolean broke = !rpc_connection_closed_cleanly(ts->conn);
+    /* A reader that met a plain end of file after the writer took the
+     * socket's error closes without a reason: the socket's error is it. */
+    g_autoptr(GError) os_why = NULL;
+    int os_error = why ? 0 : rpc_connection_get_os_error(ts->conn);
+    if (os_error) {
+        os_why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, g_strerror(os_error));
+        why = os_why;
+    }
     if (ts->cfg.resume && is_running(ts->state) && (broke || ts->detached)) {
         if (!ts->detached) {
             ts->detached = TRUE;

@@ -59,6 +59,10 @@ ABORT_BOUND = 2.0
 # migration_resume_timeout's default: how long a broken connection may take
 # to come back before the migration fails.
 RESUME_S = 30.0
+# The link cut cases set a shorter one on both daemons (the default's 30 s
+# has a case of its own): a tunnelled stream cut for good fails that much
+# later than the dead path is noticed.
+CUT_RESUME_S = 5
 # A blip longer than tcp_user_timeout (5 s): the connections break, and the
 # daemons reconnect and resume once the link is back.
 LONG_BLIP_S = 7.0
@@ -168,7 +172,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         return ft.start_migration(self.a, self.b, "vm1", "--live", *flags,
                                   tunnelled=self.tunnelled)
 
-    def hold(self, at, late=LATE, hold_s=HOLD_S):
+    def hold(self, at, late=LATE, hold_s=HOLD_S, conf=""):
         """Two daemons and the slow VM, and a migration started and taken to
         phase `at`: held at the destination's prepare ("prepare"), the
         source's finish before its call ("finish"), the destination's
@@ -178,7 +182,8 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
                  "dest-finish": ("dst", "dest-finish")}.get(at)
         env = {"FERRY_TEST_PAUSE": f"{point[1]}:{int(hold_s * 1000)}"} if point else None
         self.prepare(src_env=env if point and point[0] == "src" else None,
-                     dst_env=env if point and point[0] == "dst" else None)
+                     dst_env=env if point and point[0] == "dst" else None,
+                     src_conf=conf, dst_conf=conf)
         self.baseline_pids()
         p = self.migrate()
         if point:
@@ -355,8 +360,8 @@ class Matrix:
         self.assert_on_destination()
         self.assert_clean("destination")
 
-    def cut_then_failure(self, at):
-        p = self.hold(at)
+    def cut_then_failure(self, at, resume_s=CUT_RESUME_S):
+        p = self.hold(at, conf=f"migration_resume_timeout = {resume_s}\n" if resume_s else "")
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.net.drop()
@@ -371,10 +376,10 @@ class Matrix:
         self.assertRegex(err, r"Connection timed out|stalled|timed out|no reply")
         # Tunnelled, the daemons tried to reconnect for the resume time first
         # (the source's reconnector or its stream says so).
-        resume = RESUME_S if self.tunnelled and at in ("early", "late") else 0
+        resume = (resume_s or RESUME_S) if self.tunnelled and at in ("early", "late") else 0
         if resume:
             self.assertRegex(err, r"no new connection within the resume time|"
-                                  r"did not come back within 30 s")
+                                  rf"did not come back within {int(resume)} s")
             self.assertGreaterEqual(failed, resume)
         # The destination drops its incoming VM while the link is still down.
         self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming), 60),
@@ -890,6 +895,11 @@ class ResumeMatrix:
 
     def test_link_down_resumed_late_stream(self):
         self.blip_resumes("late")
+
+    def test_link_cut_beyond_the_default_resume_time(self):
+        """The link cut for good with migration_resume_timeout's default:
+        the daemons try to reconnect for 30 s, then fail naming it."""
+        Matrix.cut_then_failure(self, "early", resume_s=None)
 
     def test_tls_reconnect_refused(self):
         """Over TLS, the destination's certificate expires while the

@@ -1,7 +1,6 @@
 """QEMU domains migrated between two ferryd with the stock virsh, the project's
 test guest (tests/guest/) proving after every move that all its memory arrived:
-tunnelled over TLS+SASL (once with the daemons' connection broken mid-stream,
-which they resume), proxy mode with and without --tls, a local migration
+tunnelled over TLS+SASL, proxy mode with and without --tls, a local migration
 (two QEMU of one domain on one host), domjobabort mid-way, bandwidth, and the
 flags ferry does not carry yet refused by name; ferry-probe measuring the
 guest's dirty rate through QEMU.
@@ -187,36 +186,8 @@ class QemuMigrationTest(QemuMigrationCase):
         self.assertTrue(self.state(a).startswith("paused"), self.state(a))
         ft.virsh(self.local(a), "resume", NAME)
         self.assertEqual(self.state(a), "running (unpaused)")
-        before = self.verified_after_move(self.console, before)
-
-        # Tunnelled again, and the daemons' TLS connection broken mid-stream
-        # (both its sockets killed with `ss -K`): the source reconnects with
-        # its certificate and SASL credentials and the stream goes on where
-        # the destination QEMU stands; neither QEMU notices, the guest
-        # verifies all its memory.
-        xml = self.dest_xml(a, b, os.path.join(b.dir, "console-4.log"))
-        e = dict(os.environ, LIBVIRT_AUTH_FILE=self.authfile)
-        e.pop("LIBVIRT_DEFAULT_URI", None)
-        mig = subprocess.Popen(["virsh", "-c", self.local(a), "migrate", "--live", "--p2p", "--tunnelled",
-                                "--bandwidth", "20", "--xml", xml, NAME, self.tls(b)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
-        try:
-            self.assertTrue(ft.wait_for(
-                lambda: self.job_stats(a, NAME).get("data_processed", 0) >= 16 << 20, 120, 0.2))
-            subprocess.run(["ss", "-K", "-t", "state", "established",
-                            f"( dport = :{b.tls_port} or sport = :{b.tls_port} )"],
-                           check=True, capture_output=True, timeout=30)
-            out, err = mig.communicate(timeout=300)
-        finally:
-            if mig.poll() is None:
-                mig.kill()
-                mig.wait()
-        self.assertEqual(mig.returncode, 0, err + a.log()[-3000:] + b.log()[-3000:])
-        self.assertEqual(self.state(b), "running (migrated)")
         self.verified_after_move(self.console, before)
-        self.assertIn("resumed the migration stream", a.log())
-        self.assertGreaterEqual(self.job_stats(b, NAME, completed=True).get("ferry_reconnections", 0), 1)
-        ft.virsh(self.local(b), "destroy", NAME)
+        ft.virsh(self.local(a), "destroy", NAME)
 
     @guest.retry_on_guest_crash("end_attempt")
     def test_proxy_local_and_abort_with_memory_verified_by_the_guest(self):
