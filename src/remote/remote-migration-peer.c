@@ -28,10 +28,16 @@
  * (tcp_user_timeout, migration_stall_timeout). libvirt's 5 x 5 took 30 s.
  * Any message resets the count, and the peer's reader answers pings at
  * once, whatever its workers do. */
-#define KEEPALIVE_INTERVAL 2
-#define KEEPALIVE_COUNT 3
+static int keepalive_interval = 2;
+static guint keepalive_count = 3;
 
 static char *pki_dir; /* migration_pki_dir, set once at start */
+
+void remote_migration_peer_set_keepalive(int interval, guint count)
+{
+    keepalive_interval = interval;
+    keepalive_count = count;
+}
 
 void remote_migration_peer_set_pki_dir(const char *dir)
 {
@@ -106,8 +112,10 @@ static PeerLink *link_open(MigrationPeer *peer, int timeout_ms, RemotePeerReport
                              .on_close = peer_on_close, .data = link};
     /* Transport, TLS, SASL from the auth file, keepalive and CONNECT_OPEN,
      * exactly as the libvirt client would reach that URI. */
-    RemotePeerOptions opts = {.timeout_ms = timeout_ms, .keepalive_interval = KEEPALIVE_INTERVAL,
-                              .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb,
+    RemotePeerOptions opts = {.timeout_ms = timeout_ms,
+                              .keepalive_interval = keepalive_interval > 0 ? (guint)keepalive_interval : 0,
+                              .keepalive_count = keepalive_count,
+                              .no_keepalive = keepalive_interval <= 0, .callbacks = &cb,
                               .pkipath = pki_dir, .report = report};
     link->client = remote_peer_open(peer->uri, &opts, error);
     if (!link->client) {
