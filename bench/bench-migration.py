@@ -542,6 +542,7 @@ auth_tcp = "none"
 unix_sock_dir = "{d}/sock"
 domain_config_dir = "{d}/config"
 domain_run_dir = "{d}/run"
+domain_log_dir = "{d}/log"
 migration_address = "127.0.0.1"
 flight_record_dir = "{d}/flight"
 flight_recorder = {recorder}
@@ -756,7 +757,7 @@ def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False, recorder=T
                  daemon_cpu={"src": cpu["src"], "dst": cpu["dst"]},
                  vmm_cpu={"src": cpu.get("vmm-src"), "dst": None},
                  rss_kib=rss, jobinfo_ms=lat, jobinfo_all_ms=every, job_time_s=s.get("time_elapsed", 0) / 1000,
-                 host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(os.path.join(db, "run")))
+                 host_busy=watch.host_busy, dst_boot_s=incoming_boot_s(os.path.join(db, "log")))
         # The destination VMM's CPU is left out in ferry mode: ferryd starts it
         # during prepare, so its boot cannot be told apart from the migration.
     finally:

@@ -414,13 +414,40 @@ static int qmp_client_open_socket(const char *path, gint64 deadline, GError **er
     }
 }
 
+static QmpClient *qmp_client_handshake(int fd, const char *socket_path, int timeout_ms,
+                                       QmpEventFunc on_event, QmpCloseFunc on_close,
+                                       gpointer user_data, GError **error);
+
 QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventFunc on_event,
                               QmpCloseFunc on_close, gpointer user_data, GError **error)
 {
-    gint64 deadline = g_get_monotonic_time() + (gint64)MAX(timeout_ms, 0) * 1000;
-    int fd = qmp_client_open_socket(socket_path, deadline, error);
+    gint64 start = g_get_monotonic_time();
+    int fd = qmp_client_open_socket(socket_path, start + (gint64)MAX(timeout_ms, 0) * 1000, error);
     if (fd < 0)
         return NULL;
+    /* One budget for both stages. */
+    int left_ms = (int)MAX(timeout_ms - (g_get_monotonic_time() - start) / 1000, 1);
+    return qmp_client_handshake(fd, socket_path, left_ms, on_event, on_close, user_data, error);
+}
+
+QmpClient *qmp_client_connect_staged(const char *socket_path, int connect_timeout_ms,
+                                     int handshake_timeout_ms, QmpEventFunc on_event,
+                                     QmpCloseFunc on_close, gpointer user_data, GError **error)
+{
+    int fd = qmp_client_open_socket(
+        socket_path, g_get_monotonic_time() + (gint64)MAX(connect_timeout_ms, 0) * 1000, error);
+    if (fd < 0)
+        return NULL;
+    return qmp_client_handshake(fd, socket_path, MAX(handshake_timeout_ms, 1), on_event, on_close,
+                                user_data, error);
+}
+
+/* Takes fd: reads the greeting and negotiates capabilities within timeout_ms. */
+static QmpClient *qmp_client_handshake(int fd, const char *socket_path, int timeout_ms,
+                                       QmpEventFunc on_event, QmpCloseFunc on_close,
+                                       gpointer user_data, GError **error)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
 
     QmpClient *c = g_new0(QmpClient, 1);
     c->refs = 2; /* the owner and the reader thread */

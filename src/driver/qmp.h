@@ -26,6 +26,17 @@ typedef void (*QmpCloseFunc)(QmpClient *client, const GError *error, gpointer us
 QmpClient *qmp_client_connect(const char *socket_path, int timeout_ms, QmpEventFunc on_event,
                               QmpCloseFunc on_close, gpointer user_data, GError **error);
 
+/* The same with two limits: connect_timeout_ms for the socket to accept a
+ * connection, then handshake_timeout_ms for the greeting and capabilities.
+ * A VMM serves one monitor client at a time, and a client that gives up on a
+ * slow greeting leaves a dead connection in the VMM's backlog that the VMM
+ * must serve before the next: retrying a connected socket on a loaded host
+ * only lengthens that queue, so a VMM starting up is waited for on one
+ * connection (its exit ends the wait at once: the connection closes). */
+QmpClient *qmp_client_connect_staged(const char *socket_path, int connect_timeout_ms,
+                                     int handshake_timeout_ms, QmpEventFunc on_event,
+                                     QmpCloseFunc on_close, gpointer user_data, GError **error);
+
 /* Runs command with arguments (nullable, not consumed) and returns its
  * "return" member (caller frees), or NULL with error set: an error reply gives
  * the reply's desc as message (code FERRY_ERR_OPERATION_UNSUPPORTED for

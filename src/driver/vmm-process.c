@@ -114,12 +114,15 @@ VmmProcess *vmm_process_spawn(const VmmProcessSpawnOptions *o, GError **error)
 
     VmmProcess *vm = vm_new(pid, o->vmm_name, o->instance_id, o->on_gone, o->on_event, o->data);
     g_autoptr(GError) qmp_error = NULL;
-    /* Short attempts, so a VMM that exits at once is reported at once. */
+    /* Short attempts to connect, so a VMM that exits at once is reported at
+     * once; once connected, its greeting is awaited on that one connection
+     * (see qmp_client_connect_staged: retrying there starves a slow VMM). */
     gint64 deadline = g_get_monotonic_time() + START_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
     while (!vm->qmp && g_get_monotonic_time() < deadline) {
         g_clear_error(&qmp_error);
-        vm->qmp = qmp_client_connect(o->qmp_path, 200, on_qmp_event, on_qmp_close, vm,
-                                     &qmp_error);
+        int left_ms = (int)MAX((deadline - g_get_monotonic_time()) / 1000, 1);
+        vm->qmp = qmp_client_connect_staged(o->qmp_path, MIN(200, left_ms), left_ms, on_qmp_event,
+                                            on_qmp_close, vm, &qmp_error);
         if (!vm->qmp && (!vmm_pid_alive(pid) || ferry_thread_error_is_refusal(qmp_error)))
             break;
     }

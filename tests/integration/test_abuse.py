@@ -363,7 +363,7 @@ class AbuseTest(ft.DaemonTestCase):
             # migration is over (and at least 10 calls).
             while mig.poll() is None or calls < 10:
                 for args in (("list", "--all"), ("hostname",), ("domjobinfo", "vm1")):
-                    rc, out, err = ft.virsh(a.unix_uri, *args, timeout=30, check=False)
+                    rc, out, err = ft.virsh(a.unix_uri, *args, timeout=90, check=False)
                     calls += 1
                     # vm1 leaves A at the end of the migration.
                     if rc != 0 and not (args[0] == "domjobinfo" and "not found" in err.lower()):

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "driver/vmm-process.h"
 #include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "vmm-harness.h"
@@ -288,6 +289,50 @@ START_TEST(test_qmp_client_event_timestamps_out_of_range_read_as_unknown)
 }
 END_TEST
 
+/* A VMM slow to greet (a loaded host): it serves one monitor client at a
+ * time, as QEMU and ferry-vmm do, and greets each 600 ms after accepting it.
+ * A starter that gives up on a connection after 200 ms and reconnects only
+ * queues dead connections behind the live one and never gets through; the
+ * starter must wait for the greeting on the connection it has. */
+static const char SLOW_VMM[] =
+    "import os, socket, sys, time\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "s.bind(sys.argv[1]); s.listen(64)\n"
+    "while True:\n"
+    "    c, _ = s.accept()\n"
+    "    time.sleep(0.6)\n"
+    "    try:\n"
+    "        c.sendall(b'{\"QMP\": {\"version\": {}, \"capabilities\": []}}\\n')\n"
+    "        while c.recv(4096):  # qmp_capabilities is id 1\n"
+    "            c.sendall(b'{\"return\": {}, \"id\": 1}\\n')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    c.close()\n";
+
+static void gone_ignored(const char *instance_id, gboolean guest_shutdown, const GError *why,
+                         gpointer data)
+{
+}
+
+START_TEST(test_vmm_start_waits_for_a_slow_greeting_on_one_connection)
+{
+    g_autofree char *path = harness_path("slow.qmp");
+    g_autofree char *log = harness_path("slow.log");
+    const char *argv[] = {"/usr/bin/python3", "-c", SLOW_VMM, path, NULL};
+    VmmProcessSpawnOptions o = {.vmm_name = "slow-vmm", .domain_name = "vm", .argv = argv,
+                                .qmp_path = path, .log_path = log, .instance_id = "1",
+                                .on_gone = gone_ignored};
+    g_autoptr(GError) error = NULL;
+    gint64 t0 = g_get_monotonic_time();
+    VmmProcess *vm = vmm_process_spawn(&o, &error);
+    gint64 ms = (g_get_monotonic_time() - t0) / 1000;
+    ck_assert_msg(vm, "not started after %" G_GINT64_FORMAT " ms: %s", ms,
+                  error ? error->message : "");
+    vmm_process_kill(vm);
+    vmm_process_unref(vm);
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("qmp-client");
@@ -299,6 +344,7 @@ static Suite *client_suite(void)
     TEST_ADD(s, test_qmp_client_free_wakes_waiting_callers, 30);
     TEST_ADD(s, test_qmp_client_connect_gives_up_after_timeout, 30);
     TEST_ADD(s, test_qmp_client_event_timestamps_out_of_range_read_as_unknown, 30);
+    TEST_ADD(s, test_vmm_start_waits_for_a_slow_greeting_on_one_connection, 60);
     return s;
 }
 
