@@ -142,15 +142,12 @@ static gpointer incoming_watchdog(gpointer data)
     gboolean gone = FALSE;
     /* Until the channel ends; a source or a link gone silent ends it. */
     for (;;) {
-        g_clear_error(&err);
-        clean = migration_job_wait_channel(job, g_get_monotonic_time() + WATCH_SLICE_US, &err);
-        if (clean || !g_error_matches(err, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))
+        /* A silent source is only told (its channel's own stall ends it). */
+        MigrationWait w = migration_job_wait_turn(job, g_get_monotonic_time() + WATCH_SLICE_US,
+                                                  MIGRATION_WAIT_CHANNEL, 0, &err);
+        clean = w == MIGRATION_WAIT_DONE;
+        if (w != MIGRATION_WAIT_AGAIN)
             break;
-        if (migration_job_channel_ended(job)) { /* its own failure may read "timeout" too */
-            g_clear_error(&err);
-            clean = migration_job_wait_channel(job, g_get_monotonic_time(), &err);
-            break;
-        }
         if ((gone = source_gone(job))) {
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,

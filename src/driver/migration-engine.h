@@ -128,6 +128,9 @@ typedef struct {
     gboolean (*resume)(gpointer vm, GError **error);
     /* 1 if the guest's CPUs run, 0 if not, -1 if the VMM cannot say. */
     int (*is_running)(gpointer vm);
+    /* Whether the VMM stopped the guest on a disk I/O error (QEMU's run
+     * state io-error): --abort-on-error watches it. */
+    gboolean (*paused_on_io_error)(gpointer vm);
     /* The VMM's state and counters now; a prompt query. */
     gboolean (*progress)(gpointer vm, MigrationVmmProgress *out, GError **error);
     /* Waits until the VMM's migration left SETUP/ACTIVE/CANCELLING, at most

@@ -266,22 +266,14 @@ static gboolean saving_run(Saving *s, GError **error)
         return FALSE;
     guint stall_s = tunnel_data_settings_get_stall_timeout(s->engine->data_settings);
     for (;;) {
-        g_autoptr(GError) ce = NULL;
-        gboolean done = migration_job_wait_channel(s->job,
-                                                   g_get_monotonic_time() + POLL_MS * 1000, &ce);
+        /* A failed channel: the file said why (a full disk). */
+        MigrationWait w =
+            migration_job_wait_turn(s->job, g_get_monotonic_time() + POLL_MS * 1000,
+                                    MIGRATION_WAIT_CHANNEL | MIGRATION_WAIT_ABORT, stall_s, error);
         g_auto(MigrationVmmProgress) p = {0};
         if (h->progress(s->vm, &p, NULL))
             migration_job_update(s->job, &p.counters);
-        GError *aborted = migration_job_abort_error(s->job);
-        if (aborted) {
-            g_propagate_error(error, aborted);
-            return FALSE;
-        }
-        if (!done && !g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            g_propagate_error(error, g_steal_pointer(&ce)); /* the file said why: a full disk */
-            return FALSE;
-        }
-        if (!done && !migration_job_check_moving(s->job, stall_s, error))
+        if (w == MIGRATION_WAIT_FAILED)
             return FALSE;
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "%s: %s",
@@ -290,7 +282,7 @@ static gboolean saving_run(Saving *s, GError **error)
                                                                              : "cancelled");
             return FALSE;
         }
-        if (done)
+        if (w == MIGRATION_WAIT_DONE)
             break;
     }
     g_auto(MigrationVmmProgress) end = {0};
@@ -431,17 +423,13 @@ static gboolean restore_stream(MigrationEngine *e, DomainObj *obj, gpointer vm, 
     if (!started)
         return FALSE;
     guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
-    for (;;) {
-        g_autoptr(GError) ce = NULL;
-        if (migration_job_wait_channel(job, g_get_monotonic_time() + POLL_MS * 1000, &ce))
-            break;
-        if (!g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            g_propagate_error(error, g_steal_pointer(&ce));
-            return FALSE;
-        }
-        if (!migration_job_check_moving(job, stall_s, error))
-            return FALSE;
-    }
+    MigrationWait w;
+    while ((w = migration_job_wait_turn(job, g_get_monotonic_time() + POLL_MS * 1000,
+                                        MIGRATION_WAIT_CHANNEL, stall_s, error)) ==
+           MIGRATION_WAIT_AGAIN)
+        ;
+    if (w == MIGRATION_WAIT_FAILED)
+        return FALSE;
     g_auto(MigrationVmmProgress) end = {0};
     if (!e->hooks->wait_end(vm, VMM_END_WAIT_MS, &end, error))
         return FALSE;

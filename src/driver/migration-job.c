@@ -32,6 +32,7 @@ void migration_job_unref(MigrationJob *job)
     flight_recorder_free(job->recorder);
     migration_storage_dest_free(job->storage);
     tunnel_channel_unref(job->channel);
+    tunnel_rate_unref(job->rate);
     if (job->extra)
         g_ptr_array_unref(job->extra);
     tunnel_data_listener_free(job->listener);
@@ -51,11 +52,22 @@ void migration_job_unref(MigrationJob *job)
     g_free(job);
 }
 
+/* The channel counts against the job's rate, shared by all its channels
+ * (job->lock held). */
+static void share_rate_locked(MigrationJob *job, TunnelChannel *channel)
+{
+    if (!job->rate)
+        job->rate = tunnel_rate_new(job->bandwidth);
+    else if (tunnel_rate_get(job->rate) != job->bandwidth)
+        tunnel_rate_set(job->rate, job->bandwidth);
+    tunnel_channel_set_rate(channel, job->rate);
+}
+
 void migration_job_set_channel(MigrationJob *job, TunnelChannel *channel)
 {
     g_mutex_lock(&job->lock);
     job->channel = tunnel_channel_ref(channel);
-    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    share_rate_locked(job, channel);
     flight_recorder_set_channel(job->recorder, channel);
     GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
     g_cond_broadcast(&job->cond);
@@ -82,7 +94,7 @@ void migration_job_add_channel(MigrationJob *job, guint index, TunnelChannel *ch
         g_ptr_array_set_size(job->extra, index);
     channel_unref0(job->extra->pdata[index - 1]);
     job->extra->pdata[index - 1] = tunnel_channel_ref(channel);
-    tunnel_channel_set_bandwidth(channel, job->bandwidth);
+    share_rate_locked(job, channel);
     GError *early = job->abort_requested ? g_error_copy(job->abort_reason) : NULL;
     g_cond_broadcast(&job->cond);
     g_mutex_unlock(&job->lock);
@@ -202,11 +214,14 @@ void migration_job_set_bandwidth(MigrationJob *job, guint64 bytes_per_second)
 {
     g_mutex_lock(&job->lock);
     job->bandwidth = bytes_per_second;
+    /* One limit for the sum of the channels; each is woken to see it. */
+    if (job->rate)
+        tunnel_rate_set(job->rate, bytes_per_second);
     if (job->channel)
-        tunnel_channel_set_bandwidth(job->channel, bytes_per_second);
+        tunnel_channel_set_rate(job->channel, job->rate);
     for (guint i = 0; job->extra && i < job->extra->len; i++)
         if (job->extra->pdata[i])
-            tunnel_channel_set_bandwidth(job->extra->pdata[i], bytes_per_second);
+            tunnel_channel_set_rate(job->extra->pdata[i], job->rate);
     g_mutex_unlock(&job->lock);
 }
 
@@ -343,6 +358,46 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info)
     fill_from_channel_locked(job, info);
     info->time_elapsed_ms = (g_get_monotonic_time() - job->start_us) / 1000;
     g_mutex_unlock(&job->lock);
+}
+
+MigrationWait migration_job_wait_turn(MigrationJob *job, gint64 deadline_us, guint watch,
+                                      guint stall_s, GError **error)
+{
+    gboolean done = FALSE;
+    g_autoptr(GError) ce = NULL;
+    if (watch & MIGRATION_WAIT_CHANNEL) {
+        done = migration_job_wait_channel(job, deadline_us, &ce);
+        /* OPERATION_TIMEOUT is the deadline, unless the channel ended: then
+         * it is the channel's own failure (a peer gone silent). */
+        if (!done && g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+            g_clear_error(&ce);
+            if (migration_job_channel_ended(job))
+                done = migration_job_wait_channel(job, g_get_monotonic_time(), &ce);
+        }
+    } else {
+        g_mutex_lock(&job->lock);
+        if (!job->abort_requested) /* woken at once by an abort */
+            g_cond_wait_until(&job->cond, &job->lock, deadline_us);
+        g_mutex_unlock(&job->lock);
+    }
+    if (watch & MIGRATION_WAIT_ABORT) {
+        GError *aborted = migration_job_abort_error(job);
+        if (aborted) {
+            g_propagate_error(error, aborted);
+            return MIGRATION_WAIT_FAILED;
+        }
+    }
+    if (ce) {
+        g_propagate_error(error, g_steal_pointer(&ce));
+        return MIGRATION_WAIT_FAILED;
+    }
+    if (done)
+        return MIGRATION_WAIT_DONE;
+    if ((watch & MIGRATION_WAIT_EXTRA) && !migration_job_check_extra(job, error))
+        return MIGRATION_WAIT_FAILED;
+    if (!migration_job_check_moving(job, stall_s, error))
+        return MIGRATION_WAIT_FAILED;
+    return MIGRATION_WAIT_AGAIN;
 }
 
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error)

@@ -35,6 +35,9 @@ struct MigrationJob {
      * opens): the disks' NBD connections (migration-storage.c). */
     GPtrArray *extra;
     guint64 bandwidth; /* bytes/s, 0 = unlimited */
+    /* The limit every channel of the migration counts against: their sum
+     * keeps to bandwidth (created with the first channel). */
+    TunnelRate *rate;
     /* destination, proxy mode: until the source's data connection comes */
     TunnelDataListener *listener;
     int pending_vmm_fd;
@@ -119,6 +122,29 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
 /* Notes in the flight record when the channel's connection broke and when
  * the stream went on over a new one. Called periodically, as check_moving. */
 void migration_job_note_resume(MigrationJob *job);
+
+/* One turn of a loop that waits on a job (the source's, the destination's,
+ * a save's or a restore's, the disks' mirrors): */
+typedef enum {
+    MIGRATION_WAIT_AGAIN,  /* nothing ended: wait again */
+    MIGRATION_WAIT_DONE,   /* the channel ended cleanly */
+    MIGRATION_WAIT_FAILED, /* with the cause */
+} MigrationWait;
+/* What a turn watches. */
+enum {
+    MIGRATION_WAIT_CHANNEL = 1 << 0, /* the job's channel: woken when it ends */
+    MIGRATION_WAIT_ABORT = 1 << 1,   /* an abort requested fails the wait */
+    MIGRATION_WAIT_EXTRA = 1 << 2,   /* a disk's channel that failed fails it */
+};
+/* Waits until deadline_us (monotonic) at most, woken early when the job's
+ * channel ends (MIGRATION_WAIT_CHANNEL) or else when an abort is
+ * requested; then, in this order: an abort (MIGRATION_WAIT_ABORT), the
+ * channel's failure or clean end, a failed disk channel
+ * (MIGRATION_WAIT_EXTRA), and no byte moved for stall_s seconds (0: not
+ * watched). A channel that failed with a timeout of its own is told from
+ * the turn's deadline. */
+MigrationWait migration_job_wait_turn(MigrationJob *job, gint64 deadline_us, guint watch,
+                                      guint stall_s, GError **error);
 
 /* Ends the job's flight record (once; later calls return NULL): its summary
  * goes into the job's info for domjobinfo --completed. Returns the record's

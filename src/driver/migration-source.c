@@ -106,6 +106,11 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
     return migration_cookie_format(&c);
 }
 
+static gboolean paused_on_io_error(Outgoing *o)
+{
+    return o->hooks->paused_on_io_error && o->hooks->paused_on_io_error(o->vm);
+}
+
 static const char *vmm_error(const MigrationVmmProgress *p, const char *fallback)
 {
     if (p->error)
@@ -472,6 +477,14 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&aborted);
             goto fail;
         }
+        /* --abort-on-error, as libvirt does for QEMU: a guest the VMM stopped
+         * on a disk I/O error during the migration ends it here. */
+        if (!done && (o->flags & MIGRATION_ABORT_ON_ERROR) && paused_on_io_error(o)) {
+            g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "the guest paused on a disk I/O error during the migration "
+                        "(--abort-on-error)");
+            goto fail;
+        }
         /* A failed channel holds the root cause; the VMM only sees its socket close. */
         if (!done && !g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
             e = g_steal_pointer(&ce);
@@ -782,6 +795,13 @@ static void outgoing_confirm(Outgoing *o, gboolean success, gboolean keep_paused
             FERRY_WARN("domain '%s' stays paused: %s", o->name, why ? why->message : "?");
             domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_MIGRATION);
             domain_store_save_state(e->hv->store, obj, NULL);
+        } else if (domain_obj_is_active(obj) && paused_on_io_error(o)) {
+            /* As libvirt: a guest stopped on an I/O error is not resumed
+             * (it would fail again); it waits for the disk to be fixed. */
+            FERRY_WARN("domain '%s' stays paused on an I/O error", o->name);
+            domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_IOERROR);
+            hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, HV_SUSPENDED_PAUSED);
+            domain_store_save_state(e->hv->store, obj, NULL);
         } else if (domain_obj_is_active(obj)) {
             int running = o->hooks->is_running(o->vm);
             if (!o->was_paused && running == 0 && o->hooks->resume(o->vm, NULL))
@@ -828,6 +848,15 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     if (obj->job) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "domain has a migration job in progress");
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    /* As libvirt: --abort-on-error refuses a guest already stopped on an
+     * I/O error (it would be cancelled at once anyway). */
+    if ((o->flags & MIGRATION_ABORT_ON_ERROR) && paused_on_io_error(o)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "cannot migrate domain '%s' with --abort-on-error: it is paused on an I/O "
+                    "error", domain_obj_get_name(obj));
         domain_obj_end(obj);
         return FALSE;
     }
@@ -1084,11 +1113,25 @@ char *migration_source_begin(Driver *drv, const DriverDomain *dom, GPtrArray *pa
     if (!domain_obj_is_active(obj)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
     } else {
-        xml = dxml ? g_strdup(dxml) : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
-        MigrationCookieContent c = {.name = domain_obj_get_name(obj),
-                                    .uuid = domain_obj_get_uuid(obj),
-                                    .daemon_id = e->daemon_id, .tunnel = TRUE};
-        *cookie_out = migration_cookie_format(&c);
+        /* Client-managed: the client hands this cookie to the destination's
+         * prepare, which creates and exports the disks it names. */
+        g_autoptr(GPtrArray) disks = NULL;
+        gpointer vm = e->hooks->vm_ref(obj);
+        gboolean ok = vm && migration_storage_source_select(e, vm, flags, params, &disks, error);
+        if (vm)
+            e->hooks->vm_unref(vm);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID, "domain is not running");
+        if (ok) {
+            xml = dxml ? g_strdup(dxml)
+                       : domain_obj_format_xml(obj, DOMAIN_DEF_FORMAT_MIGRATABLE);
+            MigrationCookieContent c = {.name = domain_obj_get_name(obj),
+                                        .uuid = domain_obj_get_uuid(obj),
+                                        .daemon_id = e->daemon_id, .tunnel = TRUE,
+                                        .disks = disks,
+                                        .storage_inc = (flags & MIGRATION_NON_SHARED_INC) != 0};
+            *cookie_out = migration_cookie_format(&c);
+        }
     }
     domain_obj_end(obj);
     return xml;

@@ -83,13 +83,9 @@ gboolean migration_storage_check(MigrationEngine *e, guint flags, GError **error
                     e->hooks->vmm_name);
         return FALSE;
     }
-    if (!(flags & MIGRATION_PEER2PEER)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "migration flag %s needs peer-to-peer migration (--p2p): the disks ride "
-                    "channels between the two ferryd",
-                    (flags & MIGRATION_NON_SHARED_DISK) ? "NON_SHARED_DISK" : "NON_SHARED_INC");
-        return FALSE;
-    }
+    /* Client-managed too (as libvirt): begin names the disks in its cookie,
+     * the client hands it to prepare, and perform opens one data connection
+     * per disk to prepare's listener as it does for the memory stream. */
     return TRUE;
 }
 
@@ -228,14 +224,14 @@ static gboolean source_poll(MigrationEngine *e, MigrationJob *job, gpointer vm, 
     return TRUE;
 }
 
-gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, gpointer vm,
-                                        GError **error)
+/* The mirrors' progress; FALSE with the root cause when one failed: a
+ * channel's failure, the VMM only sees its socket go. */
+static gboolean check_mirrors(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                              gboolean *ready, GError **error)
 {
-    gboolean ready = FALSE;
-    /* A channel's failure is the root cause; the VMM only sees its socket go. */
     if (!migration_job_check_extra(job, error))
         return FALSE;
-    if (!source_poll(e, job, vm, &ready, error)) {
+    if (!source_poll(e, job, vm, ready, error)) {
         g_autoptr(GError) cause = NULL;
         if (!migration_job_check_extra(job, &cause)) {
             g_clear_error(error);
@@ -248,39 +244,26 @@ gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, g
     return TRUE;
 }
 
+gboolean migration_storage_source_check(MigrationEngine *e, MigrationJob *job, gpointer vm,
+                                        GError **error)
+{
+    gboolean ready = FALSE;
+    return check_mirrors(e, job, vm, &ready, error);
+}
+
 gboolean migration_storage_source_wait_ready(MigrationEngine *e, MigrationJob *job, gpointer vm,
                                              GError **error)
 {
     guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
     flight_recorder_phase(job->recorder, "storage", TRUE);
-    for (;;) {
-        GError *aborted = migration_job_abort_error(job);
-        if (aborted) {
-            g_propagate_error(error, aborted);
-            return FALSE;
-        }
+    for (gint64 next = g_get_monotonic_time();; next = g_get_monotonic_time() + POLL_MS * 1000) {
         gboolean ready = FALSE;
-        if (!migration_job_check_extra(job, error))
+        if (migration_job_wait_turn(job, next, MIGRATION_WAIT_ABORT | MIGRATION_WAIT_EXTRA,
+                                    stall_s, error) == MIGRATION_WAIT_FAILED ||
+            !check_mirrors(e, job, vm, &ready, error))
             return FALSE;
-        if (!source_poll(e, job, vm, &ready, error)) {
-            g_autoptr(GError) cause = NULL;
-            if (!migration_job_check_extra(job, &cause)) {
-                g_clear_error(error);
-                g_propagate_error(error, g_steal_pointer(&cause));
-            } else {
-                g_prefix_error(error, "source VMM: ");
-            }
-            return FALSE;
-        }
         if (ready)
             break;
-        if (!migration_job_check_moving(job, stall_s, error))
-            return FALSE;
-        /* Woken at once by an abort. */
-        g_mutex_lock(&job->lock);
-        if (!job->abort_requested)
-            g_cond_wait_until(&job->cond, &job->lock, g_get_monotonic_time() + POLL_MS * 1000);
-        g_mutex_unlock(&job->lock);
     }
     flight_recorder_event(job->recorder, "storage", "what",
                           "every mirror caught up: the memory stream starts", NULL);

@@ -40,6 +40,14 @@ static int qmp_hook_is_running(gpointer vm)
     return status ? g_str_equal(status, "running") : -1;
 }
 
+/* ferry-vmm has no disks: it never reports io-error, and the same query
+ * answers for both. */
+static gboolean qmp_hook_paused_on_io_error(gpointer vm)
+{
+    g_autofree char *status = vmm_process_query_status(vm, NULL);
+    return status && g_str_equal(status, "io-error");
+}
+
 static guint64 json_u64(JsonObject *o, const char *member)
 {
     if (!o || !json_object_has_member(o, member))
@@ -407,6 +415,7 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .stop = qmp_hook_stop,
         .resume = qmp_hook_resume,
         .is_running = qmp_hook_is_running,
+        .paused_on_io_error = qmp_hook_paused_on_io_error,
         .progress = qmp_hook_progress,
         .wait_end = qmp_hook_wait_end,
         .start_outgoing = qmp_hook_start_outgoing,

@@ -64,6 +64,9 @@ gboolean tunnel_channel_is_over(TunnelChannel *ch);
  * finish or abort was confirmed); a relay cannot tell, so it says TRUE. */
 gboolean tunnel_channel_peer_acknowledged_end(TunnelChannel *ch);
 void tunnel_channel_set_bandwidth(TunnelChannel *ch, guint64 bytes_per_second);
+/* The channel's bytes count against rate, which a migration's channels
+ * share: their sum keeps to its limit. */
+void tunnel_channel_set_rate(TunnelChannel *ch, TunnelRate *rate);
 /* Bytes carried so far: VMM -> peer, peer -> VMM. */
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
 

@@ -47,6 +47,10 @@ struct TunnelDataListener {
     guint n_channels;   /* the token admits channels 0 .. n_channels - 1 */
     GAsyncQueue *done; /* Pending, from the checker threads */
     int done_fd;       /* eventfd: something is in `done` */
+    /* Pending: connections in their hello. They outlive one accept call: a
+     * migration's channels connect one right after the other, and the
+     * second's hello must not be cut off because the first one's ended. */
+    GPtrArray *pending;
 };
 
 /* One connection in its hello, checked by a thread of its own so that no
@@ -93,6 +97,7 @@ TunnelDataListener *tunnel_data_listener_new(const char *addr, guint port_min, g
         l->wake_fd = eventfd(0, EFD_CLOEXEC);
         l->done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         l->done = g_async_queue_new();
+        l->pending = g_ptr_array_new();
         g_mutex_init(&l->lock);
         l->token = g_strdup(token);
         l->n_channels = 1;
@@ -208,8 +213,9 @@ static void pending_free(Pending *p)
 
 /* A new connection: its own checker, or refused at once when too many are
  * being checked (or no thread can be made). */
-static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
+static void start_check(TunnelDataListener *l, int fd)
 {
+    GPtrArray *pending = l->pending;
     /* Replies are small and awaited (TCP_NODELAY); a dead peer or path is
      * noticed by the connection itself (the daemon's TCP liveness). */
     rpc_socket_tune_peer(fd);
@@ -240,9 +246,9 @@ static void start_check(TunnelDataListener *l, GPtrArray *pending, int fd)
 }
 
 /* A checker is done: the transport on success, else NULL (refusal logged). */
-static RpcTransport *finish_check(TunnelDataListener *l, GPtrArray *pending, Pending *p)
+static RpcTransport *finish_check(TunnelDataListener *l, Pending *p)
 {
-    g_ptr_array_remove_fast(pending, p);
+    g_ptr_array_remove_fast(l->pending, p);
     RpcTransport *t = NULL;
     if (!p->why) {
         t = g_steal_pointer(&p->transport);
@@ -261,12 +267,36 @@ RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline
     return tunnel_data_listener_accept_channel(l, deadline_us, NULL, error);
 }
 
+/* Cuts off every hello still going on, and waits for their checkers. */
+static void cut_pending(TunnelDataListener *l)
+{
+    for (guint i = 0; i < l->pending->len; i++) {
+        Pending *p = l->pending->pdata[i];
+        p->cut = TRUE;
+        shutdown(p->fd, SHUT_RDWR);
+    }
+    while (l->pending->len > 0) {
+        Pending *p = g_async_queue_pop(l->done);
+        /* A channel whose hello ended meanwhile: nobody will take it now. */
+        rpc_transport_free(finish_check(l, p));
+    }
+}
+
 RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 deadline_us,
                                                   guint *index, GError **error)
 {
-    g_autoptr(GPtrArray) pending = g_ptr_array_new();
+    GPtrArray *pending = l->pending;
     RpcTransport *accepted = NULL;
     for (;;) {
+        /* A hello that ended, maybe during an earlier call. */
+        Pending *done;
+        while (!accepted && (done = g_async_queue_try_pop(l->done))) {
+            if (index)
+                *index = done->index;
+            accepted = finish_check(l, done);
+        }
+        if (accepted)
+            return accepted;
         gint64 now = g_get_monotonic_time();
         /* Cut off every hello past its deadline: its checker returns soon. */
         gint64 next = deadline_us;
@@ -303,33 +333,16 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 
             guint64 count;
             if (read(l->done_fd, &count, sizeof(count)) < 0 && errno != EAGAIN)
                 FERRY_DEBUG("cannot read the data listener's event: %s", g_strerror(errno));
-            Pending *p;
-            while (!accepted && (p = g_async_queue_try_pop(l->done))) {
-                if (index)
-                    *index = p->index;
-                accepted = finish_check(l, pending, p);
-            }
-            if (accepted)
-                break;
         }
         if (r > 0 && (pf[0].revents & POLLIN)) {
             int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
             if (fd >= 0)
-                start_check(l, pending, fd);
+                start_check(l, fd);
         }
     }
-    /* Whoever is still in its hello is cut off, and refused. */
-    for (guint i = 0; i < pending->len; i++) {
-        Pending *p = pending->pdata[i];
-        p->cut = TRUE;
-        shutdown(p->fd, SHUT_RDWR);
-    }
-    while (pending->len > 0) {
-        Pending *p = g_async_queue_pop(l->done);
-        RpcTransport *extra = finish_check(l, pending, p);
-        rpc_transport_free(extra); /* cannot happen: the token is spent */
-    }
-    return accepted;
+    /* No channel comes now: whoever is still in its hello is refused. */
+    cut_pending(l);
+    return NULL;
 }
 
 void tunnel_data_listener_cancel(TunnelDataListener *l)
@@ -343,6 +356,8 @@ void tunnel_data_listener_free(TunnelDataListener *l)
 {
     if (!l)
         return;
+    cut_pending(l);
+    g_ptr_array_unref(l->pending);
     close(l->fd);
     close(l->wake_fd);
     close(l->done_fd);

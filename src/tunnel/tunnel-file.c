@@ -24,9 +24,7 @@ struct TunnelFile {
     gboolean done, failed;
     GError *error;
     guint64 bytes;
-    guint64 bandwidth;
-    gint64 bw_start_us;
-    guint64 bw_start_bytes;
+    TunnelRate *rate; /* its own, or the one its job shares */
 };
 
 TunnelFile *tunnel_file_new(int vmm_fd, int file_fd, const TunnelFileConfig *config)
@@ -38,8 +36,7 @@ TunnelFile *tunnel_file_new(int vmm_fd, int file_fd, const TunnelFileConfig *con
     tf->to_file = config->to_file;
     tf->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
     tf->file_name = g_strdup(config->file_name ? config->file_name : "file");
-    tf->bandwidth = config->bandwidth;
-    tf->bw_start_us = g_get_monotonic_time();
+    tf->rate = tunnel_rate_new(config->bandwidth);
     g_mutex_init(&tf->lock);
     g_cond_init(&tf->cond);
     return tf;
@@ -58,6 +55,7 @@ void tunnel_file_unref(TunnelFile *tf)
     close(tf->vmm_fd);
     close(tf->file_fd);
     g_clear_error(&tf->error);
+    tunnel_rate_unref(tf->rate);
     g_mutex_clear(&tf->lock);
     g_cond_clear(&tf->cond);
     g_free(tf->vmm_name);
@@ -92,11 +90,10 @@ static void throttle_and_count(TunnelFile *tf, gsize n)
 {
     g_mutex_lock(&tf->lock);
     tf->bytes += n;
-    while (!tf->done && tf->bandwidth > 0) {
-        guint64 moved = tf->bytes - tf->bw_start_bytes;
-        gint64 due = tf->bw_start_us + (gint64)(moved * (double)G_USEC_PER_SEC / tf->bandwidth);
-        gint64 now = g_get_monotonic_time();
-        if (now >= due)
+    tunnel_rate_add(tf->rate, n);
+    for (;;) {
+        gint64 due = tunnel_rate_due(tf->rate), now = g_get_monotonic_time();
+        if (tf->done || now >= due)
             break;
         g_cond_wait_until(&tf->cond, &tf->lock, MIN(due, now + POLL_US));
     }
@@ -220,9 +217,16 @@ gboolean tunnel_file_is_over(TunnelFile *tf)
 void tunnel_file_set_bandwidth(TunnelFile *tf, guint64 bytes_per_second)
 {
     g_mutex_lock(&tf->lock);
-    tf->bandwidth = bytes_per_second;
-    tf->bw_start_us = g_get_monotonic_time();
-    tf->bw_start_bytes = tf->bytes;
+    tunnel_rate_set(tf->rate, bytes_per_second);
+    g_cond_broadcast(&tf->cond);
+    g_mutex_unlock(&tf->lock);
+}
+
+void tunnel_file_set_rate(TunnelFile *tf, TunnelRate *rate)
+{
+    g_mutex_lock(&tf->lock);
+    tunnel_rate_unref(tf->rate);
+    tf->rate = tunnel_rate_ref(rate);
     g_cond_broadcast(&tf->cond);
     g_mutex_unlock(&tf->lock);
 }

@@ -7,6 +7,8 @@
 
 #include <glib.h>
 
+#include "tunnel/tunnel-rate.h"
+
 typedef struct TunnelFile TunnelFile;
 
 typedef struct {
@@ -32,5 +34,7 @@ gboolean tunnel_file_wait(TunnelFile *tf, gint64 deadline_us, GError **error);
 void tunnel_file_abort(TunnelFile *tf, const GError *why);
 gboolean tunnel_file_is_over(TunnelFile *tf);
 void tunnel_file_set_bandwidth(TunnelFile *tf, guint64 bytes_per_second);
+/* Counts against rate (shared with other channels) from now on. */
+void tunnel_file_set_rate(TunnelFile *tf, TunnelRate *rate);
 /* Bytes moved: VMM -> file (save), file -> VMM (restore). */
 void tunnel_file_get_bytes(TunnelFile *tf, guint64 *out, guint64 *in);

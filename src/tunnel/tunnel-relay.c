@@ -35,9 +35,7 @@ struct TunnelRelay {
     gboolean failed;
     gint64 failed_us; /* when: the cause of an EPIPE is awaited up to a second after */
     GError *error;
-    guint64 bandwidth;
-    gint64 bw_start_us;
-    guint64 bw_start_bytes;
+    TunnelRate *rate; /* its own, or the migration's shared by its channels */
     TunnelRelayStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
     /* A dead connection reports its cause (ETIMEDOUT, ECONNRESET) to one
@@ -59,8 +57,7 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
     r->tls = rpc_tls_transport_is_tls(net);
     r->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
     r->peer_name = g_strdup(config->peer_name ? config->peer_name : "data connection");
-    r->bandwidth = config->bandwidth;
-    r->bw_start_us = g_get_monotonic_time();
+    r->rate = tunnel_rate_new(config->bandwidth);
     g_mutex_init(&r->lock);
     g_cond_init(&r->cond);
     return r;
@@ -78,6 +75,7 @@ void tunnel_relay_unref(TunnelRelay *r)
         return;
     close(r->vmm_fd);
     rpc_transport_free(r->net);
+    tunnel_rate_unref(r->rate);
     g_clear_error(&r->error);
     g_mutex_clear(&r->lock);
     g_cond_clear(&r->cond);
@@ -105,11 +103,9 @@ static void throttle(TunnelRelay *r)
 {
     gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&r->lock);
-    while (!r->failed && r->bandwidth > 0) {
-        guint64 sent = r->stats.bytes_out - r->bw_start_bytes;
-        gint64 due = r->bw_start_us + (gint64)(sent * (double)G_USEC_PER_SEC / r->bandwidth);
-        gint64 now = g_get_monotonic_time();
-        if (now >= due)
+    for (;;) {
+        gint64 due = tunnel_rate_due(r->rate), now = g_get_monotonic_time();
+        if (r->failed || now >= due)
             break;
         g_cond_wait_until(&r->cond, &r->lock, MIN(due, now + POLL_US));
     }
@@ -148,9 +144,10 @@ static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int e
 static void count(TunnelRelay *r, gboolean outbound, gsize n)
 {
     g_mutex_lock(&r->lock);
-    if (outbound)
+    if (outbound) {
         r->stats.bytes_out += n;
-    else
+        tunnel_rate_add(r->rate, n);
+    } else
         r->stats.bytes_in += n;
     g_mutex_unlock(&r->lock);
     tunnel_counters_add(outbound ? &r->counters.bytes_out : &r->counters.bytes_in, n);
@@ -622,9 +619,16 @@ void tunnel_relay_get_stats(TunnelRelay *r, TunnelRelayStats *stats)
 void tunnel_relay_set_bandwidth(TunnelRelay *r, guint64 bytes_per_second)
 {
     g_mutex_lock(&r->lock);
-    r->bandwidth = bytes_per_second;
-    r->bw_start_us = g_get_monotonic_time();
-    r->bw_start_bytes = r->stats.bytes_out;
+    tunnel_rate_set(r->rate, bytes_per_second);
+    g_cond_broadcast(&r->cond);
+    g_mutex_unlock(&r->lock);
+}
+
+void tunnel_relay_set_rate(TunnelRelay *r, TunnelRate *rate)
+{
+    g_mutex_lock(&r->lock);
+    tunnel_rate_unref(r->rate);
+    r->rate = tunnel_rate_ref(rate);
     g_cond_broadcast(&r->cond);
     g_mutex_unlock(&r->lock);
 }

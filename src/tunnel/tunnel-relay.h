@@ -10,6 +10,7 @@
 
 #include "rpc/rpc-transport.h"
 #include "tunnel/tunnel-counters.h"
+#include "tunnel/tunnel-rate.h"
 
 typedef struct TunnelRelay TunnelRelay;
 
@@ -41,5 +42,7 @@ void tunnel_relay_abort(TunnelRelay *relay, const GError *why);
 gboolean tunnel_relay_is_over(TunnelRelay *relay);
 void tunnel_relay_get_stats(TunnelRelay *relay, TunnelRelayStats *stats);
 void tunnel_relay_set_bandwidth(TunnelRelay *relay, guint64 bytes_per_second);
+/* Counts against rate (shared with other channels) from now on. */
+void tunnel_relay_set_rate(TunnelRelay *relay, TunnelRate *rate);
 /* The flight recorder's counters (live; read with tunnel_counters_read). */
 const TunnelCounters *tunnel_relay_get_counters(TunnelRelay *relay);

@@ -95,7 +95,12 @@ struct TunnelStream {
     RpcMessagePool *credit_pool; /* 8-byte credit messages, reused */
 
     GMutex lock;
+    /* The pumps' and the plain-mode reader's waits; a packet or a credit
+     * wakes it only when one of them waits (waiting), since a wake is a
+     * syscall and every packet makes several. */
     GCond cond;
+    guint waiting;
+    GCond end_cond; /* tunnel_stream_wait: a terminal state or ABORTING only */
     StreamState state;
     GError *error;
     gboolean peer_acked;
@@ -109,9 +114,7 @@ struct TunnelStream {
     gint64 send_credit;
     guint64 credit_pending; /* written to the VMM, not yet granted back */
     guint64 credit_batch;
-    guint64 bandwidth;
-    gint64 bw_start_us;
-    guint64 bw_start_bytes;
+    TunnelRate *rate; /* its own, or the migration's shared by its channels */
     TunnelStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
     /* resuming (cfg.resume) */
@@ -134,6 +137,28 @@ static gboolean is_terminal(StreamState s)
 static gboolean is_running(StreamState s)
 {
     return s == ST_OPEN || s == ST_FINISHING;
+}
+
+/* Waits on ts->cond, counted so that wake_locked knows someone waits. */
+static void wait_locked(TunnelStream *ts)
+{
+    ts->waiting++;
+    g_cond_wait(&ts->cond, &ts->lock);
+    ts->waiting--;
+}
+
+static void wait_until_locked(TunnelStream *ts, gint64 until_us)
+{
+    ts->waiting++;
+    g_cond_wait_until(&ts->cond, &ts->lock, until_us);
+    ts->waiting--;
+}
+
+/* The per-packet wake: nothing to do (no syscall) while nobody waits. */
+static void wake_locked(TunnelStream *ts)
+{
+    if (ts->waiting)
+        g_cond_broadcast(&ts->cond);
 }
 
 TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_call, int vmm_fd,
@@ -169,14 +194,14 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
     ts->credit_batch = MAX(ts->cfg.window / CREDIT_BATCH_DIVISOR, 1);
     g_mutex_init(&ts->lock);
     g_cond_init(&ts->cond);
+    g_cond_init(&ts->end_cond);
     g_queue_init(&ts->sink_queue);
     ts->send_credit = (gint64)ts->cfg.peer_window;
     ts->cfg.resume = ts->cfg.resume && ts->cfg.credit;
     if (ts->cfg.resume)
         ts->ring = tunnel_resume_ring_new(ts->cfg.peer_window);
-    ts->bandwidth = ts->cfg.bandwidth;
+    ts->rate = tunnel_rate_new(ts->cfg.bandwidth);
     ts->stats.started_us = g_get_monotonic_time();
-    ts->bw_start_us = ts->stats.started_us;
     return ts;
 }
 
@@ -199,8 +224,10 @@ void tunnel_stream_unref(TunnelStream *ts)
     tunnel_resume_ring_free(ts->ring);
     g_clear_error(&ts->detach_reason);
     g_clear_error(&ts->error);
+    tunnel_rate_unref(ts->rate);
     g_mutex_clear(&ts->lock);
     g_cond_clear(&ts->cond);
+    g_cond_clear(&ts->end_cond);
     g_free(ts->peer_name);
     g_free(ts->vmm_name);
     g_free(ts);
@@ -266,6 +293,7 @@ static void end_locked(TunnelStream *ts, StreamState state, const GError *why)
     if (is_terminal(state))
         ts->stats.ended_us = g_get_monotonic_time();
     g_cond_broadcast(&ts->cond);
+    g_cond_broadcast(&ts->end_cond);
 }
 
 /* A local failure: tell the peer the way the protocol allows for our role. */
@@ -297,13 +325,11 @@ static void throttle(TunnelStream *ts)
 {
     gint64 waited = tunnel_counters_wait_begin();
     g_mutex_lock(&ts->lock);
-    while (is_running(ts->state) && ts->bandwidth > 0) {
-        guint64 sent = ts->stats.bytes_out - ts->bw_start_bytes;
-        gint64 due = ts->bw_start_us + (gint64)(sent * (double)G_USEC_PER_SEC / ts->bandwidth);
-        gint64 now = g_get_monotonic_time();
-        if (now >= due)
+    for (;;) {
+        gint64 due = tunnel_rate_due(ts->rate), now = g_get_monotonic_time();
+        if (!is_running(ts->state) || now >= due)
             break;
-        g_cond_wait_until(&ts->cond, &ts->lock, MIN(due, now + POLL_US));
+        wait_until_locked(ts, MIN(due, now + POLL_US));
     }
     g_mutex_unlock(&ts->lock);
     tunnel_counters_wait_end(&ts->counters.wait_throttle_us, waited);
@@ -321,7 +347,7 @@ static gsize wait_to_send(TunnelStream *ts)
             gint64 waited = tunnel_counters_wait_begin();
             guint64 enc = cipher_us(ts, RPC_CRYPTO_SEND, waited);
             while (ts->state == ST_OPEN && (ts->send_credit <= 0 || ts->detached))
-                g_cond_wait(&ts->cond, &ts->lock);
+                wait_locked(ts);
             tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_credit_us, waited,
                                            enc, cipher_us(ts, RPC_CRYPTO_SEND, waited));
         }
@@ -390,6 +416,7 @@ static gpointer pump_out_thread(gpointer data)
             }
             ts->send_credit -= n;
             ts->stats.bytes_out += n;
+            tunnel_rate_add(ts->rate, n);
             ts->stats.packets_out++;
             tunnel_counters_add(&ts->counters.bytes_out, n);
             if (ts->detached)
@@ -466,7 +493,7 @@ static gpointer sink_thread(gpointer data)
                                                                   : 0;
         guint64 dec = cipher_us(ts, RPC_CRYPTO_RECV, idle);
         while (is_running(ts->state) && !sink_has_work(ts))
-            g_cond_wait(&ts->cond, &ts->lock);
+            wait_locked(ts);
         tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_net_recv_us, idle, dec,
                                        cipher_us(ts, RPC_CRYPTO_RECV, idle));
         if (!is_running(ts->state))
@@ -476,7 +503,7 @@ static gpointer sink_thread(gpointer data)
         if (msg) {
             gsize len = rpc_message_payload_len(msg);
             ts->sink_bytes -= len;
-            g_cond_broadcast(&ts->cond); /* a plain-mode reader may wait for room */
+            wake_locked(ts); /* a plain-mode reader may wait for room */
             g_mutex_unlock(&ts->lock);
             int err = 0;
             gint64 waited = tunnel_counters_wait_begin();
@@ -582,7 +609,7 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
          * shutdown) must never wait for the VMM to drain. */
         while (ts->state == ST_OPEN && ts->sink_bytes + len > ts->cfg.window &&
                ts->sink_bytes > 0 && !rpc_connection_is_closed(ts->conn))
-            g_cond_wait_until(&ts->cond, &ts->lock, g_get_monotonic_time() + POLL_US);
+            wait_until_locked(ts, g_get_monotonic_time() + POLL_US);
         if (!is_running(ts->state) || rpc_connection_is_closed(ts->conn))
             return;
     }
@@ -590,7 +617,7 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
     ts->in_received += len;
     ts->stats.packets_in++;
     rpc_message_queue_push(&ts->sink_queue, g_steal_pointer(msgp));
-    g_cond_broadcast(&ts->cond);
+    wake_locked(ts);
 }
 
 /* Credit gives back bytes we sent and the peer wrote to its VMM: it can
@@ -625,7 +652,7 @@ static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
     ts->acked_out += credit;
     if (ts->ring)
         tunnel_resume_ring_release(ts->ring, ts->acked_out);
-    g_cond_broadcast(&ts->cond);
+    wake_locked(ts);
 }
 
 static void deliver(TunnelStream *ts, RpcConnection *conn, RpcMessage *msg_in, gboolean may_wait)
@@ -780,6 +807,7 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
                        ts->header.serial, ts->peer_name, m, why ? ": " : "",
                        why ? why->message : "", ts->cfg.resume_timeout_s);
             g_cond_broadcast(&ts->cond);
+            g_cond_broadcast(&ts->end_cond); /* a waiter keeps the resume deadline now */
         }
         g_mutex_unlock(&ts->lock);
         return;
@@ -980,10 +1008,10 @@ gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error
         if (ts->detached && (!until || ts->resume_deadline_us < until))
             until = ts->resume_deadline_us;
         if (!until) {
-            g_cond_wait(&ts->cond, &ts->lock);
+            g_cond_wait(&ts->end_cond, &ts->lock);
             continue;
         }
-        if (!g_cond_wait_until(&ts->cond, &ts->lock, until)) {
+        if (!g_cond_wait_until(&ts->end_cond, &ts->lock, until)) {
             if (ts->detached && g_get_monotonic_time() >= ts->resume_deadline_us)
                 continue; /* the top of the loop ends it */
             if (ts->state == ST_ABORTING && g_get_monotonic_time() >= ts->abort_deadline_us) {
@@ -1038,9 +1066,16 @@ void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats)
 void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second)
 {
     g_mutex_lock(&ts->lock);
-    ts->bandwidth = bytes_per_second;
-    ts->bw_start_us = g_get_monotonic_time();
-    ts->bw_start_bytes = ts->stats.bytes_out;
+    tunnel_rate_set(ts->rate, bytes_per_second);
+    g_cond_broadcast(&ts->cond);
+    g_mutex_unlock(&ts->lock);
+}
+
+void tunnel_stream_set_rate(TunnelStream *ts, TunnelRate *rate)
+{
+    g_mutex_lock(&ts->lock);
+    tunnel_rate_unref(ts->rate);
+    ts->rate = tunnel_rate_ref(rate);
     g_cond_broadcast(&ts->cond);
     g_mutex_unlock(&ts->lock);
 }

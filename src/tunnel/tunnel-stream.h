@@ -9,6 +9,7 @@
 #include "rpc/rpc-connection.h"
 #include "tunnel/tunnel-counters.h"
 #include "tunnel/tunnel-resume.h"
+#include "tunnel/tunnel-rate.h"
 
 /* ferry's own program for messages only ferry peers exchange (negotiated in
  * the migration cookie, never sent to a plain libvirt peer). */
@@ -132,6 +133,8 @@ gboolean tunnel_stream_is_over(TunnelStream *ts);
 gboolean tunnel_stream_peer_acknowledged_end(TunnelStream *ts);
 void tunnel_stream_get_stats(TunnelStream *ts, TunnelStats *stats);
 void tunnel_stream_set_bandwidth(TunnelStream *ts, guint64 bytes_per_second);
+/* Counts against rate (shared with other channels) from now on. */
+void tunnel_stream_set_rate(TunnelStream *ts, TunnelRate *rate);
 guint32 tunnel_stream_get_serial(TunnelStream *ts);
 /* The flight recorder's view: the pumps' counters (live, read them with
  * tunnel_counters_read), the bytes waiting in the connection's send queue,

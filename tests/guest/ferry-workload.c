@@ -14,6 +14,7 @@
  *   FERRY-GUEST verify FAIL pass=P page=X offset=O expected=E got=G bad_pages=B pages=N counter=K ms=T
  *   FERRY-GUEST corrupt page=X offset=O counter=K
  *   FERRY-GUEST status counter=K passes=P
+ *   FERRY-GUEST dirty ms=D pages=M counter=K
  *   FERRY-GUEST disk ready blocks=N
  *   FERRY-GUEST disk ok blocks=N writes=W digest=HEX16
  *   FERRY-GUEST disk FAIL block=B expected_gen=G got_gen=H got_tag=T writes=W
@@ -78,6 +79,9 @@ static struct params P = {
 
 static uint64_t *mem;
 static uint64_t pages, wss_pages;
+/* The pages a dirty round rewrites: the first wss_pages, or fewer after a
+ * `dirty` command (the others keep their last generation, still checked). */
+static uint64_t dirty_pages;
 static uint32_t *generation; /* per working-set page: rounds that rewrote it */
 static uint64_t counter;
 static uint64_t passes;
@@ -185,7 +189,7 @@ static int check_page(uint64_t page, uint64_t *expected, uint64_t *got)
 
 static void dirty_round(void)
 {
-    for (uint64_t p = 0; p < wss_pages; p++) {
+    for (uint64_t p = 0; p < dirty_pages; p++) {
         uint32_t g = ++generation[p];
         if (!g) /* 0 means "never dirtied": skip it on wrap */
             g = generation[p] = 1;
@@ -395,6 +399,21 @@ static int handle_line(char *line)
     } else if (!strcmp(line, "disk stop")) {
         disk_stopped = 1;
         say("disk stopped writes=%" PRIu64, disk_writes);
+    } else if (!strncmp(line, "dirty ", 6)) {
+        /* `dirty MS [BYTES]`: a dirty round every MS ms (0: none) of the
+         * first BYTES of the working set, e.g. a calmer guest after a test
+         * of a fast dirtier. */
+        char *arg = line + 6, *sp = strchr(arg, ' ');
+        uint64_t ms = 0, bytes = wss_pages * PAGE_SIZE;
+        if (sp)
+            *sp = 0;
+        if (parse_size(arg, &ms) < 0 || (sp && parse_size(sp + 1, &bytes) < 0)) {
+            say("error dirty wants MS [BYTES]");
+        } else {
+            P.dirty_ms = (unsigned)ms;
+            dirty_pages = bytes / PAGE_SIZE < wss_pages ? bytes / PAGE_SIZE : wss_pages;
+            say("dirty ms=%u pages=%" PRIu64 " counter=%" PRIu64, P.dirty_ms, dirty_pages, counter);
+        }
     } else if (!strcmp(line, "status")) {
         say("status counter=%" PRIu64 " passes=%" PRIu64, counter, passes);
     } else if (!strcmp(line, "crash")) {
@@ -405,7 +424,7 @@ static int handle_line(char *line)
         if (fd >= 0)
             close(fd);
     } else if (line[0]) {
-        say("error unknown command '%.64s' (verify, corrupt [PAGE], status, crash, disk verify, disk stop)", line);
+        say("error unknown command '%.64s' (verify, corrupt [PAGE], dirty MS [BYTES], status, crash, disk verify, disk stop)", line);
     }
     return 0;
 }
@@ -502,6 +521,7 @@ int main(void)
     quiet_console();
     pages = P.fill / PAGE_SIZE;
     wss_pages = P.wss / PAGE_SIZE;
+    dirty_pages = wss_pages;
     mem = mmap(NULL, pages * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     generation = calloc(wss_pages ? wss_pages : 1, sizeof *generation);
     if (mem == MAP_FAILED || !generation)
