@@ -35,6 +35,9 @@ struct RpcConnection {
     RpcMessagePool *rx_pool;
     gboolean closed;
     gboolean close_after_flush;
+    /* The writer sleeps for an empty queue: only then does a new message
+     * need a wake (a syscall; a tunnel queues several messages per MiB). */
+    gboolean writer_waiting;
     gboolean started;
     gboolean done; /* both threads exited and on_close ran */
     guint threads_running;
@@ -173,7 +176,8 @@ static gboolean enqueue_locked(RpcConnection *conn, RpcMessage *msg)
     conn->unrequested_mem += cost;
     rpc_message_queue_push(&conn->send_queue, msg);
     conn->queued_bytes += msg->len;
-    g_cond_broadcast(&conn->cond);
+    if (conn->writer_waiting)
+        g_cond_broadcast(&conn->cond);
     return TRUE;
 }
 
@@ -526,8 +530,11 @@ static gpointer writer_thread(gpointer data)
 
     g_mutex_lock(&conn->lock);
     for (;;) {
-        while (!conn->closed && !conn->close_after_flush && g_queue_is_empty(&conn->send_queue))
+        while (!conn->closed && !conn->close_after_flush && g_queue_is_empty(&conn->send_queue)) {
+            conn->writer_waiting = TRUE;
             g_cond_wait(&conn->cond, &conn->lock);
+            conn->writer_waiting = FALSE;
+        }
         if (conn->closed)
             break;
         if (g_queue_is_empty(&conn->send_queue)) {

@@ -85,7 +85,12 @@ struct TunnelStream {
     RpcMessagePool *credit_pool; /* 8-byte credit messages, reused */
 
     GMutex lock;
+    /* The pumps' and the plain-mode reader's waits; a packet or a credit
+     * wakes it only when one of them waits (waiting), since a wake is a
+     * syscall and every packet makes several. */
     GCond cond;
+    guint waiting;
+    GCond end_cond; /* tunnel_stream_wait: a terminal state or ABORTING only */
     StreamState state;
     GError *error;
     gboolean peer_acked;
@@ -112,6 +117,28 @@ static gboolean is_terminal(StreamState s)
 static gboolean is_running(StreamState s)
 {
     return s == ST_OPEN || s == ST_FINISHING;
+}
+
+/* Waits on ts->cond, counted so that wake_locked knows someone waits. */
+static void wait_locked(TunnelStream *ts)
+{
+    ts->waiting++;
+    g_cond_wait(&ts->cond, &ts->lock);
+    ts->waiting--;
+}
+
+static void wait_until_locked(TunnelStream *ts, gint64 until_us)
+{
+    ts->waiting++;
+    g_cond_wait_until(&ts->cond, &ts->lock, until_us);
+    ts->waiting--;
+}
+
+/* The per-packet wake: nothing to do (no syscall) while nobody waits. */
+static void wake_locked(TunnelStream *ts)
+{
+    if (ts->waiting)
+        g_cond_broadcast(&ts->cond);
 }
 
 TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_call, int vmm_fd,
@@ -147,6 +174,7 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
     ts->credit_batch = MAX(ts->cfg.window / CREDIT_BATCH_DIVISOR, 1);
     g_mutex_init(&ts->lock);
     g_cond_init(&ts->cond);
+    g_cond_init(&ts->end_cond);
     g_queue_init(&ts->sink_queue);
     ts->send_credit = (gint64)ts->cfg.peer_window;
     ts->rate = tunnel_rate_new(ts->cfg.bandwidth);
@@ -174,6 +202,7 @@ void tunnel_stream_unref(TunnelStream *ts)
     tunnel_rate_unref(ts->rate);
     g_mutex_clear(&ts->lock);
     g_cond_clear(&ts->cond);
+    g_cond_clear(&ts->end_cond);
     g_free(ts->peer_name);
     g_free(ts->vmm_name);
     g_free(ts);
@@ -239,6 +268,7 @@ static void end_locked(TunnelStream *ts, StreamState state, const GError *why)
     if (is_terminal(state))
         ts->stats.ended_us = g_get_monotonic_time();
     g_cond_broadcast(&ts->cond);
+    g_cond_broadcast(&ts->end_cond);
 }
 
 /* A local failure: tell the peer the way the protocol allows for our role. */
@@ -274,7 +304,7 @@ static void throttle(TunnelStream *ts)
         gint64 due = tunnel_rate_due(ts->rate), now = g_get_monotonic_time();
         if (!is_running(ts->state) || now >= due)
             break;
-        g_cond_wait_until(&ts->cond, &ts->lock, MIN(due, now + POLL_US));
+        wait_until_locked(ts, MIN(due, now + POLL_US));
     }
     g_mutex_unlock(&ts->lock);
     tunnel_counters_wait_end(&ts->counters.wait_throttle_us, waited);
@@ -292,7 +322,7 @@ static gsize wait_to_send(TunnelStream *ts)
             gint64 waited = tunnel_counters_wait_begin();
             guint64 enc = cipher_us(ts, RPC_CRYPTO_SEND, waited);
             while (ts->state == ST_OPEN && ts->send_credit <= 0)
-                g_cond_wait(&ts->cond, &ts->lock);
+                wait_locked(ts);
             tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_credit_us, waited,
                                            enc, cipher_us(ts, RPC_CRYPTO_SEND, waited));
         }
@@ -423,7 +453,7 @@ static gpointer sink_thread(gpointer data)
                                                                   : 0;
         guint64 dec = cipher_us(ts, RPC_CRYPTO_RECV, idle);
         while (is_running(ts->state) && !sink_has_work(ts))
-            g_cond_wait(&ts->cond, &ts->lock);
+            wait_locked(ts);
         tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_net_recv_us, idle, dec,
                                        cipher_us(ts, RPC_CRYPTO_RECV, idle));
         if (!is_running(ts->state))
@@ -433,7 +463,7 @@ static gpointer sink_thread(gpointer data)
         if (msg) {
             gsize len = rpc_message_payload_len(msg);
             ts->sink_bytes -= len;
-            g_cond_broadcast(&ts->cond); /* a plain-mode reader may wait for room */
+            wake_locked(ts); /* a plain-mode reader may wait for room */
             g_mutex_unlock(&ts->lock);
             int err = 0;
             gint64 waited = tunnel_counters_wait_begin();
@@ -538,14 +568,14 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
          * shutdown) must never wait for the VMM to drain. */
         while (ts->state == ST_OPEN && ts->sink_bytes + len > ts->cfg.window &&
                ts->sink_bytes > 0 && !rpc_connection_is_closed(ts->conn))
-            g_cond_wait_until(&ts->cond, &ts->lock, g_get_monotonic_time() + POLL_US);
+            wait_until_locked(ts, g_get_monotonic_time() + POLL_US);
         if (!is_running(ts->state) || rpc_connection_is_closed(ts->conn))
             return;
     }
     ts->sink_bytes += len;
     ts->stats.packets_in++;
     rpc_message_queue_push(&ts->sink_queue, g_steal_pointer(msgp));
-    g_cond_broadcast(&ts->cond);
+    wake_locked(ts);
 }
 
 /* Credit gives back bytes we sent and the peer wrote to its VMM: it can
@@ -577,7 +607,7 @@ static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
         return;
     }
     ts->send_credit += (gint64)credit;
-    g_cond_broadcast(&ts->cond);
+    wake_locked(ts);
 }
 
 static void deliver(TunnelStream *ts, RpcMessage *msg_in, gboolean may_wait)
@@ -709,10 +739,10 @@ gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error
         if (ts->state == ST_ABORTING && (!until || ts->abort_deadline_us < until))
             until = ts->abort_deadline_us;
         if (!until) {
-            g_cond_wait(&ts->cond, &ts->lock);
+            g_cond_wait(&ts->end_cond, &ts->lock);
             continue;
         }
-        if (!g_cond_wait_until(&ts->cond, &ts->lock, until)) {
+        if (!g_cond_wait_until(&ts->end_cond, &ts->lock, until)) {
             if (ts->state == ST_ABORTING && g_get_monotonic_time() >= ts->abort_deadline_us) {
                 FERRY_INFO("stream serial %u: the %s did not confirm the abort", ts->header.serial,
                            ts->peer_name);
