@@ -89,6 +89,11 @@ typedef struct {
     /* ferry: seconds a migration's data may stand still before it fails
      * on either side (0: never) */
     guint migration_stall_timeout;
+    /* ferry: seconds a tunnelled migration whose connection broke waits for
+     * the two daemons to reconnect and go on (0: fail at once) */
+    guint migration_resume_timeout;
+    int migration_keepalive_interval; /* qemu.conf's keepalive_interval: -1 none */
+    guint migration_keepalive_count;
     /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */

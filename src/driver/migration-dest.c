@@ -55,22 +55,42 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
     if (g_hash_table_lookup(e->incoming, job->name) == job)
         g_hash_table_remove(e->incoming, job->name);
     g_mutex_unlock(&e->lock);
-    /* The source's connection is no longer ours to keep open. */
+    /* The source's connection is no longer ours to keep open, nor may the
+     * source come back to it. */
+    tunnel_resume_withdraw(job->resume_token);
     g_mutex_lock(&job->lock);
     g_clear_pointer(&job->source, tunnel_peer_watch_unref);
     g_mutex_unlock(&job->lock);
 }
 
-/* Whether the source's connection is gone (job->lock held). */
-static gboolean source_gone_locked(MigrationJob *job)
+/* Whether the source's connection is gone (job->lock held); with resume
+ * agreed and the stream still to be resumed (stream_open), gone for longer
+ * than the source has to come back on a new one. Once the stream is over
+ * nothing is resumed: a broken connection is the source gone. */
+static gboolean source_gone_locked(MigrationJob *job, gboolean stream_open)
 {
-    return job->source && tunnel_peer_watch_gone(job->source);
+    if (!job->source || !tunnel_peer_watch_gone(job->source)) {
+        job->source_gone_since_us = 0;
+        return FALSE;
+    }
+    if (!stream_open || !job->resume_timeout_s || !tunnel_peer_watch_broke(job->source))
+        return TRUE;
+    gint64 now = g_get_monotonic_time();
+    if (!job->source_gone_since_us)
+        job->source_gone_since_us = now;
+    return now - job->source_gone_since_us >= (gint64)job->resume_timeout_s * G_USEC_PER_SEC;
+}
+
+/* How the source's connection went, for messages. */
+static const char *gone_how(MigrationJob *job)
+{
+    return job->resume_timeout_s ? ", and the source did not resume the migration in time" : "";
 }
 
 static gboolean source_gone(MigrationJob *job)
 {
     g_mutex_lock(&job->lock);
-    gboolean gone = source_gone_locked(job);
+    gboolean gone = source_gone_locked(job, TRUE);
     g_mutex_unlock(&job->lock);
     return gone;
 }
@@ -131,9 +151,10 @@ static gpointer incoming_watchdog(gpointer data)
         if ((gone = source_gone(job))) {
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                        "the connection from the source ferryd closed");
+                        "the connection from the source ferryd closed%s", gone_how(job));
             break;
         }
+        migration_job_note_resume(job);
         if (!migration_job_check_moving(job, stall_s, NULL))
             FERRY_WARN("incoming migration of domain '%s': no data from the source for %u s",
                        job->name, stall_s);
@@ -150,7 +171,7 @@ static gpointer incoming_watchdog(gpointer data)
            g_get_monotonic_time() < deadline) {
         g_cond_wait_until(&job->cond, &job->lock,
                           MIN(deadline, g_get_monotonic_time() + WATCH_SLICE_US));
-        if (!job->claimed && source_gone_locked(job)) {
+        if (!job->claimed && source_gone_locked(job, FALSE)) {
             gone = TRUE;
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
@@ -375,6 +396,16 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
                                        "destination VMM", &cfg);
         credit = cfg.credit;
+        /* A broken connection is survived when both daemons agree (the
+         * shorter of their times); the source comes back with the token.
+         * Disk channels are not resumed: with disks, none is. */
+        guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
+        if (cfg.credit && src.resume_timeout && resume && !job->storage) {
+            cfg.resume = TRUE;
+            cfg.resume_timeout_s = MIN(resume, src.resume_timeout);
+            job->resume_timeout_s = cfg.resume_timeout_s;
+            job->resume_token = tunnel_data_token_new();
+        }
         if (job->recorder) {
             g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
             g_autofree char *window = g_strdup_printf("%zu", cfg.window);
@@ -384,6 +415,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         }
         g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
         sv[0] = -1;
+        if (cfg.resume)
+            tunnel_channel_offer_resume(ch, job->resume_token, job->source);
         migration_job_set_channel(job, ch);
         if (job->storage) {
             /* The disks' streams come with ferry's own call, bound by a token. */
@@ -412,6 +445,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     c = (MigrationCookieContent){.name = name, .uuid = domain_obj_get_uuid(obj),
                                  .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
                                  .token = job->token,
+                                 .resume_timeout = job->resume_timeout_s,
+                                 .resume_token = job->resume_token,
                                  .disks = migration_storage_dest_disks(job->storage),
                                  .storage_inc = migration_storage_dest_is_inc(job->storage),
                                  .record_id = src.record_id && job->recorder

@@ -52,10 +52,18 @@ struct MigrationJob {
     /* liveness: the channel's byte count when it last moved */
     guint64 seen_bytes;
     gint64 seen_us;
+    /* resuming: what the flight record last said about the connection */
+    gboolean resume_waiting;
+    guint resume_count;
     /* destination */
     char *name;
     char *instance_id;
     TunnelPeerWatch *source; /* the connection prepare came on */
+    /* tunnelled with resume agreed: the token the source comes back with,
+     * and how long its connection may be gone (since gone_since_us) */
+    char *resume_token;
+    guint resume_timeout_s;
+    gint64 source_gone_since_us;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */
@@ -117,6 +125,9 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
  * exists, is not over and has moved no byte, either way, for stall_s seconds
  * (0: never). Called periodically by whoever waits on the job. */
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error);
+/* Notes in the flight record when the channel's connection broke and when
+ * the stream went on over a new one. Called periodically, as check_moving. */
+void migration_job_note_resume(MigrationJob *job);
 
 /* One turn of a loop that waits on a job (the source's, the destination's,
  * a save's or a restore's, the disks' mirrors): */

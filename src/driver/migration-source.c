@@ -94,6 +94,12 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
+                                /* offered for the tunnel without disk channels (those
+                                 * are not resumed); the destination answers */
+                                .resume_timeout = tunnel && !o->disks
+                                                      ? tunnel_data_settings_get_resume_timeout(
+                                                            o->engine->data_settings)
+                                                      : 0,
                                 .postcopy = o->pc.switched,
                                 .disks = o->disks,
                                 .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0};
@@ -322,17 +328,28 @@ static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GErr
         migration_job_add_channel(o->job, index, ch);
         return TRUE;
     }
+    /* The destination agreed to resume after a broken connection: its
+     * answer is the time both keep, and the token we come back with. */
+    gboolean resume = cfg.credit && dc.resume_timeout && dc.resume_token && o->ops->resume_setup;
+    if (resume) {
+        cfg.resume = TRUE;
+        cfg.resume_timeout_s = dc.resume_timeout;
+    }
     /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
+    if (resume)
+        o->ops->resume_setup(o->peer, ch, dc.resume_token);
     if (o->job->recorder) {
         g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        g_autofree char *rt = g_strdup_printf("%u", cfg.resume ? cfg.resume_timeout_s : 0);
         g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
-                              "#packet_size", packet, "#window", window, "#bandwidth", bw, NULL);
+                              "#packet_size", packet, "#window", window, "#bandwidth", bw,
+                              "#resume_timeout", rt, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;
@@ -488,6 +505,7 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             e = g_steal_pointer(&ce);
             goto fail;
         }
+        migration_job_note_resume(o->job);
         if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
             goto fail;
         /* A peer or a link that went silent is noticed here, not by TCP. */
