@@ -174,6 +174,9 @@ typedef struct {
 void driver_dirty_rate_clear(DriverDirtyRate *rate);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DriverDirtyRate, driver_dirty_rate_clear)
 
+/* virDomainAbortJobFlagsValues: VIR_DOMAIN_ABORT_JOB_POSTCOPY */
+#define DRIVER_ABORT_JOB_POSTCOPY (1u << 0)
+
 /* Each function fails with a FERRY_ERROR whose text a user can act on. A
  * driver may leave an entry NULL: the dispatcher then answers "not supported". */
 typedef struct {
@@ -256,7 +259,9 @@ typedef struct {
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
                              DriverJobInfo *info, GError **error);
-    gboolean (*abort_job)(Driver *drv, const DriverDomain *dom, GError **error);
+    /* flags: DRIVER_ABORT_JOB_POSTCOPY pauses a post-copy migration instead
+     * (virsh domjobabort --postcopy), to be resumed with --postcopy-resume. */
+    gboolean (*abort_job)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
     gboolean (*migrate_set_max_speed)(Driver *drv, const DriverDomain *dom, guint64 mib_per_s,
                                       GError **error);
     gboolean (*migrate_get_max_speed)(Driver *drv, const DriverDomain *dom, guint64 *mib_per_s,

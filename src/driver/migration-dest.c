@@ -304,6 +304,9 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         }
         return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
     }
+    if (flags & MIGRATION_POSTCOPY_RESUME)
+        return migration_postcopy_dest_prepare(e, params, cookie_in, flags, binding, source,
+                                               cookie_out, uri_out, error);
     const MigrationHooks *h = e->hooks;
     if ((flags & MIGRATION_POSTCOPY) && !(h->tunable_flags & MIGRATION_POSTCOPY)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
@@ -583,6 +586,13 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     flight_recorder_event(job->recorder, "handshake", "what",
                           cancelled ? "finish (cancelled=1) received" : "finish (cancelled=0) received",
                           NULL);
+    if (cancelled && job->postcopy) {
+        /* The guest runs here without all of its memory: it stays. */
+        migration_job_cut_channel(job, NULL);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "domain '%s' runs here in post-copy: it stays", dname);
+        return NULL;
+    }
     if (cancelled) {
         finish_cancelled(e, job, dname, error);
         return NULL;
@@ -739,4 +749,10 @@ void migration_dest_end_record(MigrationJob *job, const char *outcome, const cha
 void migration_dest_forget(MigrationEngine *e, MigrationJob *job)
 {
     incoming_forget(e, job);
+}
+
+gboolean migration_dest_listen(MigrationEngine *e, MigrationJob *job, GPtrArray *params,
+                               guint flags, int *vmm_fd, char **uri_out, GError **error)
+{
+    return incoming_listen(e, job, params, flags, vmm_fd, uri_out, error);
 }

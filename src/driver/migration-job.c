@@ -13,6 +13,7 @@ MigrationJob *migration_job_new(int operation)
     g_cond_init(&job->cond);
     job->operation = operation;
     job->pending_vmm_fd = -1;
+    job->postcopy_bandwidth = G_MAXUINT64;
     job->start_us = g_get_monotonic_time();
     job->info.type = DRIVER_JOB_UNBOUNDED;
     job->info.operation = operation;

@@ -30,6 +30,12 @@ struct MigrationJob {
      * runs on the destination: too late to abort, neither side alone has
      * the whole VM) */
     gboolean postcopy_allowed, postcopy_requested, postcopy;
+    /* source: a client paused the post-copy migration (domjobabort
+     * --postcopy), which is why it stopped */
+    gboolean postcopy_paused;
+    /* source: the channel's bandwidth from the switch to post-copy on
+     * (--postcopy-bandwidth, bytes/s, 0 = unlimited); G_MAXUINT64: none */
+    guint64 postcopy_bandwidth;
     TunnelChannel *channel;
     /* Channel i >= 1 of the migration at extra[i - 1] (NULL until it
      * opens): the disks' NBD connections (migration-storage.c). */

@@ -1055,20 +1055,14 @@ static gboolean h_abort_job(RemoteContext *ctx, void *a, void *r, GError **error
 {
     NEED_OP(abort_job);
     ARG_DOMAIN(remote_domain_args);
-    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, 0, error);
 }
 
 static gboolean h_abort_job_flags(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     NEED_OP(abort_job);
     ARG_DOMAIN(remote_domain_flags_args);
-    if (((remote_domain_flags_args *)a)->flags) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "abort flags 0x%x (post-copy) are not supported",
-                    ((remote_domain_flags_args *)a)->flags);
-        return FALSE;
-    }
-    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags, error);
 }
 
 static gboolean h_set_max_speed(RemoteContext *ctx, void *a, void *r, GError **error)

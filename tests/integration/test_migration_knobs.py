@@ -52,7 +52,9 @@ class KnobsTest(ft.DaemonTestCase):
         for p2p in ((), ("--p2p",)):
             for flags, named in ((("--auto-converge",), "AUTO_CONVERGE is not supported by ferry-vmm"),
                                  (("--compressed",), "COMPRESSED is not supported by ferry-vmm"),
-                                 (("--postcopy",), "migration flag POSTCOPY (switched off")):
+                                 (("--postcopy",), "POSTCOPY is not supported by ferry-vmm"),
+                                 (("--postcopy-bandwidth", "5"),
+                                  "'bandwidth.postcopy' is not supported by ferry-vmm")):
                 rc, _, err = ft.virsh(self.a.tcp_uri, "migrate", "--live", *p2p, *flags, "vm1",
                                       self.b.tcp_uri, check=False)
                 self.assertNotEqual(rc, 0, flags)
@@ -67,6 +69,9 @@ class KnobsTest(ft.DaemonTestCase):
             self.assertIn("ferry-vmm does not compress migration data", err)
         rc, _, err = ft.virsh(self.a.tcp_uri, "migrate-postcopy", "vm1", check=False)
         self.assertIn("post-copy can only be started while outgoing migration is in progress", err)
+        rc, _, err = ft.virsh(self.a.tcp_uri, "domjobabort", "--postcopy", "vm1", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("current job is not outgoing migration in post-copy mode", err)
         rc, _, err = ft.virsh(self.a.tcp_uri, "migrate", "--live", "--p2p", "--postcopy",
                               "--timeout", "1", "--timeout-postcopy", "vm1", self.b.tcp_uri,
                               check=False)

@@ -151,7 +151,7 @@ class QemuMigrationTest(QemuMigrationCase):
 
         # Flags QEMU supports but ferry does not carry yet: refused by name, the guest stays.
         for flags, named in ((["--parallel"], "PARALLEL"),
-                             (["--postcopy"], "migration flag POSTCOPY (switched off")):
+                             (["--postcopy", "--copy-storage-all"], "POSTCOPY together with")):
             rc, _, err = self.virsh_env(self.local(a), "migrate", "--live", "--p2p", "--tunnelled", *flags,
                                         NAME, self.tls(b), env={"LIBVIRT_AUTH_FILE": self.authfile})
             self.assertNotEqual(rc, 0)
