@@ -521,6 +521,45 @@ static gssize tls_read(RpcTransport *base, void *buf, gsize len, GError **error)
     }
 }
 
+gssize rpc_tls_transport_read_record(RpcTransport *base, RpcTlsRecord **record,
+                                     const guint8 **data, GError **error)
+{
+    RpcTlsTransport *t = (RpcTlsTransport *)base;
+    for (;;) {
+        gnutls_packet_t packet = NULL;
+        gint64 begin = rpc_transport_crypto_begin();
+        t->rx_timed = begin != 0;
+        t->rx_io_us = 0;
+        ssize_t n = gnutls_record_recv_packet(t->session, &packet);
+        rpc_transport_crypto_end(&t->base, RPC_CRYPTO_RECV, begin, t->rx_io_us);
+        t->rx_timed = FALSE;
+        if (n > 0) {
+            gnutls_datum_t d;
+            gnutls_packet_get(packet, &d, NULL);
+            *record = (RpcTlsRecord *)packet;
+            *data = d.data;
+            return d.size;
+        }
+        if (packet)
+            gnutls_packet_deinit(packet);
+        if (n == 0)
+            return 0;
+        if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN)
+            continue;
+        if (n == GNUTLS_E_PREMATURE_TERMINATION)
+            return 0;
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
+                    base->peer, gnutls_strerror(n));
+        return -1;
+    }
+}
+
+void rpc_tls_record_free(RpcTlsRecord *record)
+{
+    if (record)
+        gnutls_packet_deinit((gnutls_packet_t)record);
+}
+
 static gboolean send_record(RpcTlsTransport *t, const guint8 *p, gsize len, GError **error)
 {
     while (len > 0) {
