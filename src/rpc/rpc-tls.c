@@ -548,8 +548,11 @@ gssize rpc_tls_transport_read_record(RpcTransport *base, RpcTlsRecord **record,
             continue;
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0;
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
-                    base->peer, gnutls_strerror(n));
+        if (n == GNUTLS_E_PULL_ERROR && t->rx_errno)
+            ferry_set_error_errno(error, t->rx_errno, "cannot read from %s", base->peer);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
+                        base->peer, gnutls_strerror(n));
         return -1;
     }
 }
