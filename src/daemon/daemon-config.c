@@ -102,6 +102,9 @@ static const KeyDef keys[] = {
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
     KR(migration_parallel_connections, KEY_UINT, 1, 16),
+    KR(migration_resume_timeout, KEY_UINT, 0, 3600),
+    KR(migration_keepalive_interval, KEY_INT, -1, 3600),
+    KR(migration_keepalive_count, KEY_UINT, 1, 1000),
     K(migration_pki_dir, KEY_STRING),
     K(flight_recorder, KEY_BOOL),
     K(flight_record_dir, KEY_STRING),
@@ -185,6 +188,11 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->migration_address = NULL;
     cfg->migration_stall_timeout = 10;
     cfg->migration_parallel_connections = 1;
+    cfg->migration_resume_timeout = 30;
+    /* A dead destination is dropped after 8 s (libvirt's qemu.conf: 5 x 5,
+     * 30 s, during which a migration can neither go on nor fail). */
+    cfg->migration_keepalive_interval = 2;
+    cfg->migration_keepalive_count = 3;
     cfg->flight_recorder = TRUE;
     cfg->flight_record_dir = root ? g_strdup("/var/log/ferry/flight")
                                   : g_build_filename(g_get_user_cache_dir(), "ferry", "log",

@@ -92,6 +92,11 @@ typedef struct {
     /* ferry: channels of a tunnelled migration to a ferry peer when the
      * client names none (parallel.connections) */
     guint migration_parallel_connections;
+    /* ferry: seconds a tunnelled migration whose connection broke waits for
+     * the two daemons to reconnect and go on (0: fail at once) */
+    guint migration_resume_timeout;
+    int migration_keepalive_interval; /* qemu.conf's keepalive_interval: -1 none */
+    guint migration_keepalive_count;
     /* ferry: the client files (cacert.pem, clientcert.pem, clientkey.pem,
      * cacrl.pem) ferryd presents to a destination daemon and its data port;
      * NULL: libvirt's client locations. A client's URI may not choose them. */

@@ -328,9 +328,12 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
     tunnel_data_settings_set_stall_timeout(migration_data, cfg->migration_stall_timeout);
     tunnel_data_settings_set_parallel_connections(migration_data,
                                                   cfg->migration_parallel_connections);
+    tunnel_data_settings_set_resume_timeout(migration_data, cfg->migration_resume_timeout);
     tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);
     remote_migration_peer_set_pki_dir(cfg->migration_pki_dir);
+    remote_migration_peer_set_keepalive(cfg->migration_keepalive_interval,
+                                        cfg->migration_keepalive_count);
     flight_recorder_configure(cfg->flight_record_dir, cfg->flight_records_max,
                               cfg->flight_recorder);
     driver_set_migration_peer_ops(remote_migration_peer_ops());

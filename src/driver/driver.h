@@ -10,6 +10,7 @@
 
 typedef struct Driver Driver;
 typedef struct TunnelBinding TunnelBinding;
+typedef struct TunnelChannel TunnelChannel;
 typedef struct TunnelPeerWatch TunnelPeerWatch;
 
 /* A domain as the RPC layer names it. */
@@ -110,6 +111,10 @@ typedef struct {
     guint64 disk_total, disk_processed, disk_remaining;
     char *error_message; /* failed jobs */
     char *digest;        /* ferry: the guest memory digest a migration moved and verified */
+    /* ferry: a tunnelled stream that went on over new connections after its
+     * own broke (has_resume): how many times, and the bytes sent again */
+    gboolean has_resume;
+    guint64 reconnections, bytes_resent;
     /* ferry: the flight recorder's summary of a finished migration (has_flight):
      * how long the data pumps waited, by cause, the bottleneck in words and
      * the record's file */
@@ -168,6 +173,9 @@ typedef struct {
 
 void driver_dirty_rate_clear(DriverDirtyRate *rate);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(DriverDirtyRate, driver_dirty_rate_clear)
+
+/* virDomainAbortJobFlagsValues: VIR_DOMAIN_ABORT_JOB_POSTCOPY */
+#define DRIVER_ABORT_JOB_POSTCOPY (1u << 0)
 
 /* Each function fails with a FERRY_ERROR whose text a user can act on. A
  * driver may leave an entry NULL: the dispatcher then answers "not supported". */
@@ -251,7 +259,9 @@ typedef struct {
     /* Jobs: answered promptly while a migration streams. */
     gboolean (*get_job_info)(Driver *drv, const DriverDomain *dom, guint flags,
                              DriverJobInfo *info, GError **error);
-    gboolean (*abort_job)(Driver *drv, const DriverDomain *dom, GError **error);
+    /* flags: DRIVER_ABORT_JOB_POSTCOPY pauses a post-copy migration instead
+     * (virsh domjobabort --postcopy), to be resumed with --postcopy-resume. */
+    gboolean (*abort_job)(Driver *drv, const DriverDomain *dom, guint flags, GError **error);
     gboolean (*migrate_set_max_speed)(Driver *drv, const DriverDomain *dom, guint64 mib_per_s,
                                       GError **error);
     gboolean (*migrate_get_max_speed)(Driver *drv, const DriverDomain *dom, guint64 *mib_per_s,
@@ -384,6 +394,11 @@ typedef struct {
      * (g_get_real_time) when it answered, with our clock before and after. */
     char *(*fetch_record)(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
                           gint64 *sent_us, gint64 *received_us, GError **error);
+    /* Tunnelled with resume agreed (the destination's cookie gave token):
+     * when the connection breaks, the peer reconnects to the same URI and
+     * moves ch's stream onto the new connection (FERRY_TUNNEL_PROC_RESUME),
+     * until the stream's resume time is up. Later calls use the new one. */
+    void (*resume_setup)(MigrationPeer *peer, TunnelChannel *ch, const char *token);
 } MigrationPeerOps;
 
 void driver_set_migration_peer_ops(const MigrationPeerOps *ops);

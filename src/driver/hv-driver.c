@@ -547,7 +547,19 @@ static gboolean hv_resume(Driver *drv, const DriverDomain *dom, GError **error)
     if (!obj)
         return FALSE;
     gboolean ok = TRUE;
-    if (domain_obj_get_state(obj, NULL) == DOMAIN_STATE_PAUSED) {
+    int reason = 0;
+    DomainState state = domain_obj_get_state(obj, &reason);
+    if (state == DOMAIN_STATE_PAUSED &&
+        (reason == DOMAIN_PAUSED_POSTCOPY || reason == DOMAIN_PAUSED_POSTCOPY_FAILED)) {
+        /* The guest runs on the destination of its post-copy migration,
+         * with part of its memory still here: running this copy too would
+         * run it twice. */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "domain is paused by a post-copy migration: the guest runs on its "
+                    "destination, part of its memory is still here; resume the migration "
+                    "(virsh migrate --postcopy --postcopy-resume), not this copy");
+        ok = FALSE;
+    } else if (state == DOMAIN_STATE_PAUSED) {
         ok = hv->hooks->resume(hv, obj, error);
         if (ok) {
             hv_set_state(hv, obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_UNPAUSED);

@@ -17,6 +17,7 @@ void migration_cookie_clear(MigrationCookie *c)
     g_free(c->digest);
     g_free(c->token);
     g_free(c->record_id);
+    g_free(c->resume_token);
     if (c->disks)
         g_ptr_array_unref(c->disks);
     memset(c, 0, sizeof(*c));
@@ -40,6 +41,12 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
     if (c->token) {
         g_string_append(s, "  <data");
         domain_xml_append_attr(s, "token", c->token);
+        g_string_append(s, "/>\n");
+    }
+    if (c->resume_timeout) {
+        g_string_append_printf(s, "  <resume timeout='%u'", c->resume_timeout);
+        if (c->resume_token)
+            domain_xml_append_attr(s, "token", c->resume_token);
         g_string_append(s, "/>\n");
     }
     if (c->digest) {
@@ -175,6 +182,12 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
             } else if (xmlStrEqual(n->name, BAD_CAST "data")) {
                 g_free(c->token);
                 c->token = prop(n, "token");
+            } else if (xmlStrEqual(n->name, BAD_CAST "resume")) {
+                c->resume_timeout = (guint)MIN(prop_u64(n, "timeout"), 3600);
+                g_free(c->resume_token);
+                c->resume_token = prop(n, "token");
+                if (c->resume_token && strlen(c->resume_token) > 64)
+                    g_clear_pointer(&c->resume_token, g_free);
             } else if (xmlStrEqual(n->name, BAD_CAST "statistics")) {
                 g_free(c->digest);
                 c->digest = prop(n, "digest");

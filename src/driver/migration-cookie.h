@@ -27,6 +27,11 @@ typedef struct {
     /* the migration's flight record id: the source names it, a destination
      * that keeps a record for the source to fetch answers it back */
     char *record_id;
+    /* tunnelled: resuming after a broken connection. The source offers its
+     * time (seconds); the destination answers the time both keep (the
+     * shorter) and the token that names this migration's stream. */
+    guint resume_timeout;
+    char *resume_token;
     /* finish: the source's VMM switched to post-copy (the stream still runs) */
     gboolean postcopy;
     /* disks without shared storage: the disks to copy (MigrationDisk*,
@@ -51,6 +56,8 @@ typedef struct {
     const char *digest;
     guint64 downtime_ms;
     const char *record_id;
+    guint resume_timeout; /* 0: no resume offered or agreed */
+    const char *resume_token;
     gboolean postcopy;
     GPtrArray *disks; /* MigrationDisk*: the disks copied, NULL none */
     gboolean storage_inc;

@@ -55,22 +55,42 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
     if (g_hash_table_lookup(e->incoming, job->name) == job)
         g_hash_table_remove(e->incoming, job->name);
     g_mutex_unlock(&e->lock);
-    /* The source's connection is no longer ours to keep open. */
+    /* The source's connection is no longer ours to keep open, nor may the
+     * source come back to it. */
+    tunnel_resume_withdraw(job->resume_token);
     g_mutex_lock(&job->lock);
     g_clear_pointer(&job->source, tunnel_peer_watch_unref);
     g_mutex_unlock(&job->lock);
 }
 
-/* Whether the source's connection is gone (job->lock held). */
-static gboolean source_gone_locked(MigrationJob *job)
+/* Whether the source's connection is gone (job->lock held); with resume
+ * agreed and the stream still to be resumed (stream_open), gone for longer
+ * than the source has to come back on a new one. Once the stream is over
+ * nothing is resumed: a broken connection is the source gone. */
+static gboolean source_gone_locked(MigrationJob *job, gboolean stream_open)
 {
-    return job->source && tunnel_peer_watch_gone(job->source);
+    if (!job->source || !tunnel_peer_watch_gone(job->source)) {
+        job->source_gone_since_us = 0;
+        return FALSE;
+    }
+    if (!stream_open || !job->resume_timeout_s || !tunnel_peer_watch_broke(job->source))
+        return TRUE;
+    gint64 now = g_get_monotonic_time();
+    if (!job->source_gone_since_us)
+        job->source_gone_since_us = now;
+    return now - job->source_gone_since_us >= (gint64)job->resume_timeout_s * G_USEC_PER_SEC;
+}
+
+/* How the source's connection went, for messages. */
+static const char *gone_how(MigrationJob *job)
+{
+    return job->resume_timeout_s ? ", and the source did not resume the migration in time" : "";
 }
 
 static gboolean source_gone(MigrationJob *job)
 {
     g_mutex_lock(&job->lock);
-    gboolean gone = source_gone_locked(job);
+    gboolean gone = source_gone_locked(job, TRUE);
     g_mutex_unlock(&job->lock);
     return gone;
 }
@@ -131,9 +151,10 @@ static gpointer incoming_watchdog(gpointer data)
         if ((gone = source_gone(job))) {
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                        "the connection from the source ferryd closed");
+                        "the connection from the source ferryd closed%s", gone_how(job));
             break;
         }
+        migration_job_note_resume(job);
         if (!migration_job_check_moving(job, stall_s, NULL))
             FERRY_WARN("incoming migration of domain '%s': no data from the source for %u s",
                        job->name, stall_s);
@@ -150,7 +171,7 @@ static gpointer incoming_watchdog(gpointer data)
            g_get_monotonic_time() < deadline) {
         g_cond_wait_until(&job->cond, &job->lock,
                           MIN(deadline, g_get_monotonic_time() + WATCH_SLICE_US));
-        if (!job->claimed && source_gone_locked(job)) {
+        if (!job->claimed && source_gone_locked(job, FALSE)) {
             gone = TRUE;
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
@@ -289,6 +310,9 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         }
         return migration_offline_prepare(e, params, cookie_in, cookie_out, uri_out, error);
     }
+    if (flags & MIGRATION_POSTCOPY_RESUME)
+        return migration_postcopy_dest_prepare(e, params, cookie_in, flags, binding, source,
+                                               cookie_out, uri_out, error);
     const MigrationHooks *h = e->hooks;
     if ((flags & MIGRATION_POSTCOPY) && !(h->tunable_flags & MIGRATION_POSTCOPY)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
@@ -331,8 +355,9 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
     JobThread *watchdog = NULL;
-    /* several connections for the memory stream, as the source asked and our VMM can */
-    guint parallel = migration_parallel_accept(e, &src);
+    /* several connections for the memory stream, as the source asked and our
+     * VMM can; post-copy runs over one (the source refuses both together) */
+    guint parallel = (flags & MIGRATION_POSTCOPY) ? 1 : migration_parallel_accept(e, &src);
     int parallel_ours[MIGRATION_MAX_CONNECTIONS - 1];
     for (guint i = 0; i < G_N_ELEMENTS(parallel_ours); i++)
         parallel_ours[i] = -1;
@@ -417,6 +442,17 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
                                        "destination VMM", &cfg);
         credit = cfg.credit;
+        /* A broken connection is survived when both daemons agree (the
+         * shorter of their times); the source comes back with the token.
+         * Disk channels and the memory's extra ones are not resumed: with
+         * any of them, none is. */
+        guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
+        if (cfg.credit && src.resume_timeout && resume && !job->storage && parallel < 2) {
+            cfg.resume = TRUE;
+            cfg.resume_timeout_s = MIN(resume, src.resume_timeout);
+            job->resume_timeout_s = cfg.resume_timeout_s;
+            job->resume_token = tunnel_data_token_new();
+        }
         if (job->recorder) {
             g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
             g_autofree char *window = g_strdup_printf("%zu", cfg.window);
@@ -427,6 +463,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         }
         g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
         sv[0] = -1;
+        if (cfg.resume)
+            tunnel_channel_offer_resume(ch, job->resume_token, job->source);
         migration_job_set_channel(job, ch);
         /* The disks' and the memory's extra streams come with ferry's own
          * call, bound by a token. */
@@ -457,6 +495,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     c = (MigrationCookieContent){.name = name, .uuid = domain_obj_get_uuid(obj),
                                  .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
                                  .token = job->token,
+                                 .resume_timeout = job->resume_timeout_s,
+                                 .resume_token = job->resume_token,
                                  .disks = migration_storage_dest_disks(job->storage),
                                  .storage_inc = migration_storage_dest_is_inc(job->storage),
                                  .parallel = parallel,
@@ -600,6 +640,13 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
     flight_recorder_event(job->recorder, "handshake", "what",
                           cancelled ? "finish (cancelled=1) received" : "finish (cancelled=0) received",
                           NULL);
+    if (cancelled && job->postcopy) {
+        /* The guest runs here without all of its memory: it stays. */
+        migration_job_cut_channel(job, NULL);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "domain '%s' runs here in post-copy: it stays", dname);
+        return NULL;
+    }
     if (cancelled) {
         finish_cancelled(e, job, dname, error);
         return NULL;
@@ -760,4 +807,10 @@ void migration_dest_end_record(MigrationJob *job, const char *outcome, const cha
 void migration_dest_forget(MigrationEngine *e, MigrationJob *job)
 {
     incoming_forget(e, job);
+}
+
+gboolean migration_dest_listen(MigrationEngine *e, MigrationJob *job, GPtrArray *params,
+                               guint flags, int *vmm_fd, char **uri_out, GError **error)
+{
+    return incoming_listen(e, job, params, flags, vmm_fd, uri_out, error);
 }

@@ -190,9 +190,17 @@ gboolean migration_engine_has_job(DomainObj *obj)
     return obj->job != NULL;
 }
 
-static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, GError **error)
+static gboolean engine_abort_job(Driver *drv, const DriverDomain *dom, guint flags,
+                                 GError **error)
 {
     MigrationEngine *e = migration_engine_of(drv, error);
+    if (e && (flags & ~DRIVER_ABORT_JOB_POSTCOPY)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "domjobabort flags 0x%x are not supported", flags);
+        return FALSE;
+    }
+    if (e && (flags & DRIVER_ABORT_JOB_POSTCOPY))
+        return migration_postcopy_pause(e, dom, error);
     DomainObj *obj = e ? hv_lookup(e->hv, dom, error) : NULL;
     if (!obj)
         return FALSE;

@@ -173,6 +173,17 @@ typedef struct {
      * guest stops here and runs on the destination once it has its state
      * (virsh migrate-postcopy). NULL: no post-copy. */
     gboolean (*start_postcopy)(gpointer vm, GError **error);
+    /* Resuming a post-copy migration whose stream broke (virsh migrate
+     * --postcopy-resume): the source VMM, its migration paused, carries on
+     * into a new endpoint (QEMU: migrate resume=true); the destination VMM,
+     * its guest running and its migration paused, reads it (QEMU:
+     * migrate-recover). NULL: no post-copy. */
+    gboolean (*resume_outgoing)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
+    /* Pauses the source's post-copy migration (virsh domjobabort
+     * --postcopy; QEMU: migrate-pause): the stream stops, both VMMs keep
+     * their part, --postcopy-resume carries on. NULL: no post-copy. */
+    gboolean (*pause_postcopy)(gpointer vm, GError **error);
+    gboolean (*recover_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
 
     /* -- destination -- */
     /* Makes the VMM of a new incoming instance (spawned paused by the base's

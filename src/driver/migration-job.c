@@ -16,6 +16,7 @@ MigrationJob *migration_job_new(int operation)
     job->memory_channels = 1;
     for (guint i = 0; i < G_N_ELEMENTS(job->memory_fds); i++)
         job->memory_fds[i] = -1;
+    job->postcopy_bandwidth = G_MAXUINT64;
     job->start_us = g_get_monotonic_time();
     job->info.type = DRIVER_JOB_UNBOUNDED;
     job->info.operation = operation;
@@ -46,6 +47,8 @@ void migration_job_unref(MigrationJob *job)
             close(job->memory_fds[i]);
     g_clear_error(&job->channel_error);
     g_free(job->token);
+    tunnel_resume_withdraw(job->resume_token);
+    g_free(job->resume_token);
     tunnel_peer_watch_unref(job->source);
     g_clear_error(&job->abort_reason);
     driver_job_info_clear(&job->info);
@@ -297,6 +300,16 @@ GError *migration_job_abort_error(MigrationJob *job)
  * has its job show the bytes the channel delivered. */
 static void fill_from_channel_locked(MigrationJob *job, DriverJobInfo *info)
 {
+    if (job->channel) {
+        guint reconnections = 0;
+        guint64 resent = 0;
+        tunnel_channel_get_resume_stats(job->channel, &reconnections, &resent);
+        if (reconnections || resent) {
+            info->has_resume = TRUE;
+            info->reconnections = reconnections;
+            info->bytes_resent = resent;
+        }
+    }
     if (job->operation != DRIVER_JOB_OPERATION_MIGRATION_IN || !job->channel ||
         info->data_processed)
         return;
@@ -427,6 +440,13 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
         in += n;
     }
     gint64 now = g_get_monotonic_time();
+    if (tunnel_channel_awaits_resume(ch)) {
+        /* Its connection broke: the resume time bounds that, not the stall. */
+        job->seen_bytes = out + in;
+        job->seen_us = now;
+        g_mutex_unlock(&job->lock);
+        return TRUE;
+    }
     if (!job->seen_us || out + in != job->seen_bytes) {
         job->seen_bytes = out + in;
         job->seen_us = now;
@@ -445,6 +465,35 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
     flight_recorder_error(job->recorder, "stall", why);
     g_propagate_error(error, why);
     return FALSE;
+}
+
+void migration_job_note_resume(MigrationJob *job)
+{
+    g_mutex_lock(&job->lock);
+    g_autoptr(TunnelChannel) ch = job->channel ? tunnel_channel_ref(job->channel) : NULL;
+    g_mutex_unlock(&job->lock);
+    if (!ch || !job->recorder)
+        return;
+    gboolean waiting = tunnel_channel_awaits_resume(ch);
+    guint count = 0;
+    guint64 resent = 0;
+    tunnel_channel_get_resume_stats(ch, &count, &resent);
+    g_mutex_lock(&job->lock);
+    gboolean broke = waiting && !job->resume_waiting;
+    gboolean resumed = count != job->resume_count;
+    job->resume_waiting = waiting;
+    job->resume_count = count;
+    g_mutex_unlock(&job->lock);
+    if (broke)
+        flight_recorder_event(job->recorder, "resume", "what",
+                              "the connection broke: waiting for the daemons to reconnect", NULL);
+    if (resumed) {
+        g_autofree char *n = g_strdup_printf("%u", count);
+        g_autofree char *r = g_strdup_printf("%" G_GUINT64_FORMAT, resent);
+        flight_recorder_event(job->recorder, "resume", "what",
+                              "the stream went on over a new connection", "#reconnections", n,
+                              "#resent", r, NULL);
+    }
 }
 
 char *migration_job_end_record(MigrationJob *job, const char *outcome, const GError *error)

@@ -31,6 +31,12 @@ struct MigrationJob {
      * runs on the destination: too late to abort, neither side alone has
      * the whole VM) */
     gboolean postcopy_allowed, postcopy_requested, postcopy;
+    /* source: a client paused the post-copy migration (domjobabort
+     * --postcopy), which is why it stopped */
+    gboolean postcopy_paused;
+    /* source: the channel's bandwidth from the switch to post-copy on
+     * (--postcopy-bandwidth, bytes/s, 0 = unlimited); G_MAXUINT64: none */
+    guint64 postcopy_bandwidth;
     TunnelChannel *channel;
     /* Channel i >= 1 of the migration at extra[i - 1] (NULL until it
      * opens): the disks' NBD connections (migration-storage.c). */
@@ -47,10 +53,18 @@ struct MigrationJob {
     /* liveness: the channel's byte count when it last moved */
     guint64 seen_bytes;
     gint64 seen_us;
+    /* resuming: what the flight record last said about the connection */
+    gboolean resume_waiting;
+    guint resume_count;
     /* destination */
     char *name;
     char *instance_id;
     TunnelPeerWatch *source; /* the connection prepare came on */
+    /* tunnelled with resume agreed: the token the source comes back with,
+     * and how long its connection may be gone (since gone_since_us) */
+    char *resume_token;
+    guint resume_timeout_s;
+    gint64 source_gone_since_us;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
     /* The flight recorder (NULL when off). Set once before the job is
      * shared, freed with the job; ended by whoever takes the outcome. */
@@ -124,6 +138,9 @@ void migration_job_get_info(MigrationJob *job, DriverJobInfo *info);
  * exists, is not over and has moved no byte, either way, for stall_s seconds
  * (0: never). Called periodically by whoever waits on the job. */
 gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **error);
+/* Notes in the flight record when the channel's connection broke and when
+ * the stream went on over a new one. Called periodically, as check_moving. */
+void migration_job_note_resume(MigrationJob *job);
 
 /* One turn of a loop that waits on a job (the source's, the destination's,
  * a save's or a restore's, the disks' mirrors): */

@@ -58,6 +58,18 @@ gboolean migration_parallel_wanted(MigrationEngine *e, guint flags, GPtrArray *p
         *n = MAX(configured, DEFAULT_PARALLEL);
     else if (tunnelled)
         *n = configured;
+    /* Post-copy runs over one connection (QEMU 7.2 takes no multifd with
+     * postcopy-ram), and so does its resume. */
+    if (*n > 1 && (flags & (MIGRATION_POSTCOPY | MIGRATION_POSTCOPY_RESUME))) {
+        if (count || (flags & MIGRATION_PARALLEL)) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                        "migration flag PARALLEL (parallel.connections %u) is not supported "
+                        "together with %s",
+                        *n, (flags & MIGRATION_POSTCOPY_RESUME) ? "POSTCOPY_RESUME" : "POSTCOPY");
+            return FALSE;
+        }
+        *n = 1;
+    }
     guint max = MAX(e->hooks->max_connections, 1u);
     if (*n > max) {
         /* Asked for: refused naming the VMM; the daemon's default: its best. */

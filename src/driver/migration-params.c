@@ -11,15 +11,11 @@ static const char *const refused_flags[] = {
     /* NON_SHARED_DISK, NON_SHARED_INC: as the VMM can (migration-storage.c) */
     /* COMPRESSED, AUTO_CONVERGE: as the VMM can (migration_tuning_from_params) */
     [14] = "RDMA_PIN_ALL",
-    /* Built (migration-postcopy.c) but switched off: on a quiet host the TCG
-     * test guest crashed after every post-copy move (5 of 5), a sign of
-     * memory that arrived wrong. Off until that is understood. */
-    [15] = "POSTCOPY (switched off: the guest's memory is not yet verified after a "
-           "post-copy move, see docs/migration.md)",
+    [15] = NULL, /* POSTCOPY: as the VMM can (migration-postcopy.c) */
     [16] = NULL, /* TLS: proxy mode only, checked below */
     [17] = NULL, /* PARALLEL: as the VMM can (migration-parallel.c) */
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
-    [19] = "POSTCOPY_RESUME",
+    [19] = NULL, /* POSTCOPY_RESUME: with POSTCOPY, as the VMM can */
     [20] = "ZEROCOPY",
 };
 
@@ -28,7 +24,8 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
                                                "compression.xbzrle.cache", "migrate_disks",
-                                               "parallel.connections", NULL};
+                                               "parallel.connections", "bandwidth.postcopy",
+                                               NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {
@@ -62,6 +59,11 @@ gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError
         (!(flags & MIGRATION_LIVE) || (flags & MIGRATION_PAUSED))) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "post-copy migration is not supported with non-live or paused migration");
+        return FALSE;
+    }
+    if ((flags & MIGRATION_POSTCOPY_RESUME) && !(flags & MIGRATION_POSTCOPY)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "resuming failed post-copy migration requires post-copy to be enabled");
         return FALSE;
     }
     /* Each works alone; the mirror's switch-over inside post-copy is not built. */

@@ -10,8 +10,12 @@
  * the destination keeps its guest (running, post-copy failed: QEMU stalls
  * the vCPUs that touch a missing page), and the migration may be resumed
  * (docs/migration.md). */
+#include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include "driver/driver-params.h"
 #include "driver/migration-private.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -32,6 +36,7 @@
 #define VMM_END_WAIT_MS 10000
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationVmmProgress, migration_vmm_progress_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(MigrationCookie, migration_cookie_clear)
 
 /* ---- the user's switch: virsh migrate-postcopy, migrateStartPostCopy ---- */
 
@@ -74,6 +79,52 @@ gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint fl
     domain_obj_end(obj);
     if (ok)
         FERRY_INFO("domain '%s': switching its migration to post-copy", dom->name);
+    return ok;
+}
+
+/* ---- the user's pause: virsh domjobabort --postcopy ---- */
+
+gboolean migration_postcopy_pause(MigrationEngine *e, const DriverDomain *dom, GError **error)
+{
+    DomainObj *obj = hv_lookup(e->hv, dom, error);
+    if (!obj)
+        return FALSE;
+    MigrationJob *job = obj->job;
+    gboolean postcopy = FALSE;
+    if (job && job->operation == DRIVER_JOB_OPERATION_MIGRATION_OUT) {
+        g_mutex_lock(&job->lock);
+        postcopy = job->postcopy;
+        g_mutex_unlock(&job->lock);
+    }
+    if (!postcopy || !e->hooks->pause_postcopy) {
+        /* libvirt's words */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "current job is not outgoing migration in post-copy mode");
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    gpointer vm = e->hooks->vm_ref(obj);
+    /* Marked first: the perform thread may see the VMM paused at once. */
+    g_mutex_lock(&job->lock);
+    job->postcopy_paused = TRUE;
+    g_mutex_unlock(&job->lock);
+    gboolean ok = vm && e->hooks->pause_postcopy(vm, error);
+    if (!vm)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: not reachable");
+    if (vm)
+        e->hooks->vm_unref(vm);
+    if (ok) {
+        flight_recorder_event(job->recorder, "postcopy", "what",
+                              "a client paused the post-copy migration", NULL);
+        FERRY_INFO("domain '%s': a client paused its post-copy migration",
+                   domain_obj_get_name(obj));
+    } else {
+        g_mutex_lock(&job->lock);
+        job->postcopy_paused = FALSE;
+        g_mutex_unlock(&job->lock);
+        g_prefix_error(error, "source VMM: cannot pause the post-copy migration: ");
+    }
+    domain_obj_end(obj);
     return ok;
 }
 
@@ -134,8 +185,21 @@ void migration_postcopy_source_switched(MigrationEngine *e, MigrationJob *job,
         hv_emit(e->hv, obj, HV_EVENT_SUSPENDED, EVENT_SUSPENDED_POSTCOPY);
         domain_store_save_state(e->hv->store, obj, NULL);
     }
+    FERRY_INFO("migration of domain '%s' switched to post-copy", domain_obj_get_name(obj));
     domain_obj_end(obj);
-    FERRY_INFO("migration of domain '%s' switched to post-copy", job->name ? job->name : "?");
+}
+
+/* Whether the post-copy migration stopped because a client paused it (TRUE,
+ * with that as the error). */
+static gboolean paused_by_client(MigrationJob *job, GError **error)
+{
+    g_mutex_lock(&job->lock);
+    gboolean paused = job->postcopy_paused;
+    g_mutex_unlock(&job->lock);
+    if (paused)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "a client paused the post-copy migration (domjobabort --postcopy)");
+    return paused;
 }
 
 gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, gpointer vm,
@@ -143,6 +207,15 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
 {
     const MigrationHooks *h = e->hooks;
     guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
+    /* --postcopy-bandwidth: the channel's limit once the guest runs there.
+     * Not at the switch itself: the destination VMM loads the device state
+     * then, faulting on pages that queue behind what the channel holds, and
+     * answers its monitor only once they came. */
+    g_mutex_lock(&job->lock);
+    guint64 bandwidth = job->postcopy_bandwidth;
+    g_mutex_unlock(&job->lock);
+    if (bandwidth != G_MAXUINT64)
+        migration_job_set_bandwidth(job, bandwidth);
     for (;;) {
         g_autoptr(GError) ce = NULL;
         gboolean done =
@@ -153,7 +226,8 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
         if (done)
             break;
         if (!g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            g_propagate_error(error, g_steal_pointer(&ce));
+            if (!paused_by_client(job, error))
+                g_propagate_error(error, g_steal_pointer(&ce));
             return FALSE;
         }
         if (!migration_job_check_moving(job, stall_s, error))
@@ -166,6 +240,8 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
         }
         if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED ||
             p.status == MIGRATION_VMM_POSTCOPY_PAUSED) {
+            if (paused_by_client(job, error))
+                return FALSE;
             g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         p.error ? p.error
                         : p.status == MIGRATION_VMM_POSTCOPY_PAUSED
@@ -182,9 +258,54 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
     }
     migration_job_update(job, &end->counters);
     if (end->status != MIGRATION_VMM_COMPLETED) {
+        if (paused_by_client(job, error))
+            return FALSE;
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "source VMM: the post-copy migration did not complete (%s)",
                     end->error ? end->error : "no status");
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean migration_postcopy_source_check_resume_locked(DomainObj *obj, GError **error)
+{
+    int reason = 0;
+    if (domain_obj_get_state(obj, &reason) != DOMAIN_STATE_PAUSED ||
+        reason != DOMAIN_PAUSED_POSTCOPY_FAILED) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "post-copy migration of domain %s has not failed", domain_obj_get_name(obj));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+void migration_postcopy_source_resuming_locked(MigrationEngine *e, DomainObj *obj,
+                                               MigrationJob *job)
+{
+    job->postcopy_allowed = job->postcopy = job->finishing = TRUE;
+    flight_recorder_event(job->recorder, "postcopy", "what", "resuming a failed post-copy migration",
+                          NULL);
+    domain_obj_set_state(obj, DOMAIN_STATE_PAUSED, DOMAIN_PAUSED_POSTCOPY);
+    domain_store_save_state(e->hv->store, obj, NULL);
+}
+
+gboolean migration_postcopy_source_can_resume(MigrationEngine *e, gpointer vm, GError **error)
+{
+    g_auto(MigrationVmmProgress) p = {0};
+    if (!e->hooks->resume_outgoing) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY_RESUME is not supported by %s", e->hooks->vmm_name);
+        return FALSE;
+    }
+    if (!e->hooks->progress(vm, &p, error)) {
+        g_prefix_error(error, "source VMM: ");
+        return FALSE;
+    }
+    if (p.status != MIGRATION_VMM_POSTCOPY_PAUSED) {
+        /* libvirt's words */
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "QEMU reports migration is still running (source VMM: not post-copy paused)");
         return FALSE;
     }
     return TRUE;
@@ -279,17 +400,31 @@ static gpointer dest_complete_thread(gpointer data)
 {
     Completion *c = data;
     MigrationEngine *e = c->engine;
+    MigrationJob *job = c->job;
+    guint stall_s = tunnel_data_settings_get_stall_timeout(e->data_settings);
     g_autoptr(GError) err = NULL;
     for (;;) {
         g_clear_error(&err);
         gboolean clean =
-            migration_job_wait_channel(c->job, g_get_monotonic_time() + POLL_MS * 1000, &err);
+            migration_job_wait_channel(job, g_get_monotonic_time() + POLL_MS * 1000, &err);
         if (clean || !g_error_matches(err, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            dest_settle(e, c->job, clean, err);
+            dest_settle(e, job, clean, err);
             break;
         }
         if (g_atomic_int_get(&e->stopping))
             break; /* the VM stays; a restarted daemon finds it running */
+        /* A dead path or a source gone ends the channel here, which pauses
+         * the VMM's post-copy: the guest stays, ready for a resume. */
+        g_mutex_lock(&job->lock);
+        gboolean gone = job->source && tunnel_peer_watch_gone(job->source);
+        g_mutex_unlock(&job->lock);
+        if (gone) {
+            g_autoptr(GError) why = g_error_new_literal(
+                FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "the connection from the source ferryd closed");
+            migration_job_cut_channel(job, why);
+        } else {
+            migration_job_check_moving(job, stall_s, NULL);
+        }
     }
     migration_job_unref(c->job);
     g_free(c);
@@ -303,8 +438,13 @@ static gboolean wait_switch(MigrationEngine *e, MigrationJob *job, gpointer vm, 
     gint64 deadline = g_get_monotonic_time() + SWITCH_WAIT_S * G_USEC_PER_SEC;
     for (;;) {
         g_auto(MigrationVmmProgress) p = {0};
-        if (!e->hooks->progress(vm, &p, error)) {
-            g_prefix_error(error, "destination VMM: ");
+        g_autoptr(GError) qe = NULL;
+        /* A VMM loading the device state may fault on pages still on their
+         * way and answer late: only the deadline below gives up on it. */
+        if (!e->hooks->progress(vm, &p, &qe) &&
+            !(g_error_matches(qe, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT) &&
+              g_get_monotonic_time() < deadline)) {
+            g_propagate_prefixed_error(error, g_steal_pointer(&qe), "destination VMM: ");
             return FALSE;
         }
         if (p.status == MIGRATION_VMM_POSTCOPY_ACTIVE || p.status == MIGRATION_VMM_COMPLETED)
@@ -345,6 +485,20 @@ DriverDomain *migration_postcopy_dest_finish(MigrationEngine *e, MigrationJob *j
     DomainObj *obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, &err);
     if (!obj)
         goto fail;
+    if (!domain_obj_is_hidden(obj)) {
+        /* A resumed migration: the guest ran here all along; the completion
+         * thread prepare started settles it. */
+        d = g_new0(DriverDomain, 1);
+        d->name = g_strdup(domain_obj_get_name(obj));
+        memcpy(d->uuid, domain_obj_get_uuid(obj), 16);
+        d->id = obj->id;
+        c = (MigrationCookieContent){.name = d->name, .uuid = d->uuid,
+                                     .daemon_id = e->daemon_id, .postcopy = TRUE};
+        *cookie_out = migration_cookie_format(&c);
+        flight_recorder_phase(job->recorder, "finish", FALSE);
+        domain_obj_end(obj);
+        return d;
+    }
     vm = h->vm_ref(obj);
     domain_obj_unlock(obj);
     if (!vm) {
@@ -397,4 +551,150 @@ fail:
     g_propagate_prefixed_error(error, g_steal_pointer(&err),
                                "incoming migration of domain '%s' failed: ", dname);
     return NULL;
+}
+
+/* ---- destination: resuming (virsh migrate --postcopy-resume) ---- */
+
+/* The domain whose post-copy failed here (locked), or NULL with why not. */
+static DomainObj *failed_postcopy_domain(MigrationEngine *e, const char *name, GError **error)
+{
+    DomainObj *obj = domain_list_lookup_by_name(e->hv->list, name, error);
+    if (!obj)
+        return NULL;
+    int reason = 0;
+    DomainState st = domain_obj_get_state(obj, &reason);
+    if (!domain_obj_is_active(obj) ||
+        !((st == DOMAIN_STATE_RUNNING && reason == DOMAIN_RUNNING_POSTCOPY_FAILED) ||
+          (st == DOMAIN_STATE_PAUSED && reason == DOMAIN_PAUSED_POSTCOPY_FAILED))) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "post-copy migration of domain %s has not failed", name);
+        domain_obj_end(obj);
+        return NULL;
+    }
+    if (obj->job) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "resuming failed post-copy migration of domain %s already in progress",
+                    name);
+        domain_obj_end(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, GBytes *cookie_in,
+                                         guint flags, TunnelBinding *binding,
+                                         TunnelPeerWatch *source, GBytes **cookie_out,
+                                         char **uri_out, GError **error)
+{
+    const MigrationHooks *h = e->hooks;
+    const char *dname = NULL;
+    if (!driver_params_get_string(params, "destination_name", &dname, error))
+        return FALSE;
+    if (!dname) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "migration parameter 'destination_name' is missing");
+        return FALSE;
+    }
+    if (!h->recover_incoming) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag POSTCOPY_RESUME is not supported by %s", h->vmm_name);
+        return FALSE;
+    }
+    g_auto(MigrationCookie) src = {0};
+    if (!migration_cookie_parse(cookie_in, &src, error))
+        return FALSE;
+    DomainObj *obj = failed_postcopy_domain(e, dname, error);
+    if (!obj)
+        return FALSE;
+    g_autoptr(GError) err = NULL;
+    g_autoptr(MigrationJob) job = NULL;
+    int sv[2] = {-1, -1};
+    MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
+    MigrationCookieContent c = {0};
+    Completion *comp = NULL;
+    gpointer vm = h->vm_ref(obj);
+    g_auto(MigrationVmmProgress) p = {0};
+    if (!vm || !h->progress(vm, &p, &err)) {
+        if (!err)
+            g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "the VMM is gone");
+        goto fail;
+    }
+    if (p.status != MIGRATION_VMM_POSTCOPY_PAUSED) {
+        g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "QEMU reports migration is still running (destination VMM: not post-copy "
+                    "paused)");
+        goto fail;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
+        goto fail;
+    }
+    ep.fd = sv[1];
+    sv[1] = -1;
+    if (!h->recover_incoming(vm, &ep, &err))
+        goto fail;
+
+    job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
+    job->name = g_strdup(dname);
+    job->instance_id = g_strdup(obj->instance_id);
+    job->source = source ? tunnel_peer_watch_ref(source) : NULL;
+    job->postcopy_allowed = job->postcopy = TRUE;
+    job->recorder = flight_recorder_new("destination", dname, domain_obj_get_uuid(obj),
+                                        src.record_id);
+    flight_recorder_event(job->recorder, "start", "operation", "post-copy migration in, resumed",
+                          NULL);
+    if (binding) {
+        TunnelStreamConfig cfg;
+        migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
+                                       "destination VMM", &cfg);
+        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
+        sv[0] = -1;
+        migration_job_set_channel(job, ch);
+    } else if (!migration_dest_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
+        goto fail;
+    }
+    obj->job = migration_job_ref(job);
+    g_mutex_lock(&e->lock);
+    g_hash_table_replace(e->incoming, g_strdup(dname), migration_job_ref(job));
+    g_mutex_unlock(&e->lock);
+    comp = g_new0(Completion, 1);
+    comp->engine = e;
+    comp->job = migration_job_ref(job);
+    if (!migration_thread_start(e, "postcopy-complete", dest_complete_thread, comp, &err)) {
+        migration_job_unref(comp->job);
+        g_free(comp);
+        migration_job_cut_channel(job, err);
+        g_clear_pointer(&obj->job, migration_job_unref);
+        migration_dest_forget(e, job);
+        goto fail;
+    }
+    if (domain_obj_get_state(obj, NULL) == DOMAIN_STATE_RUNNING) {
+        domain_obj_set_state(obj, DOMAIN_STATE_RUNNING, DOMAIN_RUNNING_POSTCOPY);
+        hv_emit(e->hv, obj, HV_EVENT_RESUMED, EVENT_RESUMED_POSTCOPY);
+    }
+    domain_store_save_state(e->hv->store, obj, NULL);
+    c = (MigrationCookieContent){.name = dname, .uuid = domain_obj_get_uuid(obj),
+                                 .daemon_id = e->daemon_id, .tunnel = src.ferry && binding,
+                                 .token = job->token,
+                                 .record_id = src.record_id && job->recorder
+                                                  ? flight_recorder_get_id(job->recorder)
+                                                  : NULL};
+    *cookie_out = migration_cookie_format(&c);
+    FERRY_INFO("resuming the post-copy migration of domain '%s' (%s)", dname,
+               binding ? "tunnel" : *uri_out);
+    h->vm_unref(vm);
+    domain_obj_end(obj);
+    return TRUE;
+
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (vm)
+        h->vm_unref(vm);
+    domain_obj_end(obj);
+    g_propagate_prefixed_error(error, g_steal_pointer(&err),
+                               "cannot resume the post-copy migration here: ");
+    return FALSE;
 }

@@ -202,6 +202,10 @@ gboolean migration_dest_reveal(MigrationEngine *engine, DomainObj *obj, gpointer
 void migration_dest_discard(MigrationEngine *engine, MigrationJob *job, const char *why);
 void migration_dest_end_record(MigrationJob *job, const char *outcome, const char *why);
 void migration_dest_forget(MigrationEngine *engine, MigrationJob *job);
+/* Proxy mode: a listener for the source's data connection (takes *vmm_fd on
+ * success); *uri_out names it. */
+gboolean migration_dest_listen(MigrationEngine *engine, MigrationJob *job, GPtrArray *params,
+                               guint flags, int *vmm_fd, char **uri_out, GError **error);
 
 /* migration-postcopy.c */
 /* What the source's perform loop keeps about post-copy. */
@@ -213,6 +217,11 @@ typedef struct {
 
 /* virsh migrate-postcopy: asks the perform loop to switch. */
 gboolean migration_postcopy_start(Driver *drv, const DriverDomain *dom, guint flags,
+                                  GError **error);
+/* virsh domjobabort --postcopy: pauses the source VMM's post-copy migration
+ * (refused unless the domain's outgoing migration is in post-copy); the
+ * migration then fails resumable, as after a broken link. */
+gboolean migration_postcopy_pause(MigrationEngine *engine, const DriverDomain *dom,
                                   GError **error);
 /* Each turn of the source's perform loop: the iteration event, and the
  * switch when asked. FALSE when the VMM refused to switch. */
@@ -232,6 +241,20 @@ gboolean migration_postcopy_source_wait(MigrationEngine *engine, MigrationJob *j
  * paused here, post-copy failed; it never runs here again by itself. */
 void migration_postcopy_source_failed_locked(MigrationEngine *engine, DomainObj *obj,
                                              const GError *why);
+/* Resume (POSTCOPY_RESUME), source: the domain (locked) must be paused
+ * with its post-copy failed; resuming marks the job post-copy (no abort)
+ * and the domain paused (post-copy); the VMM must be post-copy paused. */
+gboolean migration_postcopy_source_check_resume_locked(DomainObj *obj, GError **error);
+void migration_postcopy_source_resuming_locked(MigrationEngine *engine, DomainObj *obj,
+                                               MigrationJob *job);
+gboolean migration_postcopy_source_can_resume(MigrationEngine *engine, gpointer vm,
+                                              GError **error);
+/* Resume, destination prepare: the domain whose post-copy failed here
+ * reads a new channel (the VMM recovers); a thread settles the outcome. */
+gboolean migration_postcopy_dest_prepare(MigrationEngine *engine, GPtrArray *params,
+                                         GBytes *cookie_in, guint flags, TunnelBinding *binding,
+                                         TunnelPeerWatch *source, GBytes **cookie_out,
+                                         char **uri_out, GError **error);
 /* finish on the destination for a source that switched: runs the guest
  * here once the VMM is in post-copy, and completes in the background. */
 DriverDomain *migration_postcopy_dest_finish(MigrationEngine *engine, MigrationJob *job,

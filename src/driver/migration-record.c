@@ -535,7 +535,8 @@ static void append_sample(GString *s, FlightRecorder *fr, const FlightSample *sm
     g_string_append_printf(
         s,
         "{\"t\":%.3f,\"side\":\"%s\",\"ev\":\"sample\",\"ch\":0,\"out\":%" G_GUINT64_FORMAT
-        ",\"in\":%" G_GUINT64_FORMAT ",\"w_vmm_read\":%" G_GUINT64_FORMAT
+        ",\"in\":%" G_GUINT64_FORMAT ",\"resent\":%" G_GUINT64_FORMAT
+        ",\"w_vmm_read\":%" G_GUINT64_FORMAT
         ",\"w_vmm_write\":%" G_GUINT64_FORMAT ",\"w_net_send\":%" G_GUINT64_FORMAT
         ",\"w_net_recv\":%" G_GUINT64_FORMAT ",\"w_credit\":%" G_GUINT64_FORMAT
         ",\"w_throttle\":%" G_GUINT64_FORMAT ",\"w_crypto\":%" G_GUINT64_FORMAT
@@ -545,7 +546,7 @@ static void append_sample(GString *s, FlightRecorder *fr, const FlightSample *sm
         ",\"vmm_processed\":%" G_GUINT64_FORMAT ",\"vmm_iteration\":%" G_GUINT64_FORMAT
         ",\"vmm_dirty_rate\":%" G_GUINT64_FORMAT ",\"vmm_bps\":%" G_GUINT64_FORMAT "}\n",
         (double)smp->t_us / G_USEC_PER_SEC, fr->side, smp->c.bytes_out, smp->c.bytes_in,
-        smp->c.wait_vmm_read_us, smp->c.wait_vmm_write_us, smp->c.wait_net_send_us,
+        smp->c.bytes_resent, smp->c.wait_vmm_read_us, smp->c.wait_vmm_write_us, smp->c.wait_net_send_us,
         smp->c.wait_net_recv_us, smp->c.wait_credit_us, smp->c.wait_throttle_us,
         smp->c.wait_crypto_us, smp->queued,
         smp->peer_rx_age_us < 0 ? (gint64)-1 : smp->peer_rx_age_us / 1000,

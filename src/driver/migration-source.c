@@ -105,6 +105,13 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
+                                /* offered for the tunnel without disk or extra memory
+                                 * channels (those are not resumed); the destination
+                                 * answers */
+                                .resume_timeout = tunnel && !o->disks && o->parallel < 2
+                                                      ? tunnel_data_settings_get_resume_timeout(
+                                                            o->engine->data_settings)
+                                                      : 0,
                                 .postcopy = o->pc.switched,
                                 .disks = o->disks,
                                 .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0,
@@ -132,6 +139,8 @@ static const char *vmm_error(const MigrationVmmProgress *p, const char *fallback
         return "active";
     case MIGRATION_VMM_CANCELLING:
         return "cancelling";
+    case MIGRATION_VMM_POSTCOPY_PAUSED:
+        return "post-copy paused: its stream broke";
     default:
         return fallback;
     }
@@ -364,18 +373,29 @@ static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GErr
         migration_job_add_channel(o->job, index, ch);
         return TRUE;
     }
+    /* The destination agreed to resume after a broken connection: its
+     * answer is the time both keep, and the token we come back with. */
+    gboolean resume = cfg.credit && dc.resume_timeout && dc.resume_token && o->ops->resume_setup;
+    if (resume) {
+        cfg.resume = TRUE;
+        cfg.resume_timeout_s = dc.resume_timeout;
+    }
     /* The job applies its bandwidth as it takes the channel. */
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
+    if (resume)
+        o->ops->resume_setup(o->peer, ch, dc.resume_token);
     if (o->job->recorder) {
         g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
+        g_autofree char *rt = g_strdup_printf("%u", cfg.resume ? cfg.resume_timeout_s : 0);
         g_autofree char *channels = g_strdup_printf(
             "%u", o->job->memory_channels + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
-                              "#packet_size", packet, "#window", window, "#bandwidth", bw, NULL);
+                              "#packet_size", packet, "#window", window, "#bandwidth", bw,
+                              "#resume_timeout", rt, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;
@@ -459,6 +479,11 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     int listen_fd = -1;
 
     o->dconnuri = g_strdup(dconnuri);
+    /* A resume needs the source VMM's post-copy paused, before the
+     * destination is asked to listen for it. */
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) &&
+        !migration_postcopy_source_can_resume(o->engine, o->vm, &e))
+        goto fail;
     /* Client-managed: the client prepared the destination (o->ops is NULL). */
     if (o->ops && !outgoing_setup_peer(o, dconnuri, &phase, &e))
         goto fail;
@@ -511,7 +536,9 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         FERRY_INFO("migration of domain '%s': the memory stream runs over %u channels", o->name,
                    n);
     }
-    if (h->tune && !h->tune(o->vm, &o->tuning, TRUE, &e))
+    /* A resumed post-copy migration goes on with the terms it started with. */
+    if (!(o->flags & MIGRATION_POSTCOPY_RESUME) && h->tune &&
+        !h->tune(o->vm, &o->tuning, TRUE, &e))
         goto fail;
     ep.fd = sv[1];
     sv[1] = -1;
@@ -526,7 +553,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             goto fail;
         ep.path = vmm_path;
     }
-    if (!h->start_outgoing(o->vm, &ep, &e))
+    /* A paused post-copy migration carries on into the new channel (one:
+     * --parallel with --postcopy is refused). */
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) ? !h->resume_outgoing(o->vm, &ep, &e)
+                                               : !h->start_outgoing(o->vm, &ep, &e))
         goto fail;
     if (by_address) {
         /* Its main connection comes first (QEMU 7.2 opens multifd's once
@@ -582,6 +612,7 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                                             g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
+        migration_job_note_resume(o->job);
         if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
             goto fail;
         /* A memory channel that failed is the cause, whatever the VMM saw. */
@@ -592,7 +623,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
                          &e))
             goto fail;
-        if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED) {
+        if (p.status == MIGRATION_VMM_FAILED || p.status == MIGRATION_VMM_CANCELLED ||
+            p.status == MIGRATION_VMM_POSTCOPY_PAUSED) {
             /* The VMM usually fails because the channel did (a dead peer closed
              * it, then the VMM's socket): the channel may have failed after the
              * wait above, so give it a moment to name that root cause. */
@@ -611,9 +643,11 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             goto fail;
         }
         if (!done && p.status == MIGRATION_VMM_POSTCOPY_ACTIVE) {
-            /* The guest moves to the destination now: finish runs it
-             * there while the channel carries the rest of its memory. */
-            migration_postcopy_source_switched(o->engine, o->job, o->instance_id);
+            /* The guest moves to the destination now (a resume: runs there
+             * already): finish runs it there while the channel carries the
+             * rest of its memory. */
+            if (!o->pc.switched)
+                migration_postcopy_source_switched(o->engine, o->job, o->instance_id);
             o->pc.switched = TRUE;
             flight_recorder_phase(o->job->recorder, "perform", FALSE);
             return TRUE;
@@ -954,6 +988,11 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) &&
+        !migration_postcopy_source_check_resume_locked(obj, error)) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
     /* As libvirt: --abort-on-error refuses a guest already stopped on an
      * I/O error (it would be cancelled at once anyway). */
     if ((o->flags & MIGRATION_ABORT_ON_ERROR) && paused_on_io_error(o)) {
@@ -977,8 +1016,29 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
+    /* --postcopy-bandwidth (MiB/s): the channel's limit once post-copy runs */
+    guint64 postcopy_mib = 0, postcopy_bandwidth = G_MAXUINT64;
+    gboolean has_postcopy_bandwidth = FALSE;
+    if (!driver_params_get_ullong(params, "bandwidth.postcopy", &postcopy_mib,
+                                  &has_postcopy_bandwidth, error) ||
+        (has_postcopy_bandwidth &&
+         !migration_bandwidth_to_bytes(postcopy_mib, &postcopy_bandwidth, error))) {
+        domain_obj_end(obj);
+        return FALSE;
+    }
+    if (has_postcopy_bandwidth && !o->hooks->start_postcopy) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration parameter 'bandwidth.postcopy' is not supported by %s",
+                    o->hooks->vmm_name);
+        domain_obj_end(obj);
+        return FALSE;
+    }
     o->job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_OUT);
     o->job->bandwidth = bandwidth == G_MAXUINT64 ? max_speed : bandwidth;
+    o->job->postcopy_bandwidth = postcopy_bandwidth;
+    /* A resumed migration is in post-copy from its first byte. */
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) && has_postcopy_bandwidth)
+        o->job->bandwidth = postcopy_bandwidth;
     o->job->postcopy_allowed = (o->flags & MIGRATION_POSTCOPY) != 0;
     o->job->recorder = flight_recorder_new("source", domain_obj_get_name(obj),
                                            domain_obj_get_uuid(obj), NULL);
@@ -994,6 +1054,12 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
     memcpy(o->uuid, domain_obj_get_uuid(obj), 16);
     o->instance_id = g_strdup(obj->instance_id);
     o->was_paused = domain_obj_get_state(obj, NULL) == DOMAIN_STATE_PAUSED;
+    if (o->flags & MIGRATION_POSTCOPY_RESUME) {
+        /* paused by the failed post-copy, not by the user */
+        o->was_paused = FALSE;
+        o->pc.switched = TRUE;
+        migration_postcopy_source_resuming_locked(e, obj, o->job);
+    }
     o->destflags = (o->flags & ~(MIGRATION_ABORT_ON_ERROR | MIGRATION_AUTO_CONVERGE |
                                  MIGRATION_CHANGE_PROTECTION)) |
                    (o->was_paused ? MIGRATION_PAUSED : 0);
@@ -1152,7 +1218,19 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
                        o.name, ops->describe(o.peer), o.digest ? o.digest : "?", o.downtime_ms);
         }
     }
-    if (!ok && !finished && o.peer &&
+    if (!ok && !finished && o.pc.switched) {
+        /* A resume that failed: never cancel the VMM's migration (that would
+         * end it, and the destination's guest could never get the rest of
+         * its memory); cutting the channel pauses it again, ready for the
+         * next resume. The destination keeps its guest likewise. */
+        migration_job_cut_channel(o.job, e);
+        char *more = g_strdup_printf("%s; the guest runs on the destination without all of its "
+                                     "memory, the rest stays paused here: resume the migration "
+                                     "with virsh migrate --postcopy-resume",
+                                     e->message);
+        g_free(e->message);
+        e->message = more;
+    } else if (!ok && !finished && o.peer &&
         (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ||
          g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT))) {
         /* Cancel, or a peer gone silent, frees the source at once, whatever

@@ -382,6 +382,34 @@ static gboolean qmp_hook_start_postcopy(gpointer vm, GError **error)
     return run(vm, "migrate-start-postcopy", NULL, error);
 }
 
+static gboolean qmp_hook_pause_postcopy(gpointer vm, GError **error)
+{
+    return run(vm, "migrate-pause", NULL, error);
+}
+
+static gboolean qmp_hook_resume_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
+{
+    if (!pass_fd(vm, "resume", ep->fd, error))
+        return FALSE;
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", "fd:resume");
+    json_object_set_boolean_member(args, "resume", TRUE);
+    gboolean ok = run(vm, "migrate", args, error);
+    json_object_unref(args);
+    return ok;
+}
+
+static gboolean qmp_hook_recover_incoming(gpointer vm, const MigrationEndpoint *ep, GError **error)
+{
+    if (!pass_fd(vm, "recover", ep->fd, error))
+        return FALSE;
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", "fd:recover");
+    gboolean ok = run(vm, "migrate-recover", args, error);
+    json_object_unref(args);
+    return ok;
+}
+
 static gboolean start_incoming(gpointer vm, const MigrationEndpoint *ep, gboolean exit_on_error,
                                GError **error)
 {
@@ -543,6 +571,9 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .tune = dialect == QMP_MIGRATION_QEMU ? qemu_tune : ferry_vmm_tune,
         .get_tuning = qmp_hook_get_tuning,
         .start_postcopy = dialect == QMP_MIGRATION_QEMU ? qmp_hook_start_postcopy : NULL,
+        .resume_outgoing = dialect == QMP_MIGRATION_QEMU ? qmp_hook_resume_outgoing : NULL,
+        .pause_postcopy = dialect == QMP_MIGRATION_QEMU ? qmp_hook_pause_postcopy : NULL,
+        .recover_incoming = dialect == QMP_MIGRATION_QEMU ? qmp_hook_recover_incoming : NULL,
         .measure_dirty_rate = dialect == QMP_MIGRATION_QEMU ? qemu_measure_dirty_rate
                                                             : ferry_vmm_measure_dirty_rate,
     };

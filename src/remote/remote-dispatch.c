@@ -12,7 +12,10 @@
 #include "remote/remote-procedure.h"
 #include "remote/remote-uri.h"
 #include "remote/remote_protocol.h"
+#include "rpc/rpc-sasl.h"
 #include "rpc/rpc-socket.h"
+#include "rpc/rpc-tls.h"
+#include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -1022,6 +1025,10 @@ static gboolean h_get_job_stats(RemoteContext *ctx, void *a, void *r, GError **e
             driver_params_add_string(params, "errmsg", info.error_message);
         if (info.digest)
             driver_params_add_string(params, "ferry_digest", info.digest);
+        if (info.has_resume) {
+            driver_params_add_ullong(params, "ferry_reconnections", info.reconnections);
+            driver_params_add_ullong(params, "ferry_resent_bytes", info.bytes_resent);
+        }
         if (info.has_flight) {
             /* The flight recorder's summary (docs/debugging.md). */
             driver_params_add_ullong(params, "ferry_stall_source_vmm", info.stall_source_vmm_ms);
@@ -1048,20 +1055,14 @@ static gboolean h_abort_job(RemoteContext *ctx, void *a, void *r, GError **error
 {
     NEED_OP(abort_job);
     ARG_DOMAIN(remote_domain_args);
-    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, 0, error);
 }
 
 static gboolean h_abort_job_flags(RemoteContext *ctx, void *a, void *r, GError **error)
 {
     NEED_OP(abort_job);
     ARG_DOMAIN(remote_domain_flags_args);
-    if (((remote_domain_flags_args *)a)->flags) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
-                    "abort flags 0x%x (post-copy) are not supported",
-                    ((remote_domain_flags_args *)a)->flags);
-        return FALSE;
-    }
-    return ctx->drv->ops->abort_job(ctx->drv, &dom, error);
+    return ctx->drv->ops->abort_job(ctx->drv, &dom, ((remote_domain_flags_args *)a)->flags, error);
 }
 
 static gboolean h_set_max_speed(RemoteContext *ctx, void *a, void *r, GError **error)
@@ -1146,6 +1147,21 @@ static gboolean h_migrate_begin3_params(RemoteContext *ctx, void *a, void *r, GE
     return TRUE;
 }
 
+/* Who a peer daemon authenticated as: its SASL identity and its TLS
+ * certificate's DN, as far as the connection has them. A resumed migration
+ * must come back as the same. */
+static char *caller_identity(RemoteContext *ctx)
+{
+    g_autofree char *sasl = remote_auth_get_identity(ctx->session->auth);
+    RpcTransport *t = rpc_server_client_get_transport(ctx->client);
+    const char *dn = rpc_tls_transport_get_peer_dn(rpc_sasl_transport_get_inner(t));
+    if (sasl && dn)
+        return g_strdup_printf("%s with certificate '%s'", sasl, dn);
+    if (sasl || dn)
+        return dn ? g_strdup_printf("certificate '%s'", dn) : g_steal_pointer(&sasl);
+    return g_strdup("nobody (no SASL, no client certificate)");
+}
+
 static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int pn,
                                char *cookie_val, u_int cookie_len, guint flags,
                                TunnelBinding *binding, GBytes **cookie_out, char **uri_out,
@@ -1160,6 +1176,8 @@ static gboolean prepare_common(RemoteContext *ctx, remote_typed_param *pv, u_int
     /* A source daemon: its connection notices a dead path as a peer's does. */
     rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
     g_autoptr(TunnelPeerWatch) source = tunnel_peer_watch_new(conn);
+    g_autofree char *who = caller_identity(ctx);
+    tunnel_peer_watch_set_identity(source, who);
     /* For the flight record: who asked, over what. */
     g_autofree char *transport = remote_describe_transport(rpc_server_client_get_transport(ctx->client));
     g_autofree char *identity = remote_auth_get_identity(ctx->session->auth);
@@ -2368,6 +2386,40 @@ static gboolean h_probe_dirty_rate(RemoteContext *ctx, void *a, void *r, GError 
     return TRUE;
 }
 
+/* ---- ferry's own program: a source comes back to its migration ----
+ * After the daemons' connection broke mid-stream, the source reconnects
+ * (authenticated and opened as any migration call) and names the migration
+ * by the token the destination gave it in the prepare cookie. The stream
+ * moves to this connection under this call's serial (its slot reserved
+ * first: data may follow the reply at once). */
+
+static gboolean h_tunnel_resume(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    TunnelResumeArgs *args = a;
+    TunnelResumePoint *ret = r;
+    RpcHeader h;
+    if (!tunnel_resume_lookup_header(args->token, &h)) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "no migration here waits for a resumed connection with this token");
+        return FALSE;
+    }
+    h.type = RPC_STREAM;
+    h.status = RPC_CONTINUE;
+    h.serial = ctx->call->header.serial;
+    RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
+    rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
+    g_autoptr(TunnelBinding) binding = tunnel_router_reserve(ctx->session->router, conn, &h);
+    g_autofree char *who = caller_identity(ctx);
+    if (!tunnel_resume_accept(args->token, binding, who, &args->point, ret, error)) {
+        tunnel_binding_cancel(binding);
+        return FALSE;
+    }
+    FERRY_INFO("the source %s resumed a migration stream (it had received %" G_GUINT64_FORMAT
+               " bytes, this side %" G_GUINT64_FORMAT ")",
+               rpc_server_client_get_peer(ctx->client), args->point.received, ret->received);
+    return TRUE;
+}
+
 /* ---- ferry's own program: a migration's extra channel ----
  * Reserved before the driver runs, as prepare's stream is: the first data
  * packet may follow the reply at once. */
@@ -2388,6 +2440,9 @@ static gboolean h_migration_channel(RemoteContext *ctx, void *a, void *r, GError
 }
 
 static const RemoteProcedure ferry_procedures[] = {
+    {FERRY_TUNNEL_PROC_RESUME, "FERRY_TUNNEL_RESUME", (xdrproc_t)tunnel_resume_xdr_args,
+     sizeof(TunnelResumeArgs), (xdrproc_t)tunnel_resume_xdr_point, sizeof(TunnelResumePoint),
+     h_tunnel_resume, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
      VOID, h_probe_discard_stream, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),

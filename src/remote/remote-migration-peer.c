@@ -3,6 +3,7 @@
  * connection routes. */
 #include "remote/remote-migration-peer.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "remote/remote-convert.h"
@@ -12,9 +13,11 @@
 #include "rpc/rpc-client.h"
 #include "rpc/rpc-sasl.h"
 #include "rpc/rpc-tls.h"
+#include "tunnel/tunnel-channel.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
+#include "util/thread.h"
 
 #define FERRY_LOG_MODULE "remote.peer"
 
@@ -25,10 +28,16 @@
  * (tcp_user_timeout, migration_stall_timeout). libvirt's 5 x 5 took 30 s.
  * Any message resets the count, and the peer's reader answers pings at
  * once, whatever its workers do. */
-#define KEEPALIVE_INTERVAL 2
-#define KEEPALIVE_COUNT 3
+static int keepalive_interval = 2;
+static guint keepalive_count = 3;
 
 static char *pki_dir; /* migration_pki_dir, set once at start */
+
+void remote_migration_peer_set_keepalive(int interval, guint count)
+{
+    keepalive_interval = interval;
+    keepalive_count = count;
+}
 
 void remote_migration_peer_set_pki_dir(const char *dir)
 {
@@ -36,10 +45,26 @@ void remote_migration_peer_set_pki_dir(const char *dir)
     pki_dir = g_strdup(dir);
 }
 
-struct MigrationPeer {
+/* One connection to the destination: the first, then one per resume. */
+typedef struct {
+    MigrationPeer *peer;
     RpcClient *client;
     TunnelRouter *router;
+} PeerLink;
+
+struct MigrationPeer {
+    char *uri;
     char *description;
+    GMutex lock;
+    GCond cond;
+    PeerLink *link;      /* the current connection */
+    GPtrArray *retired;  /* earlier ones (closed), freed with the peer */
+    /* resuming a tunnelled stream (resume_setup) */
+    TunnelChannel *resume_channel;
+    char *resume_token;
+    GThread *reconnector;
+    gboolean link_lost; /* the current connection closed: the reconnector acts */
+    gboolean closing;
     /* How we authenticated when SASL left no layer on the transport (over
      * TLS), for the flight record: "SASL MECH user 'NAME'", or NULL. */
     char *sasl;
@@ -47,27 +72,86 @@ struct MigrationPeer {
 
 static void peer_on_stream(RpcClient *client, RpcMessage *msg, gpointer data)
 {
-    MigrationPeer *peer = data;
-    tunnel_router_deliver(peer->router, msg);
+    PeerLink *link = data;
+    tunnel_router_deliver(link->router, msg);
 }
 
 static void peer_on_event(RpcClient *client, RpcMessage *msg, gpointer data)
 {
-    MigrationPeer *peer = data;
+    PeerLink *link = data;
     /* Borrowed: the client frees it. Credit messages are copied to the stream. */
     if (msg->header.prog == FERRY_TUNNEL_PROGRAM) {
         RpcMessage *copy = rpc_message_new(rpc_message_payload_len(msg));
         memcpy(copy->buf, msg->buf, msg->len);
         copy->len = msg->len;
         copy->header = msg->header;
-        tunnel_router_deliver(peer->router, copy);
+        tunnel_router_deliver(link->router, copy);
     }
 }
 
 static void peer_on_close(RpcClient *client, const GError *why, gpointer data)
 {
-    MigrationPeer *peer = data;
-    tunnel_router_connection_closed(peer->router, why);
+    PeerLink *link = data;
+    MigrationPeer *peer = link->peer;
+    tunnel_router_connection_closed(link->router, why);
+    g_mutex_lock(&peer->lock);
+    if (link == peer->link) {
+        peer->link_lost = TRUE;
+        g_cond_broadcast(&peer->cond);
+    }
+    g_mutex_unlock(&peer->lock);
+}
+
+static PeerLink *link_open(MigrationPeer *peer, int timeout_ms, RemotePeerReport *report,
+                           GError **error)
+{
+    PeerLink *link = g_new0(PeerLink, 1);
+    link->peer = peer;
+    link->router = tunnel_router_new();
+    RpcClientCallbacks cb = {.on_stream = peer_on_stream, .on_event = peer_on_event,
+                             .on_close = peer_on_close, .data = link};
+    /* Transport, TLS, SASL from the auth file, keepalive and CONNECT_OPEN,
+     * exactly as the libvirt client would reach that URI. */
+    RemotePeerOptions opts = {.timeout_ms = timeout_ms,
+                              .keepalive_interval = keepalive_interval > 0 ? (guint)keepalive_interval : 0,
+                              .keepalive_count = keepalive_count,
+                              .no_keepalive = keepalive_interval <= 0, .callbacks = &cb,
+                              .pkipath = pki_dir, .report = report};
+    link->client = remote_peer_open(peer->uri, &opts, error);
+    if (!link->client) {
+        tunnel_router_free(link->router);
+        g_free(link);
+        return NULL;
+    }
+    return link;
+}
+
+static void link_free(PeerLink *link, gboolean say_goodbye)
+{
+    if (!link)
+        return;
+    if (say_goodbye && rpc_client_is_open(link->client))
+        rpc_client_call(link->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+                        REMOTE_PROC_CONNECT_CLOSE, NULL, NULL, NULL, NULL, 2000, NULL);
+    rpc_client_free(link->client); /* its reader stops: the router is no longer used */
+    tunnel_router_free(link->router);
+    g_free(link);
+}
+
+static RpcClient *peer_client(MigrationPeer *peer)
+{
+    g_mutex_lock(&peer->lock);
+    RpcClient *c = peer->link->client; /* links live as long as the peer */
+    g_mutex_unlock(&peer->lock);
+    return c;
+}
+
+static TunnelRouter *peer_router(MigrationPeer *peer)
+{
+    g_mutex_lock(&peer->lock);
+    TunnelRouter *r = peer->link->router;
+    g_mutex_unlock(&peer->lock);
+    return r;
 }
 
 /* A call that got no answer (the connection closed or timed out) names the
@@ -83,7 +167,7 @@ static void name_silent_peer(MigrationPeer *peer, GError **error)
 static gboolean call(MigrationPeer *peer, int proc, xdrproc_t args_filter, void *args,
                      xdrproc_t ret_filter, void *ret, GError **error)
 {
-    gboolean ok = rpc_client_call(peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc,
+    gboolean ok = rpc_client_call(peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION, proc,
                                   args_filter, args, ret_filter, ret, CALL_TIMEOUT_MS, error);
     if (!ok)
         name_silent_peer(peer, error);
@@ -94,13 +178,20 @@ static void peer_close(MigrationPeer *peer)
 {
     if (!peer)
         return;
-    if (peer->client) {
-        if (rpc_client_is_open(peer->client))
-            rpc_client_call(peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
-                            REMOTE_PROC_CONNECT_CLOSE, NULL, NULL, NULL, NULL, 2000, NULL);
-        rpc_client_free(peer->client);
-    }
-    tunnel_router_free(peer->router);
+    g_mutex_lock(&peer->lock);
+    peer->closing = TRUE;
+    g_cond_broadcast(&peer->cond);
+    g_mutex_unlock(&peer->lock);
+    if (peer->reconnector)
+        g_thread_join(peer->reconnector);
+    link_free(peer->link, TRUE);
+    g_ptr_array_unref(peer->retired);
+    if (peer->resume_channel)
+        tunnel_channel_unref(peer->resume_channel);
+    g_free(peer->resume_token);
+    g_mutex_clear(&peer->lock);
+    g_cond_clear(&peer->cond);
+    g_free(peer->uri);
     g_free(peer->description);
     g_free(peer->sasl);
     g_free(peer);
@@ -117,22 +208,22 @@ static char *describe_uri(const char *uri_text)
     return g_strdup_printf("destination ferryd at %s", uri_text);
 }
 
+static void retired_free(gpointer data)
+{
+    link_free(data, FALSE);
+}
+
 static MigrationPeer *peer_open(const char *uri_text, GError **error)
 {
     MigrationPeer *peer = g_new0(MigrationPeer, 1);
-    peer->router = tunnel_router_new();
+    peer->uri = g_strdup(uri_text);
     peer->description = describe_uri(uri_text);
-    RpcClientCallbacks cb = {.on_stream = peer_on_stream, .on_event = peer_on_event,
-                             .on_close = peer_on_close, .data = peer};
-    /* Transport, TLS, SASL from the auth file, keepalive and CONNECT_OPEN,
-     * exactly as the libvirt client would reach that URI. */
-    RemotePeerOptions opts = {.timeout_ms = 30000, .keepalive_interval = KEEPALIVE_INTERVAL,
-                              .keepalive_count = KEEPALIVE_COUNT, .callbacks = &cb,
-                              .pkipath = pki_dir};
+    g_mutex_init(&peer->lock);
+    g_cond_init(&peer->cond);
+    peer->retired = g_ptr_array_new_with_free_func(retired_free);
     g_auto(RemotePeerReport) report = {0};
-    opts.report = &report;
-    peer->client = remote_peer_open(uri_text, &opts, error);
-    if (!peer->client) {
+    peer->link = link_open(peer, 30000, &report, error);
+    if (!peer->link) {
         g_prefix_error(error, "cannot reach the %s: ", peer->description);
         peer_close(peer);
         return NULL;
@@ -165,8 +256,8 @@ static void reserve_slot(guint32 serial, gpointer data)
     RpcHeader h = {.prog = REMOTE_PROGRAM, .vers = REMOTE_PROTOCOL_VERSION,
                    .proc = REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS,
                    .type = RPC_STREAM, .serial = serial, .status = RPC_CONTINUE};
-    rc->binding = tunnel_router_reserve(rc->peer->router,
-                                        rpc_client_get_connection(rc->peer->client), &h);
+    rc->binding = tunnel_router_reserve(peer_router(rc->peer),
+                                        rpc_client_get_connection(peer_client(rc->peer)), &h);
 }
 
 static gboolean peer_prepare_tunnel(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
@@ -180,7 +271,7 @@ static gboolean peer_prepare_tunnel(MigrationPeer *peer, GPtrArray *params, GByt
     remote_domain_migrate_prepare_tunnel3_params_ret r = {0};
     ReserveCtx rc = {.peer = peer};
     gboolean ok = rpc_client_call_with_serial(
-        peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+        peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
         REMOTE_PROC_DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS,
         (xdrproc_t)xdr_remote_domain_migrate_prepare_tunnel3_params_args, &a,
         (xdrproc_t)xdr_remote_domain_migrate_prepare_tunnel3_params_ret, &r, CALL_TIMEOUT_MS,
@@ -231,7 +322,7 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     a.cancelled = cancelled ? 1 : 0;
     remote_domain_migrate_finish3_params_ret r = {0};
     /* A cancelled finish only drops the incoming VM: a peer that takes long is stuck. */
-    gboolean ok = rpc_client_call(peer->client, REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
+    gboolean ok = rpc_client_call(peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
                                   REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
                                   (xdrproc_t)xdr_remote_domain_migrate_finish3_params_args, &a,
                                   (xdrproc_t)xdr_remote_domain_migrate_finish3_params_ret, &r,
@@ -259,8 +350,8 @@ static void channel_reserve_slot(guint32 serial, gpointer data)
     RpcHeader h = {.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
                    .proc = FERRY_PROC_MIGRATION_CHANNEL, .type = RPC_STREAM,
                    .serial = serial, .status = RPC_CONTINUE};
-    cr->binding = tunnel_router_reserve(cr->peer->router,
-                                        rpc_client_get_connection(cr->peer->client), &h);
+    cr->binding = tunnel_router_reserve(peer_router(cr->peer),
+                                        rpc_client_get_connection(peer_client(cr->peer)), &h);
 }
 
 static gboolean peer_open_channel(MigrationPeer *peer, const char *name, const char *token,
@@ -269,7 +360,7 @@ static gboolean peer_open_channel(MigrationPeer *peer, const char *name, const c
     ferry_migration_channel_args a = {.name = (char *)name, .token = (char *)token,
                                       .index = index};
     ChannelReserve cr = {.peer = peer};
-    if (!rpc_client_call_with_serial(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+    if (!rpc_client_call_with_serial(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
                                      FERRY_PROC_MIGRATION_CHANNEL,
                                      (xdrproc_t)xdr_ferry_migration_channel_args, &a, NULL,
                                      NULL, CALL_TIMEOUT_MS, channel_reserve_slot, &cr, error)) {
@@ -315,8 +406,8 @@ static void probe_reserve_slot(guint32 serial, gpointer data)
     RpcHeader h = {.prog = FERRY_TUNNEL_PROGRAM, .vers = FERRY_TUNNEL_VERSION,
                    .proc = FERRY_PROC_PROBE_DISCARD_STREAM, .type = RPC_STREAM,
                    .serial = serial, .status = RPC_CONTINUE};
-    pr->binding = tunnel_router_reserve(pr->peer->router,
-                                        rpc_client_get_connection(pr->peer->client), &h);
+    pr->binding = tunnel_router_reserve(peer_router(pr->peer),
+                                        rpc_client_get_connection(peer_client(pr->peer)), &h);
 }
 
 static gboolean peer_probe_discard_stream(MigrationPeer *peer, guint64 max_bytes,
@@ -324,7 +415,7 @@ static gboolean peer_probe_discard_stream(MigrationPeer *peer, guint64 max_bytes
 {
     ferry_probe_discard_args a = {.max_bytes = max_bytes};
     ProbeReserve pr = {.peer = peer};
-    if (!rpc_client_call_with_serial(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+    if (!rpc_client_call_with_serial(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
                                      FERRY_PROC_PROBE_DISCARD_STREAM,
                                      (xdrproc_t)xdr_ferry_probe_discard_args, &a, NULL, NULL,
                                      CALL_TIMEOUT_MS, probe_reserve_slot, &pr, error)) {
@@ -344,7 +435,7 @@ static gboolean peer_probe_discard_data(MigrationPeer *peer, guint64 max_bytes, 
 {
     ferry_probe_discard_args a = {.max_bytes = max_bytes, .tls = tls ? 1 : 0};
     ferry_probe_discard_data_ret r = {0};
-    if (!rpc_client_call(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+    if (!rpc_client_call(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
                          FERRY_PROC_PROBE_DISCARD_DATA, (xdrproc_t)xdr_ferry_probe_discard_args,
                          &a, (xdrproc_t)xdr_ferry_probe_discard_data_ret, &r, CALL_TIMEOUT_MS,
                          error)) {
@@ -395,7 +486,7 @@ char *remote_describe_transport(RpcTransport *t)
 static char *peer_security(MigrationPeer *peer)
 {
     g_autofree char *transport = remote_describe_transport(
-        rpc_connection_get_transport(rpc_client_get_connection(peer->client)));
+        rpc_connection_get_transport(rpc_client_get_connection(peer_client(peer))));
     /* A SASL layer describes itself with the transport; without one, say
      * how we authenticated all the same. */
     if (peer->sasl && !strstr(transport, "SASL"))
@@ -409,7 +500,7 @@ static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer
     RemoteFlightRecordArgs a = {.id = (char *)id};
     RemoteFlightRecordRet r = {0};
     *sent_us = g_get_real_time();
-    if (!rpc_client_call(peer->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+    if (!rpc_client_call(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
                          FERRY_TUNNEL_PROC_FLIGHT_RECORD, (xdrproc_t)remote_xdr_flight_record_args,
                          &a, (xdrproc_t)remote_xdr_flight_record_ret, &r, 5000, error))
         return NULL;
@@ -420,7 +511,172 @@ static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer
     return text;
 }
 
+/* ---- resuming a tunnelled stream after its connection broke ----
+ * One thread per peer with a resumable stream sleeps until the current
+ * connection closes, then reconnects to the same URI (same credentials) and
+ * calls FERRY_TUNNEL_PROC_RESUME with the migration's token, until it
+ * succeeds, the destination or a certificate says no, or the stream's
+ * resume time is up. */
+
+#define RECONNECT_ATTEMPT_MS 5000
+#define RECONNECT_PAUSE_MS 500
+
+/* Errors no new attempt can cure: the destination refused the resume, or
+ * authentication (TLS certificates, SASL) failed, or its daemon no longer
+ * listens. A path that does not answer yet is worth another try. */
+static gboolean resume_error_is_final(const GError *e)
+{
+    /* Nobody listens there any more: the destination daemon is gone. */
+    if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR) &&
+        (g_str_has_suffix(e->message, g_strerror(ECONNREFUSED)) ||
+         g_str_has_suffix(e->message, g_strerror(ENOENT))))
+        return TRUE;
+    return e->domain == FERRY_REMOTE_ERROR || g_error_matches(e, FERRY_ERROR, FERRY_ERR_AUTH_FAILED) ||
+           g_error_matches(e, FERRY_ERROR, FERRY_ERR_AUTH_CANCELLED) ||
+           g_error_matches(e, FERRY_ERROR, FERRY_ERR_CONFIG_UNSUPPORTED);
+}
+
+typedef struct {
+    PeerLink *link;
+    TunnelStream *ts;
+    TunnelBinding *binding;
+} ResumeReserve;
+
+static void resume_reserve_slot(guint32 serial, gpointer data)
+{
+    ResumeReserve *rr = data;
+    RpcHeader h = *tunnel_stream_get_header(rr->ts);
+    h.type = RPC_STREAM;
+    h.status = RPC_CONTINUE;
+    h.serial = serial;
+    rr->binding = tunnel_router_reserve(rr->link->router, rpc_client_get_connection(rr->link->client), &h);
+}
+
+/* One attempt: a new connection and the resume call. TRUE once the stream
+ * runs on the new connection; FALSE with why. */
+static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int timeout_ms,
+                               GError **error)
+{
+    PeerLink *link = link_open(peer, timeout_ms, NULL, error);
+    if (!link)
+        return FALSE;
+    TunnelResumeArgs a = {.token = peer->resume_token};
+    tunnel_stream_get_resume_point(ts, &a.point);
+    TunnelResumePoint theirs = {0};
+    ResumeReserve rr = {.link = link, .ts = ts};
+    gboolean ok = rpc_client_call_with_serial(
+        link->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION, FERRY_TUNNEL_PROC_RESUME,
+        (xdrproc_t)tunnel_resume_xdr_args, &a, (xdrproc_t)tunnel_resume_xdr_point, &theirs,
+        MAX(timeout_ms, 1000), resume_reserve_slot, &rr, error);
+    if (ok) {
+        /* From now on every call goes to the new connection. */
+        g_mutex_lock(&peer->lock);
+        g_ptr_array_add(peer->retired, peer->link);
+        peer->link = link;
+        peer->link_lost = !rpc_client_is_open(link->client);
+        g_mutex_unlock(&peer->lock);
+        RpcConnection *old = NULL;
+        ok = tunnel_stream_resume(ts, rr.binding, &theirs, NULL, &old, error);
+        if (old)
+            rpc_connection_unref(old);
+        if (!ok)
+            tunnel_binding_cancel(rr.binding);
+        tunnel_binding_free(rr.binding);
+        return ok;
+    }
+    if (rr.binding) {
+        tunnel_binding_cancel(rr.binding);
+        tunnel_binding_free(rr.binding);
+    }
+    link_free(link, FALSE); /* its reader has stopped once this returns */
+    return FALSE;
+}
+
+static void resume_stream(MigrationPeer *peer, TunnelStream *ts)
+{
+    guint attempts = 0;
+    g_autoptr(GError) last = NULL;
+    for (;;) {
+        gint64 deadline = tunnel_stream_get_resume_deadline(ts);
+        gint64 now = g_get_monotonic_time();
+        g_mutex_lock(&peer->lock);
+        gboolean closing = peer->closing;
+        g_mutex_unlock(&peer->lock);
+        if (closing || !deadline)
+            return; /* aborted, failed, or not waiting */
+        if (now >= deadline)
+            break;
+        attempts++;
+        int left_ms = (int)MIN((deadline - now) / 1000, (gint64)RECONNECT_ATTEMPT_MS);
+        g_clear_error(&last);
+        if (resume_attempt(peer, ts, MAX(left_ms, 200), &last)) {
+            FERRY_INFO("resumed the migration stream with the %s (attempt %u)",
+                       peer->description, attempts);
+            return;
+        }
+        if (resume_error_is_final(last)) {
+            FERRY_WARN("cannot resume the migration stream with the %s: %s", peer->description,
+                       last->message);
+            tunnel_stream_resume_failed(ts, last);
+            return;
+        }
+        FERRY_INFO("reconnecting to the %s (attempt %u): %s", peer->description, attempts,
+                   last->message);
+        gint64 pause = g_get_monotonic_time() + RECONNECT_PAUSE_MS * 1000;
+        g_mutex_lock(&peer->lock);
+        while (!peer->closing && g_cond_wait_until(&peer->cond, &peer->lock, pause))
+            ;
+        g_mutex_unlock(&peer->lock);
+    }
+    g_autofree char *why = g_strdup_printf("no new connection within the resume time (%u "
+                                           "attempts; the last: %s)",
+                                           attempts, last ? last->message : "none made");
+    g_autoptr(GError) e = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, why);
+    tunnel_stream_resume_failed(ts, e);
+}
+
+static gpointer reconnector_thread(gpointer data)
+{
+    MigrationPeer *peer = data;
+    TunnelStream *ts = tunnel_channel_get_stream(peer->resume_channel);
+    g_mutex_lock(&peer->lock);
+    for (;;) {
+        while (!peer->closing && !peer->link_lost)
+            g_cond_wait(&peer->cond, &peer->lock);
+        if (peer->closing)
+            break;
+        peer->link_lost = FALSE;
+        g_mutex_unlock(&peer->lock);
+        /* The router told the stream before link_lost was set. */
+        if (tunnel_stream_awaits_resume(ts))
+            resume_stream(peer, ts);
+        g_mutex_lock(&peer->lock);
+        if (tunnel_stream_is_over(ts))
+            break;
+    }
+    g_mutex_unlock(&peer->lock);
+    return NULL;
+}
+
+static void peer_resume_setup(MigrationPeer *peer, TunnelChannel *ch, const char *token)
+{
+    if (!token || !tunnel_channel_get_stream(ch) || peer->reconnector)
+        return;
+    peer->resume_channel = tunnel_channel_ref(ch);
+    peer->resume_token = g_strdup(token);
+    g_autoptr(GError) e = NULL;
+    g_mutex_lock(&peer->lock);
+    if (!rpc_client_is_open(peer->link->client))
+        peer->link_lost = TRUE; /* it broke already */
+    g_mutex_unlock(&peer->lock);
+    peer->reconnector = ferry_thread_try_new("migration-resume", reconnector_thread, peer, &e);
+    if (!peer->reconnector)
+        FERRY_WARN("a broken connection to the %s will fail the migration: %s",
+                   peer->description, e->message);
+}
+
 static const MigrationPeerOps ops = {
+    .resume_setup = peer_resume_setup,
     .open = peer_open,
     .close = peer_close,
     .supports_feature = peer_supports_feature,

@@ -26,3 +26,8 @@ char *remote_describe_transport(RpcTransport *t);
 /* Where the client files for destinations are (migration_pki_dir); NULL:
  * libvirt's client locations. Set once, before the first migration. */
 void remote_migration_peer_set_pki_dir(const char *dir);
+/* The keepalive of connections to destinations (migration_keepalive_*, as
+ * qemu.conf's keepalive_*): a PING after interval seconds of silence, the
+ * connection dropped after count unanswered; interval -1: no PINGs sent
+ * (the destination's are still answered). Set once, at start. */
+void remote_migration_peer_set_keepalive(int interval, guint count);

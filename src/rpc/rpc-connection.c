@@ -3,6 +3,7 @@
  * keepalive state. */
 #include "rpc/rpc-connection.h"
 
+#include <errno.h>
 #include <string.h>
 
 #include "rpc/rpc-keepalive.h"
@@ -138,6 +139,27 @@ gboolean rpc_connection_is_closed(RpcConnection *conn)
     gboolean closed = conn->closed;
     g_mutex_unlock(&conn->lock);
     return closed;
+}
+
+gboolean rpc_connection_closed_cleanly(RpcConnection *conn)
+{
+    /* What the socket met first decides: a timeout or an abort is a path
+     * that broke (it reports its error once: when the writer takes it, the
+     * reader meets a plain end of file and may close first, without a
+     * reason); a reset or a broken pipe is the peer's end gone (a process
+     * that died with unread data resets). Otherwise: closed without a reason. */
+    RpcTransport *socket = rpc_sasl_transport_get_inner(conn->transport);
+    int os_error = g_atomic_int_get(&socket->os_error);
+    g_mutex_lock(&conn->lock);
+    gboolean clean = conn->closed && os_error != ETIMEDOUT && os_error != ECONNABORTED &&
+                     (!conn->close_reason || os_error == ECONNRESET || os_error == EPIPE);
+    g_mutex_unlock(&conn->lock);
+    return clean;
+}
+
+int rpc_connection_get_os_error(RpcConnection *conn)
+{
+    return g_atomic_int_get(&rpc_sasl_transport_get_inner(conn->transport)->os_error);
 }
 
 void rpc_connection_wait_closed(RpcConnection *conn)

@@ -97,6 +97,13 @@ void rpc_connection_close(RpcConnection *conn, const GError *why);
 /* Lets the writer send what is queued, then closes. */
 void rpc_connection_close_after_flush(RpcConnection *conn);
 gboolean rpc_connection_is_closed(RpcConnection *conn);
+/* Closed in order: the peer ended it (end of file, or its end reset: a
+ * process that died), or this side closed it without a reason. Not after a
+ * timeout, an abort or another error: a path that broke. */
+gboolean rpc_connection_closed_cleanly(RpcConnection *conn);
+/* The first operating-system error the connection's socket met (0: none):
+ * the cause behind a close that came with no reason of its own. */
+int rpc_connection_get_os_error(RpcConnection *conn);
 /* Blocks until both threads have exited (never call from a connection thread). */
 void rpc_connection_wait_closed(RpcConnection *conn);
 

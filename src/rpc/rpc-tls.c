@@ -52,6 +52,7 @@ typedef struct {
     gsize rx_start, rx_end;
     gboolean rx_timed; /* a timed read: recv() time is kept apart from the cipher's */
     gint64 rx_io_us;
+    int rx_errno; /* the last failed recv(): gnutls says only "pull error" */
 
     /* writer thread (and the handshake): ciphertext batched while corked */
     gboolean corked;
@@ -447,8 +448,10 @@ static ssize_t tls_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
         do {
             n = recv(t->base.fd, t->rx, RX_AHEAD_SIZE, 0);
         } while (n < 0 && errno == EINTR);
-        if (n < 0)
+        if (n < 0) {
+            t->rx_errno = errno;
             ferry_os_error_note(&t->base.os_error, errno); /* the cause a writer's EPIPE lacks */
+        }
         if (begin) {
             int err = errno;
             t->rx_io_us += g_get_monotonic_time() - begin;
@@ -508,10 +511,56 @@ static gssize tls_read(RpcTransport *base, void *buf, gsize len, GError **error)
          * end of stream, as is our own shutdown(). */
         if (n == GNUTLS_E_PREMATURE_TERMINATION)
             return 0;
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
-                    base->peer, gnutls_strerror(n));
+        /* A socket error (a timeout, a reset) is named as a plain socket's. */
+        if (n == GNUTLS_E_PULL_ERROR && t->rx_errno)
+            ferry_set_error_errno(error, t->rx_errno, "cannot read from %s", base->peer);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
+                        base->peer, gnutls_strerror(n));
         return -1;
     }
+}
+
+gssize rpc_tls_transport_read_record(RpcTransport *base, RpcTlsRecord **record,
+                                     const guint8 **data, GError **error)
+{
+    RpcTlsTransport *t = (RpcTlsTransport *)base;
+    for (;;) {
+        gnutls_packet_t packet = NULL;
+        gint64 begin = rpc_transport_crypto_begin();
+        t->rx_timed = begin != 0;
+        t->rx_io_us = 0;
+        ssize_t n = gnutls_record_recv_packet(t->session, &packet);
+        rpc_transport_crypto_end(&t->base, RPC_CRYPTO_RECV, begin, t->rx_io_us);
+        t->rx_timed = FALSE;
+        if (n > 0) {
+            gnutls_datum_t d;
+            gnutls_packet_get(packet, &d, NULL);
+            *record = (RpcTlsRecord *)packet;
+            *data = d.data;
+            return d.size;
+        }
+        if (packet)
+            gnutls_packet_deinit(packet);
+        if (n == 0)
+            return 0;
+        if (n == GNUTLS_E_INTERRUPTED || n == GNUTLS_E_AGAIN)
+            continue;
+        if (n == GNUTLS_E_PREMATURE_TERMINATION)
+            return 0;
+        if (n == GNUTLS_E_PULL_ERROR && t->rx_errno)
+            ferry_set_error_errno(error, t->rx_errno, "cannot read from %s", base->peer);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cannot read from %s: %s",
+                        base->peer, gnutls_strerror(n));
+        return -1;
+    }
+}
+
+void rpc_tls_record_free(RpcTlsRecord *record)
+{
+    if (record)
+        gnutls_packet_deinit((gnutls_packet_t)record);
 }
 
 static gboolean send_record(RpcTlsTransport *t, const guint8 *p, gsize len, GError **error)

@@ -66,6 +66,17 @@ char *rpc_tls_transport_describe(RpcTransport *t);
 /* Ends our sending half with close_notify (writer thread only). */
 void rpc_tls_transport_close_write(RpcTransport *t);
 
+/* One decrypted record, left where gnutls decrypted it: a relay writes it
+ * on without copying it out first. Freed with rpc_tls_record_free, from
+ * any thread. */
+typedef struct RpcTlsRecord RpcTlsRecord;
+/* Reads the next record (reader thread only): its length with *record and
+ * *data set, 0 at the end of stream (as tls read: no close_notify is an end
+ * too), -1 with error set. */
+gssize rpc_tls_transport_read_record(RpcTransport *t, RpcTlsRecord **record, const guint8 **data,
+                                     GError **error);
+void rpc_tls_record_free(RpcTlsRecord *record);
+
 /* Where a client finds its files, as libvirt: with pkipath, DIR/cacert.pem,
  * DIR/cacrl.pem, DIR/clientcert.pem, DIR/clientkey.pem; else for root
  * /etc/pki/CA/cacert.pem, /etc/pki/CA/cacrl.pem, /etc/pki/libvirt/clientcert.pem,

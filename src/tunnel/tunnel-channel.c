@@ -191,6 +191,34 @@ void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in)
     }
 }
 
+TunnelStream *tunnel_channel_get_stream(TunnelChannel *ch)
+{
+    return ch->stream;
+}
+
+gboolean tunnel_channel_awaits_resume(TunnelChannel *ch)
+{
+    return ch->stream && tunnel_stream_awaits_resume(ch->stream);
+}
+
+void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, guint64 *resent)
+{
+    *reconnections = 0;
+    *resent = 0;
+    if (ch->stream) {
+        TunnelStats s;
+        tunnel_stream_get_stats(ch->stream, &s);
+        *reconnections = s.reconnections;
+        *resent = s.bytes_resent;
+    }
+}
+
+void tunnel_channel_offer_resume(TunnelChannel *ch, const char *token, TunnelPeerWatch *watch)
+{
+    if (ch->stream && token)
+        tunnel_resume_offer(token, ch->stream, watch);
+}
+
 void tunnel_channel_sample(TunnelChannel *ch, TunnelChannelSample *out)
 {
     memset(out, 0, sizeof(*out));
@@ -215,6 +243,7 @@ struct TunnelDataSettings {
     RpcTlsContext *tls;
     guint stall_timeout_s;
     guint parallel_connections;
+    guint resume_timeout_s;
     char *client_pki_dir;
 };
 
@@ -229,6 +258,7 @@ TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min
     s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
     s->stall_timeout_s = 10;
     s->parallel_connections = 1;
+    s->resume_timeout_s = 30;
     return s;
 }
 
@@ -266,6 +296,16 @@ void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *s, guint 
 guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *s)
 {
     return s ? s->parallel_connections : 1;
+}
+
+void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *s, guint seconds)
+{
+    s->resume_timeout_s = seconds;
+}
+
+guint tunnel_data_settings_get_resume_timeout(TunnelDataSettings *s)
+{
+    return s->resume_timeout_s;
 }
 
 void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *s, const char *dir)

@@ -15,6 +15,7 @@
 #include "tunnel/tunnel-dataconn.h"
 #include "tunnel/tunnel-file.h"
 #include "tunnel/tunnel-relay.h"
+#include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-router.h"
 #include "tunnel/tunnel-stream.h"
 
@@ -69,6 +70,16 @@ void tunnel_channel_set_rate(TunnelChannel *ch, TunnelRate *rate);
 /* Bytes carried so far: VMM -> peer, peer -> VMM. */
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
 
+/* Resuming a tunnelled stream (tunnel-resume.h): the stream, borrowed (NULL
+ * for a relay or a file); whether it waits for a new connection; how often
+ * it went on over a new one and the bytes it sent again then. */
+TunnelStream *tunnel_channel_get_stream(TunnelChannel *ch);
+gboolean tunnel_channel_awaits_resume(TunnelChannel *ch);
+void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, guint64 *resent);
+/* Destination: the channel waits for its source under token until
+ * tunnel_resume_withdraw; watch follows it to the new connection. */
+void tunnel_channel_offer_resume(TunnelChannel *ch, const char *token, TunnelPeerWatch *watch);
+
 /* What the flight recorder samples every 100 ms. */
 typedef struct {
     const char *mode;        /* "tunnel" or "proxy" */
@@ -101,6 +112,10 @@ guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
  * names no count (migration_parallel_connections). Default 1. */
 void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *settings, guint n);
 guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *settings);
+/* Seconds a tunnelled stream whose connection broke waits to be resumed
+ * (0: never resumed). Default 30. */
+void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *settings, guint seconds);
+guint tunnel_data_settings_get_resume_timeout(TunnelDataSettings *settings);
 /* The source side's client files for encrypted data connections
  * (migration_pki_dir); NULL: libvirt's client locations. Set once, at start. */
 void tunnel_data_settings_set_client_pki_dir(TunnelDataSettings *settings, const char *dir);

@@ -15,5 +15,6 @@ void tunnel_counters_read(const TunnelCounters *c, TunnelCounters *out)
     R(wait_credit_us);
     R(wait_throttle_us);
     R(wait_crypto_us);
+    R(bytes_resent);
 #undef R
 }

@@ -22,6 +22,7 @@ typedef struct {
      * waited, the connection was encrypting (sending) or decrypting
      * (receiving) for this long. Counted here instead of there. */
     guint64 wait_crypto_us;
+    guint64 bytes_resent;      /* sent again after the connection was resumed */
 } TunnelCounters;
 
 /* Process-wide switch (flight_recorder in the config); on by default. */

@@ -16,6 +16,8 @@ typedef struct {
     guint32 serial;
     gint32 proc;
     TunnelStream *ts;   /* NULL until attached */
+    RpcConnection *conn; /* the connection this router serves: a resumed stream moved off
+                          * it ignores what it still brings */
     GQueue early;       /* RpcMessage */
     gsize early_bytes;
     gboolean early_dropped; /* warned once */
@@ -49,6 +51,8 @@ static void slot_unref(gpointer data)
         return;
     rpc_message_queue_clear(&s->early);
     tunnel_stream_unref(s->ts);
+    if (s->conn)
+        rpc_connection_unref(s->conn);
     g_free(s);
 }
 
@@ -77,6 +81,7 @@ TunnelBinding *tunnel_router_reserve(TunnelRouter *router, RpcConnection *conn,
     s->ref = 1;
     s->serial = opening_call->serial;
     s->proc = opening_call->proc;
+    s->conn = rpc_connection_ref(conn);
     g_queue_init(&s->early);
 
     TunnelBinding *b = g_new0(TunnelBinding, 1);
@@ -112,12 +117,12 @@ void tunnel_binding_attach(TunnelBinding *b, TunnelStream *ts)
      * that attaches, nor the reader and the close behind this lock). */
     RpcMessage *m;
     while ((m = rpc_message_queue_pop(&b->slot->early)))
-        tunnel_stream_deliver_held(ts, m);
+        tunnel_stream_deliver_on(ts, b->conn, m, TRUE);
     gboolean closed = r->closed;
     GError *why = r->close_reason ? g_error_copy(r->close_reason) : NULL;
     g_mutex_unlock(&r->lock);
     if (closed)
-        tunnel_stream_connection_closed(ts, why);
+        tunnel_stream_connection_closed_on(ts, b->conn, why);
     g_clear_error(&why);
 }
 
@@ -175,6 +180,7 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
         return TRUE;
     }
     TunnelStream *ts = tunnel_stream_ref(s->ts);
+    RpcConnection *conn = rpc_connection_ref(s->conn);
     gboolean over = tunnel_stream_is_over(ts);
     if (over)
         g_hash_table_remove(router->slots, GUINT_TO_POINTER(msg->header.serial));
@@ -183,23 +189,25 @@ gboolean tunnel_router_deliver(TunnelRouter *router, RpcMessage *msg)
     if (over)
         rpc_message_free(msg); /* late packet for a finished stream */
     else
-        tunnel_stream_deliver(ts, msg);
+        tunnel_stream_deliver_on(ts, conn, msg, FALSE);
+    rpc_connection_unref(conn);
     tunnel_stream_unref(ts);
     return !over;
 }
 
-static GPtrArray *snapshot_streams(TunnelRouter *r)
+/* The attached slots (references). */
+static GPtrArray *snapshot_slots(TunnelRouter *r)
 {
-    GPtrArray *streams = g_ptr_array_new_with_free_func((GDestroyNotify)tunnel_stream_unref);
+    GPtrArray *slots = g_ptr_array_new_with_free_func(slot_unref);
     GHashTableIter it;
     gpointer value;
     g_hash_table_iter_init(&it, r->slots);
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         Slot *s = value;
         if (s->ts)
-            g_ptr_array_add(streams, tunnel_stream_ref(s->ts));
+            g_ptr_array_add(slots, slot_ref(s));
     }
-    return streams;
+    return slots;
 }
 
 void tunnel_router_connection_closed(TunnelRouter *router, const GError *why)
@@ -208,32 +216,37 @@ void tunnel_router_connection_closed(TunnelRouter *router, const GError *why)
     router->closed = TRUE;
     if (why && !router->close_reason)
         router->close_reason = g_error_copy(why);
-    g_autoptr(GPtrArray) streams = snapshot_streams(router);
+    g_autoptr(GPtrArray) slots = snapshot_slots(router);
     g_mutex_unlock(&router->lock);
-    for (guint i = 0; i < streams->len; i++)
-        tunnel_stream_connection_closed(streams->pdata[i], why);
+    for (guint i = 0; i < slots->len; i++) {
+        Slot *s = slots->pdata[i];
+        tunnel_stream_connection_closed_on(s->ts, s->conn, why);
+    }
 }
 
 void tunnel_router_abort_all(TunnelRouter *router, const GError *why)
 {
     g_mutex_lock(&router->lock);
-    g_autoptr(GPtrArray) streams = snapshot_streams(router);
+    g_autoptr(GPtrArray) slots = snapshot_slots(router);
     g_mutex_unlock(&router->lock);
-    for (guint i = 0; i < streams->len; i++)
-        tunnel_stream_abort(streams->pdata[i], why);
+    for (guint i = 0; i < slots->len; i++)
+        tunnel_stream_abort(((Slot *)slots->pdata[i])->ts, why);
 }
 
 /* ---- peer watches ---- */
 
 struct TunnelPeerWatch {
     gint ref;
+    GMutex lock;
     RpcConnection *conn;
+    char *identity; /* set once, before the watch is shared */
 };
 
 TunnelPeerWatch *tunnel_peer_watch_new(RpcConnection *conn)
 {
     TunnelPeerWatch *w = g_new0(TunnelPeerWatch, 1);
     w->ref = 1;
+    g_mutex_init(&w->lock);
     w->conn = rpc_connection_ref(conn);
     return w;
 }
@@ -249,10 +262,50 @@ void tunnel_peer_watch_unref(TunnelPeerWatch *w)
     if (!w || !g_atomic_int_dec_and_test(&w->ref))
         return;
     rpc_connection_unref(w->conn);
+    g_mutex_clear(&w->lock);
+    g_free(w->identity);
     g_free(w);
 }
 
 gboolean tunnel_peer_watch_gone(TunnelPeerWatch *w)
 {
-    return w && rpc_connection_is_closed(w->conn);
+    if (!w)
+        return FALSE;
+    g_mutex_lock(&w->lock);
+    gboolean gone = rpc_connection_is_closed(w->conn);
+    g_mutex_unlock(&w->lock);
+    return gone;
+}
+
+void tunnel_peer_watch_set_identity(TunnelPeerWatch *w, const char *identity)
+{
+    g_free(w->identity);
+    w->identity = g_strdup(identity);
+}
+
+const char *tunnel_peer_watch_get_identity(TunnelPeerWatch *w)
+{
+    return w ? w->identity : NULL;
+}
+
+gboolean tunnel_peer_watch_broke(TunnelPeerWatch *w)
+{
+    if (!w)
+        return FALSE;
+    g_mutex_lock(&w->lock);
+    gboolean broke = rpc_connection_is_closed(w->conn) && !rpc_connection_closed_cleanly(w->conn);
+    g_mutex_unlock(&w->lock);
+    return broke;
+}
+
+void tunnel_peer_watch_rebind(TunnelPeerWatch *w, RpcConnection *conn)
+{
+    if (!w)
+        return;
+    RpcConnection *ref = rpc_connection_ref(conn);
+    g_mutex_lock(&w->lock);
+    RpcConnection *old = w->conn;
+    w->conn = ref;
+    g_mutex_unlock(&w->lock);
+    rpc_connection_unref(old);
 }

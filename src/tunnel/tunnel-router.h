@@ -48,4 +48,12 @@ TunnelPeerWatch *tunnel_peer_watch_ref(TunnelPeerWatch *watch);
 void tunnel_peer_watch_unref(TunnelPeerWatch *watch);
 /* TRUE once the connection is closed (NULL: never). */
 gboolean tunnel_peer_watch_gone(TunnelPeerWatch *watch);
+/* TRUE once the connection closed with an error (the path broke), not in
+ * order (the source ended it): a source may come back after the former. */
+gboolean tunnel_peer_watch_broke(TunnelPeerWatch *watch);
+/* Who the source authenticated as (for a resume to match); NULL: unknown. */
+void tunnel_peer_watch_set_identity(TunnelPeerWatch *watch, const char *identity);
+const char *tunnel_peer_watch_get_identity(TunnelPeerWatch *watch);
+/* The source resumed the migration on conn: watch that one now. */
+void tunnel_peer_watch_rebind(TunnelPeerWatch *watch, RpcConnection *conn);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelPeerWatch, tunnel_peer_watch_unref)

@@ -30,7 +30,16 @@
  * stops the sender without growing memory, while the connection keeps
  * carrying keepalives and calls. Plain mode (a libvirt peer): the sender
  * keeps at most send_queue_limit bytes queued; the receiver queues `window`
- * bytes for its VMM and then stops reading the connection. */
+ * bytes for its VMM and then stops reading the connection.
+ *
+ * Resuming (credit mode, cfg.resume): the connection closing leaves an OPEN
+ * or FINISHING stream *detached*: the sender stops (what it read from its
+ * VMM meanwhile is kept), the sink goes on writing what it has, packets
+ * are dropped, credit is held back. tunnel_stream_resume on a new
+ * connection swaps it in and resends from the peer's received position
+ * (the sender keeps every byte the peer has not granted credit for, at
+ * most its window, in a ring), then the end markers it had sent. Not back
+ * within resume_timeout_s: FAILED, as a closed connection without resume. */
 #include "tunnel/tunnel-stream.h"
 
 #include <errno.h>
@@ -41,6 +50,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/thread.h"
+#include "tunnel/tunnel-router.h"
 
 #define FERRY_LOG_MODULE "tunnel.stream"
 
@@ -107,6 +117,16 @@ struct TunnelStream {
     TunnelRate *rate; /* its own, or the migration's shared by its channels */
     TunnelStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
+    /* resuming (cfg.resume) */
+    TunnelResumeRing *ring; /* sent bytes the peer has not granted credit for */
+    guint64 acked_out;      /* credit the peer granted, in total */
+    guint64 in_received;    /* bytes taken from the peer (queued for the sink or written):
+                             * the sink's write in progress is in neither sink_bytes
+                             * nor stats.bytes_in */
+    gboolean out_eof;       /* S: our EOF marker was sent */
+    gboolean detached;      /* the connection is gone; waiting for a new one */
+    gint64 resume_deadline_us;
+    GError *detach_reason;
 };
 
 static gboolean is_terminal(StreamState s)
@@ -177,6 +197,9 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
     g_cond_init(&ts->end_cond);
     g_queue_init(&ts->sink_queue);
     ts->send_credit = (gint64)ts->cfg.peer_window;
+    ts->cfg.resume = ts->cfg.resume && ts->cfg.credit;
+    if (ts->cfg.resume)
+        ts->ring = tunnel_resume_ring_new(ts->cfg.peer_window);
     ts->rate = tunnel_rate_new(ts->cfg.bandwidth);
     ts->stats.started_us = g_get_monotonic_time();
     return ts;
@@ -198,6 +221,8 @@ void tunnel_stream_unref(TunnelStream *ts)
     rpc_message_pool_unref(ts->pool);
     rpc_message_pool_unref(ts->credit_pool);
     rpc_connection_unref(ts->conn);
+    tunnel_resume_ring_free(ts->ring);
+    g_clear_error(&ts->detach_reason);
     g_clear_error(&ts->error);
     tunnel_rate_unref(ts->rate);
     g_mutex_clear(&ts->lock);
@@ -316,12 +341,12 @@ static gsize wait_to_send(TunnelStream *ts)
 {
     for (;;) {
         g_mutex_lock(&ts->lock);
-        if (ts->cfg.credit && ts->state == ST_OPEN && ts->send_credit <= 0) {
+        if (ts->cfg.credit && ts->state == ST_OPEN && (ts->send_credit <= 0 || ts->detached)) {
             /* Our connection still encrypting what was sent keeps the
              * credit back too: that part is the cipher's. */
             gint64 waited = tunnel_counters_wait_begin();
             guint64 enc = cipher_us(ts, RPC_CRYPTO_SEND, waited);
-            while (ts->state == ST_OPEN && ts->send_credit <= 0)
+            while (ts->state == ST_OPEN && (ts->send_credit <= 0 || ts->detached))
                 wait_locked(ts);
             tunnel_counters_wait_end_split(&ts->counters, &ts->counters.wait_credit_us, waited,
                                            enc, cipher_us(ts, RPC_CRYPTO_SEND, waited));
@@ -381,12 +406,23 @@ static gpointer pump_out_thread(gpointer data)
             msg->header = ts->header;
             msg->header.status = RPC_CONTINUE;
             rpc_message_seal(msg, n);
+            if (ts->ring && !tunnel_resume_ring_append(ts->ring, rpc_message_payload(msg), n)) {
+                rpc_message_free(msg); /* credit bounds it: never */
+                fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                                            "the resend ring of the stream to the %s overflowed",
+                                            ts->peer_name));
+                g_mutex_unlock(&ts->lock);
+                break;
+            }
             ts->send_credit -= n;
             ts->stats.bytes_out += n;
             tunnel_rate_add(ts->rate, n);
             ts->stats.packets_out++;
             tunnel_counters_add(&ts->counters.bytes_out, n);
-            rpc_connection_send(ts->conn, msg);
+            if (ts->detached)
+                rpc_message_free(msg); /* kept in the ring: resent on the new connection */
+            else
+                rpc_connection_send(ts->conn, msg);
             g_mutex_unlock(&ts->lock);
             throttle(ts);
             continue;
@@ -394,12 +430,16 @@ static gpointer pump_out_thread(gpointer data)
         rpc_message_free(msg);
         if (n == 0) {
             /* The VMM closed its end: all its bytes are queued. */
+            /* Detached: resume sends the marker after the resent data. */
             if (ts->cfg.role == TUNNEL_ROLE_CLIENT) {
-                send_control_locked(ts, RPC_OK);
+                if (!ts->detached)
+                    send_control_locked(ts, RPC_OK);
                 ts->state = ST_FINISHING;
                 g_cond_broadcast(&ts->cond);
             } else {
-                send_control_locked(ts, RPC_CONTINUE); /* empty CONTINUE: end of our data */
+                if (!ts->detached)
+                    send_control_locked(ts, RPC_CONTINUE); /* empty CONTINUE: end of our data */
+                ts->out_eof = TRUE;
             }
         } else {
             g_autofree char *m = moved(ts);
@@ -482,7 +522,8 @@ static gpointer sink_thread(gpointer data)
             tunnel_counters_add(&ts->counters.bytes_in, len);
             if (ts->cfg.credit && is_running(ts->state)) {
                 ts->credit_pending += len;
-                if (ts->credit_pending >= ts->credit_batch) {
+                /* Detached: held back; resume tells the total granted. */
+                if (ts->credit_pending >= ts->credit_batch && !ts->detached) {
                     send_credit_locked(ts, ts->credit_pending);
                     ts->credit_pending = 0;
                 }
@@ -573,6 +614,7 @@ static void deliver_continue_locked(TunnelStream *ts, RpcMessage **msgp, gboolea
             return;
     }
     ts->sink_bytes += len;
+    ts->in_received += len;
     ts->stats.packets_in++;
     rpc_message_queue_push(&ts->sink_queue, g_steal_pointer(msgp));
     wake_locked(ts);
@@ -607,15 +649,19 @@ static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
         return;
     }
     ts->send_credit += (gint64)credit;
+    ts->acked_out += credit;
+    if (ts->ring)
+        tunnel_resume_ring_release(ts->ring, ts->acked_out);
     wake_locked(ts);
 }
 
-static void deliver(TunnelStream *ts, RpcMessage *msg_in, gboolean may_wait)
+static void deliver(TunnelStream *ts, RpcConnection *conn, RpcMessage *msg_in, gboolean may_wait)
 {
     g_autoptr(RpcMessage) msg = msg_in;
     g_mutex_lock(&ts->lock);
-    if (is_terminal(ts->state)) {
-        /* Late packet for a stream that is over: dropped, never answered. */
+    if (is_terminal(ts->state) || ts->detached || (conn && conn != ts->conn)) {
+        /* Late packet for a stream that is over, or from a connection that
+         * no longer carries it: dropped, never answered. */
         g_mutex_unlock(&ts->lock);
         return;
     }
@@ -690,12 +736,18 @@ static void deliver(TunnelStream *ts, RpcMessage *msg_in, gboolean may_wait)
 
 void tunnel_stream_deliver(TunnelStream *ts, RpcMessage *msg)
 {
-    deliver(ts, msg, TRUE);
+    deliver(ts, NULL, msg, TRUE);
 }
 
 void tunnel_stream_deliver_held(TunnelStream *ts, RpcMessage *msg)
 {
-    deliver(ts, msg, FALSE);
+    deliver(ts, NULL, msg, FALSE);
+}
+
+void tunnel_stream_deliver_on(TunnelStream *ts, RpcConnection *conn, RpcMessage *msg,
+                              gboolean held)
+{
+    deliver(ts, conn, msg, !held);
 }
 
 /* ---- control ---- */
@@ -703,7 +755,9 @@ void tunnel_stream_deliver_held(TunnelStream *ts, RpcMessage *msg)
 void tunnel_stream_abort(TunnelStream *ts, const GError *why)
 {
     g_mutex_lock(&ts->lock);
-    if (is_running(ts->state)) {
+    if (is_running(ts->state) && ts->detached) {
+        end_locked(ts, ST_ABORTED, why); /* nobody to tell: no connection */
+    } else if (is_running(ts->state)) {
         if (ts->cfg.role == TUNNEL_ROLE_CLIENT) {
             send_control_locked(ts, RPC_ERROR);
             ts->abort_deadline_us = g_get_monotonic_time() + ABORT_GRACE_US;
@@ -718,7 +772,46 @@ void tunnel_stream_abort(TunnelStream *ts, const GError *why)
 
 void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why)
 {
+    tunnel_stream_connection_closed_on(ts, NULL, why);
+}
+
+void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
+                                        const GError *why)
+{
     g_mutex_lock(&ts->lock);
+    if (conn && conn != ts->conn) {
+        g_mutex_unlock(&ts->lock); /* an old connection of a resumed stream */
+        return;
+    }
+    /* A peer that ended the connection in order (its process died, or it
+     * cut us off) will not come back; a path that broke may. */
+    gboolean broke = !rpc_connection_closed_cleanly(ts->conn);
+    /* A reader that met a plain end of file after the writer took the
+     * socket's error closes without a reason: the socket's error is it. */
+    g_autoptr(GError) os_why = NULL;
+    int os_error = why ? 0 : rpc_connection_get_os_error(ts->conn);
+    if (os_error) {
+        os_why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, g_strerror(os_error));
+        why = os_why;
+    }
+    if (ts->cfg.resume && is_running(ts->state) && (broke || ts->detached)) {
+        if (!ts->detached) {
+            ts->detached = TRUE;
+            ts->resume_deadline_us =
+                g_get_monotonic_time() + (gint64)ts->cfg.resume_timeout_s * G_USEC_PER_SEC;
+            g_clear_error(&ts->detach_reason);
+            ts->detach_reason = why ? g_error_copy(why) : NULL;
+            g_autofree char *m = moved(ts);
+            FERRY_INFO("stream serial %u: the connection to the %s closed after %s%s%s; "
+                       "waiting up to %u s for it to come back",
+                       ts->header.serial, ts->peer_name, m, why ? ": " : "",
+                       why ? why->message : "", ts->cfg.resume_timeout_s);
+            g_cond_broadcast(&ts->cond);
+            g_cond_broadcast(&ts->end_cond); /* a waiter keeps the resume deadline now */
+        }
+        g_mutex_unlock(&ts->lock);
+        return;
+    }
     if (!is_terminal(ts->state)) {
         g_autofree char *m = moved(ts);
         g_autoptr(GError) e = g_error_new(
@@ -729,20 +822,198 @@ void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why)
     g_mutex_unlock(&ts->lock);
 }
 
+/* A detached stream whose connection did not come back in time. */
+static void resume_expired_locked(TunnelStream *ts)
+{
+    g_autofree char *m = moved(ts);
+    const GError *why = ts->detach_reason;
+    g_autoptr(GError) e = g_error_new(
+        FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+        "the connection to the %s closed after %s%s%s, and did not come back within %u s",
+        ts->peer_name, m, why ? ": " : "", why ? why->message : "", ts->cfg.resume_timeout_s);
+    end_locked(ts, ST_FAILED, e);
+}
+
+void tunnel_stream_resume_failed(TunnelStream *ts, const GError *why)
+{
+    g_mutex_lock(&ts->lock);
+    if (!is_terminal(ts->state)) {
+        g_autofree char *m = moved(ts);
+        const GError *first = ts->detach_reason;
+        g_autoptr(GError) e = g_error_new(
+            FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+            "the connection to the %s closed after %s%s%s, and could not be resumed: %s",
+            ts->peer_name, m, first ? ": " : "", first ? first->message : "",
+            why ? why->message : "refused");
+        end_locked(ts, ST_FAILED, e);
+    }
+    g_mutex_unlock(&ts->lock);
+}
+
+gboolean tunnel_stream_awaits_resume(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    gboolean waiting = ts->detached && !is_terminal(ts->state);
+    g_mutex_unlock(&ts->lock);
+    return waiting;
+}
+
+gint64 tunnel_stream_get_resume_deadline(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    gint64 deadline = ts->detached && !is_terminal(ts->state) ? ts->resume_deadline_us : 0;
+    g_mutex_unlock(&ts->lock);
+    return deadline;
+}
+
+const RpcHeader *tunnel_stream_get_header(TunnelStream *ts)
+{
+    return &ts->header;
+}
+
+static void resume_point_locked(TunnelStream *ts, TunnelResumePoint *p)
+{
+    p->received = ts->in_received;
+    p->granted = ts->stats.bytes_in - ts->credit_pending;
+    p->flags = 0;
+    if (ts->cfg.role == TUNNEL_ROLE_SERVER ? ts->finish_requested : ts->in_eof)
+        p->flags |= TUNNEL_RESUME_SAW_END;
+    if (ts->state == ST_DONE)
+        p->flags |= TUNNEL_RESUME_DONE;
+}
+
+void tunnel_stream_get_resume_point(TunnelStream *ts, TunnelResumePoint *ours)
+{
+    g_mutex_lock(&ts->lock);
+    resume_point_locked(ts, ours);
+    g_mutex_unlock(&ts->lock);
+}
+
+/* Resends [from, bytes_out) from the ring on the (new) connection. */
+static void resend_locked(TunnelStream *ts, guint64 from)
+{
+    guint64 end = ts->stats.bytes_out;
+    while (from < end) {
+        gsize n = (gsize)MIN(end - from, (guint64)ts->cfg.packet_size);
+        RpcMessage *msg = rpc_message_pool_take(ts->pool);
+        tunnel_resume_ring_copy(ts->ring, from, rpc_message_payload(msg), n);
+        msg->header = ts->header;
+        msg->header.status = RPC_CONTINUE;
+        rpc_message_seal(msg, n);
+        rpc_connection_send(ts->conn, msg);
+        from += n;
+        ts->stats.bytes_resent += n;
+        tunnel_counters_add(&ts->counters.bytes_resent, n);
+    }
+}
+
+gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
+                              const TunnelResumePoint *theirs, TunnelResumePoint *ours,
+                              RpcConnection **old, GError **error)
+{
+    g_mutex_lock(&ts->lock);
+    if (!ts->cfg.resume) {
+        g_mutex_unlock(&ts->lock);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
+                    "this migration's stream cannot be resumed");
+        return FALSE;
+    }
+    if (ts->state == ST_DONE || (theirs->flags & TUNNEL_RESUME_DONE)) {
+        /* One side saw the end confirmed: nothing is left to carry. */
+        gboolean ok = ts->state == ST_DONE || ts->state == ST_FINISHING;
+        if (ours)
+            resume_point_locked(ts, ours);
+        if (ok && ts->state == ST_FINISHING) {
+            ts->peer_acked = TRUE;
+            end_locked(ts, ST_DONE, NULL);
+        }
+        *old = rpc_connection_ref(ts->conn);
+        g_mutex_unlock(&ts->lock);
+        if (!ok) {
+            rpc_connection_unref(*old);
+            *old = NULL;
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                        "protocol error from the %s: it finished a stream that had not ended",
+                        ts->peer_name);
+            return FALSE;
+        }
+        tunnel_binding_cancel(binding);
+        return TRUE;
+    }
+    if (!is_running(ts->state)) {
+        g_autofree char *why = g_strdup(ts->error ? ts->error->message : state_names[ts->state]);
+        g_mutex_unlock(&ts->lock);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the migration's stream is over here: %s", why);
+        return FALSE;
+    }
+    guint64 start = tunnel_resume_ring_start(ts->ring);
+    if (theirs->received < start || theirs->received > ts->stats.bytes_out ||
+        theirs->granted > theirs->received || theirs->granted < ts->acked_out) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
+                    "cannot resume the stream with the %s: it received %" G_GUINT64_FORMAT
+                    " bytes and granted credit for %" G_GUINT64_FORMAT
+                    ", while %" G_GUINT64_FORMAT " were sent, %" G_GUINT64_FORMAT
+                    " kept and %" G_GUINT64_FORMAT " granted",
+                    ts->peer_name, theirs->received, theirs->granted, ts->stats.bytes_out, start,
+                    ts->acked_out);
+        g_mutex_unlock(&ts->lock);
+        return FALSE;
+    }
+    if (ours)
+        resume_point_locked(ts, ours);
+    *old = ts->conn;
+    ts->conn = rpc_connection_ref(tunnel_binding_get_connection(binding));
+    ts->header.serial = tunnel_binding_get_header(binding)->serial;
+    rpc_connection_set_rx_pool(ts->conn, ts->pool);
+    ts->acked_out = theirs->granted;
+    tunnel_resume_ring_release(ts->ring, theirs->received);
+    ts->send_credit = (gint64)ts->cfg.peer_window - (gint64)(ts->stats.bytes_out - ts->acked_out);
+    guint64 resent_before = ts->stats.bytes_resent;
+    resend_locked(ts, theirs->received);
+    if (ts->cfg.role == TUNNEL_ROLE_CLIENT && ts->state == ST_FINISHING)
+        send_control_locked(ts, RPC_OK);
+    if (ts->cfg.role == TUNNEL_ROLE_SERVER && ts->out_eof)
+        send_control_locked(ts, RPC_CONTINUE);
+    if (ts->credit_pending > 0) {
+        send_credit_locked(ts, ts->credit_pending);
+        ts->credit_pending = 0;
+    }
+    ts->detached = FALSE;
+    ts->stats.reconnections++;
+    FERRY_INFO("stream serial %u resumed with the %s: %" G_GUINT64_FORMAT " bytes resent, %"
+               G_GUINT64_FORMAT " received here",
+               ts->header.serial, ts->peer_name, ts->stats.bytes_resent - resent_before,
+               ts->in_received);
+    g_cond_broadcast(&ts->cond);
+    g_mutex_unlock(&ts->lock);
+    /* Packets that came on the new connection before now wait in its slot. */
+    tunnel_binding_attach(binding, ts);
+    return TRUE;
+}
+
 gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error)
 {
     g_mutex_lock(&ts->lock);
     for (;;) {
         if (is_terminal(ts->state))
             break;
+        if (ts->detached && g_get_monotonic_time() >= ts->resume_deadline_us) {
+            resume_expired_locked(ts);
+            break;
+        }
         gint64 until = deadline_us;
         if (ts->state == ST_ABORTING && (!until || ts->abort_deadline_us < until))
             until = ts->abort_deadline_us;
+        if (ts->detached && (!until || ts->resume_deadline_us < until))
+            until = ts->resume_deadline_us;
         if (!until) {
             g_cond_wait(&ts->end_cond, &ts->lock);
             continue;
         }
         if (!g_cond_wait_until(&ts->end_cond, &ts->lock, until)) {
+            if (ts->detached && g_get_monotonic_time() >= ts->resume_deadline_us)
+                continue; /* the top of the loop ends it */
             if (ts->state == ST_ABORTING && g_get_monotonic_time() >= ts->abort_deadline_us) {
                 FERRY_INFO("stream serial %u: the %s did not confirm the abort", ts->header.serial,
                            ts->peer_name);
@@ -814,13 +1085,25 @@ const TunnelCounters *tunnel_stream_get_counters(TunnelStream *ts)
     return &ts->counters;
 }
 
+/* The connection that carries the stream now (a reference): a resume may
+ * swap it meanwhile. */
+static RpcConnection *current_connection(TunnelStream *ts)
+{
+    g_mutex_lock(&ts->lock);
+    RpcConnection *conn = rpc_connection_ref(ts->conn);
+    g_mutex_unlock(&ts->lock);
+    return conn;
+}
+
 gsize tunnel_stream_get_queued_bytes(TunnelStream *ts)
 {
-    return rpc_connection_get_queued_bytes(ts->conn);
+    g_autoptr(RpcConnection) conn = current_connection(ts);
+    return rpc_connection_get_queued_bytes(conn);
 }
 
 void tunnel_stream_get_liveness(TunnelStream *ts, gint64 *last_rx_us, gint64 *last_rtt_us,
                                 gint64 *last_pong_us)
 {
-    rpc_connection_get_liveness(ts->conn, last_rx_us, last_rtt_us, last_pong_us);
+    g_autoptr(RpcConnection) conn = current_connection(ts);
+    rpc_connection_get_liveness(conn, last_rx_us, last_rtt_us, last_pong_us);
 }

@@ -8,6 +8,7 @@
 
 #include "rpc/rpc-connection.h"
 #include "tunnel/tunnel-counters.h"
+#include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-rate.h"
 
 /* ferry's own program for messages only ferry peers exchange (negotiated in
@@ -38,6 +39,12 @@ typedef struct {
     guint64 bandwidth; /* bytes per second we send, 0 = unlimited */
     const char *peer_name; /* "destination ferryd", for messages */
     const char *vmm_name;  /* "source VMM", for messages */
+    /* Credit mode between ferryd that agreed on resuming (the cookie): a
+     * closed connection leaves the stream waiting up to resume_timeout_s
+     * for tunnel_stream_resume on a new one, the VMM none the wiser; the
+     * sender keeps what the peer has not granted credit for, to resend. */
+    gboolean resume;
+    guint resume_timeout_s;
 } TunnelStreamConfig;
 
 typedef struct {
@@ -51,6 +58,8 @@ typedef struct {
      * so this stays at window / packet size plus a few, however long the
      * stream runs. */
     guint64 buffers_allocated;
+    guint reconnections;  /* times the stream went on over a new connection */
+    guint64 bytes_resent; /* bytes sent again after one */
 } TunnelStats;
 
 typedef struct TunnelStream TunnelStream;
@@ -86,8 +95,38 @@ gboolean tunnel_stream_wait(TunnelStream *ts, gint64 deadline_us, GError **error
  * error packet, queued, never waited for) and returns. */
 void tunnel_stream_abort(TunnelStream *ts, const GError *why);
 
-/* The RPC connection under the stream is gone. */
+/* The same, for a packet that came on conn: dropped unless conn carries the
+ * stream now (a resumed stream ignores its old connection). */
+void tunnel_stream_deliver_on(TunnelStream *ts, RpcConnection *conn, RpcMessage *msg,
+                              gboolean held);
+
+/* The RPC connection under the stream is gone. A resumable stream waits for
+ * a new one (until its resume time is up, then it fails with why). */
 void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why);
+/* The same, ignored when conn no longer carries the stream. */
+void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
+                                        const GError *why);
+
+/* ---- resuming (cfg.resume) ---- */
+/* TRUE while the stream waits for a new connection. */
+gboolean tunnel_stream_awaits_resume(TunnelStream *ts);
+/* Where this side stands, for the peer. */
+void tunnel_stream_get_resume_point(TunnelStream *ts, TunnelResumePoint *ours);
+/* Moves the stream onto binding's connection (the header's serial becomes
+ * the binding's) and goes on from the peer's point: resends what the peer
+ * did not receive and its end marker, takes the peer's credit total.
+ * ours (may be NULL) gets this side's point, taken in the same step. *old
+ * gets the connection the stream had (a reference). A stream that finished
+ * cleanly answers TUNNEL_RESUME_DONE and stays where it is. FALSE when the
+ * peer's point cannot be served (the binding is then the caller's). */
+gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
+                              const TunnelResumePoint *theirs, TunnelResumePoint *ours,
+                              RpcConnection **old, GError **error);
+/* The way back failed for good (refused, or not in time): the stream fails. */
+void tunnel_stream_resume_failed(TunnelStream *ts, const GError *why);
+/* The monotonic time the stream stops waiting for a new connection (0: not waiting). */
+gint64 tunnel_stream_get_resume_deadline(TunnelStream *ts);
+const RpcHeader *tunnel_stream_get_header(TunnelStream *ts);
 
 gboolean tunnel_stream_is_over(TunnelStream *ts);
 /* TRUE once the abort was confirmed by the peer (or the peer reported an error). */

@@ -83,6 +83,44 @@ START_TEST(test_cookie_flight_record_id)
 }
 END_TEST
 
+/* Resuming: the source offers a time, the destination answers the time and
+ * the token; a cookie without it (or an older ferryd's) offers none, and an
+ * absurd time is capped. */
+START_TEST(test_cookie_resume_terms)
+{
+    guint8 uuid[16] = {1, 2, 3};
+    MigrationCookieContent offer = {.name = "vm1", .uuid = uuid, .tunnel = TRUE,
+                                    .resume_timeout = 30};
+    g_autoptr(GBytes) b = migration_cookie_format(&offer);
+    MigrationCookie c;
+    GError *err = NULL;
+    ck_assert(migration_cookie_parse(b, &c, &err));
+    ck_assert_uint_eq(c.resume_timeout, 30);
+    ck_assert_ptr_null(c.resume_token);
+    migration_cookie_clear(&c);
+
+    MigrationCookieContent answer = {.name = "vm1", .uuid = uuid, .tunnel = TRUE,
+                                     .resume_timeout = 12, .resume_token = "0123abcd"};
+    g_autoptr(GBytes) a = migration_cookie_format(&answer);
+    ck_assert(migration_cookie_parse(a, &c, &err));
+    ck_assert_uint_eq(c.resume_timeout, 12);
+    ck_assert_str_eq(c.resume_token, "0123abcd");
+    migration_cookie_clear(&c);
+
+    MigrationCookieContent none = {.name = "vm1", .uuid = uuid, .tunnel = TRUE};
+    g_autoptr(GBytes) n = migration_cookie_format(&none);
+    ck_assert(migration_cookie_parse(n, &c, &err));
+    ck_assert_uint_eq(c.resume_timeout, 0);
+    migration_cookie_clear(&c);
+
+    g_autoptr(GBytes) big =
+        bytes_of("<ferry-migration><resume timeout='99999999999'/></ferry-migration>");
+    ck_assert(migration_cookie_parse(big, &c, &err));
+    ck_assert_uint_eq(c.resume_timeout, 3600);
+    migration_cookie_clear(&c);
+}
+END_TEST
+
 START_TEST(test_cookie_of_a_libvirt_peer_means_a_plain_peer)
 {
     g_autoptr(GBytes) b = bytes_of("<qemu-migration><name>vm</name></qemu-migration>");
@@ -186,6 +224,7 @@ int main(void)
     tcase_add_test(tc, test_cookie_round_trips);
     tcase_add_test(tc, test_cookie_flight_record_id);
     tcase_add_test(tc, test_cookie_parallel_term);
+    tcase_add_test(tc, test_cookie_resume_terms);
     tcase_add_test(tc, test_cookie_of_a_libvirt_peer_means_a_plain_peer);
     tcase_add_test(tc, test_cookie_with_a_doctype_is_refused);
     tcase_add_test(tc, test_malformed_cookie_is_refused);

@@ -74,6 +74,25 @@ CPU_MODEL = "qemu64"
 DEFAULT_MEMORY_MIB = 256
 DEFAULT_FILL = "128M"
 
+# QEMU before 9.0 loses a TCG guest's writes during migration: when the
+# source syncs the dirty bitmap of a RAM block whose size is a multiple of
+# 256 KiB (64 pages, one bitmap word), it clears the dirty bits word by word
+# without resetting TCG's TLB, so a store through a TLB entry that was
+# already writable marks nothing, and a page sent before that store arrives
+# stale (QEMU commit 03bfc2188f, "physmem: Fix migration dirty bitmap
+# coherency with TCG memory access", in 9.0; Debian 12 has 7.2 without it).
+# The pages lost are the guest kernel's hottest (a timer on a stack, the
+# per-CPU timer queue): the "TCG oops" after a move, a jump to 0 from
+# __hrtimer_run_queues, which post-copy after a first pass hit every time
+# (docs/qemu.md, "Post-copy and QEMU 7.2's TCG"). Memory of 8 KiB more than
+# a multiple of 256 KiB takes QEMU's other path, which resets the TLB.
+MEMORY_PAD_KIB = 8
+
+
+def memory_kib(memory_mib):
+    """The guest's memory in KiB: memory_mib MiB plus MEMORY_PAD_KIB (above)."""
+    return memory_mib * 1024 + MEMORY_PAD_KIB
+
 
 def require():
     """Raises RuntimeError naming what is missing (a skip would count as a failure)."""
@@ -124,7 +143,7 @@ def domain_xml(name, memory_mib=DEFAULT_MEMORY_MIB, console_log=None, console_so
         f"<domain type={quoteattr(domain_type)}>\n"
         f"  <name>{escape(name)}</name>\n"
         f"  <uuid>{uuid or uuidlib.uuid4()}</uuid>\n"
-        f"  <memory unit='MiB'>{memory_mib}</memory>\n"
+        f"  <memory unit='KiB'>{memory_kib(memory_mib)}</memory>\n"
         f"  <vcpu>{vcpus}</vcpu>\n"
         f"  <os>\n"
         f"    <type arch='x86_64' machine='{MACHINE}'>hvm</type>\n"
@@ -190,7 +209,7 @@ def qemu_args(console_log, qmp_socket, memory_mib=DEFAULT_MEMORY_MIB, cmdline=No
                               f"logfile={console_log}", "-serial", "chardev:ser0"]
     else:
         serial = ["-serial", f"file:{console_log}"]
-    args = [QEMU, "-machine", MACHINE, "-accel", "tcg", "-cpu", CPU_MODEL, "-m", str(memory_mib),
+    args = [QEMU, "-machine", MACHINE, "-accel", "tcg", "-cpu", CPU_MODEL, "-m", f"size={memory_kib(memory_mib)}k",
             "-smp", str(vcpus), "-nodefaults", "-display", "none", "-no-user-config", *serial,
             "-kernel", kernel or KERNEL, "-initrd", initrd or INITRD, "-append", cmdline or kernel_cmdline(),
             "-qmp", f"unix:{qmp_socket},server=on,wait=off"]

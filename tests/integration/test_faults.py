@@ -56,6 +56,16 @@ DROP_BOUND = DEAD_PATH_BOUND + 5
 # VMM's cancel and resume are QMP round trips to another process: 1.3-1.4 s
 # were seen with a load average of 35 on 2 cores, 0.01-0.6 s below 20).
 ABORT_BOUND = 2.0
+# migration_resume_timeout's default: how long a broken connection may take
+# to come back before the migration fails.
+RESUME_S = 30.0
+# The link cut cases set a shorter one on both daemons (the default's 30 s
+# has a case of its own): a tunnelled stream cut for good fails that much
+# later than the dead path is noticed.
+CUT_RESUME_S = 5
+# A blip longer than tcp_user_timeout (5 s): the connections break, and the
+# daemons reconnect and resume once the link is back.
+LONG_BLIP_S = 7.0
 ALL = os.environ.get("FERRY_FAULTS") == "all"
 
 
@@ -162,7 +172,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         return ft.start_migration(self.a, self.b, "vm1", "--live", *flags,
                                   tunnelled=self.tunnelled)
 
-    def hold(self, at, late=LATE, hold_s=HOLD_S):
+    def hold(self, at, late=LATE, hold_s=HOLD_S, conf=""):
         """Two daemons and the slow VM, and a migration started and taken to
         phase `at`: held at the destination's prepare ("prepare"), the
         source's finish before its call ("finish"), the destination's
@@ -172,7 +182,8 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
                  "dest-finish": ("dst", "dest-finish")}.get(at)
         env = {"FERRY_TEST_PAUSE": f"{point[1]}:{int(hold_s * 1000)}"} if point else None
         self.prepare(src_env=env if point and point[0] == "src" else None,
-                     dst_env=env if point and point[0] == "dst" else None)
+                     dst_env=env if point and point[0] == "dst" else None,
+                     src_conf=conf, dst_conf=conf)
         self.baseline_pids()
         p = self.migrate()
         if point:
@@ -280,6 +291,38 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         self.assert_on_destination()
 
 
+    def tls_pair(self, valid_s):
+        """Daemons whose destination listens for TLS with a certificate that
+        expires valid_s from now, the slow VM, the baseline; returns the
+        PKI, the destination's TLS URI, virsh's environment and the flags of
+        a TLS migration in this mode."""
+        pki = MiniPki(self.net.dst_ip, valid_s=valid_s)
+        self.addCleanup(pki.cleanup)
+        tls_port = ft.free_port()
+        self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
+                        dst_conf=pki.server_conf(tls_port))
+        self.assertTrue(ft.wait_for(lambda: tls_port in self.net.listening_ports(), 30),
+                        self.net.listening_ports())
+        self.extra_ports = [tls_port]
+        self.slow_vm()
+        self.baseline()
+        self.baseline_pids()
+        env = dict(os.environ)
+        env.pop("LIBVIRT_DEFAULT_URI", None)
+        flags = ["--tunnelled"] if self.tunnelled else ["--tls"]
+        return pki, f"sim+tls://{self.net.dst_ip}:{tls_port}/system", env, flags
+
+    def until_expired(self, pki, p):
+        """Once migration p moved EARLY, slows it to 1 MiB/s until the
+        destination's certificate has expired; returns the seconds waited."""
+        self.wait_moved(EARLY, p)
+        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
+        left = pki.expires - time.time()
+        self.assertGreater(left, 0, "the certificate expired before the stream ran")
+        time.sleep(left + 1)
+        return left
+
+
 class Matrix:
     """The cases, mixed into one class per mode."""
 
@@ -317,8 +360,8 @@ class Matrix:
         self.assert_on_destination()
         self.assert_clean("destination")
 
-    def cut_then_failure(self, at):
-        p = self.hold(at)
+    def cut_then_failure(self, at, resume_s=CUT_RESUME_S):
+        p = self.hold(at, conf=f"migration_resume_timeout = {resume_s}\n" if resume_s else "")
         incoming = vmm_processes(self.b)
         start = time.monotonic()
         self.net.drop()
@@ -331,6 +374,13 @@ class Matrix:
         # (its wait for the reader's cause is cut by the caller's 200 ms
         # poll deadline), the report then names the timeout.
         self.assertRegex(err, r"Connection timed out|stalled|timed out|no reply")
+        # Tunnelled, the daemons tried to reconnect for the resume time first
+        # (the source's reconnector or its stream says so).
+        resume = (resume_s or RESUME_S) if self.tunnelled and at in ("early", "late") else 0
+        if resume:
+            self.assertRegex(err, r"no new connection within the resume time|"
+                                  rf"did not come back within {int(resume)} s")
+            self.assertGreaterEqual(failed, resume)
         # The destination drops its incoming VM while the link is still down.
         self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming), 60),
                         incoming)
@@ -339,8 +389,8 @@ class Matrix:
         self.net.heal()
         print(f"source failed after {failed:.2f} s, destination dropped after {dropped:.2f} s:"
               f" {err.strip()}", file=sys.stderr)
-        self.record(failed, DEAD_PATH_BOUND + (5 if at == "finish" else 0))
-        self.assertLessEqual(dropped, DROP_BOUND)
+        self.record(failed, DEAD_PATH_BOUND + (5 if at == "finish" else 0) + resume)
+        self.assertLessEqual(dropped, DROP_BOUND + resume)
         if at == "finish":
             # The source cannot know whether the destination got its
             # finish: the VM stays paused, resumable, on the source.
@@ -789,30 +839,12 @@ class Matrix:
         data connection too): sessions made while it was valid carry on and
         the migration completes; the next connection is refused naming the
         expired certificate."""
-        pki = MiniPki(self.net.dst_ip, valid_s=90)
-        self.addCleanup(pki.cleanup)
-        tls_port = ft.free_port()
-        self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
-                        dst_conf=pki.server_conf(tls_port))
-        self.assertTrue(ft.wait_for(lambda: tls_port in self.net.listening_ports(), 30),
-                        self.net.listening_ports())
-        self.extra_ports = [tls_port]
-        self.slow_vm()
-        self.baseline()
-        self.baseline_pids()
-        duri = f"sim+tls://{self.net.dst_ip}:{tls_port}/system"
-        env = dict(os.environ)
-        env.pop("LIBVIRT_DEFAULT_URI", None)
-        flags = ["--tunnelled"] if self.tunnelled else ["--tls"]
+        pki, duri, env, flags = self.tls_pair(valid_s=90)
         p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
                               *flags, "vm1", duri], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
-        self.wait_moved(EARLY, p)
         # Slow until the certificate has expired, then at full speed.
-        ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
-        left = pki.expires - time.time()
-        self.assertGreater(left, 0, "the certificate expired before the stream ran")
-        time.sleep(left + 1)
+        left = self.until_expired(pki, p)
         ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "0")
         rc, err = self.ended(p)
         self.assertEqual(rc, 0, err)
@@ -828,7 +860,74 @@ class Matrix:
         self.assertIn("expired", err)
         self.assertRegex(ft.domstate(self.a, "vm2"), r"^running")
         self.assertNotIn("vm2", ft.domain_names(self.b, "--all"))
+        # vm2 came after the baseline: its VMM's monitor connection is no leak.
+        ft.virsh(self.a.tcp_uri, "destroy", "vm2")
         self.assert_clean("destination")
+
+
+class ResumeMatrix:
+    """A network blip longer than the dead-path timeout breaks the daemons'
+    connection: they reconnect and resume the stream where the destination's
+    VMM stands (the VMMs never notice, the guest's memory verifies), or fail
+    cleanly once the resume time is up or the new connection is refused."""
+
+    def blip_resumes(self, at):
+        self.prepare()
+        self.baseline_pids()
+        p = self.migrate()
+        self.wait_moved(EARLY if at == "early" else LATE, p)
+        self.net.blip(LONG_BLIP_S)
+        back = time.monotonic()
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        # From the link coming back to the migration's end (the rest of the
+        # stream included: at most 240 MiB at 32 MiB/s).
+        self.record(time.monotonic() - back, 30)
+        self.assert_on_destination()
+        src, dst = ft.job_stats(self.a, "vm1"), ft.job_stats(self.b, "vm1")
+        self.assertGreaterEqual(src.get("ferry_reconnections", 0), 1, src)
+        self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
+        self.assertIn("ferry_resent_bytes", src)
+        self.assertIn("resumed the migration stream with the destination ferryd", self.a.log())
+        self.assert_clean("destination")
+
+    @quick
+    def test_link_down_resumed_early_stream(self):
+        self.blip_resumes("early")
+
+    def test_link_down_resumed_late_stream(self):
+        self.blip_resumes("late")
+
+    def test_link_cut_beyond_the_default_resume_time(self):
+        """The link cut for good with migration_resume_timeout's default:
+        the daemons try to reconnect for 30 s, then fail naming it."""
+        Matrix.cut_then_failure(self, "early", resume_s=None)
+
+    def test_tls_reconnect_refused(self):
+        """Over TLS, the destination's certificate expires while the
+        migration runs; then the link goes down long enough to break the
+        connection: the reconnection's handshake is refused naming the
+        expired certificate, and the migration fails at once, the VM home."""
+        pki, duri, env, flags = self.tls_pair(valid_s=60)
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              *flags, "vm1", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        self.until_expired(pki, p)
+        incoming = vmm_processes(self.b)
+        start = time.monotonic()
+        self.net.blip(LONG_BLIP_S)
+        rc, err = self.ended(p)
+        failed = time.monotonic() - start
+        self.assertNotEqual(rc, 0)
+        self.assertIn("could not be resumed", err)
+        self.assertIn("expired", err)
+        # Refused at the first handshake after the link is back.
+        self.record(failed, LONG_BLIP_S + DEAD_PATH_BOUND)
+        self.assertRegex(ft.domstate(self.a, "vm1"), r"^running")
+        self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
+                                    RESUME_S + DROP_BOUND), incoming)
+        self.assert_on_source()
+        self.assert_clean("source")
 
 
 class MiniPki:
@@ -895,9 +994,14 @@ class Proxy(Matrix, FaultCase):
     mode = "proxy"
 
 
+class TunnelledResume(ResumeMatrix, FaultCase):
+    tunnelled = True
+    mode = "tunnelled"
+
+
 def selected(loader):
     suite = unittest.TestSuite()
-    for cls in (Tunnelled, Proxy):
+    for cls in (Tunnelled, Proxy, TunnelledResume):
         for name in loader.getTestCaseNames(cls):
             if ALL or getattr(getattr(cls, name), "quick", False):
                 suite.addTest(cls(name))

@@ -1,11 +1,14 @@
 """The migration knobs libvirt users reach for, on sim domains (ferry-vmm):
 migrate-setmaxdowntime / migrate-getmaxdowntime read back from the VMM,
 --timeout N --timeout-suspend (virsh pauses the guest mid-migration, which
-then completes), and what ferry-vmm cannot do refused by name:
+then completes), the keepalive of the connection to the destination
+(migration_keepalive_interval / _count, qemu.conf's keepalive_* under
+their own names), and what ferry-vmm cannot do refused by name:
 --auto-converge, --compressed, migrate-compcache, post-copy. QEMU's side of
 the knobs is in test_qemu_migration.py."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,7 +52,9 @@ class KnobsTest(ft.DaemonTestCase):
         for p2p in ((), ("--p2p",)):
             for flags, named in ((("--auto-converge",), "AUTO_CONVERGE is not supported by ferry-vmm"),
                                  (("--compressed",), "COMPRESSED is not supported by ferry-vmm"),
-                                 (("--postcopy",), "migration flag POSTCOPY (switched off")):
+                                 (("--postcopy",), "POSTCOPY is not supported by ferry-vmm"),
+                                 (("--postcopy-bandwidth", "5"),
+                                  "'bandwidth.postcopy' is not supported by ferry-vmm")):
                 rc, _, err = ft.virsh(self.a.tcp_uri, "migrate", "--live", *p2p, *flags, "vm1",
                                       self.b.tcp_uri, check=False)
                 self.assertNotEqual(rc, 0, flags)
@@ -64,6 +69,9 @@ class KnobsTest(ft.DaemonTestCase):
             self.assertIn("ferry-vmm does not compress migration data", err)
         rc, _, err = ft.virsh(self.a.tcp_uri, "migrate-postcopy", "vm1", check=False)
         self.assertIn("post-copy can only be started while outgoing migration is in progress", err)
+        rc, _, err = ft.virsh(self.a.tcp_uri, "domjobabort", "--postcopy", "vm1", check=False)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("current job is not outgoing migration in post-copy mode", err)
         rc, _, err = ft.virsh(self.a.tcp_uri, "migrate", "--live", "--p2p", "--postcopy",
                               "--timeout", "1", "--timeout-postcopy", "vm1", self.b.tcp_uri,
                               check=False)
@@ -95,6 +103,35 @@ class KnobsTest(ft.DaemonTestCase):
         # Paused by the timeout, not asked to arrive paused: it runs there.
         self.assertEqual(state(self.b, "vm1"), "running (migrated)")
         self.assertEqual(state(self.a, "vm1"), "shut off (migrated)")
+
+    def test_migration_keepalive_drops_a_frozen_destination(self):
+        """migration_keepalive_interval = 1, _count = 1 on a source: a
+        destination frozen mid-stream (proxy mode: the RPC connection is
+        idle meanwhile) is dropped after about 2 s of silence, before the
+        10 s migration_stall_timeout, naming the one unanswered PING."""
+        a = self.start_daemon(name="source-ka", extra_conf="migration_keepalive_interval = 1\n"
+                                                          "migration_keepalive_count = 1\n")
+        xml = ft.write_file(a.dir, "vm1.xml", ft.domain_xml("vm1", memory_mib=256,
+                                                              dirty_rate="4MiB"))
+        ft.virsh(a.tcp_uri, "define", xml)
+        ft.virsh(a.tcp_uri, "start", "vm1")
+        ft.virsh(a.tcp_uri, "migrate-setspeed", "vm1", "8")
+        p = ft.start_migration(a, self.b, "vm1", "--live", tunnelled=False)
+        try:
+            self.assertTrue(ft.wait_data_processed(a, "vm1", 4 << 20, timeout=60))
+            self.b.kill(signal.SIGSTOP)
+            frozen = time.monotonic()
+            _, err = p.communicate(timeout=60)
+            failed = time.monotonic() - frozen
+        finally:
+            self.b.kill(signal.SIGCONT)
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("keepalive timeout: no answer to 1 pings", a.log())
+        self.assertLess(failed, 9, err)
+        self.assertTrue(ft.wait_for(lambda: state(a, "vm1").startswith("running"), 15))
 
 
 if __name__ == "__main__":

@@ -922,6 +922,51 @@ class MigrationEncryptionTest(SaslTestCase):
         self.assertNotIn(b"secret-vm", captured)
 
 
+class ResumeIdentityTest(SaslTestCase):
+    """A tunnelled migration whose connection broke may only be resumed by
+    the identity that prepared it: the token alone is not enough. The
+    destination runs in a network namespace of the test's own, and the
+    break is a real blip: every packet dropped by iptables inside it for
+    longer than tcp_user_timeout (5 s), so both daemons see their
+    connection time out, as after a network outage, and the source
+    reconnects once the link is back."""
+
+    def test_resume_as_another_sasl_user_is_refused(self):
+        net = ft.Netns()
+        self.addCleanup(net.close)
+        dest = self.start_daemon(name="destination", host=net.dst_ip, prefix=net.prefix,
+                                 extra_conf='auth_tcp = "sasl"\n',
+                                 env={"SASL_CONF_PATH": self.sasl_dir})
+        authfile = self.write_authfile("resume-as.conf", "alice", "secret1", host=net.dst_ip)
+        src = self.start_daemon(name="source", host=net.src_ip,
+                                env={"LIBVIRT_AUTH_FILE": authfile})
+        ft.virsh(src.tcp_uri, "define", ft.write_file(src.dir, "vm.xml", ft.domain_xml(
+            "vm1", memory_mib=96, dirty_rate="4MiB")))
+        ft.virsh(src.tcp_uri, "start", "vm1")
+        ft.virsh(src.tcp_uri, "migrate-setspeed", "vm1", "8")
+        p = ft.start_migration(src, dest, "vm1", "--live")
+        try:
+            self.assertTrue(ft.wait_data_processed(src, "vm1", 8 << 20, timeout=90))
+            # The daemon's credentials change; then the link is down for
+            # 7 s: the connection breaks and the source comes back as bob.
+            self.write_authfile("resume-as.conf", "bob", "secret2", host=net.dst_ip)
+            net.blip(7.0)
+            _, err = p.communicate(timeout=120)
+        finally:
+            net.heal()
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("could not be resumed", err)
+        self.assertRegex(err, r"the resumed connection authenticated as SASL \S+ user 'bob', "
+                              r"the migration's as SASL \S+ user 'alice'")
+        self.assertRegex(ft.domstate(src, "vm1"), r"^running")
+        self.assertIn("refused to resume a migration stream", dest.log())
+        self.assertTrue(ft.wait_for(
+            lambda: "dropping the incoming VM of domain 'vm1'" in dest.log(), 60))
+
+
 class ProxyTlsTest(PkiTestCase):
     """virsh migrate --p2p --tls: proxy mode with an encrypted data connection."""
 

@@ -15,7 +15,9 @@ START_TEST(test_values_of_every_kind_are_applied)
                        "tcp_port = 1234\nunix_sock_rw_perms = \"0770\"\nauth_tcp = \"none\"\n"
                        "tls_allowed_dn_list = [\"C=GB,O=A\", \n  \"C=DE,O=B\"]\n"
                        "keepalive_interval = -1\nmax_client_requests = 10\n"
-                       "mdns_adv = 0\nmigration_stall_timeout = 0\n";
+                       "mdns_adv = 0\nmigration_stall_timeout = 0\n"
+                       "migration_resume_timeout = 7\n"
+                       "migration_keepalive_interval = -1\nmigration_keepalive_count = 9\n";
     g_autoptr(GError) e = NULL;
     ck_assert_msg(daemon_config_load_data(c, text, "t.conf", &e), "%s", e ? e->message : "");
     ck_assert(c->listen_tcp);
@@ -28,6 +30,9 @@ START_TEST(test_values_of_every_kind_are_applied)
     ck_assert_int_eq(c->keepalive_interval, -1);
     ck_assert_uint_eq(c->max_client_requests, 10);
     ck_assert_uint_eq(c->migration_stall_timeout, 0);
+    ck_assert_uint_eq(c->migration_resume_timeout, 7);
+    ck_assert_int_eq(c->migration_keepalive_interval, -1);
+    ck_assert_uint_eq(c->migration_keepalive_count, 9);
 }
 END_TEST
 
@@ -114,6 +119,9 @@ START_TEST(test_bad_input_is_named)
     expect_error("max_clients = 99999999999999999999\n", "is too large");
     expect_error("migration_stall_timeout = 3601\n",
                  "migration_stall_timeout = 3601 is out of range 0..3600");
+    /* qemu.conf's count 0 (close after the interval without asking) is not carried. */
+    expect_error("migration_keepalive_count = 0\n",
+                 "migration_keepalive_count = 0 is out of range 1..1000");
 }
 END_TEST
 

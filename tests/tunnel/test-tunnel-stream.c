@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "rpc/rpc-connection.h"
+#include "tunnel/tunnel-router.h"
 #include "tunnel/tunnel-stream.h"
 #include "util/error.h"
 
@@ -66,6 +67,8 @@ typedef struct {
 } Tunnel;
 
 static const RpcHeader opening = {.prog = 0x20008086, .vers = 1, .proc = 304, .serial = 9};
+/* Seconds both streams of the next tunnel_setup may wait to be resumed (0: no resume). */
+static guint setup_resume_s;
 
 static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, guint64 bandwidth)
 {
@@ -84,7 +87,8 @@ static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, gui
     TunnelStreamConfig cc = {.role = TUNNEL_ROLE_CLIENT, .credit = credit, .window = 4 * MIB,
                              .peer_window = 4 * MIB, .packet_size = credit ? MIB : 262120,
                              .bandwidth = bandwidth, .peer_name = "destination ferryd",
-                             .vmm_name = "source VMM"};
+                             .vmm_name = "source VMM", .resume = setup_resume_s > 0,
+                             .resume_timeout_s = setup_resume_s};
     TunnelStreamConfig sc = cc;
     sc.role = TUNNEL_ROLE_SERVER;
     sc.peer_name = "source ferryd";
@@ -728,6 +732,205 @@ START_TEST(test_credit_for_bytes_in_flight_is_accepted)
 }
 END_TEST
 
+/* The resend ring keeps exactly the bytes not yet granted credit, across
+ * its wrap-around, and refuses more than its capacity. */
+START_TEST(test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap)
+{
+    TunnelResumeRing *r = tunnel_resume_ring_new(10);
+    guint8 data[64], out[16];
+    for (guint i = 0; i < sizeof(data); i++)
+        data[i] = (guint8)i;
+    guint64 pos = 0;
+    /* Stream positions 0..63 through a 10-byte ring, 7 at a time, the
+     * peer granting credit 4 bytes behind. */
+    while (pos < 56) {
+        ck_assert(tunnel_resume_ring_append(r, data + pos, 7));
+        pos += 7;
+        ck_assert_uint_eq(tunnel_resume_ring_end(r), pos);
+        /* Full: 3 free bytes, not 4. */
+        ck_assert(!tunnel_resume_ring_append(r, data, 4));
+        tunnel_resume_ring_release(r, pos - 3);
+        ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
+        tunnel_resume_ring_copy(r, pos - 3, out, 3);
+        ck_assert_mem_eq(out, data + pos - 3, 3);
+    }
+    /* Releasing backwards or beyond the end changes nothing it must keep. */
+    tunnel_resume_ring_release(r, 2);
+    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
+    tunnel_resume_ring_release(r, pos + 100);
+    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos);
+    ck_assert(tunnel_resume_ring_append(r, data + pos, 8));
+    tunnel_resume_ring_copy(r, pos, out, 8);
+    ck_assert_mem_eq(out, data + pos, 8);
+    tunnel_resume_ring_free(r);
+}
+END_TEST
+
+/* ---- resuming on a new connection ---- */
+
+typedef struct {
+    RpcConnection *conn;
+    TunnelRouter *router;
+} Link;
+
+static void link_on_message(RpcConnection *conn, RpcMessage *msg, gpointer data)
+{
+    Link *l = data;
+    if (msg->header.type == RPC_STREAM || msg->header.prog == FERRY_TUNNEL_PROGRAM)
+        tunnel_router_deliver(l->router, msg);
+    else
+        rpc_message_free(msg);
+}
+
+static void link_on_close(RpcConnection *conn, const GError *why, gpointer data)
+{
+    Link *l = data;
+    tunnel_router_connection_closed(l->router, why);
+}
+
+static const RpcConnectionHandler link_handler = {.on_message = link_on_message,
+                                                  .on_close = link_on_close};
+
+typedef struct {
+    Tunnel *t;
+    gsize break_at; /* bytes the destination VMM got when the path breaks */
+    Link client, server;
+    gboolean ok;
+    char *error;
+} Breaker;
+
+static gboolean both_await_resume(Tunnel *t)
+{
+    return tunnel_stream_awaits_resume(t->client.ts) && tunnel_stream_awaits_resume(t->server.ts);
+}
+
+/* Breaks the connection mid-stream (with a reason: a path that broke),
+ * then moves both streams onto a new connection as the resume call does:
+ * the server first, with the client's point, then the client with the
+ * server's answer. */
+static gpointer breaker_job(gpointer data)
+{
+    Breaker *b = data;
+    Tunnel *t = b->t;
+    TunnelStats ss;
+    do {
+        g_usleep(1000);
+        tunnel_stream_get_stats(t->server.ts, &ss);
+    } while (ss.bytes_in < b->break_at);
+    GError *cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the test cut the path");
+    rpc_connection_close(t->client.conn, cut);
+    rpc_connection_close(t->server.conn, cut);
+    g_error_free(cut);
+    for (int i = 0; i < 10000 && !both_await_resume(t); i++)
+        g_usleep(1000);
+    if (!both_await_resume(t)) {
+        b->error = g_strdup("the streams did not wait for a new connection");
+        return NULL;
+    }
+    int rpc[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, rpc) != 0) {
+        b->error = g_strdup("socketpair");
+        return NULL;
+    }
+    b->client.router = tunnel_router_new();
+    b->server.router = tunnel_router_new();
+    b->client.conn = rpc_connection_new(rpc_transport_new_socket(rpc[0]), &link_handler, &b->client);
+    b->server.conn = rpc_connection_new(rpc_transport_new_socket(rpc[1]), &link_handler, &b->server);
+    RpcHeader h = opening;
+    h.serial = 77;
+    h.type = RPC_STREAM;
+    h.status = RPC_CONTINUE;
+    TunnelBinding *cb = tunnel_router_reserve(b->client.router, b->client.conn, &h);
+    TunnelBinding *sb = tunnel_router_reserve(b->server.router, b->server.conn, &h);
+    rpc_connection_start(b->client.conn);
+    rpc_connection_start(b->server.conn);
+    TunnelResumePoint cp, sp;
+    tunnel_stream_get_resume_point(t->client.ts, &cp);
+    RpcConnection *old = NULL;
+    GError *e = NULL;
+    b->ok = tunnel_stream_resume(t->server.ts, sb, &cp, &sp, &old, &e);
+    if (old)
+        rpc_connection_unref(old);
+    old = NULL;
+    if (b->ok)
+        b->ok = tunnel_stream_resume(t->client.ts, cb, &sp, NULL, &old, &e);
+    if (old)
+        rpc_connection_unref(old);
+    if (!b->ok)
+        b->error = g_strdup(e ? e->message : "?");
+    g_clear_error(&e);
+    tunnel_binding_free(cb);
+    tunnel_binding_free(sb);
+    return NULL;
+}
+
+static void link_teardown(Link *l)
+{
+    if (!l->conn)
+        return;
+    rpc_connection_close(l->conn, NULL);
+    rpc_connection_wait_closed(l->conn);
+}
+
+static void link_free(Link *l)
+{
+    tunnel_router_free(l->router);
+    if (l->conn)
+        rpc_connection_unref(l->conn);
+}
+
+/* The connection breaks with 8 MiB delivered: both streams wait, go on over
+ * a new connection from where the other side stands, and every byte reaches
+ * each VMM once, in order; the VMMs see nothing. */
+START_TEST(test_resumed_stream_carries_every_byte_once)
+{
+    Tunnel t;
+    setup_resume_s = 10;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    Breaker b = {.t = &t, .break_at = 8 * MIB};
+    GThread *bt = g_thread_new("breaker", breaker_job, &b);
+    run_migration(&t, 48 * MIB, 0);
+    g_thread_join(bt);
+    ck_assert_msg(b.ok, "%s", b.error ? b.error : "");
+    check_both_done(&t, 48 * MIB);
+    TunnelStats cs, ss;
+    tunnel_stream_get_stats(t.client.ts, &cs);
+    tunnel_stream_get_stats(t.server.ts, &ss);
+    ck_assert_uint_eq(cs.reconnections, 1);
+    ck_assert_uint_eq(ss.reconnections, 1);
+    ck_assert_uint_le(cs.bytes_resent, 4 * MIB); /* never more than the window */
+    link_teardown(&b.client);
+    link_teardown(&b.server);
+    tunnel_teardown(&t);
+    link_free(&b.client);
+    link_free(&b.server);
+    g_free(b.error);
+}
+END_TEST
+
+/* Not resumed within its time: the stream fails naming the cause and the time. */
+START_TEST(test_stream_not_resumed_in_time_fails_naming_it)
+{
+    Tunnel t;
+    setup_resume_s = 1;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
+    g_usleep(100 * 1000);
+    g_autoptr(GError) cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cut");
+    rpc_connection_close(t.client.conn, cut);
+    g_autoptr(GError) e = NULL;
+    gint64 start = g_get_monotonic_time();
+    ck_assert(!tunnel_stream_wait(t.client.ts, start + 10 * G_USEC_PER_SEC, &e));
+    ck_assert_int_ge(g_get_monotonic_time() - start, 900 * 1000);
+    ck_assert_msg(strstr(e->message, "the connection to the destination ferryd closed after 4 bytes "
+                                     "sent, 0 bytes received: cut, and did not come back within 1 s"),
+                  "%s", e->message);
+    tunnel_teardown(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tunnel-stream");
@@ -746,6 +949,9 @@ int main(void)
     tcase_add_test(tc, test_plain_reader_waiting_for_a_stalled_vmm_lets_the_connection_close);
     tcase_add_test(tc, test_credit_beyond_what_is_in_flight_is_refused);
     tcase_add_test(tc, test_credit_for_bytes_in_flight_is_accepted);
+    tcase_add_test(tc, test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap);
+    tcase_add_test(tc, test_resumed_stream_carries_every_byte_once);
+    tcase_add_test(tc, test_stream_not_resumed_in_time_fails_naming_it);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

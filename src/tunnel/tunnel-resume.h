@@ -1,0 +1,74 @@
+/* Resuming a tunnelled stream after its connection broke (between two
+ * ferryd, negotiated in the migration cookie): the bytes a sender keeps until
+ * the peer's VMM took them, the positions the two sides exchange on a new
+ * connection, and the destination's table of streams that wait for their
+ * source to come back (looked up by the migration's resume token).
+ *
+ * The source reconnects with the same URI and credentials, calls
+ * FERRY_TUNNEL_PROC_RESUME with the token and its position, and both sides
+ * carry on from the other's position: the VMMs never notice. */
+#pragma once
+
+#include <glib.h>
+
+#include "rpc/rpc-message.h"
+
+typedef struct TunnelStream TunnelStream;
+typedef struct TunnelBinding TunnelBinding;
+typedef struct TunnelPeerWatch TunnelPeerWatch;
+
+/* CALL: args TunnelResumeArgs, reply TunnelResumePoint (ferry's program). */
+#define FERRY_TUNNEL_PROC_RESUME 3
+#define TUNNEL_RESUME_TOKEN_MAX 64
+
+/* Where one side stands, for the other to go on from. */
+typedef struct {
+    guint64 received; /* stream bytes it received from the peer (written or queued for its VMM) */
+    guint64 granted;  /* credit it granted for them, in total */
+    guint32 flags;
+} TunnelResumePoint;
+
+#define TUNNEL_RESUME_SAW_END 1u /* it received the peer's end (finish, or EOF marker) */
+#define TUNNEL_RESUME_DONE 2u    /* server: the stream finished; nothing to resume */
+
+typedef struct {
+    char *token;
+    TunnelResumePoint point;
+} TunnelResumeArgs;
+
+bool_t tunnel_resume_xdr_args(XDR *xdr, TunnelResumeArgs *args);
+bool_t tunnel_resume_xdr_point(XDR *xdr, TunnelResumePoint *point);
+
+/* ---- the bytes a sender keeps until the peer granted credit for them ----
+ * A ring of `capacity` bytes (the peer's window: credit never lets more be
+ * unacknowledged) holding the stream's bytes [start, end). */
+typedef struct TunnelResumeRing TunnelResumeRing;
+
+TunnelResumeRing *tunnel_resume_ring_new(gsize capacity);
+void tunnel_resume_ring_free(TunnelResumeRing *ring);
+/* Appends len bytes at the end; FALSE (nothing kept) when they do not fit. */
+gboolean tunnel_resume_ring_append(TunnelResumeRing *ring, const void *data, gsize len);
+/* Forgets the bytes before position pos. */
+void tunnel_resume_ring_release(TunnelResumeRing *ring, guint64 pos);
+guint64 tunnel_resume_ring_start(TunnelResumeRing *ring);
+guint64 tunnel_resume_ring_end(TunnelResumeRing *ring);
+/* Copies len bytes from position pos (within [start, end)). */
+void tunnel_resume_ring_copy(TunnelResumeRing *ring, guint64 pos, void *dst, gsize len);
+
+/* ---- the destination: streams waiting for their source ---- */
+
+/* Registers a resumable stream under token (refs taken). watch is the
+ * migration's view of its source's connection; a resume moves it along. */
+void tunnel_resume_offer(const char *token, TunnelStream *ts, TunnelPeerWatch *watch);
+void tunnel_resume_withdraw(const char *token);
+/* A RESUME call on a new connection (binding: its slot, reserved by the
+ * dispatcher with the stream's header and the call's serial) from a peer
+ * authenticated as identity: moves the stream there from theirs, and
+ * answers ours. FALSE with the reason when no migration has that token, the
+ * identity is not the one the migration's prepare came with, or the stream
+ * cannot go on. */
+gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
+                              const char *identity, const TunnelResumePoint *theirs,
+                              TunnelResumePoint *ours, GError **error);
+/* The header a resumed stream's packets carry on the new connection. */
+gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header);
