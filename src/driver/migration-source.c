@@ -615,9 +615,15 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         migration_job_note_resume(o->job);
         if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
             goto fail;
-        /* A memory channel that failed is the cause, whatever the VMM saw. */
-        if (o->job->memory_channels > 1 && !migration_job_check_extra(o->job, &e))
+        /* A memory channel that failed is the cause, whatever the VMM saw;
+         * the one whose own connection broke, when another only reports the
+         * destination's consequence of it sooner (a loaded source may read
+         * that report before its own socket's error). */
+        if (o->job->memory_channels > 1 && !migration_job_check_extra(o->job, &e)) {
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
+        }
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
