@@ -139,12 +139,22 @@ static gboolean is_running(StreamState s)
     return s == ST_OPEN || s == ST_FINISHING;
 }
 
-/* Waits on ts->cond, counted so that wake_locked knows someone waits. */
+static void resume_expired_locked(TunnelStream *ts);
+
+/* Waits on ts->cond, counted so that wake_locked knows someone waits. A
+ * detached stream waits no longer than its resume time, and ends itself
+ * then: its pumps bound it, whether or not anyone waits for its end
+ * (tunnel_stream_wait). */
 static void wait_locked(TunnelStream *ts)
 {
     ts->waiting++;
-    g_cond_wait(&ts->cond, &ts->lock);
+    if (ts->detached)
+        g_cond_wait_until(&ts->cond, &ts->lock, ts->resume_deadline_us);
+    else
+        g_cond_wait(&ts->cond, &ts->lock);
     ts->waiting--;
+    if (ts->detached && is_running(ts->state) && g_get_monotonic_time() >= ts->resume_deadline_us)
+        resume_expired_locked(ts);
 }
 
 static void wait_until_locked(TunnelStream *ts, gint64 until_us)
