@@ -980,6 +980,34 @@ START_TEST(test_stream_not_resumed_in_time_ends_by_itself)
 }
 END_TEST
 
+/* A connection the peer ended in order (or reset) may be a peer whose own
+ * end of a broken connection timed out first: a resumable stream waits for
+ * it, but only TUNNEL_RESUME_ENDED_GRACE_S, not its whole resume time. */
+START_TEST(test_stream_ended_in_order_waits_a_short_grace)
+{
+    Tunnel t;
+    setup_resume_s = 30;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
+    wait_sent(t.client.ts, 4);
+    gint64 start = g_get_monotonic_time();
+    rpc_connection_close(t.server.conn, NULL); /* the client reads an end of file */
+    for (int i = 0; i < 500 && !tunnel_stream_awaits_resume(t.client.ts); i++)
+        g_usleep(10 * 1000);
+    ck_assert(tunnel_stream_awaits_resume(t.client.ts));
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, start + 20 * G_USEC_PER_SEC, &e));
+    gint64 took = g_get_monotonic_time() - start;
+    ck_assert_int_ge(took, (TUNNEL_RESUME_ENDED_GRACE_S * G_USEC_PER_SEC) - 200 * 1000);
+    ck_assert_int_lt(took, 15 * G_USEC_PER_SEC);
+    g_autofree char *want = g_strdup_printf("did not come back within %d s",
+                                            TUNNEL_RESUME_ENDED_GRACE_S);
+    ck_assert_msg(strstr(e->message, want), "%s", e->message);
+    tunnel_teardown(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tunnel-stream");
@@ -1002,6 +1030,7 @@ int main(void)
     tcase_add_test(tc, test_resumed_stream_carries_every_byte_once);
     tcase_add_test(tc, test_stream_not_resumed_in_time_fails_naming_it);
     tcase_add_test(tc, test_stream_not_resumed_in_time_ends_by_itself);
+    tcase_add_test(tc, test_stream_ended_in_order_waits_a_short_grace);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
