@@ -194,15 +194,6 @@ class QemuStorageTest(QemuMigrationCase):
         self.assertRegex(dst.log(), rf"removed the image {re.escape(image)} created for a failed migration")
         self.assertEqual(self.state(src), "running (migration canceled)")
 
-    def qemu_logs(self, *daemons):
-        """The tails of the daemons' QEMU logs, for a failure's message."""
-        out = ""
-        for d in daemons:
-            for path in glob.glob(os.path.join(d.dir, "**", NAME + ".log*"), recursive=True):
-                with open(path, errors="replace") as f:
-                    out += f"\n--- {path}:\n" + f.read()[-1500:]
-        return out
-
     def qemu_img_info(self, path):
         p = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True,
                            timeout=60)
@@ -361,7 +352,7 @@ class QemuStorageTest(QemuMigrationCase):
             if mig.poll() is None:
                 mig.kill()
                 mig.communicate()
-        self.assertEqual(mig.returncode, 0, err + a.log()[-3000:] + b.log()[-3000:] + self.qemu_logs(a, b))
+        self.assertEqual(mig.returncode, 0, err + self.post_mortem())
         self.assertEqual(self.state(b), "running (migrated)")
         last = samples[-1][2]
         self.assertEqual(len(last), 2, f"not the two data connections: {last}")
