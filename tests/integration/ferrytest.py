@@ -18,6 +18,9 @@ import unittest
 BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build-asan"))
 FERRYD = os.path.join(BUILD, "src/daemon/ferryd")
 FERRY_VMM = os.path.join(BUILD, "src/vmm/ferry-vmm")
+# FERRY_TEST_KEEP=DIR: each daemon's directory is copied into DIR before it
+# is removed, for a post-mortem.
+KEEP_DIR = "FERRY_TEST_KEEP"
 
 REMOTE_PROGRAM = 0x20008086
 KEEPALIVE_PROGRAM = 0x6B656570
@@ -147,6 +150,10 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError, TypeError, ET.ParseError):
                 pass
+        keep = os.environ.get(KEEP_DIR)
+        if keep:  # for a post-mortem: the daemon's log, QEMU's logs, consoles, flight records
+            subprocess.run(["cp", "-a", self.dir, os.path.join(keep, f"{os.path.basename(self.dir)}-{self.name}")],
+                           capture_output=True, timeout=120)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
