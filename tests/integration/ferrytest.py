@@ -495,6 +495,46 @@ def wait_for(predicate, timeout=10, interval=0.05):
     return predicate()
 
 
+def hang_report(daemons, domain=None, uri_of=None):
+    """What each daemon was doing when something it runs did not end: its
+    threads (name, state, kernel wait channel), their stacks (gdb, when
+    installed), the domain's job as virsh sees it (uri_of(d): the URI to ask
+    it on) and the end of its log. For a failure message: a hang in CI is
+    seen once, and this is all that is left of it."""
+    out = []
+    for d in daemons:
+        pid = d.proc.pid if d.proc and d.proc.poll() is None else None
+        out.append(f"==== {d.name} (pid {pid})")
+        if pid:
+            task = f"/proc/{pid}/task"
+            for tid in sorted(os.listdir(task), key=int) if os.path.isdir(task) else []:
+                def read(name, tid=tid):
+                    try:
+                        with open(f"{task}/{tid}/{name}") as f:
+                            return f.read().strip()
+                    except OSError:
+                        return "?"
+                state = read("stat").rsplit(")", 1)[-1].split()[:1]
+                out.append(f"  thread {tid} {read('comm')}: {' '.join(state)} {read('wchan')}")
+            if shutil.which("gdb"):
+                try:
+                    bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex",
+                                         "thread apply all bt"], capture_output=True,
+                                        text=True, timeout=120).stdout
+                    out.append("\n".join(line for line in bt.splitlines()
+                                          if line.startswith(("Thread ", "#"))))
+                except subprocess.TimeoutExpired:
+                    out.append("  (gdb did not answer within 120 s)")
+            if domain and uri_of:
+                try:
+                    _, so, se = virsh(uri_of(d), "domjobinfo", domain, check=False, timeout=30)
+                    out.append(f"  domjobinfo: {so.strip()} {se.strip()}")
+                except subprocess.TimeoutExpired:
+                    out.append("  domjobinfo: no answer within 30 s")
+        out.append(d.log()[-6000:])
+    return "\n".join(out)
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
