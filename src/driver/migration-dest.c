@@ -73,12 +73,18 @@ static gboolean source_gone_locked(MigrationJob *job, gboolean stream_open)
         job->source_gone_since_us = 0;
         return FALSE;
     }
-    if (!stream_open || !job->resume_timeout_s || !tunnel_peer_watch_broke(job->source))
+    if (!stream_open || !job->resume_timeout_s)
         return TRUE;
+    /* As its stream waits: a connection that broke for the resume time,
+     * one the source ended or reset (gone, or its end timed out first)
+     * for a short grace. */
+    guint wait_s = tunnel_peer_watch_broke(job->source)
+                       ? job->resume_timeout_s
+                       : MIN(job->resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S);
     gint64 now = g_get_monotonic_time();
     if (!job->source_gone_since_us)
         job->source_gone_since_us = now;
-    return now - job->source_gone_since_us >= (gint64)job->resume_timeout_s * G_USEC_PER_SEC;
+    return now - job->source_gone_since_us >= (gint64)wait_s * G_USEC_PER_SEC;
 }
 
 /* How the source's connection went, for messages. */

@@ -552,12 +552,13 @@ static void resume_reserve_slot(guint32 serial, gpointer data)
     rr->binding = tunnel_router_reserve(rr->link->router, rpc_client_get_connection(rr->link->client), &h);
 }
 
-/* One attempt: a new connection and the resume call. TRUE once the stream
- * runs on the new connection; FALSE with why. */
-static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int timeout_ms,
+/* One attempt: a new connection (within connect_ms) and the resume call
+ * (within call_ms). TRUE once the stream runs on the new connection; FALSE
+ * with why. */
+static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int connect_ms, int call_ms,
                                GError **error)
 {
-    PeerLink *link = link_open(peer, timeout_ms, NULL, error);
+    PeerLink *link = link_open(peer, connect_ms, NULL, error);
     if (!link)
         return FALSE;
     TunnelResumeArgs a = {.token = peer->resume_token};
@@ -567,7 +568,7 @@ static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int timeou
     gboolean ok = rpc_client_call_with_serial(
         link->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION, FERRY_TUNNEL_PROC_RESUME,
         (xdrproc_t)tunnel_resume_xdr_args, &a, (xdrproc_t)tunnel_resume_xdr_point, &theirs,
-        MAX(timeout_ms, 1000), resume_reserve_slot, &rr, error);
+        MAX(call_ms, 1000), resume_reserve_slot, &rr, error);
     if (ok) {
         /* From now on every call goes to the new connection. */
         g_mutex_lock(&peer->lock);
@@ -607,9 +608,16 @@ static void resume_stream(MigrationPeer *peer, TunnelStream *ts)
         if (now >= deadline)
             break;
         attempts++;
-        int left_ms = (int)MIN((deadline - now) / 1000, (gint64)RECONNECT_ATTEMPT_MS);
+        gint64 left_ms = (deadline - now) / 1000;
         g_clear_error(&last);
-        if (resume_attempt(peer, ts, MAX(left_ms, 200), &last)) {
+        /* A connection gets RECONNECT_ATTEMPT_MS, the resume call the whole
+         * time left: a call given up on may still be served by the
+         * destination, later, on a connection we closed, which would move
+         * its stream there and end it (a loaded destination answered after
+         * our 5 s and the migration failed). A dead path fails the call
+         * sooner (its connection's keepalive). */
+        if (resume_attempt(peer, ts, (int)MAX(MIN(left_ms, (gint64)RECONNECT_ATTEMPT_MS), 200),
+                           (int)MIN(left_ms, (gint64)G_MAXINT), &last)) {
             FERRY_INFO("resumed the migration stream with the %s (attempt %u)",
                        peer->description, attempts);
             return;

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -67,6 +68,26 @@ void rpc_socket_tune_peer(int fd)
 {
     if (is_tcp(fd))
         tune_tcp(fd, TRUE);
+}
+
+int rpc_socket_lost_error(int fd)
+{
+    struct tcp_info ti;
+    socklen_t sl = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0 ||
+        sl < offsetof(struct tcp_info, tcpi_last_ack_recv) + sizeof(ti.tcpi_last_ack_recv))
+        return 0;
+    if (ti.tcpi_state != TCP_CLOSE || (!ti.tcpi_retransmits && !ti.tcpi_probes))
+        return 0;
+    /* A reset that came while a segment was being retransmitted leaves the
+     * same state: only a silence as long as the user timeout is one. */
+    int user_timeout_ms = 0;
+    socklen_t ul = sizeof(user_timeout_ms);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, &ul) < 0)
+        user_timeout_ms = 0;
+    guint32 silent_ms = MAX(1000u, (guint32)MAX(user_timeout_ms, 0) / 2);
+    return ti.tcpi_last_ack_recv >= silent_ms ? ETIMEDOUT : 0;
 }
 
 int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)

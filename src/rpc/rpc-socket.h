@@ -40,3 +40,12 @@ void rpc_socket_tune_accepted(int fd);
  * connection, or the RPC connection a prepare call came on): all of the
  * liveness settings. */
 void rpc_socket_tune_peer(int fd);
+
+/* The error a TCP connection died of, as its kernel state tells it after
+ * the error itself was taken: ETIMEDOUT when the kernel closed it after
+ * retransmitting or probing with nothing acknowledged for its user timeout
+ * (at least a second); 0 otherwise (alive, closed in order or reset, or
+ * not TCP). A socket reports its error to one call only, and a splice()
+ * that moved bytes before that call returns the count and drops the error:
+ * then every thread meets only EPIPE or end of file. */
+int rpc_socket_lost_error(int fd);

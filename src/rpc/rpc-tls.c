@@ -404,6 +404,9 @@ static gboolean tx_send(RpcTlsTransport *t, const guint8 *p, gsize len)
     gboolean ok = send_all(t->base.fd, p, len, &t->tx_errno);
     if (begin)
         t->tx_io_us += g_get_monotonic_time() - begin;
+    /* Noted for the other calls; an EPIPE says nothing, its cause is told. */
+    if (!ok)
+        t->tx_errno = rpc_transport_os_error(&t->base, t->tx_errno);
     return ok;
 }
 
@@ -432,7 +435,6 @@ static ssize_t tls_push(gnutls_transport_ptr_t ptr, const void *data, size_t len
         goto fail;
     return len;
 fail:
-    ferry_os_error_note(&t->base.os_error, t->tx_errno);
     /* errno, not gnutls_transport_set_errno(): that field is shared by the
      * reading and the writing thread, errno is per thread. */
     errno = t->tx_errno;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 
 gboolean rpc_transport_crypto_timing = TRUE;
@@ -19,7 +20,7 @@ static gssize socket_read(RpcTransport *t, void *buf, gsize len, GError **error)
             return n;
         if (errno == EINTR)
             continue;
-        int err = ferry_os_error_seen(&t->os_error, errno);
+        int err = rpc_transport_os_error(t, errno);
         ferry_set_error_errno(error, err, "cannot read from %s", t->peer);
         return -1;
     }
@@ -41,7 +42,7 @@ static gboolean socket_writev(RpcTransport *t, const struct iovec *iov_in, int i
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            int err = ferry_os_error_seen(&t->os_error, errno);
+            int err = rpc_transport_os_error(t, errno);
             ferry_set_error_errno(error, err, "cannot write to %s", t->peer);
             ok = FALSE;
             break;
@@ -60,6 +61,13 @@ static gboolean socket_writev(RpcTransport *t, const struct iovec *iov_in, int i
     if (iov != stack_iov)
         g_free(iov);
     return ok;
+}
+
+int rpc_transport_os_error(RpcTransport *t, int err)
+{
+    if (err == EPIPE && !g_atomic_int_get(&t->os_error))
+        ferry_os_error_note(&t->os_error, rpc_socket_lost_error(t->fd));
+    return ferry_os_error_seen(&t->os_error, err);
 }
 
 static void socket_shutdown(RpcTransport *t)

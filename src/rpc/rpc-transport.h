@@ -28,7 +28,7 @@ struct RpcTransport {
     gint64 peer_uid;   /* UNIX sockets: the peer's uid, else -1 */
     gint64 peer_gid;
     gint64 peer_pid;
-    gint os_error; /* the first OS error met on the socket (ferry_os_error_seen) */
+    gint os_error; /* the first OS error met on the socket (rpc_transport_os_error) */
     /* Microseconds this layer spent in its cipher (TLS records, a SASL
      * security layer), apart from the socket I/O under it: [RPC_CRYPTO_SEND]
      * encrypting (the writer), [RPC_CRYPTO_RECV] decrypting (the reader).
@@ -89,4 +89,10 @@ gboolean rpc_transport_write_all(RpcTransport *t, const void *buf, gsize len, GE
 /* Reads exactly len bytes; a short stream is an error naming what was expected. */
 gboolean rpc_transport_read_all(RpcTransport *t, void *buf, gsize len, GError **error);
 void rpc_transport_shutdown(RpcTransport *t);
+/* The error to report for a call on t's socket that failed with err, which
+ * it also notes in t->os_error: for EPIPE (a dead socket's error went to
+ * another call, or was lost) the cause noted by another call, or the one
+ * the socket's TCP state tells (rpc_socket_lost_error), or, waited for a
+ * moment, one another thread is about to note; EPIPE when none. */
+int rpc_transport_os_error(RpcTransport *t, int err);
 void rpc_transport_free(RpcTransport *t);

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rpc/rpc-socket.h"
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -135,6 +136,10 @@ static GError *io_error(TunnelRelay *r, const char *verb, const char *hop, int e
 {
     if (hop == r->peer_name) {
         note_net_error(r, err);
+        /* A splice that moved bytes before the socket's error drops the
+         * error: the connection's TCP state still tells a timeout. */
+        if (err == EPIPE && !g_atomic_int_get(&r->net->os_error))
+            note_net_error(r, rpc_socket_lost_error(r->net_fd));
         if (err == EPIPE) {
             int cause = g_atomic_int_get(&r->net->os_error);
             if (cause)
@@ -283,6 +288,11 @@ static GError *splice_reader(Direction *d)
             note_net_error(r, err);
         if (relay_failed(r))
             return NULL; /* the other side or an abort already said why */
+        /* The connection's end, or its death whose error a writer's
+         * splice dropped (it reads as an end of file then). */
+        int lost = n == 0 && !d->outbound ? rpc_socket_lost_error(r->net_fd) : 0;
+        if (lost)
+            return io_error(r, "read from", d->in_name, lost);
         if (n == 0) {
             g_mutex_lock(&r->lock);
             d->in_eof = TRUE;

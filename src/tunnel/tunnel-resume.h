@@ -21,6 +21,15 @@ typedef struct TunnelPeerWatch TunnelPeerWatch;
 #define FERRY_TUNNEL_PROC_RESUME 3
 #define TUNNEL_RESUME_TOKEN_MAX 64
 
+/* A connection that broke (a timeout) may come back for the whole resume
+ * time. One the peer ended in order or reset may be a peer that is gone,
+ * or one whose own end of a broken connection timed out first: once the
+ * link is back, its kernel resets what we still send (a blip a little
+ * longer than tcp_user_timeout, where one side noticed and the other did
+ * not). Such a stream waits this long (its resume time if shorter): a live
+ * peer is reconnecting already, a dead one is given up on soon. */
+#define TUNNEL_RESUME_ENDED_GRACE_S 5
+
 /* Where one side stands, for the other to go on from. */
 typedef struct {
     guint64 received; /* stream bytes it received from the peer (written or queued for its VMM) */

@@ -33,7 +33,8 @@
  * bytes for its VMM and then stops reading the connection.
  *
  * Resuming (credit mode, cfg.resume): the connection closing leaves an OPEN
- * or FINISHING stream *detached*: the sender stops (what it read from its
+ * or FINISHING stream *detached* (for the resume time if it broke, for
+ * TUNNEL_RESUME_ENDED_GRACE_S if the peer ended or reset it): the sender stops (what it read from its
  * VMM meanwhile is kept), the sink goes on writing what it has, packets
  * are dropped, credit is held back. tunnel_stream_resume on a new
  * connection swaps it in and resends from the peer's received position
@@ -125,6 +126,7 @@ struct TunnelStream {
                              * nor stats.bytes_in */
     gboolean out_eof;       /* S: our EOF marker was sent */
     gboolean detached;      /* the connection is gone; waiting for a new one */
+    guint resume_wait_s;    /* how long, from when it went (TUNNEL_RESUME_ENDED_GRACE_S) */
     gint64 resume_deadline_us;
     GError *detach_reason;
 };
@@ -139,12 +141,22 @@ static gboolean is_running(StreamState s)
     return s == ST_OPEN || s == ST_FINISHING;
 }
 
-/* Waits on ts->cond, counted so that wake_locked knows someone waits. */
+static void resume_expired_locked(TunnelStream *ts);
+
+/* Waits on ts->cond, counted so that wake_locked knows someone waits. A
+ * detached stream waits no longer than its resume time, and ends itself
+ * then: its pumps bound it, whether or not anyone waits for its end
+ * (tunnel_stream_wait). */
 static void wait_locked(TunnelStream *ts)
 {
     ts->waiting++;
-    g_cond_wait(&ts->cond, &ts->lock);
+    if (ts->detached)
+        g_cond_wait_until(&ts->cond, &ts->lock, ts->resume_deadline_us);
+    else
+        g_cond_wait(&ts->cond, &ts->lock);
     ts->waiting--;
+    if (ts->detached && is_running(ts->state) && g_get_monotonic_time() >= ts->resume_deadline_us)
+        resume_expired_locked(ts);
 }
 
 static void wait_until_locked(TunnelStream *ts, gint64 until_us)
@@ -783,8 +795,8 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
         g_mutex_unlock(&ts->lock); /* an old connection of a resumed stream */
         return;
     }
-    /* A peer that ended the connection in order (its process died, or it
-     * cut us off) will not come back; a path that broke may. */
+    /* A path that broke may come back within the resume time; a peer that
+     * ended the connection in order or reset it, only soon if at all. */
     gboolean broke = !rpc_connection_closed_cleanly(ts->conn);
     /* A reader that met a plain end of file after the writer took the
      * socket's error closes without a reason: the socket's error is it. */
@@ -794,18 +806,20 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
         os_why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, g_strerror(os_error));
         why = os_why;
     }
-    if (ts->cfg.resume && is_running(ts->state) && (broke || ts->detached)) {
+    if (ts->cfg.resume && is_running(ts->state)) {
         if (!ts->detached) {
             ts->detached = TRUE;
+            ts->resume_wait_s = broke ? ts->cfg.resume_timeout_s
+                                      : MIN(ts->cfg.resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S);
             ts->resume_deadline_us =
-                g_get_monotonic_time() + (gint64)ts->cfg.resume_timeout_s * G_USEC_PER_SEC;
+                g_get_monotonic_time() + (gint64)ts->resume_wait_s * G_USEC_PER_SEC;
             g_clear_error(&ts->detach_reason);
             ts->detach_reason = why ? g_error_copy(why) : NULL;
             g_autofree char *m = moved(ts);
             FERRY_INFO("stream serial %u: the connection to the %s closed after %s%s%s; "
                        "waiting up to %u s for it to come back",
                        ts->header.serial, ts->peer_name, m, why ? ": " : "",
-                       why ? why->message : "", ts->cfg.resume_timeout_s);
+                       why ? why->message : "", ts->resume_wait_s);
             g_cond_broadcast(&ts->cond);
             g_cond_broadcast(&ts->end_cond); /* a waiter keeps the resume deadline now */
         }
@@ -830,7 +844,7 @@ static void resume_expired_locked(TunnelStream *ts)
     g_autoptr(GError) e = g_error_new(
         FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
         "the connection to the %s closed after %s%s%s, and did not come back within %u s",
-        ts->peer_name, m, why ? ": " : "", why ? why->message : "", ts->cfg.resume_timeout_s);
+        ts->peer_name, m, why ? ": " : "", why ? why->message : "", ts->resume_wait_s);
     end_locked(ts, ST_FAILED, e);
 }
 

@@ -101,7 +101,8 @@ void tunnel_stream_deliver_on(TunnelStream *ts, RpcConnection *conn, RpcMessage 
                               gboolean held);
 
 /* The RPC connection under the stream is gone. A resumable stream waits for
- * a new one (until its resume time is up, then it fails with why). */
+ * a new one (until its resume time is up, or TUNNEL_RESUME_ENDED_GRACE_S
+ * when the peer ended or reset it; then it fails with why). */
 void tunnel_stream_connection_closed(TunnelStream *ts, const GError *why);
 /* The same, ignored when conn no longer carries the stream. */
 void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,

@@ -18,6 +18,9 @@ import unittest
 BUILD = os.environ.get("FERRY_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build-asan"))
 FERRYD = os.path.join(BUILD, "src/daemon/ferryd")
 FERRY_VMM = os.path.join(BUILD, "src/vmm/ferry-vmm")
+# FERRY_TEST_KEEP=DIR: each daemon's directory is copied into DIR before it
+# is removed, for a post-mortem.
+KEEP_DIR = "FERRY_TEST_KEEP"
 
 REMOTE_PROGRAM = 0x20008086
 KEEPALIVE_PROGRAM = 0x6B656570
@@ -147,6 +150,10 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError, TypeError, ET.ParseError):
                 pass
+        keep = os.environ.get(KEEP_DIR)
+        if keep:  # for a post-mortem: the daemon's log, QEMU's logs, consoles, flight records
+            subprocess.run(["cp", "-a", self.dir, os.path.join(keep, f"{os.path.basename(self.dir)}-{self.name}")],
+                           capture_output=True, timeout=120)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -486,6 +493,46 @@ def wait_for(predicate, timeout=10, interval=0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def hang_report(daemons, domain=None, uri_of=None):
+    """What each daemon was doing when something it runs did not end: its
+    threads (name, state, kernel wait channel), their stacks (gdb, when
+    installed), the domain's job as virsh sees it (uri_of(d): the URI to ask
+    it on) and the end of its log. For a failure message: a hang in CI is
+    seen once, and this is all that is left of it."""
+    out = []
+    for d in daemons:
+        pid = d.proc.pid if d.proc and d.proc.poll() is None else None
+        out.append(f"==== {d.name} (pid {pid})")
+        if pid:
+            task = f"/proc/{pid}/task"
+            for tid in sorted(os.listdir(task), key=int) if os.path.isdir(task) else []:
+                def read(name, tid=tid):
+                    try:
+                        with open(f"{task}/{tid}/{name}") as f:
+                            return f.read().strip()
+                    except OSError:
+                        return "?"
+                state = read("stat").rsplit(")", 1)[-1].split()[:1]
+                out.append(f"  thread {tid} {read('comm')}: {' '.join(state)} {read('wchan')}")
+            if shutil.which("gdb"):
+                try:
+                    bt = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex",
+                                         "thread apply all bt"], capture_output=True,
+                                        text=True, timeout=120).stdout
+                    out.append("\n".join(line for line in bt.splitlines()
+                                          if line.startswith(("Thread ", "#"))))
+                except subprocess.TimeoutExpired:
+                    out.append("  (gdb did not answer within 120 s)")
+            if domain and uri_of:
+                try:
+                    _, so, se = virsh(uri_of(d), "domjobinfo", domain, check=False, timeout=30)
+                    out.append(f"  domjobinfo: {so.strip()} {se.strip()}")
+                except subprocess.TimeoutExpired:
+                    out.append("  domjobinfo: no answer within 30 s")
+        out.append(d.log()[-6000:])
+    return "\n".join(out)
 
 
 def pid_alive(pid):

@@ -369,10 +369,9 @@ class Matrix:
         failed = time.monotonic() - start
         self.assertNotEqual(rc, 0)
         # The source names the dead path (TCP's timeout, or the stall), its
-        # own or in the destination's report. Left: under heavy load the
-        # source's relay may still say only EPIPE for its data connection
-        # (its wait for the reader's cause is cut by the caller's 200 ms
-        # poll deadline), the report then names the timeout.
+        # own or in the destination's report: never only EPIPE, even when
+        # the socket's ETIMEDOUT went to another call or a splice dropped it
+        # (the socket's TCP state tells it, rpc_socket_lost_error).
         self.assertRegex(err, r"Connection timed out|stalled|timed out|no reply")
         # Tunnelled, the daemons tried to reconnect for the resume time first
         # (the source's reconnector or its stream says so).

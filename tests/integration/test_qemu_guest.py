@@ -135,6 +135,11 @@ class ConsoleParsing(unittest.TestCase):
         self.assertEqual((r["pass"], r["counter"]), (4, 10))
         self.assertEqual(c.last_counter(), 10)
 
+    def test_hex_values_stay_strings_when_all_their_digits_are_decimal(self):
+        c = self.console("FERRY-GUEST disk ok blocks=2048 writes=5632 digest=4602979552308349\n")
+        r = c.events()[0]
+        self.assertEqual((r["blocks"], r["digest"]), (2048, "4602979552308349"))
+
     def test_fail_crash_and_error_are_told_apart(self):
         fail = self.console("FERRY-GUEST verify begin pass=1 counter=1\n"
                             "FERRY-GUEST verify FAIL pass=1 page=5 offset=9 expected=00 got=01 "

@@ -25,6 +25,8 @@ import guest  # noqa: E402
 import test_qemu_migration as tqm  # noqa: E402
 
 NAME = tqm.NAME
+STORE_MIB = 32   # AbortOnErrorTest's tmpfs, filled by the test during the migration
+IMAGE_MIB = 256  # the sparse image on it the guest writes, 640 KiB/s, each block once
 
 
 class QemuKnobsTest(tqm.QemuMigrationCase):
@@ -163,11 +165,11 @@ class AbortOnErrorTest(tqm.QemuMigrationCase):
 
     def boot_writer(self, d):
         self.store = tempfile.mkdtemp(prefix="ferry-ioerr-")
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", self.store], check=True,
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={STORE_MIB}m", "tmpfs", self.store], check=True,
                        capture_output=True, timeout=30)
         image = os.path.join(self.store, "disk.img")
         with open(image, "wb") as f:
-            f.truncate(256 << 20)  # sparse: blocks come from the tmpfs as the guest writes
+            f.truncate(IMAGE_MIB << 20)  # sparse: blocks come from the tmpfs as the guest writes
         self.console = os.path.join(d.dir, "console-1.log")
         xml = guest.domain_xml(NAME, memory_mib=256, console_log=self.console,
                                cmdline=guest.kernel_cmdline(fill="64M", wss="8M",
@@ -185,17 +187,29 @@ class AbortOnErrorTest(tqm.QemuMigrationCase):
         return image
 
     def fill_store(self):
-        """Takes every free block of the tmpfs: the guest's next write fails."""
+        """Takes every free block of the tmpfs: the guest's next write fails.
+        Chunk by chunk, halving a chunk that does not fit: a tmpfs gives back
+        all of a posix_fallocate that fails, so one call for all the free
+        space allocated nothing whenever the writer took a block between
+        statvfs and the call (the store then filled only by the writer's
+        own 640 KiB/s, a minute later, and the resume found no room)."""
         filler = os.path.join(self.store, "filler")
         fd = os.open(filler, os.O_CREAT | os.O_WRONLY, 0o600)
         try:
-            st = os.statvfs(self.store)
-            os.posix_fallocate(fd, 0, st.f_bavail * st.f_frsize)
-        except OSError as e:
-            if e.errno != errno.ENOSPC:  # the writer took blocks meanwhile: full all the same
-                raise
+            page = os.statvfs(self.store).f_frsize
+            size, chunk = 0, 1 << 20
+            while chunk >= page:
+                try:
+                    os.posix_fallocate(fd, size, chunk)
+                    size += chunk
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    chunk //= 2
         finally:
             os.close(fd)
+        st = os.statvfs(self.store)
+        self.assertEqual(st.f_bavail, 0, "the store still has room")
         return filler
 
     @guest.retry_on_guest_crash("end_attempt")
@@ -232,11 +246,18 @@ class AbortOnErrorTest(tqm.QemuMigrationCase):
         self.assertIn(f"cannot migrate domain '{NAME}' with --abort-on-error: it is paused on an "
                       f"I/O error", err)
 
-        # Room again: resumed, QEMU retries the write and the guest runs on.
+        # Room again, for all of the image: resumed, QEMU retries the write
+        # and the guest runs on, and cannot fill the store again.
         os.unlink(filler)
+        subprocess.run(["mount", "-o", f"remount,size={STORE_MIB + IMAGE_MIB}m", self.store], check=True,
+                       capture_output=True, timeout=30)
+        written = os.stat(os.path.join(self.store, "disk.img")).st_blocks
         ft.virsh(self.local(a), "resume", NAME)
         self.assertTrue(ft.wait_for(lambda: self.state(a) == "running (unpaused)", 30),
                         self.state(a))
+        self.assertTrue(ft.wait_for(lambda: os.stat(os.path.join(self.store, "disk.img")).st_blocks > written,
+                                    60, 0.5), "the guest wrote nothing after the resume")
+        self.assertEqual(self.state(a), "running (unpaused)")
         ft.virsh(self.local(a), "destroy", NAME)
 
 

@@ -83,10 +83,28 @@ class QemuMigrationCase(SaslTestCase):
     def names(self, d):
         return ft.virsh(self.local(d), "list", "--all", "--name")[1].split()
 
+    def post_mortem(self):
+        """For a failure's message: what each daemon says of the guest, the
+        tails of its QEMU logs and of its own log."""
+        out = ""
+        for d in self.daemons:
+            rc, listed, _ = ft.virsh(self.local(d), "list", "--all", "--name", check=False)
+            out += f"\n--- {d.name}: " + (", ".join(f"{n}: {self.state(d, n)}" for n in listed.split())
+                                         if rc == 0 else "not answering")
+            for path in sorted(glob.glob(os.path.join(d.dir, "log", "qemu", "*.log"))):
+                with open(path, errors="replace") as f:
+                    out += f"\n--- {path}:\n" + f.read()[-1500:]
+            out += f"\n--- {d.name}'s log:\n" + d.log()[-2000:]
+        return out
+
     def verified_after_move(self, log, before):
         """The destination's guest checked all its memory after the move and
-        its counter went on from where the source left it."""
-        r = guest.Console(log).wait_verified(VERIFY_TIMEOUT)
+        its counter went on from where the source left it. A timeout says
+        what the daemons and QEMU knew (a guest that went silent)."""
+        try:
+            r = guest.Console(log).wait_verified(VERIFY_TIMEOUT)
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}{self.post_mortem()}") from None
         self.assertGreater(r["counter"], before)
         self.assertGreater(r["pages"], 0)
         return guest.Console(log).last_counter()

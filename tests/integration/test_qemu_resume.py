@@ -77,7 +77,11 @@ class QemuResumeTest(QemuMigrationCase):
                 lambda: self.job_stats(a, NAME).get("data_processed", 0) >= 16 << 20, 120, 0.2))
             self.net.blip(BLIP_S)
             back = time.monotonic()
-            out, err = mig.communicate(timeout=300)
+            try:
+                out, err = mig.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                self.fail("virsh migrate did not return within 300 s of the link's return:\n" +
+                          ft.hang_report([a, b], NAME, self.local))
         finally:
             if mig.poll() is None:
                 mig.kill()

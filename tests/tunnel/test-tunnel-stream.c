@@ -817,6 +817,12 @@ static gpointer breaker_job(gpointer data)
         g_usleep(1000);
         tunnel_stream_get_stats(t->server.ts, &ss);
     } while (ss.bytes_in < b->break_at);
+    /* A path that broke: each socket met its timeout first, as TCP's user
+     * timeout reports it. Without that, the side whose close comes second
+     * may read the first one's as an end of file (a peer that ended the
+     * connection in order, which does not resume). */
+    ferry_os_error_note(&rpc_connection_get_transport(t->client.conn)->os_error, ETIMEDOUT);
+    ferry_os_error_note(&rpc_connection_get_transport(t->server.conn)->os_error, ETIMEDOUT);
     GError *cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the test cut the path");
     rpc_connection_close(t->client.conn, cut);
     rpc_connection_close(t->server.conn, cut);
@@ -909,6 +915,20 @@ START_TEST(test_resumed_stream_carries_every_byte_once)
 }
 END_TEST
 
+/* Until the stream sent bytes in all (its pump runs when it gets the CPU). */
+static void wait_sent(TunnelStream *ts, guint64 bytes)
+{
+    TunnelStats st;
+    for (int i = 0; i < 3000; i++) {
+        tunnel_stream_get_stats(ts, &st);
+        if (st.bytes_out >= bytes)
+            return;
+        g_usleep(10 * 1000);
+    }
+    ck_abort_msg("the stream sent %" G_GUINT64_FORMAT " bytes of %" G_GUINT64_FORMAT,
+                 st.bytes_out, bytes);
+}
+
 /* Not resumed within its time: the stream fails naming the cause and the time. */
 START_TEST(test_stream_not_resumed_in_time_fails_naming_it)
 {
@@ -917,7 +937,7 @@ START_TEST(test_stream_not_resumed_in_time_fails_naming_it)
     tunnel_setup(&t, TRUE, FALSE, 0);
     setup_resume_s = 0;
     ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
-    g_usleep(100 * 1000);
+    wait_sent(t.client.ts, 4);
     g_autoptr(GError) cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cut");
     rpc_connection_close(t.client.conn, cut);
     g_autoptr(GError) e = NULL;
@@ -927,6 +947,63 @@ START_TEST(test_stream_not_resumed_in_time_fails_naming_it)
     ck_assert_msg(strstr(e->message, "the connection to the destination ferryd closed after 4 bytes "
                                      "sent, 0 bytes received: cut, and did not come back within 1 s"),
                   "%s", e->message);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+/* Nobody waits for the stream's end (tunnel_stream_wait): its pumps still
+ * end it when its resume time is up, and its VMM sees the socket close, so
+ * a resume that never comes cannot leave a VMM writing into a stream that
+ * no longer moves. */
+START_TEST(test_stream_not_resumed_in_time_ends_by_itself)
+{
+    Tunnel t;
+    setup_resume_s = 1;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
+    wait_sent(t.client.ts, 4);
+    g_autoptr(GError) cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cut");
+    ferry_os_error_note(&rpc_connection_get_transport(t.client.conn)->os_error, ETIMEDOUT);
+    rpc_connection_close(t.client.conn, cut);
+    gint64 start = g_get_monotonic_time();
+    while (!tunnel_stream_is_over(t.client.ts) && g_get_monotonic_time() - start < 10 * G_USEC_PER_SEC)
+        g_usleep(20 * 1000);
+    ck_assert(tunnel_stream_is_over(t.client.ts));
+    ck_assert_int_ge(g_get_monotonic_time() - start, 900 * 1000);
+    char c;
+    ck_assert_int_eq(read(t.vmm_src, &c, 1), 0); /* the source VMM's socket was shut down */
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, g_get_monotonic_time() + G_USEC_PER_SEC, &e));
+    ck_assert_msg(strstr(e->message, "did not come back within 1 s"), "%s", e->message);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+/* A connection the peer ended in order (or reset) may be a peer whose own
+ * end of a broken connection timed out first: a resumable stream waits for
+ * it, but only TUNNEL_RESUME_ENDED_GRACE_S, not its whole resume time. */
+START_TEST(test_stream_ended_in_order_waits_a_short_grace)
+{
+    Tunnel t;
+    setup_resume_s = 30;
+    tunnel_setup(&t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
+    wait_sent(t.client.ts, 4);
+    gint64 start = g_get_monotonic_time();
+    rpc_connection_close(t.server.conn, NULL); /* the client reads an end of file */
+    for (int i = 0; i < 500 && !tunnel_stream_awaits_resume(t.client.ts); i++)
+        g_usleep(10 * 1000);
+    ck_assert(tunnel_stream_awaits_resume(t.client.ts));
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_stream_wait(t.client.ts, start + 20 * G_USEC_PER_SEC, &e));
+    gint64 took = g_get_monotonic_time() - start;
+    ck_assert_int_ge(took, (TUNNEL_RESUME_ENDED_GRACE_S * G_USEC_PER_SEC) - 200 * 1000);
+    ck_assert_int_lt(took, 15 * G_USEC_PER_SEC);
+    g_autofree char *want = g_strdup_printf("did not come back within %d s",
+                                            TUNNEL_RESUME_ENDED_GRACE_S);
+    ck_assert_msg(strstr(e->message, want), "%s", e->message);
     tunnel_teardown(&t);
 }
 END_TEST
@@ -952,6 +1029,8 @@ int main(void)
     tcase_add_test(tc, test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap);
     tcase_add_test(tc, test_resumed_stream_carries_every_byte_once);
     tcase_add_test(tc, test_stream_not_resumed_in_time_fails_naming_it);
+    tcase_add_test(tc, test_stream_not_resumed_in_time_ends_by_itself);
+    tcase_add_test(tc, test_stream_ended_in_order_waits_a_short_grace);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
