@@ -101,6 +101,7 @@ static const KeyDef keys[] = {
     KR(migration_port_max, KEY_UINT, 1, 65535),
     K(migration_address, KEY_STRING),
     KR(migration_stall_timeout, KEY_UINT, 0, 3600),
+    KR(migration_parallel_connections, KEY_UINT, 1, 16),
     KR(migration_resume_timeout, KEY_UINT, 0, 3600),
     KR(migration_keepalive_interval, KEY_INT, -1, 3600),
     KR(migration_keepalive_count, KEY_UINT, 1, 1000),
@@ -186,6 +187,7 @@ DaemonConfig *daemon_config_new_defaults(void)
     cfg->migration_port_max = 49215;
     cfg->migration_address = NULL;
     cfg->migration_stall_timeout = 10;
+    cfg->migration_parallel_connections = 1;
     cfg->migration_resume_timeout = 30;
     /* A dead destination is dropped after 8 s (libvirt's qemu.conf: 5 x 5,
      * 30 s, during which a migration can neither go on nor fail). */

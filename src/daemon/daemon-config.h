@@ -89,6 +89,9 @@ typedef struct {
     /* ferry: seconds a migration's data may stand still before it fails
      * on either side (0: never) */
     guint migration_stall_timeout;
+    /* ferry: channels of a tunnelled migration to a ferry peer when the
+     * client names none (parallel.connections) */
+    guint migration_parallel_connections;
     /* ferry: seconds a tunnelled migration whose connection broke waits for
      * the two daemons to reconnect and go on (0: fail at once) */
     guint migration_resume_timeout;

@@ -326,6 +326,8 @@ static int run(const DaemonOptions *opts, DaemonActivation *act)
         tunnel_data_settings_new(cfg->migration_address, cfg->migration_port_min,
                                  cfg->migration_port_max, migration_tls);
     tunnel_data_settings_set_stall_timeout(migration_data, cfg->migration_stall_timeout);
+    tunnel_data_settings_set_parallel_connections(migration_data,
+                                                  cfg->migration_parallel_connections);
     tunnel_data_settings_set_resume_timeout(migration_data, cfg->migration_resume_timeout);
     tunnel_data_settings_set_client_pki_dir(migration_data, cfg->migration_pki_dir);
     g_autofree char *vmm = find_vmm_binary(cfg);

@@ -7,6 +7,7 @@
 
 #include "driver/domain-def.h"
 #include "driver/driver.h"
+#include "driver/migration-engine.h"
 #include "util/error.h"
 #include "util/uuid.h"
 
@@ -60,6 +61,8 @@ GBytes *migration_cookie_format(const MigrationCookieContent *c)
     }
     if (c->postcopy)
         g_string_append(s, "  <postcopy/>\n");
+    if (c->parallel > 1)
+        g_string_append_printf(s, "  <parallel connections='%u'/>\n", c->parallel);
     if (c->disks) {
         g_string_append_printf(s, "  <storage inc='%s'>\n", c->storage_inc ? "yes" : "no");
         for (guint i = 0; i < c->disks->len; i++) {
@@ -191,6 +194,10 @@ gboolean migration_cookie_parse(GBytes *bytes, MigrationCookie *c, GError **erro
                 c->downtime_ms = prop_u64(n, "downtime");
             } else if (xmlStrEqual(n->name, BAD_CAST "postcopy")) {
                 c->postcopy = TRUE;
+            } else if (xmlStrEqual(n->name, BAD_CAST "parallel")) {
+                guint64 n_conn = prop_u64(n, "connections");
+                /* out of range: as absent, one stream */
+                c->parallel = n_conn >= 2 && n_conn <= MIGRATION_MAX_CONNECTIONS ? (guint)n_conn : 0;
             } else if (xmlStrEqual(n->name, BAD_CAST "storage")) {
                 if (!parse_storage(n, c, error)) {
                     xmlFreeDoc(doc);

@@ -39,6 +39,9 @@ typedef struct {
      * answers the same list. NULL: none. */
     GPtrArray *disks;
     gboolean storage_inc; /* --copy-storage-inc */
+    /* several connections for the memory stream: what the source asks for,
+     * what the destination accepts; 0: the term is absent (one) */
+    guint parallel;
 } MigrationCookie;
 
 void migration_cookie_clear(MigrationCookie *cookie);
@@ -58,6 +61,7 @@ typedef struct {
     gboolean postcopy;
     GPtrArray *disks; /* MigrationDisk*: the disks copied, NULL none */
     gboolean storage_inc;
+    guint parallel; /* > 1: the connections of the memory stream */
 } MigrationCookieContent;
 
 /* The cookie's XML, NUL-terminated as libvirt peers send it. */

@@ -208,7 +208,7 @@ static gpointer incoming_accept(gpointer data)
     g_autoptr(GError) err = NULL;
     g_autoptr(TunnelChannel) main = NULL;
     gint64 deadline = g_get_monotonic_time() + DATA_CONNECT_WAIT_S * G_USEC_PER_SEC;
-    guint n = 1 + migration_storage_dest_count(job->storage);
+    guint n = migration_storage_dest_count(job->storage) + job->memory_channels;
     /* The listener and the VMM's ends stay the job's until the channels take them. */
     for (guint opened = 0; opened < n && !err; opened++) {
         guint index = 0;
@@ -217,15 +217,21 @@ static gpointer incoming_accept(gpointer data)
         if (!net)
             break;
         g_mutex_lock(&job->lock);
+        gboolean memory = index > 0 && job->memory_channels > 1 && index >= job->memory_first;
         int fd = index == 0 ? job->pending_vmm_fd
+                 : memory   ? migration_parallel_dest_take_fd(job, index)
                             : migration_storage_dest_take_fd(job->storage, index);
         if (index == 0)
             job->pending_vmm_fd = -1;
         g_mutex_unlock(&job->lock);
-        g_autofree char *peer = g_strdup_printf("data connection from the source ferryd%s",
-                                                index ? " (disk channel)" : "");
-        TunnelRelayConfig rc = {.vmm_name = index ? "destination VMM's disk export"
-                                                  : "destination VMM",
+        guint k = memory ? index - job->memory_first + 1 : 0;
+        g_autofree char *peer =
+            memory  ? g_strdup_printf("data connection from the source ferryd (channel %u)", k)
+            : index ? g_strdup("data connection from the source ferryd (disk channel)")
+                    : g_strdup("data connection from the source ferryd");
+        TunnelRelayConfig rc = {.vmm_name = memory  ? migration_parallel_vmm_name(FALSE, k)
+                                            : index ? "destination VMM's disk export"
+                                                    : "destination VMM",
                                 .peer_name = peer};
         g_autoptr(TunnelChannel) ch = tunnel_channel_relay(fd, net, &rc);
         if (index == 0) {
@@ -270,8 +276,8 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
                                                 (flags & MIGRATION_TLS) != 0, what, error);
     if (!job->listener)
         return FALSE;
-    tunnel_data_listener_set_channels(job->listener,
-                                      1 + migration_storage_dest_count(job->storage));
+    tunnel_data_listener_set_channels(job->listener, migration_storage_dest_count(job->storage) +
+                                                         job->memory_channels);
     job->pending_vmm_fd = *vmm_fd;
     *vmm_fd = -1;
     guint16 port = tunnel_data_listener_get_port(job->listener);
@@ -355,6 +361,15 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
     JobThread *watchdog = NULL;
+    /* several connections for the memory stream, as the source asked and our
+     * VMM can; post-copy runs over one (the source refuses both together) */
+    guint parallel = (flags & MIGRATION_POSTCOPY) ? 1 : migration_parallel_accept(e, &src);
+    int parallel_ours[MIGRATION_MAX_CONNECTIONS - 1];
+    for (guint i = 0; i < G_N_ELEMENTS(parallel_ours); i++)
+        parallel_ours[i] = -1;
+    /* A VMM that listens for its connections (QEMU's multifd): at this path. */
+    gboolean by_address = parallel > 1 && h->parallel_by_address;
+    g_autofree char *vmm_path = NULL;
     MigrationStorageDest *storage = NULL;
     /* Disks without shared storage: their images first, the VMM opens them. */
     if ((flags & (MIGRATION_NON_SHARED_DISK | MIGRATION_NON_SHARED_INC)) && src.disks &&
@@ -368,18 +383,44 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
         goto fail;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    if (!by_address && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
         goto fail;
     }
+    if (parallel > 1 && !by_address &&
+        !migration_parallel_pairs(parallel, parallel_ours, ep.extra_fds, &err))
+        goto fail;
+    if (by_address) {
+        vmm_path = domain_store_runtime_path(e->hv->store, obj->instance_id, ".mig");
+        ep.path = vmm_path;
+    }
+    ep.n_connections = parallel;
     ep.fd = sv[1];
     sv[1] = -1;
     ep.postcopy = (flags & MIGRATION_POSTCOPY) != 0;
     if (!vm || !h->start_incoming(vm, &ep, &err)) {
-        if (!vm)
+        if (!vm) {
+            if (ep.fd >= 0)
+                close(ep.fd);
+            if (!by_address)
+                migration_parallel_close(ep.n_connections, ep.extra_fds);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR, "the incoming VMM is gone");
+        }
         goto fail;
     }
+    /* Its main connection first: QEMU 7.2 takes the first as the main one. */
+    for (guint k = 0; by_address && k < parallel; k++) {
+        int fd = migration_parallel_connect(vmm_path, k,
+                                            g_get_monotonic_time() + 10 * G_USEC_PER_SEC, &err);
+        if (fd < 0)
+            goto fail;
+        if (k == 0)
+            sv[0] = fd;
+        else
+            parallel_ours[k - 1] = fd;
+    }
+    if (by_address)
+        unlink(vmm_path); /* connected: nobody else may */
 
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
     if (!(flags & MIGRATION_PEER2PEER))
@@ -388,6 +429,11 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     job->instance_id = g_strdup(obj->instance_id);
     job->source = source ? tunnel_peer_watch_ref(source) : NULL;
     job->storage = g_steal_pointer(&storage);
+    job->memory_first = 1 + migration_storage_dest_count(job->storage);
+    job->memory_channels = parallel;
+    memcpy(job->memory_fds, parallel_ours, sizeof(parallel_ours));
+    for (guint i = 0; i < G_N_ELEMENTS(parallel_ours); i++)
+        parallel_ours[i] = -1; /* the job's now */
     job->recorder = flight_recorder_new("destination", name, domain_obj_get_uuid(obj),
                                         src.record_id);
     if (job->recorder) {
@@ -404,9 +450,10 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         credit = cfg.credit;
         /* A broken connection is survived when both daemons agree (the
          * shorter of their times); the source comes back with the token.
-         * Disk channels are not resumed: with disks, none is. */
+         * Disk channels and the memory's extra ones are not resumed: with
+         * any of them, none is. */
         guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
-        if (cfg.credit && src.resume_timeout && resume && !job->storage) {
+        if (cfg.credit && src.resume_timeout && resume && !job->storage && parallel < 2) {
             cfg.resume = TRUE;
             cfg.resume_timeout_s = MIN(resume, src.resume_timeout);
             job->resume_timeout_s = cfg.resume_timeout_s;
@@ -415,7 +462,8 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         if (job->recorder) {
             g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
             g_autofree char *window = g_strdup_printf("%zu", cfg.window);
-            flight_recorder_event(job->recorder, "terms", "mode", "tunnel", "#channels", "1",
+            g_autofree char *channels = g_strdup_printf("%u", parallel);
+            flight_recorder_event(job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                                   "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
                                   "#packet_size", packet, "#window", window, NULL);
         }
@@ -424,11 +472,13 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         if (cfg.resume)
             tunnel_channel_offer_resume(ch, job->resume_token, job->source);
         migration_job_set_channel(job, ch);
-        if (job->storage) {
-            /* The disks' streams come with ferry's own call, bound by a token. */
+        /* The disks' and the memory's extra streams come with ferry's own
+         * call, bound by a token. */
+        if (job->storage || parallel > 1)
             job->token = tunnel_data_token_new();
+        if (job->storage)
             migration_storage_dest_set_stream(job->storage, &cfg);
-        }
+        job->memory_stream = cfg;
     } else if (!incoming_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
         goto fail;
     }
@@ -455,13 +505,16 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
                                  .resume_token = job->resume_token,
                                  .disks = migration_storage_dest_disks(job->storage),
                                  .storage_inc = migration_storage_dest_is_inc(job->storage),
+                                 .parallel = parallel,
                                  .record_id = src.record_id && job->recorder
                                                   ? flight_recorder_get_id(job->recorder)
                                                   : NULL};
-    if (!binding && job->recorder)
+    if (!binding && job->recorder) {
+        g_autofree char *channels = g_strdup_printf("%u", parallel);
         flight_recorder_event(job->recorder, "terms", "mode",
-                              (flags & MIGRATION_TLS) ? "proxy+tls" : "proxy", "#channels", "1",
-                              "data_connection", *uri_out, NULL);
+                              (flags & MIGRATION_TLS) ? "proxy+tls" : "proxy", "#channels",
+                              channels, "data_connection", *uri_out, NULL);
+    }
     flight_recorder_phase(job->recorder, "prepare", FALSE);
     *cookie_out = migration_cookie_format(&c);
     domain_store_save_state(e->hv->store, obj, NULL);
@@ -478,6 +531,7 @@ fail:
         close(sv[0]);
     if (sv[1] >= 0)
         close(sv[1]);
+    migration_parallel_close(MIGRATION_MAX_CONNECTIONS, parallel_ours);
     if (vm)
         h->vm_unref(vm);
     migration_kill_instance(e, obj, DOMAIN_SHUTOFF_FAILED);
@@ -620,6 +674,10 @@ DriverDomain *migration_dest_finish(Driver *drv, GPtrArray *params, GBytes *cook
         g_prefix_error(&err, "the migration stream did not end cleanly: ");
         goto fail;
     }
+    /* Finished means every channel finished. */
+    if (!migration_parallel_wait(job, g_get_monotonic_time() + FINISH_WAIT_S * G_USEC_PER_SEC,
+                                 &err))
+        goto fail;
     obj = domain_list_lookup_by_instance(e->hv->list, job->instance_id, &err);
     if (!obj)
         goto fail;

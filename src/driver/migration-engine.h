@@ -22,6 +22,10 @@
 
 typedef struct MigrationEngine MigrationEngine;
 
+/* A migration's memory stream runs over at most this many connections
+ * (--parallel, parallel.connections; migration-parallel.c). */
+#define MIGRATION_MAX_CONNECTIONS 16
+
 /* How the VMM meets the engine's channel. */
 typedef enum {
     /* The VMM takes a connected socket: the engine makes a socket pair, keeps
@@ -36,10 +40,19 @@ typedef struct {
     /* FD: the VMM's end of the pair. The hook owns it from the call on and
      * closes it on every path (after passing it to the VMM). */
     int fd;
-    /* How many connections the VMM makes: 1. Several (QEMU's multifd) need
-     * an address endpoint and a channel each; until the tunnel carries
-     * several channels per migration, PARALLEL is refused by name. */
+    /* How many connections the VMM makes (at most the hooks'
+     * max_connections): fd is the first, extra_fds[0 .. n_connections - 2]
+     * the others, in channel order; the hook owns and closes them all, as fd. */
     guint n_connections;
+    int extra_fds[MIGRATION_MAX_CONNECTIONS - 1];
+    /* A VMM that opens several connections to an address (the hooks'
+     * parallel_by_address: QEMU's multifd) gets, when n_connections > 1, a
+     * UNIX socket path instead of fds (fd and extra_fds are -1): the source
+     * VMM connects there n times, the main connection first (the engine
+     * listens); the destination VMM listens there and the engine connects n
+     * times, the main connection first, which is how QEMU 7.2 tells them
+     * apart. NULL otherwise. */
+    const char *path;
     /* The migration may switch to post-copy (--postcopy): the VMM enables it
      * before it starts (QEMU: capability postcopy-ram on both sides). */
     gboolean postcopy;
@@ -114,6 +127,12 @@ typedef struct {
     /* MIGRATION_AUTO_CONVERGE, MIGRATION_COMPRESSED, MIGRATION_POSTCOPY: what
      * tune (and for post-copy, the hooks below) can do */
     guint tunable_flags;
+    /* How many connections one migration of this VMM may use (--parallel);
+     * 0 or 1: one only, PARALLEL and parallel.connections > 1 are refused
+     * naming the VMM. */
+    guint max_connections;
+    /* Several connections go to an address (MigrationEndpoint.path), not fds. */
+    gboolean parallel_by_address;
 
     /* A new reference on the VMM of obj's running instance, NULL if there is
      * none. obj locked. */

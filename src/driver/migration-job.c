@@ -13,6 +13,9 @@ MigrationJob *migration_job_new(int operation)
     g_cond_init(&job->cond);
     job->operation = operation;
     job->pending_vmm_fd = -1;
+    job->memory_channels = 1;
+    for (guint i = 0; i < G_N_ELEMENTS(job->memory_fds); i++)
+        job->memory_fds[i] = -1;
     job->postcopy_bandwidth = G_MAXUINT64;
     job->start_us = g_get_monotonic_time();
     job->info.type = DRIVER_JOB_UNBOUNDED;
@@ -39,6 +42,9 @@ void migration_job_unref(MigrationJob *job)
     tunnel_data_listener_free(job->listener);
     if (job->pending_vmm_fd >= 0)
         close(job->pending_vmm_fd);
+    for (guint i = 0; i < G_N_ELEMENTS(job->memory_fds); i++)
+        if (job->memory_fds[i] >= 0)
+            close(job->memory_fds[i]);
     g_clear_error(&job->channel_error);
     g_free(job->token);
     tunnel_resume_withdraw(job->resume_token);
@@ -131,7 +137,13 @@ gboolean migration_job_check_extra(MigrationJob *job, GError **error)
 gboolean migration_job_wait_extra(MigrationJob *job, guint n, gint64 deadline_us,
                                   GError **error)
 {
-    for (guint i = 1; i <= n; i++) {
+    return migration_job_wait_channels(job, 1, n, deadline_us, error);
+}
+
+gboolean migration_job_wait_channels(MigrationJob *job, guint first, guint last,
+                                     gint64 deadline_us, GError **error)
+{
+    for (guint i = first; i <= last; i++) {
         g_mutex_lock(&job->lock);
         while (!job->extra || job->extra->len < i || !job->extra->pdata[i - 1]) {
             if (!g_cond_wait_until(&job->cond, &job->lock, deadline_us)) {
@@ -303,6 +315,14 @@ static void fill_from_channel_locked(MigrationJob *job, DriverJobInfo *info)
         return;
     guint64 out = 0, in = 0;
     tunnel_channel_get_bytes(job->channel, &out, &in);
+    /* Every channel of the memory stream counts. */
+    for (guint i = 0; job->memory_channels > 1 && job->extra && i < job->extra->len; i++) {
+        guint64 o = 0, n = 0;
+        if (i + 1 >= job->memory_first && job->extra->pdata[i]) {
+            tunnel_channel_get_bytes(job->extra->pdata[i], &o, &n);
+            in += n;
+        }
+    }
     info->data_processed = info->memory_processed = in;
 }
 

@@ -8,6 +8,7 @@
 
 #include "driver/driver.h"
 #include "driver/migration-record.h"
+#include "driver/migration-engine.h"
 #include "driver/migration-storage.h"
 #include "tunnel/tunnel-channel.h"
 
@@ -74,6 +75,15 @@ struct MigrationJob {
     /* client-managed migration: the client whose calls drive it (its
      * disconnection ends the job); 0 for peer-to-peer */
     guint64 client_id;
+    /* Several connections for the memory stream (migration-parallel.c):
+     * channel 0 and channels memory_first .. memory_first + memory_channels
+     * - 2 carry it (after the disks'); set before
+     * the channels open. Destination: the VMM's ends of those channels
+     * (-1: taken or none) and, tunnelled, their stream terms. */
+    guint memory_first;
+    guint memory_channels;
+    int memory_fds[MIGRATION_MAX_CONNECTIONS - 1];
+    TunnelStreamConfig memory_stream;
 };
 
 MigrationJob *migration_job_new(int operation);
@@ -101,6 +111,9 @@ gboolean migration_job_check_extra(MigrationJob *job, GError **error);
  * failure, or OPERATION_TIMEOUT once deadline_us (monotonic) passed. */
 gboolean migration_job_wait_extra(MigrationJob *job, guint n, gint64 deadline_us,
                                   GError **error);
+/* The same for channels first..last (>= 1). */
+gboolean migration_job_wait_channels(MigrationJob *job, guint first, guint last,
+                                     gint64 deadline_us, GError **error);
 /* Cuts every channel (and a listener still waiting) without waiting. */
 void migration_job_cut_channel(MigrationJob *job, const GError *why);
 gboolean migration_job_peer_heard_end(MigrationJob *job);

@@ -13,7 +13,7 @@ static const char *const refused_flags[] = {
     [14] = "RDMA_PIN_ALL",
     [15] = NULL, /* POSTCOPY: as the VMM can (migration-postcopy.c) */
     [16] = NULL, /* TLS: proxy mode only, checked below */
-    [17] = "PARALLEL",
+    [17] = NULL, /* PARALLEL: as the VMM can (migration-parallel.c) */
     [18] = "NON_SHARED_SYNCHRONOUS_WRITES",
     [19] = NULL, /* POSTCOPY_RESUME: with POSTCOPY, as the VMM can */
     [20] = "ZEROCOPY",
@@ -24,7 +24,8 @@ static const char *const supported_params[] = {"destination_name", "destination_
                                                "listen_address", "auto_converge.initial",
                                                "auto_converge.increment", "compression",
                                                "compression.xbzrle.cache", "migrate_disks",
-                                               "bandwidth.postcopy", NULL};
+                                               "parallel.connections", "bandwidth.postcopy",
+                                               NULL};
 
 gboolean migration_check_flags_and_params(guint flags, GPtrArray *params, GError **error)
 {

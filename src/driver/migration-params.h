@@ -21,6 +21,7 @@
 #define MIGRATION_AUTO_CONVERGE (1u << 13)
 #define MIGRATION_POSTCOPY (1u << 15)
 #define MIGRATION_TLS (1u << 16)
+#define MIGRATION_PARALLEL (1u << 17)
 #define MIGRATION_POSTCOPY_RESUME (1u << 19)
 
 /* Features the destination must have (virDrvFeature). */

@@ -140,6 +140,47 @@ gboolean migration_storage_dest_finish(MigrationEngine *e, MigrationJob *job, gp
 /* A failed migration: removes the images prepare created. */
 void migration_storage_dest_discard(MigrationStorageDest *st);
 
+/* migration-parallel.c: several channels for the memory stream */
+/* Source: the connections the flags, parallel.connections and the daemon's
+ * default ask for (1: one); refused naming the VMM when it cannot. */
+gboolean migration_parallel_wanted(MigrationEngine *e, guint flags, GPtrArray *params,
+                                   guint *n, GError **error);
+/* Destination: how many of what the source's cookie asks for it accepts. */
+guint migration_parallel_accept(MigrationEngine *e, const MigrationCookie *src);
+/* Source: what the destination agreed to (1 for a libvirt peer). */
+guint migration_parallel_agreed(guint wanted, GBytes *dest_cookie);
+/* n - 1 socket pairs for connections 1..n-1: ours[i] and vmm[i] the two
+ * ends (closed again on failure). */
+gboolean migration_parallel_pairs(guint n, int *ours, int *vmm, GError **error);
+/* Closes fds[0 .. n - 2] that are still open, setting them to -1. */
+void migration_parallel_close(guint n, int *fds);
+/* Until the memory stream's extra channels all ended cleanly. */
+gboolean migration_parallel_wait(MigrationJob *job, gint64 deadline_us, GError **error);
+/* The memory stream failed with *error: a memory channel whose own
+ * connection broke (waited for until deadline_us) is the root cause and
+ * replaces it; the VMM's connections go down together after one failed. */
+void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GError **error);
+/* "source VMM (channel 2)", for the channels' errors; channel 0: "source VMM". */
+const char *migration_parallel_vmm_name(gboolean source, guint channel);
+/* Destination: the VMM's end of channel index, if it is a memory channel
+ * not taken yet (job->lock held); -1 otherwise. */
+int migration_parallel_dest_take_fd(MigrationJob *job, guint index);
+/* Tunnelled: channel index of the incoming migration of domain name, for
+ * the memory stream or (delegated) a disk. */
+gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *name,
+                                             const char *token, guint index,
+                                             TunnelBinding *binding, GError **error);
+
+/* A VMM that connects to an address (hooks->parallel_by_address): the
+ * source listens at path (FALSE/-1 with the cause), accepts its k-th
+ * connection (abort and deadline_us watched; the fd blocking); the
+ * destination connects its k-th connection to the VMM's path, retrying
+ * until it listens or deadline_us. */
+int migration_parallel_listen(const char *path, GError **error);
+int migration_parallel_accept_vmm(MigrationJob *job, int listen_fd, guint k, gint64 deadline_us,
+                              GError **error);
+int migration_parallel_connect(const char *path, guint k, gint64 deadline_us, GError **error);
+
 /* migration-dest.c */
 gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_in, guint flags,
                                 TunnelBinding *binding, TunnelPeerWatch *source,

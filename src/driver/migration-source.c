@@ -53,6 +53,10 @@ typedef struct {
     MigrationPostcopySource pc;
     GPtrArray *disks;       /* MigrationDisk*: the disks copied, NULL none */
     GArray *mirror_ends;    /* int: copies of our ends of the disks' sockets */
+    guint parallel;         /* connections asked for the memory stream (1: one) */
+    char *dconnuri;         /* tunnelled: the destination URI, for the extra connections */
+    GPtrArray *channel_peers; /* MigrationPeer*: the memory channels' own connections */
+    int parallel_vmm[MIGRATION_MAX_CONNECTIONS - 1]; /* the VMM's ends until it takes them */
 } Outgoing;
 
 static void outgoing_clear(Outgoing *o)
@@ -82,6 +86,13 @@ static void outgoing_clear(Outgoing *o)
         migration_storage_close_ends(o->mirror_ends);
         g_array_unref(o->mirror_ends);
     }
+    if (o->parallel > 1)
+        migration_parallel_close(o->parallel, o->parallel_vmm);
+    for (guint i = 0; o->channel_peers && i < o->channel_peers->len; i++)
+        o->ops->close(o->channel_peers->pdata[i]);
+    if (o->channel_peers)
+        g_ptr_array_unref(o->channel_peers);
+    g_free(o->dconnuri);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(Outgoing, outgoing_clear)
@@ -94,15 +105,17 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
-                                /* offered for the tunnel without disk channels (those
-                                 * are not resumed); the destination answers */
-                                .resume_timeout = tunnel && !o->disks
+                                /* offered for the tunnel without disk or extra memory
+                                 * channels (those are not resumed); the destination
+                                 * answers */
+                                .resume_timeout = tunnel && !o->disks && o->parallel < 2
                                                       ? tunnel_data_settings_get_resume_timeout(
                                                             o->engine->data_settings)
                                                       : 0,
                                 .postcopy = o->pc.switched,
                                 .disks = o->disks,
-                                .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0};
+                                .storage_inc = (o->flags & MIGRATION_NON_SHARED_INC) != 0,
+                                .parallel = o->parallel};
     return migration_cookie_format(&c);
 }
 
@@ -299,6 +312,18 @@ static gboolean outgoing_setup_peer(Outgoing *o, const char *dconnuri, const cha
     return ok;
 }
 
+/* Who is at our end of channel index: the VMM's memory stream (channel 0
+ * and the memory channels after the disks') or a disk's mirror. */
+static const char *outgoing_channel_vmm_name(Outgoing *o, guint index)
+{
+    MigrationJob *job = o->job;
+    if (index == 0)
+        return "source VMM";
+    if (job->memory_channels > 1 && index >= job->memory_first)
+        return migration_parallel_vmm_name(TRUE, index - job->memory_first + 1);
+    return "source VMM's disk mirror";
+}
+
 /* Tunnelled: a stream channel on the connection the prepare call used;
  * channel 0 is prepare's own stream, channel index > 0 one the source opens
  * with ferry's own call, bound to the migration by its token. */
@@ -310,13 +335,33 @@ static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GErr
     g_autofree char *peer_name = g_strdup(o->ops->describe(o->peer));
     TunnelStreamConfig cfg;
     migration_cookie_tunnel_config(&dc, TUNNEL_ROLE_CLIENT, peer_name,
-                                   index ? "source VMM's disk mirror" : "source VMM", &cfg);
+                                   outgoing_channel_vmm_name(o, index), &cfg);
     if (index > 0) {
         const char *dname = NULL;
         TunnelBinding *binding = NULL;
         driver_params_get_string(o->dparams, "destination_name", &dname, NULL);
+        MigrationPeer *peer = o->peer;
+        /* A memory channel has a connection of its own to the destination
+         * URI (same credentials, its own TLS session and threads). */
+        if (o->job->memory_channels > 1 && index >= o->job->memory_first) {
+            guint k = index - o->job->memory_first + 1;
+            peer = o->dconnuri ? o->ops->open(o->dconnuri, error) : NULL;
+            if (!peer) {
+                if (error && !*error)
+                    g_set_error(error, FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                                "no destination URI");
+                g_prefix_error(error, "cannot open the connection of channel %u: ", k);
+                return FALSE;
+            }
+            if (!o->channel_peers)
+                o->channel_peers = g_ptr_array_new();
+            g_ptr_array_add(o->channel_peers, peer);
+            g_free(peer_name);
+            peer_name = g_strdup_printf("%s (channel %u)", o->ops->describe(peer), k);
+            cfg.peer_name = peer_name;
+        }
         if (!o->ops->open_channel || !dc.token ||
-            !o->ops->open_channel(o->peer, dname, dc.token, index, &binding, error)) {
+            !o->ops->open_channel(peer, dname, dc.token, index, &binding, error)) {
             if (error && !*error)
                 g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
                             "the destination opens no channel %u", index);
@@ -345,7 +390,8 @@ static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GErr
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
         g_autofree char *rt = g_strdup_printf("%u", cfg.resume ? cfg.resume_timeout_s : 0);
-        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
+        g_autofree char *channels = g_strdup_printf(
+            "%u", o->job->memory_channels + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", "tunnel", "#channels", channels,
                               "flow", cfg.credit ? "credit" : "plain (libvirt peer)",
                               "#packet_size", packet, "#window", window, "#bandwidth", bw,
@@ -386,7 +432,7 @@ static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError
     g_autofree char *data_name =
         g_strdup_printf("%sdata connection to the destination ferryd at %s:%u%s",
                         tls ? "TLS " : "", host, port, channel);
-    TunnelRelayConfig rcfg = {.vmm_name = index ? "source VMM's disk mirror" : "source VMM",
+    TunnelRelayConfig rcfg = {.vmm_name = outgoing_channel_vmm_name(o, index),
                               .peer_name = data_name};
     int fd = *vmm_fd;
     *vmm_fd = -1;
@@ -401,7 +447,8 @@ static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError
     }
     if (o->job->recorder) {
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
-        g_autofree char *channels = g_strdup_printf("%u", 1 + (o->disks ? o->disks->len : 0));
+        g_autofree char *channels = g_strdup_printf(
+            "%u", o->job->memory_channels + (o->disks ? o->disks->len : 0));
         flight_recorder_event(o->job->recorder, "terms", "mode", tls ? "proxy+tls" : "proxy",
                               "#channels", channels, "data_connection", data_name, "#bandwidth",
                               bw, NULL);
@@ -426,7 +473,12 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     const MigrationHooks *h = o->hooks;
     g_auto(MigrationVmmProgress) end = {0};
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
+    /* a VMM that connects to an address (QEMU's multifd): where it does */
+    gboolean by_address = FALSE;
+    g_autofree char *vmm_path = NULL;
+    int listen_fd = -1;
 
+    o->dconnuri = g_strdup(dconnuri);
     /* A resume needs the source VMM's post-copy paused, before the
      * destination is asked to listen for it. */
     if ((o->flags & MIGRATION_POSTCOPY_RESUME) &&
@@ -447,12 +499,18 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
     if (!(o->flags & MIGRATION_LIVE) && !o->was_paused && !h->stop(o->vm, &e))
         goto fail;
 
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+    /* Several connections, if the destination agreed (a libvirt peer never
+     * does): their channels follow the disks'. */
+    o->job->memory_first = 1 + (o->disks ? o->disks->len : 0);
+    o->job->memory_channels = migration_parallel_agreed(o->parallel, o->dest_cookie);
+    by_address = o->job->memory_channels > 1 && h->parallel_by_address;
+
+    /* A VMM that connects to an address gets its channels as it connects. */
+    if (!by_address && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         ferry_set_error_errno(&e, errno, "cannot create the migration socket pair");
         goto fail;
     }
-
-    if (!outgoing_open_channel(o, 0, &sv[0], &e))
+    if (!by_address && !outgoing_open_channel(o, 0, &sv[0], &e))
         goto fail;
     /* The disks first: the guest's state follows once every mirror caught up. */
     if (o->disks && (!migration_storage_source_start(o->engine, o->job, o->vm, o->disks,
@@ -462,19 +520,66 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                      !migration_storage_source_wait_ready(o->engine, o->job, o->vm, &e)))
         goto fail;
 
+    if (o->job->memory_channels > 1 && !by_address) {
+        guint n = o->job->memory_channels;
+        int ours[MIGRATION_MAX_CONNECTIONS - 1];
+        migration_parallel_close(o->parallel, o->parallel_vmm);
+        if (!migration_parallel_pairs(n, ours, o->parallel_vmm, &e))
+            goto fail;
+        for (guint i = 0; i + 1 < n; i++) {
+            if (!outgoing_open_channel(o, o->job->memory_first + i, &ours[i], &e)) {
+                migration_parallel_close(n, ours);
+                g_prefix_error(&e, "channel %u: ", i + 1);
+                goto fail;
+            }
+        }
+        FERRY_INFO("migration of domain '%s': the memory stream runs over %u channels", o->name,
+                   n);
+    }
+    /* A resumed post-copy migration goes on with the terms it started with. */
+    if (!(o->flags & MIGRATION_POSTCOPY_RESUME) && h->tune &&
+        !h->tune(o->vm, &o->tuning, TRUE, &e))
+        goto fail;
     ep.fd = sv[1];
     sv[1] = -1;
-    if (o->flags & MIGRATION_POSTCOPY_RESUME) {
-        /* The paused post-copy migration carries on into the new channel. */
-        if (!h->resume_outgoing(o->vm, &ep, &e))
+    ep.n_connections = o->job->memory_channels;
+    for (guint i = 0; i + 1 < ep.n_connections; i++) {
+        ep.extra_fds[i] = o->parallel_vmm[i];
+        o->parallel_vmm[i] = -1; /* the hook's now, on every path */
+    }
+    if (by_address) {
+        vmm_path = domain_store_runtime_path(o->engine->hv->store, o->instance_id, ".mig");
+        if ((listen_fd = migration_parallel_listen(vmm_path, &e)) < 0)
             goto fail;
-    } else {
-        if (h->tune && !h->tune(o->vm, &o->tuning, TRUE, &e)) {
-            close(ep.fd);
-            goto fail;
+        ep.path = vmm_path;
+    }
+    /* A paused post-copy migration carries on into the new channel (one:
+     * --parallel with --postcopy is refused). */
+    if ((o->flags & MIGRATION_POSTCOPY_RESUME) ? !h->resume_outgoing(o->vm, &ep, &e)
+                                               : !h->start_outgoing(o->vm, &ep, &e))
+        goto fail;
+    if (by_address) {
+        /* Its main connection comes first (QEMU 7.2 opens multifd's once
+         * that one is up): channel 0, then the memory channels in order. */
+        guint n = o->job->memory_channels;
+        gint64 deadline = g_get_monotonic_time() + DATA_CONNECT_TIMEOUT_MS * 1000LL;
+        for (guint k = 0; k < n; k++) {
+            int fd = migration_parallel_accept_vmm(o->job, listen_fd, k, deadline, &e);
+            if (fd < 0)
+                goto fail;
+            if (!outgoing_open_channel(o, k ? o->job->memory_first + k - 1 : 0, &fd, &e)) {
+                if (fd >= 0)
+                    close(fd);
+                g_prefix_error(&e, "channel %u: ", k);
+                goto fail;
+            }
         }
-        if (!h->start_outgoing(o->vm, &ep, &e))
-            goto fail;
+        close(listen_fd);
+        listen_fd = -1;
+        unlink(vmm_path);
+        FERRY_INFO("migration of domain '%s': the memory stream runs over %u channels (%s's "
+                   "connections to %s)",
+                   o->name, n, h->vmm_name, vmm_path);
     }
 
     for (;;) {
@@ -503,11 +608,22 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         /* A failed channel holds the root cause; the VMM only sees its socket close. */
         if (!done && !g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
             e = g_steal_pointer(&ce);
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
         migration_job_note_resume(o->job);
         if (o->disks && !migration_storage_source_check(o->engine, o->job, o->vm, &e))
             goto fail;
+        /* A memory channel that failed is the cause, whatever the VMM saw;
+         * the one whose own connection broke, when another only reports the
+         * destination's consequence of it sooner (a loaded source may read
+         * that report before its own socket's error). */
+        if (o->job->memory_channels > 1 && !migration_job_check_extra(o->job, &e)) {
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
+            goto fail;
+        }
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
@@ -528,6 +644,8 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
             }
             g_set_error(&e, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "source VMM: %s",
                         vmm_error(&p, "failed"));
+            migration_parallel_prefer_cause(o->job,
+                                            g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
         if (!done && p.status == MIGRATION_VMM_POSTCOPY_ACTIVE) {
@@ -543,6 +661,9 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
         if (done)
             break;
     }
+    /* Finished means every channel finished. */
+    if (!migration_parallel_wait(o->job, g_get_monotonic_time() + VMM_END_WAIT_MS * 1000LL, &e))
+        goto fail;
     flight_recorder_event(o->job->recorder, "handshake", "what",
                           "the stream ended: the destination confirmed all data", NULL);
 
@@ -568,6 +689,10 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
 
 fail:
     flight_recorder_error(o->job->recorder, phase, e);
+    if (listen_fd >= 0) {
+        close(listen_fd);
+        unlink(vmm_path);
+    }
     if (sv[0] >= 0)
         close(sv[0]);
     if (sv[1] >= 0)
@@ -883,10 +1008,13 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
-    if (!migration_storage_source_select(e, vm, o->flags, params, &o->disks, error)) {
+    if (!migration_storage_source_select(e, vm, o->flags, params, &o->disks, error) ||
+        !migration_parallel_wanted(e, o->flags, params, &o->parallel, error)) {
         domain_obj_end(obj);
         return FALSE;
     }
+    for (guint i = 0; i < G_N_ELEMENTS(o->parallel_vmm); i++)
+        o->parallel_vmm[i] = -1;
     o->mirror_ends = g_array_new(FALSE, FALSE, sizeof(int));
     guint64 max_speed = 0;
     if (bandwidth == G_MAXUINT64 &&
@@ -1342,6 +1470,12 @@ static gboolean client_perform(MigrationEngine *engine, const DriverDomain *dom,
         g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
                     "migration flag POSTCOPY is not supported without --p2p: post-copy "
                     "needs the source daemon to drive the migration to its end");
+        return FALSE;
+    }
+    if (flags & MIGRATION_PARALLEL) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "migration flag PARALLEL is not supported without --p2p: the channels "
+                    "are negotiated between the two ferryd");
         return FALSE;
     }
     const char *muri = NULL;

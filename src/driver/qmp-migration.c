@@ -185,19 +185,61 @@ static gboolean pass_fd(VmmProcess *vm, const char *name, int fd, GError **error
     return ok;
 }
 
+static void close_extra(const MigrationEndpoint *ep, guint from)
+{
+    for (guint i = from; i + 1 < ep->n_connections; i++)
+        if (ep->extra_fds[i] >= 0)
+            close(ep->extra_fds[i]);
+}
+
+/* ferry-vmm's extra connections (its `ferry-channels`): each fd passed as
+ * PREFIX-N; every extra fd is closed here, on every path. NULL when there
+ * are none. */
+static JsonArray *pass_extra(VmmProcess *vm, const MigrationEndpoint *ep, const char *prefix,
+                             GError **error)
+{
+    if (ep->n_connections < 2)
+        return NULL;
+    JsonArray *names = json_array_new();
+    for (guint i = 0; i + 1 < ep->n_connections; i++) {
+        g_autofree char *name = g_strdup_printf("%s-%u", prefix, i + 1);
+        if (!pass_fd(vm, name, ep->extra_fds[i], error)) {
+            close_extra(ep, i + 1);
+            json_array_unref(names);
+            return NULL;
+        }
+        g_autofree char *uri = g_strdup_printf("fd:%s", name);
+        json_array_add_string_element(names, uri);
+    }
+    return names;
+}
+
 static gboolean qmp_hook_start_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
-    if (!pass_fd(vm, "migrate", ep->fd, error))
+    if (!pass_fd(vm, "migrate", ep->fd, error)) {
+        close_extra(ep, 0);
         return FALSE;
+    }
+    g_autoptr(GError) local = NULL;
+    JsonArray *channels = pass_extra(vm, ep, "migrate", &local);
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
     /* The channel enforces the bandwidth; the VMM sends as fast as it can. */
     JsonObject *params = json_object_new();
     json_object_set_int_member(params, "max-bandwidth", 0);
     gboolean ok = run(vm, "migrate-set-parameters", params, error);
     json_object_unref(params);
-    if (!ok)
+    if (!ok) {
+        if (channels)
+            json_array_unref(channels);
         return FALSE;
+    }
     JsonObject *args = json_object_new();
     json_object_set_string_member(args, "uri", "fd:migrate");
+    if (channels)
+        json_object_set_array_member(args, "ferry-channels", channels);
     ok = run(vm, "migrate", args, error);
     json_object_unref(args);
     return ok;
@@ -209,6 +251,51 @@ static void add_capability(JsonArray *caps, const char *name, gboolean state)
     json_object_set_string_member(c, "capability", name);
     json_object_set_boolean_member(c, "state", state);
     json_array_add_object_element(caps, c);
+}
+
+/* QEMU's multifd, on or off (so that a previous migration's choice does not
+ * linger), and its channels: the connections but the main one. */
+static gboolean qemu_set_multifd(VmmProcess *vm, guint n_connections, GError **error)
+{
+    JsonArray *caps = json_array_new();
+    add_capability(caps, "multifd", n_connections > 1);
+    JsonObject *args = json_object_new();
+    json_object_set_array_member(args, "capabilities", caps);
+    gboolean ok = run(vm, "migrate-set-capabilities", args, error);
+    json_object_unref(args);
+    if (!ok || n_connections < 2)
+        return ok;
+    JsonObject *params = json_object_new();
+    json_object_set_int_member(params, "multifd-channels", n_connections - 1);
+    ok = run(vm, "migrate-set-parameters", params, error);
+    json_object_unref(params);
+    return ok;
+}
+
+/* QEMU over several connections: multifd, to the engine's socket. */
+static gboolean qemu_start_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
+{
+    if (!ep->path) {
+        /* Off before a single stream (fd: takes no multifd). */
+        if (!qemu_set_multifd(vm, 1, error)) {
+            close(ep->fd);
+            close_extra(ep, 0);
+            return FALSE;
+        }
+        return qmp_hook_start_outgoing(vm, ep, error);
+    }
+    JsonObject *params = json_object_new();
+    json_object_set_int_member(params, "max-bandwidth", 0);
+    gboolean ok = run(vm, "migrate-set-parameters", params, error);
+    json_object_unref(params);
+    if (!ok || !qemu_set_multifd(vm, ep->n_connections, error))
+        return FALSE;
+    g_autofree char *uri = g_strdup_printf("unix:%s", ep->path);
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", uri);
+    ok = run(vm, "migrate", args, error);
+    json_object_unref(args);
+    return ok;
 }
 
 /* QEMU: capabilities auto-converge and xbzrle (set before each migration,
@@ -328,12 +415,23 @@ static gboolean start_incoming(gpointer vm, const MigrationEndpoint *ep, gboolea
 {
     if (ep->postcopy && !enable_postcopy(vm, error)) {
         close(ep->fd);
+        close_extra(ep, 0);
         return FALSE;
     }
-    if (!pass_fd(vm, "incoming", ep->fd, error))
+    if (!pass_fd(vm, "incoming", ep->fd, error)) {
+        close_extra(ep, 0);
         return FALSE;
+    }
+    g_autoptr(GError) local = NULL;
+    JsonArray *channels = pass_extra(vm, ep, "incoming", &local);
+    if (local) {
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
     JsonObject *args = json_object_new();
     json_object_set_string_member(args, "uri", "fd:incoming");
+    if (channels)
+        json_object_set_array_member(args, "ferry-channels", channels);
     if (exit_on_error)
         json_object_set_boolean_member(args, "exit-on-error", FALSE);
     gboolean ok = run(vm, "migrate-incoming", args, error);
@@ -349,10 +447,21 @@ static gboolean ferry_vmm_start_incoming(gpointer vm, const MigrationEndpoint *e
 }
 
 /* QEMU 7.2's migrate-incoming has no exit-on-error: it exits after a failed
- * stream, and the engine drops the incoming instance anyway. */
+ * stream, and the engine drops the incoming instance anyway. Over several
+ * connections it listens at ep->path with multifd on. */
 static gboolean qemu_start_incoming(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
-    return start_incoming(vm, ep, FALSE, error);
+    if (!ep->path)
+        return start_incoming(vm, ep, FALSE, error);
+    if ((ep->postcopy && !enable_postcopy(vm, error)) ||
+        !qemu_set_multifd(vm, ep->n_connections, error))
+        return FALSE;
+    g_autofree char *uri = g_strdup_printf("unix:%s", ep->path);
+    JsonObject *args = json_object_new();
+    json_object_set_string_member(args, "uri", uri);
+    gboolean ok = run(vm, "migrate-incoming", args, error);
+    json_object_unref(args);
+    return ok;
 }
 
 /* ---- the guest's dirty rate (the pre-flight probe) ---- */
@@ -446,11 +555,16 @@ void qmp_migration_hooks_init(MigrationHooks *hooks, QmpMigrationDialect dialect
         .paused_on_io_error = qmp_hook_paused_on_io_error,
         .progress = qmp_hook_progress,
         .wait_end = qmp_hook_wait_end,
-        .start_outgoing = qmp_hook_start_outgoing,
+        .start_outgoing = dialect == QMP_MIGRATION_QEMU ? qemu_start_outgoing
+                                                        : qmp_hook_start_outgoing,
         .cancel = qmp_hook_cancel,
         .start_incoming = dialect == QMP_MIGRATION_QEMU ? qemu_start_incoming
                                                         : ferry_vmm_start_incoming,
         .vmm_name = dialect == QMP_MIGRATION_QEMU ? "QEMU" : "ferry-vmm",
+        /* ferry-vmm's own protocol over several connections (fds); QEMU's
+         * multifd (to an address) */
+        .max_connections = MIGRATION_MAX_CONNECTIONS,
+        .parallel_by_address = dialect == QMP_MIGRATION_QEMU,
         .tunable_flags = dialect == QMP_MIGRATION_QEMU
                              ? (MIGRATION_AUTO_CONVERGE | MIGRATION_COMPRESSED | MIGRATION_POSTCOPY)
                              : 0,

@@ -2434,6 +2434,8 @@ static gboolean h_migration_channel(RemoteContext *ctx, void *a, void *r, GError
         tunnel_binding_cancel(binding);
         return FALSE;
     }
+    FERRY_INFO("channel %u of the incoming migration of domain '%s' opened by %s", args->index,
+               args->name, rpc_server_client_get_peer(ctx->client));
     return TRUE;
 }
 

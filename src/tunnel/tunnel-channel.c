@@ -242,6 +242,7 @@ struct TunnelDataSettings {
     guint port_min, port_max;
     RpcTlsContext *tls;
     guint stall_timeout_s;
+    guint parallel_connections;
     guint resume_timeout_s;
     char *client_pki_dir;
 };
@@ -256,6 +257,7 @@ TunnelDataSettings *tunnel_data_settings_new(const char *address, guint port_min
     s->port_max = port_max;
     s->tls = tls ? rpc_tls_context_ref(tls) : NULL;
     s->stall_timeout_s = 10;
+    s->parallel_connections = 1;
     s->resume_timeout_s = 30;
     return s;
 }
@@ -284,6 +286,16 @@ void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *s, guint seconds
 guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *s)
 {
     return s->stall_timeout_s;
+}
+
+void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *s, guint n)
+{
+    s->parallel_connections = MAX(n, 1u);
+}
+
+guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *s)
+{
+    return s ? s->parallel_connections : 1;
 }
 
 void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *s, guint seconds)

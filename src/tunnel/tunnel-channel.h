@@ -108,6 +108,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataSettings, tunnel_data_settings_unref)
  * (0: never). Default 10. */
 void tunnel_data_settings_set_stall_timeout(TunnelDataSettings *settings, guint seconds);
 guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
+/* The channels of a tunnelled migration to a ferry peer when the client
+ * names no count (migration_parallel_connections). Default 1. */
+void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *settings, guint n);
+guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *settings);
 /* Seconds a tunnelled stream whose connection broke waits to be resumed
  * (0: never resumed). Default 30. */
 void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *settings, guint seconds);

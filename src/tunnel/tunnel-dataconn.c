@@ -252,8 +252,8 @@ static RpcTransport *finish_check(TunnelDataListener *l, Pending *p)
     RpcTransport *t = NULL;
     if (!p->why) {
         t = g_steal_pointer(&p->transport);
-        FERRY_INFO("data connection for %s from %s accepted%s", l->what, p->peer,
-                   l->tls ? " (TLS)" : "");
+        FERRY_INFO("data connection for %s from %s accepted%s (channel %u)", l->what, p->peer,
+                   l->tls ? " (TLS)" : "", p->index);
     } else {
         FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
                            p->cut ? "it did not finish its hello in time" : p->why);

@@ -1,6 +1,7 @@
 /* The VM object of ferry-vmm: run-state machine (QEMU's names), the QMP command
  * table, and the hooks through which a migration stops and resumes the VM. */
 #include "vmm/vmm-machine.h"
+#include "vmm/vmm-wire.h"
 
 #include <unistd.h>
 
@@ -243,6 +244,49 @@ static gboolean machine_parse_uri(const char *uri, const char **path, const char
     return TRUE;
 }
 
+/* The extra connections of a migration over several (`ferry-channels`: an
+ * array of "fd:NAME", channels 1..n in order), taken from the named fds into
+ * fds; FALSE (the fds taken so far stay in fds, for the caller to close)
+ * when one is not an fd:NAME or not there. */
+static gboolean machine_take_channels(VmmQmpServer *s, JsonObject *args, GArray *fds,
+                                      GError **error)
+{
+    JsonArray *list = json_object_has_member(args, "ferry-channels")
+                          ? json_object_get_array_member(args, "ferry-channels")
+                          : NULL;
+    guint n = list ? json_array_get_length(list) : 0;
+    if (n + 1 > VMM_WIRE_MAX_CHANNELS) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "Parameter 'ferry-channels' names %u connections: at most %d in all", n,
+                    VMM_WIRE_MAX_CHANNELS - 1);
+        return FALSE;
+    }
+    for (guint i = 0; i < n; i++) {
+        JsonNode *e = json_array_get_element(list, i);
+        const char *uri = JSON_NODE_HOLDS_VALUE(e) &&
+                                  json_node_get_value_type(e) == G_TYPE_STRING
+                              ? json_node_get_string(e)
+                              : NULL;
+        if (!uri || !g_str_has_prefix(uri, "fd:") || !uri[3]) {
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                        "Parameter 'ferry-channels' takes 'fd:NAME' strings only");
+            return FALSE;
+        }
+        int fd = vmm_qmp_server_take_fd(s, uri + 3, error);
+        if (fd < 0)
+            return FALSE;
+        g_array_append_val(fds, fd);
+    }
+    return TRUE;
+}
+
+static void close_fds(GArray *fds)
+{
+    for (guint i = 0; i < fds->len; i++)
+        close(g_array_index(fds, int, i));
+    g_array_set_size(fds, 0);
+}
+
 static JsonNode *cmd_migrate(VmmQmpServer *s, JsonObject *args, gpointer data, GError **error)
 {
     VmmMachine *m = data;
@@ -266,19 +310,35 @@ static JsonNode *cmd_migrate(VmmQmpServer *s, JsonObject *args, gpointer data, G
     const char *path, *fdname;
     if (!machine_parse_uri(uri, &path, &fdname, error))
         return NULL;
-    int fd = -1;
-    if (fdname && (fd = vmm_qmp_server_take_fd(s, fdname, error)) < 0)
+    g_autoptr(GArray) extra = g_array_new(FALSE, FALSE, sizeof(int));
+    if (!machine_take_channels(s, args, extra, error)) {
+        close_fds(extra);
         return NULL;
-    if (!vmm_migration_start_outgoing(m->migration, fd, path, error)) {
+    }
+    if (path && extra->len) {
+        close_fds(extra);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "Parameter 'ferry-channels' needs an 'fd:NAME' migration URI");
+        return NULL;
+    }
+    int fd = -1;
+    if (fdname && (fd = vmm_qmp_server_take_fd(s, fdname, error)) < 0) {
+        close_fds(extra);
+        return NULL;
+    }
+    if (!vmm_migration_start_outgoing(m->migration, fd, path, (int *)extra->data, extra->len,
+                                      error)) {
         if (fd >= 0)
             close(fd);
+        close_fds(extra);
         return NULL;
     }
     FERRY_INFO("outgoing migration to %s started", uri);
     return vmm_qmp_return_object(NULL);
 }
 
-gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GError **error)
+static gboolean machine_listen_incoming(VmmMachine *machine, const char *uri, GArray *extra,
+                                        GError **error)
 {
     VmmMachine *m = machine;
     if (!m->incoming) {
@@ -294,6 +354,12 @@ gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GErro
     const char *path, *fdname;
     if (!machine_parse_uri(uri, &path, &fdname, error))
         return FALSE;
+    if (path && extra->len) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_ARGUMENT_UNSUPPORTED,
+                    "Parameter 'ferry-channels' needs an 'fd:NAME' migration URI (a 'unix:PATH' "
+                    "listener accepts as many connections as the sender opens)");
+        return FALSE;
+    }
     int fd = -1, listen_fd = -1;
     if (fdname)
         fd = vmm_qmp_server_take_fd(m->qmp, fdname, error);
@@ -301,7 +367,8 @@ gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GErro
         listen_fd = vmm_socket_listen_unix(path, error);
     if (fd < 0 && listen_fd < 0)
         return FALSE;
-    if (!vmm_migration_start_incoming(m->migration, fd, listen_fd, path, error)) {
+    if (!vmm_migration_start_incoming(m->migration, fd, listen_fd, path, (int *)extra->data,
+                                      extra->len, error)) {
         if (fd >= 0)
             close(fd);
         if (listen_fd >= 0) {
@@ -310,16 +377,27 @@ gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GErro
         }
         return FALSE;
     }
+    g_array_set_size(extra, 0); /* the migration's now */
     FERRY_INFO("incoming migration from %s started", uri);
     return TRUE;
+}
+
+gboolean vmm_machine_listen_incoming(VmmMachine *machine, const char *uri, GError **error)
+{
+    g_autoptr(GArray) none = g_array_new(FALSE, FALSE, sizeof(int));
+    return machine_listen_incoming(machine, uri, none, error);
 }
 
 static JsonNode *cmd_migrate_incoming(VmmQmpServer *s, JsonObject *args, gpointer data,
                                       GError **error)
 {
     VmmMachine *m = data;
-    if (!vmm_machine_listen_incoming(m, json_object_get_string_member(args, "uri"), error))
+    g_autoptr(GArray) extra = g_array_new(FALSE, FALSE, sizeof(int));
+    if (!machine_take_channels(s, args, extra, error) ||
+        !machine_listen_incoming(m, json_object_get_string_member(args, "uri"), extra, error)) {
+        close_fds(extra);
         return NULL;
+    }
     /* Read when the migration ends, on this thread, so setting it now is in time. */
     m->exit_on_error = json_object_get_boolean_member_with_default(args, "exit-on-error", TRUE);
     return vmm_qmp_return_object(NULL);
@@ -442,11 +520,13 @@ static const VmmQmpArg args_migrate[] = {
     {"uri", VMM_QMP_ARG_STRING, FALSE},
     {"detach", VMM_QMP_ARG_BOOL, TRUE}, /* QEMU accepts and ignores it; so do we */
     {"resume", VMM_QMP_ARG_BOOL, TRUE},
+    {"ferry-channels", VMM_QMP_ARG_ARRAY, TRUE},
     {NULL},
 };
 static const VmmQmpArg args_migrate_incoming[] = {
     {"uri", VMM_QMP_ARG_STRING, FALSE},
     {"exit-on-error", VMM_QMP_ARG_BOOL, TRUE},
+    {"ferry-channels", VMM_QMP_ARG_ARRAY, TRUE},
     {NULL},
 };
 static const VmmQmpArg args_migrate_set_parameters[] = {

@@ -338,26 +338,32 @@ void vmm_page_hashes_free(VmmPageHashes *hashes)
     g_free(hashes);
 }
 
-/* Replaces the stored hashes of n pages (a page may come twice) by new ones. */
+/* Replaces the stored hashes of n pages (a page may come twice) by new ones.
+ * Several streams of one migration hash at once, each its own pages (a page
+ * goes over one connection per round): the slots are theirs alone, the sum
+ * and the count are shared and added to atomically. */
 static void page_hashes_apply(VmmPageHashes *h, const guint64 *pages, guint n)
 {
     guint64 hi[MEMORY_HASH_GROUP], lo[MEMORY_HASH_GROUP];
     memory_hash_group(h->mem->base, pages, n, hi, lo);
+    guint64 dhi = 0, dlo = 0, fresh = 0;
     for (guint k = 0; k < n; k++) {
         VmmDigest *slot = &h->page[pages[k]];
         guint64 bit = 1ULL << (pages[k] % 64);
-        if (h->hashed[pages[k] / 64] & bit) {
-            h->sum.hi -= slot->hi;
-            h->sum.lo -= slot->lo;
+        if (__atomic_fetch_or(&h->hashed[pages[k] / 64], bit, __ATOMIC_RELAXED) & bit) {
+            dhi -= slot->hi;
+            dlo -= slot->lo;
         } else {
-            h->hashed[pages[k] / 64] |= bit;
-            h->nhashed++;
+            fresh++;
         }
         slot->hi = hi[k];
         slot->lo = lo[k];
-        h->sum.hi += hi[k];
-        h->sum.lo += lo[k];
+        dhi += hi[k];
+        dlo += lo[k];
     }
+    __atomic_fetch_add(&h->sum.hi, dhi, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->sum.lo, dlo, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&h->nhashed, fresh, __ATOMIC_RELAXED);
 }
 
 void vmm_page_hashes_update_iov(VmmPageHashes *hashes, const struct iovec *iov, int iovcnt)

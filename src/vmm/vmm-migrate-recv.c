@@ -1,6 +1,8 @@
 /* The migration receiver: checks the sender's configuration, writes page data
  * straight into guest RAM after checking every range, and answers the final
- * COMPLETE only after its own digest of all RAM matched the sender's. */
+ * COMPLETE only after its own digest of all RAM matched the sender's. Over
+ * several connections, one thread per extra connection receives its pages;
+ * COMPLETE is verified once every one of them ended (END). */
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -18,6 +20,8 @@
 
 typedef struct {
     VmmMigration *m;
+    guint index; /* the connection: 0 the main one, else as its CHANNEL hello says */
+    struct Crew *crew;
     VmmStream st;
     guint8 *table;         /* range table of the current PAGES command */
     VmmPageHashes *hashes; /* of every page as last received: the final digest */
@@ -25,7 +29,9 @@ typedef struct {
 
 static void receiver_stream_error(Receiver *r, GError **error)
 {
-    g_autofree char *moved = ferry_format_size(r->st.received);
+    g_autofree char *size = ferry_format_size(r->st.received);
+    g_autofree char *moved =
+        r->index ? g_strdup_printf("%s on channel %u", size, r->index) : g_strdup(size);
     switch (r->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
@@ -122,7 +128,7 @@ static gint64 receiver_get_int(JsonObject *o, const char *name)
                : -1;
 }
 
-static gboolean receiver_hello(Receiver *r, GError **error)
+static gboolean receiver_hello(Receiver *r, guint *channels, GError **error)
 {
     VmmMigration *m = r->m;
     VmmWireHeader h;
@@ -156,6 +162,13 @@ static gboolean receiver_hello(Receiver *r, GError **error)
         return receiver_refuse(r, error,
                                "vCPU count mismatch: source %" G_GINT64_FORMAT ", destination %u",
                                vcpus, m->vcpus);
+    gint64 n = json_object_has_member(hello, "channels") ? receiver_get_int(hello, "channels") : 1;
+    if (n < 1 || n > VMM_WIRE_MAX_CHANNELS)
+        return receiver_refuse(r, error,
+                               "the sender announces %" G_GINT64_FORMAT
+                               " connections (1 to %d allowed)",
+                               n, VMM_WIRE_MAX_CHANNELS);
+    *channels = (guint)n;
     receiver_reply(r, VMM_WIRE_OK, NULL);
     return TRUE;
 }
@@ -310,6 +323,155 @@ static int receiver_accept(VmmMigration *m, GError **error)
     }
 }
 
+static void receiver_close_listener(VmmMigration *m)
+{
+    g_mutex_lock(&m->lock);
+    if (m->listen_fd >= 0)
+        close(m->listen_fd);
+    m->listen_fd = -1;
+    if (m->listen_path)
+        unlink(m->listen_path);
+    g_mutex_unlock(&m->lock);
+}
+
+/* ---- several connections ---- */
+
+typedef struct Crew {
+    VmmMigration *m;
+    guint n;           /* connections */
+    Receiver *rx;      /* [n]: [0] the main connection */
+    GThread **threads; /* [n]: [i] receives on extra connection i */
+    guint64 seen;      /* CHANNEL indexes already claimed (bits, under lock) */
+    GMutex lock;
+    GError *error;     /* the first failure of any connection */
+} Crew;
+
+static void crew_fail(Crew *c, GError *err)
+{
+    vmm_migration_fail_first(c->m, &c->lock, NULL, &c->error, err);
+}
+
+/* An extra connection: CHANNEL (its index, claimed once), then PAGES until
+ * END. */
+static gboolean receiver_channel_run(Receiver *r, GError **error)
+{
+    Crew *c = r->crew;
+    VmmWireHeader h;
+    if (!receiver_read_header(r, &h, error))
+        return FALSE;
+    if (h.type != VMM_WIRE_CHANNEL)
+        return receiver_refuse(r, error,
+                               "an extra connection does not start with its channel (type %u)",
+                               h.type);
+    g_autoptr(JsonObject) hello = receiver_read_json(r, h.length, "the channel's hello", error);
+    if (!hello)
+        return FALSE;
+    gint64 index = receiver_get_int(hello, "channel");
+    if (index < 1 || index >= (gint64)c->n)
+        return receiver_refuse(r, error, "channel %" G_GINT64_FORMAT " is not one of 1..%u", index,
+                               c->n - 1);
+    g_mutex_lock(&c->lock);
+    gboolean again = (c->seen >> index) & 1;
+    c->seen |= 1ULL << index;
+    g_mutex_unlock(&c->lock);
+    if (again)
+        return receiver_refuse(r, error, "channel %" G_GINT64_FORMAT " connected twice", index);
+    r->index = (guint)index;
+    receiver_reply(r, VMM_WIRE_OK, NULL);
+    for (;;) {
+        if (!receiver_read_header(r, &h, error))
+            return FALSE;
+        switch (h.type) {
+        case VMM_WIRE_PAGES:
+            if (!receiver_pages(r, h.length, error))
+                return FALSE;
+            break;
+        case VMM_WIRE_END:
+            receiver_reply(r, VMM_WIRE_OK, NULL);
+            return TRUE;
+        default:
+            return receiver_refuse(r, error, "unexpected command type %u on channel %u", h.type,
+                                   r->index);
+        }
+        if (r->st.state != VMM_STREAM_OK) {
+            receiver_stream_error(r, error);
+            return FALSE;
+        }
+    }
+}
+
+static gpointer receiver_channel_thread(gpointer data)
+{
+    Receiver *r = data;
+    GError *err = NULL;
+    if (!receiver_channel_run(r, &err))
+        crew_fail(r->crew, err);
+    return NULL;
+}
+
+/* After HELLO announced n connections: the n - 1 extra ones, given or
+ * accepted on the listener, each on a thread of its own. */
+static gboolean receiver_start_channels(Receiver *r, guint n, GError **error)
+{
+    Crew *c = r->crew;
+    VmmMigration *m = r->m;
+    if (n < 1 || n > VMM_WIRE_MAX_CHANNELS)
+        return receiver_refuse(r, error, "the sender announces %u connections (1 to %d allowed)",
+                               n, VMM_WIRE_MAX_CHANNELS);
+    g_mutex_lock(&m->lock);
+    gboolean listening = m->listen_fd >= 0;
+    guint given = m->extra_fds->len;
+    g_mutex_unlock(&m->lock);
+    if (!listening && given != n - 1)
+        return receiver_refuse(r, error,
+                               "the sender opens %u connections, this VMM was given %u", n,
+                               given + 1);
+    for (guint i = 1; listening && i < n; i++) {
+        int fd = receiver_accept(m, error);
+        if (fd < 0)
+            return FALSE;
+        g_mutex_lock(&m->lock);
+        g_array_append_val(m->extra_fds, fd);
+        g_mutex_unlock(&m->lock);
+    }
+    if (listening)
+        receiver_close_listener(m);
+    c->n = n;
+    c->threads = g_new0(GThread *, n);
+    int size = RECV_SOCKET_BUFFER;
+    for (guint i = 1; i < n; i++) {
+        Receiver *x = &c->rx[i];
+        *x = (Receiver){.m = m, .index = i, .crew = c, .hashes = c->rx[0].hashes};
+        x->table = g_malloc((gsize)VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
+        g_mutex_lock(&m->lock);
+        int fd = g_array_index(m->extra_fds, int, i - 1);
+        g_mutex_unlock(&m->lock);
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        vmm_stream_init(&x->st, fd, m->cancel_fd, NULL);
+        vmm_migration_add_stream(m, &x->st);
+    }
+    g_mutex_lock(&m->lock);
+    m->channels = n;
+    g_mutex_unlock(&m->lock);
+    for (guint i = 1; i < n; i++)
+        c->threads[i] = g_thread_new("vmm-migrate-in+", receiver_channel_thread, &c->rx[i]);
+    return TRUE;
+}
+
+/* Until every extra connection ended: FALSE with the first failure. */
+static gboolean receiver_join_channels(Crew *c, GError **error)
+{
+    for (guint i = 1; i < c->n; i++)
+        if (c->threads && c->threads[i])
+            g_thread_join(g_steal_pointer(&c->threads[i]));
+    g_mutex_lock(&c->lock);
+    gboolean ok = c->error == NULL;
+    if (!ok)
+        g_propagate_error(error, g_error_copy(c->error));
+    g_mutex_unlock(&c->lock);
+    return ok;
+}
+
 static gboolean receiver_run(Receiver *r, GError **error)
 {
     VmmMigration *m = r->m;
@@ -321,21 +483,22 @@ static gboolean receiver_run(Receiver *r, GError **error)
         fd = receiver_accept(m, error);
         if (fd < 0)
             return FALSE;
-        /* One connection only: the listener and its path go at once. */
-        g_mutex_lock(&m->lock);
-        close(m->listen_fd);
-        m->listen_fd = -1;
-        if (m->listen_path)
-            unlink(m->listen_path);
-        g_mutex_unlock(&m->lock);
     }
     int size = RECV_SOCKET_BUFFER;
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
     vmm_stream_init(&r->st, fd, m->cancel_fd, NULL);
     vmm_migration_set_fd(m, fd, &r->st);
 
-    if (!receiver_hello(r, error))
+    guint channels = 1;
+    if (!receiver_hello(r, &channels, error))
         return FALSE;
+    /* The listener and its path go once every connection came. */
+    if (channels > 1 || m->extra_fds->len) {
+        if (!receiver_start_channels(r, channels, error))
+            return FALSE;
+    } else if (listening) {
+        receiver_close_listener(m);
+    }
     vmm_migration_set_active(m);
     for (;;) {
         VmmWireHeader h;
@@ -347,6 +510,9 @@ static gboolean receiver_run(Receiver *r, GError **error)
                 return FALSE;
             break;
         case VMM_WIRE_COMPLETE:
+            /* Every connection's pages landed before the digest is compared. */
+            if (!receiver_join_channels(r->crew, error))
+                return FALSE;
             return receiver_complete(r, h.length, error);
         default:
             return receiver_refuse(r, error, "unexpected command type %u", h.type);
@@ -360,12 +526,31 @@ static gboolean receiver_run(Receiver *r, GError **error)
 
 gboolean vmm_migration_receive(VmmMigration *m, GError **error)
 {
-    Receiver r = {.m = m};
-    r.table = g_malloc((gsize)VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
-    r.hashes = vmm_page_hashes_new(m->mem);
-    gboolean ok = receiver_run(&r, error);
+    Crew c = {.m = m, .n = 1};
+    g_mutex_init(&c.lock);
+    /* Room for every connection at once: receivers are never moved. */
+    c.rx = g_new0(Receiver, VMM_WIRE_MAX_CHANNELS);
+    Receiver *r = &c.rx[0];
+    r->m = m;
+    r->crew = &c;
+    r->table = g_malloc((gsize)VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
+    r->hashes = vmm_page_hashes_new(m->mem);
+    GError *err = NULL;
+    gboolean ok = receiver_run(r, &err);
+    if (!ok)
+        crew_fail(&c, err); /* the others stop: their sockets are shut down */
+    g_autoptr(GError) ignored = NULL;
+    receiver_join_channels(&c, &ignored);
+    /* The first failure of any connection is the cause. */
+    if (!ok)
+        g_propagate_error(error, g_error_copy(c.error));
     vmm_migration_stream_done(m);
-    vmm_page_hashes_free(r.hashes);
-    g_free(r.table);
+    vmm_page_hashes_free(c.rx[0].hashes);
+    for (guint i = 0; i < c.n; i++)
+        g_free(c.rx[i].table);
+    g_free(c.rx);
+    g_free(c.threads);
+    g_clear_error(&c.error);
+    g_mutex_clear(&c.lock);
     return ok;
 }

@@ -1,6 +1,9 @@
 /* The migration sender: HELLO, pre-copy rounds of dirty pages, stop-and-copy,
  * COMPLETE with the digest of all guest RAM. Every command waits for the
- * receiver's OK before the next one goes out. */
+ * receiver's OK before the next one goes out. Over several connections, one
+ * thread per extra connection takes its share of each round's dirty bitmap
+ * (blocks of it, first come first served) and every round ends when all of
+ * them got their answers. */
 #include <errno.h>
 #include <sys/socket.h>
 
@@ -19,9 +22,13 @@
  * handed to the socket, so that it is still in the CPU cache when the kernel
  * copies it into the receiver. */
 #define SEND_WINDOW (1u << 20)
+/* Each connection takes the dirty bitmap this many words (4096 pages) at a time. */
+#define SEND_BLOCK_WORDS 64
 
 typedef struct {
     VmmMigration *m;
+    guint index; /* the connection: 0 the main one */
+    struct Crew *crew;
     VmmStream st;
     GByteArray *cmd;   /* header + round + range table of the command being built */
     struct iovec *iov; /* [0] = cmd, then one per range, pointing into guest RAM */
@@ -33,7 +40,10 @@ typedef struct {
 
 static void sender_stream_error(Sender *s, GError **error)
 {
-    g_autofree char *moved = ferry_format_size(s->st.sent);
+    g_autofree char *size = ferry_format_size(s->st.sent);
+    /* The main connection keeps the words of a single-connection migration. */
+    g_autofree char *moved =
+        s->index ? g_strdup_printf("%s on channel %u", size, s->index) : g_strdup(size);
     switch (s->st.state) {
     case VMM_STREAM_CANCELLED:
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED,
@@ -71,8 +81,12 @@ static gboolean sender_salvage_refusal(Sender *s, GError **error)
     g_autofree char *text = g_malloc0(h.length + 1);
     if (vmm_stream_read_pending(&s->st, text, h.length) != h.length)
         return FALSE;
-    g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                "migration failed: destination reported: %s", text);
+    if (s->index)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "migration failed: destination reported on channel %u: %s", s->index, text);
+    else
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "migration failed: destination reported: %s", text);
     return TRUE;
 }
 
@@ -96,8 +110,13 @@ static gboolean sender_wait_reply(Sender *s, const char *what, GError **error)
         return FALSE;
     }
     if (h.type == VMM_WIRE_ERROR) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
-                    "migration failed: destination reported: %s", text);
+        if (s->index)
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "migration failed: destination reported on channel %u: %s", s->index,
+                        text);
+        else
+            g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                        "migration failed: destination reported: %s", text);
         return FALSE;
     }
     return TRUE;
@@ -210,35 +229,175 @@ static gboolean sender_flush_pages(Sender *s, guint round, GError **error)
     return TRUE;
 }
 
-/* Takes the dirty bits word by word and ships the pages in commands of at most
+/* Takes the dirty bits word by word, a block of words at a time from the
+ * round's shared cursor, and ships the pages in commands of at most
  * VMM_WIRE_MAX_PAGE_DATA bytes, contiguous pages merged into one range. */
-static gboolean sender_round(Sender *s, guint round, GError **error)
+static gboolean sender_round(Sender *s, guint round, guint64 *cursor, GError **error)
 {
     VmmMemory *mem = s->m->mem;
     s->round_pages = 0;
-    for (guint64 w = 0; w < mem->nwords; w++) {
-        guint64 bits = vmm_memory_dirty_take_word(mem, w);
-        while (bits) {
-            guint64 page = w * 64 + (guint64)__builtin_ctzll(bits);
-            bits &= bits - 1;
-            struct iovec *last = s->nranges ? &s->iov[s->nranges] : NULL;
-            guint8 *addr = mem->base + page * VMM_PAGE_SIZE;
-            if (last && (guint8 *)last->iov_base + last->iov_len == addr) {
-                last->iov_len += VMM_PAGE_SIZE;
-            } else {
-                s->nranges++;
-                s->iov[s->nranges].iov_base = addr;
-                s->iov[s->nranges].iov_len = VMM_PAGE_SIZE;
-            }
-            s->npages++;
-            if (s->nranges == VMM_WIRE_MAX_RANGES ||
-                s->npages * VMM_PAGE_SIZE >= VMM_WIRE_MAX_PAGE_DATA) {
-                if (!sender_flush_pages(s, round, error))
-                    return FALSE;
+    for (;;) {
+        guint64 w0 = __atomic_fetch_add(cursor, SEND_BLOCK_WORDS, __ATOMIC_RELAXED);
+        if (w0 >= mem->nwords)
+            break;
+        guint64 wend = MIN(w0 + SEND_BLOCK_WORDS, mem->nwords);
+        for (guint64 w = w0; w < wend; w++) {
+            guint64 bits = vmm_memory_dirty_take_word(mem, w);
+            while (bits) {
+                guint64 page = w * 64 + (guint64)__builtin_ctzll(bits);
+                bits &= bits - 1;
+                struct iovec *last = s->nranges ? &s->iov[s->nranges] : NULL;
+                guint8 *addr = mem->base + page * VMM_PAGE_SIZE;
+                if (last && (guint8 *)last->iov_base + last->iov_len == addr) {
+                    last->iov_len += VMM_PAGE_SIZE;
+                } else {
+                    s->nranges++;
+                    s->iov[s->nranges].iov_base = addr;
+                    s->iov[s->nranges].iov_len = VMM_PAGE_SIZE;
+                }
+                s->npages++;
+                if (s->nranges == VMM_WIRE_MAX_RANGES ||
+                    s->npages * VMM_PAGE_SIZE >= VMM_WIRE_MAX_PAGE_DATA) {
+                    if (!sender_flush_pages(s, round, error))
+                        return FALSE;
+                }
             }
         }
     }
     return sender_flush_pages(s, round, error);
+}
+
+/* ---- several connections: the crew of senders ---- */
+
+typedef struct Crew {
+    VmmMigration *m;
+    guint n;           /* connections */
+    Sender *senders;   /* [n]; [0] runs on the migration thread */
+    GThread **threads; /* [n]: [i] sends on connection i >= 1 */
+    guint64 cursor;    /* the round's next bitmap word (atomic) */
+    GMutex lock;       /* the fields below */
+    GCond cond;
+    guint round;       /* the round to send; 0: none yet */
+    gboolean quit;     /* the rounds are over: the extra connections end */
+    guint done;        /* extra connections done with the round (or gone) */
+    GError *error;     /* the first failure of any connection */
+} Crew;
+
+static void crew_fail(Crew *c, GError *err)
+{
+    vmm_migration_fail_first(c->m, &c->lock, &c->cond, &c->error, err);
+}
+
+static void sender_init(Sender *s, Crew *c, guint index, VmmPageHashes *hashes)
+{
+    s->m = c->m;
+    s->crew = c;
+    s->index = index;
+    s->cmd = g_byte_array_sized_new(VMM_WIRE_HEADER_SIZE + VMM_WIRE_PAGES_PREFIX +
+                                    VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
+    s->iov = g_new0(struct iovec, VMM_WIRE_MAX_RANGES + 1);
+    s->hashes = hashes;
+    vmm_stream_init(&s->st, -1, -1, NULL); /* for vmm_stream_clear, should we fail first */
+}
+
+static void sender_clear(Sender *s)
+{
+    vmm_stream_clear(&s->st);
+    g_byte_array_unref(s->cmd);
+    g_free(s->iov);
+}
+
+/* An extra connection: its CHANNEL hello, then each round the migration
+ * thread starts, then END once the rounds are over. */
+static gboolean crew_member_run(Sender *s, GError **error)
+{
+    Crew *c = s->crew;
+    JsonObject *hello = json_object_new();
+    json_object_set_int_member(hello, "channel", s->index);
+    json_object_set_int_member(hello, "channels", c->n);
+    if (!sender_json_command(s, VMM_WIRE_CHANNEL, hello, "the channel's hello", error))
+        return FALSE;
+    guint last = 0;
+    for (;;) {
+        g_mutex_lock(&c->lock);
+        while (c->round == last && !c->quit && !c->error)
+            g_cond_wait(&c->cond, &c->lock);
+        gboolean quit = c->quit || c->error;
+        last = c->round;
+        g_mutex_unlock(&c->lock);
+        if (quit)
+            break;
+        gboolean ok = sender_round(s, last, &c->cursor, error);
+        g_mutex_lock(&c->lock);
+        c->done++;
+        g_cond_broadcast(&c->cond);
+        g_mutex_unlock(&c->lock);
+        if (!ok)
+            return FALSE;
+    }
+    guint8 end[VMM_WIRE_HEADER_SIZE];
+    struct iovec iov = {.iov_base = end, .iov_len = sizeof(end)};
+    return c->error || sender_command(s, VMM_WIRE_END, &iov, 1, "the channel's end", error);
+}
+
+static gpointer crew_thread(gpointer data)
+{
+    Sender *s = data;
+    Crew *c = s->crew;
+    GError *err = NULL;
+    /* A failure wakes a waiting round: it sees the error. */
+    if (!crew_member_run(s, &err))
+        crew_fail(c, err);
+    return NULL;
+}
+
+/* One round over every connection: the migration thread sends its share on
+ * connection 0 and waits for the others. */
+static gboolean crew_round(Crew *c, guint round, GError **error)
+{
+    g_mutex_lock(&c->lock);
+    c->cursor = 0;
+    c->done = 0;
+    c->round = round;
+    g_cond_broadcast(&c->cond);
+    g_mutex_unlock(&c->lock);
+    GError *err = NULL;
+    if (!sender_round(&c->senders[0], round, &c->cursor, &err))
+        crew_fail(c, err);
+    g_mutex_lock(&c->lock);
+    while (c->done < c->n - 1 && !c->error)
+        g_cond_wait(&c->cond, &c->lock);
+    gboolean ok = c->error == NULL;
+    if (!ok)
+        g_propagate_error(error, g_error_copy(c->error));
+    g_mutex_unlock(&c->lock);
+    return ok;
+}
+
+static guint64 crew_sent(Crew *c)
+{
+    guint64 sent = 0;
+    for (guint i = 0; i < c->n; i++)
+        sent += __atomic_load_n(&c->senders[i].st.sent, __ATOMIC_RELAXED);
+    return sent;
+}
+
+/* The rounds are over: each extra connection ends (END answered), or the
+ * first failure of any. */
+static gboolean crew_finish(Crew *c, GError **error)
+{
+    g_mutex_lock(&c->lock);
+    c->quit = TRUE;
+    g_cond_broadcast(&c->cond);
+    g_mutex_unlock(&c->lock);
+    for (guint i = 1; i < c->n; i++)
+        if (c->threads[i])
+            g_thread_join(g_steal_pointer(&c->threads[i]));
+    if (c->error) {
+        g_propagate_error(error, g_error_copy(c->error));
+        return FALSE;
+    }
+    return TRUE;
 }
 
 static void sender_emit_pass(VmmMigration *m, guint round)
@@ -266,16 +425,18 @@ static int sender_open(VmmMigration *m, GError **error)
     return fd;
 }
 
-static gboolean sender_run(Sender *s, GError **error)
+static gboolean sender_run(Crew *c, GError **error)
 {
-    VmmMigration *m = s->m;
+    VmmMigration *m = c->m;
     VmmMemory *mem = m->mem;
+    Sender *s = &c->senders[0];
     int fd = sender_open(m, error);
     if (fd < 0)
         return FALSE;
     int size = SEND_SOCKET_BUFFER;
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
     vmm_stream_init(&s->st, fd, m->cancel_fd, &m->max_bandwidth);
+    s->st.share = c->n;
     vmm_migration_set_fd(m, fd, &s->st);
 
     JsonObject *hello = json_object_new();
@@ -283,8 +444,23 @@ static gboolean sender_run(Sender *s, GError **error)
     json_object_set_int_member(hello, "memory", (gint64)mem->size);
     json_object_set_int_member(hello, "vcpus", m->vcpus);
     json_object_set_int_member(hello, "page-size", VMM_PAGE_SIZE);
+    if (c->n > 1)
+        json_object_set_int_member(hello, "channels", c->n);
     if (!sender_json_command(s, VMM_WIRE_HELLO, hello, "the configuration", error))
         return FALSE;
+    /* The extra connections, once the receiver knows how many come. */
+    g_mutex_lock(&m->lock);
+    for (guint i = 1; i < c->n; i++) {
+        Sender *x = &c->senders[i];
+        int xfd = g_array_index(m->extra_fds, int, i - 1);
+        setsockopt(xfd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        vmm_stream_init(&x->st, xfd, m->cancel_fd, &m->max_bandwidth);
+        x->st.share = c->n;
+        g_ptr_array_add(m->extra_streams, &x->st);
+    }
+    g_mutex_unlock(&m->lock);
+    for (guint i = 1; i < c->n; i++)
+        c->threads[i] = g_thread_new("vmm-migrate-out+", crew_thread, &c->senders[i]);
     vmm_migration_set_active(m);
 
     /* Pre-copy: round 1 is all of RAM, each later round what the guest dirtied
@@ -296,11 +472,11 @@ static gboolean sender_run(Sender *s, GError **error)
         round++;
         sender_emit_pass(m, round);
         gint64 t0 = g_get_monotonic_time();
-        guint64 sent0 = s->st.sent;
-        if (!sender_round(s, round, error))
+        guint64 sent0 = crew_sent(c);
+        if (!crew_round(c, round, error))
             return FALSE;
         gint64 dt = MAX(g_get_monotonic_time() - t0, 1);
-        guint64 bytes = s->st.sent - sent0;
+        guint64 bytes = crew_sent(c) - sent0;
         if (bytes >= SEND_MIN_SAMPLE || throughput == 0)
             throughput = MAX((double)bytes * G_USEC_PER_SEC / dt, 1.0);
         guint64 remaining = vmm_memory_dirty_count(mem) * VMM_PAGE_SIZE;
@@ -312,10 +488,10 @@ static gboolean sender_run(Sender *s, GError **error)
         m->dirty_pages_rate = (guint64)((double)remaining / VMM_PAGE_SIZE * G_USEC_PER_SEC / dt);
         m->expected_downtime_ms = expected_ms;
         g_mutex_unlock(&m->lock);
-        FERRY_DEBUG("round %u: %" G_GUINT64_FORMAT " pages in %" G_GINT64_FORMAT
+        FERRY_DEBUG("round %u: %" G_GUINT64_FORMAT " bytes in %" G_GINT64_FORMAT
                     " us, %" G_GUINT64_FORMAT " bytes dirty, expected downtime %" G_GINT64_FORMAT
                     " ms",
-                    round, s->round_pages, dt, remaining, expected_ms);
+                    round, bytes, dt, remaining, expected_ms);
         if (expected_ms <= limit_ms || round >= VMM_MIGRATION_MAX_ROUNDS)
             break;
     }
@@ -331,7 +507,8 @@ static gboolean sender_run(Sender *s, GError **error)
 
     round++;
     sender_emit_pass(m, round);
-    if (!sender_round(s, round, error)) {
+    /* Every connection's last pages are answered before COMPLETE goes. */
+    if (!crew_round(c, round, error) || !crew_finish(c, error)) {
         json_object_unref(device);
         return FALSE;
     }
@@ -361,17 +538,30 @@ static gboolean sender_run(Sender *s, GError **error)
 
 gboolean vmm_migration_send(VmmMigration *m, GError **error)
 {
-    Sender s = {.m = m};
-    s.cmd = g_byte_array_sized_new(VMM_WIRE_HEADER_SIZE + VMM_WIRE_PAGES_PREFIX +
-                                   VMM_WIRE_MAX_RANGES * VMM_WIRE_RANGE_SIZE);
-    s.iov = g_new0(struct iovec, VMM_WIRE_MAX_RANGES + 1);
-    s.hashes = vmm_page_hashes_new(m->mem);
-    vmm_stream_init(&s.st, -1, -1, NULL); /* for vmm_stream_clear, should we fail first */
-    gboolean ok = sender_run(&s, error);
+    Crew c = {.m = m};
+    g_mutex_lock(&m->lock);
+    c.n = 1 + m->extra_fds->len;
+    g_mutex_unlock(&m->lock);
+    g_mutex_init(&c.lock);
+    g_cond_init(&c.cond);
+    c.senders = g_new0(Sender, c.n);
+    c.threads = g_new0(GThread *, c.n);
+    VmmPageHashes *hashes = vmm_page_hashes_new(m->mem);
+    for (guint i = 0; i < c.n; i++)
+        sender_init(&c.senders[i], &c, i, hashes);
+    gboolean ok = sender_run(&c, error);
+    if (!ok) /* the other connections stop at once: their sockets are shut down */
+        vmm_migration_shutdown_all(m);
+    g_autoptr(GError) ignored = NULL;
+    crew_finish(&c, &ignored);
     vmm_migration_stream_done(m);
-    vmm_page_hashes_free(s.hashes);
-    vmm_stream_clear(&s.st);
-    g_byte_array_unref(s.cmd);
-    g_free(s.iov);
+    for (guint i = 0; i < c.n; i++)
+        sender_clear(&c.senders[i]);
+    vmm_page_hashes_free(hashes);
+    g_free(c.senders);
+    g_free(c.threads);
+    g_clear_error(&c.error);
+    g_mutex_clear(&c.lock);
+    g_cond_clear(&c.cond);
     return ok;
 }

@@ -29,6 +29,12 @@ struct _VmmMigration {
     char *listen_path;
     char *connect_path;
     VmmStream *stream; /* the thread's stream while it lives, for live byte counts */
+    /* Several connections (docs/ferry-vmm.md): the extra connections' sockets
+     * (int, in channel order from 1; closed with fd) and their streams while
+     * they live (VmmStream*, not owned), and how many connections in all. */
+    GArray *extra_fds;
+    GPtrArray *extra_streams;
+    guint channels;
 
     /* Outcome, written by the thread before it ends. */
     VmmMigrationStatus result;
@@ -56,4 +62,14 @@ void vmm_migration_set_active(VmmMigration *m);
 void vmm_migration_set_fd(VmmMigration *m, int fd, VmmStream *stream);
 /* The thread's stream is about to go: keep its final byte count. */
 void vmm_migration_stream_done(VmmMigration *m);
+/* An extra connection's stream, live: counted by query-migrate until stream_done. */
+void vmm_migration_add_stream(VmmMigration *m, VmmStream *stream);
+/* Shuts every socket of the migration down: one connection failed, the
+ * others must not wait on their peers. */
+void vmm_migration_shutdown_all(VmmMigration *m);
+/* A connection of a migration over several failed with err (taken): the
+ * first failure is kept in *first (under lock, broadcast on cond) and shuts
+ * every connection down; later ones are consequences and dropped. */
+void vmm_migration_fail_first(VmmMigration *m, GMutex *lock, GCond *cond, GError **first,
+                              GError *err);
 void vmm_migration_emit(VmmMigration *m, const char *name, JsonObject *data);

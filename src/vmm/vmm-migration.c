@@ -11,6 +11,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "vmm/vmm-socket.h"
+#include "vmm/vmm-wire.h"
 
 #define FERRY_LOG_MODULE "vmm.migration"
 
@@ -50,6 +51,9 @@ VmmMigration *vmm_migration_new(VmmMemory *mem, guint vcpus, const VmmMigrationH
     m->fd = -1;
     m->listen_fd = -1;
     m->downtime_ms = -1;
+    m->channels = 1;
+    m->extra_fds = g_array_new(FALSE, FALSE, sizeof(int));
+    m->extra_streams = g_ptr_array_new();
     return m;
 }
 
@@ -80,6 +84,7 @@ static void migration_reset(VmmMigration *m)
     m->downtime_ms = -1;
     m->expected_downtime_ms = 0;
     m->transferred = m->pages = m->rounds = m->dirty_pages_rate = 0;
+    m->channels = 1;
     m->result = VMM_MIGRATION_FAILED;
 }
 
@@ -92,6 +97,12 @@ static void migration_close_fds(VmmMigration *m)
         close(m->fd);
         m->fd = -1;
     }
+    for (guint i = 0; i < m->extra_fds->len; i++) {
+        int fd = g_array_index(m->extra_fds, int, i);
+        shutdown(fd, SHUT_RDWR);
+        close(fd);
+    }
+    g_array_set_size(m->extra_fds, 0);
     if (m->listen_fd >= 0) {
         close(m->listen_fd);
         m->listen_fd = -1;
@@ -117,13 +128,16 @@ static gboolean migration_finish(gpointer data)
     m->cancel_fd = -1;
     VmmMigrationStatus status = m->result;
     if (status == VMM_MIGRATION_COMPLETED && m->incoming)
-        FERRY_INFO("incoming migration completed: %" G_GUINT64_FORMAT " rounds, %" G_GUINT64_FORMAT
-                   " bytes, digest %s verified",
-                   m->rounds, m->transferred, m->digest ? m->digest : "-");
+        FERRY_INFO("incoming migration completed over %u connection%s: %" G_GUINT64_FORMAT
+                   " rounds, %" G_GUINT64_FORMAT " bytes, digest %s verified",
+                   m->channels, m->channels == 1 ? "" : "s", m->rounds, m->transferred,
+                   m->digest ? m->digest : "-");
     else if (status == VMM_MIGRATION_COMPLETED)
-        FERRY_INFO("outgoing migration completed: %" G_GUINT64_FORMAT " rounds, %" G_GUINT64_FORMAT
-                   " bytes, downtime %" G_GINT64_FORMAT " ms, digest %s",
-                   m->rounds, m->transferred, m->downtime_ms, m->digest ? m->digest : "-");
+        FERRY_INFO("outgoing migration completed over %u connection%s: %" G_GUINT64_FORMAT
+                   " rounds, %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT
+                   " ms, digest %s",
+                   m->channels, m->channels == 1 ? "" : "s", m->rounds, m->transferred,
+                   m->downtime_ms, m->digest ? m->digest : "-");
     else
         FERRY_WARN("%s", m->error_desc ? m->error_desc : "migration failed");
     m->hooks.finished(m->user_data, m->incoming, status, m->vm_was_running, m->device);
@@ -179,18 +193,78 @@ void vmm_migration_set_fd(VmmMigration *m, int fd, VmmStream *stream)
     g_mutex_unlock(&m->lock);
 }
 
+static guint64 stream_bytes(VmmMigration *m, VmmStream *st)
+{
+    return __atomic_load_n(m->incoming ? &st->received : &st->sent, __ATOMIC_RELAXED);
+}
+
+/* Bytes of every connection; lock held. */
+static guint64 migration_bytes_locked(VmmMigration *m)
+{
+    guint64 bytes = m->stream ? stream_bytes(m, m->stream) : m->transferred;
+    for (guint i = 0; i < m->extra_streams->len; i++)
+        bytes += stream_bytes(m, m->extra_streams->pdata[i]);
+    return bytes;
+}
+
 void vmm_migration_stream_done(VmmMigration *m)
 {
     g_mutex_lock(&m->lock);
-    if (m->stream)
-        m->transferred = m->incoming ? m->stream->received : m->stream->sent;
+    if (m->stream || m->extra_streams->len)
+        m->transferred = migration_bytes_locked(m);
     m->stream = NULL;
+    g_ptr_array_set_size(m->extra_streams, 0);
+    g_mutex_unlock(&m->lock);
+}
+
+void vmm_migration_add_stream(VmmMigration *m, VmmStream *stream)
+{
+    g_mutex_lock(&m->lock);
+    g_ptr_array_add(m->extra_streams, stream);
+    if (m->cancel_requested)
+        shutdown(stream->fd, SHUT_RDWR);
+    g_mutex_unlock(&m->lock);
+}
+
+void vmm_migration_fail_first(VmmMigration *m, GMutex *lock, GCond *cond, GError **first,
+                              GError *err)
+{
+    g_mutex_lock(lock);
+    gboolean is_first = *first == NULL;
+    if (is_first)
+        *first = err;
+    else
+        g_error_free(err);
+    if (cond)
+        g_cond_broadcast(cond);
+    g_mutex_unlock(lock);
+    if (is_first)
+        vmm_migration_shutdown_all(m);
+}
+
+void vmm_migration_shutdown_all(VmmMigration *m)
+{
+    g_mutex_lock(&m->lock);
+    if (m->fd >= 0)
+        shutdown(m->fd, SHUT_RDWR);
+    for (guint i = 0; i < m->extra_fds->len; i++)
+        shutdown(g_array_index(m->extra_fds, int, i), SHUT_RDWR);
     g_mutex_unlock(&m->lock);
 }
 
 static gboolean migration_start(VmmMigration *m, gboolean incoming, int fd, int listen_fd,
-                                const char *listen_path, const char *connect_path, GError **error)
+                                const char *listen_path, const char *connect_path,
+                                const int *extra_fds, guint n_extra, GError **error)
 {
+    if (n_extra + 1 > VMM_WIRE_MAX_CHANNELS) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "a migration uses at most %d connections, not %u", VMM_WIRE_MAX_CHANNELS,
+                    n_extra + 1);
+        return FALSE;
+    }
+    for (guint i = 0; i < n_extra; i++)
+        if (!vmm_socket_check_stream(extra_fds[i], error))
+            return FALSE;
     if (vmm_migration_in_progress(m)) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
                     "There's a migration process in progress");
@@ -212,6 +286,8 @@ static gboolean migration_start(VmmMigration *m, gboolean incoming, int fd, int 
     m->listen_fd = listen_fd;
     m->listen_path = g_strdup(listen_path);
     m->connect_path = g_strdup(connect_path);
+    g_array_append_vals(m->extra_fds, extra_fds, n_extra);
+    m->channels = 1 + n_extra;
     m->status = VMM_MIGRATION_SETUP;
     m->thread = g_thread_new(incoming ? "vmm-migrate-in" : "vmm-migrate-out", migration_thread, m);
     g_mutex_unlock(&m->lock);
@@ -220,15 +296,17 @@ static gboolean migration_start(VmmMigration *m, gboolean incoming, int fd, int 
 }
 
 gboolean vmm_migration_start_outgoing(VmmMigration *migration, int fd, const char *unix_path,
-                                      GError **error)
+                                      const int *extra_fds, guint n_extra, GError **error)
 {
-    return migration_start(migration, FALSE, fd, -1, NULL, unix_path, error);
+    return migration_start(migration, FALSE, fd, -1, NULL, unix_path, extra_fds, n_extra, error);
 }
 
 gboolean vmm_migration_start_incoming(VmmMigration *migration, int fd, int listen_fd,
-                                      const char *listen_path, GError **error)
+                                      const char *listen_path, const int *extra_fds,
+                                      guint n_extra, GError **error)
 {
-    return migration_start(migration, TRUE, fd, listen_fd, listen_path, NULL, error);
+    return migration_start(migration, TRUE, fd, listen_fd, listen_path, NULL, extra_fds, n_extra,
+                           error);
 }
 
 void vmm_migration_cancel(VmmMigration *migration)
@@ -246,6 +324,8 @@ void vmm_migration_cancel(VmmMigration *migration)
         /* Unblocks the peer too, and any write of ours, whatever the peer does. */
         if (m->fd >= 0)
             shutdown(m->fd, SHUT_RDWR);
+        for (guint i = 0; i < m->extra_fds->len; i++)
+            shutdown(g_array_index(m->extra_fds, int, i), SHUT_RDWR);
     }
     g_mutex_unlock(&m->lock);
     if (cancel)
@@ -286,6 +366,8 @@ void vmm_migration_free(VmmMigration *migration)
     }
     migration_close_fds(m);
     migration_reset(m);
+    g_array_unref(m->extra_fds);
+    g_ptr_array_unref(m->extra_streams);
     g_mutex_clear(&m->lock);
     g_free(m);
 }
@@ -308,10 +390,7 @@ JsonObject *vmm_migration_query(VmmMigration *migration)
     gboolean live = m->thread != NULL;
     gint64 now = g_get_monotonic_time();
     gint64 end = live ? now : m->end_us;
-    guint64 transferred = m->transferred;
-    if (m->stream)
-        transferred = __atomic_load_n(m->incoming ? &m->stream->received : &m->stream->sent,
-                                      __ATOMIC_RELAXED);
+    guint64 transferred = migration_bytes_locked(m);
 
     json_object_set_int_member(o, "total-time", migration_ms(m->start_us, end));
     json_object_set_int_member(o, "setup-time",
@@ -347,6 +426,7 @@ JsonObject *vmm_migration_query(VmmMigration *migration)
     if (m->digest)
         json_object_set_string_member(ferry, "digest", m->digest);
     json_object_set_int_member(ferry, "rounds", (gint64)m->rounds);
+    json_object_set_int_member(ferry, "channels", m->channels);
     json_object_set_int_member(ferry, "dirty-rate", (gint64)(m->dirty_pages_rate * VMM_PAGE_SIZE));
     json_object_set_object_member(o, "ferry", ferry);
     g_mutex_unlock(&m->lock);

@@ -40,13 +40,17 @@ VmmMigration *vmm_migration_new(VmmMemory *mem, guint vcpus, const VmmMigrationH
  * blocking point watches the cancel). The hooks are not called any more. */
 void vmm_migration_free(VmmMigration *migration);
 
-/* Exactly one of fd (a connected stream socket, taken over) or unix_path. */
+/* Exactly one of fd (a connected stream socket, taken over) or unix_path.
+ * extra_fds: n_extra more connected sockets (taken over once this returns
+ * TRUE), channels 1..n_extra of a migration over several connections. */
 gboolean vmm_migration_start_outgoing(VmmMigration *migration, int fd, const char *unix_path,
-                                      GError **error);
+                                      const int *extra_fds, guint n_extra, GError **error);
 /* Exactly one of fd (connected, taken over) or listen_fd (taken over; accepts
- * one connection, then listen_path is unlinked). */
+ * one connection, or as many as the sender's HELLO announces, then
+ * listen_path is unlinked). extra_fds: with fd, the extra connections. */
 gboolean vmm_migration_start_incoming(VmmMigration *migration, int fd, int listen_fd,
-                                      const char *listen_path, GError **error);
+                                      const char *listen_path, const int *extra_fds,
+                                      guint n_extra, GError **error);
 /* Returns at once; the migration ends as "cancelled" shortly after. */
 void vmm_migration_cancel(VmmMigration *migration);
 /* TRUE from start until the final status is published. */

@@ -25,6 +25,7 @@ void vmm_stream_init(VmmStream *stream, int fd, int cancel_fd, const gint64 *max
     stream->fd = fd;
     stream->cancel_fd = cancel_fd;
     stream->max_bandwidth = max_bandwidth;
+    stream->share = 1;
     stream->state = VMM_STREAM_OK;
     stream->pipe_r = stream->pipe_w = -1;
 }
@@ -71,6 +72,7 @@ static gsize stream_pace(VmmStream *s, gsize want)
     gint64 rate = s->max_bandwidth ? __atomic_load_n(s->max_bandwidth, __ATOMIC_RELAXED) : 0;
     if (rate <= 0)
         return want;
+    rate = MAX(rate / (gint64)MAX(s->share, 1u), 1);
     gint64 now = g_get_monotonic_time();
     if (rate != s->pace_rate) {
         s->pace_rate = rate;

@@ -18,6 +18,9 @@ typedef struct {
     /* bytes/s, 0 = unlimited, read atomically before every write so a new limit
      * applies mid-migration; NULL = never paced. */
     const gint64 *max_bandwidth;
+    /* The stream's part of that cap: one of `share` streams of one migration
+     * (1 unless set after init), so that the sum holds. */
+    guint share;
     /* Published with atomic stores so another thread can read progress. */
     guint64 sent;
     guint64 received;

@@ -15,11 +15,15 @@
 #define VMM_WIRE_MAX_RANGES 16384u
 #define VMM_WIRE_RANGE_SIZE 16  /* u64 first page, u64 page count */
 #define VMM_WIRE_PAGES_PREFIX 8 /* u32 round, u32 range count */
+/* A migration over several connections (HELLO's "channels") uses at most this many. */
+#define VMM_WIRE_MAX_CHANNELS 16
 
 typedef enum {
     VMM_WIRE_HELLO = 1,    /* JSON: protocol, memory, vcpus, page-size, name, uuid */
     VMM_WIRE_PAGES = 2,    /* u32 round, u32 n, n ranges, then the ranges' page data */
     VMM_WIRE_COMPLETE = 3, /* JSON: digest, rounds, dirty-rate, device */
+    VMM_WIRE_CHANNEL = 4,  /* JSON: channel (1..channels-1), first on an extra connection */
+    VMM_WIRE_END = 5,      /* empty: an extra connection's last command */
     VMM_WIRE_OK = 0x81,    /* empty */
     VMM_WIRE_ERROR = 0x82, /* UTF-8 text, why the receiver gave up */
 } VmmWireType;

@@ -32,6 +32,32 @@ START_TEST(test_cookie_round_trips)
 }
 END_TEST
 
+/* --parallel's term: a count of 2..16 round-trips; absent, 1, or out of
+ * range reads as absent (one stream). */
+START_TEST(test_cookie_parallel_term)
+{
+    guint8 uuid[16] = {1, 2, 3};
+    MigrationCookieContent in = {.name = "vm1", .uuid = uuid, .daemon_id = "d1", .parallel = 4};
+    g_autoptr(GBytes) b = migration_cookie_format(&in);
+    MigrationCookie c;
+    ck_assert(migration_cookie_parse(b, &c, NULL));
+    ck_assert_uint_eq(c.parallel, 4);
+    migration_cookie_clear(&c);
+    in.parallel = 1;
+    g_autoptr(GBytes) one = migration_cookie_format(&in);
+    ck_assert(!strstr(g_bytes_get_data(one, NULL), "parallel"));
+    const char *odd[] = {"0", "1", "17", "-2", "x", "99999999999999999999"};
+    for (guint i = 0; i < G_N_ELEMENTS(odd); i++) {
+        g_autofree char *text = g_strdup_printf(
+            "<ferry-migration><parallel connections='%s'/></ferry-migration>", odd[i]);
+        g_autoptr(GBytes) t = bytes_of(text);
+        ck_assert(migration_cookie_parse(t, &c, NULL));
+        ck_assert_msg(c.parallel == 0, "%s read as %u", odd[i], c.parallel);
+        migration_cookie_clear(&c);
+    }
+}
+END_TEST
+
 /* The flight record id names files on both hosts: a plain token only. */
 START_TEST(test_cookie_flight_record_id)
 {
@@ -197,6 +223,7 @@ int main(void)
     TCase *tc = tcase_create("migration-terms");
     tcase_add_test(tc, test_cookie_round_trips);
     tcase_add_test(tc, test_cookie_flight_record_id);
+    tcase_add_test(tc, test_cookie_parallel_term);
     tcase_add_test(tc, test_cookie_resume_terms);
     tcase_add_test(tc, test_cookie_of_a_libvirt_peer_means_a_plain_peer);
     tcase_add_test(tc, test_cookie_with_a_doctype_is_refused);

@@ -77,8 +77,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Outcome o = {0};
     VmmMigration *m = vmm_migration_new(memory, 1, &hooks, &o);
     g_autoptr(GError) error = NULL;
-    gboolean started = outgoing ? vmm_migration_start_outgoing(m, sv[0], NULL, &error)
-                                : vmm_migration_start_incoming(m, sv[0], -1, NULL, &error);
+    gboolean started = outgoing ? vmm_migration_start_outgoing(m, sv[0], NULL, NULL, 0, &error)
+                                : vmm_migration_start_incoming(m, sv[0], -1, NULL, NULL, 0, &error);
     if (!started) {
         fprintf(stderr, "cannot start the migration: %s\n", error->message);
         abort();

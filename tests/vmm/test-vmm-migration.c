@@ -390,6 +390,66 @@ START_TEST(test_migrate_honours_max_bandwidth)
 }
 END_TEST
 
+/* n socket pairs, fds m0..m(n-1) on both sides, as connect_by_socketpair. */
+static void connect_channels(TestVmm *src, TestVmm *dst, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int sp[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+        g_autofree char *name = g_strdup_printf("m%d", i);
+        test_vmm_pass_fd(dst, name, sp[0]);
+        test_vmm_pass_fd(src, name, sp[1]);
+        close(sp[0]);
+        close(sp[1]);
+    }
+}
+
+/* Several connections (ferry-channels): the rounds are shared between them,
+ * the memory arrives whole, and max-bandwidth holds for their sum. */
+START_TEST(test_migrate_over_four_connections)
+{
+    TestVmm *src, *dst;
+    start_pair("64M", "20M", &src, &dst);
+    json_node_unref(test_vmm_exec(src, "migrate-set-parameters",
+                                  "{'max-bandwidth': %d, 'downtime-limit': 50}", 64 * MiB));
+    connect_channels(src, dst, 4);
+#define FOUR "{'uri': 'fd:m0', 'ferry-channels': ['fd:m1', 'fd:m2', 'fd:m3']}"
+    json_node_unref(test_vmm_exec(dst, "migrate-incoming", FOUR));
+    json_node_unref(test_vmm_exec(src, "migrate", FOUR));
+#undef FOUR
+    g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 30000);
+    g_autoptr(JsonObject) in = test_vmm_wait_migration(dst, 10000);
+    check_completed(src, dst, out, in, 64 * MiB);
+    ck_assert_int_eq(test_json_int(out, "ferry.channels"), 4);
+    ck_assert_int_eq(test_json_int(in, "ferry.channels"), 4);
+    /* At least 64 MiB at 64 MiB/s in all, less the connections' bursts: not
+     * four times that rate. */
+    ck_assert_int_ge(test_json_int(out, "total-time"), 750);
+}
+END_TEST
+
+/* The receiver was given fewer connections than the sender opens: refused
+ * on both sides, naming the counts; the source keeps running. */
+START_TEST(test_migrate_connection_count_mismatch_is_refused)
+{
+    TestVmm *src, *dst;
+    start_pair("32M", "0", &src, &dst);
+    connect_channels(src, dst, 2);
+    json_node_unref(test_vmm_exec(dst, "migrate-incoming", "{'uri': 'fd:m0', 'exit-on-error': false}"));
+    json_node_unref(test_vmm_exec(src, "migrate", "{'uri': 'fd:m0', 'ferry-channels': ['fd:m1']}"));
+    g_autoptr(JsonObject) out = test_vmm_wait_migration(src, 10000);
+    g_autoptr(JsonObject) in = test_vmm_wait_migration(dst, 10000);
+    ck_assert_str_eq(test_json_str(out, "status"), "failed");
+    ck_assert_str_eq(test_json_str(in, "status"), "failed");
+    ck_assert_msg(strstr(test_json_str(in, "error-desc"),
+                         "the sender opens 2 connections, this VMM was given 1"),
+                  "%s", test_json_str(in, "error-desc"));
+    ck_assert_msg(strstr(test_json_str(out, "error-desc"), "destination reported"), "%s",
+                  test_json_str(out, "error-desc"));
+    ck_assert_str_eq(test_vmm_status(src), "running");
+}
+END_TEST
+
 static Suite *migration_suite(void)
 {
     Suite *s = suite_create("vmm-migration");
@@ -400,6 +460,8 @@ static Suite *migration_suite(void)
     TEST_ADD(s, test_migrate_cancel_while_receiver_frozen, 60);
     TEST_ADD(s, test_migrate_refuses_memory_size_mismatch, 60);
     TEST_ADD(s, test_migrate_honours_max_bandwidth, 60);
+    TEST_ADD(s, test_migrate_over_four_connections, 60);
+    TEST_ADD(s, test_migrate_connection_count_mismatch_is_refused, 60);
     return s;
 }
 
