@@ -217,10 +217,10 @@ static gpointer incoming_accept(gpointer data)
         if (!net)
             break;
         g_mutex_lock(&job->lock);
-        gboolean memory = index > 0 && job->memory_channels > 1 && index >= job->memory_first;
+        gboolean memory = migration_parallel_is_memory_channel(job, index);
         int fd = index == 0 ? job->pending_vmm_fd
                  : memory   ? migration_parallel_dest_take_fd(job, index)
-                            : migration_storage_dest_take_fd(job->storage, index);
+                            : migration_storage_dest_take_fd(job->storage, index, NULL);
         if (index == 0)
             job->pending_vmm_fd = -1;
         g_mutex_unlock(&job->lock);
@@ -819,4 +819,56 @@ gboolean migration_dest_listen(MigrationEngine *e, MigrationJob *job, GPtrArray 
                                guint flags, int *vmm_fd, char **uri_out, GError **error)
 {
     return incoming_listen(e, job, params, flags, vmm_fd, uri_out, error);
+}
+
+/* ---- tunnelled: a channel beside the main stream (a disk, more memory) ---- */
+
+/* The incoming migration of domain name (a reference) if token is its
+ * token; NULL otherwise. */
+static MigrationJob *incoming_with_token(MigrationEngine *e, const char *name, const char *token,
+                                         GError **error)
+{
+    g_mutex_lock(&e->lock);
+    MigrationJob *found = name ? g_hash_table_lookup(e->incoming, name) : NULL;
+    g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
+    g_mutex_unlock(&e->lock);
+    /* Constant time: the comparison does not tell how much was right. */
+    gsize len = job && job->token && token && strlen(token) == strlen(job->token) ? strlen(token) : 0;
+    guint8 diff = len ? 0 : 1;
+    for (gsize i = 0; i < len; i++)
+        diff |= (guint8)(token[i] ^ job->token[i]);
+    if (diff) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "no incoming migration of domain '%s' with that token",
+                    name ? name : "(unnamed)");
+        return NULL;
+    }
+    return g_steal_pointer(&job);
+}
+
+gboolean migration_dest_open_stream(MigrationEngine *e, const char *name, const char *token,
+                                    guint index, TunnelBinding *binding, GError **error)
+{
+    g_autoptr(MigrationJob) job = incoming_with_token(e, name, token, error);
+    if (!job)
+        return FALSE;
+    TunnelStreamConfig cfg;
+    g_mutex_lock(&job->lock);
+    gboolean memory = migration_parallel_is_memory_channel(job, index);
+    int fd = memory ? migration_parallel_dest_take_fd(job, index)
+                    : migration_storage_dest_take_fd(job->storage, index, &cfg);
+    if (memory) {
+        cfg = job->memory_stream;
+        cfg.vmm_name = migration_parallel_vmm_name(FALSE, index - job->memory_first + 1);
+    }
+    g_mutex_unlock(&job->lock);
+    if (fd < 0) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
+                    "the incoming migration of domain '%s' has no channel %u to open", name,
+                    index);
+        return FALSE;
+    }
+    g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, fd, &cfg);
+    migration_job_add_channel(job, index, ch);
+    return TRUE;
 }

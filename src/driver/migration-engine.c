@@ -427,7 +427,7 @@ static gboolean engine_open_channel(Driver *drv, const char *name, const char *t
                                     guint index, TunnelBinding *binding, GError **error)
 {
     MigrationEngine *e = migration_engine_of(drv, error);
-    return e && migration_parallel_dest_open_stream(e, name, token, index, binding, error);
+    return e && migration_dest_open_stream(e, name, token, index, binding, error);
 }
 
 void migration_engine_install_ops(DriverOps *ops)

@@ -22,6 +22,7 @@
 
 #include "driver/driver-params.h"
 #include "driver/migration-private.h"
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 
 /* virsh --parallel without a count: libvirt's default of two. */
@@ -219,6 +220,11 @@ const char *migration_parallel_vmm_name(gboolean source, guint channel)
     return source ? src[channel] : dst[channel];
 }
 
+gboolean migration_parallel_is_memory_channel(const MigrationJob *job, guint index)
+{
+    return index > 0 && job->memory_channels > 1 && index >= job->memory_first;
+}
+
 int migration_parallel_dest_take_fd(MigrationJob *job, guint index)
 {
     if (job->memory_channels < 2 || index < job->memory_first ||
@@ -228,44 +234,6 @@ int migration_parallel_dest_take_fd(MigrationJob *job, guint index)
     int fd = *slot;
     *slot = -1;
     return fd;
-}
-
-gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *name,
-                                             const char *token, guint index,
-                                             TunnelBinding *binding, GError **error)
-{
-    g_mutex_lock(&e->lock);
-    MigrationJob *found = name ? g_hash_table_lookup(e->incoming, name) : NULL;
-    g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
-    g_mutex_unlock(&e->lock);
-    gboolean memory = job && job->memory_channels > 1 && index >= job->memory_first;
-    /* The disks' channels: as migration-storage.c opens them (token checked there). */
-    if (!memory)
-        return migration_storage_dest_open_stream(e, name, token, index, binding, error);
-    /* Constant time: the comparison does not tell how much was right. */
-    gsize len = job->token && token && strlen(token) == strlen(job->token) ? strlen(token) : 0;
-    guint8 diff = len ? 0 : 1;
-    for (gsize i = 0; i < len; i++)
-        diff |= (guint8)(token[i] ^ job->token[i]);
-    if (diff) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
-                    "no incoming migration of domain '%s' with that token", name);
-        return FALSE;
-    }
-    g_mutex_lock(&job->lock);
-    int fd = migration_parallel_dest_take_fd(job, index);
-    TunnelStreamConfig cfg = job->memory_stream;
-    g_mutex_unlock(&job->lock);
-    if (fd < 0) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "the incoming migration of domain '%s' has no channel %u to open", name,
-                    index);
-        return FALSE;
-    }
-    cfg.vmm_name = migration_parallel_vmm_name(FALSE, index - job->memory_first + 1);
-    g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, fd, &cfg);
-    migration_job_add_channel(job, index, ch);
-    return TRUE;
 }
 
 /* ---- a VMM that connects to an address (QEMU's multifd) ---- */
@@ -331,27 +299,11 @@ int migration_parallel_accept_vmm(MigrationJob *job, int listen_fd, guint k, gin
 
 int migration_parallel_connect(const char *path, guint k, gint64 deadline_us, GError **error)
 {
-    struct sockaddr_un sa;
-    if (!unix_address(path, &sa, error))
-        return -1;
-    for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            ferry_set_error_errno(error, errno, "cannot create a socket");
-            return -1;
-        }
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-            return fd;
-        int err = errno;
-        close(fd);
-        /* The VMM may not listen yet. */
-        if ((err != ENOENT && err != ECONNREFUSED && err != EAGAIN) ||
-            g_get_monotonic_time() >= deadline_us) {
-            ferry_set_error_errno(error, err,
-                                  "cannot open connection %u to the destination VMM at %s", k,
-                                  path);
-            return -1;
-        }
-        g_usleep(20 * 1000);
-    }
+    /* The VMM may not listen yet. */
+    int err = 0;
+    int fd = rpc_socket_connect_unix_until(path, deadline_us, &err);
+    if (fd < 0)
+        ferry_set_error_errno(error, err, "cannot open connection %u to the destination VMM at %s",
+                              k, path);
+    return fd;
 }

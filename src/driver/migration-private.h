@@ -126,13 +126,10 @@ GPtrArray *migration_storage_dest_disks(MigrationStorageDest *st);
 gboolean migration_storage_dest_is_inc(MigrationStorageDest *st);
 /* Tunnelled: the terms of the disks' streams (the migration's own). */
 void migration_storage_dest_set_stream(MigrationStorageDest *st, const TunnelStreamConfig *cfg);
-/* The local end of channel index (>= 1), -1 if there is none or it was taken. */
-int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index);
-/* Tunnelled: the source opens channel index of the incoming migration of
- * domain name (its token proves it is that migration's source). */
-gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name,
-                                            const char *token, guint index,
-                                            TunnelBinding *binding, GError **error);
+/* The local end of channel index (>= 1), -1 if there is none or it was
+ * taken; *stream (if not NULL) gets the disks' stream terms. */
+int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index,
+                                   TunnelStreamConfig *stream);
 /* finish, before the guest resumes: every disk channel ended cleanly, the
  * export ends, the images are kept. */
 gboolean migration_storage_dest_finish(MigrationEngine *e, MigrationJob *job, gpointer vm,
@@ -162,14 +159,11 @@ gboolean migration_parallel_wait(MigrationJob *job, gint64 deadline_us, GError *
 void migration_parallel_prefer_cause(MigrationJob *job, gint64 deadline_us, GError **error);
 /* "source VMM (channel 2)", for the channels' errors; channel 0: "source VMM". */
 const char *migration_parallel_vmm_name(gboolean source, guint channel);
+/* Channel index (> 0) carries the memory stream, not a disk. */
+gboolean migration_parallel_is_memory_channel(const MigrationJob *job, guint index);
 /* Destination: the VMM's end of channel index, if it is a memory channel
  * not taken yet (job->lock held); -1 otherwise. */
 int migration_parallel_dest_take_fd(MigrationJob *job, guint index);
-/* Tunnelled: channel index of the incoming migration of domain name, for
- * the memory stream or (delegated) a disk. */
-gboolean migration_parallel_dest_open_stream(MigrationEngine *e, const char *name,
-                                             const char *token, guint index,
-                                             TunnelBinding *binding, GError **error);
 
 /* A VMM that connects to an address (hooks->parallel_by_address): the
  * source listens at path (FALSE/-1 with the cause), accepts its k-th
@@ -206,6 +200,11 @@ void migration_dest_forget(MigrationEngine *engine, MigrationJob *job);
  * success); *uri_out names it. */
 gboolean migration_dest_listen(MigrationEngine *engine, MigrationJob *job, GPtrArray *params,
                                guint flags, int *vmm_fd, char **uri_out, GError **error);
+/* Tunnelled: the source opens channel index (a disk's, or one more of the
+ * memory stream's) of the incoming migration of domain name; its token
+ * proves it is that migration's source. */
+gboolean migration_dest_open_stream(MigrationEngine *engine, const char *name, const char *token,
+                                    guint index, TunnelBinding *binding, GError **error);
 
 /* migration-postcopy.c */
 /* What the source's perform loop keeps about post-copy. */

@@ -428,47 +428,16 @@ void migration_storage_dest_set_stream(MigrationStorageDest *st, const TunnelStr
     st->stream.vmm_name = "destination VMM's disk export";
 }
 
-int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index)
+int migration_storage_dest_take_fd(MigrationStorageDest *st, guint index,
+                                   TunnelStreamConfig *stream)
 {
+    if (stream)
+        *stream = st ? st->stream : (TunnelStreamConfig){0};
     if (!st || index < 1 || index > st->disks->len)
         return -1;
     int fd = st->fds[index - 1];
     st->fds[index - 1] = -1;
     return fd;
-}
-
-gboolean migration_storage_dest_open_stream(MigrationEngine *e, const char *name,
-                                            const char *token, guint index,
-                                            TunnelBinding *binding, GError **error)
-{
-    g_mutex_lock(&e->lock);
-    MigrationJob *found = name ? g_hash_table_lookup(e->incoming, name) : NULL;
-    g_autoptr(MigrationJob) job = found ? migration_job_ref(found) : NULL;
-    g_mutex_unlock(&e->lock);
-    /* Constant time: the comparison does not tell how much was right. */
-    gsize len = job && job->token && token && strlen(token) == strlen(job->token) ? strlen(token) : 0;
-    guint8 diff = len ? 0 : 1;
-    for (gsize i = 0; i < len; i++)
-        diff |= (guint8)(token[i] ^ job->token[i]);
-    if (diff) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
-                    "no incoming migration of domain '%s' with that token",
-                    name ? name : "(unnamed)");
-        return FALSE;
-    }
-    g_mutex_lock(&job->lock);
-    int fd = migration_storage_dest_take_fd(job->storage, index);
-    TunnelStreamConfig cfg = job->storage ? job->storage->stream : (TunnelStreamConfig){0};
-    g_mutex_unlock(&job->lock);
-    if (fd < 0) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG,
-                    "the incoming migration of domain '%s' has no channel %u to open", name,
-                    index);
-        return FALSE;
-    }
-    g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, fd, &cfg);
-    migration_job_add_channel(job, index, ch);
-    return TRUE;
 }
 
 gboolean migration_storage_dest_finish(MigrationEngine *e, MigrationJob *job, gpointer vm,

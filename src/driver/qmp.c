@@ -10,6 +10,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "util/json-splitter.h"
 #include "util/thread.h"
@@ -18,7 +19,6 @@
 #define FERRY_LOG_MODULE "driver.qmp"
 #define QMP_CLIENT_MAX_MESSAGE (16u << 20)
 #define QMP_CLIENT_READ_SIZE 65536
-#define QMP_CLIENT_CONNECT_RETRY_MS 20
 
 typedef struct {
     gint64 id;
@@ -387,31 +387,12 @@ gboolean qmp_client_pass_fd(QmpClient *client, const char *fdname, int fd, int t
 
 static int qmp_client_open_socket(const char *path, gint64 deadline, GError **error)
 {
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof(addr.sun_path)) {
-        g_set_error(error, FERRY_ERROR, FERRY_ERR_INVALID_ARG, "QMP socket path '%s' is too long",
-                    path);
-        return -1;
-    }
-    strcpy(addr.sun_path, path);
-    for (;;) {
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            ferry_set_error_errno(error, errno, "cannot create a socket");
-            return -1;
-        }
-        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0)
-            return fd;
-        int err = errno;
-        close(fd);
-        /* A VMM that is still starting has no socket yet, or no listener behind it. */
-        gboolean retry = err == ENOENT || err == ECONNREFUSED || err == EAGAIN || err == EINTR;
-        if (!retry || g_get_monotonic_time() >= deadline) {
-            ferry_set_error_errno(error, err, "cannot connect to QMP socket '%s'", path);
-            return -1;
-        }
-        g_usleep(QMP_CLIENT_CONNECT_RETRY_MS * 1000);
-    }
+    /* A VMM that is still starting has no socket yet, or no listener behind it. */
+    int err = 0;
+    int fd = rpc_socket_connect_unix_until(path, deadline, &err);
+    if (fd < 0)
+        ferry_set_error_errno(error, err, "cannot connect to QMP socket '%s'", path);
+    return fd;
 }
 
 static QmpClient *qmp_client_handshake(int fd, const char *socket_path, int timeout_ms,

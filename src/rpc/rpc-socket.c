@@ -249,6 +249,33 @@ int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GErro
     return fd;
 }
 
+int rpc_socket_connect_unix_until(const char *path, gint64 deadline_us, int *errnum)
+{
+    struct sockaddr_un sun;
+    if (!fill_sockaddr_un(&sun, path, NULL)) {
+        *errnum = ENAMETOOLONG;
+        return -1;
+    }
+    for (;;) {
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            *errnum = errno;
+            return -1;
+        }
+        if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0)
+            return fd;
+        int err = errno;
+        close(fd);
+        /* No socket yet, or no listener behind it: the process is still starting. */
+        gboolean retry = err == ENOENT || err == ECONNREFUSED || err == EAGAIN || err == EINTR;
+        if (!retry || g_get_monotonic_time() >= deadline_us) {
+            *errnum = err;
+            return -1;
+        }
+        g_usleep(20 * 1000);
+    }
+}
+
 int rpc_socket_connect_unix(const char *path, GError **error)
 {
     struct sockaddr_un sun;

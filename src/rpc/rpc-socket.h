@@ -14,6 +14,11 @@ int rpc_socket_listen_unix(const char *path, guint mode, GError **error);
 
 int rpc_socket_connect_tcp(const char *host, guint16 port, int timeout_ms, GError **error);
 int rpc_socket_connect_unix(const char *path, GError **error);
+/* Connects to the UNIX socket at path, trying again every 20 ms while
+ * nothing listens there yet (a process still starting) until deadline_us.
+ * -1 with the last attempt's errno in *errnum (ENAMETOOLONG for a path too
+ * long for a socket address). */
+int rpc_socket_connect_unix_until(const char *path, gint64 deadline_us, int *errnum);
 
 /* How a TCP connection notices a dead peer or path by itself, without
  * waiting for the kernel's retransmission limit (about 15 minutes):

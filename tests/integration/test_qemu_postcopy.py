@@ -101,6 +101,8 @@ try:
     t0 = time.monotonic()
     dom.migrateStartPostCopy()
     timings["migrateStartPostCopy_s"] = round(time.monotonic() - t0, 3)
+    step[0] = "migrateToURI3 returning after migrateStartPostCopy returned in %.1f s" % (
+        time.monotonic() - t0)
 except Exception:
     control.append(step[0] + ": " + traceback.format_exc())
     try:  # end the migration so that its thread returns

@@ -929,15 +929,22 @@ static void wait_sent(TunnelStream *ts, guint64 bytes)
                  st.bytes_out, bytes);
 }
 
+/* A resumable stream (resume_s) whose source sent 4 bytes: the start of
+ * every case that breaks its connection and watches what the stream does. */
+static void resumable_with_4_bytes_sent(Tunnel *t, guint resume_s)
+{
+    setup_resume_s = resume_s;
+    tunnel_setup(t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+    ck_assert_int_eq(write(t->vmm_src, "data", 4), 4);
+    wait_sent(t->client.ts, 4);
+}
+
 /* Not resumed within its time: the stream fails naming the cause and the time. */
 START_TEST(test_stream_not_resumed_in_time_fails_naming_it)
 {
     Tunnel t;
-    setup_resume_s = 1;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
-    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
-    wait_sent(t.client.ts, 4);
+    resumable_with_4_bytes_sent(&t, 1);
     g_autoptr(GError) cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cut");
     rpc_connection_close(t.client.conn, cut);
     g_autoptr(GError) e = NULL;
@@ -958,11 +965,7 @@ END_TEST
 START_TEST(test_stream_not_resumed_in_time_ends_by_itself)
 {
     Tunnel t;
-    setup_resume_s = 1;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
-    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
-    wait_sent(t.client.ts, 4);
+    resumable_with_4_bytes_sent(&t, 1);
     g_autoptr(GError) cut = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "cut");
     ferry_os_error_note(&rpc_connection_get_transport(t.client.conn)->os_error, ETIMEDOUT);
     rpc_connection_close(t.client.conn, cut);
@@ -986,11 +989,7 @@ END_TEST
 START_TEST(test_stream_ended_in_order_waits_a_short_grace)
 {
     Tunnel t;
-    setup_resume_s = 30;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
-    ck_assert_int_eq(write(t.vmm_src, "data", 4), 4);
-    wait_sent(t.client.ts, 4);
+    resumable_with_4_bytes_sent(&t, 30);
     gint64 start = g_get_monotonic_time();
     rpc_connection_close(t.server.conn, NULL); /* the client reads an end of file */
     for (int i = 0; i < 500 && !tunnel_stream_awaits_resume(t.client.ts); i++)
