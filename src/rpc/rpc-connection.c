@@ -18,6 +18,9 @@
 #define RX_BUFFER_SIZE (64 * 1024)
 /* The writer hands the kernel up to this much per writev. */
 #define TX_BATCH_MESSAGES 64
+/* The socket transport copies up to 64 iovecs on its stack (more would be
+ * an allocation per write). */
+#define TX_BATCH_IOVS 64
 #define TX_BATCH_BYTES (4 * 1024 * 1024)
 /* A message's buffer starts at most this large and doubles as its bytes
  * arrive, so a length word alone never allocates what it announces. */
@@ -548,7 +551,7 @@ static gpointer writer_thread(gpointer data)
 {
     RpcConnection *conn = data;
     RpcMessage *batch[TX_BATCH_MESSAGES];
-    struct iovec iov[TX_BATCH_MESSAGES];
+    struct iovec iov[TX_BATCH_IOVS];
 
     g_mutex_lock(&conn->lock);
     for (;;) {
@@ -564,14 +567,15 @@ static gpointer writer_thread(gpointer data)
             close_locked(conn, NULL);
             break;
         }
-        int n = 0;
+        int n = 0, niov = 0;
         gsize bytes = 0;
-        while (n < TX_BATCH_MESSAGES && bytes < TX_BATCH_BYTES &&
+        /* Up to two iovecs per message (an external payload): stop while
+         * both still fit. */
+        while (n < TX_BATCH_MESSAGES && niov + 2 <= TX_BATCH_IOVS && bytes < TX_BATCH_BYTES &&
                !g_queue_is_empty(&conn->send_queue)) {
             RpcMessage *m = rpc_message_queue_pop(&conn->send_queue);
             batch[n] = m;
-            iov[n].iov_base = m->buf;
-            iov[n].iov_len = m->len;
+            niov += rpc_message_wire_iov(m, iov + niov);
             bytes += m->len;
             n++;
             if (m->after_write)
@@ -580,7 +584,7 @@ static gpointer writer_thread(gpointer data)
         g_mutex_unlock(&conn->lock);
 
         g_autoptr(GError) error = NULL;
-        gboolean ok = rpc_transport_writev(conn->transport, iov, n, &error);
+        gboolean ok = rpc_transport_writev(conn->transport, iov, niov, &error);
 
         if (ok && batch[n - 1]->after_write)
             batch[n - 1]->after_write(batch[n - 1]->after_write_data);
