@@ -111,6 +111,14 @@ static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, gui
     tunnel_stream_start(t->client.ts);
 }
 
+/* A credit-mode tunnel whose streams may wait resume_s to be resumed. */
+static void tunnel_setup_resumable(Tunnel *t, guint resume_s)
+{
+    setup_resume_s = resume_s;
+    tunnel_setup(t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
+}
+
 static void side_teardown(Side *s)
 {
     if (!s->conn)
@@ -237,19 +245,26 @@ static void run_migration(Tunnel *t, gsize total, int dst_delay_ms)
     shutdown(t->vmm_src, SHUT_WR); /* the source VMM is done: EOF to the pump */
 }
 
-static void check_both_done(Tunnel *t, gsize total)
+/* Both streams finished, having carried total bytes one way and the
+ * 2-byte reply the other; their statistics in *cs and *ss if asked. */
+static void check_both_done_stats(Tunnel *t, gsize total, TunnelStats *cs, TunnelStats *ss)
 {
     gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
     g_autoptr(GError) e1 = NULL, e2 = NULL;
     ck_assert_msg(tunnel_stream_wait(t->client.ts, deadline, &e1), "%s", e1 ? e1->message : "");
     ck_assert_msg(tunnel_stream_wait(t->server.ts, deadline, &e2), "%s", e2 ? e2->message : "");
+    tunnel_stream_get_stats(t->client.ts, cs);
+    tunnel_stream_get_stats(t->server.ts, ss);
+    ck_assert_uint_eq(cs->bytes_out, total);
+    ck_assert_uint_eq(ss->bytes_in, total);
+    ck_assert_uint_eq(ss->bytes_out, 2);
+    ck_assert_uint_eq(cs->bytes_in, 2);
+}
+
+static void check_both_done(Tunnel *t, gsize total)
+{
     TunnelStats cs, ss;
-    tunnel_stream_get_stats(t->client.ts, &cs);
-    tunnel_stream_get_stats(t->server.ts, &ss);
-    ck_assert_uint_eq(cs.bytes_out, total);
-    ck_assert_uint_eq(ss.bytes_in, total);
-    ck_assert_uint_eq(ss.bytes_out, 2);
-    ck_assert_uint_eq(cs.bytes_in, 2);
+    check_both_done_stats(t, total, &cs, &ss);
 }
 
 START_TEST(test_plain_stream_carries_every_byte_and_finishes)
@@ -279,14 +294,10 @@ END_TEST
 START_TEST(test_credit_sender_sends_from_its_ring_without_packet_buffers)
 {
     Tunnel t;
-    setup_resume_s = 10;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
+    tunnel_setup_resumable(&t, 10);
     run_migration(&t, 64 * MIB, 0);
-    check_both_done(&t, 64 * MIB);
     TunnelStats cs, ss;
-    tunnel_stream_get_stats(t.client.ts, &cs);
-    tunnel_stream_get_stats(t.server.ts, &ss);
+    check_both_done_stats(&t, 64 * MIB, &cs, &ss);
     ck_assert_uint_eq(cs.buffers_allocated, 0);
     ck_assert_uint_gt(ss.buffers_allocated, 0);
     tunnel_teardown(&t);
@@ -952,18 +963,14 @@ static void link_free(Link *l)
 START_TEST(test_resumed_stream_carries_every_byte_once)
 {
     Tunnel t;
-    setup_resume_s = 10;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
+    tunnel_setup_resumable(&t, 10);
     Breaker b = {.t = &t, .break_at = 8 * MIB};
     GThread *bt = g_thread_new("breaker", breaker_job, &b);
     run_migration(&t, 48 * MIB, 0);
     g_thread_join(bt);
     ck_assert_msg(b.ok, "%s", b.error ? b.error : "");
-    check_both_done(&t, 48 * MIB);
     TunnelStats cs, ss;
-    tunnel_stream_get_stats(t.client.ts, &cs);
-    tunnel_stream_get_stats(t.server.ts, &ss);
+    check_both_done_stats(&t, 48 * MIB, &cs, &ss);
     ck_assert_uint_eq(cs.reconnections, 1);
     ck_assert_uint_eq(ss.reconnections, 1);
     ck_assert_uint_le(cs.bytes_resent, 4 * MIB); /* never more than the window */
@@ -994,9 +1001,7 @@ static void wait_sent(TunnelStream *ts, guint64 bytes)
  * every case that breaks its connection and watches what the stream does. */
 static void resumable_with_4_bytes_sent(Tunnel *t, guint resume_s)
 {
-    setup_resume_s = resume_s;
-    tunnel_setup(t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
+    tunnel_setup_resumable(t, resume_s);
     ck_assert_int_eq(write(t->vmm_src, "data", 4), 4);
     wait_sent(t->client.ts, 4);
 }
