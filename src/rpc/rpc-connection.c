@@ -72,6 +72,7 @@ struct RpcConnection {
     guint64 bytes_rx;
     guint8 *rxbuf;
     gsize rx_start, rx_end;
+    gboolean rx_after_large; /* the reader's: the last message was a large one */
 };
 
 RpcConnection *rpc_connection_new(RpcTransport *transport, const RpcConnectionHandler *handler,
@@ -374,9 +375,14 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
     guint32 max_len = exact ? conn->unauth_max_message : 0;
     g_mutex_unlock(&conn->lock);
 
+    /* After a large message (a stream in full flow) the next is most likely
+     * large too: read no more than its header, so that its payload goes
+     * straight into its own buffer below instead of through the read-ahead
+     * buffer (a copy of up to 64 KiB per packet); the reads are as many. */
+    gsize ahead = exact ? RPC_LEN_WORD_SIZE : conn->rx_after_large ? RPC_PAYLOAD_OFFSET : G_MAXSIZE;
     while (conn->rx_end - conn->rx_start < RPC_LEN_WORD_SIZE) {
         gsize had = conn->rx_end - conn->rx_start;
-        gssize n = rx_fill(conn, exact ? RPC_LEN_WORD_SIZE - had : G_MAXSIZE, error);
+        gssize n = rx_fill(conn, ahead == G_MAXSIZE ? G_MAXSIZE : ahead - had, error);
         if (n < 0)
             return NULL;
         if (n == 0) {
@@ -428,8 +434,10 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
             continue;
         }
         gssize n;
-        if (room >= RX_BUFFER_SIZE / 2) {
-            /* Large payload: straight into the message, no intermediate copy. */
+        if (room >= RX_BUFFER_SIZE / 2 || len > RX_BUFFER_SIZE / 2) {
+            /* Large payload: straight into the message, no intermediate
+             * copy; its tail too, which read ahead would bring the next
+             * message's payload through the read-ahead buffer. */
             n = rpc_transport_read(conn->transport, msg->buf + got, room, error);
             if (n > 0) {
                 got += n;
@@ -448,6 +456,7 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
         }
     }
     msg->len = len;
+    conn->rx_after_large = len > RX_BUFFER_SIZE / 2;
     if (!rpc_message_decode_header(msg, error))
         return NULL;
     return g_steal_pointer(&msg);
