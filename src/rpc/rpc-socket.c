@@ -90,6 +90,38 @@ int rpc_socket_lost_error(int fd)
     return ti.tcpi_last_ack_recv >= silent_ms ? ETIMEDOUT : 0;
 }
 
+gboolean rpc_socket_peer_host_answers(int fd, guint within_ms)
+{
+    struct tcp_info ti;
+    socklen_t sl = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0 ||
+        sl < offsetof(struct tcp_info, tcpi_last_ack_recv) + sizeof(ti.tcpi_last_ack_recv))
+        return FALSE;
+    return ti.tcpi_state == TCP_ESTABLISHED && ti.tcpi_last_ack_recv < within_ms;
+}
+
+gboolean rpc_socket_timed_out_on_zero_window(int fd)
+{
+    struct tcp_info ti;
+    socklen_t sl = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0 ||
+        sl < offsetof(struct tcp_info, tcpi_last_ack_recv) + sizeof(ti.tcpi_last_ack_recv))
+        return FALSE;
+    int user_timeout_ms = 0;
+    socklen_t ul = sizeof(user_timeout_ms);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, &ul) < 0 ||
+        user_timeout_ms <= 0)
+        return FALSE; /* without it, the kernel probes a zero window for ever */
+    /* Everything sent was acknowledged (what waits is unsent: no room),
+     * and the host answered a probe within the user timeout (the probes'
+     * answers are rate-limited, so not necessarily the last one); a path
+     * that died under a zero window answered nothing for that long. */
+    return ti.tcpi_state == TCP_CLOSE && !ti.tcpi_retransmits && !ti.tcpi_unacked &&
+           ti.tcpi_last_ack_recv < (guint32)user_timeout_ms;
+}
+
 int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
