@@ -391,7 +391,9 @@ typedef struct {
     char *(*security)(MigrationPeer *peer);
     /* ferry peers only (negotiated in the cookie): the destination's flight
      * record of migration id, as JSON lines, and the destination's clock
-     * (g_get_real_time) when it answered, with our clock before and after. */
+     * (g_get_real_time) when it answered, with our clock before and after.
+     * A destination without that record (yet) fails it with
+     * FERRY_ERR_NO_SUPPORT in FERRY_ERROR. */
     char *(*fetch_record)(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
                           gint64 *sent_us, gint64 *received_us, GError **error);
     /* Tunnelled with resume agreed (the destination's cookie gave token):

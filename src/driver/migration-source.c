@@ -764,16 +764,30 @@ static void farewell_free(Farewell *f)
     g_free(f);
 }
 
+/* How long a source asks again for the record of a post-copy destination:
+ * that one keeps its record once its VMM has the last page, which may be a
+ * moment after ours reported it sent. */
+#define PEER_RECORD_POSTCOPY_WAIT_US (5 * G_USEC_PER_SEC)
+#define PEER_RECORD_RETRY_US (100 * 1000)
+
 /* Asks a ferry destination for its flight record of this migration and
- * adds it to ours, with the clock offset the call's round trip gives. */
+ * adds it to ours, with the clock offset the call's round trip gives. A
+ * destination that has no record yet is asked again until wait_us passed. */
 static void fetch_peer_record(const MigrationPeerOps *ops, MigrationPeer *peer, const char *id,
-                              MigrationJob *job, const char *written_path)
+                              MigrationJob *job, const char *written_path, gint64 wait_us)
 {
     if (!id || !peer || !job->recorder || !ops->fetch_record)
         return;
     gint64 peer_now = 0, sent = 0, received = 0;
+    gint64 deadline = g_get_monotonic_time() + wait_us;
     g_autoptr(GError) err = NULL;
-    g_autofree char *text = ops->fetch_record(peer, id, &peer_now, &sent, &received, &err);
+    g_autofree char *text = NULL;
+    while (!(text = ops->fetch_record(peer, id, &peer_now, &sent, &received, &err)) &&
+           g_error_matches(err, FERRY_ERROR, FERRY_ERR_NO_SUPPORT) &&
+           g_get_monotonic_time() + PEER_RECORD_RETRY_US < deadline) {
+        g_clear_error(&err);
+        g_usleep(PEER_RECORD_RETRY_US);
+    }
     if (!text) {
         FERRY_INFO("no flight record from the %s: %s", ops->describe(peer), err->message);
         flight_recorder_event(job->recorder, "note", "text",
@@ -815,7 +829,7 @@ static char *farewell_say(Farewell *f)
         f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe);
     flight_recorder_event(fr, "handshake", "what", "finish (cancelled=1) answered", "answer",
                           fe ? fe->message : "ok", NULL);
-    fetch_peer_record(f->ops, f->peer, f->peer_record_id, f->job, NULL);
+    fetch_peer_record(f->ops, f->peer, f->peer_record_id, f->job, NULL, 0);
     return fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
 }
 
@@ -1199,7 +1213,8 @@ gboolean migration_source_perform(Driver *drv, const DriverDomain *dom, const ch
             }
         }
         if (d)
-            fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL);
+            fetch_peer_record(ops, o.peer, o.peer_record_id, o.job, NULL,
+                              o.pc.switched ? PEER_RECORD_POSTCOPY_WAIT_US : 0);
         if (!d && !ok) {
             /* failed in post-copy, said above */
         } else if (!d) {

@@ -502,8 +502,13 @@ static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer
     *sent_us = g_get_real_time();
     if (!rpc_client_call(peer_client(peer), FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
                          FERRY_TUNNEL_PROC_FLIGHT_RECORD, (xdrproc_t)remote_xdr_flight_record_args,
-                         &a, (xdrproc_t)remote_xdr_flight_record_ret, &r, 5000, error))
+                         &a, (xdrproc_t)remote_xdr_flight_record_ret, &r, 5000, error)) {
+        /* the engine asks again for a record not kept yet (driver.h) */
+        if (error && *error && (*error)->domain == FERRY_REMOTE_ERROR &&
+            (*error)->code == FERRY_ERR_NO_SUPPORT)
+            (*error)->domain = FERRY_ERROR;
         return NULL;
+    }
     *received_us = g_get_real_time();
     *peer_now_us = r.now_us;
     char *text = g_strdup(r.record);

@@ -10,6 +10,7 @@ The guest dirties 32 MiB every 20 ms while the migration is capped at
 10 MiB/s: pre-copy alone would never converge, so every move here completes
 only because it switched to post-copy."""
 
+import glob
 import json
 import os
 import re
@@ -54,6 +55,14 @@ src_uri, dst_uri, peer_uri, name, xml_path, bandwidth = sys.argv[1:7]
 src = libvirt.open(src_uri)
 dst = libvirt.open(dst_uri)
 dom = src.lookupByName(name)
+# The control calls go over a connection of their own. libvirt 9.0's client
+# loses a wakeup when a second thread calls on a connection whose first
+# thread is blocked in a long call (its call is queued while the first thread
+# is between releasing the connection's lock and entering its GLib loop, so
+# the loop's quit is lost): without keepalive pings from the daemon, which
+# only a client with an event loop asks for, the call is never sent and
+# migrateToURI3 waits for the switch forever. One run in about five hung so.
+ctl = libvirt.open(src_uri).lookupByName(name)
 errors, control = [], []
 def migrate():
     try:
@@ -93,13 +102,13 @@ for s in samplers:
 try:
     step[0] = "jobStats until data moves"
     deadline = time.monotonic() + 120
-    while dom.jobStats().get("data_processed", 0) == 0:
+    while ctl.jobStats().get("data_processed", 0) == 0:
         if time.monotonic() > deadline or not t.is_alive():
             break
         time.sleep(0.05)
     step[0] = "migrateStartPostCopy"
     t0 = time.monotonic()
-    dom.migrateStartPostCopy()
+    ctl.migrateStartPostCopy()
     timings["migrateStartPostCopy_s"] = round(time.monotonic() - t0, 3)
     step[0] = "migrateToURI3 returning after migrateStartPostCopy returned in %.1f s" % (
         time.monotonic() - t0)
@@ -148,6 +157,19 @@ class QemuPostcopyTest(PostcopyGuestCase):
 
     def wait_event(self, path, pattern, timeout=30):
         return ft.wait_for(lambda: re.search(pattern, self.read(path)), timeout, 0.1)
+
+    def assert_record_holds_both_sides(self, src):
+        """The source's newest flight record holds the destination's too,
+        which a post-copy destination keeps only once the last page is in
+        (a moment after the source sent it)."""
+        def newest():
+            rec = sorted(glob.glob(os.path.join(src.flight_dir, f"*-{NAME}-source-*.flight.jsonl")))
+            return self.read(rec[-1]) if rec else ""
+        # written as the migration call returns: give it a moment
+        ft.wait_for(lambda: '"ev":"peer_record"' in newest(), 10, 0.2)
+        text = newest()
+        self.assertIn('"side":"destination"', text, src.log()[-3000:])
+        self.assertIn('"ev":"peer_record"', text)
 
     def test_postcopy_tunnelled_proxy_and_python_with_memory_verified_by_the_guest(self):
         a, b = self.daemon("A"), self.daemon("B")
@@ -211,6 +233,7 @@ class QemuPostcopyTest(PostcopyGuestCase):
         self.assertRegex(ea, r"(?s)Suspended Post-copy.*Stopped Migrated")
         self.assertRegex(eb, r"(?s)Started Migrated.*Resumed Post-copy.*Resumed Migrated")
         self.assertRegex(ea, r"event 'migration-iteration' for domain '?mg'?: iteration: '?1")
+        self.assert_record_holds_both_sides(a)
         before = self.verified_after_move(self.console, before)
 
         # 2. Proxy mode in the clear (SASL on TCP), back to A:
@@ -222,6 +245,7 @@ class QemuPostcopyTest(PostcopyGuestCase):
         self.assertTrue(self.wait_event(ev_a, r"(?s)Resumed Post-copy.*Resumed Migrated"), self.read(ev_a))
         eb = self.read(ev_b)
         self.assertRegex(eb, r"(?s)migration-iteration' for domain '?mg'?: iteration: '?2.*Suspended Post-copy")
+        self.assert_record_holds_both_sides(b)
         before = self.verified_after_move(self.console, before)
 
         # 3. python3-libvirt, proxy mode over a TLS data connection, to B:
