@@ -57,7 +57,7 @@ DIRTY_MEMORY = parse_size(os.environ.get("BENCH_DIRTY_MEMORY", "1G" if QUICK els
 DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
 CASES = env_list("BENCH_CASES",
-                 "direct socat socat-256k ferry ferry-norec ferry-proxy stunnel ferry-tls "
+                 "direct socat socat-256k ferry ferry-norec ferry-noresume ferry-proxy stunnel ferry-tls "
                  "ferry-tls-norec ferry-proxy-tls ferry-par2 ferry-par4 ferry-proxy-par2 "
                  "ferry-proxy-par4 ferry-tls-par2 ferry-tls-par4")
 WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty guest disk")
@@ -102,6 +102,7 @@ CASE_TITLES = {
     "socat-256k": "socat relay (-b 262144)",
     "ferry": "ferry tunnelled (2x ferryd, TCP)",
     "ferry-norec": "ferry tunnelled, flight recorder off",
+    "ferry-noresume": "ferry tunnelled, resume off",
     "ferry-proxy": "ferry proxy (2x ferryd, splice relay)",
     "stunnel": "stunnel relay (TLS)",
     "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
@@ -600,10 +601,11 @@ domain_log_dir = "{d}/log"
 migration_address = "127.0.0.1"
 flight_record_dir = "{d}/flight"
 flight_recorder = {recorder}
+migration_resume_timeout = {resume}
 """
 
 
-def start_ferryd(build, d, tls=False, scheme="sim", prefix=(), recorder=True):
+def start_ferryd(build, d, tls=False, scheme="sim", prefix=(), recorder=True, resume=True):
     """A ferryd with its files in d (TLS too with tls=True), run behind the
     command `prefix` if any; returns (Popen with .tls_uri, the TCP URI)."""
     os.makedirs(d)
@@ -611,7 +613,8 @@ def start_ferryd(build, d, tls=False, scheme="sim", prefix=(), recorder=True):
     conf = os.path.join(d, "ferryd.conf")
     tls_port = free_port()
     with open(conf, "w") as f:
-        f.write(FERRYD_CONF.format(port=port, d=d, recorder=1 if recorder else 0))
+        f.write(FERRYD_CONF.format(port=port, d=d, recorder=1 if recorder else 0,
+                                   resume=30 if resume else 0))
         if tls:  # the daemon's certificate: for sim+tls clients and --tls data connections;
             # the client files it presents to a destination (a URI may not name them)
             f.write(f'listen_tls = 1\ntls_port = {tls_port}\nauth_tls = "none"\n'
@@ -766,11 +769,12 @@ def parallel_of(case):
     return int(m.group(1)) if m else 1
 
 
-def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False, recorder=True, parallel=1):
+def run_ferry_case(build, d, memory, rate, tunnelled=True, tls=False, recorder=True, parallel=1,
+                   resume=True):
     r = {}
     da, db = os.path.join(d, "a"), os.path.join(d, "b")
-    fa, uri_a = start_ferryd(build, da, tls, recorder=recorder)
-    fb, uri_b = start_ferryd(build, db, tls, recorder=recorder)
+    fa, uri_a = start_ferryd(build, da, tls, recorder=recorder, resume=resume)
+    fb, uri_b = start_ferryd(build, db, tls, recorder=recorder, resume=resume)
     # With TLS the daemons talk over sim+tls:// (tunnelled), or proxy mode
     # adds --tls for its data connection; the client files are in PKI['dir'].
     dest_uri = fb.tls_uri if tls else uri_b
@@ -1119,6 +1123,7 @@ def run_one(build, case, workload, rep):
             r.update(run_ferry_case(build, d, memory, rate, tunnelled="proxy" not in case,
                                     tls="-tls" in case,
                                     recorder=not case.endswith("-norec"),
+                                    resume=not case.endswith("-noresume"),
                                     parallel=parallel_of(case)))
         else:
             r.update(run_vmm_case(build, d, case, memory, rate))
@@ -1380,6 +1385,23 @@ def report(runs, ceilings, wall):
             print(f"  recorder thread CPU ms/GiB src {fe['rec_src'] * 1000:.2f}, dst "
                   f"{fe['rec_dst'] * 1000:.2f}: {100 * fe['rec_src'] / fe['daemon_src']:.2f}% / "
                   f"{100 * fe['rec_dst'] / fe['daemon_dst']:.2f}% of the daemon's CPU")
+    # Resuming (tunnelled, between ferry peers): what keeping unacknowledged
+    # bytes for a resend costs (the send ring, which the sender reads into
+    # and sends from with or without resume: nothing, by design).
+    for w in WORKLOADS:
+        fe, nr = table.get(("ferry", w)), table.get(("ferry-noresume", w))
+        if not (fe and fe.get("ok") and nr and nr.get("ok")):
+            continue
+        print(f"{workload_title(w)}, resume on / off (ferry / ferry-noresume):")
+        print(f"  throughput {num(ratio(fe['mibps'], nr['mibps']), '.3f')}x")
+        if fe["daemon_src"] is not None and nr["daemon_src"]:
+            print(f"  daemon CPU s/GiB src {num(ratio(fe['daemon_src'], nr['daemon_src']), '.3f')}x"
+                  f", dst {num(ratio(fe['daemon_dst'], nr['daemon_dst']), '.3f')}x"
+                  f"   ({fe['daemon_src']:.2f} / {fe['daemon_dst']:.2f} against"
+                  f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
+        if fe["rss_src"] is not None and nr["rss_src"] is not None:
+            print(f"  ferryd peak RSS MiB src / dst {fe['rss_src']:.1f} / {fe['rss_dst']:.1f} against"
+                  f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
     for w in WORKLOADS:  # over TLS (issue target: 1.5x the stunnel relay)
         ft_, st = table.get(("ferry-tls", w)), table.get(("stunnel", w))
         if not (ft_ and ft_.get("ok") and st and st.get("ok")):

@@ -18,6 +18,9 @@
 #define RX_BUFFER_SIZE (64 * 1024)
 /* The writer hands the kernel up to this much per writev. */
 #define TX_BATCH_MESSAGES 64
+/* The socket transport copies up to 64 iovecs on its stack (more would be
+ * an allocation per write). */
+#define TX_BATCH_IOVS 64
 #define TX_BATCH_BYTES (4 * 1024 * 1024)
 /* A message's buffer starts at most this large and doubles as its bytes
  * arrive, so a length word alone never allocates what it announces. */
@@ -69,6 +72,7 @@ struct RpcConnection {
     guint64 bytes_rx;
     guint8 *rxbuf;
     gsize rx_start, rx_end;
+    gboolean rx_after_large; /* the reader's: the last message was a large one */
 };
 
 RpcConnection *rpc_connection_new(RpcTransport *transport, const RpcConnectionHandler *handler,
@@ -371,9 +375,14 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
     guint32 max_len = exact ? conn->unauth_max_message : 0;
     g_mutex_unlock(&conn->lock);
 
+    /* After a large message (a stream in full flow) the next is most likely
+     * large too: read no more than its header, so that its payload goes
+     * straight into its own buffer below instead of through the read-ahead
+     * buffer (a copy of up to 64 KiB per packet); the reads are as many. */
+    gsize ahead = exact ? RPC_LEN_WORD_SIZE : conn->rx_after_large ? RPC_PAYLOAD_OFFSET : G_MAXSIZE;
     while (conn->rx_end - conn->rx_start < RPC_LEN_WORD_SIZE) {
         gsize had = conn->rx_end - conn->rx_start;
-        gssize n = rx_fill(conn, exact ? RPC_LEN_WORD_SIZE - had : G_MAXSIZE, error);
+        gssize n = rx_fill(conn, ahead == G_MAXSIZE ? G_MAXSIZE : ahead - had, error);
         if (n < 0)
             return NULL;
         if (n == 0) {
@@ -425,8 +434,10 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
             continue;
         }
         gssize n;
-        if (room >= RX_BUFFER_SIZE / 2) {
-            /* Large payload: straight into the message, no intermediate copy. */
+        if (room >= RX_BUFFER_SIZE / 2 || len > RX_BUFFER_SIZE / 2) {
+            /* Large payload: straight into the message, no intermediate
+             * copy; its tail too, which read ahead would bring the next
+             * message's payload through the read-ahead buffer. */
             n = rpc_transport_read(conn->transport, msg->buf + got, room, error);
             if (n > 0) {
                 got += n;
@@ -445,6 +456,7 @@ static RpcMessage *read_message(RpcConnection *conn, GError **error)
         }
     }
     msg->len = len;
+    conn->rx_after_large = len > RX_BUFFER_SIZE / 2;
     if (!rpc_message_decode_header(msg, error))
         return NULL;
     return g_steal_pointer(&msg);
@@ -548,7 +560,7 @@ static gpointer writer_thread(gpointer data)
 {
     RpcConnection *conn = data;
     RpcMessage *batch[TX_BATCH_MESSAGES];
-    struct iovec iov[TX_BATCH_MESSAGES];
+    struct iovec iov[TX_BATCH_IOVS];
 
     g_mutex_lock(&conn->lock);
     for (;;) {
@@ -564,14 +576,15 @@ static gpointer writer_thread(gpointer data)
             close_locked(conn, NULL);
             break;
         }
-        int n = 0;
+        int n = 0, niov = 0;
         gsize bytes = 0;
-        while (n < TX_BATCH_MESSAGES && bytes < TX_BATCH_BYTES &&
+        /* Up to two iovecs per message (an external payload): stop while
+         * both still fit. */
+        while (n < TX_BATCH_MESSAGES && niov + 2 <= TX_BATCH_IOVS && bytes < TX_BATCH_BYTES &&
                !g_queue_is_empty(&conn->send_queue)) {
             RpcMessage *m = rpc_message_queue_pop(&conn->send_queue);
             batch[n] = m;
-            iov[n].iov_base = m->buf;
-            iov[n].iov_len = m->len;
+            niov += rpc_message_wire_iov(m, iov + niov);
             bytes += m->len;
             n++;
             if (m->after_write)
@@ -580,7 +593,7 @@ static gpointer writer_thread(gpointer data)
         g_mutex_unlock(&conn->lock);
 
         g_autoptr(GError) error = NULL;
-        gboolean ok = rpc_transport_writev(conn->transport, iov, n, &error);
+        gboolean ok = rpc_transport_writev(conn->transport, iov, niov, &error);
 
         if (ok && batch[n - 1]->after_write)
             batch[n - 1]->after_write(batch[n - 1]->after_write_data);

@@ -41,6 +41,16 @@ RpcMessagePool *rpc_message_pool_ref(RpcMessagePool *pool)
     return pool;
 }
 
+/* Gives back an external payload's owner (rpc_message_seal_external). */
+static void release_external(RpcMessage *msg)
+{
+    if (msg->ext_release)
+        msg->ext_release(msg->ext_owner);
+    msg->ext_payload = NULL;
+    msg->ext_release = NULL;
+    msg->ext_owner = NULL;
+}
+
 static void message_free_now(RpcMessage *msg)
 {
     g_free(msg->buf);
@@ -96,6 +106,7 @@ void rpc_message_free(RpcMessage *msg)
 {
     if (!msg)
         return;
+    release_external(msg);
     RpcMessagePool *pool = msg->pool;
     if (pool) {
         msg->pool = NULL;
@@ -156,8 +167,35 @@ static void write_header(RpcMessage *msg)
 void rpc_message_seal(RpcMessage *msg, gsize payload_len)
 {
     g_assert(RPC_PAYLOAD_OFFSET + payload_len <= msg->cap);
+    g_assert(!msg->ext_payload);
     msg->len = RPC_PAYLOAD_OFFSET + payload_len;
     write_header(msg);
+}
+
+void rpc_message_seal_external(RpcMessage *msg, const guint8 *payload, gsize payload_len,
+                               gpointer (*ref)(gpointer owner), void (*release)(gpointer owner),
+                               gpointer owner)
+{
+    g_assert(RPC_PAYLOAD_OFFSET <= msg->cap);
+    release_external(msg);
+    msg->ext_payload = payload;
+    msg->ext_owner = ref(owner);
+    msg->ext_release = release;
+    msg->len = RPC_PAYLOAD_OFFSET + payload_len;
+    write_header(msg);
+}
+
+int rpc_message_wire_iov(const RpcMessage *msg, struct iovec *iov)
+{
+    iov[0].iov_base = msg->buf;
+    if (!msg->ext_payload) {
+        iov[0].iov_len = msg->len;
+        return 1;
+    }
+    iov[0].iov_len = RPC_PAYLOAD_OFFSET;
+    iov[1].iov_base = (void *)msg->ext_payload;
+    iov[1].iov_len = msg->len - RPC_PAYLOAD_OFFSET;
+    return 2;
 }
 
 gboolean rpc_message_encode(RpcMessage *msg, xdrproc_t filter, void *data, GError **error)

@@ -5,6 +5,7 @@
 
 #include <glib.h>
 #include <rpc/rpc.h>
+#include <sys/uio.h>
 
 #include "rpc/rpc_protocol.h"
 
@@ -45,6 +46,12 @@ typedef struct RpcMessage {
     /* A message sits in at most one queue at a time: its own link, so
      * queueing a packet allocates nothing (see rpc_message_queue_push). */
     GList link;
+    /* An outgoing payload kept elsewhere (rpc_message_seal_external): buf
+     * holds the length word and header only, the writer sends these bytes
+     * after them; ext_release(ext_owner) runs when the message is freed. */
+    const guint8 *ext_payload;
+    void (*ext_release)(gpointer owner);
+    gpointer ext_owner;
 } RpcMessage;
 
 RpcMessage *rpc_message_new(gsize payload_capacity);
@@ -85,6 +92,7 @@ void rpc_message_queue_clear(GQueue *queue);
 /* Makes room for a payload of payload_len bytes (keeps existing bytes). */
 void rpc_message_reserve(RpcMessage *msg, gsize payload_len);
 
+/* The payload in buf (never an external one, see rpc_message_seal_external). */
 static inline guint8 *rpc_message_payload(RpcMessage *msg)
 {
     return msg->buf + RPC_PAYLOAD_OFFSET;
@@ -98,6 +106,18 @@ static inline gsize rpc_message_payload_len(const RpcMessage *msg)
 /* Writes the length word and msg->header for a payload of payload_len bytes
  * already in place (e.g. read straight from a VMM socket). */
 void rpc_message_seal(RpcMessage *msg, gsize payload_len);
+
+/* Writes the length word and msg->header for a payload of payload_len bytes
+ * that stay where they are (e.g. a tunnel stream's send ring): the message
+ * holds a reference to their owner, taken with ref(owner) and given back
+ * with release(owner) when it is freed, and the bytes must not change until
+ * then. Sending one copies nothing into the message. */
+void rpc_message_seal_external(RpcMessage *msg, const guint8 *payload, gsize payload_len,
+                               gpointer (*ref)(gpointer owner), void (*release)(gpointer owner),
+                               gpointer owner);
+
+/* The iovecs that put msg on the wire (1, or 2 with an external payload). */
+int rpc_message_wire_iov(const RpcMessage *msg, struct iovec *iov);
 
 /* Encodes msg->header and an XDR payload (filter may be xdr_void). */
 gboolean rpc_message_encode(RpcMessage *msg, xdrproc_t filter, void *data, GError **error);

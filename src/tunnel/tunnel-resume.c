@@ -1,4 +1,4 @@
-/* The resend ring, the resume call's XDR and the destination's table of
+/* The resume call's XDR and the destination's table of
  * streams that wait for their source. */
 #include "tunnel/tunnel-resume.h"
 
@@ -27,70 +27,6 @@ bool_t tunnel_resume_xdr_args(XDR *xdr, TunnelResumeArgs *a)
 {
     return xdr_string(xdr, &a->token, TUNNEL_RESUME_TOKEN_MAX) &&
            tunnel_resume_xdr_point(xdr, &a->point);
-}
-
-/* ---- the ring ---- */
-
-struct TunnelResumeRing {
-    guint8 *buf; /* allocated at the first append: a stream that never sends keeps nothing */
-    gsize capacity;
-    guint64 start, end; /* stream positions; end - start <= capacity */
-};
-
-TunnelResumeRing *tunnel_resume_ring_new(gsize capacity)
-{
-    TunnelResumeRing *r = g_new0(TunnelResumeRing, 1);
-    r->capacity = MAX(capacity, 1);
-    return r;
-}
-
-void tunnel_resume_ring_free(TunnelResumeRing *r)
-{
-    if (!r)
-        return;
-    g_free(r->buf);
-    g_free(r);
-}
-
-gboolean tunnel_resume_ring_append(TunnelResumeRing *r, const void *data, gsize len)
-{
-    if (r->end - r->start + len > r->capacity)
-        return FALSE;
-    if (!r->buf)
-        r->buf = g_malloc(r->capacity);
-    const guint8 *src = data;
-    gsize at = r->end % r->capacity;
-    gsize first = MIN(len, r->capacity - at);
-    memcpy(r->buf + at, src, first);
-    memcpy(r->buf, src + first, len - first);
-    r->end += len;
-    return TRUE;
-}
-
-void tunnel_resume_ring_release(TunnelResumeRing *r, guint64 pos)
-{
-    if (pos > r->start)
-        r->start = MIN(pos, r->end);
-}
-
-guint64 tunnel_resume_ring_start(TunnelResumeRing *r)
-{
-    return r->start;
-}
-
-guint64 tunnel_resume_ring_end(TunnelResumeRing *r)
-{
-    return r->end;
-}
-
-void tunnel_resume_ring_copy(TunnelResumeRing *r, guint64 pos, void *dst, gsize len)
-{
-    g_assert(pos >= r->start && pos + len <= r->end);
-    guint8 *out = dst;
-    gsize at = pos % r->capacity;
-    gsize first = MIN(len, r->capacity - at);
-    memcpy(out, r->buf + at, first);
-    memcpy(out + first, r->buf, len - first);
 }
 
 /* ---- the destination's table ---- */

@@ -4,6 +4,9 @@
  * connection, and the destination's table of streams that wait for their
  * source to come back (looked up by the migration's resume token).
  *
+ * The bytes a sender keeps until the peer granted credit for them are its
+ * send ring (tunnel-ring.h).
+ *
  * The source reconnects with the same URI and credentials, calls
  * FERRY_TUNNEL_PROC_RESUME with the token and its position, and both sides
  * carry on from the other's position: the VMMs never notice. */
@@ -47,22 +50,6 @@ typedef struct {
 
 bool_t tunnel_resume_xdr_args(XDR *xdr, TunnelResumeArgs *args);
 bool_t tunnel_resume_xdr_point(XDR *xdr, TunnelResumePoint *point);
-
-/* ---- the bytes a sender keeps until the peer granted credit for them ----
- * A ring of `capacity` bytes (the peer's window: credit never lets more be
- * unacknowledged) holding the stream's bytes [start, end). */
-typedef struct TunnelResumeRing TunnelResumeRing;
-
-TunnelResumeRing *tunnel_resume_ring_new(gsize capacity);
-void tunnel_resume_ring_free(TunnelResumeRing *ring);
-/* Appends len bytes at the end; FALSE (nothing kept) when they do not fit. */
-gboolean tunnel_resume_ring_append(TunnelResumeRing *ring, const void *data, gsize len);
-/* Forgets the bytes before position pos. */
-void tunnel_resume_ring_release(TunnelResumeRing *ring, guint64 pos);
-guint64 tunnel_resume_ring_start(TunnelResumeRing *ring);
-guint64 tunnel_resume_ring_end(TunnelResumeRing *ring);
-/* Copies len bytes from position pos (within [start, end)). */
-void tunnel_resume_ring_copy(TunnelResumeRing *ring, guint64 pos, void *dst, gsize len);
 
 /* ---- the destination: streams waiting for their source ---- */
 

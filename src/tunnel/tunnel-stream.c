@@ -32,6 +32,12 @@
  * keeps at most send_queue_limit bytes queued; the receiver queues `window`
  * bytes for its VMM and then stops reading the connection.
  *
+ * Sending without a copy (credit mode): the pump reads the VMM's bytes
+ * straight into the stream's send ring (tunnel-ring.h) and each packet's
+ * payload points into it; the ring is the peer's window, and a byte's room
+ * is written again only once the peer granted credit for it, i.e. after
+ * the connection wrote it. Plain mode reads into pooled packet buffers.
+ *
  * Resuming (credit mode, cfg.resume): the connection closing leaves an OPEN
  * or FINISHING stream *detached* (for the resume time if it broke, for
  * TUNNEL_RESUME_ENDED_GRACE_S if the peer ended or reset it): the sender stops (what it read from its
@@ -51,6 +57,7 @@
 #include "util/error.h"
 #include "util/log.h"
 #include "util/thread.h"
+#include "tunnel/tunnel-ring.h"
 #include "tunnel/tunnel-router.h"
 
 #define FERRY_LOG_MODULE "tunnel.stream"
@@ -94,6 +101,9 @@ struct TunnelStream {
     char *vmm_name;
     RpcMessagePool *pool;
     RpcMessagePool *credit_pool; /* 8-byte credit messages, reused */
+    /* credit mode: the packets we send, header only (payload in the ring) */
+    RpcMessagePool *header_pool;
+    TunnelSendRing *ring;       /* credit mode: sent bytes the peer has not granted credit for */
 
     GMutex lock;
     /* The pumps' and the plain-mode reader's waits; a packet or a credit
@@ -119,7 +129,6 @@ struct TunnelStream {
     TunnelStats stats;
     TunnelCounters counters; /* the flight recorder's: atomic adds, no lock */
     /* resuming (cfg.resume) */
-    TunnelResumeRing *ring; /* sent bytes the peer has not granted credit for */
     guint64 acked_out;      /* credit the peer granted, in total */
     guint64 in_received;    /* bytes taken from the peer (queued for the sink or written):
                              * the sink's write in progress is in neither sink_bytes
@@ -210,8 +219,10 @@ TunnelStream *tunnel_stream_new(RpcConnection *conn, const RpcHeader *opening_ca
     g_queue_init(&ts->sink_queue);
     ts->send_credit = (gint64)ts->cfg.peer_window;
     ts->cfg.resume = ts->cfg.resume && ts->cfg.credit;
-    if (ts->cfg.resume)
-        ts->ring = tunnel_resume_ring_new(ts->cfg.peer_window);
+    if (ts->cfg.credit) {
+        ts->ring = tunnel_send_ring_new(ts->cfg.peer_window);
+        ts->header_pool = rpc_message_pool_new(0, buffers);
+    }
     ts->rate = tunnel_rate_new(ts->cfg.bandwidth);
     ts->stats.started_us = g_get_monotonic_time();
     return ts;
@@ -232,8 +243,9 @@ void tunnel_stream_unref(TunnelStream *ts)
         close(ts->vmm_fd);
     rpc_message_pool_unref(ts->pool);
     rpc_message_pool_unref(ts->credit_pool);
+    rpc_message_pool_unref(ts->header_pool);
     rpc_connection_unref(ts->conn);
-    tunnel_resume_ring_free(ts->ring);
+    tunnel_send_ring_unref(ts->ring);
     g_clear_error(&ts->detach_reason);
     g_clear_error(&ts->error);
     tunnel_rate_unref(ts->rate);
@@ -402,9 +414,29 @@ static gpointer pump_out_thread(gpointer data)
         gsize room = wait_to_send(ts);
         if (room == 0)
             break;
-        RpcMessage *msg = rpc_message_pool_take(ts->pool);
+        RpcMessage *msg;
+        guint8 *into;
+        if (ts->ring) {
+            /* Credit bounds what is outstanding by the ring's size, so it
+             * has room for what credit allows (less where it wraps). */
+            g_mutex_lock(&ts->lock);
+            into = tunnel_send_ring_space(ts->ring, room, &room);
+            if (room == 0) {
+                fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
+                                            "the send ring of the stream to the %s is full "
+                                            "while credit allows more",
+                                            ts->peer_name));
+                g_mutex_unlock(&ts->lock);
+                break;
+            }
+            g_mutex_unlock(&ts->lock);
+            msg = rpc_message_pool_take(ts->header_pool);
+        } else {
+            msg = rpc_message_pool_take(ts->pool);
+            into = rpc_message_payload(msg);
+        }
         gint64 waited = tunnel_counters_wait_begin();
-        gssize n = read_vmm(ts, rpc_message_payload(msg), room);
+        gssize n = read_vmm(ts, into, room);
         int err = errno;
         tunnel_counters_wait_end(&ts->counters.wait_vmm_read_us, waited);
 
@@ -417,14 +449,12 @@ static gpointer pump_out_thread(gpointer data)
         if (n > 0) {
             msg->header = ts->header;
             msg->header.status = RPC_CONTINUE;
-            rpc_message_seal(msg, n);
-            if (ts->ring && !tunnel_resume_ring_append(ts->ring, rpc_message_payload(msg), n)) {
-                rpc_message_free(msg); /* credit bounds it: never */
-                fail_locked(ts, g_error_new(FERRY_ERROR, FERRY_ERR_INTERNAL_ERROR,
-                                            "the resend ring of the stream to the %s overflowed",
-                                            ts->peer_name));
-                g_mutex_unlock(&ts->lock);
-                break;
+            if (ts->ring) {
+                tunnel_send_ring_commit(ts->ring, n);
+                rpc_message_seal_external(msg, into, n, tunnel_send_ring_ref,
+                                          tunnel_send_ring_unref, ts->ring);
+            } else {
+                rpc_message_seal(msg, n);
             }
             ts->send_credit -= n;
             ts->stats.bytes_out += n;
@@ -662,8 +692,7 @@ static void deliver_credit_locked(TunnelStream *ts, RpcMessage *msg)
     }
     ts->send_credit += (gint64)credit;
     ts->acked_out += credit;
-    if (ts->ring)
-        tunnel_resume_ring_release(ts->ring, ts->acked_out);
+    tunnel_send_ring_release(ts->ring, ts->acked_out);
     wake_locked(ts);
 }
 
@@ -908,12 +937,13 @@ static void resend_locked(TunnelStream *ts, guint64 from)
 {
     guint64 end = ts->stats.bytes_out;
     while (from < end) {
-        gsize n = (gsize)MIN(end - from, (guint64)ts->cfg.packet_size);
-        RpcMessage *msg = rpc_message_pool_take(ts->pool);
-        tunnel_resume_ring_copy(ts->ring, from, rpc_message_payload(msg), n);
+        gsize n;
+        const guint8 *p = tunnel_send_ring_at(ts->ring, from, ts->cfg.packet_size, &n);
+        RpcMessage *msg = rpc_message_pool_take(ts->header_pool);
         msg->header = ts->header;
         msg->header.status = RPC_CONTINUE;
-        rpc_message_seal(msg, n);
+        rpc_message_seal_external(msg, p, n, tunnel_send_ring_ref, tunnel_send_ring_unref,
+                                  ts->ring);
         rpc_connection_send(ts->conn, msg);
         from += n;
         ts->stats.bytes_resent += n;
@@ -961,7 +991,7 @@ gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
                     "the migration's stream is over here: %s", why);
         return FALSE;
     }
-    guint64 start = tunnel_resume_ring_start(ts->ring);
+    guint64 start = tunnel_send_ring_start(ts->ring);
     if (theirs->received < start || theirs->received > ts->stats.bytes_out ||
         theirs->granted > theirs->received || theirs->granted < ts->acked_out) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_RPC,
@@ -981,7 +1011,7 @@ gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
     ts->header.serial = tunnel_binding_get_header(binding)->serial;
     rpc_connection_set_rx_pool(ts->conn, ts->pool);
     ts->acked_out = theirs->granted;
-    tunnel_resume_ring_release(ts->ring, theirs->received);
+    tunnel_send_ring_release(ts->ring, theirs->received);
     ts->send_credit = (gint64)ts->cfg.peer_window - (gint64)(ts->stats.bytes_out - ts->acked_out);
     guint64 resent_before = ts->stats.bytes_resent;
     resend_locked(ts, theirs->received);

@@ -1,8 +1,9 @@
 /* A connection's limits over a real socketpair: a length word alone
  * allocates nothing like what it announces, a message too long before
  * authentication is refused at its length word, a peer that does not read is
- * dropped once its unrequested messages reach the send limit; and the log's
- * escaping and rate limit. */
+ * dropped once its unrequested messages reach the send limit, large messages
+ * in a row are read straight into their own buffers; and the log's escaping
+ * and rate limit. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,6 +287,164 @@ START_TEST(repeated_lines_are_rate_limited)
 }
 END_TEST
 
+/* ---- large messages in a row: read into their own buffers ---- */
+
+/* A transport over the socket one that notes where each read went. */
+typedef struct {
+    RpcTransport base;
+    RpcTransport *inner;
+    GMutex lock;
+    GArray *reads; /* Read: into, bytes */
+    GArray *buffers; /* Read: each delivered message's buffer and capacity */
+    guint messages;
+    GCond cond;
+} Watched;
+
+typedef struct {
+    const guint8 *at;
+    gsize len;
+} Read;
+
+static gssize watched_read(RpcTransport *t, void *buf, gsize len, GError **error)
+{
+    Watched *w = (Watched *)t;
+    gssize n = rpc_transport_read(w->inner, buf, len, error);
+    if (n > 0) {
+        g_mutex_lock(&w->lock);
+        g_array_append_val(w->reads, ((Read){.at = buf, .len = (gsize)n}));
+        g_mutex_unlock(&w->lock);
+    }
+    return n;
+}
+
+static gboolean watched_writev(RpcTransport *t, const struct iovec *iov, int iovcnt,
+                               GError **error)
+{
+    return rpc_transport_writev(((Watched *)t)->inner, iov, iovcnt, error);
+}
+
+static void watched_shutdown(RpcTransport *t)
+{
+    rpc_transport_shutdown(((Watched *)t)->inner);
+}
+
+static void watched_free(RpcTransport *t)
+{
+    Watched *w = (Watched *)t;
+    rpc_transport_free(w->inner);
+    g_free(w->base.peer);
+    /* The arrays and the rest are the test's, read after the close. */
+}
+
+static const RpcTransportOps watched_ops = {.read = watched_read, .writev = watched_writev,
+                                            .shutdown = watched_shutdown, .free = watched_free};
+
+static void watched_on_message(RpcConnection *conn, RpcMessage *msg, gpointer data)
+{
+    Watched *w = data;
+    g_mutex_lock(&w->lock);
+    g_array_append_val(w->buffers, ((Read){.at = msg->buf, .len = msg->cap}));
+    w->messages++;
+    g_cond_broadcast(&w->cond);
+    g_mutex_unlock(&w->lock);
+    rpc_message_free(msg);
+}
+
+static const RpcConnectionHandler watched_handler = {.on_message = watched_on_message};
+
+static gboolean in_a_message(Watched *w, const Read *r)
+{
+    for (guint i = 0; i < w->buffers->len; i++) {
+        const Read *b = &g_array_index(w->buffers, Read, i);
+        if (r->at >= b->at && r->at + r->len <= b->at + b->len)
+            return TRUE;
+    }
+    return FALSE;
+}
+
+typedef struct {
+    int fd;
+    guint count;
+    gsize payload;
+} Sender;
+
+static gpointer send_stream_packets(gpointer data)
+{
+    Sender *s = data;
+    g_autoptr(RpcMessage) m = rpc_message_new(s->payload);
+    m->header = (RpcHeader){.prog = 0x20008086, .vers = 1, .proc = 304, .type = RPC_STREAM,
+                            .serial = 9, .status = RPC_CONTINUE};
+    memset(rpc_message_payload(m), 0xab, s->payload);
+    rpc_message_seal(m, s->payload);
+    for (guint i = 0; i < s->count; i++)
+        for (gsize off = 0; off < m->len;) {
+            ssize_t n = send(s->fd, m->buf + off, m->len - off, MSG_NOSIGNAL);
+            if (n <= 0)
+                return NULL;
+            off += n;
+        }
+    return NULL;
+}
+
+/* A stream in full flow: after the first large message, each one's header
+ * is read alone and its payload straight into its buffer (from the pool),
+ * not through the connection's 64 KiB read-ahead buffer and a copy. */
+START_TEST(large_messages_in_a_row_are_read_into_their_own_buffers)
+{
+    const guint count = 64;
+    const gsize payload = 256 * 1024;
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    Watched *w = g_new0(Watched, 1);
+    w->inner = rpc_transport_new_socket(sv[0]);
+    w->base = *w->inner;
+    w->base.ops = &watched_ops;
+    w->base.peer = g_strdup(w->inner->peer);
+    g_mutex_init(&w->lock);
+    g_cond_init(&w->cond);
+    w->reads = g_array_new(FALSE, FALSE, sizeof(Read));
+    w->buffers = g_array_new(FALSE, FALSE, sizeof(Read));
+    RpcConnection *conn = rpc_connection_new(&w->base, &watched_handler, w);
+    RpcMessagePool *pool = rpc_message_pool_new(payload, 4);
+    rpc_connection_set_rx_pool(conn, pool);
+    rpc_connection_start(conn);
+
+    Sender snd = {.fd = sv[1], .count = count, .payload = payload};
+    GThread *t = g_thread_new("sender", send_stream_packets, &snd);
+    gint64 end = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
+    g_mutex_lock(&w->lock);
+    while (w->messages < count && g_cond_wait_until(&w->cond, &w->lock, end))
+        ;
+    ck_assert_uint_eq(w->messages, count);
+    g_mutex_unlock(&w->lock);
+    g_thread_join(t);
+    rpc_connection_close(conn, NULL);
+    rpc_connection_wait_closed(conn);
+
+    gsize direct = 0, ahead = 0;
+    for (guint i = 0; i < w->reads->len; i++) {
+        const Read *r = &g_array_index(w->reads, Read, i);
+        if (in_a_message(w, r))
+            direct += r->len;
+        else
+            ahead += r->len;
+    }
+    ck_assert_uint_eq(direct + ahead, count * (payload + RPC_PAYLOAD_OFFSET));
+    /* The first message's read-ahead (up to 64 KiB), then headers only. */
+    ck_assert_msg(ahead <= 64 * 1024 + count * RPC_PAYLOAD_OFFSET,
+                  "%zu of %zu bytes went through the read-ahead buffer", ahead, direct + ahead);
+
+    rpc_connection_unref(conn);
+    rpc_message_pool_unref(pool);
+    close(sv[1]);
+    g_array_free(w->reads, TRUE);
+    g_array_free(w->buffers, TRUE);
+    g_mutex_clear(&w->lock);
+    g_cond_clear(&w->cond);
+    g_free(w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("rpc-limits");
@@ -295,6 +454,7 @@ int main(void)
     tcase_add_test(tc, message_too_long_before_authentication_is_refused_at_its_length_word);
     tcase_add_test(tc, peer_that_does_not_read_is_dropped_at_the_send_limit);
     tcase_add_test(tc, send_limit_counts_events_not_replies_or_stream_data);
+    tcase_add_test(tc, large_messages_in_a_row_are_read_into_their_own_buffers);
     suite_add_tcase(s, tc);
     tc = tcase_create("log");
     tcase_add_test(tc, log_text_is_escaped_and_cut);

@@ -28,6 +28,63 @@ static RpcMessage *message_from_hex(const char *h)
     return m;
 }
 
+/* A payload kept elsewhere (a tunnel stream's send ring) goes on the wire
+ * as the same bytes as one copied into the message, from two iovecs; the
+ * message holds its owner until it is freed, also when its buffer goes
+ * back to a pool, and a message taken again from the pool is a plain one. */
+static int owner_refs;
+
+static gpointer owner_ref(gpointer owner)
+{
+    owner_refs++;
+    return owner;
+}
+
+static void owner_release(gpointer owner)
+{
+    owner_refs--;
+}
+
+START_TEST(test_external_payload_is_sent_as_is_and_released_once)
+{
+    static const guint8 payload[] = "bytes that stay where they are";
+    RpcHeader h = {.prog = REMOTE_PROGRAM, .vers = 1, .proc = 3, .type = RPC_STREAM,
+                   .serial = 7, .status = RPC_CONTINUE};
+    g_autoptr(RpcMessage) plain = rpc_message_new(sizeof(payload));
+    plain->header = h;
+    memcpy(rpc_message_payload(plain), payload, sizeof(payload));
+    rpc_message_seal(plain, sizeof(payload));
+
+    RpcMessagePool *pool = rpc_message_pool_new(0, 4);
+    RpcMessage *ext = rpc_message_pool_take(pool);
+    ext->header = h;
+    rpc_message_seal_external(ext, payload, sizeof(payload), owner_ref, owner_release, &owner_refs);
+    ck_assert_int_eq(owner_refs, 1);
+    ck_assert_uint_eq(ext->len, plain->len);
+    ck_assert_uint_eq(rpc_message_payload_len(ext), sizeof(payload));
+
+    struct iovec iov[2];
+    ck_assert_int_eq(rpc_message_wire_iov(plain, iov), 1);
+    ck_assert_int_eq(rpc_message_wire_iov(ext, iov), 2);
+    ck_assert_uint_eq(iov[0].iov_len + iov[1].iov_len, plain->len);
+    ck_assert_mem_eq(iov[0].iov_base, plain->buf, iov[0].iov_len);
+    ck_assert_mem_eq(iov[1].iov_base, plain->buf + iov[0].iov_len, iov[1].iov_len);
+    ck_assert_ptr_eq(iov[1].iov_base, payload); /* not copied */
+
+    rpc_message_free(ext); /* back to the pool: the owner is given back */
+    ck_assert_int_eq(owner_refs, 0);
+    RpcMessage *again = rpc_message_pool_take(pool);
+    ck_assert_ptr_null(again->ext_payload);
+    again->header = h;
+    rpc_message_seal(again, 0);
+    ck_assert_int_eq(rpc_message_wire_iov(again, iov), 1);
+    ck_assert_uint_eq(iov[0].iov_len, RPC_PAYLOAD_OFFSET);
+    rpc_message_free(again);
+    rpc_message_pool_unref(pool);
+    ck_assert_int_eq(owner_refs, 0);
+}
+END_TEST
+
 START_TEST(test_header_round_trip)
 {
     g_autoptr(RpcMessage) m = rpc_message_new(0);
@@ -247,6 +304,7 @@ static Suite *message_suite(void)
     tcase_add_test(tc, test_bad_type_and_status_are_rejected);
     tcase_add_test(tc, test_truncated_payload_fails_to_decode);
     tcase_add_test(tc, test_every_procedure_round_trips);
+    tcase_add_test(tc, test_external_payload_is_sent_as_is_and_released_once);
     suite_add_tcase(s, tc);
     return s;
 }

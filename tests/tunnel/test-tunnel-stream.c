@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "rpc/rpc-connection.h"
+#include "tunnel/tunnel-ring.h"
 #include "tunnel/tunnel-router.h"
 #include "tunnel/tunnel-stream.h"
 #include "util/error.h"
@@ -108,6 +109,14 @@ static void tunnel_setup(Tunnel *t, gboolean credit, gboolean frozen_server, gui
     }
     rpc_connection_start(t->client.conn);
     tunnel_stream_start(t->client.ts);
+}
+
+/* A credit-mode tunnel whose streams may wait resume_s to be resumed. */
+static void tunnel_setup_resumable(Tunnel *t, guint resume_s)
+{
+    setup_resume_s = resume_s;
+    tunnel_setup(t, TRUE, FALSE, 0);
+    setup_resume_s = 0;
 }
 
 static void side_teardown(Side *s)
@@ -236,19 +245,26 @@ static void run_migration(Tunnel *t, gsize total, int dst_delay_ms)
     shutdown(t->vmm_src, SHUT_WR); /* the source VMM is done: EOF to the pump */
 }
 
-static void check_both_done(Tunnel *t, gsize total)
+/* Both streams finished, having carried total bytes one way and the
+ * 2-byte reply the other; their statistics in *cs and *ss if asked. */
+static void check_both_done_stats(Tunnel *t, gsize total, TunnelStats *cs, TunnelStats *ss)
 {
     gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
     g_autoptr(GError) e1 = NULL, e2 = NULL;
     ck_assert_msg(tunnel_stream_wait(t->client.ts, deadline, &e1), "%s", e1 ? e1->message : "");
     ck_assert_msg(tunnel_stream_wait(t->server.ts, deadline, &e2), "%s", e2 ? e2->message : "");
+    tunnel_stream_get_stats(t->client.ts, cs);
+    tunnel_stream_get_stats(t->server.ts, ss);
+    ck_assert_uint_eq(cs->bytes_out, total);
+    ck_assert_uint_eq(ss->bytes_in, total);
+    ck_assert_uint_eq(ss->bytes_out, 2);
+    ck_assert_uint_eq(cs->bytes_in, 2);
+}
+
+static void check_both_done(Tunnel *t, gsize total)
+{
     TunnelStats cs, ss;
-    tunnel_stream_get_stats(t->client.ts, &cs);
-    tunnel_stream_get_stats(t->server.ts, &ss);
-    ck_assert_uint_eq(cs.bytes_out, total);
-    ck_assert_uint_eq(ss.bytes_in, total);
-    ck_assert_uint_eq(ss.bytes_out, 2);
-    ck_assert_uint_eq(cs.bytes_in, 2);
+    check_both_done_stats(t, total, &cs, &ss);
 }
 
 START_TEST(test_plain_stream_carries_every_byte_and_finishes)
@@ -267,6 +283,23 @@ START_TEST(test_credit_stream_carries_every_byte_and_finishes)
     tunnel_setup(&t, TRUE, FALSE, 0);
     run_migration(&t, 64 * MIB, 0);
     check_both_done(&t, 64 * MIB);
+    tunnel_teardown(&t);
+}
+END_TEST
+
+/* A credit-mode sender reads its VMM's bytes into its send ring and sends
+ * them from there: it takes no packet buffer for them (each would be a
+ * buffer to fill and, for resuming, a copy into the ring), however much it
+ * sends. The receiving side still reads packets into pooled buffers. */
+START_TEST(test_credit_sender_sends_from_its_ring_without_packet_buffers)
+{
+    Tunnel t;
+    tunnel_setup_resumable(&t, 10);
+    run_migration(&t, 64 * MIB, 0);
+    TunnelStats cs, ss;
+    check_both_done_stats(&t, 64 * MIB, &cs, &ss);
+    ck_assert_uint_eq(cs.buffers_allocated, 0);
+    ck_assert_uint_gt(ss.buffers_allocated, 0);
     tunnel_teardown(&t);
 }
 END_TEST
@@ -732,37 +765,76 @@ START_TEST(test_credit_for_bytes_in_flight_is_accepted)
 }
 END_TEST
 
-/* The resend ring keeps exactly the bytes not yet granted credit, across
- * its wrap-around, and refuses more than its capacity. */
-START_TEST(test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap)
+/* Writes len bytes of data at the ring's end as the pump does (read into
+ * its space, then committed), in as many pieces as the wrap makes. */
+static void ring_put(TunnelSendRing *r, const guint8 *data, gsize len)
 {
-    TunnelResumeRing *r = tunnel_resume_ring_new(10);
+    while (len > 0) {
+        gsize room;
+        guint8 *into = tunnel_send_ring_space(r, len, &room);
+        ck_assert_uint_gt(room, 0);
+        memcpy(into, data, room);
+        tunnel_send_ring_commit(r, room);
+        data += room;
+        len -= room;
+    }
+}
+
+/* Reads [pos, pos + len) out of the ring, in the pieces the wrap makes. */
+static void ring_get(TunnelSendRing *r, guint64 pos, guint8 *out, gsize len)
+{
+    while (len > 0) {
+        gsize n;
+        const guint8 *p = tunnel_send_ring_at(r, pos, len, &n);
+        ck_assert_uint_gt(n, 0);
+        memcpy(out, p, n);
+        pos += n;
+        out += n;
+        len -= n;
+    }
+}
+
+/* The send ring keeps exactly the bytes not yet granted credit, across its
+ * wrap-around, and never hands out more room than it has free. */
+START_TEST(test_send_ring_keeps_unacknowledged_bytes_across_the_wrap)
+{
+    TunnelSendRing *r = tunnel_send_ring_new(10);
     guint8 data[64], out[16];
     for (guint i = 0; i < sizeof(data); i++)
         data[i] = (guint8)i;
     guint64 pos = 0;
-    /* Stream positions 0..63 through a 10-byte ring, 7 at a time, the
+    /* Stream positions 0..55 through a 10-byte ring, 7 at a time, the
      * peer granting credit 4 bytes behind. */
     while (pos < 56) {
-        ck_assert(tunnel_resume_ring_append(r, data + pos, 7));
+        ring_put(r, data + pos, 7);
         pos += 7;
-        ck_assert_uint_eq(tunnel_resume_ring_end(r), pos);
-        /* Full: 3 free bytes, not 4. */
-        ck_assert(!tunnel_resume_ring_append(r, data, 4));
-        tunnel_resume_ring_release(r, pos - 3);
-        ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
-        tunnel_resume_ring_copy(r, pos - 3, out, 3);
+        ck_assert_uint_eq(tunnel_send_ring_end(r), pos);
+        /* No more room than is free (less where it wraps): 3 bytes the
+         * first time, none once 3 are kept from before. */
+        gsize room, free_bytes = 10 - (gsize)(pos - tunnel_send_ring_start(r));
+        tunnel_send_ring_space(r, 100, &room);
+        ck_assert_uint_eq(room, MIN(free_bytes, 10 - pos % 10));
+        ck_assert_uint_eq(free_bytes, pos == 7 ? 3 : 0);
+        tunnel_send_ring_release(r, pos - 3);
+        ck_assert_uint_eq(tunnel_send_ring_start(r), pos - 3);
+        ring_get(r, pos - 3, out, 3);
         ck_assert_mem_eq(out, data + pos - 3, 3);
     }
     /* Releasing backwards or beyond the end changes nothing it must keep. */
-    tunnel_resume_ring_release(r, 2);
-    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos - 3);
-    tunnel_resume_ring_release(r, pos + 100);
-    ck_assert_uint_eq(tunnel_resume_ring_start(r), pos);
-    ck_assert(tunnel_resume_ring_append(r, data + pos, 8));
-    tunnel_resume_ring_copy(r, pos, out, 8);
+    tunnel_send_ring_release(r, 2);
+    ck_assert_uint_eq(tunnel_send_ring_start(r), pos - 3);
+    tunnel_send_ring_release(r, pos + 100);
+    ck_assert_uint_eq(tunnel_send_ring_start(r), pos);
+    gsize room;
+    tunnel_send_ring_space(r, 100, &room);
+    ck_assert_uint_le(room, 10);
+    ring_put(r, data + pos, 8);
+    ring_get(r, pos, out, 8);
     ck_assert_mem_eq(out, data + pos, 8);
-    tunnel_resume_ring_free(r);
+    /* A packet still queued somewhere keeps the memory alive past the stream. */
+    tunnel_send_ring_ref(r);
+    tunnel_send_ring_unref(r);
+    tunnel_send_ring_unref(r);
 }
 END_TEST
 
@@ -891,18 +963,14 @@ static void link_free(Link *l)
 START_TEST(test_resumed_stream_carries_every_byte_once)
 {
     Tunnel t;
-    setup_resume_s = 10;
-    tunnel_setup(&t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
+    tunnel_setup_resumable(&t, 10);
     Breaker b = {.t = &t, .break_at = 8 * MIB};
     GThread *bt = g_thread_new("breaker", breaker_job, &b);
     run_migration(&t, 48 * MIB, 0);
     g_thread_join(bt);
     ck_assert_msg(b.ok, "%s", b.error ? b.error : "");
-    check_both_done(&t, 48 * MIB);
     TunnelStats cs, ss;
-    tunnel_stream_get_stats(t.client.ts, &cs);
-    tunnel_stream_get_stats(t.server.ts, &ss);
+    check_both_done_stats(&t, 48 * MIB, &cs, &ss);
     ck_assert_uint_eq(cs.reconnections, 1);
     ck_assert_uint_eq(ss.reconnections, 1);
     ck_assert_uint_le(cs.bytes_resent, 4 * MIB); /* never more than the window */
@@ -933,9 +1001,7 @@ static void wait_sent(TunnelStream *ts, guint64 bytes)
  * every case that breaks its connection and watches what the stream does. */
 static void resumable_with_4_bytes_sent(Tunnel *t, guint resume_s)
 {
-    setup_resume_s = resume_s;
-    tunnel_setup(t, TRUE, FALSE, 0);
-    setup_resume_s = 0;
+    tunnel_setup_resumable(t, resume_s);
     ck_assert_int_eq(write(t->vmm_src, "data", 4), 4);
     wait_sent(t->client.ts, 4);
 }
@@ -1015,6 +1081,7 @@ int main(void)
     tcase_add_test(tc, test_plain_stream_carries_every_byte_and_finishes);
     tcase_add_test(tc, test_credit_stream_carries_every_byte_and_finishes);
     tcase_add_test(tc, test_credit_is_batched_and_buffers_are_reused);
+    tcase_add_test(tc, test_credit_sender_sends_from_its_ring_without_packet_buffers);
     tcase_add_test(tc, test_stalled_vmm_bounds_memory_and_keeps_keepalive_alive);
     tcase_add_test(tc, test_abort_returns_promptly_with_a_frozen_peer);
     tcase_add_test(tc, test_abort_handshake_with_a_live_peer);
@@ -1025,7 +1092,7 @@ int main(void)
     tcase_add_test(tc, test_plain_reader_waiting_for_a_stalled_vmm_lets_the_connection_close);
     tcase_add_test(tc, test_credit_beyond_what_is_in_flight_is_refused);
     tcase_add_test(tc, test_credit_for_bytes_in_flight_is_accepted);
-    tcase_add_test(tc, test_resume_ring_keeps_unacknowledged_bytes_across_the_wrap);
+    tcase_add_test(tc, test_send_ring_keeps_unacknowledged_bytes_across_the_wrap);
     tcase_add_test(tc, test_resumed_stream_carries_every_byte_once);
     tcase_add_test(tc, test_stream_not_resumed_in_time_fails_naming_it);
     tcase_add_test(tc, test_stream_not_resumed_in_time_ends_by_itself);
