@@ -8,6 +8,7 @@
 
 #include "rpc/rpc-keepalive.h"
 #include "rpc/rpc-sasl.h"
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -71,6 +72,7 @@ struct RpcConnection {
     guint ka_interval;
     guint ka_count;
     gboolean ticking; /* registered with the keepalive clock */
+    gboolean peer_unresponsive; /* keepalive timed out over a live TCP path */
 
     guint64 bytes_rx;
     guint8 *rxbuf;
@@ -162,6 +164,16 @@ gboolean rpc_connection_closed_cleanly(RpcConnection *conn)
                      (!conn->close_reason || os_error == ECONNRESET || os_error == EPIPE);
     g_mutex_unlock(&conn->lock);
     return clean;
+}
+
+gboolean rpc_connection_peer_unresponsive(RpcConnection *conn)
+{
+    RpcTransport *socket = rpc_sasl_transport_get_inner(conn->transport);
+    g_mutex_lock(&conn->lock);
+    gboolean stuck = conn->peer_unresponsive;
+    g_mutex_unlock(&conn->lock);
+    return stuck || (g_atomic_int_get(&socket->os_error) == ETIMEDOUT &&
+                     rpc_socket_timed_out_on_zero_window(socket->fd));
 }
 
 int rpc_connection_get_os_error(RpcConnection *conn)
@@ -726,11 +738,20 @@ gboolean rpc_connection_keepalive_tick(RpcConnection *conn, gint64 now_us)
         gint64 due = (gint64)conn->ka_interval * G_USEC_PER_SEC * (pings + 1);
         if (silence >= due) {
             if ((guint)pings >= conn->ka_count) {
+                /* A cut path has acknowledged nothing since the silence
+                 * began; a frozen peer's kernel still acknowledges our
+                 * pings and zero-window probes. */
+                conn->peer_unresponsive = rpc_socket_peer_host_answers(
+                    rpc_sasl_transport_get_inner(conn->transport)->fd,
+                    (guint)(silence / 2000));
                 g_autoptr(GError) error = g_error_new(
                     FERRY_ERROR, FERRY_ERR_RPC,
                     "connection to %s closed due to keepalive timeout: no answer to "
-                    "%u pings in %" G_GINT64_FORMAT " seconds",
-                    conn->transport->peer, conn->ka_count, silence / G_USEC_PER_SEC);
+                    "%u pings in %" G_GINT64_FORMAT " seconds%s",
+                    conn->transport->peer, conn->ka_count, silence / G_USEC_PER_SEC,
+                    conn->peer_unresponsive
+                        ? ", though its host acknowledges them"
+                        : "");
                 FERRY_WARN_LIMITED("%s", error->message);
                 close_locked(conn, error);
                 conn->ticking = FALSE;

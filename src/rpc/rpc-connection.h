@@ -101,6 +101,12 @@ gboolean rpc_connection_is_closed(RpcConnection *conn);
  * process that died), or this side closed it without a reason. Not after a
  * timeout, an abort or another error: a path that broke. */
 gboolean rpc_connection_closed_cleanly(RpcConnection *conn);
+/* Closed while the peer's host still answered on the TCP connection: by
+ * the keepalive while the host acknowledged our pings, or by the kernel's
+ * user timeout on a zero window whose probes were all answered. The peer
+ * daemon is frozen or stuck, not cut off by the path: a new connection
+ * would meet the same peer. */
+gboolean rpc_connection_peer_unresponsive(RpcConnection *conn);
 /* The first operating-system error the connection's socket met (0: none):
  * the cause behind a close that came with no reason of its own. */
 int rpc_connection_get_os_error(RpcConnection *conn);

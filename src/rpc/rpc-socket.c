@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+/* The kernel's own header: glibc's struct tcp_info stops before
+ * tcpi_snd_wnd (the peer's advertised window, Linux 5.4). */
+#include <linux/tcp.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -16,6 +18,9 @@
 #include <unistd.h>
 
 #include "util/error.h"
+
+/* TCP states as tcpi_state reports them (the kernel's header has no names). */
+enum { TCP_STATE_ESTABLISHED = 1, TCP_STATE_CLOSE = 7 };
 
 static RpcTcpLiveness liveness; /* set once at start */
 
@@ -70,24 +75,66 @@ void rpc_socket_tune_peer(int fd)
         tune_tcp(fd, TRUE);
 }
 
+/* The connection's TCP state, and its user timeout (0: none); FALSE when
+ * not TCP. A kernel before 5.4 has no tcpi_snd_wnd: G_MAXUINT32 then. */
+static gboolean tcp_info_of(int fd, struct tcp_info *ti, int *user_timeout_ms)
+{
+    socklen_t sl = sizeof(*ti);
+    memset(ti, 0, sizeof(*ti));
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &sl) < 0 ||
+        sl < offsetof(struct tcp_info, tcpi_last_ack_recv) + sizeof(ti->tcpi_last_ack_recv))
+        return FALSE;
+    if (sl < offsetof(struct tcp_info, tcpi_snd_wnd) + sizeof(ti->tcpi_snd_wnd))
+        ti->tcpi_snd_wnd = G_MAXUINT32;
+    socklen_t ul = sizeof(*user_timeout_ms);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, user_timeout_ms, &ul) < 0 ||
+        *user_timeout_ms < 0)
+        *user_timeout_ms = 0;
+    return TRUE;
+}
+
+/* Closed by the user timeout on a zero window: the peer advertised no room
+ * (what waits is unsent: everything sent was acknowledged, nothing is
+ * retransmitted), and its host answered a probe within the user timeout
+ * (their answers are rate-limited, so not necessarily the last one); a
+ * path that died under a zero window answered nothing for that long.
+ * Without a user timeout the kernel probes a zero window for ever. */
+static gboolean zero_window_timeout(const struct tcp_info *ti, int user_timeout_ms)
+{
+    return ti->tcpi_state == TCP_STATE_CLOSE && user_timeout_ms > 0 && !ti->tcpi_retransmits &&
+           !ti->tcpi_unacked && ti->tcpi_snd_wnd == 0 &&
+           ti->tcpi_last_ack_recv < (guint32)user_timeout_ms;
+}
+
 int rpc_socket_lost_error(int fd)
 {
     struct tcp_info ti;
-    socklen_t sl = sizeof(ti);
-    memset(&ti, 0, sizeof(ti));
-    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &sl) < 0 ||
-        sl < offsetof(struct tcp_info, tcpi_last_ack_recv) + sizeof(ti.tcpi_last_ack_recv))
+    int user_timeout_ms = 0;
+    if (!tcp_info_of(fd, &ti, &user_timeout_ms) || ti.tcpi_state != TCP_STATE_CLOSE)
         return 0;
-    if (ti.tcpi_state != TCP_CLOSE || (!ti.tcpi_retransmits && !ti.tcpi_probes))
+    if (zero_window_timeout(&ti, user_timeout_ms))
+        return ETIMEDOUT;
+    if (!ti.tcpi_retransmits && !ti.tcpi_probes)
         return 0;
     /* A reset that came while a segment was being retransmitted leaves the
      * same state: only a silence as long as the user timeout is one. */
-    int user_timeout_ms = 0;
-    socklen_t ul = sizeof(user_timeout_ms);
-    if (getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, &ul) < 0)
-        user_timeout_ms = 0;
-    guint32 silent_ms = MAX(1000u, (guint32)MAX(user_timeout_ms, 0) / 2);
+    guint32 silent_ms = MAX(1000u, (guint32)user_timeout_ms / 2);
     return ti.tcpi_last_ack_recv >= silent_ms ? ETIMEDOUT : 0;
+}
+
+gboolean rpc_socket_peer_host_answers(int fd, guint within_ms)
+{
+    struct tcp_info ti;
+    int user_timeout_ms = 0;
+    return tcp_info_of(fd, &ti, &user_timeout_ms) && ti.tcpi_state == TCP_STATE_ESTABLISHED &&
+           ti.tcpi_last_ack_recv < within_ms;
+}
+
+gboolean rpc_socket_timed_out_on_zero_window(int fd)
+{
+    struct tcp_info ti;
+    int user_timeout_ms = 0;
+    return tcp_info_of(fd, &ti, &user_timeout_ms) && zero_window_timeout(&ti, user_timeout_ms);
 }
 
 int rpc_socket_listen_tcp(const char *addr, guint16 port, guint16 *bound_port, GError **error)

@@ -49,8 +49,25 @@ void rpc_socket_tune_peer(int fd);
 /* The error a TCP connection died of, as its kernel state tells it after
  * the error itself was taken: ETIMEDOUT when the kernel closed it after
  * retransmitting or probing with nothing acknowledged for its user timeout
- * (at least a second); 0 otherwise (alive, closed in order or reset, or
- * not TCP). A socket reports its error to one call only, and a splice()
+ * (at least a second), or on a zero window that lasted that long
+ * (rpc_socket_timed_out_on_zero_window; a peer that died while its window
+ * was zero, which resets, is told the same); 0 otherwise (alive, closed in
+ * order or reset, or not TCP). A socket reports its error to one call only, and a splice()
  * that moved bytes before that call returns the count and drops the error:
  * then every thread meets only EPIPE or end of file. */
 int rpc_socket_lost_error(int fd);
+
+/* Whether the peer's kernel still answers on this TCP connection: it is
+ * established and acknowledged something (data, a zero-window probe, a
+ * keepalive probe) within the last within_ms. A peer whose daemon stopped
+ * answering calls while its host acknowledges is stuck or frozen, not
+ * behind a broken path. FALSE when not TCP or not known. */
+gboolean rpc_socket_peer_host_answers(int fd, guint within_ms);
+/* Whether a TCP connection the kernel closed with ETIMEDOUT died of a zero
+ * window: TCP_USER_TIMEOUT also bounds how long the peer may advertise no
+ * room, however promptly its host answers the probes. Nothing was left to
+ * retransmit, the peer's window is zero, and its host answered a probe
+ * within the user timeout: the peer's reader stopped (a frozen or stuck
+ * daemon), the path did not break.
+ * Ask soon after the close: the last answer only ages. */
+gboolean rpc_socket_timed_out_on_zero_window(int fd);

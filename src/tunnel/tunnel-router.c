@@ -293,7 +293,9 @@ gboolean tunnel_peer_watch_broke(TunnelPeerWatch *w)
     if (!w)
         return FALSE;
     g_mutex_lock(&w->lock);
-    gboolean broke = rpc_connection_is_closed(w->conn) && !rpc_connection_closed_cleanly(w->conn);
+    /* A source whose host still answered is frozen or stuck, not cut off. */
+    gboolean broke = rpc_connection_is_closed(w->conn) && !rpc_connection_closed_cleanly(w->conn) &&
+                     !rpc_connection_peer_unresponsive(w->conn);
     g_mutex_unlock(&w->lock);
     return broke;
 }

@@ -49,7 +49,9 @@ void tunnel_peer_watch_unref(TunnelPeerWatch *watch);
 /* TRUE once the connection is closed (NULL: never). */
 gboolean tunnel_peer_watch_gone(TunnelPeerWatch *watch);
 /* TRUE once the connection closed with an error (the path broke), not in
- * order (the source ended it): a source may come back after the former. */
+ * order (the source ended it) nor while the source's host still answered
+ * (rpc_connection_peer_unresponsive: frozen): a source may come back after
+ * the former. */
 gboolean tunnel_peer_watch_broke(TunnelPeerWatch *watch);
 /* Who the source authenticated as (for a resume to match); NULL: unknown. */
 void tunnel_peer_watch_set_identity(TunnelPeerWatch *watch, const char *identity);

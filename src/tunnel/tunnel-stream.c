@@ -46,7 +46,9 @@
  * connection swaps it in and resends from the peer's received position
  * (the sender keeps every byte the peer has not granted credit for, at
  * most its window, in a ring), then the end markers it had sent. Not back
- * within resume_timeout_s: FAILED, as a closed connection without resume. */
+ * within resume_timeout_s: FAILED, as a closed connection without resume.
+ * A keepalive timeout while the peer's host still acknowledges (a frozen
+ * peer, rpc_connection_peer_unresponsive) is not waited for. */
 #include "tunnel/tunnel-stream.h"
 
 #include <errno.h>
@@ -835,7 +837,12 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
         os_why = g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, g_strerror(os_error));
         why = os_why;
     }
-    if (ts->cfg.resume && is_running(ts->state)) {
+    /* A peer that stopped answering while its host still acknowledges is
+     * frozen or stuck: a new connection would meet the same peer, and the
+     * resume time would only hold both sides longer. */
+    gboolean unresponsive = ts->cfg.resume && is_running(ts->state) &&
+                            rpc_connection_peer_unresponsive(ts->conn);
+    if (ts->cfg.resume && is_running(ts->state) && !unresponsive) {
         if (!ts->detached) {
             ts->detached = TRUE;
             ts->resume_wait_s = broke ? ts->cfg.resume_timeout_s
@@ -858,8 +865,11 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
     if (!is_terminal(ts->state)) {
         g_autofree char *m = moved(ts);
         g_autoptr(GError) e = g_error_new(
-            FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the connection to the %s closed after %s%s%s",
-            ts->peer_name, m, why ? ": " : "", why ? why->message : "");
+            FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the connection to the %s closed after %s%s%s%s",
+            ts->peer_name, m, why ? ": " : "", why ? why->message : "",
+            unresponsive ? "; not waited for: its host still answers, the peer is stuck or "
+                           "stopped"
+                         : "");
         end_locked(ts, ts->state == ST_ABORTING ? ST_ABORTED : ST_FAILED, e);
     }
     g_mutex_unlock(&ts->lock);

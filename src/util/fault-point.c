@@ -19,9 +19,19 @@ void ferry_fault_point(const char *name)
         if (!colon || (gsize)(colon - items[i]) != strlen(name) ||
             strncmp(items[i], name, strlen(name)) != 0)
             continue;
-        guint ms = (guint)strtoul(colon + 1, NULL, 10);
-        FERRY_WARN("test pause at %s for %u ms", name, ms);
-        g_usleep((gulong)ms * 1000);
+        char *end = NULL;
+        guint ms = (guint)strtoul(colon + 1, &end, 10);
+        const char *release = end && *end == ':' ? end + 1 : NULL;
+        FERRY_WARN("test pause at %s for %u ms%s%s", name, ms, release ? " or until " : "",
+                   release ? release : "");
+        gint64 until = g_get_monotonic_time() + (gint64)ms * 1000;
+        while (g_get_monotonic_time() < until) {
+            if (release && g_file_test(release, G_FILE_TEST_EXISTS)) {
+                FERRY_WARN("test pause at %s released", name);
+                return;
+            }
+            g_usleep(release ? 20 * 1000 : (gulong)ms * 1000);
+        }
         return;
     }
 }

@@ -7,5 +7,7 @@
 
 /* Sleeps when FERRY_TEST_PAUSE names this point ("point:ms,point:ms"), after
  * logging "test pause at <point>" so the test knows the phase is reached.
+ * "point:ms:PATH" ends the pause early once PATH exists: the test acts,
+ * then releases the daemon, however slowly a loaded machine ran it.
  * Does nothing otherwise (one environment lookup). */
 void ferry_fault_point(const char *name);

@@ -93,6 +93,9 @@ START_TEST(timed_out_connection_is_named_after_its_error_was_taken)
     ck_assert_int_eq(send(c, "more", 4, MSG_NOSIGNAL), -1);
     ck_assert_int_eq(errno, EPIPE);
     ck_assert_int_eq(rpc_socket_lost_error(c), ETIMEDOUT);
+    /* Not the zero window of a frozen peer: the path broke. */
+    ck_assert(!rpc_socket_timed_out_on_zero_window(c));
+    ck_assert(!rpc_socket_peer_host_answers(c, 500));
 
     /* The transport's writer names the timeout, at once. */
     RpcTransport *t = rpc_transport_new_socket(c);
@@ -129,6 +132,63 @@ START_TEST(reset_connection_is_not_called_a_timeout)
 }
 END_TEST
 
+/* Sends to s, which never reads, until its window and our buffer are full. */
+static void fill(int c)
+{
+    static char buf[65536];
+    while (send(c, buf, sizeof(buf), MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+        ;
+    ck_assert_int_eq(errno, EAGAIN);
+}
+
+START_TEST(zero_window_timeout_is_a_stuck_peer)
+{
+    /* The peer's host acknowledges every probe but its reader stopped (a
+     * frozen daemon): the user timeout closes the connection all the same,
+     * and that is told apart from a broken path. */
+    own_network();
+    loopback(TRUE);
+    int c, s;
+    tcp_pair(&c, &s);
+    /* Longer than the probes' back-off (0.2, 0.4, 0.8, 1.6 s) and the 0.5 s
+     * rate limit on their answers: some answer comes within it. */
+    int ms = 3000;
+    ck_assert_int_eq(setsockopt(c, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms)), 0);
+    fill(c);
+    ck_assert(rpc_socket_peer_host_answers(c, 1000));
+    ck_assert(!rpc_socket_timed_out_on_zero_window(c)); /* alive */
+    for (int i = 0; i < 200 && tcp_state(c) != TCP_CLOSE; i++)
+        g_usleep(50 * 1000);
+    ck_assert_int_eq(tcp_state(c), TCP_CLOSE);
+    ck_assert_int_eq(take_error(c), ETIMEDOUT);
+    ck_assert(rpc_socket_timed_out_on_zero_window(c));
+    /* Named a timeout once another call took the error (a proxy relay's
+     * splice), not a broken pipe. */
+    ck_assert_int_eq(rpc_socket_lost_error(c), ETIMEDOUT);
+    close(c);
+    close(s);
+}
+END_TEST
+
+START_TEST(zero_window_then_dead_path_is_a_broken_path)
+{
+    /* The window was zero when the path died: the probes go unanswered. */
+    own_network();
+    loopback(TRUE);
+    int c, s;
+    tcp_pair(&c, &s);
+    fill(c);
+    loopback(FALSE);
+    for (int i = 0; i < 200 && tcp_state(c) != TCP_CLOSE; i++)
+        g_usleep(50 * 1000);
+    ck_assert_int_eq(tcp_state(c), TCP_CLOSE);
+    ck_assert_int_eq(take_error(c), ETIMEDOUT);
+    ck_assert(!rpc_socket_timed_out_on_zero_window(c));
+    close(c);
+    close(s);
+}
+END_TEST
+
 START_TEST(other_sockets_tell_nothing)
 {
     int sv[2];
@@ -138,6 +198,8 @@ START_TEST(other_sockets_tell_nothing)
     ck_assert_int_eq(rpc_socket_lost_error(sv[0]), 0);
     close(sv[0]);
     ck_assert_int_eq(rpc_socket_lost_error(-1), 0);
+    ck_assert(!rpc_socket_timed_out_on_zero_window(-1));
+    ck_assert(!rpc_socket_peer_host_answers(-1, 1000));
 }
 END_TEST
 
@@ -148,6 +210,8 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, timed_out_connection_is_named_after_its_error_was_taken);
     tcase_add_test(tc, reset_connection_is_not_called_a_timeout);
+    tcase_add_test(tc, zero_window_timeout_is_a_stuck_peer);
+    tcase_add_test(tc, zero_window_then_dead_path_is_a_broken_path);
     tcase_add_test(tc, other_sockets_tell_nothing);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
