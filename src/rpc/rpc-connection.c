@@ -43,6 +43,9 @@ struct RpcConnection {
     /* The writer sleeps for an empty queue: only then does a new message
      * need a wake (a syscall; a tunnel queues several messages per MiB). */
     gboolean writer_waiting;
+    /* Threads in rpc_connection_wait_send_space: only they need a wake
+     * after every write (another syscall per write otherwise). */
+    guint space_waiters;
     gboolean started;
     gboolean done; /* both threads exited and on_close ran */
     guint threads_running;
@@ -287,6 +290,7 @@ gsize rpc_connection_get_queued_bytes(RpcConnection *conn)
 gboolean rpc_connection_wait_send_space(RpcConnection *conn, gsize limit, gint64 deadline_us)
 {
     g_mutex_lock(&conn->lock);
+    conn->space_waiters++;
     while (!conn->closed && conn->queued_bytes > limit) {
         if (deadline_us) {
             if (!g_cond_wait_until(&conn->cond, &conn->lock, deadline_us))
@@ -295,6 +299,7 @@ gboolean rpc_connection_wait_send_space(RpcConnection *conn, gsize limit, gint64
             g_cond_wait(&conn->cond, &conn->lock);
         }
     }
+    conn->space_waiters--;
     gboolean open = !conn->closed;
     g_mutex_unlock(&conn->lock);
     return open;
@@ -618,7 +623,8 @@ static gpointer writer_thread(gpointer data)
             conn->unrequested_mem -= unrequested_cost(batch[i]);
             rpc_message_free(batch[i]);
         }
-        g_cond_broadcast(&conn->cond);
+        if (conn->space_waiters)
+            g_cond_broadcast(&conn->cond); /* room in the queue (request_end_locked woke its own) */
         if (!ok) {
             if (!conn->closed)
                 FERRY_INFO_LIMITED("closing connection to %s: %s", conn->transport->peer,
