@@ -362,8 +362,12 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
     MigrationCookieContent c = {0};
     JobThread *watchdog = NULL;
     /* several connections for the memory stream, as the source asked and our
-     * VMM can; post-copy runs over one (the source refuses both together) */
-    guint parallel = (flags & MIGRATION_POSTCOPY) ? 1 : migration_parallel_accept(e, &src);
+     * VMM can; post-copy and a migration that copies disks run over one (the
+     * source refuses each together with --parallel) */
+    guint parallel = (flags & (MIGRATION_POSTCOPY | MIGRATION_NON_SHARED_DISK |
+                               MIGRATION_NON_SHARED_INC))
+                         ? 1
+                         : migration_parallel_accept(e, &src);
     int parallel_ours[MIGRATION_MAX_CONNECTIONS - 1];
     for (guint i = 0; i < G_N_ELEMENTS(parallel_ours); i++)
         parallel_ours[i] = -1;

@@ -183,6 +183,10 @@ typedef struct {
      * --postcopy; QEMU: migrate-pause): the stream stops, both VMMs keep
      * their part, --postcopy-resume carries on. NULL: no post-copy. */
     gboolean (*pause_postcopy)(gpointer vm, GError **error);
+    /* The destination's side of a resume: the VMM listens at endpoint->path
+     * (fd -1) for the new stream and the engine connects there; the VMM
+     * itself refuses unless its migration is paused (QEMU: migrate-recover,
+     * out of band, since its main thread may wait on a missing page). */
     gboolean (*recover_incoming)(gpointer vm, const MigrationEndpoint *endpoint, GError **error);
 
     /* -- destination -- */

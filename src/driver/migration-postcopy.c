@@ -17,6 +17,7 @@
 
 #include "driver/driver-params.h"
 #include "driver/migration-private.h"
+#include "rpc/rpc-socket.h"
 #include "util/error.h"
 #include "util/log.h"
 
@@ -218,20 +219,20 @@ gboolean migration_postcopy_source_wait(MigrationEngine *e, MigrationJob *job, g
         migration_job_set_bandwidth(job, bandwidth);
     for (;;) {
         g_autoptr(GError) ce = NULL;
-        gboolean done =
-            migration_job_wait_channel(job, g_get_monotonic_time() + POLL_MS * 1000, &ce);
+        /* The channel's end, its own failure (a stall included) told from
+         * the turn's deadline. */
+        MigrationWait w = migration_job_wait_turn(job, g_get_monotonic_time() + POLL_MS * 1000,
+                                                  MIGRATION_WAIT_CHANNEL, stall_s, &ce);
         g_auto(MigrationVmmProgress) p = {0};
         if (h->progress(vm, &p, NULL))
             migration_job_update(job, &p.counters);
-        if (done)
+        if (w == MIGRATION_WAIT_DONE)
             break;
-        if (!g_error_matches(ce, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
+        if (w == MIGRATION_WAIT_FAILED) {
             if (!paused_by_client(job, error))
                 g_propagate_error(error, g_steal_pointer(&ce));
             return FALSE;
         }
-        if (!migration_job_check_moving(job, stall_s, error))
-            return FALSE;
         /* destroy: the only abort post-copy takes */
         GError *aborted = migration_job_abort_error(job);
         if (aborted) {
@@ -405,10 +406,13 @@ static gpointer dest_complete_thread(gpointer data)
     g_autoptr(GError) err = NULL;
     for (;;) {
         g_clear_error(&err);
-        gboolean clean =
-            migration_job_wait_channel(job, g_get_monotonic_time() + POLL_MS * 1000, &err);
-        if (clean || !g_error_matches(err, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)) {
-            dest_settle(e, job, clean, err);
+        /* The turn tells the channel's own failure from its deadline: a
+         * stall ends the channel with a timeout of its own, which must
+         * settle the migration, not look like another turn. */
+        MigrationWait w = migration_job_wait_turn(job, g_get_monotonic_time() + POLL_MS * 1000,
+                                                  MIGRATION_WAIT_CHANNEL, stall_s, &err);
+        if (w != MIGRATION_WAIT_AGAIN) {
+            dest_settle(e, job, w == MIGRATION_WAIT_DONE, err);
             break;
         }
         if (g_atomic_int_get(&e->stopping))
@@ -422,8 +426,6 @@ static gpointer dest_complete_thread(gpointer data)
             g_autoptr(GError) why = g_error_new_literal(
                 FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "the connection from the source ferryd closed");
             migration_job_cut_channel(job, why);
-        } else {
-            migration_job_check_moving(job, stall_s, NULL);
         }
     }
     migration_job_unref(c->job);
@@ -612,27 +614,32 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
     Completion *comp = NULL;
+    /* No query first: the VMM's main thread may wait on a missing page until
+     * the stream resumes, and the VMM refuses the recovery itself when its
+     * migration is not paused. It listens at a path of ours; we connect. */
+    g_autofree char *vmm_path =
+        domain_store_runtime_path(e->hv->store, obj->instance_id, ".recover");
+    ep.path = vmm_path;
+    int vmm_err = 0;
     gpointer vm = h->vm_ref(obj);
-    g_auto(MigrationVmmProgress) p = {0};
-    if (!vm || !h->progress(vm, &p, &err)) {
-        if (!err)
-            g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "the VMM is gone");
+    if (!vm) {
+        g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED, "the VMM is gone");
         goto fail;
     }
-    if (p.status != MIGRATION_VMM_POSTCOPY_PAUSED) {
-        g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_INVALID,
-                    "QEMU reports migration is still running (destination VMM: not post-copy "
-                    "paused)");
+    unlink(vmm_path);
+    if (!h->recover_incoming(vm, &ep, &err)) {
+        g_prefix_error(&err, "destination VMM: cannot recover its post-copy migration: ");
         goto fail;
     }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-        ferry_set_error_errno(&err, errno, "cannot create the migration socket pair");
+    vmm_err = 0;
+    sv[0] = rpc_socket_connect_unix_until(vmm_path, g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
+                                          &vmm_err);
+    unlink(vmm_path); /* connected (or not): nobody else may */
+    if (sv[0] < 0) {
+        ferry_set_error_errno(&err, vmm_err, "cannot connect to the destination VMM at %s",
+                              vmm_path);
         goto fail;
     }
-    ep.fd = sv[1];
-    sv[1] = -1;
-    if (!h->recover_incoming(vm, &ep, &err))
-        goto fail;
 
     job = migration_job_new(DRIVER_JOB_OPERATION_MIGRATION_IN);
     job->name = g_strdup(dname);

@@ -981,6 +981,10 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
                                guint64 bandwidth, GError **error)
 {
     MigrationEngine *e = o->engine;
+    /* Before anything can fail: outgoing_clear closes the ends of as many
+     * channels as o->parallel counts, also when that count was refused. */
+    for (guint i = 0; i < G_N_ELEMENTS(o->parallel_vmm); i++)
+        o->parallel_vmm[i] = -1;
     const char *dname = NULL, *dxml = NULL, *pxml = NULL;
     if (!driver_params_get_string(params, "destination_name", &dname, error) ||
         !driver_params_get_string(params, "destination_xml", &dxml, error) ||
@@ -1022,13 +1026,13 @@ static gboolean outgoing_start(Outgoing *o, const DriverDomain *dom, GPtrArray *
         domain_obj_end(obj);
         return FALSE;
     }
-    if (!migration_storage_source_select(e, vm, o->flags, params, &o->disks, error) ||
-        !migration_parallel_wanted(e, o->flags, params, &o->parallel, error)) {
+    /* The channels first: a combination refused by name before the VMM is asked
+     * for its disks. */
+    if (!migration_parallel_wanted(e, o->flags, params, &o->parallel, error) ||
+        !migration_storage_source_select(e, vm, o->flags, params, &o->disks, error)) {
         domain_obj_end(obj);
         return FALSE;
     }
-    for (guint i = 0; i < G_N_ELEMENTS(o->parallel_vmm); i++)
-        o->parallel_vmm[i] = -1;
     o->mirror_ends = g_array_new(FALSE, FALSE, sizeof(int));
     guint64 max_speed = 0;
     if (bandwidth == G_MAXUINT64 &&

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "driver/migration-params.h"
+#include "driver/qmp.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 
@@ -382,9 +383,17 @@ static gboolean qmp_hook_start_postcopy(gpointer vm, GError **error)
     return run(vm, "migrate-start-postcopy", NULL, error);
 }
 
+/* Out of band where the VMM can (QEMU): its main thread may be blocked. */
+static gboolean run_oob(VmmProcess *vm, const char *command, JsonObject *args, GError **error)
+{
+    g_autoptr(JsonNode) r = qmp_client_execute_oob(vmm_process_get_qmp(vm), command, args,
+                                                   QMP_FD_TIMEOUT_MS, error);
+    return r != NULL;
+}
+
 static gboolean qmp_hook_pause_postcopy(gpointer vm, GError **error)
 {
-    return run(vm, "migrate-pause", NULL, error);
+    return run_oob(vm, "migrate-pause", NULL, error);
 }
 
 static gboolean qmp_hook_resume_outgoing(gpointer vm, const MigrationEndpoint *ep, GError **error)
@@ -399,13 +408,18 @@ static gboolean qmp_hook_resume_outgoing(gpointer vm, const MigrationEndpoint *e
     return ok;
 }
 
+/* The destination's guest waits on pages the broken stream did not bring,
+ * and may do so on QEMU's main thread or with its big lock (a vCPU
+ * delivering an interrupt): in-band commands, getfd included, then get no
+ * answer until the migration resumes. So QEMU listens at ep->path, told
+ * out of band (migrate-recover runs on the monitor's thread and so does
+ * the listener it opens), and the engine connects there. */
 static gboolean qmp_hook_recover_incoming(gpointer vm, const MigrationEndpoint *ep, GError **error)
 {
-    if (!pass_fd(vm, "recover", ep->fd, error))
-        return FALSE;
+    g_autofree char *uri = g_strdup_printf("unix:%s", ep->path);
     JsonObject *args = json_object_new();
-    json_object_set_string_member(args, "uri", "fd:recover");
-    gboolean ok = run(vm, "migrate-recover", args, error);
+    json_object_set_string_member(args, "uri", uri);
+    gboolean ok = run_oob(vm, "migrate-recover", args, error);
     json_object_unref(args);
     return ok;
 }

@@ -1,6 +1,18 @@
 /* QMP client. A reader thread owns the receiving side: it splits the stream
  * into messages, hands replies to the waiting callers by id, delivers events,
- * and reports the end of the connection once. Senders take turns on the socket. */
+ * and reports the end of the connection once. Senders take turns on the socket.
+ *
+ * In-band commands run one at a time on the VMM's main thread, which may be
+ * held up for good: a QEMU whose post-copy migration paused stalls any
+ * thread that touches a page still missing, a vCPU delivering an interrupt
+ * included, and that one holds QEMU's big lock. QEMU keeps reading its
+ * monitor while at most 8 in-band commands wait (with the oob capability;
+ * 1 without), then stops reading it, out-of-band commands included. So at
+ * most one in-band command of ours is ever unanswered by the VMM, also
+ * after its caller gave up on it: the next caller waits for that answer
+ * (within its own timeout) instead of adding to the queue, and the
+ * out-of-band commands that resume such a migration (migrate-recover,
+ * migrate-pause) always reach it. */
 #include "driver/qmp.h"
 
 #include <errno.h>
@@ -44,6 +56,9 @@ struct _QmpClient {
     gboolean freeing;   /* qmp_client_free() called: no callback any more */
     gboolean self_free; /* ...from a callback, on the reader thread */
     gboolean writing;   /* a caller is sending; the others wait for it */
+    gboolean oob;       /* the VMM took capability oob: exec-oob works */
+    gint64 inband_id;   /* the in-band command the VMM has not answered yet (0: none) */
+    char *inband_command;
     GError *close_error;
     GError *send_error; /* why a sender broke the stream, for the close report */
 };
@@ -58,6 +73,7 @@ static void qmp_client_unref(QmpClient *c)
         json_object_unref(c->greeting);
     g_clear_error(&c->close_error);
     g_clear_error(&c->send_error);
+    g_free(c->inband_command);
     g_mutex_clear(&c->lock);
     g_cond_clear(&c->cond);
     g_free(c);
@@ -126,6 +142,10 @@ static void qmp_client_dispatch(QmpClient *c, const char *text, GError **error)
         }
         gint64 key = json_node_get_int(id);
         g_mutex_lock(&c->lock);
+        if (key == c->inband_id) {
+            c->inband_id = 0; /* answered, whether or not its caller still waits */
+            g_cond_broadcast(&c->cond);
+        }
         QmpPending *p = g_hash_table_lookup(c->pending, &key);
         if (p && !p->reply) {
             p->reply = json_object_ref(msg);
@@ -297,14 +317,42 @@ static gboolean qmp_client_send(QmpClient *c, const char *text, int fd, gint64 d
     return ok;
 }
 
-static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *arguments, int fd,
-                                 int timeout_ms, GError **error)
+/* Until no in-band command of ours waits in the VMM (c->lock held), at most
+ * to deadline: FALSE with why not. */
+static gboolean qmp_client_wait_inband_locked(QmpClient *c, const char *command, gint64 deadline,
+                                              GError **error)
+{
+    gint64 since = g_get_monotonic_time();
+    while (c->inband_id && !c->closed && !c->freeing) {
+        if (deadline < 0)
+            g_cond_wait(&c->cond, &c->lock);
+        else if (!g_cond_wait_until(&c->cond, &c->lock, deadline))
+            break;
+    }
+    if (!c->inband_id || c->closed || c->freeing)
+        return TRUE; /* a closed connection answers below */
+    g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
+                "QMP command '%s' not sent: the VMM has not answered '%s' for %" G_GINT64_FORMAT
+                " ms (its main thread is busy or blocked)",
+                command, c->inband_command, (g_get_monotonic_time() - since) / 1000);
+    return FALSE;
+}
+
+static JsonNode *qmp_client_call(QmpClient *c, const char *command, gboolean oob,
+                                 JsonObject *arguments, int fd, int timeout_ms, GError **error)
 {
     gint64 deadline = timeout_ms < 0 ? -1 : g_get_monotonic_time() + (gint64)timeout_ms * 1000;
     QmpPending p = {0};
     g_atomic_int_inc(&c->refs);
 
     g_mutex_lock(&c->lock);
+    oob = oob && c->oob; /* a VMM without it runs the command in band */
+    if (!c->closed && !c->freeing && !oob &&
+        !qmp_client_wait_inband_locked(c, command, deadline, error)) {
+        g_mutex_unlock(&c->lock);
+        qmp_client_unref(c);
+        return NULL;
+    }
     if (c->closed || c->freeing) {
         g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
                     "cannot run QMP command '%s': %s", command,
@@ -316,11 +364,16 @@ static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *
     p.id = ++c->next_id;
     if (g_str_equal(command, "qmp_capabilities"))
         c->capabilities_id = p.id;
+    if (!oob) {
+        c->inband_id = p.id;
+        g_free(c->inband_command);
+        c->inband_command = g_strdup(command);
+    }
     g_hash_table_insert(c->pending, &p.id, &p);
     g_mutex_unlock(&c->lock);
 
     g_autoptr(JsonObject) msg = json_object_new();
-    json_object_set_string_member(msg, "execute", command);
+    json_object_set_string_member(msg, oob ? "exec-oob" : "execute", command);
     if (arguments)
         json_object_set_object_member(msg, "arguments", json_object_ref(arguments));
     json_object_set_int_member(msg, "id", p.id);
@@ -331,6 +384,10 @@ static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *
     gboolean sent = qmp_client_send(c, text, fd, deadline, &send_error);
 
     g_mutex_lock(&c->lock);
+    if (!sent && c->inband_id == p.id) {
+        c->inband_id = 0; /* never reached the VMM (or the connection closes) */
+        g_cond_broadcast(&c->cond);
+    }
     while (sent && !p.reply && !c->closed && !c->freeing) {
         if (deadline < 0)
             g_cond_wait(&c->cond, &c->lock);
@@ -371,7 +428,21 @@ static JsonNode *qmp_client_call(QmpClient *c, const char *command, JsonObject *
 JsonNode *qmp_client_execute(QmpClient *client, const char *command, JsonObject *arguments,
                              int timeout_ms, GError **error)
 {
-    return qmp_client_call(client, command, arguments, -1, timeout_ms, error);
+    return qmp_client_call(client, command, FALSE, arguments, -1, timeout_ms, error);
+}
+
+JsonNode *qmp_client_execute_oob(QmpClient *client, const char *command, JsonObject *arguments,
+                                 int timeout_ms, GError **error)
+{
+    return qmp_client_call(client, command, TRUE, arguments, -1, timeout_ms, error);
+}
+
+gboolean qmp_client_has_oob(QmpClient *client)
+{
+    g_mutex_lock(&client->lock);
+    gboolean oob = client->oob;
+    g_mutex_unlock(&client->lock);
+    return oob;
 }
 
 gboolean qmp_client_pass_fd(QmpClient *client, const char *fdname, int fd, int timeout_ms,
@@ -379,7 +450,7 @@ gboolean qmp_client_pass_fd(QmpClient *client, const char *fdname, int fd, int t
 {
     g_autoptr(JsonObject) args = json_object_new();
     json_object_set_string_member(args, "fdname", fdname);
-    g_autoptr(JsonNode) ret = qmp_client_call(client, "getfd", args, fd, timeout_ms, error);
+    g_autoptr(JsonNode) ret = qmp_client_call(client, "getfd", FALSE, args, fd, timeout_ms, error);
     return ret != NULL;
 }
 
@@ -423,6 +494,21 @@ QmpClient *qmp_client_connect_staged(const char *socket_path, int connect_timeou
                                 user_data, error);
 }
 
+/* Whether the greeting's capabilities list name (the greeting is set and
+ * stays until the client is freed). */
+static gboolean offers_capability(JsonObject *greeting, const char *name)
+{
+    JsonNode *caps = json_object_get_member(greeting, "capabilities");
+    JsonArray *a = caps && JSON_NODE_HOLDS_ARRAY(caps) ? json_node_get_array(caps) : NULL;
+    for (guint i = 0; a && i < json_array_get_length(a); i++) {
+        JsonNode *n = json_array_get_element(a, i);
+        if (JSON_NODE_HOLDS_VALUE(n) && json_node_get_value_type(n) == G_TYPE_STRING &&
+            g_str_equal(json_node_get_string(n), name))
+            return TRUE;
+    }
+    return FALSE;
+}
+
 /* Takes fd: reads the greeting and negotiates capabilities within timeout_ms. */
 static QmpClient *qmp_client_handshake(int fd, const char *socket_path, int timeout_ms,
                                        QmpEventFunc on_event, QmpCloseFunc on_close,
@@ -462,13 +548,26 @@ static QmpClient *qmp_client_handshake(int fd, const char *socket_path, int time
 
     gint64 left_ms = MAX((deadline - g_get_monotonic_time()) / 1000, 1);
     g_autoptr(GError) local = NULL;
-    g_autoptr(JsonNode) ret = qmp_client_execute(c, "qmp_capabilities", NULL, (int)left_ms, &local);
+    /* Out-of-band execution when the VMM offers it (QEMU does; ferry-vmm
+     * does not): what resumes a paused post-copy migration needs it. */
+    gboolean oob = offers_capability(c->greeting, "oob");
+    g_autoptr(JsonObject) args = NULL;
+    if (oob) {
+        args = json_object_new();
+        JsonArray *enable = json_array_new();
+        json_array_add_string_element(enable, "oob");
+        json_object_set_array_member(args, "enable", enable);
+    }
+    g_autoptr(JsonNode) ret = qmp_client_execute(c, "qmp_capabilities", args, (int)left_ms, &local);
     if (!ret) {
         g_set_error(error, FERRY_ERROR, local->code,
                     "QMP capabilities negotiation on '%s' failed: %s", socket_path, local->message);
         qmp_client_free(c);
         return NULL;
     }
+    g_mutex_lock(&c->lock);
+    c->oob = oob;
+    g_mutex_unlock(&c->lock);
     return c;
 }
 

@@ -42,9 +42,23 @@ QmpClient *qmp_client_connect_staged(const char *socket_path, int connect_timeou
  * the reply's desc as message (code FERRY_ERR_OPERATION_UNSUPPORTED for
  * CommandNotFound, FERRY_ERR_OPERATION_FAILED otherwise); no reply within
  * timeout_ms (-1 = no limit) gives FERRY_ERR_OPERATION_TIMEOUT; a closed
- * connection gives FERRY_ERR_OPERATION_FAILED with the reason. Any thread. */
+ * connection gives FERRY_ERR_OPERATION_FAILED with the reason. Any thread.
+ * In-band commands go one at a time: while the VMM has not answered an
+ * earlier one (even one whose caller timed out), a call waits for that
+ * answer within its timeout and then fails (OPERATION_TIMEOUT) unsent. */
 JsonNode *qmp_client_execute(QmpClient *client, const char *command, JsonObject *arguments,
                              int timeout_ms, GError **error);
+
+/* The same as an out-of-band command ("exec-oob") when the VMM took
+ * capability oob at the handshake (QEMU), which QEMU runs on its monitor's
+ * own thread even while its main thread is blocked; only commands that
+ * allow it (QEMU: migrate-recover, migrate-pause ...). Without the
+ * capability (ferry-vmm) it runs in band, as qmp_client_execute. */
+JsonNode *qmp_client_execute_oob(QmpClient *client, const char *command, JsonObject *arguments,
+                                 int timeout_ms, GError **error);
+
+/* Whether the VMM took capability oob. */
+gboolean qmp_client_has_oob(QmpClient *client);
 
 /* Sends fd (not consumed; the caller still closes its copy) with SCM_RIGHTS
  * along with "getfd" naming it fdname, for "migrate fd:NAME" and the like. */

@@ -391,7 +391,7 @@ class RefusalsTest(AdminTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(admin_sock(d)).st_mode), 0o777)
         for path in (d.dir, d.sock_dir):
             os.chmod(path, 0o755)
-        # A uid no account has: other tests count the tasks of nobody.
+        # A uid no account has, which no other test uses.
         stranger = ["setpriv", "--reuid=48123", "--regid=48123", "--clear-groups"]
         rc, _, err = virt_admin(d, "server-list", prefix=stranger, check=False)
         self.assertNotEqual(rc, 0)

@@ -160,19 +160,23 @@ class BeforeAuthenticationTest(ft.DaemonTestCase):
         self.assertTrue(ft.hostname_works(d))
 
 
-AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+# A uid of this test's own, which no account and no other test uses: RLIMIT_NPROC
+# counts every thread of the user, so a libvirtd another test runs as nobody
+# (test_probe) starting meanwhile took the threads the limit left ferryd.
+STRANGER_UID = 48126
+AS_STRANGER = ["setpriv", f"--reuid={STRANGER_UID}", f"--regid={STRANGER_UID}", "--clear-groups"]
 
 
-def nobody_tasks():
-    """Threads of every process of the user nobody (what RLIMIT_NPROC counts)."""
-    out = subprocess.run(["ps", "-L", "-u", "nobody", "--no-headers"], capture_output=True,
+def stranger_tasks():
+    """Threads of every process of STRANGER_UID (what RLIMIT_NPROC counts)."""
+    out = subprocess.run(["ps", "-L", "-u", str(STRANGER_UID), "--no-headers"], capture_output=True,
                          text=True).stdout
     return len(out.splitlines())
 
 
 class ThreadRefusalTest(ft.DaemonTestCase):
-    def nobody_daemon(self, prefix):
-        d = ft.Daemon(extra_conf="max_workers = 1\n", prefix=prefix + AS_NOBODY)
+    def stranger_daemon(self, prefix):
+        d = ft.Daemon(extra_conf="max_workers = 1\n", prefix=prefix + AS_STRANGER)
         self.daemons.append(d)
         os.chmod(d.dir, 0o777)
         d.start()
@@ -180,14 +184,14 @@ class ThreadRefusalTest(ft.DaemonTestCase):
         return d
 
     def test_a_connection_without_threads_is_refused_and_the_daemon_lives_on(self):
-        # ferryd runs as nobody with RLIMIT_NPROC (which counts the user's
+        # ferryd runs as STRANGER_UID with RLIMIT_NPROC (which counts the user's
         # threads) a few threads above what it uses when idle: first measured.
-        d = self.nobody_daemon([])
+        d = self.stranger_daemon([])
         time.sleep(0.5)
         idle = threads_of(d.proc.pid)
         self.assertEqual(d.stop(), 0)
-        limit = nobody_tasks() + idle + 5
-        d = self.nobody_daemon(["prlimit", f"--nproc={limit}:{limit}"])
+        limit = stranger_tasks() + idle + 5
+        d = self.stranger_daemon(["prlimit", f"--nproc={limit}:{limit}"])
         held = []
         refused = 0
         for _ in range(8):

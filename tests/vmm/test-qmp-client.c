@@ -333,6 +333,119 @@ START_TEST(test_vmm_start_waits_for_a_slow_greeting_on_one_connection)
 }
 END_TEST
 
+/* A QEMU whose main thread is blocked (a post-copy migration paused while
+ * a vCPU waits on a missing page): it offers capability oob, never answers
+ * an in-band command (it holds them, as QEMU queues them) and answers
+ * every exec-oob one at once with the commands it received so far; the
+ * out-of-band x-release unblocks it (the held ones are answered, late). */
+static const char BLOCKED_QEMU[] =
+    "import json, socket, sys\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "s.bind(sys.argv[1]); s.listen(1)\n"
+    "c, _ = s.accept()\n"
+    "c.sendall(b'{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"]}}\\n')\n"
+    "buf, seen, held, blocked = '', [], [], True\n"
+    "def reply(i, r):\n"
+    "    c.sendall(json.dumps({'return': r, 'id': i}).encode() + b'\\n')\n"
+    "while True:\n"
+    "    data = c.recv(4096)\n"
+    "    if not data:\n"
+    "        break\n"
+    "    buf += data.decode()\n"
+    "    while buf.strip():\n"
+    "        try:\n"
+    "            m, end = json.JSONDecoder().raw_decode(buf.lstrip())\n"
+    "        except ValueError:\n"
+    "            break\n"
+    "        buf = buf.lstrip()[end:]\n"
+    "        oob = 'exec-oob' in m\n"
+    "        cmd = m.get('exec-oob') or m.get('execute')\n"
+    "        seen.append(('oob:' if oob else '') + cmd)\n"
+    "        if cmd == 'qmp_capabilities':\n"
+    "            reply(m['id'], {'enabled': m.get('arguments', {}).get('enable', [])})\n"
+    "        elif oob:\n"
+    "            if cmd == 'x-release':\n"
+    "                blocked = False\n"
+    "                for i in held:\n"
+    "                    reply(i, {})\n"
+    "            reply(m['id'], {'seen': seen})\n"
+    "        elif blocked:\n"
+    "            held.append(m['id'])\n"
+    "        else:\n"
+    "            reply(m['id'], {'seen': seen})\n";
+
+static char *seen_of(JsonNode *ret)
+{
+    JsonArray *a = json_object_get_array_member(json_node_get_object(ret), "seen");
+    g_autoptr(GString) s = g_string_new(NULL);
+    for (guint i = 0; i < json_array_get_length(a); i++)
+        g_string_append_printf(s, "%s%s", i ? " " : "", json_array_get_string_element(a, i));
+    return g_string_free(g_steal_pointer(&s), FALSE);
+}
+
+START_TEST(test_qmp_client_keeps_oob_commands_reachable_when_the_vmm_blocks)
+{
+    g_autofree char *path = harness_path("blocked.qmp");
+    const char *argv[] = {"/usr/bin/python3", "-c", BLOCKED_QEMU, path, NULL};
+    GPid pid = 0;
+    g_autoptr(GError) error = NULL;
+    ck_assert_msg(g_spawn_async(NULL, (char **)argv, NULL, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                                &pid, &error),
+                  "%s", error ? error->message : "");
+    QmpClient *c = qmp_client_connect(path, 10000, NULL, NULL, NULL, &error);
+    ck_assert_msg(c, "%s", error ? error->message : "");
+    ck_assert(qmp_client_has_oob(c)); /* negotiated: the greeting offered it */
+
+    /* The main thread does not answer: the first in-band command times out... */
+    g_autoptr(GError) e1 = NULL;
+    g_autoptr(JsonNode) r1 = qmp_client_execute(c, "query-migrate", NULL, 300, &e1);
+    ck_assert(r1 == NULL);
+    ck_assert(g_error_matches(e1, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT));
+    /* ...and the next one is not added to the VMM's queue behind it. */
+    g_autoptr(GError) e2 = NULL;
+    g_autoptr(JsonNode) r2 = qmp_client_execute(c, "query-status", NULL, 300, &e2);
+    ck_assert(r2 == NULL);
+    ck_assert(g_error_matches(e2, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT));
+    ck_assert_msg(strstr(e2->message, "'query-status' not sent") &&
+                      strstr(e2->message, "not answered 'query-migrate'"),
+                  "%s", e2->message);
+
+    /* Out of band goes through, as exec-oob. */
+    g_autoptr(GError) e3 = NULL;
+    g_autoptr(JsonNode) r3 = qmp_client_execute_oob(c, "migrate-recover", NULL, 5000, &e3);
+    ck_assert_msg(r3, "%s", e3 ? e3->message : "");
+    g_autofree char *seen3 = seen_of(r3);
+    ck_assert_str_eq(seen3, "qmp_capabilities query-migrate oob:migrate-recover");
+
+    /* Unblocked: the late answer frees the way for in-band commands again. */
+    g_autoptr(JsonNode) r4 = qmp_client_execute_oob(c, "x-release", NULL, 5000, NULL);
+    ck_assert(r4 != NULL);
+    g_autoptr(GError) e5 = NULL;
+    g_autoptr(JsonNode) r5 = qmp_client_execute(c, "query-name", NULL, 5000, &e5);
+    ck_assert_msg(r5, "%s", e5 ? e5->message : "");
+    g_autofree char *seen5 = seen_of(r5);
+    ck_assert_str_eq(seen5, "qmp_capabilities query-migrate oob:migrate-recover oob:x-release "
+                            "query-name");
+    qmp_client_free(c);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    g_spawn_close_pid(pid);
+}
+END_TEST
+
+START_TEST(test_qmp_client_runs_oob_in_band_without_the_capability)
+{
+    /* ferry-vmm offers no oob: the same call runs in band there. */
+    TestVmm *v = test_vmm_start("vm", "--memory", "16M", NULL);
+    ck_assert(!qmp_client_has_oob(v->qmp));
+    g_autoptr(GError) error = NULL;
+    g_autoptr(JsonNode) ret = qmp_client_execute_oob(v->qmp, "query-status", NULL, 5000, &error);
+    ck_assert_msg(ret, "%s", error ? error->message : "");
+    ck_assert_str_eq(json_object_get_string_member(json_node_get_object(ret), "status"),
+                     "running");
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("qmp-client");
@@ -345,6 +458,8 @@ static Suite *client_suite(void)
     TEST_ADD(s, test_qmp_client_connect_gives_up_after_timeout, 30);
     TEST_ADD(s, test_qmp_client_event_timestamps_out_of_range_read_as_unknown, 30);
     TEST_ADD(s, test_vmm_start_waits_for_a_slow_greeting_on_one_connection, 60);
+    TEST_ADD(s, test_qmp_client_keeps_oob_commands_reachable_when_the_vmm_blocks, 30);
+    TEST_ADD(s, test_qmp_client_runs_oob_in_band_without_the_capability, 30);
     return s;
 }
 
