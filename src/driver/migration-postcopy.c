@@ -610,7 +610,7 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
         return FALSE;
     g_autoptr(GError) err = NULL;
     g_autoptr(MigrationJob) job = NULL;
-    int sv[2] = {-1, -1};
+    int ours = -1; /* our end of the VMM's new stream */
     MigrationEndpoint ep = {.kind = MIGRATION_ENDPOINT_FD, .fd = -1, .n_connections = 1};
     MigrationCookieContent c = {0};
     Completion *comp = NULL;
@@ -632,10 +632,10 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
         goto fail;
     }
     vmm_err = 0;
-    sv[0] = rpc_socket_connect_unix_until(vmm_path, g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
+    ours = rpc_socket_connect_unix_until(vmm_path, g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
                                           &vmm_err);
     unlink(vmm_path); /* connected (or not): nobody else may */
-    if (sv[0] < 0) {
+    if (ours < 0) {
         ferry_set_error_errno(&err, vmm_err, "cannot connect to the destination VMM at %s",
                               vmm_path);
         goto fail;
@@ -654,10 +654,10 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
         TunnelStreamConfig cfg;
         migration_cookie_tunnel_config(&src, TUNNEL_ROLE_SERVER, "source ferryd",
                                        "destination VMM", &cfg);
-        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, sv[0], &cfg);
-        sv[0] = -1;
+        g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(binding, ours, &cfg);
+        ours = -1;
         migration_job_set_channel(job, ch);
-    } else if (!migration_dest_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
+    } else if (!migration_dest_listen(e, job, params, flags, &ours, uri_out, &err)) {
         goto fail;
     }
     obj->job = migration_job_ref(job);
@@ -694,10 +694,9 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
     return TRUE;
 
 fail:
-    if (sv[0] >= 0)
-        close(sv[0]);
-    if (sv[1] >= 0)
-        close(sv[1]);
+    if (ours >= 0)
+        close(ours);
+    unlink(vmm_path); /* a listener QEMU may have made before it failed */
     if (vm)
         h->vm_unref(vm);
     domain_obj_end(obj);
