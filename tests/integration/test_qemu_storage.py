@@ -327,18 +327,20 @@ class QemuStorageTest(QemuMigrationCase):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
         samples = []  # (time before ss, time after, {peer: bytes received})
         try:
-            port = None
+            listen = None
 
             def prepared():
-                nonlocal port
-                m = re.search(r"prepared incoming migration of domain 'mg' \(tcp://[^)]*:(\d+)\)", b.log())
-                port = m and int(m.group(1))
-                return port is not None
+                nonlocal listen
+                m = re.search(r"prepared incoming migration of domain 'mg' \(tcp://([^)]*:\d+)\)", b.log())
+                listen = m and m.group(1)
+                return listen is not None
             self.assertTrue(ft.wait_for(prepared, 120, 0.1), b.log()[-2000:])
             window_s = 24  # the mirror (about 7 s at the limit), then the memory beside the disk's writes
             while mig.poll() is None:
                 t0 = time.monotonic()
-                out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} )"],
+                # the address too: another test's socket on another address
+                # (integration-faults' veth) may have the same port
+                out = subprocess.run(["ss", "-tinH", "state", "established", "src", listen],
                                      capture_output=True, text=True, timeout=30).stdout
                 t1 = time.monotonic()
                 conns = dict(re.findall(r"\S+:\d+\s+(\S+:\d+)\s*\n\s.*?bytes_received:(\d+)", out))
