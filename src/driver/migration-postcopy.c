@@ -631,7 +631,6 @@ gboolean migration_postcopy_dest_prepare(MigrationEngine *e, GPtrArray *params, 
         g_prefix_error(&err, "destination VMM: cannot recover its post-copy migration: ");
         goto fail;
     }
-    vmm_err = 0;
     ours = rpc_socket_connect_unix_until(vmm_path, g_get_monotonic_time() + 10 * G_USEC_PER_SEC,
                                           &vmm_err);
     unlink(vmm_path); /* connected (or not): nobody else may */

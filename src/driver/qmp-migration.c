@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "driver/migration-params.h"
-#include "driver/qmp.h"
 #include "driver/vmm-process.h"
 #include "util/error.h"
 
@@ -386,8 +385,7 @@ static gboolean qmp_hook_start_postcopy(gpointer vm, GError **error)
 /* Out of band where the VMM can (QEMU): its main thread may be blocked. */
 static gboolean run_oob(VmmProcess *vm, const char *command, JsonObject *args, GError **error)
 {
-    g_autoptr(JsonNode) r = qmp_client_execute_oob(vmm_process_get_qmp(vm), command, args,
-                                                   QMP_FD_TIMEOUT_MS, error);
+    g_autoptr(JsonNode) r = vmm_process_qmp_oob(vm, command, args, error);
     return r != NULL;
 }
 

@@ -210,6 +210,12 @@ JsonNode *vmm_process_qmp(VmmProcess *vm, const char *command, JsonObject *args,
     return qmp_client_execute(vm->qmp, command, args, QMP_TIMEOUT_MS, error);
 }
 
+JsonNode *vmm_process_qmp_oob(VmmProcess *vm, const char *command, JsonObject *args,
+                              GError **error)
+{
+    return qmp_client_execute_oob(vm->qmp, command, args, QMP_TIMEOUT_MS, error);
+}
+
 char *vmm_process_query_status(VmmProcess *vm, GError **error)
 {
     g_autoptr(JsonNode) ret = vmm_process_qmp(vm, "query-status", NULL, error);

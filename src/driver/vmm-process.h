@@ -55,6 +55,10 @@ QmpClient *vmm_process_get_qmp(VmmProcess *vm);
 /* Runs a QMP command with the default timeout. */
 JsonNode *vmm_process_qmp(VmmProcess *vm, const char *command, JsonObject *args,
                           GError **error);
+/* The same out of band where the VMM took capability oob
+ * (qmp_client_execute_oob), in band otherwise. */
+JsonNode *vmm_process_qmp_oob(VmmProcess *vm, const char *command, JsonObject *args,
+                              GError **error);
 /* "running", "paused", "inmigrate", "postmigrate", ... */
 char *vmm_process_query_status(VmmProcess *vm, GError **error);
 /* CPU time the VMM process has used, in nanoseconds. */
