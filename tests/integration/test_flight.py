@@ -252,7 +252,13 @@ class FailureTest(FlightCase):
         stopped = []
 
         def stutter():
-            # The incoming VMM runs 0.1 s in every 0.5 s: a slow destination host.
+            # The incoming VMM runs 0.01 s in every 0.2 s: a slow destination
+            # host. The periods are short against one of ferry-vmm's 64 MiB
+            # commands (several seconds here), so the pumps' waits average over
+            # many of them: with 0.1 s in 0.5 s a command spanned about one
+            # period, and the destination's wait for the next command (its VMM
+            # stopped on the last 4 MiB, the source VMM waiting for that OK)
+            # could outweigh its wait on the VMM under load (one make check).
             while not done.is_set():
                 pids = ft.vmm_pids(self.b)
                 if not pids:
@@ -264,13 +270,13 @@ class FailureTest(FlightCase):
                         stopped.append(pid)
                     except OSError:
                         pass
-                done.wait(0.4)
+                done.wait(0.19)
                 for pid in set(stopped):
                     try:
                         os.kill(pid, signal.SIGCONT)
                     except OSError:
                         pass
-                done.wait(0.1)
+                done.wait(0.01)
         t = threading.Thread(target=stutter)
         t.start()
         try:
