@@ -386,6 +386,10 @@ typedef struct {
                                    char **uri_out, char **token_out, GError **error);
     /* A short name for messages: "destination ferryd at 127.0.0.1:16509" */
     const char *(*describe)(MigrationPeer *peer);
+    /* TRUE, with the cause in *error, when the current connection to the
+     * destination closed on its own (a keepalive or TCP timeout, the peer
+     * ending it); a resumed tunnel's new connection counts as current. */
+    gboolean (*connection_lost)(MigrationPeer *peer, GError **error);
     /* The connection's security for the flight record ("TLS1.3
      * AES-256-GCM, peer DN ..."; "plain TCP"), newly allocated. */
     char *(*security)(MigrationPeer *peer);

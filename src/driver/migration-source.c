@@ -624,6 +624,15 @@ static gboolean outgoing_run(Outgoing *o, const char *dconnuri, GError **error)
                                             g_get_monotonic_time() + CAUSE_GRACE_MS * 1000, &e);
             goto fail;
         }
+        /* Proxy mode: the destination's job follows its source by this
+         * connection, idle meanwhile, so its loss (say, the keepalive of a
+         * frozen peer whose kernel still acknowledges the data connection's
+         * bytes) ends the migration now, not when the data connection's own
+         * timeout fires seconds later. The tunnel's stream fails (or
+         * resumes) with its connection by itself. */
+        if (!done && !(o->flags & MIGRATION_TUNNELLED) && o->ops &&
+            o->ops->connection_lost(o->peer, &e))
+            goto fail;
         /* A peer or a link that went silent is noticed here, not by TCP. */
         if (!done && !migration_job_check_moving(
                          o->job, tunnel_data_settings_get_stall_timeout(o->engine->data_settings),
@@ -810,6 +819,15 @@ static char *farewell_say(Farewell *f)
     migration_job_wait_channel(f->job, g_get_monotonic_time() + 3 * G_USEC_PER_SEC, NULL);
     if (!f->prepared)
         return NULL;
+    g_autoptr(GError) lost = NULL;
+    if (f->ops->connection_lost(f->peer, &lost)) {
+        /* Nobody to tell: the destination's job sees its source gone. */
+        flight_recorder_event(fr, "handshake", "what",
+                              "finish (cancelled=1) not sent: the connection to the destination "
+                              "is lost; its job drops the incoming VM",
+                              "why", lost->message, NULL);
+        return NULL;
+    }
     if (!migration_job_peer_heard_end(f->job)) {
         /* A stuck peer: cut the connection; its watchdog drops the incoming VM. */
         FERRY_INFO("the %s does not answer; closing the connection", f->ops->describe(f->peer));
@@ -830,7 +848,10 @@ static char *farewell_say(Farewell *f)
     flight_recorder_event(fr, "handshake", "what", "finish (cancelled=1) answered", "answer",
                           fe ? fe->message : "ok", NULL);
     fetch_peer_record(f->ops, f->peer, f->peer_record_id, f->job, NULL, 0);
-    return fe && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
+    /* What the destination said; not our own failure to hear it. */
+    gboolean answered = fe && !(g_error_matches(fe, FERRY_ERROR, FERRY_ERR_RPC) ||
+                                g_error_matches(fe, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT));
+    return answered && fe->code != FERRY_ERR_MIGRATE_FINISH_OK ? g_strdup(fe->message) : NULL;
 }
 
 static gpointer farewell_thread(gpointer data)

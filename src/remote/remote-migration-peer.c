@@ -50,6 +50,8 @@ typedef struct {
     MigrationPeer *peer;
     RpcClient *client;
     TunnelRouter *router;
+    gboolean lost;   /* it closed on its own (not by us); under peer->lock */
+    GError *lost_why;
 } PeerLink;
 
 struct MigrationPeer {
@@ -95,6 +97,10 @@ static void peer_on_close(RpcClient *client, const GError *why, gpointer data)
     MigrationPeer *peer = link->peer;
     tunnel_router_connection_closed(link->router, why);
     g_mutex_lock(&peer->lock);
+    if (!link->lost) {
+        link->lost = TRUE;
+        link->lost_why = why ? g_error_copy(why) : NULL;
+    }
     if (link == peer->link) {
         peer->link_lost = TRUE;
         g_cond_broadcast(&peer->cond);
@@ -135,6 +141,7 @@ static void link_free(PeerLink *link, gboolean say_goodbye)
                         REMOTE_PROC_CONNECT_CLOSE, NULL, NULL, NULL, NULL, 2000, NULL);
     rpc_client_free(link->client); /* its reader stops: the router is no longer used */
     tunnel_router_free(link->router);
+    g_clear_error(&link->lost_why);
     g_free(link);
 }
 
@@ -453,6 +460,22 @@ static const char *peer_describe(MigrationPeer *peer)
     return peer->description;
 }
 
+static gboolean peer_connection_lost(MigrationPeer *peer, GError **error)
+{
+    g_mutex_lock(&peer->lock);
+    PeerLink *link = peer->link;
+    gboolean lost = link->lost;
+    if (lost)
+        g_set_error(error, FERRY_ERROR,
+                    link->lost_why && link->lost_why->domain == FERRY_ERROR
+                        ? link->lost_why->code
+                        : FERRY_ERR_OPERATION_FAILED,
+                    "lost the connection to the %s: %s", peer->description,
+                    link->lost_why ? link->lost_why->message : "it closed");
+    g_mutex_unlock(&peer->lock);
+    return lost;
+}
+
 bool_t remote_xdr_flight_record_args(XDR *xdr, RemoteFlightRecordArgs *args)
 {
     return xdr_string(xdr, &args->id, 64);
@@ -700,6 +723,7 @@ static const MigrationPeerOps ops = {
     .probe_discard_stream = peer_probe_discard_stream,
     .probe_discard_data = peer_probe_discard_data,
     .describe = peer_describe,
+    .connection_lost = peer_connection_lost,
     .security = peer_security,
     .fetch_record = peer_fetch_record,
 };

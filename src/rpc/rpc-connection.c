@@ -518,6 +518,24 @@ static void thread_exit(RpcConnection *conn)
     rpc_connection_unref(conn);
 }
 
+/* A socket whose path died reports its error (ETIMEDOUT, ECONNABORTED) to
+ * one call only: when the writer took it, the reader meets a plain end of
+ * file, and closing without a reason would hide the cause from every call
+ * waiting on the connection. The socket's noted error or its TCP state
+ * tells it; NULL for a peer that really ended the connection. */
+static GError *end_of_file_cause(RpcConnection *conn)
+{
+    RpcTransport *socket = rpc_sasl_transport_get_inner(conn->transport);
+    int err = g_atomic_int_get(&socket->os_error);
+    if (err != ETIMEDOUT && err != ECONNABORTED && err != ECONNRESET)
+        err = socket->fd >= 0 ? rpc_socket_lost_error(socket->fd) : 0;
+    if (!err)
+        return NULL;
+    GError *why = NULL;
+    ferry_set_error_errno(&why, err, "cannot read from %s", conn->transport->peer);
+    return why;
+}
+
 static gpointer reader_thread(gpointer data)
 {
     RpcConnection *conn = data;
@@ -541,6 +559,8 @@ static gpointer reader_thread(gpointer data)
         g_autoptr(GError) error = NULL;
         RpcMessage *msg = read_message(conn, &error);
         if (!msg) {
+            if (!error)
+                error = end_of_file_cause(conn);
             if (error && !rpc_connection_is_closed(conn))
                 FERRY_INFO_LIMITED("closing connection from %s: %s", conn->transport->peer,
                                    error->message);
