@@ -490,12 +490,12 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
             migration_storage_dest_set_stream(job->storage, &cfg);
         job->memory_stream = cfg;
     } else {
-        /* Proxy mode, plaintext, peer-to-peer, one channel: a broken data
+        /* Proxy mode, peer-to-peer, one channel: a broken data
          * connection (and the daemons' connection) is resumed as the
          * tunnel's stream is (the shorter of the two times). */
         guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
         if (src.resume_timeout && resume && job->source && !job->storage && parallel < 2 &&
-            (flags & MIGRATION_PEER2PEER) && !(flags & MIGRATION_TLS)) {
+            (flags & MIGRATION_PEER2PEER)) {
             job->resume_timeout_s = MIN(resume, src.resume_timeout);
             job->resume_token = tunnel_data_token_new();
             job->control_resume = TRUE;

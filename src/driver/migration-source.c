@@ -105,12 +105,10 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
-                                /* offered for the tunnel and plaintext proxy mode without
-                                 * disk or extra memory channels (those are not resumed);
-                                 * the destination answers */
-                                .resume_timeout = tunnel && !o->disks && o->parallel < 2 &&
-                                                          ((o->flags & MIGRATION_TUNNELLED) ||
-                                                           !(o->flags & MIGRATION_TLS))
+                                /* offered for the tunnel and proxy mode without disk or
+                                 * extra memory channels (those are not resumed); the
+                                 * destination answers */
+                                .resume_timeout = tunnel && !o->disks && o->parallel < 2
                                                       ? tunnel_data_settings_get_resume_timeout(
                                                             o->engine->data_settings)
                                                       : 0,
@@ -437,7 +435,7 @@ static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError
     /* The destination agreed to resume a broken data connection (and the
      * daemons' connection): its answer is the time both keep, and the token
      * we come back with. */
-    gboolean resume = index == 0 && !tls && dc.resume_timeout && dc.resume_token &&
+    gboolean resume = index == 0 && dc.resume_timeout && dc.resume_token &&
                       o->ops->resume_setup && o->job->memory_channels < 2 && !o->disks;
     TunnelRelayConfig rcfg = {.vmm_name = outgoing_channel_vmm_name(o, index),
                               .peer_name = data_name,

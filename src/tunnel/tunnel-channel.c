@@ -66,6 +66,8 @@ typedef struct {
     char *host;
     guint16 port;
     char *token;
+    gboolean tls;
+    char *pkipath;
 } Reconnect;
 
 static void reconnect_free(gpointer data)
@@ -73,6 +75,7 @@ static void reconnect_free(gpointer data)
     Reconnect *rc = data;
     g_free(rc->host);
     g_free(rc->token);
+    g_free(rc->pkipath);
     g_free(rc);
 }
 
@@ -80,8 +83,8 @@ static RpcTransport *reconnect(gpointer data, guint64 ours, guint64 *theirs, int
                                GError **error)
 {
     Reconnect *rc = data;
-    return tunnel_data_resume_connect(rc->host, rc->port, rc->token, ours, theirs, timeout_ms,
-                                      error);
+    return tunnel_data_resume_connect(rc->host, rc->port, rc->token, rc->tls, rc->pkipath, ours,
+                                      theirs, timeout_ms, error);
 }
 
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
@@ -97,12 +100,13 @@ TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const
         return NULL;
     }
     TunnelRelayConfig cfg = *config;
-    if (resume_token && cfg.resume_timeout_s && !tls &&
-        strlen(resume_token) == TUNNEL_DATA_TOKEN_LEN) {
+    if (resume_token && cfg.resume_timeout_s && strlen(resume_token) == TUNNEL_DATA_TOKEN_LEN) {
         Reconnect *rc = g_new0(Reconnect, 1);
         rc->host = g_strdup(host);
         rc->port = port;
         rc->token = g_strdup(resume_token);
+        rc->tls = tls;
+        rc->pkipath = g_strdup(pkipath);
         cfg.reconnect = reconnect;
         cfg.reconnect_data = rc;
         cfg.reconnect_free = reconnect_free;

@@ -28,8 +28,8 @@ TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
 /* Proxy mode, source: connects to host:port, presents the token and the
  * channel's index (over TLS with the client files of pkipath when tls), and
  * relays vmm_fd to it. vmm_fd is taken on every path. With resume_token
- * and config->resume_timeout_s (plaintext only), a broken data connection
- * is made again to the same host:port with that token. */
+ * and config->resume_timeout_s, a broken data connection is made again to
+ * the same host:port with that token (over TLS likewise). */
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
                                            guint index, gboolean tls, const char *pkipath,
                                            int timeout_ms, int vmm_fd,
@@ -117,7 +117,7 @@ guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
  * names no count (migration_parallel_connections). Default 1. */
 void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *settings, guint n);
 guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *settings);
-/* Seconds a tunnelled stream or a plaintext proxy relay whose connection
+/* Seconds a tunnelled stream or a proxy relay whose connection
  * broke waits to be resumed
  * (0: never resumed). Default 30. */
 void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *settings, guint seconds);

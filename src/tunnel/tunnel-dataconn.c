@@ -503,15 +503,54 @@ void tunnel_data_resume_answer(RpcTransport *t, gboolean ok, guint64 ours)
 }
 
 RpcTransport *tunnel_data_resume_connect(const char *host, guint16 port, const char *token,
-                                         guint64 ours, guint64 *theirs, int timeout_ms,
-                                         GError **error)
+                                         gboolean tls, const char *pkipath, guint64 ours,
+                                         guint64 *theirs, int timeout_ms, GError **error)
 {
+    g_autoptr(RpcTlsContext) ctx = NULL;
+    if (tls) {
+        g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
+        rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
+        RpcTlsConfig cfg = {.ca_file = ca,
+                            .crl_file = crl,
+                            .cert_file = cert,
+                            .key_file = key,
+                            .verify_peer = TRUE,
+                            .handshake_timeout_ms = (guint)timeout_ms};
+        ctx = rpc_tls_context_new_client(&cfg, error);
+        if (!ctx) {
+            /* Our own files: no new attempt cures them. */
+            g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
+            if (error && *error)
+                (*error)->code = FERRY_ERR_OPERATION_DENIED;
+            return NULL;
+        }
+    }
     int fd = rpc_socket_connect_tcp(host, port, timeout_ms, error);
     if (fd < 0) {
         g_prefix_error(error, "cannot open a new data connection: ");
         return NULL;
     }
-    RpcTransport *t = rpc_transport_new_socket(fd);
+    RpcTransport *t = NULL;
+    if (tls) {
+        g_autoptr(GError) he = NULL;
+        t = rpc_tls_client_handshake(ctx, fd, host, &he);
+        if (!t) {
+            close(fd); /* a failed handshake leaves the socket to us */
+            /* A certificate the peer's host refuses, or one of its own that
+             * expired meanwhile, stays so: refused. A handshake the path
+             * cut off is worth another try. */
+            int err = g_error_matches(he, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR) ||
+                              g_error_matches(he, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)
+                          ? FERRY_ERR_OPERATION_TIMEOUT
+                          : FERRY_ERR_OPERATION_DENIED;
+            g_set_error(error, FERRY_ERROR, err,
+                        "TLS on the migration data connection to %s:%u failed: %s", host, port,
+                        he ? he->message : "no reason given");
+            return NULL;
+        }
+    } else {
+        t = rpc_transport_new_socket(fd);
+    }
     set_timeouts(t->fd, timeout_ms);
     guint8 hello[HELLO_LEN + 8];
     memcpy(hello, MAGIC_RESUME, MAGIC_LEN);

@@ -128,7 +128,7 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
     r->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
     r->peer_name = g_strdup(config->peer_name ? config->peer_name : "data connection");
     r->rate = tunnel_rate_new(config->bandwidth);
-    if (config->resume_timeout_s && !r->tls) {
+    if (config->resume_timeout_s) {
         r->resume_timeout_s = config->resume_timeout_s;
         r->reconnect = config->reconnect;
         r->ring_keep = tunnel_relay_ring_keep();
@@ -414,15 +414,14 @@ static GError *splice_writer(Direction *d)
 
 /* Inbound: a record (16 KiB) and every further one already received, so
  * the VMM gets fewer, larger writes. */
-static gssize read_records(Direction *d, guint slot, GError **error)
+static gssize read_records_from(Direction *d, RpcTransport *net, guint slot, GError **error)
 {
-    TunnelRelay *r = d->relay;
     gsize total = 0;
     guint k = 0;
     do {
         RpcTlsRecord *rec;
         const guint8 *data;
-        gssize m = rpc_tls_transport_read_record(r->net, &rec, &data,
+        gssize m = rpc_tls_transport_read_record(net, &rec, &data,
                                                  k == 0 ? error : &d->read_error);
         if (m <= 0) {
             if (k == 0)
@@ -434,9 +433,14 @@ static gssize read_records(Direction *d, guint slot, GError **error)
         d->rec_iov[slot][k].iov_len = m;
         k++;
         total += m;
-    } while (k < TLS_SLOT_RECORDS && !d->read_error && rpc_tls_transport_has_pending(r->net));
+    } while (k < TLS_SLOT_RECORDS && !d->read_error && rpc_tls_transport_has_pending(net));
     d->nrec[slot] = k;
     return total;
+}
+
+static gssize read_records(Direction *d, guint slot, GError **error)
+{
+    return read_records_from(d, d->relay->net, slot, error);
 }
 
 /* Inbound: a slot's records to the VMM, in as few calls as it takes. */
@@ -618,6 +622,7 @@ static Broken net_broken(TunnelRelay *r, int err, int fd, guint gen)
             broke ? r->resume_timeout_s : MIN(r->resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S);
         r->resume_deadline_us = g_get_monotonic_time() + (gint64)r->resume_wait_s * G_USEC_PER_SEC;
         shutdown(fd, SHUT_RDWR); /* the other threads on it wake and wait */
+        g_cond_broadcast(&r->hand_off[1]);
         g_autofree char *o = ferry_format_size(r->stats.bytes_out);
         g_autofree char *i = ferry_format_size(r->stats.bytes_in);
         FERRY_INFO("the %s closed after %s sent, %s received: %s; waiting up to %u s for it to "
@@ -742,12 +747,17 @@ static GError *ring_writer(Direction *d)
             return NULL;
         }
         int fd = r->net_fd;
+        RpcTransport *net = r->net; /* kept (old_nets) until the relay goes */
         guint gen = r->gen;
         if (r->ring_sent == r->ring_end) {
             if (r->shut_gen != gen + 1) {
                 r->shut_gen = gen + 1;
                 g_mutex_unlock(&r->lock);
-                shutdown(fd, SHUT_WR); /* everything read was sent */
+                /* everything read was sent */
+                if (r->tls)
+                    rpc_tls_transport_close_write(net);
+                else
+                    shutdown(fd, SHUT_WR);
                 continue;
             }
             g_mutex_unlock(&r->lock);
@@ -761,9 +771,20 @@ static GError *ring_writer(Direction *d)
         g_mutex_unlock(&r->lock);
 
         waited = tunnel_counters_wait_begin();
-        gssize n = send(fd, p, len, MSG_NOSIGNAL);
-        int err = errno;
-        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        guint64 enc = net_cipher_us(d, TRUE, waited);
+        gssize n;
+        int err = 0;
+        if (r->tls) {
+            /* All or nothing here: the peer's count says what arrived. */
+            n = rpc_transport_write_all(net, p, len, NULL) ? (gssize)len : -1;
+            if (n < 0)
+                err = g_atomic_int_get(&net->os_error) ? g_atomic_int_get(&net->os_error) : EPIPE;
+        } else {
+            n = send(fd, p, len, MSG_NOSIGNAL);
+            err = errno;
+        }
+        tunnel_counters_wait_end_split(&r->counters, wait_out_counter(d), waited, enc,
+                                       net_cipher_us(d, TRUE, waited));
         g_mutex_lock(&r->lock);
         r->out_sending = FALSE;
         g_cond_broadcast(&r->cond);
@@ -860,6 +881,90 @@ static GError *net_reader(Direction *d)
     }
 }
 
+/* Inbound over TLS, resumable: the decrypted records into the hand-off
+ * slots (the writer gives them to the VMM), counted; waits while the
+ * connection is being replaced. A close_notify or a plain end (the peer's
+ * relay passed its end on, or failed) is an end; an error or an end the
+ * socket's TCP state calls a timeout is a break. */
+static GError *tls_net_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        while (!r->failed && !d->writer_gone && (r->detached || d->count == TLS_BUFFERS)) {
+            if (r->detached) {
+                r->in_parked = TRUE;
+                g_cond_broadcast(&r->cond);
+                g_cond_wait(&r->cond, &r->lock);
+                continue;
+            }
+            d->reader_waiting = TRUE;
+            g_cond_wait(hand_off(d), &r->lock);
+            d->reader_waiting = FALSE;
+        }
+        r->in_parked = FALSE;
+        gboolean stop = r->failed || d->writer_gone;
+        guint slot = (d->head + d->count) % TLS_BUFFERS;
+        RpcTransport *net = r->net;
+        int fd = r->net_fd;
+        guint gen = r->gen;
+        g_mutex_unlock(&r->lock);
+        if (stop)
+            return NULL;
+
+        g_autoptr(GError) e = NULL;
+        gint64 waited = tunnel_counters_wait_begin();
+        guint64 dec = net_cipher_us(d, FALSE, waited);
+        gssize n = read_records_from(d, net, slot, &e);
+        g_clear_error(&d->read_error); /* the session is broken: its next read says so */
+        tunnel_counters_wait_end_split(&r->counters, wait_in_counter(d), waited, dec,
+                                       net_cipher_us(d, FALSE, waited));
+        if (n > 0) {
+            g_mutex_lock(&r->lock);
+            r->net_received += n;
+            d->len[slot] = n;
+            d->count++;
+            if (d->writer_waiting)
+                g_cond_broadcast(hand_off(d));
+            g_mutex_unlock(&r->lock);
+            continue;
+        }
+        int lost = rpc_socket_lost_error(fd);
+        if (n < 0 && !lost)
+            lost = g_atomic_int_get(&net->os_error) ? g_atomic_int_get(&net->os_error)
+                                                    : ECONNRESET;
+        g_mutex_lock(&r->lock);
+        gboolean replaced = r->failed || gen != r->gen || r->detached;
+        if (n == 0 && !lost && !replaced) {
+            d->in_eof = TRUE;
+            r->net_in_eof = TRUE; /* the peer passed its end on */
+            g_cond_broadcast(&r->cond);
+            g_cond_broadcast(hand_off(d));
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        g_mutex_unlock(&r->lock);
+        if (replaced)
+            continue; /* the top waits or stops */
+        Broken b = net_broken(r, lost, fd, gen);
+        if (b == BROKEN_WAIT)
+            continue;
+        if (b == BROKEN_OVER)
+            return NULL;
+        GError *err = e ? g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                      "cannot read from the %s: %s", d->in_name, e->message)
+                        : io_error(r, "read from", d->in_name, lost);
+        if (b == BROKEN_STUCK) {
+            char *m = g_strdup_printf("%s; not waited for: its host still answers, the peer is "
+                                      "stuck or stopped",
+                                      err->message);
+            g_free(err->message);
+            err->message = m;
+        }
+        return err;
+    }
+}
+
 /* Waits (lock held) until the network reader stopped on the old connection
  * and the ring's writer is out of its send(): the positions are final. */
 static gboolean wait_parked_locked(TunnelRelay *r, gint64 until)
@@ -889,6 +994,7 @@ gboolean tunnel_relay_hold(TunnelRelay *r, guint64 *ours, GError **error)
             g_get_monotonic_time() + (gint64)r->resume_wait_s * G_USEC_PER_SEC;
         shutdown(r->net_fd, SHUT_RDWR);
         g_cond_broadcast(&r->cond);
+        g_cond_broadcast(&r->hand_off[1]);
     }
     gboolean parked = wait_parked_locked(r, g_get_monotonic_time() + PARK_WAIT_US);
     *ours = r->net_received;
@@ -1055,10 +1161,10 @@ static gpointer reader_thread(gpointer data)
 {
     Direction *d = data;
     TunnelRelay *r = d->relay;
-    GError *why = r->tls                          ? copy_reader(d)
-                  : !r->resume_timeout_s          ? splice_reader(d)
-                  : d->outbound                   ? ring_reader(d)
-                                                  : net_reader(d);
+    GError *why = !r->resume_timeout_s ? (r->tls ? copy_reader(d) : splice_reader(d))
+                  : d->outbound        ? ring_reader(d)
+                  : r->tls             ? tls_net_reader(d)
+                                       : net_reader(d);
     if (!r->tls && d->pipefd[1] >= 0)
         close(d->pipefd[1]); /* the writer drains the pipe, then sees the end */
     if (!d->outbound) {
@@ -1077,7 +1183,7 @@ static gpointer writer_thread(gpointer data)
     Direction *d = data;
     TunnelRelay *r = d->relay;
     gboolean ring = r->resume_timeout_s && d->outbound;
-    GError *why = r->tls ? copy_writer(d) : ring ? ring_writer(d) : splice_writer(d);
+    GError *why = ring ? ring_writer(d) : r->tls ? copy_writer(d) : splice_writer(d);
     if (!r->tls && d->pipefd[0] >= 0)
         close(d->pipefd[0]); /* a reader blocked on a full pipe gets EPIPE */
     g_mutex_lock(&r->lock);

@@ -24,7 +24,7 @@ typedef struct {
     const char *vmm_name;   /* "source VMM" */
     const char *peer_name;  /* "data connection to the destination ferryd at 10.0.0.2:49152" */
     guint64 bandwidth;      /* bytes per second toward the peer, 0 = unlimited */
-    /* Resuming (plaintext only): seconds a broken data connection may take
+    /* Resuming: seconds a broken data connection may take
      * to come back (0: a broken connection fails the relay). The source
      * reconnects with reconnect (its data taken, freed with
      * reconnect_free); the destination is handed the new connection

@@ -1044,12 +1044,30 @@ class TunnelledResume(ResumeMatrix, FaultCase):
 
 class ProxyResume(ResumeMatrix, FaultCase):
     """Proxy mode: the data connection and the daemons' connection both
-    come back (plaintext; --tls is not resumed yet)."""
+    come back, in plaintext and with --tls (a TLS data connection, the
+    daemons' over sim+tls://)."""
     tunnelled = False
     mode = "proxy"
 
-    def test_tls_reconnect_refused(self):
-        self.skipTest("a --tls data connection is not resumed yet")
+    def test_tls_link_down_resumed_early_stream(self):
+        """--tls: both connections break in the blip and come back as new
+        TLS sessions with the same certificates; the memory verifies."""
+        pki, duri, env, flags = self.tls_pair(valid_s=3600)
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              *flags, "vm1", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        self.wait_moved(EARLY, p)
+        self.net.blip(LONG_BLIP_S)
+        back = time.monotonic()
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        self.record(time.monotonic() - back, 30)
+        self.assert_on_destination()
+        src, dst = ft.job_stats(self.a, "vm1"), ft.job_stats(self.b, "vm1")
+        self.assertGreaterEqual(src.get("ferry_reconnections", 0), 1, src)
+        self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
+        self.assertIn("resumed the TLS data connection to the destination ferryd", self.a.log())
+        self.assert_clean("destination")
 
 
 def selected(loader):
