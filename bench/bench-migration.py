@@ -57,7 +57,8 @@ DIRTY_MEMORY = parse_size(os.environ.get("BENCH_DIRTY_MEMORY", "1G" if QUICK els
 DIRTY_RATE = parse_size(os.environ.get("BENCH_DIRTY_RATE", "300M"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
 CASES = env_list("BENCH_CASES",
-                 "direct socat socat-256k ferry ferry-norec ferry-noresume ferry-proxy stunnel ferry-tls "
+                 "direct socat socat-256k ferry ferry-norec ferry-noresume ferry-proxy ferry-proxy-noresume "
+                 "stunnel ferry-tls "
                  "ferry-tls-norec ferry-proxy-tls ferry-par2 ferry-par4 ferry-proxy-par2 "
                  "ferry-proxy-par4 ferry-tls-par2 ferry-tls-par4")
 WORKLOADS = env_list("BENCH_WORKLOADS", "idle dirty guest disk")
@@ -103,7 +104,8 @@ CASE_TITLES = {
     "ferry": "ferry tunnelled (2x ferryd, TCP)",
     "ferry-norec": "ferry tunnelled, flight recorder off",
     "ferry-noresume": "ferry tunnelled, resume off",
-    "ferry-proxy": "ferry proxy (2x ferryd, splice relay)",
+    "ferry-proxy": "ferry proxy (2x ferryd, splice relay; resumable: VMM -> send ring -> net)",
+    "ferry-proxy-noresume": "ferry proxy, resume off (splice both ways)",
     "stunnel": "stunnel relay (TLS)",
     "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
     "ferry-tls-norec": "ferry tunnelled over TLS, flight recorder off",
@@ -1438,6 +1440,19 @@ def report(runs, ceilings, wall):
                 line += (f"   targets >= 1.0x and CPU <= 1.1x: "
                          f"{'met' if rt and rt >= 1.0 and cs and cs <= 1.1 and cd and cd <= 1.1 else 'MISSED'}")
             print(line)
+    # Resuming in proxy mode: the sender's bytes go through its send ring
+    # (read from the VMM, sent from the ring) instead of splice's pipe.
+    for w in WORKLOADS:
+        fp, nr = table.get(("ferry-proxy", w)), table.get(("ferry-proxy-noresume", w))
+        if not (fp and fp.get("ok") and nr and nr.get("ok")):
+            continue
+        print(f"{workload_title(w)}, proxy mode, resume on / off (ferry-proxy / ferry-proxy-noresume):")
+        print(f"  throughput {num(ratio(fp['mibps'], nr['mibps']), '.3f')}x")
+        if fp["daemon_src"] is not None and nr["daemon_src"]:
+            print(f"  daemon CPU s/GiB src {num(ratio(fp['daemon_src'], nr['daemon_src']), '.3f')}x"
+                  f", dst {num(ratio(fp['daemon_dst'], nr['daemon_dst']), '.3f')}x"
+                  f"   ({fp['daemon_src']:.2f} / {fp['daemon_dst']:.2f} against"
+                  f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
     for w in WORKLOADS:  # proxy mode (issue targets: 2x socat, a quarter of its CPU)
         fp, so = table.get(("ferry-proxy", w)), table.get(("socat", w))
         if not (fp and fp.get("ok") and so and so.get("ok")):

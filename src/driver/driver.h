@@ -388,7 +388,9 @@ typedef struct {
     const char *(*describe)(MigrationPeer *peer);
     /* TRUE, with the cause in *error, when the current connection to the
      * destination closed on its own (a keepalive or TCP timeout, the peer
-     * ending it); a resumed tunnel's new connection counts as current. */
+     * ending it); a resumed tunnel's new connection counts as current.
+     * FALSE while a proxy migration resumes (resume_setup): its reconnector
+     * aborts the channel, naming why, if the connection does not come back. */
     gboolean (*connection_lost)(MigrationPeer *peer, GError **error);
     /* The connection's security for the flight record ("TLS1.3
      * AES-256-GCM, peer DN ..."; "plain TCP"), newly allocated. */
@@ -400,11 +402,16 @@ typedef struct {
      * FERRY_ERR_NO_SUPPORT in FERRY_ERROR. */
     char *(*fetch_record)(MigrationPeer *peer, const char *id, gint64 *peer_now_us,
                           gint64 *sent_us, gint64 *received_us, GError **error);
-    /* Tunnelled with resume agreed (the destination's cookie gave token):
-     * when the connection breaks, the peer reconnects to the same URI and
-     * moves ch's stream onto the new connection (FERRY_TUNNEL_PROC_RESUME),
-     * until the stream's resume time is up. Later calls use the new one. */
-    void (*resume_setup)(MigrationPeer *peer, TunnelChannel *ch, const char *token);
+    /* Resume agreed (the destination's cookie gave token and timeout_s):
+     * when the connection breaks, the peer reconnects to the same URI.
+     * Tunnelled, it moves ch's stream onto the new connection
+     * (FERRY_TUNNEL_PROC_RESUME), until the stream's resume time is up. In
+     * proxy mode (ch a relay, which resumes its own data connection) it
+     * moves the migration there (FERRY_PROXY_RESUME) within timeout_s, or
+     * aborts ch naming why; finish waits for it. Later calls use the new
+     * connection. */
+    void (*resume_setup)(MigrationPeer *peer, TunnelChannel *ch, const char *token,
+                         guint timeout_s);
 } MigrationPeerOps;
 
 void driver_set_migration_peer_ops(const MigrationPeerOps *ops);

@@ -65,8 +65,10 @@ static void incoming_forget(MigrationEngine *e, MigrationJob *job)
 
 /* Whether the source's connection is gone (job->lock held); with resume
  * agreed and the stream still to be resumed (stream_open), gone for longer
- * than the source has to come back on a new one. Once the stream is over
- * nothing is resumed: a broken connection is the source gone. */
+ * than the source has to come back on a new one. Once a tunnelled stream
+ * is over nothing is resumed: a broken connection is the source gone. In
+ * proxy mode the daemons' connection is resumed on its own, also after
+ * the stream (control_resume: the caller passes stream_open TRUE). */
 static gboolean source_gone_locked(MigrationJob *job, gboolean stream_open)
 {
     if (!job->source || !tunnel_peer_watch_gone(job->source)) {
@@ -177,7 +179,7 @@ static gpointer incoming_watchdog(gpointer data)
            g_get_monotonic_time() < deadline) {
         g_cond_wait_until(&job->cond, &job->lock,
                           MIN(deadline, g_get_monotonic_time() + WATCH_SLICE_US));
-        if (!job->claimed && source_gone_locked(job, FALSE)) {
+        if (!job->claimed && source_gone_locked(job, job->control_resume)) {
             gone = TRUE;
             g_clear_error(&err);
             g_set_error(&err, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
@@ -232,7 +234,9 @@ static gpointer incoming_accept(gpointer data)
         TunnelRelayConfig rc = {.vmm_name = memory  ? migration_parallel_vmm_name(FALSE, k)
                                             : index ? "destination VMM's disk export"
                                                     : "destination VMM",
-                                .peer_name = peer};
+                                .peer_name = peer,
+                                .resume_timeout_s =
+                                    index == 0 && n == 1 ? job->resume_timeout_s : 0};
         g_autoptr(TunnelChannel) ch = tunnel_channel_relay(fd, net, &rc);
         if (index == 0) {
             main = tunnel_channel_ref(ch);
@@ -278,6 +282,8 @@ static gboolean incoming_listen(MigrationEngine *e, MigrationJob *job, GPtrArray
         return FALSE;
     tunnel_data_listener_set_channels(job->listener, migration_storage_dest_count(job->storage) +
                                                          job->memory_channels);
+    if (job->resume_token)
+        tunnel_data_listener_set_resume_token(job->listener, job->resume_token);
     job->pending_vmm_fd = *vmm_fd;
     *vmm_fd = -1;
     guint16 port = tunnel_data_listener_get_port(job->listener);
@@ -483,8 +489,21 @@ gboolean migration_dest_prepare(Driver *drv, GPtrArray *params, GBytes *cookie_i
         if (job->storage)
             migration_storage_dest_set_stream(job->storage, &cfg);
         job->memory_stream = cfg;
-    } else if (!incoming_listen(e, job, params, flags, &sv[0], uri_out, &err)) {
-        goto fail;
+    } else {
+        /* Proxy mode, peer-to-peer, one channel: a broken data
+         * connection (and the daemons' connection) is resumed as the
+         * tunnel's stream is (the shorter of the two times). */
+        guint resume = tunnel_data_settings_get_resume_timeout(e->data_settings);
+        if (src.resume_timeout && resume && job->source && !job->storage && parallel < 2 &&
+            (flags & MIGRATION_PEER2PEER)) {
+            job->resume_timeout_s = MIN(resume, src.resume_timeout);
+            job->resume_token = tunnel_data_token_new();
+            job->control_resume = TRUE;
+        }
+        if (!incoming_listen(e, job, params, flags, &sv[0], uri_out, &err))
+            goto fail;
+        if (job->control_resume)
+            tunnel_resume_offer(job->resume_token, NULL, job->source);
     }
     obj->job = migration_job_ref(job);
 

@@ -60,10 +60,13 @@ struct MigrationJob {
     char *name;
     char *instance_id;
     TunnelPeerWatch *source; /* the connection prepare came on */
-    /* tunnelled with resume agreed: the token the source comes back with,
+    /* resume agreed: the token the source comes back with,
      * and how long its connection may be gone (since gone_since_us) */
     char *resume_token;
     guint resume_timeout_s;
+    /* proxy mode with resume agreed: the source's connection may come back
+     * (FERRY_PROXY_RESUME) whether or not the data still flows */
+    gboolean control_resume;
     gint64 source_gone_since_us;
     gboolean claimed; /* finish or the watchdog took charge of the outcome */
     /* The flight recorder (NULL when off). Set once before the job is

@@ -355,7 +355,8 @@ static void probe_proxy(const MigrationPeerOps *ops, MigrationPeer *peer, const 
                                             tls ? "TLS " : "", host, port);
     TunnelRelayConfig rcfg = {.vmm_name = "probe source", .peer_name = name};
     g_autoptr(TunnelChannel) ch = tunnel_channel_connect_data(
-        host, (guint16)port, token, 0, tls, pkipath, PROBE_CONNECT_TIMEOUT_MS, sv[0], &rcfg, &err);
+        host, (guint16)port, token, 0, tls, pkipath, PROBE_CONNECT_TIMEOUT_MS, sv[0], &rcfg, NULL,
+        &err);
     if (!ch) {
         close(sv[1]);
         channel_failed(res, err);

@@ -105,9 +105,9 @@ static GBytes *outgoing_cookie(Outgoing *o, gboolean tunnel)
                                 .daemon_id = o->engine->daemon_id, .tunnel = tunnel,
                                 .digest = o->digest, .downtime_ms = o->downtime_ms,
                                 .record_id = flight_recorder_get_id(o->job->recorder),
-                                /* offered for the tunnel without disk or extra memory
-                                 * channels (those are not resumed); the destination
-                                 * answers */
+                                /* offered for the tunnel and proxy mode without disk or
+                                 * extra memory channels (those are not resumed); the
+                                 * destination answers */
                                 .resume_timeout = tunnel && !o->disks && o->parallel < 2
                                                       ? tunnel_data_settings_get_resume_timeout(
                                                             o->engine->data_settings)
@@ -384,7 +384,7 @@ static gboolean outgoing_open_stream(Outgoing *o, guint index, int *vmm_fd, GErr
     g_autoptr(TunnelChannel) ch = tunnel_channel_open_stream(o->binding, *vmm_fd, &cfg);
     *vmm_fd = -1;
     if (resume)
-        o->ops->resume_setup(o->peer, ch, dc.resume_token);
+        o->ops->resume_setup(o->peer, ch, dc.resume_token, dc.resume_timeout);
     if (o->job->recorder) {
         g_autofree char *packet = g_strdup_printf("%zu", cfg.packet_size);
         g_autofree char *window = g_strdup_printf("%zu", cfg.credit ? cfg.peer_window : cfg.send_queue_limit);
@@ -432,15 +432,23 @@ static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError
     g_autofree char *data_name =
         g_strdup_printf("%sdata connection to the destination ferryd at %s:%u%s",
                         tls ? "TLS " : "", host, port, channel);
+    /* The destination agreed to resume a broken data connection (and the
+     * daemons' connection): its answer is the time both keep, and the token
+     * we come back with. */
+    gboolean resume = index == 0 && dc.resume_timeout && dc.resume_token &&
+                      o->ops->resume_setup && o->job->memory_channels < 2 && !o->disks;
     TunnelRelayConfig rcfg = {.vmm_name = outgoing_channel_vmm_name(o, index),
-                              .peer_name = data_name};
+                              .peer_name = data_name,
+                              .resume_timeout_s = resume ? dc.resume_timeout : 0};
     int fd = *vmm_fd;
     *vmm_fd = -1;
-    g_autoptr(TunnelChannel) ch =
-        tunnel_channel_connect_data(host, (guint16)port, dc.token, index, tls, o->dconn_pkipath,
-                                    DATA_CONNECT_TIMEOUT_MS, fd, &rcfg, error);
+    g_autoptr(TunnelChannel) ch = tunnel_channel_connect_data(
+        host, (guint16)port, dc.token, index, tls, o->dconn_pkipath, DATA_CONNECT_TIMEOUT_MS, fd,
+        &rcfg, resume ? dc.resume_token : NULL, error);
     if (!ch)
         return FALSE;
+    if (resume)
+        o->ops->resume_setup(o->peer, ch, dc.resume_token, dc.resume_timeout);
     if (index > 0) {
         migration_job_add_channel(o->job, index, ch);
         return TRUE;
@@ -449,9 +457,10 @@ static gboolean outgoing_open_data(Outgoing *o, guint index, int *vmm_fd, GError
         g_autofree char *bw = g_strdup_printf("%" G_GUINT64_FORMAT, o->job->bandwidth);
         g_autofree char *channels = g_strdup_printf(
             "%u", o->job->memory_channels + (o->disks ? o->disks->len : 0));
+        g_autofree char *rt = g_strdup_printf("%u", rcfg.resume_timeout_s);
         flight_recorder_event(o->job->recorder, "terms", "mode", tls ? "proxy+tls" : "proxy",
                               "#channels", channels, "data_connection", data_name, "#bandwidth",
-                              bw, NULL);
+                              bw, "#resume_timeout", rt, NULL);
     }
     migration_job_set_channel(o->job, ch);
     return TRUE;

@@ -2420,6 +2420,23 @@ static gboolean h_tunnel_resume(RemoteContext *ctx, void *a, void *r, GError **e
     return TRUE;
 }
 
+/* Proxy mode: the source's connection comes back to its migration (its
+ * data connection resumes on its own). */
+static gboolean h_proxy_resume(RemoteContext *ctx, void *a, void *r, GError **error)
+{
+    TunnelResumeArgs *args = a;
+    TunnelResumePoint *ret = r;
+    RpcConnection *conn = rpc_server_client_get_connection(ctx->client);
+    rpc_socket_tune_peer(rpc_connection_get_transport(conn)->fd);
+    g_autofree char *who = caller_identity(ctx);
+    if (!tunnel_resume_accept_control(args->token, conn, who, error))
+        return FALSE;
+    memset(ret, 0, sizeof(*ret));
+    FERRY_INFO("the source %s resumed a migration's connection",
+               rpc_server_client_get_peer(ctx->client));
+    return TRUE;
+}
+
 /* ---- ferry's own program: a migration's extra channel ----
  * Reserved before the driver runs, as prepare's stream is: the first data
  * packet may follow the reply at once. */
@@ -2443,6 +2460,9 @@ static const RemoteProcedure ferry_procedures[] = {
     {FERRY_TUNNEL_PROC_RESUME, "FERRY_TUNNEL_RESUME", (xdrproc_t)tunnel_resume_xdr_args,
      sizeof(TunnelResumeArgs), (xdrproc_t)tunnel_resume_xdr_point, sizeof(TunnelResumePoint),
      h_tunnel_resume, PROC_WRITE},
+    {FERRY_PROXY_PROC_RESUME, "FERRY_PROXY_RESUME", (xdrproc_t)tunnel_resume_xdr_args,
+     sizeof(TunnelResumeArgs), (xdrproc_t)tunnel_resume_xdr_point, sizeof(TunnelResumePoint),
+     h_proxy_resume, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_STREAM, "FERRY_PROBE_DISCARD_STREAM", X(ferry_probe_discard_args),
      VOID, h_probe_discard_stream, PROC_WRITE},
     {FERRY_PROC_PROBE_DISCARD_DATA, "FERRY_PROBE_DISCARD_DATA", X(ferry_probe_discard_args),

@@ -66,6 +66,12 @@ struct MigrationPeer {
     char *resume_token;
     GThread *reconnector;
     gboolean link_lost; /* the current connection closed: the reconnector acts */
+    /* proxy mode: only the connection is resumed (the relay resumes its
+     * data connection itself); finish waits for it */
+    gboolean control_resume;
+    guint resume_timeout_s;
+    gboolean resume_gave_up;
+    GError *lost_why; /* why the current connection closed */
     gboolean closing;
     /* How we authenticated when SASL left no layer on the transport (over
      * TLS), for the flight record: "SASL MECH user 'NAME'", or NULL. */
@@ -102,6 +108,8 @@ static void peer_on_close(RpcClient *client, const GError *why, gpointer data)
         link->lost_why = why ? g_error_copy(why) : NULL;
     }
     if (link == peer->link) {
+        g_clear_error(&peer->lost_why);
+        peer->lost_why = why ? g_error_copy(why) : NULL;
         peer->link_lost = TRUE;
         g_cond_broadcast(&peer->cond);
     }
@@ -196,6 +204,7 @@ static void peer_close(MigrationPeer *peer)
     if (peer->resume_channel)
         tunnel_channel_unref(peer->resume_channel);
     g_free(peer->resume_token);
+    g_clear_error(&peer->lost_why);
     g_mutex_clear(&peer->lock);
     g_cond_clear(&peer->cond);
     g_free(peer->uri);
@@ -318,6 +327,15 @@ static gboolean peer_prepare(MigrationPeer *peer, GPtrArray *params, GBytes *coo
     return TRUE;
 }
 
+/* Until a connection that broke is back, or will not come back. */
+static void wait_link(MigrationPeer *peer)
+{
+    g_mutex_lock(&peer->lock);
+    while (peer->control_resume && peer->link_lost && !peer->resume_gave_up && !peer->closing)
+        g_cond_wait(&peer->cond, &peer->lock);
+    g_mutex_unlock(&peer->lock);
+}
+
 static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes *cookie_in,
                                  guint flags, gboolean cancelled, GBytes **cookie_out,
                                  GError **error)
@@ -328,6 +346,11 @@ static DriverDomain *peer_finish(MigrationPeer *peer, GPtrArray *params, GBytes 
     a.flags = flags;
     a.cancelled = cancelled ? 1 : 0;
     remote_domain_migrate_finish3_params_ret r = {0};
+    /* Proxy mode: a connection that broke meanwhile is being resumed; the
+     * finish goes on the new one (a cancel does not wait: the destination
+     * drops its VM on its own). */
+    if (!cancelled)
+        wait_link(peer);
     /* A cancelled finish only drops the incoming VM: a peer that takes long is stuck. */
     gboolean ok = rpc_client_call(peer_client(peer), REMOTE_PROGRAM, REMOTE_PROTOCOL_VERSION,
                                   REMOTE_PROC_DOMAIN_MIGRATE_FINISH3_PARAMS,
@@ -464,7 +487,9 @@ static gboolean peer_connection_lost(MigrationPeer *peer, GError **error)
 {
     g_mutex_lock(&peer->lock);
     PeerLink *link = peer->link;
-    gboolean lost = link->lost;
+    /* A proxy migration that resumes: its reconnector decides, and aborts
+     * the channel naming why when the connection does not come back. */
+    gboolean lost = link->lost && !peer->control_resume;
     if (lost)
         g_set_error(error, FERRY_ERROR,
                     link->lost_why && link->lost_why->domain == FERRY_ERROR
@@ -694,18 +719,154 @@ static gpointer reconnector_thread(gpointer data)
     return NULL;
 }
 
-static void peer_resume_setup(MigrationPeer *peer, TunnelChannel *ch, const char *token)
+/* ---- proxy mode: the connection alone comes back ----
+ * The relay resumes its data connection itself; the daemons' connection,
+ * idle while the data flows, breaks in the same blip, and the migration's
+ * finish needs it. Reconnects as above and calls FERRY_PROXY_PROC_RESUME
+ * with the token, until it succeeds, the destination or a certificate says
+ * no, or the resume time (from the break) is up: then the migration's
+ * channel is aborted naming why. A peer that stopped answering while its
+ * host still did (frozen) is not waited for: the data path notices it
+ * (stall, zero window). */
+
+static gboolean resume_control_attempt(MigrationPeer *peer, int connect_ms, int call_ms,
+                                       GError **error)
 {
-    if (!token || !tunnel_channel_get_stream(ch) || peer->reconnector)
+    PeerLink *link = link_open(peer, connect_ms, NULL, error);
+    if (!link)
+        return FALSE;
+    TunnelResumeArgs a = {.token = peer->resume_token};
+    TunnelResumePoint theirs = {0};
+    if (!rpc_client_call(link->client, FERRY_TUNNEL_PROGRAM, FERRY_TUNNEL_VERSION,
+                         FERRY_PROXY_PROC_RESUME, (xdrproc_t)tunnel_resume_xdr_args, &a,
+                         (xdrproc_t)tunnel_resume_xdr_point, &theirs, MAX(call_ms, 1000),
+                         error)) {
+        link_free(link, FALSE);
+        return FALSE;
+    }
+    g_mutex_lock(&peer->lock);
+    g_ptr_array_add(peer->retired, peer->link);
+    peer->link = link;
+    g_clear_error(&peer->lost_why);
+    peer->link_lost = !rpc_client_is_open(link->client);
+    g_cond_broadcast(&peer->cond);
+    g_mutex_unlock(&peer->lock);
+    return TRUE;
+}
+
+/* FALSE once given up (the channel aborted, naming why). */
+static gboolean resume_control(MigrationPeer *peer, RpcConnection *conn, const GError *first)
+{
+    if (rpc_connection_peer_unresponsive(conn)) {
+        /* A frozen or stuck daemon: a new connection would meet it again.
+         * The migration fails now, naming why (as the tunnel's stream does),
+         * rather than when the data connection's own timeout fires. */
+        g_autoptr(GError) e = g_error_new(
+            FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+            "the connection to the %s closed%s%s; not waited for: its host still answers, the "
+            "peer is stuck or stopped",
+            peer->description, first ? ": " : "", first ? first->message : "");
+        FERRY_WARN("%s", e->message);
+        tunnel_channel_abort(peer->resume_channel, e);
+        return FALSE;
+    }
+    guint wait_s = rpc_connection_closed_cleanly(conn)
+                       ? MIN(peer->resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S)
+                       : peer->resume_timeout_s;
+    gint64 deadline = g_get_monotonic_time() + (gint64)wait_s * G_USEC_PER_SEC;
+    FERRY_INFO("the connection to the %s closed%s%s; reconnecting for up to %u s",
+               peer->description, first ? ": " : "", first ? first->message : "", wait_s);
+    guint attempts = 0;
+    g_autoptr(GError) last = NULL;
+    gboolean final = FALSE;
+    for (;;) {
+        gint64 now = g_get_monotonic_time();
+        g_mutex_lock(&peer->lock);
+        gboolean closing = peer->closing;
+        g_mutex_unlock(&peer->lock);
+        if (closing)
+            return FALSE;
+        if (now >= deadline)
+            break;
+        attempts++;
+        gint64 left_ms = (deadline - now) / 1000;
+        g_clear_error(&last);
+        if (resume_control_attempt(peer, (int)MAX(MIN(left_ms, (gint64)RECONNECT_ATTEMPT_MS), 200),
+                                   (int)MIN(left_ms, (gint64)G_MAXINT), &last)) {
+            FERRY_INFO("resumed the migration's connection with the %s (attempt %u)",
+                       peer->description, attempts);
+            return TRUE;
+        }
+        if ((final = resume_error_is_final(last)))
+            break;
+        FERRY_INFO("reconnecting to the %s (attempt %u): %s", peer->description, attempts,
+                   last->message);
+        gint64 pause = g_get_monotonic_time() + RECONNECT_PAUSE_MS * 1000;
+        g_mutex_lock(&peer->lock);
+        while (!peer->closing && g_cond_wait_until(&peer->cond, &peer->lock, pause))
+            ;
+        g_mutex_unlock(&peer->lock);
+    }
+    g_autofree char *tail =
+        final ? g_strdup_printf("could not be resumed: %s", last->message)
+              : g_strdup_printf("did not come back within %u s (%u attempts%s%s)", wait_s,
+                                attempts, last ? "; the last: " : "", last ? last->message : "");
+    g_autoptr(GError) e = g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                      "the connection to the %s closed%s%s, and %s",
+                                      peer->description, first ? ": " : "",
+                                      first ? first->message : "", tail);
+    FERRY_WARN("%s", e->message);
+    tunnel_channel_abort(peer->resume_channel, e);
+    return FALSE;
+}
+
+static gpointer control_reconnector_thread(gpointer data)
+{
+    MigrationPeer *peer = data;
+    g_mutex_lock(&peer->lock);
+    for (;;) {
+        while (!peer->closing && !peer->link_lost)
+            g_cond_wait(&peer->cond, &peer->lock);
+        if (peer->closing)
+            break;
+        RpcConnection *conn = rpc_connection_ref(rpc_client_get_connection(peer->link->client));
+        g_autoptr(GError) first = peer->lost_why ? g_error_copy(peer->lost_why) : NULL;
+        g_mutex_unlock(&peer->lock);
+        gboolean back = resume_control(peer, conn, first);
+        rpc_connection_unref(conn);
+        g_mutex_lock(&peer->lock);
+        if (!back) {
+            peer->resume_gave_up = TRUE;
+            g_cond_broadcast(&peer->cond);
+            break;
+        }
+    }
+    g_mutex_unlock(&peer->lock);
+    return NULL;
+}
+
+static void peer_resume_setup(MigrationPeer *peer, TunnelChannel *ch, const char *token,
+                              guint timeout_s)
+{
+    gboolean proxy = !tunnel_channel_get_stream(ch);
+    if (!token || peer->reconnector || (proxy && !timeout_s))
         return;
     peer->resume_channel = tunnel_channel_ref(ch);
     peer->resume_token = g_strdup(token);
     g_autoptr(GError) e = NULL;
     g_mutex_lock(&peer->lock);
+    peer->control_resume = proxy;
+    peer->resume_timeout_s = timeout_s;
     if (!rpc_client_is_open(peer->link->client))
         peer->link_lost = TRUE; /* it broke already */
     g_mutex_unlock(&peer->lock);
-    peer->reconnector = ferry_thread_try_new("migration-resume", reconnector_thread, peer, &e);
+    peer->reconnector = ferry_thread_try_new(
+        "migration-resume", proxy ? control_reconnector_thread : reconnector_thread, peer, &e);
+    if (!peer->reconnector) {
+        g_mutex_lock(&peer->lock);
+        peer->control_resume = FALSE; /* finish waits for nobody */
+        g_mutex_unlock(&peer->lock);
+    }
     if (!peer->reconnector)
         FERRY_WARN("a broken connection to the %s will fail the migration: %s",
                    peer->description, e->message);

@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/log.h"
+
+#define FERRY_LOG_MODULE "tunnel.channel"
 
 struct TunnelChannel {
     gint ref;
@@ -58,10 +61,37 @@ TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
     return channel_new(ts, NULL);
 }
 
+/* Where a source's broken data connection goes back to. */
+typedef struct {
+    char *host;
+    guint16 port;
+    char *token;
+    gboolean tls;
+    char *pkipath;
+} Reconnect;
+
+static void reconnect_free(gpointer data)
+{
+    Reconnect *rc = data;
+    g_free(rc->host);
+    g_free(rc->token);
+    g_free(rc->pkipath);
+    g_free(rc);
+}
+
+static RpcTransport *reconnect(gpointer data, guint64 ours, guint64 *theirs, int timeout_ms,
+                               GError **error)
+{
+    Reconnect *rc = data;
+    return tunnel_data_resume_connect(rc->host, rc->port, rc->token, rc->tls, rc->pkipath, ours,
+                                      theirs, timeout_ms, error);
+}
+
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
                                            guint index, gboolean tls, const char *pkipath,
                                            int timeout_ms, int vmm_fd,
-                                           const TunnelRelayConfig *config, GError **error)
+                                           const TunnelRelayConfig *config,
+                                           const char *resume_token, GError **error)
 {
     RpcTransport *t =
         tunnel_data_connect_channel(host, port, token, index, tls, pkipath, timeout_ms, error);
@@ -69,7 +99,21 @@ TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const
         close(vmm_fd);
         return NULL;
     }
-    TunnelRelay *relay = tunnel_relay_new(vmm_socket_sized(vmm_fd), t, config);
+    TunnelRelayConfig cfg = *config;
+    if (resume_token && cfg.resume_timeout_s && strlen(resume_token) == TUNNEL_DATA_TOKEN_LEN) {
+        Reconnect *rc = g_new0(Reconnect, 1);
+        rc->host = g_strdup(host);
+        rc->port = port;
+        rc->token = g_strdup(resume_token);
+        rc->tls = tls;
+        rc->pkipath = g_strdup(pkipath);
+        cfg.reconnect = reconnect;
+        cfg.reconnect_data = rc;
+        cfg.reconnect_free = reconnect_free;
+    } else {
+        cfg.resume_timeout_s = 0;
+    }
+    TunnelRelay *relay = tunnel_relay_new(vmm_socket_sized(vmm_fd), t, &cfg);
     tunnel_relay_start(relay);
     return channel_new(NULL, relay);
 }
@@ -93,14 +137,40 @@ TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 d
     return channel_new(NULL, relay);
 }
 
+/* A source's resumed data connection: the relay lets its old one go,
+ * both tell where they stand, and the relay goes on over t (taken). */
+static void take_resumed(TunnelChannel *ch, RpcTransport *t, guint64 theirs)
+{
+    g_autoptr(GError) e = NULL;
+    guint64 ours = 0;
+    if (!ch->relay || !tunnel_relay_hold(ch->relay, &ours, &e)) {
+        FERRY_WARN("refused to resume the migration's data connection: %s",
+                   e ? e->message : "not a relay");
+        tunnel_data_resume_answer(t, FALSE, 0);
+        rpc_transport_free(t);
+        return;
+    }
+    tunnel_data_resume_answer(t, TRUE, ours);
+    if (!tunnel_relay_reattach(ch->relay, t, theirs, &e)) {
+        FERRY_WARN("cannot resume the migration's data connection: %s", e->message);
+        rpc_transport_free(t);
+    }
+}
+
 void tunnel_channel_guard_port(TunnelChannel *ch, TunnelDataListener *listener)
 {
-    /* The token was single-use: the listener refuses and logs every newcomer. */
+    /* The token was single-use: the listener refuses and logs every newcomer
+     * but a source that resumes (with the resume token, when agreed). */
     while (!tunnel_channel_is_over(ch)) {
         g_autoptr(GError) e = NULL;
-        RpcTransport *extra =
-            tunnel_data_listener_accept(listener, g_get_monotonic_time() + 500 * 1000, &e);
-        rpc_transport_free(extra);
+        gboolean resume = FALSE;
+        guint64 theirs = 0;
+        RpcTransport *extra = tunnel_data_listener_accept_resume(
+            listener, g_get_monotonic_time() + 500 * 1000, &resume, &theirs, &e);
+        if (extra && resume)
+            take_resumed(ch, extra, theirs);
+        else
+            rpc_transport_free(extra);
         if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED))
             break;
     }
@@ -198,6 +268,8 @@ TunnelStream *tunnel_channel_get_stream(TunnelChannel *ch)
 
 gboolean tunnel_channel_awaits_resume(TunnelChannel *ch)
 {
+    if (ch->relay)
+        return tunnel_relay_awaits_resume(ch->relay);
     return ch->stream && tunnel_stream_awaits_resume(ch->stream);
 }
 
@@ -210,6 +282,8 @@ void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, gu
         tunnel_stream_get_stats(ch->stream, &s);
         *reconnections = s.reconnections;
         *resent = s.bytes_resent;
+    } else if (ch->relay) {
+        tunnel_relay_get_resume_stats(ch->relay, reconnections, resent);
     }
 }
 

@@ -27,11 +27,14 @@ TunnelChannel *tunnel_channel_open_stream(TunnelBinding *binding, int vmm_fd,
                                           const TunnelStreamConfig *config);
 /* Proxy mode, source: connects to host:port, presents the token and the
  * channel's index (over TLS with the client files of pkipath when tls), and
- * relays vmm_fd to it. vmm_fd is taken on every path. */
+ * relays vmm_fd to it. vmm_fd is taken on every path. With resume_token
+ * and config->resume_timeout_s, a broken data connection is made again to
+ * the same host:port with that token (over TLS likewise). */
 TunnelChannel *tunnel_channel_connect_data(const char *host, guint16 port, const char *token,
                                            guint index, gboolean tls, const char *pkipath,
                                            int timeout_ms, int vmm_fd,
-                                           const TunnelRelayConfig *config, GError **error);
+                                           const TunnelRelayConfig *config,
+                                           const char *resume_token, GError **error);
 /* Proxy mode, destination: relays vmm_fd to a data connection accepted
  * with tunnel_data_listener_accept_channel; both taken. */
 TunnelChannel *tunnel_channel_relay(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config);
@@ -45,8 +48,9 @@ TunnelChannel *tunnel_channel_accept_data(TunnelDataListener *listener, gint64 d
  * config says; started. */
 TunnelChannel *tunnel_channel_open_file(int vmm_fd, int file_fd, const TunnelFileConfig *config);
 /* Keeps the listener's port while the channel runs: every other connection
- * is refused and logged. Returns when the channel is over or the listener
- * was cancelled. */
+ * is refused and logged, but a source's resumed data connection (the
+ * listener's resume token), which the channel's relay goes on over.
+ * Returns when the channel is over or the listener was cancelled. */
 void tunnel_channel_guard_port(TunnelChannel *ch, TunnelDataListener *listener);
 
 /* Lifetime: refcounted; the channel's threads hold their own references. */
@@ -70,9 +74,10 @@ void tunnel_channel_set_rate(TunnelChannel *ch, TunnelRate *rate);
 /* Bytes carried so far: VMM -> peer, peer -> VMM. */
 void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
 
-/* Resuming a tunnelled stream (tunnel-resume.h): the stream, borrowed (NULL
- * for a relay or a file); whether it waits for a new connection; how often
- * it went on over a new one and the bytes it sent again then. */
+/* Resuming a tunnelled stream (tunnel-resume.h) or a relay: the stream,
+ * borrowed (NULL for a relay or a file); whether it waits for a new
+ * connection; how often it went on over a new one and the bytes it sent
+ * again then. */
 TunnelStream *tunnel_channel_get_stream(TunnelChannel *ch);
 gboolean tunnel_channel_awaits_resume(TunnelChannel *ch);
 void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, guint64 *resent);
@@ -112,7 +117,8 @@ guint tunnel_data_settings_get_stall_timeout(TunnelDataSettings *settings);
  * names no count (migration_parallel_connections). Default 1. */
 void tunnel_data_settings_set_parallel_connections(TunnelDataSettings *settings, guint n);
 guint tunnel_data_settings_get_parallel_connections(TunnelDataSettings *settings);
-/* Seconds a tunnelled stream whose connection broke waits to be resumed
+/* Seconds a tunnelled stream or a proxy relay whose connection
+ * broke waits to be resumed
  * (0: never resumed). Default 30. */
 void tunnel_data_settings_set_resume_timeout(TunnelDataSettings *settings, guint seconds);
 guint tunnel_data_settings_get_resume_timeout(TunnelDataSettings *settings);

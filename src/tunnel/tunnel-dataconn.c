@@ -22,6 +22,10 @@
 #define MAGIC "FERRYDC1"
 /* Channel i >= 1 of a migration: this magic, the token, i (4 bytes, big endian). */
 #define MAGIC_CHANNEL "FERRYDC2"
+/* A broken data connection coming back: this magic, the resume token, the
+ * bytes the source took from the network so far (8 bytes, big endian); the
+ * answer is 0x01 and the destination's count, or 0x00. */
+#define MAGIC_RESUME "FERRYDR1"
 #define MAGIC_LEN 8
 #define HELLO_LEN (MAGIC_LEN + TUNNEL_DATA_TOKEN_LEN)
 #define INDEX_LEN 4
@@ -36,6 +40,7 @@ struct TunnelDataListener {
     int wake_fd;
     guint16 port;
     char *token;
+    char *resume_token; /* admits resume hellos, any number of them (NULL: none) */
     char *what;
     RpcTlsContext *tls;
 
@@ -66,6 +71,8 @@ typedef struct {
     RpcTransport *transport; /* on success; or what to free on failure */
     const char *why;         /* refusal */
     guint index;             /* the channel it claims */
+    gboolean resume;         /* a resume hello: unanswered yet */
+    guint64 theirs;          /* its count of bytes received */
 } Pending;
 
 char *tunnel_data_token_new(void)
@@ -121,9 +128,18 @@ void tunnel_data_listener_set_channels(TunnelDataListener *l, guint n)
     l->n_channels = CLAMP(n, 1, 64);
 }
 
+void tunnel_data_listener_set_resume_token(TunnelDataListener *l, const char *token)
+{
+    g_free(l->resume_token);
+    l->resume_token = g_strdup(token);
+}
+
 static gboolean token_matches(const guint8 *hello, const char *token)
 {
-    if (memcmp(hello, MAGIC, MAGIC_LEN) != 0 && memcmp(hello, MAGIC_CHANNEL, MAGIC_LEN) != 0)
+    if (!token || strlen(token) != TUNNEL_DATA_TOKEN_LEN)
+        return FALSE;
+    if (memcmp(hello, MAGIC, MAGIC_LEN) != 0 && memcmp(hello, MAGIC_CHANNEL, MAGIC_LEN) != 0 &&
+        memcmp(hello, MAGIC_RESUME, MAGIC_LEN) != 0)
         return FALSE;
     /* Constant time: the comparison does not tell how much was right. */
     guint8 diff = 0;
@@ -161,8 +177,24 @@ static void check_connection(Pending *p)
         p->transport = rpc_transport_new_socket(fd);
     }
     guint8 hello[HELLO_LEN];
-    gboolean valid = rpc_transport_read_all(p->transport, hello, sizeof(hello), NULL) &&
-                     token_matches(hello, l->token);
+    if (!rpc_transport_read_all(p->transport, hello, sizeof(hello), NULL)) {
+        p->why = "it does not carry the token of this migration";
+        return;
+    }
+    if (memcmp(hello, MAGIC_RESUME, MAGIC_LEN) == 0) {
+        /* Answered by whoever takes it: the answer says where its relay stands. */
+        guint8 pos[8];
+        if (!l->resume_token || !token_matches(hello, l->resume_token) ||
+            !rpc_transport_read_all(p->transport, pos, sizeof(pos), NULL)) {
+            p->why = "it does not carry the resume token of this migration";
+            return;
+        }
+        p->resume = TRUE;
+        for (int i = 0; i < 8; i++)
+            p->theirs = p->theirs << 8 | pos[i];
+        return;
+    }
+    gboolean valid = token_matches(hello, l->token);
     if (valid && memcmp(hello, MAGIC_CHANNEL, MAGIC_LEN) == 0) {
         guint8 idx[INDEX_LEN];
         valid = rpc_transport_read_all(p->transport, idx, sizeof(idx), NULL);
@@ -252,8 +284,12 @@ static RpcTransport *finish_check(TunnelDataListener *l, Pending *p)
     RpcTransport *t = NULL;
     if (!p->why) {
         t = g_steal_pointer(&p->transport);
-        FERRY_INFO("data connection for %s from %s accepted%s (channel %u)", l->what, p->peer,
-                   l->tls ? " (TLS)" : "", p->index);
+        if (p->resume)
+            FERRY_INFO("data connection for %s from %s: the source resumes (it received %"
+                       G_GUINT64_FORMAT " bytes)", l->what, p->peer, p->theirs);
+        else
+            FERRY_INFO("data connection for %s from %s accepted%s (channel %u)", l->what, p->peer,
+                       l->tls ? " (TLS)" : "", p->index);
     } else {
         FERRY_WARN_LIMITED("refused a connection from %s on port %u: %s", p->peer, l->port,
                            p->cut ? "it did not finish its hello in time" : p->why);
@@ -265,6 +301,31 @@ static RpcTransport *finish_check(TunnelDataListener *l, Pending *p)
 RpcTransport *tunnel_data_listener_accept(TunnelDataListener *l, gint64 deadline_us, GError **error)
 {
     return tunnel_data_listener_accept_channel(l, deadline_us, NULL, error);
+}
+
+static RpcTransport *accept_any(TunnelDataListener *l, gint64 deadline_us, guint *index,
+                                gboolean *resume, guint64 *theirs, GError **error);
+
+RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 deadline_us,
+                                                  guint *index, GError **error)
+{
+    for (;;) {
+        gboolean resume = FALSE;
+        guint64 theirs = 0;
+        RpcTransport *t = accept_any(l, deadline_us, index, &resume, &theirs, error);
+        if (!t || !resume)
+            return t;
+        /* Nothing to resume before the channels are open. */
+        tunnel_data_resume_answer(t, FALSE, 0);
+        rpc_transport_free(t);
+    }
+}
+
+RpcTransport *tunnel_data_listener_accept_resume(TunnelDataListener *l, gint64 deadline_us,
+                                                 gboolean *resume, guint64 *theirs,
+                                                 GError **error)
+{
+    return accept_any(l, deadline_us, NULL, resume, theirs, error);
 }
 
 /* Cuts off every hello still going on, and waits for their checkers. */
@@ -282,8 +343,8 @@ static void cut_pending(TunnelDataListener *l)
     }
 }
 
-RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 deadline_us,
-                                                  guint *index, GError **error)
+static RpcTransport *accept_any(TunnelDataListener *l, gint64 deadline_us, guint *index,
+                                gboolean *resume, guint64 *theirs, GError **error)
 {
     GPtrArray *pending = l->pending;
     RpcTransport *accepted = NULL;
@@ -293,6 +354,8 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *l, gint64 
         while (!accepted && (done = g_async_queue_try_pop(l->done))) {
             if (index)
                 *index = done->index;
+            *resume = done->resume && !done->why;
+            *theirs = done->theirs;
             accepted = finish_check(l, done);
         }
         if (accepted)
@@ -365,6 +428,7 @@ void tunnel_data_listener_free(TunnelDataListener *l)
     g_mutex_clear(&l->lock);
     rpc_tls_context_unref(l->tls);
     g_free(l->token);
+    g_free(l->resume_token);
     g_free(l->what);
     g_free(l);
 }
@@ -423,6 +487,102 @@ RpcTransport *tunnel_data_connect_channel(const char *host, guint16 port, const 
         rpc_transport_free(t);
         return NULL;
     }
+    set_timeouts(t->fd, 0);
+    return t;
+}
+
+void tunnel_data_resume_answer(RpcTransport *t, gboolean ok, guint64 ours)
+{
+    guint8 answer[9] = {ok ? 1 : 0};
+    for (int i = 0; i < 8; i++)
+        answer[1 + i] = (guint8)(ours >> (56 - 8 * i));
+    set_timeouts(t->fd, HELLO_DEADLINE_US / 1000);
+    if (!rpc_transport_write_all(t, answer, ok ? sizeof(answer) : 1, NULL))
+        FERRY_DEBUG("the resuming source went away before its answer");
+    set_timeouts(t->fd, 0);
+}
+
+RpcTransport *tunnel_data_resume_connect(const char *host, guint16 port, const char *token,
+                                         gboolean tls, const char *pkipath, guint64 ours,
+                                         guint64 *theirs, int timeout_ms, GError **error)
+{
+    g_autoptr(RpcTlsContext) ctx = NULL;
+    if (tls) {
+        g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
+        rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
+        RpcTlsConfig cfg = {.ca_file = ca,
+                            .crl_file = crl,
+                            .cert_file = cert,
+                            .key_file = key,
+                            .verify_peer = TRUE,
+                            .handshake_timeout_ms = (guint)timeout_ms};
+        ctx = rpc_tls_context_new_client(&cfg, error);
+        if (!ctx) {
+            /* Our own files: no new attempt cures them. */
+            g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
+            if (error && *error)
+                (*error)->code = FERRY_ERR_OPERATION_DENIED;
+            return NULL;
+        }
+    }
+    int fd = rpc_socket_connect_tcp(host, port, timeout_ms, error);
+    if (fd < 0) {
+        g_prefix_error(error, "cannot open a new data connection: ");
+        return NULL;
+    }
+    RpcTransport *t = NULL;
+    if (tls) {
+        g_autoptr(GError) he = NULL;
+        t = rpc_tls_client_handshake(ctx, fd, host, &he);
+        if (!t) {
+            close(fd); /* a failed handshake leaves the socket to us */
+            /* A certificate the peer's host refuses, or one of its own that
+             * expired meanwhile, stays so: refused. A handshake the path
+             * cut off is worth another try. */
+            int err = g_error_matches(he, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR) ||
+                              g_error_matches(he, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT)
+                          ? FERRY_ERR_OPERATION_TIMEOUT
+                          : FERRY_ERR_OPERATION_DENIED;
+            g_set_error(error, FERRY_ERROR, err,
+                        "TLS on the migration data connection to %s:%u failed: %s", host, port,
+                        he ? he->message : "no reason given");
+            return NULL;
+        }
+    } else {
+        t = rpc_transport_new_socket(fd);
+    }
+    set_timeouts(t->fd, timeout_ms);
+    guint8 hello[HELLO_LEN + 8];
+    memcpy(hello, MAGIC_RESUME, MAGIC_LEN);
+    memcpy(hello + MAGIC_LEN, token, TUNNEL_DATA_TOKEN_LEN);
+    for (int i = 0; i < 8; i++)
+        hello[HELLO_LEN + i] = (guint8)(ours >> (56 - 8 * i));
+    guint8 answer[9] = {0};
+    g_autoptr(GError) e = NULL;
+    if (!rpc_transport_write_all(t, hello, sizeof(hello), &e) ||
+        !rpc_transport_read_all(t, answer, 1, &e) ||
+        (answer[0] == 1 && !rpc_transport_read_all(t, answer + 1, 8, &e))) {
+        /* No answer in time is worth another try; a connection closed on
+         * us is a refusal (a wrong token, or nothing to resume there). */
+        gboolean closed = g_error_matches(e, FERRY_ERROR, FERRY_ERR_RPC);
+        g_set_error(error, FERRY_ERROR,
+                    closed ? FERRY_ERR_OPERATION_DENIED : FERRY_ERR_OPERATION_TIMEOUT,
+                    "the destination at %s:%u did not take the resumed data connection%s%s",
+                    host, port, e ? ": " : "", e ? e->message : "");
+        rpc_transport_free(t);
+        return NULL;
+    }
+    if (answer[0] != 1) {
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED,
+                    "the destination at %s:%u refused to resume the data connection (the "
+                    "migration is over there)",
+                    host, port);
+        rpc_transport_free(t);
+        return NULL;
+    }
+    *theirs = 0;
+    for (int i = 0; i < 8; i++)
+        *theirs = *theirs << 8 | answer[1 + i];
     set_timeouts(t->fd, 0);
     return t;
 }

@@ -54,6 +54,28 @@ RpcTransport *tunnel_data_listener_accept_channel(TunnelDataListener *listener,
 RpcTransport *tunnel_data_listener_accept(TunnelDataListener *listener, gint64 deadline_us,
                                           GError **error);
 void tunnel_data_listener_cancel(TunnelDataListener *listener);
+/* Resuming a broken data connection (inside TLS when the migration's data
+ * connection is a TLS session): "FERRYDR1", the resume
+ * token (another than the one-time token: it admits any number of resumes
+ * of this migration) and the bytes the source took from the network (8
+ * bytes, big endian); the destination answers 0x01 and its own count, or
+ * 0x00 when it has nothing to resume. The listener admits resume hellos
+ * with token once set (before that: none). */
+void tunnel_data_listener_set_resume_token(TunnelDataListener *listener, const char *token);
+/* As tunnel_data_listener_accept; *resume says the connection is a resume
+ * (unanswered: tunnel_data_resume_answer), *theirs the source's count. */
+RpcTransport *tunnel_data_listener_accept_resume(TunnelDataListener *listener,
+                                                 gint64 deadline_us, gboolean *resume,
+                                                 guint64 *theirs, GError **error);
+void tunnel_data_resume_answer(RpcTransport *t, gboolean ok, guint64 ours);
+/* Source: a new data connection to host:port for the migration of token
+ * (over TLS as tunnel_data_connect when tls), after ours bytes received;
+ * *theirs: the destination's count. Refusals (a certificate refused or
+ * expired included) fail with OPERATION_DENIED, no answer in time with
+ * OPERATION_TIMEOUT. */
+RpcTransport *tunnel_data_resume_connect(const char *host, guint16 port, const char *token,
+                                         gboolean tls, const char *pkipath, guint64 ours,
+                                         guint64 *theirs, int timeout_ms, GError **error);
 void tunnel_data_listener_free(TunnelDataListener *listener);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelDataListener, tunnel_data_listener_free)
 

@@ -7,11 +7,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "rpc/rpc-socket.h"
+#include "tunnel/tunnel-resume.h"
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -21,6 +23,37 @@
 
 #define CHUNK (1024 * 1024)
 #define POLL_US (100 * 1000)
+/* Resuming: the ring's room for bytes read from the VMM and not yet sent,
+ * beyond what it keeps of those sent. */
+#define RING_AHEAD (4u << 20)
+/* How long a resume waits for the network reader to stop on the old
+ * connection (it may be writing into a full pipe the VMM drains). */
+#define PARK_WAIT_US (10 * G_USEC_PER_SEC)
+#define RECONNECT_ATTEMPT_MS 5000
+#define RECONNECT_PAUSE_US (500 * 1000)
+
+/* The most a TCP connection's kernels can hold of what we sent that the
+ * peer's relay did not read: our send buffer and the peer's receive buffer
+ * at their largest (tcp_wmem, tcp_rmem; the peer is assumed to be tuned as
+ * this host is), and the pipe of the peer's relay is not counted (what is
+ * there was taken from the network). */
+static gsize tunnel_relay_ring_keep(void)
+{
+    gsize total = 0;
+    static const char *const files[] = {"/proc/sys/net/ipv4/tcp_wmem",
+                                        "/proc/sys/net/ipv4/tcp_rmem"};
+    for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
+        g_autofree char *text = NULL;
+        guint64 min = 0, def = 0, max = 0;
+        if (g_file_get_contents(files[i], &text, NULL, NULL) &&
+            sscanf(text, "%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT, &min,
+                   &def, &max) == 3)
+            total += MIN(max, (guint64)64 << 20);
+        else
+            total += 6u << 20;
+    }
+    return total + (1u << 20); /* and a margin */
+}
 
 struct TunnelRelay {
     gint ref;
@@ -51,6 +84,37 @@ struct TunnelRelay {
      * returned (tunnel_relay_wait). */
     gboolean net_epipe;       /* the failure may be a writer's EPIPE on the connection */
     gboolean net_reader_done; /* the connection's reader returned */
+
+    /* ---- resuming (resume_timeout_s > 0; plaintext) ----
+     * Outbound, the VMM's bytes are read into the send ring and sent from
+     * it (two copies instead of splice's none): the last ring_keep bytes
+     * sent stay there, at least what the kernels of both sides may hold
+     * (our send buffer, the peer's receive buffer), so whatever the peer's
+     * relay did not take from the network can be sent again. Inbound stays
+     * a splice, counted (net_received). Every field under lock. */
+    guint resume_timeout_s;
+    TunnelRelayReconnect reconnect; /* source */
+    gpointer reconnect_data;
+    GDestroyNotify reconnect_free;
+    guint8 *ring;
+    gsize ring_cap, ring_keep;
+    guint64 ring_end;      /* read from the VMM */
+    guint64 ring_reading;  /* end of a read in progress (its room may hold old bytes) */
+    guint64 ring_sent;     /* written to the network (set back by a resume) */
+    guint64 ring_sent_max; /* the most ever written */
+    guint64 net_received;  /* taken from the network */
+    gboolean net_in_eof;   /* the peer ended its side in order: nothing to resume */
+    guint shut_gen;        /* the connection our end of stream was passed on (gen + 1) */
+    guint gen;             /* bumped by every resume */
+    gboolean detached;     /* the data connection broke: waiting for a new one */
+    gboolean in_parked;    /* the network reader waits for the new one */
+    gboolean out_sending;  /* the ring's writer is in a send() */
+    int detach_errno;      /* why it broke (0: the source came back on a new one) */
+    guint resume_wait_s;
+    gint64 resume_deadline_us;
+    guint reconnections;
+    guint64 resent;
+    GPtrArray *old_nets;   /* transports of broken connections: a thread may still poll one */
 };
 
 TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayConfig *config)
@@ -64,6 +128,15 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
     r->vmm_name = g_strdup(config->vmm_name ? config->vmm_name : "VMM");
     r->peer_name = g_strdup(config->peer_name ? config->peer_name : "data connection");
     r->rate = tunnel_rate_new(config->bandwidth);
+    if (config->resume_timeout_s) {
+        r->resume_timeout_s = config->resume_timeout_s;
+        r->reconnect = config->reconnect;
+        r->ring_keep = tunnel_relay_ring_keep();
+        r->ring_cap = r->ring_keep + RING_AHEAD;
+        r->old_nets = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_transport_free);
+    }
+    r->reconnect_data = config->reconnect_data;
+    r->reconnect_free = config->reconnect_free;
     g_mutex_init(&r->lock);
     g_cond_init(&r->cond);
     g_cond_init(&r->hand_off[0]);
@@ -83,6 +156,11 @@ void tunnel_relay_unref(TunnelRelay *r)
         return;
     close(r->vmm_fd);
     rpc_transport_free(r->net);
+    if (r->old_nets)
+        g_ptr_array_unref(r->old_nets);
+    if (r->reconnect_free && r->reconnect_data)
+        r->reconnect_free(r->reconnect_data);
+    g_free(r->ring);
     tunnel_rate_unref(r->rate);
     g_clear_error(&r->error);
     g_mutex_clear(&r->lock);
@@ -336,15 +414,14 @@ static GError *splice_writer(Direction *d)
 
 /* Inbound: a record (16 KiB) and every further one already received, so
  * the VMM gets fewer, larger writes. */
-static gssize read_records(Direction *d, guint slot, GError **error)
+static gssize read_records_from(Direction *d, RpcTransport *net, guint slot, GError **error)
 {
-    TunnelRelay *r = d->relay;
     gsize total = 0;
     guint k = 0;
     do {
         RpcTlsRecord *rec;
         const guint8 *data;
-        gssize m = rpc_tls_transport_read_record(r->net, &rec, &data,
+        gssize m = rpc_tls_transport_read_record(net, &rec, &data,
                                                  k == 0 ? error : &d->read_error);
         if (m <= 0) {
             if (k == 0)
@@ -356,9 +433,14 @@ static gssize read_records(Direction *d, guint slot, GError **error)
         d->rec_iov[slot][k].iov_len = m;
         k++;
         total += m;
-    } while (k < TLS_SLOT_RECORDS && !d->read_error && rpc_tls_transport_has_pending(r->net));
+    } while (k < TLS_SLOT_RECORDS && !d->read_error && rpc_tls_transport_has_pending(net));
     d->nrec[slot] = k;
     return total;
+}
+
+static gssize read_records(Direction *d, guint slot, GError **error)
+{
+    return read_records_from(d, d->relay->net, slot, error);
 }
 
 /* Inbound: a slot's records to the VMM, in as few calls as it takes. */
@@ -502,6 +584,553 @@ static GError *copy_writer(Direction *d)
     }
 }
 
+/* ---- resuming: the send ring, a broken connection, a new one ---- */
+
+typedef enum {
+    BROKEN_WAIT,   /* detached (or already): wait for the new connection */
+    BROKEN_OVER,   /* the relay failed meanwhile: stop quietly */
+    BROKEN_FAIL,   /* not resumable: fail with the error */
+    BROKEN_STUCK,  /* the peer's host still answers: fail, not waited for */
+} Broken;
+
+/* A call on the data connection (fd, of generation gen) failed with err.
+ * A path that broke (a timeout) may come back for the whole resume time;
+ * a connection the peer reset, soon if at all; one the peer ended in order
+ * (its relay failed or finished), or one whose peer is frozen (it timed out
+ * on a zero window its host kept answering), never. */
+static Broken net_broken(TunnelRelay *r, int err, int fd, guint gen)
+{
+    gboolean stuck = err == ETIMEDOUT && rpc_socket_timed_out_on_zero_window(fd);
+    g_mutex_lock(&r->lock);
+    if (gen == r->gen)
+        note_net_error(r, err); /* the cause of the current connection's end */
+    Broken b = BROKEN_WAIT;
+    if (r->failed)
+        b = BROKEN_OVER;
+    else if (gen != r->gen || r->detached)
+        b = BROKEN_WAIT; /* an old connection's, or already told */
+    else if (!r->resume_timeout_s || r->net_in_eof)
+        b = BROKEN_FAIL;
+    else if (stuck)
+        b = BROKEN_STUCK;
+    if (b == BROKEN_WAIT && gen == r->gen && !r->detached) {
+        gboolean broke = err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH ||
+                         err == ENETDOWN;
+        r->detached = TRUE;
+        r->detach_errno = err;
+        r->resume_wait_s =
+            broke ? r->resume_timeout_s : MIN(r->resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S);
+        r->resume_deadline_us = g_get_monotonic_time() + (gint64)r->resume_wait_s * G_USEC_PER_SEC;
+        shutdown(fd, SHUT_RDWR); /* the other threads on it wake and wait */
+        g_cond_broadcast(&r->hand_off[1]);
+        g_autofree char *o = ferry_format_size(r->stats.bytes_out);
+        g_autofree char *i = ferry_format_size(r->stats.bytes_in);
+        FERRY_INFO("the %s closed after %s sent, %s received: %s; waiting up to %u s for it to "
+                   "come back",
+                   r->peer_name, o, i, g_strerror(err), r->resume_wait_s);
+        g_cond_broadcast(&r->cond);
+    }
+    g_mutex_unlock(&r->lock);
+    return b;
+}
+
+static GError *broken_error(TunnelRelay *r, Broken b, const char *verb, const char *hop, int err)
+{
+    if (b == BROKEN_OVER || b == BROKEN_WAIT)
+        return NULL;
+    GError *e = io_error(r, verb, hop, err);
+    if (b == BROKEN_STUCK) {
+        char *m = g_strdup_printf("%s; not waited for: its host still answers, the peer is stuck "
+                                  "or stopped",
+                                  e->message);
+        g_free(e->message);
+        e->message = m;
+    }
+    return e;
+}
+
+/* A detached relay whose connection did not come back in time. */
+static void resume_expired_locked(TunnelRelay *r, const GError *last)
+{
+    g_autofree char *o = ferry_format_size(r->stats.bytes_out);
+    g_autofree char *i = ferry_format_size(r->stats.bytes_in);
+    fail_locked(r, g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                               "the %s closed after %s sent, %s received: %s, and did not come "
+                               "back within %u s%s%s%s",
+                               r->peer_name, o, i,
+                               r->detach_errno ? g_strerror(r->detach_errno) : "broken",
+                               r->resume_wait_s, last ? " (the last attempt: " : "",
+                               last ? last->message : "", last ? ")" : ""));
+}
+
+static void check_resume_deadline_locked(TunnelRelay *r)
+{
+    if (r->detached && !r->failed && g_get_monotonic_time() >= r->resume_deadline_us)
+        resume_expired_locked(r, NULL);
+}
+
+/* Outbound, resumable: the VMM's bytes into the ring. It never overwrites
+ * the last ring_keep bytes sent. */
+static GError *ring_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        gint64 waited = tunnel_counters_wait_begin();
+        while (!r->failed && !d->writer_gone &&
+               r->ring_end - r->ring_sent >= r->ring_cap - r->ring_keep)
+            g_cond_wait(&r->cond, &r->lock);
+        tunnel_counters_wait_end(&r->counters.wait_net_send_us, waited);
+        if (r->failed || d->writer_gone) {
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        if (!r->ring)
+            r->ring = g_malloc(r->ring_cap); /* pages are only touched as written */
+        guint64 at = r->ring_end;
+        gsize off = at % r->ring_cap;
+        gsize room = (gsize)(r->ring_sent + r->ring_cap - r->ring_keep - at);
+        gsize len = MIN(MIN(room, r->ring_cap - off), (gsize)CHUNK);
+        r->ring_reading = at + len;
+        guint8 *into = r->ring + off;
+        g_mutex_unlock(&r->lock);
+
+        waited = tunnel_counters_wait_begin();
+        gssize n;
+        do {
+            n = read(r->vmm_fd, into, len);
+        } while (n < 0 && errno == EINTR);
+        int err = errno;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        g_mutex_lock(&r->lock);
+        r->ring_reading = r->ring_end;
+        if (n > 0)
+            r->ring_end += n;
+        else if (n == 0)
+            d->in_eof = TRUE;
+        g_cond_broadcast(&r->cond);
+        gboolean failed = r->failed;
+        g_mutex_unlock(&r->lock);
+        if (n > 0)
+            continue;
+        if (n == 0 || failed)
+            return NULL;
+        return io_error(r, "read from", d->in_name, err);
+    }
+}
+
+/* Outbound, resumable: the ring to the network, from ring_sent (which a
+ * resume sets back to what the peer received). Once the VMM ended and all
+ * is sent, passes the end on, and stays until the peer ended its side: a
+ * break before that still resends the rest and passes the end on again. */
+static GError *ring_writer(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        gint64 waited = tunnel_counters_wait_begin();
+        for (;;) {
+            check_resume_deadline_locked(r);
+            if (r->failed)
+                break;
+            if (!r->detached && (r->ring_sent < r->ring_end ||
+                                 (d->in_eof && (r->shut_gen != r->gen + 1 || r->net_in_eof))))
+                break;
+            if (r->detached)
+                g_cond_wait_until(&r->cond, &r->lock, r->resume_deadline_us);
+            else
+                g_cond_wait(&r->cond, &r->lock);
+        }
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        if (r->failed) {
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        int fd = r->net_fd;
+        RpcTransport *net = r->net; /* kept (old_nets) until the relay goes */
+        guint gen = r->gen;
+        if (r->ring_sent == r->ring_end) {
+            if (r->shut_gen != gen + 1) {
+                r->shut_gen = gen + 1;
+                g_mutex_unlock(&r->lock);
+                /* everything read was sent */
+                if (r->tls)
+                    rpc_tls_transport_close_write(net);
+                else
+                    shutdown(fd, SHUT_WR);
+                continue;
+            }
+            g_mutex_unlock(&r->lock);
+            return NULL; /* both ends passed on */
+        }
+        guint64 from = r->ring_sent;
+        gsize off = from % r->ring_cap;
+        gsize len = MIN(MIN((gsize)(r->ring_end - from), r->ring_cap - off), (gsize)CHUNK);
+        const guint8 *p = r->ring + off;
+        r->out_sending = TRUE; /* a resume waits: what this send moves counts */
+        g_mutex_unlock(&r->lock);
+
+        waited = tunnel_counters_wait_begin();
+        guint64 enc = net_cipher_us(d, TRUE, waited);
+        gssize n;
+        int err = 0;
+        if (r->tls) {
+            /* All or nothing here: the peer's count says what arrived. */
+            n = rpc_transport_write_all(net, p, len, NULL) ? (gssize)len : -1;
+            if (n < 0)
+                err = g_atomic_int_get(&net->os_error) ? g_atomic_int_get(&net->os_error) : EPIPE;
+        } else {
+            n = send(fd, p, len, MSG_NOSIGNAL);
+            err = errno;
+        }
+        tunnel_counters_wait_end_split(&r->counters, wait_out_counter(d), waited, enc,
+                                       net_cipher_us(d, TRUE, waited));
+        g_mutex_lock(&r->lock);
+        r->out_sending = FALSE;
+        g_cond_broadcast(&r->cond);
+        g_mutex_unlock(&r->lock);
+        if (n < 0 && err == EINTR)
+            continue;
+        if (n > 0) {
+            g_mutex_lock(&r->lock);
+            gsize fresh = 0, again = 0;
+            /* Bytes the old connection took may have reached the peer: they
+             * count as sent even when it broke meanwhile (its count says). */
+            if (gen == r->gen && r->ring_sent == from) {
+                r->ring_sent += n;
+                if (r->ring_sent > r->ring_sent_max) {
+                    fresh = r->ring_sent - MAX(r->ring_sent_max, from);
+                    r->ring_sent_max = r->ring_sent;
+                }
+                again = n - fresh;
+                r->resent += again;
+                g_cond_broadcast(&r->cond); /* room for the reader */
+            }
+            g_mutex_unlock(&r->lock);
+            if (again)
+                tunnel_counters_add(&r->counters.bytes_resent, again);
+            if (fresh) {
+                count(r, TRUE, fresh);
+                throttle(r);
+            }
+            continue;
+        }
+        if (err == EPIPE || n == 0) {
+            int lost = rpc_socket_lost_error(fd);
+            err = lost ? lost : err ? err : EPIPE;
+        }
+        Broken b = net_broken(r, err, fd, gen);
+        if (b != BROKEN_WAIT)
+            return broken_error(r, b, "write to", d->out_name, err);
+    }
+}
+
+/* Inbound, resumable: the network into the pipe, counted; waits while the
+ * connection is being replaced. */
+static GError *net_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        while (!r->failed && r->detached) {
+            r->in_parked = TRUE;
+            g_cond_broadcast(&r->cond);
+            g_cond_wait(&r->cond, &r->lock);
+        }
+        r->in_parked = FALSE;
+        gboolean failed = r->failed;
+        int fd = r->net_fd;
+        guint gen = r->gen;
+        g_mutex_unlock(&r->lock);
+        if (failed)
+            return NULL;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        gint64 waited = tunnel_counters_wait_begin();
+        int pr = poll(&pfd, 1, -1);
+        gssize n = pr < 0 ? -1
+                          : splice(fd, NULL, d->pipefd[1], NULL, CHUNK,
+                                   SPLICE_F_MOVE | SPLICE_F_MORE);
+        int err = errno;
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        if (n > 0) {
+            g_mutex_lock(&r->lock);
+            r->net_received += n;
+            g_mutex_unlock(&r->lock);
+            continue;
+        }
+        if (n < 0 && (err == EINTR || err == EAGAIN))
+            continue;
+        if (n < 0 && err == EPIPE && pr >= 0)
+            return NULL; /* the writer to the VMM stopped and said why */
+        int lost = n == 0 ? rpc_socket_lost_error(fd) : err;
+        g_mutex_lock(&r->lock);
+        gboolean replaced = r->failed || gen != r->gen || r->detached;
+        if (n == 0 && !lost && !replaced) {
+            d->in_eof = TRUE;
+            r->net_in_eof = TRUE; /* the peer passed its end on */
+            g_cond_broadcast(&r->cond);
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        g_mutex_unlock(&r->lock);
+        if (replaced && !lost)
+            continue; /* the top waits or stops */
+        Broken b = net_broken(r, lost ? lost : ECONNRESET, fd, gen);
+        if (b != BROKEN_WAIT)
+            return broken_error(r, b, "read from", d->in_name, lost ? lost : ECONNRESET);
+    }
+}
+
+/* Inbound over TLS, resumable: the decrypted records into the hand-off
+ * slots (the writer gives them to the VMM), counted; waits while the
+ * connection is being replaced. A close_notify or a plain end (the peer's
+ * relay passed its end on, or failed) is an end; an error or an end the
+ * socket's TCP state calls a timeout is a break. */
+static GError *tls_net_reader(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    for (;;) {
+        g_mutex_lock(&r->lock);
+        while (!r->failed && !d->writer_gone && (r->detached || d->count == TLS_BUFFERS)) {
+            if (r->detached) {
+                r->in_parked = TRUE;
+                g_cond_broadcast(&r->cond);
+                g_cond_wait(&r->cond, &r->lock);
+                continue;
+            }
+            d->reader_waiting = TRUE;
+            g_cond_wait(hand_off(d), &r->lock);
+            d->reader_waiting = FALSE;
+        }
+        r->in_parked = FALSE;
+        gboolean stop = r->failed || d->writer_gone;
+        guint slot = (d->head + d->count) % TLS_BUFFERS;
+        RpcTransport *net = r->net;
+        int fd = r->net_fd;
+        guint gen = r->gen;
+        g_mutex_unlock(&r->lock);
+        if (stop)
+            return NULL;
+
+        g_autoptr(GError) e = NULL;
+        gint64 waited = tunnel_counters_wait_begin();
+        guint64 dec = net_cipher_us(d, FALSE, waited);
+        gssize n = read_records_from(d, net, slot, &e);
+        g_clear_error(&d->read_error); /* the session is broken: its next read says so */
+        tunnel_counters_wait_end_split(&r->counters, wait_in_counter(d), waited, dec,
+                                       net_cipher_us(d, FALSE, waited));
+        if (n > 0) {
+            g_mutex_lock(&r->lock);
+            r->net_received += n;
+            d->len[slot] = n;
+            d->count++;
+            if (d->writer_waiting)
+                g_cond_broadcast(hand_off(d));
+            g_mutex_unlock(&r->lock);
+            continue;
+        }
+        int lost = rpc_socket_lost_error(fd);
+        if (n < 0 && !lost)
+            lost = g_atomic_int_get(&net->os_error) ? g_atomic_int_get(&net->os_error)
+                                                    : ECONNRESET;
+        g_mutex_lock(&r->lock);
+        gboolean replaced = r->failed || gen != r->gen || r->detached;
+        if (n == 0 && !lost && !replaced) {
+            d->in_eof = TRUE;
+            r->net_in_eof = TRUE; /* the peer passed its end on */
+            g_cond_broadcast(&r->cond);
+            g_cond_broadcast(hand_off(d));
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        g_mutex_unlock(&r->lock);
+        if (replaced)
+            continue; /* the top waits or stops */
+        Broken b = net_broken(r, lost, fd, gen);
+        if (b == BROKEN_WAIT)
+            continue;
+        if (b == BROKEN_OVER)
+            return NULL;
+        GError *err = e ? g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                      "cannot read from the %s: %s", d->in_name, e->message)
+                        : io_error(r, "read from", d->in_name, lost);
+        if (b == BROKEN_STUCK) {
+            char *m = g_strdup_printf("%s; not waited for: its host still answers, the peer is "
+                                      "stuck or stopped",
+                                      err->message);
+            g_free(err->message);
+            err->message = m;
+        }
+        return err;
+    }
+}
+
+/* Waits (lock held) until the network reader stopped on the old connection
+ * and the ring's writer is out of its send(): the positions are final. */
+static gboolean wait_parked_locked(TunnelRelay *r, gint64 until)
+{
+    while (!r->failed && r->detached && ((!r->in_parked && !r->net_reader_done) || r->out_sending))
+        if (!g_cond_wait_until(&r->cond, &r->lock, until))
+            break;
+    return !r->failed && r->detached && (r->in_parked || r->net_reader_done) && !r->out_sending;
+}
+
+gboolean tunnel_relay_hold(TunnelRelay *r, guint64 *ours, GError **error)
+{
+    g_mutex_lock(&r->lock);
+    if (!r->resume_timeout_s || r->failed || r->threads_done == 4) {
+        g_mutex_unlock(&r->lock);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the migration's data connection %s",
+                    r->resume_timeout_s ? "is over here" : "cannot be resumed");
+        return FALSE;
+    }
+    if (!r->detached) {
+        /* It still looked alive here: it is dead to the source. */
+        r->detached = TRUE;
+        r->detach_errno = 0;
+        r->resume_wait_s = r->resume_timeout_s;
+        r->resume_deadline_us =
+            g_get_monotonic_time() + (gint64)r->resume_wait_s * G_USEC_PER_SEC;
+        shutdown(r->net_fd, SHUT_RDWR);
+        g_cond_broadcast(&r->cond);
+        g_cond_broadcast(&r->hand_off[1]);
+    }
+    gboolean parked = wait_parked_locked(r, g_get_monotonic_time() + PARK_WAIT_US);
+    *ours = r->net_received;
+    g_mutex_unlock(&r->lock);
+    if (!parked)
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the relay did not let its old data connection go in time");
+    return parked;
+}
+
+gboolean tunnel_relay_reattach(TunnelRelay *r, RpcTransport *net, guint64 theirs, GError **error)
+{
+    g_mutex_lock(&r->lock);
+    if (r->failed || !r->detached) {
+        g_mutex_unlock(&r->lock);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_FAILED,
+                    "the migration's data connection %s",
+                    r->failed ? "is over here" : "did not wait for a new connection");
+        return FALSE;
+    }
+    guint64 top = MAX(r->ring_end, r->ring_reading);
+    guint64 kept = top > r->ring_cap ? top - r->ring_cap : 0;
+    if (theirs > r->ring_sent_max || theirs < kept) {
+        GError *e = g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
+                                "cannot resume the %s: the peer received %" G_GUINT64_FORMAT
+                                " bytes, while %" G_GUINT64_FORMAT " were sent and those from %"
+                                G_GUINT64_FORMAT " kept",
+                                r->peer_name, theirs, r->ring_sent_max, kept);
+        g_propagate_error(error, g_error_copy(e));
+        fail_locked(r, e);
+        g_mutex_unlock(&r->lock);
+        return FALSE;
+    }
+    g_ptr_array_add(r->old_nets, r->net);
+    r->net = net;
+    r->net_fd = net->fd;
+    r->gen++;
+    guint64 again = r->ring_sent_max - theirs;
+    r->ring_sent = theirs;
+    r->detached = FALSE;
+    r->reconnections++;
+    FERRY_INFO("the %s resumed on a new connection: %" G_GUINT64_FORMAT " bytes to send again, %"
+               G_GUINT64_FORMAT " received here",
+               r->peer_name, again, r->net_received);
+    g_cond_broadcast(&r->cond);
+    g_mutex_unlock(&r->lock);
+    return TRUE;
+}
+
+/* Errors no new attempt can cure: the destination no longer listens (its
+ * daemon is gone, or the migration is over there), or refused. */
+static gboolean reconnect_error_is_final(const GError *e)
+{
+    if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED))
+        return TRUE;
+    return g_error_matches(e, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR) &&
+           g_str_has_suffix(e->message, g_strerror(ECONNREFUSED));
+}
+
+/* The source's: while the relay waits for a new data connection, makes one
+ * every RECONNECT_PAUSE_US (each within RECONNECT_ATTEMPT_MS) until it
+ * carries on, the destination refuses, or the resume time is up. */
+static gpointer reconnector_thread(gpointer data)
+{
+    TunnelRelay *r = data;
+    g_autoptr(GError) last = NULL;
+    guint attempts = 0;
+    g_mutex_lock(&r->lock);
+    for (;;) {
+        while (!r->failed && r->threads_done < 4 && !r->detached)
+            g_cond_wait(&r->cond, &r->lock);
+        if (r->failed || r->threads_done == 4)
+            break;
+        gint64 now = g_get_monotonic_time();
+        if (now >= r->resume_deadline_us) {
+            resume_expired_locked(r, last);
+            break;
+        }
+        if (!wait_parked_locked(r, r->resume_deadline_us))
+            continue; /* failed, expired (the top says), or resumed */
+        guint64 ours = r->net_received;
+        gint64 left_ms = (r->resume_deadline_us - now) / 1000;
+        g_mutex_unlock(&r->lock);
+        attempts++;
+        g_clear_error(&last);
+        guint64 theirs = 0;
+        RpcTransport *t = r->reconnect(r->reconnect_data, ours, &theirs,
+                                       (int)CLAMP(left_ms, 200, RECONNECT_ATTEMPT_MS), &last);
+        gboolean ok = t && tunnel_relay_reattach(r, t, theirs, &last);
+        if (t && !ok)
+            rpc_transport_free(t);
+        g_mutex_lock(&r->lock);
+        if (ok) {
+            FERRY_INFO("resumed the %s (attempt %u)", r->peer_name, attempts);
+            attempts = 0;
+            continue;
+        }
+        if (r->failed)
+            break;
+        if (reconnect_error_is_final(last)) {
+            g_autofree char *o = ferry_format_size(r->stats.bytes_out);
+            g_autofree char *i = ferry_format_size(r->stats.bytes_in);
+            fail_locked(r, g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                       "the %s closed after %s sent, %s received: %s, and could "
+                                       "not be resumed: %s",
+                                       r->peer_name, o, i,
+                                       r->detach_errno ? g_strerror(r->detach_errno) : "broken",
+                                       last->message));
+            break;
+        }
+        FERRY_INFO("reconnecting the %s (attempt %u): %s", r->peer_name, attempts, last->message);
+        gint64 pause = g_get_monotonic_time() + RECONNECT_PAUSE_US;
+        while (!r->failed && g_cond_wait_until(&r->cond, &r->lock, pause))
+            ;
+    }
+    g_mutex_unlock(&r->lock);
+    tunnel_relay_unref(r);
+    return NULL;
+}
+
+gboolean tunnel_relay_awaits_resume(TunnelRelay *r)
+{
+    g_mutex_lock(&r->lock);
+    gboolean waiting = r->detached && !r->failed;
+    g_mutex_unlock(&r->lock);
+    return waiting;
+}
+
+void tunnel_relay_get_resume_stats(TunnelRelay *r, guint *reconnections, guint64 *resent)
+{
+    g_mutex_lock(&r->lock);
+    *reconnections = r->reconnections;
+    *resent = r->resent;
+    g_mutex_unlock(&r->lock);
+}
+
 /* ---- the threads ---- */
 
 static void thread_done(TunnelRelay *r, GError *why)
@@ -532,8 +1161,11 @@ static gpointer reader_thread(gpointer data)
 {
     Direction *d = data;
     TunnelRelay *r = d->relay;
-    GError *why = r->tls ? copy_reader(d) : splice_reader(d);
-    if (!r->tls)
+    GError *why = !r->resume_timeout_s ? (r->tls ? copy_reader(d) : splice_reader(d))
+                  : d->outbound        ? ring_reader(d)
+                  : r->tls             ? tls_net_reader(d)
+                                       : net_reader(d);
+    if (!r->tls && d->pipefd[1] >= 0)
         close(d->pipefd[1]); /* the writer drains the pipe, then sees the end */
     if (!d->outbound) {
         g_mutex_lock(&r->lock);
@@ -550,11 +1182,12 @@ static gpointer writer_thread(gpointer data)
 {
     Direction *d = data;
     TunnelRelay *r = d->relay;
-    GError *why = r->tls ? copy_writer(d) : splice_writer(d);
-    if (!r->tls)
+    gboolean ring = r->resume_timeout_s && d->outbound;
+    GError *why = ring ? ring_writer(d) : r->tls ? copy_writer(d) : splice_writer(d);
+    if (!r->tls && d->pipefd[0] >= 0)
         close(d->pipefd[0]); /* a reader blocked on a full pipe gets EPIPE */
     g_mutex_lock(&r->lock);
-    gboolean eof = !why && !r->failed && d->in_eof;
+    gboolean eof = !why && !r->failed && d->in_eof && !ring; /* the ring's writer passed it on */
     g_mutex_unlock(&r->lock);
     if (eof) {
         /* Everything read was written: pass the end of stream on. */
@@ -590,7 +1223,8 @@ void tunnel_relay_start(TunnelRelay *relay)
         d->out = d->outbound ? relay->net_fd : relay->vmm_fd;
         d->in_name = d->outbound ? relay->vmm_name : relay->peer_name;
         d->out_name = d->outbound ? relay->peer_name : relay->vmm_name;
-        if (!relay->tls) {
+        d->pipefd[0] = d->pipefd[1] = -1;
+        if (!relay->tls && !(relay->resume_timeout_s && d->outbound)) {
             if (pipe2(d->pipefd, O_CLOEXEC) < 0) {
                 GError *why = NULL;
                 ferry_set_error_errno(&why, errno, "cannot create the relay pipe");
@@ -614,18 +1248,29 @@ void tunnel_relay_start(TunnelRelay *relay)
             tunnel_relay_unref(relay);
             fail_start(relay, why, 4 - 2 * i - j);
             if (j == 0) {
-                if (!relay->tls) {
+                if (d->pipefd[0] >= 0) {
                     close(d->pipefd[0]);
                     close(d->pipefd[1]);
                 }
                 direction_free(d);
             } else {
                 /* The reader runs: it ends on the shut-down socket. */
-                if (!relay->tls)
+                if (d->pipefd[0] >= 0)
                     close(d->pipefd[0]);
                 direction_unref(d, &d->writer_gone);
             }
             return;
+        }
+    }
+    if (relay->reconnect) {
+        g_autoptr(GError) why = NULL;
+        tunnel_relay_ref(relay);
+        GThread *t = ferry_thread_try_new("relay-resume", reconnector_thread, relay, &why);
+        if (t) {
+            g_thread_unref(t);
+        } else {
+            tunnel_relay_unref(relay);
+            FERRY_WARN("a broken %s will not be resumed: %s", relay->peer_name, why->message);
         }
     }
 }
@@ -658,11 +1303,19 @@ static void name_epipe_cause_locked(TunnelRelay *r)
 gboolean tunnel_relay_wait(TunnelRelay *r, gint64 deadline_us, GError **error)
 {
     g_mutex_lock(&r->lock);
-    while (!r->failed && r->threads_done < 4) {
-        if (!deadline_us) {
+    for (;;) {
+        check_resume_deadline_locked(r);
+        if (r->failed || r->threads_done >= 4)
+            break;
+        gint64 until = deadline_us;
+        if (r->detached && (!until || r->resume_deadline_us < until))
+            until = r->resume_deadline_us;
+        if (!until) {
             g_cond_wait(&r->cond, &r->lock);
-        } else if (!g_cond_wait_until(&r->cond, &r->lock, deadline_us)) {
-            if (!r->failed && r->threads_done < 4) {
+        } else if (!g_cond_wait_until(&r->cond, &r->lock, until)) {
+            check_resume_deadline_locked(r);
+            if (!r->failed && r->threads_done < 4 && deadline_us &&
+                g_get_monotonic_time() >= deadline_us) {
                 g_mutex_unlock(&r->lock);
                 g_set_error(error, FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
                             "the relay to the %s did not end in time", r->peer_name);
@@ -691,6 +1344,7 @@ void tunnel_relay_abort(TunnelRelay *r, const GError *why)
 gboolean tunnel_relay_is_over(TunnelRelay *r)
 {
     g_mutex_lock(&r->lock);
+    check_resume_deadline_locked(r);
     gboolean over = r->failed || r->threads_done == 4;
     g_mutex_unlock(&r->lock);
     return over;

@@ -14,10 +14,25 @@
 
 typedef struct TunnelRelay TunnelRelay;
 
+/* The source's way back after its data connection broke: a new connection
+ * that presented the migration's resume token and ours (the bytes this side
+ * took from the network), with the peer's own count in *theirs. */
+typedef RpcTransport *(*TunnelRelayReconnect)(gpointer data, guint64 ours, guint64 *theirs,
+                                              int timeout_ms, GError **error);
+
 typedef struct {
     const char *vmm_name;   /* "source VMM" */
     const char *peer_name;  /* "data connection to the destination ferryd at 10.0.0.2:49152" */
     guint64 bandwidth;      /* bytes per second toward the peer, 0 = unlimited */
+    /* Resuming: seconds a broken data connection may take
+     * to come back (0: a broken connection fails the relay). The source
+     * reconnects with reconnect (its data taken, freed with
+     * reconnect_free); the destination is handed the new connection
+     * (tunnel_relay_hold, tunnel_relay_reattach). */
+    guint resume_timeout_s;
+    TunnelRelayReconnect reconnect;
+    gpointer reconnect_data;
+    GDestroyNotify reconnect_free;
 } TunnelRelayConfig;
 
 typedef struct {
@@ -44,5 +59,20 @@ void tunnel_relay_get_stats(TunnelRelay *relay, TunnelRelayStats *stats);
 void tunnel_relay_set_bandwidth(TunnelRelay *relay, guint64 bytes_per_second);
 /* Counts against rate (shared with other channels) from now on. */
 void tunnel_relay_set_rate(TunnelRelay *relay, TunnelRate *rate);
+/* Resuming (config.resume_timeout_s): whether the relay waits for a new
+ * data connection; how often it went on over one and the bytes it sent
+ * again then. */
+gboolean tunnel_relay_awaits_resume(TunnelRelay *relay);
+void tunnel_relay_get_resume_stats(TunnelRelay *relay, guint *reconnections, guint64 *resent);
+/* Destination, a resume hello came: the relay lets its current data
+ * connection go (if it still looked alive), waits until its network reader
+ * stopped, and says in *ours the bytes it took from the network. FALSE
+ * when the relay is over or cannot be resumed. */
+gboolean tunnel_relay_hold(TunnelRelay *relay, guint64 *ours, GError **error);
+/* Both sides: net (taken on success only) carries the relay on; the peer
+ * took theirs bytes of ours from the network: the rest is sent again from
+ * the send ring. A position the ring no longer holds fails the relay. */
+gboolean tunnel_relay_reattach(TunnelRelay *relay, RpcTransport *net, guint64 theirs,
+                               GError **error);
 /* The flight recorder's counters (live; read with tunnel_counters_read). */
 const TunnelCounters *tunnel_relay_get_counters(TunnelRelay *relay);

@@ -50,7 +50,7 @@ static void waiting_free(gpointer data)
 void tunnel_resume_offer(const char *token, TunnelStream *ts, TunnelPeerWatch *watch)
 {
     Waiting *w = g_new0(Waiting, 1);
-    w->ts = tunnel_stream_ref(ts);
+    w->ts = ts ? tunnel_stream_ref(ts) : NULL;
     w->watch = watch ? tunnel_peer_watch_ref(watch) : NULL;
     g_mutex_lock(&table_lock);
     if (!table)
@@ -77,7 +77,7 @@ static gboolean lookup(const char *token, TunnelStream **ts, TunnelPeerWatch **w
     g_mutex_lock(&table_lock);
     Waiting *w = table && token ? g_hash_table_lookup(table, token) : NULL;
     if (w) {
-        *ts = tunnel_stream_ref(w->ts);
+        *ts = w->ts ? tunnel_stream_ref(w->ts) : NULL;
         *watch = w->watch ? tunnel_peer_watch_ref(w->watch) : NULL;
     }
     g_mutex_unlock(&table_lock);
@@ -90,6 +90,10 @@ gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header)
     TunnelPeerWatch *watch = NULL;
     if (!lookup(token, &ts, &watch))
         return FALSE;
+    if (!ts) { /* proxy mode: no stream rides the connection */
+        tunnel_peer_watch_unref(watch);
+        return FALSE;
+    }
     *header = *tunnel_stream_get_header(ts);
     tunnel_stream_unref(ts);
     tunnel_peer_watch_unref(watch);
@@ -102,7 +106,8 @@ gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
 {
     TunnelStream *ts = NULL;
     TunnelPeerWatch *watch = NULL;
-    if (!lookup(token, &ts, &watch)) {
+    if (!lookup(token, &ts, &watch) || !ts) {
+        tunnel_peer_watch_unref(watch);
         g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
                     "no migration here waits for a resumed connection with this token");
         return FALSE;
@@ -138,4 +143,41 @@ gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
     tunnel_stream_unref(ts);
     tunnel_peer_watch_unref(watch);
     return ok;
+}
+
+gboolean tunnel_resume_accept_control(const char *token, RpcConnection *conn,
+                                      const char *identity, GError **error)
+{
+    TunnelStream *ts = NULL;
+    TunnelPeerWatch *watch = NULL;
+    if (!lookup(token, &ts, &watch) || ts || !watch) {
+        tunnel_stream_unref(ts);
+        tunnel_peer_watch_unref(watch);
+        g_set_error(error, FERRY_ERROR, FERRY_ERR_NO_SUPPORT,
+                    "no migration here waits for its source's connection with this token");
+        return FALSE;
+    }
+    const char *was = tunnel_peer_watch_get_identity(watch);
+    if (was && g_strcmp0(was, identity) != 0) {
+        g_autofree char *why =
+            g_strdup_printf("the resumed connection authenticated as %s, the migration's as %s",
+                            identity ? identity : "nobody", was);
+        FERRY_WARN("refused to resume a migration's connection: %s", why);
+        g_set_error_literal(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED, why);
+        tunnel_peer_watch_unref(watch);
+        return FALSE;
+    }
+    /* The old connection, if it still looks alive here, is dead to the
+     * source: the migration's finish comes on the new one. */
+    RpcConnection *old = tunnel_peer_watch_rebind_take(watch, conn);
+    if (old && old != conn && !rpc_connection_is_closed(old)) {
+        g_autoptr(GError) why =
+            g_error_new_literal(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                "the source resumed the migration on a new connection");
+        rpc_connection_close(old, why);
+    }
+    if (old)
+        rpc_connection_unref(old);
+    tunnel_peer_watch_unref(watch);
+    return TRUE;
 }

@@ -14,6 +14,7 @@
 
 #include <glib.h>
 
+#include "rpc/rpc-connection.h"
 #include "rpc/rpc-message.h"
 
 typedef struct TunnelStream TunnelStream;
@@ -22,6 +23,10 @@ typedef struct TunnelPeerWatch TunnelPeerWatch;
 
 /* CALL: args TunnelResumeArgs, reply TunnelResumePoint (ferry's program). */
 #define FERRY_TUNNEL_PROC_RESUME 3
+/* Proxy mode: the source's connection comes back to its migration (the
+ * data connection resumes on its own, tunnel-dataconn.h). CALL: args
+ * TunnelResumeArgs (the point unused), reply TunnelResumePoint (zero). */
+#define FERRY_PROXY_PROC_RESUME 15
 #define TUNNEL_RESUME_TOKEN_MAX 64
 
 /* A connection that broke (a timeout) may come back for the whole resume
@@ -54,7 +59,9 @@ bool_t tunnel_resume_xdr_point(XDR *xdr, TunnelResumePoint *point);
 /* ---- the destination: streams waiting for their source ---- */
 
 /* Registers a resumable stream under token (refs taken). watch is the
- * migration's view of its source's connection; a resume moves it along. */
+ * migration's view of its source's connection; a resume moves it along.
+ * Proxy mode: ts NULL, only the connection is resumed
+ * (tunnel_resume_accept_control). */
 void tunnel_resume_offer(const char *token, TunnelStream *ts, TunnelPeerWatch *watch);
 void tunnel_resume_withdraw(const char *token);
 /* A RESUME call on a new connection (binding: its slot, reserved by the
@@ -68,3 +75,9 @@ gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
                               TunnelResumePoint *ours, GError **error);
 /* The header a resumed stream's packets carry on the new connection. */
 gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header);
+/* Proxy mode: a FERRY_PROXY_PROC_RESUME call on conn from a peer
+ * authenticated as identity: the migration of token watches conn from now
+ * on (its old connection closed). FALSE when no proxy-mode migration has
+ * that token or the identity is not the prepare's. */
+gboolean tunnel_resume_accept_control(const char *token, RpcConnection *conn,
+                                      const char *identity, GError **error);

@@ -311,3 +311,13 @@ void tunnel_peer_watch_rebind(TunnelPeerWatch *w, RpcConnection *conn)
     g_mutex_unlock(&w->lock);
     rpc_connection_unref(old);
 }
+
+RpcConnection *tunnel_peer_watch_rebind_take(TunnelPeerWatch *w, RpcConnection *conn)
+{
+    RpcConnection *ref = rpc_connection_ref(conn);
+    g_mutex_lock(&w->lock);
+    RpcConnection *old = w->conn;
+    w->conn = ref;
+    g_mutex_unlock(&w->lock);
+    return old;
+}

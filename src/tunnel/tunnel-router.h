@@ -58,4 +58,6 @@ void tunnel_peer_watch_set_identity(TunnelPeerWatch *watch, const char *identity
 const char *tunnel_peer_watch_get_identity(TunnelPeerWatch *watch);
 /* The source resumed the migration on conn: watch that one now. */
 void tunnel_peer_watch_rebind(TunnelPeerWatch *watch, RpcConnection *conn);
+/* The same, returning the connection watched before (a reference). */
+RpcConnection *tunnel_peer_watch_rebind_take(TunnelPeerWatch *watch, RpcConnection *conn);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(TunnelPeerWatch, tunnel_peer_watch_unref)

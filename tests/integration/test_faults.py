@@ -396,9 +396,9 @@ class Matrix:
         # the socket's ETIMEDOUT went to another call or a splice dropped it
         # (the socket's TCP state tells it, rpc_socket_lost_error).
         self.assertRegex(err, r"Connection timed out|stalled|timed out|no reply")
-        # Tunnelled, the daemons tried to reconnect for the resume time first
-        # (the source's reconnector or its stream says so).
-        resume = (resume_s or RESUME_S) if self.tunnelled and at in ("early", "late") else 0
+        # In the stream the daemons tried to reconnect for the resume time
+        # first (the source's reconnector, its stream or its relay says so).
+        resume = (resume_s or RESUME_S) if at in ("early", "late") else 0
         if resume:
             self.assertRegex(err, r"no new connection within the resume time|"
                                   rf"did not come back within {int(resume)} s")
@@ -725,12 +725,13 @@ class Matrix:
         and the destination drops its incoming VM once it can (woken, or on
         its own when the path is dead).
 
-        Tunnelled, a destination cut off from its source cannot tell an
-        abort it never received from a blip: its stream waits the resume
-        time for the source to come back, as in the link cut cases (which
+        A destination cut off from its source cannot tell an abort it never
+        received from a blip: it waits the resume time for the source to
+        come back (tunnelled its stream, in proxy mode its relay and its
+        watch of the source's connection), as in the link cut cases (which
         set the same shorter resume time)."""
         # late: half-way, leaving virsh 4 s to start and call
-        resume = CUT_RESUME_S if peer == "unreachable" and self.tunnelled else 0
+        resume = CUT_RESUME_S if peer == "unreachable" else 0
         p = self.hold(at, late=128 * MIB,
                       conf=f"migration_resume_timeout = {resume}\n" if resume else "")
         if at == "late":
@@ -927,7 +928,10 @@ class ResumeMatrix:
         self.assertGreaterEqual(src.get("ferry_reconnections", 0), 1, src)
         self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
         self.assertIn("ferry_resent_bytes", src)
-        self.assertIn("resumed the migration stream with the destination ferryd", self.a.log())
+        self.assertIn("resumed the migration stream with the destination ferryd" if self.tunnelled
+                      else "resumed the data connection to the destination ferryd", self.a.log())
+        if not self.tunnelled:
+            self.assertIn("the source resumes", self.b.log())
         self.assert_clean("destination")
 
     @quick
@@ -1038,9 +1042,37 @@ class TunnelledResume(ResumeMatrix, FaultCase):
     mode = "tunnelled"
 
 
+class ProxyResume(ResumeMatrix, FaultCase):
+    """Proxy mode: the data connection and the daemons' connection both
+    come back, in plaintext and with --tls (a TLS data connection, the
+    daemons' over sim+tls://)."""
+    tunnelled = False
+    mode = "proxy"
+
+    def test_tls_link_down_resumed_early_stream(self):
+        """--tls: both connections break in the blip and come back as new
+        TLS sessions with the same certificates; the memory verifies."""
+        pki, duri, env, flags = self.tls_pair(valid_s=3600)
+        p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
+                              *flags, "vm1", duri], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        self.wait_moved(EARLY, p)
+        self.net.blip(LONG_BLIP_S)
+        back = time.monotonic()
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        self.record(time.monotonic() - back, 30)
+        self.assert_on_destination()
+        src, dst = ft.job_stats(self.a, "vm1"), ft.job_stats(self.b, "vm1")
+        self.assertGreaterEqual(src.get("ferry_reconnections", 0), 1, src)
+        self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
+        self.assertIn("resumed the TLS data connection to the destination ferryd", self.a.log())
+        self.assert_clean("destination")
+
+
 def selected(loader):
     suite = unittest.TestSuite()
-    for cls in (Tunnelled, Proxy, TunnelledResume):
+    for cls in (Tunnelled, Proxy, TunnelledResume, ProxyResume):
         for name in loader.getTestCaseNames(cls):
             if ALL or getattr(getattr(cls, name), "quick", False):
                 suite.addTest(cls(name))

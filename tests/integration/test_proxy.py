@@ -132,9 +132,32 @@ class ProxyTest(ProxyCase):
         rc, _, err = ft.migrate(self.a, self.b, "vm1", "--live", tunnelled=False)
         self.assertEqual(rc, 0, err)
 
-    def test_data_connection_reset_mid_stream_names_the_hop(self):
+    def test_data_connection_reset_mid_stream_is_resumed(self):
+        """The source's end of the data connection killed (its peer gets a
+        reset): the source reconnects with the resume token, both relays
+        resend from the other's count, and the guest's memory verifies."""
         port = ft.free_port()
         self.start_pair(f"migration_port_min = {port}\nmigration_port_max = {port}\n")
+        self.slow_vm()
+        p = ft.start_migration(self.a, self.b, "vm1", "--live", tunnelled=False)
+        self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"],
+                       capture_output=True, timeout=10, check=True)
+        _, err = p.communicate(timeout=120)
+        self.assertEqual(p.returncode, 0, err)
+        self.assertEqual(ft.domstate(self.b, "vm1"), "running (migrated)")
+        src, dst = ft.job_stats(self.a, "vm1"), ft.job_stats(self.b, "vm1")
+        self.assertEqual(src["ferry_digest"], dst["ferry_digest"])
+        self.assertEqual(src.get("ferry_reconnections"), 1, src)
+        self.assertEqual(dst.get("ferry_reconnections"), 1, dst)
+        self.assertIn("ferry_resent_bytes", src)
+        self.assertIn("resumed the data connection to the destination ferryd", self.a.log())
+
+    def test_data_connection_reset_mid_stream_names_the_hop(self):
+        port = ft.free_port()
+        # Not resumed (migration_resume_timeout 0): the reset fails it.
+        self.start_pair(f"migration_port_min = {port}\nmigration_port_max = {port}\n"
+                        "migration_resume_timeout = 0\n")
         self.slow_vm()
         p = ft.start_migration(self.a, self.b, "vm1", "--live", tunnelled=False)
         self.assertTrue(ft.wait_data_processed(self.a, "vm1", 16 * MIB))

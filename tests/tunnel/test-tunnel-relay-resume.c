@@ -1,0 +1,361 @@
+/* Proxy mode's relay across broken data connections: two relays (the
+ * source's and the destination's) joined by a forwarder over TCP on
+ * 127.0.0.1 that the test resets (RST both ways, dropping what it held) a
+ * few times mid-stream. The source's relay reconnects through the test's
+ * callback, which hands the destination's relay its new connection as the
+ * destination's listener would (tunnel_relay_hold, tunnel_relay_reattach).
+ * Both directions must arrive complete and in order, the send ring wrapping
+ * several times (64 MiB through a ring of about 15 MiB), with the
+ * reconnections and the resent bytes counted. */
+#include <check.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rpc/rpc-socket.h"
+#include "tunnel/tunnel-relay.h"
+#include "util/error.h"
+#include "util/log.h"
+
+#define FORWARD_SIZE (64u << 20) /* source VMM -> destination VMM */
+#define BACK_SIZE (3u << 20)     /* destination VMM -> source VMM */
+#define BREAKS 3
+
+/* The byte at position i of a direction's stream. */
+static guint8 pattern(guint64 i, guint8 seed)
+{
+    guint64 x = (i >> 3) * 0x9E3779B97F4A7C15ull + seed;
+    return (guint8)(x >> (8 * (i & 7)));
+}
+
+/* Two connected TCP sockets on 127.0.0.1. */
+static void tcp_pair(int *a, int *b)
+{
+    g_autoptr(GError) e = NULL;
+    guint16 port = 0;
+    int l = rpc_socket_listen_tcp("127.0.0.1", 0, &port, &e);
+    ck_assert_msg(l >= 0, "%s", e ? e->message : "");
+    *a = rpc_socket_connect_tcp("127.0.0.1", port, 5000, &e);
+    ck_assert_msg(*a >= 0, "%s", e ? e->message : "");
+    *b = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    ck_assert_int_ge(*b, 0);
+    close(l);
+    /* Two hops hold more than one connection's kernels would: small
+     * buffers keep what is lost at a break within what the ring keeps. */
+    int size = 256 * 1024;
+    for (int i = 0; i < 2; i++) {
+        setsockopt(i ? *b : *a, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        setsockopt(i ? *b : *a, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+    }
+}
+
+/* Copies x <-> y until told to break, then resets both (SO_LINGER 0):
+ * whatever it held is lost, as on a path that died. */
+typedef struct {
+    int x, y, wake;
+    gboolean x_done, y_done; /* its end of stream was passed on */
+    GThread *thread;
+} Forwarder;
+
+static gpointer forward_thread(gpointer data)
+{
+    Forwarder *f = data;
+    static guint8 buf[256 * 1024];
+    for (;;) {
+        struct pollfd pf[3] = {{.fd = f->x_done ? -1 : f->x, .events = POLLIN},
+                               {.fd = f->y_done ? -1 : f->y, .events = POLLIN},
+                               {.fd = f->wake, .events = POLLIN}};
+        if (poll(pf, 3, -1) < 0 && errno != EINTR)
+            break;
+        if (pf[2].revents)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents)
+                continue;
+            int from = i == 0 ? f->x : f->y, to = i == 0 ? f->y : f->x;
+            gssize n = read(from, buf, sizeof(buf));
+            if (n <= 0) {
+                shutdown(to, SHUT_WR); /* an end of stream goes on; so does an error, as one */
+                *(i == 0 ? &f->x_done : &f->y_done) = TRUE;
+                continue;
+            }
+            /* Blocking: the far relay reads on. */
+            for (gssize off = 0; off < n;) {
+                gssize w = write(to, buf + off, n - off);
+                if (w <= 0)
+                    return NULL;
+                off += w;
+            }
+        }
+    }
+    return NULL;
+}
+
+static Forwarder *forwarder_new(int x, int y)
+{
+    Forwarder *f = g_new0(Forwarder, 1);
+    f->x = x;
+    f->y = y;
+    f->wake = eventfd(0, EFD_CLOEXEC);
+    f->thread = g_thread_new("forward", forward_thread, f);
+    return f;
+}
+
+static void forwarder_break(Forwarder *f)
+{
+    guint64 one = 1;
+    ck_assert_int_eq(write(f->wake, &one, sizeof(one)), sizeof(one));
+    g_thread_join(f->thread);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(f->x, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    setsockopt(f->y, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(f->x);
+    close(f->y);
+    close(f->wake);
+    g_free(f);
+}
+
+typedef struct {
+    GMutex lock;
+    Forwarder *fwd;
+    TunnelRelay *dst;
+    guint reconnects;
+} Path;
+
+/* The source relay's way back: a new path, the destination relay told as
+ * its listener would. */
+static RpcTransport *reconnect(gpointer data, guint64 ours, guint64 *theirs, int timeout_ms,
+                               GError **error)
+{
+    Path *p = data;
+    int s_net, x, d_net, y;
+    tcp_pair(&s_net, &x);
+    tcp_pair(&d_net, &y);
+    g_mutex_lock(&p->lock);
+    p->fwd = forwarder_new(x, y);
+    p->reconnects++;
+    g_mutex_unlock(&p->lock);
+    guint64 dst_received = 0;
+    if (!tunnel_relay_hold(p->dst, &dst_received, error)) {
+        close(s_net);
+        close(d_net);
+        return NULL;
+    }
+    RpcTransport *dt = rpc_transport_new_socket(d_net);
+    if (!tunnel_relay_reattach(p->dst, dt, ours, error)) {
+        rpc_transport_free(dt);
+        close(s_net);
+        return NULL;
+    }
+    *theirs = dst_received;
+    return rpc_transport_new_socket(s_net);
+}
+
+/* A VMM end: writes len bytes of its pattern, then reads the other's to its end. */
+typedef struct {
+    int fd;
+    guint64 send_len;
+    guint8 send_seed, recv_seed;
+    gint64 received; /* atomic */
+    guint64 bad_at;  /* first wrong byte + 1, 0: none */
+    /* The destination answers as it receives (as a VMM does), and ends
+     * only once it received everything: a peer that ended its side is not
+     * resumed. */
+    guint64 pace_of; /* 0: write at once; else the size of the stream it receives */
+    GThread *writer, *reader;
+} Vmm;
+
+static gpointer vmm_writer(gpointer data)
+{
+    Vmm *v = data;
+    static __thread guint8 buf[64 * 1024];
+    for (guint64 at = 0; at < v->send_len;) {
+        while (v->pace_of && (guint64)g_atomic_pointer_get(&v->received) <
+                                 MIN(at * (v->pace_of / v->send_len), v->pace_of))
+            g_usleep(1000);
+        gsize n = MIN(sizeof(buf), v->send_len - at);
+        for (gsize i = 0; i < n; i++)
+            buf[i] = pattern(at + i, v->send_seed);
+        for (gsize off = 0; off < n;) {
+            gssize w = write(v->fd, buf + off, n - off);
+            if (w <= 0)
+                return NULL;
+            off += w;
+        }
+        at += n;
+    }
+    while (v->pace_of && (guint64)g_atomic_pointer_get(&v->received) < v->pace_of && !v->bad_at)
+        g_usleep(1000);
+    shutdown(v->fd, SHUT_WR);
+    return NULL;
+}
+
+static gpointer vmm_reader(gpointer data)
+{
+    Vmm *v = data;
+    static __thread guint8 buf[128 * 1024];
+    guint64 at = 0;
+    for (;;) {
+        gssize n = read(v->fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        for (gssize i = 0; i < n && !v->bad_at; i++)
+            if (buf[i] != pattern(at + i, v->recv_seed))
+                v->bad_at = at + i + 1;
+        at += n;
+        g_atomic_pointer_set(&v->received, (gint64)at);
+    }
+    return NULL;
+}
+
+static void vmm_start(Vmm *v, int fd, guint64 send_len, guint8 send_seed, guint8 recv_seed,
+                      guint64 pace_of)
+{
+    *v = (Vmm){.fd = fd,
+               .send_len = send_len,
+               .send_seed = send_seed,
+               .recv_seed = recv_seed,
+               .pace_of = pace_of};
+    v->writer = g_thread_new("vmm-wr", vmm_writer, v);
+    v->reader = g_thread_new("vmm-rd", vmm_reader, v);
+}
+
+static void vmm_join(Vmm *v)
+{
+    g_thread_join(v->writer);
+    g_thread_join(v->reader);
+    close(v->fd);
+}
+
+START_TEST(test_resume_both_directions)
+{
+    int src_vmm[2], dst_vmm[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dst_vmm), 0);
+    int s_net, x, d_net, y;
+    tcp_pair(&s_net, &x);
+    tcp_pair(&d_net, &y);
+    Path path = {0};
+    g_mutex_init(&path.lock);
+    path.fwd = forwarder_new(x, y);
+
+    TunnelRelayConfig dcfg = {.vmm_name = "destination VMM",
+                              .peer_name = "data connection from the source",
+                              .resume_timeout_s = 20};
+    path.dst = tunnel_relay_new(dst_vmm[0], rpc_transport_new_socket(d_net), &dcfg);
+    /* 64 MiB/s: the breaks land in the stream. */
+    TunnelRelayConfig scfg = {.vmm_name = "source VMM",
+                              .peer_name = "data connection to the destination",
+                              .bandwidth = 64u << 20,
+                              .resume_timeout_s = 20,
+                              .reconnect = reconnect,
+                              .reconnect_data = &path};
+    TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &scfg);
+    tunnel_relay_start(path.dst);
+    tunnel_relay_start(src);
+
+    Vmm a, b;
+    vmm_start(&a, src_vmm[1], FORWARD_SIZE, 1, 2, 0);
+    vmm_start(&b, dst_vmm[1], BACK_SIZE, 2, 1, FORWARD_SIZE);
+
+    for (guint k = 1; k <= BREAKS; k++) {
+        guint64 at = (guint64)FORWARD_SIZE * k / (BREAKS + 1);
+        gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+        while ((guint64)g_atomic_pointer_get(&b.received) < at && g_get_monotonic_time() < until)
+            g_usleep(2000);
+        /* Wait for the previous resume before breaking again. */
+        while (path.reconnects < k - 1 && g_get_monotonic_time() < until)
+            g_usleep(2000);
+        g_mutex_lock(&path.lock);
+        Forwarder *f = g_steal_pointer(&path.fwd);
+        g_mutex_unlock(&path.lock);
+        ck_assert_ptr_nonnull(f);
+        forwarder_break(f);
+        gint64 back = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+        while (!path.fwd && g_get_monotonic_time() < back)
+            g_usleep(2000);
+        ck_assert_msg(path.fwd != NULL, "no reconnection after break %u", k);
+    }
+
+    g_autoptr(GError) e = NULL;
+    gboolean ok = tunnel_relay_wait(src, g_get_monotonic_time() + 120 * G_USEC_PER_SEC, &e);
+    ck_assert_msg(ok, "source relay: %s", e ? e->message : "");
+    ok = tunnel_relay_wait(path.dst, g_get_monotonic_time() + 120 * G_USEC_PER_SEC, &e);
+    ck_assert_msg(ok, "destination relay: %s", e ? e->message : "");
+    vmm_join(&a);
+    vmm_join(&b);
+    ck_assert_msg(!b.bad_at, "forward byte %" G_GUINT64_FORMAT " wrong", b.bad_at - 1);
+    ck_assert_msg(!a.bad_at, "return byte %" G_GUINT64_FORMAT " wrong", a.bad_at - 1);
+    ck_assert_uint_eq((guint64)b.received, FORWARD_SIZE);
+    ck_assert_uint_eq((guint64)a.received, BACK_SIZE);
+
+    guint sn = 0, dn = 0;
+    guint64 sr = 0, dr = 0;
+    tunnel_relay_get_resume_stats(src, &sn, &sr);
+    tunnel_relay_get_resume_stats(path.dst, &dn, &dr);
+    ck_assert_uint_eq(sn, BREAKS);
+    ck_assert_uint_eq(dn, BREAKS);
+    TunnelRelayStats ss, ds;
+    tunnel_relay_get_stats(src, &ss);
+    tunnel_relay_get_stats(path.dst, &ds);
+    /* Resent bytes are counted apart, never twice in the totals. */
+    ck_assert_uint_eq(ss.bytes_out, FORWARD_SIZE);
+    ck_assert_uint_eq(ds.bytes_in, FORWARD_SIZE);
+    ck_assert_uint_eq(ds.bytes_out, BACK_SIZE);
+    ck_assert_uint_eq(ss.bytes_in, BACK_SIZE);
+    tunnel_relay_unref(src);
+    tunnel_relay_unref(path.dst);
+    if (path.fwd)
+        forwarder_break(path.fwd);
+    g_mutex_clear(&path.lock);
+}
+END_TEST
+
+/* The destination's relay never sees its source again: it fails naming the
+ * cause and the resume time. */
+START_TEST(test_resume_time_over)
+{
+    int vmm[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, vmm), 0);
+    int d_net, y;
+    tcp_pair(&d_net, &y);
+    TunnelRelayConfig cfg = {.vmm_name = "destination VMM",
+                             .peer_name = "data connection from the source",
+                             .resume_timeout_s = 1};
+    TunnelRelay *r = tunnel_relay_new(vmm[0], rpc_transport_new_socket(d_net), &cfg);
+    tunnel_relay_start(r);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(y, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(y); /* a reset: waited for min(resume time, 5 s) */
+    g_autoptr(GError) e = NULL;
+    ck_assert(!tunnel_relay_wait(r, g_get_monotonic_time() + 60 * G_USEC_PER_SEC, &e));
+    ck_assert_msg(strstr(e->message, "did not come back within 1 s") != NULL, "%s", e->message);
+    ck_assert_msg(strstr(e->message, g_strerror(ECONNRESET)) != NULL, "%s", e->message);
+    close(vmm[1]);
+    tunnel_relay_unref(r);
+}
+END_TEST
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN); /* a relay's peer gone is an error here, not a signal */
+    if (g_getenv("FERRY_TEST_DEBUG"))
+        ferry_log_set_level(FERRY_LOG_DEBUG);
+    Suite *s = suite_create("tunnel-relay-resume");
+    TCase *tc = tcase_create("resume");
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_resume_both_directions);
+    tcase_add_test(tc, test_resume_time_over);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
