@@ -131,7 +131,7 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
     if (config->resume_timeout_s) {
         r->resume_timeout_s = config->resume_timeout_s;
         r->reconnect = config->reconnect;
-        r->ring_keep = tunnel_relay_ring_keep();
+        r->ring_keep = config->ring_keep ? config->ring_keep : tunnel_relay_ring_keep();
         r->ring_cap = r->ring_keep + RING_AHEAD;
         r->old_nets = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_transport_free);
     }

@@ -33,6 +33,9 @@ typedef struct {
     TunnelRelayReconnect reconnect;
     gpointer reconnect_data;
     GDestroyNotify reconnect_free;
+    /* Tests: the bytes sent the send ring keeps (0: tcp_wmem[2] +
+     * tcp_rmem[2] + 1 MiB, what the kernels may hold); it holds 4 MiB more. */
+    gsize ring_keep;
 } TunnelRelayConfig;
 
 typedef struct {

@@ -6,7 +6,8 @@
  * destination's listener would (tunnel_relay_hold, tunnel_relay_reattach).
  * Both directions must arrive complete and in order, the send ring wrapping
  * several times (64 MiB through a ring of about 15 MiB), with the
- * reconnections and the resent bytes counted. */
+ * reconnections and the resent bytes counted. A source relay alone shows a
+ * resend that spans the ring's wrap, and one the ring no longer holds. */
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -316,6 +317,134 @@ START_TEST(test_resume_both_directions)
 }
 END_TEST
 
+/* The send ring turning: a source relay whose ring keeps 2 MiB of what it
+ * sent (6 MiB in all) sends 16 MiB to a peer the test plays, which reads to
+ * just before the ring's end (6 MiB - 64 KiB) and stops; once the relay sent
+ * past it (the kernels hold the rest), the test resets the connection and
+ * takes the new one saying it received that much. The resend spans the
+ * ring's wrap (its first part at the ring's end, its rest at its start),
+ * and the stream arrives whole. With too_old, the peer claims a position the
+ * ring no longer holds: the relay fails naming both. */
+#define WRAP_KEEP (2u << 20)
+#define WRAP_CAP (WRAP_KEEP + (4u << 20)) /* the relay's RING_AHEAD */
+#define WRAP_SIZE (16u << 20)
+#define WRAP_READ (WRAP_CAP - (64u << 10))
+
+typedef struct {
+    guint64 theirs;
+    int peer; /* the new connection's far end (atomic), -1: none yet */
+    guint reconnects;
+} WrapPath;
+
+static RpcTransport *reconnect_wrap(gpointer data, guint64 ours, guint64 *theirs, int timeout_ms,
+                                    GError **error)
+{
+    WrapPath *w = data;
+    int s_net, peer;
+    tcp_pair(&s_net, &peer);
+    *theirs = w->theirs;
+    w->reconnects++;
+    g_atomic_int_set(&w->peer, peer);
+    return rpc_transport_new_socket(s_net);
+}
+
+/* Reads from fd the stream's bytes [at, until), checking them; returns
+ * the position reached (short: the end came first). */
+static guint64 read_checked(int fd, guint64 at, guint64 until, guint8 seed)
+{
+    static guint8 buf[128 * 1024];
+    while (at < until) {
+        gssize n = read(fd, buf, MIN(sizeof(buf), until - at));
+        if (n <= 0)
+            break;
+        gssize bad = -1;
+        for (gssize i = 0; i < n && bad < 0; i++)
+            if (buf[i] != pattern(at + i, seed))
+                bad = i;
+        ck_assert_msg(bad < 0, "byte %" G_GUINT64_FORMAT " wrong", at + bad);
+        at += n;
+    }
+    return at;
+}
+
+static void run_wrap(gboolean too_old)
+{
+    int src_vmm[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
+    int s_net, peer;
+    tcp_pair(&s_net, &peer);
+    WrapPath w = {.theirs = too_old ? 0 : WRAP_READ, .peer = -1};
+    TunnelRelayConfig cfg = {.vmm_name = "source VMM",
+                             .peer_name = "data connection to the destination",
+                             .resume_timeout_s = 20,
+                             .reconnect = reconnect_wrap,
+                             .reconnect_data = &w,
+                             .ring_keep = WRAP_KEEP};
+    TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &cfg);
+    tunnel_relay_start(src);
+    Vmm a;
+    vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0);
+
+    ck_assert_uint_eq(read_checked(peer, 0, WRAP_READ, 1), WRAP_READ);
+    /* The relay sends on into the kernels' buffers, past the ring's end. */
+    gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    TunnelRelayStats st = {0};
+    while (st.bytes_out < WRAP_CAP + (64u << 10) && g_get_monotonic_time() < until) {
+        g_usleep(2000);
+        tunnel_relay_get_stats(src, &st);
+    }
+    ck_assert_msg(st.bytes_out >= WRAP_CAP + (64u << 10),
+                  "the relay sent only %" G_GUINT64_FORMAT " bytes", st.bytes_out);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(peer); /* a reset: the bytes the kernels held are lost */
+
+    g_autoptr(GError) e = NULL;
+    if (too_old) {
+        ck_assert(!tunnel_relay_wait(src, g_get_monotonic_time() + 60 * G_USEC_PER_SEC, &e));
+        ck_assert_msg(strstr(e->message, "cannot resume the data connection to the destination: "
+                                         "the peer received 0 bytes, while ") != NULL,
+                      "%s", e->message);
+        ck_assert_msg(strstr(e->message, " kept") != NULL, "%s", e->message);
+    } else {
+        int p2 = -1;
+        while ((p2 = g_atomic_int_get(&w.peer)) < 0 && g_get_monotonic_time() < until + 60 * G_USEC_PER_SEC)
+            g_usleep(2000);
+        ck_assert_int_ge(p2, 0);
+        ck_assert_uint_eq(read_checked(p2, WRAP_READ, WRAP_SIZE + 1, 1), WRAP_SIZE);
+        shutdown(p2, SHUT_WR); /* our end: the relay is done */
+        gboolean ok = tunnel_relay_wait(src, g_get_monotonic_time() + 60 * G_USEC_PER_SEC, &e);
+        ck_assert_msg(ok, "source relay: %s", e ? e->message : "");
+        guint n = 0;
+        guint64 resent = 0;
+        tunnel_relay_get_resume_stats(src, &n, &resent);
+        ck_assert_uint_eq(n, 1);
+        /* From WRAP_READ to what was sent at the break: across WRAP_CAP. */
+        ck_assert_msg(WRAP_READ + resent > WRAP_CAP, "resent %" G_GUINT64_FORMAT, resent);
+        tunnel_relay_get_stats(src, &st);
+        ck_assert_uint_eq(st.bytes_out, WRAP_SIZE); /* resent bytes counted apart */
+    }
+    shutdown(src_vmm[1], SHUT_RDWR); /* the VMM's threads end either way */
+    vmm_join(&a);
+    if (!too_old)
+        ck_assert_uint_eq((guint64)a.received, 0);
+    tunnel_relay_unref(src);
+    if (w.peer >= 0)
+        close(w.peer);
+}
+
+START_TEST(test_resend_spans_wrap)
+{
+    run_wrap(FALSE);
+}
+END_TEST
+
+START_TEST(test_resend_too_old)
+{
+    run_wrap(TRUE);
+}
+END_TEST
+
 /* The destination's relay never sees its source again: it fails naming the
  * cause and the resume time. */
 START_TEST(test_resume_time_over)
@@ -351,6 +480,8 @@ int main(void)
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, test_resume_both_directions);
     tcase_add_test(tc, test_resume_time_over);
+    tcase_add_test(tc, test_resend_spans_wrap);
+    tcase_add_test(tc, test_resend_too_old);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
