@@ -122,6 +122,13 @@ int rpc_socket_lost_error(int fd)
     return ti.tcpi_last_ack_recv >= silent_ms ? ETIMEDOUT : 0;
 }
 
+gboolean rpc_socket_reset_before_our_end(int fd)
+{
+    struct tcp_info ti;
+    int user_timeout_ms = 0;
+    return tcp_info_of(fd, &ti, &user_timeout_ms) && ti.tcpi_state == TCP_STATE_CLOSE;
+}
+
 gboolean rpc_socket_peer_host_answers(int fd, guint within_ms)
 {
     struct tcp_info ti;

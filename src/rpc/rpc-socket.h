@@ -57,6 +57,13 @@ void rpc_socket_tune_peer(int fd);
  * then every thread meets only EPIPE or end of file. */
 int rpc_socket_lost_error(int fd);
 
+/* Whether a TCP connection at end of file was reset rather than ended in
+ * order: a peer's FIN leaves it in CLOSE_WAIT until we end our side too,
+ * a reset in CLOSE. Only meaningful while we have not shut down our
+ * sending side (then an orderly end also ends in CLOSE). The reset's
+ * ECONNRESET goes to one call only: the others meet end of file. */
+gboolean rpc_socket_reset_before_our_end(int fd);
+
 /* Whether the peer's kernel still answers on this TCP connection: it is
  * established and acknowledged something (data, a zero-window probe, a
  * keepalive probe) within the last within_ms. A peer whose daemon stopped

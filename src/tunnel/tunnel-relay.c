@@ -865,6 +865,11 @@ static GError *net_reader(Direction *d)
         int lost = n == 0 ? rpc_socket_lost_error(fd) : err;
         g_mutex_lock(&r->lock);
         gboolean replaced = r->failed || gen != r->gen || r->detached;
+        /* A reset whose error the writer's send took reads as end of file
+         * here: not the peer's orderly end, which would rule out a resume. */
+        if (n == 0 && !lost && !replaced && r->shut_gen != gen + 1 &&
+            rpc_socket_reset_before_our_end(fd))
+            lost = ECONNRESET;
         if (n == 0 && !lost && !replaced) {
             d->in_eof = TRUE;
             r->net_in_eof = TRUE; /* the peer passed its end on */
@@ -935,6 +940,10 @@ static GError *tls_net_reader(Direction *d)
                                                     : ECONNRESET;
         g_mutex_lock(&r->lock);
         gboolean replaced = r->failed || gen != r->gen || r->detached;
+        /* As in the plaintext reader: a reset another call took. */
+        if (n == 0 && !lost && !replaced && r->shut_gen != gen + 1 &&
+            rpc_socket_reset_before_our_end(fd))
+            lost = ECONNRESET;
         if (n == 0 && !lost && !replaced) {
             d->in_eof = TRUE;
             r->net_in_eof = TRUE; /* the peer passed its end on */

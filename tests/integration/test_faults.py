@@ -65,7 +65,7 @@ RESUME_S = 30.0
 CUT_RESUME_S = 5
 # A blip longer than tcp_user_timeout (5 s): the connections break, and the
 # daemons reconnect and resume once the link is back.
-LONG_BLIP_S = 10.0
+LONG_BLIP_S = 7.0
 ALL = os.environ.get("FERRY_FAULTS") == "all"
 
 

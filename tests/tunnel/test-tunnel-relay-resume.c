@@ -317,15 +317,15 @@ START_TEST(test_resume_both_directions)
 }
 END_TEST
 
-/* The send ring turning: a source relay whose ring keeps 2 MiB of what it
- * sent (6 MiB in all) sends 16 MiB to a peer the test plays, which reads to
- * just before the ring's end (6 MiB - 64 KiB) and stops; once the relay sent
+/* The send ring turning: a source relay whose ring keeps 4 MiB of what it
+ * sent (8 MiB in all) sends 16 MiB to a peer the test plays, which reads to
+ * just before the ring's end (8 MiB - 64 KiB) and stops; once the relay sent
  * past it (the kernels hold the rest), the test resets the connection and
  * takes the new one saying it received that much. The resend spans the
  * ring's wrap (its first part at the ring's end, its rest at its start),
  * and the stream arrives whole. With too_old, the peer claims a position the
  * ring no longer holds: the relay fails naming both. */
-#define WRAP_KEEP (2u << 20)
+#define WRAP_KEEP (4u << 20)
 #define WRAP_CAP (WRAP_KEEP + (4u << 20)) /* the relay's RING_AHEAD */
 #define WRAP_SIZE (16u << 20)
 #define WRAP_READ (WRAP_CAP - (64u << 10))
@@ -373,6 +373,15 @@ static void run_wrap(gboolean too_old)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
     int s_net, peer;
     tcp_pair(&s_net, &peer);
+    /* Fixed buffers (the kernel doubles them: 2 MiB to send, 512 KiB to
+     * receive). The relay sends up to 1 MiB per blocking send(), so once
+     * the peer stops reading, the kernels must take a whole one beyond the
+     * ring's end (more than 1 MiB + 64 KiB) and may hold no more than the
+     * ring keeps (4 MiB). Autotuned they were sometimes smaller: the relay
+     * stayed at the ring's end (a make check, and 2 runs of 6 here). */
+    int sndbuf = 1 << 20, rcvbuf = 256 << 10;
+    ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    ck_assert_int_eq(setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
     WrapPath w = {.theirs = too_old ? 0 : WRAP_READ, .peer = -1};
     TunnelRelayConfig cfg = {.vmm_name = "source VMM",
                              .peer_name = "data connection to the destination",
