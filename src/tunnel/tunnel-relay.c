@@ -825,6 +825,22 @@ static GError *ring_writer(Direction *d)
     }
 }
 
+/* An inbound reader's end of file on connection gen, under r->lock, *lost
+ * the cause the socket's state gave (0: none): TRUE for the peer's orderly
+ * end, recorded (nothing to resume then). A reset whose error the writer's
+ * send took also reads as end of file: *lost becomes ECONNRESET, FALSE. */
+static gboolean peer_ended_locked(TunnelRelay *r, Direction *d, int fd, guint gen, int *lost)
+{
+    if (!*lost && r->shut_gen != gen + 1 && rpc_socket_reset_before_our_end(fd))
+        *lost = ECONNRESET;
+    if (*lost)
+        return FALSE;
+    d->in_eof = TRUE;
+    r->net_in_eof = TRUE; /* the peer passed its end on */
+    g_cond_broadcast(&r->cond);
+    return TRUE;
+}
+
 /* Inbound, resumable: the network into the pipe, counted; waits while the
  * connection is being replaced. */
 static GError *net_reader(Direction *d)
@@ -865,15 +881,7 @@ static GError *net_reader(Direction *d)
         int lost = n == 0 ? rpc_socket_lost_error(fd) : err;
         g_mutex_lock(&r->lock);
         gboolean replaced = r->failed || gen != r->gen || r->detached;
-        /* A reset whose error the writer's send took reads as end of file
-         * here: not the peer's orderly end, which would rule out a resume. */
-        if (n == 0 && !lost && !replaced && r->shut_gen != gen + 1 &&
-            rpc_socket_reset_before_our_end(fd))
-            lost = ECONNRESET;
-        if (n == 0 && !lost && !replaced) {
-            d->in_eof = TRUE;
-            r->net_in_eof = TRUE; /* the peer passed its end on */
-            g_cond_broadcast(&r->cond);
+        if (n == 0 && !replaced && peer_ended_locked(r, d, fd, gen, &lost)) {
             g_mutex_unlock(&r->lock);
             return NULL;
         }
@@ -940,14 +948,7 @@ static GError *tls_net_reader(Direction *d)
                                                     : ECONNRESET;
         g_mutex_lock(&r->lock);
         gboolean replaced = r->failed || gen != r->gen || r->detached;
-        /* As in the plaintext reader: a reset another call took. */
-        if (n == 0 && !lost && !replaced && r->shut_gen != gen + 1 &&
-            rpc_socket_reset_before_our_end(fd))
-            lost = ECONNRESET;
-        if (n == 0 && !lost && !replaced) {
-            d->in_eof = TRUE;
-            r->net_in_eof = TRUE; /* the peer passed its end on */
-            g_cond_broadcast(&r->cond);
+        if (n == 0 && !replaced && peer_ended_locked(r, d, fd, gen, &lost)) {
             g_cond_broadcast(hand_off(d));
             g_mutex_unlock(&r->lock);
             return NULL;
