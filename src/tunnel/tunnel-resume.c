@@ -100,6 +100,22 @@ gboolean tunnel_resume_lookup_header(const char *token, RpcHeader *header)
     return TRUE;
 }
 
+/* A resume must come from whom the migration was prepared by (SASL user,
+ * client certificate DN): the token alone is not enough. */
+static gboolean same_identity(TunnelPeerWatch *watch, const char *identity, const char *what,
+                              GError **error)
+{
+    const char *was = tunnel_peer_watch_get_identity(watch);
+    if (!was || g_strcmp0(was, identity) == 0)
+        return TRUE;
+    g_autofree char *why =
+        g_strdup_printf("the resumed connection authenticated as %s, the migration's as %s",
+                        identity ? identity : "nobody", was);
+    FERRY_WARN("refused to resume %s: %s", what, why);
+    g_set_error_literal(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED, why);
+    return FALSE;
+}
+
 gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
                               const char *identity, const TunnelResumePoint *theirs,
                               TunnelResumePoint *ours, GError **error)
@@ -112,13 +128,7 @@ gboolean tunnel_resume_accept(const char *token, TunnelBinding *binding,
                     "no migration here waits for a resumed connection with this token");
         return FALSE;
     }
-    const char *was = tunnel_peer_watch_get_identity(watch);
-    if (was && g_strcmp0(was, identity) != 0) {
-        g_autofree char *why =
-            g_strdup_printf("the resumed connection authenticated as %s, the migration's as %s",
-                            identity ? identity : "nobody", was);
-        FERRY_WARN("refused to resume a migration stream: %s", why);
-        g_set_error_literal(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED, why);
+    if (!same_identity(watch, identity, "a migration stream", error)) {
         tunnel_stream_unref(ts);
         tunnel_peer_watch_unref(watch);
         return FALSE;
@@ -157,13 +167,7 @@ gboolean tunnel_resume_accept_control(const char *token, RpcConnection *conn,
                     "no migration here waits for its source's connection with this token");
         return FALSE;
     }
-    const char *was = tunnel_peer_watch_get_identity(watch);
-    if (was && g_strcmp0(was, identity) != 0) {
-        g_autofree char *why =
-            g_strdup_printf("the resumed connection authenticated as %s, the migration's as %s",
-                            identity ? identity : "nobody", was);
-        FERRY_WARN("refused to resume a migration's connection: %s", why);
-        g_set_error_literal(error, FERRY_ERROR, FERRY_ERR_OPERATION_DENIED, why);
+    if (!same_identity(watch, identity, "a migration's connection", error)) {
         tunnel_peer_watch_unref(watch);
         return FALSE;
     }
