@@ -452,6 +452,10 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
         job->seen_us = now;
     }
     gboolean moving = now - job->seen_us < (gint64)stall_s * G_USEC_PER_SEC;
+    g_autoptr(GPtrArray) extra = g_ptr_array_new_with_free_func((GDestroyNotify)tunnel_channel_unref);
+    for (guint i = 0; !moving && job->extra && i < job->extra->len; i++)
+        if (job->extra->pdata[i])
+            g_ptr_array_add(extra, tunnel_channel_ref(job->extra->pdata[i]));
     g_mutex_unlock(&job->lock);
     if (moving)
         return TRUE;
@@ -461,6 +465,21 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
                               "the migration stalled: no data moved for %u s (%s sent, %s "
                               "received)",
                               stall_s, sent, received);
+    /* A resumable channel whose peer's host went silent too is behind a
+     * broken path its socket did not notice (a receiver with nothing to
+     * send keeps no timer running): it waits the resume time instead, as
+     * the peer, whose sends time out, reconnects. */
+    guint silent_ms = stall_s * 1000 / 2;
+    gboolean broke = tunnel_channel_break_silent_path(ch, silent_ms, why);
+    for (guint i = 0; i < extra->len; i++)
+        broke |= tunnel_channel_break_silent_path(extra->pdata[i], silent_ms, why);
+    if (broke) {
+        g_error_free(why);
+        g_mutex_lock(&job->lock);
+        job->seen_us = g_get_monotonic_time();
+        g_mutex_unlock(&job->lock);
+        return TRUE;
+    }
     tunnel_channel_abort(ch, why);
     flight_recorder_error(job->recorder, "stall", why);
     g_propagate_error(error, why);

@@ -176,6 +176,12 @@ gboolean rpc_connection_peer_unresponsive(RpcConnection *conn)
                      rpc_socket_timed_out_on_zero_window(socket->fd));
 }
 
+gboolean rpc_connection_peer_host_answers(RpcConnection *conn, guint within_ms)
+{
+    return rpc_socket_peer_host_answers(rpc_sasl_transport_get_inner(conn->transport)->fd,
+                                        within_ms);
+}
+
 int rpc_connection_get_os_error(RpcConnection *conn)
 {
     return g_atomic_int_get(&rpc_sasl_transport_get_inner(conn->transport)->os_error);

@@ -107,6 +107,9 @@ gboolean rpc_connection_closed_cleanly(RpcConnection *conn);
  * daemon is frozen or stuck, not cut off by the path: a new connection
  * would meet the same peer. */
 gboolean rpc_connection_peer_unresponsive(RpcConnection *conn);
+/* Whether the peer's host acknowledged anything on the connection's TCP
+ * socket within the last within_ms (rpc_socket_peer_host_answers). */
+gboolean rpc_connection_peer_host_answers(RpcConnection *conn, guint within_ms);
 /* The first operating-system error the connection's socket met (0: none):
  * the cause behind a close that came with no reason of its own. */
 int rpc_connection_get_os_error(RpcConnection *conn);

@@ -273,6 +273,13 @@ gboolean tunnel_channel_awaits_resume(TunnelChannel *ch)
     return ch->stream && tunnel_stream_awaits_resume(ch->stream);
 }
 
+gboolean tunnel_channel_break_silent_path(TunnelChannel *ch, guint silent_ms, const GError *why)
+{
+    if (ch->relay)
+        return tunnel_relay_break_silent_path(ch->relay, silent_ms);
+    return ch->stream && tunnel_stream_break_silent_path(ch->stream, silent_ms, why);
+}
+
 void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, guint64 *resent)
 {
     *reconnections = 0;

@@ -81,6 +81,11 @@ void tunnel_channel_get_bytes(TunnelChannel *ch, guint64 *out, guint64 *in);
 TunnelStream *tunnel_channel_get_stream(TunnelChannel *ch);
 gboolean tunnel_channel_awaits_resume(TunnelChannel *ch);
 void tunnel_channel_get_resume_stats(TunnelChannel *ch, guint *reconnections, guint64 *resent);
+/* A resumable channel that moved nothing for a while, on a connection whose
+ * peer's host acknowledged nothing within silent_ms either, takes that for
+ * a broken path and waits the resume time (its connection let go); TRUE
+ * then. FALSE: not resumable, or the peer's host still answers. */
+gboolean tunnel_channel_break_silent_path(TunnelChannel *ch, guint silent_ms, const GError *why);
 /* Destination: the channel waits for its source under token until
  * tunnel_resume_withdraw; watch follows it to the new connection. */
 void tunnel_channel_offer_resume(TunnelChannel *ch, const char *token, TunnelPeerWatch *watch);

@@ -1125,6 +1125,21 @@ static gpointer reconnector_thread(gpointer data)
     return NULL;
 }
 
+gboolean tunnel_relay_break_silent_path(TunnelRelay *r, guint silent_ms)
+{
+    g_mutex_lock(&r->lock);
+    gboolean resumable = r->resume_timeout_s && !r->failed && !r->detached && !r->net_in_eof;
+    int fd = r->net_fd; /* a replaced connection's socket stays open (old_nets) */
+    guint gen = r->gen;
+    g_mutex_unlock(&r->lock);
+    if (!resumable || rpc_socket_peer_host_answers(fd, silent_ms))
+        return FALSE;
+    FERRY_INFO("the %s moved nothing and its peer's host acknowledged nothing for %u ms: "
+               "taken for a broken connection",
+               r->peer_name, silent_ms);
+    return net_broken(r, ETIMEDOUT, fd, gen) == BROKEN_WAIT;
+}
+
 gboolean tunnel_relay_awaits_resume(TunnelRelay *r)
 {
     g_mutex_lock(&r->lock);

@@ -67,6 +67,12 @@ void tunnel_relay_set_rate(TunnelRelay *relay, TunnelRate *rate);
  * again then. */
 gboolean tunnel_relay_awaits_resume(TunnelRelay *relay);
 void tunnel_relay_get_resume_stats(TunnelRelay *relay, guint *reconnections, guint64 *resent);
+/* The relay moved nothing for a while and the peer's host acknowledged
+ * nothing on the data connection within silent_ms: the path broke though
+ * this side's socket did not tell. A resumable relay lets the connection
+ * go and waits the resume time, as for a TCP timeout; TRUE then. FALSE:
+ * not resumable, over, or the host still answers (a stuck peer). */
+gboolean tunnel_relay_break_silent_path(TunnelRelay *relay, guint silent_ms);
 /* Destination, a resume hello came: the relay lets its current data
  * connection go (if it still looked alive), waits until its network reader
  * stopped, and says in *ours the bytes it took from the network. FALSE

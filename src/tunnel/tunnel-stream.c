@@ -875,6 +875,27 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
     g_mutex_unlock(&ts->lock);
 }
 
+gboolean tunnel_stream_break_silent_path(TunnelStream *ts, guint silent_ms, const GError *why)
+{
+    g_mutex_lock(&ts->lock);
+    gboolean resumable = ts->cfg.resume && is_running(ts->state) && !ts->detached;
+    RpcConnection *conn = resumable ? rpc_connection_ref(ts->conn) : NULL;
+    g_mutex_unlock(&ts->lock);
+    if (!conn)
+        return FALSE;
+    gboolean broken = !rpc_connection_peer_host_answers(conn, silent_ms);
+    if (broken) {
+        FERRY_INFO("stream serial %u: %s, and the %s's host acknowledged nothing for %u ms: "
+                   "taken for a broken connection",
+                   ts->header.serial, why->message, ts->peer_name, silent_ms);
+        /* Its reader's close detaches the stream (a close with a reason:
+         * a path that broke, waited for the whole resume time). */
+        rpc_connection_close(conn, why);
+    }
+    rpc_connection_unref(conn);
+    return broken;
+}
+
 /* A detached stream whose connection did not come back in time. */
 static void resume_expired_locked(TunnelStream *ts)
 {

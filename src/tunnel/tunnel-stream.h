@@ -123,6 +123,13 @@ void tunnel_stream_get_resume_point(TunnelStream *ts, TunnelResumePoint *ours);
 gboolean tunnel_stream_resume(TunnelStream *ts, TunnelBinding *binding,
                               const TunnelResumePoint *theirs, TunnelResumePoint *ours,
                               RpcConnection **old, GError **error);
+/* The stream moved nothing for a while and the peer's host acknowledged
+ * nothing on its connection within silent_ms: the path broke though this
+ * side's socket did not tell (a receiver with nothing to send, or TCP's
+ * timeouts off). A resumable running stream closes the connection with
+ * why and waits the resume time, as if TCP had noticed; TRUE then. FALSE:
+ * not resumable, not running, or the host still answers (a stuck peer). */
+gboolean tunnel_stream_break_silent_path(TunnelStream *ts, guint silent_ms, const GError *why);
 /* The way back failed for good (refused, or not in time): the stream fails. */
 void tunnel_stream_resume_failed(TunnelStream *ts, const GError *why);
 /* The monotonic time the stream stops waiting for a new connection (0: not waiting). */

@@ -65,7 +65,10 @@ RESUME_S = 30.0
 CUT_RESUME_S = 5
 # A blip longer than tcp_user_timeout (5 s): the connections break, and the
 # daemons reconnect and resume once the link is back.
-LONG_BLIP_S = 7.0
+LONG_BLIP_S = 10.0
+# The destination's stall timeout where its TCP cannot notice a blip: well
+# inside LONG_BLIP_S, so that the stall comes before the link is back.
+BLIND_STALL_S = 6
 ALL = os.environ.get("FERRY_FAULTS") == "all"
 
 
@@ -940,6 +943,30 @@ class ResumeMatrix:
 
     def test_link_down_resumed_late_stream(self):
         self.blip_resumes("late")
+
+    @quick
+    def test_link_down_destination_blind_resumed(self):
+        """The destination's TCP cannot notice the break (no keepalive, no
+        user timeout: a receiver with nothing to send keeps no timer), and
+        its stall timeout passes before the link is back: it takes the
+        stall, with the source's host silent too, for a broken connection
+        and waits the resume time instead of failing, so the source's
+        reconnection finds the migration and the memory verifies."""
+        self.prepare(dst_conf="tcp_keepalive_idle = 0\ntcp_user_timeout = 0\n"
+                              f"migration_stall_timeout = {BLIND_STALL_S}\n")
+        self.baseline_pids()
+        p = self.migrate()
+        self.wait_moved(EARLY, p)
+        self.net.blip(LONG_BLIP_S)
+        back = time.monotonic()
+        rc, err = self.ended(p)
+        self.assertEqual(rc, 0, err)
+        self.record(time.monotonic() - back, 30)
+        self.assert_on_destination()
+        self.assertIn("taken for a broken connection", self.b.log())
+        dst = ft.job_stats(self.b, "vm1")
+        self.assertGreaterEqual(dst.get("ferry_reconnections", 0), 1, dst)
+        self.assert_clean("destination")
 
     def test_link_cut_beyond_the_default_resume_time(self):
         """The link cut for good with migration_resume_timeout's default:
