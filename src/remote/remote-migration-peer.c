@@ -575,10 +575,13 @@ static char *peer_fetch_record(MigrationPeer *peer, const char *id, gint64 *peer
 #define RECONNECT_PAUSE_MS 500
 
 /* Errors no new attempt can cure: the destination refused the resume, or
- * authentication (TLS certificates, SASL) failed, or its daemon no longer
- * listens. A path that does not answer yet is worth another try. */
+ * authentication (TLS certificates, SASL) failed, our own certificate no
+ * longer serves (it expired meanwhile), or its daemon no longer listens. A
+ * path that does not answer yet is worth another try. */
 static gboolean resume_error_is_final(const GError *e)
 {
+    if (g_str_has_prefix(e->message, REMOTE_PEER_OWN_TLS_ERROR))
+        return TRUE;
     /* Nobody listens there any more: the destination daemon is gone. */
     if (g_error_matches(e, FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR) &&
         (g_str_has_suffix(e->message, g_strerror(ECONNREFUSED)) ||

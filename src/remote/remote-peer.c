@@ -328,8 +328,10 @@ static RpcTransport *connect_transport(const RemoteUri *uri, const RemotePeerOpt
         .handshake_timeout_ms = timeout,
     };
     g_autoptr(RpcTlsContext) ctx = rpc_tls_context_new_client(&tc, error);
-    if (!ctx)
+    if (!ctx) {
+        g_prefix_error(error, REMOTE_PEER_OWN_TLS_ERROR);
         return NULL;
+    }
     int fd = rpc_socket_connect_tcp(uri->host, uri->port, timeout, error);
     if (fd < 0)
         return NULL;

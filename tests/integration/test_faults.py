@@ -312,12 +312,13 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
         self.assert_on_destination()
 
 
-    def tls_pair(self, valid_s):
-        """Daemons whose destination listens for TLS with a certificate that
-        expires valid_s from now, the slow VM, the baseline; returns the
-        PKI, the destination's TLS URI, virsh's environment and the flags of
-        a TLS migration in this mode."""
-        pki = MiniPki(self.net.dst_ip, valid_s=valid_s)
+    def tls_pair(self, valid_s, expiring="server"):
+        """Daemons whose destination listens for TLS, the `expiring`
+        certificate (the destination's, or the source's client one) valid
+        for valid_s from now, the slow VM, the baseline; returns the PKI,
+        the destination's TLS URI, virsh's environment and the flags of a
+        TLS migration in this mode."""
+        pki = MiniPki(self.net.dst_ip, valid_s=valid_s, expiring=expiring)
         self.addCleanup(pki.cleanup)
         tls_port = ft.free_port()
         self.start_pair(src_conf=f'migration_pki_dir = "{pki.client_dir}"\n',
@@ -335,7 +336,7 @@ class FaultCase(ft.MigrationFaultsMixin, ft.DaemonTestCase):
 
     def until_expired(self, pki, p):
         """Once migration p moved EARLY, slows it to 1 MiB/s until the
-        destination's certificate has expired; returns the seconds waited."""
+        expiring certificate has expired; returns the seconds waited."""
         self.wait_moved(EARLY, p)
         ft.virsh(self.a.tcp_uri, "migrate-setspeed", "vm1", "1")
         left = pki.expires - time.time()
@@ -978,7 +979,17 @@ class ResumeMatrix:
         migration runs; then the link goes down long enough to break the
         connection: the reconnection's handshake is refused naming the
         expired certificate, and the migration fails at once, the VM home."""
-        pki, duri, env, flags = self.tls_pair(valid_s=60)
+        self.reconnect_refused("server")
+
+    def test_tls_reconnect_refused_client_certificate(self):
+        """The same with the source's client certificate expired: the
+        source cannot offer it again (or the destination refuses it), so
+        the migration fails at the first attempt after the link is back,
+        not when the resume time is up."""
+        self.reconnect_refused("client")
+
+    def reconnect_refused(self, expiring):
+        pki, duri, env, flags = self.tls_pair(valid_s=60, expiring=expiring)
         p = subprocess.Popen(["virsh", "-c", self.a.tcp_uri, "migrate", "--live", "--p2p",
                               *flags, "vm1", duri], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
@@ -1001,10 +1012,11 @@ class ResumeMatrix:
 
 
 class MiniPki:
-    """A CA, a client certificate, and a server certificate for `ip` that
-    expires `valid_s` seconds from now (certtool takes a UTC date)."""
+    """A CA, a client certificate, and a server certificate for `ip`; the
+    `expiring` one ("server" or "client") expires `valid_s` seconds from
+    now, the other in two days (certtool takes a UTC date)."""
 
-    def __init__(self, ip, valid_s):
+    def __init__(self, ip, valid_s, expiring="server"):
         self.dir = tempfile.mkdtemp(prefix="ferry-pki-")
         self.client_dir = os.path.join(self.dir, "client")
         os.makedirs(self.client_dir)
@@ -1017,11 +1029,12 @@ class MiniPki:
                       "--template", self.template("ca", "cn = ferry fault CA\nca\n"
                                                   "cert_signing_key\nexpiration_days = 2\n"),
                       "--outfile", self.path("cacert.pem"))
+        expiry = {k: f"expiration_date = \"{until}\"\n" if k == expiring else
+                  "expiration_days = 2\n" for k in ("server", "client")}
         self.sign("server", f"organization = ferry\ncn = {ip}\nip_address = {ip}\n"
-                            f"tls_www_server\nencryption_key\nsigning_key\n"
-                            f"expiration_date = \"{until}\"\n")
+                            f"tls_www_server\nencryption_key\nsigning_key\n" + expiry["server"])
         self.sign("client", "country = GB\norganization = x\ncn = source\ntls_www_client\n"
-                            "encryption_key\nsigning_key\nexpiration_days = 2\n")
+                            "encryption_key\nsigning_key\n" + expiry["client"])
         shutil.copy(self.path("cacert.pem"), os.path.join(self.client_dir, "cacert.pem"))
         shutil.copy(self.path("clientcert.pem"), os.path.join(self.client_dir, "clientcert.pem"))
         shutil.copy(self.path("clientkey.pem"), os.path.join(self.client_dir, "clientkey.pem"))
