@@ -744,8 +744,13 @@ class Matrix:
         incoming = vmm_processes(self.b)
         if peer == "frozen":
             self.b.kill(signal.SIGSTOP)
-        elif peer == "unreachable":
+        elif peer in ("unreachable", "reconnecting"):
             self.net.drop()
+        if peer == "reconnecting":
+            # The source noticed the dead path and is trying to reconnect
+            # (an attempt in flight: each waits up to 5 s for the link).
+            self.assertTrue(ft.wait_for(lambda: "reconnecting" in self.a.log(), 30),
+                            "the source never tried to reconnect")
         cut = time.monotonic()
         try:
             ft.virsh(self.a.tcp_uri, "domjobabort", "vm1")
@@ -764,6 +769,12 @@ class Matrix:
             self.assertLess(returned, 5)
             self.record(self.logged_between(self.a, "a client aborted its migration",
                                             "runs here again: "), ABORT_BOUND)
+            if peer == "reconnecting":
+                # Resumable, it waits for its source the resume time (the
+                # default: 30 s) from when it noticed the break.
+                self.net.heal()
+                self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
+                                            RESUME_S + DROP_BOUND + 10), incoming)
             if peer == "unreachable":
                 # The destination notices the dead path itself.
                 self.assertTrue(ft.wait_for(lambda: not any(ft.pid_alive(x) for x in incoming),
@@ -973,6 +984,13 @@ class ResumeMatrix:
         """The link cut for good with migration_resume_timeout's default:
         the daemons try to reconnect for 30 s, then fail naming it."""
         Matrix.cut_then_failure(self, "early", resume_s=None)
+
+    def test_abort_while_reconnecting(self):
+        """The link down long enough that the source is reconnecting (an
+        attempt in flight) when the client aborts: the VM runs on the
+        source again within the abort's bound, virsh returns, and the
+        destination drops its VM once its resume time is up."""
+        Matrix.abort_in(self, "early", "reconnecting")
 
     def test_tls_reconnect_refused(self):
         """Over TLS, the destination's certificate expires while the
