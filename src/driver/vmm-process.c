@@ -14,7 +14,12 @@
 #define FERRY_LOG_MODULE "driver.vmm"
 
 #define QMP_TIMEOUT_MS 10000
+/* How long a VMM may take to answer on its monitor; while its CPU time
+ * still grows (a large guest's memory zeroed by the kernel takes seconds
+ * per GiB on a loaded host) the wait goes on, up to START_LIMIT_MS. */
 #define START_TIMEOUT_MS 20000
+#define START_BUSY_GRACE_MS 10000
+#define START_LIMIT_MS 180000
 
 struct VmmProcess {
     gint ref;
@@ -117,9 +122,19 @@ VmmProcess *vmm_process_spawn(const VmmProcessSpawnOptions *o, GError **error)
     /* Short attempts to connect, so a VMM that exits at once is reported at
      * once; once connected, its greeting is awaited on that one connection
      * (see qmp_client_connect_staged: retrying there starves a slow VMM). */
-    gint64 deadline = g_get_monotonic_time() + START_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    gint64 started = g_get_monotonic_time();
+    gint64 deadline = started + START_TIMEOUT_MS * G_TIME_SPAN_MILLISECOND;
+    gint64 limit = started + START_LIMIT_MS * G_TIME_SPAN_MILLISECOND;
+    guint64 cpu_ns = vmm_process_cpu_time_ns(vm);
     while (!vm->qmp && g_get_monotonic_time() < deadline) {
         g_clear_error(&qmp_error);
+        guint64 now_cpu_ns = vmm_process_cpu_time_ns(vm);
+        if (now_cpu_ns != cpu_ns) { /* still busy starting: not stuck */
+            cpu_ns = now_cpu_ns;
+            deadline = MIN(MAX(deadline, g_get_monotonic_time() +
+                                             START_BUSY_GRACE_MS * G_TIME_SPAN_MILLISECOND),
+                           limit);
+        }
         int left_ms = (int)MAX((deadline - g_get_monotonic_time()) / 1000, 1);
         vm->qmp = qmp_client_connect_staged(o->qmp_path, MIN(200, left_ms), left_ms, on_qmp_event,
                                             on_qmp_close, vm, &qmp_error);

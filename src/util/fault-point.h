@@ -9,5 +9,7 @@
  * logging "test pause at <point>" so the test knows the phase is reached.
  * "point:ms:PATH" ends the pause early once PATH exists: the test acts,
  * then releases the daemon, however slowly a loaded machine ran it.
- * Does nothing otherwise (one environment lookup). */
+ * FERRY_TEST_BUSY ("point:ms", the same form) keeps the process busy on a
+ * CPU there for ms first, as a process hard at work would be.
+ * Does nothing otherwise (two environment lookups). */
 void ferry_fault_point(const char *name);

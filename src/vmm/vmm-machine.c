@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "util/error.h"
+#include "util/fault-point.h"
 #include "util/log.h"
 #include "vmm/vmm-memory.h"
 #include "vmm/vmm-migration.h"
@@ -565,6 +566,9 @@ static const VmmQmpCommand machine_commands[] = {
 VmmMachine *vmm_machine_new(const VmmConfig *config, GError **error)
 {
     gint64 t0 = g_get_monotonic_time();
+    /* Where a large guest's start spends its time (the kernel zeroing its
+     * memory): the tests stand in for that here. */
+    ferry_fault_point("vmm-start");
     VmmMemory *mem = vmm_memory_new(config->memory, !config->incoming, config->seed, error);
     if (!mem)
         return NULL;

@@ -137,6 +137,32 @@ class ErrorsTest(ft.DaemonTestCase):
         self.assertEqual(state(d, "big"), "shut off (failed)")
 
 
+    def test_vmm_slow_to_start_is_waited_for_while_it_works(self):
+        """A VMM that takes longer than the monitor wait (20 s) to start, as
+        a large guest does while the kernel zeroes its memory on a loaded
+        host, is waited for while its CPU time grows; one that sits still
+        as long fails after the 20 s, naming the start."""
+        d = self.start_daemon(env={"FERRY_TEST_BUSY": "vmm-start:24000"})
+        ft.virsh(d.tcp_uri, "define", ft.write_file(d.dir, "slow.xml",
+                                                    ft.domain_xml("slow", memory_mib=64)))
+        start = time.monotonic()
+        ft.virsh(d.tcp_uri, "start", "slow")
+        self.assertGreater(time.monotonic() - start, 23)
+        self.assertEqual(state(d, "slow"), "running (booted)")
+        ft.virsh(d.tcp_uri, "destroy", "slow")
+
+        stuck = self.start_daemon(name="stuck", env={"FERRY_TEST_PAUSE": "vmm-start:40000"})
+        ft.virsh(stuck.tcp_uri, "define", ft.write_file(stuck.dir, "slow.xml",
+                                                        ft.domain_xml("slow", memory_mib=64)))
+        start = time.monotonic()
+        rc, _, err = ft.virsh(stuck.tcp_uri, "start", "slow", check=False)
+        took = time.monotonic() - start
+        self.assertNotEqual(rc, 0)
+        self.assertIn("failed to start", err)
+        self.assertGreater(took, 19)
+        self.assertLess(took, 35)
+
+
 class VmmLogTest(ft.DaemonTestCase):
     def test_logs_by_domain_appended_over_starts_and_rotated_by_size(self):
         """Each domain's VMM logs to LOG_DIR/NAME.log (not one file per
