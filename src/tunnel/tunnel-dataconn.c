@@ -439,26 +439,31 @@ RpcTransport *tunnel_data_connect(const char *host, guint16 port, const char *to
     return tunnel_data_connect_channel(host, port, token, 0, tls, pkipath, timeout_ms, error);
 }
 
+/* The TLS client side of a data connection: the certificates in pkipath
+ * (libvirt's client locations when NULL), the peer's verified. */
+static RpcTlsContext *client_tls_context(const char *pkipath, int timeout_ms, GError **error)
+{
+    g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
+    rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
+    RpcTlsConfig cfg = {.ca_file = ca,
+                        .crl_file = crl,
+                        .cert_file = cert,
+                        .key_file = key,
+                        .verify_peer = TRUE,
+                        .handshake_timeout_ms = (guint)timeout_ms};
+    RpcTlsContext *ctx = rpc_tls_context_new_client(&cfg, error);
+    if (!ctx)
+        g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
+    return ctx;
+}
+
 RpcTransport *tunnel_data_connect_channel(const char *host, guint16 port, const char *token,
                                           guint index, gboolean tls, const char *pkipath,
                                           int timeout_ms, GError **error)
 {
     g_autoptr(RpcTlsContext) ctx = NULL;
-    if (tls) {
-        g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
-        rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
-        RpcTlsConfig cfg = {.ca_file = ca,
-                            .crl_file = crl,
-                            .cert_file = cert,
-                            .key_file = key,
-                            .verify_peer = TRUE,
-                            .handshake_timeout_ms = (guint)timeout_ms};
-        ctx = rpc_tls_context_new_client(&cfg, error);
-        if (!ctx) {
-            g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
-            return NULL;
-        }
-    }
+    if (tls && !(ctx = client_tls_context(pkipath, timeout_ms, error)))
+        return NULL;
     int fd = rpc_socket_connect_tcp(host, port, timeout_ms, error);
     if (fd < 0) {
         g_prefix_error(error, "cannot open the migration data connection: ");
@@ -507,23 +512,11 @@ RpcTransport *tunnel_data_resume_connect(const char *host, guint16 port, const c
                                          guint64 *theirs, int timeout_ms, GError **error)
 {
     g_autoptr(RpcTlsContext) ctx = NULL;
-    if (tls) {
-        g_autofree char *ca = NULL, *crl = NULL, *cert = NULL, *key = NULL;
-        rpc_tls_client_locate_files(pkipath, &ca, &crl, &cert, &key);
-        RpcTlsConfig cfg = {.ca_file = ca,
-                            .crl_file = crl,
-                            .cert_file = cert,
-                            .key_file = key,
-                            .verify_peer = TRUE,
-                            .handshake_timeout_ms = (guint)timeout_ms};
-        ctx = rpc_tls_context_new_client(&cfg, error);
-        if (!ctx) {
-            /* Our own files: no new attempt cures them. */
-            g_prefix_error(error, "cannot set up TLS for the migration data connection: ");
-            if (error && *error)
-                (*error)->code = FERRY_ERR_OPERATION_DENIED;
-            return NULL;
-        }
+    if (tls && !(ctx = client_tls_context(pkipath, timeout_ms, error))) {
+        /* Our own files: no new attempt cures them. */
+        if (error && *error)
+            (*error)->code = FERRY_ERR_OPERATION_DENIED;
+        return NULL;
     }
     int fd = rpc_socket_connect_tcp(host, port, timeout_ms, error);
     if (fd < 0) {
