@@ -649,48 +649,87 @@ static gboolean resume_attempt(MigrationPeer *peer, TunnelStream *ts, int connec
     return FALSE;
 }
 
-static void resume_stream(MigrationPeer *peer, TunnelStream *ts)
+/* One attempt of a reconnection: a new connection within connect_ms and the
+ * resume call within call_ms; TRUE once the migration runs on it. */
+typedef gboolean (*ReconnectAttempt)(MigrationPeer *peer, gpointer data, int connect_ms,
+                                     int call_ms, GError **error);
+/* The monotonic time to give up at (0: no longer waiting, stop). */
+typedef gint64 (*ReconnectDeadline)(gpointer data);
+
+typedef enum {
+    RECONNECT_DONE,     /* resumed */
+    RECONNECT_STOPPED,  /* the peer closes, or nothing waits any more */
+    RECONNECT_REFUSED,  /* an error no new attempt cures: *last says it */
+    RECONNECT_EXPIRED,  /* the deadline passed: *last is the last attempt's error, if any */
+} ReconnectOutcome;
+
+/* Attempts (each within RECONNECT_ATTEMPT_MS, the call the whole time left:
+ * a call given up on may still be served by the destination, later, on a
+ * connection we closed, which would move the migration there and end it; a
+ * loaded destination answered after our 5 s once) every RECONNECT_PAUSE_MS
+ * until one succeeds, one is refused for good, the peer closes, or the
+ * deadline passes. A dead path fails the call sooner (its keepalive). */
+static ReconnectOutcome reconnect(MigrationPeer *peer, const char *what, ReconnectAttempt attempt,
+                                  ReconnectDeadline deadline_of, gpointer data,
+                                  guint *attempts, GError **last)
 {
-    guint attempts = 0;
-    g_autoptr(GError) last = NULL;
     for (;;) {
-        gint64 deadline = tunnel_stream_get_resume_deadline(ts);
+        gint64 deadline = deadline_of(data);
         gint64 now = g_get_monotonic_time();
         g_mutex_lock(&peer->lock);
         gboolean closing = peer->closing;
         g_mutex_unlock(&peer->lock);
         if (closing || !deadline)
-            return; /* aborted, failed, or not waiting */
+            return RECONNECT_STOPPED;
         if (now >= deadline)
-            break;
-        attempts++;
+            return RECONNECT_EXPIRED;
+        (*attempts)++;
         gint64 left_ms = (deadline - now) / 1000;
-        g_clear_error(&last);
-        /* A connection gets RECONNECT_ATTEMPT_MS, the resume call the whole
-         * time left: a call given up on may still be served by the
-         * destination, later, on a connection we closed, which would move
-         * its stream there and end it (a loaded destination answered after
-         * our 5 s and the migration failed). A dead path fails the call
-         * sooner (its connection's keepalive). */
-        if (resume_attempt(peer, ts, (int)MAX(MIN(left_ms, (gint64)RECONNECT_ATTEMPT_MS), 200),
-                           (int)MIN(left_ms, (gint64)G_MAXINT), &last)) {
-            FERRY_INFO("resumed the migration stream with the %s (attempt %u)",
-                       peer->description, attempts);
-            return;
+        g_clear_error(last);
+        if (attempt(peer, data, (int)MAX(MIN(left_ms, (gint64)RECONNECT_ATTEMPT_MS), 200),
+                    (int)MIN(left_ms, (gint64)G_MAXINT), last)) {
+            FERRY_INFO("resumed %s with the %s (attempt %u)", what, peer->description, *attempts);
+            return RECONNECT_DONE;
         }
-        if (resume_error_is_final(last)) {
-            FERRY_WARN("cannot resume the migration stream with the %s: %s", peer->description,
-                       last->message);
-            tunnel_stream_resume_failed(ts, last);
-            return;
-        }
-        FERRY_INFO("reconnecting to the %s (attempt %u): %s", peer->description, attempts,
-                   last->message);
+        if (resume_error_is_final(*last))
+            return RECONNECT_REFUSED;
+        FERRY_INFO("reconnecting to the %s (attempt %u): %s", peer->description, *attempts,
+                   (*last)->message);
         gint64 pause = g_get_monotonic_time() + RECONNECT_PAUSE_MS * 1000;
         g_mutex_lock(&peer->lock);
         while (!peer->closing && g_cond_wait_until(&peer->cond, &peer->lock, pause))
             ;
         g_mutex_unlock(&peer->lock);
+    }
+}
+
+static gboolean stream_attempt(MigrationPeer *peer, gpointer ts, int connect_ms, int call_ms,
+                               GError **error)
+{
+    return resume_attempt(peer, ts, connect_ms, call_ms, error);
+}
+
+static gint64 stream_deadline(gpointer ts)
+{
+    return tunnel_stream_get_resume_deadline(ts);
+}
+
+static void resume_stream(MigrationPeer *peer, TunnelStream *ts)
+{
+    guint attempts = 0;
+    g_autoptr(GError) last = NULL;
+    switch (reconnect(peer, "the migration stream", stream_attempt, stream_deadline, ts, &attempts,
+                      &last)) {
+    case RECONNECT_DONE:
+    case RECONNECT_STOPPED:
+        return; /* resumed, or aborted, failed or no longer waiting */
+    case RECONNECT_REFUSED:
+        FERRY_WARN("cannot resume the migration stream with the %s: %s", peer->description,
+                   last->message);
+        tunnel_stream_resume_failed(ts, last);
+        return;
+    case RECONNECT_EXPIRED:
+        break;
     }
     g_autofree char *why = g_strdup_printf("no new connection within the resume time (%u "
                                            "attempts; the last: %s)",
@@ -757,6 +796,17 @@ static gboolean resume_control_attempt(MigrationPeer *peer, int connect_ms, int 
     return TRUE;
 }
 
+static gboolean control_attempt(MigrationPeer *peer, gpointer unused, int connect_ms,
+                                int call_ms, GError **error)
+{
+    return resume_control_attempt(peer, connect_ms, call_ms, error);
+}
+
+static gint64 fixed_deadline(gpointer deadline)
+{
+    return *(gint64 *)deadline;
+}
+
 /* FALSE once given up (the channel aborted, naming why). */
 static gboolean resume_control(MigrationPeer *peer, RpcConnection *conn, const GError *first)
 {
@@ -781,35 +831,13 @@ static gboolean resume_control(MigrationPeer *peer, RpcConnection *conn, const G
                peer->description, first ? ": " : "", first ? first->message : "", wait_s);
     guint attempts = 0;
     g_autoptr(GError) last = NULL;
-    gboolean final = FALSE;
-    for (;;) {
-        gint64 now = g_get_monotonic_time();
-        g_mutex_lock(&peer->lock);
-        gboolean closing = peer->closing;
-        g_mutex_unlock(&peer->lock);
-        if (closing)
-            return FALSE;
-        if (now >= deadline)
-            break;
-        attempts++;
-        gint64 left_ms = (deadline - now) / 1000;
-        g_clear_error(&last);
-        if (resume_control_attempt(peer, (int)MAX(MIN(left_ms, (gint64)RECONNECT_ATTEMPT_MS), 200),
-                                   (int)MIN(left_ms, (gint64)G_MAXINT), &last)) {
-            FERRY_INFO("resumed the migration's connection with the %s (attempt %u)",
-                       peer->description, attempts);
-            return TRUE;
-        }
-        if ((final = resume_error_is_final(last)))
-            break;
-        FERRY_INFO("reconnecting to the %s (attempt %u): %s", peer->description, attempts,
-                   last->message);
-        gint64 pause = g_get_monotonic_time() + RECONNECT_PAUSE_MS * 1000;
-        g_mutex_lock(&peer->lock);
-        while (!peer->closing && g_cond_wait_until(&peer->cond, &peer->lock, pause))
-            ;
-        g_mutex_unlock(&peer->lock);
-    }
+    ReconnectOutcome outcome = reconnect(peer, "the migration's connection", control_attempt,
+                                         fixed_deadline, &deadline, &attempts, &last);
+    if (outcome == RECONNECT_DONE)
+        return TRUE;
+    if (outcome == RECONNECT_STOPPED)
+        return FALSE;
+    gboolean final = outcome == RECONNECT_REFUSED;
     g_autofree char *tail =
         final ? g_strdup_printf("could not be resumed: %s", last->message)
               : g_strdup_printf("did not come back within %u s (%u attempts%s%s)", wait_s,
