@@ -44,13 +44,13 @@ typedef struct {
     RemotePeerReport *report; /* may be NULL */
 } RemotePeerOptions;
 
-/* Returns a connected, authenticated and opened client, or NULL with an
- * error naming the problem (and the file, for certificates and auth files). */
 /* How remote_peer_open's errors about this host's own TLS files begin
  * (files that do not load, a certificate expired or not yet valid): no new
  * attempt cures them. */
 #define REMOTE_PEER_OWN_TLS_ERROR "cannot use this host's TLS certificates: "
 
+/* Returns a connected, authenticated and opened client, or NULL with an
+ * error naming the problem (and the file, for certificates and auth files). */
 RpcClient *remote_peer_open(const char *uri, const RemotePeerOptions *options, GError **error);
 
 /* ---- libvirt auth files, exposed for tests and tools ---- */

@@ -9,7 +9,8 @@
  * logging "test pause at <point>" so the test knows the phase is reached.
  * "point:ms:PATH" ends the pause early once PATH exists: the test acts,
  * then releases the daemon, however slowly a loaded machine ran it.
- * FERRY_TEST_BUSY ("point:ms", the same form) keeps the process busy on a
- * CPU there for ms first, as a process hard at work would be.
+ * FERRY_TEST_BUSY ("point:ms", the same form) keeps the process at work
+ * there for ms first (a quarter of a CPU: its CPU time grows, as a VMM's
+ * does while the kernel zeroes its memory).
  * Does nothing otherwise (two environment lookups). */
 void ferry_fault_point(const char *name);
