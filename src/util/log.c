@@ -343,6 +343,9 @@ char *ferry_log_escape(const char *text, gssize len, gsize max)
 }
 
 static void log_line(FerryLogLevel level, const char *module, const char *prefix,
+                     const char *fmt, va_list ap) G_GNUC_PRINTF(4, 0);
+
+static void log_line(FerryLogLevel level, const char *module, const char *prefix,
                      const char *fmt, va_list ap)
 {
     static const char *const names[] = {"", "debug", "info", "warning", "error"};
