@@ -1295,6 +1295,46 @@ def qemu_ratios(table, ratio):
                   f"{'met' if t['rss_max'] <= 64 else 'MISSED'}")
 
 
+def data_plane_targets(table, ceilings, ratio):
+    """Issue 15's targets: each path against the ceiling measured in the
+    same run (TCP loopback, one gnutls session), proxy mode against the
+    tunnel, TLS against the stunnel relay, and each daemon's CPU per GiB."""
+    tcp = med(ceilings["tcp"]) if ceilings.get("tcp") else None
+    tls = med(ceilings["tls"]) if ceilings.get("tls") else None
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+
+    for w in WORKLOADS:
+        rows = {c: table.get((c, w)) for c in ("ferry", "ferry-proxy", "ferry-tls", "stunnel")}
+        rows = {c: r for c, r in rows.items() if r and r.get("ok")}
+        if not rows.keys() & {"ferry", "ferry-proxy", "ferry-tls"}:
+            continue
+        print(f"{workload_title(w)}, the data plane against its ceilings (issue 15):")
+        for c, ceiling, name, target in (("ferry", tcp, "TCP loopback", 0.8),
+                                         ("ferry-proxy", tcp, "TCP loopback", 0.9),
+                                         ("ferry-tls", tls, "one gnutls session", 0.9)):
+            r = rows.get(c)
+            if r and ceiling:
+                rt = ratio(r["mibps"], ceiling)
+                print(f"  throughput {c:<11} / {name:<18} {num(rt, '.2f')}x   target >= {target}x: "
+                      f"{verdict(rt and rt >= target)}")
+        if "ferry" in rows and "ferry-proxy" in rows:
+            rt = ratio(rows["ferry-proxy"]["mibps"], rows["ferry"]["mibps"])
+            print(f"  throughput ferry-proxy / ferry (the tunnel) {num(rt, '.2f')}x   target >= 1x: "
+                  f"{verdict(rt and rt >= 1)}")
+        if "ferry-tls" in rows and "stunnel" in rows:
+            rt = ratio(rows["ferry-tls"]["mibps"], rows["stunnel"]["mibps"])
+            print(f"  throughput ferry-tls / stunnel {num(rt, '.2f')}x   target >= 3x: "
+                  f"{verdict(rt and rt >= 3)}")
+        for c, target in (("ferry", 0.2), ("ferry-proxy", 0.1), ("ferry-tls", 0.5)):
+            r = rows.get(c)
+            if r and r["daemon_src"] is not None and r["daemon_dst"] is not None:
+                worst = max(r["daemon_src"], r["daemon_dst"])
+                print(f"  daemon CPU s/GiB {c:<11} src {r['daemon_src']:.2f} / dst "
+                      f"{r['daemon_dst']:.2f}   target <= {target} each: {verdict(worst <= target)}")
+
+
 def report(runs, ceilings, wall):
     print()
     print(f"Live migration, medians of {REPS} interleaved run(s) per row; {os.cpu_count()} cores "
@@ -1466,6 +1506,7 @@ def report(runs, ceilings, wall):
             print(f"  relay CPU  ferry-proxy / socat {num(rc, '.2f')}x   ({fp['cpu_relay']:.2f} vs "
                   f"{so['cpu_relay']:.2f} s/GiB)   target <= 0.25x: "
                   f"{'met' if rc is not None and rc <= 0.25 else 'MISSED'}")
+    data_plane_targets(table, ceilings, ratio)
     if "guest" in WORKLOADS:
         qemu_ratios(table, ratio)
     if "disk" in WORKLOADS:  # issue 12: disk + RAM through ferry's TLS tunnel >= 0.9x libvirt's native TLS
