@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -1140,9 +1141,11 @@ def run_one(build, case, workload, rep):
     return r
 
 
-def socket_ceiling(kind, size=1 << 30, chunk=4 << 20):
+def socket_ceiling(kind, size=1 << 30, chunk=4 << 20, cpu=None):
     """MiB/s one process pair moves through one socket on this machine right
-    now (the kernel's copy cost, no VMM, no relay): the context for the table."""
+    now (the kernel's copy cost, no VMM, no relay): the context for the table.
+    cpu, a list: gets (sender, receiver) CPU seconds per GiB, what one end of
+    the bare socket costs, below which no daemon relaying through it goes."""
     if kind == "unix":
         a, b = socket.socketpair()
     else:
@@ -1166,13 +1169,20 @@ def socket_ceiling(kind, size=1 << 30, chunk=4 << 20):
     b.close()
     data = b"\1" * chunk
     t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_THREAD)
     try:
         for _ in range(size // chunk):
             a.sendall(data)
-        os.waitpid(pid, 0)
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+        _, _, child = os.wait4(pid, 0)
     finally:
         a.close()
-    return size / (time.perf_counter() - t) / MIB
+    mibps = size / (time.perf_counter() - t) / MIB
+    if cpu is not None:
+        gib = size / (1 << 30)
+        sent = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / gib
+        cpu.append((sent, (child.ru_utime + child.ru_stime) / gib))
+    return mibps
 
 
 # ---- report ----
@@ -1327,6 +1337,10 @@ def data_plane_targets(table, ceilings, ratio):
             rt = ratio(rows["ferry-tls"]["mibps"], rows["stunnel"]["mibps"])
             print(f"  throughput ferry-tls / stunnel {num(rt, '.2f')}x   target >= 3x: "
                   f"{verdict(rt and rt >= 3)}")
+        if ceilings.get("tcp_cpu"):
+            floor = max(med([c[0] for c in ceilings["tcp_cpu"]]), med([c[1] for c in ceilings["tcp_cpu"]]))
+            print(f"  (one end of the bare TCP socket costs up to {floor:.2f} CPU s/GiB in this run: "
+                  f"a daemon that relays through one cannot cost less)")
         for c, target in (("ferry", 0.2), ("ferry-proxy", 0.1), ("ferry-tls", 0.5)):
             r = rows.get(c)
             if r and r["daemon_src"] is not None and r["daemon_dst"] is not None:
@@ -1344,6 +1358,11 @@ def report(runs, ceilings, wall):
         print(f"Socket ceiling on this machine now (1 GiB, 4 MiB writes, no VMM): "
               f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s"
               + (f", one gnutls TLS session {med(ceilings['tls']):.0f} MiB/s" if ceilings.get("tls") else ""))
+    if ceilings.get("tcp_cpu"):
+        print(f"What one end of the bare TCP loopback socket costs (the same runs): sender "
+              f"{med([c[0] for c in ceilings['tcp_cpu']]):.2f}, receiver "
+              f"{med([c[1] for c in ceilings['tcp_cpu']]):.2f} CPU s/GiB (on loopback the "
+              f"sender also runs the receiving side's TCP)")
     print()
     header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
               "downtime ms", "rounds", "relay CPU s/GiB src / dst", "daemon CPU s/GiB src / dst",
@@ -1568,10 +1587,10 @@ def main():
     total = REPS * sum(len(cases_for(w)) for w in WORKLOADS)
     print(f"Migration benchmark: {total} migrations ({REPS} x "
           + "; ".join(f"{w} x {' '.join(cases_for(w))}" for w in WORKLOADS) + ")", file=sys.stderr)
-    tls_ceiling = []
+    tls_ceiling, tcp_cpu = [], []
     for rep in range(1, REPS + 1):
-        for kind in ceilings:
-            ceilings[kind].append(socket_ceiling(kind))
+        for kind in ("unix", "tcp"):
+            ceilings[kind].append(socket_ceiling(kind, cpu=tcp_cpu if kind == "tcp" else None))
         if PKI:  # one gnutls session over loopback: the ceiling of anything over TLS
             out = subprocess.run([os.path.join(build, "bench/bench-transport"), "tls", "1024",
                                   PKI["dir"]], capture_output=True, text=True, timeout=300)
@@ -1591,6 +1610,8 @@ def main():
                       f"{'ok' if r['ok'] else 'FAILED'}: {detail}", file=sys.stderr, flush=True)
     if tls_ceiling:
         ceilings["tls"] = tls_ceiling
+    if tcp_cpu:
+        ceilings["tcp_cpu"] = tcp_cpu
     stop_libvirtd_pair()
     ok = report(runs, ceilings, time.monotonic() - start)
     if RESULTS:
