@@ -1337,10 +1337,11 @@ def data_plane_targets(table, ceilings, ratio):
             rt = ratio(rows["ferry-tls"]["mibps"], rows["stunnel"]["mibps"])
             print(f"  throughput ferry-tls / stunnel {num(rt, '.2f')}x   target >= 3x: "
                   f"{verdict(rt and rt >= 3)}")
-        if ceilings.get("tcp_cpu"):
-            floor = max(med([c[0] for c in ceilings["tcp_cpu"]]), med([c[1] for c in ceilings["tcp_cpu"]]))
-            print(f"  (one end of the bare TCP socket costs up to {floor:.2f} CPU s/GiB in this run: "
-                  f"a daemon that relays through one cannot cost less)")
+        for key, what in (("tcp_cpu", "the bare TCP socket"), ("tls_cpu", "one gnutls session")):
+            if ceilings.get(key):
+                floor = max(med([c[0] for c in ceilings[key]]), med([c[1] for c in ceilings[key]]))
+                print(f"  (one end of {what} costs up to {floor:.2f} CPU s/GiB in this run: "
+                      f"a daemon that relays through one cannot cost less)")
         for c, target in (("ferry", 0.2), ("ferry-proxy", 0.1), ("ferry-tls", 0.5)):
             r = rows.get(c)
             if r and r["daemon_src"] is not None and r["daemon_dst"] is not None:
@@ -1363,6 +1364,10 @@ def report(runs, ceilings, wall):
               f"{med([c[0] for c in ceilings['tcp_cpu']]):.2f}, receiver "
               f"{med([c[1] for c in ceilings['tcp_cpu']]):.2f} CPU s/GiB (on loopback the "
               f"sender also runs the receiving side's TCP)")
+    if ceilings.get("tls_cpu"):
+        print(f"What one end of the gnutls session costs (the same runs): sender "
+              f"{med([c[0] for c in ceilings['tls_cpu']]):.2f}, receiver "
+              f"{med([c[1] for c in ceilings['tls_cpu']]):.2f} CPU s/GiB, the cipher included")
     print()
     header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
               "downtime ms", "rounds", "relay CPU s/GiB src / dst", "daemon CPU s/GiB src / dst",
@@ -1587,15 +1592,19 @@ def main():
     total = REPS * sum(len(cases_for(w)) for w in WORKLOADS)
     print(f"Migration benchmark: {total} migrations ({REPS} x "
           + "; ".join(f"{w} x {' '.join(cases_for(w))}" for w in WORKLOADS) + ")", file=sys.stderr)
-    tls_ceiling, tcp_cpu = [], []
+    tls_ceiling, tcp_cpu, tls_cpu = [], [], []
     for rep in range(1, REPS + 1):
         for kind in ("unix", "tcp"):
             ceilings[kind].append(socket_ceiling(kind, cpu=tcp_cpu if kind == "tcp" else None))
         if PKI:  # one gnutls session over loopback: the ceiling of anything over TLS
             out = subprocess.run([os.path.join(build, "bench/bench-transport"), "tls", "1024",
                                   PKI["dir"]], capture_output=True, text=True, timeout=300)
-            if out.returncode == 0 and out.stdout.strip():
-                tls_ceiling.append(float(out.stdout.split()[-1]))
+            lines = out.stdout.split("\n")
+            if out.returncode == 0 and lines[0].strip():
+                tls_ceiling.append(float(lines[0]))
+                cpu = [l.split() for l in lines if l.startswith("cpu ")]
+                if cpu:
+                    tls_cpu.append((float(cpu[0][1]), float(cpu[0][2])))
         for w in WORKLOADS:
             for c in cases_for(w):
                 r = run_one(build, c, w, rep)
@@ -1612,6 +1621,8 @@ def main():
         ceilings["tls"] = tls_ceiling
     if tcp_cpu:
         ceilings["tcp_cpu"] = tcp_cpu
+    if tls_cpu:
+        ceilings["tls_cpu"] = tls_cpu
     stop_libvirtd_pair()
     ok = report(runs, ceilings, time.monotonic() - start)
     if RESULTS:
