@@ -258,8 +258,9 @@ static gpointer peer_setup_thread(gpointer data)
         if (ps->prepared) {
             g_autoptr(GBytes) cookie_out = NULL;
             g_autoptr(GError) fe = NULL;
-            g_autoptr(DriverDomain) d = ps->ops->finish(ps->peer, ps->dparams, NULL,
-                                                        ps->destflags, TRUE, &cookie_out, &fe);
+            /* Only the cancellation matters here, not the domain it answers. */
+            driver_domain_free(ps->ops->finish(ps->peer, ps->dparams, NULL, ps->destflags, TRUE,
+                                               &cookie_out, &fe));
         }
         peer_setup_free(ps);
     }
@@ -852,8 +853,8 @@ static char *farewell_say(Farewell *f)
                           NULL);
     g_autoptr(GBytes) cookie_out = NULL;
     g_autoptr(GError) fe = NULL;
-    g_autoptr(DriverDomain) d =
-        f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe);
+    driver_domain_free(
+        f->ops->finish(f->peer, f->dparams, NULL, f->destflags, TRUE, &cookie_out, &fe));
     flight_recorder_event(fr, "handshake", "what", "finish (cancelled=1) answered", "answer",
                           fe ? fe->message : "ok", NULL);
     fetch_peer_record(f->ops, f->peer, f->peer_record_id, f->job, NULL, 0);
@@ -871,10 +872,11 @@ static gpointer farewell_thread(gpointer data)
     char *report = farewell_say(f);
     if (f->end_record) {
         g_autoptr(GError) why = migration_job_abort_error(f->job);
-        g_autofree char *text = migration_job_end_record(
+        /* Ends the record; the completed job's copy below is what is kept. */
+        g_free(migration_job_end_record(
             f->job, g_error_matches(why, FERRY_ERROR, FERRY_ERR_OPERATION_ABORTED) ? "cancelled"
                                                                                   : "failed",
-            why);
+            why));
         migration_update_completed_record(e, f->uuid, f->job);
     }
     g_mutex_lock(&job->lock);

@@ -698,7 +698,7 @@ gboolean rpc_connection_try_start(RpcConnection *conn, GError **error)
 {
     /* Ours until we return: the threads may close the connection, and its
      * owner drop it, before we are done here. */
-    g_autoptr(RpcConnection) self = rpc_connection_ref(conn);
+    G_GNUC_UNUSED g_autoptr(RpcConnection) self = rpc_connection_ref(conn);
     g_mutex_lock(&conn->lock);
     g_assert(!conn->started);
     conn->started = TRUE;

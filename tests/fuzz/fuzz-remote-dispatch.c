@@ -23,6 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <glib/gstdio.h>
+
 #include "driver/sim/sim-driver.h"
 #include "fuzz-common.h"
 #include "remote/remote-auth.h"
