@@ -14,6 +14,7 @@
 #include "rpc/rpc-sasl.h"
 #include "rpc/rpc-tls.h"
 #include "tunnel/tunnel-channel.h"
+#include "tunnel/tunnel-resume.h"
 #include "tunnel/tunnel-router.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -816,8 +817,7 @@ static gboolean resume_control(MigrationPeer *peer, RpcConnection *conn, const G
          * rather than when the data connection's own timeout fires. */
         g_autoptr(GError) e = g_error_new(
             FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-            "the connection to the %s closed%s%s; not waited for: its host still answers, the "
-            "peer is stuck or stopped",
+            "the connection to the %s closed%s%s; " TUNNEL_PEER_STUCK,
             peer->description, first ? ": " : "", first ? first->message : "");
         FERRY_WARN("%s", e->message);
         tunnel_channel_abort(peer->resume_channel, e);

@@ -634,19 +634,22 @@ static Broken net_broken(TunnelRelay *r, int err, int fd, guint gen)
     return b;
 }
 
-static GError *broken_error(TunnelRelay *r, Broken b, const char *verb, const char *hop, int err)
+/* e, saying so when the peer is stuck (b). */
+static GError *name_stuck(Broken b, GError *e)
 {
-    if (b == BROKEN_OVER || b == BROKEN_WAIT)
-        return NULL;
-    GError *e = io_error(r, verb, hop, err);
     if (b == BROKEN_STUCK) {
-        char *m = g_strdup_printf("%s; not waited for: its host still answers, the peer is stuck "
-                                  "or stopped",
-                                  e->message);
+        char *m = g_strdup_printf("%s; " TUNNEL_PEER_STUCK, e->message);
         g_free(e->message);
         e->message = m;
     }
     return e;
+}
+
+static GError *broken_error(TunnelRelay *r, Broken b, const char *verb, const char *hop, int err)
+{
+    if (b == BROKEN_OVER || b == BROKEN_WAIT)
+        return NULL;
+    return name_stuck(b, io_error(r, verb, hop, err));
 }
 
 /* A detached relay whose connection did not come back in time. */
@@ -961,17 +964,10 @@ static GError *tls_net_reader(Direction *d)
             continue;
         if (b == BROKEN_OVER)
             return NULL;
-        GError *err = e ? g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
-                                      "cannot read from the %s: %s", d->in_name, e->message)
-                        : io_error(r, "read from", d->in_name, lost);
-        if (b == BROKEN_STUCK) {
-            char *m = g_strdup_printf("%s; not waited for: its host still answers, the peer is "
-                                      "stuck or stopped",
-                                      err->message);
-            g_free(err->message);
-            err->message = m;
-        }
-        return err;
+        return name_stuck(b, e ? g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                                             "cannot read from the %s: %s", d->in_name,
+                                             e->message)
+                               : io_error(r, "read from", d->in_name, lost));
     }
 }
 

@@ -38,6 +38,11 @@ typedef struct TunnelPeerWatch TunnelPeerWatch;
  * peer is reconnecting already, a dead one is given up on soon. */
 #define TUNNEL_RESUME_ENDED_GRACE_S 5
 
+/* What a failure says of a peer that stopped answering while its host
+ * still did (a frozen or stuck daemon): a new connection would meet it
+ * again, so the resume time is not waited. */
+#define TUNNEL_PEER_STUCK "not waited for: its host still answers, the peer is stuck or stopped"
+
 /* Where one side stands, for the other to go on from. */
 typedef struct {
     guint64 received; /* stream bytes it received from the peer (written or queued for its VMM) */

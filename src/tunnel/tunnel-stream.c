@@ -867,9 +867,7 @@ void tunnel_stream_connection_closed_on(TunnelStream *ts, RpcConnection *conn,
         g_autoptr(GError) e = g_error_new(
             FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR, "the connection to the %s closed after %s%s%s%s",
             ts->peer_name, m, why ? ": " : "", why ? why->message : "",
-            unresponsive ? "; not waited for: its host still answers, the peer is stuck or "
-                           "stopped"
-                         : "");
+            unresponsive ? "; " TUNNEL_PEER_STUCK : "");
         end_locked(ts, ts->state == ST_ABORTING ? ST_ABORTED : ST_FAILED, e);
     }
     g_mutex_unlock(&ts->lock);
