@@ -739,16 +739,21 @@ static void resume_stream(MigrationPeer *peer, TunnelStream *ts)
     tunnel_stream_resume_failed(ts, e);
 }
 
+/* Under peer->lock: waits until the current connection is lost (TRUE) or
+ * the peer closes (FALSE). */
+static gboolean wait_link_lost_locked(MigrationPeer *peer)
+{
+    while (!peer->closing && !peer->link_lost)
+        g_cond_wait(&peer->cond, &peer->lock);
+    return !peer->closing;
+}
+
 static gpointer reconnector_thread(gpointer data)
 {
     MigrationPeer *peer = data;
     TunnelStream *ts = tunnel_channel_get_stream(peer->resume_channel);
     g_mutex_lock(&peer->lock);
-    for (;;) {
-        while (!peer->closing && !peer->link_lost)
-            g_cond_wait(&peer->cond, &peer->lock);
-        if (peer->closing)
-            break;
+    while (wait_link_lost_locked(peer)) {
         peer->link_lost = FALSE;
         g_mutex_unlock(&peer->lock);
         /* The router told the stream before link_lost was set. */
@@ -855,11 +860,7 @@ static gpointer control_reconnector_thread(gpointer data)
 {
     MigrationPeer *peer = data;
     g_mutex_lock(&peer->lock);
-    for (;;) {
-        while (!peer->closing && !peer->link_lost)
-            g_cond_wait(&peer->cond, &peer->lock);
-        if (peer->closing)
-            break;
+    while (wait_link_lost_locked(peer)) {
         RpcConnection *conn = rpc_connection_ref(rpc_client_get_connection(peer->link->client));
         g_autoptr(GError) first = peer->lost_why ? g_error_copy(peer->lost_why) : NULL;
         g_mutex_unlock(&peer->lock);
