@@ -1305,6 +1305,25 @@ def qemu_ratios(table, ratio):
                   f"{'met' if t['rss_max'] <= 64 else 'MISSED'}")
 
 
+def resume_on_off(table, ratio, on, off, title, rss):
+    """What resuming costs: row `on` against row `off` (throughput, the
+    daemons' CPU per GiB and, with rss, their peak RSS)."""
+    for w in WORKLOADS:
+        fe, nr = table.get((on, w)), table.get((off, w))
+        if not (fe and fe.get("ok") and nr and nr.get("ok")):
+            continue
+        print(f"{workload_title(w)}, {title} ({on} / {off}):")
+        print(f"  throughput {num(ratio(fe['mibps'], nr['mibps']), '.3f')}x")
+        if fe["daemon_src"] is not None and nr["daemon_src"]:
+            print(f"  daemon CPU s/GiB src {num(ratio(fe['daemon_src'], nr['daemon_src']), '.3f')}x"
+                  f", dst {num(ratio(fe['daemon_dst'], nr['daemon_dst']), '.3f')}x"
+                  f"   ({fe['daemon_src']:.2f} / {fe['daemon_dst']:.2f} against"
+                  f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
+        if rss and fe["rss_src"] is not None and nr["rss_src"] is not None:
+            print(f"  ferryd peak RSS MiB src / dst {fe['rss_src']:.1f} / {fe['rss_dst']:.1f} against"
+                  f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
+
+
 def data_plane_targets(table, ceilings, ratio):
     """Issue 15's targets: each path against the ceiling measured in the
     same run (TCP loopback, one gnutls session), proxy mode against the
@@ -1454,20 +1473,7 @@ def report(runs, ceilings, wall):
     # Resuming (tunnelled, between ferry peers): what keeping unacknowledged
     # bytes for a resend costs (the send ring, which the sender reads into
     # and sends from with or without resume: nothing, by design).
-    for w in WORKLOADS:
-        fe, nr = table.get(("ferry", w)), table.get(("ferry-noresume", w))
-        if not (fe and fe.get("ok") and nr and nr.get("ok")):
-            continue
-        print(f"{workload_title(w)}, resume on / off (ferry / ferry-noresume):")
-        print(f"  throughput {num(ratio(fe['mibps'], nr['mibps']), '.3f')}x")
-        if fe["daemon_src"] is not None and nr["daemon_src"]:
-            print(f"  daemon CPU s/GiB src {num(ratio(fe['daemon_src'], nr['daemon_src']), '.3f')}x"
-                  f", dst {num(ratio(fe['daemon_dst'], nr['daemon_dst']), '.3f')}x"
-                  f"   ({fe['daemon_src']:.2f} / {fe['daemon_dst']:.2f} against"
-                  f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
-        if fe["rss_src"] is not None and nr["rss_src"] is not None:
-            print(f"  ferryd peak RSS MiB src / dst {fe['rss_src']:.1f} / {fe['rss_dst']:.1f} against"
-                  f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
+    resume_on_off(table, ratio, "ferry", "ferry-noresume", "resume on / off", rss=True)
     for w in WORKLOADS:  # over TLS (issue target: 1.5x the stunnel relay)
         ft_, st = table.get(("ferry-tls", w)), table.get(("stunnel", w))
         if not (ft_ and ft_.get("ok") and st and st.get("ok")):
@@ -1506,17 +1512,8 @@ def report(runs, ceilings, wall):
             print(line)
     # Resuming in proxy mode: the sender's bytes go through its send ring
     # (read from the VMM, sent from the ring) instead of splice's pipe.
-    for w in WORKLOADS:
-        fp, nr = table.get(("ferry-proxy", w)), table.get(("ferry-proxy-noresume", w))
-        if not (fp and fp.get("ok") and nr and nr.get("ok")):
-            continue
-        print(f"{workload_title(w)}, proxy mode, resume on / off (ferry-proxy / ferry-proxy-noresume):")
-        print(f"  throughput {num(ratio(fp['mibps'], nr['mibps']), '.3f')}x")
-        if fp["daemon_src"] is not None and nr["daemon_src"]:
-            print(f"  daemon CPU s/GiB src {num(ratio(fp['daemon_src'], nr['daemon_src']), '.3f')}x"
-                  f", dst {num(ratio(fp['daemon_dst'], nr['daemon_dst']), '.3f')}x"
-                  f"   ({fp['daemon_src']:.2f} / {fp['daemon_dst']:.2f} against"
-                  f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
+    resume_on_off(table, ratio, "ferry-proxy", "ferry-proxy-noresume",
+                  "proxy mode, resume on / off", rss=False)
     for w in WORKLOADS:  # proxy mode (issue targets: 2x socat, a quarter of its CPU)
         fp, so = table.get(("ferry-proxy", w)), table.get(("socat", w))
         if not (fp and fp.get("ok") and so and so.get("ok")):
