@@ -452,13 +452,15 @@ gboolean migration_job_check_moving(MigrationJob *job, guint stall_s, GError **e
         job->seen_us = now;
     }
     gboolean moving = now - job->seen_us < (gint64)stall_s * G_USEC_PER_SEC;
+    if (moving) {
+        g_mutex_unlock(&job->lock);
+        return TRUE;
+    }
     g_autoptr(GPtrArray) extra = g_ptr_array_new_with_free_func((GDestroyNotify)tunnel_channel_unref);
-    for (guint i = 0; !moving && job->extra && i < job->extra->len; i++)
+    for (guint i = 0; job->extra && i < job->extra->len; i++)
         if (job->extra->pdata[i])
             g_ptr_array_add(extra, tunnel_channel_ref(job->extra->pdata[i]));
     g_mutex_unlock(&job->lock);
-    if (moving)
-        return TRUE;
     g_autofree char *sent = ferry_format_size(out);
     g_autofree char *received = ferry_format_size(in);
     GError *why = g_error_new(FERRY_ERROR, FERRY_ERR_OPERATION_TIMEOUT,
