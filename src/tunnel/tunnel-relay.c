@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "rpc/rpc-socket.h"
+#include "tunnel/tunnel-keep.h"
 #include "tunnel/tunnel-resume.h"
 #include "rpc/rpc-tls.h"
 #include "util/error.h"
@@ -26,6 +27,12 @@
 /* Resuming: the ring's room for bytes read from the VMM and not yet sent,
  * beyond what it keeps of those sent. */
 #define RING_AHEAD (4u << 20)
+/* Resuming plaintext: each pipe of the keep (tunnel-keep), and how many it
+ * may take. Spliced buffers hold 4 to 32 KiB: 4 MiB pipes (1024 buffers)
+ * keep 4-32 MiB each. Beyond pipe-max-size a pipe needs CAP_SYS_RESOURCE;
+ * without it, 1 MiB pipes (the default pipe-max-size) keep 1-8 MiB. */
+#define KEEP_PIPE_SIZE (4u << 20)
+#define KEEP_MAX_PIPES 48
 /* How long a resume waits for the network reader to stop on the old
  * connection (it may be writing into a full pipe the VMM drains). */
 #define PARK_WAIT_US (10 * G_USEC_PER_SEC)
@@ -85,19 +92,25 @@ struct TunnelRelay {
     gboolean net_epipe;       /* the failure may be a writer's EPIPE on the connection */
     gboolean net_reader_done; /* the connection's reader returned */
 
-    /* ---- resuming (resume_timeout_s > 0; plaintext) ----
-     * Outbound, the VMM's bytes are read into the send ring and sent from
-     * it (two copies instead of splice's none): the last ring_keep bytes
-     * sent stay there, at least what the kernels of both sides may hold
-     * (our send buffer, the peer's receive buffer), so whatever the peer's
-     * relay did not take from the network can be sent again. Inbound stays
-     * a splice, counted (net_received). Every field under lock. */
+    /* ---- resuming (resume_timeout_s > 0) ----
+     * Outbound, the relay keeps the last ring_keep bytes it sent, at least
+     * what the kernels of both sides may hold (our send buffer, the peer's
+     * receive buffer), so whatever the peer's relay did not take from the
+     * network can be sent again. Plaintext keeps them as pipe pages (keep:
+     * each chunk tee()d before it is spliced, no copy); TLS, whose cipher
+     * reads them from memory anyway, reads the VMM's bytes into the send
+     * ring and sends them from it. Inbound is counted (net_received).
+     * Every field under lock, but keep (the outbound writer's). */
     guint resume_timeout_s;
     TunnelRelayReconnect reconnect; /* source */
     gpointer reconnect_data;
     GDestroyNotify reconnect_free;
     guint8 *ring;
     gsize ring_cap, ring_keep;
+    gboolean send_ring;    /* plaintext too keeps its bytes in the ring (tests) */
+    gsize keep_pipe_size;
+    TunnelKeep *keep;      /* plaintext: what was sent, as pipe pages */
+    guint64 keep_from;     /* the oldest byte keep may still hold for a resume */
     guint64 ring_end;      /* read from the VMM */
     guint64 ring_reading;  /* end of a read in progress (its room may hold old bytes) */
     guint64 ring_sent;     /* written to the network (set back by a resume) */
@@ -133,6 +146,8 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
         r->reconnect = config->reconnect;
         r->ring_keep = config->ring_keep ? config->ring_keep : tunnel_relay_ring_keep();
         r->ring_cap = r->ring_keep + RING_AHEAD;
+        r->send_ring = config->send_ring;
+        r->keep_pipe_size = config->keep_pipe_size ? config->keep_pipe_size : KEEP_PIPE_SIZE;
         r->old_nets = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_transport_free);
     }
     r->reconnect_data = config->reconnect_data;
@@ -161,6 +176,7 @@ void tunnel_relay_unref(TunnelRelay *r)
     if (r->reconnect_free && r->reconnect_data)
         r->reconnect_free(r->reconnect_data);
     g_free(r->ring);
+    tunnel_keep_free(r->keep);
     tunnel_rate_unref(r->rate);
     g_clear_error(&r->error);
     g_mutex_clear(&r->lock);
@@ -828,6 +844,134 @@ static GError *ring_writer(Direction *d)
     }
 }
 
+/* Outbound, resumable, plaintext: the pipe to the network, each chunk
+ * kept (tee: the pipe's pages, no copy) before it is spliced out. A resume
+ * sets ring_sent back to what the peer received: the bytes from there to
+ * ring_sent_max are spliced again from the keep before anything new. The
+ * end is passed on as ring_writer does. */
+static GError *keep_writer(Direction *d)
+{
+    TunnelRelay *r = d->relay;
+    gboolean pipe_eof = FALSE; /* the reader closed the pipe, now empty */
+    gboolean short_told = FALSE;
+    for (;;) {
+        guint64 teed = tunnel_keep_end(r->keep);
+        g_mutex_lock(&r->lock);
+        gint64 waited = tunnel_counters_wait_begin();
+        for (;;) {
+            check_resume_deadline_locked(r);
+            if (r->failed)
+                break;
+            if (!r->detached && (r->ring_sent < teed || !pipe_eof ||
+                                 (d->in_eof && (r->shut_gen != r->gen + 1 || r->net_in_eof))))
+                break;
+            if (r->detached)
+                g_cond_wait_until(&r->cond, &r->lock, r->resume_deadline_us);
+            else
+                g_cond_wait(&r->cond, &r->lock);
+        }
+        tunnel_counters_wait_end(wait_in_counter(d), waited);
+        if (r->failed) {
+            g_mutex_unlock(&r->lock);
+            return NULL;
+        }
+        int fd = r->net_fd;
+        guint gen = r->gen;
+        guint64 from = r->ring_sent, sent = r->ring_sent_max;
+        if (from == teed && pipe_eof) {
+            if (r->shut_gen != gen + 1) {
+                r->shut_gen = gen + 1;
+                g_mutex_unlock(&r->lock);
+                shutdown(fd, SHUT_WR); /* everything read was sent */
+                continue;
+            }
+            g_mutex_unlock(&r->lock);
+            return NULL; /* both ends passed on */
+        }
+        if (from == teed) {
+            /* All kept was sent: drop what no resume needs (a resume's
+             * check sees the new start at once), then keep the next. */
+            guint64 drop = MIN(from, sent > r->ring_keep ? sent - r->ring_keep : 0);
+            r->keep_from = MAX(r->keep_from, drop);
+            g_mutex_unlock(&r->lock);
+            tunnel_keep_drop_before(r->keep, drop);
+            struct pollfd pfd = {.fd = d->pipefd[0], .events = POLLIN};
+            waited = tunnel_counters_wait_begin();
+            int pr = poll(&pfd, 1, -1);
+            tunnel_counters_wait_end(wait_in_counter(d), waited);
+            if (pr < 0 && errno != EINTR)
+                return io_error(r, "wait for", d->in_name, errno);
+            gssize n = tunnel_keep_tee(r->keep, d->pipefd[0], CHUNK);
+            int err = errno;
+            g_mutex_lock(&r->lock);
+            r->keep_from = MAX(r->keep_from, tunnel_keep_from(r->keep));
+            g_mutex_unlock(&r->lock);
+            if (n == 0)
+                pipe_eof = TRUE;
+            if (tunnel_keep_short(r->keep) && !short_told) {
+                short_told = TRUE;
+                FERRY_WARN("the %s keeps fewer of the bytes it sent than its kernels may hold "
+                           "(no pipe buffer left): a break may not be resumable",
+                           d->out_name);
+            }
+            if (n >= 0 || err == EAGAIN || err == EINTR)
+                continue;
+            return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                               "cannot keep what is sent on the %s for a resume: %s",
+                               d->out_name, g_strerror(err));
+        }
+        r->out_sending = TRUE; /* a resume waits: what this send moves counts */
+        g_mutex_unlock(&r->lock);
+
+        waited = tunnel_counters_wait_begin();
+        gssize n = from < sent ? tunnel_keep_send(r->keep, from, sent, fd)
+                               : splice(d->pipefd[0], NULL, fd, NULL, teed - sent, SPLICE_F_MOVE);
+        int err = errno;
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
+        g_mutex_lock(&r->lock);
+        r->out_sending = FALSE;
+        gsize fresh = 0, again = 0;
+        if (n > 0) {
+            if (from == sent) {
+                r->ring_sent_max += n; /* out of the pipe: sent, whatever the connection */
+                fresh = n;
+            }
+            /* Bytes the old connection took may have reached the peer: they
+             * count as sent even when it broke meanwhile (its count says). */
+            if (gen == r->gen && r->ring_sent == from) {
+                r->ring_sent += n;
+                again = n - fresh;
+                r->resent += again;
+            }
+        }
+        g_cond_broadcast(&r->cond);
+        g_mutex_unlock(&r->lock);
+        if (n > 0) {
+            if (again)
+                tunnel_counters_add(&r->counters.bytes_resent, again);
+            if (fresh) {
+                count(r, TRUE, fresh);
+                throttle(r);
+            }
+            continue;
+        }
+        if (n < 0 && err == EINTR)
+            continue;
+        if (n < 0 && from < sent && (err == ERANGE || err == ENOBUFS))
+            return g_error_new(FERRY_ERROR, FERRY_ERR_SYSTEM_ERROR,
+                               "cannot send again what the %s lost: the bytes from %"
+                               G_GUINT64_FORMAT " are no longer kept (%s)",
+                               d->out_name, from, g_strerror(err));
+        if (err == EPIPE || n == 0) {
+            int lost = rpc_socket_lost_error(fd);
+            err = lost ? lost : err ? err : EPIPE;
+        }
+        Broken b = net_broken(r, err, fd, gen);
+        if (b != BROKEN_WAIT)
+            return broken_error(r, b, "write to", d->out_name, err);
+    }
+}
+
 /* An inbound reader's end of file on connection gen, under r->lock, *lost
  * the cause the socket's state gave (0: none): TRUE for the peer's orderly
  * end, recorded (nothing to resume then). A reset whose error the writer's
@@ -1022,7 +1166,7 @@ gboolean tunnel_relay_reattach(TunnelRelay *r, RpcTransport *net, guint64 theirs
         return FALSE;
     }
     guint64 top = MAX(r->ring_end, r->ring_reading);
-    guint64 kept = top > r->ring_cap ? top - r->ring_cap : 0;
+    guint64 kept = r->keep ? r->keep_from : top > r->ring_cap ? top - r->ring_cap : 0;
     if (theirs > r->ring_sent_max || theirs < kept) {
         GError *e = g_error_new(FERRY_ERROR, FERRY_ERR_RPC,
                                 "cannot resume the %s: the peer received %" G_GUINT64_FORMAT
@@ -1183,7 +1327,7 @@ static gpointer reader_thread(gpointer data)
     Direction *d = data;
     TunnelRelay *r = d->relay;
     GError *why = !r->resume_timeout_s ? (r->tls ? copy_reader(d) : splice_reader(d))
-                  : d->outbound        ? ring_reader(d)
+                  : d->outbound        ? (r->keep ? splice_reader(d) : ring_reader(d))
                   : r->tls             ? tls_net_reader(d)
                                        : net_reader(d);
     if (!r->tls && d->pipefd[1] >= 0)
@@ -1204,7 +1348,9 @@ static gpointer writer_thread(gpointer data)
     Direction *d = data;
     TunnelRelay *r = d->relay;
     gboolean ring = r->resume_timeout_s && d->outbound;
-    GError *why = ring ? ring_writer(d) : r->tls ? copy_writer(d) : splice_writer(d);
+    GError *why = ring     ? (r->keep ? keep_writer(d) : ring_writer(d))
+                  : r->tls ? copy_writer(d)
+                           : splice_writer(d);
     if (!r->tls && d->pipefd[0] >= 0)
         close(d->pipefd[0]); /* a reader blocked on a full pipe gets EPIPE */
     g_mutex_lock(&r->lock);
@@ -1236,6 +1382,13 @@ void tunnel_relay_start(TunnelRelay *relay)
 {
     static const char *const names[2][2] = {{"relay-out", "relay-out-wr"},
                                             {"relay-in", "relay-in-wr"}};
+    if (relay->resume_timeout_s && !relay->tls && !relay->send_ring) {
+        g_autoptr(GError) e = NULL;
+        relay->keep = tunnel_keep_new(relay->keep_pipe_size, KEEP_MAX_PIPES, &e);
+        if (!relay->keep)
+            FERRY_WARN("the %s copies what it sends into a ring: %s", relay->peer_name,
+                       e->message);
+    }
     for (int i = 0; i < 2; i++) {
         Direction *d = g_new0(Direction, 1);
         d->relay = relay;
@@ -1245,7 +1398,7 @@ void tunnel_relay_start(TunnelRelay *relay)
         d->in_name = d->outbound ? relay->vmm_name : relay->peer_name;
         d->out_name = d->outbound ? relay->peer_name : relay->vmm_name;
         d->pipefd[0] = d->pipefd[1] = -1;
-        if (!relay->tls && !(relay->resume_timeout_s && d->outbound)) {
+        if (!relay->tls && !(relay->resume_timeout_s && d->outbound && !relay->keep)) {
             if (pipe2(d->pipefd, O_CLOEXEC) < 0) {
                 GError *why = NULL;
                 ferry_set_error_errno(&why, errno, "cannot create the relay pipe");

@@ -33,9 +33,14 @@ typedef struct {
     TunnelRelayReconnect reconnect;
     gpointer reconnect_data;
     GDestroyNotify reconnect_free;
-    /* Tests: the bytes sent the send ring keeps (0: tcp_wmem[2] +
-     * tcp_rmem[2] + 1 MiB, what the kernels may hold); it holds 4 MiB more. */
+    /* Tests: the bytes sent it keeps (0: tcp_wmem[2] + tcp_rmem[2] + 1 MiB,
+     * what the kernels may hold); the send ring holds 4 MiB more. */
     gsize ring_keep;
+    /* Tests: plaintext keeps what it sent in a user-space ring (a copy)
+     * instead of pipe pages (tunnel-keep), as TLS does; the keep's pipes
+     * are asked for keep_pipe_size bytes each (0: 4 MiB). */
+    gboolean send_ring;
+    gsize keep_pipe_size;
 } TunnelRelayConfig;
 
 typedef struct {
@@ -80,7 +85,7 @@ gboolean tunnel_relay_break_silent_path(TunnelRelay *relay, guint silent_ms);
 gboolean tunnel_relay_hold(TunnelRelay *relay, guint64 *ours, GError **error);
 /* Both sides: net (taken on success only) carries the relay on; the peer
  * took theirs bytes of ours from the network: the rest is sent again from
- * the send ring. A position the ring no longer holds fails the relay. */
+ * what the relay kept. A position no longer kept fails the relay. */
 gboolean tunnel_relay_reattach(TunnelRelay *relay, RpcTransport *net, guint64 theirs,
                                GError **error);
 /* The flight recorder's counters (live; read with tunnel_counters_read). */

@@ -4,10 +4,12 @@
  * few times mid-stream. The source's relay reconnects through the test's
  * callback, which hands the destination's relay its new connection as the
  * destination's listener would (tunnel_relay_hold, tunnel_relay_reattach).
- * Both directions must arrive complete and in order, the send ring wrapping
- * several times (64 MiB through a ring of about 15 MiB), with the
- * reconnections and the resent bytes counted. A source relay alone shows a
- * resend that spans the ring's wrap, and one the ring no longer holds. */
+ * Both directions must arrive complete and in order, with the
+ * reconnections and the resent bytes counted: once with what was sent kept
+ * as pipe pages (plaintext's way: 64 MiB through a keep of 4 MiB in small
+ * pipes), once in the send ring (TLS's way, the ring wrapping several
+ * times). A source relay alone shows a resend that spans the ring's wrap or
+ * several of the keep's pipes, and one from a position no longer kept. */
 #include <check.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -233,8 +235,13 @@ static void vmm_join(Vmm *v)
     close(v->fd);
 }
 
+/* The keep's pipes in these tests: 64 buffers each (at most 2 MiB). */
+#define TEST_KEEP_PIPE (256u << 10)
+
+/* _i: 0 keeps what was sent as pipe pages, 1 in the send ring. */
 START_TEST(test_resume_both_directions)
 {
+    gboolean ring = _i == 1;
     int src_vmm[2], dst_vmm[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dst_vmm), 0);
@@ -247,7 +254,10 @@ START_TEST(test_resume_both_directions)
 
     TunnelRelayConfig dcfg = {.vmm_name = "destination VMM",
                               .peer_name = "data connection from the source",
-                              .resume_timeout_s = 20};
+                              .resume_timeout_s = 20,
+                              .ring_keep = 4u << 20,
+                              .send_ring = ring,
+                              .keep_pipe_size = TEST_KEEP_PIPE};
     path.dst = tunnel_relay_new(dst_vmm[0], rpc_transport_new_socket(d_net), &dcfg);
     /* 64 MiB/s: the breaks land in the stream. */
     TunnelRelayConfig scfg = {.vmm_name = "source VMM",
@@ -255,7 +265,10 @@ START_TEST(test_resume_both_directions)
                               .bandwidth = 64u << 20,
                               .resume_timeout_s = 20,
                               .reconnect = reconnect,
-                              .reconnect_data = &path};
+                              .reconnect_data = &path,
+                              .ring_keep = 4u << 20,
+                              .send_ring = ring,
+                              .keep_pipe_size = TEST_KEEP_PIPE};
     TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &scfg);
     tunnel_relay_start(path.dst);
     tunnel_relay_start(src);
@@ -324,11 +337,14 @@ END_TEST
  * takes the new one saying it received that much. The resend spans the
  * ring's wrap (its first part at the ring's end, its rest at its start),
  * and the stream arrives whole. With too_old, the peer claims a position the
- * ring no longer holds: the relay fails naming both. */
+ * ring no longer holds: the relay fails naming both. Kept as pipe pages
+ * instead (4 MiB too, in pipes of 16 buffers, at most 512 KiB each), the
+ * same resend takes several pipes. */
 #define WRAP_KEEP (4u << 20)
 #define WRAP_CAP (WRAP_KEEP + (4u << 20)) /* the relay's RING_AHEAD */
 #define WRAP_SIZE (16u << 20)
 #define WRAP_READ (WRAP_CAP - (64u << 10))
+#define WRAP_SENT (WRAP_READ + (1u << 20)) /* the break comes after that much was sent */
 
 typedef struct {
     guint64 theirs;
@@ -367,7 +383,10 @@ static guint64 read_checked(int fd, guint64 at, guint64 until, guint8 seed)
     return at;
 }
 
-static void run_wrap(gboolean too_old)
+#define WRAP_KEEP_PIPE (64u << 10)
+#define WRAP_PIPE_MAX (16u * (32u << 10)) /* the most a pipe of 16 buffers holds */
+
+static void run_wrap(gboolean too_old, gboolean ring)
 {
     int src_vmm[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
@@ -388,22 +407,25 @@ static void run_wrap(gboolean too_old)
                              .resume_timeout_s = 20,
                              .reconnect = reconnect_wrap,
                              .reconnect_data = &w,
-                             .ring_keep = WRAP_KEEP};
+                             .ring_keep = WRAP_KEEP,
+                             .send_ring = ring,
+                             .keep_pipe_size = WRAP_KEEP_PIPE};
     TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &cfg);
     tunnel_relay_start(src);
     Vmm a;
     vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0);
 
     ck_assert_uint_eq(read_checked(peer, 0, WRAP_READ, 1), WRAP_READ);
-    /* The relay sends on into the kernels' buffers, past the ring's end. */
+    /* The relay sends on into the kernels' buffers, past the ring's end:
+     * 1 MiB more than the peer read (they hold more than 2 MiB). */
     gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
     TunnelRelayStats st = {0};
-    while (st.bytes_out < WRAP_CAP + (64u << 10) && g_get_monotonic_time() < until) {
+    while (st.bytes_out < WRAP_SENT && g_get_monotonic_time() < until) {
         g_usleep(2000);
         tunnel_relay_get_stats(src, &st);
     }
-    ck_assert_msg(st.bytes_out >= WRAP_CAP + (64u << 10),
-                  "the relay sent only %" G_GUINT64_FORMAT " bytes", st.bytes_out);
+    ck_assert_msg(st.bytes_out >= WRAP_SENT, "the relay sent only %" G_GUINT64_FORMAT " bytes",
+                  st.bytes_out);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(peer); /* a reset: the bytes the kernels held are lost */
@@ -430,6 +452,10 @@ static void run_wrap(gboolean too_old)
         ck_assert_uint_eq(n, 1);
         /* From WRAP_READ to what was sent at the break: across WRAP_CAP. */
         ck_assert_msg(WRAP_READ + resent > WRAP_CAP, "resent %" G_GUINT64_FORMAT, resent);
+        G_STATIC_ASSERT(WRAP_SENT - WRAP_READ > WRAP_PIPE_MAX);
+        if (!ring)
+            ck_assert_msg(resent > WRAP_PIPE_MAX, "resent %" G_GUINT64_FORMAT ": one pipe's worth",
+                          resent);
         tunnel_relay_get_stats(src, &st);
         ck_assert_uint_eq(st.bytes_out, WRAP_SIZE); /* resent bytes counted apart */
     }
@@ -444,13 +470,20 @@ static void run_wrap(gboolean too_old)
 
 START_TEST(test_resend_spans_wrap)
 {
-    run_wrap(FALSE);
+    run_wrap(FALSE, TRUE);
 }
 END_TEST
 
+START_TEST(test_resend_spans_keep_pipes)
+{
+    run_wrap(FALSE, FALSE);
+}
+END_TEST
+
+/* _i: 0 pipe pages, 1 the ring */
 START_TEST(test_resend_too_old)
 {
-    run_wrap(TRUE);
+    run_wrap(TRUE, _i == 1);
 }
 END_TEST
 
@@ -487,10 +520,11 @@ int main(void)
     Suite *s = suite_create("tunnel-relay-resume");
     TCase *tc = tcase_create("resume");
     tcase_set_timeout(tc, 240);
-    tcase_add_test(tc, test_resume_both_directions);
+    tcase_add_loop_test(tc, test_resume_both_directions, 0, 2);
     tcase_add_test(tc, test_resume_time_over);
     tcase_add_test(tc, test_resend_spans_wrap);
-    tcase_add_test(tc, test_resend_too_old);
+    tcase_add_test(tc, test_resend_spans_keep_pipes);
+    tcase_add_loop_test(tc, test_resend_too_old, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
