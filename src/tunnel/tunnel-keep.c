@@ -134,8 +134,63 @@ static void drop_oldest(TunnelKeep *k)
         keep_pipe_free(h);
 }
 
-/* The newest pipe is full: a new one, or (none to be had) the oldest's
- * buffers for it, dropped before their time. */
+/* Reads exactly n bytes that the pipe read end fd holds. */
+static gboolean read_held(int fd, guint8 *buf, gsize n)
+{
+    while (n > 0) {
+        gssize m = read(fd, buf, n);
+        if (m < 0 && errno == EINTR)
+            continue;
+        if (m <= 0)
+            return FALSE;
+        buf += m;
+        n -= m;
+    }
+    return TRUE;
+}
+
+/* Two neighbouring pipes whose bytes fill at most half the first's pages
+ * (buffers of a few bytes each: a VMM's small replies) become one, their
+ * bytes copied back into the first, whole pages each; the second is free.
+ * Dropping one of them instead would keep far fewer bytes than allowed. */
+static gboolean merge_sparse(TunnelKeep *k)
+{
+    for (GList *l = k->pipes.head; l && l->next; l = l->next) {
+        KeepPipe *a = l->data, *b = l->next->data;
+        gsize na = a->end - a->start, nb = b->end - b->start;
+        int cap = fcntl(a->wr, F_GETPIPE_SZ);
+        if (cap <= 0 || na + nb > (gsize)cap / 2)
+            continue;
+        g_autofree guint8 *buf = g_malloc(na + nb);
+        gboolean ok = read_held(a->rd, buf, na) && read_held(b->rd, buf + na, nb);
+        for (gsize off = 0; ok && off < na + nb;) {
+            gssize w = write(a->wr, buf + off, na + nb - off); /* it has room: never waits */
+            if (w < 0 && errno == EINTR)
+                continue;
+            ok = w > 0;
+            off += ok ? w : 0;
+        }
+        if (!ok) {
+            /* Not expected of a pipe: everything up to b's end goes. */
+            k->dropped_early = TRUE;
+            for (guint64 upto = b->end; !g_queue_is_empty(&k->pipes) &&
+                                        ((KeepPipe *)g_queue_peek_head(&k->pipes))->start < upto;)
+                drop_oldest(k);
+            return TRUE;
+        }
+        a->end = b->end;
+        g_queue_delete_link(&k->pipes, l->next);
+        if (!k->spare)
+            k->spare = b;
+        else
+            keep_pipe_free(b);
+        return TRUE;
+    }
+    return FALSE;
+}
+
+/* The newest pipe is full: a new one; none to be had, two sparse ones
+ * merged, or else the oldest's buffers for it, dropped before their time. */
 static void make_room(TunnelKeep *k)
 {
     if (g_queue_get_length(&k->pipes) < k->max_pipes) {
@@ -148,8 +203,8 @@ static void make_room(TunnelKeep *k)
             return;
         }
     }
-    if (g_queue_is_empty(&k->pipes))
-        return;
+    if (g_queue_is_empty(&k->pipes) || merge_sparse(k))
+        return; /* a merge freed a pipe: the next call takes it */
     k->dropped_early = TRUE;
     drop_oldest(k);
 }

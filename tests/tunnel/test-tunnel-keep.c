@@ -2,8 +2,8 @@
  * a pipe the test fills 4 KiB at a time (one pipe buffer each), what was
  * kept then taken out of the pipe as the relay's splice would. What is kept is sent again
  * byte for byte from any position held; the oldest bytes go when told, or
- * when the pipes allowed are full (then it says it dropped early); the
- * input's end reads as 0. */
+ * when the pipes allowed are full (then it says it dropped early), but
+ * pipes of small buffers are merged instead; the input's end reads as 0. */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -139,6 +139,35 @@ START_TEST(test_full_pipes_drop_the_oldest_early)
 }
 END_TEST
 
+/* Buffers of 16 bytes each (messages spliced one by one from a socket, as
+ * a VMM's small replies are): the pipes fill with few bytes, and are
+ * merged rather than dropped. */
+START_TEST(test_sparse_pipes_are_merged_not_dropped)
+{
+    Rig r;
+    rig_init(&r);
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    guint8 msg[16], sink[16];
+    for (guint i = 0; i < 1000; i++) {
+        for (gsize j = 0; j < sizeof(msg); j++)
+            msg[j] = pattern(r.written + j);
+        ck_assert_int_eq(write(sv[0], msg, sizeof(msg)), sizeof(msg));
+        ck_assert_int_eq(splice(sv[1], NULL, r.in[1], NULL, sizeof(msg), 0), sizeof(msg));
+        r.written += sizeof(msg);
+        ck_assert_int_eq(tunnel_keep_tee(r.keep, r.in[0], sizeof(msg)), sizeof(msg));
+        ck_assert_int_eq(read(r.in[0], sink, sizeof(sink)), sizeof(sink));
+    }
+    /* 1000 buffers where 48 fit: all 16,000 bytes still kept */
+    ck_assert(!tunnel_keep_short(r.keep));
+    ck_assert_uint_eq(tunnel_keep_from(r.keep), 0);
+    check_resend(&r, 0, r.written);
+    close(sv[0]);
+    close(sv[1]);
+    rig_clear(&r);
+}
+END_TEST
+
 START_TEST(test_end_of_input)
 {
     Rig r;
@@ -159,6 +188,7 @@ int main(void)
     TCase *tc = tcase_create("keep");
     tcase_add_test(tc, test_keeps_sends_again_and_drops_when_told);
     tcase_add_test(tc, test_full_pipes_drop_the_oldest_early);
+    tcase_add_test(tc, test_sparse_pipes_are_merged_not_dropped);
     tcase_add_test(tc, test_end_of_input);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
