@@ -895,12 +895,16 @@ static GError *keep_writer(Direction *d)
             r->keep_from = MAX(r->keep_from, drop);
             g_mutex_unlock(&r->lock);
             tunnel_keep_drop_before(r->keep, drop);
+            /* A bounded wait: a resume (the top) must not wait for the
+             * VMM's next bytes, which may wait for those to be resent. */
             struct pollfd pfd = {.fd = d->pipefd[0], .events = POLLIN};
             waited = tunnel_counters_wait_begin();
-            int pr = poll(&pfd, 1, -1);
+            int pr = poll(&pfd, 1, POLL_US / 1000);
             tunnel_counters_wait_end(wait_in_counter(d), waited);
             if (pr < 0 && errno != EINTR)
                 return io_error(r, "wait for", d->in_name, errno);
+            if (pr <= 0)
+                continue;
             gssize n = tunnel_keep_tee(r->keep, d->pipefd[0], CHUNK);
             int err = errno;
             g_mutex_lock(&r->lock);

@@ -487,6 +487,102 @@ START_TEST(test_resend_too_old)
 }
 END_TEST
 
+/* A resend must not wait for the VMM: a source VMM that wrote 4 MiB and
+ * then waits (for an answer that needs them, say) while the relay sent all
+ * of it and waits for more; the peer read 3 MiB, the rest in the kernels
+ * when the connection resets. The new connection gets the last 1 MiB
+ * while the VMM still writes nothing, then the VMM's end. */
+#define IDLE_SIZE (4u << 20)
+#define IDLE_READ (3u << 20)
+
+typedef struct {
+    int fd;
+    gint release; /* atomic: the test lets it end */
+} IdleVmm;
+
+static gpointer idle_vmm_thread(gpointer data)
+{
+    IdleVmm *v = data;
+    static __thread guint8 buf[64 * 1024];
+    for (guint64 at = 0; at < IDLE_SIZE; at += sizeof(buf)) {
+        for (gsize i = 0; i < sizeof(buf); i++)
+            buf[i] = pattern(at + i, 3);
+        for (gsize off = 0; off < sizeof(buf);) {
+            gssize w = write(v->fd, buf + off, sizeof(buf) - off);
+            if (w <= 0)
+                return NULL;
+            off += w;
+        }
+    }
+    while (!g_atomic_int_get(&v->release))
+        g_usleep(2000);
+    shutdown(v->fd, SHUT_WR);
+    return NULL;
+}
+
+static void run_resend_idle_vmm(gboolean ring)
+{
+    int src_vmm[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
+    int s_net, peer;
+    tcp_pair(&s_net, &peer);
+    int sndbuf = 1 << 20; /* doubled: the kernels hold the last 1 MiB */
+    ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
+    WrapPath w = {.theirs = IDLE_READ, .peer = -1};
+    TunnelRelayConfig cfg = {.vmm_name = "source VMM",
+                             .peer_name = "data connection to the destination",
+                             .resume_timeout_s = 20,
+                             .reconnect = reconnect_wrap,
+                             .reconnect_data = &w,
+                             .ring_keep = WRAP_KEEP,
+                             .send_ring = ring,
+                             .keep_pipe_size = WRAP_KEEP_PIPE};
+    TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &cfg);
+    tunnel_relay_start(src);
+    IdleVmm v = {.fd = src_vmm[1]};
+    GThread *t = g_thread_new("idle-vmm", idle_vmm_thread, &v);
+
+    ck_assert_uint_eq(read_checked(peer, 0, IDLE_READ, 3), IDLE_READ);
+    gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
+    TunnelRelayStats st = {0};
+    while (st.bytes_out < IDLE_SIZE && g_get_monotonic_time() < until) {
+        g_usleep(2000);
+        tunnel_relay_get_stats(src, &st);
+    }
+    ck_assert_uint_eq(st.bytes_out, IDLE_SIZE);
+    g_usleep(300 * 1000); /* the relay waits for the VMM's next bytes */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(peer);
+
+    int p2 = -1;
+    while ((p2 = g_atomic_int_get(&w.peer)) < 0 && g_get_monotonic_time() < until)
+        g_usleep(2000);
+    ck_assert_int_ge(p2, 0);
+    /* Within 10 s, the VMM silent all along. */
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(p2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ck_assert_uint_eq(read_checked(p2, IDLE_READ, IDLE_SIZE, 3), IDLE_SIZE);
+    g_atomic_int_set(&v.release, 1);
+    g_thread_join(t);
+    guint8 one;
+    ck_assert_int_eq(read(p2, &one, 1), 0); /* the VMM's end, passed on */
+    shutdown(p2, SHUT_WR);
+    g_autoptr(GError) e = NULL;
+    gboolean ok = tunnel_relay_wait(src, g_get_monotonic_time() + 60 * G_USEC_PER_SEC, &e);
+    ck_assert_msg(ok, "source relay: %s", e ? e->message : "");
+    close(src_vmm[1]);
+    tunnel_relay_unref(src);
+    close(p2);
+}
+
+/* _i: 0 pipe pages, 1 the ring */
+START_TEST(test_resend_while_the_vmm_waits)
+{
+    run_resend_idle_vmm(_i == 1);
+}
+END_TEST
+
 /* The destination's relay never sees its source again: it fails naming the
  * cause and the resume time. */
 START_TEST(test_resume_time_over)
@@ -525,6 +621,7 @@ int main(void)
     tcase_add_test(tc, test_resend_spans_wrap);
     tcase_add_test(tc, test_resend_spans_keep_pipes);
     tcase_add_loop_test(tc, test_resend_too_old, 0, 2);
+    tcase_add_loop_test(tc, test_resend_while_the_vmm_waits, 0, 2);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
