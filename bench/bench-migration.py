@@ -105,7 +105,7 @@ CASE_TITLES = {
     "ferry": "ferry tunnelled (2x ferryd, TCP)",
     "ferry-norec": "ferry tunnelled, flight recorder off",
     "ferry-noresume": "ferry tunnelled, resume off",
-    "ferry-proxy": "ferry proxy (2x ferryd, splice relay; resumable: VMM -> send ring -> net)",
+    "ferry-proxy": "ferry proxy (2x ferryd, splice relay; resumable: what was sent kept as pipe pages)",
     "ferry-proxy-noresume": "ferry proxy, resume off (splice both ways)",
     "stunnel": "stunnel relay (TLS)",
     "ferry-tls": "ferry tunnelled over TLS (sim+tls)",
@@ -1305,9 +1305,9 @@ def qemu_ratios(table, ratio):
                   f"{'met' if t['rss_max'] <= 64 else 'MISSED'}")
 
 
-def resume_on_off(table, ratio, on, off, title, rss):
+def resume_on_off(table, ratio, on, off, title):
     """What resuming costs: row `on` against row `off` (throughput, the
-    daemons' CPU per GiB and, with rss, their peak RSS)."""
+    daemons' CPU per GiB and their peak RSS)."""
     for w in WORKLOADS:
         fe, nr = table.get((on, w)), table.get((off, w))
         if not (fe and fe.get("ok") and nr and nr.get("ok")):
@@ -1319,7 +1319,7 @@ def resume_on_off(table, ratio, on, off, title, rss):
                   f", dst {num(ratio(fe['daemon_dst'], nr['daemon_dst']), '.3f')}x"
                   f"   ({fe['daemon_src']:.2f} / {fe['daemon_dst']:.2f} against"
                   f" {nr['daemon_src']:.2f} / {nr['daemon_dst']:.2f})")
-        if rss and fe["rss_src"] is not None and nr["rss_src"] is not None:
+        if fe["rss_src"] is not None and nr["rss_src"] is not None:
             print(f"  ferryd peak RSS MiB src / dst {fe['rss_src']:.1f} / {fe['rss_dst']:.1f} against"
                   f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
 
@@ -1473,7 +1473,7 @@ def report(runs, ceilings, wall):
     # Resuming (tunnelled, between ferry peers): what keeping unacknowledged
     # bytes for a resend costs (the send ring, which the sender reads into
     # and sends from with or without resume: nothing, by design).
-    resume_on_off(table, ratio, "ferry", "ferry-noresume", "resume on / off", rss=True)
+    resume_on_off(table, ratio, "ferry", "ferry-noresume", "resume on / off")
     for w in WORKLOADS:  # over TLS (issue target: 1.5x the stunnel relay)
         ft_, st = table.get(("ferry-tls", w)), table.get(("stunnel", w))
         if not (ft_ and ft_.get("ok") and st and st.get("ok")):
@@ -1510,10 +1510,10 @@ def report(runs, ceilings, wall):
                 line += (f"   targets >= 1.0x and CPU <= 1.1x: "
                          f"{'met' if rt and rt >= 1.0 and cs and cs <= 1.1 and cd and cd <= 1.1 else 'MISSED'}")
             print(line)
-    # Resuming in proxy mode: the sender's bytes go through its send ring
-    # (read from the VMM, sent from the ring) instead of splice's pipe.
+    # Resuming in proxy mode: the sender tee()s what it splices into its
+    # keep (pipe pages, no copy; before session 10 a send ring, a copy).
     resume_on_off(table, ratio, "ferry-proxy", "ferry-proxy-noresume",
-                  "proxy mode, resume on / off", rss=False)
+                  "proxy mode, resume on / off")
     for w in WORKLOADS:  # proxy mode (issue targets: 2x socat, a quarter of its CPU)
         fp, so = table.get(("ferry-proxy", w)), table.get(("socat", w))
         if not (fp and fp.get("ok") and so and so.get("ok")):
