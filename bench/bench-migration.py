@@ -1324,6 +1324,28 @@ def resume_on_off(table, ratio, on, off, title):
                   f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
 
 
+def cpu_bound(direct, ceilings, tcp, tls):
+    """The most a relayed migration can move on this machine, whatever the
+    relays do: every CPU busy with nothing but both VMMs' work (the direct
+    row's CPU per GiB) and both ends of the socket or TLS session they
+    relay through (the ceiling's own ends). The ceilings run without VMMs,
+    so on a machine with as many cores as busy threads the bound is far
+    above them, and on this one it may be below."""
+    if not (direct and direct.get("ok") and direct.get("vmm_src") is not None
+            and direct.get("vmm_dst") is not None):
+        return
+    vmms = direct["vmm_src"] + direct["vmm_dst"]
+    cores = os.cpu_count() or 1
+    for key, ceiling, what in (("tcp_cpu", tcp, "TCP loopback"), ("tls_cpu", tls, "one gnutls session")):
+        if not (ceilings.get(key) and ceiling):
+            continue
+        ends = med([c[0] for c in ceilings[key]]) + med([c[1] for c in ceilings[key]])
+        bound = cores * 1024 / (vmms + ends)
+        print(f"  (CPU bound: {cores} cores / (both VMMs {vmms:.2f} + both ends of {what} "
+              f"{ends:.2f} CPU s/GiB) = {bound:.0f} MiB/s, {bound / ceiling:.2f}x {what}: "
+              f"no relay through it moves more here)")
+
+
 def data_plane_targets(table, ceilings, ratio):
     """Issue 15's targets: each path against the ceiling measured in the
     same run (TCP loopback, one gnutls session), proxy mode against the
@@ -1361,6 +1383,7 @@ def data_plane_targets(table, ceilings, ratio):
                 floor = max(med([c[0] for c in ceilings[key]]), med([c[1] for c in ceilings[key]]))
                 print(f"  (one end of {what} costs up to {floor:.2f} CPU s/GiB in this run: "
                       f"a daemon that relays through one cannot cost less)")
+        cpu_bound(table.get(("direct", w)), ceilings, tcp, tls)
         for c, target in (("ferry", 0.2), ("ferry-proxy", 0.1), ("ferry-tls", 0.5)):
             r = rows.get(c)
             if r and r["daemon_src"] is not None and r["daemon_dst"] is not None:
