@@ -1325,12 +1325,13 @@ def resume_on_off(table, ratio, on, off, title):
 
 
 def cpu_bound(direct, ceilings, tcp, tls):
-    """The most a relayed migration can move on this machine, whatever the
-    relays do: every CPU busy with nothing but both VMMs' work (the direct
-    row's CPU per GiB) and both ends of the socket or TLS session they
-    relay through (the ceiling's own ends). The ceilings run without VMMs,
-    so on a machine with as many cores as busy threads the bound is far
-    above them, and on this one it may be below."""
+    """About the most a relayed migration can move on this machine: every
+    CPU busy with nothing but both VMMs' work (the direct row's CPU per
+    GiB) and both ends of the socket or TLS session the relays use (the
+    ceiling's own ends, read() and write(): a splice saves the copy inside
+    them, the TCP stack's work stays). The ceilings run without VMMs, so
+    on a machine with as many cores as busy threads this is far above
+    them, and on this one it may be below."""
     if not (direct and direct.get("ok") and direct.get("vmm_src") is not None
             and direct.get("vmm_dst") is not None):
         return
@@ -1343,7 +1344,7 @@ def cpu_bound(direct, ceilings, tcp, tls):
         bound = cores * 1024 / (vmms + ends)
         print(f"  (CPU bound: {cores} cores / (both VMMs {vmms:.2f} + both ends of {what} "
               f"{ends:.2f} CPU s/GiB) = {bound:.0f} MiB/s, {bound / ceiling:.2f}x {what}: "
-              f"no relay through it moves more here)")
+              f"what the cores leave a relay through it here)")
 
 
 def data_plane_targets(table, ceilings, ratio):
