@@ -280,10 +280,7 @@ gboolean tunnel_keep_short(const TunnelKeep *k)
     return k->dropped_early;
 }
 
-/* The kept bytes from pos on, up to the end of the pipe holding pos and at
- * most to until, at the head of the scratch pipe: how many, or -1 with
- * errno (the scratch pipe left empty). */
-static gssize scratch_from(TunnelKeep *k, guint64 pos, guint64 until)
+gssize tunnel_keep_send(TunnelKeep *k, guint64 pos, guint64 until, int fd)
 {
     KeepPipe *p = NULL;
     for (GList *l = k->pipes.head; l && !p; l = l->next) {
@@ -301,47 +298,23 @@ static gssize scratch_from(TunnelKeep *k, guint64 pos, guint64 until)
         t = tee(p->rd, k->scratch[1], p->end - p->start, SPLICE_F_NONBLOCK);
     } while (t < 0 && errno == EINTR);
     gsize skip = pos - p->start;
-    if (t <= 0 || (gsize)t <= skip || !drain(k, k->scratch[0], skip)) {
+    if (t <= 0 || (gsize)t <= skip) {
         drain(k, k->scratch[0], DRAIN_MAX);
         errno = ENOBUFS;
         return -1;
     }
-    return (gssize)MIN((gsize)t - skip, until - pos);
-}
-
-gssize tunnel_keep_send(TunnelKeep *k, guint64 pos, guint64 until, int fd)
-{
-    gssize want = scratch_from(k, pos, until);
-    if (want < 0)
-        return -1;
-    gssize w;
-    do {
-        w = splice(k->scratch[0], NULL, fd, NULL, want, 0);
-    } while (w < 0 && errno == EINTR);
-    int err = errno;
+    gssize w = -1;
+    int err = 0;
+    if (drain(k, k->scratch[0], skip)) {
+        gsize want = MIN((gsize)t - skip, until - pos);
+        do {
+            w = splice(k->scratch[0], NULL, fd, NULL, want, 0);
+        } while (w < 0 && errno == EINTR);
+        err = errno;
+    } else {
+        err = ENOBUFS;
+    }
     drain(k, k->scratch[0], DRAIN_MAX);
     errno = err;
     return w;
-}
-
-gssize tunnel_keep_read(TunnelKeep *k, guint64 pos, guint64 until, guint8 *buf, gsize max)
-{
-    gssize want = scratch_from(k, pos, MIN(until, pos + max));
-    if (want < 0)
-        return -1;
-    gsize got = 0;
-    while (got < (gsize)want) {
-        gssize m = read(k->scratch[0], buf + got, want - got);
-        if (m < 0 && errno == EINTR)
-            continue;
-        if (m <= 0)
-            break;
-        got += m;
-    }
-    drain(k, k->scratch[0], DRAIN_MAX);
-    if (got < (gsize)want) {
-        errno = ENOBUFS;
-        return -1;
-    }
-    return (gssize)got;
 }

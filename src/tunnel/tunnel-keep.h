@@ -1,18 +1,15 @@
-/* The bytes a resumable relay sent, kept as pipe pages rather than
- * copies: what the relay splices to the network is first tee()d from
+/* The bytes a resumable plaintext relay sent, kept as pipe pages rather
+ * than copies: what the relay splices to the network is first tee()d from
  * its pipe into the keep (a reference to each page, no copy), and after a
  * broken connection the bytes the peer did not get are tee()d out of the
- * keep again and spliced to the new one (over TLS, read out for the
- * cipher). The oldest bytes are dropped once more than the relay must keep
- * is held.
+ * keep again and spliced to the new one. The oldest bytes are dropped once
+ * more than the relay must keep is held.
  *
  * A pipe's capacity is counted in buffers (slots), not bytes: a spliced
  * buffer holds from a few bytes to 32 KiB. So the keep is a queue of pipes,
- * a new one taken when the newest is full. Past max_pipes, two neighbours
- * whose buffers hold few bytes are merged (their bytes copied into whole
- * pages), or else the oldest pipe is dropped even if its bytes were still
- * to be kept (tunnel_keep_short says so, and a resume from before them then
- * fails naming the positions).
+ * a new one taken when the newest is full; past max_pipes the oldest pipe
+ * is dropped even if its bytes were still to be kept (tunnel_keep_short
+ * says so, and a resume from before them then fails naming the positions).
  *
  * One thread uses a keep (the relay's outbound writer). */
 #pragma once
@@ -46,6 +43,3 @@ gboolean tunnel_keep_short(const TunnelKeep *keep);
  * the number written (a blocking fd may take fewer than asked), -1 with
  * errno. The keep holds them on. */
 gssize tunnel_keep_send(TunnelKeep *keep, guint64 pos, guint64 until, int fd);
-/* The same bytes copied into buf (at most max of them), for a cipher: the
- * number copied, -1 with errno. */
-gssize tunnel_keep_read(TunnelKeep *keep, guint64 pos, guint64 until, guint8 *buf, gsize max);

@@ -96,21 +96,20 @@ struct TunnelRelay {
      * Outbound, the relay keeps the last ring_keep bytes it sent, at least
      * what the kernels of both sides may hold (our send buffer, the peer's
      * receive buffer), so whatever the peer's relay did not take from the
-     * network can be sent again. They are kept as pipe pages (keep: each
-     * chunk tee()d before it is spliced, or over TLS read for the cipher;
-     * no copy of its own); without pipes (tests: send_ring), the VMM's
-     * bytes are read into the send ring and sent from it. Inbound is
-     * counted (net_received). Every field under lock, but keep (the
-     * outbound writer's). */
+     * network can be sent again. Plaintext keeps them as pipe pages (keep:
+     * each chunk tee()d before it is spliced, no copy); TLS, whose cipher
+     * reads them from memory anyway, reads the VMM's bytes into the send
+     * ring and sends them from it. Inbound is counted (net_received).
+     * Every field under lock, but keep (the outbound writer's). */
     guint resume_timeout_s;
     TunnelRelayReconnect reconnect; /* source */
     gpointer reconnect_data;
     GDestroyNotify reconnect_free;
     guint8 *ring;
     gsize ring_cap, ring_keep;
-    gboolean send_ring;    /* keeps its bytes in the ring, not pipes (tests) */
+    gboolean send_ring;    /* plaintext too keeps its bytes in the ring (tests) */
     gsize keep_pipe_size;
-    TunnelKeep *keep;      /* what was sent, as pipe pages (NULL: the ring) */
+    TunnelKeep *keep;      /* plaintext: what was sent, as pipe pages */
     guint64 keep_from;     /* the oldest byte keep may still hold for a resume */
     guint64 ring_end;      /* read from the VMM */
     guint64 ring_reading;  /* end of a read in progress (its room may hold old bytes) */
@@ -845,60 +844,16 @@ static GError *ring_writer(Direction *d)
     }
 }
 
-/* Over TLS, what the keep's writer gives the cipher at a time. */
-#define KEEP_TLS_CHUNK (256 * 1024)
-
-/* Sends the kept bytes [from, until) or, from == sent, the pipe's next
- * ones up to teed: spliced, or over TLS read into buf and encrypted (all
- * or nothing: the peer's count says what arrived). The number sent, -1
- * with *err. */
-static gssize keep_send(Direction *d, RpcTransport *net, int fd, guint64 from, guint64 sent,
-                        guint64 teed, guint8 *buf, int *err)
-{
-    TunnelRelay *r = d->relay;
-    gssize n;
-    if (!r->tls) {
-        n = from < sent ? tunnel_keep_send(r->keep, from, sent, fd)
-                        : splice(d->pipefd[0], NULL, fd, NULL, teed - sent, SPLICE_F_MOVE);
-        *err = errno;
-        return n;
-    }
-    if (from < sent) {
-        n = tunnel_keep_read(r->keep, from, sent, buf, KEEP_TLS_CHUNK);
-    } else {
-        do {
-            n = read(d->pipefd[0], buf, MIN(teed - sent, (guint64)KEEP_TLS_CHUNK));
-        } while (n < 0 && errno == EINTR);
-    }
-    if (n <= 0) {
-        *err = n < 0 ? errno : EPIPE;
-        return -1;
-    }
-    if (rpc_transport_write_all(net, buf, n, NULL))
-        return n;
-    /* Out of the pipe all the same: kept, sent again after a resume. */
-    if (from == sent) {
-        g_mutex_lock(&r->lock);
-        r->ring_sent_max += n;
-        g_mutex_unlock(&r->lock);
-        count(r, TRUE, n);
-    }
-    *err = g_atomic_int_get(&net->os_error) ? g_atomic_int_get(&net->os_error) : EPIPE;
-    return -1;
-}
-
-/* Outbound, resumable: the pipe to the network, each chunk kept (tee: the
- * pipe's pages, no copy) before it is spliced out (over TLS, read out of
- * the pipe for the cipher: the one copy it makes anyway). A resume sets
- * ring_sent back to what the peer received: the bytes from there to
- * ring_sent_max are sent again from the keep before anything new. The end
- * is passed on as ring_writer does. */
+/* Outbound, resumable, plaintext: the pipe to the network, each chunk
+ * kept (tee: the pipe's pages, no copy) before it is spliced out. A resume
+ * sets ring_sent back to what the peer received: the bytes from there to
+ * ring_sent_max are spliced again from the keep before anything new. The
+ * end is passed on as ring_writer does. */
 static GError *keep_writer(Direction *d)
 {
     TunnelRelay *r = d->relay;
     gboolean pipe_eof = FALSE; /* the reader closed the pipe, now empty */
     gboolean short_told = FALSE;
-    g_autofree guint8 *buf = r->tls ? g_malloc(KEEP_TLS_CHUNK) : NULL;
     for (;;) {
         guint64 teed = tunnel_keep_end(r->keep);
         g_mutex_lock(&r->lock);
@@ -921,18 +876,13 @@ static GError *keep_writer(Direction *d)
             return NULL;
         }
         int fd = r->net_fd;
-        RpcTransport *net = r->net; /* kept (old_nets) until the relay goes */
         guint gen = r->gen;
         guint64 from = r->ring_sent, sent = r->ring_sent_max;
         if (from == teed && pipe_eof) {
             if (r->shut_gen != gen + 1) {
                 r->shut_gen = gen + 1;
                 g_mutex_unlock(&r->lock);
-                /* everything read was sent */
-                if (r->tls)
-                    rpc_tls_transport_close_write(net);
-                else
-                    shutdown(fd, SHUT_WR);
+                shutdown(fd, SHUT_WR); /* everything read was sent */
                 continue;
             }
             g_mutex_unlock(&r->lock);
@@ -978,11 +928,10 @@ static GError *keep_writer(Direction *d)
         g_mutex_unlock(&r->lock);
 
         waited = tunnel_counters_wait_begin();
-        guint64 enc = net_cipher_us(d, TRUE, waited);
-        int err = 0;
-        gssize n = keep_send(d, net, fd, from, sent, teed, buf, &err);
-        tunnel_counters_wait_end_split(&r->counters, wait_out_counter(d), waited, enc,
-                                       net_cipher_us(d, TRUE, waited));
+        gssize n = from < sent ? tunnel_keep_send(r->keep, from, sent, fd)
+                               : splice(d->pipefd[0], NULL, fd, NULL, teed - sent, SPLICE_F_MOVE);
+        int err = errno;
+        tunnel_counters_wait_end(wait_out_counter(d), waited);
         g_mutex_lock(&r->lock);
         r->out_sending = FALSE;
         gsize fresh = 0, again = 0;
@@ -1385,7 +1334,7 @@ static gpointer reader_thread(gpointer data)
                   : d->outbound        ? (r->keep ? splice_reader(d) : ring_reader(d))
                   : r->tls             ? tls_net_reader(d)
                                        : net_reader(d);
-    if (d->pipefd[1] >= 0)
+    if (!r->tls && d->pipefd[1] >= 0)
         close(d->pipefd[1]); /* the writer drains the pipe, then sees the end */
     if (!d->outbound) {
         g_mutex_lock(&r->lock);
@@ -1406,7 +1355,7 @@ static gpointer writer_thread(gpointer data)
     GError *why = ring     ? (r->keep ? keep_writer(d) : ring_writer(d))
                   : r->tls ? copy_writer(d)
                            : splice_writer(d);
-    if (d->pipefd[0] >= 0)
+    if (!r->tls && d->pipefd[0] >= 0)
         close(d->pipefd[0]); /* a reader blocked on a full pipe gets EPIPE */
     g_mutex_lock(&r->lock);
     gboolean eof = !why && !r->failed && d->in_eof && !ring; /* the ring's writer passed it on */
@@ -1437,7 +1386,7 @@ void tunnel_relay_start(TunnelRelay *relay)
 {
     static const char *const names[2][2] = {{"relay-out", "relay-out-wr"},
                                             {"relay-in", "relay-in-wr"}};
-    if (relay->resume_timeout_s && !relay->send_ring) {
+    if (relay->resume_timeout_s && !relay->tls && !relay->send_ring) {
         g_autoptr(GError) e = NULL;
         relay->keep = tunnel_keep_new(relay->keep_pipe_size, KEEP_MAX_PIPES, &e);
         if (!relay->keep)
@@ -1453,8 +1402,7 @@ void tunnel_relay_start(TunnelRelay *relay)
         d->in_name = d->outbound ? relay->vmm_name : relay->peer_name;
         d->out_name = d->outbound ? relay->peer_name : relay->vmm_name;
         d->pipefd[0] = d->pipefd[1] = -1;
-        gboolean keeps = d->outbound && relay->keep; /* splice_reader -> keep_writer */
-        if (keeps || (!relay->tls && !(relay->resume_timeout_s && d->outbound))) {
+        if (!relay->tls && !(relay->resume_timeout_s && d->outbound && !relay->keep)) {
             if (pipe2(d->pipefd, O_CLOEXEC) < 0) {
                 GError *why = NULL;
                 ferry_set_error_errno(&why, errno, "cannot create the relay pipe");

@@ -36,10 +36,9 @@ typedef struct {
     /* Tests: the bytes sent it keeps (0: tcp_wmem[2] + tcp_rmem[2] + 1 MiB,
      * what the kernels may hold); the send ring holds 4 MiB more. */
     gsize ring_keep;
-    /* Tests: keep what was sent in a user-space ring (a copy; what the
-     * relay does when it can have no pipe) instead of pipe pages
-     * (tunnel-keep); the keep's pipes are asked for keep_pipe_size bytes
-     * each (0: 4 MiB). */
+    /* Tests: plaintext keeps what it sent in a user-space ring (a copy)
+     * instead of pipe pages (tunnel-keep), as TLS does; the keep's pipes
+     * are asked for keep_pipe_size bytes each (0: 4 MiB). */
     gboolean send_ring;
     gsize keep_pipe_size;
 } TunnelRelayConfig;

@@ -6,9 +6,9 @@
  * destination's listener would (tunnel_relay_hold, tunnel_relay_reattach).
  * Both directions must arrive complete and in order, with the
  * reconnections and the resent bytes counted: once with what was sent kept
- * as pipe pages (the relay's way: 64 MiB through a keep of 4 MiB in small
- * pipes), once in the send ring (its way without pipes, the ring wrapping
- * several times). A source relay alone shows a resend that spans the ring's wrap or
+ * as pipe pages (plaintext's way: 64 MiB through a keep of 4 MiB in small
+ * pipes), once in the send ring (TLS's way, the ring wrapping several
+ * times). A source relay alone shows a resend that spans the ring's wrap or
  * several of the keep's pipes, and one from a position no longer kept. */
 #include <check.h>
 #include <errno.h>
