@@ -7,9 +7,11 @@
  *
  * A pipe's capacity is counted in buffers (slots), not bytes: a spliced
  * buffer holds from a few bytes to 32 KiB. So the keep is a queue of pipes,
- * a new one taken when the newest is full; past max_pipes the oldest pipe
- * is dropped even if its bytes were still to be kept (tunnel_keep_short
- * says so, and a resume from before them then fails naming the positions).
+ * a new one taken when the newest is full. Past max_pipes, two neighbours
+ * whose buffers hold few bytes are merged (their bytes copied into whole
+ * pages), or else the oldest pipe is dropped even if its bytes were still
+ * to be kept (tunnel_keep_short says so, and a resume from before them then
+ * fails naming the positions).
  *
  * One thread uses a keep (the relay's outbound writer). */
 #pragma once
