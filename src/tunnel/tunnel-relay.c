@@ -738,6 +738,71 @@ static GError *ring_reader(Direction *d)
     }
 }
 
+/* The outbound writers of a resumable relay (ring_writer, keep_writer)
+ * wait here, lock held, until they have something to do: bytes from
+ * ring_sent to *end (read under the lock: the ring's reader moves it), or
+ * more to come (more), or the end to pass on, or a resumed connection.
+ * FALSE: the relay failed (lock still held). */
+static gboolean wait_to_send_locked(TunnelRelay *r, Direction *d, const guint64 *end,
+                                    gboolean more)
+{
+    gint64 waited = tunnel_counters_wait_begin();
+    for (;;) {
+        check_resume_deadline_locked(r);
+        if (r->failed)
+            break;
+        if (!r->detached && (r->ring_sent < *end || more ||
+                             (d->in_eof && (r->shut_gen != r->gen + 1 || r->net_in_eof))))
+            break;
+        if (r->detached)
+            g_cond_wait_until(&r->cond, &r->lock, r->resume_deadline_us);
+        else
+            g_cond_wait(&r->cond, &r->lock);
+    }
+    tunnel_counters_wait_end(wait_in_counter(d), waited);
+    return !r->failed;
+}
+
+/* Everything read was sent on connection gen (lock held, released here):
+ * passes the end of stream on, once per connection. FALSE when it was, and
+ * the writer waited until the peer ended its side too: done. */
+static gboolean pass_end_on(TunnelRelay *r, RpcTransport *net, int fd, guint gen)
+{
+    if (r->shut_gen == gen + 1) {
+        g_mutex_unlock(&r->lock);
+        return FALSE; /* both ends passed on */
+    }
+    r->shut_gen = gen + 1;
+    g_mutex_unlock(&r->lock);
+    if (r->tls)
+        rpc_tls_transport_close_write(net);
+    else
+        shutdown(fd, SHUT_WR);
+    return TRUE;
+}
+
+/* A send moved fresh new bytes and again resent ones. */
+static void count_sent(TunnelRelay *r, gsize fresh, gsize again)
+{
+    if (again)
+        tunnel_counters_add(&r->counters.bytes_resent, again);
+    if (fresh) {
+        count(r, TRUE, fresh);
+        throttle(r);
+    }
+}
+
+/* A send on connection gen (fd) moved nothing (n) and said err: the
+ * connection broke (BROKEN_WAIT: a resume comes), or why not. */
+static Broken send_broken(TunnelRelay *r, gssize n, int *err, int fd, guint gen)
+{
+    if (*err == EPIPE || n == 0) {
+        int lost = rpc_socket_lost_error(fd);
+        *err = lost ? lost : *err ? *err : EPIPE;
+    }
+    return net_broken(r, *err, fd, gen);
+}
+
 /* Outbound, resumable: the ring to the network, from ring_sent (which a
  * resume sets back to what the peer received). Once the VMM ended and all
  * is sent, passes the end on, and stays until the peer ended its side: a
@@ -747,21 +812,7 @@ static GError *ring_writer(Direction *d)
     TunnelRelay *r = d->relay;
     for (;;) {
         g_mutex_lock(&r->lock);
-        gint64 waited = tunnel_counters_wait_begin();
-        for (;;) {
-            check_resume_deadline_locked(r);
-            if (r->failed)
-                break;
-            if (!r->detached && (r->ring_sent < r->ring_end ||
-                                 (d->in_eof && (r->shut_gen != r->gen + 1 || r->net_in_eof))))
-                break;
-            if (r->detached)
-                g_cond_wait_until(&r->cond, &r->lock, r->resume_deadline_us);
-            else
-                g_cond_wait(&r->cond, &r->lock);
-        }
-        tunnel_counters_wait_end(wait_in_counter(d), waited);
-        if (r->failed) {
+        if (!wait_to_send_locked(r, d, &r->ring_end, FALSE)) {
             g_mutex_unlock(&r->lock);
             return NULL;
         }
@@ -769,18 +820,9 @@ static GError *ring_writer(Direction *d)
         RpcTransport *net = r->net; /* kept (old_nets) until the relay goes */
         guint gen = r->gen;
         if (r->ring_sent == r->ring_end) {
-            if (r->shut_gen != gen + 1) {
-                r->shut_gen = gen + 1;
-                g_mutex_unlock(&r->lock);
-                /* everything read was sent */
-                if (r->tls)
-                    rpc_tls_transport_close_write(net);
-                else
-                    shutdown(fd, SHUT_WR);
+            if (pass_end_on(r, net, fd, gen))
                 continue;
-            }
-            g_mutex_unlock(&r->lock);
-            return NULL; /* both ends passed on */
+            return NULL;
         }
         guint64 from = r->ring_sent;
         gsize off = from % r->ring_cap;
@@ -789,7 +831,7 @@ static GError *ring_writer(Direction *d)
         r->out_sending = TRUE; /* a resume waits: what this send moves counts */
         g_mutex_unlock(&r->lock);
 
-        waited = tunnel_counters_wait_begin();
+        gint64 waited = tunnel_counters_wait_begin();
         guint64 enc = net_cipher_us(d, TRUE, waited);
         gssize n;
         int err = 0;
@@ -826,19 +868,10 @@ static GError *ring_writer(Direction *d)
                 g_cond_broadcast(&r->cond); /* room for the reader */
             }
             g_mutex_unlock(&r->lock);
-            if (again)
-                tunnel_counters_add(&r->counters.bytes_resent, again);
-            if (fresh) {
-                count(r, TRUE, fresh);
-                throttle(r);
-            }
+            count_sent(r, fresh, again);
             continue;
         }
-        if (err == EPIPE || n == 0) {
-            int lost = rpc_socket_lost_error(fd);
-            err = lost ? lost : err ? err : EPIPE;
-        }
-        Broken b = net_broken(r, err, fd, gen);
+        Broken b = send_broken(r, n, &err, fd, gen);
         if (b != BROKEN_WAIT)
             return broken_error(r, b, "write to", d->out_name, err);
     }
@@ -857,21 +890,7 @@ static GError *keep_writer(Direction *d)
     for (;;) {
         guint64 teed = tunnel_keep_end(r->keep);
         g_mutex_lock(&r->lock);
-        gint64 waited = tunnel_counters_wait_begin();
-        for (;;) {
-            check_resume_deadline_locked(r);
-            if (r->failed)
-                break;
-            if (!r->detached && (r->ring_sent < teed || !pipe_eof ||
-                                 (d->in_eof && (r->shut_gen != r->gen + 1 || r->net_in_eof))))
-                break;
-            if (r->detached)
-                g_cond_wait_until(&r->cond, &r->lock, r->resume_deadline_us);
-            else
-                g_cond_wait(&r->cond, &r->lock);
-        }
-        tunnel_counters_wait_end(wait_in_counter(d), waited);
-        if (r->failed) {
+        if (!wait_to_send_locked(r, d, &teed, !pipe_eof)) {
             g_mutex_unlock(&r->lock);
             return NULL;
         }
@@ -879,14 +898,9 @@ static GError *keep_writer(Direction *d)
         guint gen = r->gen;
         guint64 from = r->ring_sent, sent = r->ring_sent_max;
         if (from == teed && pipe_eof) {
-            if (r->shut_gen != gen + 1) {
-                r->shut_gen = gen + 1;
-                g_mutex_unlock(&r->lock);
-                shutdown(fd, SHUT_WR); /* everything read was sent */
+            if (pass_end_on(r, r->net, fd, gen))
                 continue;
-            }
-            g_mutex_unlock(&r->lock);
-            return NULL; /* both ends passed on */
+            return NULL;
         }
         if (from == teed) {
             /* All kept was sent: drop what no resume needs (a resume's
@@ -898,7 +912,7 @@ static GError *keep_writer(Direction *d)
             /* A bounded wait: a resume (the top) must not wait for the
              * VMM's next bytes, which may wait for those to be resent. */
             struct pollfd pfd = {.fd = d->pipefd[0], .events = POLLIN};
-            waited = tunnel_counters_wait_begin();
+            gint64 waited = tunnel_counters_wait_begin();
             int pr = poll(&pfd, 1, POLL_US / 1000);
             tunnel_counters_wait_end(wait_in_counter(d), waited);
             if (pr < 0 && errno != EINTR)
@@ -927,7 +941,7 @@ static GError *keep_writer(Direction *d)
         r->out_sending = TRUE; /* a resume waits: what this send moves counts */
         g_mutex_unlock(&r->lock);
 
-        waited = tunnel_counters_wait_begin();
+        gint64 waited = tunnel_counters_wait_begin();
         gssize n = from < sent ? tunnel_keep_send(r->keep, from, sent, fd)
                                : splice(d->pipefd[0], NULL, fd, NULL, teed - sent, SPLICE_F_MOVE);
         int err = errno;
@@ -951,12 +965,7 @@ static GError *keep_writer(Direction *d)
         g_cond_broadcast(&r->cond);
         g_mutex_unlock(&r->lock);
         if (n > 0) {
-            if (again)
-                tunnel_counters_add(&r->counters.bytes_resent, again);
-            if (fresh) {
-                count(r, TRUE, fresh);
-                throttle(r);
-            }
+            count_sent(r, fresh, again);
             continue;
         }
         if (n < 0 && err == EINTR)
@@ -966,11 +975,7 @@ static GError *keep_writer(Direction *d)
                                "cannot send again what the %s lost: the bytes from %"
                                G_GUINT64_FORMAT " are no longer kept (%s)",
                                d->out_name, from, g_strerror(err));
-        if (err == EPIPE || n == 0) {
-            int lost = rpc_socket_lost_error(fd);
-            err = lost ? lost : err ? err : EPIPE;
-        }
-        Broken b = net_broken(r, err, fd, gen);
+        Broken b = send_broken(r, n, &err, fd, gen);
         if (b != BROKEN_WAIT)
             return broken_error(r, b, "write to", d->out_name, err);
     }

@@ -386,6 +386,23 @@ static guint64 read_checked(int fd, guint64 at, guint64 until, guint8 seed)
 #define WRAP_KEEP_PIPE (64u << 10)
 #define WRAP_PIPE_MAX (16u * (32u << 10)) /* the most a pipe of 16 buffers holds */
 
+/* A source relay alone, keeping WRAP_KEEP bytes (in the ring, or in pipes
+ * of WRAP_KEEP_PIPE), reconnecting through w. */
+static TunnelRelay *start_source_alone(int vmm_fd, int s_net, WrapPath *w, gboolean ring)
+{
+    TunnelRelayConfig cfg = {.vmm_name = "source VMM",
+                             .peer_name = "data connection to the destination",
+                             .resume_timeout_s = 20,
+                             .reconnect = reconnect_wrap,
+                             .reconnect_data = w,
+                             .ring_keep = WRAP_KEEP,
+                             .send_ring = ring,
+                             .keep_pipe_size = WRAP_KEEP_PIPE};
+    TunnelRelay *src = tunnel_relay_new(vmm_fd, rpc_transport_new_socket(s_net), &cfg);
+    tunnel_relay_start(src);
+    return src;
+}
+
 static void run_wrap(gboolean too_old, gboolean ring)
 {
     int src_vmm[2];
@@ -402,16 +419,7 @@ static void run_wrap(gboolean too_old, gboolean ring)
     ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
     ck_assert_int_eq(setsockopt(peer, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
     WrapPath w = {.theirs = too_old ? 0 : WRAP_READ, .peer = -1};
-    TunnelRelayConfig cfg = {.vmm_name = "source VMM",
-                             .peer_name = "data connection to the destination",
-                             .resume_timeout_s = 20,
-                             .reconnect = reconnect_wrap,
-                             .reconnect_data = &w,
-                             .ring_keep = WRAP_KEEP,
-                             .send_ring = ring,
-                             .keep_pipe_size = WRAP_KEEP_PIPE};
-    TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &cfg);
-    tunnel_relay_start(src);
+    TunnelRelay *src = start_source_alone(src_vmm[0], s_net, &w, ring);
     Vmm a;
     vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0);
 
@@ -529,16 +537,7 @@ static void run_resend_idle_vmm(gboolean ring)
     int sndbuf = 1 << 20; /* doubled: the kernels hold the last 1 MiB */
     ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
     WrapPath w = {.theirs = IDLE_READ, .peer = -1};
-    TunnelRelayConfig cfg = {.vmm_name = "source VMM",
-                             .peer_name = "data connection to the destination",
-                             .resume_timeout_s = 20,
-                             .reconnect = reconnect_wrap,
-                             .reconnect_data = &w,
-                             .ring_keep = WRAP_KEEP,
-                             .send_ring = ring,
-                             .keep_pipe_size = WRAP_KEEP_PIPE};
-    TunnelRelay *src = tunnel_relay_new(src_vmm[0], rpc_transport_new_socket(s_net), &cfg);
-    tunnel_relay_start(src);
+    TunnelRelay *src = start_source_alone(src_vmm[0], s_net, &w, ring);
     IdleVmm v = {.fd = src_vmm[1]};
     GThread *t = g_thread_new("idle-vmm", idle_vmm_thread, &v);
 
