@@ -102,6 +102,7 @@ struct TunnelRelay {
      * ring and sends them from it. Inbound is counted (net_received).
      * Every field under lock, but keep (the outbound writer's). */
     guint resume_timeout_s;
+    guint ended_grace_s;            /* a reset or ended connection's wait */
     TunnelRelayReconnect reconnect; /* source */
     gpointer reconnect_data;
     GDestroyNotify reconnect_free;
@@ -147,6 +148,8 @@ TunnelRelay *tunnel_relay_new(int vmm_fd, RpcTransport *net, const TunnelRelayCo
         r->ring_keep = config->ring_keep ? config->ring_keep : tunnel_relay_ring_keep();
         r->ring_cap = r->ring_keep + RING_AHEAD;
         r->send_ring = config->send_ring;
+        r->ended_grace_s =
+            config->ended_grace_s ? config->ended_grace_s : TUNNEL_RESUME_ENDED_GRACE_S;
         r->keep_pipe_size = config->keep_pipe_size ? config->keep_pipe_size : KEEP_PIPE_SIZE;
         r->old_nets = g_ptr_array_new_with_free_func((GDestroyNotify)rpc_transport_free);
     }
@@ -635,7 +638,7 @@ static Broken net_broken(TunnelRelay *r, int err, int fd, guint gen)
         r->detached = TRUE;
         r->detach_errno = err;
         r->resume_wait_s =
-            broke ? r->resume_timeout_s : MIN(r->resume_timeout_s, TUNNEL_RESUME_ENDED_GRACE_S);
+            broke ? r->resume_timeout_s : MIN(r->resume_timeout_s, r->ended_grace_s);
         r->resume_deadline_us = g_get_monotonic_time() + (gint64)r->resume_wait_s * G_USEC_PER_SEC;
         shutdown(fd, SHUT_RDWR); /* the other threads on it wake and wait */
         g_cond_broadcast(&r->hand_off[1]);

@@ -41,6 +41,10 @@ typedef struct {
      * are asked for keep_pipe_size bytes each (0: 4 MiB). */
     gboolean send_ring;
     gsize keep_pipe_size;
+    /* Tests: how long a connection the peer reset or ended may take to
+     * come back (0: TUNNEL_RESUME_ENDED_GRACE_S; never beyond the resume
+     * time). */
+    guint ended_grace_s;
 } TunnelRelayConfig;
 
 typedef struct {
