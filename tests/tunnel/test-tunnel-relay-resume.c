@@ -380,7 +380,12 @@ END_TEST
 #define WRAP_CAP (WRAP_KEEP + (4u << 20)) /* the relay's RING_AHEAD */
 #define WRAP_SIZE (16u << 20)
 #define WRAP_READ (WRAP_CAP - (64u << 10))
-#define WRAP_SENT (WRAP_READ + (1u << 20)) /* the break comes after that much was sent */
+/* The break comes after that much was sent: past the ring's end, and more
+ * than a keep's pipe holds past what the peer read. The relay's sends into
+ * the blocking socket count only once done, up to 1 MiB at a time: under
+ * load it was seen stopped at 996 KiB past the peer's 8 MiB - 64 KiB, its
+ * next send waiting for room the kernels (2.5 MiB) no longer had. */
+#define WRAP_SENT (WRAP_READ + (576u << 10))
 
 typedef struct {
     guint64 theirs;
@@ -461,8 +466,7 @@ static void run_wrap(gboolean too_old, gboolean ring)
     vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0);
 
     ck_assert_uint_eq(read_checked(peer, 0, WRAP_READ, 1), WRAP_READ);
-    /* The relay sends on into the kernels' buffers, past the ring's end:
-     * 1 MiB more than the peer read (they hold more than 2 MiB). */
+    /* The relay sends on into the kernels' buffers, past the ring's end. */
     gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
     TunnelRelayStats st = {0};
     while (st.bytes_out < WRAP_SENT && g_get_monotonic_time() < until) {
@@ -534,11 +538,11 @@ END_TEST
 
 /* A resend must not wait for the VMM: a source VMM that wrote 4 MiB and
  * then waits (for an answer that needs them, say) while the relay sent all
- * of it and waits for more; the peer read 3 MiB, the rest in the kernels
- * when the connection resets. The new connection gets the last 1 MiB
- * while the VMM still writes nothing, then the VMM's end. */
+ * of it and waits for more; the peer read all but 512 KiB, the rest in the
+ * kernels when the connection resets. The new connection gets the last
+ * 512 KiB while the VMM still writes nothing, then the VMM's end. */
 #define IDLE_SIZE (4u << 20)
-#define IDLE_READ (3u << 20)
+#define IDLE_READ (IDLE_SIZE - (512u << 10))
 
 typedef struct {
     int fd;
@@ -571,7 +575,7 @@ static void run_resend_idle_vmm(gboolean ring)
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, src_vmm), 0);
     int s_net, peer;
     tcp_pair(&s_net, &peer);
-    int sndbuf = 1 << 20; /* doubled: the kernels hold the last 1 MiB */
+    int sndbuf = 1 << 20; /* doubled: the kernels hold the last 512 KiB */
     ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
     WrapPath w = {.theirs = IDLE_READ, .peer = -1};
     TunnelRelay *src = start_source_alone(src_vmm[0], s_net, &w, ring);
