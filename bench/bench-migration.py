@@ -1324,6 +1324,12 @@ def resume_on_off(table, ratio, on, off, title):
                   f" {nr['rss_src']:.1f} / {nr['rss_dst']:.1f}")
 
 
+def end_costs(ceilings, key):
+    """The median CPU seconds per GiB of a ceiling's sending and receiving
+    end (key "tcp_cpu" or "tls_cpu")."""
+    return med([c[0] for c in ceilings[key]]), med([c[1] for c in ceilings[key]])
+
+
 def cpu_bound(direct, ceilings, tcp, tls):
     """About the most a relayed migration can move on this machine: every
     CPU busy with nothing but both VMMs' work (the direct row's CPU per
@@ -1340,7 +1346,7 @@ def cpu_bound(direct, ceilings, tcp, tls):
     for key, ceiling, what in (("tcp_cpu", tcp, "TCP loopback"), ("tls_cpu", tls, "one gnutls session")):
         if not (ceilings.get(key) and ceiling):
             continue
-        ends = med([c[0] for c in ceilings[key]]) + med([c[1] for c in ceilings[key]])
+        ends = sum(end_costs(ceilings, key))
         bound = cores * 1024 / (vmms + ends)
         print(f"  (CPU bound: {cores} cores / (both VMMs {vmms:.2f} + both ends of {what} "
               f"{ends:.2f} CPU s/GiB) = {bound:.0f} MiB/s, {bound / ceiling:.2f}x {what}: "
@@ -1381,7 +1387,7 @@ def data_plane_targets(table, ceilings, ratio):
                   f"{verdict(rt and rt >= 3)}")
         for key, what in (("tcp_cpu", "the bare TCP socket"), ("tls_cpu", "one gnutls session")):
             if ceilings.get(key):
-                floor = max(med([c[0] for c in ceilings[key]]), med([c[1] for c in ceilings[key]]))
+                floor = max(end_costs(ceilings, key))
                 print(f"  (one end of {what} costs up to {floor:.2f} CPU s/GiB in this run: "
                       f"a daemon that relays through one cannot cost less)")
         cpu_bound(table.get(("direct", w)), ceilings, tcp, tls)
@@ -1403,14 +1409,14 @@ def report(runs, ceilings, wall):
               f"AF_UNIX {med(ceilings['unix']):.0f} MiB/s, TCP loopback {med(ceilings['tcp']):.0f} MiB/s"
               + (f", one gnutls TLS session {med(ceilings['tls']):.0f} MiB/s" if ceilings.get("tls") else ""))
     if ceilings.get("tcp_cpu"):
+        send, recv = end_costs(ceilings, "tcp_cpu")
         print(f"What one end of the bare TCP loopback socket costs (the same runs): sender "
-              f"{med([c[0] for c in ceilings['tcp_cpu']]):.2f}, receiver "
-              f"{med([c[1] for c in ceilings['tcp_cpu']]):.2f} CPU s/GiB (on loopback the "
+              f"{send:.2f}, receiver {recv:.2f} CPU s/GiB (on loopback the "
               f"sender also runs the receiving side's TCP)")
     if ceilings.get("tls_cpu"):
+        send, recv = end_costs(ceilings, "tls_cpu")
         print(f"What one end of the gnutls session costs (the same runs): sender "
-              f"{med([c[0] for c in ceilings['tls_cpu']]):.2f}, receiver "
-              f"{med([c[1] for c in ceilings['tls_cpu']]):.2f} CPU s/GiB, the cipher included")
+              f"{send:.2f}, receiver {recv:.2f} CPU s/GiB, the cipher included")
     print()
     header = ["workload", "case", "ok/conv", "GiB moved", "MiB/s", "MiB/s w/o downtime", "stream s", "total s", "dst boot s",
               "downtime ms", "rounds", "relay CPU s/GiB src / dst", "daemon CPU s/GiB src / dst",
