@@ -170,6 +170,7 @@ typedef struct {
      * only once it received everything: a peer that ended its side is not
      * resumed. */
     guint64 pace_of; /* 0: write at once; else the size of the stream it receives */
+    gint held;       /* atomic: nonzero keeps its end of stream back until the test clears it */
     GThread *writer, *reader;
 } Vmm;
 
@@ -194,6 +195,8 @@ static gpointer vmm_writer(gpointer data)
     }
     while (v->pace_of && (guint64)g_atomic_pointer_get(&v->received) < v->pace_of && !v->bad_at)
         g_usleep(1000);
+    while (g_atomic_int_get(&v->held))
+        g_usleep(2000);
     shutdown(v->fd, SHUT_WR);
     return NULL;
 }
@@ -217,13 +220,14 @@ static gpointer vmm_reader(gpointer data)
 }
 
 static void vmm_start(Vmm *v, int fd, guint64 send_len, guint8 send_seed, guint8 recv_seed,
-                      guint64 pace_of)
+                      guint64 pace_of, gboolean hold_end)
 {
     *v = (Vmm){.fd = fd,
                .send_len = send_len,
                .send_seed = send_seed,
                .recv_seed = recv_seed,
-               .pace_of = pace_of};
+               .pace_of = pace_of,
+               .held = hold_end};
     v->writer = g_thread_new("vmm-wr", vmm_writer, v);
     v->reader = g_thread_new("vmm-rd", vmm_reader, v);
 }
@@ -303,8 +307,8 @@ START_TEST(test_resume_both_directions)
     tunnel_relay_start(src);
 
     Vmm a, b;
-    vmm_start(&a, src_vmm[1], FORWARD_SIZE, 1, 2, 0);
-    vmm_start(&b, dst_vmm[1], BACK_SIZE, 2, 1, FORWARD_SIZE);
+    vmm_start(&a, src_vmm[1], FORWARD_SIZE, 1, 2, 0, FALSE);
+    vmm_start(&b, dst_vmm[1], BACK_SIZE, 2, 1, FORWARD_SIZE, FALSE);
 
     for (guint k = 1; k <= BREAKS; k++) {
         guint64 at = (guint64)FORWARD_SIZE * k / (BREAKS + 1);
@@ -463,7 +467,7 @@ static void run_wrap(gboolean too_old, gboolean ring)
     WrapPath w = {.theirs = too_old ? 0 : WRAP_READ, .peer = -1};
     TunnelRelay *src = start_source_alone(src_vmm[0], s_net, &w, ring);
     Vmm a;
-    vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0);
+    vmm_start(&a, src_vmm[1], WRAP_SIZE, 1, 2, 0, FALSE);
 
     ck_assert_uint_eq(read_checked(peer, 0, WRAP_READ, 1), WRAP_READ);
     /* The relay sends on into the kernels' buffers, past the ring's end. */
@@ -544,31 +548,6 @@ END_TEST
 #define IDLE_SIZE (4u << 20)
 #define IDLE_READ (IDLE_SIZE - (512u << 10))
 
-typedef struct {
-    int fd;
-    gint release; /* atomic: the test lets it end */
-} IdleVmm;
-
-static gpointer idle_vmm_thread(gpointer data)
-{
-    IdleVmm *v = data;
-    static __thread guint8 buf[64 * 1024];
-    for (guint64 at = 0; at < IDLE_SIZE; at += sizeof(buf)) {
-        for (gsize i = 0; i < sizeof(buf); i++)
-            buf[i] = pattern(at + i, 3);
-        for (gsize off = 0; off < sizeof(buf);) {
-            gssize w = write(v->fd, buf + off, sizeof(buf) - off);
-            if (w <= 0)
-                return NULL;
-            off += w;
-        }
-    }
-    while (!g_atomic_int_get(&v->release))
-        g_usleep(2000);
-    shutdown(v->fd, SHUT_WR);
-    return NULL;
-}
-
 static void run_resend_idle_vmm(gboolean ring)
 {
     int src_vmm[2];
@@ -579,8 +558,8 @@ static void run_resend_idle_vmm(gboolean ring)
     ck_assert_int_eq(setsockopt(s_net, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)), 0);
     WrapPath w = {.theirs = IDLE_READ, .peer = -1};
     TunnelRelay *src = start_source_alone(src_vmm[0], s_net, &w, ring);
-    IdleVmm v = {.fd = src_vmm[1]};
-    GThread *t = g_thread_new("idle-vmm", idle_vmm_thread, &v);
+    Vmm a;
+    vmm_start(&a, src_vmm[1], IDLE_SIZE, 3, 4, 0, TRUE);
 
     ck_assert_uint_eq(read_checked(peer, 0, IDLE_READ, 3), IDLE_READ);
     gint64 until = g_get_monotonic_time() + 60 * G_USEC_PER_SEC;
@@ -603,15 +582,15 @@ static void run_resend_idle_vmm(gboolean ring)
     struct timeval tv = {.tv_sec = 10};
     setsockopt(p2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     ck_assert_uint_eq(read_checked(p2, IDLE_READ, IDLE_SIZE, 3), IDLE_SIZE);
-    g_atomic_int_set(&v.release, 1);
-    g_thread_join(t);
+    g_atomic_int_set(&a.held, 0);
     guint8 one;
     ck_assert_int_eq(read(p2, &one, 1), 0); /* the VMM's end, passed on */
     shutdown(p2, SHUT_WR);
     g_autoptr(GError) e = NULL;
     gboolean ok = tunnel_relay_wait(src, g_get_monotonic_time() + 60 * G_USEC_PER_SEC, &e);
     ck_assert_msg(ok, "source relay: %s", e ? e->message : "");
-    close(src_vmm[1]);
+    vmm_join(&a);
+    ck_assert_uint_eq((guint64)a.received, 0);
     tunnel_relay_unref(src);
     close(p2);
 }
